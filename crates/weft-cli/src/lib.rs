@@ -1,0 +1,86 @@
+//! The `weft` command line, as a library so tests can drive it in-process.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cmd_connectors;
+mod cmd_spec;
+mod specs;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Weft: connectors as TOML specs — Kantata OX, Xero and yours.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List and inspect the connectors Weft knows.
+    #[command(subcommand)]
+    Connectors(cmd_connectors::ConnectorsCmd),
+    /// Work with connector spec files.
+    #[command(subcommand)]
+    Spec(cmd_spec::SpecCmd),
+}
+
+/// Where a command writes: stdout for results, stderr for diagnostics and messages.
+pub struct Io<'a> {
+    /// Results.
+    pub out: &'a mut dyn Write,
+    /// Diagnostics, progress and messages.
+    pub err: &'a mut dyn Write,
+}
+
+/// Runs `weft` with `args` (the first is the program name) and returns the exit code.
+pub fn run<I, T>(args: I, io: &mut Io<'_>) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { 2 } else { 0 };
+            let text = err.render().to_string();
+            let _ = if code == 0 {
+                io.out.write_all(text.as_bytes())
+            } else {
+                io.err.write_all(text.as_bytes())
+            };
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
+        Command::Spec(cmd) => cmd_spec::run(cmd, io),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let _ = writeln!(io.err, "error: {err:#}");
+            1
+        }
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out = stdout.lock();
+    let mut err = stderr.lock();
+    let code = run(
+        std::env::args_os(),
+        &mut Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    );
+    let _ = out.flush();
+    ExitCode::from(code)
+}

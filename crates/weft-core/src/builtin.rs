@@ -1,0 +1,20 @@
+//! The connector specs that ship inside Weft, so the binary works from any directory.
+
+use crate::load::{Report, load_str};
+
+/// `(file name, text)` of each built-in spec.
+pub const SPECS: &[(&str, &str)] = &[
+    (
+        "specs/kantata.toml",
+        include_str!("../../../specs/kantata.toml"),
+    ),
+    ("specs/xero.toml", include_str!("../../../specs/xero.toml")),
+];
+
+/// Loads every built-in spec.
+pub fn load_all() -> Vec<Report> {
+    SPECS
+        .iter()
+        .map(|(name, text)| load_str(name, text))
+        .collect()
+}

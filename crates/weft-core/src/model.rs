@@ -1,0 +1,1026 @@
+//! The connector spec language: the serde model of one `specs/<id>.toml` file.
+//!
+//! Every struct rejects unknown keys and spells keys in kebab-case. Strings documented as
+//! *templates* are MiniJinja templates; the variables each may use are listed in
+//! [`crate::template::Scope`]. The loader ([`crate::load`]) deserializes each section on its own
+//! so that one bad section does not hide the problems of the others, then [`crate::validate`]
+//! cross-checks the whole.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::SpecDuration;
+
+/// One connector: who the provider is, how to authenticate, what the person fills in,
+/// how fast we may go, and which resources can be read and written.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SpecFile {
+    /// Stable identifier, lowercase letters, digits and `-`; must equal the file stem.
+    pub id: String,
+    /// Name shown to people, e.g. "Kantata OX".
+    pub name: String,
+    /// Earlier names of the product, so people find it by the name they know (Kantata was Mavenlink).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_names: Vec<String>,
+    /// Version of this spec (semantic versioning, `MAJOR.MINOR.PATCH`).
+    pub version: String,
+    /// One-paragraph description of the connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Links to the provider's documentation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs: Vec<DocLink>,
+    /// Base URLs by host name (Xero has `login`, `identity` and `api`). Each can be overridden at
+    /// run time, so a simulator or a proxy can stand in. Templates refer to them as `hosts.<name>`.
+    pub hosts: IndexMap<String, String>,
+    /// How Weft authenticates against the provider. At least one method is required.
+    pub auth: Auth,
+    /// The organisations (tenants) one grant can reach, when the provider has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Tenants>,
+    /// The connection form: what a person fills in, with its rules, in display order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
+    /// Ordered human instructions for registering the app at the provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<SetupStep>,
+    /// Concurrency and rate budgets.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Defaults applied to every request of every operation.
+    #[serde(default)]
+    pub requests: RequestDefaults,
+    /// How to tell errors apart; checked in order, first match wins. Operations can add their own rules in front.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ErrorRule>,
+    /// The connection test: one request whose success proves the connection works.
+    pub test: ConnectionTest,
+    /// Resources by name, each with its operations and record fields.
+    #[serde(default)]
+    pub resources: IndexMap<String, Resource>,
+}
+
+/// A documentation link.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DocLink {
+    /// What the page covers.
+    pub title: String,
+    /// Absolute https URL.
+    pub url: String,
+}
+
+/// Authentication methods. A connection uses one of those declared.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Auth {
+    /// OAuth 2.0 authorization-code grant (a person consents in the browser).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
+    /// OAuth 2.0 client-credentials grant (machine to machine, no person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_credentials: Option<ClientCredentials>,
+    /// A static bearer or personal token pasted by the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<StaticToken>,
+    /// How the access token rides on API requests. Defaults to `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub apply: ApplyToken,
+}
+
+/// OAuth 2.0 authorization code grant.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OAuth2 {
+    /// Authorize endpoint (template; may use `hosts`).
+    pub authorize_url: String,
+    /// Token endpoint (template; may use `hosts`).
+    pub token_url: String,
+    /// Revocation endpoint (template), called when a connection is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_url: Option<String>,
+    /// Client ID (template, normally `{{ fields.client_id }}`).
+    pub client_id: String,
+    /// Client secret (template, normally `{{ fields.client_secret }}`); omit for public PKCE clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Scopes to request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Separator between scopes in the `scope` parameter.
+    #[serde(default = "default_scope_separator")]
+    pub scope_separator: String,
+    /// Proof Key for Code Exchange.
+    #[serde(default)]
+    pub pkce: Pkce,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Extra query parameters on the authorize URL (templates).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub authorize_params: IndexMap<String, String>,
+    /// Access-token lifetime to assume when the token response has no `expires_in`.
+    /// Omit when tokens do not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_lifetime: Option<SpecDuration>,
+    /// Refresh-token behaviour; omit when the provider issues no refresh tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+}
+
+fn default_scope_separator() -> String {
+    " ".to_owned()
+}
+
+/// PKCE method.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum Pkce {
+    /// No PKCE.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// SHA-256 code challenge.
+    S256,
+}
+
+/// Client authentication at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// `Authorization: Basic base64(id:secret)`.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Body,
+}
+
+/// Refresh-token behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Refresh {
+    /// Whether each refresh returns a new refresh token that replaces the old one.
+    pub rotates: bool,
+    /// How long the previous refresh token stays valid after a rotation (for retrying a lost response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<SpecDuration>,
+    /// Refresh this long before the access token expires.
+    #[serde(default = "default_refresh_ahead")]
+    pub ahead: SpecDuration,
+    /// How long an unused refresh token lives, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_lifetime: Option<SpecDuration>,
+}
+
+fn default_refresh_ahead() -> SpecDuration {
+    SpecDuration::from_secs(300)
+}
+
+/// OAuth 2.0 client-credentials grant.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClientCredentials {
+    /// Token endpoint (template).
+    pub token_url: String,
+    /// Client ID (template).
+    pub client_id: String,
+    /// Client secret (template).
+    pub client_secret: String,
+    /// Scopes to request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// A static token the person pastes (e.g. Kantata's "Your OAuth Token").
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StaticToken {
+    /// The token (template, normally `{{ fields.token }}` naming a secret field).
+    pub value: String,
+}
+
+/// How the access token is attached to API requests.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApplyToken {
+    /// Header name.
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+    /// Header value (template; `token` is the access token).
+    #[serde(default = "default_auth_value")]
+    pub value: String,
+}
+
+impl Default for ApplyToken {
+    fn default() -> Self {
+        Self {
+            header: default_auth_header(),
+            value: default_auth_value(),
+        }
+    }
+}
+
+fn default_auth_header() -> String {
+    "Authorization".to_owned()
+}
+
+fn default_auth_value() -> String {
+    "Bearer {{ token }}".to_owned()
+}
+
+/// Tenants (organisations) reachable through one grant.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Tenants {
+    /// The resource whose `list` operation lists the tenants of a grant (e.g. Xero `connections`).
+    pub resource: String,
+    /// Field of a tenant record holding its id.
+    pub id_field: String,
+    /// Field of a tenant record holding its display name.
+    pub name_field: String,
+    /// How the tenant is chosen after consent.
+    pub select: TenantSelect,
+    /// How a request carries the tenant: a header whose value is a template (`tenant.id`).
+    pub header: HeaderTemplate,
+}
+
+/// How the tenant a person just authorized is chosen.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "by")]
+pub enum TenantSelect {
+    /// Match a claim of the access token (a JWT) to a field of the tenant records; when
+    /// several still match, the person picks.
+    TokenClaim {
+        /// Claim in the access token, e.g. `authentication_event_id`.
+        claim: String,
+        /// Field of the tenant record it must equal, e.g. `authEventId`.
+        field: String,
+    },
+    /// The person picks from the list.
+    Choose,
+}
+
+/// A header whose value is a template.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HeaderTemplate {
+    /// Header name.
+    pub name: String,
+    /// Header value (template).
+    pub value: String,
+}
+
+/// One field of the connection form.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Field {
+    /// Identifier, snake_case; templates use it as `fields.<id>`.
+    pub id: String,
+    /// Label shown to the person.
+    pub label: String,
+    /// Help text shown under the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// Value type.
+    #[serde(rename = "type", default)]
+    pub ty: FieldKind,
+    /// Value used when the person gives none; its type must match `type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Scalar>,
+    /// Smallest accepted value (integer fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    /// Largest accepted value (integer fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+    /// Accepted values (enum fields).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// Longest accepted text, in characters (text fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+    /// Whether a value must be given.
+    #[serde(default)]
+    pub required: bool,
+    /// Write-only: stored encrypted, never shown again, entered again on edit.
+    #[serde(default)]
+    pub secret: bool,
+    /// What to do with leading or trailing whitespace.
+    #[serde(default)]
+    pub whitespace: Whitespace,
+    /// A regular expression the whole value must match (text fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Message shown when the pattern does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern_message: Option<String>,
+    /// Whether the value may only be set when the connection is created.
+    #[serde(default)]
+    pub read_only_after_create: bool,
+}
+
+/// The type of a form field.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldKind {
+    /// Free text.
+    #[default]
+    Text,
+    /// A whole number within `min..=max`.
+    Integer,
+    /// Yes or no.
+    Boolean,
+    /// One of `choices`.
+    Enum,
+    /// An absolute URL.
+    Url,
+}
+
+/// A default value of a form field.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// Yes or no.
+    Boolean(bool),
+    /// A whole number.
+    Integer(i64),
+    /// Text.
+    Text(String),
+}
+
+/// Handling of leading or trailing whitespace in a text value.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Whitespace {
+    /// Refuse the value with a message saying where the spaces are.
+    #[default]
+    Reject,
+    /// Remove it silently.
+    Trim,
+    /// Keep the value as typed.
+    Keep,
+}
+
+/// One human setup instruction.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SetupStep {
+    /// Short title of the step.
+    pub title: String,
+    /// What to do (template; may use `callback_url`, `hosts` and `connector`).
+    pub text: String,
+    /// The form field this step produces a value for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fills: Option<String>,
+    /// A check Weft can run once the step is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<SetupCheck>,
+    /// A page at the provider where the step is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Checks Weft can run after a setup step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetupCheck {
+    /// The field named by `fills` holds a value that passes its rules.
+    FieldValid,
+    /// The token endpoint accepts the client ID and secret.
+    ClientAccepted,
+    /// The authorization flow completes and tokens are stored.
+    Authorized,
+    /// At least one tenant is listed for the grant.
+    TenantsListed,
+    /// The connection test succeeds.
+    ConnectionTest,
+}
+
+/// Concurrency and rate budgets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Limits {
+    /// Calls in flight per connection: the default and the most a person may set.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Named budgets the provider enforces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budget: Vec<Budget>,
+    /// Response headers that report the rate-limit state.
+    #[serde(default)]
+    pub headers: LimitHeaders,
+    /// Retries of failed calls.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Time limit of one request.
+    #[serde(default = "default_timeout")]
+    pub timeout: SpecDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            concurrency: Concurrency::default(),
+            budget: Vec::new(),
+            headers: LimitHeaders::default(),
+            retry: Retry::default(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn default_timeout() -> SpecDuration {
+    SpecDuration::from_secs(60)
+}
+
+/// Concurrency level of a connection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Concurrency {
+    /// Calls in flight when the person sets nothing.
+    pub default: u32,
+    /// The most calls in flight a person may set.
+    pub max: u32,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            default: 1,
+            max: 25,
+        }
+    }
+}
+
+/// A rate budget the provider enforces.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Budget {
+    /// Name, unique within the spec, e.g. `minute`.
+    pub name: String,
+    /// What the budget is counted for.
+    pub scope: BudgetScope,
+    /// Calls allowed per `window` (a rate budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u32>,
+    /// Length of the window of a rate budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<SpecDuration>,
+    /// Calls allowed in flight at once (a concurrency budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<u32>,
+    /// Response header reporting what is left of this budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_header: Option<String>,
+    /// Value of the problem header (`limits.headers.problem`) that names this budget on a 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// What to do when the budget runs out.
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
+}
+
+/// What a budget is counted for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetScope {
+    /// Each tenant (organisation) of each connection.
+    Tenant,
+    /// Each connection (grant).
+    Connection,
+    /// The whole OAuth app, across all its connections.
+    App,
+}
+
+/// Reaction to an exhausted budget.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExhausted {
+    /// Wait until the window frees up, then go on.
+    #[default]
+    Wait,
+    /// Save a checkpoint and stop cleanly; the next run resumes (for daily caps).
+    Checkpoint,
+}
+
+/// Headers that report the rate-limit state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitHeaders {
+    /// Header holding the seconds to wait after a 429, e.g. `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// Header naming the budget that was exceeded, e.g. `X-Rate-Limit-Problem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Retry policy for failed calls classified as transient or rate-limited.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// First backoff; doubled on each attempt, with jitter.
+    pub initial_backoff: SpecDuration,
+    /// Longest backoff.
+    pub max_backoff: SpecDuration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: SpecDuration::from_millis(500),
+            max_backoff: SpecDuration::from_secs(60),
+        }
+    }
+}
+
+/// Defaults for every request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RequestDefaults {
+    /// Host used when an operation names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Prefix put before every operation path, e.g. `/api.xro/2.0`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path_prefix: String,
+    /// Headers sent on every request (templates).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, String>,
+}
+
+/// One operation of a resource: an HTTP request rendered from templates, and how to read its
+/// response. Which keys apply depends on the operation (`list`, `get`, `create`, `update`); the
+/// validator says when one does not.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Operation {
+    /// HTTP method; defaults to GET for `list` and `get`, POST for `create`, PUT for `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Host name from `hosts`; defaults to `requests.host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path (template), appended to the host and `requests.path-prefix`.
+    pub path: String,
+    /// Whether `requests.path-prefix` applies.
+    #[serde(default = "yes")]
+    pub prefixed: bool,
+    /// Query parameters (templates). A parameter whose value renders empty is left out.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub query: IndexMap<String, String>,
+    /// Headers (templates).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, String>,
+    /// Where the records are in the response body.
+    pub records: Extract,
+    /// Paging (`list` only; required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
+    /// Incremental cursor (`list` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+    /// How records are wrapped in the request body (`create` and `update` only; required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<WriteBody>,
+    /// Records per call (`create` and `update`); 1 sends one record per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Header carrying an idempotency key (`create` and `update`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+    /// How to read per-item results of a batch (`create` and `update`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_errors: Option<ItemErrors>,
+    /// Error rules checked before the spec-wide ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ErrorRule>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// HTTP methods.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET.
+    #[default]
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Method {
+    /// The method's name as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// Where records are found in a response body.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "style")]
+pub enum Extract {
+    /// The body itself is the list of records.
+    Root,
+    /// An array at a dotted path, e.g. `Invoices`.
+    Path {
+        /// Dotted path to the array.
+        path: String,
+    },
+    /// An ordered index of `{key, id}` entries joined with per-type maps keyed by id
+    /// (Kantata's envelope: `results` plus `invoices: {"7": {...}}`). Side-loaded records stay
+    /// reachable through the same maps.
+    Index {
+        /// Dotted path of the ordered index.
+        index: String,
+        /// Field of an index entry naming the top-level map.
+        key_field: String,
+        /// Field of an index entry holding the record id.
+        id_field: String,
+        /// Only entries whose key equals this are records of the resource; others are ignored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+}
+
+/// Pagination of a list operation.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "style")]
+pub enum Pagination {
+    /// A single response holds everything.
+    None,
+    /// Numbered pages.
+    Page {
+        /// Query parameter carrying the page number.
+        page_param: String,
+        /// Query parameter carrying the page size; omit when the size is fixed by the provider.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_param: Option<String>,
+        /// Records per page to ask for (and the provider's maximum).
+        size: u32,
+        /// Number of the first page.
+        #[serde(default = "one")]
+        first_page: u32,
+        /// When to stop.
+        stop: PageStop,
+    },
+    /// Offset and limit.
+    Offset {
+        /// Query parameter carrying the offset.
+        offset_param: String,
+        /// Query parameter carrying the limit.
+        limit_param: String,
+        /// Records per call.
+        size: u32,
+        /// When to stop: `short-page` or `empty-page`.
+        stop: PageStop,
+    },
+    /// An opaque cursor returned by each response.
+    Cursor {
+        /// Query parameter carrying the cursor.
+        cursor_param: String,
+        /// Dotted path of the next cursor in the body; absent, null or empty ends the list.
+        next: String,
+        /// Query parameter carrying the page size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_param: Option<String>,
+        /// Records per call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u32>,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// When a paged list ends.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "when")]
+pub enum PageStop {
+    /// A page with fewer records than asked for is the last.
+    ShortPage,
+    /// A page with no records means the end.
+    EmptyPage,
+    /// Compare the page number to a page count in the body.
+    PageCount {
+        /// Dotted path of the page count, e.g. `meta.page_count`.
+        path: String,
+    },
+}
+
+/// Incremental reads: only records changed since the cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Incremental {
+    /// Record field holding the change time; the highest value seen becomes the next cursor.
+    pub field: String,
+    /// Format of that field.
+    pub field_format: DateFormat,
+    /// Query parameter carrying the cursor (e.g. `updated_after`); or use `header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// Header carrying the cursor (e.g. `If-Modified-Since`); or use `param`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Format of the cursor as sent.
+    pub format: DateFormat,
+    /// Smallest step the provider distinguishes.
+    #[serde(default)]
+    pub precision: Precision,
+    /// How far back each run starts before the saved cursor, so records at the boundary are
+    /// read again (and deduplicated by primary key) rather than lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<SpecDuration>,
+}
+
+/// Precision of a cursor.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Whole seconds.
+    #[default]
+    Second,
+    /// Milliseconds.
+    Millisecond,
+    /// Whole days.
+    Day,
+}
+
+/// Date and time formats found in APIs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DateFormat {
+    /// RFC 3339 / ISO 8601 with offset, e.g. `2013-04-15T16:48:48-07:00`.
+    Rfc3339,
+    /// ISO 8601 without offset, taken as UTC, e.g. `2019-12-07T18:46:19.5165400`.
+    NaiveUtc,
+    /// Calendar date, e.g. `2024-05-31`.
+    Date,
+    /// Microsoft JSON date, e.g. `/Date(1518685950940+0000)/` (epoch milliseconds, optional offset).
+    MsJson,
+}
+
+/// One resource and its operations.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Resource {
+    /// What the resource is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Record field that identifies a record.
+    pub primary_key: String,
+    /// Whether requests carry the tenant; defaults to true when the spec declares `[tenants]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenanted: Option<bool>,
+    /// List records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Operation>,
+    /// Get one record by id (`id` in templates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get: Option<Operation>,
+    /// Create records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<Operation>,
+    /// Update records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Operation>,
+    /// Record fields and their rules.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub fields: IndexMap<String, RecordField>,
+}
+
+/// How written records are wrapped.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "shape")]
+pub enum WriteBody {
+    /// One record under a key: `{"external_payment": {...}}`.
+    Singular {
+        /// The wrapping key.
+        key: String,
+    },
+    /// An array of records under a key: `{"Invoices": [{...}]}`.
+    Plural {
+        /// The wrapping key.
+        key: String,
+    },
+    /// The bare record.
+    Bare,
+}
+
+/// Idempotency-key header.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Idempotency {
+    /// Header name, e.g. `Idempotency-Key`.
+    pub header: String,
+    /// Longest key accepted.
+    pub max_length: u32,
+    /// How long the provider replays a stored response; past it a retry may duplicate, so
+    /// Weft reconciles before writing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<SpecDuration>,
+}
+
+/// Per-item results of a batch write.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ItemErrors {
+    /// Field of each returned item holding its status.
+    pub status_field: String,
+    /// Status values that mean the item failed.
+    pub error_values: Vec<String>,
+    /// Field of each returned item holding its list of errors.
+    pub errors_field: String,
+    /// Field of each error holding the message.
+    pub message_field: String,
+}
+
+/// One error-classification rule.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ErrorRule {
+    /// HTTP statuses this rule applies to (any when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<u16>,
+    /// A substring the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// The class.
+    pub class: ErrorClass,
+    /// Message to show (template over `status` and `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Error classes; each has its own reaction in the engine.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// The access token has expired: refresh and retry once.
+    TokenExpired,
+    /// The grant or credentials were refused: authorize again.
+    Unauthorized,
+    /// The grant lacks permission for this call.
+    Forbidden,
+    /// No tenant, or the wrong one.
+    Tenant,
+    /// A rate budget was exceeded: wait and retry.
+    RateLimited,
+    /// The record was refused; not retried, goes to the error queue.
+    Validation,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// Worth retrying with backoff.
+    Transient,
+    /// Not worth retrying.
+    Fatal,
+}
+
+/// The connection test: a resource operation whose success proves the connection works.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConnectionTest {
+    /// The resource to call.
+    pub resource: String,
+    /// Its operation; `list` or `get`.
+    #[serde(default = "list_op")]
+    pub operation: String,
+    /// Statuses that count as success.
+    #[serde(default = "ok_statuses")]
+    pub success_status: Vec<u16>,
+    /// Whether success also needs at least one record.
+    #[serde(default = "yes")]
+    pub needs_record: bool,
+    /// Text shown on success (template over `record`, the first record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub describe: Option<String>,
+}
+
+fn list_op() -> String {
+    "list".to_owned()
+}
+
+fn ok_statuses() -> Vec<u16> {
+    vec![200]
+}
+
+/// Type and rules of one record field.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RecordField {
+    /// Value type.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// Whether writes must carry it.
+    #[serde(default)]
+    pub required: bool,
+    /// Whether the provider sets it and writes must leave it out.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Longest accepted text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+    /// Accepted values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "enum")]
+    pub choices: Vec<String>,
+    /// Money unit (type `money` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<MoneyUnit>,
+    /// Date format (types `date` and `datetime` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DateFormat>,
+    /// For `reference`: the resource the value points to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
+    /// What the field means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Record field types.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldType {
+    /// Text.
+    String,
+    /// Whole number.
+    Integer,
+    /// Exact decimal (never floating point).
+    Decimal,
+    /// Money; `unit` says cents or decimal.
+    Money,
+    /// True or false.
+    Boolean,
+    /// Calendar date; `format` says how it is written.
+    Date,
+    /// Instant; `format` says how it is written.
+    Datetime,
+    /// UUID.
+    Uuid,
+    /// The id of another record (`references`).
+    Reference,
+    /// Nested object.
+    Object,
+    /// List.
+    Array,
+}
+
+/// Money units.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoneyUnit {
+    /// Integer cents (Kantata's `*_in_cents`).
+    Cents,
+    /// Decimal amount with 2 (or 4) places (Xero).
+    Decimal,
+}
+
+/// Field ids with a meaning to the engine: they are bound to the connection, not templated.
+pub mod well_known {
+    /// The connection's concurrency level.
+    pub const CONCURRENCY: &str = "concurrency";
+}
+
+impl SpecFile {
+    /// Whether requests of `resource` carry the tenant.
+    pub fn is_tenanted(&self, resource: &Resource) -> bool {
+        resource.tenanted.unwrap_or(self.tenants.is_some())
+    }
+}
+
+impl Resource {
+    /// The resource's operations that are declared, by name.
+    pub fn operations(&self) -> impl Iterator<Item = (&'static str, &Operation)> {
+        [
+            ("list", &self.list),
+            ("get", &self.get),
+            ("create", &self.create),
+            ("update", &self.update),
+        ]
+        .into_iter()
+        .filter_map(|(name, op)| op.as_ref().map(|op| (name, op)))
+    }
+}

@@ -1,0 +1,1080 @@
+//! Cross-checks of a deserialized spec: references that must resolve, templates that must
+//! parse and use declared names, rules that must fit together. Every problem is reported,
+//! each at its key path (the loader turns paths into file positions).
+
+use std::collections::{BTreeSet, HashSet};
+
+use crate::diagnostic::Diagnostic;
+use crate::model::{
+    Extract, Field, FieldKind, FieldType, OnExhausted, Operation, PageStop, Pagination, Pkce,
+    Resource, Scalar, SpecFile, TenantSelect, WriteBody, well_known,
+};
+use crate::template::{self, Names, Scope};
+
+/// Checks `spec`; `stem` is the file stem the id must equal (empty to skip that check).
+pub fn validate(spec: &SpecFile, stem: &str) -> Vec<Diagnostic> {
+    let names = Names {
+        hosts: spec.hosts.keys().cloned().collect(),
+        fields: spec.fields.iter().map(|f| f.id.clone()).collect(),
+    };
+    let mut v = Validator {
+        spec,
+        names,
+        env: template::environment(),
+        out: Vec::new(),
+    };
+    v.identity(stem);
+    v.hosts();
+    v.auth();
+    v.fields();
+    v.setup();
+    v.limits();
+    v.requests();
+    v.error_rules("errors", &spec.errors);
+    for (name, resource) in &spec.resources {
+        v.resource(name, resource);
+    }
+    v.tenants();
+    v.connection_test();
+    v.out
+}
+
+struct Validator<'a> {
+    spec: &'a SpecFile,
+    names: Names,
+    env: minijinja::Environment<'static>,
+    out: Vec<Diagnostic>,
+}
+
+fn is_identifier(s: &str, separator: char) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator)
+        && !s.ends_with(separator)
+}
+
+impl Validator<'_> {
+    fn error(
+        &mut self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) {
+        let mut d = Diagnostic::error(key, message);
+        d.hint = hint.into();
+        self.out.push(d);
+    }
+
+    fn warning(
+        &mut self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) {
+        let mut d = Diagnostic::warning(key, message);
+        d.hint = hint.into();
+        self.out.push(d);
+    }
+
+    fn template(&mut self, key: &str, source: &str, scope: Scope) {
+        for problem in template::check(&self.env, source, scope, &self.names) {
+            self.error(key, problem.message, problem.hint);
+        }
+    }
+
+    fn https_url(&mut self, key: &str, value: &str) {
+        match url::Url::parse(value) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
+                if u.host_str().is_none_or(str::is_empty) {
+                    self.error(key, format!("`{value}` has no host"), None);
+                }
+            }
+            Ok(u) => self.error(
+                key,
+                format!(
+                    "`{value}` uses `{}`; only http and https are supported",
+                    u.scheme()
+                ),
+                None,
+            ),
+            Err(err) => self.error(
+                key,
+                format!("`{value}` is not an absolute URL: {err}"),
+                Some("write the full address, such as \"https://api.example.com\"".to_owned()),
+            ),
+        }
+    }
+
+    fn identity(&mut self, stem: &str) {
+        let spec = self.spec;
+        if !is_identifier(&spec.id, '-') {
+            self.error(
+                "id",
+                format!("`{}` is not a valid id", spec.id),
+                Some("use lowercase letters, digits and `-`, starting with a letter".to_owned()),
+            );
+        } else if !stem.is_empty() && stem != spec.id {
+            self.error(
+                "id",
+                format!("id `{}` differs from the file name `{stem}.toml`", spec.id),
+                Some(format!(
+                    "rename the file to `{}.toml` or set id = \"{stem}\"",
+                    spec.id
+                )),
+            );
+        }
+        if spec.name.trim().is_empty() {
+            self.error("name", "the name is empty", None);
+        }
+        let parts: Vec<_> = spec.version.split('.').collect();
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+        {
+            self.error(
+                "version",
+                format!("`{}` is not a version", spec.version),
+                Some("use MAJOR.MINOR.PATCH, such as \"1.0.0\"".to_owned()),
+            );
+        }
+        for (i, doc) in spec.docs.iter().enumerate() {
+            self.https_url(&format!("docs[{i}].url"), &doc.url);
+        }
+    }
+
+    fn hosts(&mut self) {
+        if self.spec.hosts.is_empty() {
+            self.error(
+                "hosts",
+                "no host is declared",
+                Some("add a base URL, such as `api = \"https://api.example.com\"`".to_owned()),
+            );
+        }
+        for (name, url) in &self.spec.hosts {
+            let key = format!("hosts.{name}");
+            if !is_identifier(name, '_') {
+                self.error(
+                    &key,
+                    format!("host name `{name}` must be lowercase letters, digits and `_`"),
+                    None,
+                );
+            }
+            self.https_url(&key, url);
+            if url.ends_with('/') {
+                self.warning(
+                    &key,
+                    "the base URL ends with `/`; paths start with one, so requests would have `//`",
+                    Some("remove the trailing `/`".to_owned()),
+                );
+            }
+        }
+    }
+
+    fn auth(&mut self) {
+        let auth = &self.spec.auth;
+        if auth.oauth2.is_none() && auth.client_credentials.is_none() && auth.token.is_none() {
+            self.error(
+                "auth",
+                "no authentication method is declared",
+                Some("declare [auth.oauth2], [auth.client-credentials] or [auth.token]".to_owned()),
+            );
+        }
+        if let Some(o) = &auth.oauth2 {
+            self.template("auth.oauth2.authorize-url", &o.authorize_url, Scope::Auth);
+            self.template("auth.oauth2.token-url", &o.token_url, Scope::Auth);
+            if let Some(url) = &o.revoke_url {
+                self.template("auth.oauth2.revoke-url", url, Scope::Auth);
+            }
+            self.template("auth.oauth2.client-id", &o.client_id, Scope::Auth);
+            match &o.client_secret {
+                Some(secret) => {
+                    self.template("auth.oauth2.client-secret", secret, Scope::Auth);
+                    self.secret_template("auth.oauth2.client-secret", secret);
+                }
+                None if o.pkce == Pkce::None => self.error(
+                    "auth.oauth2",
+                    "a client without a secret must use PKCE",
+                    Some("set pkce = \"S256\" or give client-secret".to_owned()),
+                ),
+                None => {}
+            }
+            for (name, value) in &o.authorize_params {
+                self.template(
+                    &format!("auth.oauth2.authorize-params.{name}"),
+                    value,
+                    Scope::Auth,
+                );
+            }
+            if o.scopes
+                .iter()
+                .any(|s| s.trim().is_empty() || s.contains(' '))
+            {
+                self.error(
+                    "auth.oauth2.scopes",
+                    "a scope is empty or contains a space",
+                    Some("list each scope as its own string".to_owned()),
+                );
+            }
+            if let Some(refresh) = &o.refresh {
+                if refresh.grace.is_some() && !refresh.rotates {
+                    self.warning(
+                        "auth.oauth2.refresh.grace",
+                        "a grace period only matters when refresh tokens rotate",
+                        Some("set rotates = true or remove grace".to_owned()),
+                    );
+                }
+                if let Some(lifetime) = o.access_token_lifetime {
+                    if refresh.ahead >= lifetime {
+                        self.error("auth.oauth2.refresh.ahead", format!("refreshing {} ahead of a {lifetime} token lifetime would refresh on every call", refresh.ahead), Some("make `ahead` shorter than `access-token-lifetime`".to_owned()));
+                    }
+                }
+            }
+        }
+        if let Some(c) = &auth.client_credentials {
+            self.template(
+                "auth.client-credentials.token-url",
+                &c.token_url,
+                Scope::Auth,
+            );
+            self.template(
+                "auth.client-credentials.client-id",
+                &c.client_id,
+                Scope::Auth,
+            );
+            self.template(
+                "auth.client-credentials.client-secret",
+                &c.client_secret,
+                Scope::Auth,
+            );
+            self.secret_template("auth.client-credentials.client-secret", &c.client_secret);
+        }
+        if let Some(t) = &auth.token {
+            self.template("auth.token.value", &t.value, Scope::Auth);
+            self.secret_template("auth.token.value", &t.value);
+        }
+        self.template("auth.apply.value", &auth.apply.value, Scope::ApplyToken);
+        if !auth.apply.value.contains("token") {
+            self.error(
+                "auth.apply.value",
+                "the header value does not use `token`",
+                Some("such as \"Bearer {{ token }}\"".to_owned()),
+            );
+        }
+    }
+
+    /// A credential template must come from a secret field, never be written in the spec.
+    fn secret_template(&mut self, key: &str, source: &str) {
+        if !source.contains("{{") {
+            self.error(
+                key,
+                "a credential is written into the spec",
+                Some("declare a secret field and use \"{{ fields.<id> }}\"".to_owned()),
+            );
+        } else if let Some(f) = self
+            .spec
+            .fields
+            .iter()
+            .find(|f| !f.secret && source.contains(&format!("fields.{}", f.id)))
+        {
+            let id = f.id.clone();
+            self.error(
+                key,
+                format!("credential comes from field `{id}`, which is not secret"),
+                Some(format!("set secret = true on field `{id}`")),
+            );
+        }
+    }
+
+    fn fields(&mut self) {
+        let mut seen = HashSet::new();
+        for (i, field) in self.spec.fields.iter().enumerate() {
+            let key = format!("fields[{i}]");
+            if !is_identifier(&field.id, '_') {
+                self.error(
+                    format!("{key}.id"),
+                    format!("field id `{}` must be snake_case", field.id),
+                    Some("templates use it as `fields.<id>`".to_owned()),
+                );
+            }
+            if !seen.insert(field.id.as_str()) {
+                self.error(
+                    format!("{key}.id"),
+                    format!("field `{}` is declared twice", field.id),
+                    None,
+                );
+            }
+            if field.label.trim().is_empty() {
+                self.error(format!("{key}.label"), "the label is empty", None);
+            }
+            self.field_rules(&key, field);
+        }
+        if let Some((i, field)) = self
+            .spec
+            .fields
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.id == well_known::CONCURRENCY)
+        {
+            let limit = self.spec.limits.concurrency.max as i64;
+            if field.ty != FieldKind::Integer {
+                self.error(
+                    format!("fields[{i}].type"),
+                    "the concurrency field must be an integer",
+                    None,
+                );
+            } else if field.min.unwrap_or(1) < 1 || field.max.unwrap_or(limit) > limit {
+                self.error(format!("fields[{i}].max"), format!("the concurrency field must stay within 1..{limit} (`limits.concurrency.max`)"), None);
+            }
+        }
+    }
+
+    fn field_rules(&mut self, key: &str, f: &Field) {
+        let kind = f.ty;
+        let only = |what: &str, on: &str| {
+            format!(
+                "`{what}` only applies to {on} fields; this one is `{}`",
+                kind_name(kind)
+            )
+        };
+        if (f.min.is_some() || f.max.is_some()) && kind != FieldKind::Integer {
+            self.error(format!("{key}.min"), only("min/max", "integer"), None);
+        }
+        if !f.choices.is_empty() && kind != FieldKind::Enum {
+            self.error(format!("{key}.choices"), only("choices", "enum"), None);
+        }
+        let textual = matches!(kind, FieldKind::Text | FieldKind::Url);
+        if f.max_length.is_some() && !textual {
+            self.error(
+                format!("{key}.max-length"),
+                only("max-length", "text and url"),
+                None,
+            );
+        }
+        if f.pattern.is_some() && !textual {
+            self.error(
+                format!("{key}.pattern"),
+                only("pattern", "text and url"),
+                None,
+            );
+        }
+        if f.secret && kind != FieldKind::Text {
+            self.error(format!("{key}.secret"), only("secret", "text"), None);
+        }
+        if f.secret && f.default.is_some() {
+            self.error(
+                format!("{key}.default"),
+                "a secret field cannot have a default",
+                Some("secrets are entered by the person, never written in a spec".to_owned()),
+            );
+        }
+        if f.pattern_message.is_some() && f.pattern.is_none() {
+            self.warning(
+                format!("{key}.pattern-message"),
+                "`pattern-message` without `pattern` is never shown",
+                None,
+            );
+        }
+        if let Some(pattern) = &f.pattern {
+            if let Err(err) = regex::Regex::new(pattern) {
+                let detail = err
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .to_owned();
+                self.error(
+                    format!("{key}.pattern"),
+                    format!("the pattern is not a valid regular expression: {detail}"),
+                    None,
+                );
+            }
+        }
+        match kind {
+            FieldKind::Integer => match (f.min, f.max) {
+                (Some(min), Some(max)) if min > max => {
+                    self.error(
+                        format!("{key}.max"),
+                        format!("max {max} is below min {min}"),
+                        None,
+                    );
+                }
+                (Some(_), Some(_)) => {}
+                _ => self.error(key, "an integer field needs `min` and `max`", None),
+            },
+            FieldKind::Enum => {
+                if f.choices.is_empty() {
+                    self.error(key, "an enum field needs `choices`", None);
+                }
+                let unique: HashSet<_> = f.choices.iter().collect();
+                if unique.len() != f.choices.len() {
+                    self.error(format!("{key}.choices"), "a choice is listed twice", None);
+                }
+            }
+            _ => {}
+        }
+        let Some(default) = &f.default else { return };
+        let dkey = format!("{key}.default");
+        match (kind, default) {
+            (FieldKind::Integer, Scalar::Integer(n)) => {
+                if f.min.is_some_and(|min| *n < min) || f.max.is_some_and(|max| *n > max) {
+                    self.error(
+                        dkey,
+                        format!(
+                            "default {n} is outside {}..{}",
+                            f.min.unwrap_or(i64::MIN),
+                            f.max.unwrap_or(i64::MAX)
+                        ),
+                        None,
+                    );
+                }
+            }
+            (FieldKind::Boolean, Scalar::Boolean(_)) | (FieldKind::Text, Scalar::Text(_)) => {}
+            (FieldKind::Enum, Scalar::Text(s)) => {
+                if !f.choices.contains(s) {
+                    self.error(
+                        dkey,
+                        format!("default `{s}` is not one of the choices"),
+                        Some(format!("choices: {}", f.choices.join(", "))),
+                    );
+                }
+            }
+            (FieldKind::Url, Scalar::Text(s)) => self.https_url(&dkey, s),
+            _ => self.error(
+                dkey,
+                format!("the default does not fit a `{}` field", kind_name(kind)),
+                None,
+            ),
+        }
+    }
+
+    fn setup(&mut self) {
+        let spec = self.spec;
+        for (i, step) in spec.setup.iter().enumerate() {
+            let key = format!("setup[{i}]");
+            self.template(&format!("{key}.text"), &step.text, Scope::Setup);
+            if let Some(fills) = &step.fills {
+                if !spec.fields.iter().any(|f| &f.id == fills) {
+                    let declared: Vec<_> = spec.fields.iter().map(|f| f.id.as_str()).collect();
+                    self.error(
+                        format!("{key}.fills"),
+                        format!("`{fills}` names no form field"),
+                        Some(format!("declared fields: {}", declared.join(", "))),
+                    );
+                }
+            }
+            if step.check == Some(crate::model::SetupCheck::FieldValid) && step.fills.is_none() {
+                self.error(
+                    format!("{key}.check"),
+                    "`field-valid` needs `fills` to name the field",
+                    None,
+                );
+            }
+            if let Some(url) = &step.url {
+                self.https_url(&format!("{key}.url"), url);
+            }
+        }
+    }
+
+    fn limits(&mut self) {
+        let limits = &self.spec.limits;
+        let c = limits.concurrency;
+        if c.max == 0 || c.max > 1000 {
+            self.error(
+                "limits.concurrency.max",
+                format!("max {} is outside 1..1000", c.max),
+                None,
+            );
+        }
+        if c.default == 0 || c.default > c.max {
+            self.error(
+                "limits.concurrency.default",
+                format!("default {} is outside 1..{}", c.default, c.max),
+                None,
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, b) in limits.budget.iter().enumerate() {
+            let key = format!("limits.budget[{i}]");
+            if !names.insert(b.name.as_str()) {
+                self.error(
+                    format!("{key}.name"),
+                    format!("budget `{}` is declared twice", b.name),
+                    None,
+                );
+            }
+            match (b.calls, b.window, b.concurrent) {
+                (Some(calls), Some(window), None) => {
+                    if calls == 0 {
+                        self.error(
+                            format!("{key}.calls"),
+                            "a budget of 0 calls allows nothing",
+                            None,
+                        );
+                    }
+                    if window.as_millis() == 0 {
+                        self.error(format!("{key}.window"), "the window is empty", None);
+                    }
+                }
+                (None, None, Some(n)) => {
+                    if n == 0 {
+                        self.error(
+                            format!("{key}.concurrent"),
+                            "a budget of 0 concurrent calls allows nothing",
+                            None,
+                        );
+                    }
+                    if b.on_exhausted == OnExhausted::Checkpoint {
+                        self.error(format!("{key}.on-exhausted"), "a concurrency budget frees up within a call; `checkpoint` fits daily caps", Some("use on-exhausted = \"wait\"".to_owned()));
+                    }
+                }
+                _ => self.error(
+                    &key,
+                    "a budget is either `calls` with `window`, or `concurrent`",
+                    Some(
+                        "such as `calls = 60` and `window = \"1m\"`, or `concurrent = 5`"
+                            .to_owned(),
+                    ),
+                ),
+            }
+            if b.scope == crate::model::BudgetScope::Tenant && self.spec.tenants.is_none() {
+                self.error(
+                    format!("{key}.scope"),
+                    "a per-tenant budget needs [tenants]",
+                    Some("use scope = \"connection\" or declare [tenants]".to_owned()),
+                );
+            }
+            if b.problem.is_some() && limits.headers.problem.is_none() {
+                self.error(
+                    format!("{key}.problem"),
+                    "`problem` needs `limits.headers.problem` to name the header",
+                    None,
+                );
+            }
+        }
+        let r = &limits.retry;
+        if r.max_attempts == 0 || r.max_attempts > 20 {
+            self.error(
+                "limits.retry.max-attempts",
+                format!("{} attempts is outside 1..20", r.max_attempts),
+                None,
+            );
+        }
+        if r.initial_backoff > r.max_backoff {
+            self.error(
+                "limits.retry.initial-backoff",
+                "the first backoff is longer than the longest",
+                None,
+            );
+        }
+        if limits.timeout.as_millis() == 0 {
+            self.error("limits.timeout", "a timeout of zero fails every call", None);
+        }
+    }
+
+    fn requests(&mut self) {
+        let spec = self.spec;
+        if let Some(host) = &spec.requests.host {
+            self.host_ref("requests.host", host);
+        }
+        if !spec.requests.path_prefix.is_empty() && !spec.requests.path_prefix.starts_with('/') {
+            self.error(
+                "requests.path-prefix",
+                "the prefix must start with `/`",
+                None,
+            );
+        }
+        for (name, value) in &spec.requests.headers {
+            self.template(&format!("requests.headers.{name}"), value, Scope::Request);
+        }
+    }
+
+    fn host_ref(&mut self, key: &str, host: &str) {
+        if !self.spec.hosts.contains_key(host) {
+            let declared: Vec<_> = self.spec.hosts.keys().map(String::as_str).collect();
+            self.error(
+                key,
+                format!("host `{host}` is not declared in [hosts]"),
+                Some(format!("declared hosts: {}", declared.join(", "))),
+            );
+        }
+    }
+
+    fn error_rules(&mut self, key: &str, rules: &[crate::model::ErrorRule]) {
+        for (i, rule) in rules.iter().enumerate() {
+            for status in &rule.status {
+                if !(100..=599).contains(status) {
+                    self.error(
+                        format!("{key}[{i}].status"),
+                        format!("{status} is not an HTTP status"),
+                        None,
+                    );
+                }
+            }
+            if let Some(message) = &rule.message {
+                self.template(&format!("{key}[{i}].message"), message, Scope::ErrorMessage);
+            }
+        }
+    }
+
+    fn resource(&mut self, name: &str, r: &Resource) {
+        let key = format!("resources.{name}");
+        if !is_identifier(name, '_') {
+            self.error(
+                &key,
+                format!("resource name `{name}` must be snake_case"),
+                None,
+            );
+        }
+        if r.primary_key.is_empty() {
+            self.error(
+                format!("{key}.primary-key"),
+                "the primary key is empty",
+                None,
+            );
+        } else if !r.fields.is_empty() && !r.fields.contains_key(&r.primary_key) {
+            self.error(
+                format!("{key}.primary-key"),
+                format!(
+                    "primary key `{}` is not among the record fields",
+                    r.primary_key
+                ),
+                None,
+            );
+        }
+        if r.list.is_none() && r.get.is_none() && r.create.is_none() && r.update.is_none() {
+            self.error(
+                &key,
+                "the resource has no operation",
+                Some("declare list, get, create or update".to_owned()),
+            );
+        }
+        if r.tenanted == Some(true) && self.spec.tenants.is_none() {
+            self.error(
+                format!("{key}.tenanted"),
+                "the resource needs a tenant but the spec declares no [tenants]",
+                Some("declare [tenants] or set tenanted = false".to_owned()),
+            );
+        }
+        for (op_name, op) in r.operations() {
+            self.operation(&format!("{key}.{op_name}"), op_name, op, r);
+        }
+        for (field_name, field) in &r.fields {
+            let fkey = format!("{key}.fields.{field_name}");
+            let ty = field.ty;
+            if ty == FieldType::Money && field.unit.is_none() {
+                self.error(&fkey, "a money field needs `unit` (cents or decimal)", None);
+            }
+            if ty != FieldType::Money && field.unit.is_some() {
+                self.error(
+                    format!("{fkey}.unit"),
+                    "`unit` only applies to money fields",
+                    None,
+                );
+            }
+            let dated = matches!(ty, FieldType::Date | FieldType::Datetime);
+            if dated && field.format.is_none() {
+                self.error(
+                    &fkey,
+                    "a date or datetime field needs `format`",
+                    Some("rfc3339, naive-utc, date or ms-json".to_owned()),
+                );
+            }
+            if !dated && field.format.is_some() {
+                self.error(
+                    format!("{fkey}.format"),
+                    "`format` only applies to date and datetime fields",
+                    None,
+                );
+            }
+            if field.max_length.is_some() && ty != FieldType::String {
+                self.error(
+                    format!("{fkey}.max-length"),
+                    "`max-length` only applies to string fields",
+                    None,
+                );
+            }
+            if !field.choices.is_empty() && ty != FieldType::String {
+                self.error(
+                    format!("{fkey}.enum"),
+                    "`enum` only applies to string fields",
+                    None,
+                );
+            }
+            match (&field.references, ty) {
+                (Some(target), FieldType::Reference) => {
+                    if !self.spec.resources.contains_key(target) {
+                        self.error(
+                            format!("{fkey}.references"),
+                            format!("`{target}` names no resource"),
+                            None,
+                        );
+                    }
+                }
+                (None, FieldType::Reference) => {
+                    self.error(&fkey, "a reference field needs `references`", None)
+                }
+                (Some(_), _) => self.error(
+                    format!("{fkey}.references"),
+                    "`references` only applies to reference fields",
+                    None,
+                ),
+                (None, _) => {}
+            }
+            if field.required && field.read_only {
+                self.error(&fkey, "a field cannot be both required and read-only", None);
+            }
+        }
+    }
+
+    fn operation(&mut self, key: &str, kind: &str, op: &Operation, r: &Resource) {
+        if let Some(host) = &op.host {
+            self.host_ref(&format!("{key}.host"), host);
+        } else if self.spec.requests.host.is_none() {
+            self.error(
+                key,
+                "no host: the operation names none and `requests.host` is not set",
+                None,
+            );
+        }
+        if !op.path.starts_with('/') {
+            self.error(
+                format!("{key}.path"),
+                format!("path `{}` must start with `/`", op.path),
+                None,
+            );
+        }
+        self.template(&format!("{key}.path"), &op.path, Scope::Request);
+        for (name, value) in &op.query {
+            self.template(&format!("{key}.query.{name}"), value, Scope::Request);
+        }
+        for (name, value) in &op.headers {
+            self.template(&format!("{key}.headers.{name}"), value, Scope::Request);
+        }
+        self.error_rules(&format!("{key}.errors"), &op.errors);
+        self.extract(&format!("{key}.records"), &op.records);
+        let writes = kind == "create" || kind == "update";
+        let not_here = |what: &str, on: &str| format!("`{what}` only applies to {on}");
+        if kind == "list" {
+            match &op.pagination {
+                None => self.error(
+                    key,
+                    "a list needs `pagination`",
+                    Some(
+                        "use pagination = { style = \"none\" } when one response holds everything"
+                            .to_owned(),
+                    ),
+                ),
+                Some(p) => self.pagination(&format!("{key}.pagination"), p, op),
+            }
+        } else if op.pagination.is_some() {
+            self.error(
+                format!("{key}.pagination"),
+                not_here("pagination", "list"),
+                None,
+            );
+        }
+        if let Some(inc) = &op.incremental {
+            let ikey = format!("{key}.incremental");
+            if kind != "list" {
+                self.error(&ikey, not_here("incremental", "list"), None);
+            }
+            if inc.param.is_some() == inc.header.is_some() {
+                self.error(
+                    &ikey,
+                    "the cursor goes in exactly one of `param` or `header`",
+                    None,
+                );
+            }
+            if !r.fields.is_empty() && !r.fields.contains_key(&inc.field) {
+                self.error(
+                    format!("{ikey}.field"),
+                    format!("`{}` is not among the record fields", inc.field),
+                    None,
+                );
+            }
+        }
+        if kind == "get" || kind == "update" {
+            let uses_id = op.path.contains("id") || op.query.values().any(|v| v.contains("id"));
+            if !uses_id {
+                self.error(
+                    format!("{key}.path"),
+                    format!("a `{kind}` must say which record: use `{{{{ id }}}}`"),
+                    None,
+                );
+            }
+        }
+        if writes {
+            match &op.body {
+                None => self.error(
+                    key,
+                    format!("a `{kind}` needs `body`"),
+                    Some("such as body = { shape = \"plural\", key = \"Invoices\" }".to_owned()),
+                ),
+                Some(WriteBody::Singular { .. }) if op.batch_size.unwrap_or(1) > 1 => {
+                    self.error(
+                        format!("{key}.batch-size"),
+                        "a singular body carries one record; batches need shape = \"plural\"",
+                        None,
+                    );
+                }
+                Some(_) => {}
+            }
+            if op.batch_size == Some(0) {
+                self.error(
+                    format!("{key}.batch-size"),
+                    "a batch size of 0 writes nothing",
+                    None,
+                );
+            }
+            if let Some(idem) = &op.idempotency {
+                if idem.max_length < 16 {
+                    self.error(
+                        format!("{key}.idempotency.max-length"),
+                        "keys shorter than 16 characters cannot be unique enough",
+                        None,
+                    );
+                }
+            }
+            if op.batch_size.unwrap_or(1) > 1 && op.item_errors.is_none() {
+                self.warning(
+                    key,
+                    "a batch write without `item-errors` cannot tell which records failed",
+                    Some("declare item-errors, or set batch-size = 1".to_owned()),
+                );
+            }
+        } else {
+            for (present, what) in [
+                (op.body.is_some(), "body"),
+                (op.batch_size.is_some(), "batch-size"),
+                (op.idempotency.is_some(), "idempotency"),
+                (op.item_errors.is_some(), "item-errors"),
+            ] {
+                if present {
+                    self.error(
+                        format!("{key}.{what}"),
+                        not_here(what, "create and update"),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn extract(&mut self, key: &str, extract: &Extract) {
+        match extract {
+            Extract::Root => {}
+            Extract::Path { path } => self.dotted(&format!("{key}.path"), path),
+            Extract::Index {
+                index,
+                key_field,
+                id_field,
+                ..
+            } => {
+                self.dotted(&format!("{key}.index"), index);
+                self.dotted(&format!("{key}.key-field"), key_field);
+                self.dotted(&format!("{key}.id-field"), id_field);
+            }
+        }
+    }
+
+    fn dotted(&mut self, key: &str, path: &str) {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            self.error(
+                key,
+                format!("`{path}` is not a dotted path"),
+                Some("write names separated by `.`, such as `meta.page_count`".to_owned()),
+            );
+        }
+    }
+
+    fn pagination(&mut self, key: &str, p: &Pagination, op: &Operation) {
+        let mut params: BTreeSet<&str> = BTreeSet::new();
+        match p {
+            Pagination::None => {}
+            Pagination::Page {
+                page_param,
+                size_param,
+                size,
+                stop,
+                ..
+            } => {
+                params.insert(page_param);
+                if let Some(s) = size_param {
+                    params.insert(s);
+                }
+                self.page_size(key, *size);
+                if let PageStop::PageCount { path } = stop {
+                    self.dotted(&format!("{key}.stop.path"), path);
+                }
+                if size_param.is_none() && matches!(stop, PageStop::ShortPage) {
+                    self.warning(format!("{key}.stop"), "a short-page stop with a size the provider fixes relies on `size` being exact", None);
+                }
+            }
+            Pagination::Offset {
+                offset_param,
+                limit_param,
+                size,
+                stop,
+            } => {
+                params.insert(offset_param);
+                params.insert(limit_param);
+                self.page_size(key, *size);
+                if matches!(stop, PageStop::PageCount { .. }) {
+                    self.error(
+                        format!("{key}.stop"),
+                        "offset paging has no page count; stop on a short or empty page",
+                        Some("use stop = { when = \"short-page\" }".to_owned()),
+                    );
+                }
+            }
+            Pagination::Cursor {
+                cursor_param,
+                next,
+                size_param,
+                size,
+            } => {
+                params.insert(cursor_param);
+                self.dotted(&format!("{key}.next"), next);
+                if let Some(s) = size_param {
+                    params.insert(s);
+                    if size.is_none() {
+                        self.error(key, "`size-param` needs `size`", None);
+                    }
+                }
+                if let Some(size) = size {
+                    self.page_size(key, *size);
+                }
+            }
+        }
+        for param in params {
+            if op.query.contains_key(param) {
+                self.error(
+                    format!("{key}"),
+                    format!("query parameter `{param}` is set by pagination and also in `query`"),
+                    Some("remove it from `query`".to_owned()),
+                );
+            }
+        }
+    }
+
+    fn page_size(&mut self, key: &str, size: u32) {
+        if size == 0 || size > 10_000 {
+            self.error(
+                format!("{key}.size"),
+                format!("page size {size} is outside 1..10000"),
+                None,
+            );
+        }
+    }
+
+    fn tenants(&mut self) {
+        let spec = self.spec;
+        let Some(t) = &spec.tenants else { return };
+        match spec.resources.get(&t.resource) {
+            None => self.error(
+                "tenants.resource",
+                format!("`{}` names no resource", t.resource),
+                None,
+            ),
+            Some(r) => {
+                if r.list.is_none() {
+                    self.error(
+                        "tenants.resource",
+                        format!("resource `{}` has no list operation", t.resource),
+                        None,
+                    );
+                }
+                if r.tenanted != Some(false) {
+                    self.error(
+                        "tenants.resource",
+                        format!(
+                            "resource `{}` needs a tenant, but it is what lists them",
+                            t.resource
+                        ),
+                        Some(format!("set tenanted = false on resources.{}", t.resource)),
+                    );
+                }
+            }
+        }
+        self.template("tenants.header.value", &t.header.value, Scope::TenantHeader);
+        if !t.header.value.contains("tenant.id") {
+            self.error(
+                "tenants.header.value",
+                "the tenant header does not use `tenant.id`",
+                None,
+            );
+        }
+        if let TenantSelect::TokenClaim { claim, field } = &t.select {
+            if claim.is_empty() || field.is_empty() {
+                self.error(
+                    "tenants.select",
+                    "`claim` and `field` must both be named",
+                    None,
+                );
+            }
+        }
+    }
+
+    fn connection_test(&mut self) {
+        let spec = self.spec;
+        let test = &spec.test;
+        if let Some(describe) = &test.describe {
+            self.template("test.describe", describe, Scope::Describe);
+        }
+        let Some(resource) = spec.resources.get(&test.resource) else {
+            let declared: Vec<_> = spec.resources.keys().map(String::as_str).collect();
+            self.error(
+                "test.resource",
+                format!("`{}` names no resource", test.resource),
+                Some(format!("declared resources: {}", declared.join(", "))),
+            );
+            return;
+        };
+        let op = match test.operation.as_str() {
+            "list" => resource.list.as_ref(),
+            "get" => {
+                self.error(
+                    "test.operation",
+                    "the connection test cannot know a record id; use a `list` operation",
+                    None,
+                );
+                return;
+            }
+            other => {
+                self.error(
+                    "test.operation",
+                    format!("`{other}` cannot be a connection test"),
+                    Some("use \"list\"".to_owned()),
+                );
+                return;
+            }
+        };
+        if op.is_none() {
+            self.error(
+                "test.operation",
+                format!(
+                    "resource `{}` has no `{}` operation",
+                    test.resource, test.operation
+                ),
+                None,
+            );
+        }
+        if test.success_status.is_empty()
+            || test.success_status.iter().any(|s| !(200..=299).contains(s))
+        {
+            self.error("test.success-status", "success statuses must be 2xx", None);
+        }
+    }
+}
+
+fn kind_name(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Text => "text",
+        FieldKind::Integer => "integer",
+        FieldKind::Boolean => "boolean",
+        FieldKind::Enum => "enum",
+        FieldKind::Url => "url",
+    }
+}
