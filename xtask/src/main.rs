@@ -1,2 +1,290 @@
-//! xtask
-fn main() {}
+//! `cargo xtask`: project automation that cargo alone cannot do.
+//!
+//! - `check`: every spec in `specs/` valid with no warnings; the JSON Schema and the connector
+//!   docs current; every snapshot has its fixture.
+//! - `docs`: regenerate `docs/connectors/<id>.md` and `specs/weft-spec.schema.json`.
+//! - `new-connector NAME`: scaffold `specs/NAME.toml` (and its doc); refuses to overwrite.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use weft_core::{DEFAULT_CALLBACK_PORT, Spec, callback_url, docs, load_file, schema};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  check               check specs (no errors, no warnings), generated files and snapshots
+  docs                regenerate docs/connectors/*.md and specs/weft-spec.schema.json
+  new-connector NAME  scaffold specs/NAME.toml and its doc (refuses to overwrite)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["check"] => check(),
+        ["docs"] => generate(),
+        ["new-connector", name] => new_connector(name),
+        ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+/// Every `specs/*.toml`, loaded; fails listing every diagnostic when any has an error or a warning.
+fn load_specs(root: &Path) -> Result<Vec<Spec>> {
+    let dir = root.join("specs");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let mut specs = Vec::new();
+    let mut problems = String::new();
+    for path in paths {
+        let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+        let mut report = load_file(&path);
+        report.source = weft_core::SourceFile::new(relative.display().to_string(), report.source.text());
+        if !report.diagnostics.is_empty() {
+            problems.push_str(&report.render());
+        }
+        if let Some(spec) = report.spec {
+            specs.push(spec);
+        }
+    }
+    if !problems.is_empty() {
+        bail!("specs have problems (warnings count as errors here):\n{problems}");
+    }
+    Ok(specs)
+}
+
+/// The generated files: (path relative to the root, expected content).
+fn generated(root: &Path, specs: &[Spec]) -> Vec<(PathBuf, String)> {
+    let url = callback_url(DEFAULT_CALLBACK_PORT);
+    let mut files = vec![(PathBuf::from("specs").join(schema::FILE_NAME), schema::json())];
+    for spec in specs {
+        let text = format!("{}\n\n{}", docs::GENERATED, docs::markdown(spec, &url));
+        files.push((PathBuf::from("docs/connectors").join(format!("{}.md", spec.id())), text));
+    }
+    let _ = root;
+    files
+}
+
+fn check() -> Result<()> {
+    let root = project_root();
+    let specs = load_specs(&root)?;
+    let mut stale = Vec::new();
+    for (path, expected) in generated(&root, &specs) {
+        let actual = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
+        if actual != expected {
+            stale.push(path.display().to_string());
+        }
+    }
+    // A doc whose spec is gone is stale too.
+    if let Ok(entries) = std::fs::read_dir(root.join("docs/connectors")) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            if !specs.iter().any(|s| s.id() == id) {
+                stale.push(format!("{} (no spec `{id}`)", path.strip_prefix(&root).unwrap_or(&path).display()));
+            }
+        }
+    }
+    if !stale.is_empty() {
+        bail!("generated files are out of date: {}; run `cargo xtask docs` and commit the result", stale.join(", "));
+    }
+    check_snapshots(&root)?;
+    println!("ok: {} specs valid with no warnings; schema and docs current; snapshots all referenced", specs.len());
+    Ok(())
+}
+
+/// Every snapshot made from an input file must still have that file; stray `.snap.new` files fail.
+fn check_snapshots(root: &Path) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut stack = vec![root.join("tests"), root.join("crates")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.ends_with(".snap.new") || name.ends_with(".pending-snap") {
+                problems.push(format!("{}: unreviewed snapshot", path.display()));
+            } else if name.ends_with(".snap") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let input = text.lines().find_map(|l| l.strip_prefix("input_file: "));
+                if let Some(input) = input {
+                    if !root.join(input.trim()).exists() {
+                        problems.push(format!("{}: its input {} is gone; delete the snapshot", path.display(), input.trim()));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("snapshot problems:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+fn generate() -> Result<()> {
+    let root = project_root();
+    let specs = load_specs(&root)?;
+    std::fs::create_dir_all(root.join("docs/connectors")).context("cannot create docs/connectors")?;
+    for (path, content) in generated(&root, &specs) {
+        let full = root.join(&path);
+        let current = std::fs::read_to_string(&full).unwrap_or_default();
+        if current != content {
+            std::fs::write(&full, content).with_context(|| format!("cannot write {}", full.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn new_connector(name: &str) -> Result<()> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !valid {
+        bail!("`{name}` is not a valid connector id; use lowercase letters, digits and `-`, starting with a letter");
+    }
+    let root = project_root();
+    let path = root.join("specs").join(format!("{name}.toml"));
+    if path.exists() {
+        bail!("{} already exists; refusing to overwrite it (edit it, or remove it first)", path.display());
+    }
+    let text = SCAFFOLD.replace("{id}", name).replace("{Name}", &title_case(name));
+    let report = weft_core::load_str(&format!("specs/{name}.toml"), &text);
+    if !report.diagnostics.is_empty() {
+        bail!("the scaffold does not validate (a bug in xtask):\n{}", report.render());
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote specs/{name}.toml");
+    generate()?;
+    println!("next: fill in the hosts, auth, fields, setup steps and resources, then run `cargo xtask check`");
+    Ok(())
+}
+
+fn title_case(id: &str) -> String {
+    id.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const SCAFFOLD: &str = r#"#:schema ./weft-spec.schema.json
+# {Name} connector spec. Reference: docs/connectors/{id}.md (regenerate with `cargo xtask docs`).
+
+id = "{id}"
+name = "{Name}"
+version = "0.1.0"
+description = "Reads and writes {Name} records."
+
+[hosts]
+api = "https://api.{id}.example"
+
+[requests]
+host = "api"
+headers = { Accept = "application/json" }
+
+[auth.oauth2]
+authorize-url = "{{ hosts.api }}/oauth/authorize"
+token-url = "{{ hosts.api }}/oauth/token"
+client-id = "{{ fields.client_id }}"
+client-secret = "{{ fields.client_secret }}"
+pkce = "S256"
+client-auth = "basic"
+
+[[fields]]
+id = "client_id"
+label = "Client ID"
+help = "From the app you register at {Name}."
+required = true
+
+[[fields]]
+id = "client_secret"
+label = "Client secret"
+help = "Shown once by {Name} when you create the app; Weft stores it encrypted."
+required = true
+secret = true
+
+[[fields]]
+id = "concurrency"
+label = "Concurrency level"
+type = "integer"
+min = 1
+max = 25
+default = 5
+
+[[setup]]
+title = "Register an app"
+text = """
+Register an OAuth app at {{ connector }} and set its redirect URI to {{ callback_url }}.
+"""
+
+[[setup]]
+title = "Copy the client ID"
+text = "Copy the app's client ID into {{ fields.client_id }}."
+fills = "client_id"
+check = "field-valid"
+
+[[setup]]
+title = "Copy the client secret"
+text = "Copy the app's client secret into {{ fields.client_secret }}."
+fills = "client_secret"
+check = "client-accepted"
+
+[limits]
+concurrency = { default = 5, max = 25 }
+
+[[errors]]
+status = [401]
+class = "unauthorized"
+
+[[errors]]
+status = [429]
+class = "rate-limited"
+
+[[errors]]
+status = [500, 502, 503, 504]
+class = "transient"
+
+[test]
+resource = "me"
+describe = "{{ record.name }}"
+
+[resources.me]
+description = "The account the token belongs to."
+primary-key = "id"
+
+[resources.me.list]
+path = "/me"
+records = { style = "root" }
+pagination = { style = "none" }
+"#;

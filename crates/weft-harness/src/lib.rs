@@ -1,1 +1,12 @@
-//! weft-harness
+//! Weft's test harness. Everything here is deterministic: time is simulated, data is seeded,
+//! and servers listen on 127.0.0.1 only.
+//!
+//! - [`clock`]: simulated time, manual or scaled.
+//! - [`faults`]: seeded, per-route fault injection.
+//! - [`log`]: every request a simulator received, for assertions.
+//! - [`server`]: serving a simulator on loopback, wrapped in the log and the faults.
+
+pub mod clock;
+pub mod faults;
+pub mod log;
+pub mod server;

@@ -1,0 +1,218 @@
+//! Rendering a spec operation into a concrete HTTP request: the host (with run-time overrides),
+//! the prefixed path, the query and headers, each template rendered with the spec's one
+//! template environment. Sending it is the HTTP client's job; this module only decides what to send.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use minijinja::Environment;
+use serde::Serialize;
+use url::Url;
+use weft_core::model::{Method, Operation, SpecFile};
+
+use crate::EngineError;
+
+/// The operations of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// List records.
+    List,
+    /// Get one record by id.
+    Get,
+    /// Create records.
+    Create,
+    /// Update records.
+    Update,
+}
+
+impl OpKind {
+    /// The operation's name in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::Get => "get",
+            Self::Create => "create",
+            Self::Update => "update",
+        }
+    }
+
+    fn default_method(self) -> Method {
+        match self {
+            Self::List | Self::Get => Method::Get,
+            Self::Create => Method::Post,
+            Self::Update => Method::Put,
+        }
+    }
+}
+
+/// A tenant a request is made for.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tenant {
+    /// The provider's tenant id.
+    pub id: String,
+    /// Its display name.
+    pub name: String,
+}
+
+/// What the templates of one request may use. Secrets never go in here: credentials are applied
+/// by the auth layer, after rendering.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestContext {
+    /// Non-secret form field values, by field id.
+    pub fields: BTreeMap<String, serde_json::Value>,
+    /// Record id, for `get` and `update`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The record, for single-record writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
+    /// The incremental cursor, already formatted as the spec says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Caller-supplied parameters (filters of a flow).
+    pub params: BTreeMap<String, String>,
+    /// The tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Tenant>,
+}
+
+/// A request ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// HTTP method.
+    pub method: Method,
+    /// Full URL, query included.
+    pub url: Url,
+    /// Headers in the order the spec gives them (defaults first).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Base URLs by host name: the spec's, with run-time overrides applied (simulators, proxies).
+#[derive(Debug, Clone)]
+pub struct Hosts(IndexMap<String, String>);
+
+impl Hosts {
+    /// The spec's hosts with `overrides` replacing some of them; an override of an undeclared
+    /// host is an error, so a typo cannot silently send traffic to the real service.
+    pub fn new(spec: &SpecFile, overrides: &BTreeMap<String, String>) -> Result<Self, EngineError> {
+        let mut hosts = spec.hosts.clone();
+        for (name, url) in overrides {
+            match hosts.get_mut(name) {
+                Some(slot) => {
+                    Url::parse(url).map_err(|source| EngineError::BadHostOverride {
+                        host: name.clone(),
+                        url: url.clone(),
+                        reason: source.to_string(),
+                    })?;
+                    *slot = url.trim_end_matches('/').to_owned();
+                }
+                None => {
+                    return Err(EngineError::UnknownHost {
+                        host: name.clone(),
+                        connector: spec.id.clone(),
+                        declared: spec.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
+                    });
+                }
+            }
+        }
+        Ok(Self(hosts))
+    }
+
+    /// The base URL of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// All hosts, for template contexts.
+    pub fn as_map(&self) -> &IndexMap<String, String> {
+        &self.0
+    }
+}
+
+/// Renders operation `kind` of `resource` into a request. Query parameters that render empty are
+/// left out; `extra_query` (pagination) is appended after the spec's own.
+pub fn build(
+    env: &Environment<'_>,
+    spec: &SpecFile,
+    hosts: &Hosts,
+    resource: &str,
+    kind: OpKind,
+    ctx: &RequestContext,
+    extra_query: &[(String, String)],
+) -> Result<Request, EngineError> {
+    let res = spec.resources.get(resource).ok_or_else(|| EngineError::UnknownResource {
+        connector: spec.id.clone(),
+        resource: resource.to_owned(),
+    })?;
+    let op: &Operation = match kind {
+        OpKind::List => res.list.as_ref(),
+        OpKind::Get => res.get.as_ref(),
+        OpKind::Create => res.create.as_ref(),
+        OpKind::Update => res.update.as_ref(),
+    }
+    .ok_or_else(|| EngineError::NoOperation {
+        connector: spec.id.clone(),
+        resource: resource.to_owned(),
+        operation: kind.as_str(),
+    })?;
+    let host_name = op.host.as_deref().or(spec.requests.host.as_deref()).unwrap_or_default();
+    let base = hosts.get(host_name).ok_or_else(|| EngineError::UnknownHost {
+        host: host_name.to_owned(),
+        connector: spec.id.clone(),
+        declared: hosts.as_map().keys().cloned().collect::<Vec<_>>().join(", "),
+    })?;
+    // Absent values stay undefined (not `none`), so the strict environment refuses a template
+    // that needs one, instead of sending "None" to the provider.
+    #[derive(Serialize)]
+    struct Scope<'a> {
+        hosts: &'a IndexMap<String, String>,
+        #[serde(flatten)]
+        ctx: &'a RequestContext,
+    }
+    let value = minijinja::Value::from_serialize(Scope { hosts: hosts.as_map(), ctx });
+    let render = |what: String, template: &str| -> Result<String, EngineError> {
+        env.render_str(template, &value).map_err(|source| EngineError::Template {
+            place: format!("{}.resources.{resource}.{}.{what}", spec.id, kind.as_str()),
+            reason: source.to_string(),
+        })
+    };
+    let prefix = if op.prefixed { spec.requests.path_prefix.as_str() } else { "" };
+    let path = render("path".to_owned(), &op.path)?;
+    let mut url = Url::parse(&format!("{base}{prefix}{path}")).map_err(|source| EngineError::BadUrl {
+        url: format!("{base}{prefix}{path}"),
+        reason: source.to_string(),
+    })?;
+    {
+        let mut pairs = Vec::new();
+        for (name, template) in &op.query {
+            let rendered = render(format!("query.{name}"), template)?;
+            if !rendered.is_empty() {
+                pairs.push((name.clone(), rendered));
+            }
+        }
+        pairs.extend(extra_query.iter().cloned());
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, template) in spec.requests.headers.iter().chain(&op.headers) {
+        let rendered = render(format!("headers.{name}"), template)?;
+        headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(name));
+        headers.push((name.clone(), rendered));
+    }
+    if spec.is_tenanted(res) {
+        let tenants = spec.tenants.as_ref();
+        match (tenants, &ctx.tenant) {
+            (Some(t), Some(_)) => {
+                let rendered = render("tenant header".to_owned(), &t.header.value)?;
+                headers.push((t.header.name.clone(), rendered));
+            }
+            _ => {
+                return Err(EngineError::NoTenant { connector: spec.id.clone(), resource: resource.to_owned() });
+            }
+        }
+    }
+    Ok(Request { method: op.method.unwrap_or(kind.default_method()), url, headers })
+}

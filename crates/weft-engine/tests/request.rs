@@ -1,0 +1,104 @@
+//! Rendering spec operations into requests.
+
+use std::collections::BTreeMap;
+
+use weft_core::load_str;
+use weft_engine::EngineError;
+use weft_engine::request::{Hosts, OpKind, RequestContext, Tenant, build};
+
+const SPEC: &str = r#"
+id = "acme"
+name = "Acme"
+version = "1.0.0"
+[hosts]
+api = "https://api.acme.example"
+login = "https://login.acme.example"
+[requests]
+host = "api"
+path-prefix = "/v2"
+headers = { Accept = "application/json" }
+[auth.token]
+value = "{{ fields.token }}"
+[[fields]]
+id = "token"
+label = "Token"
+secret = true
+[tenants]
+resource = "orgs"
+id-field = "id"
+name-field = "name"
+select = { by = "choose" }
+header = { name = "acme-org", value = "{{ tenant.id }}" }
+[test]
+resource = "orgs"
+[resources.orgs]
+primary-key = "id"
+tenanted = false
+[resources.orgs.list]
+path = "/orgs"
+prefixed = false
+records = { style = "root" }
+pagination = { style = "none" }
+[resources.invoices]
+primary-key = "id"
+[resources.invoices.list]
+path = "/invoices"
+query = { order = "updated:asc", since = "{{ cursor | default('') }}", project = "{{ params.project | default('') }}" }
+records = { style = "path", path = "items" }
+pagination = { style = "page", page-param = "page", size = 100, size-param = "size", stop = { when = "short-page" } }
+[resources.invoices.get]
+path = "/invoices/{{ id }}"
+records = { style = "path", path = "items" }
+"#;
+
+fn spec() -> weft_core::Spec {
+    let report = load_str("acme.toml", SPEC);
+    assert!(report.diagnostics.is_empty(), "{}", report.render());
+    report.spec.unwrap()
+}
+
+fn tenant() -> Option<Tenant> {
+    Some(Tenant { id: "org-1".into(), name: "Org One".into() })
+}
+
+#[test]
+fn list_with_prefix_query_pagination_and_tenant() {
+    let spec = spec();
+    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
+    let env = weft_core::template::environment();
+    let ctx = RequestContext { cursor: Some("2024-01-01T00:00:00Z".into()), tenant: tenant(), ..Default::default() };
+    let page = [("page".to_owned(), "2".to_owned()), ("size".to_owned(), "100".to_owned())];
+    let req = build(&env, spec.file(), &hosts, "invoices", OpKind::List, &ctx, &page).unwrap();
+    assert_eq!(req.method.as_str(), "GET");
+    assert_eq!(
+        req.url.as_str(),
+        "https://api.acme.example/v2/invoices?order=updated%3Aasc&since=2024-01-01T00%3A00%3A00Z&page=2&size=100"
+    );
+    assert_eq!(req.headers, vec![("Accept".into(), "application/json".into()), ("acme-org".into(), "org-1".into())]);
+}
+
+#[test]
+fn overrides_replace_hosts_and_unprefixed_paths_stay_bare() {
+    let spec = spec();
+    let overrides = BTreeMap::from([("api".to_owned(), "http://127.0.0.1:4000/".to_owned())]);
+    let hosts = Hosts::new(spec.file(), &overrides).unwrap();
+    let env = weft_core::template::environment();
+    let req = build(&env, spec.file(), &hosts, "orgs", OpKind::List, &RequestContext::default(), &[]).unwrap();
+    assert_eq!(req.url.as_str(), "http://127.0.0.1:4000/orgs");
+}
+
+#[test]
+fn mistakes_are_typed_errors() {
+    let spec = spec();
+    let env = weft_core::template::environment();
+    let typo = BTreeMap::from([("apii".to_owned(), "http://127.0.0.1:1".to_owned())]);
+    assert!(matches!(Hosts::new(spec.file(), &typo), Err(EngineError::UnknownHost { .. })));
+    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
+    let no_tenant = build(&env, spec.file(), &hosts, "invoices", OpKind::List, &RequestContext::default(), &[]);
+    assert!(matches!(no_tenant, Err(EngineError::NoTenant { .. })));
+    let ctx = RequestContext { tenant: tenant(), ..Default::default() };
+    let no_id = build(&env, spec.file(), &hosts, "invoices", OpKind::Get, &ctx, &[]).unwrap_err();
+    assert!(no_id.to_string().contains("invoices.get.path"), "{no_id}");
+    let no_op = build(&env, spec.file(), &hosts, "invoices", OpKind::Create, &ctx, &[]);
+    assert!(matches!(no_op, Err(EngineError::NoOperation { .. })));
+}
