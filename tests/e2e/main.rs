@@ -1,1 +1,4 @@
-//! e2e
+//! End-to-end and snapshot tests: one test binary, one module per boundary.
+
+mod diagnostics;
+mod specs;

@@ -23,7 +23,12 @@ commands:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["check"] => check(),
         ["docs"] => generate(),
         ["new-connector", name] => new_connector(name),
@@ -46,7 +51,10 @@ fn main() -> ExitCode {
 }
 
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 /// Every `specs/*.toml`, loaded; fails listing every diagnostic when any has an error or a warning.
@@ -63,7 +71,8 @@ fn load_specs(root: &Path) -> Result<Vec<Spec>> {
     for path in paths {
         let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
         let mut report = load_file(&path);
-        report.source = weft_core::SourceFile::new(relative.display().to_string(), report.source.text());
+        report.source =
+            weft_core::SourceFile::new(relative.display().to_string(), report.source.text());
         if !report.diagnostics.is_empty() {
             problems.push_str(&report.render());
         }
@@ -80,10 +89,16 @@ fn load_specs(root: &Path) -> Result<Vec<Spec>> {
 /// The generated files: (path relative to the root, expected content).
 fn generated(root: &Path, specs: &[Spec]) -> Vec<(PathBuf, String)> {
     let url = callback_url(DEFAULT_CALLBACK_PORT);
-    let mut files = vec![(PathBuf::from("specs").join(schema::FILE_NAME), schema::json())];
+    let mut files = vec![(
+        PathBuf::from("specs").join(schema::FILE_NAME),
+        schema::json(),
+    )];
     for spec in specs {
         let text = format!("{}\n\n{}", docs::GENERATED, docs::markdown(spec, &url));
-        files.push((PathBuf::from("docs/connectors").join(format!("{}.md", spec.id())), text));
+        files.push((
+            PathBuf::from("docs/connectors").join(format!("{}.md", spec.id())),
+            text,
+        ));
     }
     let _ = root;
     files
@@ -103,17 +118,30 @@ fn check() -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(root.join("docs/connectors")) {
         for entry in entries.flatten() {
             let path = entry.path();
-            let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if !specs.iter().any(|s| s.id() == id) {
-                stale.push(format!("{} (no spec `{id}`)", path.strip_prefix(&root).unwrap_or(&path).display()));
+                stale.push(format!(
+                    "{} (no spec `{id}`)",
+                    path.strip_prefix(&root).unwrap_or(&path).display()
+                ));
             }
         }
     }
     if !stale.is_empty() {
-        bail!("generated files are out of date: {}; run `cargo xtask docs` and commit the result", stale.join(", "));
+        bail!(
+            "generated files are out of date: {}; run `cargo xtask docs` and commit the result",
+            stale.join(", ")
+        );
     }
     check_snapshots(&root)?;
-    println!("ok: {} specs valid with no warnings; schema and docs current; snapshots all referenced", specs.len());
+    println!(
+        "ok: {} specs valid with no warnings; schema and docs current; snapshots all referenced",
+        specs.len()
+    );
     Ok(())
 }
 
@@ -122,14 +150,19 @@ fn check_snapshots(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
     let mut stack = vec![root.join("tests"), root.join("crates")];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
                 continue;
             }
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.ends_with(".snap.new") || name.ends_with(".pending-snap") {
                 problems.push(format!("{}: unreviewed snapshot", path.display()));
             } else if name.ends_with(".snap") {
@@ -137,7 +170,11 @@ fn check_snapshots(root: &Path) -> Result<()> {
                 let input = text.lines().find_map(|l| l.strip_prefix("input_file: "));
                 if let Some(input) = input {
                     if !root.join(input.trim()).exists() {
-                        problems.push(format!("{}: its input {} is gone; delete the snapshot", path.display(), input.trim()));
+                        problems.push(format!(
+                            "{}: its input {} is gone; delete the snapshot",
+                            path.display(),
+                            input.trim()
+                        ));
                     }
                 }
             }
@@ -152,12 +189,14 @@ fn check_snapshots(root: &Path) -> Result<()> {
 fn generate() -> Result<()> {
     let root = project_root();
     let specs = load_specs(&root)?;
-    std::fs::create_dir_all(root.join("docs/connectors")).context("cannot create docs/connectors")?;
+    std::fs::create_dir_all(root.join("docs/connectors"))
+        .context("cannot create docs/connectors")?;
     for (path, content) in generated(&root, &specs) {
         let full = root.join(&path);
         let current = std::fs::read_to_string(&full).unwrap_or_default();
         if current != content {
-            std::fs::write(&full, content).with_context(|| format!("cannot write {}", full.display()))?;
+            std::fs::write(&full, content)
+                .with_context(|| format!("cannot write {}", full.display()))?;
             println!("wrote {}", path.display());
         }
     }
@@ -166,25 +205,39 @@ fn generate() -> Result<()> {
 
 fn new_connector(name: &str) -> Result<()> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
     if !valid {
-        bail!("`{name}` is not a valid connector id; use lowercase letters, digits and `-`, starting with a letter");
+        bail!(
+            "`{name}` is not a valid connector id; use lowercase letters, digits and `-`, starting with a letter"
+        );
     }
     let root = project_root();
     let path = root.join("specs").join(format!("{name}.toml"));
     if path.exists() {
-        bail!("{} already exists; refusing to overwrite it (edit it, or remove it first)", path.display());
+        bail!(
+            "{} already exists; refusing to overwrite it (edit it, or remove it first)",
+            path.display()
+        );
     }
-    let text = SCAFFOLD.replace("{id}", name).replace("{Name}", &title_case(name));
+    let text = SCAFFOLD
+        .replace("{id}", name)
+        .replace("{Name}", &title_case(name));
     let report = weft_core::load_str(&format!("specs/{name}.toml"), &text);
     if !report.diagnostics.is_empty() {
-        bail!("the scaffold does not validate (a bug in xtask):\n{}", report.render());
+        bail!(
+            "the scaffold does not validate (a bug in xtask):\n{}",
+            report.render()
+        );
     }
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote specs/{name}.toml");
     generate()?;
-    println!("next: fill in the hosts, auth, fields, setup steps and resources, then run `cargo xtask check`");
+    println!(
+        "next: fill in the hosts, auth, fields, setup steps and resources, then run `cargo xtask check`"
+    );
     Ok(())
 }
 
@@ -192,7 +245,9 @@ fn title_case(id: &str) -> String {
     id.split('-')
         .map(|w| {
             let mut c = w.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect::<Vec<_>>()
         .join(" ")

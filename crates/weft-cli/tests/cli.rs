@@ -21,7 +21,10 @@ fn help_reads_well_and_version_prints() {
     let out = weft(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    assert!(help.contains("connectors") && help.contains("spec"), "{help}");
+    assert!(
+        help.contains("connectors") && help.contains("spec"),
+        "{help}"
+    );
     let out = weft(&["--version"]);
     assert!(text(&out.stdout).starts_with("weft "));
 }
@@ -31,7 +34,12 @@ fn connectors_list_json_has_both_connectors() {
     let out = weft(&["connectors", "list", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json is JSON");
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["kantata", "xero"]);
     assert_eq!(list[0]["former_names"][0], "Mavenlink");
 }
@@ -41,11 +49,27 @@ fn connectors_show_xero_has_setup_with_callback_and_field_rules() {
     let out = weft(&["connectors", "show", "xero", "--callback-port", "9123"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.contains("http://localhost:9123/oauth/callback"), "{shown}");
-    assert!(!shown.contains("{{"), "a template was left unrendered:\n{shown}");
-    let row = |id: &str| shown.lines().find(|l| l.contains(&format!("`{id}`"))).unwrap_or_default().to_owned();
+    assert!(
+        shown.contains("http://localhost:9123/oauth/callback"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("{{"),
+        "a template was left unrendered:\n{shown}"
+    );
+    let row = |id: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with("| ") && l.contains(&format!("`{id}`")))
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert!(row("client_id").contains("required"), "{shown}");
-    assert!(row("client_secret").contains("required") && row("client_secret").contains("never shown again"), "{shown}");
+    assert!(
+        row("client_secret").contains("required")
+            && row("client_secret").contains("never shown again"),
+        "{shown}"
+    );
     assert!(row("concurrency").contains("1–25"), "{shown}");
 }
 
@@ -55,7 +79,10 @@ fn connectors_show_finds_former_names_and_json() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["spec"]["id"], "kantata");
-    assert_eq!(shown["callback_url"], "http://localhost:8976/oauth/callback");
+    assert_eq!(
+        shown["callback_url"],
+        "http://localhost:8976/oauth/callback"
+    );
 }
 
 #[test]
@@ -63,7 +90,10 @@ fn unknown_connector_and_bad_arguments_fail_clearly() {
     let out = weft(&["connectors", "show", "quickbooks"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("no connector `quickbooks`") && err.contains("kantata, xero"), "{err}");
+    assert!(
+        err.contains("no connector `quickbooks`") && err.contains("kantata, xero"),
+        "{err}"
+    );
 
     let out = weft(&["connectors", "show", "xero", "--callback-port", "0"]);
     assert_eq!(out.status.code(), Some(2));

@@ -18,6 +18,10 @@ fn load_and_validate_all() -> usize {
 /// Each built-in spec on its own.
 #[divan::bench(args = ["specs/kantata.toml", "specs/xero.toml"])]
 fn load_one(name: &str) -> bool {
-    let (_, text) = builtin::SPECS.iter().find(|(n, _)| *n == name).copied().unwrap_or_default();
+    let (_, text) = builtin::SPECS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .copied()
+        .unwrap_or_default();
     divan::black_box(weft_core::load_str(name, text).spec.is_some())
 }

@@ -174,12 +174,13 @@ fn auth(w: &mut String, s: &SpecFile) {
     let _ = writeln!(w, "\n## Authentication\n");
     if let Some(o) = &s.auth.oauth2 {
         let _ = writeln!(w, "OAuth 2.0 authorization code:\n");
-        let _ = writeln!(w, "- authorize: `{}`", o.authorize_url);
-        let _ = writeln!(w, "- token: `{}`", o.token_url);
+        let _ = writeln!(w, "- authorize: `{}`", shown(s, &o.authorize_url));
+        let _ = writeln!(w, "- token: `{}`", shown(s, &o.token_url));
         if let Some(revoke) = &o.revoke_url {
             let _ = writeln!(
                 w,
-                "- revoke: `{revoke}` (called when a connection is deleted)"
+                "- revoke: `{}` (called when a connection is deleted)",
+                shown(s, revoke)
             );
         }
         if !o.scopes.is_empty() {
@@ -238,7 +239,7 @@ fn auth(w: &mut String, s: &SpecFile) {
         let _ = writeln!(
             w,
             "\nOAuth 2.0 client credentials, token endpoint `{}`.",
-            c.token_url
+            shown(s, &c.token_url)
         );
     }
     if s.auth.token.is_some() {
@@ -333,7 +334,9 @@ fn resources(w: &mut String, s: &SpecFile) {
     for (name, r) in &s.resources {
         let ops: Vec<String> = r
             .operations()
-            .map(|(op_name, op)| format!("{op_name} `{} {}`", method(op_name, op), op.path))
+            .map(|(op_name, op)| {
+                format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path))
+            })
             .collect();
         let list = r.list.as_ref();
         let paging = list
@@ -403,6 +406,9 @@ fn resources(w: &mut String, s: &SpecFile) {
             }
             if f.read_only {
                 rules.push("read-only".to_owned());
+            }
+            if f.write_only {
+                rules.push("write-only".to_owned());
             }
             if let Some(max) = f.max_length {
                 rules.push(format!("≤ {max} characters"));
@@ -487,4 +493,20 @@ fn extract(e: &Extract) -> String {
             )
         }
     }
+}
+
+/// A template as a reader should see it: hosts filled in, other simple variables written
+/// `{id}` like in API references; a template that does not render is shown as written.
+fn shown(s: &SpecFile, source: &str) -> String {
+    static VARIABLE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}").expect("a valid pattern")
+    });
+    let hosts_done = VARIABLE.replace_all(source, |c: &regex::Captures<'_>| {
+        let name = &c[1];
+        match name.strip_prefix("hosts.").and_then(|h| s.hosts.get(h)) {
+            Some(url) => url.clone(),
+            None => format!("{{{name}}}"),
+        }
+    });
+    hosts_done.into_owned()
 }

@@ -118,8 +118,19 @@ impl fmt::Debug for SpecDuration {
 
 impl<'de> Deserialize<'de> for SpecDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SpecDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration in quotes, such as \"30s\", \"30m\" or \"1h\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SpecDuration, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 

@@ -83,11 +83,7 @@ pub fn load_str(name: &str, text: &str) -> Report {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for err in syntax {
-            diagnostics.push(
-                from_toml_error(&err, None).with_hint(
-                    "fix the TOML syntax; the rest of the file is checked once it parses",
-                ),
-            );
+            diagnostics.push(syntax_error(&err, text));
         }
         return finish(source, diagnostics, None);
     }
@@ -233,42 +229,207 @@ fn table<'a, 'i>(value: &'a Spanned<DeValue<'i>>) -> Option<&'a DeTable<'i>> {
     }
 }
 
-/// Turns a TOML or serde error into a diagnostic, with the key path at its span and a
-/// "did you mean" hint for unknown keys and variants.
-fn from_toml_error(err: &toml::de::Error, root: Option<&Spanned<DeTable<'_>>>) -> Diagnostic {
-    let message = err.message().trim().trim_end_matches('.').to_owned();
-    let key = match (root, err.span()) {
-        (Some(root), Some(span)) => path_at(root, &span),
-        _ => String::new(),
-    };
-    let mut d = Diagnostic::error(key, message.clone());
-    if let Some(span) = err.span() {
-        d = d.with_span(span);
-    }
-    if let Some(hint) = suggestion(&message) {
-        d = d.with_hint(hint);
+/// A TOML syntax error as a diagnostic; a duplicate names the key it is about.
+fn syntax_error(err: &toml::de::Error, text: &str) -> Diagnostic {
+    let mut d = from_toml_error(err, None)
+        .with_hint("fix the TOML syntax; the rest of the file is checked once it parses");
+    let named = d.span.clone().and_then(|span| text.get(span));
+    if let Some(name) = named.filter(|name| d.message == "duplicate key" && !name.is_empty()) {
+        d.message = format!("duplicate key `{name}`");
+        d.hint =
+            Some("a key, or a [table], may be defined only once; remove or merge one".to_owned());
     }
     d
 }
 
-/// From "unknown field `pagnation`, expected one of `path`, `pagination`": "did you mean `pagination`?".
-fn suggestion(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("unknown variant `"))?;
-    let (given, rest) = rest.split_once('`')?;
-    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let best = expected
+/// Turns a TOML or serde error into a diagnostic in the words of a TOML file, with the key
+/// path at its span and a hint: "did you mean" for unknown keys and values, the key to add
+/// for a missing one, the quotes to add or remove for a wrong type.
+fn from_toml_error(err: &toml::de::Error, root: Option<&Spanned<DeTable<'_>>>) -> Diagnostic {
+    let raw = err.message().trim().trim_end_matches('.');
+    let explained = explain(raw);
+    let mut span = err.span();
+    // An unknown key inside a tagged table (`pagination = { style = "page", … }`) is reported
+    // at the whole table: narrow it to the key itself.
+    if let (Some(root), Some(within), Some(name)) = (root, &span, &explained.unknown_key) {
+        if let Some(at) = key_within(root, name, within) {
+            span = Some(at);
+        }
+    }
+    let key = match (root, &span) {
+        (Some(root), Some(span)) => path_at(root, span),
+        _ => String::new(),
+    };
+    let hint = match &explained.missing_key {
+        Some(name) if key.is_empty() => Some(format!("add `{name}` at the top level of the file")),
+        Some(name) => Some(format!("add `{name}` to `{key}`")),
+        None => explained.hint,
+    };
+    let mut d = Diagnostic::error(key, explained.message);
+    d.hint = hint;
+    if let Some(span) = span {
+        d = d.with_span(span);
+    }
+    d
+}
+
+/// A serde message said in the words of a TOML file.
+struct Explained {
+    message: String,
+    hint: Option<String>,
+    /// The key an "unknown field" message is about.
+    unknown_key: Option<String>,
+    /// The key a "missing field" message is about.
+    missing_key: Option<String>,
+}
+
+fn explain(message: &str) -> Explained {
+    let mut out = Explained {
+        message: message.to_owned(),
+        hint: None,
+        unknown_key: None,
+        missing_key: None,
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((given, expected)) = rest.split_once('`') {
+            out.message = format!("unknown key `{given}`");
+            out.hint = Some(suggestion(given, &quoted(expected), "remove this key"));
+            out.unknown_key = Some(given.to_owned());
+        }
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((given, expected)) = rest.split_once('`') {
+            out.message = format!("unknown value `{given}`");
+            out.hint = Some(suggestion(
+                given,
+                &quoted(expected),
+                "no value is accepted here",
+            ));
+        }
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        if let Some((name, _)) = rest.split_once('`') {
+            out.message = format!("missing key `{name}`");
+            out.missing_key = Some(name.to_owned());
+        }
+    } else if let Some((head, rest)) = message.split_once(": ") {
+        if let ("invalid type" | "invalid value", Some((found, expected))) =
+            (head, rest.rsplit_once(", expected "))
+        {
+            let found = found_plain(found);
+            let expected = expected_plain(expected);
+            out.hint = match (found.split(' ').next(), expected.as_str()) {
+                (Some("string"), "a boolean") => {
+                    Some("write true or false, without quotes".to_owned())
+                }
+                (Some("string"), e) if e.contains("integer") => {
+                    Some("write a number, without quotes".to_owned())
+                }
+                (Some("integer" | "float" | "boolean"), "a string") => {
+                    Some("put the value in quotes".to_owned())
+                }
+                _ => None,
+            };
+            out.message = format!("{head}: {found}, expected {expected}");
+        }
+    } else if message.starts_with("data did not match any variant of untagged enum") {
+        out.message = "the value has none of the accepted types".to_owned();
+        out.hint = Some("see the reference for the types this key accepts".to_owned());
+    }
+    out
+}
+
+/// The names in backticks of "expected one of `a`, `b`" or "expected `a` or `b`".
+fn quoted(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// What serde says it found, in TOML words: `sequence` is an array, `map` a table.
+fn found_plain(found: &str) -> String {
+    match found {
+        "sequence" => "array".to_owned(),
+        "map" => "table".to_owned(),
+        _ => found.replacen("floating point", "float", 1),
+    }
+}
+
+/// What serde says it expected, in TOML words.
+fn expected_plain(expected: &str) -> String {
+    let s = match expected {
+        "i8" | "i16" | "i32" | "i64" => "an integer",
+        "u8" => "an integer from 0 to 255",
+        "u16" => "an integer from 0 to 65535",
+        "u32" => "an integer from 0 to 4294967295",
+        "u64" => "a non-negative integer",
+        "f32" | "f64" => "a number",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        e if e.starts_with("struct ") || e.starts_with("internally tagged enum ") => "a table",
+        e => e,
+    };
+    s.to_owned()
+}
+
+/// "did you mean `pagination`?" when one of `expected` is close to `given`, else the list of
+/// them, else `otherwise`.
+fn suggestion(given: &str, expected: &[&str], otherwise: &str) -> String {
+    // Close: a few edits away, or a prefix (`int` for `integer`); the fewest edits win.
+    let close = expected
         .iter()
         .map(|candidate| (strsim::damerau_levenshtein(given, candidate), *candidate))
-        .min()?;
-    if best.0 <= given.len().max(3) / 2 {
-        Some(format!("did you mean `{}`?", best.1))
-    } else if expected.is_empty() {
-        Some("remove this key".to_owned())
-    } else {
-        Some(format!("expected one of: {}", expected.join(", ")))
+        .filter(|(distance, candidate)| {
+            *distance <= given.len().max(3) / 2
+                || (given.len() >= 3 && candidate.starts_with(given))
+        })
+        .min();
+    match close {
+        Some((_, candidate)) => format!("did you mean `{candidate}`?"),
+        None if expected.is_empty() => otherwise.to_owned(),
+        None => format!("expected one of: {}", expected.join(", ")),
     }
+}
+
+/// The span of the key named `name` that lies within `within`, the least deeply nested one
+/// when there are several (an unknown `path` beside a nested `stop = { path = … }`).
+fn key_within(
+    root: &Spanned<DeTable<'_>>,
+    name: &str,
+    within: &Range<usize>,
+) -> Option<Range<usize>> {
+    fn search(
+        value: &DeValue<'_>,
+        name: &str,
+        within: &Range<usize>,
+        depth: usize,
+        best: &mut Option<(usize, Range<usize>)>,
+    ) {
+        match value {
+            DeValue::Table(table) => {
+                for (key, child) in table {
+                    let span = key.span();
+                    let inside = within.start <= span.start && span.end <= within.end;
+                    if inside && key.get_ref() == name && best.as_ref().is_none_or(|b| depth < b.0)
+                    {
+                        *best = Some((depth, span));
+                    }
+                    search(child.get_ref(), name, within, depth + 1, best);
+                }
+            }
+            DeValue::Array(items) => {
+                for item in items.iter() {
+                    search(item.get_ref(), name, within, depth + 1, best);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = None;
+    search(
+        &DeValue::Table(root.get_ref().clone()),
+        name,
+        within,
+        0,
+        &mut best,
+    );
+    best.map(|(_, span)| span)
 }
 
 /// The dotted key path of the innermost key or value covering `span`.
@@ -355,7 +516,7 @@ pub(crate) fn span_of(root: &Spanned<DeTable<'_>>, key: &str) -> Option<Range<us
         best = Some(next.span());
         current = next.into_inner();
     }
-    best.or_else(|| Some(0..0))
+    best.or(Some(0..0))
 }
 
 enum Segment<'a> {
@@ -397,7 +558,26 @@ mod tests {
 
     #[test]
     fn suggests_close_names() {
-        let m = "unknown field `pagnation`, expected one of `path`, `pagination`";
-        assert_eq!(suggestion(m).unwrap(), "did you mean `pagination`?");
+        let m = explain("unknown field `pagnation`, expected one of `path`, `pagination`");
+        assert_eq!(m.message, "unknown key `pagnation`");
+        assert_eq!(m.hint.unwrap(), "did you mean `pagination`?");
+        let m = explain("unknown variant `int`, expected one of `text`, `integer`");
+        assert_eq!(m.hint.unwrap(), "did you mean `integer`?");
+        let m = explain("unknown field `scope`, expected `scope-separator` or `scopes`");
+        assert_eq!(m.hint.unwrap(), "did you mean `scopes`?");
+        let m = explain("unknown field `x`, there are no fields");
+        assert_eq!(m.hint.unwrap(), "remove this key");
+    }
+
+    #[test]
+    fn says_types_in_toml_words() {
+        let m = explain("invalid type: string \"25\", expected u32");
+        assert_eq!(
+            m.message,
+            "invalid type: string \"25\", expected an integer from 0 to 4294967295"
+        );
+        assert_eq!(m.hint.unwrap(), "write a number, without quotes");
+        let m = explain("invalid type: sequence, expected a map");
+        assert_eq!(m.message, "invalid type: array, expected a table");
     }
 }

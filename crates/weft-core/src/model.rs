@@ -250,7 +250,12 @@ pub struct Tenants {
 
 /// How the tenant a person just authorized is chosen.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "by")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields,
+    tag = "by"
+)]
 pub enum TenantSelect {
     /// Match a claim of the access token (a JWT) to a field of the tenant records; when
     /// several still match, the person picks.
@@ -342,7 +347,7 @@ pub enum FieldKind {
 
 /// A default value of a form field.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a boolean, an integer or a string")]
 pub enum Scalar {
     /// Yes or no.
     Boolean(bool),
@@ -640,9 +645,14 @@ impl Method {
 
 /// Where records are found in a response body.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "style")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields,
+    tag = "style"
+)]
 pub enum Extract {
-    /// The body itself is the list of records.
+    /// The body itself: an array of records, or one record when it is an object.
     Root,
     /// An array at a dotted path, e.g. `Invoices`.
     Path {
@@ -667,7 +677,12 @@ pub enum Extract {
 
 /// Pagination of a list operation.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "style")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields,
+    tag = "style"
+)]
 pub enum Pagination {
     /// A single response holds everything.
     None,
@@ -718,7 +733,12 @@ fn one() -> u32 {
 
 /// When a paged list ends.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "when")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields,
+    tag = "when"
+)]
 pub enum PageStop {
     /// A page with fewer records than asked for is the last.
     ShortPage,
@@ -814,7 +834,12 @@ pub struct Resource {
 
 /// How written records are wrapped.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, tag = "shape")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields,
+    tag = "shape"
+)]
 pub enum WriteBody {
     /// One record under a key: `{"external_payment": {...}}`.
     Singular {
@@ -934,12 +959,16 @@ pub struct RecordField {
     /// Value type.
     #[serde(rename = "type")]
     pub ty: FieldType,
-    /// Whether writes must carry it.
+    /// Whether a create must carry it (updates may send only what changes).
     #[serde(default)]
     pub required: bool,
     /// Whether the provider sets it and writes must leave it out.
     #[serde(default)]
     pub read_only: bool,
+    /// Whether it is accepted on writes but never returned by reads (so comparing a read record
+    /// with what was written must skip it).
+    #[serde(default)]
+    pub write_only: bool,
     /// Longest accepted text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u32>,
@@ -952,7 +981,7 @@ pub struct RecordField {
     /// Date format (types `date` and `datetime` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DateFormat>,
-    /// For `reference`: the resource the value points to.
+    /// For `reference`, and `array` of ids: the resource the values point to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub references: Option<String>,
     /// What the field means.

@@ -25,6 +25,17 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope.
+    pub const ALL: [Self; 7] = [
+        Self::Auth,
+        Self::ApplyToken,
+        Self::TenantHeader,
+        Self::Setup,
+        Self::Request,
+        Self::ErrorMessage,
+        Self::Describe,
+    ];
+
     /// The top-level variable names allowed here.
     pub fn roots(self) -> &'static [&'static str] {
         match self {
@@ -70,6 +81,22 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// The variables `source` reads, with their attribute chains (`id`, `hosts.api`, `tenant.id`);
+/// `None` when it does not parse ([`check`] says why).
+pub fn variables(env: &Environment<'_>, source: &str) -> Option<BTreeSet<String>> {
+    let template = env.template_from_str(source).ok()?;
+    Some(template.undeclared_variables(true).into_iter().collect())
+}
+
+/// Whether `variables` (from [`variables`]) read `name` or an attribute of it: `tenant.id`
+/// is read by `{{ tenant.id }}` but not by `{{ tenant.name }}` or by the text "tenant.id".
+pub fn reads(variables: &BTreeSet<String>, name: &str) -> bool {
+    variables.iter().any(|v| {
+        v.strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    })
+}
+
 /// Parses `source` and checks its variables against `scope` and `names`.
 pub fn check(
     env: &Environment<'_>,
@@ -102,8 +129,13 @@ pub fn check(
         let at = source.find(root);
         let range = at.map(|i| i..i + name.len());
         if !scope.roots().contains(&root) {
+            let elsewhere = Scope::ALL.iter().any(|s| s.roots().contains(&root));
             problems.push(TemplateProblem {
-                message: format!("unknown template variable `{root}`"),
+                message: if elsewhere {
+                    format!("template variable `{root}` is not available here")
+                } else {
+                    format!("unknown template variable `{root}`")
+                },
                 range,
                 hint: Some(format!(
                     "here a template may use: {}",
@@ -165,8 +197,26 @@ mod tests {
         let p = check(&env, "{{ hosts.login }}", Scope::Auth, &names());
         assert_eq!(p[0].message, "`hosts.login` names no declared host");
         let p = check(&env, "{{ token }}", Scope::Auth, &names());
-        assert_eq!(p[0].message, "unknown template variable `token`");
+        assert_eq!(
+            p[0].message,
+            "template variable `token` is not available here"
+        );
+        let p = check(&env, "{{ user }}", Scope::Auth, &names());
+        assert_eq!(p[0].message, "unknown template variable `user`");
         let p = check(&env, "{{ hosts.api ", Scope::Auth, &names());
         assert!(p[0].message.starts_with("template does not parse"), "{p:?}");
+    }
+
+    #[test]
+    fn reads_variables_not_text() {
+        let env = environment();
+        let vars = variables(&env, "/videos/{{ record.id }}").unwrap();
+        assert!(!reads(&vars, "id"));
+        assert!(reads(&vars, "record"));
+        let vars = variables(&env, "{{ tenant.id }}-{{ identity }}").unwrap();
+        assert!(reads(&vars, "tenant.id"));
+        assert!(!reads(&vars, "tenant.name"));
+        assert!(!reads(&vars, "id"));
+        assert!(variables(&env, "{{ id ").is_none());
     }
 }

@@ -46,6 +46,9 @@ struct Validator<'a> {
     out: Vec<Diagnostic>,
 }
 
+/// The most calls in flight `limits.concurrency.max` may allow.
+const MAX_CONCURRENCY: u32 = 1000;
+
 fn is_identifier(s: &str, separator: char) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -80,6 +83,26 @@ impl Validator<'_> {
         for problem in template::check(&self.env, source, scope, &self.names) {
             self.error(key, problem.message, problem.hint);
         }
+    }
+
+    /// Whether the template `source` reads the variable `name`; `None` when it does not parse
+    /// (that is reported on its own, so checks that depend on the answer are skipped).
+    fn reads(&self, source: &str, name: &str) -> Option<bool> {
+        template::variables(&self.env, source).map(|vars| template::reads(&vars, name))
+    }
+
+    /// Reports `target` when it names no resource.
+    fn resource_ref(&mut self, key: &str, target: &str) -> bool {
+        if self.spec.resources.contains_key(target) {
+            return true;
+        }
+        let declared: Vec<_> = self.spec.resources.keys().map(String::as_str).collect();
+        self.error(
+            key,
+            format!("`{target}` names no resource"),
+            Some(format!("declared resources: {}", declared.join(", "))),
+        );
+        false
     }
 
     fn https_url(&mut self, key: &str, value: &str) {
@@ -254,7 +277,7 @@ impl Validator<'_> {
             self.secret_template("auth.token.value", &t.value);
         }
         self.template("auth.apply.value", &auth.apply.value, Scope::ApplyToken);
-        if !auth.apply.value.contains("token") {
+        if self.reads(&auth.apply.value, "token") == Some(false) {
             self.error(
                 "auth.apply.value",
                 "the header value does not use `token`",
@@ -265,7 +288,10 @@ impl Validator<'_> {
 
     /// A credential template must come from a secret field, never be written in the spec.
     fn secret_template(&mut self, key: &str, source: &str) {
-        if !source.contains("{{") {
+        let Some(vars) = template::variables(&self.env, source) else {
+            return;
+        };
+        if !template::reads(&vars, "fields") {
             self.error(
                 key,
                 "a credential is written into the spec",
@@ -275,7 +301,7 @@ impl Validator<'_> {
             .spec
             .fields
             .iter()
-            .find(|f| !f.secret && source.contains(&format!("fields.{}", f.id)))
+            .find(|f| !f.secret && template::reads(&vars, &format!("fields.{}", f.id)))
         {
             let id = f.id.clone();
             self.error(
@@ -316,7 +342,7 @@ impl Validator<'_> {
             .enumerate()
             .find(|(_, f)| f.id == well_known::CONCURRENCY)
         {
-            let limit = self.spec.limits.concurrency.max as i64;
+            let limit = i64::from(self.concurrency_upper());
             if field.ty != FieldKind::Integer {
                 self.error(
                     format!("fields[{i}].type"),
@@ -377,13 +403,10 @@ impl Validator<'_> {
         }
         if let Some(pattern) = &f.pattern {
             if let Err(err) = regex::Regex::new(pattern) {
-                let detail = err
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("invalid")
-                    .trim()
-                    .to_owned();
+                // The last line of regex's report is `error: <what>`.
+                let report = err.to_string();
+                let last = report.lines().last().unwrap_or("invalid").trim();
+                let detail = last.strip_prefix("error:").unwrap_or(last).trim();
                 self.error(
                     format!("{key}.pattern"),
                     format!("the pattern is not a valid regular expression: {detail}"),
@@ -401,11 +424,19 @@ impl Validator<'_> {
                     );
                 }
                 (Some(_), Some(_)) => {}
-                _ => self.error(key, "an integer field needs `min` and `max`", None),
+                _ => self.error(
+                    key,
+                    "an integer field needs `min` and `max`",
+                    Some("such as min = 1 and max = 100".to_owned()),
+                ),
             },
             FieldKind::Enum => {
                 if f.choices.is_empty() {
-                    self.error(key, "an enum field needs `choices`", None);
+                    self.error(
+                        key,
+                        "an enum field needs `choices`",
+                        Some("such as choices = [\"eu\", \"us\"]".to_owned()),
+                    );
                 }
                 let unique: HashSet<_> = f.choices.iter().collect();
                 if unique.len() != f.choices.len() {
@@ -477,20 +508,32 @@ impl Validator<'_> {
         }
     }
 
+    /// `limits.concurrency.max`, or the largest allowed when it is out of range (reported by
+    /// [`Self::limits`]), so that what is checked against it does not repeat its mistake.
+    fn concurrency_upper(&self) -> u32 {
+        let max = self.spec.limits.concurrency.max;
+        if (1..=MAX_CONCURRENCY).contains(&max) {
+            max
+        } else {
+            MAX_CONCURRENCY
+        }
+    }
+
     fn limits(&mut self) {
         let limits = &self.spec.limits;
         let c = limits.concurrency;
-        if c.max == 0 || c.max > 1000 {
+        let upper = self.concurrency_upper();
+        if upper != c.max {
             self.error(
                 "limits.concurrency.max",
-                format!("max {} is outside 1..1000", c.max),
+                format!("max {} is outside 1..{MAX_CONCURRENCY}", c.max),
                 None,
             );
         }
-        if c.default == 0 || c.default > c.max {
+        if c.default == 0 || c.default > upper {
             self.error(
                 "limits.concurrency.default",
-                format!("default {} is outside 1..{}", c.default, c.max),
+                format!("default {} is outside 1..{upper}", c.default),
                 None,
             );
         }
@@ -640,7 +683,7 @@ impl Validator<'_> {
                     "primary key `{}` is not among the record fields",
                     r.primary_key
                 ),
-                None,
+                Some(record_fields(r)),
             );
         }
         if r.list.is_none() && r.get.is_none() && r.create.is_none() && r.update.is_none() {
@@ -703,27 +746,28 @@ impl Validator<'_> {
                 );
             }
             match (&field.references, ty) {
-                (Some(target), FieldType::Reference) => {
-                    if !self.spec.resources.contains_key(target) {
-                        self.error(
-                            format!("{fkey}.references"),
-                            format!("`{target}` names no resource"),
-                            None,
-                        );
-                    }
+                (Some(target), FieldType::Reference | FieldType::Array) => {
+                    self.resource_ref(&format!("{fkey}.references"), target);
                 }
                 (None, FieldType::Reference) => {
                     self.error(&fkey, "a reference field needs `references`", None)
                 }
                 (Some(_), _) => self.error(
                     format!("{fkey}.references"),
-                    "`references` only applies to reference fields",
+                    "`references` only applies to reference fields and arrays of ids",
                     None,
                 ),
                 (None, _) => {}
             }
             if field.required && field.read_only {
                 self.error(&fkey, "a field cannot be both required and read-only", None);
+            }
+            if field.read_only && field.write_only {
+                self.error(
+                    &fkey,
+                    "a field cannot be both read-only and write-only",
+                    None,
+                );
             }
         }
     }
@@ -766,7 +810,19 @@ impl Validator<'_> {
                             .to_owned(),
                     ),
                 ),
-                Some(p) => self.pagination(&format!("{key}.pagination"), p, op),
+                Some(p) => {
+                    for param in self.pagination(&format!("{key}.pagination"), p) {
+                        if op.query.contains_key(param) {
+                            self.error(
+                                format!("{key}.query.{param}"),
+                                format!(
+                                    "query parameter `{param}` is set by pagination and also in `query`"
+                                ),
+                                Some("remove it from `query`".to_owned()),
+                            );
+                        }
+                    }
+                }
             }
         } else if op.pagination.is_some() {
             self.error(
@@ -791,17 +847,28 @@ impl Validator<'_> {
                 self.error(
                     format!("{ikey}.field"),
                     format!("`{}` is not among the record fields", inc.field),
-                    None,
+                    Some(record_fields(r)),
                 );
             }
         }
-        if kind == "get" || kind == "update" {
-            let uses_id = op.path.contains("id") || op.query.values().any(|v| v.contains("id"));
-            if !uses_id {
+        // A batched update names its records by their primary key inside the body (Xero's
+        // `POST /Invoices` upserts by `InvoiceID`); any other get or update needs `id`.
+        let batched_update = kind == "update"
+            && matches!(op.body, Some(WriteBody::Plural { .. }))
+            && op.batch_size.unwrap_or(1) > 1;
+        if (kind == "get" || kind == "update") && !batched_update {
+            // Templates that do not parse are reported on their own; then this is not judged.
+            let reads_id: Option<Vec<bool>> = std::iter::once(&op.path)
+                .chain(op.query.values())
+                .map(|source| self.reads(source, "id"))
+                .collect();
+            if reads_id.is_some_and(|reads| !reads.contains(&true)) {
                 self.error(
                     format!("{key}.path"),
-                    format!("a `{kind}` must say which record: use `{{{{ id }}}}`"),
-                    None,
+                    format!(
+                        "a `{kind}` must say which record, but neither its path nor its query uses `id`"
+                    ),
+                    Some("such as path = \"/invoices/{{ id }}\"; a batched update (plural body, batch-size above 1) names records by their primary key instead".to_owned()),
                 );
             }
         }
@@ -837,7 +904,9 @@ impl Validator<'_> {
                     );
                 }
             }
-            if op.batch_size.unwrap_or(1) > 1 && op.item_errors.is_none() {
+            // A singular body with a batch is an error above; the warning would only repeat it.
+            let singular = matches!(op.body, Some(WriteBody::Singular { .. }));
+            if op.batch_size.unwrap_or(1) > 1 && !singular && op.item_errors.is_none() {
                 self.warning(
                     key,
                     "a batch write without `item-errors` cannot tell which records failed",
@@ -889,7 +958,8 @@ impl Validator<'_> {
         }
     }
 
-    fn pagination(&mut self, key: &str, p: &Pagination, op: &Operation) {
+    /// Checks `p` and returns the query parameters it sets.
+    fn pagination<'p>(&mut self, key: &str, p: &'p Pagination) -> BTreeSet<&'p str> {
         let mut params: BTreeSet<&str> = BTreeSet::new();
         match p {
             Pagination::None => {}
@@ -948,15 +1018,7 @@ impl Validator<'_> {
                 }
             }
         }
-        for param in params {
-            if op.query.contains_key(param) {
-                self.error(
-                    format!("{key}"),
-                    format!("query parameter `{param}` is set by pagination and also in `query`"),
-                    Some("remove it from `query`".to_owned()),
-                );
-            }
-        }
+        params
     }
 
     fn page_size(&mut self, key: &str, size: u32) {
@@ -973,11 +1035,9 @@ impl Validator<'_> {
         let spec = self.spec;
         let Some(t) = &spec.tenants else { return };
         match spec.resources.get(&t.resource) {
-            None => self.error(
-                "tenants.resource",
-                format!("`{}` names no resource", t.resource),
-                None,
-            ),
+            None => {
+                self.resource_ref("tenants.resource", &t.resource);
+            }
             Some(r) => {
                 if r.list.is_none() {
                     self.error(
@@ -999,11 +1059,11 @@ impl Validator<'_> {
             }
         }
         self.template("tenants.header.value", &t.header.value, Scope::TenantHeader);
-        if !t.header.value.contains("tenant.id") {
+        if self.reads(&t.header.value, "tenant.id") == Some(false) {
             self.error(
                 "tenants.header.value",
                 "the tenant header does not use `tenant.id`",
-                None,
+                Some("such as value = \"{{ tenant.id }}\"".to_owned()),
             );
         }
         if let TenantSelect::TokenClaim { claim, field } = &t.select {
@@ -1024,12 +1084,7 @@ impl Validator<'_> {
             self.template("test.describe", describe, Scope::Describe);
         }
         let Some(resource) = spec.resources.get(&test.resource) else {
-            let declared: Vec<_> = spec.resources.keys().map(String::as_str).collect();
-            self.error(
-                "test.resource",
-                format!("`{}` names no resource", test.resource),
-                Some(format!("declared resources: {}", declared.join(", "))),
-            );
+            self.resource_ref("test.resource", &test.resource);
             return;
         };
         let op = match test.operation.as_str() {
@@ -1067,6 +1122,12 @@ impl Validator<'_> {
             self.error("test.success-status", "success statuses must be 2xx", None);
         }
     }
+}
+
+/// A hint naming the record fields of `r`.
+fn record_fields(r: &Resource) -> String {
+    let declared: Vec<_> = r.fields.keys().map(String::as_str).collect();
+    format!("declared record fields: {}", declared.join(", "))
 }
 
 fn kind_name(kind: FieldKind) -> &'static str {

@@ -12,7 +12,9 @@ pub mod request;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A resource the spec does not declare.
-    #[error("connector `{connector}` has no resource `{resource}`; see `weft connectors show {connector}`")]
+    #[error(
+        "connector `{connector}` has no resource `{resource}`; see `weft connectors show {connector}`"
+    )]
     UnknownResource {
         /// Connector id.
         connector: String,
@@ -20,7 +22,9 @@ pub enum EngineError {
         resource: String,
     },
     /// An operation the resource does not declare.
-    #[error("resource `{resource}` of connector `{connector}` cannot `{operation}`; see `weft connectors show {connector}`")]
+    #[error(
+        "resource `{resource}` of connector `{connector}` cannot `{operation}`; see `weft connectors show {connector}`"
+    )]
     NoOperation {
         /// Connector id.
         connector: String,
@@ -66,7 +70,9 @@ pub enum EngineError {
         reason: String,
     },
     /// A tenanted resource called without a tenant.
-    #[error("resource `{resource}` of `{connector}` needs a tenant, and none is selected; pass --tenant or authorize the connection again")]
+    #[error(
+        "resource `{resource}` of `{connector}` needs a tenant, and none is selected; pass --tenant or authorize the connection again"
+    )]
     NoTenant {
         /// Connector id.
         connector: String,

@@ -141,10 +141,13 @@ pub fn build(
     ctx: &RequestContext,
     extra_query: &[(String, String)],
 ) -> Result<Request, EngineError> {
-    let res = spec.resources.get(resource).ok_or_else(|| EngineError::UnknownResource {
-        connector: spec.id.clone(),
-        resource: resource.to_owned(),
-    })?;
+    let res = spec
+        .resources
+        .get(resource)
+        .ok_or_else(|| EngineError::UnknownResource {
+            connector: spec.id.clone(),
+            resource: resource.to_owned(),
+        })?;
     let op: &Operation = match kind {
         OpKind::List => res.list.as_ref(),
         OpKind::Get => res.get.as_ref(),
@@ -156,12 +159,23 @@ pub fn build(
         resource: resource.to_owned(),
         operation: kind.as_str(),
     })?;
-    let host_name = op.host.as_deref().or(spec.requests.host.as_deref()).unwrap_or_default();
-    let base = hosts.get(host_name).ok_or_else(|| EngineError::UnknownHost {
-        host: host_name.to_owned(),
-        connector: spec.id.clone(),
-        declared: hosts.as_map().keys().cloned().collect::<Vec<_>>().join(", "),
-    })?;
+    let host_name = op
+        .host
+        .as_deref()
+        .or(spec.requests.host.as_deref())
+        .unwrap_or_default();
+    let base = hosts
+        .get(host_name)
+        .ok_or_else(|| EngineError::UnknownHost {
+            host: host_name.to_owned(),
+            connector: spec.id.clone(),
+            declared: hosts
+                .as_map()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
     // Absent values stay undefined (not `none`), so the strict environment refuses a template
     // that needs one, instead of sending "None" to the provider.
     #[derive(Serialize)]
@@ -170,19 +184,28 @@ pub fn build(
         #[serde(flatten)]
         ctx: &'a RequestContext,
     }
-    let value = minijinja::Value::from_serialize(Scope { hosts: hosts.as_map(), ctx });
+    let value = minijinja::Value::from_serialize(Scope {
+        hosts: hosts.as_map(),
+        ctx,
+    });
     let render = |what: String, template: &str| -> Result<String, EngineError> {
-        env.render_str(template, &value).map_err(|source| EngineError::Template {
-            place: format!("{}.resources.{resource}.{}.{what}", spec.id, kind.as_str()),
-            reason: source.to_string(),
-        })
+        env.render_str(template, &value)
+            .map_err(|source| EngineError::Template {
+                place: format!("{}.resources.{resource}.{}.{what}", spec.id, kind.as_str()),
+                reason: source.to_string(),
+            })
     };
-    let prefix = if op.prefixed { spec.requests.path_prefix.as_str() } else { "" };
+    let prefix = if op.prefixed {
+        spec.requests.path_prefix.as_str()
+    } else {
+        ""
+    };
     let path = render("path".to_owned(), &op.path)?;
-    let mut url = Url::parse(&format!("{base}{prefix}{path}")).map_err(|source| EngineError::BadUrl {
-        url: format!("{base}{prefix}{path}"),
-        reason: source.to_string(),
-    })?;
+    let mut url =
+        Url::parse(&format!("{base}{prefix}{path}")).map_err(|source| EngineError::BadUrl {
+            url: format!("{base}{prefix}{path}"),
+            reason: source.to_string(),
+        })?;
     {
         let mut pairs = Vec::new();
         for (name, template) in &op.query {
@@ -210,9 +233,16 @@ pub fn build(
                 headers.push((t.header.name.clone(), rendered));
             }
             _ => {
-                return Err(EngineError::NoTenant { connector: spec.id.clone(), resource: resource.to_owned() });
+                return Err(EngineError::NoTenant {
+                    connector: spec.id.clone(),
+                    resource: resource.to_owned(),
+                });
             }
         }
     }
-    Ok(Request { method: op.method.unwrap_or(kind.default_method()), url, headers })
+    Ok(Request {
+        method: op.method.unwrap_or(kind.default_method()),
+        url,
+        headers,
+    })
 }

@@ -58,7 +58,10 @@ fn spec() -> weft_core::Spec {
 }
 
 fn tenant() -> Option<Tenant> {
-    Some(Tenant { id: "org-1".into(), name: "Org One".into() })
+    Some(Tenant {
+        id: "org-1".into(),
+        name: "Org One".into(),
+    })
 }
 
 #[test]
@@ -66,15 +69,37 @@ fn list_with_prefix_query_pagination_and_tenant() {
     let spec = spec();
     let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
     let env = weft_core::template::environment();
-    let ctx = RequestContext { cursor: Some("2024-01-01T00:00:00Z".into()), tenant: tenant(), ..Default::default() };
-    let page = [("page".to_owned(), "2".to_owned()), ("size".to_owned(), "100".to_owned())];
-    let req = build(&env, spec.file(), &hosts, "invoices", OpKind::List, &ctx, &page).unwrap();
+    let ctx = RequestContext {
+        cursor: Some("2024-01-01T00:00:00Z".into()),
+        tenant: tenant(),
+        ..Default::default()
+    };
+    let page = [
+        ("page".to_owned(), "2".to_owned()),
+        ("size".to_owned(), "100".to_owned()),
+    ];
+    let req = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::List,
+        &ctx,
+        &page,
+    )
+    .unwrap();
     assert_eq!(req.method.as_str(), "GET");
     assert_eq!(
         req.url.as_str(),
         "https://api.acme.example/v2/invoices?order=updated%3Aasc&since=2024-01-01T00%3A00%3A00Z&page=2&size=100"
     );
-    assert_eq!(req.headers, vec![("Accept".into(), "application/json".into()), ("acme-org".into(), "org-1".into())]);
+    assert_eq!(
+        req.headers,
+        vec![
+            ("Accept".into(), "application/json".into()),
+            ("acme-org".into(), "org-1".into())
+        ]
+    );
 }
 
 #[test]
@@ -83,7 +108,16 @@ fn overrides_replace_hosts_and_unprefixed_paths_stay_bare() {
     let overrides = BTreeMap::from([("api".to_owned(), "http://127.0.0.1:4000/".to_owned())]);
     let hosts = Hosts::new(spec.file(), &overrides).unwrap();
     let env = weft_core::template::environment();
-    let req = build(&env, spec.file(), &hosts, "orgs", OpKind::List, &RequestContext::default(), &[]).unwrap();
+    let req = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "orgs",
+        OpKind::List,
+        &RequestContext::default(),
+        &[],
+    )
+    .unwrap();
     assert_eq!(req.url.as_str(), "http://127.0.0.1:4000/orgs");
 }
 
@@ -92,13 +126,44 @@ fn mistakes_are_typed_errors() {
     let spec = spec();
     let env = weft_core::template::environment();
     let typo = BTreeMap::from([("apii".to_owned(), "http://127.0.0.1:1".to_owned())]);
-    assert!(matches!(Hosts::new(spec.file(), &typo), Err(EngineError::UnknownHost { .. })));
+    assert!(matches!(
+        Hosts::new(spec.file(), &typo),
+        Err(EngineError::UnknownHost { .. })
+    ));
     let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
-    let no_tenant = build(&env, spec.file(), &hosts, "invoices", OpKind::List, &RequestContext::default(), &[]);
+    let no_tenant = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::List,
+        &RequestContext::default(),
+        &[],
+    );
     assert!(matches!(no_tenant, Err(EngineError::NoTenant { .. })));
-    let ctx = RequestContext { tenant: tenant(), ..Default::default() };
-    let no_id = build(&env, spec.file(), &hosts, "invoices", OpKind::Get, &ctx, &[]).unwrap_err();
+    let ctx = RequestContext {
+        tenant: tenant(),
+        ..Default::default()
+    };
+    let no_id = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::Get,
+        &ctx,
+        &[],
+    )
+    .unwrap_err();
     assert!(no_id.to_string().contains("invoices.get.path"), "{no_id}");
-    let no_op = build(&env, spec.file(), &hosts, "invoices", OpKind::Create, &ctx, &[]);
+    let no_op = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::Create,
+        &ctx,
+        &[],
+    );
     assert!(matches!(no_op, Err(EngineError::NoOperation { .. })));
 }

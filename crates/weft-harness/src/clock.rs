@@ -29,14 +29,27 @@ enum Mode {
 impl SimClock {
     /// A clock stopped at `start_ms`; it moves only by [`SimClock::advance`].
     pub fn manual(start_ms: u64) -> Self {
-        Self { inner: Arc::new(Inner { base_ms: AtomicU64::new(start_ms), mode: Mode::Manual }) }
+        Self {
+            inner: Arc::new(Inner {
+                base_ms: AtomicU64::new(start_ms),
+                mode: Mode::Manual,
+            }),
+        }
     }
 
     /// A clock starting at `start_ms` that runs `factor` times faster than real time
     /// (`factor` 60 turns a minute into a second). A factor of 0 is taken as 1.
     pub fn scaled(start_ms: u64, factor: u32) -> Self {
-        let mode = Mode::Scaled { started: Instant::now(), factor: factor.max(1) };
-        Self { inner: Arc::new(Inner { base_ms: AtomicU64::new(start_ms), mode }) }
+        let mode = Mode::Scaled {
+            started: Instant::now(),
+            factor: factor.max(1),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                base_ms: AtomicU64::new(start_ms),
+                mode,
+            }),
+        }
     }
 
     /// The current simulated time in Unix milliseconds.
@@ -45,7 +58,10 @@ impl SimClock {
         match self.inner.mode {
             Mode::Manual => base,
             Mode::Scaled { started, factor } => {
-                let elapsed = started.elapsed().as_millis().saturating_mul(u128::from(factor));
+                let elapsed = started
+                    .elapsed()
+                    .as_millis()
+                    .saturating_mul(u128::from(factor));
                 base.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
             }
         }
@@ -87,7 +103,10 @@ mod tests {
         let a = clock.now_ms();
         let b = clock.now_ms();
         assert!(b >= a);
-        assert_eq!(clock.real_duration(Duration::from_secs(60)), Duration::from_millis(100));
+        assert_eq!(
+            clock.real_duration(Duration::from_secs(60)),
+            Duration::from_millis(100)
+        );
         clock.advance(Duration::from_secs(86_400));
         assert!(clock.now_ms() >= 86_400_000);
     }

@@ -77,7 +77,12 @@ pub struct FaultRule {
 impl FaultRule {
     /// A rule for every method on paths starting with `path_prefix`.
     pub fn on(path_prefix: impl Into<String>, when: When, fault: Fault) -> Self {
-        Self { method: None, path_prefix: path_prefix.into(), when, fault }
+        Self {
+            method: None,
+            path_prefix: path_prefix.into(),
+            when,
+            fault,
+        }
     }
 
     /// Restricts the rule to one method.
@@ -103,7 +108,13 @@ struct PlanState {
 impl FaultPlan {
     /// An empty plan whose probabilities draw from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { state: Mutex::new(PlanState { rules: Vec::new(), rng: fastrand::Rng::with_seed(seed), fired: 0 }) }
+        Self {
+            state: Mutex::new(PlanState {
+                rules: Vec::new(),
+                rng: fastrand::Rng::with_seed(seed),
+                fired: 0,
+            }),
+        }
     }
 
     /// Adds a rule; rules are checked in the order added, the first that fires wins.
@@ -127,7 +138,10 @@ impl FaultPlan {
         let PlanState { rules, rng, fired } = &mut *state;
         let mut chosen = None;
         for (rule, count) in rules.iter_mut() {
-            let method_ok = rule.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method));
+            let method_ok = rule
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method));
             if !method_ok || !path.starts_with(&rule.path_prefix) {
                 continue;
             }
@@ -151,7 +165,9 @@ impl FaultPlan {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PlanState> {
         // A poisoned lock only means another request panicked; the counts are still usable.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -164,7 +180,10 @@ pub(crate) fn replacement(fault: &Fault) -> Option<Response<Body>> {
             "The service is down for scheduled maintenance; try again later.".to_owned(),
             vec![],
         ),
-        Fault::RateLimited { retry_after_secs, problem } => {
+        Fault::RateLimited {
+            retry_after_secs,
+            problem,
+        } => {
             let mut h = vec![("Retry-After", retry_after_secs.to_string())];
             if let Some(p) = problem {
                 h.push(("X-Rate-Limit-Problem", p.clone()));
@@ -174,7 +193,8 @@ pub(crate) fn replacement(fault: &Fault) -> Option<Response<Body>> {
         _ => return None,
     };
     let mut response = Response::new(Body::from(body));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, v);
@@ -204,7 +224,9 @@ mod tests {
         let draw = |seed| {
             let plan = FaultPlan::new(seed);
             plan.add(FaultRule::on("", When::Probability(0.3), Fault::Reset));
-            (0..200).map(|_| plan.decide("GET", "/x").is_some()).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| plan.decide("GET", "/x").is_some())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
         assert_ne!(draw(42), draw(43));

@@ -49,7 +49,14 @@ pub struct Pending {
 
 impl RequestLog {
     /// Records the start of a request.
-    pub fn start(&self, method: &str, path: &str, query: &str, tenant: Option<String>, at_ms: u64) -> Pending {
+    pub fn start(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        tenant: Option<String>,
+        at_ms: u64,
+    ) -> Pending {
         let mut s = self.lock();
         let current = s.in_flight.entry(tenant.clone()).or_default();
         *current += 1;
@@ -77,7 +84,10 @@ impl RequestLog {
         if let Some(current) = s.in_flight.get_mut(&pending.tenant) {
             *current = current.saturating_sub(1);
         }
-        if let Some(r) = usize::try_from(pending.seq).ok().and_then(|i| s.requests.get_mut(i)) {
+        if let Some(r) = usize::try_from(pending.seq)
+            .ok()
+            .and_then(|i| s.requests.get_mut(i))
+        {
             r.status = status;
             r.finished = true;
         }
@@ -90,18 +100,31 @@ impl RequestLog {
 
     /// The most calls ever in flight at once for `tenant` (`None`: untenanted calls).
     pub fn max_in_flight(&self, tenant: Option<&str>) -> u32 {
-        self.lock().max_in_flight.get(&tenant.map(str::to_owned)).copied().unwrap_or(0)
+        self.lock()
+            .max_in_flight
+            .get(&tenant.map(str::to_owned))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Number of requests whose method matches and whose path starts with `prefix`.
     pub fn count(&self, method: &str, prefix: &str) -> usize {
-        self.lock().requests.iter().filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.starts_with(prefix)).count()
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.starts_with(prefix))
+            .count()
     }
 
     /// The most requests for `tenant` that arrived within any window of `window_ms` (simulated).
     pub fn max_in_window(&self, tenant: Option<&str>, window_ms: u64) -> usize {
         let s = self.lock();
-        let times: Vec<u64> = s.requests.iter().filter(|r| r.tenant.as_deref() == tenant).map(|r| r.at_ms).collect();
+        let times: Vec<u64> = s
+            .requests
+            .iter()
+            .filter(|r| r.tenant.as_deref() == tenant)
+            .map(|r| r.at_ms)
+            .collect();
         let mut best = 0;
         let mut start = 0;
         for end in 0..times.len() {
@@ -121,7 +144,9 @@ impl RequestLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -32,7 +32,12 @@ pub struct Observed {
 impl Observed {
     /// A fresh log and an empty fault plan seeded with `seed`, on `clock`.
     pub fn new(clock: SimClock, seed: u64, tenant_header: Option<&'static str>) -> Self {
-        Self { clock, log: Arc::default(), faults: Arc::new(FaultPlan::new(seed)), tenant_header }
+        Self {
+            clock,
+            log: Arc::default(),
+            faults: Arc::new(FaultPlan::new(seed)),
+            tenant_header,
+        }
     }
 }
 
@@ -53,34 +58,46 @@ impl Running {
         let app = router.layer(axum::middleware::from_fn_with_state(observed, observe));
         let (tx, rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-        let thread = std::thread::Builder::new().name(format!("sim-{port}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                Ok(rt) => rt,
-                Err(err) => {
-                    let _ = ready_tx.send(Err(err));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
+        let thread = std::thread::Builder::new()
+            .name(format!("sim-{port}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(()));
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-            // Connections still held by a hanging fault must not keep the thread alive.
-            runtime.shutdown_background();
-        })?;
-        ready_rx.recv().map_err(|_| std::io::Error::other("the simulator thread stopped before it was ready"))??;
-        Ok(Self { addr, shutdown: Some(tx), thread: Some(thread) })
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+                // Connections still held by a hanging fault must not keep the thread alive.
+                runtime.shutdown_background();
+            })?;
+        ready_rx.recv().map_err(|_| {
+            std::io::Error::other("the simulator thread stopped before it was ready")
+        })??;
+        Ok(Self {
+            addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The address it listens on.
@@ -124,7 +141,9 @@ async fn observe(State(obs): State<Observed>, request: Request, next: Next) -> R
         .and_then(|h| request.headers().get(h))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let pending = obs.log.start(&method, &path, &query, tenant, obs.clock.now_ms());
+    let pending = obs
+        .log
+        .start(&method, &path, &query, tenant, obs.clock.now_ms());
     let fault = obs.faults.decide(&method, &path);
     let response = match fault {
         None => next.run(request).await,
@@ -158,11 +177,18 @@ async fn observe(State(obs): State<Observed>, request: Request, next: Next) -> R
                     }
                     Fault::Malformed => {
                         let _ = next.run(request).await;
-                        let mut r = Response::new(Body::from("{\"Status\": \"OK\", \"Items\": [ {\"Id\": "));
-                        r.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+                        let mut r = Response::new(Body::from(
+                            "{\"Status\": \"OK\", \"Items\": [ {\"Id\": ",
+                        ));
+                        r.headers_mut().insert(
+                            "content-type",
+                            axum::http::HeaderValue::from_static("application/json"),
+                        );
                         r
                     }
-                    Fault::Status { .. } | Fault::Maintenance | Fault::RateLimited { .. } => next.run(request).await,
+                    Fault::Status { .. } | Fault::Maintenance | Fault::RateLimited { .. } => {
+                        next.run(request).await
+                    }
                 }
             }
         }
@@ -181,7 +207,9 @@ fn drop_connection() -> ! {
 /// Sends the status, headers and first half of the body, then drops the connection.
 async fn truncated(response: Response<Body>) -> Response<Body> {
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let half = bytes.slice(..bytes.len() / 2);
     let full_len = bytes.len();
     // The pause lets hyper flush the head and the first half before the body fails.
@@ -196,6 +224,8 @@ async fn truncated(response: Response<Body>) -> Response<Body> {
     });
     let mut response = Response::from_parts(parts, Body::from_stream(stream));
     // Promise the whole length so the client knows the body stopped short.
-    response.headers_mut().insert("content-length", axum::http::HeaderValue::from(full_len));
+    response
+        .headers_mut()
+        .insert("content-length", axum::http::HeaderValue::from(full_len));
     response
 }

@@ -14,7 +14,10 @@ use weft_harness::server::{Observed, Running};
 fn call(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nxero-tenant-id: t1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nxero-tenant-id: t1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     Ok(String::from_utf8_lossy(&out).into_owned())
@@ -23,7 +26,10 @@ fn call(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
 fn server() -> (Running, Observed) {
     let observed = Observed::new(SimClock::manual(1_000), 1, Some("xero-tenant-id"));
     let router = Router::new().route("/hello", get(|| async { "hello, world" }));
-    (Running::start(router, 0, observed.clone()).unwrap(), observed)
+    (
+        Running::start(router, 0, observed.clone()).unwrap(),
+        observed,
+    )
 }
 
 #[test]
@@ -34,7 +40,10 @@ fn serves_and_logs() {
     assert!(answer.ends_with("hello, world"), "{answer}");
     let log = observed.log.requests();
     assert_eq!(log.len(), 1);
-    assert_eq!((log[0].path.as_str(), log[0].query.as_str(), log[0].status), ("/hello", "x=1", 200));
+    assert_eq!(
+        (log[0].path.as_str(), log[0].query.as_str(), log[0].status),
+        ("/hello", "x=1", 200)
+    );
     assert_eq!(log[0].tenant.as_deref(), Some("t1"));
     assert_eq!(log[0].at_ms, 1_000);
     assert!(running.url().starts_with("http://127.0.0.1:"));
@@ -47,7 +56,14 @@ fn faults_look_right_from_the_client() {
     plan.add(FaultRule::on("/hello", When::Nth(1), Fault::Maintenance));
     plan.add(FaultRule::on("/hello", When::Nth(2), Fault::Reset));
     plan.add(FaultRule::on("/hello", When::Nth(3), Fault::Truncate));
-    plan.add(FaultRule::on("/hello", When::Nth(4), Fault::RateLimited { retry_after_secs: 66_975, problem: Some("day".into()) }));
+    plan.add(FaultRule::on(
+        "/hello",
+        When::Nth(4),
+        Fault::RateLimited {
+            retry_after_secs: 66_975,
+            problem: Some("day".into()),
+        },
+    ));
     plan.add(FaultRule::on("/hello", When::Nth(5), Fault::LoseResponse));
 
     let maintenance = call(running.addr(), "/hello").unwrap();
@@ -55,11 +71,17 @@ fn faults_look_right_from_the_client() {
     let reset = call(running.addr(), "/hello").unwrap();
     assert_eq!(reset, "", "a reset connection answers nothing");
     let truncated = call(running.addr(), "/hello").unwrap();
-    assert!(truncated.starts_with("HTTP/1.1 200") && truncated.contains("content-length: 12"), "{truncated}");
+    assert!(
+        truncated.starts_with("HTTP/1.1 200") && truncated.contains("content-length: 12"),
+        "{truncated}"
+    );
     assert!(truncated.ends_with("hello,"), "{truncated}");
     let limited = call(running.addr(), "/hello").unwrap();
     assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
-    assert!(limited.contains("retry-after: 66975") && limited.contains("x-rate-limit-problem: day"), "{limited}");
+    assert!(
+        limited.contains("retry-after: 66975") && limited.contains("x-rate-limit-problem: day"),
+        "{limited}"
+    );
     let lost = call(running.addr(), "/hello").unwrap();
     assert_eq!(lost, "");
     let fine = call(running.addr(), "/hello").unwrap();
