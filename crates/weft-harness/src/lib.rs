@@ -5,8 +5,11 @@
 //! - [`faults`]: seeded, per-route fault injection.
 //! - [`log`]: every request a simulator received, for assertions.
 //! - [`server`]: serving a simulator on loopback, wrapped in the log and the faults.
+//! - [`kantata`], [`xero`]: the simulators.
 
 pub mod clock;
 pub mod faults;
+pub mod kantata;
 pub mod log;
 pub mod server;
+pub mod xero;

@@ -1,0 +1,1 @@
+//! The Kantata OX (Mavenlink) simulator.
