@@ -12,7 +12,13 @@ use clap::{Parser, Subcommand};
 
 /// Weft: connectors as TOML specs — Kantata OX, Xero and yours.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: integrations where a connector is a TOML spec (Kantata OX, Xero and yours)",
+    propagate_version = true,
+    after_help = "Examples:\n  weft connectors list\n  weft connectors show xero\n  weft spec check specs/\n\nDocs: README.md and docs/connectors/ in the Weft repository."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
