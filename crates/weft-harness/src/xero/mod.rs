@@ -1,1 +1,415 @@
-//! The Xero simulator.
+//! The Xero simulator: Xero's three hosts (the consent page, the token service and the API) as
+//! real HTTP servers on 127.0.0.1, seeded, on simulated time.
+//!
+//! What it does, and the choices made where Xero's behaviour is not documented:
+//!
+//! - **OAuth 2.0** ([`auth`]): authorization code (single use, 5 minutes, redirect URI compared
+//!   exactly, PKCE S256 checked), refresh tokens that rotate on every use, and client credentials.
+//!   A refresh token that has been used keeps working for the grace period (30 minutes): reusing
+//!   it answers a new access token with the **same** successor refresh token it produced the first
+//!   time, so a retry after a lost answer cannot fork the chain. After the grace period it is
+//!   `invalid_grant`, as is a refresh token left unused for 60 days.
+//! - **Tenancy**: consent creates connections under a new `authEventId`; organisations already
+//!   connected that are consented again move to the new event (so the token claim finds them).
+//!   Revocation removes every connection of the user, as Xero documents.
+//! - **Rate limits** ([`api`]): per (app, organisation) concurrent, rolling minute and rolling day,
+//!   plus the app-wide minute, all on the simulated clock; a 429 is not counted.
+//! - **Accounting API** ([`api`], [`data`], [`query`]): the JSON envelope, paging, If-Modified-Since,
+//!   `where`/`order`, batch writes with summarized and per-element errors, Idempotency-Key.
+//! - **Data** ([`data`]): generated from the seed, invoices and payments lazily from their index, so
+//!   a million invoices per organisation cost nothing until changed.
+//!
+//! Choices where Xero's documentation is silent (see `shared/reference/xero-api.md` §10):
+//!
+//! - `X-Rate-Limit-Problem` is `concurrent` and `appminute` for the two undocumented limits; a
+//!   concurrent breach says `Retry-After: 1`; the daily window is rolling; the 429 body is
+//!   plain text. Idempotent replays count against the limits.
+//! - A summarized 400 lists only the refused elements (each echoed with its `ValidationErrors`);
+//!   the accepted ones are created but not reported, which is the trap real Xero sets.
+//! - `summarizeErrors=false` marks accepted elements `StatusAttributeString: "OK"`; the default
+//!   mode leaves that field out.
+//! - Idempotency keys are per app; the stored answer (errors included) is replayed byte for byte.
+//! - `where` text comparisons ignore case; unknown fields compare as null.
+//! - Unpaged lists that would return more than 100,000 records are refused with a 400.
+//! - PUT with the id of an existing record is refused (PUT only creates); tax on a line is always
+//!   computed (a sent `TaxAmount` is ignored); rounding is half away from zero.
+//! - Amounts are computed with `rust_decimal` and turned into JSON numbers only when written out
+//!   (serde_json holds numbers as f64, which prints 2- and 4-decimal amounts back exactly).
+//! - Accounts and tax rates are read-only; items can be created and updated.
+//! - A list answer is rendered once per organisation, query and If-Modified-Since value, and kept
+//!   until the next change; only the envelope's `Id` and `DateTimeUTC` are fresh per call.
+
+mod api;
+mod auth;
+mod data;
+mod query;
+mod util;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::SimClock;
+use crate::server::{Observed, Running};
+
+/// 2026-01-01T00:00:00Z in Unix ms, the default start of simulated time.
+const DEFAULT_START_MS: u64 = 1_767_225_600_000;
+
+/// Xero's limits and lifetimes; every value can be raised (up to `u32::MAX` for the counts, which
+/// switches that limit off) for benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XeroLimits {
+    /// Calls in progress at once per (app, organisation); Xero: 5.
+    pub concurrent: u32,
+    /// Calls per rolling minute per (app, organisation); Xero: 60.
+    pub per_minute: u32,
+    /// Calls per rolling day per (app, organisation); Xero: 5,000.
+    pub per_day: u32,
+    /// Calls per rolling minute for the whole app; Xero: 10,000.
+    pub app_per_minute: u32,
+    /// Access-token lifetime in simulated seconds; Xero: 1,800.
+    pub access_token_ttl_secs: u64,
+    /// How long a used refresh token keeps working, simulated seconds; Xero: 1,800.
+    pub refresh_grace_secs: u64,
+    /// How long an unused refresh token lives, simulated days; Xero: 60.
+    pub refresh_idle_days: u64,
+    /// How long an Idempotency-Key replays its answer, simulated seconds; Xero: 360.
+    pub idempotency_window_secs: u64,
+}
+
+impl Default for XeroLimits {
+    fn default() -> Self {
+        Self {
+            concurrent: 5,
+            per_minute: 60,
+            per_day: 5_000,
+            app_per_minute: 10_000,
+            access_token_ttl_secs: 1_800,
+            refresh_grace_secs: 1_800,
+            refresh_idle_days: 60,
+            idempotency_window_secs: 360,
+        }
+    }
+}
+
+impl XeroLimits {
+    /// Every count limit switched off (for throughput benchmarks); lifetimes stay Xero's.
+    pub fn unlimited() -> Self {
+        Self {
+            concurrent: u32::MAX,
+            per_minute: u32::MAX,
+            per_day: u32::MAX,
+            app_per_minute: u32::MAX,
+            ..Self::default()
+        }
+    }
+}
+
+/// How the simulator is set up.
+#[derive(Debug, Clone)]
+pub struct XeroConfig {
+    /// Seed of every generated id, name and amount.
+    pub seed: u64,
+    /// Seeded invoices per organisation (up to a million and more: they are generated lazily).
+    pub size: usize,
+    /// Number of organisations the demo user can connect.
+    pub organisations: usize,
+    /// Simulated time.
+    pub clock: SimClock,
+    /// Port of the consent host (`login.xero.com`); 0 picks a free one.
+    pub login_port: u16,
+    /// Port of the token host (`identity.xero.com`); 0 picks a free one.
+    pub identity_port: u16,
+    /// Port of the API host (`api.xero.com`); 0 picks a free one.
+    pub api_port: u16,
+    /// Redirect URIs registered for the demo app (compared exactly).
+    pub redirect_uris: Vec<String>,
+    /// Limits and lifetimes.
+    pub limits: XeroLimits,
+    /// Real time every API call takes while it holds its concurrency slot (to exercise the
+    /// concurrent limit); `None` answers at once.
+    pub latency: Option<Duration>,
+}
+
+impl Default for XeroConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            size: 20,
+            organisations: 2,
+            clock: SimClock::manual(DEFAULT_START_MS),
+            login_port: 0,
+            identity_port: 0,
+            api_port: 0,
+            redirect_uris: vec!["http://localhost:8976/oauth/callback".to_owned()],
+            limits: XeroLimits::default(),
+            latency: None,
+        }
+    }
+}
+
+/// What the simulated user answers on the consent page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consent {
+    /// Allow access to these organisations (tenant ids); empty means all of them.
+    Grant {
+        /// Tenant ids to connect; empty connects every organisation.
+        tenants: Vec<String>,
+    },
+    /// Click "Cancel": the redirect carries `error=access_denied`.
+    Deny,
+}
+
+/// One organisation and its data.
+pub(crate) struct Tenant {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) store: RwLock<data::Org>,
+}
+
+/// State shared by the three servers.
+pub(crate) struct Shared {
+    pub(crate) seed: u64,
+    pub(crate) clock: SimClock,
+    pub(crate) limits: XeroLimits,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) app_name: String,
+    pub(crate) auth: Mutex<auth::AuthState>,
+    pub(crate) tenants: Vec<Tenant>,
+    pub(crate) rate: Mutex<api::RateState>,
+    pub(crate) idempotency: Mutex<HashMap<String, api::Stored>>,
+    pub(crate) envelope_counter: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id.eq_ignore_ascii_case(id))
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (a panicked request leaves the data usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Read access to a lock, ignoring poisoning.
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Write access to a lock, ignoring poisoning.
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running simulator; dropping it stops the three servers.
+pub struct XeroSim {
+    shared: Arc<Shared>,
+    observed: Observed,
+    login: Running,
+    identity: Running,
+    api: Running,
+}
+
+impl std::fmt::Debug for XeroSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XeroSim")
+            .field("login", &self.login.url())
+            .field("identity", &self.identity.url())
+            .field("api", &self.api.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XeroSim {
+    /// Seeds the data and starts the three servers.
+    pub fn start(config: XeroConfig) -> std::io::Result<Self> {
+        let mut rng = fastrand::Rng::with_seed(util::mix(&[config.seed, 0x5e70]));
+        let client_id = format!(
+            "{:032X}",
+            u128::from(rng.u64(..)) << 64 | u128::from(rng.u64(..))
+        );
+        let mut secret = String::new();
+        for _ in 0..48 {
+            let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            secret.push(char::from(c[rng.usize(..c.len())]));
+        }
+        let now = config.clock.now_ms();
+        let tenants = (0..config.organisations)
+            .map(|i| {
+                let org = data::Org::seed(config.seed, i, config.size, now);
+                Tenant {
+                    id: org.tenant_id.clone(),
+                    name: org.name.clone(),
+                    store: RwLock::new(org),
+                }
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            seed: config.seed,
+            clock: config.clock.clone(),
+            limits: config.limits.clone(),
+            latency: config.latency,
+            client_id,
+            client_secret: secret,
+            redirect_uris: config.redirect_uris.clone(),
+            app_name: "Weft Demo App".to_owned(),
+            auth: Mutex::new(auth::AuthState::new(config.seed)),
+            tenants,
+            rate: Mutex::default(),
+            idempotency: Mutex::default(),
+            envelope_counter: AtomicU64::new(0),
+        });
+        let quiet = |seed| Observed::new(config.clock.clone(), seed, None);
+        let login = Running::start(
+            auth::login_router(shared.clone()),
+            config.login_port,
+            quiet(config.seed ^ 1),
+        )?;
+        let identity = Running::start(
+            auth::identity_router(shared.clone()),
+            config.identity_port,
+            quiet(config.seed ^ 2),
+        )?;
+        let observed = Observed::new(config.clock.clone(), config.seed, Some("xero-tenant-id"));
+        let api = Running::start(
+            api::router(shared.clone()),
+            config.api_port,
+            observed.clone(),
+        )?;
+        Ok(Self {
+            shared,
+            observed,
+            login,
+            identity,
+            api,
+        })
+    }
+
+    /// Base URL of the consent host (stands for `https://login.xero.com`).
+    pub fn login_url(&self) -> String {
+        self.login.url()
+    }
+
+    /// Base URL of the token host (stands for `https://identity.xero.com`).
+    pub fn identity_url(&self) -> String {
+        self.identity.url()
+    }
+
+    /// Base URL of the API host (stands for `https://api.xero.com`).
+    pub fn api_url(&self) -> String {
+        self.api.url()
+    }
+
+    /// Client id of the pre-registered demo app.
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// Client secret of the pre-registered demo app.
+    pub fn client_secret(&self) -> &str {
+        &self.shared.client_secret
+    }
+
+    /// Every organisation as (tenant id, name).
+    pub fn tenants(&self) -> Vec<(String, String)> {
+        self.shared
+            .tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect()
+    }
+
+    /// What the simulated user answers at the next consent.
+    pub fn set_consent(&self, consent: Consent) {
+        lock(&self.shared.auth).consent = consent;
+    }
+
+    /// The API server's clock, request log and fault plan.
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// The simulated clock.
+    pub fn clock(&self) -> &SimClock {
+        &self.shared.clock
+    }
+
+    fn with_org<R>(&self, tenant: &str, f: impl FnOnce(&mut data::Org) -> R) -> Option<R> {
+        let t = self.shared.tenant(tenant)?;
+        let mut org = write(&t.store);
+        Some(f(&mut org))
+    }
+
+    /// Every invoice of an organisation in Xero's default order (with line items). For very
+    /// large seeds this materialises them all; use [`XeroSim::invoice`] for one.
+    pub fn invoices(&self, tenant: &str) -> Vec<Value> {
+        self.with_org(tenant, |o| o.all(data::Kind::Invoice))
+            .unwrap_or_default()
+    }
+
+    /// One invoice by InvoiceID or InvoiceNumber.
+    pub fn invoice(&self, tenant: &str, id: &str) -> Option<Value> {
+        self.with_org(tenant, |o| o.find(data::Kind::Invoice, id))
+            .flatten()
+    }
+
+    /// Every contact of an organisation, archived ones included.
+    pub fn contacts(&self, tenant: &str) -> Vec<Value> {
+        self.with_org(tenant, |o| o.all(data::Kind::Contact))
+            .unwrap_or_default()
+    }
+
+    /// Every payment of an organisation.
+    pub fn payments(&self, tenant: &str) -> Vec<Value> {
+        self.with_org(tenant, |o| o.all(data::Kind::Payment))
+            .unwrap_or_default()
+    }
+
+    /// Records created through the API in an organisation (contacts, invoices, payments, items),
+    /// counting every element created, including those of batches answered with a 400.
+    pub fn creates(&self, tenant: &str) -> u64 {
+        self.with_org(tenant, |o| o.creates).unwrap_or(0)
+    }
+
+    /// Records of one kind (`"Invoices"`, `"Contacts"`, `"Payments"`, `"Items"`) created through
+    /// the API in an organisation.
+    pub fn creates_of(&self, tenant: &str, kind: &str) -> u64 {
+        self.with_org(tenant, |o| {
+            o.creates_by_kind.get(kind).copied().unwrap_or(0)
+        })
+        .unwrap_or(0)
+    }
+
+    /// Pays an invoice as someone working in Xero would (into the first bank account, dated
+    /// today); the invoice becomes PAID when nothing is left due. Returns the payment, or the
+    /// reason Xero would refuse it.
+    pub fn pay_invoice(
+        &self,
+        tenant: &str,
+        invoice_id: &str,
+        amount: &str,
+    ) -> Result<Value, String> {
+        let now = self.shared.now_ms();
+        let amount: rust_decimal::Decimal = amount
+            .parse()
+            .map_err(|_| format!("{amount} is not an amount"))?;
+        self.with_org(tenant, |o| o.pay(invoice_id, amount, now))
+            .ok_or_else(|| format!("no organisation {tenant}"))?
+    }
+
+    /// Number of API calls each organisation has made in the current rolling day.
+    pub fn calls_today(&self, tenant: &str) -> usize {
+        api::calls_today(&self.shared, tenant)
+    }
+}
