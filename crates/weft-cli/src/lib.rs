@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cmd_connectors;
+mod cmd_sandbox;
 mod cmd_spec;
 mod specs;
 
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Weft: integrations where a connector is a TOML spec (Kantata OX, Xero and yours)",
     propagate_version = true,
-    after_help = "Examples:\n  weft connectors list\n  weft connectors show xero\n  weft spec check specs/\n\nDocs: README.md and docs/connectors/ in the Weft repository."
+    after_help = "Examples:\n  weft connectors list\n  weft connectors show xero\n  weft spec check specs/\n  weft sandbox --json\n\nDocs: README.md and docs/connectors/ in the Weft repository."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,6 +33,9 @@ enum Command {
     /// Work with connector spec files.
     #[command(subcommand)]
     Spec(cmd_spec::SpecCmd),
+    /// Start Kantata and Xero simulators on 127.0.0.1 with seeded demo data, and serve until
+    /// interrupted. Prints every base URL and the demo client credentials.
+    Sandbox(cmd_sandbox::SandboxArgs),
 }
 
 /// Where a command writes: stdout for results, stderr for diagnostics and messages.
@@ -64,6 +68,7 @@ where
     let result = match cli.command {
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
+        Command::Sandbox(args) => cmd_sandbox::run(args, io),
     };
     match result {
         Ok(code) => code,

@@ -128,3 +128,101 @@ fn spec_check_passes_shipped_specs_and_locates_errors() {
     assert!(text(&out.stderr).contains("cannot read the file"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Starts `weft sandbox --json` and returns the child and its first line (the JSON object).
+fn sandbox(extra: &[&str]) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["sandbox", "--json", "--port-base", "0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weft sandbox starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // A bound on the wait, not a timing assertion: a sandbox that never prints fails the test.
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_default();
+    let info = serde_json::from_str(&line).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("the first line is not JSON ({e}): {line:?}")
+    });
+    (child, info)
+}
+
+/// A plain HTTP/1.1 GET over loopback; returns the whole answer.
+fn http_get(base: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("the sandbox listens");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn sandbox_prints_urls_and_credentials_that_work() {
+    let (mut child, info) = sandbox(&["--seed", "7", "--size", "5"]);
+    assert_eq!(info["seed"], 7);
+    assert_eq!(info["callback_url"], "http://localhost:8976/oauth/callback");
+    for url in [
+        &info["kantata"]["app_url"],
+        &info["kantata"]["api_url"],
+        &info["xero"]["login_url"],
+        &info["xero"]["identity_url"],
+        &info["xero"]["api_url"],
+    ] {
+        assert!(
+            url.as_str().unwrap().starts_with("http://127.0.0.1:"),
+            "{url}"
+        );
+    }
+    assert_eq!(info["xero"]["organisations"].as_array().unwrap().len(), 2);
+    let token = format!(
+        "Bearer {}",
+        info["kantata"]["personal_token"].as_str().unwrap()
+    );
+    let me = http_get(
+        info["kantata"]["api_url"].as_str().unwrap(),
+        "/api/v1/users/me",
+        &[("Authorization", &token)],
+    );
+    assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+    let refused = http_get(
+        info["kantata"]["api_url"].as_str().unwrap(),
+        "/api/v1/users/me",
+        &[],
+    );
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sandbox_on_a_busy_port_fails_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = weft(&["sandbox", "--port-base", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot start the Kantata simulator") && err.contains("--port-base 0"),
+        "{err}"
+    );
+}

@@ -1,0 +1,195 @@
+//! `weft sandbox`: both simulators on loopback with seeded demo data, serving until interrupted.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
+use weft_harness::clock::SimClock;
+use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::xero::{XeroConfig, XeroSim};
+
+use crate::Io;
+
+/// Options of `weft sandbox`.
+#[derive(Debug, Args)]
+pub(crate) struct SandboxArgs {
+    /// Seed of the generated data: the same seed gives the same accounts.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Invoices per account (Kantata) and per organisation (Xero); other records scale with it.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    size: u64,
+    /// Simulated network latency added to every API call, in milliseconds.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    latency_ms: u64,
+    /// First of five consecutive ports (Kantata app, Kantata API, Xero login, Xero identity,
+    /// Xero API); 0 picks free ports.
+    #[arg(long, default_value_t = 8700)]
+    port_base: u16,
+    /// Organisations in the Xero sandbox.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
+    organisations: u64,
+    /// Print one JSON object (URLs and demo credentials) as the first line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct KantataInfo {
+    app_url: String,
+    api_url: String,
+    client_id: String,
+    client_secret: String,
+    personal_token: String,
+}
+
+#[derive(Serialize)]
+struct XeroInfo {
+    login_url: String,
+    identity_url: String,
+    api_url: String,
+    client_id: String,
+    client_secret: String,
+    organisations: Vec<Organisation>,
+}
+
+#[derive(Serialize)]
+struct Organisation {
+    tenant_id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct SandboxInfo {
+    seed: u64,
+    size: u64,
+    callback_url: String,
+    kantata: KantataInfo,
+    xero: XeroInfo,
+}
+
+/// Starts both simulators; they serve until the process ends.
+pub(crate) struct Sandbox {
+    /// The Kantata simulator.
+    pub(crate) kantata: KantataSim,
+    /// The Xero simulator.
+    pub(crate) xero: XeroSim,
+}
+
+fn port(base: u16, offset: u16) -> Result<u16> {
+    if base == 0 {
+        return Ok(0);
+    }
+    base.checked_add(offset)
+        .context("--port-base is too high: five consecutive ports are needed")
+}
+
+pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let clock = SimClock::scaled(now_ms, 1);
+    let latency = (args.latency_ms > 0).then(|| Duration::from_millis(args.latency_ms));
+    let size = usize::try_from(args.size).unwrap_or(usize::MAX);
+    let redirect = vec![callback_url(DEFAULT_CALLBACK_PORT)];
+    let busy = |what: &str, first: u16| {
+        format!(
+            "cannot start the {what} simulator on 127.0.0.1 (ports from {first}); is another sandbox running? try --port-base 0"
+        )
+    };
+    let kantata = KantataSim::start(KantataConfig {
+        seed: args.seed,
+        size,
+        clock: clock.clone(),
+        app_port: port(args.port_base, 0)?,
+        api_port: port(args.port_base, 1)?,
+        redirect_uris: redirect.clone(),
+        latency,
+        ..KantataConfig::default()
+    })
+    .with_context(|| busy("Kantata", args.port_base))?;
+    let xero = XeroSim::start(XeroConfig {
+        seed: args.seed,
+        size,
+        organisations: usize::try_from(args.organisations).unwrap_or(2),
+        clock,
+        login_port: port(args.port_base, 2)?,
+        identity_port: port(args.port_base, 3)?,
+        api_port: port(args.port_base, 4)?,
+        redirect_uris: redirect,
+        latency,
+        ..XeroConfig::default()
+    })
+    .with_context(|| busy("Xero", args.port_base.saturating_add(2)))?;
+    Ok(Sandbox { kantata, xero })
+}
+
+pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
+    let sandbox = start(&args)?;
+    let (k, x) = (&sandbox.kantata, &sandbox.xero);
+    let info = SandboxInfo {
+        seed: args.seed,
+        size: args.size,
+        callback_url: callback_url(DEFAULT_CALLBACK_PORT),
+        kantata: KantataInfo {
+            app_url: k.app_url(),
+            api_url: k.api_url(),
+            client_id: k.client_id().to_owned(),
+            client_secret: k.client_secret().to_owned(),
+            personal_token: k.personal_token().to_owned(),
+        },
+        xero: XeroInfo {
+            login_url: x.login_url(),
+            identity_url: x.identity_url(),
+            api_url: x.api_url(),
+            client_id: x.client_id().to_owned(),
+            client_secret: x.client_secret().to_owned(),
+            organisations: x
+                .tenants()
+                .into_iter()
+                .map(|(tenant_id, name)| Organisation { tenant_id, name })
+                .collect(),
+        },
+    };
+    if args.json {
+        writeln!(io.out, "{}", serde_json::to_string(&info)?)?;
+    } else {
+        writeln!(
+            io.out,
+            "Weft sandbox: Kantata and Xero simulators on 127.0.0.1 (seed {}, {} invoices per account)\n",
+            info.seed, info.size
+        )?;
+        writeln!(io.out, "Kantata OX")?;
+        writeln!(io.out, "  app (OAuth)     {}", info.kantata.app_url)?;
+        writeln!(io.out, "  api             {}", info.kantata.api_url)?;
+        writeln!(io.out, "  client ID       {}", info.kantata.client_id)?;
+        writeln!(io.out, "  client secret   {}", info.kantata.client_secret)?;
+        writeln!(io.out, "  personal token  {}", info.kantata.personal_token)?;
+        writeln!(io.out, "Xero")?;
+        writeln!(io.out, "  login           {}", info.xero.login_url)?;
+        writeln!(io.out, "  identity        {}", info.xero.identity_url)?;
+        writeln!(io.out, "  api             {}", info.xero.api_url)?;
+        writeln!(io.out, "  client ID       {}", info.xero.client_id)?;
+        writeln!(io.out, "  client secret   {}", info.xero.client_secret)?;
+        for org in &info.xero.organisations {
+            writeln!(io.out, "  organisation    {} ({})", org.name, org.tenant_id)?;
+        }
+        writeln!(
+            io.out,
+            "\nBoth demo apps accept the callback URL {}.",
+            info.callback_url
+        )?;
+        writeln!(
+            io.out,
+            "These are sandbox credentials for the simulators only; nothing here reaches Kantata or Xero."
+        )?;
+        writeln!(io.out, "Serving until interrupted (Ctrl-C).")?;
+    }
+    io.out.flush()?;
+    loop {
+        std::thread::park();
+    }
+}
