@@ -7,6 +7,7 @@
 //! plugins through their C ABI); it never parses TOML itself.
 
 pub mod request;
+pub mod secrets;
 
 /// Errors of the engine, each naming what failed and what to do.
 #[derive(Debug, thiserror::Error)]
