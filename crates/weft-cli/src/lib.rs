@@ -1,6 +1,7 @@
 //! The `weft` command line, as a library so tests can drive it in-process.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cmd_client;
 mod cmd_connectors;
 mod cmd_sandbox;
 mod cmd_spec;
@@ -21,12 +22,26 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  weft connectors list\n  weft connectors show xero\n  weft spec check specs/\n  weft sandbox --json\n\nDocs: README.md and docs/connectors/ in the Weft repository."
 )]
 pub struct Cli {
+    /// The workspace folder (default: the current folder or the nearest one above holding weft.toml).
+    #[arg(long, global = true, value_name = "DIR")]
+    workspace: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a workspace: weft.toml (for version control, no secrets) and .weft/ (ignored by git).
+    Init {
+        /// Folder to create it in (default: the current folder).
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Manage OAuth clients: the apps you register at Kantata, Xero and other providers.
+    #[command(subcommand)]
+    Client(cmd_client::ClientCmd),
+    /// Manage the sealed credential store.
+    #[command(subcommand)]
+    Secrets(cmd_client::SecretsCmd),
     /// List and inspect the connectors Weft knows.
     #[command(subcommand)]
     Connectors(cmd_connectors::ConnectorsCmd),
@@ -65,7 +80,11 @@ where
             return code;
         }
     };
+    let workspace = cli.workspace.as_deref();
     let result = match cli.command {
+        Command::Init { dir } => cmd_client::init(dir, workspace, io),
+        Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
+        Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),

@@ -8,6 +8,7 @@
 
 pub mod request;
 pub mod secrets;
+pub mod workspace;
 
 /// Errors of the engine, each naming what failed and what to do.
 #[derive(Debug, thiserror::Error)]

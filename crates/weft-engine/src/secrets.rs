@@ -405,6 +405,14 @@ impl SecretStore {
     }
 }
 
+/// Writes `key` to `path` (mode 0600), replacing it atomically.
+pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), SecretError> {
+    write_private(path, key.to_base64().as_bytes()).map_err(|e| SecretError::KeyFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot write it: {e}"),
+    })
+}
+
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it), mode 0600.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;

@@ -1,0 +1,422 @@
+//! `weft init`, `weft client add|list|show|edit|remove` and `weft secrets rotate-key`.
+//!
+//! An OAuth client is the app a person registers at a provider (integrator.io's "iClient"). Its
+//! client ID is kept in `weft.toml`; its secret is read from a hidden prompt or from standard
+//! input (never from an argument), checked against the connector's field rules, sealed in the
+//! credential store, and never displayed again.
+
+use std::io::{BufRead as _, IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use weft_core::form::{self, FieldValue};
+use weft_core::model::Field;
+use weft_engine::secrets::{MASTER_KEY_VAR, MasterKey, Secret};
+use weft_engine::workspace::{self, Client, Workspace, client_secret_id};
+
+use crate::{Io, specs};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCmd {
+    /// Add an OAuth client: the app you registered at the provider.
+    Add(AddArgs),
+    /// List OAuth clients of the workspace and of your user scope.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one OAuth client (its secret is never shown).
+    Show {
+        /// Client name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a client's ID or secret; the secret must be entered again.
+    Edit(EditArgs),
+    /// Remove a client and its sealed secret.
+    Remove {
+        /// Client name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    /// A name for the client, unique across the workspace and your user scope.
+    name: String,
+    /// Connector id (`kantata`, `xero`, …).
+    #[arg(long)]
+    connector: String,
+    /// The client ID the provider issued; asked for when missing.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Read the client secret from standard input instead of a hidden prompt.
+    #[arg(long)]
+    secret_stdin: bool,
+    /// Keep the client in your user scope instead of the workspace.
+    #[arg(long)]
+    user: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EditArgs {
+    /// Client name.
+    name: String,
+    /// A new client ID.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Read the client secret from standard input instead of a hidden prompt.
+    #[arg(long)]
+    secret_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCmd {
+    /// Re-encrypt every sealed credential (workspace and user scope) under a new master key.
+    RotateKey,
+}
+
+/// Where workspace commands look for `weft.toml`.
+pub(crate) fn start_dir(workspace: Option<&Path>) -> Result<PathBuf> {
+    match workspace {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => std::env::current_dir().context("cannot read the current folder"),
+    }
+}
+
+pub(crate) fn init(dir: Option<PathBuf>, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let dir = match dir {
+        Some(d) => d,
+        None => start_dir(workspace)?,
+    };
+    let path = workspace::init(&dir)?;
+    writeln!(io.out, "created {}", path.display())?;
+    writeln!(
+        io.out,
+        "next: `weft client add NAME --connector xero` (see `weft connectors show xero` for the setup steps)"
+    )?;
+    Ok(0)
+}
+
+/// The workspace (when one is found) and the user scope.
+fn scopes(workspace: Option<&Path>) -> Result<(Option<Workspace>, Workspace)> {
+    let ws = match Workspace::find(&start_dir(workspace)?) {
+        Ok(ws) => Some(ws),
+        Err(workspace::WorkspaceError::NotFound { .. }) => None,
+        Err(err) => return Err(err.into()),
+    };
+    Ok((ws, Workspace::user()?))
+}
+
+/// The scope holding client `name`.
+fn owner(name: &str, workspace: Option<&Path>) -> Result<Workspace> {
+    let (ws, user) = scopes(workspace)?;
+    for scope in ws.into_iter().chain(Some(user)) {
+        if scope.file.clients.contains_key(name) {
+            return Ok(scope);
+        }
+    }
+    bail!("no OAuth client `{name}`; see `weft client list`")
+}
+
+/// The form fields of a connector's OAuth client: (client ID field, client secret field).
+fn client_fields(connector: &str) -> Result<(Field, Field)> {
+    let spec = specs::find(connector)?;
+    let file = spec.file();
+    if file.auth.oauth2.is_none() && file.auth.client_credentials.is_none() {
+        bail!("connector `{}` does not use OAuth clients", file.id);
+    }
+    let field = |id: &str| file.fields.iter().find(|f| f.id == id).cloned();
+    match (field("client_id"), field("client_secret")) {
+        (Some(id), Some(secret)) => Ok((id, secret)),
+        _ => bail!(
+            "connector `{}` declares no `client_id` and `client_secret` fields; its spec must declare them",
+            file.id
+        ),
+    }
+}
+
+fn checked_text(field: &Field, input: Option<&str>) -> Result<String> {
+    match form::check(field, input)? {
+        Some(FieldValue::Text(text)) => Ok(text),
+        _ => bail!("{}: a value is required", field.label),
+    }
+}
+
+fn read_client_id(field: &Field, given: Option<String>) -> Result<String> {
+    let typed = match given {
+        Some(id) => id,
+        None if std::io::stdin().is_terminal() => {
+            eprint!("{}: ", field.label);
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the client ID")?;
+            line.strip_suffix('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .unwrap_or(&line)
+                .to_owned()
+        }
+        None => bail!("pass --client-id (there is no terminal to ask for it)"),
+    };
+    checked_text(field, Some(&typed))
+}
+
+fn read_secret(field: &Field, from_stdin: bool) -> Result<Secret> {
+    let typed = if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the secret from standard input")?;
+        // Only the line ending is removed: other spaces are the field rules' business.
+        let len = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .map_or(text.len(), str::len);
+        text.truncate(len);
+        Secret::new(text)
+    } else if std::io::stdin().is_terminal() {
+        let prompt = format!("{} (hidden; it will not be shown again): ", field.label);
+        Secret::new(rpassword::prompt_password(prompt).context("cannot read the secret")?)
+    } else {
+        bail!(
+            "no terminal to ask for the secret: pass --secret-stdin and write it to standard input"
+        );
+    };
+    Ok(Secret::new(checked_text(field, Some(typed.expose()))?))
+}
+
+#[derive(Serialize)]
+struct ClientView<'a> {
+    name: &'a str,
+    connector: &'a str,
+    client_id: &'a str,
+    scope: &'static str,
+    secret: &'static str,
+}
+
+fn view<'a>(name: &'a str, client: &'a Client, scope: &Workspace) -> Result<ClientView<'a>> {
+    let secret = if scope
+        .secrets()?
+        .ids()
+        .any(|id| id == client_secret_id(name))
+    {
+        "stored"
+    } else {
+        "missing"
+    };
+    Ok(ClientView {
+        name,
+        connector: &client.connector,
+        client_id: &client.client_id,
+        scope: scope.scope().as_str(),
+        secret,
+    })
+}
+
+pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    match cmd {
+        ClientCmd::Add(args) => {
+            let (ws, user) = scopes(workspace)?;
+            for scope in ws.iter().chain(Some(&user)) {
+                if scope.file.clients.contains_key(&args.name) {
+                    bail!(
+                        "an OAuth client `{}` already exists in the {} scope; choose another name or `weft client edit {}`",
+                        args.name,
+                        scope.scope().as_str(),
+                        args.name
+                    );
+                }
+            }
+            let mut target = if args.user {
+                user
+            } else {
+                ws.ok_or_else(|| anyhow::anyhow!("no {} here or above; run `weft init`, or pass --user to keep the client in your user scope", workspace::FILE_NAME))?
+            };
+            let (id_field, secret_field) = client_fields(&args.connector)?;
+            let connector = specs::find(&args.connector)?.id().to_owned();
+            let client_id = read_client_id(&id_field, args.client_id)?;
+            let secret = read_secret(&secret_field, args.secret_stdin)?;
+            let mut store = target.secrets()?;
+            store.put(&client_secret_id(&args.name), &secret)?;
+            target.file.clients.insert(
+                args.name.clone(),
+                Client {
+                    connector: connector.clone(),
+                    client_id,
+                },
+            );
+            target.save()?;
+            writeln!(
+                io.out,
+                "added OAuth client `{}` for {connector} ({} scope); its secret is sealed in {} and will not be shown again",
+                args.name,
+                target.scope().as_str(),
+                target.credentials_path().display()
+            )?;
+            Ok(0)
+        }
+        ClientCmd::List { json } => {
+            let (ws, user) = scopes(workspace)?;
+            let mut rows = Vec::new();
+            for scope in ws.iter().chain(Some(&user)) {
+                for (name, client) in &scope.file.clients {
+                    rows.push(view(name, client, scope)?);
+                }
+            }
+            if json {
+                serde_json::to_writer_pretty(&mut *io.out, &rows)?;
+                writeln!(io.out)?;
+            } else if rows.is_empty() {
+                writeln!(
+                    io.out,
+                    "no OAuth clients yet; add one with `weft client add NAME --connector ID`"
+                )?;
+            } else {
+                writeln!(
+                    io.out,
+                    "{:<20} {:<10} {:<10} {:<8} CLIENT ID",
+                    "NAME", "CONNECTOR", "SCOPE", "SECRET"
+                )?;
+                for r in rows {
+                    writeln!(
+                        io.out,
+                        "{:<20} {:<10} {:<10} {:<8} {}",
+                        r.name, r.connector, r.scope, r.secret, r.client_id
+                    )?;
+                }
+            }
+            Ok(0)
+        }
+        ClientCmd::Show { name, json } => {
+            let scope = owner(&name, workspace)?;
+            let client = &scope.file.clients[&name];
+            let v = view(&name, client, &scope)?;
+            if json {
+                serde_json::to_writer_pretty(&mut *io.out, &v)?;
+                writeln!(io.out)?;
+            } else {
+                writeln!(io.out, "name:       {}", v.name)?;
+                writeln!(io.out, "connector:  {}", v.connector)?;
+                writeln!(io.out, "client ID:  {}", v.client_id)?;
+                writeln!(io.out, "scope:      {}", v.scope)?;
+                let secret = if v.secret == "stored" {
+                    "stored, sealed (never shown; `weft client edit` to replace it)".to_owned()
+                } else {
+                    format!("missing; run `weft client edit {name}`")
+                };
+                writeln!(io.out, "secret:     {secret}")?;
+            }
+            Ok(0)
+        }
+        ClientCmd::Edit(args) => {
+            let mut scope = owner(&args.name, workspace)?;
+            let connector = scope.file.clients[&args.name].connector.clone();
+            let (id_field, secret_field) = client_fields(&connector)?;
+            let client_id = match args.client_id {
+                Some(id) => checked_text(&id_field, Some(&id))?,
+                None => scope.file.clients[&args.name].client_id.clone(),
+            };
+            let secret = read_secret(&secret_field, args.secret_stdin)?;
+            let mut store = scope.secrets()?;
+            store.put(&client_secret_id(&args.name), &secret)?;
+            if let Some(client) = scope.file.clients.get_mut(&args.name) {
+                client.client_id = client_id;
+            }
+            scope.save()?;
+            writeln!(
+                io.out,
+                "updated OAuth client `{}`; the new secret is sealed and will not be shown again",
+                args.name
+            )?;
+            Ok(0)
+        }
+        ClientCmd::Remove { name, yes } => {
+            let mut scope = owner(&name, workspace)?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    bail!("removing `{name}` cannot be undone; pass --yes to confirm");
+                }
+                eprint!(
+                    "Remove OAuth client `{name}` and its sealed secret? This cannot be undone. [y/N] "
+                );
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    writeln!(io.err, "kept `{name}`")?;
+                    return Ok(1);
+                }
+            }
+            let mut store = scope.secrets()?;
+            store.remove(&client_secret_id(&name))?;
+            scope.file.clients.shift_remove(&name);
+            scope.save()?;
+            writeln!(io.out, "removed OAuth client `{name}`")?;
+            Ok(0)
+        }
+    }
+}
+
+pub(crate) fn secrets(cmd: SecretsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let SecretsCmd::RotateKey = cmd;
+    let (ws, user) = scopes(workspace)?;
+    let key_file = workspace::user_dir()?.join("master.key");
+    // Open every store under the current key first: nothing changes unless all of them open.
+    let mut stores = Vec::new();
+    for scope in ws.iter().chain(Some(&user)) {
+        if scope.credentials_path().exists() {
+            stores.push((scope.credentials_path(), scope.secrets()?));
+        }
+    }
+    let new_key = MasterKey::generate()?;
+    let encoded = new_key.to_base64();
+    let from_env = std::env::var_os(MASTER_KEY_VAR).is_some();
+    // The new key is saved before any store changes, so a crash in between loses nothing: the
+    // stores already re-sealed open with `master.key.new`.
+    let pending = key_file.with_extension("key.new");
+    if !from_env {
+        weft_engine::secrets::write_key_file(&pending, &new_key)?;
+    }
+    let mut count = 0;
+    for (path, store) in &mut stores {
+        count += store
+            .rotate(MasterKey::from_base64(&encoded)?)
+            .with_context(|| format!("re-sealing {}", path.display()))?;
+    }
+    if from_env {
+        writeln!(
+            io.err,
+            "re-sealed {count} credential(s) in {} store(s) under a new key.",
+            stores.len()
+        )?;
+        writeln!(
+            io.err,
+            "The key came from {MASTER_KEY_VAR}: set it to the new key below before running Weft again."
+        )?;
+        writeln!(io.out, "{}", encoded.as_str())?;
+    } else {
+        std::fs::rename(&pending, &key_file).with_context(|| {
+            format!(
+                "cannot move {} to {}",
+                pending.display(),
+                key_file.display()
+            )
+        })?;
+        writeln!(
+            io.out,
+            "re-sealed {count} credential(s) in {} store(s); the new key is in {}",
+            stores.len(),
+            key_file.display()
+        )?;
+    }
+    Ok(0)
+}

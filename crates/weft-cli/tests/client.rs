@@ -1,0 +1,380 @@
+//! `weft init`, `weft client …` and `weft secrets rotate-key` through the real binary, each test
+//! in its own temporary workspace and configuration folder.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const SECRET: &str = "Xs3cr3t-never-shown-4f1c";
+
+struct Sandbox {
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn new(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("weft-client-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("project")).unwrap();
+        Self { root }
+    }
+
+    fn project(&self) -> PathBuf {
+        self.root.join("project")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_env(args, stdin, &[])
+    }
+
+    fn run_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .current_dir(self.project())
+            .env("WEFT_CONFIG_DIR", self.config())
+            .env_remove("WEFT_MASTER_KEY")
+            .env_remove("WEFT_SPEC_PATH")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        // Nothing the CLI prints may hold the secret.
+        for stream in [&out.stdout, &out.stderr] {
+            assert!(
+                !String::from_utf8_lossy(stream).contains(SECRET),
+                "the secret was printed"
+            );
+        }
+        out
+    }
+
+    /// Every file under the sandbox, read as text, must be free of the secret.
+    fn assert_no_plain_secret(&self) {
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    assert!(
+                        !String::from_utf8_lossy(&bytes).contains(SECRET),
+                        "{} holds the secret",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn out(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn init_creates_a_workspace_and_refuses_to_overwrite() {
+    let s = Sandbox::new("init");
+    let first = s.run(&["init"], None);
+    assert!(first.status.success(), "{}", err(&first));
+    assert!(read(&s.project().join("weft.toml")).contains("version = 1"));
+    assert!(read(&s.project().join(".gitignore")).contains(".weft/"));
+    let again = s.run(&["init"], None);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(err(&again).contains("already exists"), "{}", err(&again));
+}
+
+#[test]
+fn add_list_show_edit_remove_without_ever_showing_the_secret() {
+    let s = Sandbox::new("flow");
+    assert!(s.run(&["init"], None).status.success());
+    let secret_line = format!("{SECRET}\n");
+    let add = s.run(
+        &[
+            "client",
+            "add",
+            "books",
+            "--connector",
+            "xero",
+            "--client-id",
+            "ABC123",
+            "--secret-stdin",
+        ],
+        Some(&secret_line),
+    );
+    assert!(add.status.success(), "{}", err(&add));
+    assert!(out(&add).contains("will not be shown again"));
+
+    let list = s.run(&["client", "list", "--json"], None);
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "books");
+    assert_eq!(rows[0]["connector"], "xero");
+    assert_eq!(rows[0]["client_id"], "ABC123");
+    assert_eq!(rows[0]["scope"], "workspace");
+    assert_eq!(rows[0]["secret"], "stored");
+    let show = s.run(&["client", "show", "books"], None);
+    assert!(out(&show).contains("never shown"), "{}", out(&show));
+    assert!(read(&s.project().join("weft.toml")).contains("client-id = \"ABC123\""));
+
+    let duplicate = s.run(
+        &[
+            "client",
+            "add",
+            "books",
+            "--connector",
+            "kantata",
+            "--client-id",
+            "X",
+            "--secret-stdin",
+        ],
+        Some(&secret_line),
+    );
+    assert_eq!(duplicate.status.code(), Some(1));
+    assert!(err(&duplicate).contains("already exists"));
+
+    let edit = s.run(
+        &[
+            "client",
+            "edit",
+            "books",
+            "--client-id",
+            "DEF456",
+            "--secret-stdin",
+        ],
+        Some(&secret_line),
+    );
+    assert!(edit.status.success(), "{}", err(&edit));
+    assert!(read(&s.project().join("weft.toml")).contains("DEF456"));
+
+    let unconfirmed = s.run(&["client", "remove", "books"], None);
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    assert!(err(&unconfirmed).contains("--yes"));
+    s.assert_no_plain_secret();
+    let removed = s.run(&["client", "remove", "books", "--yes"], None);
+    assert!(removed.status.success());
+    assert!(!read(&s.project().join(".weft/credentials.json")).contains("client:books"));
+    assert!(out(&s.run(&["client", "list"], None)).contains("no OAuth clients"));
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_written() {
+    let s = Sandbox::new("bad");
+    assert!(s.run(&["init"], None).status.success());
+    let before = read(&s.project().join("weft.toml"));
+    let cases: [(&[&str], &str, &str); 5] = [
+        (
+            &["--connector", "xero", "--client-id", " ABC"],
+            "x\n",
+            "Client ID: the value has a leading space",
+        ),
+        (
+            &["--connector", "xero", "--client-id", "ABC"],
+            "secret-with-space \n",
+            "Client secret: the value has a trailing space",
+        ),
+        (
+            &["--connector", "kantata", "--client-id", "ABC"],
+            "\n",
+            "(client secret): a value is required",
+        ),
+        (
+            &["--connector", "xero", "--client-id", "AB C"],
+            "x\n",
+            "Client ID",
+        ),
+        (
+            &["--connector", "quickbooks", "--client-id", "ABC"],
+            "x\n",
+            "no connector `quickbooks`",
+        ),
+    ];
+    for (extra, stdin, expected) in cases {
+        let mut args = vec!["client", "add", "c1", "--secret-stdin"];
+        args.extend_from_slice(extra);
+        let o = s.run(&args, Some(stdin));
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(err(&o).contains(expected), "{args:?}: {}", err(&o));
+    }
+    let no_stdin_flag = s.run(
+        &[
+            "client",
+            "add",
+            "c1",
+            "--connector",
+            "xero",
+            "--client-id",
+            "ABC",
+        ],
+        None,
+    );
+    assert_eq!(no_stdin_flag.status.code(), Some(1));
+    assert!(
+        err(&no_stdin_flag).contains("--secret-stdin"),
+        "{}",
+        err(&no_stdin_flag)
+    );
+    assert_eq!(
+        read(&s.project().join("weft.toml")),
+        before,
+        "a refused add changes nothing"
+    );
+    assert!(!s.project().join(".weft/credentials.json").exists());
+}
+
+#[test]
+fn without_a_workspace_the_user_scope_is_explicit() {
+    let s = Sandbox::new("user");
+    let o = s.run(
+        &[
+            "client",
+            "add",
+            "mine",
+            "--connector",
+            "kantata",
+            "--client-id",
+            "K1",
+            "--secret-stdin",
+        ],
+        Some("k-secret\n"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("weft init") && err(&o).contains("--user"),
+        "{}",
+        err(&o)
+    );
+    let o = s.run(
+        &[
+            "client",
+            "add",
+            "mine",
+            "--user",
+            "--connector",
+            "mavenlink",
+            "--client-id",
+            "K1",
+            "--secret-stdin",
+        ],
+        Some("k-secret\n"),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(read(&s.config().join("weft.toml")).contains("connector = \"kantata\""));
+    let list = s.run(&["client", "list", "--json"], None);
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[0]["scope"], "user");
+}
+
+#[test]
+fn wrong_keys_corrupt_stores_and_rotation() {
+    let s = Sandbox::new("keys");
+    assert!(s.run(&["init"], None).status.success());
+    let secret_line = format!("{SECRET}\n");
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "books",
+                "--connector",
+                "xero",
+                "--client-id",
+                "ABC",
+                "--secret-stdin"
+            ],
+            Some(&secret_line)
+        )
+        .status
+        .success()
+    );
+    let key_file = s.config().join("master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let old_key = read(&key_file);
+
+    let wrong = s.run_env(
+        &["client", "list"],
+        None,
+        &[(
+            "WEFT_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )],
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        err(&wrong).contains("different master key"),
+        "{}",
+        err(&wrong)
+    );
+    let malformed = s.run_env(
+        &["client", "list"],
+        None,
+        &[("WEFT_MASTER_KEY", "not-a-key")],
+    );
+    assert_eq!(malformed.status.code(), Some(1));
+    assert!(
+        err(&malformed).contains("WEFT_MASTER_KEY is not a valid key"),
+        "{}",
+        err(&malformed)
+    );
+
+    let rotated = s.run(&["secrets", "rotate-key"], None);
+    assert!(rotated.status.success(), "{}", err(&rotated));
+    assert!(out(&rotated).contains("re-sealed 1 credential"));
+    assert_ne!(read(&key_file), old_key);
+    let with_old = s.run_env(
+        &["client", "list"],
+        None,
+        &[("WEFT_MASTER_KEY", old_key.trim())],
+    );
+    assert_eq!(
+        with_old.status.code(),
+        Some(1),
+        "the old key no longer opens the store"
+    );
+    assert!(s.run(&["client", "list"], None).status.success());
+
+    let store = s.project().join(".weft/credentials.json");
+    std::fs::write(&store, "{ this is not json").unwrap();
+    let corrupt = s.run(&["client", "list"], None);
+    assert_eq!(corrupt.status.code(), Some(1));
+    assert!(err(&corrupt).contains("unreadable"), "{}", err(&corrupt));
+    assert_eq!(
+        read(&store),
+        "{ this is not json",
+        "a corrupt store is never overwritten by a read"
+    );
+    s.assert_no_plain_secret();
+}

@@ -1,0 +1,306 @@
+//! Workspaces: where connections, OAuth clients and (later) flows are declared.
+//!
+//! A *workspace* is a folder with a `weft.toml`, meant for version control: it never holds a
+//! secret. Its secrets live in `.weft/credentials.json` beside it (ignored by git), sealed by
+//! [`crate::secrets`]. The *user scope* is the same pair of files in the user's configuration
+//! folder, for things that belong to a person rather than a project (M-Bridge's "local" versus
+//! "global for account"). The master key file is per user.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::{MasterKey, SecretError, SecretStore};
+
+/// File name of a workspace.
+pub const FILE_NAME: &str = "weft.toml";
+/// Folder of a workspace's private, unversioned files.
+pub const PRIVATE_DIR: &str = ".weft";
+/// Environment variable overriding the user's configuration folder.
+pub const CONFIG_DIR_VAR: &str = "WEFT_CONFIG_DIR";
+
+const HEADER: &str = "# Weft workspace: OAuth clients and connections (flows come later).\n# Meant for version control: it holds no secret. Secrets are sealed in .weft/credentials.json.\n\n";
+
+/// Where a client or connection is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// In the project's `weft.toml`.
+    Workspace,
+    /// In the user's configuration folder.
+    User,
+}
+
+impl Scope {
+    /// The name shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Workspace => "workspace",
+            Self::User => "user",
+        }
+    }
+}
+
+/// The content of a `weft.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WorkspaceFile {
+    /// Format version; 1.
+    #[serde(default = "one")]
+    pub version: u32,
+    /// OAuth clients (an app registered at a provider) by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub clients: IndexMap<String, Client>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// An OAuth client: the app a person registered at a provider. Its secret is in the credential store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Client {
+    /// Connector id (`kantata`, `xero`, …).
+    pub connector: String,
+    /// The client ID the provider issued (not a secret).
+    pub client_id: String,
+}
+
+/// Errors of workspaces.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// No workspace here or above.
+    #[error(
+        "no {FILE_NAME} in {start} or any folder above it; run `weft init` to create a workspace, or pass --user"
+    )]
+    NotFound {
+        /// Where the search started.
+        start: PathBuf,
+    },
+    /// `weft init` where a workspace exists.
+    #[error("{path} already exists; it is kept as it is")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file does not parse.
+    #[error("{path} is not a valid workspace file: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line and column.
+        reason: String,
+    },
+    /// No user configuration folder can be found.
+    #[error("cannot find your configuration folder: set {CONFIG_DIR_VAR} or HOME")]
+    NoConfigDir,
+    /// A file operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credential store refused.
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+}
+
+/// A loaded workspace (or the user scope).
+#[derive(Debug)]
+pub struct Workspace {
+    scope: Scope,
+    dir: PathBuf,
+    /// The declarations.
+    pub file: WorkspaceFile,
+}
+
+/// The user's configuration folder: `WEFT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/weft`, else `~/.config/weft`.
+pub fn user_dir() -> Result<PathBuf, WorkspaceError> {
+    if let Some(dir) = std::env::var_os(CONFIG_DIR_VAR).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("weft"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".config/weft"))
+        .ok_or(WorkspaceError::NoConfigDir)
+}
+
+/// Creates a workspace in `dir`: `weft.toml`, and `.weft/` in `.gitignore`. Refuses to overwrite.
+pub fn init(dir: &Path) -> Result<PathBuf, WorkspaceError> {
+    fn io<'a>(
+        action: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(std::io::Error) -> WorkspaceError + 'a {
+        move |source| WorkspaceError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let path = dir.join(FILE_NAME);
+    if path.exists() {
+        return Err(WorkspaceError::Exists { path });
+    }
+    let ws = Workspace {
+        scope: Scope::Workspace,
+        dir: dir.to_path_buf(),
+        file: WorkspaceFile {
+            version: 1,
+            ..WorkspaceFile::default()
+        },
+    };
+    ws.save()?;
+    let ignore = dir.join(".gitignore");
+    let current = std::fs::read_to_string(&ignore).unwrap_or_default();
+    if !current
+        .lines()
+        .any(|l| l.trim() == ".weft/" || l.trim() == ".weft")
+    {
+        let mut text = current;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("# Weft's sealed credentials and local state\n.weft/\n");
+        std::fs::write(&ignore, text).map_err(io("write", &ignore))?;
+    }
+    Ok(path)
+}
+
+impl Workspace {
+    /// The workspace holding `start` (it or a folder above it).
+    pub fn find(start: &Path) -> Result<Self, WorkspaceError> {
+        let mut dir = Some(start);
+        while let Some(d) = dir {
+            if d.join(FILE_NAME).is_file() {
+                return Self::load(Scope::Workspace, d);
+            }
+            dir = d.parent();
+        }
+        Err(WorkspaceError::NotFound {
+            start: start.to_path_buf(),
+        })
+    }
+
+    /// The user scope (empty when its file does not exist yet).
+    pub fn user() -> Result<Self, WorkspaceError> {
+        let dir = user_dir()?;
+        if dir.join(FILE_NAME).is_file() {
+            Self::load(Scope::User, &dir)
+        } else {
+            Ok(Self {
+                scope: Scope::User,
+                dir,
+                file: WorkspaceFile {
+                    version: 1,
+                    ..WorkspaceFile::default()
+                },
+            })
+        }
+    }
+
+    fn load(scope: Scope, dir: &Path) -> Result<Self, WorkspaceError> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        let file: WorkspaceFile = toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    format!(
+                        " (line {}, column {})",
+                        before.matches('\n').count() + 1,
+                        before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1
+                    )
+                })
+                .unwrap_or_default();
+            WorkspaceError::Invalid {
+                path: path.clone(),
+                reason: format!("{}{at}", e.message().trim()),
+            }
+        })?;
+        if file.version != 1 {
+            return Err(WorkspaceError::Invalid {
+                path,
+                reason: format!(
+                    "version {} is newer than this Weft understands",
+                    file.version
+                ),
+            });
+        }
+        Ok(Self {
+            scope,
+            dir: dir.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Which scope this is.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The folder holding `weft.toml`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `weft.toml` back.
+    pub fn save(&self) -> Result<(), WorkspaceError> {
+        let path = self.dir.join(FILE_NAME);
+        let body = toml::to_string_pretty(&self.file).map_err(|e| WorkspaceError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| WorkspaceError::Io {
+            action: "create",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, format!("{HEADER}{body}")).map_err(|source| WorkspaceError::Io {
+            action: "write",
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| WorkspaceError::Io {
+            action: "write",
+            path,
+            source,
+        })
+    }
+
+    /// Opens this scope's credential store with the user's master key.
+    pub fn secrets(&self) -> Result<SecretStore, WorkspaceError> {
+        let key_file = user_dir()?.join("master.key");
+        let (key, _) = MasterKey::load(&key_file)?;
+        Ok(SecretStore::open(&self.credentials_path(), key)?)
+    }
+
+    /// Where this scope's sealed credentials are.
+    pub fn credentials_path(&self) -> PathBuf {
+        match self.scope {
+            Scope::Workspace => self.dir.join(PRIVATE_DIR).join("credentials.json"),
+            Scope::User => self.dir.join("credentials.json"),
+        }
+    }
+}
+
+/// The credential-store id of a client's secret.
+pub fn client_secret_id(name: &str) -> String {
+    format!("client:{name}:secret")
+}
