@@ -341,6 +341,21 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
             Ok(0)
         }
         ClientCmd::Remove { name, yes } => {
+            let (ws, user) = scopes(workspace)?;
+            let users: Vec<&String> = ws
+                .iter()
+                .chain(Some(&user))
+                .flat_map(|s| s.file.connections.iter())
+                .filter(|(_, c)| c.client == name)
+                .map(|(n, _)| n)
+                .collect();
+            if !users.is_empty() {
+                let list: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+                bail!(
+                    "connections {} use OAuth client `{name}`; delete them or give them another client first",
+                    list.join(", ")
+                );
+            }
             let mut scope = owner(&name, workspace)?;
             if !yes {
                 if !std::io::stdin().is_terminal() {

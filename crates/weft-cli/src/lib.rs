@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cmd_client;
+mod cmd_connection;
 mod cmd_connectors;
 mod cmd_sandbox;
 mod cmd_spec;
@@ -39,6 +40,9 @@ enum Command {
     /// Manage OAuth clients: the apps you register at Kantata, Xero and other providers.
     #[command(subcommand)]
     Client(cmd_client::ClientCmd),
+    /// Manage connections: a connector, its OAuth client, concurrency and tenants.
+    #[command(subcommand)]
+    Connection(cmd_connection::ConnectionCmd),
     /// Manage the sealed credential store.
     #[command(subcommand)]
     Secrets(cmd_client::SecretsCmd),
@@ -85,6 +89,7 @@ where
         Command::Init { dir } => cmd_client::init(dir, workspace, io),
         Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),
+        Command::Connection(cmd) => cmd_connection::run(cmd, workspace, io),
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),

@@ -378,3 +378,214 @@ fn wrong_keys_corrupt_stores_and_rotation() {
     );
     s.assert_no_plain_secret();
 }
+
+#[test]
+fn connections_check_their_client_concurrency_and_borrowing() {
+    let s = Sandbox::new("connections");
+    assert!(s.run(&["init"], None).status.success());
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "xapp",
+                "--connector",
+                "xero",
+                "--client-id",
+                "ABC",
+                "--secret-stdin"
+            ],
+            Some("x-secret\n")
+        )
+        .status
+        .success()
+    );
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "kapp",
+                "--connector",
+                "kantata",
+                "--client-id",
+                "K",
+                "--secret-stdin"
+            ],
+            Some("k-secret\n")
+        )
+        .status
+        .success()
+    );
+
+    let created = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+        ],
+        None,
+    );
+    assert!(created.status.success(), "{}", err(&created));
+    assert!(
+        out(&created).contains("concurrency 5"),
+        "the spec's default applies: {}",
+        out(&created)
+    );
+    let refusals: [(&[&str], &str); 6] = [
+        (
+            &[
+                "connection",
+                "create",
+                "books",
+                "--connector",
+                "xero",
+                "--client",
+                "xapp",
+            ],
+            "already exists",
+        ),
+        (
+            &[
+                "connection",
+                "create",
+                "b2",
+                "--connector",
+                "xero",
+                "--client",
+                "xapp",
+                "--concurrency",
+                "26",
+            ],
+            "26 is outside the allowed range 1–25",
+        ),
+        (
+            &[
+                "connection",
+                "create",
+                "b2",
+                "--connector",
+                "xero",
+                "--client",
+                "xapp",
+                "--concurrency",
+                "0",
+            ],
+            "outside the allowed range",
+        ),
+        (
+            &[
+                "connection",
+                "create",
+                "b2",
+                "--connector",
+                "xero",
+                "--client",
+                "kapp",
+            ],
+            "is for kantata, not xero",
+        ),
+        (
+            &[
+                "connection",
+                "create",
+                "b2",
+                "--connector",
+                "xero",
+                "--client",
+                "nope",
+            ],
+            "no OAuth client `nope`",
+        ),
+        (
+            &[
+                "connection",
+                "create",
+                "b2",
+                "--connector",
+                "xero",
+                "--client",
+                "xapp",
+                "--borrow-concurrency-from",
+                "ghost",
+            ],
+            "no connection `ghost`",
+        ),
+    ];
+    for (args, expected) in refusals {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(err(&o).contains(expected), "{args:?}: {}", err(&o));
+    }
+    let borrower = s.run(
+        &[
+            "connection",
+            "create",
+            "b2",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--borrow-concurrency-from",
+            "books",
+        ],
+        None,
+    );
+    assert!(borrower.status.success(), "{}", err(&borrower));
+    let chained = s.run(
+        &[
+            "connection",
+            "create",
+            "b3",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--borrow-concurrency-from",
+            "b2",
+        ],
+        None,
+    );
+    assert!(
+        err(&chained).contains("itself borrows"),
+        "{}",
+        err(&chained)
+    );
+
+    let list = s.run(&["connection", "list", "--json"], None);
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[1]["borrow-concurrency-from"], "books");
+    assert_eq!(rows[0]["status"], "needs authorization");
+    assert_eq!(rows[0]["scope"], "workspace");
+
+    let lender = s.run(&["connection", "delete", "books", "--yes"], None);
+    assert!(
+        err(&lender).contains("borrow concurrency from `books`"),
+        "{}",
+        err(&lender)
+    );
+    let in_use = s.run(&["client", "remove", "xapp", "--yes"], None);
+    assert!(
+        err(&in_use).contains("use OAuth client `xapp`"),
+        "{}",
+        err(&in_use)
+    );
+    let unconfirmed = s.run(&["connection", "delete", "b2"], None);
+    assert!(err(&unconfirmed).contains("--yes"));
+    assert!(
+        s.run(&["connection", "delete", "b2", "--yes"], None)
+            .status
+            .success()
+    );
+    assert!(
+        s.run(&["connection", "delete", "books", "--yes"], None)
+            .status
+            .success()
+    );
+    let url = s.run(&["connection", "callback-url", "--port", "9100"], None);
+    assert_eq!(out(&url).trim(), "http://localhost:9100/oauth/callback");
+}

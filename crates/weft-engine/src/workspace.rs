@@ -52,6 +52,37 @@ pub struct WorkspaceFile {
     /// OAuth clients (an app registered at a provider) by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub clients: IndexMap<String, Client>,
+    /// Connections by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub connections: IndexMap<String, Connection>,
+}
+
+/// A connection: a connector, the OAuth client it authorizes with, and how hard it may push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Connection {
+    /// Connector id.
+    pub connector: String,
+    /// Name of the OAuth client it authorizes with.
+    pub client: String,
+    /// Calls in flight at once (within the spec's range).
+    pub concurrency: u32,
+    /// Another connection whose concurrency limiter this one shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrow_concurrency_from: Option<String>,
+    /// The tenants (organisations) this connection reaches, chosen at authorization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<TenantRef>,
+}
+
+/// A tenant a connection was authorized for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TenantRef {
+    /// The provider's tenant id.
+    pub id: String,
+    /// Its name when it was authorized.
+    pub name: String,
 }
 
 fn one() -> u32 {
@@ -303,4 +334,9 @@ impl Workspace {
 /// The credential-store id of a client's secret.
 pub fn client_secret_id(name: &str) -> String {
     format!("client:{name}:secret")
+}
+
+/// The credential-store id of a connection's tokens.
+pub fn connection_tokens_id(name: &str) -> String {
+    format!("connection:{name}:tokens")
 }

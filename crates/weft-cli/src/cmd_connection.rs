@@ -1,0 +1,432 @@
+//! `weft connection create|list|show|edit|delete|callback-url`.
+//!
+//! A connection names a connector, the OAuth client it authorizes with, its concurrency level
+//! (checked against the spec's `concurrency` field) and, optionally, another connection whose
+//! concurrency it borrows. Authorization, tenants and the connection test build on it.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use weft_core::form::{self, FieldValue};
+use weft_core::model::well_known;
+use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
+use weft_engine::workspace::{Connection, Workspace, WorkspaceError};
+
+use crate::cmd_client::start_dir;
+use crate::{Io, specs};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConnectionCmd {
+    /// Create a connection.
+    Create(CreateArgs),
+    /// List connections of the workspace and of your user scope.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one connection.
+    Show {
+        /// Connection name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a connection's client, concurrency level or borrowing.
+    Edit(EditArgs),
+    /// Delete a connection; this cannot be undone.
+    Delete {
+        /// Connection name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print the callback URL to register at the provider (read-only).
+    CallbackUrl {
+        /// Port of the local callback server.
+        #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// A unique name for the connection.
+    name: String,
+    /// Connector id (`kantata`, `xero`, or a former name such as `mavenlink`).
+    #[arg(long)]
+    connector: String,
+    /// The OAuth client to authorize with (see `weft client list`).
+    #[arg(long)]
+    client: String,
+    /// Calls in flight at once; the connector's default when left out.
+    #[arg(long)]
+    concurrency: Option<String>,
+    /// Share the concurrency limiter of this other connection.
+    #[arg(long)]
+    borrow_concurrency_from: Option<String>,
+    /// Keep the connection in your user scope instead of the workspace.
+    #[arg(long)]
+    user: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EditArgs {
+    /// Connection name.
+    name: String,
+    /// Another OAuth client of the same connector.
+    #[arg(long)]
+    client: Option<String>,
+    /// A new concurrency level.
+    #[arg(long)]
+    concurrency: Option<String>,
+    /// Share the concurrency limiter of this other connection.
+    #[arg(long, conflicts_with = "no_borrow")]
+    borrow_concurrency_from: Option<String>,
+    /// Stop borrowing concurrency.
+    #[arg(long)]
+    no_borrow: bool,
+}
+
+#[derive(Serialize)]
+struct View<'a> {
+    name: &'a str,
+    scope: &'static str,
+    #[serde(flatten)]
+    connection: &'a Connection,
+    status: &'static str,
+}
+
+/// The workspace (when found) and the user scope.
+fn scopes(workspace: Option<&Path>) -> Result<Vec<Workspace>> {
+    let mut out = Vec::new();
+    match Workspace::find(&start_dir(workspace)?) {
+        Ok(ws) => out.push(ws),
+        Err(WorkspaceError::NotFound { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    out.push(Workspace::user()?);
+    Ok(out)
+}
+
+fn find_connection<'a>(
+    scopes: &'a [Workspace],
+    name: &str,
+) -> Option<(&'a Workspace, &'a Connection)> {
+    scopes
+        .iter()
+        .find_map(|s| s.file.connections.get(name).map(|c| (s, c)))
+}
+
+/// Checks a concurrency level against the spec's `concurrency` field (or its default).
+fn concurrency(connector: &str, given: Option<&str>) -> Result<u32> {
+    let spec = specs::find(connector)?;
+    let limits = spec.file().limits.concurrency;
+    let value = match spec
+        .file()
+        .fields
+        .iter()
+        .find(|f| f.id == well_known::CONCURRENCY)
+    {
+        Some(field) => match form::check(field, given)? {
+            Some(FieldValue::Integer(n)) => n,
+            _ => i64::from(limits.default),
+        },
+        None => match given {
+            None => i64::from(limits.default),
+            Some(text) => {
+                let n: i64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("concurrency `{text}` is not a whole number"))?;
+                if n < 1 || n > i64::from(limits.max) {
+                    bail!(
+                        "concurrency {n} is outside the allowed range 1–{}",
+                        limits.max
+                    );
+                }
+                n
+            }
+        },
+    };
+    Ok(u32::try_from(value)?)
+}
+
+/// Checks that `client` exists (in any scope) and belongs to `connector`.
+fn check_client(scopes: &[Workspace], client: &str, connector: &str) -> Result<()> {
+    let found = scopes.iter().find_map(|s| s.file.clients.get(client));
+    match found {
+        None => bail!(
+            "no OAuth client `{client}`; add it with `weft client add {client} --connector {connector}`"
+        ),
+        Some(c) if c.connector != connector => {
+            bail!(
+                "OAuth client `{client}` is for {}, not {connector}",
+                c.connector
+            )
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks that `lender` exists, is of the same connector, is not `name` and borrows from nobody.
+fn check_borrow(scopes: &[Workspace], name: &str, lender: &str, connector: &str) -> Result<()> {
+    if lender == name {
+        bail!("a connection cannot borrow concurrency from itself");
+    }
+    match find_connection(scopes, lender) {
+        None => {
+            bail!("no connection `{lender}` to borrow concurrency from; see `weft connection list`")
+        }
+        Some((_, c)) if c.connector != connector => {
+            bail!(
+                "connection `{lender}` is for {}, not {connector}; concurrency is shared only within one provider",
+                c.connector
+            )
+        }
+        Some((_, c)) if c.borrow_concurrency_from.is_some() => bail!(
+            "connection `{lender}` itself borrows from `{}`; borrow from that one instead",
+            c.borrow_concurrency_from.as_deref().unwrap_or_default()
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// "authorized" when the credential store holds the connection's tokens.
+fn status(scope: &Workspace, name: &str) -> Result<&'static str> {
+    let id = weft_engine::workspace::connection_tokens_id(name);
+    Ok(if scope.secrets()?.ids().any(|i| i == id) {
+        "authorized"
+    } else {
+        "needs authorization"
+    })
+}
+
+pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    match cmd {
+        ConnectionCmd::Create(args) => {
+            let mut all = scopes(workspace)?;
+            if find_connection(&all, &args.name).is_some() {
+                bail!(
+                    "a connection `{}` already exists; choose another name or `weft connection edit {}`",
+                    args.name,
+                    args.name
+                );
+            }
+            if args.name.trim().is_empty() || args.name.trim() != args.name {
+                bail!("a connection name cannot be empty or start or end with spaces");
+            }
+            let connector = specs::find(&args.connector)?.id().to_owned();
+            check_client(&all, &args.client, &connector)?;
+            let level = concurrency(&connector, args.concurrency.as_deref())?;
+            if let Some(lender) = &args.borrow_concurrency_from {
+                check_borrow(&all, &args.name, lender, &connector)?;
+            }
+            let index = if args.user {
+                all.len() - 1
+            } else if all.len() == 2 {
+                0
+            } else {
+                bail!(
+                    "no weft.toml here or above; run `weft init`, or pass --user to keep the connection in your user scope"
+                );
+            };
+            let target = &mut all[index];
+            target.file.connections.insert(
+                args.name.clone(),
+                Connection {
+                    connector: connector.clone(),
+                    client: args.client,
+                    concurrency: level,
+                    borrow_concurrency_from: args.borrow_concurrency_from,
+                    tenants: Vec::new(),
+                },
+            );
+            target.save()?;
+            writeln!(
+                io.out,
+                "created connection `{}` ({connector}, {} scope, concurrency {level})",
+                args.name,
+                target.scope().as_str()
+            )?;
+            writeln!(
+                io.out,
+                "register this callback URL at the provider: {}",
+                callback_url(DEFAULT_CALLBACK_PORT)
+            )?;
+            Ok(0)
+        }
+        ConnectionCmd::List { json } => {
+            let all = scopes(workspace)?;
+            let mut rows: Vec<View<'_>> = Vec::new();
+            for s in &all {
+                for (n, c) in &s.file.connections {
+                    rows.push(View {
+                        name: n,
+                        scope: s.scope().as_str(),
+                        connection: c,
+                        status: status(s, n)?,
+                    });
+                }
+            }
+            if json {
+                serde_json::to_writer_pretty(&mut *io.out, &rows)?;
+                writeln!(io.out)?;
+            } else if rows.is_empty() {
+                writeln!(
+                    io.out,
+                    "no connections yet; create one with `weft connection create NAME --connector ID --client CLIENT`"
+                )?;
+            } else {
+                writeln!(
+                    io.out,
+                    "{:<20} {:<10} {:<10} {:<12} {:<20} STATUS",
+                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT"
+                )?;
+                for r in rows {
+                    let level = match &r.connection.borrow_concurrency_from {
+                        Some(lender) => format!("from {lender}"),
+                        None => r.connection.concurrency.to_string(),
+                    };
+                    writeln!(
+                        io.out,
+                        "{:<20} {:<10} {:<10} {:<12} {:<20} {}",
+                        r.name,
+                        r.connection.connector,
+                        r.scope,
+                        level,
+                        r.connection.client,
+                        r.status
+                    )?;
+                }
+            }
+            Ok(0)
+        }
+        ConnectionCmd::Show { name, json } => {
+            let all = scopes(workspace)?;
+            let Some((scope, c)) = find_connection(&all, &name) else {
+                bail!("no connection `{name}`; see `weft connection list`");
+            };
+            let view = View {
+                name: &name,
+                scope: scope.scope().as_str(),
+                connection: c,
+                status: status(scope, &name)?,
+            };
+            if json {
+                serde_json::to_writer_pretty(&mut *io.out, &view)?;
+                writeln!(io.out)?;
+            } else {
+                writeln!(io.out, "name:         {name}")?;
+                writeln!(io.out, "connector:    {}", c.connector)?;
+                writeln!(io.out, "client:       {}", c.client)?;
+                writeln!(io.out, "scope:        {}", view.scope)?;
+                writeln!(io.out, "concurrency:  {}", c.concurrency)?;
+                if let Some(lender) = &c.borrow_concurrency_from {
+                    writeln!(io.out, "borrows from: {lender} (shares its limiter)")?;
+                }
+                for t in &c.tenants {
+                    writeln!(io.out, "tenant:       {} ({})", t.name, t.id)?;
+                }
+                writeln!(io.out, "status:       {}", view.status)?;
+                writeln!(
+                    io.out,
+                    "callback URL: {}",
+                    callback_url(DEFAULT_CALLBACK_PORT)
+                )?;
+            }
+            Ok(0)
+        }
+        ConnectionCmd::Edit(args) => {
+            let mut all = scopes(workspace)?;
+            let Some(index) = all
+                .iter()
+                .position(|s| s.file.connections.contains_key(&args.name))
+            else {
+                bail!("no connection `{}`; see `weft connection list`", args.name);
+            };
+            let mut updated = all[index].file.connections[&args.name].clone();
+            if let Some(client) = args.client {
+                check_client(&all, &client, &updated.connector)?;
+                updated.client = client;
+            }
+            if let Some(level) = args.concurrency.as_deref() {
+                updated.concurrency = concurrency(&updated.connector, Some(level))?;
+            }
+            if let Some(lender) = args.borrow_concurrency_from {
+                check_borrow(&all, &args.name, &lender, &updated.connector)?;
+                let borrowers: Vec<&str> = all
+                    .iter()
+                    .flat_map(|s| s.file.connections.iter())
+                    .filter(|(_, c)| {
+                        c.borrow_concurrency_from.as_deref() == Some(args.name.as_str())
+                    })
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if !borrowers.is_empty() {
+                    bail!(
+                        "`{}` lends its concurrency to {}; it cannot borrow in turn",
+                        args.name,
+                        borrowers.join(", ")
+                    );
+                }
+                updated.borrow_concurrency_from = Some(lender);
+            }
+            if args.no_borrow {
+                updated.borrow_concurrency_from = None;
+            }
+            let target = &mut all[index];
+            target.file.connections.insert(args.name.clone(), updated);
+            target.save()?;
+            writeln!(io.out, "updated connection `{}`", args.name)?;
+            Ok(0)
+        }
+        ConnectionCmd::Delete { name, yes } => {
+            let mut all = scopes(workspace)?;
+            let Some(index) = all
+                .iter()
+                .position(|s| s.file.connections.contains_key(&name))
+            else {
+                bail!("no connection `{name}`; see `weft connection list`");
+            };
+            let borrowers: Vec<String> = all
+                .iter()
+                .flat_map(|s| s.file.connections.iter())
+                .filter(|(_, c)| c.borrow_concurrency_from.as_deref() == Some(name.as_str()))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if !borrowers.is_empty() {
+                bail!(
+                    "connections {} borrow concurrency from `{name}`; edit them first (`weft connection edit NAME --no-borrow`)",
+                    borrowers.join(", ")
+                );
+            }
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    bail!("deleting `{name}` cannot be undone; pass --yes to confirm");
+                }
+                eprint!("Delete connection `{name}`? This cannot be undone. [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    writeln!(io.err, "kept `{name}`")?;
+                    return Ok(1);
+                }
+            }
+            let target = &mut all[index];
+            target.file.connections.shift_remove(&name);
+            target.save()?;
+            writeln!(io.out, "deleted connection `{name}`")?;
+            Ok(0)
+        }
+        ConnectionCmd::CallbackUrl { port } => {
+            writeln!(io.out, "{}", callback_url(port))?;
+            Ok(0)
+        }
+    }
+}
