@@ -107,7 +107,7 @@ pub(crate) fn init(dir: Option<PathBuf>, workspace: Option<&Path>, io: &mut Io<'
 }
 
 /// The workspace (when one is found) and the user scope.
-fn scopes(workspace: Option<&Path>) -> Result<(Option<Workspace>, Workspace)> {
+fn scope_pair(workspace: Option<&Path>) -> Result<(Option<Workspace>, Workspace)> {
     let ws = match Workspace::find(&start_dir(workspace)?) {
         Ok(ws) => Some(ws),
         Err(workspace::WorkspaceError::NotFound { .. }) => None,
@@ -116,9 +116,34 @@ fn scopes(workspace: Option<&Path>) -> Result<(Option<Workspace>, Workspace)> {
     Ok((ws, Workspace::user()?))
 }
 
+/// Every scope in lookup order: the workspace (when one is found), then the user scope.
+pub(crate) fn scopes(workspace: Option<&Path>) -> Result<Vec<Workspace>> {
+    let (ws, user) = scope_pair(workspace)?;
+    Ok(ws.into_iter().chain(Some(user)).collect())
+}
+
+/// Asks before something that cannot be undone; without a terminal, `--yes` is required.
+/// Returns whether to go on.
+pub(crate) fn confirm(question: &str, what: &str, yes: bool, io: &mut Io<'_>) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{what} cannot be undone; pass --yes to confirm");
+    }
+    eprint!("{question} This cannot be undone. [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    let go = matches!(answer.trim(), "y" | "Y" | "yes");
+    if !go {
+        writeln!(io.err, "nothing changed")?;
+    }
+    Ok(go)
+}
+
 /// The scope holding client `name`.
 fn owner(name: &str, workspace: Option<&Path>) -> Result<Workspace> {
-    let (ws, user) = scopes(workspace)?;
+    let (ws, user) = scope_pair(workspace)?;
     for scope in ws.into_iter().chain(Some(user)) {
         if scope.file.clients.contains_key(name) {
             return Ok(scope);
@@ -226,7 +251,7 @@ fn view<'a>(name: &'a str, client: &'a Client, scope: &Workspace) -> Result<Clie
 pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
     match cmd {
         ClientCmd::Add(args) => {
-            let (ws, user) = scopes(workspace)?;
+            let (ws, user) = scope_pair(workspace)?;
             for scope in ws.iter().chain(Some(&user)) {
                 if scope.file.clients.contains_key(&args.name) {
                     bail!(
@@ -266,7 +291,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
             Ok(0)
         }
         ClientCmd::List { json } => {
-            let (ws, user) = scopes(workspace)?;
+            let (ws, user) = scope_pair(workspace)?;
             let mut rows = Vec::new();
             for scope in ws.iter().chain(Some(&user)) {
                 for (name, client) in &scope.file.clients {
@@ -341,7 +366,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
             Ok(0)
         }
         ClientCmd::Remove { name, yes } => {
-            let (ws, user) = scopes(workspace)?;
+            let (ws, user) = scope_pair(workspace)?;
             let users: Vec<&String> = ws
                 .iter()
                 .chain(Some(&user))
@@ -357,19 +382,9 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                 );
             }
             let mut scope = owner(&name, workspace)?;
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    bail!("removing `{name}` cannot be undone; pass --yes to confirm");
-                }
-                eprint!(
-                    "Remove OAuth client `{name}` and its sealed secret? This cannot be undone. [y/N] "
-                );
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    writeln!(io.err, "kept `{name}`")?;
-                    return Ok(1);
-                }
+            let question = format!("Remove OAuth client `{name}` and its sealed secret?");
+            if !confirm(&question, &format!("removing `{name}`"), yes, io)? {
+                return Ok(1);
             }
             let mut store = scope.secrets()?;
             store.remove(&client_secret_id(&name))?;
@@ -383,7 +398,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
 
 pub(crate) fn secrets(cmd: SecretsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
     let SecretsCmd::RotateKey = cmd;
-    let (ws, user) = scopes(workspace)?;
+    let (ws, user) = scope_pair(workspace)?;
     let key_file = workspace::user_dir()?.join("master.key");
     // Open every store under the current key first: nothing changes unless all of them open.
     let mut stores = Vec::new();

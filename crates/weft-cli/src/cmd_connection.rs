@@ -4,7 +4,6 @@
 //! (checked against the spec's `concurrency` field) and, optionally, another connection whose
 //! concurrency it borrows. Authorization, tenants and the connection test build on it.
 
-use std::io::{BufRead as _, IsTerminal as _};
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -13,9 +12,9 @@ use serde::Serialize;
 use weft_core::form::{self, FieldValue};
 use weft_core::model::well_known;
 use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
-use weft_engine::workspace::{Connection, Workspace, WorkspaceError};
+use weft_engine::workspace::{Connection, Workspace};
 
-use crate::cmd_client::start_dir;
+use crate::cmd_client::{confirm, scopes};
 use crate::{Io, specs};
 
 #[derive(Debug, Subcommand)]
@@ -100,18 +99,6 @@ struct View<'a> {
     #[serde(flatten)]
     connection: &'a Connection,
     status: &'static str,
-}
-
-/// The workspace (when found) and the user scope.
-fn scopes(workspace: Option<&Path>) -> Result<Vec<Workspace>> {
-    let mut out = Vec::new();
-    match Workspace::find(&start_dir(workspace)?) {
-        Ok(ws) => out.push(ws),
-        Err(WorkspaceError::NotFound { .. }) => {}
-        Err(err) => return Err(err.into()),
-    }
-    out.push(Workspace::user()?);
-    Ok(out)
 }
 
 fn find_connection<'a>(
@@ -406,17 +393,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     borrowers.join(", ")
                 );
             }
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    bail!("deleting `{name}` cannot be undone; pass --yes to confirm");
-                }
-                eprint!("Delete connection `{name}`? This cannot be undone. [y/N] ");
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    writeln!(io.err, "kept `{name}`")?;
-                    return Ok(1);
-                }
+            if !confirm(
+                &format!("Delete connection `{name}`?"),
+                &format!("deleting `{name}`"),
+                yes,
+                io,
+            )? {
+                return Ok(1);
             }
             let target = &mut all[index];
             target.file.connections.shift_remove(&name);
