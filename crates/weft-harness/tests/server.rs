@@ -92,3 +92,54 @@ fn faults_look_right_from_the_client() {
     assert_eq!(plan.fired(), 5);
     running.stop();
 }
+
+#[test]
+fn slow_hanging_and_malformed_answers() {
+    let (running, observed) = server();
+    let plan = &observed.faults;
+    plan.add(FaultRule::on(
+        "/hello",
+        When::Nth(1),
+        Fault::Latency(Duration::from_millis(30)),
+    ));
+    plan.add(FaultRule::on(
+        "/hello",
+        When::Nth(2),
+        Fault::Hang(Duration::from_millis(200)),
+    ));
+    plan.add(FaultRule::on("/hello", When::Nth(3), Fault::Malformed));
+    plan.add(FaultRule::on(
+        "/hello",
+        When::Nth(4),
+        Fault::Status {
+            status: 502,
+            body: "bad gateway".into(),
+        },
+    ));
+
+    let slow = call(running.addr(), "/hello").unwrap();
+    assert!(
+        slow.ends_with("hello, world"),
+        "latency delays but answers: {slow}"
+    );
+    let hung = call(running.addr(), "/hello").unwrap();
+    assert_eq!(
+        hung, "",
+        "a hang ends with the connection dropped and no answer"
+    );
+    let malformed = call(running.addr(), "/hello").unwrap();
+    assert!(malformed.starts_with("HTTP/1.1 200"), "{malformed}");
+    let body = malformed.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(body).is_err(),
+        "the body must not parse: {body}"
+    );
+    let bad_gateway = call(running.addr(), "/hello").unwrap();
+    assert!(
+        bad_gateway.starts_with("HTTP/1.1 502") && bad_gateway.ends_with("bad gateway"),
+        "{bad_gateway}"
+    );
+
+    let statuses: Vec<u16> = observed.log.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 0, 200, 502]);
+}
