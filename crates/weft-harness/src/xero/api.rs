@@ -631,26 +631,30 @@ fn list(
         Ok(q) => q,
         Err(e) => return exception(16, "QueryParseException", &e),
     };
-    let (mut records, pagination) = match org.list(kind, &q) {
+    let (records, pagination) = match org.list(kind, &q) {
         Ok(r) => r,
         Err(e) => return exception(17, "ValidationException", &e),
     };
-    if kind == Kind::Invoice && q.page.is_none() {
-        for r in &mut records {
-            if let Some(m) = r.as_object_mut() {
-                m.remove("LineItems");
-            }
+    // The object serde_json would write for {plural: [records…], pagination: {…}} (its keys
+    // sorted: the plural is capitalised, so it comes first), from records already rendered.
+    let mut tail = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 128);
+    tail.extend_from_slice(b"{\"");
+    tail.extend_from_slice(kind.plural().as_bytes());
+    tail.extend_from_slice(b"\":[");
+    for (n, r) in records.iter().enumerate() {
+        if n > 0 {
+            tail.push(b',');
         }
+        tail.extend_from_slice(r);
     }
-    let mut tail = Map::new();
+    tail.push(b']');
     if let Some(p) = pagination {
-        tail.insert(
-            "pagination".to_owned(),
-            json!({"page": p.page, "pageSize": p.page_size, "pageCount": p.page_count, "itemCount": p.item_count}),
-        );
+        tail.extend_from_slice(b",\"pagination\":");
+        let p = json!({"page": p.page, "pageSize": p.page_size, "pageCount": p.page_count, "itemCount": p.item_count});
+        tail.extend_from_slice(&serde_json::to_vec(&p).unwrap_or_default());
     }
-    tail.insert(kind.plural().to_owned(), Value::Array(records));
-    let tail = Arc::new(serde_json::to_vec(&Value::Object(tail)).unwrap_or_default());
+    tail.push(b'}');
+    let tail = Arc::new(tail);
     let response = bytes_response(200, with_head(shared, &tail));
     // The cache is per organisation and emptied by every change; it only saves re-rendering.
     // Inserted under the read lock, so no change can slip in between rendering and caching.

@@ -8,13 +8,15 @@
 //! at the simulated "now", later than any seeded time, so changed and created records follow the
 //! seeded ones in that order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
 
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
-use super::query::{Expr, OrderKey, compare_values};
+use super::query::{Expr, Field, OrderKey, Record, Scalar, compare_keys};
 use super::util::{
     day_start, decimal, get_ci, index_of, indexed_id, iso_seconds, mix, money, ms_date,
     parse_client_date, parse_ms_date, round2, str_of, uuid, uuid_prefix,
@@ -82,6 +84,152 @@ struct Coll {
     moved: BTreeSet<usize>,
     dynamic: HashMap<String, Value>,
     order: BTreeSet<(u64, String)>,
+    /// Seeded records rendered to JSON, by chunk of [`CHUNK`] indices, filled as they are read
+    /// (seeded records never change: a changed one moves to `dynamic`).
+    rendered: Vec<OnceLock<Box<[OnceLock<Json>]>>>,
+    /// Bytes held in `rendered`; past [`RENDER_BUDGET`] records are rendered without keeping them.
+    rendered_bytes: AtomicUsize,
+    /// Seeded invoices' filtering and sorting facts, by chunk of [`CHUNK`] indices.
+    summaries: Vec<OnceLock<Box<[InvSummary]>>>,
+    /// Other kinds' seeded records as JSON values, by chunk of [`CHUNK`] indices, when the
+    /// collection is small enough ([`VALUES_MAX`]) to keep them all.
+    values: Vec<OnceLock<Box<[Value]>>>,
+}
+
+/// Seeded records of a kind other than invoices kept as values for filtering, at most.
+const VALUES_MAX: usize = 20_000;
+
+/// A record rendered to JSON.
+pub(crate) type Json = Arc<[u8]>;
+
+/// Seeded records per chunk of the render and summary caches.
+const CHUNK: usize = 1024;
+
+/// Rendered seeded records kept per collection, in bytes.
+const RENDER_BUDGET: usize = 128 << 20;
+
+/// What filtering and sorting need of a seeded invoice that its index alone does not give.
+#[derive(Debug, Clone, Copy, Default)]
+struct InvSummary {
+    date: u64,
+    contact: u32,
+    lat: u8,
+    sub: Decimal,
+    tax: Decimal,
+    total: Decimal,
+    due: Decimal,
+    paid: Decimal,
+}
+
+const LINE_AMOUNT_TYPES: [&str; 3] = ["Exclusive", "Inclusive", "NoTax"];
+
+/// A seeded invoice as `where`, `order` and the list filters read it, answering exactly as its
+/// JSON would (see the test `invoice_view_answers_like_json`).
+struct InvView<'a> {
+    org: &'a Org,
+    i: usize,
+    s: InvSummary,
+}
+
+impl InvView<'_> {
+    fn accrec(&self) -> bool {
+        self.i % 3 != 2
+    }
+
+    fn status(&self) -> &'static str {
+        STATUS_CYCLE[self.i % STATUS_CYCLE.len()]
+    }
+
+    fn updated(&self) -> u64 {
+        self.org.coll(Kind::Invoice).updated(self.i)
+    }
+
+    fn id(&self) -> String {
+        self.org.seeded_id(Kind::Invoice, self.i)
+    }
+
+    fn number(&self) -> String {
+        if self.accrec() {
+            format!("INV-{:04}", accrec_before(self.i + 1))
+        } else {
+            format!("RPT{:03}-{}", 100 + self.s.contact % 900, self.i)
+        }
+    }
+
+    fn contact_id(&self) -> String {
+        self.org.seeded_id(Kind::Contact, self.s.contact as usize)
+    }
+}
+
+impl Record for InvView<'_> {
+    fn field(&self, path: &[String]) -> Field<'_> {
+        let str = |s: String| Field::Str(Cow::Owned(s));
+        let stat = |s: &'static str| Field::Str(Cow::Borrowed(s));
+        let Some(first) = path.first() else {
+            return Field::Null;
+        };
+        let is = |name: &str| first.eq_ignore_ascii_case(name);
+        if path.len() == 2 && is("Contact") {
+            let second = &path[1];
+            if second.eq_ignore_ascii_case("ContactID") {
+                return str(self.contact_id());
+            }
+            if second.eq_ignore_ascii_case("Name") {
+                return str(contact_name(self.s.contact as usize));
+            }
+            return Field::Null;
+        }
+        if path.len() != 1 {
+            return Field::Null;
+        }
+        let s = &self.s;
+        let due_date = s.date + 30 * 86_400_000;
+        // Dispatched on length and first letter, then compared ignoring case.
+        let initial = first.bytes().next().unwrap_or(0).to_ascii_lowercase();
+        let key = (first.len(), initial);
+        match key {
+            (4, b't') if is("Type") => stat(if self.accrec() { "ACCREC" } else { "ACCPAY" }),
+            (9, b'i') if is("InvoiceID") => str(self.id()),
+            (13, b'i') if is("InvoiceNumber") => str(self.number()),
+            (9, b'r') if is("Reference") => {
+                if self.accrec() {
+                    str(format!("PO-{}", 1000 + self.i))
+                } else {
+                    stat("")
+                }
+            }
+            (9, b'a') if is("AmountDue") => Field::Num(s.due),
+            (10, b'a') if is("AmountPaid") => Field::Num(s.paid),
+            (14, b'a') if is("AmountCredited") => Field::Num(Decimal::ZERO),
+            (12, b'c') if is("CurrencyRate") => Field::Num(Decimal::ONE),
+            (12, b'i') if is("IsDiscounted") => Field::Bool(false),
+            (14, b'h') if is("HasAttachments") => Field::Bool(false),
+            (9, b'h') if is("HasErrors") => Field::Bool(false),
+            (10, b'd') if is("DateString") => str(iso_seconds(s.date)),
+            (4, b'd') if is("Date") => str(ms_date(s.date)),
+            (13, b'd') if is("DueDateString") => str(iso_seconds(due_date)),
+            (7, b'd') if is("DueDate") => str(ms_date(due_date)),
+            (6, b's') if is("Status") => stat(self.status()),
+            (15, b'l') if is("LineAmountTypes") => stat(LINE_AMOUNT_TYPES[usize::from(s.lat)]),
+            (8, b's') if is("SubTotal") => Field::Num(s.sub),
+            (8, b't') if is("TotalTax") => Field::Num(s.tax),
+            (5, b't') if is("Total") => Field::Num(s.total),
+            (14, b'u') if is("UpdatedDateUTC") => str(ms_date(self.updated())),
+            (12, b'c') if is("CurrencyCode") => stat(self.org.region().currency),
+            (15, b'f') if is("FullyPaidOnDate") && self.status() == "PAID" => str(ms_date(
+                (s.date + 7 * 86_400_000).min(day_start(self.updated())),
+            )),
+            // Missing, an object (Contact) or an array (LineItems, Payments…): all read as null.
+            _ => Field::Null,
+        }
+    }
+}
+
+/// A record of a list answer: seeded (by index) or stored.
+#[derive(Clone, Copy)]
+enum Rec<'a> {
+    Seeded(usize),
+    Stored(&'a Value),
 }
 
 impl Coll {
@@ -196,6 +344,58 @@ impl ListQuery {
         }
         self.filter.as_ref().is_none_or(|f| f.matches(v))
     }
+}
+
+impl ListQuery {
+    /// [`ListQuery::keeps`] for a seeded invoice, without its JSON.
+    fn keeps_invoice(&self, v: &InvView<'_>, sets: &InvoiceSets) -> bool {
+        if !self.statuses.is_empty()
+            && !self
+                .statuses
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(v.status()))
+        {
+            return false;
+        }
+        if sets.ids.as_ref().is_some_and(|ids| !ids.contains(&v.i)) {
+            return false;
+        }
+        if sets
+            .contacts
+            .as_ref()
+            .is_some_and(|c| !c.contains(&(v.s.contact as usize)))
+        {
+            return false;
+        }
+        // Seeded numbers hold no lower-case letters, so upper-casing the asked ones compares
+        // them ignoring case.
+        if sets
+            .numbers
+            .as_ref()
+            .is_some_and(|n| !n.contains(&v.number()))
+        {
+            return false;
+        }
+        if let Some(since) = self.since_ms {
+            if v.updated() / 1000 < since / 1000 {
+                return false;
+            }
+        }
+        self.filter.as_ref().is_none_or(|f| f.matches(v))
+    }
+
+    /// Appends the record's `order` key values to `out`.
+    fn push_order_keys<R: Record + ?Sized>(&self, r: &R, out: &mut Vec<Scalar>) {
+        out.extend(self.order.iter().map(|k| k.scalar(r)));
+    }
+}
+
+/// The IDs, ContactIDs and InvoiceNumbers filters of a list, prepared once for seeded invoices.
+#[derive(Default)]
+struct InvoiceSets {
+    ids: Option<std::collections::HashSet<usize>>,
+    contacts: Option<std::collections::HashSet<usize>>,
+    numbers: Option<std::collections::HashSet<String>>,
 }
 
 /// Paging facts of an answer.
@@ -434,13 +634,25 @@ impl Org {
         ];
         let colls = counts
             .iter()
-            .map(|(_, n, base)| Coll {
+            .map(|(kind, n, base)| Coll {
                 prefix: uuid_prefix(&mut rng),
                 seeded: *n,
                 base_ms: *base,
                 moved: BTreeSet::new(),
                 dynamic: HashMap::new(),
                 order: BTreeSet::new(),
+                rendered: (0..n.div_ceil(CHUNK)).map(|_| OnceLock::new()).collect(),
+                rendered_bytes: AtomicUsize::new(0),
+                summaries: if *kind == Kind::Invoice {
+                    (0..n.div_ceil(CHUNK)).map(|_| OnceLock::new()).collect()
+                } else {
+                    Vec::new()
+                },
+                values: if *kind != Kind::Invoice && *n <= VALUES_MAX {
+                    (0..n.div_ceil(CHUNK)).map(|_| OnceLock::new()).collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         let short_code = format!("!{:05X}", rng.u32(..) & 0xfffff);
@@ -1006,12 +1218,203 @@ impl Org {
         (out, n)
     }
 
-    /// A list answer: the records and, for a paged request, the pagination facts.
+    /// A seeded invoice's summary (computed a chunk at a time, then kept).
+    fn inv_summary(&self, i: usize) -> InvSummary {
+        let c = self.coll(Kind::Invoice);
+        let Some(chunk) = c.summaries.get(i / CHUNK) else {
+            return self.summarize_invoice(i);
+        };
+        let chunk = chunk.get_or_init(|| {
+            let start = i / CHUNK * CHUNK;
+            (start..(start + CHUNK).min(c.seeded))
+                .map(|j| self.summarize_invoice(j))
+                .collect()
+        });
+        chunk.get(i % CHUNK).copied().unwrap_or_default()
+    }
+
+    /// A seeded invoice's summary straight from the seed: the draws of
+    /// [`Org::seeded_invoice`] in the same order, priced as [`Org::price_lines`] prices them.
+    fn summarize_invoice(&self, i: usize) -> InvSummary {
+        let mut rng = self.rng_for(Kind::Invoice, i);
+        let accrec = i % 3 != 2;
+        let updated = self.coll(Kind::Invoice).updated(i);
+        let date = day_start(updated) - rng.u64(0..20) * 86_400_000;
+        let contact = rng.usize(..self.coll(Kind::Contact).seeded);
+        let lat = match rng.u8(..10) {
+            0 => 1,
+            1 => 2,
+            _ => 0,
+        };
+        let lines_n = 1 + rng.usize(..3);
+        let (mut sum_lines, mut sum_tax) = (Decimal::ZERO, Decimal::ZERO);
+        for _ in 0..lines_n {
+            let (amount, tax) = if accrec {
+                let (_, _, sale, _) = ITEMS[rng.usize(..ITEMS.len())];
+                (sale.parse::<Decimal>().unwrap_or_default(), "OUTPUT")
+            } else {
+                let (code, ..) = ACCOUNTS[6 + rng.usize(..13)];
+                let cents = rng.i64(1_000..250_000);
+                let _ = rng.u8(..28);
+                let tax = if code == "404" || code == "420" {
+                    "NONE"
+                } else {
+                    "INPUT"
+                };
+                (Decimal::new(cents, 2), tax)
+            };
+            let qty = Decimal::from(1 + rng.u32(..8));
+            let line_amount = round2(qty * round2(amount));
+            let rate = if lat == 2 {
+                Decimal::ZERO
+            } else {
+                self.rate_of(tax).unwrap_or_default()
+            };
+            let tax = match lat {
+                1 => round2(line_amount * rate / (Decimal::ONE_HUNDRED + rate)),
+                2 => Decimal::ZERO,
+                _ => round2(line_amount * rate / Decimal::ONE_HUNDRED),
+            };
+            sum_lines += line_amount;
+            sum_tax += tax;
+        }
+        let sub = if lat == 1 {
+            sum_lines - sum_tax
+        } else {
+            sum_lines
+        };
+        let total = sub + sum_tax;
+        let (due, paid) = match STATUS_CYCLE[i % STATUS_CYCLE.len()] {
+            "PAID" => (Decimal::ZERO, total),
+            "VOIDED" | "DELETED" => (Decimal::ZERO, Decimal::ZERO),
+            _ => (total, Decimal::ZERO),
+        };
+        InvSummary {
+            date,
+            contact: u32::try_from(contact).unwrap_or(0),
+            lat,
+            sub,
+            tax: sum_tax,
+            total,
+            due,
+            paid,
+        }
+    }
+
+    /// A seeded invoice's summary read from its JSON (what [`Org::summarize_invoice`] must match).
+    #[cfg(test)]
+    fn summarize_invoice_json(&self, i: usize) -> InvSummary {
+        let v = self.seeded_invoice(i);
+        let num = |k: &str| v.get(k).and_then(decimal).unwrap_or_default();
+        let contact = v
+            .get("Contact")
+            .and_then(|c| str_of(c, "ContactID"))
+            .and_then(|id| index_of(&self.coll(Kind::Contact).prefix, id))
+            .unwrap_or(0);
+        let lat = str_of(&v, "LineAmountTypes").unwrap_or_default();
+        InvSummary {
+            date: str_of(&v, "Date")
+                .and_then(parse_ms_date)
+                .unwrap_or(0)
+                .max(0) as u64,
+            contact: u32::try_from(contact).unwrap_or(0),
+            lat: LINE_AMOUNT_TYPES
+                .iter()
+                .position(|l| *l == lat)
+                .and_then(|p| u8::try_from(p).ok())
+                .unwrap_or(0),
+            sub: num("SubTotal"),
+            tax: num("TotalTax"),
+            total: num("Total"),
+            due: num("AmountDue"),
+            paid: num("AmountPaid"),
+        }
+    }
+
+    /// Seeded record `i` as JSON, from the value cache when its collection keeps one.
+    fn seeded_value(&self, kind: Kind, i: usize) -> Cow<'_, Value> {
+        let c = self.coll(kind);
+        let Some(chunk) = c.values.get(i / CHUNK) else {
+            return Cow::Owned(self.seeded(kind, i));
+        };
+        let chunk = chunk.get_or_init(|| {
+            let start = i / CHUNK * CHUNK;
+            (start..(start + CHUNK).min(c.seeded))
+                .map(|j| self.seeded(kind, j))
+                .collect()
+        });
+        chunk
+            .get(i % CHUNK)
+            .map_or_else(|| Cow::Owned(self.seeded(kind, i)), Cow::Borrowed)
+    }
+
+    fn invoice_view(&self, i: usize) -> InvView<'_> {
+        InvView {
+            org: self,
+            i,
+            s: self.inv_summary(i),
+        }
+    }
+
+    /// Seeded record `i` as JSON bytes, kept for the next read while the budget allows.
+    fn render_seeded(&self, kind: Kind, i: usize) -> Json {
+        let render = || -> Json {
+            serde_json::to_vec(&self.seeded(kind, i))
+                .unwrap_or_default()
+                .into()
+        };
+        let c = self.coll(kind);
+        let Some(chunk) = c.rendered.get(i / CHUNK) else {
+            return render();
+        };
+        let full = c.rendered_bytes.load(AtomicOrdering::Relaxed) >= RENDER_BUDGET;
+        let chunk = match chunk.get() {
+            Some(chunk) => chunk,
+            None if full => return render(),
+            None => chunk.get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect()),
+        };
+        let Some(slot) = chunk.get(i % CHUNK) else {
+            return render();
+        };
+        if let Some(b) = slot.get() {
+            return b.clone();
+        }
+        if full {
+            return render();
+        }
+        slot.get_or_init(|| {
+            let b = render();
+            c.rendered_bytes.fetch_add(b.len(), AtomicOrdering::Relaxed);
+            b
+        })
+        .clone()
+    }
+
+    /// A record of a list answer as JSON bytes; `strip_lines` leaves out an invoice's LineItems.
+    fn render(&self, kind: Kind, rec: &Rec<'_>, strip_lines: bool) -> Json {
+        let to_bytes = |mut v: Value| -> Json {
+            if strip_lines {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("LineItems");
+                }
+            }
+            serde_json::to_vec(&v).unwrap_or_default().into()
+        };
+        match rec {
+            Rec::Seeded(i) if !strip_lines => self.render_seeded(kind, *i),
+            Rec::Seeded(i) => to_bytes(self.seeded(kind, *i)),
+            Rec::Stored(v) if !strip_lines => serde_json::to_vec(v).unwrap_or_default().into(),
+            Rec::Stored(v) => to_bytes((*v).clone()),
+        }
+    }
+
+    /// A list answer: the records (as JSON; an unpaged invoice list leaves out LineItems) and,
+    /// for a paged request, the pagination facts.
     pub(crate) fn list(
         &self,
         kind: Kind,
         q: &ListQuery,
-    ) -> Result<(Vec<Value>, Option<Pagination>), String> {
+    ) -> Result<(Vec<Json>, Option<Pagination>), String> {
         let size = q.page_size.max(1);
         let (skip, take) = match q.page {
             Some(p) => ((p.max(1) - 1).saturating_mul(size), size),
@@ -1027,29 +1430,21 @@ impl Org {
                 ));
             }
         }
-        let (records, total) = if !q.order.is_empty() {
-            let (mut all, total) = self.scan(kind, q, 0, usize::MAX);
-            all.sort_by(|a, b| {
-                for key in &q.order {
-                    let o = compare_values(key.get(a), key.get(b));
-                    let o = if key.descending { o.reverse() } else { o };
-                    if o != std::cmp::Ordering::Equal {
-                        return o;
-                    }
-                }
-                std::cmp::Ordering::Equal
-            });
-            (all.into_iter().skip(skip).take(take).collect(), total)
-        } else if q.is_plain(kind) {
+        let (records, total) = if q.is_plain(kind) {
             self.plain_page(kind, q.since_ms, skip, take)
         } else {
-            self.scan(kind, q, skip, take)
+            self.select(kind, q, skip, take)
         };
         if q.page.is_none() && total > UNPAGED_MAX {
             return Err(format!(
                 "The request would return {total} records, more than the {UNPAGED_MAX} allowed without paging; add page to the request"
             ));
         }
+        let strip_lines = kind == Kind::Invoice && q.page.is_none();
+        let records = records
+            .iter()
+            .map(|r| self.render(kind, r, strip_lines))
+            .collect();
         let pagination = q.page.map(|p| Pagination {
             page: p.max(1),
             page_size: size,
@@ -1059,6 +1454,101 @@ impl Org {
         Ok((records, pagination))
     }
 
+    /// The matches of a filtered or ordered list with index in `skip..skip+take`, and the number
+    /// of matches. Seeded invoices are judged from their summaries, without their JSON.
+    fn select(&self, kind: Kind, q: &ListQuery, skip: usize, take: usize) -> (Vec<Rec<'_>>, usize) {
+        let c = self.coll(kind);
+        let from = q.since_ms.map_or(0, |s| c.first_since(s));
+        let seeded = (from..c.seeded)
+            .filter(|i| !c.moved.contains(i))
+            .map(Rec::Seeded);
+        let stored = c
+            .order
+            .iter()
+            .filter_map(|(_, id)| c.dynamic.get(id))
+            .map(Rec::Stored);
+        let sets = if kind == Kind::Invoice {
+            let indices = |asked: &[String], prefix: &str| {
+                (!asked.is_empty()).then(|| {
+                    asked
+                        .iter()
+                        .filter_map(|s| indexed_id_index(prefix, s))
+                        .collect()
+                })
+            };
+            InvoiceSets {
+                ids: indices(&q.ids, &c.prefix),
+                contacts: indices(&q.contact_ids, &self.coll(Kind::Contact).prefix),
+                numbers: (!q.numbers.is_empty())
+                    .then(|| q.numbers.iter().map(|n| n.to_ascii_uppercase()).collect()),
+            }
+        } else {
+            InvoiceSets::default()
+        };
+        let ordered = !q.order.is_empty();
+        // With `order`: every match and its key values (`width` per match), sorted at the end.
+        let width = q.order.len();
+        let mut keys: Vec<Scalar> = Vec::new();
+        let mut matches: Vec<Rec<'_>> = Vec::new();
+        let mut out = Vec::new();
+        let mut n = 0;
+        for rec in seeded.chain(stored) {
+            let kept = match rec {
+                Rec::Seeded(i) if kind == Kind::Invoice => {
+                    let v = self.invoice_view(i);
+                    let kept = q.keeps_invoice(&v, &sets);
+                    if kept && ordered {
+                        q.push_order_keys(&v, &mut keys);
+                    }
+                    kept
+                }
+                Rec::Seeded(i) => {
+                    let v = self.seeded_value(kind, i);
+                    let kept = q.keeps(kind, &v);
+                    if kept && ordered {
+                        q.push_order_keys(v.as_ref(), &mut keys);
+                    }
+                    kept
+                }
+                Rec::Stored(v) => {
+                    let kept = q.keeps(kind, v);
+                    if kept && ordered {
+                        q.push_order_keys(v, &mut keys);
+                    }
+                    kept
+                }
+            };
+            if !kept {
+                continue;
+            }
+            if ordered {
+                matches.push(rec);
+            } else if n >= skip && n - skip < take {
+                out.push(rec);
+            }
+            n += 1;
+        }
+        if ordered {
+            let key = |m: usize| &keys[m * width..(m + 1) * width];
+            // Ties broken by position: the same order a stable sort gives, so only the records
+            // up to the end of the page need sorting.
+            let cmp = |a: &usize, b: &usize| {
+                compare_keys(&q.order, key(*a), key(*b)).then_with(|| a.cmp(b))
+            };
+            let mut sorted: Vec<usize> = (0..matches.len()).collect();
+            let end = skip.saturating_add(take).min(sorted.len());
+            if end == 0 {
+                sorted.clear();
+            } else if end < sorted.len() {
+                sorted.select_nth_unstable_by(end - 1, cmp);
+                sorted.truncate(end);
+            }
+            sorted.sort_unstable_by(cmp);
+            out = sorted.into_iter().skip(skip).map(|m| matches[m]).collect();
+        }
+        (out, n)
+    }
+
     /// A page of the unfiltered default order, computed without scanning.
     fn plain_page(
         &self,
@@ -1066,7 +1556,7 @@ impl Org {
         since: Option<u64>,
         skip: usize,
         take: usize,
-    ) -> (Vec<Value>, usize) {
+    ) -> (Vec<Rec<'_>>, usize) {
         let c = self.coll(kind);
         let from = since.map_or(0, |s| c.first_since(s));
         let seeded_n = c.unmoved_from(from);
@@ -1082,10 +1572,9 @@ impl Org {
         let mut k = skip;
         while out.len() < take && k < total {
             if k < seeded_n {
-                let i = c.nth_unmoved(from, k);
-                out.push(self.seeded(kind, i));
+                out.push(Rec::Seeded(c.nth_unmoved(from, k)));
             } else if let Some(v) = dynamic.get(k - seeded_n).and_then(|id| c.dynamic.get(*id)) {
-                out.push(v.clone());
+                out.push(Rec::Stored(v));
             }
             k += 1;
         }
@@ -2101,6 +2590,19 @@ fn canonical_key(record: &Value, key: &str) -> String {
         .unwrap_or_else(|| key.to_owned())
 }
 
+/// The index `i` of an id equal (ignoring case) to `indexed_id(prefix, i)`.
+fn indexed_id_index(prefix: &str, id: &str) -> Option<usize> {
+    let head = id.get(..prefix.len())?;
+    let tail = id.get(prefix.len()..)?;
+    if tail.len() != 12 || !tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    usize::from_str_radix(tail, 16).ok()
+}
+
 /// Seeded contact name `i`, unique.
 fn contact_name(i: usize) -> String {
     let a = FIRST[i % FIRST.len()];
@@ -2176,6 +2678,223 @@ mod tests {
             assert_eq!(v["Status"], "PAID");
             assert_eq!(v["Payments"][0]["PaymentID"], p["PaymentID"]);
         }
+    }
+
+    #[test]
+    fn invoice_view_answers_like_json() {
+        for seed in [1, 2, 9] {
+            for index in 0..3 {
+                let org = Org::seed(seed, index, 3_000, 1_767_225_600_000);
+                for i in 0..3_000 {
+                    let (a, b) = (org.summarize_invoice(i), org.summarize_invoice_json(i));
+                    let same = (a.date, a.contact, a.lat) == (b.date, b.contact, b.lat)
+                        && [a.sub, a.tax, a.total, a.due, a.paid]
+                            == [b.sub, b.tax, b.total, b.due, b.paid];
+                    assert!(same, "seed {seed} org {index} invoice {i}: {a:?} != {b:?}");
+                }
+            }
+        }
+        let org = Org::seed(3, 1, 400, 1_767_225_600_000);
+        let extra = [
+            "Contact.ContactID",
+            "contact.name",
+            "Contact.Foo",
+            "Contact",
+            "Foo",
+            "LineItems",
+            "Payments",
+            "Total.X",
+            "STATUS",
+            "FullyPaidOnDate",
+        ];
+        for i in 0..400 {
+            let v = org.seeded_invoice(i);
+            let view = org.invoice_view(i);
+            let keys = v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>());
+            for k in keys
+                .unwrap_or_default()
+                .into_iter()
+                .chain(extra.iter().map(|s| (*s).to_owned()))
+            {
+                let path: Vec<String> = k.split('.').map(str::to_owned).collect();
+                assert_eq!(view.field(&path), v.field(&path), "invoice {i} field {k}");
+            }
+        }
+    }
+
+    /// The list answer computed the plain way: every record's JSON, filtered and sorted.
+    fn reference_list(org: &Org, kind: Kind, q: &ListQuery) -> (Vec<Value>, usize) {
+        let (mut all, total) = org.scan(kind, q, 0, usize::MAX);
+        if !q.order.is_empty() {
+            let keys = |v: &Value| {
+                let mut k = Vec::new();
+                q.push_order_keys(v, &mut k);
+                k
+            };
+            all.sort_by(|a, b| compare_keys(&q.order, &keys(a), &keys(b)));
+        }
+        let size = q.page_size.max(1);
+        let skip = q.page.map_or(0, |p| (p.max(1) - 1) * size);
+        let take = if q.page.is_some() { size } else { usize::MAX };
+        (all.into_iter().skip(skip).take(take).collect(), total)
+    }
+
+    #[test]
+    fn lists_agree_with_plain_filtering() {
+        use super::super::query::{parse_order, parse_where};
+        let mut org = Org::seed(5, 0, 200, 1_767_225_600_000);
+        let now = 1_767_225_600_000 + 5_000;
+        for i in [0usize, 2, 43, 150, 196] {
+            let id = org.seeded_id(Kind::Invoice, i);
+            let el = json!({"InvoiceID": id, "Reference": format!("changed {i}")});
+            let written = org.write(Kind::Invoice, Verb::Post, &el, None, now, false);
+            assert!(written.is_ok(), "{written:?}");
+        }
+        let paid = org
+            .all(Kind::Invoice)
+            .into_iter()
+            .find(|v| str_of(v, "Status") == Some("AUTHORISED") && !v["Total"].is_null())
+            .and_then(|v| str_of(&v, "InvoiceID").map(str::to_owned))
+            .unwrap_or_default();
+        assert!(org.pay(&paid, Decimal::ONE, now + 1_000).is_ok());
+        let wheres = [
+            "",
+            "Total>=500",
+            r#"Status=="PAID" OR Status == "VOIDED""#,
+            r#"Contact.Name.Contains("acme")"#,
+            "Date >= DateTime(2025, 12, 20) AND AmountDue > 0",
+            r#"Reference.StartsWith("changed")"#,
+            r#"Type == "ACCPAY" && NOT (SubTotal < 100)"#,
+            "FullyPaidOnDate != null",
+            r#"InvoiceNumber == "INV-0010""#,
+            "HasErrors",
+            "LineItems == null",
+        ];
+        let orders = ["", "Total DESC", "Contact.Name, Date DESC", "InvoiceNumber"];
+        let since = [None, Some(org.coll(Kind::Invoice).updated(120) + 500)];
+        let id3 = org.seeded_id(Kind::Invoice, 3).to_ascii_uppercase();
+        let mut checked = 0;
+        for w in wheres {
+            for o in orders {
+                for s in since {
+                    for page in [None, Some(2)] {
+                        for statuses in [vec![], vec!["paid".to_owned(), "AUTHORISED".to_owned()]] {
+                            let q = ListQuery {
+                                page,
+                                page_size: 25,
+                                since_ms: s,
+                                filter: (!w.is_empty()).then(|| parse_where(w).ok()).flatten(),
+                                order: parse_order(o).unwrap_or_default(),
+                                statuses,
+                                ..ListQuery::default()
+                            };
+                            let (want, total) = reference_list(&org, Kind::Invoice, &q);
+                            let (got, pagination) = org.list(Kind::Invoice, &q).unwrap_or_default();
+                            let got: Vec<Value> = got
+                                .iter()
+                                .map(|b| serde_json::from_slice(b).unwrap_or_default())
+                                .collect();
+                            let want: Vec<Value> = want
+                                .into_iter()
+                                .map(|mut v| {
+                                    if page.is_none() {
+                                        if let Some(m) = v.as_object_mut() {
+                                            m.remove("LineItems");
+                                        }
+                                    }
+                                    v
+                                })
+                                .collect();
+                            assert_eq!(
+                                got, want,
+                                "where {w:?} order {o:?} since {s:?} page {page:?}"
+                            );
+                            if let Some(p) = pagination {
+                                assert_eq!(p.item_count, total);
+                            }
+                            checked += usize::from(!want.is_empty());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100);
+        let contact = org.seeded_id(Kind::Contact, 4);
+        let el = json!({"ContactID": contact, "Name": "Renamed Ltd"});
+        let written = org.write(Kind::Contact, Verb::Post, &el, None, now, false);
+        assert!(written.is_ok(), "{written:?}");
+        for (kind, w, o) in [
+            (Kind::Contact, "", ""),
+            (Kind::Contact, r#"Name.StartsWith("a")"#, ""),
+            (Kind::Contact, "", "Name DESC"),
+            (Kind::Contact, "IsSupplier == true", "EmailAddress"),
+            (Kind::Payment, "Amount > 100", ""),
+            (Kind::Payment, "", "Amount DESC"),
+            (Kind::Item, "", "Code"),
+        ] {
+            for include_archived in [false, true] {
+                for page in [None, Some(2)] {
+                    let q = ListQuery {
+                        page,
+                        page_size: 7,
+                        filter: (!w.is_empty()).then(|| parse_where(w).ok()).flatten(),
+                        order: parse_order(o).unwrap_or_default(),
+                        include_archived,
+                        ..ListQuery::default()
+                    };
+                    let (want, total) = reference_list(&org, kind, &q);
+                    let (got, pagination) = org.list(kind, &q).unwrap_or_default();
+                    let got: Vec<Value> = got
+                        .iter()
+                        .map(|b| serde_json::from_slice(b).unwrap_or_default())
+                        .collect();
+                    assert_eq!(got, want, "{kind:?} where {w:?} order {o:?}");
+                    assert!(!want.is_empty() || page.is_some(), "{kind:?} {w:?}");
+                    if let Some(p) = pagination {
+                        assert_eq!(p.item_count, total);
+                    }
+                }
+            }
+        }
+        let contact = org.seeded_invoice(5)["Contact"]["ContactID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        for (ids, numbers, contact_ids) in [
+            (vec![id3.clone()], vec!["inv-0003".to_owned()], vec![]),
+            (vec![], vec!["inv-0004".to_owned()], vec![]),
+            (vec![], vec![], vec![contact.clone(), "nope".to_owned()]),
+        ] {
+            let q = ListQuery {
+                page: Some(1),
+                page_size: 10,
+                ids,
+                numbers,
+                contact_ids,
+                ..ListQuery::default()
+            };
+            let (want, _) = reference_list(&org, Kind::Invoice, &q);
+            let (got, _) = org.list(Kind::Invoice, &q).unwrap_or_default();
+            let got: Vec<Value> = got
+                .iter()
+                .map(|b| serde_json::from_slice(b).unwrap_or_default())
+                .collect();
+            assert!(!want.is_empty());
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn indexed_ids_read_back() {
+        let p = "0a1b2c3d-4e5f-4a6b-8c7d-";
+        for i in [0usize, 9, 255, 999_999] {
+            let id = indexed_id(p, i);
+            assert_eq!(indexed_id_index(p, &id), Some(i));
+            assert_eq!(indexed_id_index(p, &id.to_ascii_uppercase()), Some(i));
+            assert_eq!(indexed_id_index(p, &format!("{id}0")), None);
+        }
+        assert_eq!(indexed_id_index(p, &format!("{p}+0000000000a")), None);
+        assert_eq!(indexed_id_index(p, "short"), None);
     }
 
     #[test]

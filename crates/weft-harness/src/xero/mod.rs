@@ -17,7 +17,11 @@
 //! - **Accounting API** ([`api`], [`data`], [`query`]): the JSON envelope, paging, If-Modified-Since,
 //!   `where`/`order`, batch writes with summarized and per-element errors, Idempotency-Key.
 //! - **Data** ([`data`]): generated from the seed, invoices and payments lazily from their index, so
-//!   a million invoices per organisation cost nothing until changed.
+//!   a million invoices per organisation cost nothing until changed. Lists read seeded invoices
+//!   through a compact summary (dates, contact, totals; computed from the seed a chunk at a time
+//!   and kept), so `where`, `order` and the list filters never build an invoice's JSON; smaller
+//!   collections keep their seeded records as values. A seeded record read once is kept rendered
+//!   (up to 128 MB per collection), so a page is mostly copied bytes.
 //!
 //! Choices where Xero's documentation is silent (see `shared/reference/xero-api.md` §10):
 //!

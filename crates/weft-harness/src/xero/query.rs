@@ -6,6 +6,7 @@
 //! `GUID("…")`; dotted field paths (`Contact.ContactID`); `.Contains("…")`, `.StartsWith("…")`,
 //! `.EndsWith("…")`. Text comparisons ignore case, as Xero's database collation does.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use rust_decimal::Decimal;
@@ -59,8 +60,36 @@ pub(crate) struct OrderKey {
 }
 
 impl OrderKey {
-    pub(crate) fn get<'a>(&self, v: &'a Value) -> Option<&'a Value> {
-        lookup(v, &self.path)
+    /// The comparable value of this key in a record.
+    pub(crate) fn scalar<R: Record + ?Sized>(&self, r: &R) -> Scalar {
+        scalar_of(r.field(&self.path))
+    }
+}
+
+/// A field's value as `where` and `order` see it (objects, arrays and missing fields are null).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Field<'a> {
+    Null,
+    Bool(bool),
+    Num(Decimal),
+    Str(Cow<'a, str>),
+}
+
+/// Something `where` and `order` can read fields of: a JSON record, or a compact view of a
+/// seeded one that answers exactly as its JSON would.
+pub(crate) trait Record {
+    /// The value at a case-insensitive dotted path.
+    fn field(&self, path: &[String]) -> Field<'_>;
+}
+
+impl Record for Value {
+    fn field(&self, path: &[String]) -> Field<'_> {
+        match lookup(self, path) {
+            Some(Value::Bool(b)) => Field::Bool(*b),
+            Some(n @ Value::Number(_)) => decimal(n).map_or(Field::Null, Field::Num),
+            Some(Value::String(s)) => Field::Str(Cow::Borrowed(s)),
+            _ => Field::Null,
+        }
     }
 }
 
@@ -385,7 +414,7 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Comparable form of a value.
 #[derive(Debug, Clone, PartialEq)]
-enum Scalar {
+pub(crate) enum Scalar {
     Null,
     Bool(bool),
     Num(Decimal),
@@ -393,22 +422,21 @@ enum Scalar {
     Text(String),
 }
 
-fn scalar(v: Option<&Value>) -> Scalar {
-    match v {
-        None | Some(Value::Null) => Scalar::Null,
-        Some(Value::Bool(b)) => Scalar::Bool(*b),
-        Some(n @ Value::Number(_)) => decimal(n).map_or(Scalar::Null, Scalar::Num),
-        Some(Value::String(s)) => match parse_ms_date(s) {
+fn scalar_of(f: Field<'_>) -> Scalar {
+    match f {
+        Field::Null => Scalar::Null,
+        Field::Bool(b) => Scalar::Bool(b),
+        Field::Num(d) => Scalar::Num(d),
+        Field::Str(s) => match parse_ms_date(&s) {
             Some(ms) => Scalar::Date(ms),
             None => Scalar::Text(s.to_lowercase()),
         },
-        Some(_) => Scalar::Null,
     }
 }
 
-fn operand_scalar(o: &Operand, record: &Value) -> Scalar {
+fn operand_scalar<R: Record + ?Sized>(o: &Operand, record: &R) -> Scalar {
     match o {
-        Operand::Field(p) => scalar(lookup(record, p)),
+        Operand::Field(p) => scalar_of(record.field(p)),
         Operand::Text(s) => Scalar::Text(s.to_lowercase()),
         Operand::Number(d) => Scalar::Num(*d),
         Operand::Date(ms) => Scalar::Date(*ms),
@@ -436,14 +464,14 @@ fn cmp_scalar(a: &Scalar, b: &Scalar) -> Option<Ordering> {
 
 impl Expr {
     /// Whether the record satisfies the expression.
-    pub(crate) fn matches(&self, record: &Value) -> bool {
+    pub(crate) fn matches<R: Record + ?Sized>(&self, record: &R) -> bool {
         match self {
             Expr::And(a, b) => a.matches(record) && b.matches(record),
             Expr::Or(a, b) => a.matches(record) || b.matches(record),
             Expr::Not(e) => !e.matches(record),
             Expr::Truthy(o) => operand_scalar(o, record) == Scalar::Bool(true),
             Expr::Method(path, m, arg) => {
-                let Some(text) = lookup(record, path).and_then(Value::as_str) else {
+                let Field::Str(text) = record.field(path) else {
                     return false;
                 };
                 let (t, a) = (text.to_lowercase(), arg.to_lowercase());
@@ -469,15 +497,22 @@ impl Expr {
     }
 }
 
-/// Orders two field values for `order` (missing and null first).
-pub(crate) fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
-    let (x, y) = (scalar(a), scalar(b));
-    match (&x, &y) {
-        (Scalar::Null, Scalar::Null) => Ordering::Equal,
-        (Scalar::Null, _) => Ordering::Less,
-        (_, Scalar::Null) => Ordering::Greater,
-        _ => cmp_scalar(&x, &y).unwrap_or(Ordering::Equal),
+/// Orders two records by the `order` keys, given each record's key values (missing and null
+/// first).
+pub(crate) fn compare_keys(keys: &[OrderKey], a: &[Scalar], b: &[Scalar]) -> Ordering {
+    for ((key, x), y) in keys.iter().zip(a).zip(b) {
+        let o = match (x, y) {
+            (Scalar::Null, Scalar::Null) => Ordering::Equal,
+            (Scalar::Null, _) => Ordering::Less,
+            (_, Scalar::Null) => Ordering::Greater,
+            _ => cmp_scalar(x, y).unwrap_or(Ordering::Equal),
+        };
+        let o = if key.descending { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
     }
+    Ordering::Equal
 }
 
 #[cfg(test)]
