@@ -1,11 +1,15 @@
 //! Weft's engine: it runs connector specs loaded by `weft-core`.
 //!
-//! Today it renders spec operations into concrete requests ([`request`]); the HTTP client, OAuth
+//! Today it renders spec operations into concrete requests ([`request`]), finds records in
+//! responses ([`extract`]), walks pages ([`paginate`]), seals credentials ([`secrets`]) and keeps
+//! workspaces ([`workspace`]); the HTTP client, OAuth
 //! token lifecycle, rate limiting, flows and state build on that.
 //!
 //! API boundary: the engine sees connectors only as [`weft_core::Spec`] values (and, later,
 //! plugins through their C ABI); it never parses TOML itself.
 
+pub mod extract;
+pub mod paginate;
 pub mod request;
 pub mod secrets;
 pub mod workspace;

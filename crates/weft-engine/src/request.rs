@@ -77,6 +77,26 @@ pub struct RequestContext {
     pub tenant: Option<Tenant>,
 }
 
+impl RequestContext {
+    /// A context holding the defaults of the spec's non-secret form fields, so templates that
+    /// read an optional field see its default rather than an undefined value.
+    pub fn with_field_defaults(spec: &SpecFile) -> Self {
+        let fields = spec
+            .fields
+            .iter()
+            .filter(|f| !f.secret)
+            .filter_map(|f| match weft_core::form::check(f, None) {
+                Ok(Some(value)) => Some((f.id.clone(), value.to_json())),
+                _ => None,
+            })
+            .collect();
+        Self {
+            fields,
+            ..Self::default()
+        }
+    }
+}
+
 /// A request ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {

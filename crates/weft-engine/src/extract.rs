@@ -1,0 +1,187 @@
+//! Finding the records in a response body, as a spec's `records` says: the body itself, an array
+//! at a dotted path, or Kantata's ordered index joined with its per-type maps.
+
+use serde_json::Value;
+use weft_core::model::Extract;
+
+/// Why records could not be found; the body was not what the spec describes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    /// Nothing at the path.
+    #[error("the response has nothing at `{path}`")]
+    Missing {
+        /// The dotted path.
+        path: String,
+    },
+    /// Something other than the expected shape at the path.
+    #[error("`{path}` in the response is {found}, not {expected}")]
+    Shape {
+        /// The dotted path.
+        path: String,
+        /// What the spec expects.
+        expected: &'static str,
+        /// What was there.
+        found: &'static str,
+    },
+    /// An index entry points at a record its map does not hold.
+    #[error("index entry {position} names `{key}` id `{id}`, which is not in the `{key}` map")]
+    Dangling {
+        /// Position in the index.
+        position: usize,
+        /// The map key.
+        key: String,
+        /// The record id.
+        id: String,
+    },
+}
+
+/// The value at a dotted path (`meta.page_count`).
+pub fn at_path<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(body, |v, part| v.get(part))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The records of `body`, in the order the provider gives them.
+pub fn records(body: &Value, extract: &Extract) -> Result<Vec<Value>, ExtractError> {
+    match extract {
+        Extract::Root => match body {
+            Value::Array(items) => Ok(items.clone()),
+            Value::Object(_) => Ok(vec![body.clone()]),
+            other => Err(ExtractError::Shape {
+                path: "(body)".into(),
+                expected: "an array or an object",
+                found: kind(other),
+            }),
+        },
+        Extract::Path { path } => match at_path(body, path) {
+            None => Err(ExtractError::Missing { path: path.clone() }),
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(other) => Err(ExtractError::Shape {
+                path: path.clone(),
+                expected: "an array",
+                found: kind(other),
+            }),
+        },
+        Extract::Index {
+            index,
+            key_field,
+            id_field,
+            key,
+        } => {
+            let entries = match at_path(body, index) {
+                None => {
+                    return Err(ExtractError::Missing {
+                        path: index.clone(),
+                    });
+                }
+                Some(Value::Array(entries)) => entries,
+                Some(other) => {
+                    return Err(ExtractError::Shape {
+                        path: index.clone(),
+                        expected: "an array",
+                        found: kind(other),
+                    });
+                }
+            };
+            let mut out = Vec::with_capacity(entries.len());
+            for (position, entry) in entries.iter().enumerate() {
+                let text = |field: &str| match entry.get(field) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                let (Some(map_key), Some(id)) = (text(key_field), text(id_field)) else {
+                    return Err(ExtractError::Shape {
+                        path: format!("{index}[{position}]"),
+                        expected: "an entry with a key and an id",
+                        found: kind(entry),
+                    });
+                };
+                if key.as_ref().is_some_and(|k| k != &map_key) {
+                    continue;
+                }
+                match body.get(&map_key).and_then(|m| m.get(&id)) {
+                    Some(record) => out.push(record.clone()),
+                    None => {
+                        return Err(ExtractError::Dangling {
+                            position,
+                            key: map_key,
+                            id,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn each_style() {
+        let arr = json!([{"a": 1}, {"a": 2}]);
+        assert_eq!(records(&arr, &Extract::Root).unwrap().len(), 2);
+        assert_eq!(
+            records(&json!({"a": 1}), &Extract::Root).unwrap(),
+            vec![json!({"a": 1})]
+        );
+        let xero = json!({"Invoices": [{"InvoiceID": "x"}], "pagination": {"page": 1}});
+        let path = Extract::Path {
+            path: "Invoices".into(),
+        };
+        assert_eq!(
+            records(&xero, &path).unwrap(),
+            vec![json!({"InvoiceID": "x"})]
+        );
+        assert_eq!(
+            records(&json!({}), &path),
+            Err(ExtractError::Missing {
+                path: "Invoices".into()
+            })
+        );
+
+        let kantata = json!({
+            "count": 2,
+            "results": [{"key": "invoices", "id": "9"}, {"key": "invoices", "id": "7"}, {"key": "users", "id": "1"}],
+            "invoices": {"7": {"id": "7"}, "9": {"id": "9"}},
+            "users": {"1": {"id": "1"}}
+        });
+        let index = |key: Option<&str>| Extract::Index {
+            index: "results".into(),
+            key_field: "key".into(),
+            id_field: "id".into(),
+            key: key.map(str::to_owned),
+        };
+        let ids: Vec<Value> = records(&kantata, &index(Some("invoices")))
+            .unwrap()
+            .into_iter()
+            .map(|r| r["id"].clone())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![json!("9"), json!("7")],
+            "the index order wins over the map order"
+        );
+        assert_eq!(records(&kantata, &index(None)).unwrap().len(), 3);
+        let broken = json!({"results": [{"key": "invoices", "id": "3"}], "invoices": {}});
+        assert!(matches!(
+            records(&broken, &index(None)),
+            Err(ExtractError::Dangling { .. })
+        ));
+    }
+}
