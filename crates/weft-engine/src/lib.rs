@@ -9,6 +9,7 @@
 //! plugins through their C ABI); it never parses TOML itself.
 
 pub mod extract;
+pub mod http;
 pub mod paginate;
 pub mod request;
 pub mod secrets;
