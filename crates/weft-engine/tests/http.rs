@@ -100,7 +100,7 @@ async fn transient_failures_and_resets_are_retried_with_backoff() {
         Fault::Reset,
     ));
     let wait = SimWait::new(&sim.observed().clock);
-    let client = reqwest::Client::new();
+    let client = weft_engine::http::client().unwrap();
     let mut rng = fastrand::Rng::with_seed(1);
     let request = kantata_request(&sim, &spec, &hosts, "workspaces");
     let answer = send(&client, spec.file(), &[], &request, None, &wait, &mut rng)
@@ -127,7 +127,7 @@ async fn kantata_429_without_retry_after_backs_off_and_401_is_classified() {
     let (sim, spec, hosts) = kantata();
     sim.rate_limit_next(1);
     let wait = SimWait::new(&sim.observed().clock);
-    let client = reqwest::Client::new();
+    let client = weft_engine::http::client().unwrap();
     let mut rng = fastrand::Rng::with_seed(2);
     let answer = send(
         &client,
@@ -178,7 +178,7 @@ async fn exhausted_retries_and_unreachable_hosts_fail_clearly() {
         },
     ));
     let wait = SimWait::new(&sim.observed().clock);
-    let client = reqwest::Client::new();
+    let client = weft_engine::http::client().unwrap();
     let mut rng = fastrand::Rng::with_seed(3);
     let max = spec.file().limits.retry.max_attempts;
     match send(
@@ -302,7 +302,7 @@ async fn xero_minute_limit_waits_retry_after_and_day_cap_stops() {
         &token,
     );
     let wait = SimWait::new(sim.clock());
-    let client = reqwest::Client::new();
+    let client = weft_engine::http::client().unwrap();
     let mut rng = fastrand::Rng::with_seed(4);
     for _ in 0..3 {
         assert_eq!(
@@ -382,7 +382,7 @@ async fn xero_tenant_and_expiry_failures_carry_the_specs_messages() {
         &spec,
         &token,
     );
-    let client = reqwest::Client::new();
+    let client = weft_engine::http::client().unwrap();
     let wait = SimWait::new(sim.clock());
     let mut rng = fastrand::Rng::with_seed(5);
     match send(&client, spec.file(), &[], &request, None, &wait, &mut rng).await {
