@@ -29,14 +29,11 @@ impl Wait for Sleep {
     }
 }
 
-/// The HTTP client for providers: rustls with the AWS-LC crypto provider and the Mozilla root
-/// certificates (no system OpenSSL), redirects not followed (an OAuth or API redirect is an answer
-/// to inspect, not to chase), and Weft's user agent.
+/// The HTTP client for providers: rustls with the AWS-LC crypto provider and the platform's
+/// certificate verifier (no OpenSSL), redirects not followed (an OAuth or API redirect is an
+/// answer to inspect, not to chase), and Weft's user agent.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    // Installing twice (another client, a test) is harmless: the first provider stays.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
-        .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
         .build()
