@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -69,6 +71,10 @@ pub(crate) struct CreateArgs {
     /// Share the concurrency limiter of this other connection.
     #[arg(long)]
     borrow_concurrency_from: Option<String>,
+    /// Replace a base URL of the connector, such as `api=http://127.0.0.1:8704` for the sandbox
+    /// (repeatable; names are the spec's hosts).
+    #[arg(long = "host", value_name = "NAME=URL")]
+    hosts: Vec<String>,
     /// Keep the connection in your user scope instead of the workspace.
     #[arg(long)]
     user: bool,
@@ -90,6 +96,12 @@ pub(crate) struct EditArgs {
     /// Stop borrowing concurrency.
     #[arg(long)]
     no_borrow: bool,
+    /// Replace a base URL (repeatable), such as `api=http://127.0.0.1:8704`.
+    #[arg(long = "host", value_name = "NAME=URL")]
+    hosts: Vec<String>,
+    /// Go back to the spec's own base URLs.
+    #[arg(long, conflicts_with = "hosts")]
+    no_hosts: bool,
 }
 
 #[derive(Serialize)]
@@ -142,6 +154,23 @@ fn concurrency(connector: &str, given: Option<&str>) -> Result<u32> {
         },
     };
     Ok(u32::try_from(value)?)
+}
+
+/// Parses `NAME=URL` overrides and checks them against the connector's hosts.
+fn host_overrides(
+    connector: &str,
+    given: &[String],
+    mut into: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    for pair in given {
+        let Some((name, url)) = pair.split_once('=') else {
+            bail!("--host `{pair}` is not NAME=URL (such as api=http://127.0.0.1:8704)");
+        };
+        into.insert(name.trim().to_owned(), url.trim().to_owned());
+    }
+    let spec = specs::find(connector)?;
+    weft_engine::request::Hosts::new(spec.file(), &into)?;
+    Ok(into)
 }
 
 /// Checks that `client` exists (in any scope) and belongs to `connector`.
@@ -211,6 +240,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let connector = specs::find(&args.connector)?.id().to_owned();
             check_client(&all, &args.client, &connector)?;
             let level = concurrency(&connector, args.concurrency.as_deref())?;
+            let hosts = host_overrides(&connector, &args.hosts, BTreeMap::new())?;
             if let Some(lender) = &args.borrow_concurrency_from {
                 check_borrow(&all, &args.name, lender, &connector)?;
             }
@@ -231,6 +261,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     client: args.client,
                     concurrency: level,
                     borrow_concurrency_from: args.borrow_concurrency_from,
+                    hosts,
                     tenants: Vec::new(),
                 },
             );
@@ -317,6 +348,12 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 if let Some(lender) = &c.borrow_concurrency_from {
                     writeln!(io.out, "borrows from: {lender} (shares its limiter)")?;
                 }
+                for (host, url) in &c.hosts {
+                    writeln!(
+                        io.out,
+                        "host:         {host} = {url} (instead of the spec's)"
+                    )?;
+                }
                 for t in &c.tenants {
                     writeln!(io.out, "tenant:       {} ({})", t.name, t.id)?;
                 }
@@ -366,6 +403,12 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             }
             if args.no_borrow {
                 updated.borrow_concurrency_from = None;
+            }
+            if args.no_hosts {
+                updated.hosts.clear();
+            }
+            if !args.hosts.is_empty() {
+                updated.hosts = host_overrides(&updated.connector, &args.hosts, updated.hosts)?;
             }
             let target = &mut all[index];
             target.file.connections.insert(args.name.clone(), updated);

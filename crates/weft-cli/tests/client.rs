@@ -590,3 +590,104 @@ fn connections_check_their_client_concurrency_and_borrowing() {
     let url = s.run(&["connection", "callback-url", "--port", "9100"], None);
     assert_eq!(out(&url).trim(), "http://localhost:9100/oauth/callback");
 }
+
+#[test]
+fn connections_point_at_other_hosts_only_by_the_specs_names() {
+    let s = Sandbox::new("hosts");
+    assert!(s.run(&["init"], None).status.success());
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "xapp",
+                "--connector",
+                "xero",
+                "--client-id",
+                "ABC",
+                "--secret-stdin"
+            ],
+            Some("x-secret\n")
+        )
+        .status
+        .success()
+    );
+    let typo = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--host",
+            "apii=http://127.0.0.1:8704",
+        ],
+        None,
+    );
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(
+        err(&typo).contains("no host `apii`") && err(&typo).contains("login, identity, api"),
+        "{}",
+        err(&typo)
+    );
+    let not_url = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--host",
+            "api=127.0.0.1",
+        ],
+        None,
+    );
+    assert!(err(&not_url).contains("not a URL"), "{}", err(&not_url));
+    let bad_pair = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--host",
+            "api",
+        ],
+        None,
+    );
+    assert!(err(&bad_pair).contains("NAME=URL"), "{}", err(&bad_pair));
+    let ok = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--host",
+            "api=http://127.0.0.1:8704",
+            "--host",
+            "identity=http://127.0.0.1:8703",
+        ],
+        None,
+    );
+    assert!(ok.status.success(), "{}", err(&ok));
+    assert!(read(&s.project().join("weft.toml")).contains("api = \"http://127.0.0.1:8704\""));
+    assert!(
+        out(&s.run(&["connection", "show", "books"], None))
+            .contains("host:         api = http://127.0.0.1:8704")
+    );
+    assert!(
+        s.run(&["connection", "edit", "books", "--no-hosts"], None)
+            .status
+            .success()
+    );
+    assert!(!read(&s.project().join("weft.toml")).contains("8704"));
+}

@@ -70,6 +70,9 @@ pub struct Connection {
     /// Another connection whose concurrency limiter this one shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borrow_concurrency_from: Option<String>,
+    /// Base URLs replacing the spec's, by host name (a sandbox, a proxy).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hosts: std::collections::BTreeMap<String, String>,
     /// The tenants (organisations) this connection reaches, chosen at authorization.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<TenantRef>,
