@@ -10,6 +10,7 @@
 
 pub mod extract;
 pub mod http;
+pub mod limits;
 pub mod paginate;
 pub mod request;
 pub mod secrets;

@@ -1,0 +1,246 @@
+//! Staying under a provider's limits before it has to say no: the connection's concurrency
+//! level, the spec's budgets (calls per window, calls in flight) per tenant, connection or app,
+//! corrected by the "remaining" headers the provider sends back.
+//!
+//! A rate budget keeps the times of its recent calls; a call waits until the oldest leaves the
+//! window. A budget marked `checkpoint` (a daily cap) never waits: the call fails with
+//! [`LimitError::Exhausted`] so the run can stop cleanly and resume later.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weft_core::model::{BudgetScope, OnExhausted, SpecFile};
+
+use crate::http::Wait;
+
+/// Time for the limiter: the current instant, and waiting.
+pub trait Clock: Wait {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Wait for SystemClock {
+    fn wait(
+        &self,
+        duration: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A budget that will not free up within this run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A `checkpoint` budget is spent.
+    #[error(
+        "the `{budget}` budget is spent until {free_at_ms} (Unix ms); stop here and resume then"
+    )]
+    Exhausted {
+        /// The budget's name.
+        budget: String,
+        /// When its window frees a call.
+        free_at_ms: u64,
+    },
+}
+
+#[derive(Debug)]
+enum Kind {
+    Rate {
+        calls: usize,
+        window_ms: u64,
+        log: Mutex<HashMap<String, VecDeque<u64>>>,
+    },
+    Concurrent {
+        calls: usize,
+        gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    },
+}
+
+#[derive(Debug)]
+struct Budget {
+    name: String,
+    scope: BudgetScope,
+    remaining_header: Option<String>,
+    checkpoint: bool,
+    kind: Kind,
+}
+
+/// The limits of one connection (or of several, when they borrow its concurrency).
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    concurrency: Arc<Semaphore>,
+    budgets: Arc<Vec<Budget>>,
+}
+
+/// Held while a call is in flight; dropping it frees the slots.
+#[derive(Debug)]
+pub struct Permit {
+    _slots: Vec<OwnedSemaphorePermit>,
+}
+
+impl Limiter {
+    /// The limits of `spec` with `concurrency` calls in flight for the connection.
+    pub fn new(spec: &SpecFile, concurrency: u32) -> Self {
+        let budgets = spec
+            .limits
+            .budget
+            .iter()
+            .filter_map(|b| {
+                let kind = match (b.calls, b.window, b.concurrent) {
+                    (Some(calls), Some(window), _) => Kind::Rate {
+                        calls: calls as usize,
+                        window_ms: window.as_millis(),
+                        log: Mutex::default(),
+                    },
+                    (_, _, Some(calls)) => Kind::Concurrent {
+                        calls: calls as usize,
+                        gates: Mutex::default(),
+                    },
+                    _ => return None,
+                };
+                Some(Budget {
+                    name: b.name.clone(),
+                    scope: b.scope,
+                    remaining_header: b.remaining_header.as_ref().map(|h| h.to_ascii_lowercase()),
+                    checkpoint: b.on_exhausted == OnExhausted::Checkpoint,
+                    kind,
+                })
+            })
+            .collect();
+        Self {
+            concurrency: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
+            budgets: Arc::new(budgets),
+        }
+    }
+
+    /// Waits for room for one call for `tenant` and takes it.
+    pub async fn acquire(
+        &self,
+        tenant: Option<&str>,
+        clock: &dyn Clock,
+    ) -> Result<Permit, LimitError> {
+        let mut slots = Vec::new();
+        // Closed semaphores never happen here (nobody closes them); treat one as no limit.
+        if let Ok(p) = self.concurrency.clone().acquire_owned().await {
+            slots.push(p);
+        }
+        for budget in self.budgets.iter() {
+            let key = scope_key(budget.scope, tenant);
+            match &budget.kind {
+                Kind::Concurrent { calls, gates } => {
+                    let gate = lock(gates)
+                        .entry(key)
+                        .or_insert_with(|| Arc::new(Semaphore::new(*calls)))
+                        .clone();
+                    if let Ok(p) = gate.acquire_owned().await {
+                        slots.push(p);
+                    }
+                }
+                Kind::Rate {
+                    calls,
+                    window_ms,
+                    log,
+                } => loop {
+                    let now = clock.now_ms();
+                    let free_at = {
+                        let mut log = lock(log);
+                        let times = log.entry(key.clone()).or_default();
+                        while times
+                            .front()
+                            .is_some_and(|t| now.saturating_sub(*t) >= *window_ms)
+                        {
+                            times.pop_front();
+                        }
+                        if times.len() < *calls {
+                            times.push_back(now);
+                            None
+                        } else {
+                            Some(times.front().copied().unwrap_or(now) + window_ms)
+                        }
+                    };
+                    match free_at {
+                        None => break,
+                        Some(free_at_ms) if budget.checkpoint => {
+                            return Err(LimitError::Exhausted {
+                                budget: budget.name.clone(),
+                                free_at_ms,
+                            });
+                        }
+                        Some(free_at_ms) => {
+                            clock
+                                .wait(Duration::from_millis(free_at_ms.saturating_sub(now).max(1)))
+                                .await
+                        }
+                    }
+                },
+            }
+        }
+        Ok(Permit { _slots: slots })
+    }
+
+    /// Corrects the rate budgets with what the provider says is left: when a "remaining" header
+    /// is lower than Weft's own count allows, calls are recorded until the two agree (another
+    /// process, or another app on the same organisation, spent them).
+    pub fn observe(&self, tenant: Option<&str>, headers: &[(String, String)], clock: &dyn Clock) {
+        let now = clock.now_ms();
+        for budget in self.budgets.iter() {
+            let (
+                Kind::Rate {
+                    calls,
+                    window_ms,
+                    log,
+                },
+                Some(header),
+            ) = (&budget.kind, &budget.remaining_header)
+            else {
+                continue;
+            };
+            let Some(remaining) = headers
+                .iter()
+                .find(|(n, _)| n == header)
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let mut log = lock(log);
+            let times = log.entry(scope_key(budget.scope, tenant)).or_default();
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) >= *window_ms)
+            {
+                times.pop_front();
+            }
+            let used_by_provider = calls.saturating_sub(remaining);
+            while times.len() < used_by_provider {
+                times.push_back(now);
+            }
+        }
+    }
+}
+
+fn scope_key(scope: BudgetScope, tenant: Option<&str>) -> String {
+    match scope {
+        BudgetScope::Tenant => format!("tenant:{}", tenant.unwrap_or_default()),
+        BudgetScope::Connection => "connection".to_owned(),
+        BudgetScope::App => "app".to_owned(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,202 @@
+//! The limiter against the Xero simulator at its default limits, on simulated time: never a
+//! 429, never more than 5 calls in flight or 60 in a minute for an organisation, and a daily cap
+//! that stops instead of waiting.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use weft_core::{Spec, builtin};
+use weft_engine::http::{Wait, client, send};
+use weft_engine::limits::{Clock, LimitError, Limiter};
+use weft_engine::request::{Hosts, OpKind, Request, RequestContext, Tenant, build};
+use weft_harness::clock::SimClock;
+use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
+
+/// The simulator's clock: waiting moves it.
+struct Sim(SimClock);
+
+impl Wait for Sim {
+    fn wait(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.0.advance(duration);
+        Box::pin(async {})
+    }
+}
+
+impl Clock for Sim {
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
+}
+
+fn spec() -> Spec {
+    builtin::load_all()
+        .into_iter()
+        .filter_map(|r| r.spec)
+        .find(|s| s.id() == "xero")
+        .unwrap()
+}
+
+async fn setup(config: XeroConfig) -> (XeroSim, Spec, Request, String) {
+    let sim = XeroSim::start(config).unwrap();
+    let spec = spec();
+    let hosts = Hosts::new(
+        spec.file(),
+        &BTreeMap::from([("api".to_owned(), sim.api_url())]),
+    )
+    .unwrap();
+    let token: Value = client()
+        .unwrap()
+        .post(format!("{}/connect/token", sim.identity_url()))
+        .basic_auth(sim.client_id(), Some(sim.client_secret()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (tenant, name) = sim.tenants().into_iter().next().unwrap();
+    let ctx = RequestContext {
+        tenant: Some(Tenant {
+            id: tenant.clone(),
+            name,
+        }),
+        ..RequestContext::with_field_defaults(spec.file())
+    };
+    let env = weft_core::template::environment();
+    let mut request = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "organisation",
+        OpKind::List,
+        &ctx,
+        &[],
+    )
+    .unwrap();
+    request.headers.push((
+        "Authorization".into(),
+        format!("Bearer {}", token["access_token"].as_str().unwrap()),
+    ));
+    (sim, spec, request, tenant)
+}
+
+#[tokio::test]
+async fn a_long_read_stays_under_the_minute_budget_without_a_429() {
+    let (sim, spec, request, tenant) = setup(XeroConfig::default()).await;
+    let clock = Sim(sim.clock().clone());
+    let limiter = Limiter::new(spec.file(), 5);
+    let http = client().unwrap();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let started = clock.now_ms();
+    for _ in 0..150 {
+        let permit = limiter.acquire(Some(&tenant), &clock).await.unwrap();
+        let answer = send(&http, spec.file(), &[], &request, None, &clock, &mut rng)
+            .await
+            .unwrap();
+        assert_eq!(answer.attempts, 1, "no call needed a retry");
+        limiter.observe(Some(&tenant), &answer.headers, &clock);
+        drop(permit);
+    }
+    let log = &sim.observed().log;
+    assert!(
+        log.requests().iter().all(|r| r.status == 200),
+        "no 429 at default settings"
+    );
+    assert!(
+        log.max_in_window(Some(&tenant), 60_000) <= 60,
+        "{}",
+        log.max_in_window(Some(&tenant), 60_000)
+    );
+    let elapsed = clock.now_ms() - started;
+    assert!(
+        (120_000..=150_000).contains(&elapsed),
+        "150 calls at 60 a minute take a little over two simulated minutes: {elapsed}"
+    );
+}
+
+#[tokio::test]
+async fn many_tasks_never_exceed_five_in_flight_for_an_organisation() {
+    let limits = XeroLimits {
+        per_minute: 100_000,
+        app_per_minute: 100_000,
+        ..XeroLimits::default()
+    };
+    let config = XeroConfig {
+        limits,
+        latency: Some(Duration::from_millis(15)),
+        ..XeroConfig::default()
+    };
+    let (sim, spec, request, tenant) = setup(config).await;
+    let limiter = Limiter::new(spec.file(), 25);
+    let shared = Arc::new((spec, request, tenant.clone(), sim.clock().clone()));
+    let mut tasks = Vec::new();
+    for worker in 0..12u64 {
+        let (limiter, shared) = (limiter.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            let (spec, request, tenant, clock) = &*shared;
+            let clock = Sim(clock.clone());
+            let http = client().unwrap();
+            let mut rng = fastrand::Rng::with_seed(worker);
+            for _ in 0..4 {
+                let _permit = limiter.acquire(Some(tenant), &clock).await.unwrap();
+                let answer = send(&http, spec.file(), &[], request, None, &clock, &mut rng)
+                    .await
+                    .unwrap();
+                assert_eq!(answer.attempts, 1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = &sim.observed().log;
+    assert_eq!(log.requests().len(), 48);
+    assert!(
+        log.max_in_flight(Some(&tenant)) <= 5,
+        "{}",
+        log.max_in_flight(Some(&tenant))
+    );
+    assert!(
+        log.max_in_flight(Some(&tenant)) >= 2,
+        "the tasks did run side by side"
+    );
+}
+
+#[tokio::test]
+async fn a_spent_daily_budget_stops_instead_of_waiting() {
+    let (sim, spec, _request, tenant) = setup(XeroConfig::default()).await;
+    let mut file = spec.file().clone();
+    let day = file
+        .limits
+        .budget
+        .iter_mut()
+        .find(|b| b.name == "day")
+        .unwrap();
+    day.calls = Some(3);
+    let clock = Sim(sim.clock().clone());
+    let limiter = Limiter::new(&file, 5);
+    for _ in 0..3 {
+        drop(limiter.acquire(Some(&tenant), &clock).await.unwrap());
+    }
+    let before = clock.now_ms();
+    match limiter.acquire(Some(&tenant), &clock).await {
+        Err(LimitError::Exhausted { budget, free_at_ms }) => {
+            assert_eq!(budget, "day");
+            assert!(free_at_ms >= before + 86_000_000, "{free_at_ms}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(clock.now_ms(), before, "it did not wait");
+    // Another organisation has its own budget.
+    assert!(
+        limiter
+            .acquire(Some("another-organisation"), &clock)
+            .await
+            .is_ok()
+    );
+}
