@@ -47,6 +47,14 @@ pub(crate) enum ConnectionCmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Run the connector's connection test through this connection.
+    ///
+    /// Exit codes: 0 works; 3 credentials refused; 4 permission missing; 5 no or wrong tenant;
+    /// 6 rate limited; 7 provider unreachable; 8 no credentials yet; 1 anything else.
+    Test {
+        /// Connection name.
+        name: String,
+    },
     /// Print the callback URL to register at the provider (read-only).
     CallbackUrl {
         /// Port of the local callback server.
@@ -75,6 +83,10 @@ pub(crate) struct CreateArgs {
     /// (repeatable; names are the spec's hosts).
     #[arg(long = "host", value_name = "NAME=URL")]
     hosts: Vec<String>,
+    /// Read a pasted token (such as Kantata's personal token) from standard input and seal it
+    /// as the connection's credentials.
+    #[arg(long)]
+    token_stdin: bool,
     /// Keep the connection in your user scope instead of the workspace.
     #[arg(long)]
     user: bool,
@@ -102,6 +114,9 @@ pub(crate) struct EditArgs {
     /// Go back to the spec's own base URLs.
     #[arg(long, conflicts_with = "hosts")]
     no_hosts: bool,
+    /// Read a new pasted token from standard input.
+    #[arg(long)]
+    token_stdin: bool,
 }
 
 #[derive(Serialize)]
@@ -265,6 +280,9 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     tenants: Vec::new(),
                 },
             );
+            if args.token_stdin {
+                crate::cmd_use::store_token(&args.name, &connector, target)?;
+            }
             target.save()?;
             writeln!(
                 io.out,
@@ -411,6 +429,9 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 updated.hosts = host_overrides(&updated.connector, &args.hosts, updated.hosts)?;
             }
             let target = &mut all[index];
+            if args.token_stdin {
+                crate::cmd_use::store_token(&args.name, &updated.connector, target)?;
+            }
             target.file.connections.insert(args.name.clone(), updated);
             target.save()?;
             writeln!(io.out, "updated connection `{}`", args.name)?;
@@ -445,11 +466,15 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 return Ok(1);
             }
             let target = &mut all[index];
+            target
+                .secrets()?
+                .remove(&weft_engine::workspace::connection_tokens_id(&name))?;
             target.file.connections.shift_remove(&name);
             target.save()?;
             writeln!(io.out, "deleted connection `{name}`")?;
             Ok(0)
         }
+        ConnectionCmd::Test { name } => crate::cmd_use::test(&name, workspace, io),
         ConnectionCmd::CallbackUrl { port } => {
             writeln!(io.out, "{}", callback_url(port))?;
             Ok(0)

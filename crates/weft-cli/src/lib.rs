@@ -6,6 +6,7 @@ mod cmd_connection;
 mod cmd_connectors;
 mod cmd_sandbox;
 mod cmd_spec;
+mod cmd_use;
 mod specs;
 
 use std::io::Write;
@@ -43,6 +44,8 @@ enum Command {
     /// Manage connections: a connector, its OAuth client, concurrency and tenants.
     #[command(subcommand)]
     Connection(cmd_connection::ConnectionCmd),
+    /// Read a resource through a connection: one JSON record per line on stdout.
+    Read(cmd_use::ReadArgs),
     /// Manage the sealed credential store.
     #[command(subcommand)]
     Secrets(cmd_client::SecretsCmd),
@@ -90,6 +93,7 @@ where
         Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),
         Command::Connection(cmd) => cmd_connection::run(cmd, workspace, io),
+        Command::Read(args) => cmd_use::read(args, workspace, io),
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),

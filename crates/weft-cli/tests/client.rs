@@ -691,3 +691,153 @@ fn connections_point_at_other_hosts_only_by_the_specs_names() {
     );
     assert!(!read(&s.project().join("weft.toml")).contains("8704"));
 }
+
+#[test]
+fn token_connections_test_and_read_against_the_kantata_simulator() {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let sim = KantataSim::start(KantataConfig {
+        size: 30,
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("read");
+    assert!(s.run(&["init"], None).status.success());
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "kapp",
+                "--connector",
+                "kantata",
+                "--client-id",
+                "K",
+                "--secret-stdin"
+            ],
+            Some("k-secret\n")
+        )
+        .status
+        .success()
+    );
+    let api = format!("api={}", sim.api_url());
+    let app = format!("app={}", sim.app_url());
+    let token = format!("{}\n", sim.personal_token());
+    let create = s.run(
+        &[
+            "connection",
+            "create",
+            "k",
+            "--connector",
+            "kantata",
+            "--client",
+            "kapp",
+            "--host",
+            &api,
+            "--host",
+            &app,
+            "--token-stdin",
+        ],
+        Some(&token),
+    );
+    assert!(create.status.success(), "{}", err(&create));
+    assert!(
+        !read(&s.project().join("weft.toml")).contains(sim.personal_token()),
+        "the token is sealed, not in weft.toml"
+    );
+
+    let test = s.run(&["connection", "test", "k"], None);
+    assert_eq!(test.status.code(), Some(0), "{}", err(&test));
+    assert!(
+        out(&test).starts_with("connection `k` works: "),
+        "{}",
+        out(&test)
+    );
+
+    let limited = s.run(&["read", "k", "invoices", "--limit", "3"], None);
+    assert!(limited.status.success(), "{}", err(&limited));
+    assert_eq!(out(&limited).lines().count(), 3);
+    let all = s.run(&["read", "k", "invoices"], None);
+    let lines: Vec<serde_json::Value> = out(&all)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), lines.len(), "each invoice once");
+    assert!(lines.len() >= 30, "{}", lines.len());
+    assert!(
+        lines
+            .iter()
+            .all(|r| !out(&all).contains(sim.personal_token()) && r["balance_in_cents"].is_i64()),
+        "money in integer cents"
+    );
+    let unknown = s.run(&["read", "k", "widgets"], None);
+    assert!(
+        err(&unknown).contains("no resource `widgets`"),
+        "{}",
+        err(&unknown)
+    );
+
+    let refused = s.run(
+        &["connection", "edit", "k", "--token-stdin"],
+        Some("not-the-token\n"),
+    );
+    assert!(refused.status.success());
+    let test = s.run(&["connection", "test", "k"], None);
+    assert_eq!(
+        test.status.code(),
+        Some(3),
+        "credentials refused: {}",
+        err(&test)
+    );
+    assert!(err(&test).contains("remedy:"), "{}", err(&test));
+
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "xapp",
+                "--connector",
+                "xero",
+                "--client-id",
+                "ABC",
+                "--secret-stdin"
+            ],
+            Some("x-secret\n")
+        )
+        .status
+        .success()
+    );
+    assert!(
+        s.run(
+            &[
+                "connection",
+                "create",
+                "x",
+                "--connector",
+                "xero",
+                "--client",
+                "xapp"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    let unauthorized = s.run(&["connection", "test", "x"], None);
+    assert_eq!(
+        unauthorized.status.code(),
+        Some(8),
+        "{}",
+        err(&unauthorized)
+    );
+    let no_token = s.run(&["connection", "edit", "x", "--token-stdin"], Some("t\n"));
+    assert!(
+        err(&no_token).contains("takes no pasted token"),
+        "{}",
+        err(&no_token)
+    );
+}
