@@ -52,6 +52,10 @@ pub(crate) struct ReadArgs {
     /// Tenant id, when the connection reaches several.
     #[arg(long)]
     tenant: Option<String>,
+    /// Only records changed since this date or instant (2024-05-31, 2024-05-31T12:00:00Z), for
+    /// resources that read incrementally; the spec's overlap is applied.
+    #[arg(long)]
+    since: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -300,8 +304,21 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         None
     };
     let tenant_id = tenant.as_ref().map(|t| t.id.clone());
+    let cursor = match (&args.since, &list.incremental) {
+        (None, _) => None,
+        (Some(since), Some(inc)) => Some(weft_engine::cursor::format(
+            weft_engine::cursor::parse_since(since)?,
+            inc,
+        )),
+        (Some(_), None) => bail!(
+            "resource `{}` of `{}` does not read incrementally; leave out --since",
+            args.resource,
+            file.id
+        ),
+    };
     let ctx = RequestContext {
         tenant,
+        cursor,
         params: BTreeMap::new(),
         ..RequestContext::with_field_defaults(file)
     };

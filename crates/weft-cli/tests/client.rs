@@ -773,6 +773,26 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
             .all(|r| !out(&all).contains(sim.personal_token()) && r["balance_in_cents"].is_i64()),
         "money in integer cents"
     );
+    let future = s.run(&["read", "k", "invoices", "--since", "2099-01-01"], None);
+    assert!(future.status.success(), "{}", err(&future));
+    assert_eq!(
+        out(&future).lines().count(),
+        0,
+        "nothing changed after 2099"
+    );
+    let bad_since = s.run(&["read", "k", "invoices", "--since", "yesterday"], None);
+    assert_eq!(bad_since.status.code(), Some(1));
+    assert!(
+        err(&bad_since).contains("not a date or an instant"),
+        "{}",
+        err(&bad_since)
+    );
+    let not_incremental = s.run(&["read", "k", "me", "--since", "2024-01-01"], None);
+    assert!(
+        err(&not_incremental).contains("does not read incrementally"),
+        "{}",
+        err(&not_incremental)
+    );
     let unknown = s.run(&["read", "k", "widgets"], None);
     assert!(
         err(&unknown).contains("no resource `widgets`"),

@@ -8,6 +8,7 @@
 //! API boundary: the engine sees connectors only as [`weft_core::Spec`] values (and, later,
 //! plugins through their C ABI); it never parses TOML itself.
 
+pub mod cursor;
 pub mod extract;
 pub mod http;
 pub mod limits;

@@ -234,6 +234,15 @@ pub fn build(
                 pairs.push((name.clone(), rendered));
             }
         }
+        // The incremental cursor goes where the spec says, unless the spec's own query already
+        // places it through `{{ cursor }}`.
+        if let (Some(cursor), Some(inc)) = (&ctx.cursor, &op.incremental) {
+            if let Some(param) = &inc.param {
+                if !op.query.contains_key(param) {
+                    pairs.push((param.clone(), cursor.clone()));
+                }
+            }
+        }
         pairs.extend(extra_query.iter().cloned());
         if !pairs.is_empty() {
             url.query_pairs_mut().extend_pairs(pairs);
@@ -244,6 +253,13 @@ pub fn build(
         let rendered = render(format!("headers.{name}"), template)?;
         headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(name));
         headers.push((name.clone(), rendered));
+    }
+    if let (Some(cursor), Some(header)) = (
+        &ctx.cursor,
+        op.incremental.as_ref().and_then(|i| i.header.as_ref()),
+    ) {
+        headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(header));
+        headers.push((header.clone(), cursor.clone()));
     }
     if spec.is_tenanted(res) {
         let tenants = spec.tenants.as_ref();

@@ -122,6 +122,36 @@ async fn every_kantata_list_reads_to_its_end() {
     }
     let invoices = sim.invoices().len();
     assert!(invoices >= 450, "{invoices}");
+
+    // Incremental: the cursor goes in `updated_after`; a future instant finds nothing, the
+    // epoch finds everything.
+    let inc = spec.file().resources["invoices"]
+        .list
+        .as_ref()
+        .unwrap()
+        .incremental
+        .clone()
+        .unwrap();
+    let everything = read_all(&spec, &hosts, "invoices", &ctx, sim.personal_token())
+        .await
+        .0
+        .len();
+    for (since, expected) in [("2099-01-01", 0), ("1970-01-02", everything)] {
+        let cursor =
+            weft_engine::cursor::format(weft_engine::cursor::parse_since(since).unwrap(), &inc);
+        let ctx = RequestContext {
+            cursor: Some(cursor),
+            ..ctx.clone()
+        };
+        assert_eq!(
+            read_all(&spec, &hosts, "invoices", &ctx, sim.personal_token())
+                .await
+                .0
+                .len(),
+            expected,
+            "since {since}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,112 @@
+//! Incremental cursors: an instant written the way a spec's `incremental` says (format,
+//! precision), moved back by its overlap so records changed at the boundary are read again
+//! (and deduplicated by primary key) instead of lost.
+
+use jiff::Timestamp;
+use weft_core::model::{DateFormat, Incremental, Precision};
+
+/// A `--since` value that is not a date or an instant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a date or an instant; write 2024-05-31 or 2024-05-31T12:00:00Z")]
+pub struct SinceError {
+    input: String,
+}
+
+/// Parses an instant (RFC 3339, with an offset) or a calendar date (midnight UTC).
+pub fn parse_since(input: &str) -> Result<Timestamp, SinceError> {
+    let text = input.trim();
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| SinceError {
+            input: input.to_owned(),
+        })
+}
+
+/// The cursor to send for records changed since `since`, per the spec's rules.
+pub fn format(since: Timestamp, incremental: &Incremental) -> String {
+    let overlap_ms = incremental.overlap.map_or(0, |o| o.as_millis());
+    let ms = since
+        .as_millisecond()
+        .saturating_sub(i64::try_from(overlap_ms).unwrap_or(i64::MAX));
+    let unit = match incremental.precision {
+        Precision::Millisecond => 1,
+        Precision::Second => 1_000,
+        Precision::Day => 86_400_000,
+    };
+    // Truncating toward the past never skips a record; the overlap already re-reads a little.
+    let ms = ms.div_euclid(unit) * unit;
+    let at = Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    let utc = at.to_zoned(jiff::tz::TimeZone::UTC);
+    let millis = incremental.precision == Precision::Millisecond;
+    match incremental.format {
+        DateFormat::Rfc3339 if millis => utc.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        DateFormat::Rfc3339 => utc.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        DateFormat::NaiveUtc if millis => utc.strftime("%Y-%m-%dT%H:%M:%S%.3f").to_string(),
+        DateFormat::NaiveUtc => utc.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+        DateFormat::Date => utc.strftime("%Y-%m-%d").to_string(),
+        DateFormat::MsJson => format!("/Date({ms}+0000)/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inc(format: DateFormat, precision: Precision, overlap: Option<&str>) -> Incremental {
+        Incremental {
+            field: "updated".into(),
+            field_format: DateFormat::Rfc3339,
+            param: Some("since".into()),
+            header: None,
+            format,
+            precision,
+            overlap: overlap.map(|o| o.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn formats_with_overlap_and_precision() {
+        let at = parse_since("2024-05-31T12:00:30.750Z").unwrap();
+        assert_eq!(
+            format(at, &inc(DateFormat::Rfc3339, Precision::Second, Some("1m"))),
+            "2024-05-31T11:59:30Z"
+        );
+        assert_eq!(
+            format(at, &inc(DateFormat::Rfc3339, Precision::Millisecond, None)),
+            "2024-05-31T12:00:30.750Z"
+        );
+        assert_eq!(
+            format(at, &inc(DateFormat::NaiveUtc, Precision::Second, None)),
+            "2024-05-31T12:00:30"
+        );
+        assert_eq!(
+            format(at, &inc(DateFormat::Date, Precision::Day, None)),
+            "2024-05-31"
+        );
+        assert_eq!(
+            format(at, &inc(DateFormat::MsJson, Precision::Millisecond, None)),
+            "/Date(1717156830750+0000)/"
+        );
+    }
+
+    #[test]
+    fn parses_dates_and_instants_and_refuses_the_rest() {
+        assert_eq!(
+            parse_since("2024-05-31").unwrap().as_millisecond(),
+            1_717_113_600_000
+        );
+        assert_eq!(
+            parse_since("2024-05-31T14:00:00+02:00")
+                .unwrap()
+                .as_millisecond(),
+            1_717_156_800_000
+        );
+        assert!(parse_since("yesterday").is_err());
+        assert!(parse_since("2024-13-01").is_err());
+    }
+}
