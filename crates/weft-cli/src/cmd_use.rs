@@ -427,3 +427,208 @@ pub(crate) fn store_token(
     scope.secrets()?.put(&connection_tokens_id(name), &sealed)?;
     Ok(())
 }
+
+/// Options of `weft write`.
+#[derive(Debug, Args)]
+pub(crate) struct WriteArgs {
+    /// Connection name.
+    connection: String,
+    /// Resource name.
+    resource: String,
+    /// Update existing records (each carries its primary key) instead of creating.
+    #[arg(long)]
+    update: bool,
+    /// Tenant id, when the connection reaches several.
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+/// `weft write CONNECTION RESOURCE < records.jsonl`: one result per input record on stdout.
+pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    use std::io::BufRead as _;
+    use weft_engine::write::{ItemResult, body, check_record, idempotency_key, item_results};
+
+    let ready = match ready(&args.connection, workspace)? {
+        Ok(ready) => ready,
+        Err(message) => bail!(message),
+    };
+    let file = ready.spec.file();
+    let Some(resource) = file.resources.get(&args.resource) else {
+        bail!(
+            "connector `{}` has no resource `{}`; see `weft connectors show {}`",
+            file.id,
+            args.resource,
+            file.id
+        );
+    };
+    let (kind, op) = if args.update {
+        (OpKind::Update, resource.update.as_ref())
+    } else {
+        (OpKind::Create, resource.create.as_ref())
+    };
+    let Some(op) = op else {
+        bail!(
+            "resource `{}` of `{}` cannot be {}",
+            args.resource,
+            file.id,
+            if args.update { "updated" } else { "created" }
+        );
+    };
+    let tenant = if file.is_tenanted(resource) {
+        tenant(&ready, args.tenant.as_deref())?
+    } else {
+        None
+    };
+    let tenant_id = tenant.as_ref().map(|t| t.id.clone());
+
+    // Every input line gets a result: bad lines and refused records are reported, the rest go on.
+    let mut results: Vec<ItemResult> = Vec::new();
+    let mut valid: Vec<(usize, serde_json::Value)> = Vec::new();
+    for (index, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("cannot read standard input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let errors = match serde_json::from_str::<serde_json::Value>(&line) {
+            Err(e) => vec![format!("line {}: not JSON ({e})", index + 1)],
+            Ok(record) => {
+                let problems = check_record(resource, &record, !args.update);
+                if problems.is_empty() {
+                    valid.push((index, record));
+                    continue;
+                }
+                problems
+            }
+        };
+        results.push(ItemResult {
+            index,
+            status: "failed",
+            id: None,
+            errors,
+        });
+    }
+
+    let env = weft_core::template::environment();
+    let limiter = Limiter::new(file, ready.connection.concurrency);
+    let http = client()?;
+    let mut rng = fastrand::Rng::new();
+    let runtime = runtime()?;
+    let size = op.batch_size.unwrap_or(1).max(1) as usize;
+    let mut stopped = None;
+    for chunk in valid.chunks(size) {
+        let records: Vec<serde_json::Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
+        let first = &records[0];
+        let id = first.get(&resource.primary_key).and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_i64().map(|n| n.to_string()))
+        });
+        let ctx = RequestContext {
+            tenant: tenant.clone(),
+            id,
+            record: (size == 1).then(|| first.clone()),
+            ..RequestContext::with_field_defaults(file)
+        };
+        let mut request = authorize(
+            &ready,
+            build(&env, file, &ready.hosts, &args.resource, kind, &ctx, &[])?,
+        )?;
+        if let Some(idem) = &op.idempotency {
+            let scope = format!(
+                "{}/{}/{}/{}",
+                args.connection,
+                args.resource,
+                kind.as_str(),
+                tenant_id.clone().unwrap_or_default()
+            );
+            request.headers.push((
+                idem.header.clone(),
+                idempotency_key(&scope, &records, idem.max_length as usize),
+            ));
+        }
+        let payload = body(op, &records);
+        /// How a batch failed: its records were refused (reported, the run goes on), or the run must stop.
+        enum Failed {
+            Refused(String),
+            Stop(String),
+        }
+        let outcome = runtime.block_on(async {
+            match limiter.acquire(tenant_id.as_deref(), &SystemClock).await {
+                Err(e) => Err(Failed::Stop(e.to_string())),
+                Ok(_permit) => send(
+                    &http,
+                    file,
+                    &op.errors,
+                    &request,
+                    Some(&payload),
+                    &SystemClock,
+                    &mut rng,
+                )
+                .await
+                .map_err(|e| match &e {
+                    CallError::Refused {
+                        class: ErrorClass::Validation,
+                        message,
+                        ..
+                    } => Failed::Refused(message.clone()),
+                    other => Failed::Stop(failure(&args.connection, other).1),
+                }),
+            }
+        });
+        match outcome {
+            Ok(answer) => {
+                limiter.observe(tenant_id.as_deref(), &answer.headers, &SystemClock);
+                let returned = records_of(&answer.body, &op.records);
+                for (offset, mut result) in item_results(
+                    0,
+                    chunk.len(),
+                    &returned,
+                    op.item_errors.as_ref(),
+                    &resource.primary_key,
+                )
+                .into_iter()
+                .enumerate()
+                {
+                    result.index = chunk[offset].0;
+                    results.push(result);
+                }
+            }
+            Err(Failed::Refused(message)) => {
+                for (index, _) in chunk {
+                    results.push(ItemResult {
+                        index: *index,
+                        status: "failed",
+                        id: None,
+                        errors: vec![message.clone()],
+                    });
+                }
+            }
+            Err(Failed::Stop(message)) => {
+                stopped = Some((chunk[0].0, message));
+                break;
+            }
+        }
+    }
+    results.sort_by_key(|r| r.index);
+    for r in &results {
+        writeln!(io.out, "{}", serde_json::to_string(r)?)?;
+    }
+    let ok = results.iter().filter(|r| r.status == "ok").count();
+    let failed = results.len() - ok;
+    writeln!(io.err, "{ok} written, {failed} failed")?;
+    if let Some((index, message)) = stopped {
+        writeln!(
+            io.err,
+            "error: stopped at input record {index}: {message}; records from there on were not written, and writing them again is safe (same idempotency keys)"
+        )?;
+        return Ok(1);
+    }
+    Ok(u8::from(failed > 0))
+}
+
+fn records_of(
+    body: &serde_json::Value,
+    extract: &weft_core::model::Extract,
+) -> Vec<serde_json::Value> {
+    records(body, extract).unwrap_or_default()
+}

@@ -46,6 +46,9 @@ enum Command {
     Connection(cmd_connection::ConnectionCmd),
     /// Read a resource through a connection: one JSON record per line on stdout.
     Read(cmd_use::ReadArgs),
+    /// Create (or, with --update, update) records read as JSON Lines from standard input; one
+    /// result per record on stdout.
+    Write(cmd_use::WriteArgs),
     /// Manage the sealed credential store.
     #[command(subcommand)]
     Secrets(cmd_client::SecretsCmd),
@@ -94,6 +97,7 @@ where
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),
         Command::Connection(cmd) => cmd_connection::run(cmd, workspace, io),
         Command::Read(args) => cmd_use::read(args, workspace, io),
+        Command::Write(args) => cmd_use::write(args, workspace, io),
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),

@@ -861,3 +861,134 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
         err(&no_token)
     );
 }
+
+#[test]
+fn write_reports_every_record_and_records_payments_in_kantata() {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let sim = KantataSim::start(KantataConfig {
+        size: 20,
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("write");
+    assert!(s.run(&["init"], None).status.success());
+    assert!(
+        s.run(
+            &[
+                "client",
+                "add",
+                "kapp",
+                "--connector",
+                "kantata",
+                "--client-id",
+                "K",
+                "--secret-stdin"
+            ],
+            Some("k-secret\n")
+        )
+        .status
+        .success()
+    );
+    let api = format!("api={}", sim.api_url());
+    let token = format!("{}\n", sim.personal_token());
+    assert!(
+        s.run(
+            &[
+                "connection",
+                "create",
+                "k",
+                "--connector",
+                "kantata",
+                "--client",
+                "kapp",
+                "--host",
+                &api,
+                "--token-stdin"
+            ],
+            Some(&token)
+        )
+        .status
+        .success()
+    );
+
+    // A single-project invoice still waiting for its payment.
+    let unpaid_invoice = sim
+        .invoices()
+        .into_iter()
+        .find(|i| i.status == "new" && !i.draft && i.workspace_ids.len() == 1)
+        .expect("a seeded unpaid invoice");
+    let unpaid = &unpaid_invoice.id;
+    let workspace = unpaid_invoice.workspace_ids[0].clone();
+    let payments_before = sim.external_payments().len();
+    let input = format!(
+        "{}\n{}\n{}\n{}\n",
+        serde_json::json!({"workspace_id": workspace, "invoice_id": unpaid, "message": "Xero payment 1"}),
+        "{ not json",
+        serde_json::json!({"invoice_id": unpaid, "message": "no project"}),
+        serde_json::json!({"workspace_id": workspace, "invoice_id": unpaid, "amount_in_cents": 12.5}),
+    );
+    let written = s.run(&["write", "k", "external_payments"], Some(&input));
+    assert_eq!(
+        written.status.code(),
+        Some(1),
+        "some records failed: {}",
+        err(&written)
+    );
+    let results: Vec<serde_json::Value> = out(&written)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        results.len(),
+        4,
+        "one result per input line: {}",
+        out(&written)
+    );
+    assert_eq!(results[0]["status"], "ok", "{}", out(&written));
+    assert!(results[0]["id"].is_string());
+    assert!(
+        results[1]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("line 2: not JSON")
+    );
+    assert!(
+        results[2]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("`workspace_id` is required")
+    );
+    assert!(
+        results[3]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("whole number of cents")
+    );
+    assert_eq!(
+        sim.external_payments().len(),
+        payments_before + 1,
+        "only the valid record reached Kantata"
+    );
+    assert_eq!(
+        sim.state().invoice(unpaid).unwrap().status,
+        "accepted payment"
+    );
+
+    // Paying the same invoice again is refused by Kantata, and reported for that record.
+    let again = format!(
+        "{}\n",
+        serde_json::json!({"workspace_id": workspace, "invoice_id": unpaid})
+    );
+    let refused = s.run(&["write", "k", "external_payments"], Some(&again));
+    assert_eq!(refused.status.code(), Some(1));
+    let result: serde_json::Value =
+        serde_json::from_str(out(&refused).lines().next().unwrap()).unwrap();
+    assert_eq!(result["status"], "failed");
+    assert!(!result["errors"][0].as_str().unwrap().is_empty());
+    let no_update = s.run(&["write", "k", "users", "--update"], Some("{}\n"));
+    assert!(
+        err(&no_update).contains("cannot be updated"),
+        "{}",
+        err(&no_update)
+    );
+}

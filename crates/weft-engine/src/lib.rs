@@ -16,6 +16,7 @@ pub mod paginate;
 pub mod request;
 pub mod secrets;
 pub mod workspace;
+pub mod write;
 
 /// Errors of the engine, each naming what failed and what to do.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,124 @@
+//! Batch writes to the Xero simulator as the spec describes them: per-item results with
+//! `summarizeErrors=false`, and the same batch sent twice creating nothing twice.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use weft_core::builtin;
+use weft_engine::extract::records;
+use weft_engine::http::{Sleep, client, send};
+use weft_engine::request::{Hosts, OpKind, RequestContext, Tenant, build};
+use weft_engine::write::{body, check_record, idempotency_key, item_results};
+use weft_harness::xero::{XeroConfig, XeroSim};
+
+#[tokio::test]
+async fn contacts_batch_reports_each_record_and_replays_without_duplicates() {
+    let sim = XeroSim::start(XeroConfig::default()).unwrap();
+    let spec = builtin::load_all()
+        .into_iter()
+        .filter_map(|r| r.spec)
+        .find(|s| s.id() == "xero")
+        .unwrap();
+    let file = spec.file();
+    let hosts = Hosts::new(file, &BTreeMap::from([("api".to_owned(), sim.api_url())])).unwrap();
+    let http = client().unwrap();
+    let token: Value = http
+        .post(format!("{}/connect/token", sim.identity_url()))
+        .basic_auth(sim.client_id(), Some(sim.client_secret()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (tenant, name) = sim.tenants().into_iter().next().unwrap();
+    let existing = sim.contacts(&tenant)[0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let resource = &file.resources["contacts"];
+    let op = resource.create.as_ref().unwrap();
+    let batch = vec![
+        json!({"Name": "Weft Test Client One"}),
+        json!({"Name": existing}),
+        json!({"Name": "Weft Test Client Two"}),
+    ];
+    assert!(
+        batch
+            .iter()
+            .all(|r| check_record(resource, r, true).is_empty())
+    );
+    assert_eq!(
+        check_record(resource, &json!({"FirstName": "x"}), true),
+        vec!["`Name` is required".to_owned()]
+    );
+
+    let ctx = RequestContext {
+        tenant: Some(Tenant {
+            id: tenant.clone(),
+            name,
+        }),
+        ..RequestContext::with_field_defaults(file)
+    };
+    let env = weft_core::template::environment();
+    let mut request = build(&env, file, &hosts, "contacts", OpKind::Create, &ctx, &[]).unwrap();
+    request.headers.push((
+        "Authorization".into(),
+        format!("Bearer {}", token["access_token"].as_str().unwrap()),
+    ));
+    let idem = op.idempotency.as_ref().unwrap();
+    request.headers.push((
+        idem.header.clone(),
+        idempotency_key("test/contacts", &batch, idem.max_length as usize),
+    ));
+    assert!(
+        request
+            .url
+            .query()
+            .unwrap_or_default()
+            .contains("summarizeErrors=false")
+    );
+
+    let before = sim.contacts(&tenant).len();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let answer = send(
+            &http,
+            file,
+            &op.errors,
+            &request,
+            Some(&body(op, &batch)),
+            &Sleep,
+            &mut rng,
+        )
+        .await
+        .unwrap();
+        let returned = records(&answer.body, &op.records).unwrap();
+        outcomes.push(item_results(
+            0,
+            batch.len(),
+            &returned,
+            op.item_errors.as_ref(),
+            &resource.primary_key,
+        ));
+    }
+    let first = &outcomes[0];
+    assert_eq!(
+        first.iter().map(|r| r.status).collect::<Vec<_>>(),
+        ["ok", "failed", "ok"]
+    );
+    assert!(first[0].id.is_some() && first[2].id.is_some());
+    assert!(!first[1].errors.is_empty(), "Xero says why: {:?}", first[1]);
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "the second send is a replay of the first"
+    );
+    assert_eq!(
+        sim.contacts(&tenant).len(),
+        before + 2,
+        "two contacts, created once"
+    );
+}
