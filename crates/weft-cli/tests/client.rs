@@ -9,6 +9,8 @@ const SECRET: &str = "Xs3cr3t-never-shown-4f1c";
 
 struct Sandbox {
     root: PathBuf,
+    /// Values that must never appear in output or in a file (besides `SECRET`).
+    secrets: std::cell::RefCell<Vec<String>>,
 }
 
 impl Sandbox {
@@ -16,7 +18,15 @@ impl Sandbox {
         let root = std::env::temp_dir().join(format!("weft-client-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("project")).unwrap();
-        Self { root }
+        Self {
+            root,
+            secrets: std::cell::RefCell::new(vec![SECRET.to_owned()]),
+        }
+    }
+
+    /// Adds a value to those that must never be seen.
+    fn guard(&self, secret: &str) {
+        self.secrets.borrow_mut().push(secret.to_owned());
     }
 
     fn project(&self) -> PathBuf {
@@ -722,6 +732,7 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
     let api = format!("api={}", sim.api_url());
     let app = format!("app={}", sim.app_url());
     let token = format!("{}\n", sim.personal_token());
+    s.guard(sim.personal_token());
     let create = s.run(
         &[
             "connection",
@@ -860,6 +871,7 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
         "{}",
         err(&no_token)
     );
+    s.assert_no_plain_secret();
 }
 
 #[test]
@@ -891,6 +903,7 @@ fn write_reports_every_record_and_records_payments_in_kantata() {
     );
     let api = format!("api={}", sim.api_url());
     let token = format!("{}\n", sim.personal_token());
+    s.guard(sim.personal_token());
     assert!(
         s.run(
             &[
@@ -991,4 +1004,5 @@ fn write_reports_every_record_and_records_payments_in_kantata() {
         "{}",
         err(&no_update)
     );
+    s.assert_no_plain_secret();
 }
