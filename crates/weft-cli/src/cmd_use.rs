@@ -136,16 +136,8 @@ fn tenant(ready: &Ready, wanted: Option<&str>) -> Result<Option<Tenant>> {
     }))
 }
 
-fn authorize(ready: &Ready, mut request: Request) -> Result<Request> {
-    let apply = &ready.spec.file().auth.apply;
-    let value = weft_core::template::environment()
-        .render_str(
-            &apply.value,
-            minijinja::context! { token => ready.token.expose() },
-        )
-        .context("the spec's auth.apply template does not render")?;
-    request.headers.push((apply.header.clone(), value));
-    Ok(request)
+fn authorize(ready: &Ready, request: Request) -> Result<Request> {
+    Ok(request.with_token(ready.spec.file(), ready.token.expose())?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -108,6 +108,22 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
 }
 
+impl Request {
+    /// Adds the access token the way the spec's `auth.apply` says (by default
+    /// `Authorization: Bearer <token>`).
+    pub fn with_token(mut self, spec: &SpecFile, token: &str) -> Result<Self, EngineError> {
+        let apply = &spec.auth.apply;
+        let value = weft_core::template::environment()
+            .render_str(&apply.value, minijinja::context! { token => token })
+            .map_err(|source| EngineError::Template {
+                place: format!("{}.auth.apply.value", spec.id),
+                reason: source.to_string(),
+            })?;
+        self.headers.push((apply.header.clone(), value));
+        Ok(self)
+    }
+}
+
 /// Base URLs by host name: the spec's, with run-time overrides applied (simulators, proxies).
 #[derive(Debug, Clone)]
 pub struct Hosts(IndexMap<String, String>);

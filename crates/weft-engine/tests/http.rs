@@ -1,73 +1,28 @@
 //! The executor against the simulators, on simulated time: retries, `Retry-After`, daily caps,
 //! resets, and every failure classified by the spec's own rules.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
+use weft_core::Spec;
 use weft_core::model::ErrorClass;
-use weft_core::{Spec, builtin};
-use weft_engine::http::{CallError, Wait, send};
+use weft_engine::http::{CallError, send};
 use weft_engine::request::{Hosts, OpKind, Request, RequestContext, Tenant, build};
-use weft_harness::clock::SimClock;
 use weft_harness::faults::{Fault, FaultRule, When};
 use weft_harness::kantata::{KantataConfig, KantataSim};
 use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
-/// Waits on the simulated clock: records each wait and moves the clock by it.
-struct SimWait {
-    clock: SimClock,
-    waits: Mutex<Vec<Duration>>,
-}
+use common::{SimWait, shipped, xero_token};
 
-impl SimWait {
-    fn new(clock: &SimClock) -> Self {
-        Self {
-            clock: clock.clone(),
-            waits: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn waits(&self) -> Vec<Duration> {
-        self.waits.lock().unwrap().clone()
-    }
-}
-
-impl Wait for SimWait {
-    fn wait(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.waits.lock().unwrap().push(duration);
-        self.clock.advance(duration);
-        Box::pin(async {})
-    }
-}
-
-fn spec(id: &str) -> Spec {
-    builtin::load_all()
-        .into_iter()
-        .filter_map(|r| r.spec)
-        .find(|s| s.id() == id)
-        .unwrap()
-}
-
-fn with_auth(mut request: Request, spec: &Spec, token: &str) -> Request {
-    let value = weft_core::template::environment()
-        .render_str(
-            &spec.file().auth.apply.value,
-            minijinja::context! { token => token },
-        )
-        .unwrap();
-    request
-        .headers
-        .push((spec.file().auth.apply.header.clone(), value));
-    request
+fn with_auth(request: Request, spec: &Spec, token: &str) -> Request {
+    request.with_token(spec.file(), token).unwrap()
 }
 
 fn kantata() -> (KantataSim, Spec, Hosts) {
     let sim = KantataSim::start(KantataConfig::default()).unwrap();
-    let spec = spec("kantata");
+    let spec = shipped("kantata");
     let hosts = Hosts::new(
         spec.file(),
         &BTreeMap::from([("api".to_owned(), sim.api_url())]),
@@ -242,20 +197,6 @@ async fn exhausted_retries_and_unreachable_hosts_fail_clearly() {
     }
 }
 
-async fn xero_token(sim: &XeroSim) -> String {
-    let token: Value = reqwest::Client::new()
-        .post(format!("{}/connect/token", sim.identity_url()))
-        .basic_auth(sim.client_id(), Some(sim.client_secret()))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn xero_minute_limit_waits_retry_after_and_day_cap_stops() {
     let limits = XeroLimits {
@@ -268,7 +209,7 @@ async fn xero_minute_limit_waits_retry_after_and_day_cap_stops() {
         ..XeroConfig::default()
     })
     .unwrap();
-    let spec = spec("xero");
+    let spec = shipped("xero");
     let hosts = Hosts::new(
         spec.file(),
         &BTreeMap::from([
@@ -353,7 +294,7 @@ async fn xero_minute_limit_waits_retry_after_and_day_cap_stops() {
 #[tokio::test]
 async fn xero_tenant_and_expiry_failures_carry_the_specs_messages() {
     let sim = XeroSim::start(XeroConfig::default()).unwrap();
-    let spec = spec("xero");
+    let spec = shipped("xero");
     let hosts = Hosts::new(
         spec.file(),
         &BTreeMap::from([("api".to_owned(), sim.api_url())]),

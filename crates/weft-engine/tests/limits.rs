@@ -2,63 +2,29 @@
 //! 429, never more than 5 calls in flight or 60 in a minute for an organisation, and a daily cap
 //! that stops instead of waiting.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use weft_core::{Spec, builtin};
-use weft_engine::http::{Wait, client, send};
+use weft_core::Spec;
+use weft_engine::http::{client, send};
 use weft_engine::limits::{Clock, LimitError, Limiter};
 use weft_engine::request::{Hosts, OpKind, Request, RequestContext, Tenant, build};
-use weft_harness::clock::SimClock;
 use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
-/// The simulator's clock: waiting moves it.
-struct Sim(SimClock);
-
-impl Wait for Sim {
-    fn wait(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.0.advance(duration);
-        Box::pin(async {})
-    }
-}
-
-impl Clock for Sim {
-    fn now_ms(&self) -> u64 {
-        self.0.now_ms()
-    }
-}
-
-fn spec() -> Spec {
-    builtin::load_all()
-        .into_iter()
-        .filter_map(|r| r.spec)
-        .find(|s| s.id() == "xero")
-        .unwrap()
-}
+use common::{SimWait, shipped, xero_token};
 
 async fn setup(config: XeroConfig) -> (XeroSim, Spec, Request, String) {
     let sim = XeroSim::start(config).unwrap();
-    let spec = spec();
+    let spec = shipped("xero");
     let hosts = Hosts::new(
         spec.file(),
         &BTreeMap::from([("api".to_owned(), sim.api_url())]),
     )
     .unwrap();
-    let token: Value = client()
-        .unwrap()
-        .post(format!("{}/connect/token", sim.identity_url()))
-        .basic_auth(sim.client_id(), Some(sim.client_secret()))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = xero_token(&sim).await;
     let (tenant, name) = sim.tenants().into_iter().next().unwrap();
     let ctx = RequestContext {
         tenant: Some(Tenant {
@@ -78,17 +44,16 @@ async fn setup(config: XeroConfig) -> (XeroSim, Spec, Request, String) {
         &[],
     )
     .unwrap();
-    request.headers.push((
-        "Authorization".into(),
-        format!("Bearer {}", token["access_token"].as_str().unwrap()),
-    ));
+    request
+        .headers
+        .push(("Authorization".into(), format!("Bearer {}", token)));
     (sim, spec, request, tenant)
 }
 
 #[tokio::test]
 async fn a_long_read_stays_under_the_minute_budget_without_a_429() {
     let (sim, spec, request, tenant) = setup(XeroConfig::default()).await;
-    let clock = Sim(sim.clock().clone());
+    let clock = SimWait::new(sim.clock());
     let limiter = Limiter::new(spec.file(), 5);
     let http = client().unwrap();
     let mut rng = fastrand::Rng::with_seed(1);
@@ -139,7 +104,7 @@ async fn many_tasks_never_exceed_five_in_flight_for_an_organisation() {
         let (limiter, shared) = (limiter.clone(), shared.clone());
         tasks.push(tokio::spawn(async move {
             let (spec, request, tenant, clock) = &*shared;
-            let clock = Sim(clock.clone());
+            let clock = SimWait::new(clock);
             let http = client().unwrap();
             let mut rng = fastrand::Rng::with_seed(worker);
             for _ in 0..4 {
@@ -178,7 +143,7 @@ async fn a_spent_daily_budget_stops_instead_of_waiting() {
         .find(|b| b.name == "day")
         .unwrap();
     day.calls = Some(3);
-    let clock = Sim(sim.clock().clone());
+    let clock = SimWait::new(sim.clock());
     let limiter = Limiter::new(&file, 5);
     for _ in 0..3 {
         drop(limiter.acquire(Some(&tenant), &clock).await.unwrap());

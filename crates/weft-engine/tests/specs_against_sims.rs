@@ -2,23 +2,19 @@
 //! simulators over real HTTP: every list of both connectors reads to its end, each record once,
 //! and as many as the simulator holds.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
-use weft_core::{Spec, builtin};
+use weft_core::Spec;
 use weft_engine::extract::records;
 use weft_engine::paginate::Pager;
 use weft_engine::request::{Hosts, OpKind, RequestContext, Tenant, build};
 use weft_harness::kantata::{KantataConfig, KantataSim};
 use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
-fn spec(id: &str) -> Spec {
-    builtin::load_all()
-        .into_iter()
-        .filter_map(|r| r.spec)
-        .find(|s| s.id() == id)
-        .expect("a shipped spec")
-}
+use common::{shipped, xero_token};
 
 /// Reads every page of `resource` and returns its records and the number of requests.
 async fn read_all(
@@ -86,7 +82,7 @@ async fn every_kantata_list_reads_to_its_end() {
         ..KantataConfig::default()
     })
     .unwrap();
-    let spec = spec("kantata");
+    let spec = shipped("kantata");
     let overrides = BTreeMap::from([
         ("api".to_owned(), sim.api_url()),
         ("app".to_owned(), sim.app_url()),
@@ -162,24 +158,15 @@ async fn every_xero_list_reads_to_its_end() {
         ..XeroConfig::default()
     })
     .unwrap();
-    let spec = spec("xero");
+    let spec = shipped("xero");
     let overrides = BTreeMap::from([
         ("login".to_owned(), sim.login_url()),
         ("identity".to_owned(), sim.identity_url()),
         ("api".to_owned(), sim.api_url()),
     ]);
     let hosts = Hosts::new(spec.file(), &overrides).unwrap();
-    let token: Value = reqwest::Client::new()
-        .post(format!("{}/connect/token", sim.identity_url()))
-        .basic_auth(sim.client_id(), Some(sim.client_secret()))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().expect("an access token");
+    let token = xero_token(&sim).await;
+    let token = token.as_str();
     let (tenant_id, tenant_name) = sim.tenants().into_iter().next().unwrap();
     let ctx = RequestContext {
         tenant: Some(Tenant {

@@ -1,37 +1,27 @@
 //! Batch writes to the Xero simulator as the spec describes them: per-item results with
 //! `summarizeErrors=false`, and the same batch sent twice creating nothing twice.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-use weft_core::builtin;
+use serde_json::json;
 use weft_engine::extract::records;
 use weft_engine::http::{Sleep, client, send};
 use weft_engine::request::{Hosts, OpKind, RequestContext, Tenant, build};
 use weft_engine::write::{body, check_record, idempotency_key, item_results};
 use weft_harness::xero::{XeroConfig, XeroSim};
 
+use common::{shipped, xero_token};
+
 #[tokio::test]
 async fn contacts_batch_reports_each_record_and_replays_without_duplicates() {
     let sim = XeroSim::start(XeroConfig::default()).unwrap();
-    let spec = builtin::load_all()
-        .into_iter()
-        .filter_map(|r| r.spec)
-        .find(|s| s.id() == "xero")
-        .unwrap();
+    let spec = shipped("xero");
     let file = spec.file();
     let hosts = Hosts::new(file, &BTreeMap::from([("api".to_owned(), sim.api_url())])).unwrap();
     let http = client().unwrap();
-    let token: Value = http
-        .post(format!("{}/connect/token", sim.identity_url()))
-        .basic_auth(sim.client_id(), Some(sim.client_secret()))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = xero_token(&sim).await;
     let (tenant, name) = sim.tenants().into_iter().next().unwrap();
     let existing = sim.contacts(&tenant)[0]["Name"]
         .as_str()
@@ -64,10 +54,9 @@ async fn contacts_batch_reports_each_record_and_replays_without_duplicates() {
     };
     let env = weft_core::template::environment();
     let mut request = build(&env, file, &hosts, "contacts", OpKind::Create, &ctx, &[]).unwrap();
-    request.headers.push((
-        "Authorization".into(),
-        format!("Bearer {}", token["access_token"].as_str().unwrap()),
-    ));
+    request
+        .headers
+        .push(("Authorization".into(), format!("Bearer {}", token)));
     let idem = op.idempotency.as_ref().unwrap();
     request.headers.push((
         idem.header.clone(),

@@ -1,0 +1,78 @@
+//! Helpers shared by the engine's tests: the shipped specs, the simulators' clock as the engine's
+//! clock, and a Xero access token.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use weft_core::{Spec, builtin};
+use weft_engine::http::Wait;
+use weft_engine::limits::Clock;
+use weft_harness::clock::SimClock;
+use weft_harness::xero::XeroSim;
+
+/// A shipped spec by id.
+pub(crate) fn shipped(id: &str) -> Spec {
+    builtin::load_all()
+        .into_iter()
+        .filter_map(|r| r.spec)
+        .find(|s| s.id() == id)
+        .expect("a shipped spec")
+}
+
+/// The simulators' clock as the engine's: each wait is recorded and moves the clock.
+pub(crate) struct SimWait {
+    clock: SimClock,
+    waits: Mutex<Vec<Duration>>,
+}
+
+impl SimWait {
+    /// Waits on `clock`.
+    pub(crate) fn new(clock: &SimClock) -> Self {
+        Self {
+            clock: clock.clone(),
+            waits: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every wait so far.
+    pub(crate) fn waits(&self) -> Vec<Duration> {
+        self.waits.lock().unwrap().clone()
+    }
+}
+
+impl Wait for SimWait {
+    fn wait(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.waits.lock().unwrap().push(duration);
+        self.clock.advance(duration);
+        Box::pin(async {})
+    }
+}
+
+impl Clock for SimWait {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
+
+/// A client-credentials access token from the Xero simulator's demo app.
+pub(crate) async fn xero_token(sim: &XeroSim) -> String {
+    let token: Value = weft_engine::http::client()
+        .unwrap()
+        .post(format!("{}/connect/token", sim.identity_url()))
+        .basic_auth(sim.client_id(), Some(sim.client_secret()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
