@@ -24,6 +24,22 @@ impl Sandbox {
         }
     }
 
+    /// Adds an OAuth client, which must succeed.
+    fn add_client(&self, name: &str, connector: &str, client_id: &str, secret_line: &str) {
+        let args = [
+            "client",
+            "add",
+            name,
+            "--connector",
+            connector,
+            "--client-id",
+            client_id,
+            "--secret-stdin",
+        ];
+        let o = self.run(&args, Some(secret_line));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
     /// Adds a value to those that must never be seen.
     fn guard(&self, secret: &str) {
         self.secrets.borrow_mut().push(secret.to_owned());
@@ -394,40 +410,8 @@ fn wrong_keys_corrupt_stores_and_rotation() {
 fn connections_check_their_client_concurrency_and_borrowing() {
     let s = Sandbox::new("connections");
     assert!(s.run(&["init"], None).status.success());
-    assert!(
-        s.run(
-            &[
-                "client",
-                "add",
-                "xapp",
-                "--connector",
-                "xero",
-                "--client-id",
-                "ABC",
-                "--secret-stdin"
-            ],
-            Some("x-secret\n")
-        )
-        .status
-        .success()
-    );
-    assert!(
-        s.run(
-            &[
-                "client",
-                "add",
-                "kapp",
-                "--connector",
-                "kantata",
-                "--client-id",
-                "K",
-                "--secret-stdin"
-            ],
-            Some("k-secret\n")
-        )
-        .status
-        .success()
-    );
+    s.add_client("xapp", "xero", "ABC", "x-secret\n");
+    s.add_client("kapp", "kantata", "K", "k-secret\n");
 
     let created = s.run(
         &[
@@ -605,23 +589,7 @@ fn connections_check_their_client_concurrency_and_borrowing() {
 fn connections_point_at_other_hosts_only_by_the_specs_names() {
     let s = Sandbox::new("hosts");
     assert!(s.run(&["init"], None).status.success());
-    assert!(
-        s.run(
-            &[
-                "client",
-                "add",
-                "xapp",
-                "--connector",
-                "xero",
-                "--client-id",
-                "ABC",
-                "--secret-stdin"
-            ],
-            Some("x-secret\n")
-        )
-        .status
-        .success()
-    );
+    s.add_client("xapp", "xero", "ABC", "x-secret\n");
     let typo = s.run(
         &[
             "connection",
@@ -712,23 +680,7 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
     .unwrap();
     let s = Sandbox::new("read");
     assert!(s.run(&["init"], None).status.success());
-    assert!(
-        s.run(
-            &[
-                "client",
-                "add",
-                "kapp",
-                "--connector",
-                "kantata",
-                "--client-id",
-                "K",
-                "--secret-stdin"
-            ],
-            Some("k-secret\n")
-        )
-        .status
-        .success()
-    );
+    s.add_client("kapp", "kantata", "K", "k-secret\n");
     let api = format!("api={}", sim.api_url());
     let app = format!("app={}", sim.app_url());
     let token = format!("{}\n", sim.personal_token());
@@ -825,23 +777,7 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
     );
     assert!(err(&test).contains("remedy:"), "{}", err(&test));
 
-    assert!(
-        s.run(
-            &[
-                "client",
-                "add",
-                "xapp",
-                "--connector",
-                "xero",
-                "--client-id",
-                "ABC",
-                "--secret-stdin"
-            ],
-            Some("x-secret\n")
-        )
-        .status
-        .success()
-    );
+    s.add_client("xapp", "xero", "ABC", "x-secret\n");
     assert!(
         s.run(
             &[
@@ -884,23 +820,7 @@ fn write_reports_every_record_and_records_payments_in_kantata() {
     .unwrap();
     let s = Sandbox::new("write");
     assert!(s.run(&["init"], None).status.success());
-    assert!(
-        s.run(
-            &[
-                "client",
-                "add",
-                "kapp",
-                "--connector",
-                "kantata",
-                "--client-id",
-                "K",
-                "--secret-stdin"
-            ],
-            Some("k-secret\n")
-        )
-        .status
-        .success()
-    );
+    s.add_client("kapp", "kantata", "K", "k-secret\n");
     let api = format!("api={}", sim.api_url());
     let token = format!("{}\n", sim.personal_token());
     s.guard(sim.personal_token());
