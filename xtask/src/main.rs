@@ -168,14 +168,14 @@ fn check_snapshots(root: &Path) -> Result<()> {
             } else if name.ends_with(".snap") {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let input = text.lines().find_map(|l| l.strip_prefix("input_file: "));
-                if let Some(input) = input {
-                    if !root.join(input.trim()).exists() {
-                        problems.push(format!(
-                            "{}: its input {} is gone; delete the snapshot",
-                            path.display(),
-                            input.trim()
-                        ));
-                    }
+                if let Some(input) = input
+                    && !root.join(input.trim()).exists()
+                {
+                    problems.push(format!(
+                        "{}: its input {} is gone; delete the snapshot",
+                        path.display(),
+                        input.trim()
+                    ));
                 }
             }
         }

@@ -101,17 +101,17 @@ pub fn load_str(name: &str, text: &str) -> Report {
     };
 
     let mut file = None;
-    if let Some(spec_file) = whole {
-        if diagnostics.iter().all(|d| !d.is_error()) {
-            let mut found = crate::validate::validate(&spec_file, &stem);
-            for d in &mut found {
-                if d.span.is_none() {
-                    d.span = span_of(&root, &d.key);
-                }
+    if let Some(spec_file) = whole
+        && diagnostics.iter().all(|d| !d.is_error())
+    {
+        let mut found = crate::validate::validate(&spec_file, &stem);
+        for d in &mut found {
+            if d.span.is_none() {
+                d.span = span_of(&root, &d.key);
             }
-            diagnostics.extend(found);
-            file = Some(spec_file);
         }
+        diagnostics.extend(found);
+        file = Some(spec_file);
     }
     finish(source, diagnostics, file)
 }
@@ -251,10 +251,10 @@ fn from_toml_error(err: &toml::de::Error, root: Option<&Spanned<DeTable<'_>>>) -
     let mut span = err.span();
     // An unknown key inside a tagged table (`pagination = { style = "page", … }`) is reported
     // at the whole table: narrow it to the key itself.
-    if let (Some(root), Some(within), Some(name)) = (root, &span, &explained.unknown_key) {
-        if let Some(at) = key_within(root, name, within) {
-            span = Some(at);
-        }
+    if let (Some(root), Some(within), Some(name)) = (root, &span, &explained.unknown_key)
+        && let Some(at) = key_within(root, name, within)
+    {
+        span = Some(at);
     }
     let key = match (root, &span) {
         (Some(root), Some(span)) => path_at(root, span),

@@ -247,10 +247,10 @@ impl Validator<'_> {
                         Some("set rotates = true or remove grace".to_owned()),
                     );
                 }
-                if let Some(lifetime) = o.access_token_lifetime {
-                    if refresh.ahead >= lifetime {
-                        self.error("auth.oauth2.refresh.ahead", format!("refreshing {} ahead of a {lifetime} token lifetime would refresh on every call", refresh.ahead), Some("make `ahead` shorter than `access-token-lifetime`".to_owned()));
-                    }
+                if let Some(lifetime) = o.access_token_lifetime
+                    && refresh.ahead >= lifetime
+                {
+                    self.error("auth.oauth2.refresh.ahead", format!("refreshing {} ahead of a {lifetime} token lifetime would refresh on every call", refresh.ahead), Some("make `ahead` shorter than `access-token-lifetime`".to_owned()));
                 }
             }
         }
@@ -401,18 +401,18 @@ impl Validator<'_> {
                 None,
             );
         }
-        if let Some(pattern) = &f.pattern {
-            if let Err(err) = regex::Regex::new(pattern) {
-                // The last line of regex's report is `error: <what>`.
-                let report = err.to_string();
-                let last = report.lines().last().unwrap_or("invalid").trim();
-                let detail = last.strip_prefix("error:").unwrap_or(last).trim();
-                self.error(
-                    format!("{key}.pattern"),
-                    format!("the pattern is not a valid regular expression: {detail}"),
-                    None,
-                );
-            }
+        if let Some(pattern) = &f.pattern
+            && let Err(err) = regex::Regex::new(pattern)
+        {
+            // The last line of regex's report is `error: <what>`.
+            let report = err.to_string();
+            let last = report.lines().last().unwrap_or("invalid").trim();
+            let detail = last.strip_prefix("error:").unwrap_or(last).trim();
+            self.error(
+                format!("{key}.pattern"),
+                format!("the pattern is not a valid regular expression: {detail}"),
+                None,
+            );
         }
         match kind {
             FieldKind::Integer => match (f.min, f.max) {
@@ -485,15 +485,15 @@ impl Validator<'_> {
         for (i, step) in spec.setup.iter().enumerate() {
             let key = format!("setup[{i}]");
             self.template(&format!("{key}.text"), &step.text, Scope::Setup);
-            if let Some(fills) = &step.fills {
-                if !spec.fields.iter().any(|f| &f.id == fills) {
-                    let declared: Vec<_> = spec.fields.iter().map(|f| f.id.as_str()).collect();
-                    self.error(
-                        format!("{key}.fills"),
-                        format!("`{fills}` names no form field"),
-                        Some(format!("declared fields: {}", declared.join(", "))),
-                    );
-                }
+            if let Some(fills) = &step.fills
+                && !spec.fields.iter().any(|f| &f.id == fills)
+            {
+                let declared: Vec<_> = spec.fields.iter().map(|f| f.id.as_str()).collect();
+                self.error(
+                    format!("{key}.fills"),
+                    format!("`{fills}` names no form field"),
+                    Some(format!("declared fields: {}", declared.join(", "))),
+                );
             }
             if step.check == Some(crate::model::SetupCheck::FieldValid) && step.fills.is_none() {
                 self.error(
@@ -895,14 +895,14 @@ impl Validator<'_> {
                     None,
                 );
             }
-            if let Some(idem) = &op.idempotency {
-                if idem.max_length < 16 {
-                    self.error(
-                        format!("{key}.idempotency.max-length"),
-                        "keys shorter than 16 characters cannot be unique enough",
-                        None,
-                    );
-                }
+            if let Some(idem) = &op.idempotency
+                && idem.max_length < 16
+            {
+                self.error(
+                    format!("{key}.idempotency.max-length"),
+                    "keys shorter than 16 characters cannot be unique enough",
+                    None,
+                );
             }
             // A singular body with a batch is an error above; the warning would only repeat it.
             let singular = matches!(op.body, Some(WriteBody::Singular { .. }));
@@ -1066,14 +1066,14 @@ impl Validator<'_> {
                 Some("such as value = \"{{ tenant.id }}\"".to_owned()),
             );
         }
-        if let TenantSelect::TokenClaim { claim, field } = &t.select {
-            if claim.is_empty() || field.is_empty() {
-                self.error(
-                    "tenants.select",
-                    "`claim` and `field` must both be named",
-                    None,
-                );
-            }
+        if let TenantSelect::TokenClaim { claim, field } = &t.select
+            && (claim.is_empty() || field.is_empty())
+        {
+            self.error(
+                "tenants.select",
+                "`claim` and `field` must both be named",
+                None,
+            );
         }
     }
 

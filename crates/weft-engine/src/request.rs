@@ -252,12 +252,11 @@ pub fn build(
         }
         // The incremental cursor goes where the spec says, unless the spec's own query already
         // places it through `{{ cursor }}`.
-        if let (Some(cursor), Some(inc)) = (&ctx.cursor, &op.incremental) {
-            if let Some(param) = &inc.param {
-                if !op.query.contains_key(param) {
-                    pairs.push((param.clone(), cursor.clone()));
-                }
-            }
+        if let (Some(cursor), Some(inc)) = (&ctx.cursor, &op.incremental)
+            && let Some(param) = &inc.param
+            && !op.query.contains_key(param)
+        {
+            pairs.push((param.clone(), cursor.clone()));
         }
         pairs.extend(extra_query.iter().cloned());
         if !pairs.is_empty() {

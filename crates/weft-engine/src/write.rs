@@ -71,18 +71,18 @@ pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<
             ));
             continue;
         }
-        if let (Some(max), Some(text)) = (rule.max_length, value.as_str()) {
-            if text.chars().count() > max as usize {
-                problems.push(format!("`{name}` is longer than {max} characters"));
-            }
+        if let (Some(max), Some(text)) = (rule.max_length, value.as_str())
+            && text.chars().count() > max as usize
+        {
+            problems.push(format!("`{name}` is longer than {max} characters"));
         }
-        if let (false, Some(text)) = (rule.choices.is_empty(), value.as_str()) {
-            if !rule.choices.iter().any(|c| c == text) {
-                problems.push(format!(
-                    "`{name}` must be one of {}",
-                    rule.choices.join(", ")
-                ));
-            }
+        if let (false, Some(text)) = (rule.choices.is_empty(), value.as_str())
+            && !rule.choices.iter().any(|c| c == text)
+        {
+            problems.push(format!(
+                "`{name}` must be one of {}",
+                rule.choices.join(", ")
+            ));
         }
     }
     problems

@@ -34,10 +34,9 @@ fn adjust(file: &str, doc: &mut Value) {
         for key in ["createdDateUtc", "updatedDateUtc"] {
             if let Some(p) =
                 doc.pointer_mut(&format!("/components/schemas/Connection/properties/{key}"))
+                && let Some(m) = p.as_object_mut()
             {
-                if let Some(m) = p.as_object_mut() {
-                    m.remove("format");
-                }
+                m.remove("format");
             }
         }
     }

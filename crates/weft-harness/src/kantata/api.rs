@@ -59,11 +59,11 @@ fn money(o: &mut Map<String, Value>) {
 pub(crate) fn render(db: &Db, shared: &Shared, coll: Coll, slot: u32) -> Map<String, Value> {
     let mut o = Map::new();
     o.insert("id".into(), id_str(coll, slot));
-    if let Some((c, u)) = db.stamps(coll, slot) {
-        if coll != Coll::Users {
-            o.insert("created_at".into(), json!(render_time(c)));
-            o.insert("updated_at".into(), json!(render_time(u)));
-        }
+    if let Some((c, u)) = db.stamps(coll, slot)
+        && coll != Coll::Users
+    {
+        o.insert("created_at".into(), json!(render_time(c)));
+        o.insert("updated_at".into(), json!(render_time(u)));
     }
     match coll {
         Coll::Users => {
@@ -683,29 +683,27 @@ impl Filters {
                 .iter()
                 .filter_map(|r| db.ext_refs.get(*r))
                 .collect();
-            if let Some(name) = &self.ext_service {
-                if !refs
+            if let Some(name) = &self.ext_service
+                && !refs
                     .iter()
                     .any(|r| r.service_name.eq_ignore_ascii_case(name))
-                {
-                    return false;
-                }
+            {
+                return false;
             }
-            if let Some(name) = &self.without_ext_service {
-                if refs
+            if let Some(name) = &self.without_ext_service
+                && refs
                     .iter()
                     .any(|r| r.service_name.eq_ignore_ascii_case(name))
-                {
-                    return false;
-                }
+            {
+                return false;
             }
             if self.has_ext.is_some_and(|h| h == refs.is_empty()) {
                 return false;
             }
-            if let Some(wanted) = &self.ext_refs {
-                if !refs.iter().any(|r| wanted.contains(&r.service_model_ref)) {
-                    return false;
-                }
+            if let Some(wanted) = &self.ext_refs
+                && !refs.iter().any(|r| wanted.contains(&r.service_model_ref))
+            {
+                return false;
             }
         }
         match coll {
@@ -867,10 +865,10 @@ fn parse_includes(p: &Params, coll: Coll) -> Vec<&'static Include> {
     let mut out: Vec<&'static Include> = Vec::new();
     for name in p.get("include").unwrap_or("").split(',') {
         let name = name.trim();
-        if let Some(i) = valid.iter().find(|i| i.name == name) {
-            if !out.iter().any(|o| o.name == i.name) {
-                out.push(i);
-            }
+        if let Some(i) = valid.iter().find(|i| i.name == name)
+            && !out.iter().any(|o| o.name == i.name)
+        {
+            out.push(i);
         }
     }
     out
@@ -1164,18 +1162,17 @@ async fn handle(
                 .get("ids")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
                 .unwrap_or_default();
-            if ids.is_empty() {
-                if let Ok(b) = parse_body(&headers, &body) {
-                    if let Some(v) = b.get("ids") {
-                        ids = match v {
-                            Value::Array(a) => a.iter().map(value_text).collect(),
-                            other => value_text(other)
-                                .split(',')
-                                .map(|s| s.trim().to_owned())
-                                .collect(),
-                        };
-                    }
-                }
+            if ids.is_empty()
+                && let Ok(b) = parse_body(&headers, &body)
+                && let Some(v) = b.get("ids")
+            {
+                ids = match v {
+                    Value::Array(a) => a.iter().map(value_text).collect(),
+                    other => value_text(other)
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .collect(),
+                };
             }
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             if refs.is_empty() {

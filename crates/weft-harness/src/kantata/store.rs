@@ -519,10 +519,10 @@ impl Db {
             .sorted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((generation, slots)) = cache.get(&(coll, field)) {
-            if *generation == self.generation {
-                return Arc::clone(slots);
-            }
+        if let Some((generation, slots)) = cache.get(&(coll, field))
+            && *generation == self.generation
+        {
+            return Arc::clone(slots);
         }
         let mut slots = self.all_slots(coll);
         if field != "id" {

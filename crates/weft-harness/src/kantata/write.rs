@@ -480,10 +480,10 @@ fn workspace(db: &mut Db, o: &Obj<'_>, me: u32, now: i64) -> Result<u32, Resp> {
         })?),
         None => groups.first().copied(),
     };
-    if let Some(p) = primary {
-        if !groups.contains(&p) {
-            groups.insert(0, p);
-        }
+    if let Some(p) = primary
+        && !groups.contains(&p)
+    {
+        groups.insert(0, p);
     }
     let budgeted = o.flag("budgeted")?.unwrap_or(false);
     let price = match o.raw("price") {
@@ -654,13 +654,13 @@ fn upsert_ref(
         })
     });
     let status = o.text("status");
-    if let Some(s) = &status {
-        if !["pending", "successful", "failed"].contains(&s.as_str()) {
-            return Err(validation(
-                "status",
-                "status must be pending, successful or failed",
-            ));
-        }
+    if let Some(s) = &status
+        && !["pending", "successful", "failed"].contains(&s.as_str())
+    {
+        return Err(validation(
+            "status",
+            "status must be pending, successful or failed",
+        ));
     }
     let locked = o.flag("locked")?;
     if let Some(slot) = existing {
@@ -1018,10 +1018,10 @@ pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Res
                 }
             }
             Coll::ExternalReferences => {
-                if let Some(r) = db.ext_refs.remove(slot) {
-                    if let Some(list) = db.refs_by_subject.get_mut(&r.subject) {
-                        list.retain(|x| *x != slot);
-                    }
+                if let Some(r) = db.ext_refs.remove(slot)
+                    && let Some(list) = db.refs_by_subject.get_mut(&r.subject)
+                {
+                    list.retain(|x| *x != slot);
                 }
             }
             _ => {}

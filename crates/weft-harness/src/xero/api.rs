@@ -559,20 +559,19 @@ fn list_query(kind: Kind, headers: &HeaderMap, params: &Params) -> Result<ListQu
             q.page_size = usize::try_from(n.clamp(1, 1000)).unwrap_or(100);
         }
     }
-    if kind != Kind::TaxRate {
-        if let Some(h) = headers
+    if kind != Kind::TaxRate
+        && let Some(h) = headers
             .get("if-modified-since")
             .and_then(|v| v.to_str().ok())
-        {
-            let ms = parse_client_date(h)
-                .or_else(|| {
-                    jiff::fmt::rfc2822::parse(h)
-                        .ok()
-                        .map(|z| z.timestamp().as_millisecond())
-                })
-                .ok_or_else(|| format!("'{h}' is not a valid If-Modified-Since date"))?;
-            q.since_ms = Some(u64::try_from(ms.max(0)).unwrap_or(0));
-        }
+    {
+        let ms = parse_client_date(h)
+            .or_else(|| {
+                jiff::fmt::rfc2822::parse(h)
+                    .ok()
+                    .map(|z| z.timestamp().as_millisecond())
+            })
+            .ok_or_else(|| format!("'{h}' is not a valid If-Modified-Since date"))?;
+        q.since_ms = Some(u64::try_from(ms.max(0)).unwrap_or(0));
     }
     if let Some(w) = param("where").filter(|w| !w.trim().is_empty()) {
         q.filter = Some(parse_where(w)?);

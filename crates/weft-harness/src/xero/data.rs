@@ -376,10 +376,10 @@ impl ListQuery {
         {
             return false;
         }
-        if let Some(since) = self.since_ms {
-            if v.updated() / 1000 < since / 1000 {
-                return false;
-            }
+        if let Some(since) = self.since_ms
+            && v.updated() / 1000 < since / 1000
+        {
+            return false;
         }
         self.filter.as_ref().is_none_or(|f| f.matches(v))
     }
@@ -1393,10 +1393,8 @@ impl Org {
     /// A record of a list answer as JSON bytes; `strip_lines` leaves out an invoice's LineItems.
     fn render(&self, kind: Kind, rec: &Rec<'_>, strip_lines: bool) -> Json {
         let to_bytes = |mut v: Value| -> Json {
-            if strip_lines {
-                if let Some(m) = v.as_object_mut() {
-                    m.remove("LineItems");
-                }
+            if strip_lines && let Some(m) = v.as_object_mut() {
+                m.remove("LineItems");
             }
             serde_json::to_vec(&v).unwrap_or_default().into()
         };
@@ -1602,8 +1600,8 @@ impl Org {
         if let Some(i) = index_of(&c.prefix, &id).filter(|i| *i < c.seeded) {
             c.moved.insert(i);
         }
-        if kind == Kind::TaxRate {
-            if let Some(i) = [
+        if kind == Kind::TaxRate
+            && let Some(i) = [
                 "output",
                 "input",
                 "none",
@@ -1613,9 +1611,8 @@ impl Org {
             ]
             .iter()
             .position(|c| *c == id)
-            {
-                c.moved.insert(i);
-            }
+        {
+            c.moved.insert(i);
         }
         if let Some(old) = c.dynamic.get(&id) {
             let at = str_of(old, "UpdatedDateUTC")
@@ -1729,26 +1726,24 @@ impl Org {
             .as_ref()
             .and_then(|v| str_of(v, "ContactID"))
             .map(str::to_ascii_lowercase);
-        if status == "ACTIVE" && !name.is_empty() {
-            if let Some(other) = self.contacts_by_name.get(&name.to_lowercase()) {
-                if Some(other.to_ascii_lowercase()) != own_id {
-                    errors.push(format!(
+        if status == "ACTIVE"
+            && !name.is_empty()
+            && let Some(other) = self.contacts_by_name.get(&name.to_lowercase())
+            && Some(other.to_ascii_lowercase()) != own_id
+        {
+            errors.push(format!(
                         "The contact name {name} is already assigned to another contact. The contact name must be unique across all active contacts."
                     ));
-                }
-            }
         }
         if let Some(number) = get_ci(el, "ContactNumber")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
+            && let Some(other) = self.find(Kind::Contact, number)
+            && str_of(&other, "ContactID").map(str::to_ascii_lowercase) != own_id
         {
-            if let Some(other) = self.find(Kind::Contact, number) {
-                if str_of(&other, "ContactID").map(str::to_ascii_lowercase) != own_id {
-                    errors.push(format!(
-                        "The contact number {number} is already assigned to another contact."
-                    ));
-                }
-            }
+            errors.push(format!(
+                "The contact number {number} is already assigned to another contact."
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -1812,10 +1807,9 @@ impl Org {
         if let Some(n) = get_ci(obj, "ContactNumber")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
+            && let Some(v) = self.find(Kind::Contact, n)
         {
-            if let Some(v) = self.find(Kind::Contact, n) {
-                return Ok(v);
-            }
+            return Ok(v);
         }
         let name = get_ci(obj, "Name")
             .and_then(Value::as_str)
@@ -1824,10 +1818,10 @@ impl Org {
         if name.is_empty() {
             return Err("A Contact must be specified for this type of transaction".to_owned());
         }
-        if let Some(id) = self.contacts_by_name.get(&name.to_lowercase()).cloned() {
-            if let Some(v) = self.find(Kind::Contact, &id) {
-                return Ok(v);
-            }
+        if let Some(id) = self.contacts_by_name.get(&name.to_lowercase()).cloned()
+            && let Some(v) = self.find(Kind::Contact, &id)
+        {
+            return Ok(v);
         }
         let mut new = Map::new();
         new.insert("Name".to_owned(), json!(name));
@@ -1981,14 +1975,13 @@ impl Org {
                     l.insert("AccountID".to_owned(), json!(id));
                 }
             }
-            if description.is_empty() {
-                if let Some(name) = item
+            if description.is_empty()
+                && let Some(name) = item
                     .as_ref()
                     .and_then(|(_, i)| i.as_ref())
                     .and_then(|i| str_of(i, "Description"))
-                {
-                    l.insert("Description".to_owned(), json!(name));
-                }
+            {
+                l.insert("Description".to_owned(), json!(name));
             }
             l.entry("Tracking".to_owned()).or_insert_with(|| json!([]));
             out.push(Value::Object(l));
@@ -2306,24 +2299,23 @@ impl Org {
                 .get("Invoice")
                 .and_then(|i| str_of(i, "InvoiceID"))
                 .map(str::to_owned)
+                && let Some(mut inv) = self.find(Kind::Invoice, &inv_id)
             {
-                if let Some(mut inv) = self.find(Kind::Invoice, &inv_id) {
-                    let paid = inv.get("AmountPaid").and_then(decimal).unwrap_or_default() - amount;
-                    let total = inv.get("Total").and_then(decimal).unwrap_or_default();
-                    inv["AmountPaid"] = money(paid);
-                    inv["AmountDue"] = money(total - paid);
-                    inv["Status"] = json!("AUTHORISED");
-                    if let Some(m) = inv.as_object_mut() {
-                        m.remove("FullyPaidOnDate");
-                    }
-                    if let Some(list) = inv.get_mut("Payments").and_then(Value::as_array_mut) {
-                        list.retain(|x| {
-                            str_of(x, "PaymentID").is_none_or(|i| !i.eq_ignore_ascii_case(&pid))
-                        });
-                    }
-                    inv["UpdatedDateUTC"] = json!(ms_date(now));
-                    self.store(Kind::Invoice, inv, false);
+                let paid = inv.get("AmountPaid").and_then(decimal).unwrap_or_default() - amount;
+                let total = inv.get("Total").and_then(decimal).unwrap_or_default();
+                inv["AmountPaid"] = money(paid);
+                inv["AmountDue"] = money(total - paid);
+                inv["Status"] = json!("AUTHORISED");
+                if let Some(m) = inv.as_object_mut() {
+                    m.remove("FullyPaidOnDate");
                 }
+                if let Some(list) = inv.get_mut("Payments").and_then(Value::as_array_mut) {
+                    list.retain(|x| {
+                        str_of(x, "PaymentID").is_none_or(|i| !i.eq_ignore_ascii_case(&pid))
+                    });
+                }
+                inv["UpdatedDateUTC"] = json!(ms_date(now));
+                self.store(Kind::Invoice, inv, false);
             }
             self.store(Kind::Payment, p.clone(), false);
             return Ok((p, vec![]));
@@ -2482,12 +2474,12 @@ impl Org {
             .as_ref()
             .and_then(|v| str_of(v, "ItemID"))
             .map(str::to_ascii_lowercase);
-        if let Some(other) = self.find(Kind::Item, &code) {
-            if str_of(&other, "ItemID").map(str::to_ascii_lowercase) != own {
-                return Err(vec![format!(
-                    "Price List Item with Code '{code}' already exists"
-                )]);
-            }
+        if let Some(other) = self.find(Kind::Item, &code)
+            && str_of(&other, "ItemID").map(str::to_ascii_lowercase) != own
+        {
+            return Err(vec![format!(
+                "Price List Item with Code '{code}' already exists"
+            )]);
         }
         for (k, v) in el {
             if !["ItemID", "UpdatedDateUTC"]
@@ -2797,10 +2789,10 @@ mod tests {
                             let want: Vec<Value> = want
                                 .into_iter()
                                 .map(|mut v| {
-                                    if page.is_none() {
-                                        if let Some(m) = v.as_object_mut() {
-                                            m.remove("LineItems");
-                                        }
+                                    if page.is_none()
+                                        && let Some(m) = v.as_object_mut()
+                                    {
+                                        m.remove("LineItems");
                                     }
                                     v
                                 })

@@ -281,22 +281,22 @@ impl Parser {
     fn comparison(&mut self) -> Result<Expr, String> {
         let left = self.operand()?;
         // A method call on a field path.
-        if let Operand::Field(path) = &left {
-            if let Some((last, head)) = path.split_last() {
-                let method = match last.to_ascii_lowercase().as_str() {
-                    "contains" => Some(Method::Contains),
-                    "startswith" => Some(Method::StartsWith),
-                    "endswith" => Some(Method::EndsWith),
-                    _ => None,
+        if let Operand::Field(path) = &left
+            && let Some((last, head)) = path.split_last()
+        {
+            let method = match last.to_ascii_lowercase().as_str() {
+                "contains" => Some(Method::Contains),
+                "startswith" => Some(Method::StartsWith),
+                "endswith" => Some(Method::EndsWith),
+                _ => None,
+            };
+            if let Some(m) = method.filter(|_| self.eat_sym("(")) {
+                let arg = match self.operand()? {
+                    Operand::Text(s) => s,
+                    _ => return Err(format!("{last} needs a text argument")),
                 };
-                if let Some(m) = method.filter(|_| self.eat_sym("(")) {
-                    let arg = match self.operand()? {
-                        Operand::Text(s) => s,
-                        _ => return Err(format!("{last} needs a text argument")),
-                    };
-                    self.expect_sym(")")?;
-                    return Ok(Expr::Method(head.to_vec(), m, arg));
-                }
+                self.expect_sym(")")?;
+                return Ok(Expr::Method(head.to_vec(), m, arg));
             }
         }
         let op = match self.peek() {
