@@ -17,7 +17,7 @@ use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
 use weft_engine::workspace::{Connection, Workspace};
 
 use crate::cmd_client::{confirm, scopes};
-use crate::{Io, specs};
+use crate::{Io, connect, specs};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConnectionCmd {
@@ -39,13 +39,18 @@ pub(crate) enum ConnectionCmd {
     },
     /// Change a connection's client, concurrency level or borrowing.
     Edit(EditArgs),
-    /// Delete a connection; this cannot be undone.
+    /// Delete a connection, revoking its grant at the provider when the connector allows; this
+    /// cannot be undone.
     Delete {
         /// Connection name.
         name: String,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Delete here only, without revoking the grant at the provider (then disconnect Weft
+        /// in the provider's settings yourself).
+        #[arg(long)]
+        no_revoke: bool,
     },
     /// Run the connector's connection test through this connection.
     ///
@@ -54,6 +59,15 @@ pub(crate) enum ConnectionCmd {
     Test {
         /// Connection name.
         name: String,
+    },
+    /// Authorize the connection at the provider: a browser consent that comes back to a local
+    /// callback URL; the tokens are sealed, and the organisations the consent connected are
+    /// added (authorizing again adds more).
+    Authorize {
+        /// Connection name.
+        name: String,
+        #[command(flatten)]
+        options: connect::AuthorizeOptions,
     },
     /// Print the callback URL to register at the provider (read-only).
     CallbackUrl {
@@ -90,6 +104,11 @@ pub(crate) struct CreateArgs {
     /// Keep the connection in your user scope instead of the workspace.
     #[arg(long)]
     user: bool,
+    /// Save, then authorize at once ("save & authorize").
+    #[arg(long, conflicts_with = "token_stdin")]
+    authorize: bool,
+    #[command(flatten)]
+    options: connect::AuthorizeOptions,
 }
 
 #[derive(Debug, Args)]
@@ -228,14 +247,19 @@ fn check_borrow(scopes: &[Workspace], name: &str, lender: &str, connector: &str)
     }
 }
 
-/// "authorized" when the credential store holds the connection's tokens.
+/// Where a connection stands: no credentials, usable, or refused for good.
 fn status(scope: &Workspace, name: &str) -> Result<&'static str> {
     let id = weft_engine::workspace::connection_tokens_id(name);
-    Ok(if scope.secrets()?.ids().any(|i| i == id) {
-        "authorized"
-    } else {
-        "needs authorization"
-    })
+    let Some(stored) = scope.secrets()?.get(&id)? else {
+        return Ok("not authorized");
+    };
+    Ok(
+        match weft_engine::oauth::TokenSet::from_sealed_json(&stored) {
+            None => "damaged credentials",
+            Some(t) if t.needs_authorization.is_some() => "needs authorization",
+            Some(_) => "authorized",
+        },
+    )
 }
 
 pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
@@ -290,11 +314,17 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 args.name,
                 target.scope().as_str()
             )?;
-            writeln!(
-                io.out,
-                "register this callback URL at the provider: {}",
-                callback_url(DEFAULT_CALLBACK_PORT)
-            )?;
+            if args.authorize {
+                return connect::authorize(&args.name, &args.options, workspace, io);
+            }
+            if specs::find(&connector)?.file().auth.oauth2.is_some() && !args.token_stdin {
+                writeln!(
+                    io.out,
+                    "next: register {} as the app's callback URL at the provider, then run `weft connection authorize {}`",
+                    callback_url(args.options.port),
+                    args.name
+                )?;
+            }
             Ok(0)
         }
         ConnectionCmd::List { json } => {
@@ -437,7 +467,11 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             writeln!(io.out, "updated connection `{}`", args.name)?;
             Ok(0)
         }
-        ConnectionCmd::Delete { name, yes } => {
+        ConnectionCmd::Delete {
+            name,
+            yes,
+            no_revoke,
+        } => {
             let mut all = scopes(workspace)?;
             let Some(index) = all
                 .iter()
@@ -465,6 +499,15 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             )? {
                 return Ok(1);
             }
+            if !no_revoke {
+                match connect::revoke(&name, workspace) {
+                    Ok(true) => writeln!(io.out, "revoked the grant of `{name}` at the provider")?,
+                    Ok(false) => {}
+                    Err(e) => bail!(
+                        "could not revoke the grant of `{name}` at the provider: {e:#}; nothing was deleted. Run again later, or pass --no-revoke to delete it here only (then disconnect Weft in the provider's settings)"
+                    ),
+                }
+            }
             let target = &mut all[index];
             target
                 .secrets()?
@@ -475,6 +518,9 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             Ok(0)
         }
         ConnectionCmd::Test { name } => crate::cmd_use::test(&name, workspace, io),
+        ConnectionCmd::Authorize { name, options } => {
+            connect::authorize(&name, &options, workspace, io)
+        }
         ConnectionCmd::CallbackUrl { port } => {
             writeln!(io.out, "{}", callback_url(port))?;
             Ok(0)

@@ -5,23 +5,22 @@
 //! and, for reads, the pager, streaming one JSON record per line.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use serde::Deserialize;
-use weft_core::Spec;
 use weft_core::model::ErrorClass;
 use weft_engine::extract::records;
-use weft_engine::http::{CallError, client, send};
-use weft_engine::limits::{LimitError, Limiter, SystemClock};
-use weft_engine::paginate::Pager;
-use weft_engine::request::{Hosts, OpKind, Request, RequestContext, Tenant, build};
+use weft_engine::http::CallError;
+use weft_engine::request::{OpKind, RequestContext, Tenant};
 use weft_engine::secrets::Secret;
+use weft_engine::session::SessionError;
+use weft_engine::tokens::TokenError;
 use weft_engine::workspace::{Connection, connection_tokens_id};
 
-use crate::cmd_client::scopes;
-use crate::{Io, specs};
+use crate::{Io, connect, specs};
 
 /// Exit codes of `weft connection test`, one per class of failure.
 pub(crate) mod exit {
@@ -58,58 +57,17 @@ pub(crate) struct ReadArgs {
     since: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Tokens {
-    access_token: String,
-}
-
-/// A connection ready to call: its spec, hosts, token and tenant.
-struct Ready {
-    spec: Spec,
-    hosts: Hosts,
-    connection: Connection,
-    token: Secret,
-}
-
-fn ready(name: &str, workspace: Option<&Path>) -> Result<std::result::Result<Ready, String>> {
-    let all = scopes(workspace)?;
-    let Some((scope, connection)) = all
-        .iter()
-        .find_map(|s| s.file.connections.get(name).map(|c| (s, c.clone())))
-    else {
-        bail!("no connection `{name}`; see `weft connection list`");
-    };
-    let spec = specs::find(&connection.connector)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
-    let stored = scope.secrets()?.get(&connection_tokens_id(name))?;
-    let Some(stored) = stored else {
-        return Ok(Err(format!(
-            "connection `{name}` has no credentials yet. Connectors with a pasted token take it with \
-             `weft connection edit {name} --token-stdin`; the OAuth authorization flow is not built yet"
-        )));
-    };
-    let tokens: Tokens = serde_json::from_str(stored.expose())
-        .map_err(|_| anyhow!("the stored credentials of `{name}` are damaged; enter them again with `weft connection edit {name} --token-stdin`"))?;
-    Ok(Ok(Ready {
-        spec,
-        hosts,
-        connection,
-        token: Secret::new(tokens.access_token),
-    }))
-}
-
-fn tenant(ready: &Ready, wanted: Option<&str>) -> Result<Option<Tenant>> {
+/// The tenant to use for a tenanted resource: the one asked for, or the only one.
+fn tenant(connection: &Connection, wanted: Option<&str>) -> Result<Option<Tenant>> {
     let chosen = match wanted {
-        Some(id) => ready
-            .connection
+        Some(id) => connection
             .tenants
             .iter()
             .find(|t| t.id == id)
             .ok_or_else(|| {
                 anyhow!(
                     "the connection does not reach tenant `{id}`; its tenants: {}",
-                    ready
-                        .connection
+                    connection
                         .tenants
                         .iter()
                         .map(|t| t.id.as_str())
@@ -117,7 +75,7 @@ fn tenant(ready: &Ready, wanted: Option<&str>) -> Result<Option<Tenant>> {
                         .join(", ")
                 )
             })?,
-        None => match ready.connection.tenants.as_slice() {
+        None => match connection.tenants.as_slice() {
             [] => return Ok(None),
             [only] => only,
             many => bail!(
@@ -136,25 +94,14 @@ fn tenant(ready: &Ready, wanted: Option<&str>) -> Result<Option<Tenant>> {
     }))
 }
 
-fn authorize(ready: &Ready, request: Request) -> Result<Request> {
-    Ok(request.with_token(ready.spec.file(), ready.token.expose())?)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// The exit code and remedy for a failed call.
-fn failure(name: &str, err: &CallError) -> (u8, String) {
+fn failure(name: &str, err: &SessionError) -> (u8, String) {
     match err {
-        CallError::Refused { class, message, .. } => match class {
+        SessionError::Call(CallError::Refused { class, message, .. }) => match class {
             ErrorClass::Unauthorized | ErrorClass::TokenExpired => (
                 exit::UNAUTHORIZED,
                 format!(
-                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit`, then enter the token again with `weft connection edit {name} --token-stdin`"
+                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
                 ),
             ),
             ErrorClass::Forbidden => (
@@ -165,7 +112,9 @@ fn failure(name: &str, err: &CallError) -> (u8, String) {
             ),
             ErrorClass::Tenant => (
                 exit::TENANT,
-                format!("{message}\nremedy: select the organisation again"),
+                format!(
+                    "{message}\nremedy: the organisation is no longer connected; run `weft connection authorize {name}` and select it"
+                ),
             ),
             ErrorClass::RateLimited => (
                 exit::RATE_LIMITED,
@@ -173,69 +122,64 @@ fn failure(name: &str, err: &CallError) -> (u8, String) {
             ),
             _ => (1, message.clone()),
         },
-        CallError::DailyCap { .. } => (exit::RATE_LIMITED, err.to_string()),
-        CallError::Unreachable { .. } => (exit::UNREACHABLE, err.to_string()),
-        CallError::NotJson { .. } => (1, err.to_string()),
+        SessionError::Call(CallError::DailyCap { .. }) | SessionError::Limit(_) => {
+            (exit::RATE_LIMITED, err.to_string())
+        }
+        SessionError::Call(CallError::Unreachable { .. }) => (exit::UNREACHABLE, err.to_string()),
+        SessionError::Token(TokenError::NotAuthorized { .. }) => {
+            (exit::NOT_AUTHORIZED, err.to_string())
+        }
+        SessionError::Token(
+            TokenError::NeedsAuthorization { .. } | TokenError::TokenRefused { .. },
+        ) => (exit::UNAUTHORIZED, err.to_string()),
+        SessionError::Token(TokenError::OAuth(e)) if e.is_invalid_grant() => {
+            (exit::UNAUTHORIZED, err.to_string())
+        }
+        SessionError::Token(TokenError::OAuth(e)) if e.is_transient() => {
+            (exit::UNREACHABLE, err.to_string())
+        }
+        SessionError::Engine(weft_engine::EngineError::NoTenant { .. }) => (
+            exit::TENANT,
+            format!(
+                "{err}\nremedy: run `weft connection authorize {name}` and select an organisation"
+            ),
+        ),
+        _ => (1, err.to_string()),
     }
 }
 
 /// `weft connection test NAME`.
 pub(crate) fn test(name: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
-    let ready = match ready(name, workspace)? {
-        Ok(ready) => ready,
-        Err(message) => {
-            writeln!(io.err, "error: {message}")?;
-            return Ok(exit::NOT_AUTHORIZED);
-        }
-    };
-    let file = ready.spec.file();
+    let opened = connect::open(name, workspace)?;
+    let session = &opened.session;
+    let file = session.spec().file();
     let test = &file.test;
     let resource = &file.resources[&test.resource];
+    let tenant = if file.is_tenanted(resource) {
+        tenant(&opened.connection, None)?
+    } else {
+        None
+    };
     let ctx = RequestContext {
-        tenant: if file.is_tenanted(resource) {
-            tenant(&ready, None)?
-        } else {
-            None
-        },
+        tenant,
         ..RequestContext::with_field_defaults(file)
     };
-    let env = weft_core::template::environment();
-    let request = authorize(
-        &ready,
-        build(
-            &env,
-            file,
-            &ready.hosts,
-            &test.resource,
-            OpKind::List,
-            &ctx,
-            &[],
-        )?,
-    )?;
-    let op_rules = resource
-        .list
-        .as_ref()
-        .map(|op| op.errors.clone())
-        .unwrap_or_default();
-    let http = client()?;
-    let mut rng = fastrand::Rng::new();
-    let outcome = runtime()?.block_on(send(
-        &http,
-        file,
-        &op_rules,
-        &request,
+    let outcome = connect::runtime()?.block_on(session.call(
+        &test.resource,
+        OpKind::List,
+        &ctx,
+        &[],
+        &[],
         None,
-        &SystemClock,
-        &mut rng,
     ));
     match outcome {
         Ok(answer) => {
-            let extract = &resource
+            let extract = resource
                 .list
                 .as_ref()
                 .map(|op| op.records.clone())
                 .unwrap_or(weft_core::model::Extract::Root);
-            let found = records(&answer.body, extract)
+            let found = records(&answer.body, &extract)
                 .map_err(|e| anyhow!("the test answer is not what the spec describes: {e}"))?;
             if !test.success_status.contains(&answer.status)
                 || (test.needs_record && found.is_empty())
@@ -249,6 +193,7 @@ pub(crate) fn test(name: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Res
                 )?;
                 return Ok(1);
             }
+            let env = weft_core::template::environment();
             let description = test
                 .describe
                 .as_ref()
@@ -268,13 +213,12 @@ pub(crate) fn test(name: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Res
     }
 }
 
-/// `weft read CONNECTION RESOURCE`: one JSON record per line on stdout.
+/// `weft read CONNECTION RESOURCE`: one JSON record per line on stdout, a progress line on a
+/// terminal's stderr.
 pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
-    let ready = match ready(&args.connection, workspace)? {
-        Ok(ready) => ready,
-        Err(message) => bail!(message),
-    };
-    let file = ready.spec.file();
+    let opened = connect::open(&args.connection, workspace)?;
+    let session = &opened.session;
+    let file = session.spec().file();
     let Some(resource) = file.resources.get(&args.resource) else {
         bail!(
             "connector `{}` has no resource `{}`; see `weft connectors show {}`",
@@ -291,11 +235,10 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         );
     };
     let tenant = if file.is_tenanted(resource) {
-        tenant(&ready, args.tenant.as_deref())?
+        tenant(&opened.connection, args.tenant.as_deref())?
     } else {
         None
     };
-    let tenant_id = tenant.as_ref().map(|t| t.id.clone());
     let cursor = match (&args.since, &list.incremental) {
         (None, _) => None,
         (Some(since), Some(inc)) => Some(weft_engine::cursor::format(
@@ -314,65 +257,60 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         params: BTreeMap::new(),
         ..RequestContext::with_field_defaults(file)
     };
-    let env = weft_core::template::environment();
-    let limiter = Limiter::new(file, ready.connection.concurrency);
-    let http = client()?;
-    let mut rng = fastrand::Rng::new();
-    let mut pager = Pager::new(
-        list.pagination
-            .as_ref()
-            .unwrap_or(&weft_core::model::Pagination::None),
-    );
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(args.resource.clone());
+        bar
+    });
     let mut written: u64 = 0;
-    let runtime = runtime()?;
-    while let Some(query) = pager.next_query() {
-        let request = authorize(
-            &ready,
-            build(
-                &env,
-                file,
-                &ready.hosts,
-                &args.resource,
-                OpKind::List,
-                &ctx,
-                &query,
-            )?,
-        )?;
-        let answer = runtime.block_on(async {
-            let permit = limiter.acquire(tenant_id.as_deref(), &SystemClock).await;
-            match permit {
-                Err(LimitError::Exhausted { budget, free_at_ms }) => Err(anyhow!(
-                    "the `{budget}` budget is spent until {free_at_ms} (Unix ms); read again then"
-                )),
-                Ok(_permit) => send(
-                    &http,
-                    file,
-                    &list.errors,
-                    &request,
-                    None,
-                    &SystemClock,
-                    &mut rng,
-                )
-                .await
-                .map_err(|e| anyhow!(failure(&args.connection, &e).1)),
-            }
-        })?;
-        limiter.observe(tenant_id.as_deref(), &answer.headers, &SystemClock);
-        let page =
-            records(&answer.body, &list.records).map_err(|e| anyhow!("page {}: {e}", written))?;
-        pager.advance(&answer.body, page.len())?;
-        for record in page {
-            if args.limit.is_some_and(|l| written >= l) {
-                return Ok(0);
-            }
-            writeln!(io.out, "{}", serde_json::to_string(&record)?)?;
-            written += 1;
+    let mut failed: Option<std::io::Error> = None;
+    let outcome = connect::runtime()?.block_on(session.list(&args.resource, &ctx, |record| {
+        if args.limit.is_some_and(|l| written >= l) {
+            return ControlFlow::Break(());
         }
+        if let Err(e) = serde_json::to_writer(&mut *io.out, &record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| io.out.write_all(b"\n"))
+        {
+            failed = Some(e);
+            return ControlFlow::Break(());
+        }
+        written += 1;
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+        ControlFlow::Continue(())
+    }));
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
     }
+    if let Some(e) = failed {
+        // A closed pipe (`weft read … | head`) is the reader's choice, not a failure.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(0);
+        }
+        return Err(e).context("cannot write to standard output");
+    }
+    if let Err(err) = outcome {
+        let (code, text) = failure(&args.connection, &err);
+        writeln!(
+            io.err,
+            "error: stopped after {written} record(s) of `{}`: {text}",
+            args.resource
+        )?;
+        return Ok(if code == 0 { 1 } else { code });
+    }
+    let stats = session.stats();
     writeln!(
         io.err,
-        "read {written} record(s) of `{}` from `{}`",
-        args.resource, args.connection
+        "read {written} record(s) of `{}` from `{}` in {} call(s)",
+        args.resource, args.connection, stats.calls
     )?;
     Ok(0)
 }
@@ -440,11 +378,9 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
     use std::io::BufRead as _;
     use weft_engine::write::{ItemResult, body, check_record, idempotency_key, item_results};
 
-    let ready = match ready(&args.connection, workspace)? {
-        Ok(ready) => ready,
-        Err(message) => bail!(message),
-    };
-    let file = ready.spec.file();
+    let opened = connect::open(&args.connection, workspace)?;
+    let session = &opened.session;
+    let file = session.spec().file();
     let Some(resource) = file.resources.get(&args.resource) else {
         bail!(
             "connector `{}` has no resource `{}`; see `weft connectors show {}`",
@@ -467,7 +403,7 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         );
     };
     let tenant = if file.is_tenanted(resource) {
-        tenant(&ready, args.tenant.as_deref())?
+        tenant(&opened.connection, args.tenant.as_deref())?
     } else {
         None
     };
@@ -500,11 +436,7 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         });
     }
 
-    let env = weft_core::template::environment();
-    let limiter = Limiter::new(file, ready.connection.concurrency);
-    let http = client()?;
-    let mut rng = fastrand::Rng::new();
-    let runtime = runtime()?;
+    let runtime = connect::runtime()?;
     let size = op.batch_size.unwrap_or(1).max(1) as usize;
     let mut stopped = None;
     for chunk in valid.chunks(size) {
@@ -521,10 +453,7 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             record: (size == 1).then(|| first.clone()),
             ..RequestContext::with_field_defaults(file)
         };
-        let mut request = authorize(
-            &ready,
-            build(&env, file, &ready.hosts, &args.resource, kind, &ctx, &[])?,
-        )?;
+        let mut headers = Vec::new();
         if let Some(idem) = &op.idempotency {
             let scope = format!(
                 "{}/{}/{}/{}",
@@ -533,44 +462,24 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                 kind.as_str(),
                 tenant_id.clone().unwrap_or_default()
             );
-            request.headers.push((
+            headers.push((
                 idem.header.clone(),
                 idempotency_key(&scope, &records, idem.max_length as usize),
             ));
         }
         let payload = body(op, &records);
-        /// How a batch failed: its records were refused (reported, the run goes on), or the run must stop.
-        enum Failed {
-            Refused(String),
-            Stop(String),
-        }
-        let outcome = runtime.block_on(async {
-            match limiter.acquire(tenant_id.as_deref(), &SystemClock).await {
-                Err(e) => Err(Failed::Stop(e.to_string())),
-                Ok(_permit) => send(
-                    &http,
-                    file,
-                    &op.errors,
-                    &request,
-                    Some(&payload),
-                    &SystemClock,
-                    &mut rng,
-                )
-                .await
-                .map_err(|e| match &e {
-                    CallError::Refused {
-                        class: ErrorClass::Validation,
-                        message,
-                        ..
-                    } => Failed::Refused(message.clone()),
-                    other => Failed::Stop(failure(&args.connection, other).1),
-                }),
-            }
-        });
+        let outcome = runtime.block_on(session.call(
+            &args.resource,
+            kind,
+            &ctx,
+            &[],
+            &headers,
+            Some(&payload),
+        ));
         match outcome {
             Ok(answer) => {
-                limiter.observe(tenant_id.as_deref(), &answer.headers, &SystemClock);
-                let returned = records_of(&answer.body, &op.records);
+                let returned =
+                    weft_engine::extract::records(&answer.body, &op.records).unwrap_or_default();
                 for (offset, mut result) in item_results(
                     0,
                     chunk.len(),
@@ -585,7 +494,11 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                     results.push(result);
                 }
             }
-            Err(Failed::Refused(message)) => {
+            Err(SessionError::Call(CallError::Refused {
+                class: ErrorClass::Validation,
+                message,
+                ..
+            })) => {
                 for (index, _) in chunk {
                     results.push(ItemResult {
                         index: *index,
@@ -595,8 +508,8 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                     });
                 }
             }
-            Err(Failed::Stop(message)) => {
-                stopped = Some((chunk[0].0, message));
+            Err(other) => {
+                stopped = Some((chunk[0].0, failure(&args.connection, &other).1));
                 break;
             }
         }
@@ -616,11 +529,4 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         return Ok(1);
     }
     Ok(u8::from(failed > 0))
-}
-
-fn records_of(
-    body: &serde_json::Value,
-    extract: &weft_core::model::Extract,
-) -> Vec<serde_json::Value> {
-    records(body, extract).unwrap_or_default()
 }

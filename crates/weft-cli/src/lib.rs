@@ -7,6 +7,7 @@ mod cmd_connectors;
 mod cmd_sandbox;
 mod cmd_spec;
 mod cmd_use;
+mod connect;
 mod specs;
 
 use std::io::Write;

@@ -1,130 +1,9 @@
 //! `weft init`, `weft client …` and `weft secrets rotate-key` through the real binary, each test
 //! in its own temporary workspace and configuration folder.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const SECRET: &str = "Xs3cr3t-never-shown-4f1c";
-
-struct Sandbox {
-    root: PathBuf,
-    /// Values that must never appear in output or in a file (besides `SECRET`).
-    secrets: std::cell::RefCell<Vec<String>>,
-}
-
-impl Sandbox {
-    fn new(name: &str) -> Self {
-        let root = std::env::temp_dir().join(format!("weft-client-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("project")).unwrap();
-        Self {
-            root,
-            secrets: std::cell::RefCell::new(vec![SECRET.to_owned()]),
-        }
-    }
-
-    /// Adds an OAuth client, which must succeed.
-    fn add_client(&self, name: &str, connector: &str, client_id: &str, secret_line: &str) {
-        let args = [
-            "client",
-            "add",
-            name,
-            "--connector",
-            connector,
-            "--client-id",
-            client_id,
-            "--secret-stdin",
-        ];
-        let o = self.run(&args, Some(secret_line));
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-
-    /// Adds a value to those that must never be seen.
-    fn guard(&self, secret: &str) {
-        self.secrets.borrow_mut().push(secret.to_owned());
-    }
-
-    fn project(&self) -> PathBuf {
-        self.root.join("project")
-    }
-
-    fn config(&self) -> PathBuf {
-        self.root.join("config")
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        self.run_env(args, stdin, &[])
-    }
-
-    fn run_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(args)
-            .current_dir(self.project())
-            .env("WEFT_CONFIG_DIR", self.config())
-            .env_remove("WEFT_MASTER_KEY")
-            .env_remove("WEFT_SPEC_PATH")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            // The command may refuse before it reads its input; a closed pipe is fine then.
-            let _ = input.write_all(text.as_bytes());
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
-        // Nothing the CLI prints may hold the secret.
-        for stream in [&out.stdout, &out.stderr] {
-            assert!(
-                !String::from_utf8_lossy(stream).contains(SECRET),
-                "the secret was printed"
-            );
-        }
-        out
-    }
-
-    /// Every file under the sandbox, read as text, must be free of the secret.
-    fn assert_no_plain_secret(&self) {
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let bytes = std::fs::read(&path).unwrap();
-                    assert!(
-                        !String::from_utf8_lossy(&bytes).contains(SECRET),
-                        "{} holds the secret",
-                        path.display()
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn err(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn out(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
+use common::{SECRET, Sandbox, err, out, read};
 
 #[test]
 fn init_creates_a_workspace_and_refuses_to_overwrite() {
@@ -554,7 +433,7 @@ fn connections_check_their_client_concurrency_and_borrowing() {
     let list = s.run(&["connection", "list", "--json"], None);
     let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(rows[1]["borrow-concurrency-from"], "books");
-    assert_eq!(rows[0]["status"], "needs authorization");
+    assert_eq!(rows[0]["status"], "not authorized");
     assert_eq!(rows[0]["scope"], "workspace");
 
     let lender = s.run(&["connection", "delete", "books", "--yes"], None);
@@ -775,7 +654,11 @@ fn token_connections_test_and_read_against_the_kantata_simulator() {
         "credentials refused: {}",
         err(&test)
     );
-    assert!(err(&test).contains("remedy:"), "{}", err(&test));
+    assert!(
+        err(&test).contains("weft connection edit k --token-stdin"),
+        "{}",
+        err(&test)
+    );
 
     s.add_client("xapp", "xero", "ABC", "x-secret\n");
     assert!(

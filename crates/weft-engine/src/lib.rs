@@ -1,9 +1,10 @@
 //! Weft's engine: it runs connector specs loaded by `weft-core`.
 //!
-//! Today it renders spec operations into concrete requests ([`request`]), finds records in
-//! responses ([`extract`]), walks pages ([`paginate`]), seals credentials ([`secrets`]) and keeps
-//! workspaces ([`workspace`]); the HTTP client, OAuth
-//! token lifecycle, rate limiting, flows and state build on that.
+//! It renders spec operations into concrete requests ([`request`]), sends them ([`http`]) within
+//! the provider's limits ([`limits`]), finds records in responses ([`extract`]), walks pages
+//! ([`paginate`]), authorizes with OAuth ([`oauth`]) and keeps tokens fresh ([`tokens`]), seals
+//! credentials ([`secrets`]) and keeps workspaces ([`workspace`]). A [`session::Session`] puts
+//! these together for one connection; flows and state build on it.
 //!
 //! API boundary: the engine sees connectors only as [`weft_core::Spec`] values (and, later,
 //! plugins through their C ABI); it never parses TOML itself.
@@ -12,11 +13,19 @@ pub mod cursor;
 pub mod extract;
 pub mod http;
 pub mod limits;
+pub mod oauth;
 pub mod paginate;
 pub mod request;
 pub mod secrets;
+pub mod session;
+pub mod tokens;
 pub mod workspace;
 pub mod write;
+
+/// Locks `m`, going on with the data of a holder that panicked (counters and caches stay usable).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Errors of the engine, each naming what failed and what to do.
 #[derive(Debug, thiserror::Error)]

@@ -178,10 +178,19 @@ impl MasterKey {
                 Ok((key, KeySource::File(key_file.to_path_buf())))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                // Two processes may get here at once: the key is written aside and linked into
+                // place, which fails when the other one won; then its key is the key.
                 let key = Self::generate()?;
-                write_private(key_file, key.to_base64().as_bytes())
+                let aside = key_file.with_extension(format!("new-{}", std::process::id()));
+                write_private(&aside, key.to_base64().as_bytes())
                     .map_err(|e| file_err(format!("cannot create it: {e}")))?;
-                Ok((key, KeySource::File(key_file.to_path_buf())))
+                let linked = std::fs::hard_link(&aside, key_file);
+                let _ = std::fs::remove_file(&aside);
+                match linked {
+                    Ok(()) => Ok((key, KeySource::File(key_file.to_path_buf()))),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(key_file),
+                    Err(e) => Err(file_err(format!("cannot create it: {e}"))),
+                }
             }
             Err(err) => Err(file_err(err.to_string())),
         }
@@ -269,6 +278,31 @@ impl SecretStore {
     /// Opens the store at `path` with `key`, creating an empty one when the file is absent.
     /// A wrong key or a damaged file is an error; nothing is overwritten.
     pub fn open(path: &Path, key: MasterKey) -> Result<Self, SecretError> {
+        match Self::read(path, &key)? {
+            Some((records, check)) => Ok(Self {
+                path: path.to_path_buf(),
+                key,
+                records,
+                check,
+            }),
+            None => {
+                let check = seal(&key, CHECK_ID, CHECK_VALUE)?;
+                Ok(Self {
+                    path: path.to_path_buf(),
+                    key,
+                    records: BTreeMap::new(),
+                    check,
+                })
+            }
+        }
+    }
+
+    /// The records and key check on disk; `None` when there is no file yet.
+    #[allow(clippy::type_complexity)]
+    fn read(
+        path: &Path,
+        key: &MasterKey,
+    ) -> Result<Option<(BTreeMap<String, String>, String)>, SecretError> {
         let corrupt = |reason: String| SecretError::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -283,7 +317,7 @@ impl SecretStore {
                         file.version
                     )));
                 }
-                match open(&key, CHECK_ID, &file.check) {
+                match open(key, CHECK_ID, &file.check) {
                     Ok(check) if check.expose().as_bytes() == CHECK_VALUE => {}
                     Ok(_) => {
                         return Err(corrupt(
@@ -299,22 +333,9 @@ impl SecretStore {
                         return Err(corrupt(format!("key check: {reason}")));
                     }
                 }
-                Ok(Self {
-                    path: path.to_path_buf(),
-                    key,
-                    records: file.records,
-                    check: file.check,
-                })
+                Ok(Some((file.records, file.check)))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let check = seal(&key, CHECK_ID, CHECK_VALUE)?;
-                Ok(Self {
-                    path: path.to_path_buf(),
-                    key,
-                    records: BTreeMap::new(),
-                    check,
-                })
-            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(SecretError::Io {
                 action: "read",
                 path: path.to_path_buf(),
@@ -341,20 +362,62 @@ impl SecretStore {
         }
     }
 
-    /// Stores `value` as `id` and saves the file.
+    /// Stores `value` as `id` and saves the file. Other processes may write the same file: the
+    /// change is made under an exclusive lock on the file's state as it is on disk, so no
+    /// process's record is lost to another's write.
     pub fn put(&mut self, id: &str, value: &Secret) -> Result<(), SecretError> {
+        let _lock = self.exclusive()?;
+        self.reload()?;
         let sealed = seal(&self.key, id, value.expose().as_bytes())?;
         self.records.insert(id.to_owned(), sealed);
         self.save()
     }
 
-    /// Removes `id` (if present) and saves the file.
+    /// Removes `id` (if present) and saves the file, under the same lock as [`SecretStore::put`].
     pub fn remove(&mut self, id: &str) -> Result<bool, SecretError> {
+        let _lock = self.exclusive()?;
+        self.reload()?;
         let removed = self.records.remove(id).is_some();
         if removed {
             self.save()?;
         }
         Ok(removed)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file again, to see what other processes wrote since it was opened.
+    pub fn reload(&mut self) -> Result<(), SecretError> {
+        if let Some((records, check)) = Self::read(&self.path, &self.key)? {
+            self.records = records;
+            self.check = check;
+        }
+        Ok(())
+    }
+
+    /// An exclusive lock on the store (a lock file beside it), held until the file is dropped.
+    /// The operating system releases it when the process ends, however it ends.
+    fn exclusive(&self) -> Result<std::fs::File, SecretError> {
+        let path = self.path.with_extension("lock");
+        let io = |source| SecretError::Io {
+            action: "lock",
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(file)
     }
 
     /// Ids of the stored records.
@@ -365,6 +428,8 @@ impl SecretStore {
     /// Re-seals every record under `new_key`; fails without changing anything if any record
     /// does not open.
     pub fn rotate(&mut self, new_key: MasterKey) -> Result<usize, SecretError> {
+        let _lock = self.exclusive()?;
+        self.reload()?;
         let mut resealed = BTreeMap::new();
         for id in self.records.keys() {
             if let Some(secret) = self.get(id)? {
@@ -510,6 +575,35 @@ mod tests {
             SecretStore::open(&path, key()),
             Err(SecretError::Corrupt { .. })
         ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn writers_with_their_own_handles_lose_nothing() {
+        let dir = temp_dir("writers");
+        let path = dir.join("secrets.json");
+        SecretStore::open(&path, key())
+            .unwrap()
+            .put("seed", &Secret::new("s".into()))
+            .unwrap();
+        std::thread::scope(|s| {
+            for w in 0..6 {
+                let path = path.clone();
+                s.spawn(move || {
+                    // Each writer opened the file before the others wrote: a plain
+                    // read-modify-write would drop their records.
+                    let mut store = SecretStore::open(&path, key()).unwrap();
+                    for i in 0..10 {
+                        store
+                            .put(&format!("w{w}-{i}"), &Secret::new(format!("v{w}{i}")))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let store = SecretStore::open(&path, key()).unwrap();
+        assert_eq!(store.ids().count(), 61);
+        assert_eq!(store.get("w5-9").unwrap().unwrap().expose(), "v59");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -258,6 +258,20 @@ impl KantataSim {
         &self.shared.personal_token
     }
 
+    /// Every access and refresh token issued so far (for tests that check none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let auth = self
+            .shared
+            .auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        auth.tokens
+            .keys()
+            .chain(auth.refresh.keys())
+            .cloned()
+            .collect()
+    }
+
     /// The API host's clock, request log and fault plan.
     pub fn observed(&self) -> &Observed {
         &self.observed

@@ -37,6 +37,9 @@ pub(crate) struct AuthState {
     access: HashMap<String, AccessInfo>,
     /// The demo user's connections to organisations.
     pub(crate) connections: Vec<Connection>,
+    /// Refresh-token grants received, and those answered with tokens.
+    refresh_requests: u64,
+    refreshed: u64,
 }
 
 struct CodeGrant {
@@ -94,12 +97,28 @@ impl AuthState {
             refresh: HashMap::new(),
             access: HashMap::new(),
             connections: Vec::new(),
+            refresh_requests: 0,
+            refreshed: 0,
         }
     }
 
     fn token_string(&mut self, len: usize) -> String {
         let bytes: Vec<u8> = (0..len).map(|_| self.rng.u8(..)).collect();
         URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Every access and refresh token issued so far.
+    pub(crate) fn issued(&self) -> Vec<String> {
+        self.access
+            .keys()
+            .chain(self.refresh.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// How many refresh grants were answered with new tokens, and how many were refused.
+    pub(crate) fn refresh_outcomes(&self) -> (u64, u64) {
+        (self.refreshed, self.refresh_requests - self.refreshed)
     }
 
     /// The access token's grant, if it exists (expired or not).
@@ -271,15 +290,13 @@ fn client_auth(
             v.strip_prefix("Basic ")
                 .or_else(|| v.strip_prefix("basic "))
         })
-    {
-        if let Some((id, secret)) = STANDARD
+        && let Some((id, secret)) = STANDARD
             .decode(basic.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())))
-        {
-            return (Some(id), Some(secret));
-        }
+    {
+        return (Some(id), Some(secret));
     }
     (
         form.get("client_id").cloned(),
@@ -354,6 +371,7 @@ async fn token(
             json_response(200, &answer)
         }
         "refresh_token" => {
+            auth.refresh_requests += 1;
             if !secret_ok {
                 return oauth_error(400, "invalid_client");
             }
@@ -398,6 +416,7 @@ async fn token(
                     entry.rotated = Some((now, next));
                 }
             }
+            auth.refreshed += 1;
             json_response(200, &answer)
         }
         "client_credentials" => {
@@ -496,10 +515,10 @@ fn issue(
         "token_type": "Bearer",
         "scope": scopes.join(" "),
     });
-    if !scopes.iter().any(|s| s == "openid") {
-        if let Some(m) = answer.as_object_mut() {
-            m.remove("id_token");
-        }
+    if !scopes.iter().any(|s| s == "openid")
+        && let Some(m) = answer.as_object_mut()
+    {
+        m.remove("id_token");
     }
     if scopes.iter().any(|s| s == "offline_access") {
         let refresh = match reuse {

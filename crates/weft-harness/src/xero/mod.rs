@@ -220,6 +220,7 @@ pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 pub struct XeroSim {
     shared: Arc<Shared>,
     observed: Observed,
+    identity_observed: Observed,
     login: Running,
     identity: Running,
     api: Running,
@@ -280,10 +281,11 @@ impl XeroSim {
             config.login_port,
             quiet(config.seed ^ 1),
         )?;
+        let identity_observed = quiet(config.seed ^ 2);
         let identity = Running::start(
             auth::identity_router(shared.clone()),
             config.identity_port,
-            quiet(config.seed ^ 2),
+            identity_observed.clone(),
         )?;
         let observed = Observed::new(config.clock.clone(), config.seed, Some("xero-tenant-id"));
         let api = Running::start(
@@ -294,6 +296,7 @@ impl XeroSim {
         Ok(Self {
             shared,
             observed,
+            identity_observed,
             login,
             identity,
             api,
@@ -339,9 +342,24 @@ impl XeroSim {
         lock(&self.shared.auth).consent = consent;
     }
 
-    /// The API server's clock, request log and fault plan.
+    /// Every access and refresh token issued so far (for tests that check none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.auth).issued()
+    }
+
+    /// Refresh grants answered with new tokens, and refused (`invalid_grant`) ones.
+    pub fn refresh_outcomes(&self) -> (u64, u64) {
+        lock(&self.shared.auth).refresh_outcomes()
+    }
+
+    /// The API host's clock, request log and fault plan.
     pub fn observed(&self) -> &Observed {
         &self.observed
+    }
+
+    /// The token host's request log and fault plan (lost refresh answers, resets).
+    pub fn identity_observed(&self) -> &Observed {
+        &self.identity_observed
     }
 
     /// The simulated clock.

@@ -1,0 +1,316 @@
+//! The whole path through the real binary against the simulators: add a client, create a
+//! connection, authorize it (the test plays the browser by following the printed URL), test it
+//! and read through it. Xero with two organisations, each read from the right one; eight
+//! processes sharing one Xero connection across many token expiries; revocation on delete; and
+//! a scan of everything printed and written for the client secret and every issued token.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Sandbox, err, out};
+use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::xero::{Consent, XeroConfig, XeroLimits, XeroSim};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn callback(port: u16) -> String {
+    format!("http://localhost:{port}/oauth/callback")
+}
+
+/// What a person's browser does: open the authorize URL, let the provider redirect (consent is
+/// decided by the simulator), and follow the redirect to the callback.
+fn play_browser(url: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = weft_engine::http::client().unwrap();
+        let consent = http.get(url).send().await.unwrap();
+        assert!(
+            consent.status().is_redirection(),
+            "the consent page answered {}",
+            consent.status()
+        );
+        let back = consent.headers()["location"].to_str().unwrap().to_owned();
+        http.get(back).send().await.unwrap().status().as_u16()
+    })
+}
+
+/// Runs `weft connection authorize NAME` and plays the browser; returns (exit code, stdout,
+/// stderr) after the command ends.
+fn authorize(s: &Sandbox, name: &str, port: u16, extra: &[&str]) -> (i32, String, String) {
+    let port_text = port.to_string();
+    let mut args = vec![
+        "connection",
+        "authorize",
+        name,
+        "--no-browser",
+        "--port",
+        &port_text,
+        "--timeout",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = s
+        .command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    let mut rest = String::new();
+    if url.starts_with("http") {
+        let page = play_browser(url.trim());
+        assert_eq!(page, 200, "the callback page");
+    }
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let printed = format!("{url}{rest}");
+    s.printed(printed.as_bytes());
+    s.printed(stderr.as_bytes());
+    (status.code().unwrap_or(-1), printed, stderr)
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", err(o));
+}
+
+fn xero_connection(s: &Sandbox, sim: &XeroSim, name: &str) {
+    s.guard(sim.client_secret());
+    s.add_client(
+        "xapp",
+        "xero",
+        sim.client_id(),
+        &format!("{}\n", sim.client_secret()),
+    );
+    let hosts = [
+        format!("login={}", sim.login_url()),
+        format!("identity={}", sim.identity_url()),
+        format!("api={}", sim.api_url()),
+    ];
+    let mut args = vec![
+        "connection",
+        "create",
+        name,
+        "--connector",
+        "xero",
+        "--client",
+        "xapp",
+    ];
+    for h in &hosts {
+        args.extend(["--host", h.as_str()]);
+    }
+    ok(&s.run(&args, None));
+}
+
+#[test]
+fn kantata_add_client_create_authorize_test_and_read() {
+    let port = free_port();
+    let sim = KantataSim::start(KantataConfig {
+        redirect_uris: vec![callback(port)],
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-kantata");
+    ok(&s.run(&["init"], None));
+    s.guard(sim.client_secret());
+    s.guard(sim.personal_token());
+    s.add_client(
+        "kapp",
+        "kantata",
+        sim.client_id(),
+        &format!("{}\n", sim.client_secret()),
+    );
+    let app = format!("app={}", sim.app_url());
+    let api = format!("api={}", sim.api_url());
+    ok(&s.run(
+        &[
+            "connection",
+            "create",
+            "k",
+            "--connector",
+            "kantata",
+            "--client",
+            "kapp",
+            "--host",
+            &app,
+            "--host",
+            &api,
+        ],
+        None,
+    ));
+    let (code, printed, stderr) = authorize(&s, "k", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(printed.contains("authorized connection `k`"), "{printed}");
+    assert!(stderr.contains(&callback(port)), "{stderr}");
+
+    let test = s.run(&["connection", "test", "k"], None);
+    ok(&test);
+    assert!(out(&test).contains("works"), "{}", out(&test));
+    let read = s.run(&["read", "k", "workspaces", "--limit", "3"], None);
+    ok(&read);
+    assert_eq!(out(&read).lines().count(), 3);
+    assert_eq!(s.connection_json("k")["status"], "authorized");
+
+    s.assert_none_of(sim.issued_tokens());
+}
+
+#[test]
+fn xero_two_organisations_each_read_from_the_right_one() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 2,
+        size: 12,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let tenants = sim.tenants();
+    let (a, b) = (tenants[0].clone(), tenants[1].clone());
+    let s = Sandbox::new("auth-xero");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+
+    // Not authorized yet: its own exit code.
+    assert_eq!(
+        s.run(&["connection", "test", "x"], None).status.code(),
+        Some(8)
+    );
+
+    // The person connects organisation A: the connection reaches A only (matched by the
+    // token's authentication_event_id, not by taking the first listed).
+    sim.set_consent(Consent::Grant {
+        tenants: vec![a.0.clone()],
+    });
+    let (code, printed, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        printed.contains(&a.1) && !printed.contains(&b.1),
+        "{printed}"
+    );
+    ok(&s.run(&["connection", "test", "x"], None));
+
+    // Authorizing again for B adds it; the consent listed both, only B is new.
+    sim.set_consent(Consent::Grant {
+        tenants: vec![b.0.clone()],
+    });
+    let (code, printed, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(printed.contains("the connection reaches 2"), "{printed}");
+
+    // Two tenants: reading without choosing is refused, with the choices named.
+    let unchosen = s.run(&["read", "x", "invoices"], None);
+    assert_eq!(unchosen.status.code(), Some(1));
+    assert!(err(&unchosen).contains("--tenant"), "{}", err(&unchosen));
+    for (id, _) in [&a, &b] {
+        let read = s.run(&["read", "x", "invoices", "--tenant", id], None);
+        ok(&read);
+        let got: Vec<String> = out(&read)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["InvoiceID"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let expected: Vec<String> = sim
+            .invoices(id)
+            .iter()
+            .map(|i| i["InvoiceID"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got.len(), expected.len());
+        let mut g = got.clone();
+        let mut e = expected.clone();
+        g.sort();
+        e.sort();
+        assert_eq!(g, e, "tenant {id} read its own invoices");
+    }
+    // Every API call carried one of the two tenants, never a mix-up: the simulator answers a
+    // wrong tenant with 403, and no call failed.
+    assert!(sim.observed().log.requests().iter().all(|r| r.status < 400));
+
+    // A declined consent says so and changes nothing.
+    sim.set_consent(Consent::Deny);
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("access_denied"), "{stderr}");
+
+    // Delete revokes the grant at Xero: its refresh token stops working there.
+    let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
+    ok(&deleted);
+    assert!(out(&deleted).contains("revoked"), "{}", out(&deleted));
+
+    s.assert_none_of(sim.issued_tokens());
+}
+
+#[test]
+fn eight_processes_share_one_xero_connection_across_many_expiries() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 5,
+        redirect_uris: vec![callback(port)],
+        limits: XeroLimits::unlimited(),
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-eight");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let rounds = 6;
+    for round in 0..rounds {
+        // Every access token is now expired at Xero; each process finds out from a 401.
+        sim.clock().advance(Duration::from_secs(31 * 60));
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                s.command(&["read", "x", "contacts", "--limit", "2"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let o = child.wait_with_output().unwrap();
+            s.printed(&o.stdout);
+            s.printed(&o.stderr);
+            assert!(o.status.success(), "round {round}: {}", err(&o));
+            assert_eq!(out(&o).lines().count(), 2);
+        }
+    }
+    let (refreshed, refused) = sim.refresh_outcomes();
+    assert_eq!(refused, 0, "no refresh was refused (no invalid_grant)");
+    assert_eq!(
+        refreshed, rounds,
+        "exactly one refresh per expiry, across all processes"
+    );
+    assert!(sim.identity_observed().log.max_in_flight(None) <= 1);
+    assert_eq!(s.connection_json("x")["status"], "authorized");
+
+    s.assert_none_of(sim.issued_tokens());
+}

@@ -1,0 +1,186 @@
+//! What the CLI tests share: a sandbox (its own workspace and configuration folder) that runs the
+//! real `weft` binary and checks that nothing it prints or writes holds a guarded secret.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub(crate) const SECRET: &str = "Xs3cr3t-never-shown-4f1c";
+
+pub(crate) struct Sandbox {
+    root: PathBuf,
+    /// Values that must never appear in output or in a file (besides `SECRET`).
+    secrets: std::cell::RefCell<Vec<String>>,
+    /// Everything the binary printed, for the final scan against every guarded value.
+    printed: std::cell::RefCell<Vec<Vec<u8>>>,
+}
+
+impl Sandbox {
+    pub(crate) fn new(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("weft-client-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("project")).unwrap();
+        Self {
+            root,
+            secrets: std::cell::RefCell::new(vec![SECRET.to_owned()]),
+            printed: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds an OAuth client, which must succeed.
+    pub(crate) fn add_client(
+        &self,
+        name: &str,
+        connector: &str,
+        client_id: &str,
+        secret_line: &str,
+    ) {
+        let args = [
+            "client",
+            "add",
+            name,
+            "--connector",
+            connector,
+            "--client-id",
+            client_id,
+            "--secret-stdin",
+        ];
+        let o = self.run(&args, Some(secret_line));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Adds a value to those that must never be seen.
+    pub(crate) fn guard(&self, secret: &str) {
+        self.secrets.borrow_mut().push(secret.to_owned());
+    }
+
+    pub(crate) fn project(&self) -> PathBuf {
+        self.root.join("project")
+    }
+
+    pub(crate) fn config(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    pub(crate) fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_env(args, stdin, &[])
+    }
+
+    pub(crate) fn run_env(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Output {
+        let mut child = self
+            .command(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            // The command may refuse before it reads its input; a closed pipe is fine then.
+            let _ = input.write_all(text.as_bytes());
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        self.printed(&out.stdout);
+        self.printed(&out.stderr);
+        out
+    }
+
+    /// Checks `bytes` (something the binary printed) now and keeps it for the final scan.
+    pub(crate) fn printed(&self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in self.secrets.borrow().iter() {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a guarded secret was printed"
+            );
+        }
+        self.printed.borrow_mut().push(bytes.to_vec());
+    }
+
+    /// A `weft` command to spawn by hand (for commands a test interacts with).
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
+        c.args(args)
+            .current_dir(self.project())
+            .env("WEFT_CONFIG_DIR", self.config())
+            .env_remove("WEFT_MASTER_KEY")
+            .env_remove("WEFT_SPEC_PATH")
+            .env_remove("BROWSER");
+        c
+    }
+
+    /// `weft connection show NAME --json`, parsed.
+    pub(crate) fn connection_json(&self, name: &str) -> serde_json::Value {
+        let shown = self.run(&["connection", "show", name, "--json"], None);
+        assert!(shown.status.success(), "{}", err(&shown));
+        serde_json::from_slice(&shown.stdout).unwrap()
+    }
+
+    /// Guards `tokens` (every token a simulator issued), then scans everything.
+    pub(crate) fn assert_none_of(&self, tokens: Vec<String>) {
+        for t in tokens {
+            self.guard(&t);
+        }
+        self.assert_no_plain_secret();
+    }
+
+    /// Every file under the sandbox, read as text, and everything the binary printed must be
+    /// free of every guarded value.
+    pub(crate) fn assert_no_plain_secret(&self) {
+        let secrets = self.secrets.borrow();
+        for text in self.printed.borrow().iter() {
+            let text = String::from_utf8_lossy(text);
+            for secret in secrets.iter() {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a guarded secret was printed"
+                );
+            }
+        }
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    let text = String::from_utf8_lossy(&bytes);
+                    for secret in secrets.iter() {
+                        assert!(
+                            !text.contains(secret.as_str()),
+                            "{} holds a guarded secret",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub(crate) fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub(crate) fn out(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,287 @@
+//! A connection at work: every call a spec resource needs, made the one way — rendered from the
+//! spec, under the connection's limiter (concurrency and budgets, per tenant), with a current
+//! access token (refreshed ahead of expiry, or once after the provider rejects it), through the
+//! executor's retries and error rules, and counted.
+//!
+//! Reads stream: [`Session::list`] hands records to the caller page by page, so memory holds one
+//! page however long the list is.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use weft_core::Spec;
+use weft_core::model::{ErrorClass, Pagination};
+
+use crate::EngineError;
+use crate::extract::{ExtractError, records};
+use crate::http::{Answer, CallError, send};
+use crate::limits::{Clock, LimitError, Limiter};
+use crate::lock;
+use crate::paginate::{PageError, Pager};
+use crate::request::{Hosts, OpKind, RequestContext, build};
+use crate::tokens::{TokenError, TokenKeeper};
+
+/// Why a call or a read stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The request could not be rendered.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// No usable token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The provider refused, or could not be reached.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// A daily cap is spent (a resumable stop).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// A page that is not what the spec describes.
+    #[error("page {page} of `{resource}`: {source}")]
+    Extract {
+        /// Resource name.
+        resource: String,
+        /// Page number, from 1.
+        page: u64,
+        /// The problem.
+        #[source]
+        source: ExtractError,
+    },
+    /// Paging that cannot go on (a repeated cursor).
+    #[error("paging `{resource}`: {source}")]
+    Page {
+        /// Resource name.
+        resource: String,
+        /// The problem.
+        #[source]
+        source: PageError,
+    },
+}
+
+/// Counters of a session, for progress and run summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls answered (each retry counted once per attempt).
+    pub calls: u64,
+    /// Answers with status 429.
+    pub rate_limited: u64,
+    /// Time spent waiting for the limiter, backoff and `Retry-After`.
+    pub waited: Duration,
+}
+
+/// A connection ready to call.
+pub struct Session {
+    spec: Spec,
+    hosts: Hosts,
+    limiter: Limiter,
+    http: reqwest::Client,
+    tokens: TokenKeeper,
+    clock: Arc<dyn Clock>,
+    env: minijinja::Environment<'static>,
+    seed: Mutex<fastrand::Rng>,
+    stats: Mutex<CallStats>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("connector", &self.spec.id())
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session over `spec` with these hosts, limiter (shared with the connections that borrow
+    /// its concurrency), HTTP client, tokens and clock.
+    pub fn new(
+        spec: Spec,
+        hosts: Hosts,
+        limiter: Limiter,
+        http: reqwest::Client,
+        tokens: TokenKeeper,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            spec,
+            hosts,
+            limiter,
+            http,
+            tokens,
+            clock,
+            env: weft_core::template::environment(),
+            seed: Mutex::new(fastrand::Rng::new()),
+            stats: Mutex::new(CallStats::default()),
+        }
+    }
+
+    /// The connector's spec.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// The token keeper.
+    pub fn tokens(&self) -> &TokenKeeper {
+        &self.tokens
+    }
+
+    /// Calls, 429s and waiting so far.
+    pub fn stats(&self) -> CallStats {
+        *lock(&self.stats)
+    }
+
+    /// Makes operation `kind` of `resource`: rendered, limited, authorized, sent. `extra_query`
+    /// is paging; `extra_headers` (an idempotency key) are added after the spec's.
+    pub async fn call(
+        &self,
+        resource: &str,
+        kind: OpKind,
+        ctx: &RequestContext,
+        extra_query: &[(String, String)],
+        extra_headers: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, SessionError> {
+        let file = self.spec.file();
+        let op_rules = file
+            .resources
+            .get(resource)
+            .and_then(|r| match kind {
+                OpKind::List => r.list.as_ref(),
+                OpKind::Get => r.get.as_ref(),
+                OpKind::Create => r.create.as_ref(),
+                OpKind::Update => r.update.as_ref(),
+            })
+            .map(|op| op.errors.as_slice())
+            .unwrap_or_default();
+        // Credentials first: "not authorized yet" says more than anything that follows from it.
+        let mut token = self.tokens.access_token().await?;
+        let mut request = build(
+            &self.env,
+            file,
+            &self.hosts,
+            resource,
+            kind,
+            ctx,
+            extra_query,
+        )?;
+        request.headers.extend(extra_headers.iter().cloned());
+        let tenant = ctx.tenant.as_ref().map(|t| t.id.as_str());
+        let mut rng = fastrand::Rng::with_seed(lock(&self.seed).u64(..));
+        let mut renewed = false;
+        loop {
+            let before = self.clock.now_ms();
+            let permit = self.limiter.acquire(tenant, self.clock.as_ref()).await?;
+            let limiter_wait = Duration::from_millis(self.clock.now_ms().saturating_sub(before));
+            let signed = request.clone().with_token(file, token.expose())?;
+            let outcome = send(
+                &self.http,
+                file,
+                op_rules,
+                &signed,
+                body,
+                self.clock.as_ref(),
+                &mut rng,
+            )
+            .await;
+            drop(permit);
+            {
+                let mut stats = lock(&self.stats);
+                stats.waited += limiter_wait;
+                match &outcome {
+                    Ok(answer) => {
+                        stats.calls += u64::from(answer.attempts);
+                        stats.waited += answer.waited;
+                    }
+                    Err(CallError::Refused {
+                        attempts, status, ..
+                    }) => {
+                        stats.calls += u64::from(*attempts);
+                        stats.rate_limited += u64::from(*status == 429);
+                    }
+                    Err(_) => stats.calls += 1,
+                }
+            }
+            match outcome {
+                Ok(answer) => {
+                    self.limiter
+                        .observe(tenant, &answer.headers, self.clock.as_ref());
+                    return Ok(answer);
+                }
+                Err(CallError::Refused {
+                    class: ErrorClass::TokenExpired | ErrorClass::Unauthorized,
+                    ..
+                }) if !renewed => {
+                    // Expired early, or clocks apart: one new token, one more try.
+                    renewed = true;
+                    token = self.tokens.rejected(&token).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads every record of `resource` (or until `each` breaks), one page at a time, in the
+    /// provider's order. Returns the number of records handed over.
+    pub async fn list(
+        &self,
+        resource: &str,
+        ctx: &RequestContext,
+        mut each: impl FnMut(Value) -> ControlFlow<()>,
+    ) -> Result<u64, SessionError> {
+        let file = self.spec.file();
+        let list = file
+            .resources
+            .get(resource)
+            .ok_or_else(|| EngineError::UnknownResource {
+                connector: file.id.clone(),
+                resource: resource.to_owned(),
+            })?
+            .list
+            .as_ref()
+            .ok_or_else(|| EngineError::NoOperation {
+                connector: file.id.clone(),
+                resource: resource.to_owned(),
+                operation: "list",
+            })?;
+        let mut pager = Pager::new(list.pagination.as_ref().unwrap_or(&Pagination::None));
+        let mut page_no = 0;
+        let mut handed = 0;
+        while let Some(query) = pager.next_query() {
+            page_no += 1;
+            let answer = self
+                .call(resource, OpKind::List, ctx, &query, &[], None)
+                .await?;
+            let page =
+                records(&answer.body, &list.records).map_err(|source| SessionError::Extract {
+                    resource: resource.to_owned(),
+                    page: page_no,
+                    source,
+                })?;
+            pager
+                .advance(&answer.body, page.len())
+                .map_err(|source| SessionError::Page {
+                    resource: resource.to_owned(),
+                    source,
+                })?;
+            drop(answer);
+            for record in page {
+                handed += 1;
+                if each(record).is_break() {
+                    return Ok(handed);
+                }
+            }
+        }
+        Ok(handed)
+    }
+
+    /// A context with the spec's field defaults and these parameters.
+    pub fn context(&self, params: BTreeMap<String, String>) -> RequestContext {
+        RequestContext {
+            params,
+            ..RequestContext::with_field_defaults(self.spec.file())
+        }
+    }
+}

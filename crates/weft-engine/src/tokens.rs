@@ -1,0 +1,334 @@
+//! A connection's tokens over their lifetime: the current access token, refreshed ahead of
+//! expiry or after the provider rejects it, with exactly one refresh in flight per connection
+//! across every Weft process.
+//!
+//! The rules that keep a rotating refresh token from ever being lost:
+//! - a refresh happens only under the connection's lock file (an OS lock, released when the
+//!   process ends however it ends), after reading the stored tokens again: whoever waited for the
+//!   lock usually finds a fresh token there and makes no call;
+//! - the new tokens are sealed in the store before the new access token is used;
+//! - a refresh whose answer is lost is retried with the same refresh token, which the provider's
+//!   grace period still honours;
+//! - `invalid_grant` marks the connection "needs authorization" (the tokens are kept) and every
+//!   later use says which command to run.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weft_core::model::Refresh;
+
+use crate::limits::Clock;
+use crate::lock;
+use crate::oauth::{OAuthApp, OAuthError, TokenSet};
+use crate::secrets::{Secret, SecretError, SecretStore};
+
+/// How long a process waits for another one's refresh before giving up.
+const LOCK_PATIENCE: Duration = Duration::from_secs(120);
+/// Attempts at a refresh whose answer does not arrive.
+const REFRESH_ATTEMPTS: u32 = 4;
+
+/// Errors of the token lifecycle; none carries a token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The connection was never authorized.
+    #[error(
+        "connection `{connection}` has no credentials yet; run `weft connection authorize {connection}`"
+    )]
+    NotAuthorized {
+        /// Connection name.
+        connection: String,
+    },
+    /// The provider refused the grant for good.
+    #[error(
+        "connection `{connection}` needs authorization again ({reason}); run `weft connection authorize {connection}`"
+    )]
+    NeedsAuthorization {
+        /// Connection name.
+        connection: String,
+        /// What the provider said.
+        reason: String,
+    },
+    /// A pasted token the provider no longer accepts (it cannot be refreshed).
+    #[error(
+        "the provider refused the token of connection `{connection}`; paste a new one with `weft connection edit {connection} --token-stdin`"
+    )]
+    TokenRefused {
+        /// Connection name.
+        connection: String,
+    },
+    /// The stored record is not tokens.
+    #[error(
+        "the stored credentials of connection `{connection}` are damaged; run `weft connection authorize {connection}`"
+    )]
+    Damaged {
+        /// Connection name.
+        connection: String,
+    },
+    /// Another process held the refresh lock too long.
+    #[error(
+        "another Weft process has held the refresh lock of `{connection}` for two minutes; if no Weft process is running, remove {lock}"
+    )]
+    LockTimeout {
+        /// Connection name.
+        connection: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// The lock file could not be used.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credential store refused.
+    #[error(transparent)]
+    Store(#[from] SecretError),
+    /// The token endpoint failed.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+}
+
+/// Counters of one keeper, for tests and run summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    /// Refresh grants this process sent (each retry counted).
+    pub refresh_calls: u64,
+    /// Times a refresh was needed and another process (or task) had already done it.
+    pub found_fresh: u64,
+}
+
+/// The tokens of one connection.
+pub struct TokenKeeper {
+    connection: String,
+    record: String,
+    store: Mutex<SecretStore>,
+    lock_path: PathBuf,
+    app: Option<OAuthApp>,
+    refresh: Option<Refresh>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    current: Mutex<Option<TokenSet>>,
+    gate: tokio::sync::Mutex<()>,
+    stats: Mutex<TokenStats>,
+}
+
+impl std::fmt::Debug for TokenKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeeper")
+            .field("connection", &self.connection)
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKeeper {
+    /// The keeper of `connection`, whose tokens are record `record` of `store`. `app` is the
+    /// OAuth client (absent for pasted tokens); `refresh` the spec's refresh rules.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        connection: &str,
+        record: &str,
+        store: SecretStore,
+        app: Option<OAuthApp>,
+        refresh: Option<Refresh>,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let safe: String = record
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let lock_path = store
+            .path()
+            .parent()
+            .map(|d| d.join("locks"))
+            .unwrap_or_else(|| PathBuf::from("locks"))
+            .join(format!("{safe}.lock"));
+        Self {
+            connection: connection.to_owned(),
+            record: record.to_owned(),
+            store: Mutex::new(store),
+            lock_path,
+            app,
+            refresh,
+            http,
+            clock,
+            current: Mutex::new(None),
+            gate: tokio::sync::Mutex::new(()),
+            stats: Mutex::new(TokenStats::default()),
+        }
+    }
+
+    /// What this keeper has done so far.
+    pub fn stats(&self) -> TokenStats {
+        *lock(&self.stats)
+    }
+
+    /// The stored tokens, read again from disk.
+    fn stored(&self) -> Result<TokenSet, TokenError> {
+        let mut store = lock(&self.store);
+        store.reload()?;
+        let Some(secret) = store.get(&self.record)? else {
+            return Err(TokenError::NotAuthorized {
+                connection: self.connection.clone(),
+            });
+        };
+        let tokens = TokenSet::from_sealed_json(&secret).ok_or_else(|| TokenError::Damaged {
+            connection: self.connection.clone(),
+        })?;
+        if let Some(reason) = &tokens.needs_authorization {
+            return Err(TokenError::NeedsAuthorization {
+                connection: self.connection.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(tokens)
+    }
+
+    fn fresh(&self, tokens: &TokenSet) -> bool {
+        let ahead = self.refresh.as_ref().map_or(0, |r| r.ahead.as_millis());
+        match tokens.expires_at_ms {
+            None => true,
+            Some(at) => self.clock.now_ms().saturating_add(ahead) < at,
+        }
+    }
+
+    /// An access token to use now: the current one, or a new one when it expires within the
+    /// spec's `ahead` margin.
+    pub async fn access_token(&self) -> Result<Secret, TokenError> {
+        let current = lock(&self.current).clone();
+        let tokens = match current {
+            Some(t) => t,
+            None => {
+                let t = self.stored()?;
+                *lock(&self.current) = Some(t.clone());
+                t
+            }
+        };
+        if self.fresh(&tokens) {
+            return Ok(tokens.access_token);
+        }
+        self.renew(&tokens.access_token).await
+    }
+
+    /// The provider rejected `token` (expired early, clocks apart): a new access token, unless
+    /// another task or process already has one.
+    pub async fn rejected(&self, token: &Secret) -> Result<Secret, TokenError> {
+        self.renew(token).await
+    }
+
+    /// Replaces `stale` (the access token that expired or was rejected).
+    async fn renew(&self, stale: &Secret) -> Result<Secret, TokenError> {
+        let _gate = self.gate.lock().await;
+        if let Some(t) = lock(&self.current).clone()
+            && &t.access_token != stale
+            && self.fresh(&t)
+        {
+            lock(&self.stats).found_fresh += 1;
+            return Ok(t.access_token);
+        }
+        let _file = self.lock_file().await?;
+        let stored = self.stored()?;
+        if &stored.access_token != stale && self.fresh(&stored) {
+            lock(&self.stats).found_fresh += 1;
+            let access = stored.access_token.clone();
+            *lock(&self.current) = Some(stored);
+            return Ok(access);
+        }
+        let app = match &self.app {
+            Some(app) if !stored.pasted => app,
+            _ => {
+                return Err(TokenError::TokenRefused {
+                    connection: self.connection.clone(),
+                });
+            }
+        };
+        let Some(refresh_token) = stored.refresh_token.clone() else {
+            return Err(self.mark(
+                stored,
+                "the provider no longer accepts the access token and issued no refresh token",
+            )?);
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            lock(&self.stats).refresh_calls += 1;
+            match app
+                .refresh(&self.http, &refresh_token, self.clock.now_ms())
+                .await
+            {
+                Ok(tokens) => {
+                    // Sealed before use: a crash from here on leaves the new refresh token on disk.
+                    lock(&self.store).put(&self.record, &tokens.to_sealed_json())?;
+                    let access = tokens.access_token.clone();
+                    *lock(&self.current) = Some(tokens);
+                    return Ok(access);
+                }
+                Err(e) if e.is_invalid_grant() => {
+                    return Err(self.mark(stored, &e.to_string())?);
+                }
+                Err(e) if e.is_transient() && attempt < REFRESH_ATTEMPTS => {
+                    // The answer may have been lost after the provider rotated the token; the
+                    // same refresh token stays valid for the grace period, so try it again.
+                    self.clock.wait(Duration::from_millis(250 << attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Records that the grant is gone, keeping the tokens, and returns the error to show.
+    fn mark(&self, mut tokens: TokenSet, reason: &str) -> Result<TokenError, TokenError> {
+        tokens.needs_authorization = Some(reason.to_owned());
+        lock(&self.store).put(&self.record, &tokens.to_sealed_json())?;
+        *lock(&self.current) = None;
+        Ok(TokenError::NeedsAuthorization {
+            connection: self.connection.clone(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// The connection's refresh lock, waited for (bounded).
+    async fn lock_file(&self) -> Result<std::fs::File, TokenError> {
+        let io = |source| TokenError::Lock {
+            path: self.lock_path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = self.lock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(io)?;
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if started.elapsed() > LOCK_PATIENCE {
+                        return Err(TokenError::LockTimeout {
+                            connection: self.connection.clone(),
+                            lock: self.lock_path.display().to_string(),
+                        });
+                    }
+                    // Another process is refreshing; its answer takes a round trip.
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+    }
+}
