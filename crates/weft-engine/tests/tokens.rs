@@ -1,0 +1,208 @@
+//! The token lifecycle against the Xero simulator, on its clock: the authorization code flow,
+//! refresh ahead of expiry, a lost refresh answer recovered inside the grace period, and
+//! `invalid_grant` turning into "needs authorization" that sticks.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{SimWait, shipped};
+use weft_engine::limits::Clock;
+use weft_engine::oauth::{OAuthApp, TokenSet};
+use weft_engine::request::Hosts;
+use weft_engine::secrets::{MasterKey, Secret, SecretStore};
+use weft_engine::tokens::{TokenError, TokenKeeper};
+use weft_harness::faults::{Fault, FaultRule, When};
+use weft_harness::xero::{XeroConfig, XeroSim};
+
+const CALLBACK: &str = "http://localhost:8976/oauth/callback";
+const RECORD: &str = "connection:x:tokens";
+
+struct Fixture {
+    sim: XeroSim,
+    clock: Arc<SimWait>,
+    dir: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let sim = XeroSim::start(XeroConfig {
+            organisations: 1,
+            size: 3,
+            ..XeroConfig::default()
+        })
+        .unwrap();
+        let clock = Arc::new(SimWait::new(sim.clock()));
+        let dir = std::env::temp_dir().join(format!("weft-tokens-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self { sim, clock, dir }
+    }
+
+    fn app(&self) -> OAuthApp {
+        let spec = shipped("xero");
+        let hosts = Hosts::new(
+            spec.file(),
+            &BTreeMap::from([
+                ("login".to_owned(), self.sim.login_url()),
+                ("identity".to_owned(), self.sim.identity_url()),
+                ("api".to_owned(), self.sim.api_url()),
+            ]),
+        )
+        .unwrap();
+        OAuthApp::new(
+            spec.file(),
+            &hosts,
+            self.sim.client_id(),
+            Some(Secret::new(self.sim.client_secret().to_owned())),
+            CALLBACK,
+        )
+        .unwrap()
+    }
+
+    fn store(&self) -> SecretStore {
+        SecretStore::open(
+            &self.dir.join("credentials.json"),
+            MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn keeper(&self) -> TokenKeeper {
+        let spec = shipped("xero");
+        TokenKeeper::new(
+            "x",
+            RECORD,
+            self.store(),
+            Some(self.app()),
+            spec.file().auth.oauth2.as_ref().unwrap().refresh.clone(),
+            weft_engine::http::client().unwrap(),
+            self.clock.clone(),
+        )
+    }
+
+    /// The authorization code flow, the browser played by following the consent redirect.
+    async fn authorize(&self) -> TokenSet {
+        let app = self.app();
+        let pending = app.start();
+        assert!(pending.url.as_str().contains("code_challenge_method=S256"));
+        let http = weft_engine::http::client().unwrap();
+        let consent = http.get(pending.url.clone()).send().await.unwrap();
+        let back = url::Url::parse(consent.headers()["location"].to_str().unwrap()).unwrap();
+        let get = |k: &str| {
+            back.query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.into_owned())
+        };
+        assert_eq!(get("state").as_deref(), Some(pending.state.as_str()));
+        let code = get("code").unwrap();
+        let tokens = app
+            .exchange(&http, pending, &code, self.clock.now_ms())
+            .await
+            .unwrap();
+        self.store().put(RECORD, &tokens.to_sealed_json()).unwrap();
+        tokens
+    }
+
+    /// Whether `token` opens the API (the organisation endpoint).
+    async fn works(&self, token: &Secret) -> bool {
+        let tenant = self.sim.tenants()[0].0.clone();
+        weft_engine::http::client()
+            .unwrap()
+            .get(format!("{}/api.xro/2.0/Organisation", self.sim.api_url()))
+            .bearer_auth(token.expose())
+            .header("xero-tenant-id", tenant)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn refreshes_ahead_of_expiry_and_persists_the_rotation_first() {
+    let f = Fixture::new("ahead");
+    let first = f.authorize().await;
+    assert!(format!("{first:?}").contains("[redacted]"));
+    let keeper = f.keeper();
+    let a = keeper.access_token().await.unwrap();
+    assert_eq!(a, first.access_token);
+    // 26 of 30 minutes later the token is inside the 5-minute margin: renewed before use.
+    f.sim.clock().advance(Duration::from_secs(26 * 60));
+    let b = keeper.access_token().await.unwrap();
+    assert_ne!(a, b);
+    assert!(f.works(&b).await);
+    assert_eq!(f.sim.refresh_outcomes(), (1, 0));
+    // What is on disk is the rotated pair, so another process starts from it.
+    let stored = TokenSet::from_sealed_json(&f.store().get(RECORD).unwrap().unwrap()).unwrap();
+    assert_eq!(stored.access_token, b);
+    assert_ne!(stored.refresh_token, first.refresh_token);
+    // A second keeper (another process) finds it fresh and makes no call.
+    assert_eq!(f.keeper().access_token().await.unwrap(), b);
+    assert_eq!(f.sim.refresh_outcomes(), (1, 0));
+}
+
+#[tokio::test]
+async fn a_lost_refresh_answer_is_recovered_within_the_grace_period() {
+    let f = Fixture::new("lost");
+    f.authorize().await;
+    let keeper = f.keeper();
+    // Xero rotates the refresh token, then the answer never arrives.
+    f.sim
+        .identity_observed()
+        .faults
+        .add(FaultRule::on("/connect/token", When::Nth(1), Fault::LoseResponse).method("POST"));
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let token = keeper.access_token().await.unwrap();
+    assert!(f.works(&token).await);
+    assert_eq!(keeper.stats().refresh_calls, 2, "one lost, one retried");
+    assert_eq!(f.sim.refresh_outcomes(), (2, 0), "the retry was honoured");
+    // The chain goes on: the next expiry refreshes with the token the retry returned.
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let next = keeper.access_token().await.unwrap();
+    assert!(f.works(&next).await);
+    assert_eq!(f.sim.refresh_outcomes(), (3, 0));
+}
+
+#[tokio::test]
+async fn invalid_grant_marks_the_connection_and_keeps_the_tokens() {
+    let f = Fixture::new("invalid");
+    let tokens = f.authorize().await;
+    // The person disconnects the app at Xero: the grant is gone.
+    let http = weft_engine::http::client().unwrap();
+    f.app()
+        .revoke(&http, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let keeper = f.keeper();
+    let err = keeper.access_token().await.unwrap_err();
+    assert!(
+        matches!(err, TokenError::NeedsAuthorization { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("weft connection authorize x"),
+        "{err}"
+    );
+    let refused = f.sim.refresh_outcomes().1;
+    assert_eq!(refused, 1);
+    // Marked on disk, tokens kept: the next process says the same without asking Xero again.
+    let stored = TokenSet::from_sealed_json(&f.store().get(RECORD).unwrap().unwrap()).unwrap();
+    assert!(stored.needs_authorization.is_some());
+    assert_eq!(stored.refresh_token, tokens.refresh_token);
+    let again = f.keeper().access_token().await.unwrap_err();
+    assert!(matches!(again, TokenError::NeedsAuthorization { .. }));
+    assert_eq!(f.sim.refresh_outcomes().1, refused);
+    // Authorizing again clears it.
+    f.authorize().await;
+    assert!(f.keeper().access_token().await.is_ok());
+}
