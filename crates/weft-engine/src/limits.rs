@@ -83,6 +83,7 @@ struct Budget {
 /// The limits of one connection (or of several, when they borrow its concurrency).
 #[derive(Debug, Clone)]
 pub struct Limiter {
+    level: u32,
     concurrency: Arc<Semaphore>,
     budgets: Arc<Vec<Budget>>,
 }
@@ -91,9 +92,41 @@ pub struct Limiter {
 #[derive(Debug)]
 pub struct Permit {
     _slots: Vec<OwnedSemaphorePermit>,
+    /// The call's entries in the rate windows: (budget index, key, time recorded).
+    stamps: Vec<(usize, String, u64)>,
+    budgets: Arc<Vec<Budget>>,
+}
+
+impl Permit {
+    /// The call was answered: its entries in the rate windows move from when it started to
+    /// now. The provider counted it at some moment in between; counting from the later end
+    /// means a window Weft sees as free is free at the provider too, whatever the latency.
+    pub fn answered(self, clock: &dyn Clock) {
+        let now = clock.now_ms();
+        for (index, key, stamp) in &self.stamps {
+            if let Some(Budget {
+                kind: Kind::Rate { log, .. },
+                ..
+            }) = self.budgets.get(*index)
+            {
+                let mut log = lock(log);
+                if let Some(times) = log.get_mut(key)
+                    && let Some(at) = times.iter().position(|t| t == stamp)
+                {
+                    times[at] = now.max(*stamp);
+                    times.make_contiguous().sort_unstable();
+                }
+            }
+        }
+    }
 }
 
 impl Limiter {
+    /// The connection's concurrency level (calls in flight at once).
+    pub fn concurrency(&self) -> u32 {
+        self.level
+    }
+
     /// The limits of `spec` with `concurrency` calls in flight for the connection.
     pub fn new(spec: &SpecFile, concurrency: u32) -> Self {
         let budgets = spec
@@ -123,6 +156,7 @@ impl Limiter {
             })
             .collect();
         Self {
+            level: concurrency.max(1),
             concurrency: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             budgets: Arc::new(budgets),
         }
@@ -135,11 +169,12 @@ impl Limiter {
         clock: &dyn Clock,
     ) -> Result<Permit, LimitError> {
         let mut slots = Vec::new();
+        let mut stamps = Vec::new();
         // Closed semaphores never happen here (nobody closes them); treat one as no limit.
         if let Ok(p) = self.concurrency.clone().acquire_owned().await {
             slots.push(p);
         }
-        for budget in self.budgets.iter() {
+        for (index, budget) in self.budgets.iter().enumerate() {
             let key = scope_key(budget.scope, tenant);
             match &budget.kind {
                 Kind::Concurrent { calls, gates } => {
@@ -168,6 +203,7 @@ impl Limiter {
                         }
                         if times.len() < *calls {
                             times.push_back(now);
+                            stamps.push((index, key.clone(), now));
                             None
                         } else {
                             Some(times.front().copied().unwrap_or(now) + window_ms)
@@ -190,7 +226,11 @@ impl Limiter {
                 },
             }
         }
-        Ok(Permit { _slots: slots })
+        Ok(Permit {
+            _slots: slots,
+            stamps,
+            budgets: self.budgets.clone(),
+        })
     }
 
     /// Corrects the rate budgets with what the provider says is left: when a "remaining" header

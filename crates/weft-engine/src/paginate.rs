@@ -111,6 +111,22 @@ impl Pager {
         Some(q)
     }
 
+    /// The query of the page `ahead` positions after the next one, when the style numbers its
+    /// pages (page and offset styles), so several pages can be asked for at once; `None` for
+    /// cursors, which are known only from the previous answer.
+    pub fn lookahead(&self, ahead: u64) -> Option<Vec<(String, String)>> {
+        if self.done {
+            return None;
+        }
+        let mut later = self.clone();
+        match &self.style {
+            Pagination::Page { .. } => later.page += ahead,
+            Pagination::Offset { size, .. } => later.offset += ahead * u64::from(*size),
+            Pagination::None | Pagination::Cursor { .. } => return None,
+        }
+        later.next_query()
+    }
+
     /// Takes in a response: its body and how many records it held.
     pub fn advance(&mut self, body: &Value, records: usize) -> Result<(), PageError> {
         self.requests += 1;

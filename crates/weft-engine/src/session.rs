@@ -186,7 +186,7 @@ impl Session {
                 &mut rng,
             )
             .await;
-            drop(permit);
+            permit.answered(self.clock.as_ref());
             {
                 let mut stats = lock(&self.stats);
                 stats.waited += limiter_wait;
@@ -223,14 +223,23 @@ impl Session {
         }
     }
 
-    /// Reads every record of `resource` (or until `each` breaks), one page at a time, in the
-    /// provider's order. Returns the number of records handed over.
+    /// Reads every record of `resource` (or until `each` breaks), in the provider's order.
+    /// Returns the number of records handed over.
+    ///
+    /// When pages are numbered (page or offset paging), later pages are asked for while earlier
+    /// ones are still on their way, up to the connection's concurrency level, so a provider's
+    /// latency does not keep a read below its rate limit. The depth starts at one and grows by
+    /// one with each full page, so a list that fits in one page costs one call. Records are
+    /// still handed over in page order, and memory holds at most that many pages.
     pub async fn list(
         &self,
         resource: &str,
         ctx: &RequestContext,
         mut each: impl FnMut(Value) -> ControlFlow<()>,
     ) -> Result<u64, SessionError> {
+        use futures_util::StreamExt as _;
+        use futures_util::stream::FuturesOrdered;
+
         let file = self.spec.file();
         let list = file
             .resources
@@ -247,19 +256,45 @@ impl Session {
                 operation: "list",
             })?;
         let mut pager = Pager::new(list.pagination.as_ref().unwrap_or(&Pagination::None));
+        let max_depth = u64::from(self.limiter.concurrency().max(1));
+        let mut depth: u64 = 1;
+        // Pages asked for beyond the one the pager expects next.
+        let mut asked: u64 = 0;
+        let mut in_flight = FuturesOrdered::new();
         let mut page_no = 0;
         let mut handed = 0;
-        while let Some(query) = pager.next_query() {
+        loop {
+            while (in_flight.len() as u64) < depth {
+                let query = if asked == 0 {
+                    pager.next_query()
+                } else {
+                    pager.lookahead(asked)
+                };
+                let Some(query) = query else { break };
+                asked += 1;
+                in_flight.push_back(async move {
+                    self.call(resource, OpKind::List, ctx, &query, &[], None)
+                        .await
+                });
+            }
+            let Some(answer) = in_flight.next().await else {
+                return Ok(handed);
+            };
+            let answer = answer?;
+            asked -= 1;
             page_no += 1;
-            let answer = self
-                .call(resource, OpKind::List, ctx, &query, &[], None)
-                .await?;
             let page =
                 records(&answer.body, &list.records).map_err(|source| SessionError::Extract {
                     resource: resource.to_owned(),
                     page: page_no,
                     source,
                 })?;
+            let full = match list.pagination.as_ref() {
+                Some(Pagination::Page { size, .. } | Pagination::Offset { size, .. }) => {
+                    page.len() >= *size as usize
+                }
+                _ => false,
+            };
             pager
                 .advance(&answer.body, page.len())
                 .map_err(|source| SessionError::Page {
@@ -273,8 +308,14 @@ impl Session {
                     return Ok(handed);
                 }
             }
+            if pager.is_done() {
+                // Pages asked for beyond the end are dropped unanswered.
+                return Ok(handed);
+            }
+            if full {
+                depth = (depth + 1).min(max_depth);
+            }
         }
-        Ok(handed)
     }
 
     /// A context with the spec's field defaults and these parameters.
