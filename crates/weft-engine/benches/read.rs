@@ -11,6 +11,8 @@
 //!
 //! `cargo bench -p weft-engine --bench read` (add `-- --quick` for 10k/100k only).
 
+#![allow(clippy::print_stdout)]
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::ControlFlow;
