@@ -672,6 +672,12 @@ pub enum Extract {
         /// Only entries whose key equals this are records of the resource; others are ignored.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// Embed side-loaded records in each record: a field `<name>_ids` (or `<name>_id`) whose
+        /// ids are found in a top-level map adds that map's records under the map's name (for
+        /// `_ids`) or under `<name>` (for `_id`), so a record carries its line items, projects
+        /// and references with it. A prefix such as `primary_` is dropped to find the map.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        embed: bool,
     },
 }
 

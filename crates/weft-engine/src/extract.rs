@@ -77,6 +77,7 @@ pub fn records(body: &Value, extract: &Extract) -> Result<Vec<Value>, ExtractErr
             key_field,
             id_field,
             key,
+            embed,
         } => {
             let entries = match at_path(body, index) {
                 None => {
@@ -111,6 +112,7 @@ pub fn records(body: &Value, extract: &Extract) -> Result<Vec<Value>, ExtractErr
                     continue;
                 }
                 match body.get(&map_key).and_then(|m| m.get(&id)) {
+                    Some(record) if *embed => out.push(embedded(body, record)),
                     Some(record) => out.push(record.clone()),
                     None => {
                         return Err(ExtractError::Dangling {
@@ -124,6 +126,61 @@ pub fn records(body: &Value, extract: &Extract) -> Result<Vec<Value>, ExtractErr
             Ok(out)
         }
     }
+}
+
+/// `record` with the side-loaded records its `*_ids` / `*_id` fields point at (see
+/// `Extract::Index::embed`).
+fn embedded(body: &Value, record: &Value) -> Value {
+    let Some(fields) = record.as_object() else {
+        return record.clone();
+    };
+    let mut out = fields.clone();
+    // The map holding records of `stem`: `stem` pluralized (Rails style: `entry` → `entries`),
+    // dropping leading words (`primary_workspace_group` → `workspace_groups`) until one exists.
+    let map_for = |stem: &str| -> Option<(String, &serde_json::Map<String, Value>)> {
+        let mut rest = stem;
+        loop {
+            let plural = match rest.strip_suffix('y') {
+                Some(base) if !base.ends_with(['a', 'e', 'o', 'u']) => format!("{base}ies"),
+                _ => format!("{rest}s"),
+            };
+            if let Some(Value::Object(map)) = body.get(&plural) {
+                return Some((plural, map));
+            }
+            rest = rest.split_once('_')?.1;
+        }
+    };
+    let id_text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    for (field, value) in fields {
+        if let Some(stem) = field.strip_suffix("_ids") {
+            let (Some((name, map)), Value::Array(ids)) = (map_for(stem), value) else {
+                continue;
+            };
+            if out.contains_key(&name) {
+                continue;
+            }
+            let found: Vec<Value> = ids
+                .iter()
+                .filter_map(|id| id_text(id).and_then(|id| map.get(&id).cloned()))
+                .collect();
+            out.insert(name, Value::Array(found));
+        } else if let Some(stem) = field.strip_suffix("_id") {
+            let Some((_, map)) = map_for(stem) else {
+                continue;
+            };
+            if out.contains_key(stem) {
+                continue;
+            }
+            if let Some(found) = id_text(value).and_then(|id| map.get(&id).cloned()) {
+                out.insert(stem.to_owned(), found);
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -166,6 +223,7 @@ mod tests {
             key_field: "key".into(),
             id_field: "id".into(),
             key: key.map(str::to_owned),
+            embed: false,
         };
         let ids: Vec<Value> = records(&kantata, &index(Some("invoices")))
             .unwrap()
@@ -183,5 +241,31 @@ mod tests {
             records(&broken, &index(None)),
             Err(ExtractError::Dangling { .. })
         ));
+    }
+
+    #[test]
+    fn embedding_follows_ids_into_the_side_loaded_maps() {
+        let body = json!({
+            "results": [{"key": "invoices", "id": "7"}],
+            "invoices": {"7": {"id": "7", "time_entry_ids": ["1", "2"], "workspace_ids": ["5"],
+                                "user_id": "3", "recipient_id": "3", "expense_ids": []}},
+            "time_entries": {"1": {"id": "1", "time_in_minutes": 30}, "2": {"id": "2", "time_in_minutes": 45}},
+            "workspaces": {"5": {"id": "5", "primary_workspace_group_id": "8"}},
+            "users": {"3": {"id": "3"}},
+        });
+        let extract = Extract::Index {
+            index: "results".into(),
+            key_field: "key".into(),
+            id_field: "id".into(),
+            key: Some("invoices".into()),
+            embed: true,
+        };
+        let invoice = &records(&body, &extract).unwrap()[0];
+        assert_eq!(invoice["time_entries"][1]["time_in_minutes"], 45);
+        assert_eq!(invoice["workspaces"][0]["id"], "5");
+        assert_eq!(invoice["user"]["id"], "3");
+        // No `recipients` map, no `expenses` map: nothing invented.
+        assert!(invoice.get("recipient").is_none());
+        assert!(invoice.get("expenses").is_none());
     }
 }
