@@ -3,8 +3,8 @@
 //! It renders spec operations into concrete requests ([`request`]), sends them ([`http`]) within
 //! the provider's limits ([`limits`]), finds records in responses ([`extract`]), walks pages
 //! ([`paginate`]), authorizes with OAuth ([`oauth`]) and keeps tokens fresh ([`tokens`]), seals
-//! credentials ([`secrets`]) and keeps workspaces ([`workspace`]). A [`session::Session`] puts
-//! these together for one connection; flows and state build on it.
+//! credentials ([`secrets`]), keeps workspaces ([`workspace`]) and their state between runs
+//! ([`state`]). A [`session::Session`] puts these together for one connection; flows build on it.
 //!
 //! API boundary: the engine sees connectors only as [`weft_core::Spec`] values (and, later,
 //! plugins through their C ABI); it never parses TOML itself.
@@ -18,6 +18,7 @@ pub mod paginate;
 pub mod request;
 pub mod secrets;
 pub mod session;
+pub mod state;
 pub mod tokens;
 pub mod workspace;
 pub mod write;

@@ -325,6 +325,13 @@ impl Workspace {
         Ok(SecretStore::open(&self.credentials_path(), key)?)
     }
 
+    /// Where the workspace's state database is (`.weft/state.db`: cursors, the id ledger, runs
+    /// and the error queue; see [`crate::state`]). State belongs to a workspace, never to the
+    /// user scope.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(PRIVATE_DIR).join("state.db")
+    }
+
     /// Where this scope's sealed credentials are.
     pub fn credentials_path(&self) -> PathBuf {
         match self.scope {

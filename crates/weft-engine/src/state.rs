@@ -1,0 +1,1057 @@
+//! Embedded state: a workspace's memory between runs, in one SQLite file (`.weft/state.db`).
+//!
+//! It holds, per flow:
+//!
+//! - **cursors** per stream (how far incremental reads got);
+//! - the **id ledger** ([`Link`]): which destination record stands for which source record, the
+//!   source version it reflects, and a pending write intent recorded *before* a request is
+//!   sent, so a run that died mid-write reconciles instead of writing twice;
+//! - the **run history** ([`RunRecord`]) with each run's counts;
+//! - the per-record **error queue** ([`QueuedError`]): one active entry per record, which a
+//!   person marks for retry or resolves.
+//!
+//! The file holds no secret: ids, versions, idempotency keys, cursors, counts and the providers'
+//! error messages only. Credentials and tokens stay sealed in the credential store
+//! ([`crate::secrets`]).
+//!
+//! Several Weft processes may share the file: it is in WAL mode, every change is one
+//! `BEGIN IMMEDIATE` transaction, and a busy database is waited for up to
+//! [`BUSY_TIMEOUT`]. The schema version is `PRAGMA user_version`; a file written by a newer Weft
+//! is refused untouched, and a file that is not a Weft state database (damaged, or another
+//! application's) is refused with an error, never a panic. A [`State`] is `Send` and `Sync`:
+//! threads and tasks may share one handle.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+/// How long a call waits for another process holding the database before failing with
+/// [`StateError::Busy`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema version this Weft writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a Weft state database ("WEFT").
+const APPLICATION_ID: i64 = 0x5745_4654;
+
+/// Each migration brings the schema from its index to the next version.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1
+    "CREATE TABLE cursors (
+        flow TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (flow, stream)
+    ) WITHOUT ROWID;
+    CREATE TABLE links (
+        flow TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        dest_id TEXT,
+        source_version TEXT NOT NULL DEFAULT '',
+        dest_version TEXT,
+        pending_key TEXT,
+        pending_version TEXT,
+        pending_since_ms INTEGER,
+        note TEXT,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (flow, kind, source_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX links_by_dest ON links (flow, kind, dest_id);
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        flow TEXT NOT NULL,
+        dry_run INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER,
+        summary TEXT NOT NULL,
+        outcome TEXT,
+        reason TEXT
+    );
+    CREATE INDEX runs_by_flow ON runs (flow, id);
+    CREATE TABLE errors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        flow TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        message TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        run INTEGER,
+        note TEXT,
+        closed_ms INTEGER
+    );
+    CREATE UNIQUE INDEX errors_active ON errors (flow, kind, source_id)
+        WHERE status IN ('open', 'retry');
+    CREATE INDEX errors_by_flow ON errors (flow, status);",
+];
+
+/// Errors of the state database, each naming the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file cannot be opened or created.
+    #[error(
+        "cannot open the state database {path}: {source}; check that the folder exists and that you may write to it"
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The folder of the file cannot be created.
+    #[error("cannot create the folder of the state database {path}: {source}")]
+    Folder {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an SQLite database (damaged, or another kind of file).
+    #[error(
+        "{path} is not a Weft state database (it is damaged or is another kind of file); restore it from a backup, or move it aside to start a new one (Weft then no longer knows which records it already wrote, so check the destination for duplicates)"
+    )]
+    NotADatabase {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// An SQLite database of another application.
+    #[error(
+        "{path} is an SQLite database of another application, not Weft's state; move it elsewhere, Weft will then create its own"
+    )]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Written by a newer Weft.
+    #[error(
+        "the state database {path} was written by a newer Weft (schema version {found}; this Weft knows up to {supported}); upgrade weft to use it (it was left unchanged)"
+    )]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this Weft knows.
+        supported: i64,
+    },
+    /// Another process held the database for longer than [`BUSY_TIMEOUT`].
+    #[error(
+        "the state database {path} stayed locked by another Weft process for more than {}s while trying to {action}; wait for that process to finish (see `weft runs list`) and try again",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+    },
+    /// A row that does not read back (the file was damaged or edited by hand).
+    #[error(
+        "the state database {path} holds a damaged {what}: {reason}; restore the file from a backup"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which kind of row.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `finish_run` or `save_progress` of a run that does not exist.
+    #[error("the state database {path} has no run {id}; see `weft runs list`")]
+    NoRun {
+        /// The database file.
+        path: PathBuf,
+        /// The run id.
+        id: i64,
+    },
+    /// `finish_run` of a run that already finished.
+    #[error("run {id} in {path} has already finished; a run is finished once")]
+    RunFinished {
+        /// The database file.
+        path: PathBuf,
+        /// The run id.
+        id: i64,
+    },
+    /// `set_note` on a record the ledger does not know.
+    #[error(
+        "the state database {path} has no link for {kind} `{source_id}` of flow `{flow}`; a note is kept on a known record only"
+    )]
+    NoLink {
+        /// The database file.
+        path: PathBuf,
+        /// The flow.
+        flow: String,
+        /// The record kind.
+        kind: String,
+        /// The source id.
+        source_id: String,
+    },
+    /// Any other SQLite failure (disk full, read-only file, I/O error).
+    #[error("cannot {action} in the state database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// One record in the cross-system id ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    /// Record kind (`invoice`, `contact`, `payment`, `reference`).
+    pub kind: String,
+    /// The source system's id.
+    pub source_id: String,
+    /// The destination system's id, once a write succeeded.
+    pub dest_id: Option<String>,
+    /// The source version the destination reflects (empty while nothing was written).
+    pub source_version: String,
+    /// The destination's version after the last write, when it reports one.
+    pub dest_version: Option<String>,
+    /// A write begun and not yet finished or abandoned: after a crash, reconcile first.
+    pub pending: Option<PendingWrite>,
+    /// Why the record is as it is (for instance why an update was not possible).
+    pub note: Option<String>,
+    /// When the link last changed (ms since the Unix epoch).
+    pub updated_ms: u64,
+}
+
+/// A write whose request may have been sent, with no known answer yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingWrite {
+    /// The idempotency key the request carries.
+    pub idempotency_key: String,
+    /// The source version being written.
+    pub source_version: String,
+    /// When the intent was first recorded (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+/// The counts of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSummary {
+    /// Source records read.
+    pub read: u64,
+    /// Destination records created.
+    pub created: u64,
+    /// Destination records updated.
+    pub updated: u64,
+    /// Records already up to date.
+    pub unchanged: u64,
+    /// Records that failed (see the error queue).
+    pub failed: u64,
+    /// Contacts created at the destination.
+    pub contacts_created: u64,
+    /// Payments written back to the source.
+    pub payments_written: u64,
+    /// External references written to the source.
+    pub references_written: u64,
+    /// API calls made.
+    pub calls: u64,
+    /// Answers that said "rate limited".
+    pub rate_limited: u64,
+    /// Time spent waiting on rate limits (ms).
+    pub waited_ms: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Every record was handled (some may be in the error queue).
+    Completed,
+    /// Stopped early and resumable, for instance by a provider's daily cap.
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+    /// Failed as a whole.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One run of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    /// Run id (increasing).
+    pub id: i64,
+    /// The flow.
+    pub flow: String,
+    /// Whether it changed nothing.
+    pub dry_run: bool,
+    /// Start (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// End, once finished.
+    pub finished_ms: Option<u64>,
+    /// Its counts (as last saved, for a run still going or one that died).
+    pub summary: RunSummary,
+    /// None while running, or when the process died before finishing it.
+    pub outcome: Option<RunOutcome>,
+}
+
+/// An entry of the per-record error queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedError {
+    /// Entry id.
+    pub id: i64,
+    /// The flow.
+    pub flow: String,
+    /// Record kind.
+    pub kind: String,
+    /// The source record's id.
+    pub source_id: String,
+    /// Where it failed (`read`, `map`, `write`, …).
+    pub stage: String,
+    /// The latest message (the provider's, when it gave one).
+    pub message: String,
+    /// `open`, `retry` (the next run re-reads the record), `resolved` or `fixed` (closed).
+    pub status: String,
+    /// How many times the record failed while this entry was active.
+    pub attempts: u32,
+    /// First failure (ms since the Unix epoch).
+    pub first_seen_ms: u64,
+    /// Latest failure (ms since the Unix epoch).
+    pub last_seen_ms: u64,
+    /// The run of the latest failure.
+    pub run: Option<i64>,
+    /// A person's note (given when resolving).
+    pub note: Option<String>,
+    /// When it was resolved or fixed.
+    pub closed_ms: Option<u64>,
+}
+
+impl QueuedError {
+    /// Whether the entry is closed (`resolved` or `fixed`).
+    pub fn is_closed(&self) -> bool {
+        self.status == STATUS_RESOLVED || self.status == STATUS_FIXED
+    }
+}
+
+/// Queue status: waiting for a person.
+pub const STATUS_OPEN: &str = "open";
+/// Queue status: the next run re-reads the record.
+pub const STATUS_RETRY: &str = "retry";
+/// Queue status: closed by a person.
+pub const STATUS_RESOLVED: &str = "resolved";
+/// Queue status: closed because the record later succeeded.
+pub const STATUS_FIXED: &str = "fixed";
+
+/// Failures inside a transaction: SQLite's, or the state's own.
+enum Fail {
+    Db(rusqlite::Error),
+    State(StateError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+/// A workspace's state database.
+#[derive(Debug)]
+pub struct State {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// Milliseconds as SQLite stores them (saturating: no input panics).
+fn sql_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A stored millisecond count, refused when negative.
+fn get_ms(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(idx)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
+}
+
+fn get_opt_ms(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
+    let v: Option<i64> = row.get(idx)?;
+    v.map(|v| u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v)))
+        .transpose()
+}
+
+const LINK_COLUMNS: &str = "kind, source_id, dest_id, source_version, dest_version, pending_key, pending_version, pending_since_ms, note, updated_ms";
+
+fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
+    let key: Option<String> = row.get(5)?;
+    let version: Option<String> = row.get(6)?;
+    let since = get_opt_ms(row, 7)?;
+    let pending = match (key, version, since) {
+        (Some(idempotency_key), Some(source_version), Some(since_ms)) => Some(PendingWrite {
+            idempotency_key,
+            source_version,
+            since_ms,
+        }),
+        _ => None,
+    };
+    Ok(Link {
+        kind: row.get(0)?,
+        source_id: row.get(1)?,
+        dest_id: row.get(2)?,
+        source_version: row.get(3)?,
+        dest_version: row.get(4)?,
+        pending,
+        note: row.get(8)?,
+        updated_ms: get_ms(row, 9)?,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, flow, dry_run, started_ms, finished_ms, summary, outcome, reason";
+
+/// A run row as stored; decoded by [`State::decode_run`].
+struct RawRun {
+    id: i64,
+    flow: String,
+    dry_run: bool,
+    started_ms: u64,
+    finished_ms: Option<u64>,
+    summary: String,
+    outcome: Option<String>,
+    reason: Option<String>,
+}
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok(RawRun {
+        id: row.get(0)?,
+        flow: row.get(1)?,
+        dry_run: row.get(2)?,
+        started_ms: get_ms(row, 3)?,
+        finished_ms: get_opt_ms(row, 4)?,
+        summary: row.get(5)?,
+        outcome: row.get(6)?,
+        reason: row.get(7)?,
+    })
+}
+
+const ERROR_COLUMNS: &str = "id, flow, kind, source_id, stage, message, status, attempts, first_seen_ms, last_seen_ms, run, note, closed_ms";
+
+fn error_row(row: &Row<'_>) -> rusqlite::Result<QueuedError> {
+    Ok(QueuedError {
+        id: row.get(0)?,
+        flow: row.get(1)?,
+        kind: row.get(2)?,
+        source_id: row.get(3)?,
+        stage: row.get(4)?,
+        message: row.get(5)?,
+        status: row.get(6)?,
+        attempts: row.get(7)?,
+        first_seen_ms: get_ms(row, 8)?,
+        last_seen_ms: get_ms(row, 9)?,
+        run: row.get(10)?,
+        note: row.get(11)?,
+        closed_ms: get_opt_ms(row, 12)?,
+    })
+}
+
+impl State {
+    /// Opens (creating) the database at `path`: WAL, busy_timeout ~10 s (several weft processes
+    /// may share it), schema migrated by PRAGMA user_version; refuses a newer version.
+    ///
+    /// The folder of `path` is created when missing. A file that is not Weft's state (garbage,
+    /// another application's database) or was written by a newer Weft is refused, unchanged.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Folder {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let state = Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        };
+        {
+            let conn = crate::lock(&state.conn);
+            conn.busy_timeout(BUSY_TIMEOUT)
+                .map_err(|e| state.fail("open", e))?;
+        }
+        state.migrate()?;
+        {
+            let conn = crate::lock(&state.conn);
+            // Returns the mode now in force; a file system without shared memory keeps the
+            // rollback journal, which is still correct, only slower with several readers.
+            let _mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(|e| state.fail("switch to WAL mode", e))?;
+        }
+        Ok(state)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Classifies an SQLite failure into a [`StateError`] naming this file.
+    fn fail(&self, action: &'static str, e: rusqlite::Error) -> StateError {
+        let path = self.path.clone();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => return StateError::NotADatabase { path },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                return StateError::Busy { path, action };
+            }
+            Some(ErrorCode::DatabaseCorrupt) => {
+                return StateError::Corrupt {
+                    path,
+                    what: "file",
+                    reason: e.to_string(),
+                };
+            }
+            _ => {}
+        }
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => StateError::Corrupt {
+                path,
+                what: "row",
+                reason: e.to_string(),
+            },
+            source => StateError::Sqlite {
+                path,
+                action,
+                source,
+            },
+        }
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction (waiting for other writers), committing
+    /// on success and rolling back on any failure.
+    fn write<T>(
+        &self,
+        action: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, Fail>,
+    ) -> Result<T, StateError> {
+        let conn = crate::lock(&self.conn);
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.fail(action, e))?;
+        let done = f(&conn).and_then(|v| {
+            conn.execute_batch("COMMIT")?;
+            Ok(v)
+        });
+        match done {
+            Ok(v) => Ok(v),
+            Err(fail) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(match fail {
+                    Fail::Db(e) => self.fail(action, e),
+                    Fail::State(e) => e,
+                })
+            }
+        }
+    }
+
+    /// Runs a read.
+    fn read<T>(
+        &self,
+        action: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let conn = crate::lock(&self.conn);
+        f(&conn).map_err(|e| self.fail(action, e))
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        self.write("read the schema version", |conn| {
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+            if app != APPLICATION_ID {
+                let tables: i64 =
+                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                if app != 0 || version != 0 || tables != 0 {
+                    return Err(Fail::State(StateError::Foreign {
+                        path: self.path.clone(),
+                    }));
+                }
+            }
+            if version > supported {
+                return Err(Fail::State(StateError::Newer {
+                    path: self.path.clone(),
+                    found: version,
+                    supported,
+                }));
+            }
+            if version < 0 {
+                return Err(Fail::State(StateError::Corrupt {
+                    path: self.path.clone(),
+                    what: "schema version",
+                    reason: format!("user_version is {version}"),
+                }));
+            }
+            let start = usize::try_from(version).unwrap_or(usize::MAX);
+            for sql in MIGRATIONS.iter().skip(start) {
+                conn.execute_batch(sql)?;
+            }
+            if version != supported {
+                conn.execute_batch(&format!(
+                    "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {supported};"
+                ))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The cursor of a flow's stream (e.g. "invoices", "payments"), if one was saved.
+    pub fn cursor(&self, flow: &str, stream: &str) -> Result<Option<String>, StateError> {
+        self.read("read a cursor", |c| {
+            c.query_row(
+                "SELECT value FROM cursors WHERE flow = ?1 AND stream = ?2",
+                params![flow, stream],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Saves the cursor of a flow's stream.
+    pub fn set_cursor(&self, flow: &str, stream: &str, value: &str) -> Result<(), StateError> {
+        let now = now_ms();
+        self.write("save a cursor", |c| {
+            c.execute(
+                "INSERT INTO cursors (flow, stream, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, stream) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                params![flow, stream, value, sql_ms(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The ledger entry of a source record. `kind` e.g. "invoice", "contact", "payment",
+    /// "reference"; `source_id` is the source system's id.
+    pub fn link(
+        &self,
+        flow: &str,
+        kind: &str,
+        source_id: &str,
+    ) -> Result<Option<Link>, StateError> {
+        self.one_link("source_id", flow, kind, source_id)
+    }
+
+    /// The ledger entry whose destination id is `dest_id` (for instance the Kantata invoice of a
+    /// paid Xero invoice).
+    pub fn link_by_dest(
+        &self,
+        flow: &str,
+        kind: &str,
+        dest_id: &str,
+    ) -> Result<Option<Link>, StateError> {
+        self.one_link("dest_id", flow, kind, dest_id)
+    }
+
+    /// The first link (by source id) whose `column` is `id`.
+    fn one_link(
+        &self,
+        column: &'static str,
+        flow: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Link>, StateError> {
+        self.read("read a link", |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {LINK_COLUMNS} FROM links WHERE flow = ?1 AND kind = ?2 AND {column} = ?3
+                     ORDER BY source_id LIMIT 1"
+                ),
+                params![flow, kind, id],
+                link_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Every ledger entry of a kind, by source id.
+    pub fn links(&self, flow: &str, kind: &str) -> Result<Vec<Link>, StateError> {
+        self.read("read links", |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {LINK_COLUMNS} FROM links WHERE flow = ?1 AND kind = ?2 ORDER BY source_id"
+            ))?;
+            stmt.query_map(params![flow, kind], link_row)?.collect()
+        })
+    }
+
+    /// Records the intent to write BEFORE the request is sent: the idempotency key and the
+    /// source version. A link in state Pending after a crash tells the next run to reconcile
+    /// before writing again.
+    ///
+    /// Beginning again with the same key keeps the first `since_ms` (the age of the key is what
+    /// tells whether the provider still honours it); another key replaces the intent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin_write(
+        &self,
+        flow: &str,
+        kind: &str,
+        source_id: &str,
+        source_version: &str,
+        idempotency_key: &str,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        self.write("record a write intent", |c| {
+            c.execute(
+                "INSERT INTO links (flow, kind, source_id, pending_key, pending_version, pending_since_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT (flow, kind, source_id) DO UPDATE SET
+                   pending_since_ms = CASE WHEN pending_key IS excluded.pending_key
+                     THEN pending_since_ms ELSE excluded.pending_since_ms END,
+                   pending_key = excluded.pending_key,
+                   pending_version = excluded.pending_version,
+                   updated_ms = excluded.updated_ms",
+                params![flow, kind, source_id, idempotency_key, source_version, sql_ms(now_ms)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The write succeeded: dest id and the source version it reflects; state Done (no pending
+    /// intent). Also records a link found rather than written (a reconciled or matched record).
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_write(
+        &self,
+        flow: &str,
+        kind: &str,
+        source_id: &str,
+        dest_id: &str,
+        source_version: &str,
+        dest_version: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        self.write("record a finished write", |c| {
+            c.execute(
+                "INSERT INTO links (flow, kind, source_id, dest_id, source_version, dest_version, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (flow, kind, source_id) DO UPDATE SET
+                   dest_id = excluded.dest_id,
+                   source_version = excluded.source_version,
+                   dest_version = excluded.dest_version,
+                   pending_key = NULL, pending_version = NULL, pending_since_ms = NULL,
+                   updated_ms = excluded.updated_ms",
+                params![flow, kind, source_id, dest_id, source_version, dest_version, sql_ms(now_ms)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forget a pending intent (the write was refused, nothing was created). A link that was
+    /// never written and has no note disappears; otherwise only the intent goes.
+    pub fn abandon_write(&self, flow: &str, kind: &str, source_id: &str) -> Result<(), StateError> {
+        self.write("abandon a write intent", |c| {
+            c.execute(
+                "DELETE FROM links WHERE flow = ?1 AND kind = ?2 AND source_id = ?3
+                   AND dest_id IS NULL AND note IS NULL",
+                params![flow, kind, source_id],
+            )?;
+            c.execute(
+                "UPDATE links SET pending_key = NULL, pending_version = NULL, pending_since_ms = NULL
+                 WHERE flow = ?1 AND kind = ?2 AND source_id = ?3",
+                params![flow, kind, source_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Sets (or, with `None`, clears) the note of a known link, e.g. why an update was not
+    /// possible. A record the ledger does not know is [`StateError::NoLink`].
+    pub fn set_note(
+        &self,
+        flow: &str,
+        kind: &str,
+        source_id: &str,
+        note: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.write("save a note", |c| {
+            let changed = c.execute(
+                "UPDATE links SET note = ?4 WHERE flow = ?1 AND kind = ?2 AND source_id = ?3",
+                params![flow, kind, source_id, note],
+            )?;
+            if changed == 0 {
+                return Err(Fail::State(StateError::NoLink {
+                    path: self.path.clone(),
+                    flow: flow.to_owned(),
+                    kind: kind.to_owned(),
+                    source_id: source_id.to_owned(),
+                }));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records the start of a run and returns its id.
+    pub fn start_run(&self, flow: &str, dry_run: bool, now_ms: u64) -> Result<i64, StateError> {
+        let summary = summary_json(&RunSummary::default());
+        self.write("record a run", |c| {
+            c.execute(
+                "INSERT INTO runs (flow, dry_run, started_ms, summary) VALUES (?1, ?2, ?3, ?4)",
+                params![flow, dry_run, sql_ms(now_ms), summary],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Saves the counts of a run still going, so a run that dies leaves what it did.
+    pub fn save_progress(&self, run: i64, summary: &RunSummary) -> Result<(), StateError> {
+        let summary = summary_json(summary);
+        self.write("save a run's progress", |c| {
+            let changed = c.execute(
+                "UPDATE runs SET summary = ?2 WHERE id = ?1",
+                params![run, summary],
+            )?;
+            if changed == 0 {
+                return Err(Fail::State(StateError::NoRun {
+                    path: self.path.clone(),
+                    id: run,
+                }));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records the end of a run, its counts and outcome. A run finishes once.
+    pub fn finish_run(
+        &self,
+        run: i64,
+        summary: &RunSummary,
+        outcome: &RunOutcome,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        let summary = summary_json(summary);
+        let (status, reason) = match outcome {
+            RunOutcome::Completed => ("completed", None),
+            RunOutcome::Stopped { reason } => ("stopped", Some(reason.as_str())),
+            RunOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+        };
+        self.write("record the end of a run", |c| {
+            let finished: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT finished_ms FROM runs WHERE id = ?1",
+                    params![run],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match finished {
+                None => {
+                    return Err(Fail::State(StateError::NoRun {
+                        path: self.path.clone(),
+                        id: run,
+                    }));
+                }
+                Some(Some(_)) => {
+                    return Err(Fail::State(StateError::RunFinished {
+                        path: self.path.clone(),
+                        id: run,
+                    }));
+                }
+                Some(None) => {}
+            }
+            c.execute(
+                "UPDATE runs SET finished_ms = ?2, summary = ?3, outcome = ?4, reason = ?5 WHERE id = ?1",
+                params![run, sql_ms(now_ms), summary, status, reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn decode_run(&self, raw: RawRun) -> Result<RunRecord, StateError> {
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: self.path.clone(),
+            what: "run",
+            reason: format!("run {}: {reason}", raw.id),
+        };
+        let summary: RunSummary = serde_json::from_str(&raw.summary)
+            .map_err(|e| corrupt(format!("its summary does not read: {e}")))?;
+        let reason = raw.reason.unwrap_or_default();
+        let outcome = match raw.outcome.as_deref() {
+            None => None,
+            Some("completed") => Some(RunOutcome::Completed),
+            Some("stopped") => Some(RunOutcome::Stopped { reason }),
+            Some("failed") => Some(RunOutcome::Failed { reason }),
+            Some(other) => return Err(corrupt(format!("unknown outcome `{other}`"))),
+        };
+        Ok(RunRecord {
+            id: raw.id,
+            flow: raw.flow,
+            dry_run: raw.dry_run,
+            started_ms: raw.started_ms,
+            finished_ms: raw.finished_ms,
+            summary,
+            outcome,
+        })
+    }
+
+    /// Runs, newest first, of one flow or all, at most `limit`.
+    pub fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raw = self.read("read runs", |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR flow = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            stmt.query_map(params![flow, limit], run_row)?.collect::<Result<Vec<_>, _>>()
+        })?;
+        raw.into_iter().map(|r| self.decode_run(r)).collect()
+    }
+
+    /// One run.
+    pub fn run(&self, id: i64) -> Result<Option<RunRecord>, StateError> {
+        let raw = self.read("read a run", |c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![id],
+                run_row,
+            )
+            .optional()
+        })?;
+        raw.map(|r| self.decode_run(r)).transpose()
+    }
+
+    /// Queues a record's failure and returns the entry's id. There is one active (open or
+    /// retry) entry per (flow, kind, source_id): a repeat updates its stage, message, run and
+    /// last_seen, adds one to attempts, and sets it back to open.
+    #[allow(clippy::too_many_arguments)]
+    pub fn queue_error(
+        &self,
+        flow: &str,
+        kind: &str,
+        source_id: &str,
+        stage: &str,
+        message: &str,
+        run: Option<i64>,
+        now_ms: u64,
+    ) -> Result<i64, StateError> {
+        self.write("queue an error", |c| {
+            let id = c.query_row(
+                "INSERT INTO errors (flow, kind, source_id, stage, message, status, attempts, first_seen_ms, last_seen_ms, run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', 1, ?6, ?6, ?7)
+                 ON CONFLICT (flow, kind, source_id) WHERE status IN ('open', 'retry') DO UPDATE SET
+                   stage = excluded.stage,
+                   message = excluded.message,
+                   status = 'open',
+                   attempts = attempts + 1,
+                   last_seen_ms = excluded.last_seen_ms,
+                   run = excluded.run
+                 RETURNING id",
+                params![flow, kind, source_id, stage, message, sql_ms(now_ms), run],
+                |r| r.get(0),
+            )?;
+            Ok(id)
+        })
+    }
+
+    /// Queue entries of one flow or all: active ones only, or with `include_closed` every one;
+    /// oldest first.
+    pub fn errors(
+        &self,
+        flow: Option<&str>,
+        include_closed: bool,
+    ) -> Result<Vec<QueuedError>, StateError> {
+        self.read("read the error queue", |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {ERROR_COLUMNS} FROM errors
+                 WHERE (?1 IS NULL OR flow = ?1) AND (?2 OR status IN ('open', 'retry'))
+                 ORDER BY id"
+            ))?;
+            stmt.query_map(params![flow, include_closed], error_row)?
+                .collect()
+        })
+    }
+
+    /// One queue entry.
+    pub fn error(&self, id: i64) -> Result<Option<QueuedError>, StateError> {
+        self.read("read an error", |c| {
+            c.query_row(
+                &format!("SELECT {ERROR_COLUMNS} FROM errors WHERE id = ?1"),
+                params![id],
+                error_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Marks an open entry for retry (the next run re-reads its record). False when there is no
+    /// such open entry (unknown, already marked, or closed).
+    pub fn mark_retry(&self, id: i64) -> Result<bool, StateError> {
+        self.write("mark an error for retry", |c| {
+            Ok(c.execute(
+                "UPDATE errors SET status = 'retry' WHERE id = ?1 AND status = 'open'",
+                params![id],
+            )? > 0)
+        })
+    }
+
+    /// Closes an active entry as resolved by a person, with an optional note. False when there
+    /// is no such active entry (unknown or already closed).
+    pub fn resolve(&self, id: i64, note: Option<&str>, now_ms: u64) -> Result<bool, StateError> {
+        self.write("resolve an error", |c| {
+            Ok(c.execute(
+                "UPDATE errors SET status = 'resolved', note = ?2, closed_ms = ?3
+                 WHERE id = ?1 AND status IN ('open', 'retry')",
+                params![id, note, sql_ms(now_ms)],
+            )? > 0)
+        })
+    }
+
+    /// Source ids marked for retry (the next run re-reads them), in queue order.
+    pub fn retries(&self, flow: &str, kind: &str) -> Result<Vec<String>, StateError> {
+        self.read("read the retries", |c| {
+            let mut stmt = c.prepare(
+                "SELECT source_id FROM errors WHERE flow = ?1 AND kind = ?2 AND status = 'retry' ORDER BY id",
+            )?;
+            stmt.query_map(params![flow, kind], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// The record succeeded: its open or retry entry, if any, becomes `fixed` (closed).
+    pub fn clear_error(
+        &self,
+        flow: &str,
+        kind: &str,
+        source_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        self.write("close an error", |c| {
+            c.execute(
+                "UPDATE errors SET status = 'fixed', closed_ms = ?4
+                 WHERE flow = ?1 AND kind = ?2 AND source_id = ?3 AND status IN ('open', 'retry')",
+                params![flow, kind, source_id, sql_ms(now_ms)],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+fn summary_json(summary: &RunSummary) -> String {
+    // A struct of integers always serializes.
+    serde_json::to_string(summary).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,566 @@
+//! The state database: round trips, schema versions, refused files, writers in several threads
+//! and handles, and the error queue's semantics.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use weft_engine::state::{
+    BUSY_TIMEOUT, Link, PendingWrite, RunOutcome, RunSummary, SCHEMA_VERSION, State, StateError,
+};
+
+/// A fresh folder for one test.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("weft-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join(".weft").join("state.db")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn user_version(path: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn creates_folder_and_schema_and_reopens() {
+    let dir = Dir::new("create");
+    let state = State::open(&dir.db()).unwrap();
+    assert_eq!(state.path(), dir.db());
+    assert_eq!(state.cursor("f", "invoices").unwrap(), None);
+    state
+        .set_cursor("f", "invoices", "2026-01-01T00:00:00Z")
+        .unwrap();
+    drop(state);
+    assert_eq!(user_version(&dir.db()), SCHEMA_VERSION);
+    let state = State::open(&dir.db()).unwrap();
+    assert_eq!(
+        state.cursor("f", "invoices").unwrap().as_deref(),
+        Some("2026-01-01T00:00:00Z")
+    );
+    state
+        .set_cursor("f", "invoices", "2026-02-01T00:00:00Z")
+        .unwrap();
+    assert_eq!(
+        state.cursor("f", "invoices").unwrap().as_deref(),
+        Some("2026-02-01T00:00:00Z")
+    );
+    assert_eq!(state.cursor("f", "payments").unwrap(), None);
+    assert_eq!(state.cursor("other", "invoices").unwrap(), None);
+    let mode: String = rusqlite::Connection::open(dir.db())
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn an_empty_file_is_migrated() {
+    let dir = Dir::new("empty");
+    std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+    std::fs::write(dir.db(), b"").unwrap();
+    let state = State::open(&dir.db()).unwrap();
+    assert!(state.runs(None, 10).unwrap().is_empty());
+    drop(state);
+    assert_eq!(user_version(&dir.db()), SCHEMA_VERSION);
+}
+
+#[test]
+fn a_newer_schema_is_refused_untouched() {
+    let dir = Dir::new("newer");
+    drop(State::open(&dir.db()).unwrap());
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99; CREATE TABLE later (x INTEGER);")
+            .unwrap();
+    }
+    let err = State::open(&dir.db()).unwrap_err();
+    assert!(
+        matches!(err, StateError::Newer { found: 99, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("newer Weft"), "{text}");
+    assert!(text.contains("upgrade weft"), "{text}");
+    assert!(text.contains(&dir.db().display().to_string()), "{text}");
+    assert_eq!(user_version(&dir.db()), 99);
+}
+
+#[test]
+fn garbage_is_refused_with_a_clear_error() {
+    let dir = Dir::new("garbage");
+    std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+    for bytes in [
+        b"hello".to_vec(),
+        vec![0xAB; 4096],
+        b"SQLite format 3\0"
+            .iter()
+            .copied()
+            .chain([0xFF; 200])
+            .collect(),
+    ] {
+        std::fs::write(dir.db(), &bytes).unwrap();
+        let err = State::open(&dir.db()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StateError::NotADatabase { .. } | StateError::Corrupt { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(text.contains(&dir.db().display().to_string()), "{text}");
+        assert!(text.contains("backup"), "{text}");
+        assert_eq!(std::fs::read(dir.db()).unwrap(), bytes, "left unchanged");
+    }
+}
+
+#[test]
+fn another_applications_database_is_refused() {
+    let dir = Dir::new("foreign");
+    std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+            .unwrap();
+    }
+    let err = State::open(&dir.db()).unwrap_err();
+    assert!(matches!(err, StateError::Foreign { .. }), "{err:?}");
+    assert!(err.to_string().contains("another application"), "{err}");
+}
+
+#[test]
+fn a_folder_in_the_way_is_an_error() {
+    let dir = Dir::new("folder");
+    std::fs::create_dir_all(dir.db()).unwrap();
+    let err = State::open(&dir.db()).unwrap_err();
+    assert!(
+        err.to_string().contains(&dir.db().display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn link_lifecycle() {
+    let dir = Dir::new("links");
+    let s = State::open(&dir.db()).unwrap();
+    assert_eq!(s.link("f", "invoice", "K1").unwrap(), None);
+
+    s.begin_write("f", "invoice", "K1", "v1", "key-1", 1_000)
+        .unwrap();
+    // Beginning again with the same key keeps the first time.
+    s.begin_write("f", "invoice", "K1", "v1", "key-1", 2_000)
+        .unwrap();
+    let pending = s.link("f", "invoice", "K1").unwrap().unwrap();
+    assert_eq!(
+        pending,
+        Link {
+            kind: "invoice".into(),
+            source_id: "K1".into(),
+            dest_id: None,
+            source_version: String::new(),
+            dest_version: None,
+            pending: Some(PendingWrite {
+                idempotency_key: "key-1".into(),
+                source_version: "v1".into(),
+                since_ms: 1_000,
+            }),
+            note: None,
+            updated_ms: 2_000,
+        }
+    );
+
+    s.finish_write("f", "invoice", "K1", "X-1", "v1", Some("d1"), 3_000)
+        .unwrap();
+    let done = s.link("f", "invoice", "K1").unwrap().unwrap();
+    assert_eq!(done.dest_id.as_deref(), Some("X-1"));
+    assert_eq!(done.source_version, "v1");
+    assert_eq!(done.dest_version.as_deref(), Some("d1"));
+    assert_eq!(done.pending, None);
+    assert_eq!(done.updated_ms, 3_000);
+    assert_eq!(
+        s.link_by_dest("f", "invoice", "X-1").unwrap().as_ref(),
+        Some(&done)
+    );
+    assert_eq!(s.link_by_dest("f", "invoice", "X-2").unwrap(), None);
+
+    // An update begun on a written link, then refused: the link stays as written.
+    s.begin_write("f", "invoice", "K1", "v2", "key-2", 4_000)
+        .unwrap();
+    let updating = s.link("f", "invoice", "K1").unwrap().unwrap();
+    assert_eq!(updating.pending.as_ref().unwrap().since_ms, 4_000);
+    assert_eq!(updating.source_version, "v1");
+    s.abandon_write("f", "invoice", "K1").unwrap();
+    let kept = s.link("f", "invoice", "K1").unwrap().unwrap();
+    assert_eq!(kept.pending, None);
+    assert_eq!(kept.dest_id.as_deref(), Some("X-1"));
+
+    // A create begun and refused leaves nothing behind.
+    s.begin_write("f", "invoice", "K2", "v1", "key-3", 5_000)
+        .unwrap();
+    s.abandon_write("f", "invoice", "K2").unwrap();
+    assert_eq!(s.link("f", "invoice", "K2").unwrap(), None);
+    s.abandon_write("f", "invoice", "nothing").unwrap();
+
+    // Notes.
+    s.set_note(
+        "f",
+        "invoice",
+        "K1",
+        Some("Xero invoice is PAID; not updated"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.link("f", "invoice", "K1")
+            .unwrap()
+            .unwrap()
+            .note
+            .as_deref(),
+        Some("Xero invoice is PAID; not updated")
+    );
+    s.set_note("f", "invoice", "K1", None).unwrap();
+    assert_eq!(s.link("f", "invoice", "K1").unwrap().unwrap().note, None);
+    let err = s.set_note("f", "invoice", "nope", Some("x")).unwrap_err();
+    assert!(matches!(err, StateError::NoLink { .. }), "{err:?}");
+
+    // A found (not written) contact is recorded with finish_write alone.
+    s.finish_write("f", "contact", "C1", "XC-1", "", None, 6_000)
+        .unwrap();
+    s.finish_write("f", "contact", "C0", "XC-0", "", None, 6_000)
+        .unwrap();
+    let contacts = s.links("f", "contact").unwrap();
+    assert_eq!(
+        contacts
+            .iter()
+            .map(|l| l.source_id.as_str())
+            .collect::<Vec<_>>(),
+        ["C0", "C1"]
+    );
+    assert!(s.links("other", "contact").unwrap().is_empty());
+}
+
+#[test]
+fn run_history() {
+    let dir = Dir::new("runs");
+    let s = State::open(&dir.db()).unwrap();
+    let first = s.start_run("f", false, 1_000).unwrap();
+    let dry = s.start_run("f", true, 2_000).unwrap();
+    let other = s.start_run("g", false, 3_000).unwrap();
+    assert!(first < dry && dry < other);
+
+    let running = s.run(first).unwrap().unwrap();
+    assert_eq!(running.outcome, None);
+    assert_eq!(running.finished_ms, None);
+    assert_eq!(running.summary, RunSummary::default());
+
+    let mut summary = RunSummary {
+        read: 10,
+        created: 7,
+        ..RunSummary::default()
+    };
+    s.save_progress(first, &summary).unwrap();
+    assert_eq!(s.run(first).unwrap().unwrap().summary, summary);
+    summary.failed = 3;
+    summary.waited_ms = 1_500;
+    s.finish_run(first, &summary, &RunOutcome::Completed, 9_000)
+        .unwrap();
+    s.finish_run(
+        dry,
+        &RunSummary::default(),
+        &RunOutcome::Stopped {
+            reason: "Xero's daily limit".into(),
+        },
+        9_500,
+    )
+    .unwrap();
+    s.finish_run(
+        other,
+        &RunSummary::default(),
+        &RunOutcome::Failed {
+            reason: "token refused".into(),
+        },
+        9_900,
+    )
+    .unwrap();
+
+    let done = s.run(first).unwrap().unwrap();
+    assert_eq!(done.summary, summary);
+    assert_eq!(done.finished_ms, Some(9_000));
+    assert_eq!(done.outcome, Some(RunOutcome::Completed));
+    assert!(s.run(dry).unwrap().unwrap().dry_run);
+    assert_eq!(
+        s.run(other).unwrap().unwrap().outcome,
+        Some(RunOutcome::Failed {
+            reason: "token refused".into()
+        })
+    );
+    assert_eq!(s.run(12345).unwrap(), None);
+
+    let all: Vec<i64> = s.runs(None, 10).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(all, [other, dry, first]);
+    let f: Vec<i64> = s
+        .runs(Some("f"), 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(f, [dry, first]);
+    assert_eq!(s.runs(Some("f"), 1).unwrap().len(), 1);
+    assert_eq!(s.runs(None, usize::MAX).unwrap().len(), 3);
+
+    let twice = s
+        .finish_run(first, &summary, &RunOutcome::Completed, 10_000)
+        .unwrap_err();
+    assert!(matches!(twice, StateError::RunFinished { .. }), "{twice:?}");
+    let missing = s
+        .finish_run(777, &summary, &RunOutcome::Completed, 10_000)
+        .unwrap_err();
+    assert!(
+        matches!(missing, StateError::NoRun { id: 777, .. }),
+        "{missing:?}"
+    );
+    assert!(s.save_progress(777, &summary).is_err());
+
+    // The JSON shape scripts see.
+    let json = serde_json::to_value(s.run(dry).unwrap().unwrap()).unwrap();
+    assert_eq!(json["outcome"]["status"], "stopped");
+    assert_eq!(json["outcome"]["reason"], "Xero's daily limit");
+    assert_eq!(json["summary"]["read"], 0);
+}
+
+#[test]
+fn a_damaged_row_is_an_error_not_a_panic() {
+    let dir = Dir::new("damaged");
+    let s = State::open(&dir.db()).unwrap();
+    let id = s.start_run("f", false, 1).unwrap();
+    let e = s
+        .queue_error("f", "invoice", "K1", "write", "m", None, 1)
+        .unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch(
+            "UPDATE runs SET summary = 'not json', outcome = 'exploded';
+             UPDATE errors SET first_seen_ms = -5;",
+        )
+        .unwrap();
+    }
+    let err = s.run(id).unwrap_err();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("backup"), "{err}");
+    assert!(s.runs(None, 5).is_err());
+    let err = s.error(e).unwrap_err();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn error_queue_semantics() {
+    let dir = Dir::new("queue");
+    let s = State::open(&dir.db()).unwrap();
+    let run = s.start_run("f", false, 1_000).unwrap();
+    let id = s
+        .queue_error(
+            "f",
+            "invoice",
+            "K1",
+            "write",
+            "AccountCode 999 is not valid",
+            Some(run),
+            1_000,
+        )
+        .unwrap();
+    // A repeat updates the one open entry.
+    let again = s
+        .queue_error(
+            "f",
+            "invoice",
+            "K1",
+            "write",
+            "Contact is archived",
+            Some(run),
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(id, again);
+    let e = s.error(id).unwrap().unwrap();
+    assert_eq!(e.attempts, 2);
+    assert_eq!(e.message, "Contact is archived");
+    assert_eq!(e.first_seen_ms, 1_000);
+    assert_eq!(e.last_seen_ms, 2_000);
+    assert_eq!(e.status, "open");
+    assert_eq!(e.run, Some(run));
+    assert!(!e.is_closed());
+
+    let other = s
+        .queue_error(
+            "f",
+            "invoice",
+            "K2",
+            "map",
+            "no account code for `travel`",
+            None,
+            2_500,
+        )
+        .unwrap();
+    let g = s
+        .queue_error("g", "invoice", "K1", "write", "x", None, 2_600)
+        .unwrap();
+    assert_ne!(other, id);
+    assert_ne!(g, id);
+    assert_eq!(s.errors(None, false).unwrap().len(), 3);
+    assert_eq!(s.errors(Some("f"), false).unwrap().len(), 2);
+
+    // Retry: open → retry, once.
+    assert!(s.mark_retry(id).unwrap());
+    assert!(!s.mark_retry(id).unwrap());
+    assert!(!s.mark_retry(999).unwrap());
+    assert_eq!(s.retries("f", "invoice").unwrap(), ["K1"]);
+    assert!(s.retries("f", "contact").unwrap().is_empty());
+    // The retried record fails again: the same entry, open again.
+    let third = s
+        .queue_error(
+            "f",
+            "invoice",
+            "K1",
+            "write",
+            "still archived",
+            Some(run),
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(third, id);
+    let e = s.error(id).unwrap().unwrap();
+    assert_eq!((e.status.as_str(), e.attempts), ("open", 3));
+    assert!(s.retries("f", "invoice").unwrap().is_empty());
+
+    // Then succeeds: fixed (closed).
+    assert!(s.mark_retry(id).unwrap());
+    s.clear_error("f", "invoice", "K1", 4_000).unwrap();
+    let e = s.error(id).unwrap().unwrap();
+    assert_eq!(e.status, "fixed");
+    assert_eq!(e.closed_ms, Some(4_000));
+    assert!(e.is_closed());
+    assert!(s.retries("f", "invoice").unwrap().is_empty());
+    s.clear_error("f", "invoice", "never-failed", 4_000)
+        .unwrap();
+
+    // Resolve with a note; a closed entry cannot be resolved or retried again.
+    assert!(
+        s.resolve(other, Some("fixed the mapping table"), 5_000)
+            .unwrap()
+    );
+    assert!(!s.resolve(other, None, 6_000).unwrap());
+    assert!(!s.mark_retry(other).unwrap());
+    let r = s.error(other).unwrap().unwrap();
+    assert_eq!(r.status, "resolved");
+    assert_eq!(r.note.as_deref(), Some("fixed the mapping table"));
+    assert!(!s.resolve(424_242, None, 1).unwrap());
+
+    // Closed entries show only with include_closed; a new failure opens a new entry.
+    let open: Vec<i64> = s
+        .errors(Some("f"), false)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert!(open.is_empty(), "{open:?}");
+    let all: Vec<i64> = s
+        .errors(Some("f"), true)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all, [id, other]);
+    let fresh = s
+        .queue_error("f", "invoice", "K1", "write", "new problem", None, 7_000)
+        .unwrap();
+    assert_ne!(fresh, id);
+    assert_eq!(s.error(fresh).unwrap().unwrap().attempts, 1);
+    assert_eq!(s.error(31_337).unwrap(), None);
+}
+
+#[test]
+fn writers_in_threads_and_handles_share_the_file() {
+    let dir = Dir::new("concurrent");
+    let shared = Arc::new(State::open(&dir.db()).unwrap());
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let path = dir.db();
+        let shared = Arc::clone(&shared);
+        handles.push(std::thread::spawn(move || {
+            // Two threads use their own handle (as two processes would), two share one.
+            let own = if t % 2 == 0 {
+                Some(State::open(&path).unwrap())
+            } else {
+                None
+            };
+            let s = own.as_ref().unwrap_or(&shared);
+            for i in 0..50 {
+                let id = format!("T{t}-{i}");
+                s.begin_write("f", "invoice", &id, "v1", &format!("k-{id}"), 1)
+                    .unwrap();
+                s.finish_write("f", "invoice", &id, &format!("X-{id}"), "v1", None, 2)
+                    .unwrap();
+                s.queue_error("f", "invoice", "same", "write", &id, None, 3)
+                    .unwrap();
+                let run = s.start_run("f", false, 4).unwrap();
+                s.finish_run(run, &RunSummary::default(), &RunOutcome::Completed, 5)
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = State::open(&dir.db()).unwrap();
+    assert_eq!(s.links("f", "invoice").unwrap().len(), 200);
+    assert_eq!(s.runs(None, 1_000).unwrap().len(), 200);
+    let queue = s.errors(None, true).unwrap();
+    assert_eq!(queue.len(), 1, "one entry for one record");
+    assert_eq!(queue[0].attempts, 200);
+}
+
+#[test]
+fn a_writer_waits_for_another_process_lock() {
+    let dir = Dir::new("busy");
+    let s = State::open(&dir.db()).unwrap();
+    let path = dir.db();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    s.set_cursor("f", "invoices", "c").unwrap();
+    let waited = started.elapsed();
+    holder.join().unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "{waited:?}"
+    );
+    assert!(waited < BUSY_TIMEOUT);
+    assert_eq!(s.cursor("f", "invoices").unwrap().as_deref(), Some("c"));
+}
+
+#[test]
+fn state_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<State>();
+}
