@@ -92,16 +92,35 @@ pub(crate) fn start_dir(workspace: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-pub(crate) fn init(dir: Option<PathBuf>, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+pub(crate) fn init(
+    dir: Option<PathBuf>,
+    template: Option<String>,
+    workspace: Option<&Path>,
+    io: &mut Io<'_>,
+) -> Result<u8> {
     let dir = match dir {
         Some(d) => d,
         None => start_dir(workspace)?,
     };
-    let path = workspace::init(&dir)?;
-    writeln!(io.out, "created {}", path.display())?;
+    // A template into an existing workspace is fine; a second weft.toml is not.
+    let existing = dir.join(workspace::FILE_NAME).is_file();
+    if !(existing && template.is_some()) {
+        let path = workspace::init(&dir)?;
+        writeln!(io.out, "created {}", path.display())?;
+    }
+    let Some(template) = template else {
+        writeln!(
+            io.out,
+            "next: `weft client add NAME --connector xero` (see `weft connectors show xero` for the setup steps)"
+        )?;
+        return Ok(0);
+    };
+    for path in crate::cmd_sync::write_template(&dir, &template)? {
+        writeln!(io.out, "created {}", path.display())?;
+    }
     writeln!(
         io.out,
-        "next: `weft client add NAME --connector xero` (see `weft connectors show xero` for the setup steps)"
+        "next: add the OAuth clients (`weft client add kantata-app --connector kantata`, `weft client add xero-app --connector xero`), create the connections the flow names (`weft connection create kantata --connector kantata --client kantata-app --authorize`, the same for xero), then `weft sync run {template} --dry-run`"
     )?;
     Ok(0)
 }

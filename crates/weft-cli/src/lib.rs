@@ -6,6 +6,7 @@ mod cmd_connection;
 mod cmd_connectors;
 mod cmd_sandbox;
 mod cmd_spec;
+mod cmd_sync;
 mod cmd_use;
 mod connect;
 mod specs;
@@ -38,6 +39,9 @@ enum Command {
     Init {
         /// Folder to create it in (default: the current folder).
         dir: Option<std::path::PathBuf>,
+        /// Also write a flow template: `kantata-xero` (flows/kantata-xero.toml and its tables).
+        #[arg(long)]
+        template: Option<String>,
     },
     /// Manage OAuth clients: the apps you register at Kantata, Xero and other providers.
     #[command(subcommand)]
@@ -50,6 +54,9 @@ enum Command {
     /// Create (or, with --update, update) records read as JSON Lines from standard input; one
     /// result per record on stdout.
     Write(cmd_use::WriteArgs),
+    /// Run flows: `weft sync run FLOW [--dry-run]`, `weft sync status`.
+    #[command(subcommand)]
+    Sync(cmd_sync::SyncCmd),
     /// Manage the sealed credential store.
     #[command(subcommand)]
     Secrets(cmd_client::SecretsCmd),
@@ -93,7 +100,8 @@ where
     };
     let workspace = cli.workspace.as_deref();
     let result = match cli.command {
-        Command::Init { dir } => cmd_client::init(dir, workspace, io),
+        Command::Init { dir, template } => cmd_client::init(dir, template, workspace, io),
+        Command::Sync(cmd) => cmd_sync::run(cmd, workspace, io),
         Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),
         Command::Connection(cmd) => cmd_connection::run(cmd, workspace, io),

@@ -11,14 +11,17 @@
 
 pub mod cursor;
 pub mod extract;
+pub mod flow;
 pub mod http;
 pub mod limits;
+pub mod mapping;
 pub mod oauth;
 pub mod paginate;
 pub mod request;
 pub mod secrets;
 pub mod session;
 pub mod state;
+pub mod sync;
 pub mod tokens;
 pub mod workspace;
 pub mod write;
