@@ -34,6 +34,25 @@ pub(crate) struct SandboxArgs {
     /// Print one JSON object (URLs and demo credentials) as the first line of stdout.
     #[arg(long)]
     json: bool,
+    /// The callback URL the simulated apps accept (the default port's, unless `weft demo` picks
+    /// another).
+    #[arg(skip)]
+    redirect: Option<String>,
+}
+
+impl SandboxArgs {
+    /// The sandbox `weft demo` runs on: free ports, one organisation, this callback URL.
+    pub(crate) fn for_demo(seed: u64, size: u64, redirect: String) -> Self {
+        Self {
+            seed,
+            size,
+            latency_ms: 0,
+            port_base: 0,
+            organisations: 1,
+            json: false,
+            redirect: Some(redirect),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -94,7 +113,11 @@ pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
     let clock = SimClock::scaled(now_ms, 1);
     let latency = (args.latency_ms > 0).then(|| Duration::from_millis(args.latency_ms));
     let size = usize::try_from(args.size).unwrap_or(usize::MAX);
-    let redirect = vec![callback_url(DEFAULT_CALLBACK_PORT)];
+    let redirect = vec![
+        args.redirect
+            .clone()
+            .unwrap_or_else(|| callback_url(DEFAULT_CALLBACK_PORT)),
+    ];
     let busy = |what: &str, first: u16| {
         format!(
             "cannot start the {what} simulator on 127.0.0.1 (ports from {first}); is another sandbox running? try --port-base 0"

@@ -4,6 +4,7 @@
 mod cmd_client;
 mod cmd_connection;
 mod cmd_connectors;
+mod cmd_demo;
 mod cmd_sandbox;
 mod cmd_spec;
 mod cmd_sync;
@@ -54,6 +55,9 @@ enum Command {
     /// Create (or, with --update, update) records read as JSON Lines from standard input; one
     /// result per record on stdout.
     Write(cmd_use::WriteArgs),
+    /// The whole job on the built-in sandbox: simulators, workspace, clients, connections,
+    /// authorization, a sync, a payment written back; prints what happened.
+    Demo(cmd_demo::DemoArgs),
     /// Run flows: `weft sync run FLOW [--dry-run]`, `weft sync status`.
     #[command(subcommand)]
     Sync(cmd_sync::SyncCmd),
@@ -102,6 +106,7 @@ where
     let result = match cli.command {
         Command::Init { dir, template } => cmd_client::init(dir, template, workspace, io),
         Command::Sync(cmd) => cmd_sync::run(cmd, workspace, io),
+        Command::Demo(args) => cmd_demo::run(args, io),
         Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),
         Command::Connection(cmd) => cmd_connection::run(cmd, workspace, io),

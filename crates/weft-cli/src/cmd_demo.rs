@@ -1,0 +1,392 @@
+//! `weft demo`: the whole job on the built-in sandbox, with the real commands.
+//!
+//! It starts both simulators in this process (seeded data, their clock on the wall clock), makes
+//! a workspace from the kantata-xero template in a folder of its own (with its own
+//! configuration folder, so nothing of yours is touched), adds both OAuth clients, creates and
+//! authorizes both connections (playing the browser against the sandbox), runs the flow, pays one
+//! invoice in the Xero sandbox, runs again to record the payment in Kantata, and finally counts
+//! duplicates by reading both sandboxes back. Every step is the `weft` binary itself, run as a
+//! child process, exactly as a person would type it.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use serde::Serialize;
+use weft_core::callback_url;
+use weft_harness::kantata::KantataSim;
+use weft_harness::xero::XeroSim;
+
+use crate::Io;
+use crate::cmd_sandbox::{SandboxArgs, start};
+
+/// Options of `weft demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Kantata invoices in the sandbox.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+    invoices: u64,
+    /// Seed of the sandbox data.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Keep the demo workspace in this folder (created; must not exist) instead of a temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    invoices_read: u64,
+    created_in_xero: u64,
+    contacts_created: u64,
+    references_written: u64,
+    payments_written_back: u64,
+    second_run_created: u64,
+    duplicates: u64,
+    calls: u64,
+    seconds: f64,
+    workspace: Option<String>,
+}
+
+/// One child `weft` in the demo's workspace and configuration folder.
+struct Demo {
+    exe: PathBuf,
+    workspace: PathBuf,
+    config: PathBuf,
+}
+
+impl Demo {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("--workspace")
+            .arg(&self.workspace)
+            .args(args)
+            .env("WEFT_CONFIG_DIR", &self.config)
+            .env_remove("WEFT_MASTER_KEY")
+            .env_remove("WEFT_SPEC_PATH")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs `weft ARGS` with `input` on stdin; fails unless it exits with one of `ok_codes`.
+    fn run(&self, args: &[&str], input: Option<&str>, ok_codes: &[i32]) -> Result<String> {
+        let mut child = self
+            .command(args)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.exe.display()))?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let code = out.status.code().unwrap_or(-1);
+        if !ok_codes.contains(&code) {
+            bail!(
+                "`weft {}` exited with {code}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `weft connection authorize NAME --no-browser`, with the browser played by following the
+    /// printed URL through the sandbox's consent to the callback.
+    fn authorize(&self, name: &str, port: u16) -> Result<()> {
+        let port_text = port.to_string();
+        let mut child = self
+            .command(&[
+                "connection",
+                "authorize",
+                name,
+                "--no-browser",
+                "--port",
+                &port_text,
+                "--timeout",
+                "60",
+            ])
+            .stdin(Stdio::null())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        let mut url = String::new();
+        stdout.read_line(&mut url)?;
+        if url.starts_with("http") {
+            let runtime = crate::connect::runtime()?;
+            runtime.block_on(async {
+                let http = weft_engine::http::client()?;
+                let consent = http.get(url.trim()).send().await?;
+                let back = consent
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| anyhow!("the sandbox's consent page did not redirect"))?
+                    .to_owned();
+                http.get(back).send().await?;
+                anyhow::Ok(())
+            })?;
+        }
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest)?;
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        if !child.wait()?.success() {
+            bail!("authorizing `{name}` failed: {}", err.trim());
+        }
+        Ok(())
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
+    let started = Instant::now();
+    let (root, keep) = match &args.dir {
+        Some(d) => {
+            if d.exists() {
+                bail!(
+                    "{} already exists; give --dir a folder that does not exist yet",
+                    d.display()
+                );
+            }
+            (d.clone(), true)
+        }
+        None => (
+            std::env::temp_dir().join(format!("weft-demo-{}", std::process::id())),
+            false,
+        ),
+    };
+    let result = demo(&args, &root, io);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let mut summary = result?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.workspace = keep.then(|| root.join("workspace").display().to_string());
+    if args.json {
+        serde_json::to_writer(&mut *io.out, &summary)?;
+        writeln!(io.out)?;
+    } else {
+        writeln!(
+            io.out,
+            "Kantata → Xero on the sandbox: {} invoices read, {} created in Xero ({} contacts created), {} Kantata invoices linked to their Xero ids.",
+            summary.invoices_read,
+            summary.created_in_xero,
+            summary.contacts_created,
+            summary.references_written
+        )?;
+        writeln!(
+            io.out,
+            "One invoice was then paid in Xero; the next run recorded {} payment(s) back in Kantata and created {} invoice(s).",
+            summary.payments_written_back, summary.second_run_created
+        )?;
+        writeln!(
+            io.out,
+            "Duplicates found by reading both sandboxes back: {}. {} API calls, {:.1} s.",
+            summary.duplicates, summary.calls, summary.seconds
+        )?;
+        if let Some(ws) = &summary.workspace {
+            writeln!(
+                io.out,
+                "The workspace is kept in {ws}; its credentials are sealed with a key in {}.",
+                root.join("config").display()
+            )?;
+        }
+    }
+    Ok(if summary.duplicates == 0 { 0 } else { 1 })
+}
+
+fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
+    let port = free_port()?;
+    let sandbox = start(&SandboxArgs::for_demo(
+        args.seed,
+        args.invoices,
+        callback_url(port),
+    ))?;
+    let (k, x): (&KantataSim, &XeroSim) = (&sandbox.kantata, &sandbox.xero);
+    let demo = Demo {
+        exe: std::env::current_exe().context("cannot find the weft executable")?,
+        workspace: root.join("workspace"),
+        config: root.join("config"),
+    };
+    let step = |io: &mut Io<'_>, text: &str| -> Result<()> {
+        if !args.json {
+            writeln!(io.err, "· {text}")?;
+        }
+        Ok(())
+    };
+    step(io, "workspace from the kantata-xero template")?;
+    std::fs::create_dir_all(&demo.workspace)?;
+    demo.run(&["init", "--template", "kantata-xero"], None, &[0])?;
+    step(io, "OAuth clients (secrets sealed, never shown)")?;
+    demo.run(
+        &[
+            "client",
+            "add",
+            "kantata-app",
+            "--connector",
+            "kantata",
+            "--client-id",
+            k.client_id(),
+            "--secret-stdin",
+        ],
+        Some(&format!("{}\n", k.client_secret())),
+        &[0],
+    )?;
+    demo.run(
+        &[
+            "client",
+            "add",
+            "xero-app",
+            "--connector",
+            "xero",
+            "--client-id",
+            x.client_id(),
+            "--secret-stdin",
+        ],
+        Some(&format!("{}\n", x.client_secret())),
+        &[0],
+    )?;
+    step(
+        io,
+        "connections, authorized through the sandbox's consent pages",
+    )?;
+    let (app, api) = (
+        format!("app={}", k.app_url()),
+        format!("api={}", k.api_url()),
+    );
+    demo.run(
+        &[
+            "connection",
+            "create",
+            "kantata",
+            "--connector",
+            "kantata",
+            "--client",
+            "kantata-app",
+            "--host",
+            &app,
+            "--host",
+            &api,
+        ],
+        None,
+        &[0],
+    )?;
+    let (login, identity, xapi) = (
+        format!("login={}", x.login_url()),
+        format!("identity={}", x.identity_url()),
+        format!("api={}", x.api_url()),
+    );
+    demo.run(
+        &[
+            "connection",
+            "create",
+            "xero",
+            "--connector",
+            "xero",
+            "--client",
+            "xero-app",
+            "--host",
+            &login,
+            "--host",
+            &identity,
+            "--host",
+            &xapi,
+        ],
+        None,
+        &[0],
+    )?;
+    let tenant = x
+        .tenants()
+        .first()
+        .map(|t| t.0.clone())
+        .ok_or_else(|| anyhow!("the Xero sandbox has no organisation"))?;
+    x.set_consent(weft_harness::xero::Consent::Grant {
+        tenants: vec![tenant.clone()],
+    });
+    demo.authorize("kantata", port)?;
+    demo.authorize("xero", port)?;
+    demo.run(&["connection", "test", "xero"], None, &[0])?;
+
+    step(io, "first sync run")?;
+    let first: serde_json::Value = serde_json::from_str(&demo.run(
+        &["sync", "run", "kantata-xero", "--json"],
+        None,
+        &[0, 10],
+    )?)?;
+    let mut summary = Summary {
+        invoices_read: first["summary"]["read"].as_u64().unwrap_or(0),
+        created_in_xero: first["summary"]["created"].as_u64().unwrap_or(0),
+        contacts_created: first["summary"]["contacts_created"].as_u64().unwrap_or(0),
+        references_written: first["summary"]["references_written"].as_u64().unwrap_or(0),
+        calls: first["summary"]["calls"].as_u64().unwrap_or(0),
+        ..Summary::default()
+    };
+
+    step(
+        io,
+        "one invoice paid in the Xero sandbox, then a second run",
+    )?;
+    let paid = x
+        .invoices(&tenant)
+        .into_iter()
+        .find(|i| {
+            i["InvoiceNumber"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("KAN-"))
+                && i["Status"] == "AUTHORISED"
+        })
+        .ok_or_else(|| anyhow!("the first run created no invoice to pay"))?;
+    x.pay_invoice(
+        &tenant,
+        paid["InvoiceID"].as_str().unwrap_or_default(),
+        &paid["AmountDue"].to_string(),
+    )
+    .map_err(|e| anyhow!("paying in the sandbox failed: {e}"))?;
+    // Xero compares If-Modified-Since to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second: serde_json::Value = serde_json::from_str(&demo.run(
+        &["sync", "run", "kantata-xero", "--json"],
+        None,
+        &[0, 10],
+    )?)?;
+    summary.payments_written_back = second["summary"]["payments_written"].as_u64().unwrap_or(0);
+    summary.second_run_created = second["summary"]["created"].as_u64().unwrap_or(0);
+    summary.calls += second["summary"]["calls"].as_u64().unwrap_or(0);
+
+    // Duplicates, counted at the providers: an invoice number twice in Xero, or a Kantata
+    // invoice with more than one recorded payment.
+    let mut numbers = std::collections::HashMap::new();
+    for inv in x.invoices(&tenant) {
+        if let Some(n) = inv["InvoiceNumber"]
+            .as_str()
+            .filter(|n| n.starts_with("KAN-"))
+        {
+            *numbers.entry(n.to_owned()).or_insert(0u64) += 1;
+        }
+    }
+    let mut payments = std::collections::HashMap::new();
+    for p in k.external_payments() {
+        if let Some(i) = p.invoice_id {
+            *payments.entry(i).or_insert(0u64) += 1;
+        }
+    }
+    summary.duplicates = numbers
+        .values()
+        .chain(payments.values())
+        .map(|n| n.saturating_sub(1))
+        .sum();
+    Ok(summary)
+}
