@@ -339,13 +339,20 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
         io,
         "one invoice paid in the Xero sandbox, then a second run",
     )?;
+    // An invoice still awaiting payment on both sides.
+    let unpaid: std::collections::HashSet<String> = k
+        .invoices()
+        .into_iter()
+        .filter(|i| i.status == "new" && !i.draft)
+        .map(|i| format!("KAN-{}", i.number))
+        .collect();
     let paid = x
         .invoices(&tenant)
         .into_iter()
         .find(|i| {
             i["InvoiceNumber"]
                 .as_str()
-                .is_some_and(|n| n.starts_with("KAN-"))
+                .is_some_and(|n| unpaid.contains(n))
                 && i["Status"] == "AUTHORISED"
         })
         .ok_or_else(|| anyhow!("the first run created no invoice to pay"))?;

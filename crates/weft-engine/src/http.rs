@@ -221,14 +221,18 @@ pub async fn send(
                     .collect();
                 match response.text().await {
                     Ok(text) => Ok((status, headers, text)),
-                    Err(err) => Err(err.to_string()),
+                    Err(err) => Err((err.to_string(), false)),
                 }
             }
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err((err.to_string(), err.is_connect())),
         };
         // Each failure either ends the call or says how long to wait before the next attempt.
         let pause = match outcome {
-            Err(reason) if attempt >= retry.max_attempts => {
+            // A write that may have reached the provider is not sent again: only a failure to
+            // connect proves it did not.
+            Err((reason, connect))
+                if attempt >= retry.max_attempts || !(connect || request.replay_safe) =>
+            {
                 return Err(CallError::Unreachable {
                     url: request.url.to_string(),
                     reason,
@@ -285,7 +289,14 @@ pub async fn send(
                         }
                         after.unwrap_or_else(|| step(attempt, rng))
                     }
-                    ErrorClass::Transient if attempt < retry.max_attempts => step(attempt, rng),
+                    // 503 says the request was not handled; any other 5xx may have been, so
+                    // only replay-safe requests try again.
+                    ErrorClass::Transient
+                        if attempt < retry.max_attempts
+                            && (request.replay_safe || status == 503) =>
+                    {
+                        step(attempt, rng)
+                    }
                     _ => return Err(refused),
                 }
             }

@@ -106,6 +106,10 @@ pub struct Request {
     pub url: Url,
     /// Headers in the order the spec gives them (defaults first).
     pub headers: Vec<(String, String)>,
+    /// Whether sending it twice does no harm: reads, and writes the spec gives an idempotency
+    /// key. Other writes are never sent again after a failure that may have reached the
+    /// provider (a reset, a cut answer, a 500), since that could write twice.
+    pub replay_safe: bool,
 }
 
 impl Request {
@@ -291,9 +295,11 @@ pub fn build(
             }
         }
     }
+    let method = op.method.unwrap_or(kind.default_method());
     Ok(Request {
-        method: op.method.unwrap_or(kind.default_method()),
+        method,
         url,
         headers,
+        replay_safe: matches!(method, Method::Get) || op.idempotency.is_some(),
     })
 }

@@ -1244,8 +1244,27 @@ impl Run<'_> {
                 });
                 continue;
             }
-            // Kantata needs the invoice's project.
-            let workspace = self.source_invoice_workspace(&source_id).await?;
+            // Kantata needs the invoice's project, and records a payment only on an unpaid one.
+            let (workspace, already_paid) = self.source_invoice_state(&source_id).await?;
+            if already_paid {
+                self.state.finish_write(
+                    self.name(),
+                    names::PAYMENT,
+                    &source_id,
+                    "already-paid",
+                    "",
+                    None,
+                    self.now(),
+                )?;
+                plan.push(Planned {
+                    action: "skip",
+                    source_id,
+                    detail: format!(
+                        "paid in the destination ({dest_id}) and already paid at the source"
+                    ),
+                });
+                continue;
+            }
             let Some(workspace) = workspace else {
                 self.state.queue_error(
                     self.name(),
@@ -1308,6 +1327,11 @@ impl Run<'_> {
                     });
                 }
                 Err(SessionError::Call(CallError::Refused { message, .. })) => {
+                    plan.push(Planned {
+                        action: "failed",
+                        source_id: source_id.clone(),
+                        detail: message.clone(),
+                    });
                     self.state
                         .abandon_write(self.name(), names::PAYMENT, &source_id)?;
                     self.state.queue_error(
@@ -1352,7 +1376,11 @@ impl Run<'_> {
         Ok(found)
     }
 
-    async fn source_invoice_workspace(&self, invoice: &str) -> Result<Option<String>, SyncError> {
+    /// The project of source invoice `invoice`, and whether it is paid already.
+    async fn source_invoice_state(
+        &self,
+        invoice: &str,
+    ) -> Result<(Option<String>, bool), SyncError> {
         let ctx = RequestContext {
             id: Some(invoice.to_owned()),
             ..self.source_ctx()
@@ -1368,9 +1396,10 @@ impl Run<'_> {
             .and_then(|op| crate::extract::records(&answer.body, &op.records).ok())
             .and_then(|r| r.into_iter().next())
             .unwrap_or_default();
-        Ok(record["workspace_ids"]
+        let workspace = record["workspace_ids"]
             .get(0)
             .and_then(id_text)
-            .or_else(|| id_text(&record["workspace_id"])))
+            .or_else(|| id_text(&record["workspace_id"]));
+        Ok((workspace, record["status"] == "accepted payment"))
     }
 }

@@ -220,11 +220,10 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
     assert_eq!(second.summary.contacts_created, 0);
 
     // Paid in Xero → recorded in Kantata, once.
-    let (number, xero_inv) = written
-        .iter()
-        .next()
-        .map(|(n, v)| (n.clone(), v[0].clone()))
-        .unwrap();
+    // An invoice still awaiting payment in Kantata (one paid there already is left alone).
+    let unpaid = eligible.iter().find(|i| i.status == "new").unwrap();
+    let number = format!("KAN-{}", unpaid.number);
+    let xero_inv = written[&number][0].clone();
     w.xero
         .pay_invoice(
             &w.tenant.id,
@@ -234,7 +233,20 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
         .unwrap();
     w.xero.clock().advance(std::time::Duration::from_secs(5));
     let third = w.run(false).await;
-    assert_eq!(third.summary.payments_written, 1, "{:?}", third.plan);
+    let after = w
+        .xero
+        .invoice(&w.tenant.id, xero_inv["InvoiceID"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        third.summary.payments_written,
+        1,
+        "{:?} paid invoice: {} {} cursor {:?} now {}",
+        third.plan,
+        after["Status"],
+        after["UpdatedDateUTC"],
+        w.state().cursor("kantata-xero", "payment"),
+        w.xero.clock().now_ms()
+    );
     let fourth = w.run(false).await;
     assert_eq!(fourth.summary.payments_written, 0);
     let kantata_id = eligible
@@ -250,4 +262,46 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
         .filter(|p| p.invoice_id.as_deref() == Some(kantata_id.as_str()))
         .collect();
     assert_eq!(payments.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
+    let w = World::new("2000", 2000);
+    let eligible: Vec<_> = w
+        .kantata
+        .invoices()
+        .into_iter()
+        .filter(|i| !i.draft && i.status != "cancelled")
+        .collect();
+    let kinds = eligible.iter().fold([0usize; 4], |mut acc, i| {
+        for (a, n) in acc.iter_mut().zip(i.line_counts) {
+            *a += usize::from(n > 0);
+        }
+        acc
+    });
+    assert!(kinds.iter().all(|&k| k > 0), "mixed line items: {kinds:?}");
+    let first = w.run(false).await;
+    assert_eq!(first.outcome, RunOutcome::Completed);
+    assert_eq!(first.summary.failed, 0);
+    let written = w.written();
+    assert_eq!(written.len(), eligible.len());
+    for inv in &eligible {
+        let got = &written[&format!("KAN-{}", inv.number)];
+        assert_eq!(got.len(), 1);
+        assert_eq!(cents(&got[0]["SubTotal"]), inv.total_in_cents);
+        let lines = got[0]["LineItems"].as_array().unwrap();
+        assert_eq!(lines.len(), inv.line_counts.iter().sum::<usize>());
+        assert!(lines.iter().all(|l| l["AccountCode"].is_string()));
+    }
+    // At most 60 calls in any minute and 5 in flight for the organisation, and no 429.
+    let log = &w.xero.observed().log;
+    assert!(log.max_in_window(Some(&w.tenant.id), 60_000) <= 60);
+    assert!(log.max_in_flight(Some(&w.tenant.id)) <= 5);
+    assert!(log.requests().iter().all(|r| r.status != 429));
+    let second = w.run(false).await;
+    assert_eq!(
+        second.summary.created + second.summary.updated + second.summary.failed,
+        0
+    );
+    assert_eq!(w.written().len(), eligible.len());
 }

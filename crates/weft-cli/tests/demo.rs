@@ -1,0 +1,19 @@
+//! `weft demo` on a fresh machine: the whole job on the sandbox, reported as one JSON object,
+//! with zero duplicates found by reading both sandboxes back.
+
+mod common;
+
+use common::{Sandbox, err};
+
+#[test]
+fn demo_runs_the_whole_job_and_finds_no_duplicate() {
+    let s = Sandbox::new("demo");
+    let o = s.run(&["demo", "--json", "--invoices", "40"], None);
+    assert!(o.status.success(), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["payments_written_back"], 1);
+    assert_eq!(report["second_run_created"], 0);
+    assert!(report["created_in_xero"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["created_in_xero"], report["references_written"]);
+}
