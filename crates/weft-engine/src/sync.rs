@@ -711,6 +711,8 @@ impl Run<'_> {
                             None,
                             self.now(),
                         )?;
+                        self.state
+                            .clear_error(self.name(), names::CONTACT, k, self.now())?;
                         summary.contacts_created += 1;
                         plan.push(Planned {
                             action: "contact",
@@ -1319,6 +1321,8 @@ impl Run<'_> {
                         None,
                         self.now(),
                     )?;
+                    self.state
+                        .clear_error(self.name(), names::PAYMENT, &source_id, self.now())?;
                     summary.payments_written += 1;
                     plan.push(Planned {
                         action: "payment",

@@ -2,6 +2,8 @@
 //! clock, and a Xero access token.
 #![allow(dead_code)]
 
+pub(crate) mod world;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -36,6 +38,11 @@ impl SimWait {
             clock: clock.clone(),
             waits: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Moves the simulators' clock (time passing between runs).
+    pub(crate) fn advance_by(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     /// Every wait so far.

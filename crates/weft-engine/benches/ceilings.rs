@@ -1,6 +1,11 @@
-//! Reading Xero invoices through a `Session`, against the Xero simulator on 127.0.0.1.
+//! Weft against Xero's rate-limit ceilings, on the simulators (127.0.0.1).
 //!
-//! 1. Ceiling: 100,000 (and 1,000,000) invoices at Xero's default limits (5 in flight, 60 calls a minute per
+//! 0. Creation: the Kantata → Xero sync creating invoices at Xero's default limits (50 per call,
+//!    60 calls a minute per organisation), both simulators and the engine on one clock running
+//!    10 times faster than real time. Reports create calls, invoices created, 429s, the most
+//!    calls in any simulated minute, and the fraction of the ceiling (least time the limit allows
+//!    for those calls over the time they took).
+//! 1. Reading: 100,000 (and 1,000,000) invoices at Xero's default limits (5 in flight, 60 calls a minute per
 //!    organisation), the simulator's clock running 10 times faster than real time and the
 //!    engine waiting on that same clock. Reports calls, 429s, the most calls in flight and in
 //!    any simulated minute, and the fraction of the ceiling reached: the least time the limit
@@ -9,7 +14,7 @@
 //!    against an unlimited simulator, for 10k, 100k and 1M invoices; reports peak RSS and CPU
 //!    time per record.
 //!
-//! `cargo bench -p weft-engine --bench read` (add `-- --quick` for 10k/100k only).
+//! `cargo bench -p weft-engine --bench ceilings` (add `-- --quick` for smaller sizes).
 
 #![allow(clippy::print_stdout)]
 
@@ -69,12 +74,12 @@ impl Clock for Virtual {
     }
 }
 
-fn xero() -> Spec {
+fn shipped(id: &str) -> Spec {
     builtin::load_all()
         .into_iter()
         .filter_map(|r| r.spec)
-        .find(|s| s.id() == "xero")
-        .expect("the shipped Xero spec")
+        .find(|s| s.id() == id)
+        .expect("a shipped spec")
 }
 
 fn token(identity: &str, id: &str, secret: &str) -> String {
@@ -99,10 +104,23 @@ fn token(identity: &str, id: &str, secret: &str) -> String {
 }
 
 fn session(api: &str, access: &str, clock: Arc<dyn Clock>, dir: &std::path::Path) -> Session {
-    let spec = xero();
+    connector_session("xero", &[("api", api)], access, clock, dir)
+}
+
+fn connector_session(
+    id: &str,
+    hosts: &[(&str, &str)],
+    access: &str,
+    clock: Arc<dyn Clock>,
+    dir: &std::path::Path,
+) -> Session {
+    let spec = shipped(id);
     let hosts = Hosts::new(
         spec.file(),
-        &BTreeMap::from([("api".to_owned(), api.to_owned())]),
+        &hosts
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
     )
     .unwrap();
     let mut store = SecretStore::open(
@@ -110,16 +128,17 @@ fn session(api: &str, access: &str, clock: Arc<dyn Clock>, dir: &std::path::Path
         MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap(),
     )
     .unwrap();
+    let record = format!("connection:{id}:tokens");
     store
         .put(
-            "connection:bench:tokens",
+            &record,
             &TokenSet::fixed(Secret::new(access.to_owned()), 0).to_sealed_json(),
         )
         .unwrap();
     let http = weft_engine::http::client().unwrap();
     let tokens = TokenKeeper::new(
-        "bench",
-        "connection:bench:tokens",
+        id,
+        &record,
         store,
         None,
         None,
@@ -186,9 +205,7 @@ fn ceiling(records: usize) {
     let first = calls.first().map_or(0, |r| r.at_ms);
     let last = calls.last().map_or(0, |r| r.at_ms);
     let n = calls.len() as u64;
-    // With 60 calls allowed in any minute, call i (from 0) can start no earlier than
-    // floor(i / 60) minutes after the first.
-    let least_ms = (n.saturating_sub(1) / 60) * 60_000;
+    let times: Vec<u64> = calls.iter().map(|r| r.at_ms).collect();
     let took_ms = last.saturating_sub(first).max(1);
     println!(
         "ceiling: {read} invoices in {n} calls; 429s {}; most in flight {}; most in any minute {}; simulated {:.1} s (real {:.1} s); fraction of the ceiling {:.1}%",
@@ -197,7 +214,95 @@ fn ceiling(records: usize) {
         sim.observed().log.max_in_window(Some(&tenant), 60_000),
         took_ms as f64 / 1000.0,
         real.as_secs_f64(),
-        100.0 * least_ms as f64 / took_ms as f64,
+        fraction(&times, 60),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The fraction of the ceiling for calls at `times` (ms, sorted) with `per_minute` allowed in
+/// any minute: the least time the limit allows over the time they took.
+fn fraction(times: &[u64], per_minute: u64) -> f64 {
+    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+        return 0.0;
+    };
+    let n = times.len() as u64;
+    let least = (n.saturating_sub(1) / per_minute) * 60_000;
+    100.0 * least as f64 / last.saturating_sub(*first).max(1) as f64
+}
+
+fn creation(invoices: usize) {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let clock = SimClock::scaled(1_700_000_000_000, SCALE);
+    let kantata = KantataSim::start(KantataConfig {
+        size: invoices,
+        clock: clock.clone(),
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let xero = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        clock: clock.clone(),
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let access = token(&xero.identity_url(), xero.client_id(), xero.client_secret());
+    let (tenant, name) = xero.tenants()[0].clone();
+    let dir = temp("creation");
+    std::fs::create_dir_all(&dir).unwrap();
+    let engine_clock: Arc<dyn Clock> = Arc::new(Scaled(clock.clone()));
+    let source = connector_session(
+        "kantata",
+        &[("api", &kantata.api_url()), ("app", &kantata.app_url())],
+        kantata.personal_token(),
+        engine_clock.clone(),
+        &dir,
+    );
+    let dest = session(&xero.api_url(), &access, engine_clock.clone(), &dir);
+    let template =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero");
+    let flow = weft_engine::flow::Flow::load(&template.join("flows/kantata-xero.toml")).unwrap();
+    let state = weft_engine::state::State::open(&dir.join("state.db")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let report = rt
+        .block_on(
+            weft_engine::sync::Run {
+                flow: &flow,
+                source: &source,
+                dest: &dest,
+                tenant: Tenant {
+                    id: tenant.clone(),
+                    name,
+                },
+                state: &state,
+                clock: engine_clock.as_ref(),
+                dry_run: false,
+            }
+            .run(),
+        )
+        .unwrap();
+    let real = started.elapsed();
+    let log = xero.observed().log.requests();
+    let creates: Vec<u64> = log
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/Invoices"))
+        .map(|r| r.at_ms)
+        .collect();
+    println!(
+        "creation: {} invoices created in {} create calls ({:.1} per call); 429s {}; most Xero calls in any minute {}; create phase {:.1} simulated s; whole run {:.1} real s; fraction of the ceiling {:.1}%",
+        report.summary.created,
+        creates.len(),
+        report.summary.created as f64 / creates.len().max(1) as f64,
+        log.iter().filter(|r| r.status == 429).count(),
+        xero.observed().log.max_in_window(Some(&tenant), 60_000),
+        creates.last().zip(creates.first()).map_or(0, |(l, f)| l - f) as f64 / 1000.0,
+        real.as_secs_f64(),
+        fraction(&creates, 60),
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -281,6 +386,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    creation(if quick { 3_500 } else { 9_000 });
     ceiling(100_000);
     if !quick {
         ceiling(1_000_000);

@@ -1,0 +1,280 @@
+//! A Kantata account and a Xero organisation on one simulated clock, the shipped kantata-xero
+//! flow, and engine sessions to both: what the sync tests run on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use weft_engine::flow::Flow;
+use weft_engine::limits::{Clock, Limiter};
+use weft_engine::oauth::{OAuthApp, TokenSet};
+use weft_engine::request::{Hosts, Tenant};
+use weft_engine::secrets::{MasterKey, Secret, SecretStore};
+use weft_engine::session::Session;
+use weft_engine::state::State;
+use weft_engine::sync::{Report, Run};
+use weft_engine::tokens::TokenKeeper;
+use weft_harness::clock::SimClock;
+use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::xero::{XeroConfig, XeroSim};
+
+use super::{SimWait, shipped};
+
+const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// Both simulators, the flow, and where state and credentials live.
+pub(crate) struct World {
+    pub(crate) kantata: KantataSim,
+    pub(crate) xero: XeroSim,
+    pub(crate) clock: Arc<SimWait>,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) flow: Flow,
+    pub(crate) tenant: Tenant,
+    /// Xero authorized with the code flow (rotating refresh tokens) instead of a fixed token.
+    oauth: bool,
+}
+
+fn store(dir: &Path) -> SecretStore {
+    SecretStore::open(
+        &dir.join("credentials.json"),
+        MasterKey::from_base64(KEY).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A session over connector `id` whose tokens are record `connection:{id}:tokens` of the
+/// world's store, refreshed through `app` when given.
+fn session(
+    id: &str,
+    hosts: &BTreeMap<String, String>,
+    app: Option<OAuthApp>,
+    clock: Arc<SimWait>,
+    dir: &Path,
+) -> Session {
+    let spec = shipped(id);
+    let hosts = Hosts::new(spec.file(), hosts).unwrap();
+    let record = format!("connection:{id}:tokens");
+    let http = weft_engine::http::client().unwrap();
+    let refresh = spec
+        .file()
+        .auth
+        .oauth2
+        .as_ref()
+        .and_then(|o| o.refresh.clone());
+    let keeper = TokenKeeper::new(
+        id,
+        &record,
+        store(dir),
+        app,
+        refresh,
+        http.clone(),
+        clock.clone(),
+    );
+    let limiter = Limiter::new(spec.file(), spec.file().limits.concurrency.default);
+    Session::new(spec, hosts, limiter, http, keeper, clock)
+}
+
+impl World {
+    /// A world with `invoices` Kantata invoices and one Xero organisation.
+    pub(crate) fn new(name: &str, invoices: usize) -> Self {
+        Self::build(name, invoices, false)
+    }
+
+    /// The same, with Xero authorized through OAuth, so tokens expire and rotate.
+    pub(crate) async fn with_oauth(name: &str, invoices: usize) -> Self {
+        let w = Self::build(name, invoices, true);
+        w.authorize_xero().await;
+        w
+    }
+
+    fn build(name: &str, invoices: usize, oauth: bool) -> Self {
+        let clock = SimClock::manual(1_760_000_000_000);
+        let kantata = KantataSim::start(KantataConfig {
+            size: invoices,
+            clock: clock.clone(),
+            ..KantataConfig::default()
+        })
+        .unwrap();
+        let xero = XeroSim::start(XeroConfig {
+            organisations: 1,
+            size: 3,
+            clock: clock.clone(),
+            ..XeroConfig::default()
+        })
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("weft-sync-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero");
+        let flow = Flow::load(&template.join("flows/kantata-xero.toml")).unwrap();
+        let (id, tname) = xero.tenants()[0].clone();
+        Self {
+            kantata,
+            xero,
+            clock: Arc::new(SimWait::new(&clock)),
+            dir,
+            flow,
+            tenant: Tenant { id, name: tname },
+            oauth,
+        }
+    }
+
+    fn xero_hosts(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("login".to_owned(), self.xero.login_url()),
+            ("identity".to_owned(), self.xero.identity_url()),
+            ("api".to_owned(), self.xero.api_url()),
+        ])
+    }
+
+    fn xero_app(&self) -> OAuthApp {
+        let spec = shipped("xero");
+        let hosts = Hosts::new(spec.file(), &self.xero_hosts()).unwrap();
+        OAuthApp::new(
+            spec.file(),
+            &hosts,
+            self.xero.client_id(),
+            Some(Secret::new(self.xero.client_secret().to_owned())),
+            "http://localhost:8976/oauth/callback",
+        )
+        .unwrap()
+    }
+
+    /// The code flow, the browser played by following the consent redirect.
+    async fn authorize_xero(&self) {
+        let app = self.xero_app();
+        let pending = app.start();
+        let http = weft_engine::http::client().unwrap();
+        let consent = http.get(pending.url.clone()).send().await.unwrap();
+        let back = url::Url::parse(consent.headers()["location"].to_str().unwrap()).unwrap();
+        let code = back
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let tokens = app
+            .exchange(&http, pending, &code, self.clock.now_ms())
+            .await
+            .unwrap();
+        store(&self.dir)
+            .put("connection:xero:tokens", &tokens.to_sealed_json())
+            .unwrap();
+    }
+
+    /// Sessions to Kantata (the personal token) and Xero.
+    pub(crate) async fn sessions(&self) -> (Session, Session) {
+        let mut store = store(&self.dir);
+        store
+            .put(
+                "connection:kantata:tokens",
+                &TokenSet::fixed(Secret::new(self.kantata.personal_token().to_owned()), 0)
+                    .to_sealed_json(),
+            )
+            .unwrap();
+        if !self.oauth && store.get("connection:xero:tokens").unwrap().is_none() {
+            let token = super::xero_token(&self.xero).await;
+            store
+                .put(
+                    "connection:xero:tokens",
+                    &TokenSet::fixed(Secret::new(token), 0).to_sealed_json(),
+                )
+                .unwrap();
+        }
+        let source = session(
+            "kantata",
+            &BTreeMap::from([
+                ("api".to_owned(), self.kantata.api_url()),
+                ("app".to_owned(), self.kantata.app_url()),
+            ]),
+            None,
+            self.clock.clone(),
+            &self.dir,
+        );
+        let dest = session(
+            "xero",
+            &self.xero_hosts(),
+            self.oauth.then(|| self.xero_app()),
+            self.clock.clone(),
+            &self.dir,
+        );
+        (source, dest)
+    }
+
+    /// The flow's state database.
+    pub(crate) fn state(&self) -> State {
+        State::open(&self.dir.join("state.db")).unwrap()
+    }
+
+    /// One run of the flow.
+    pub(crate) async fn run(&self, dry_run: bool) -> Report {
+        self.run_until(dry_run, None)
+            .await
+            .expect("the run was not stopped")
+    }
+
+    /// One run, dropped (as if the process were killed) once the simulators have received
+    /// `kill_after` requests in all; `None` when it was dropped.
+    pub(crate) async fn run_until(
+        &self,
+        dry_run: bool,
+        kill_after: Option<usize>,
+    ) -> Option<Report> {
+        let (source, dest) = self.sessions().await;
+        let state = self.state();
+        let run = Run {
+            flow: &self.flow,
+            source: &source,
+            dest: &dest,
+            tenant: self.tenant.clone(),
+            state: &state,
+            clock: self.clock.as_ref() as &dyn Clock,
+            dry_run,
+        };
+        let requests = || {
+            self.xero.observed().log.requests().len()
+                + self.kantata.observed().log.requests().len()
+                + self.xero.identity_observed().log.requests().len()
+        };
+        let Some(limit) = kill_after else {
+            return Some(run.run().await.unwrap());
+        };
+        let start = requests();
+        let watch = async {
+            while requests() < start + limit {
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+        };
+        tokio::select! {
+            report = run.run() => Some(report.unwrap()),
+            () = watch => None,
+        }
+    }
+
+    /// Xero invoices written by the flow, by invoice number.
+    pub(crate) fn written(&self) -> HashMap<String, Vec<serde_json::Value>> {
+        let mut by_number: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+        for inv in self.xero.invoices(&self.tenant.id) {
+            if let Some(n) = inv["InvoiceNumber"].as_str()
+                && n.starts_with("KAN-")
+            {
+                by_number.entry(n.to_owned()).or_default().push(inv);
+            }
+        }
+        by_number
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An amount as Xero sends it, in cents.
+pub(crate) fn cents(v: &serde_json::Value) -> i64 {
+    let d: rust_decimal::Decimal = v.to_string().parse().unwrap();
+    (d * rust_decimal::Decimal::from(100))
+        .round()
+        .try_into()
+        .unwrap()
+}
