@@ -1003,6 +1003,18 @@ impl State {
         })
     }
 
+    /// Marks every open entry (of one flow, or of all) for retry, in one transaction; returns
+    /// how many.
+    pub fn mark_retry_all(&self, flow: Option<&str>) -> Result<u64, StateError> {
+        self.write("mark errors for retry", |c| {
+            let n = c.execute(
+                "UPDATE errors SET status = 'retry' WHERE status = 'open' AND (?1 IS NULL OR flow = ?1)",
+                params![flow],
+            )?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+    }
+
     /// Closes an active entry as resolved by a person, with an optional note. False when there
     /// is no such active entry (unknown or already closed).
     pub fn resolve(&self, id: i64, note: Option<&str>, now_ms: u64) -> Result<bool, StateError> {
@@ -1049,8 +1061,9 @@ fn summary_json(summary: &RunSummary) -> String {
     serde_json::to_string(summary).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// Milliseconds since the Unix epoch (0 before it).
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch by the wall clock (0 before it), for callers without a
+/// clock of their own.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
