@@ -10,6 +10,7 @@
 //!    time per record.
 //!
 //! `cargo bench -p weft-engine --bench read` (add `-- --quick` for 10k/100k only).
+#![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
