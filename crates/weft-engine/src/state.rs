@@ -16,7 +16,9 @@
 //!
 //! Several Weft processes may share the file: it is in WAL mode, every change is one
 //! `BEGIN IMMEDIATE` transaction, and a busy database is waited for up to
-//! [`BUSY_TIMEOUT`]. The schema version is `PRAGMA user_version`; a file written by a newer Weft
+//! [`BUSY_TIMEOUT`]. Each transaction is synced to disk before the call returns (a few
+//! milliseconds); [`State::begin_writes`] and [`State::finish_writes`] record a whole batch in
+//! one. The schema version is `PRAGMA user_version`; a file written by a newer Weft
 //! is refused untouched, and a file that is not a Weft state database (damaged, or another
 //! application's) is refused with an error, never a panic. A [`State`] is `Send` and `Sync`:
 //! threads and tasks may share one handle.
@@ -269,6 +271,30 @@ pub struct RunSummary {
     pub rate_limited: u64,
     /// Time spent waiting on rate limits (ms).
     pub waited_ms: u64,
+}
+
+/// One record of [`State::begin_writes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteIntent<'a> {
+    /// The source system's id.
+    pub source_id: &'a str,
+    /// The source version being written.
+    pub source_version: &'a str,
+    /// The idempotency key the request carries.
+    pub idempotency_key: &'a str,
+}
+
+/// One record of [`State::finish_writes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteDone<'a> {
+    /// The source system's id.
+    pub source_id: &'a str,
+    /// The destination system's id.
+    pub dest_id: &'a str,
+    /// The source version the destination now reflects.
+    pub source_version: &'a str,
+    /// The destination's version, when it reports one.
+    pub dest_version: Option<&'a str>,
 }
 
 /// How a run ended.
@@ -703,7 +729,6 @@ impl State {
     ///
     /// Beginning again with the same key keeps the first `since_ms` (the age of the key is what
     /// tells whether the provider still honours it); another key replaces the intent.
-    #[allow(clippy::too_many_arguments)]
     pub fn begin_write(
         &self,
         flow: &str,
@@ -713,8 +738,29 @@ impl State {
         idempotency_key: &str,
         now_ms: u64,
     ) -> Result<(), StateError> {
+        self.begin_writes(
+            flow,
+            kind,
+            &[WriteIntent {
+                source_id,
+                source_version,
+                idempotency_key,
+            }],
+            now_ms,
+        )
+    }
+
+    /// [`State::begin_write`] for a whole batch, in one transaction (one disk sync instead of
+    /// one per record).
+    pub fn begin_writes(
+        &self,
+        flow: &str,
+        kind: &str,
+        intents: &[WriteIntent<'_>],
+        now_ms: u64,
+    ) -> Result<(), StateError> {
         self.write("record a write intent", |c| {
-            c.execute(
+            let mut stmt = c.prepare(
                 "INSERT INTO links (flow, kind, source_id, pending_key, pending_version, pending_since_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                  ON CONFLICT (flow, kind, source_id) DO UPDATE SET
@@ -723,8 +769,17 @@ impl State {
                    pending_key = excluded.pending_key,
                    pending_version = excluded.pending_version,
                    updated_ms = excluded.updated_ms",
-                params![flow, kind, source_id, idempotency_key, source_version, sql_ms(now_ms)],
             )?;
+            for w in intents {
+                stmt.execute(params![
+                    flow,
+                    kind,
+                    w.source_id,
+                    w.idempotency_key,
+                    w.source_version,
+                    sql_ms(now_ms)
+                ])?;
+            }
             Ok(())
         })
     }
@@ -742,8 +797,29 @@ impl State {
         dest_version: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StateError> {
+        self.finish_writes(
+            flow,
+            kind,
+            &[WriteDone {
+                source_id,
+                dest_id,
+                source_version,
+                dest_version,
+            }],
+            now_ms,
+        )
+    }
+
+    /// [`State::finish_write`] for a whole batch, in one transaction.
+    pub fn finish_writes(
+        &self,
+        flow: &str,
+        kind: &str,
+        done: &[WriteDone<'_>],
+        now_ms: u64,
+    ) -> Result<(), StateError> {
         self.write("record a finished write", |c| {
-            c.execute(
+            let mut stmt = c.prepare(
                 "INSERT INTO links (flow, kind, source_id, dest_id, source_version, dest_version, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (flow, kind, source_id) DO UPDATE SET
@@ -752,8 +828,18 @@ impl State {
                    dest_version = excluded.dest_version,
                    pending_key = NULL, pending_version = NULL, pending_since_ms = NULL,
                    updated_ms = excluded.updated_ms",
-                params![flow, kind, source_id, dest_id, source_version, dest_version, sql_ms(now_ms)],
             )?;
+            for d in done {
+                stmt.execute(params![
+                    flow,
+                    kind,
+                    d.source_id,
+                    d.dest_id,
+                    d.source_version,
+                    d.dest_version,
+                    sql_ms(now_ms)
+                ])?;
+            }
             Ok(())
         })
     }
