@@ -200,8 +200,18 @@ pub enum StateError {
         /// The source id.
         source_id: String,
     },
-    /// Any other SQLite failure (disk full, read-only file, I/O error).
-    #[error("cannot {action} in the state database {path}: {source}")]
+    /// The file (or its folder) may not be written.
+    #[error(
+        "the state database {path} is read-only; Weft writes to it on every run: check the permissions of the file and of its folder"
+    )]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Any other SQLite failure (disk full, I/O error).
+    #[error(
+        "cannot {action} in the state database {path}: {source}; check the disk (free space, permissions) and try again"
+    )]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -541,6 +551,7 @@ impl State {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 return StateError::Busy { path, action };
             }
+            Some(ErrorCode::ReadOnly) => return StateError::ReadOnly { path },
             Some(ErrorCode::DatabaseCorrupt) => {
                 return StateError::Corrupt {
                     path,
@@ -605,7 +616,7 @@ impl State {
     }
 
     fn migrate(&self) -> Result<(), StateError> {
-        self.write("read the schema version", |conn| {
+        self.write("check the schema version", |conn| {
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
             let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
