@@ -37,6 +37,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this Weft writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
 
+// Every schema version has its migration.
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
 /// `PRAGMA application_id` of a Weft state database ("WEFT").
 const APPLICATION_ID: i64 = 0x5745_4654;
 
@@ -619,7 +622,7 @@ impl State {
         self.write("check the schema version", |conn| {
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-            let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+            let supported = SCHEMA_VERSION;
             if app != APPLICATION_ID {
                 let tables: i64 =
                     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
