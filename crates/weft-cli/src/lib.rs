@@ -7,6 +7,7 @@ mod cmd_connectors;
 mod cmd_demo;
 mod cmd_sandbox;
 mod cmd_spec;
+mod cmd_state;
 mod cmd_sync;
 mod cmd_use;
 mod connect;
@@ -70,6 +71,12 @@ enum Command {
     /// Work with connector spec files.
     #[command(subcommand)]
     Spec(cmd_spec::SpecCmd),
+    /// The history of sync runs: when, how they ended, what they read, wrote and waited.
+    #[command(subcommand)]
+    Runs(cmd_state::RunsCmd),
+    /// The per-record error queue: records a run could not sync, with their reason.
+    #[command(subcommand)]
+    Errors(cmd_state::ErrorsCmd),
     /// Start Kantata and Xero simulators on 127.0.0.1 with seeded demo data, and serve until
     /// interrupted. Prints every base URL and the demo client credentials.
     Sandbox(cmd_sandbox::SandboxArgs),
@@ -115,6 +122,8 @@ where
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),
+        Command::Runs(cmd) => cmd_state::runs(cmd, workspace, io),
+        Command::Errors(cmd) => cmd_state::errors(cmd, workspace, io),
     };
     match result {
         Ok(code) => code,

@@ -16,7 +16,9 @@
 //!
 //! Several Weft processes may share the file: it is in WAL mode, every change is one
 //! `BEGIN IMMEDIATE` transaction, and a busy database is waited for up to
-//! [`BUSY_TIMEOUT`]. The schema version is `PRAGMA user_version`; a file written by a newer Weft
+//! [`BUSY_TIMEOUT`]. Each transaction is synced to disk before the call returns (a few
+//! milliseconds); [`State::begin_writes`] and [`State::finish_writes`] record a whole batch in
+//! one. The schema version is `PRAGMA user_version`; a file written by a newer Weft
 //! is refused untouched, and a file that is not a Weft state database (damaged, or another
 //! application's) is refused with an error, never a panic. A [`State`] is `Send` and `Sync`:
 //! threads and tasks may share one handle.
@@ -34,6 +36,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this Weft writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
+
+// Every schema version has its migration.
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// `PRAGMA application_id` of a Weft state database ("WEFT").
 const APPLICATION_ID: i64 = 0x5745_4654;
@@ -198,8 +203,18 @@ pub enum StateError {
         /// The source id.
         source_id: String,
     },
-    /// Any other SQLite failure (disk full, read-only file, I/O error).
-    #[error("cannot {action} in the state database {path}: {source}")]
+    /// The file (or its folder) may not be written.
+    #[error(
+        "the state database {path} is read-only; Weft writes to it on every run: check the permissions of the file and of its folder"
+    )]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Any other SQLite failure (disk full, I/O error).
+    #[error(
+        "cannot {action} in the state database {path}: {source}; check the disk (free space, permissions) and try again"
+    )]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -269,6 +284,30 @@ pub struct RunSummary {
     pub rate_limited: u64,
     /// Time spent waiting on rate limits (ms).
     pub waited_ms: u64,
+}
+
+/// One record of [`State::begin_writes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteIntent<'a> {
+    /// The source system's id.
+    pub source_id: &'a str,
+    /// The source version being written.
+    pub source_version: &'a str,
+    /// The idempotency key the request carries.
+    pub idempotency_key: &'a str,
+}
+
+/// One record of [`State::finish_writes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteDone<'a> {
+    /// The source system's id.
+    pub source_id: &'a str,
+    /// The destination system's id.
+    pub dest_id: &'a str,
+    /// The source version the destination now reflects.
+    pub source_version: &'a str,
+    /// The destination's version, when it reports one.
+    pub dest_version: Option<&'a str>,
 }
 
 /// How a run ended.
@@ -515,6 +554,7 @@ impl State {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 return StateError::Busy { path, action };
             }
+            Some(ErrorCode::ReadOnly) => return StateError::ReadOnly { path },
             Some(ErrorCode::DatabaseCorrupt) => {
                 return StateError::Corrupt {
                     path,
@@ -579,10 +619,10 @@ impl State {
     }
 
     fn migrate(&self) -> Result<(), StateError> {
-        self.write("read the schema version", |conn| {
+        self.write("check the schema version", |conn| {
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-            let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+            let supported = SCHEMA_VERSION;
             if app != APPLICATION_ID {
                 let tables: i64 =
                     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
@@ -703,7 +743,6 @@ impl State {
     ///
     /// Beginning again with the same key keeps the first `since_ms` (the age of the key is what
     /// tells whether the provider still honours it); another key replaces the intent.
-    #[allow(clippy::too_many_arguments)]
     pub fn begin_write(
         &self,
         flow: &str,
@@ -713,8 +752,29 @@ impl State {
         idempotency_key: &str,
         now_ms: u64,
     ) -> Result<(), StateError> {
+        self.begin_writes(
+            flow,
+            kind,
+            &[WriteIntent {
+                source_id,
+                source_version,
+                idempotency_key,
+            }],
+            now_ms,
+        )
+    }
+
+    /// [`State::begin_write`] for a whole batch, in one transaction (one disk sync instead of
+    /// one per record).
+    pub fn begin_writes(
+        &self,
+        flow: &str,
+        kind: &str,
+        intents: &[WriteIntent<'_>],
+        now_ms: u64,
+    ) -> Result<(), StateError> {
         self.write("record a write intent", |c| {
-            c.execute(
+            let mut stmt = c.prepare(
                 "INSERT INTO links (flow, kind, source_id, pending_key, pending_version, pending_since_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                  ON CONFLICT (flow, kind, source_id) DO UPDATE SET
@@ -723,8 +783,17 @@ impl State {
                    pending_key = excluded.pending_key,
                    pending_version = excluded.pending_version,
                    updated_ms = excluded.updated_ms",
-                params![flow, kind, source_id, idempotency_key, source_version, sql_ms(now_ms)],
             )?;
+            for w in intents {
+                stmt.execute(params![
+                    flow,
+                    kind,
+                    w.source_id,
+                    w.idempotency_key,
+                    w.source_version,
+                    sql_ms(now_ms)
+                ])?;
+            }
             Ok(())
         })
     }
@@ -742,8 +811,29 @@ impl State {
         dest_version: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StateError> {
+        self.finish_writes(
+            flow,
+            kind,
+            &[WriteDone {
+                source_id,
+                dest_id,
+                source_version,
+                dest_version,
+            }],
+            now_ms,
+        )
+    }
+
+    /// [`State::finish_write`] for a whole batch, in one transaction.
+    pub fn finish_writes(
+        &self,
+        flow: &str,
+        kind: &str,
+        done: &[WriteDone<'_>],
+        now_ms: u64,
+    ) -> Result<(), StateError> {
         self.write("record a finished write", |c| {
-            c.execute(
+            let mut stmt = c.prepare(
                 "INSERT INTO links (flow, kind, source_id, dest_id, source_version, dest_version, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (flow, kind, source_id) DO UPDATE SET
@@ -752,8 +842,18 @@ impl State {
                    dest_version = excluded.dest_version,
                    pending_key = NULL, pending_version = NULL, pending_since_ms = NULL,
                    updated_ms = excluded.updated_ms",
-                params![flow, kind, source_id, dest_id, source_version, dest_version, sql_ms(now_ms)],
             )?;
+            for d in done {
+                stmt.execute(params![
+                    flow,
+                    kind,
+                    d.source_id,
+                    d.dest_id,
+                    d.source_version,
+                    d.dest_version,
+                    sql_ms(now_ms)
+                ])?;
+            }
             Ok(())
         })
     }
@@ -1003,6 +1103,18 @@ impl State {
         })
     }
 
+    /// Marks every open entry (of one flow, or of all) for retry, in one transaction; returns
+    /// how many.
+    pub fn mark_retry_all(&self, flow: Option<&str>) -> Result<u64, StateError> {
+        self.write("mark errors for retry", |c| {
+            let n = c.execute(
+                "UPDATE errors SET status = 'retry' WHERE status = 'open' AND (?1 IS NULL OR flow = ?1)",
+                params![flow],
+            )?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+    }
+
     /// Closes an active entry as resolved by a person, with an optional note. False when there
     /// is no such active entry (unknown or already closed).
     pub fn resolve(&self, id: i64, note: Option<&str>, now_ms: u64) -> Result<bool, StateError> {
@@ -1049,8 +1161,9 @@ fn summary_json(summary: &RunSummary) -> String {
     serde_json::to_string(summary).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// Milliseconds since the Unix epoch (0 before it).
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch by the wall clock (0 before it), for callers without a
+/// clock of their own.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

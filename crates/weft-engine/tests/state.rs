@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use weft_engine::state::{
     BUSY_TIMEOUT, Link, PendingWrite, RunOutcome, RunSummary, SCHEMA_VERSION, State, StateError,
+    WriteDone, WriteIntent,
 };
 
 /// A fresh folder for one test.
@@ -251,6 +252,59 @@ fn link_lifecycle() {
         ["C0", "C1"]
     );
     assert!(s.links("other", "contact").unwrap().is_empty());
+}
+
+#[test]
+fn batches_of_intents_and_results() {
+    let dir = Dir::new("batches");
+    let s = State::open(&dir.db()).unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("K{i:02}")).collect();
+    let keys: Vec<String> = ids.iter().map(|id| format!("key-{id}")).collect();
+    let intents: Vec<WriteIntent<'_>> = ids
+        .iter()
+        .zip(&keys)
+        .map(|(id, key)| WriteIntent {
+            source_id: id,
+            source_version: "v1",
+            idempotency_key: key,
+        })
+        .collect();
+    s.begin_writes("f", "invoice", &intents, 10).unwrap();
+    let links = s.links("f", "invoice").unwrap();
+    assert_eq!(links.len(), 50);
+    assert!(
+        links
+            .iter()
+            .all(|l| l.pending.is_some() && l.dest_id.is_none())
+    );
+    assert_eq!(
+        links[7].pending.as_ref().unwrap().idempotency_key,
+        "key-K07"
+    );
+
+    let dest: Vec<String> = ids.iter().map(|id| format!("X-{id}")).collect();
+    let done: Vec<WriteDone<'_>> = ids
+        .iter()
+        .zip(&dest)
+        .take(49)
+        .map(|(id, d)| WriteDone {
+            source_id: id,
+            dest_id: d,
+            source_version: "v1",
+            dest_version: None,
+        })
+        .collect();
+    s.finish_writes("f", "invoice", &done, 20).unwrap();
+    let links = s.links("f", "invoice").unwrap();
+    let pending: Vec<&str> = links
+        .iter()
+        .filter(|l| l.pending.is_some())
+        .map(|l| l.source_id.as_str())
+        .collect();
+    assert_eq!(pending, ["K49"], "the one without an answer stays pending");
+    assert_eq!(links[0].dest_id.as_deref(), Some("X-K00"));
+    s.begin_writes("f", "invoice", &[], 30).unwrap();
+    s.finish_writes("f", "invoice", &[], 30).unwrap();
 }
 
 #[test]

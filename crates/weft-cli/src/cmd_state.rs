@@ -1,0 +1,478 @@
+//! `weft runs list|show` and `weft errors list|show|retry|resolve`: the workspace's run history
+//! and per-record error queue, read from its state database (`.weft/state.db`).
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use weft_engine::state::{QueuedError, RunOutcome, RunRecord, STATUS_RETRY, State, now_ms};
+use weft_engine::workspace::{Workspace, WorkspaceError};
+
+use crate::Io;
+use crate::cmd_client::start_dir;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCmd {
+    /// List runs of the workspace's flows, newest first, with their counts.
+    List {
+        /// Only the runs of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// How many runs to show at most.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: when, how it ended, and every count.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// Its id, as the list shows it.
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    id: i64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ErrorsCmd {
+    /// List the records waiting in the error queue (open, or marked for retry).
+    List {
+        /// Only the errors of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Include closed entries (resolved by a person, or fixed by a later run).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one queued error in full.
+    Show(ShowArgs),
+    /// Mark an open error for retry: the next `weft sync run` of its flow reads the record
+    /// again.
+    #[command(
+        override_usage = "weft errors retry <ID>\n       weft errors retry --all [--flow FLOW]"
+    )]
+    Retry {
+        /// Error id (see `weft errors list`).
+        #[arg(
+            value_parser = clap::value_parser!(i64).range(1..),
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        id: Option<i64>,
+        /// Every open error (of the flow given with --flow, else of every flow).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only the errors of this flow.
+        #[arg(long, conflicts_with = "id")]
+        flow: Option<String>,
+    },
+    /// Close an error by hand (you fixed the record yourself, or it does not matter).
+    Resolve {
+        /// Error id (see `weft errors list`).
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+        /// Why, kept with the entry.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// The workspace's state database; outside a workspace, says to create one.
+fn open(workspace: Option<&Path>) -> Result<State> {
+    let ws = match Workspace::find(&start_dir(workspace)?) {
+        Ok(ws) => ws,
+        Err(WorkspaceError::NotFound { start }) => bail!(
+            "no weft.toml in {} or any folder above it; runs and errors belong to a workspace: run `weft init` to create one (or pass --workspace DIR)",
+            start.display()
+        ),
+        Err(err) => return Err(err.into()),
+    };
+    Ok(State::open(&ws.state_path())?)
+}
+
+fn json(io: &mut Io<'_>, value: &impl Serialize) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *io.out, value)?;
+    writeln!(io.out)?;
+    Ok(())
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS` UTC.
+fn time(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || format!("{ms} ms"),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        )
+}
+
+/// A duration in ms as `850ms`, `12.4s`, `3m 05s` or `2h 03m`.
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60_000..3_600_000 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s / 60) % 60),
+    }
+}
+
+fn outcome(run: &RunRecord) -> &'static str {
+    match run.outcome {
+        Some(RunOutcome::Completed) => "completed",
+        Some(RunOutcome::Stopped { .. }) => "stopped",
+        Some(RunOutcome::Failed { .. }) => "failed",
+        None => "unfinished",
+    }
+}
+
+/// One line of text, at most `max` characters.
+fn clip(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= max && !text.contains('\n') {
+        return line.to_owned();
+    }
+    let mut short: String = line.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+/// `weft runs show --json`: the run and how many error-queue entries it left.
+#[derive(Serialize)]
+struct RunView<'a> {
+    #[serde(flatten)]
+    run: &'a RunRecord,
+    errors_queued: usize,
+}
+
+pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let state = open(workspace)?;
+    match cmd {
+        RunsCmd::List {
+            flow,
+            limit,
+            json: as_json,
+        } => {
+            let runs = state.runs(flow.as_deref(), usize::try_from(limit)?)?;
+            if as_json {
+                json(io, &runs)?;
+            } else if runs.is_empty() {
+                let flow = flow.as_deref();
+                writeln!(
+                    io.out,
+                    "no runs{} yet; run `weft sync run {}`",
+                    flow.map(|f| format!(" of flow `{f}`")).unwrap_or_default(),
+                    flow.unwrap_or("FLOW")
+                )?;
+            } else {
+                writeln!(
+                    io.out,
+                    "{:>5} {:<16} {:<19} {:>8} {:<10} {:<4} {:>6} {:>7} {:>7} {:>9} {:>6} {:>6} {:>8}",
+                    "ID",
+                    "FLOW",
+                    "STARTED (UTC)",
+                    "TOOK",
+                    "OUTCOME",
+                    "DRY",
+                    "READ",
+                    "CREATED",
+                    "UPDATED",
+                    "UNCHANGED",
+                    "FAILED",
+                    "CALLS",
+                    "WAITED"
+                )?;
+                for r in &runs {
+                    let s = &r.summary;
+                    writeln!(
+                        io.out,
+                        "{:>5} {:<16} {:<19} {:>8} {:<10} {:<4} {:>6} {:>7} {:>7} {:>9} {:>6} {:>6} {:>8}",
+                        r.id,
+                        r.flow,
+                        time(r.started_ms),
+                        r.finished_ms
+                            .map(|f| duration(f.saturating_sub(r.started_ms)))
+                            .unwrap_or_else(|| "-".to_owned()),
+                        outcome(r),
+                        if r.dry_run { "yes" } else { "no" },
+                        s.read,
+                        s.created,
+                        s.updated,
+                        s.unchanged,
+                        s.failed,
+                        s.calls,
+                        duration(s.waited_ms)
+                    )?;
+                }
+            }
+            Ok(0)
+        }
+        RunsCmd::Show(ShowArgs { id, json: as_json }) => {
+            let Some(run) = state.run(id)? else {
+                bail!("no run {id}; see `weft runs list`");
+            };
+            let errors_queued = state
+                .errors(Some(&run.flow), true)?
+                .iter()
+                .filter(|e| e.run == Some(id))
+                .count();
+            if as_json {
+                return json(
+                    io,
+                    &RunView {
+                        run: &run,
+                        errors_queued,
+                    },
+                )
+                .map(|()| 0);
+            }
+            let s = &run.summary;
+            let w = &mut *io.out;
+            writeln!(w, "run:        {}", run.id)?;
+            writeln!(w, "flow:       {}", run.flow)?;
+            if run.dry_run {
+                writeln!(w, "dry run:    yes (nothing was changed)")?;
+            }
+            writeln!(w, "started:    {} UTC", time(run.started_ms))?;
+            match run.finished_ms {
+                Some(f) => writeln!(
+                    w,
+                    "finished:   {} UTC (took {})",
+                    time(f),
+                    duration(f.saturating_sub(run.started_ms))
+                )?,
+                None => writeln!(
+                    w,
+                    "finished:   not yet (still running, or the process died)"
+                )?,
+            }
+            match &run.outcome {
+                Some(RunOutcome::Completed) => writeln!(w, "outcome:    completed")?,
+                Some(RunOutcome::Stopped { reason }) => writeln!(
+                    w,
+                    "outcome:    stopped: {reason} (the next `weft sync run {}` resumes where it stopped)",
+                    run.flow
+                )?,
+                Some(RunOutcome::Failed { reason }) => writeln!(w, "outcome:    failed: {reason}")?,
+                None => writeln!(
+                    w,
+                    "outcome:    unfinished (the next `weft sync run {}` reconciles and carries on)",
+                    run.flow
+                )?,
+            }
+            writeln!(w, "read:       {}", s.read)?;
+            writeln!(w, "created:    {}", s.created)?;
+            writeln!(w, "updated:    {}", s.updated)?;
+            writeln!(w, "unchanged:  {}", s.unchanged)?;
+            writeln!(w, "failed:     {}", s.failed)?;
+            writeln!(w, "contacts created:   {}", s.contacts_created)?;
+            writeln!(w, "payments written:   {}", s.payments_written)?;
+            writeln!(w, "references written: {}", s.references_written)?;
+            writeln!(
+                w,
+                "calls:      {} ({} rate limited, {} waiting on rate limits)",
+                s.calls,
+                s.rate_limited,
+                duration(s.waited_ms)
+            )?;
+            if errors_queued > 0 {
+                writeln!(
+                    w,
+                    "errors:     {errors_queued} queued by this run; see `weft errors list --flow {}`",
+                    run.flow
+                )?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let state = open(workspace)?;
+    match cmd {
+        ErrorsCmd::List {
+            flow,
+            all,
+            json: as_json,
+        } => {
+            let list = state.errors(flow.as_deref(), all)?;
+            if as_json {
+                json(io, &list)?;
+            } else if list.is_empty() {
+                let closed = if all {
+                    0
+                } else {
+                    state.errors(flow.as_deref(), true)?.len()
+                };
+                if closed > 0 {
+                    writeln!(
+                        io.out,
+                        "no open errors ({closed} closed; `weft errors list --all` shows them)"
+                    )?;
+                } else {
+                    writeln!(
+                        io.out,
+                        "no errors{}; records that fail in `weft sync run` wait here with their reason",
+                        flow.map(|f| format!(" in flow `{f}`")).unwrap_or_default()
+                    )?;
+                }
+            } else {
+                writeln!(
+                    io.out,
+                    "{:>5} {:<16} {:<10} {:<16} {:<8} {:<8} {:>8} {:<19} MESSAGE",
+                    "ID",
+                    "FLOW",
+                    "KIND",
+                    "SOURCE ID",
+                    "STAGE",
+                    "STATUS",
+                    "ATTEMPTS",
+                    "LAST SEEN (UTC)"
+                )?;
+                for e in &list {
+                    writeln!(
+                        io.out,
+                        "{:>5} {:<16} {:<10} {:<16} {:<8} {:<8} {:>8} {:<19} {}",
+                        e.id,
+                        e.flow,
+                        e.kind,
+                        e.source_id,
+                        e.stage,
+                        e.status,
+                        e.attempts,
+                        time(e.last_seen_ms),
+                        clip(&e.message, 60)
+                    )?;
+                }
+                if list.iter().any(|e| !e.is_closed()) {
+                    writeln!(
+                        io.out,
+                        "next: `weft errors show ID` for the whole message; fix the cause, then `weft errors retry ID` (or `--all`), or `weft errors resolve ID --note TEXT`"
+                    )?;
+                }
+            }
+            Ok(0)
+        }
+        ErrorsCmd::Show(ShowArgs { id, json: as_json }) => {
+            let e = find(&state, id)?;
+            if as_json {
+                return json(io, &e).map(|()| 0);
+            }
+            show_error(&e, io)?;
+            Ok(0)
+        }
+        ErrorsCmd::Retry { id: Some(id), .. } => {
+            let e = find(&state, id)?;
+            if e.is_closed() {
+                bail!(
+                    "error {id} is {} (closed); there is nothing to retry",
+                    e.status
+                );
+            }
+            if !state.mark_retry(id)? {
+                // Already marked (perhaps by another process just now).
+                let now = find(&state, id)?;
+                if now.status != STATUS_RETRY {
+                    bail!(
+                        "error {id} is {} (closed); there is nothing to retry",
+                        now.status
+                    );
+                }
+                writeln!(io.out, "error {id} is already marked for retry")?;
+                return Ok(0);
+            }
+            writeln!(
+                io.out,
+                "error {id} marked for retry: the next `weft sync run {}` reads {} `{}` again",
+                e.flow, e.kind, e.source_id
+            )?;
+            Ok(0)
+        }
+        ErrorsCmd::Retry { id: None, flow, .. } => {
+            let n = state.mark_retry_all(flow.as_deref())?;
+            if n == 0 {
+                writeln!(io.out, "no open errors to retry")?;
+            } else {
+                writeln!(
+                    io.out,
+                    "{n} error{} marked for retry: the next `weft sync run` of {} reads {} again",
+                    if n == 1 { "" } else { "s" },
+                    flow.map_or_else(|| "each flow".to_owned(), |f| format!("`{f}`")),
+                    if n == 1 {
+                        "its record"
+                    } else {
+                        "their records"
+                    }
+                )?;
+            }
+            Ok(0)
+        }
+        ErrorsCmd::Resolve { id, note } => {
+            if note.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                bail!("--note is empty; give a reason, or leave --note out");
+            }
+            let e = find(&state, id)?;
+            if e.is_closed() {
+                bail!("error {id} is already closed ({})", e.status);
+            }
+            if !state.resolve(id, note.as_deref(), now_ms())? {
+                bail!("error {id} was closed by another process meanwhile");
+            }
+            writeln!(io.out, "error {id} resolved")?;
+            Ok(0)
+        }
+    }
+}
+
+fn find(state: &State, id: i64) -> Result<QueuedError> {
+    match state.error(id)? {
+        Some(e) => Ok(e),
+        None => bail!("no error {id}; see `weft errors list --all`"),
+    }
+}
+
+fn show_error(e: &QueuedError, io: &mut Io<'_>) -> Result<()> {
+    let w = &mut *io.out;
+    writeln!(w, "error:      {}", e.id)?;
+    writeln!(w, "flow:       {}", e.flow)?;
+    writeln!(w, "record:     {} `{}`", e.kind, e.source_id)?;
+    writeln!(w, "stage:      {}", e.stage)?;
+    writeln!(w, "status:     {}", e.status)?;
+    writeln!(w, "attempts:   {}", e.attempts)?;
+    writeln!(w, "first seen: {} UTC", time(e.first_seen_ms))?;
+    writeln!(w, "last seen:  {} UTC", time(e.last_seen_ms))?;
+    if let Some(run) = e.run {
+        writeln!(w, "run:        {run} (`weft runs show {run}`)")?;
+    }
+    if let Some(closed) = e.closed_ms {
+        writeln!(w, "closed:     {} UTC", time(closed))?;
+    }
+    if let Some(note) = &e.note {
+        writeln!(w, "note:       {note}")?;
+    }
+    writeln!(w, "message:")?;
+    for line in e.message.lines() {
+        writeln!(w, "  {line}")?;
+    }
+    match e.status.as_str() {
+        "open" => writeln!(
+            w,
+            "next: fix the cause, then `weft errors retry {}` (the next `weft sync run {}` reads the record again), or `weft errors resolve {} --note TEXT`",
+            e.id, e.flow, e.id
+        )?,
+        "retry" => writeln!(w, "next: `weft sync run {}` reads the record again", e.flow)?,
+        _ => {}
+    }
+    Ok(())
+}

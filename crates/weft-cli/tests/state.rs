@@ -1,0 +1,465 @@
+//! `weft runs …` and `weft errors …` through the real binary, on a state database seeded with
+//! the engine's own `State` (as a sync would leave it).
+
+mod common;
+
+use common::{Sandbox, err, out};
+use weft_engine::state::{RunOutcome, RunSummary, State};
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}\n{}", out(o), err(o));
+}
+
+fn db(s: &Sandbox) -> std::path::PathBuf {
+    s.project().join(".weft").join("state.db")
+}
+
+fn workspace(name: &str) -> Sandbox {
+    let s = Sandbox::new(name);
+    ok(&s.run(&["init"], None));
+    s
+}
+
+/// Three runs of `invoices` (completed, stopped by a daily cap, a dry run left unfinished) and
+/// one of `payments`; two errors in `invoices`, one in `payments`.
+struct Seeded {
+    completed: i64,
+    stopped: i64,
+    unfinished: i64,
+    payments: i64,
+    account: i64,
+    contact: i64,
+    payment: i64,
+}
+
+const T0: u64 = 1_764_000_000_000; // 2025-11-24 16:00:00 UTC
+
+fn seed(s: &Sandbox) -> Seeded {
+    let st = State::open(&db(s)).unwrap();
+    let completed = st.start_run("invoices", false, T0).unwrap();
+    let summary = RunSummary {
+        read: 120,
+        created: 100,
+        updated: 7,
+        unchanged: 11,
+        failed: 2,
+        contacts_created: 9,
+        calls: 14,
+        rate_limited: 1,
+        waited_ms: 61_000,
+        ..RunSummary::default()
+    };
+    st.finish_run(completed, &summary, &RunOutcome::Completed, T0 + 125_000)
+        .unwrap();
+    let stopped = st.start_run("invoices", false, T0 + 200_000).unwrap();
+    st.finish_run(
+        stopped,
+        &RunSummary {
+            read: 5_000,
+            created: 4_950,
+            ..RunSummary::default()
+        },
+        &RunOutcome::Stopped {
+            reason: "Xero's daily call limit is used up".into(),
+        },
+        T0 + 300_000,
+    )
+    .unwrap();
+    let payments = st.start_run("payments", false, T0 + 400_000).unwrap();
+    st.finish_run(
+        payments,
+        &RunSummary {
+            payments_written: 3,
+            ..RunSummary::default()
+        },
+        &RunOutcome::Failed {
+            reason: "the Kantata token was refused".into(),
+        },
+        T0 + 401_000,
+    )
+    .unwrap();
+    let unfinished = st.start_run("invoices", true, T0 + 500_000).unwrap();
+    let account = st
+        .queue_error(
+            "invoices",
+            "invoice",
+            "K-1001",
+            "write",
+            "Account code '999' is not a valid code for this document.",
+            Some(completed),
+            T0 + 60_000,
+        )
+        .unwrap();
+    let contact = st
+        .queue_error(
+            "invoices",
+            "invoice",
+            "K-1002",
+            "map",
+            "no Xero contact for client `Acme`\nsecond line of detail",
+            Some(completed),
+            T0 + 61_000,
+        )
+        .unwrap();
+    let payment = st
+        .queue_error(
+            "payments",
+            "payment",
+            "X-9",
+            "write",
+            "invoice is closed",
+            Some(payments),
+            T0 + 400_500,
+        )
+        .unwrap();
+    Seeded {
+        completed,
+        stopped,
+        unfinished,
+        payments,
+        account,
+        contact,
+        payment,
+    }
+}
+
+#[test]
+fn outside_a_workspace_says_to_run_init() {
+    let s = Sandbox::new("state-outside");
+    for args in [
+        &["runs", "list"][..],
+        &["runs", "show", "1"],
+        &["errors", "list"],
+        &["errors", "retry", "--all"],
+    ] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(err(&o).contains("weft init"), "{}", err(&o));
+    }
+    assert!(!s.project().join(".weft").exists());
+}
+
+#[test]
+fn empty_states_say_what_to_do_next() {
+    let s = workspace("state-empty");
+    let runs = s.run(&["runs", "list"], None);
+    ok(&runs);
+    assert!(
+        out(&runs).contains("no runs yet; run `weft sync run FLOW`"),
+        "{}",
+        out(&runs)
+    );
+    let runs = s.run(&["runs", "list", "--flow", "invoices"], None);
+    assert!(
+        out(&runs).contains("weft sync run invoices"),
+        "{}",
+        out(&runs)
+    );
+    let errors = s.run(&["errors", "list"], None);
+    ok(&errors);
+    assert!(out(&errors).contains("no errors"), "{}", out(&errors));
+    for args in [
+        &["runs", "list", "--json"][..],
+        &["errors", "list", "--json"],
+    ] {
+        let o = s.run(args, None);
+        ok(&o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v, serde_json::json!([]));
+    }
+}
+
+#[test]
+fn runs_list_and_show() {
+    let s = workspace("state-runs");
+    let seeded = seed(&s);
+
+    let list = s.run(&["runs", "list"], None);
+    ok(&list);
+    let text = out(&list);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].contains("ID") && lines[0].contains("OUTCOME"),
+        "{text}"
+    );
+    // Newest first.
+    assert!(
+        lines[1]
+            .trim_start()
+            .starts_with(&seeded.unfinished.to_string())
+    );
+    assert!(
+        lines[1].contains("unfinished") && lines[1].contains("yes"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("payments") && lines[2].contains("failed"),
+        "{text}"
+    );
+    assert!(lines[3].contains("stopped"), "{text}");
+    assert!(lines[4].contains("completed"), "{text}");
+    assert!(lines[4].contains("2025-11-24 16:00:00"), "{text}");
+    assert!(lines[4].contains("2m 05s"), "{text}");
+    assert!(lines[4].contains("1m 01s"), "{text}");
+
+    let only = s.run(
+        &[
+            "runs", "list", "--flow", "invoices", "--limit", "2", "--json",
+        ],
+        None,
+    );
+    ok(&only);
+    let v: serde_json::Value = serde_json::from_slice(&only.stdout).unwrap();
+    let ids: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [seeded.unfinished, seeded.stopped]);
+    assert_eq!(v[1]["outcome"]["status"], "stopped");
+    assert_eq!(v[1]["summary"]["created"], 4_950);
+    assert_eq!(v[0]["outcome"], serde_json::Value::Null);
+
+    let show = s.run(&["runs", "show", &seeded.completed.to_string()], None);
+    ok(&show);
+    let text = out(&show);
+    for want in [
+        "flow:       invoices",
+        "outcome:    completed",
+        "read:       120",
+        "created:    100",
+        "failed:     2",
+        "contacts created:   9",
+        "calls:      14 (1 rate limited, 1m 01s waiting on rate limits)",
+        "2 queued by this run; see `weft errors list --flow invoices`",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let stopped = out(&s.run(&["runs", "show", &seeded.stopped.to_string()], None));
+    assert!(
+        stopped.contains("stopped: Xero's daily call limit is used up"),
+        "{stopped}"
+    );
+    assert!(stopped.contains("resumes where it stopped"), "{stopped}");
+    let failed = out(&s.run(&["runs", "show", &seeded.payments.to_string()], None));
+    assert!(
+        failed.contains("failed: the Kantata token was refused"),
+        "{failed}"
+    );
+    let unfinished = out(&s.run(&["runs", "show", &seeded.unfinished.to_string()], None));
+    assert!(unfinished.contains("dry run:    yes"), "{unfinished}");
+    assert!(unfinished.contains("not yet"), "{unfinished}");
+
+    let json = s.run(
+        &["runs", "show", &seeded.completed.to_string(), "--json"],
+        None,
+    );
+    ok(&json);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["id"], seeded.completed);
+    assert_eq!(v["summary"]["waited_ms"], 61_000);
+    assert_eq!(v["outcome"]["status"], "completed");
+    assert_eq!(v["errors_queued"], 2);
+
+    let missing = s.run(&["runs", "show", "999"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        err(&missing).contains("no run 999; see `weft runs list`"),
+        "{}",
+        err(&missing)
+    );
+}
+
+#[test]
+fn errors_list_show_retry_resolve() {
+    let s = workspace("state-errors");
+    let seeded = seed(&s);
+    let (account, contact, payment) = (
+        seeded.account.to_string(),
+        seeded.contact.to_string(),
+        seeded.payment.to_string(),
+    );
+
+    let list = s.run(&["errors", "list"], None);
+    ok(&list);
+    let text = out(&list);
+    assert!(
+        text.contains("K-1001") && text.contains("K-1002") && text.contains("X-9"),
+        "{text}"
+    );
+    // The table keeps one line per entry.
+    assert!(!text.contains("second line of detail"), "{text}");
+    assert!(text.contains("weft errors retry ID"), "{text}");
+    let invoices = out(&s.run(&["errors", "list", "--flow", "invoices"], None));
+    assert!(!invoices.contains("X-9"), "{invoices}");
+
+    let show = s.run(&["errors", "show", &contact], None);
+    ok(&show);
+    let text = out(&show);
+    for want in [
+        "record:     invoice `K-1002`",
+        "stage:      map",
+        "status:     open",
+        "attempts:   1",
+        "  no Xero contact for client `Acme`",
+        "  second line of detail",
+        &format!("weft runs show {}", seeded.completed),
+        &format!("weft errors retry {contact}"),
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let json = s.run(&["errors", "show", &account, "--json"], None);
+    ok(&json);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["source_id"], "K-1001");
+    assert_eq!(v["status"], "open");
+
+    // Retry one; again says so.
+    let retry = s.run(&["errors", "retry", &account], None);
+    ok(&retry);
+    assert!(
+        out(&retry).contains("the next `weft sync run invoices` reads invoice `K-1001` again"),
+        "{}",
+        out(&retry)
+    );
+    let again = s.run(&["errors", "retry", &account], None);
+    ok(&again);
+    assert!(
+        out(&again).contains("already marked for retry"),
+        "{}",
+        out(&again)
+    );
+    let st = State::open(&db(&s)).unwrap();
+    assert_eq!(st.retries("invoices", "invoice").unwrap(), ["K-1001"]);
+
+    // Resolve with a note; a closed entry cannot be retried or resolved again.
+    let empty_note = s.run(&["errors", "resolve", &payment, "--note", "  "], None);
+    assert_eq!(empty_note.status.code(), Some(1));
+    assert!(
+        err(&empty_note).contains("--note is empty"),
+        "{}",
+        err(&empty_note)
+    );
+    let resolve = s.run(
+        &[
+            "errors",
+            "resolve",
+            &payment,
+            "--note",
+            "paid by hand in Kantata",
+        ],
+        None,
+    );
+    ok(&resolve);
+    assert!(out(&resolve).contains("resolved"), "{}", out(&resolve));
+    let e = st.error(seeded.payment).unwrap().unwrap();
+    assert_eq!(e.status, "resolved");
+    assert_eq!(e.note.as_deref(), Some("paid by hand in Kantata"));
+    let twice = s.run(&["errors", "resolve", &payment], None);
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(
+        err(&twice).contains("already closed (resolved)"),
+        "{}",
+        err(&twice)
+    );
+    let closed = s.run(&["errors", "retry", &payment], None);
+    assert_eq!(closed.status.code(), Some(1));
+    assert!(
+        err(&closed).contains("nothing to retry"),
+        "{}",
+        err(&closed)
+    );
+
+    // The closed entry shows with --all only.
+    assert!(!out(&s.run(&["errors", "list"], None)).contains("X-9"));
+    let all = out(&s.run(&["errors", "list", "--all"], None));
+    assert!(all.contains("X-9") && all.contains("resolved"), "{all}");
+    let none_open = out(&s.run(&["errors", "list", "--flow", "payments"], None));
+    assert!(
+        none_open.contains("no open errors (1 closed"),
+        "{none_open}"
+    );
+
+    // Retry every open error of a flow.
+    let bulk = s.run(&["errors", "retry", "--all", "--flow", "invoices"], None);
+    ok(&bulk);
+    assert!(
+        out(&bulk).contains("1 error marked for retry"),
+        "{}",
+        out(&bulk)
+    );
+    assert_eq!(
+        st.retries("invoices", "invoice").unwrap(),
+        ["K-1001", "K-1002"]
+    );
+    let nothing = s.run(&["errors", "retry", "--all"], None);
+    ok(&nothing);
+    assert!(
+        out(&nothing).contains("no open errors to retry"),
+        "{}",
+        out(&nothing)
+    );
+
+    let missing = s.run(&["errors", "show", "4242"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(err(&missing).contains("no error 4242"), "{}", err(&missing));
+    for bad in [
+        &["errors", "resolve", "4242"][..],
+        &["errors", "retry", "4242"],
+    ] {
+        let o = s.run(bad, None);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}");
+        assert!(err(&o).contains("no error 4242"), "{}", err(&o));
+    }
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    let s = workspace("state-usage");
+    for args in [
+        &["runs", "show", "abc"][..],
+        &["runs", "show", "0"],
+        &["runs", "list", "--limit", "0"],
+        &["runs", "list", "--limit", "many"],
+        &["errors", "show"],
+        &["errors", "retry"],
+        &["errors", "retry", "1", "--all"],
+        &["errors", "retry", "1", "--flow", "invoices"],
+        &["errors", "retry", "--flow", "invoices"],
+        &["errors", "resolve", "-3"],
+    ] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
+    }
+}
+
+#[test]
+fn a_damaged_or_newer_database_is_a_clear_error() {
+    let s = workspace("state-damaged");
+    std::fs::create_dir_all(db(&s).parent().unwrap()).unwrap();
+    std::fs::write(db(&s), vec![0x5A; 8192]).unwrap();
+    for args in [&["runs", "list"][..], &["errors", "list"]] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(1));
+        let text = err(&o);
+        assert!(text.contains("is not a Weft state database"), "{text}");
+        assert!(text.contains("state.db"), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    std::fs::remove_file(db(&s)).unwrap();
+    drop(State::open(&db(&s)).unwrap());
+    set_user_version(&db(&s), 42);
+    let o = s.run(&["runs", "list"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("newer Weft"), "{}", err(&o));
+}
+
+/// Sets the schema version of a database, as a newer Weft would.
+fn set_user_version(path: &std::path::Path, version: i64) {
+    // Through SQLite's own header: bytes 60..64 hold user_version, big-endian.
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[60..64].copy_from_slice(&i32::try_from(version).unwrap().to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
