@@ -136,15 +136,7 @@ fn connector_session(
         )
         .unwrap();
     let http = weft_engine::http::client().unwrap();
-    let tokens = TokenKeeper::new(
-        id,
-        &record,
-        store,
-        None,
-        None,
-        http.clone(),
-        clock.clone(),
-    );
+    let tokens = TokenKeeper::new(id, &record, store, None, None, http.clone(), clock.clone());
     let limiter = Limiter::new(spec.file(), spec.file().limits.concurrency.default);
     Session::new(spec, hosts, limiter, http, tokens, clock)
 }
@@ -300,7 +292,11 @@ fn creation(invoices: usize) {
         report.summary.created as f64 / creates.len().max(1) as f64,
         log.iter().filter(|r| r.status == 429).count(),
         xero.observed().log.max_in_window(Some(&tenant), 60_000),
-        creates.last().zip(creates.first()).map_or(0, |(l, f)| l - f) as f64 / 1000.0,
+        creates
+            .last()
+            .zip(creates.first())
+            .map_or(0, |(l, f)| l - f) as f64
+            / 1000.0,
         real.as_secs_f64(),
         fraction(&creates, 60),
     );

@@ -32,7 +32,7 @@ use crate::limits::{Clock, LimitError};
 use crate::mapping::{self, Line};
 use crate::request::{OpKind, RequestContext, Tenant};
 use crate::session::{Session, SessionError};
-use crate::state::{Link, RunOutcome, RunSummary, State, StateError};
+use crate::state::{Link, RunOutcome, RunSummary, State, StateError, WriteDone, WriteIntent};
 use crate::write::{idempotency_key, item_results};
 
 /// Resource names the invoice sync uses at each side.
@@ -830,16 +830,17 @@ impl Run<'_> {
             let records: Vec<Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
             let scope = format!("{}/invoices/{}", self.name(), self.tenant.id);
             let key = idempotency_key(&scope, &records, 128);
-            for (w, _) in chunk {
-                self.state.begin_write(
-                    self.name(),
-                    names::INVOICE,
-                    &w.source_id,
-                    &w.version,
-                    &key,
-                    self.now(),
-                )?;
-            }
+            // Every intent of the batch in one transaction, before the request.
+            let intents: Vec<WriteIntent<'_>> = chunk
+                .iter()
+                .map(|(w, _)| WriteIntent {
+                    source_id: &w.source_id,
+                    source_version: &w.version,
+                    idempotency_key: &key,
+                })
+                .collect();
+            self.state
+                .begin_writes(self.name(), names::INVOICE, &intents, self.now())?;
             let outcome = self
                 .dest
                 .call(
@@ -872,27 +873,30 @@ impl Run<'_> {
                 Err(e) => return Err(e.into()),
             };
             let returned = crate::extract::records(&answer.body, &op.records).unwrap_or_default();
-            for (result, (w, _)) in item_results(
+            let results = item_results(
                 0,
                 chunk.len(),
                 &returned,
                 op.item_errors.as_ref(),
                 "InvoiceID",
-            )
-            .into_iter()
-            .zip(chunk)
-            {
-                match result.id {
+            );
+            // Every link of the batch in one transaction, then the failures one by one.
+            let done: Vec<WriteDone<'_>> = results
+                .iter()
+                .zip(chunk)
+                .filter(|(r, _)| r.status == "ok" && r.id.is_some())
+                .map(|(r, (w, _))| WriteDone {
+                    source_id: &w.source_id,
+                    dest_id: r.id.as_deref().unwrap_or_default(),
+                    source_version: &w.version,
+                    dest_version: None,
+                })
+                .collect();
+            self.state
+                .finish_writes(self.name(), names::INVOICE, &done, self.now())?;
+            for (result, (w, _)) in results.iter().zip(chunk) {
+                match &result.id {
                     Some(id) if result.status == "ok" => {
-                        self.state.finish_write(
-                            self.name(),
-                            names::INVOICE,
-                            &w.source_id,
-                            &id,
-                            &w.version,
-                            None,
-                            self.now(),
-                        )?;
                         self.state.clear_error(
                             self.name(),
                             names::INVOICE,
@@ -1211,6 +1215,7 @@ impl Run<'_> {
             .get(names::SOURCE_PAYMENTS)
             .and_then(|r| r.create.clone())
             .ok_or_else(|| SyncError::Config("the source cannot record payments".to_owned()))?;
+        let mut complete = true;
         for (source_id, dest_id) in paid {
             match self.state.link(self.name(), names::PAYMENT, &source_id)? {
                 Some(Link {
@@ -1268,6 +1273,7 @@ impl Run<'_> {
                 continue;
             }
             let Some(workspace) = workspace else {
+                complete = false;
                 self.state.queue_error(
                     self.name(),
                     names::PAYMENT,
@@ -1330,7 +1336,13 @@ impl Run<'_> {
                         detail: format!("recorded ({dest_id} paid)"),
                     });
                 }
-                Err(SessionError::Call(CallError::Refused { message, .. })) => {
+                // A 4xx refusal means nothing was recorded: it waits in the queue, and the cursor
+                // stays so the payment is read again. Anything else may have been recorded: the
+                // intent stays pending and the next run looks before writing.
+                Err(SessionError::Call(CallError::Refused {
+                    message, status, ..
+                })) if (400..500).contains(&status) => {
+                    complete = false;
                     plan.push(Planned {
                         action: "failed",
                         source_id: source_id.clone(),
@@ -1352,7 +1364,7 @@ impl Run<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        if !self.dry_run {
+        if !self.dry_run && complete {
             // Xero compares If-Modified-Since to the second; the spec's overlap covers the edge.
             let at = jiff::Timestamp::from_millisecond(i64::try_from(started).unwrap_or(0))
                 .map(|t| t.to_string())

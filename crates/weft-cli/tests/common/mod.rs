@@ -2,7 +2,7 @@
 //! real `weft` binary and checks that nothing it prints or writes holds a guarded secret.
 #![allow(dead_code)]
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -183,4 +183,86 @@ pub(crate) fn out(out: &Output) -> String {
 
 pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn callback(port: u16) -> String {
+    format!("http://localhost:{port}/oauth/callback")
+}
+
+/// What a person's browser does: open the authorize URL, let the provider redirect (consent is
+/// decided by the simulator), and follow the redirect to the callback.
+pub(crate) fn play_browser(url: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = weft_engine::http::client().unwrap();
+        let consent = http.get(url).send().await.unwrap();
+        assert!(
+            consent.status().is_redirection(),
+            "the consent page answered {}",
+            consent.status()
+        );
+        let back = consent.headers()["location"].to_str().unwrap().to_owned();
+        http.get(back).send().await.unwrap().status().as_u16()
+    })
+}
+
+/// Runs `weft connection authorize NAME` and plays the browser; returns (exit code, stdout,
+/// stderr) after the command ends.
+pub(crate) fn authorize(
+    s: &Sandbox,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let port_text = port.to_string();
+    let mut args = vec![
+        "connection",
+        "authorize",
+        name,
+        "--no-browser",
+        "--port",
+        &port_text,
+        "--timeout",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = s
+        .command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    let mut rest = String::new();
+    if url.starts_with("http") {
+        let page = play_browser(url.trim());
+        assert_eq!(page, 200, "the callback page");
+    }
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let printed = format!("{url}{rest}");
+    s.printed(printed.as_bytes());
+    s.printed(stderr.as_bytes());
+    (status.code().unwrap_or(-1), printed, stderr)
 }

@@ -1,0 +1,169 @@
+//! `weft sync` through the real binary against both simulators: the template, a dry run that
+//! changes nothing, runs killed with SIGKILL at random moments, and a final run after which
+//! every invoice is in Xero exactly once and `weft sync status` and `weft runs` say so.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Sandbox, authorize, callback, err, free_port, out};
+use weft_harness::clock::SimClock;
+use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::xero::{Consent, XeroConfig, XeroSim};
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", err(o));
+}
+
+#[test]
+fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
+    let port = free_port();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // The simulators run on the wall clock, like the binary.
+    let clock = SimClock::scaled(now, 1);
+    let k = KantataSim::start(KantataConfig {
+        size: 150,
+        clock: clock.clone(),
+        redirect_uris: vec![callback(port)],
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let x = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        clock,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("sync-kill");
+    ok(&s.run(&["init", "--template", "kantata-xero"], None));
+    for (name, connector, id, secret) in [
+        ("kantata-app", "kantata", k.client_id(), k.client_secret()),
+        ("xero-app", "xero", x.client_id(), x.client_secret()),
+    ] {
+        s.guard(secret);
+        s.add_client(name, connector, id, &format!("{secret}\n"));
+    }
+    let (app, api) = (
+        format!("app={}", k.app_url()),
+        format!("api={}", k.api_url()),
+    );
+    ok(&s.run(
+        &[
+            "connection",
+            "create",
+            "kantata",
+            "--connector",
+            "kantata",
+            "--client",
+            "kantata-app",
+            "--host",
+            &app,
+            "--host",
+            &api,
+        ],
+        None,
+    ));
+    let (login, identity, xapi) = (
+        format!("login={}", x.login_url()),
+        format!("identity={}", x.identity_url()),
+        format!("api={}", x.api_url()),
+    );
+    ok(&s.run(
+        &[
+            "connection",
+            "create",
+            "xero",
+            "--connector",
+            "xero",
+            "--client",
+            "xero-app",
+            "--host",
+            &login,
+            "--host",
+            &identity,
+            "--host",
+            &xapi,
+        ],
+        None,
+    ));
+    x.set_consent(Consent::Grant {
+        tenants: vec![x.tenants()[0].0.clone()],
+    });
+    for name in ["kantata", "xero"] {
+        let (code, _, stderr) = authorize(&s, name, port, &[]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let tenant = x.tenants()[0].0.clone();
+    let eligible: Vec<_> = k
+        .invoices()
+        .into_iter()
+        .filter(|i| !i.draft && i.status != "cancelled")
+        .collect();
+
+    // A dry run lists what it would do and changes nothing.
+    let dry = s.run(&["sync", "run", "kantata-xero", "--dry-run"], None);
+    ok(&dry);
+    assert!(out(&dry).contains("would create"), "{}", out(&dry));
+    assert_eq!(x.creates(&tenant), 0);
+
+    // Killed (SIGKILL) at moments spread over the run.
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut killed = 0;
+    for _ in 0..6 {
+        let mut child = s
+            .command(&["sync", "run", "kantata-xero"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(30..400)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(killed >= 3, "runs were killed mid-way ({killed})");
+
+    let last = s.run(&["sync", "run", "kantata-xero", "--json"], None);
+    assert_eq!(last.status.code(), Some(0), "{}", err(&last));
+    let mut by_number = std::collections::HashMap::new();
+    for inv in x.invoices(&tenant) {
+        if let Some(n) = inv["InvoiceNumber"]
+            .as_str()
+            .filter(|n| n.starts_with("KAN-"))
+        {
+            *by_number.entry(n.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(by_number.len(), eligible.len(), "no invoice lost");
+    assert!(
+        by_number.values().all(|&n| n == 1),
+        "no invoice twice: {by_number:?}"
+    );
+
+    let status = s.run(&["sync", "status"], None);
+    ok(&status);
+    assert!(out(&status).contains("kantata-xero"), "{}", out(&status));
+    assert!(out(&status).contains("open errors: 0"), "{}", out(&status));
+    let runs = s.run(&["runs", "list", "--json"], None);
+    ok(&runs);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert!(runs.len() >= 2, "the dry run and the last run at least: {runs:?}");
+    assert_eq!(runs[0]["outcome"]["status"], "completed", "{:?}", runs[0]);
+
+    s.assert_none_of(
+        x.issued_tokens()
+            .into_iter()
+            .chain(k.issued_tokens())
+            .collect(),
+    );
+}
