@@ -270,6 +270,11 @@ pub(crate) fn test(name: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Res
 
 /// `weft read CONNECTION RESOURCE`: one JSON record per line on stdout.
 pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    if let Some(code) =
+        crate::cmd_plugins::read_via_plugin(&args.connection, &args.resource, args.limit, io)?
+    {
+        return Ok(code);
+    }
     let ready = match ready(&args.connection, workspace)? {
         Ok(ready) => ready,
         Err(message) => bail!(message),
@@ -437,6 +442,11 @@ pub(crate) struct WriteArgs {
 
 /// `weft write CONNECTION RESOURCE < records.jsonl`: one result per input record on stdout.
 pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    if let Some(code) =
+        crate::cmd_plugins::write_via_plugin(&args.connection, &args.resource, args.update, io)?
+    {
+        return Ok(code);
+    }
     use std::io::BufRead as _;
     use weft_engine::write::{ItemResult, body, check_record, idempotency_key, item_results};
 

@@ -4,6 +4,7 @@
 mod cmd_client;
 mod cmd_connection;
 mod cmd_connectors;
+mod cmd_plugins;
 mod cmd_sandbox;
 mod cmd_spec;
 mod cmd_use;
@@ -58,6 +59,12 @@ enum Command {
     /// Work with connector spec files.
     #[command(subcommand)]
     Spec(cmd_spec::SpecCmd),
+    /// List the native plugins found in the plugin directories.
+    #[command(subcommand)]
+    Plugins(cmd_plugins::PluginsCmd),
+    /// Check every spec and plugin: ✓ or ✘ for each spec loading, each plugin loading with its
+    /// ABI in range, and each plugin a spec names being found with what the spec asks of it.
+    Doctor,
     /// Start Kantata and Xero simulators on 127.0.0.1 with seeded demo data, and serve until
     /// interrupted. Prints every base URL and the demo client credentials.
     Sandbox(cmd_sandbox::SandboxArgs),
@@ -101,6 +108,8 @@ where
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
         Command::Spec(cmd) => cmd_spec::run(cmd, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),
+        Command::Plugins(cmd) => cmd_plugins::run(cmd, io),
+        Command::Doctor => cmd_plugins::doctor(io),
     };
     match result {
         Ok(code) => code,

@@ -10,9 +10,11 @@
 
 pub mod cursor;
 pub mod extract;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod paginate;
+pub mod plugin;
 pub mod request;
 pub mod secrets;
 pub mod workspace;
