@@ -19,9 +19,13 @@ pub enum Targets {
 /// Builds `package` and returns the dynamic libraries cargo reports, by path.
 pub fn build(package: &str, targets: Targets) -> Result<Vec<PathBuf>, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Any directory of the workspace will do: the test's own package (cargo sets the variable
+    // when it runs a test), else this crate's, as it was when compiled.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned());
     let output = Command::new(cargo)
-        .current_dir(&workspace)
+        .current_dir(&dir)
         .args(["build", "--quiet", "--message-format=json", "-p", package])
         .arg(match targets {
             Targets::Lib => "--lib",
