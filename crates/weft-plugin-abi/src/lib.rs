@@ -317,7 +317,7 @@ macro_rules! export_plugin {
         /// The ABI this plugin speaks.
         #[unsafe(no_mangle)]
         pub extern "C" fn weft_plugin_abi_version() -> u32 {
-            $crate::ABI_VERSION
+            $crate::__export::abi_version()
         }
 
         /// Writes the manifest as JSON into `out`.
@@ -364,6 +364,11 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 pub mod __export {
     use super::*;
+
+    /// Body of the ABI version export; 0 (in no supported range) should it ever panic.
+    pub fn abi_version() -> u32 {
+        catch_unwind(|| ABI_VERSION).unwrap_or(0)
+    }
 
     /// Body of the manifest export.
     ///
