@@ -4,6 +4,8 @@
 //!   docs current; every snapshot has its fixture.
 //! - `docs`: regenerate `docs/connectors/<id>.md` and `specs/weft-spec.schema.json`.
 //! - `new-connector NAME`: scaffold `specs/NAME.toml` (and its doc); refuses to overwrite.
+//! - `plugins build [--release]`: build every native connector under `connectors/`, so `weft`
+//!   finds their libraries in `target/<profile>/`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ commands:
   check               check specs (no errors, no warnings), generated files and snapshots
   docs                regenerate docs/connectors/*.md and specs/weft-spec.schema.json
   new-connector NAME  scaffold specs/NAME.toml and its doc (refuses to overwrite)
+  plugins build [--release]
+                      build the native connectors in connectors/ into target/<profile>/
 ";
 
 fn main() -> ExitCode {
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
         ["check"] => check(),
         ["docs"] => generate(),
         ["new-connector", name] => new_connector(name),
+        ["plugins", "build"] => plugins_build(false),
+        ["plugins", "build", "--release"] => plugins_build(true),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -343,3 +349,46 @@ path = "/me"
 records = { style = "root" }
 pagination = { style = "none" }
 "#;
+
+/// Builds every package under `connectors/` (each a plugin `cdylib`).
+fn plugins_build(release: bool) -> Result<()> {
+    let root = project_root();
+    let dir = root.join("connectors");
+    let mut packages = Vec::new();
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
+        let manifest = entry?.path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let name = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = "))
+            .map(|n| n.trim_matches('"').to_owned())
+            .with_context(|| format!("{} names no package", manifest.display()))?;
+        packages.push(name);
+    }
+    packages.sort();
+    if packages.is_empty() {
+        bail!("no connector packages under {}", dir.display());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.current_dir(&root).args(["build", "--lib"]);
+    if release {
+        command.arg("--release");
+    }
+    for package in &packages {
+        command.args(["-p", package]);
+    }
+    let status = command.status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the plugins failed; see cargo's messages above");
+    }
+    println!(
+        "built {}; check them with `cargo run -p weft-cli -- doctor`",
+        packages.join(", ")
+    );
+    Ok(())
+}

@@ -216,6 +216,11 @@ pub(crate) fn test(name: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Res
 /// `weft read CONNECTION RESOURCE`: one JSON record per line on stdout, a progress line on a
 /// terminal's stderr.
 pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    if let Some(code) =
+        crate::cmd_plugins::read_via_plugin(&args.connection, &args.resource, args.limit, io)?
+    {
+        return Ok(code);
+    }
     let opened = connect::open(&args.connection, workspace)?;
     let session = &opened.session;
     let file = session.spec().file();
@@ -375,6 +380,11 @@ pub(crate) struct WriteArgs {
 
 /// `weft write CONNECTION RESOURCE < records.jsonl`: one result per input record on stdout.
 pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    if let Some(code) =
+        crate::cmd_plugins::write_via_plugin(&args.connection, &args.resource, args.update, io)?
+    {
+        return Ok(code);
+    }
     use std::io::BufRead as _;
     use weft_engine::write::{ItemResult, body, check_record, idempotency_key, item_results};
 
@@ -420,6 +430,26 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         let errors = match serde_json::from_str::<serde_json::Value>(&line) {
             Err(e) => vec![format!("line {}: not JSON ({e})", index + 1)],
             Ok(record) => {
+                // A spec's `hooks.transform` plugin reshapes the record before its rules apply.
+                let transformed = session
+                    .transform(&args.resource, kind, vec![record])
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut one| {
+                        one.pop()
+                            .ok_or_else(|| "the transform plugin returned no record".to_owned())
+                    });
+                let record = match transformed {
+                    Ok(record) => record,
+                    Err(message) => {
+                        results.push(ItemResult {
+                            index,
+                            status: "failed",
+                            id: None,
+                            errors: vec![message],
+                        });
+                        continue;
+                    }
+                };
                 let problems = check_record(resource, &record, !args.update);
                 if problems.is_empty() {
                     valid.push((index, record));

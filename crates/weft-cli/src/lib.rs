@@ -5,6 +5,7 @@ mod cmd_client;
 mod cmd_connection;
 mod cmd_connectors;
 mod cmd_demo;
+mod cmd_plugins;
 mod cmd_sandbox;
 mod cmd_spec;
 mod cmd_state;
@@ -77,6 +78,12 @@ enum Command {
     /// The per-record error queue: records a run could not sync, with their reason.
     #[command(subcommand)]
     Errors(cmd_state::ErrorsCmd),
+    /// List the native plugins found in the plugin directories.
+    #[command(subcommand)]
+    Plugins(cmd_plugins::PluginsCmd),
+    /// Check every spec and plugin: ✓ or ✘ for each spec loading, each plugin loading with its
+    /// ABI in range, and each plugin a spec names being found with what the spec asks of it.
+    Doctor,
     /// Start Kantata and Xero simulators on 127.0.0.1 with seeded demo data, and serve until
     /// interrupted. Prints every base URL and the demo client credentials.
     Sandbox(cmd_sandbox::SandboxArgs),
@@ -124,6 +131,8 @@ where
         Command::Sandbox(args) => cmd_sandbox::run(args, io),
         Command::Runs(cmd) => cmd_state::runs(cmd, workspace, io),
         Command::Errors(cmd) => cmd_state::errors(cmd, workspace, io),
+        Command::Plugins(cmd) => cmd_plugins::run(cmd, io),
+        Command::Doctor => cmd_plugins::doctor(io),
     };
     match result {
         Ok(code) => code,

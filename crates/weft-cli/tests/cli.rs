@@ -40,7 +40,7 @@ fn connectors_list_json_has_both_connectors() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["kantata", "xero"]);
+    assert_eq!(ids, ["kantata", "xero", "files"]);
     assert_eq!(list[0]["former_names"][0], "Mavenlink");
 }
 

@@ -157,7 +157,10 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
     ok(&runs);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
     let runs = runs.as_array().unwrap();
-    assert!(runs.len() >= 2, "the dry run and the last run at least: {runs:?}");
+    assert!(
+        runs.len() >= 2,
+        "the dry run and the last run at least: {runs:?}"
+    );
     assert_eq!(runs[0]["outcome"]["status"], "completed", "{:?}", runs[0]);
 
     s.assert_none_of(

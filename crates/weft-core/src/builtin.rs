@@ -9,6 +9,10 @@ pub const SPECS: &[(&str, &str)] = &[
         include_str!("../../../specs/kantata.toml"),
     ),
     ("specs/xero.toml", include_str!("../../../specs/xero.toml")),
+    (
+        "specs/files.toml",
+        include_str!("../../../specs/files.toml"),
+    ),
 ];
 
 /// Loads every built-in spec.

@@ -172,6 +172,14 @@ fn form(w: &mut String, fields: &[Field]) {
 
 fn auth(w: &mut String, s: &SpecFile) {
     let _ = writeln!(w, "\n## Authentication\n");
+    let a = &s.auth;
+    if a.oauth2.is_none() && a.client_credentials.is_none() && a.token.is_none() {
+        let _ = writeln!(w, "None: every resource is run by a native plugin.");
+        return;
+    }
+    if let Some(plugin) = &s.requests.sign {
+        let _ = writeln!(w, "Every request is signed by the plugin `{plugin}`.\n");
+    }
     if let Some(o) = &s.auth.oauth2 {
         let _ = writeln!(w, "OAuth 2.0 authorization code:\n");
         let _ = writeln!(w, "- authorize: `{}`", shown(s, &o.authorize_url));
@@ -332,12 +340,15 @@ fn resources(w: &mut String, s: &SpecFile) {
     );
     let _ = writeln!(w, "|---|---|---|---|---|");
     for (name, r) in &s.resources {
-        let ops: Vec<String> = r
+        let mut ops: Vec<String> = r
             .operations()
             .map(|(op_name, op)| {
                 format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path))
             })
             .collect();
+        if let Some(plugin) = &r.plugin {
+            ops.push(format!("run by the plugin `{plugin}`"));
+        }
         let list = r.list.as_ref();
         let paging = list
             .and_then(|op| op.pagination.as_ref())
@@ -391,8 +402,34 @@ fn resources(w: &mut String, s: &SpecFile) {
             ""
         };
         let _ = writeln!(w, "Primary key `{}`{tenanted}.", r.primary_key);
+        if let Some(plugin) = &r.plugin {
+            let rules = if r.fields.is_empty() {
+                "; with no fields declared, every column passes as text"
+            } else {
+                ", which applies the field rules below"
+            };
+            let _ = writeln!(
+                w,
+                "Run by the native plugin `{plugin}` (see `weft plugins list`){rules}."
+            );
+        }
         if let Some(list) = &r.list {
-            let _ = writeln!(w, "Records are read from {}.", extract(&list.records));
+            match &list.hooks.extract {
+                Some(plugin) => {
+                    let _ = writeln!(w, "Records are extracted by the plugin `{plugin}`.");
+                }
+                None => {
+                    let _ = writeln!(w, "Records are read from {}.", extract(&list.records));
+                }
+            }
+        }
+        for (op_name, op) in r.operations() {
+            if let Some(plugin) = &op.hooks.transform {
+                let _ = writeln!(
+                    w,
+                    "Records of `{op_name}` are transformed by the plugin `{plugin}`."
+                );
+            }
         }
         if r.fields.is_empty() {
             continue;

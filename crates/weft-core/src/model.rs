@@ -34,8 +34,12 @@ pub struct SpecFile {
     pub docs: Vec<DocLink>,
     /// Base URLs by host name (Xero has `login`, `identity` and `api`). Each can be overridden at
     /// run time, so a simulator or a proxy can stand in. Templates refer to them as `hosts.<name>`.
+    /// Required unless every resource is run by a plugin.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub hosts: IndexMap<String, String>,
-    /// How Weft authenticates against the provider. At least one method is required.
+    /// How Weft authenticates against the provider. At least one method is required unless
+    /// every resource is run by a plugin.
+    #[serde(default)]
     pub auth: Auth,
     /// The organisations (tenants) one grant can reach, when the provider has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -559,6 +563,10 @@ pub struct RequestDefaults {
     /// Headers sent on every request (templates).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub headers: IndexMap<String, String>,
+    /// A native plugin that signs every request once it is rendered and authorized (its
+    /// manifest must list the `sign` hook); the headers it returns are set on the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign: Option<String>,
 }
 
 /// One operation of a resource: an HTTP request rendered from templates, and how to read its
@@ -607,6 +615,31 @@ pub struct Operation {
     /// Error rules checked before the spec-wide ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ErrorRule>,
+    /// Components of this operation run by native plugins instead of the spec.
+    #[serde(default, skip_serializing_if = "OperationHooks::is_empty")]
+    pub hooks: OperationHooks,
+}
+
+/// Components of an operation delegated to native plugins, each by plugin name. A plugin
+/// named here must list the hook in its manifest (`weft doctor` checks it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OperationHooks {
+    /// Plugin that finds the records in each response body (`list` and `get`); it receives the
+    /// whole body, so `records` must be `{ style = "root" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<String>,
+    /// Plugin that rewrites each record: after extraction on reads, before the field checks on
+    /// writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+}
+
+impl OperationHooks {
+    /// Whether no hook is set.
+    pub fn is_empty(&self) -> bool {
+        self.extract.is_none() && self.transform.is_none()
+    }
 }
 
 fn yes() -> bool {
@@ -821,6 +854,10 @@ pub struct Resource {
     /// Whether requests carry the tenant; defaults to true when the spec declares `[tenants]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenanted: Option<bool>,
+    /// A native plugin that runs the whole resource (its manifest lists the operations it runs);
+    /// the resource then declares no HTTP operation, and its `fields` rules are handed to the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
     /// List records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<Operation>,
@@ -1044,6 +1081,56 @@ impl SpecFile {
     pub fn is_tenanted(&self, resource: &Resource) -> bool {
         resource.tenanted.unwrap_or(self.tenants.is_some())
     }
+}
+
+impl SpecFile {
+    /// Every plugin the spec names, with the key path naming it and the capability it needs:
+    /// `extract`, `transform` or `sign` for a hook, `resource` for a whole resource.
+    pub fn plugin_refs(&self) -> Vec<PluginRef<'_>> {
+        let mut refs = Vec::new();
+        if let Some(name) = &self.requests.sign {
+            refs.push(PluginRef {
+                key: "requests.sign".to_owned(),
+                plugin: name,
+                needs: "sign",
+            });
+        }
+        for (resource_name, resource) in &self.resources {
+            if let Some(name) = &resource.plugin {
+                refs.push(PluginRef {
+                    key: format!("resources.{resource_name}.plugin"),
+                    plugin: name,
+                    needs: "resource",
+                });
+            }
+            for (op_name, op) in resource.operations() {
+                for (hook, name) in [
+                    ("extract", &op.hooks.extract),
+                    ("transform", &op.hooks.transform),
+                ] {
+                    if let Some(name) = name {
+                        refs.push(PluginRef {
+                            key: format!("resources.{resource_name}.{op_name}.hooks.{hook}"),
+                            plugin: name,
+                            needs: hook,
+                        });
+                    }
+                }
+            }
+        }
+        refs
+    }
+}
+
+/// A place in a spec that names a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRef<'a> {
+    /// Key path of the reference, e.g. `resources.rows.plugin`.
+    pub key: String,
+    /// The plugin name.
+    pub plugin: &'a str,
+    /// What the plugin must provide: `extract`, `transform`, `sign` or `resource`.
+    pub needs: &'static str,
 }
 
 impl Resource {

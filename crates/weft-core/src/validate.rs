@@ -166,8 +166,25 @@ impl Validator<'_> {
         }
     }
 
+    /// Whether every resource is run by a plugin, so the spec needs no host and no auth.
+    fn all_plugins(&self) -> bool {
+        let resources = &self.spec.resources;
+        !resources.is_empty() && resources.values().all(|r| r.plugin.is_some())
+    }
+
+    /// Reports a plugin name that could not name a plugin library.
+    fn plugin_name(&mut self, key: &str, name: &str) {
+        if !is_identifier(name, '-') {
+            self.error(
+                key,
+                format!("`{name}` is not a plugin name"),
+                Some("plugin names are lowercase letters, digits and `-`, as in its manifest (see `weft plugins list`)".to_owned()),
+            );
+        }
+    }
+
     fn hosts(&mut self) {
-        if self.spec.hosts.is_empty() {
+        if self.spec.hosts.is_empty() && !self.all_plugins() {
             self.error(
                 "hosts",
                 "no host is declared",
@@ -196,7 +213,11 @@ impl Validator<'_> {
 
     fn auth(&mut self) {
         let auth = &self.spec.auth;
-        if auth.oauth2.is_none() && auth.client_credentials.is_none() && auth.token.is_none() {
+        if auth.oauth2.is_none()
+            && auth.client_credentials.is_none()
+            && auth.token.is_none()
+            && !self.all_plugins()
+        {
             self.error(
                 "auth",
                 "no authentication method is declared",
@@ -631,15 +652,23 @@ impl Validator<'_> {
         for (name, value) in &spec.requests.headers {
             self.template(&format!("requests.headers.{name}"), value, Scope::Request);
         }
+        if let Some(plugin) = &spec.requests.sign {
+            self.plugin_name("requests.sign", plugin);
+        }
     }
 
     fn host_ref(&mut self, key: &str, host: &str) {
         if !self.spec.hosts.contains_key(host) {
             let declared: Vec<_> = self.spec.hosts.keys().map(String::as_str).collect();
+            let hint = if declared.is_empty() {
+                "this spec declares no host; add it under [hosts]".to_owned()
+            } else {
+                format!("declared hosts: {}", declared.join(", "))
+            };
             self.error(
                 key,
                 format!("host `{host}` is not declared in [hosts]"),
-                Some(format!("declared hosts: {}", declared.join(", "))),
+                Some(hint),
             );
         }
     }
@@ -686,7 +715,16 @@ impl Validator<'_> {
                 Some(record_fields(r)),
             );
         }
-        if r.list.is_none() && r.get.is_none() && r.create.is_none() && r.update.is_none() {
+        if let Some(plugin) = &r.plugin {
+            self.plugin_name(&format!("{key}.plugin"), plugin);
+            for (op_name, _) in r.operations() {
+                self.error(
+                    format!("{key}.{op_name}"),
+                    format!("resource `{name}` is run by plugin `{plugin}`, so it declares no HTTP operation"),
+                    Some(format!("remove `{op_name}` (the plugin's manifest says which operations it runs), or remove `plugin`")),
+                );
+            }
+        } else if r.list.is_none() && r.get.is_none() && r.create.is_none() && r.update.is_none() {
             self.error(
                 &key,
                 "the resource has no operation",
@@ -798,6 +836,7 @@ impl Validator<'_> {
         }
         self.error_rules(&format!("{key}.errors"), &op.errors);
         self.extract(&format!("{key}.records"), &op.records);
+        self.hooks(key, kind, op);
         let writes = kind == "create" || kind == "update";
         let not_here = |what: &str, on: &str| format!("`{what}` only applies to {on}");
         if kind == "list" {
@@ -928,6 +967,28 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    fn hooks(&mut self, key: &str, kind: &str, op: &Operation) {
+        if let Some(plugin) = &op.hooks.extract {
+            self.plugin_name(&format!("{key}.hooks.extract"), plugin);
+            if kind != "list" && kind != "get" {
+                self.error(
+                    format!("{key}.hooks.extract"),
+                    "`hooks.extract` only applies to list and get",
+                    None,
+                );
+            } else if op.records != Extract::Root {
+                self.error(
+                    format!("{key}.records"),
+                    format!("plugin `{plugin}` extracts the records from the whole body, so `records` cannot point inside it"),
+                    Some("set records = { style = \"root\" }, or remove `hooks.extract`".to_owned()),
+                );
+            }
+        }
+        if let Some(plugin) = &op.hooks.transform {
+            self.plugin_name(&format!("{key}.hooks.transform"), plugin);
         }
     }
 
@@ -1106,7 +1167,7 @@ impl Validator<'_> {
                 return;
             }
         };
-        if op.is_none() {
+        if op.is_none() && resource.plugin.is_none() {
             self.error(
                 "test.operation",
                 format!(

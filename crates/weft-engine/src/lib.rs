@@ -6,17 +6,23 @@
 //! credentials ([`secrets`]), keeps workspaces ([`workspace`]) and their state between runs
 //! ([`state`]). A [`session::Session`] puts these together for one connection; flows build on it.
 //!
-//! API boundary: the engine sees connectors only as [`weft_core::Spec`] values (and, later,
-//! plugins through their C ABI); it never parses TOML itself.
+//! Flows ([`flow`], [`mapping`], [`sync`]) run on sessions and keep their memory in [`state`];
+//! native plugins are loaded by [`plugin`] (the one place with unsafe loading code) and applied by
+//! [`hooks`].
+//!
+//! API boundary: the engine sees connectors only as [`weft_core::Spec`] values and plugins
+//! through their C ABI; it parses no connector TOML itself (only its own `weft.toml` and flows).
 
 pub mod cursor;
 pub mod extract;
 pub mod flow;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod mapping;
 pub mod oauth;
 pub mod paginate;
+pub mod plugin;
 pub mod request;
 pub mod secrets;
 pub mod session;

@@ -50,6 +50,9 @@ pub enum SessionError {
         #[source]
         source: ExtractError,
     },
+    /// A plugin hook the spec names failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     /// Paging that cannot go on (a repeated cursor).
     #[error("paging `{resource}`: {source}")]
     Page {
@@ -83,6 +86,7 @@ pub struct Session {
     env: minijinja::Environment<'static>,
     seed: Mutex<fastrand::Rng>,
     stats: Mutex<CallStats>,
+    plugins: Arc<crate::plugin::Plugins>,
 }
 
 impl std::fmt::Debug for Session {
@@ -115,7 +119,43 @@ impl Session {
             env: weft_core::template::environment(),
             seed: Mutex::new(fastrand::Rng::new()),
             stats: Mutex::new(CallStats::default()),
+            // Found in the standard plugin directories; a library is loaded only when the spec
+            // names a hook it provides.
+            plugins: Arc::new(crate::plugin::Plugins::from_env()),
         }
+    }
+
+    /// The same session, looking for plugins in `plugins` instead of the standard directories.
+    pub fn with_plugins(mut self, plugins: Arc<crate::plugin::Plugins>) -> Self {
+        self.plugins = plugins;
+        self
+    }
+
+    /// `records` for operation `kind` of `resource` through the spec's `hooks.transform`
+    /// plugin, or unchanged when it names none.
+    pub fn transform(
+        &self,
+        resource: &str,
+        kind: OpKind,
+        records: Vec<Value>,
+    ) -> Result<Vec<Value>, SessionError> {
+        let file = self.spec.file();
+        let Some(op) = file.resources.get(resource).and_then(|r| match kind {
+            OpKind::List => r.list.as_ref(),
+            OpKind::Get => r.get.as_ref(),
+            OpKind::Create => r.create.as_ref(),
+            OpKind::Update => r.update.as_ref(),
+        }) else {
+            return Ok(records);
+        };
+        Ok(crate::hooks::transform(
+            &self.plugins,
+            file,
+            resource,
+            kind.as_str(),
+            op,
+            records,
+        )?)
     }
 
     /// The connector's spec.
@@ -175,7 +215,12 @@ impl Session {
             let before = self.clock.now_ms();
             let permit = self.limiter.acquire(tenant, self.clock.as_ref()).await?;
             let limiter_wait = Duration::from_millis(self.clock.now_ms().saturating_sub(before));
-            let signed = request.clone().with_token(file, token.expose())?;
+            let signed = crate::hooks::sign(
+                &self.plugins,
+                file,
+                request.clone().with_token(file, token.expose())?,
+                body,
+            )?;
             let outcome = send(
                 &self.http,
                 file,
@@ -283,12 +328,24 @@ impl Session {
             let answer = answer?;
             asked -= 1;
             page_no += 1;
-            let page =
-                records(&answer.body, &list.records).map_err(|source| SessionError::Extract {
-                    resource: resource.to_owned(),
-                    page: page_no,
-                    source,
-                })?;
+            let page = match &list.hooks.extract {
+                None => records(&answer.body, &list.records).map_err(|source| {
+                    SessionError::Extract {
+                        resource: resource.to_owned(),
+                        page: page_no,
+                        source,
+                    }
+                })?,
+                Some(_) => crate::hooks::extract(
+                    &self.plugins,
+                    file,
+                    resource,
+                    "list",
+                    list,
+                    &answer.body,
+                )?,
+            };
+            let page = crate::hooks::transform(&self.plugins, file, resource, "list", list, page)?;
             let full = match list.pagination.as_ref() {
                 Some(Pagination::Page { size, .. } | Pagination::Offset { size, .. }) => {
                     page.len() >= *size as usize
