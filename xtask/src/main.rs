@@ -6,6 +6,8 @@
 //! - `new-connector NAME`: scaffold `specs/NAME.toml` (and its doc); refuses to overwrite.
 //! - `plugins build [--release]`: build every native connector under `connectors/`, so `weft`
 //!   finds their libraries in `target/<profile>/`.
+//! - `bench [--quick]`: every benchmark against the rate-limit ceilings (release build), one
+//!   Markdown table on stdout and the same figures in `target/bench/results.json`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ commands:
   new-connector NAME  scaffold specs/NAME.toml and its doc (refuses to overwrite)
   plugins build [--release]
                       build the native connectors in connectors/ into target/<profile>/
+  bench [--quick]     run the benchmarks (B1-B6), print a Markdown table, write
+                      target/bench/results.json
 ";
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         ["new-connector", name] => new_connector(name),
         ["plugins", "build"] => plugins_build(false),
         ["plugins", "build", "--release"] => plugins_build(true),
+        ["bench"] => bench(false),
+        ["bench", "--quick"] => bench(true),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -391,4 +397,74 @@ fn plugins_build(release: bool) -> Result<()> {
         packages.join(", ")
     );
     Ok(())
+}
+
+/// `cargo xtask bench [--quick]`.
+fn bench(quick: bool) -> Result<()> {
+    let root = project_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let status = std::process::Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "weft-cli"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building weft in release failed");
+    }
+    let out = target.join("bench").join("results.json");
+    let _ = std::fs::remove_file(&out);
+    let mut command = std::process::Command::new(&cargo);
+    command
+        .current_dir(&root)
+        .env("WEFT_BIN", target.join("release").join("weft"))
+        .args(["bench", "-p", "weft-engine", "--bench", "ceilings", "--"]);
+    if quick {
+        command.arg("--quick");
+    }
+    command.arg("--json").arg(&out);
+    let status = command.status().context("cannot run cargo bench")?;
+    if !status.success() {
+        bail!("the benchmarks failed");
+    }
+    let text = std::fs::read_to_string(&out)
+        .with_context(|| format!("the benchmarks wrote no {}", out.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", out.display()))?;
+    print!("{}", table(&report));
+    println!("\nThe same figures: {}", out.display());
+    Ok(())
+}
+
+/// The report as Markdown: the machine, then one row per figure.
+fn table(report: &serde_json::Value) -> String {
+    let m = &report["machine"];
+    let mut s = format!(
+        "\nMachine: {}, {} cores, {} GB, {}/{}{}\n\n| | Benchmark | Figure | Target | Met | Detail |\n|---|---|---|---|---|---|\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["memory_gb"],
+        m["os"].as_str().unwrap_or("?"),
+        m["arch"].as_str().unwrap_or("?"),
+        if report["quick"] == true {
+            " (quick sizes)"
+        } else {
+            ""
+        },
+    );
+    for row in report["rows"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "| {} | {} | {} {} | {} | {} | {} |\n",
+            row["id"].as_str().unwrap_or(""),
+            row["name"].as_str().unwrap_or(""),
+            row["value"],
+            row["unit"].as_str().unwrap_or(""),
+            row["target"].as_str().unwrap_or(""),
+            if row["met"] == true { "yes" } else { "no" },
+            row["detail"].as_str().unwrap_or("").replace('|', "/"),
+        ));
+    }
+    s
 }

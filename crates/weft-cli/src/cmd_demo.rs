@@ -145,12 +145,6 @@ impl Demo {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
     let started = Instant::now();
     let (root, keep) = match &args.dir {
@@ -209,7 +203,8 @@ pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
 }
 
 fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
-    let port = free_port()?;
+    let port = weft_harness::server::callback_port()
+        .context("cannot find a free port for the OAuth callback")?;
     let sandbox = start(&SandboxArgs::for_demo(
         args.seed,
         args.invoices,

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use weft_core::{Spec, builtin};
 use weft_engine::http::Wait;
 use weft_engine::limits::{Clock, Limiter};
@@ -104,7 +105,7 @@ fn token(identity: &str, id: &str, secret: &str) -> String {
 }
 
 fn session(api: &str, access: &str, clock: Arc<dyn Clock>, dir: &std::path::Path) -> Session {
-    connector_session("xero", &[("api", api)], access, clock, dir)
+    connector_session("xero", &[("api", api)], access, clock, dir, None)
 }
 
 fn connector_session(
@@ -113,6 +114,7 @@ fn connector_session(
     access: &str,
     clock: Arc<dyn Clock>,
     dir: &std::path::Path,
+    concurrency: Option<u32>,
 ) -> Session {
     let spec = shipped(id);
     let hosts = Hosts::new(
@@ -137,7 +139,8 @@ fn connector_session(
         .unwrap();
     let http = weft_engine::http::client().unwrap();
     let tokens = TokenKeeper::new(id, &record, store, None, None, http.clone(), clock.clone());
-    let limiter = Limiter::new(spec.file(), spec.file().limits.concurrency.default);
+    let level = concurrency.unwrap_or(spec.file().limits.concurrency.default);
+    let limiter = Limiter::new(spec.file(), level);
     Session::new(spec, hosts, limiter, http, tokens, clock)
 }
 
@@ -168,7 +171,7 @@ fn temp(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn ceiling(records: usize) {
+fn ceiling(records: usize) -> Value {
     let clock = SimClock::scaled(1_700_000_000_000, SCALE);
     let sim = XeroSim::start(XeroConfig {
         organisations: 1,
@@ -199,16 +202,24 @@ fn ceiling(records: usize) {
     let n = calls.len() as u64;
     let times: Vec<u64> = calls.iter().map(|r| r.at_ms).collect();
     let took_ms = last.saturating_sub(first).max(1);
-    println!(
-        "ceiling: {read} invoices in {n} calls; 429s {}; most in flight {}; most in any minute {}; simulated {:.1} s (real {:.1} s); fraction of the ceiling {:.1}%",
-        calls.iter().filter(|r| r.status == 429).count(),
-        sim.observed().log.max_in_flight(Some(&tenant)),
-        sim.observed().log.max_in_window(Some(&tenant), 60_000),
-        took_ms as f64 / 1000.0,
-        real.as_secs_f64(),
-        fraction(&times, 60),
-    );
+    let limited = calls.iter().filter(|r| r.status == 429).count();
+    let share = fraction(&times, 60);
     let _ = std::fs::remove_dir_all(&dir);
+    row(
+        "B2",
+        &format!("Xero extraction, {read} invoices (pageSize 1000), share of 60 calls/min"),
+        share,
+        "%",
+        ">= 95",
+        share >= 95.0 && limited == 0,
+        &format!(
+            "{n} calls, 429s {limited}, most in flight {}, most in any minute {}, {:.1} simulated s ({:.1} real s at x{SCALE})",
+            sim.observed().log.max_in_flight(Some(&tenant)),
+            sim.observed().log.max_in_window(Some(&tenant), 60_000),
+            took_ms as f64 / 1000.0,
+            real.as_secs_f64(),
+        ),
+    )
 }
 
 /// The fraction of the ceiling for calls at `times` (ms, sorted) with `per_minute` allowed in
@@ -222,7 +233,7 @@ fn fraction(times: &[u64], per_minute: u64) -> f64 {
     100.0 * least as f64 / last.saturating_sub(*first).max(1) as f64
 }
 
-fn creation(invoices: usize) {
+fn creation(invoices: usize) -> Value {
     use weft_harness::kantata::{KantataConfig, KantataSim};
     let clock = SimClock::scaled(1_700_000_000_000, SCALE);
     let kantata = KantataSim::start(KantataConfig {
@@ -249,6 +260,7 @@ fn creation(invoices: usize) {
         kantata.personal_token(),
         engine_clock.clone(),
         &dir,
+        None,
     );
     let dest = session(&xero.api_url(), &access, engine_clock.clone(), &dir);
     let template =
@@ -285,22 +297,49 @@ fn creation(invoices: usize) {
         .filter(|r| r.method == "PUT" && r.path.ends_with("/Invoices"))
         .map(|r| r.at_ms)
         .collect();
-    println!(
-        "creation: {} invoices created in {} create calls ({:.1} per call); 429s {}; most Xero calls in any minute {}; create phase {:.1} simulated s; whole run {:.1} real s; fraction of the ceiling {:.1}%",
-        report.summary.created,
-        creates.len(),
-        report.summary.created as f64 / creates.len().max(1) as f64,
-        log.iter().filter(|r| r.status == 429).count(),
-        xero.observed().log.max_in_window(Some(&tenant), 60_000),
-        creates
-            .last()
-            .zip(creates.first())
-            .map_or(0, |(l, f)| l - f) as f64
-            / 1000.0,
-        real.as_secs_f64(),
-        fraction(&creates, 60),
-    );
+    let limited = log.iter().filter(|r| r.status == 429).count();
+    let share = fraction(&creates, 60);
     let _ = std::fs::remove_dir_all(&dir);
+    row(
+        "B1",
+        &format!(
+            "Xero invoice creation by the sync, {} invoices, share of 50 x 60/min",
+            report.summary.created
+        ),
+        share,
+        "%",
+        ">= 95",
+        share >= 95.0 && limited == 0,
+        &format!(
+            "{} create calls ({:.1} invoices each), 429s {limited}, most Xero calls in any minute {}, create phase {:.1} simulated s, whole run {:.1} real s at x{SCALE}",
+            creates.len(),
+            report.summary.created as f64 / creates.len().max(1) as f64,
+            xero.observed().log.max_in_window(Some(&tenant), 60_000),
+            creates
+                .last()
+                .zip(creates.first())
+                .map_or(0, |(l, f)| l - f) as f64
+                / 1000.0,
+            real.as_secs_f64(),
+        ),
+    )
+}
+
+/// One row of the report.
+fn row(
+    id: &str,
+    name: &str,
+    value: f64,
+    unit: &str,
+    target: &str,
+    met: bool,
+    detail: &str,
+) -> Value {
+    println!("{id} {name}: {value:.1} {unit} (target {target}) — {detail}");
+    json!({
+        "id": id, "name": name, "value": (value * 10.0).round() / 10.0, "unit": unit,
+        "target": target, "met": met, "detail": detail,
+    })
 }
 
 fn status_kb(field: &str) -> u64 {
@@ -339,7 +378,8 @@ fn child(api: &str, access: &str, tenant: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn memory(records: usize) {
+/// Peak RSS (MB) and CPU µs per record of a child reading `records` invoices.
+fn memory(records: usize) -> Option<(u64, f64, f64)> {
     let sim = XeroSim::start(XeroConfig {
         organisations: 1,
         size: records,
@@ -361,18 +401,119 @@ fn memory(records: usize) {
         .collect();
     if f.len() != 3 {
         println!(
-            "memory {records}: child failed: {}",
+            "memory {records}: the reader failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        return;
+        return None;
     }
-    println!(
-        "memory: {} invoices read and serialized; peak RSS {:.1} MB; CPU {:.2} µs per record; {:.1} s",
+    let _ = started;
+    Some((
         f[0],
         f[1] as f64 / 1024.0,
         f[2] as f64 * 1000.0 / f[0].max(1) as f64,
-        started.elapsed().as_secs_f64()
+    ))
+}
+
+/// Kantata invoices read per second through a Session, with `latency` on every answer, at
+/// `concurrency`.
+fn kantata_rate(invoices: usize, concurrency: u32) -> f64 {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let sim = KantataSim::start(KantataConfig {
+        size: invoices,
+        latency: Some(Duration::from_millis(50)),
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let dir = temp(&format!("kantata-{concurrency}"));
+    let spec = shipped("kantata");
+    let session = connector_session(
+        "kantata",
+        &[("api", &sim.api_url()), ("app", &sim.app_url())],
+        sim.personal_token(),
+        Arc::new(weft_engine::limits::SystemClock),
+        &dir,
+        Some(concurrency),
     );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let read = rt
+        .block_on(session.list(
+            "invoices",
+            &RequestContext::with_field_defaults(spec.file()),
+            |_| ControlFlow::Continue(()),
+        ))
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    read as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Requests per second `clients` keep-alive clients get from `url` over `secs` seconds.
+fn rate(url: &str, headers: &[(String, String)], clients: usize, secs: u64) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = weft_engine::http::client().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (http, url, headers) = (http.clone(), url.to_owned(), headers.to_vec());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let mut r = http.get(&url);
+                    for (k, v) in &headers {
+                        r = r.header(k, v);
+                    }
+                    if let Ok(resp) = r.send().await
+                        && resp.bytes().await.is_ok()
+                    {
+                        n += 1;
+                    }
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap_or(0);
+        }
+        total as f64 / secs as f64
+    })
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "cpu": model,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "memory_gb": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
 }
 
 fn main() {
@@ -382,17 +523,168 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    creation(if quick { 3_500 } else { 9_000 });
-    ceiling(100_000);
-    if !quick {
-        ceiling(1_000_000);
+    let out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mut rows = Vec::new();
+
+    // B1, B2: the ceilings.
+    rows.push(creation(if quick { 3_500 } else { 9_000 }));
+    rows.push(ceiling(if quick { 100_000 } else { 1_000_000 }));
+
+    // B3: Kantata extraction with 50 ms latency.
+    for concurrency in [1, 5, 25] {
+        let per_sec = kantata_rate(if quick { 1_000 } else { 6_000 }, concurrency);
+        rows.push(row(
+            "B3",
+            &format!("Kantata invoices read per second, 50 ms latency, concurrency {concurrency}"),
+            per_sec,
+            "records/s",
+            "-",
+            true,
+            "pages of 200 with their line items embedded, asked for ahead up to the concurrency",
+        ));
     }
+
+    // B4: CPU per record and peak memory, flat with the count.
     let sizes: &[usize] = if quick {
         &[10_000, 100_000]
     } else {
         &[10_000, 100_000, 1_000_000]
     };
+    let mut peaks = Vec::new();
     for &n in sizes {
-        memory(n);
+        if let Some((read, mb, us)) = memory(n) {
+            peaks.push(mb);
+            rows.push(row(
+                "B4",
+                &format!("peak RSS reading and serializing {read} Xero invoices"),
+                mb,
+                "MB",
+                "<= 64, flat",
+                mb <= 64.0,
+                &format!("{us:.2} µs CPU per record"),
+            ));
+        }
+    }
+    if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
+        rows.push(row(
+            "B4",
+            "peak RSS growth from the smallest to the largest read",
+            last - first,
+            "MB",
+            "flat (< 16)",
+            last - first < 16.0,
+            &format!("{} sizes", peaks.len()),
+        ));
+    }
+
+    // B5: cold start and spec loading.
+    if let Ok(bin) = std::env::var("WEFT_BIN") {
+        let runs: Vec<f64> = (0..21)
+            .map(|_| {
+                let t = Instant::now();
+                let ok = std::process::Command::new(&bin)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    t.elapsed().as_secs_f64() * 1000.0
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect();
+        let ms = median(runs);
+        rows.push(row(
+            "B5",
+            "`weft --version` cold start (median of 21)",
+            ms,
+            "ms",
+            "<= 10",
+            ms <= 10.0,
+            &bin,
+        ));
+    }
+    let loads: Vec<f64> = (0..51)
+        .map(|_| {
+            let t = Instant::now();
+            let reports = builtin::load_all();
+            assert!(reports.iter().all(|r| r.spec.is_some()));
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    let ms = median(loads);
+    rows.push(row(
+        "B5",
+        "loading and validating every shipped spec (median of 51)",
+        ms,
+        "ms",
+        "<= 10",
+        ms <= 10.0,
+        "in process",
+    ));
+
+    // B6: the simulators' own speed, so they never bound B1-B4.
+    let xero = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 1_000,
+        limits: XeroLimits::unlimited(),
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let access = token(&xero.identity_url(), xero.client_id(), xero.client_secret());
+    let secs = if quick { 1 } else { 3 };
+    let per_sec = rate(
+        &format!(
+            "{}/api.xro/2.0/Invoices?page=1&pageSize=100",
+            xero.api_url()
+        ),
+        &[
+            ("authorization".to_owned(), format!("Bearer {access}")),
+            ("xero-tenant-id".to_owned(), xero.tenants()[0].0.clone()),
+        ],
+        8,
+        secs,
+    );
+    rows.push(row(
+        "B6",
+        "Xero simulator, Invoices pageSize 100, 8 clients",
+        per_sec,
+        "requests/s",
+        "-",
+        true,
+        "keep-alive, one process",
+    ));
+    let kantata =
+        weft_harness::kantata::KantataSim::start(weft_harness::kantata::KantataConfig::default())
+            .unwrap();
+    let per_sec = rate(
+        &format!("{}/api/v1/workspaces?per_page=20", kantata.api_url()),
+        &[(
+            "authorization".to_owned(),
+            format!("Bearer {}", kantata.personal_token()),
+        )],
+        8,
+        secs,
+    );
+    rows.push(row(
+        "B6",
+        "Kantata simulator, workspaces per_page 20, 8 clients",
+        per_sec,
+        "requests/s",
+        "-",
+        true,
+        "keep-alive, one process",
+    ));
+
+    let report = json!({ "machine": machine(), "quick": quick, "rows": rows });
+    if let Some(path) = out {
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     }
 }

@@ -128,6 +128,32 @@ pub fn records(body: &Value, extract: &Extract) -> Result<Vec<Value>, ExtractErr
     }
 }
 
+/// The records of `body`, moved out of it rather than copied where the style allows (the
+/// body itself, or a path), so a large page is not held twice. `body` is left partly emptied.
+pub fn take_records(body: &mut Value, extract: &Extract) -> Result<Vec<Value>, ExtractError> {
+    match extract {
+        Extract::Root => match body {
+            Value::Array(items) => Ok(std::mem::take(items)),
+            Value::Object(_) => Ok(vec![std::mem::take(body)]),
+            other => Err(ExtractError::Shape {
+                path: "(body)".into(),
+                expected: "an array or an object",
+                found: kind(other),
+            }),
+        },
+        Extract::Path { path } => {
+            let found = path
+                .split('.')
+                .try_fold(&mut *body, |v, part| v.get_mut(part));
+            match found {
+                Some(Value::Array(items)) => Ok(std::mem::take(items)),
+                _ => records(body, extract),
+            }
+        }
+        Extract::Index { .. } => records(body, extract),
+    }
+}
+
 /// `record` with the side-loaded records its `*_ids` / `*_id` fields point at (see
 /// `Extract::Index::embed`).
 fn embedded(body: &Value, record: &Value) -> Value {

@@ -16,7 +16,7 @@ use weft_core::Spec;
 use weft_core::model::{ErrorClass, Pagination};
 
 use crate::EngineError;
-use crate::extract::{ExtractError, records};
+use crate::extract::{ExtractError, take_records};
 use crate::http::{Answer, CallError, send};
 use crate::limits::{Clock, LimitError, Limiter};
 use crate::lock;
@@ -325,11 +325,11 @@ impl Session {
             let Some(answer) = in_flight.next().await else {
                 return Ok(handed);
             };
-            let answer = answer?;
+            let mut answer = answer?;
             asked -= 1;
             page_no += 1;
             let page = match &list.hooks.extract {
-                None => records(&answer.body, &list.records).map_err(|source| {
+                None => take_records(&mut answer.body, &list.records).map_err(|source| {
                     SessionError::Extract {
                         resource: resource.to_owned(),
                         page: page_no,

@@ -151,3 +151,115 @@ async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
     );
     assert_eq!(w.written().len(), eligible.len());
 }
+
+/// Changing an invoice in Kantata updates it in Xero while Xero allows it; a paid one is left
+/// as it is, with the reason recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_update_xero_while_it_allows_and_say_why_not_otherwise() {
+    let w = World::new("update", 30);
+    assert_eq!(w.run(false).await.summary.failed, 0);
+    let open: Vec<_> = w
+        .kantata
+        .invoices()
+        .into_iter()
+        .filter(|i| !i.draft && i.status == "new")
+        .collect();
+    let (changed, paid) = (&open[0], &open[1]);
+    let written = w.written();
+    let paid_x = &written[&format!("KAN-{}", paid.number)][0];
+    w.xero
+        .pay_invoice(
+            &w.tenant.id,
+            paid_x["InvoiceID"].as_str().unwrap(),
+            &paid_x["AmountDue"].to_string(),
+        )
+        .unwrap();
+    let http = weft_engine::http::client().unwrap();
+    for inv in [changed, paid] {
+        let status = http
+            .put(format!(
+                "{}/api/v1/invoices/{}",
+                w.kantata.api_url(),
+                inv.id
+            ))
+            .bearer_auth(w.kantata.personal_token())
+            .json(&serde_json::json!({"invoice": {"purchase_order": format!("PO-{}", inv.number)}}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{status}");
+    }
+    w.clock.advance_by(std::time::Duration::from_secs(90));
+    let report = w.run(false).await;
+    assert_eq!(report.summary.updated, 1, "{:?}", report.plan);
+    let after = w.written();
+    let updated = &after[&format!("KAN-{}", changed.number)];
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0]["Reference"], format!("PO-{}", changed.number));
+    let kept = &after[&format!("KAN-{}", paid.number)][0];
+    assert_eq!(kept["Status"], "PAID");
+    assert_ne!(kept["Reference"], format!("PO-{}", paid.number));
+    let link = w
+        .state()
+        .link("kantata-xero", "invoice", &paid.id)
+        .unwrap()
+        .unwrap();
+    assert!(link.note.unwrap_or_default().contains("PAID"));
+    // Settled: the next run has nothing to do.
+    let again = w.run(false).await;
+    assert_eq!(
+        again.summary.updated + again.summary.created,
+        0,
+        "{:?}",
+        again.plan
+    );
+}
+
+/// A spent daily limit stops the run cleanly; a day later the next run finishes the job with
+/// nothing written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes() {
+    let w = World::with_limits(
+        "daycap",
+        120,
+        weft_harness::xero::XeroLimits {
+            per_day: 3,
+            ..weft_harness::xero::XeroLimits::default()
+        },
+    )
+    .await;
+    let first = w.run(false).await;
+    assert!(
+        matches!(first.outcome, RunOutcome::Stopped { .. }),
+        "{:?}",
+        first.outcome
+    );
+    let partial = w.written().len();
+    w.clock
+        .advance_by(std::time::Duration::from_secs(24 * 3600 + 60));
+    // Still four calls a day: each day moves the job on; it ends within a few days.
+    let mut outcome = RunOutcome::Stopped {
+        reason: String::new(),
+    };
+    for _ in 0..10 {
+        let r = w.run(false).await;
+        outcome = r.outcome;
+        if outcome == RunOutcome::Completed {
+            break;
+        }
+        w.clock
+            .advance_by(std::time::Duration::from_secs(24 * 3600 + 60));
+    }
+    assert_eq!(outcome, RunOutcome::Completed);
+    let written = w.written();
+    assert!(written.len() > partial);
+    assert!(written.values().all(|v| v.len() == 1), "nothing twice");
+    let eligible = w
+        .kantata
+        .invoices()
+        .into_iter()
+        .filter(|i| !i.draft && i.status != "cancelled")
+        .count();
+    assert_eq!(written.len(), eligible);
+}

@@ -229,3 +229,20 @@ async fn truncated(response: Response<Body>) -> Response<Body> {
         .insert("content-length", axum::http::HeaderValue::from(full_len));
     response
 }
+
+/// A free port on 127.0.0.1 for an OAuth callback server that starts later, chosen below the
+/// kernel's ephemeral range (32768 and up on Linux), so servers started meanwhile on port 0 can
+/// never be handed the same port.
+pub fn callback_port() -> std::io::Result<u16> {
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..200 {
+        let port = rng.u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port between 20000 and 32000 on 127.0.0.1",
+    ))
+}

@@ -186,11 +186,7 @@ pub(crate) fn read(path: &Path) -> String {
 }
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    weft_harness::server::callback_port().unwrap()
 }
 
 pub(crate) fn callback(port: u16) -> String {

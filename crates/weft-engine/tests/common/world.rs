@@ -16,7 +16,7 @@ use weft_engine::sync::{Report, Run};
 use weft_engine::tokens::TokenKeeper;
 use weft_harness::clock::SimClock;
 use weft_harness::kantata::{KantataConfig, KantataSim};
-use weft_harness::xero::{XeroConfig, XeroSim};
+use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
 use super::{SimWait, shipped};
 
@@ -77,17 +77,25 @@ fn session(
 impl World {
     /// A world with `invoices` Kantata invoices and one Xero organisation.
     pub(crate) fn new(name: &str, invoices: usize) -> Self {
-        Self::build(name, invoices, false)
+        Self::build(name, invoices, false, XeroLimits::default())
     }
 
-    /// The same, with Xero authorized through OAuth, so tokens expire and rotate.
-    pub(crate) async fn with_oauth(name: &str, invoices: usize) -> Self {
-        let w = Self::build(name, invoices, true);
+    /// A world whose Xero organisation has these limits, authorized through OAuth (so it lasts
+    /// for simulated days).
+    pub(crate) async fn with_limits(name: &str, invoices: usize, limits: XeroLimits) -> Self {
+        let w = Self::build(name, invoices, true, limits);
         w.authorize_xero().await;
         w
     }
 
-    fn build(name: &str, invoices: usize, oauth: bool) -> Self {
+    /// The same, with Xero authorized through OAuth, so tokens expire and rotate.
+    pub(crate) async fn with_oauth(name: &str, invoices: usize) -> Self {
+        let w = Self::build(name, invoices, true, XeroLimits::default());
+        w.authorize_xero().await;
+        w
+    }
+
+    fn build(name: &str, invoices: usize, oauth: bool, limits: XeroLimits) -> Self {
         let clock = SimClock::manual(1_760_000_000_000);
         let kantata = KantataSim::start(KantataConfig {
             size: invoices,
@@ -99,6 +107,7 @@ impl World {
             organisations: 1,
             size: 3,
             clock: clock.clone(),
+            limits,
             ..XeroConfig::default()
         })
         .unwrap();
