@@ -531,7 +531,7 @@ fn main() {
     let mut rows = Vec::new();
 
     // B1, B2: the ceilings.
-    rows.push(creation(if quick { 3_500 } else { 9_000 }));
+    rows.push(creation(if quick { 7_000 } else { 9_000 }));
     rows.push(ceiling(if quick { 100_000 } else { 1_000_000 }));
 
     // B3: Kantata extraction with 50 ms latency.
