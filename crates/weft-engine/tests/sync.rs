@@ -144,12 +144,47 @@ async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
     assert!(log.max_in_window(Some(&w.tenant.id), 60_000) <= 60);
     assert!(log.max_in_flight(Some(&w.tenant.id)) <= 5);
     assert!(log.requests().iter().all(|r| r.status != 429));
+    // One contact per client name: none created twice.
+    let mut names = std::collections::HashSet::new();
+    for c in w.xero.contacts(&w.tenant.id) {
+        let name = c["Name"].as_str().unwrap_or_default().to_lowercase();
+        assert!(names.insert(name.clone()), "contact {name} twice");
+    }
     let second = w.run(false).await;
     assert_eq!(
         second.summary.created + second.summary.updated + second.summary.failed,
         0
     );
     assert_eq!(w.written().len(), eligible.len());
+
+    // Twenty invoices paid in Xero: each recorded in Kantata exactly once, over two runs.
+    let unpaid: Vec<_> = eligible
+        .iter()
+        .filter(|i| i.status == "new")
+        .take(20)
+        .collect();
+    for inv in &unpaid {
+        let x = &written[&format!("KAN-{}", inv.number)][0];
+        w.xero
+            .pay_invoice(
+                &w.tenant.id,
+                x["InvoiceID"].as_str().unwrap(),
+                &x["AmountDue"].to_string(),
+            )
+            .unwrap();
+    }
+    w.clock.advance_by(std::time::Duration::from_secs(5));
+    let third = w.run(false).await;
+    assert_eq!(third.summary.payments_written as usize, unpaid.len());
+    assert_eq!(w.run(false).await.summary.payments_written, 0);
+    let payments = w.kantata.external_payments();
+    for inv in &unpaid {
+        let n = payments
+            .iter()
+            .filter(|p| p.invoice_id.as_deref() == Some(inv.id.as_str()))
+            .count();
+        assert_eq!(n, 1, "invoice {} paid once in Kantata", inv.id);
+    }
 }
 
 /// Changing an invoice in Kantata updates it in Xero while Xero allows it; a paid one is left
