@@ -673,33 +673,22 @@ impl Run<'_> {
                 self.state
                     .begin_write(self.name(), names::CONTACT, k, "", &key, self.now())?;
             }
-            let answer = self
-                .dest
-                .call(
-                    names::DEST_CONTACTS,
-                    OpKind::Create,
-                    &self.dest_ctx(),
-                    &[],
-                    &[(
-                        op.idempotency
-                            .as_ref()
-                            .map_or("Idempotency-Key".to_owned(), |i| i.header.clone()),
-                        key.clone(),
-                    )],
-                    Some(&crate::write::body(&op, &records)),
-                )
-                .await?;
-            let returned = crate::extract::records(&answer.body, &op.records).unwrap_or_default();
-            for (result, (k, name)) in item_results(
-                0,
-                chunk.len(),
-                &returned,
-                op.item_errors.as_ref(),
-                "ContactID",
-            )
-            .into_iter()
-            .zip(chunk)
+            let results = match self
+                .write_batch(names::DEST_CONTACTS, OpKind::Create, &op, &records, &key)
+                .await?
             {
+                Ok(results) => results,
+                Err(message) => chunk
+                    .iter()
+                    .map(|_| crate::write::ItemResult {
+                        index: 0,
+                        status: "failed",
+                        id: None,
+                        errors: vec![message.clone()],
+                    })
+                    .collect(),
+            };
+            for (result, (k, name)) in results.into_iter().zip(chunk) {
                 match result.id {
                     Some(id) if result.status == "ok" => {
                         self.state.finish_write(
@@ -744,6 +733,58 @@ impl Run<'_> {
         let mut record = work.record.clone();
         record.insert("Contact".to_owned(), json!({ "ContactID": id }));
         Some(Value::Object(record))
+    }
+
+    /// One batch write to the destination, carrying `key` in the operation's idempotency
+    /// header: the per-item results, or the message of a refusal of the whole batch (nothing
+    /// was written). Anything else ends the run, leaving the batch's intents pending.
+    async fn write_batch(
+        &self,
+        resource: &str,
+        kind: OpKind,
+        op: &weft_core::model::Operation,
+        records: &[Value],
+        key: &str,
+    ) -> Result<Result<Vec<crate::write::ItemResult>, String>, SyncError> {
+        let file = self.dest.spec().file();
+        let header = op
+            .idempotency
+            .as_ref()
+            .map_or("Idempotency-Key".to_owned(), |i| i.header.clone());
+        let outcome = self
+            .dest
+            .call(
+                resource,
+                kind,
+                &self.dest_ctx(),
+                &[],
+                &[(header, key.to_owned())],
+                Some(&crate::write::body(op, records)),
+            )
+            .await;
+        match outcome {
+            Ok(answer) => {
+                let returned =
+                    crate::extract::records(&answer.body, &op.records).unwrap_or_default();
+                let primary = file
+                    .resources
+                    .get(resource)
+                    .map_or("id", |r| r.primary_key.as_str());
+                Ok(Ok(item_results(
+                    0,
+                    records.len(),
+                    &returned,
+                    op.item_errors.as_ref(),
+                    primary,
+                )))
+            }
+            Err(SessionError::Call(CallError::Refused {
+                class: weft_core::model::ErrorClass::Validation,
+                message,
+                ..
+            })) => Ok(Err(message)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn queue(
@@ -822,10 +863,6 @@ impl Run<'_> {
             }
             return Ok(());
         }
-        let header = op
-            .idempotency
-            .as_ref()
-            .map_or("Idempotency-Key".to_owned(), |i| i.header.clone());
         for chunk in ready.chunks(op.batch_size.unwrap_or(1).max(1) as usize) {
             let records: Vec<Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
             let scope = format!("{}/invoices/{}", self.name(), self.tenant.id);
@@ -841,24 +878,12 @@ impl Run<'_> {
                 .collect();
             self.state
                 .begin_writes(self.name(), names::INVOICE, &intents, self.now())?;
-            let outcome = self
-                .dest
-                .call(
-                    names::DEST_INVOICES,
-                    OpKind::Create,
-                    &self.dest_ctx(),
-                    &[],
-                    &[(header.clone(), key.clone())],
-                    Some(&crate::write::body(&op, &records)),
-                )
-                .await;
-            let answer = match outcome {
-                Ok(a) => a,
-                Err(SessionError::Call(CallError::Refused {
-                    class: weft_core::model::ErrorClass::Validation,
-                    message,
-                    ..
-                })) => {
+            let results = match self
+                .write_batch(names::DEST_INVOICES, OpKind::Create, &op, &records, &key)
+                .await?
+            {
+                Ok(results) => results,
+                Err(message) => {
                     // Refused as a whole: nothing was created.
                     for (w, _) in chunk {
                         self.state
@@ -868,18 +893,7 @@ impl Run<'_> {
                     }
                     continue;
                 }
-                // Anything else stops the run; the intents stay pending and the next run
-                // settles them before writing again.
-                Err(e) => return Err(e.into()),
             };
-            let returned = crate::extract::records(&answer.body, &op.records).unwrap_or_default();
-            let results = item_results(
-                0,
-                chunk.len(),
-                &returned,
-                op.item_errors.as_ref(),
-                "InvoiceID",
-            );
             // Every link of the batch in one transaction, then the failures one by one.
             let done: Vec<WriteDone<'_>> = results
                 .iter()
@@ -1026,51 +1040,24 @@ impl Run<'_> {
             }
             return Ok(());
         }
-        let header = op
-            .idempotency
-            .as_ref()
-            .map_or("Idempotency-Key".to_owned(), |i| i.header.clone());
         for chunk in ready.chunks(op.batch_size.unwrap_or(1).max(1) as usize) {
             let records: Vec<Value> = chunk.iter().map(|(_, _, r)| r.clone()).collect();
             let scope = format!("{}/invoices-update/{}", self.name(), self.tenant.id);
             let key = idempotency_key(&scope, &records, 128);
-            let outcome = self
-                .dest
-                .call(
-                    names::DEST_INVOICES,
-                    OpKind::Update,
-                    &self.dest_ctx(),
-                    &[],
-                    &[(header.clone(), key)],
-                    Some(&crate::write::body(&op, &records)),
-                )
-                .await;
-            let answer = match outcome {
-                Ok(a) => a,
-                Err(SessionError::Call(CallError::Refused {
-                    class: weft_core::model::ErrorClass::Validation,
-                    message,
-                    ..
-                })) => {
+            let results = match self
+                .write_batch(names::DEST_INVOICES, OpKind::Update, &op, &records, &key)
+                .await?
+            {
+                Ok(results) => results,
+                Err(message) => {
                     for (w, _, _) in chunk {
                         self.queue(run, w, "update", &message, summary, plan)
                             .await?;
                     }
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             };
-            let returned = crate::extract::records(&answer.body, &op.records).unwrap_or_default();
-            for (result, (w, dest, _)) in item_results(
-                0,
-                chunk.len(),
-                &returned,
-                op.item_errors.as_ref(),
-                "InvoiceID",
-            )
-            .into_iter()
-            .zip(chunk)
-            {
+            for (result, (w, dest, _)) in results.into_iter().zip(chunk) {
                 if result.status == "ok" {
                     self.state.finish_write(
                         self.name(),
