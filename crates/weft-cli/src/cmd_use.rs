@@ -135,6 +135,12 @@ fn failure(name: &str, err: &SessionError) -> (u8, String) {
         SessionError::Token(TokenError::OAuth(e)) if e.is_invalid_grant() => {
             (exit::UNAUTHORIZED, err.to_string())
         }
+        SessionError::Token(TokenError::OAuth(e)) if e.is_invalid_client() => (
+            exit::UNAUTHORIZED,
+            format!(
+                "{err}\nremedy: the provider no longer accepts the OAuth client's secret; generate a new secret in the app's settings at the provider, then run `weft client edit CLIENT --secret-stdin` with it"
+            ),
+        ),
         SessionError::Token(TokenError::OAuth(e)) if e.is_transient() => {
             (exit::UNREACHABLE, err.to_string())
         }

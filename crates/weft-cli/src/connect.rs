@@ -181,7 +181,18 @@ pub(crate) fn authorize(
             .await?;
         let tokens = app
             .exchange(&http, pending, &code, SystemClock.now_ms())
-            .await?;
+            .await
+            .map_err(|e| {
+                if e.is_invalid_client() {
+                    anyhow!(
+                        "{e}; the provider does not accept the OAuth client `{}`: check its client ID, or generate a new secret at the provider and run `weft client edit {} --secret-stdin`",
+                        connection.client,
+                        connection.client
+                    )
+                } else {
+                    anyhow!(e)
+                }
+            })?;
         anyhow::Ok(tokens)
     })?;
     // Sealed first: whatever happens next, the grant is not lost.

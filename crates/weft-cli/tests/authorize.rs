@@ -236,3 +236,40 @@ fn eight_processes_share_one_xero_connection_across_many_expiries() {
 
     s.assert_none_of(sim.issued_tokens());
 }
+
+#[test]
+fn a_wrong_client_secret_says_what_to_do() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-wrong-secret");
+    ok(&s.run(&["init"], None));
+    s.add_client("xapp", "xero", sim.client_id(), "not-the-secret\n");
+    let hosts = [
+        format!("login={}", sim.login_url()),
+        format!("identity={}", sim.identity_url()),
+        format!("api={}", sim.api_url()),
+    ];
+    let mut args = vec![
+        "connection",
+        "create",
+        "x",
+        "--connector",
+        "xero",
+        "--client",
+        "xapp",
+    ];
+    for h in &hosts {
+        args.extend(["--host", h.as_str()]);
+    }
+    ok(&s.run(&args, None));
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert!(stderr.contains("weft client edit xapp"), "{stderr}");
+    assert_eq!(s.connection_json("x")["status"], "not authorized");
+}

@@ -497,6 +497,11 @@ impl OAuthError {
         matches!(self, Self::Refused { code, .. } if code == "invalid_grant")
     }
 
+    /// Whether the provider refused the client itself (a wrong or regenerated secret).
+    pub fn is_invalid_client(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if code == "invalid_client" || code == "unauthorized_client")
+    }
+
     /// Whether trying again may help (no answer, or a body that was cut).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transport { .. })
