@@ -135,7 +135,12 @@ fn tenant(flow: &Flow, connection: &weft_engine::workspace::Connection) -> Resul
 }
 
 /// Runs flow `name` of the workspace at `dir` once.
-pub(crate) fn run_flow(name: &str, dry_run: bool, dir: Option<&Path>) -> Result<Report> {
+pub(crate) fn run_flow(
+    name: &str,
+    dry_run: bool,
+    dir: Option<&Path>,
+    progress: Option<&(dyn Fn(&str) + Sync)>,
+) -> Result<Report> {
     let ws = workspace(dir)?;
     let path = flow_path(&ws, name);
     if !path.exists() {
@@ -159,6 +164,7 @@ pub(crate) fn run_flow(name: &str, dry_run: bool, dir: Option<&Path>) -> Result<
         state: &state,
         clock: &SystemClock as &dyn Clock,
         dry_run,
+        progress,
     };
     Ok(connect::runtime()?.block_on(run.run())?)
 }
@@ -176,7 +182,12 @@ pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
                 bar
             });
-            let report = run_flow(&flow, dry_run, dir);
+            let tell = |what: &str| {
+                if let Some(bar) = &spinner {
+                    bar.set_message(format!("{flow}: {what}"));
+                }
+            };
+            let report = run_flow(&flow, dry_run, dir, Some(&tell));
             if let Some(bar) = spinner {
                 bar.finish_and_clear();
             }

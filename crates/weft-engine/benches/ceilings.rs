@@ -286,6 +286,7 @@ fn creation(invoices: usize) -> Value {
                 state: &state,
                 clock: engine_clock.as_ref(),
                 dry_run: false,
+                progress: None,
             }
             .run(),
         )

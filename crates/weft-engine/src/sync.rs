@@ -113,6 +113,8 @@ pub struct Run<'a> {
     pub clock: &'a dyn Clock,
     /// Compute and report, write nothing.
     pub dry_run: bool,
+    /// Told what the run is doing, as it goes (a progress bar's message); `None` for quiet.
+    pub progress: Option<&'a (dyn Fn(&str) + Sync)>,
 }
 
 fn hash(value: &Value) -> String {
@@ -140,6 +142,12 @@ fn is_cap(e: &SessionError) -> Option<String> {
 impl Run<'_> {
     fn name(&self) -> &str {
         &self.flow.name
+    }
+
+    fn tell(&self, what: &str) {
+        if let Some(progress) = self.progress {
+            progress(what);
+        }
     }
 
     fn now(&self) -> u64 {
@@ -209,7 +217,9 @@ impl Run<'_> {
         summary: &mut RunSummary,
         plan: &mut Vec<Planned>,
     ) -> Result<(), SyncError> {
+        self.tell("reading the source's projects");
         let clients = self.clients().await?;
+        self.tell("reading changed invoices");
         let (works, newest) = self.read_invoices(run, &clients, summary, plan).await?;
         self.settle_pending(&works).await?;
 
@@ -260,7 +270,9 @@ impl Run<'_> {
             .await?;
         self.create(creates, &contacts, run, summary, plan).await?;
         self.update(updates, &contacts, run, summary, plan).await?;
+        self.tell("linking source invoices to their destination ids");
         self.references(summary).await?;
+        self.tell("looking for payments made at the destination");
         self.payments(run, summary, plan).await?;
         if !self.dry_run
             && let Some(newest) = newest
@@ -863,7 +875,15 @@ impl Run<'_> {
             }
             return Ok(());
         }
-        for chunk in ready.chunks(op.batch_size.unwrap_or(1).max(1) as usize) {
+        let total = ready.len();
+        for (n, chunk) in ready
+            .chunks(op.batch_size.unwrap_or(1).max(1) as usize)
+            .enumerate()
+        {
+            self.tell(&format!(
+                "creating invoices: {} of {total}",
+                (n * chunk.len()).min(total)
+            ));
             let records: Vec<Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
             let scope = format!("{}/invoices/{}", self.name(), self.tenant.id);
             let key = idempotency_key(&scope, &records, 128);

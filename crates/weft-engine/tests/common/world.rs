@@ -238,6 +238,7 @@ impl World {
             state: &state,
             clock: self.clock.as_ref() as &dyn Clock,
             dry_run,
+            progress: None,
         };
         let requests = || {
             self.xero.observed().log.requests().len()
