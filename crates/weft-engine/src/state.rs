@@ -1145,6 +1145,19 @@ impl State {
         source_id: &str,
         now_ms: u64,
     ) -> Result<(), StateError> {
+        // Nearly every record a run writes has no error to close: a read answers that without a
+        // write transaction (and its sync to disk).
+        let open: bool = self.read("look for an open error", |c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM errors WHERE flow = ?1 AND kind = ?2 AND source_id = ?3
+                 AND status IN ('open', 'retry'))",
+                params![flow, kind, source_id],
+                |r| r.get(0),
+            )
+        })?;
+        if !open {
+            return Ok(());
+        }
         self.write("close an error", |c| {
             c.execute(
                 "UPDATE errors SET status = 'fixed', closed_ms = ?4
