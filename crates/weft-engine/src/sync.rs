@@ -1077,17 +1077,22 @@ impl Run<'_> {
                     continue;
                 }
             };
-            for (result, (w, dest, _)) in results.into_iter().zip(chunk) {
+            // The batch's links in one transaction, as for creates.
+            let done: Vec<WriteDone<'_>> = results
+                .iter()
+                .zip(chunk)
+                .filter(|(r, _)| r.status == "ok")
+                .map(|(_, (w, dest, _))| WriteDone {
+                    source_id: &w.source_id,
+                    dest_id: dest,
+                    source_version: &w.version,
+                    dest_version: None,
+                })
+                .collect();
+            self.state
+                .finish_writes(self.name(), names::INVOICE, &done, self.now())?;
+            for (result, (w, dest, _)) in results.iter().zip(chunk) {
                 if result.status == "ok" {
-                    self.state.finish_write(
-                        self.name(),
-                        names::INVOICE,
-                        &w.source_id,
-                        dest,
-                        &w.version,
-                        None,
-                        self.now(),
-                    )?;
                     self.state.clear_error(
                         self.name(),
                         names::INVOICE,

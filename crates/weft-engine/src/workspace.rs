@@ -1,4 +1,5 @@
-//! Workspaces: where connections, OAuth clients and (later) flows are declared.
+//! Workspaces: where connections and OAuth clients are declared (`weft.toml`); flows sit beside
+//! it in `flows/`.
 //!
 //! A *workspace* is a folder with a `weft.toml`, meant for version control: it never holds a
 //! secret. Its secrets live in `.weft/credentials.json` beside it (ignored by git), sealed by
@@ -20,7 +21,7 @@ pub const PRIVATE_DIR: &str = ".weft";
 /// Environment variable overriding the user's configuration folder.
 pub const CONFIG_DIR_VAR: &str = "WEFT_CONFIG_DIR";
 
-const HEADER: &str = "# Weft workspace: OAuth clients and connections (flows come later).\n# Meant for version control: it holds no secret. Secrets are sealed in .weft/credentials.json.\n\n";
+const HEADER: &str = "# Weft workspace: OAuth clients and connections (flows are in flows/*.toml).\n# Meant for version control: it holds no secret. Secrets are sealed in .weft/credentials.json.\n\n";
 
 /// Where a client or connection is declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
