@@ -49,6 +49,8 @@ struct Summary {
     payments_written_back: u64,
     second_run_created: u64,
     duplicates: u64,
+    /// Per-stream counts of each run.
+    streams: serde_json::Value,
     calls: u64,
     seconds: f64,
     workspace: Option<String>,
@@ -324,8 +326,8 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
     let mut summary = Summary {
         invoices_read: first["summary"]["read"].as_u64().unwrap_or(0),
         created_in_xero: first["summary"]["created"].as_u64().unwrap_or(0),
-        contacts_created: first["summary"]["contacts_created"].as_u64().unwrap_or(0),
-        references_written: first["summary"]["references_written"].as_u64().unwrap_or(0),
+        contacts_created: first["summary"]["lookups_created"].as_u64().unwrap_or(0),
+        references_written: first["summary"]["written_back"].as_u64().unwrap_or(0),
         calls: first["summary"]["calls"].as_u64().unwrap_or(0),
         ..Summary::default()
     };
@@ -364,8 +366,13 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
         None,
         &[0, 10],
     )?)?;
-    summary.payments_written_back = second["summary"]["payments_written"].as_u64().unwrap_or(0);
-    summary.second_run_created = second["summary"]["created"].as_u64().unwrap_or(0);
+    summary.payments_written_back = second["summary"]["streams"]["payments"]["created"]
+        .as_u64()
+        .unwrap_or(0);
+    summary.streams = serde_json::json!({ "first_run": first["summary"]["streams"], "second_run": second["summary"]["streams"] });
+    summary.second_run_created = second["summary"]["streams"]["invoices"]["created"]
+        .as_u64()
+        .unwrap_or(0);
     summary.calls += second["summary"]["calls"].as_u64().unwrap_or(0);
 
     // Duplicates, counted at the providers: an invoice number twice in Xero, or a Kantata

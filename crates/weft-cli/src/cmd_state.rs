@@ -276,9 +276,16 @@ pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
             writeln!(w, "updated:    {}", s.updated)?;
             writeln!(w, "unchanged:  {}", s.unchanged)?;
             writeln!(w, "failed:     {}", s.failed)?;
-            writeln!(w, "contacts created:   {}", s.contacts_created)?;
-            writeln!(w, "payments written:   {}", s.payments_written)?;
-            writeln!(w, "references written: {}", s.references_written)?;
+            writeln!(w, "skipped:    {}", s.skipped)?;
+            writeln!(w, "looked-up records created: {}", s.lookups_created)?;
+            writeln!(w, "write-backs: {}", s.written_back)?;
+            for (stream, c) in &s.streams {
+                writeln!(
+                    w,
+                    "  {stream}: read {}, created {}, updated {}, unchanged {}, skipped {}, failed {}",
+                    c.read, c.created, c.updated, c.unchanged, c.skipped, c.failed
+                )?;
+            }
             writeln!(
                 w,
                 "calls:      {} ({} rate limited, {} waiting on rate limits)",

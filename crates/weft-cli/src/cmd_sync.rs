@@ -1,16 +1,18 @@
-//! `weft sync run FLOW [--dry-run]` and `weft sync status`, and the flow templates of
-//! `weft init --template`.
+//! `weft sync run FLOW`, `weft sync status`, `weft flow list|show|check`, and the flow
+//! templates of `weft init --template`.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
-use weft_engine::flow::Flow;
+use weft_engine::flow::{Flow, FlowError, FlowProblem};
 use weft_engine::limits::{Clock, SystemClock};
 use weft_engine::request::Tenant;
+use weft_engine::run::{Endpoint, Report, Run};
 use weft_engine::state::{RunOutcome, State};
-use weft_engine::sync::{Report, Run};
 use weft_engine::workspace::Workspace;
 
 use crate::cmd_client::start_dir;
@@ -22,6 +24,8 @@ pub(crate) mod exit {
     pub(crate) const STOPPED: u8 = 6;
     /// Completed, with records waiting in the error queue.
     pub(crate) const QUEUED: u8 = 10;
+    /// Another run of the flow is under way.
+    pub(crate) const BUSY: u8 = 11;
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,13 +33,21 @@ pub(crate) enum SyncCmd {
     /// Run a flow once (flows/FLOW.toml in the workspace).
     ///
     /// Exit codes: 0 every record handled; 10 done, with records in the error queue (see
-    /// `weft errors list`); 6 stopped at a daily limit (run again later to resume); 1 failed.
+    /// `weft errors list`); 6 stopped at a daily limit (run again later to resume); 11 another
+    /// run of the flow is under way; 1 failed.
     Run {
         /// Flow name (the file name in flows/, without .toml).
         flow: String,
+        /// Run only this stream of the flow.
+        #[arg(long)]
+        stream: Option<String>,
         /// Show what would be created or updated; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// When another run of the flow is under way, wait for it to end (at most this many
+        /// minutes) instead of refusing.
+        #[arg(long, value_name = "MINUTES", num_args = 0..=1, default_missing_value = "60")]
+        wait: Option<u64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -43,6 +55,33 @@ pub(crate) enum SyncCmd {
     /// The workspace's flows: last run, cursors, open errors.
     Status {
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FlowCmd {
+    /// The workspace's flows, with their streams.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One flow: its connections, options, tables and streams.
+    Show {
+        /// Flow name.
+        flow: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check flows (all, or one) and their tables against their connectors' specs: every
+    /// problem with its file, line and column. Exit 1 when there is one.
+    Check {
+        /// Flow name (default: every flow of the workspace).
+        flow: Option<String>,
+        /// Print the problems as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -90,35 +129,86 @@ pub(crate) fn write_template(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
 }
 
 fn workspace(workspace: Option<&Path>) -> Result<Workspace> {
-    Ok(Workspace::find(&start_dir(workspace)?)?)
+    let ws = Workspace::find(&start_dir(workspace)?)?;
+    Ok(ws)
 }
 
 fn flow_path(ws: &Workspace, name: &str) -> PathBuf {
     ws.dir().join("flows").join(format!("{name}.toml"))
 }
 
-/// The destination tenant: the flow's, else the connection's only one.
-fn tenant(flow: &Flow, connection: &weft_engine::workspace::Connection) -> Result<Tenant> {
+/// The names of the workspace's flows, sorted.
+fn flow_names(ws: &Workspace) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(ws.dir().join("flows"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension().is_some_and(|x| x == "toml"))
+                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                        .flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Loads flow `name` and checks it against the connectors' specs.
+pub(crate) fn load_flow(ws: &Workspace, name: &str) -> Result<Flow> {
+    let path = flow_path(ws, name);
+    if !path.exists() {
+        let known = flow_names(ws);
+        bail!(
+            "no flow `{name}` ({} does not exist); {}",
+            path.display(),
+            if known.is_empty() {
+                "`weft init --template kantata-xero` writes one".to_owned()
+            } else {
+                format!("the flows are: {}", known.join(", "))
+            }
+        );
+    }
+    let flow = Flow::load(&path)?;
+    let problems = flow.check_against(&|id| crate::specs::find(id).ok());
+    if !problems.is_empty() {
+        return Err(FlowError::Invalid {
+            name: name.to_owned(),
+            problems,
+        }
+        .into());
+    }
+    Ok(flow)
+}
+
+/// The tenant of `alias` for a connector with tenants: the flow's, else the connection's only
+/// one.
+fn tenant(
+    flow: &Flow,
+    alias: &str,
+    connection: &weft_engine::workspace::Connection,
+) -> Result<Tenant> {
+    let name = flow.connection_name(alias);
     let tenants = &connection.tenants;
-    let chosen = match &flow.file.destination.tenant {
+    let wanted = flow
+        .file
+        .connections
+        .get(alias)
+        .and_then(|c| c.tenant.clone());
+    let chosen = match &wanted {
         Some(id) => tenants.iter().find(|t| &t.id == id).ok_or_else(|| {
             anyhow!(
-                "flow `{}` names tenant {id}, which connection `{}` does not reach; run `weft connection authorize {}` and select it",
-                flow.name,
-                flow.file.destination.connection,
-                flow.file.destination.connection
+                "flow `{}` names tenant {id} for `{alias}`, which connection `{name}` does not reach; run `weft connection authorize {name}` and select it",
+                flow.name
             )
         })?,
         None => match tenants.as_slice() {
             [only] => only,
-            [] => bail!(
-                "connection `{}` has no organisation yet; run `weft connection authorize {}`",
-                flow.file.destination.connection,
-                flow.file.destination.connection
-            ),
+            [] => bail!("connection `{name}` has no organisation yet; run `weft connection authorize {name}`"),
             many => bail!(
-                "connection `{}` reaches {} organisations; set destination.tenant in {} to one of: {}",
-                flow.file.destination.connection,
+                "connection `{name}` reaches {} organisations; set `tenant` under [connections.{alias}] in {} to one of: {}",
                 many.len(),
                 flow.path.display(),
                 many.iter()
@@ -134,37 +224,50 @@ fn tenant(flow: &Flow, connection: &weft_engine::workspace::Connection) -> Resul
     })
 }
 
+/// What `weft sync run` was asked.
+pub(crate) struct RunOptions<'a> {
+    pub(crate) stream: Option<String>,
+    pub(crate) dry_run: bool,
+    pub(crate) wait: Option<Duration>,
+    pub(crate) progress: Option<&'a (dyn Fn(&str) + Sync)>,
+}
+
 /// Runs flow `name` of the workspace at `dir` once.
-pub(crate) fn run_flow(
-    name: &str,
-    dry_run: bool,
-    dir: Option<&Path>,
-    progress: Option<&(dyn Fn(&str) + Sync)>,
-) -> Result<Report> {
+pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) -> Result<Report> {
     let ws = workspace(dir)?;
-    let path = flow_path(&ws, name);
-    if !path.exists() {
-        bail!(
-            "no flow `{name}` ({} does not exist); `weft init --template kantata-xero` writes one",
-            path.display()
+    let flow = load_flow(&ws, name)?;
+    let mut opened = BTreeMap::new();
+    for alias in flow.file.connections.keys() {
+        let connection = flow.connection_name(alias);
+        let o = connect::open(&connection, dir).with_context(|| {
+            format!("flow `{name}`: connection `{connection}` (alias `{alias}`)")
+        })?;
+        opened.insert(alias.clone(), o);
+    }
+    let mut endpoints = BTreeMap::new();
+    for (alias, o) in &opened {
+        let tenant = match o.session.spec().file().tenants {
+            Some(_) => Some(tenant(&flow, alias, &o.connection)?),
+            None => None,
+        };
+        endpoints.insert(
+            alias.clone(),
+            Endpoint {
+                session: &o.session,
+                tenant,
+            },
         );
     }
-    let flow = Flow::load(&path)?;
-    let source = connect::open(&flow.file.source.connection, dir)
-        .with_context(|| format!("flow `{name}`: source connection"))?;
-    let dest = connect::open(&flow.file.destination.connection, dir)
-        .with_context(|| format!("flow `{name}`: destination connection"))?;
-    let tenant = tenant(&flow, &dest.connection)?;
     let state = State::open(&ws.state_path())?;
     let run = Run {
         flow: &flow,
-        source: &source.session,
-        dest: &dest.session,
-        tenant,
+        endpoints,
         state: &state,
         clock: &SystemClock as &dyn Clock,
-        dry_run,
-        progress,
+        dry_run: options.dry_run,
+        only: options.stream,
+        wait: options.wait,
+        progress: options.progress,
     };
     Ok(connect::runtime()?.block_on(run.run())?)
 }
@@ -173,13 +276,15 @@ pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u
     match cmd {
         SyncCmd::Run {
             flow,
+            stream,
             dry_run,
+            wait,
             json,
         } => {
             let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_message(format!("running flow `{flow}`…"));
-                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             });
             let tell = |what: &str| {
@@ -187,11 +292,30 @@ pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u
                     bar.set_message(format!("{flow}: {what}"));
                 }
             };
-            let report = run_flow(&flow, dry_run, dir, Some(&tell));
+            let report = run_flow(
+                &flow,
+                dir,
+                RunOptions {
+                    stream,
+                    dry_run,
+                    wait: wait.map(|m| Duration::from_secs(m.saturating_mul(60))),
+                    progress: Some(&tell),
+                },
+            );
             if let Some(bar) = spinner {
                 bar.finish_and_clear();
             }
-            let report = report?;
+            let report = match report {
+                Ok(r) => r,
+                Err(e)
+                    if e.downcast_ref::<weft_engine::run::RunError>()
+                        .is_some_and(|r| matches!(r, weft_engine::run::RunError::Busy { .. })) =>
+                {
+                    writeln!(io.err, "error: {e}")?;
+                    return Ok(exit::BUSY);
+                }
+                Err(e) => return Err(e),
+            };
             if json {
                 serde_json::to_writer_pretty(&mut *io.out, &report)?;
                 writeln!(io.out)?;
@@ -214,31 +338,40 @@ fn print_report(flow: &str, dry_run: bool, report: &Report, io: &mut Io<'_>) -> 
     if dry_run {
         writeln!(io.out, "dry run of `{flow}` (nothing was changed):")?;
         for p in &report.plan {
-            writeln!(io.out, "  {:<9} {:<10} {}", p.action, p.source_id, p.detail)?;
+            writeln!(
+                io.out,
+                "  {:<9} {:<9} {:<12} {}",
+                p.stream, p.action, p.source_id, p.detail
+            )?;
         }
+        if report.plan_omitted > 0 {
+            writeln!(io.out, "  … and {} more", report.plan_omitted)?;
+        }
+    }
+    for (name, c) in &s.streams {
         writeln!(
             io.out,
-            "would create {}, update {}, leave {} unchanged; {} contact(s) to create; {} payment(s) to record; {} failing",
-            s.created, s.updated, s.unchanged, s.contacts_created, s.payments_written, s.failed
+            "{name}: read {}, {} {}, {} {}, unchanged {}, skipped {}, failed {}; {} looked-up record(s) {}; {} write-back(s)",
+            c.read,
+            if dry_run { "would create" } else { "created" },
+            c.created,
+            if dry_run { "would update" } else { "updated" },
+            c.updated,
+            c.unchanged,
+            c.skipped,
+            c.failed,
+            c.lookups_created,
+            if dry_run { "to create" } else { "created" },
+            c.written_back
         )?;
+    }
+    if dry_run {
         return Ok(());
     }
     writeln!(
         io.out,
-        "run {} of `{flow}`: read {} invoice(s); created {}, updated {}, unchanged {}, failed {}; {} contact(s) created; {} payment(s) recorded in the source; {} reference(s) written",
+        "run {} of `{flow}`: {} call(s), {} rate-limited, {:.1} s waiting on limits",
         report.run,
-        s.read,
-        s.created,
-        s.updated,
-        s.unchanged,
-        s.failed,
-        s.contacts_created,
-        s.payments_written,
-        s.references_written
-    )?;
-    writeln!(
-        io.out,
-        "{} call(s), {} rate-limited, {:.1} s waiting on limits",
         s.calls,
         s.rate_limited,
         s.waited_ms as f64 / 1000.0
@@ -262,23 +395,189 @@ fn print_report(flow: &str, dry_run: bool, report: &Report, io: &mut Io<'_>) -> 
     Ok(())
 }
 
+/// `weft flow list|show|check`.
+pub(crate) fn flow(cmd: FlowCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let ws = workspace(dir)?;
+    match cmd {
+        FlowCmd::List { json } => {
+            let mut rows = Vec::new();
+            for name in flow_names(&ws) {
+                let row = match Flow::load(&flow_path(&ws, &name)) {
+                    Ok(f) => serde_json::json!({
+                        "flow": name,
+                        "description": f.file.description,
+                        "streams": f.file.streams.keys().collect::<Vec<_>>(),
+                    }),
+                    Err(e) => serde_json::json!({ "flow": name, "problem": e.to_string() }),
+                };
+                rows.push(row);
+            }
+            if json {
+                serde_json::to_writer_pretty(&mut *io.out, &rows)?;
+                writeln!(io.out)?;
+            } else if rows.is_empty() {
+                writeln!(
+                    io.out,
+                    "no flows in {}; `weft init --template kantata-xero` writes one",
+                    ws.dir().join("flows").display()
+                )?;
+            } else {
+                for r in rows {
+                    match r["problem"].as_str() {
+                        Some(p) => writeln!(
+                            io.out,
+                            "{}  (invalid: run `weft flow check {}`)\n  {}",
+                            r["flow"].as_str().unwrap_or_default(),
+                            r["flow"].as_str().unwrap_or_default(),
+                            p.lines().next().unwrap_or_default()
+                        )?,
+                        None => writeln!(
+                            io.out,
+                            "{}  streams: {}\n  {}",
+                            r["flow"].as_str().unwrap_or_default(),
+                            r["streams"]
+                                .as_array()
+                                .map(|a| a
+                                    .iter()
+                                    .filter_map(|v| v.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", "))
+                                .unwrap_or_default(),
+                            r["description"].as_str().unwrap_or_default()
+                        )?,
+                    }
+                }
+            }
+            Ok(0)
+        }
+        FlowCmd::Show { flow, json } => {
+            let f = load_flow(&ws, &flow)?;
+            if json {
+                serde_json::to_writer_pretty(
+                    &mut *io.out,
+                    &serde_json::json!({ "flow": f.name, "path": f.path, "file": f.file, "tables": f.tables }),
+                )?;
+                writeln!(io.out)?;
+                return Ok(0);
+            }
+            writeln!(
+                io.out,
+                "{} ({})\n  {}",
+                f.name,
+                f.path.display(),
+                f.file.description
+            )?;
+            writeln!(io.out, "connections:")?;
+            for (alias, c) in &f.file.connections {
+                writeln!(
+                    io.out,
+                    "  {alias}: {} connection `{}`{}",
+                    c.connector,
+                    f.connection_name(alias),
+                    c.tenant
+                        .as_ref()
+                        .map(|t| format!(", tenant {t}"))
+                        .unwrap_or_default()
+                )?;
+            }
+            if !f.file.options.is_empty() {
+                writeln!(io.out, "options:")?;
+                for (k, v) in &f.file.options {
+                    writeln!(io.out, "  {k} = {v}")?;
+                }
+            }
+            for (t, rows) in &f.tables {
+                writeln!(io.out, "table {t}: {} row(s)", rows.len())?;
+            }
+            for (name, s) in &f.file.streams {
+                writeln!(
+                    io.out,
+                    "stream {name}: {}.{} → {}.{}{}",
+                    s.source.connection,
+                    s.source.resource,
+                    s.write.connection,
+                    s.write.resource,
+                    s.join
+                        .as_ref()
+                        .map(|j| format!(" (joined to {})", j.stream))
+                        .unwrap_or_default()
+                )?;
+                if !s.description.is_empty() {
+                    writeln!(io.out, "  {}", s.description)?;
+                }
+                for l in &s.lookup {
+                    writeln!(
+                        io.out,
+                        "  lookup {}: {}.{}{}",
+                        l.name,
+                        l.connection,
+                        l.resource,
+                        if l.create.is_some() {
+                            " (created when missing)"
+                        } else {
+                            ""
+                        }
+                    )?;
+                }
+                if let Some(nk) = &s.write.natural_key {
+                    writeln!(io.out, "  natural key: {}", nk.field)?;
+                }
+                for b in &s.write_back {
+                    writeln!(
+                        io.out,
+                        "  write-back: {}.{} ({})",
+                        b.connection,
+                        b.resource,
+                        b.fields.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )?;
+                }
+            }
+            Ok(0)
+        }
+        FlowCmd::Check { flow, json } => {
+            let names = match flow {
+                Some(f) => vec![f],
+                None => flow_names(&ws),
+            };
+            let mut problems: Vec<FlowProblem> = Vec::new();
+            for name in &names {
+                let path = flow_path(&ws, name);
+                if !path.exists() {
+                    bail!("no flow `{name}` ({} does not exist)", path.display());
+                }
+                match Flow::load(&path) {
+                    Ok(f) => problems.extend(f.check_against(&|id| crate::specs::find(id).ok())),
+                    Err(FlowError::Invalid { problems: p, .. }) => problems.extend(p),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if json {
+                serde_json::to_writer_pretty(&mut *io.out, &problems)?;
+                writeln!(io.out)?;
+            } else {
+                for p in &problems {
+                    writeln!(
+                        io.out,
+                        "error: {}\n  --> {}:{}:{}",
+                        p.message, p.file, p.line, p.column
+                    )?;
+                }
+                writeln!(
+                    io.out,
+                    "{} flow(s) checked, {} problem(s)",
+                    names.len(),
+                    problems.len()
+                )?;
+            }
+            Ok(u8::from(!problems.is_empty()))
+        }
+    }
+}
+
 fn status(dir: Option<&Path>, json: bool, io: &mut Io<'_>) -> Result<u8> {
     let ws = workspace(dir)?;
     let flows_dir = ws.dir().join("flows");
-    let mut names: Vec<String> = std::fs::read_dir(&flows_dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let p = e.path();
-                    (p.extension().is_some_and(|x| x == "toml"))
-                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                        .flatten()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
+    let names = flow_names(&ws);
     if names.is_empty() {
         writeln!(
             io.out,
@@ -299,9 +598,16 @@ fn status(dir: Option<&Path>, json: bool, io: &mut Io<'_>) -> Result<u8> {
             .into_iter()
             .filter(|e| e.status == "open" || e.status == "retry")
             .count();
-        let cursor = state.cursor(name, "invoices")?;
+        let mut cursors = serde_json::Map::new();
+        if let Ok(f) = Flow::load(&flow_path(&ws, name)) {
+            for stream in f.file.streams.keys() {
+                if let Some(c) = state.cursor(name, stream)? {
+                    cursors.insert(stream.clone(), c.into());
+                }
+            }
+        }
         rows.push(serde_json::json!({
-            "flow": name, "problem": valid, "last_run": last, "open_errors": open, "cursor": cursor,
+            "flow": name, "problem": valid, "last_run": last, "open_errors": open, "cursors": cursors,
         }));
     }
     if json {
@@ -324,20 +630,23 @@ fn status(dir: Option<&Path>, json: bool, io: &mut Io<'_>) -> Result<u8> {
                 io.out,
                 "  last run {}: {} (created {}, updated {}, failed {})",
                 run["id"],
-                run["outcome"]
+                run["outcome"]["status"]
                     .as_str()
                     .map(str::to_owned)
-                    .or_else(|| run["outcome"]
-                        .as_object()
-                        .and_then(|o| o.keys().next().cloned()))
                     .unwrap_or_else(|| "unfinished".to_owned()),
                 run["summary"]["created"],
                 run["summary"]["updated"],
                 run["summary"]["failed"]
             )?,
         }
-        if let Some(c) = row["cursor"].as_str() {
-            writeln!(io.out, "  invoices changed after {c} are read next")?;
+        if let Some(cursors) = row["cursors"].as_object() {
+            for (stream, c) in cursors {
+                writeln!(
+                    io.out,
+                    "  {stream}: changes after {} are read next",
+                    c.as_str().unwrap_or_default()
+                )?;
+            }
         }
         writeln!(io.out, "  open errors: {}", row["open_errors"])?;
     }

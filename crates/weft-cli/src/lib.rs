@@ -60,9 +60,12 @@ enum Command {
     /// The whole job on the built-in sandbox: simulators, workspace, clients, connections,
     /// authorization, a sync, a payment written back; prints what happened.
     Demo(cmd_demo::DemoArgs),
-    /// Run flows: `weft sync run FLOW [--dry-run]`, `weft sync status`.
+    /// Run flows: `weft sync run FLOW [--stream S] [--dry-run] [--wait]`, `weft sync status`.
     #[command(subcommand)]
     Sync(cmd_sync::SyncCmd),
+    /// The workspace's flows: `weft flow list`, `weft flow show FLOW`, `weft flow check [FLOW]`.
+    #[command(subcommand)]
+    Flow(cmd_sync::FlowCmd),
     /// Manage the sealed credential store.
     #[command(subcommand)]
     Secrets(cmd_client::SecretsCmd),
@@ -120,6 +123,7 @@ where
     let result = match cli.command {
         Command::Init { dir, template } => cmd_client::init(dir, template, workspace, io),
         Command::Sync(cmd) => cmd_sync::run(cmd, workspace, io),
+        Command::Flow(cmd) => cmd_sync::flow(cmd, workspace, io),
         Command::Demo(args) => cmd_demo::run(args, io),
         Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),

@@ -43,7 +43,7 @@ fn seed(s: &Sandbox) -> Seeded {
         updated: 7,
         unchanged: 11,
         failed: 2,
-        contacts_created: 9,
+        lookups_created: 9,
         calls: 14,
         rate_limited: 1,
         waited_ms: 61_000,
@@ -69,7 +69,7 @@ fn seed(s: &Sandbox) -> Seeded {
     st.finish_run(
         payments,
         &RunSummary {
-            payments_written: 3,
+            written_back: 3,
             ..RunSummary::default()
         },
         &RunOutcome::Failed {

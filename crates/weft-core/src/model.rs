@@ -813,6 +813,13 @@ pub struct Incremental {
     /// read again (and deduplicated by primary key) rather than lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<SpecDuration>,
+    /// Whether the list may be read as a keyset: ordered by `field`, oldest first, so each page
+    /// can restart from the newest change already seen. Flows then read every page that way, so
+    /// a record changed during a read (which moves to the end of the order) cannot push another
+    /// onto a page already read. Without it a flow reads by page number and moves its cursor
+    /// only at the end of a read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyset: bool,
 }
 
 /// Precision of a cursor.
@@ -1030,6 +1037,10 @@ pub struct RecordField {
     /// What the field means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// For `object`, its fields; for `array`, the fields of each element (an object). Writes
+    /// are checked against them like top-level fields, and a flow may write only these.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub fields: IndexMap<String, RecordField>,
 }
 
 /// Record field types.

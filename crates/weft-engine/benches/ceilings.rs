@@ -277,17 +277,32 @@ fn creation(invoices: usize) -> Value {
     let started = Instant::now();
     let report = rt
         .block_on(
-            weft_engine::sync::Run {
+            weft_engine::run::Run {
                 flow: &flow,
-                source: &source,
-                dest: &dest,
-                tenant: Tenant {
-                    id: tenant.clone(),
-                    name,
-                },
+                endpoints: std::collections::BTreeMap::from([
+                    (
+                        "kantata".to_owned(),
+                        weft_engine::run::Endpoint {
+                            session: &source,
+                            tenant: None,
+                        },
+                    ),
+                    (
+                        "xero".to_owned(),
+                        weft_engine::run::Endpoint {
+                            session: &dest,
+                            tenant: Some(Tenant {
+                                id: tenant.clone(),
+                                name,
+                            }),
+                        },
+                    ),
+                ]),
                 state: &state,
                 clock: engine_clock.as_ref(),
                 dry_run: false,
+                only: Some("invoices".to_owned()),
+                wait: None,
                 progress: None,
             }
             .run(),

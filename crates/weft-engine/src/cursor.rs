@@ -27,6 +27,31 @@ pub fn parse_since(input: &str) -> Result<Timestamp, SinceError> {
         })
 }
 
+/// The change time a record carries in its cursor field, read in the field's format.
+pub fn parse_field(value: &serde_json::Value, format: DateFormat) -> Option<Timestamp> {
+    let text = value.as_str()?.trim();
+    match format {
+        DateFormat::Rfc3339 => text.parse().ok(),
+        DateFormat::NaiveUtc => text
+            .parse::<jiff::civil::DateTime>()
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp()),
+        DateFormat::Date => text
+            .parse::<jiff::civil::Date>()
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp()),
+        DateFormat::MsJson => {
+            let inner = text.strip_prefix("/Date(")?.strip_suffix(")/")?;
+            let end = inner[1..].find(['+', '-']).map_or(inner.len(), |i| i + 1);
+            Timestamp::from_millisecond(inner[..end].parse().ok()?).ok()
+        }
+    }
+}
+
 /// The cursor to send for records changed since `since`, per the spec's rules.
 pub fn format(since: Timestamp, incremental: &Incremental) -> String {
     let overlap_ms = incremental.overlap.map_or(0, |o| o.as_millis());
@@ -66,6 +91,7 @@ mod tests {
             format,
             precision,
             overlap: overlap.map(|o| o.parse().unwrap()),
+            keyset: false,
         }
     }
 

@@ -1,119 +1,294 @@
 //! Flows: what a sync moves, declared in TOML in the workspace (`flows/<name>.toml`).
 //!
-//! A flow names its source and destination connections, the source's filters, options, mapping
-//! tables (inline or from CSV files beside the flow) and field mappings. Mappings are MiniJinja
-//! expressions, the same engine as spec templates, evaluated over the source record, its computed
-//! lines, the options and the tables. Loading checks everything it can without the network and
-//! reports every problem with its file, line and column.
+//! A flow is data. It names the connections it uses (by an alias, with the connector each must
+//! be), options and mapping tables, and one or more **streams**. A stream reads a source resource
+//! (incrementally, by the cursor its spec declares), skips what it must not send, looks up
+//! related records at any connection (cached per run, optionally created when missing),
+//! computes lists of items (with grouping and exact decimal arithmetic), writes one record per
+//! source record to a destination (created, or updated while an update policy allows), and
+//! writes back to the source from the destination's answer. A stream may be joined to another
+//! through the ledger (a reverse stream: paid destination records back to the source).
+//!
+//! Every expression is MiniJinja (the spec template engine), compiled and checked at load: a
+//! name that is not in scope, an option or table that is not declared, or an earlier lookup
+//! misnamed is a located problem. [`Flow::check_against`] then checks the flow against its
+//! connectors' specs: resources and operations exist, and every written field is one the
+//! destination declares (with a suggestion for a typo).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use weft_core::Spec;
+use weft_core::duration::SpecDuration;
+use weft_core::model::{FieldType, Resource};
 
-/// A loaded flow file.
+/// A flow file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FlowFile {
-    /// What the flow is for, shown by `weft sync status`.
+    /// What the flow is for, shown by `weft flow list`.
     #[serde(default)]
     pub description: String,
-    /// Where records come from.
-    pub source: Source,
-    /// Where they go.
-    pub destination: Destination,
-    /// Choices that shape the written records.
+    /// The connections the flow uses, by alias (`[connections.books] connector = "xero"`).
+    pub connections: IndexMap<String, FlowConnection>,
+    /// Choices that shape the written records (`options.<name>` in expressions; `-` reads as `_`).
     #[serde(default)]
-    pub options: Options,
+    pub options: IndexMap<String, toml::Value>,
     /// Mapping tables by name (`tables.<name>[key]` in expressions).
     #[serde(default)]
     pub tables: IndexMap<String, Table>,
-    /// Field mappings: destination field → expression.
-    pub mapping: Mapping,
+    /// The streams, run in this order.
+    pub streams: IndexMap<String, Stream>,
 }
 
-/// The source side.
+/// One connection a flow uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Source {
-    /// Connection name (in `weft.toml`).
-    pub connection: String,
-    /// Filters passed to the source's list as parameters (Kantata project filters such as
-    /// `workspace_id = "12,13"`).
+pub struct FlowConnection {
+    /// The connector it must be (a spec id); the flow is checked against that spec.
+    pub connector: String,
+    /// The connection's name in `weft.toml`; the alias when left out.
     #[serde(default)]
-    pub filter: BTreeMap<String, String>,
-}
-
-/// The destination side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Destination {
-    /// Connection name (in `weft.toml`).
-    pub connection: String,
-    /// Tenant id (Xero organisation); may be left out when the connection reaches one.
+    pub connection: Option<String>,
+    /// The tenant (for instance a Xero organisation id); may be left out when the connection
+    /// reaches exactly one.
     #[serde(default)]
     pub tenant: Option<String>,
 }
 
-/// The status new invoices get at the destination.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InvoiceStatus {
-    /// A draft, to review in Xero.
-    #[serde(rename = "DRAFT")]
-    Draft,
-    /// Approved and awaiting payment.
-    #[default]
-    #[serde(rename = "AUTHORISED")]
-    Authorised,
-}
-
-impl InvoiceStatus {
-    /// The destination's word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "DRAFT",
-            Self::Authorised => "AUTHORISED",
-        }
-    }
-}
-
-/// Options of the invoice flow (M-Bridge's scenario settings).
+/// A stream: one source resource, read and moved record by record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct Options {
-    /// Account code for lines no table maps.
-    pub default_account_code: String,
-    /// Item code put on every line, when set.
-    pub item_code: Option<String>,
-    /// One line per task for time entries, instead of one per entry.
-    pub roll_up_time: bool,
-    /// One line per task for expenses, instead of one per expense.
-    pub roll_up_expenses: bool,
-    /// Fixed-fee lines carry the item's notes in their description.
-    pub fixed_fee_details: bool,
-    /// An expression giving text put before the first line's description (for instance a
-    /// project code or custom field); empty for none.
-    pub leading_text: String,
-    /// Status of new invoices.
-    pub status: InvoiceStatus,
-    /// Send draft source invoices too (normally only issued ones are sent).
-    pub include_drafts: bool,
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Stream {
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// Where its records come from.
+    pub source: StreamSource,
+    /// Join to another stream through the ledger: only records that stream wrote are read on
+    /// (`linked.source_id`, `linked.dest_id` in scope).
+    #[serde(default)]
+    pub join: Option<Join>,
+    /// Records not to send, each with its reason (first match wins).
+    #[serde(default)]
+    pub skip: Vec<Skip>,
+    /// Related records found at any connection, in order (`lookup.<name>` in scope).
+    #[serde(default)]
+    pub lookup: Vec<Lookup>,
+    /// Computed lists (`items.<into>` in scope), in order.
+    #[serde(default)]
+    pub items: Vec<Items>,
+    /// The write at the destination.
+    pub write: Write,
+    /// Writes back at the source from the destination's answer, once per destination id.
+    #[serde(default)]
+    pub write_back: Vec<WriteBack>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            default_account_code: "200".to_owned(),
-            item_code: None,
-            roll_up_time: false,
-            roll_up_expenses: false,
-            fixed_fee_details: true,
-            leading_text: String::new(),
-            status: InvoiceStatus::Authorised,
-            include_drafts: false,
-        }
-    }
+/// Where a stream reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StreamSource {
+    /// A connection alias from `[connections]`.
+    pub connection: String,
+    /// A resource of its connector with a `list` operation.
+    pub resource: String,
+    /// Parameters passed to the list (filters the spec passes through, such as Kantata's
+    /// `workspace_id` or Xero's `Statuses`).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Read only what changed since the last run, by the resource's declared cursor (the
+    /// default when the resource declares one).
+    #[serde(default = "yes")]
+    pub incremental: bool,
+    /// Read everything again when the last full read is older than this (for resources whose
+    /// cursor cannot see every change, such as deletions); never when left out.
+    #[serde(default)]
+    pub full_every: Option<SpecDuration>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A join through the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Join {
+    /// The stream whose links are followed.
+    pub stream: String,
+    /// The expression giving the id the other stream wrote (its destination id).
+    pub on: String,
+}
+
+/// A skip rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Skip {
+    /// A condition (`record`, `options`, `tables`, `linked`, `lookup` in scope).
+    pub when: String,
+    /// Why, shown in dry runs and reports.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// How a lookup reads its resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookupLoad {
+    /// One `get` by id per key (cached for the run).
+    #[default]
+    Get,
+    /// The whole list once per run, indexed by the `match` field.
+    List,
+}
+
+/// A lookup: the record of `resource` whose `match` field equals `key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Lookup {
+    /// Its name in expressions (`lookup.<name>`).
+    pub name: String,
+    /// A connection alias.
+    pub connection: String,
+    /// The resource.
+    pub resource: String,
+    /// The expression giving the key to find.
+    pub key: String,
+    /// The field of the found record that equals the key (`get`: the id).
+    #[serde(default, rename = "match")]
+    pub match_field: Option<String>,
+    /// How the resource is read.
+    #[serde(default)]
+    pub load: LookupLoad,
+    /// Compare keys without regard to case and surrounding spaces.
+    #[serde(default)]
+    pub ignore_case: bool,
+    /// Only candidates for which this holds (`found` in scope), for instance active contacts.
+    #[serde(default)]
+    pub candidates: Option<String>,
+    /// When nothing is found: create it with these fields (`key`, `record`, `options`,
+    /// `tables`, `lookup` in scope), once, linked in the ledger so no later run creates it
+    /// again.
+    #[serde(default)]
+    pub create: Option<IndexMap<String, String>>,
+    /// A record whose key is empty or not found goes on without it (`lookup.<name>` is none)
+    /// instead of failing.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A computed list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Items {
+    /// The list it adds to (`items.<into>`); several blocks may add to one list, in order.
+    pub into: String,
+    /// The expression giving the elements (`item` in scope for each).
+    pub each: String,
+    /// Whether this block applies to the record (always when left out).
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Values computed per element and added to it, in order (`item.<name>` afterwards).
+    #[serde(default, rename = "let")]
+    pub lets: IndexMap<String, String>,
+    /// Group the elements by this expression: one output element per group (`group.key`,
+    /// `group.items`, `group.count` in scope instead of `item`).
+    #[serde(default)]
+    pub group_by: Option<String>,
+    /// The output element's fields.
+    pub fields: IndexMap<String, String>,
+}
+
+/// The natural key of written records: how to find one at the destination when the ledger does
+/// not know it (an unknown outcome, a lost state, "already exists").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NaturalKey {
+    /// The written field that identifies a record (for instance `InvoiceNumber`).
+    pub field: String,
+    /// The list parameter that finds records by it.
+    pub param: String,
+    /// How many values one lookup may carry (joined by commas).
+    #[serde(default = "one")]
+    pub batch: u32,
+    /// Found records to disregard (`found` in scope), for instance deleted ones.
+    #[serde(default)]
+    pub ignore: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// When an existing destination record may be updated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// Never update: a record is written once.
+    #[serde(default)]
+    pub never: bool,
+    /// The condition on the destination record as it is now (`found` in scope); always
+    /// allowed when left out.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// The reason recorded when `when` refuses (a MiniJinja template, `found` in scope).
+    #[serde(default)]
+    pub refused: Option<String>,
+    /// The list parameter that reads destination records by their ids, for the policy (a `get`
+    /// per record when left out).
+    #[serde(default)]
+    pub read_param: Option<String>,
+    /// Fields not sent on update (the destination's to keep once written).
+    #[serde(default)]
+    pub omit: Vec<String>,
+}
+
+/// A list field of the written record, one element per item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ListMapping {
+    /// The expression giving the elements (`item`, and `index` from 0, in scope for each).
+    pub each: String,
+    /// Each element's fields.
+    pub fields: IndexMap<String, String>,
+}
+
+/// The write at the destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Write {
+    /// A connection alias.
+    pub connection: String,
+    /// A resource with a `create` operation (and `update`, unless updates are never made).
+    pub resource: String,
+    /// Destination field → expression.
+    pub fields: IndexMap<String, String>,
+    /// Destination list fields, one element per item.
+    #[serde(default)]
+    pub lists: IndexMap<String, ListMapping>,
+    /// The natural key, for reconciliation.
+    #[serde(default)]
+    pub natural_key: Option<NaturalKey>,
+    /// When an existing record is updated.
+    #[serde(default)]
+    pub update: UpdatePolicy,
+}
+
+/// A write back at the source (or any connection) after a record was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WriteBack {
+    /// A connection alias.
+    pub connection: String,
+    /// A resource with an `update` operation; the record updated is the source record.
+    pub resource: String,
+    /// Field → expression (`written.id` and the stream's scope).
+    pub fields: IndexMap<String, String>,
 }
 
 /// A mapping table: inline rows, rows from a CSV file, or both (the file's rows win).
@@ -142,21 +317,8 @@ fn value_column() -> String {
     "value".to_owned()
 }
 
-/// Field mappings: destination field name → MiniJinja expression.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Mapping {
-    /// The destination invoice (`invoice`, `client`, `options`, `tables` in scope). The sync adds
-    /// the contact and the line items.
-    pub invoice: IndexMap<String, String>,
-    /// Each line item (`line`, `invoice`, `options`, `tables` in scope).
-    pub line: IndexMap<String, String>,
-    /// A destination contact created for a client (`client`, `options`, `tables` in scope).
-    pub contact: IndexMap<String, String>,
-}
-
 /// A problem in a flow or its tables, located.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
 pub struct FlowProblem {
     /// The file (flow or CSV).
@@ -202,29 +364,142 @@ pub struct Flow {
     pub file: FlowFile,
     /// The tables with their files read.
     pub tables: BTreeMap<String, BTreeMap<String, String>>,
+    /// The text, for locating problems found later ([`Flow::check_against`]).
+    text: String,
 }
 
 fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let column = before.chars().count()
+        - before
+            .rfind('\n')
+            .map_or(0, |i| before[..=i].chars().count())
+        + 1;
     (line, column)
 }
 
-/// Where key `path` (e.g. `["mapping", "invoice", "Date"]`) is in `text`, best effort.
-fn locate(text: &str, path: &[&str]) -> (usize, usize) {
-    let mut from = 0;
+/// One step of a key path.
+#[derive(Debug, Clone)]
+enum Part {
+    Key(String),
+    Index(usize),
+}
+
+fn k(s: &str) -> Part {
+    Part::Key(s.to_owned())
+}
+
+/// Where the value at `path` is in `text` (the nearest ancestor that exists).
+fn locate(text: &str, path: &[Part]) -> (usize, usize) {
+    let Ok(root) = DeTable::parse(text) else {
+        return (0, 0);
+    };
+    let mut best = 0;
+    let mut current = DeValue::Table(root.get_ref().clone());
     for part in path {
-        let candidates = [format!("[{part}]"), format!("{part} ="), format!("{part}=")];
-        if let Some(found) = candidates
-            .iter()
-            .filter_map(|c| text[from..].find(c.as_str()).map(|i| i + from))
-            .min()
-        {
-            from = found;
+        let next: Option<Spanned<DeValue<'_>>> = match (&current, part) {
+            (DeValue::Table(t), Part::Key(key)) => t
+                .iter()
+                .find(|(name, _)| name.get_ref().as_ref() == key.as_str())
+                .map(|(name, value)| {
+                    best = name.span().start;
+                    value.clone()
+                }),
+            (DeValue::Array(a), Part::Index(i)) => a.get(*i).cloned().inspect(|v| {
+                best = v.span().start;
+            }),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        current = next.into_inner();
+    }
+    position(text, best)
+}
+
+/// The names each place of a stream may read.
+mod scope {
+    pub(super) const RECORD: &[&str] = &["record", "options", "tables", "linked", "lookup"];
+    pub(super) const ITEM: &[&str] = &["record", "options", "tables", "linked", "lookup", "item"];
+    pub(super) const GROUP: &[&str] = &["record", "options", "tables", "linked", "lookup", "group"];
+    pub(super) const WRITE: &[&str] = &["record", "options", "tables", "linked", "lookup", "items"];
+    pub(super) const WRITE_ITEM: &[&str] = &[
+        "record", "options", "tables", "linked", "lookup", "items", "item", "index",
+    ];
+    pub(super) const FOUND: &[&str] = &["found", "options", "tables"];
+    pub(super) const CREATE: &[&str] = &["key", "record", "options", "tables", "linked", "lookup"];
+    pub(super) const BACK: &[&str] = &[
+        "record", "options", "tables", "linked", "lookup", "items", "written",
+    ];
+}
+
+/// What an expression may read, for the load-time check.
+struct Names<'a> {
+    roots: &'a [&'a str],
+    options: &'a BTreeSet<String>,
+    tables: &'a BTreeSet<String>,
+    lookups: &'a [String],
+    items: &'a BTreeSet<String>,
+}
+
+/// `-` in option names reads as `_` in expressions.
+pub fn option_name(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn close(given: &str, known: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    known
+        .into_iter()
+        .map(|c| {
+            let c = c.as_ref().to_owned();
+            (strsim::damerau_levenshtein(given, &c), c)
+        })
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min()
+        .map_or_else(String::new, |(_, c)| format!("; did you mean `{c}`?"))
+}
+
+/// Checks an expression: it parses, and reads only what its place provides.
+fn check_expression(expr: &str, names: &Names<'_>) -> Result<(), String> {
+    let env = crate::mapping::environment();
+    let compiled = env.compile_expression(expr).map_err(|e| {
+        format!(
+            "`{expr}` is not a valid expression: {}",
+            e.detail().unwrap_or(&e.to_string())
+        )
+    })?;
+    let mut used: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
+    used.sort();
+    for name in used {
+        let mut parts = name.split('.');
+        let root = parts.next().unwrap_or_default();
+        let attr = parts.next();
+        if crate::mapping::FUNCTIONS.contains(&root) {
+            continue;
+        }
+        if !names.roots.contains(&root) {
+            return Err(format!(
+                "`{expr}` reads `{root}`, which is not available here (here: {}){}",
+                names.roots.join(", "),
+                close(root, names.roots)
+            ));
+        }
+        let Some(attr) = attr else { continue };
+        let (known, what): (Vec<String>, &str) = match root {
+            "options" => (names.options.iter().cloned().collect(), "option"),
+            "tables" => (names.tables.iter().cloned().collect(), "table"),
+            "lookup" => (names.lookups.to_vec(), "earlier lookup"),
+            "items" => (names.items.iter().cloned().collect(), "items list"),
+            _ => continue,
+        };
+        if !known.iter().any(|n| n == attr) {
+            return Err(format!(
+                "`{expr}` reads {root}.{attr}, but there is no {what} `{attr}`{}",
+                close(attr, &known)
+            ));
         }
     }
-    position(text, from)
+    Ok(())
 }
 
 impl Flow {
@@ -239,6 +514,20 @@ impl Flow {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         Self::parse(&name, path, &text)
+    }
+
+    /// The stream `name`.
+    pub fn stream(&self, name: &str) -> Option<&Stream> {
+        self.file.streams.get(name)
+    }
+
+    /// The connection name in `weft.toml` of alias `alias`.
+    pub fn connection_name(&self, alias: &str) -> String {
+        self.file
+            .connections
+            .get(alias)
+            .and_then(|c| c.connection.clone())
+            .unwrap_or_else(|| alias.to_owned())
     }
 
     /// Parses flow `name` from `text` (read from `path`, which locates its CSV tables).
@@ -271,56 +560,302 @@ impl Flow {
                 format!("the flow name `{name}` (the file name) may use only letters, digits, `-` and `_`; rename the file"),
             ));
         }
-        if file.source.connection.trim().is_empty() {
-            problems.push(problem(
-                locate(text, &["source", "connection"]),
-                "source.connection is empty; name a connection from `weft connection list`"
-                    .to_owned(),
-            ));
-        }
-        if file.destination.connection.trim().is_empty() {
-            problems.push(problem(
-                locate(text, &["destination", "connection"]),
-                "destination.connection is empty; name a connection from `weft connection list`"
-                    .to_owned(),
-            ));
-        }
-        let env = crate::mapping::environment();
-        let mut check = |section: &'static str, map: &IndexMap<String, String>| {
-            if map.is_empty() {
+        let at = |path: &[Part]| locate(text, path);
+        let options: BTreeSet<String> = file.options.keys().map(|o| option_name(o)).collect();
+        let table_names: BTreeSet<String> = file.tables.keys().cloned().collect();
+        let aliases: Vec<&String> = file.connections.keys().collect();
+        for (alias, c) in &file.connections {
+            if c.connector.trim().is_empty() {
                 problems.push(problem(
-                    locate(text, &["mapping", section]),
-                    format!("[mapping.{section}] maps no field; see the kantata-xero template (`weft init --template kantata-xero`)"),
+                    at(&[k("connections"), k(alias), k("connector")]),
+                    format!("connections.{alias}.connector is empty; name a connector from `weft connectors list`"),
                 ));
             }
-            for (field, expr) in map {
-                if let Err(e) = env.compile_expression(expr) {
+        }
+        if file.streams.is_empty() {
+            problems.push(problem(
+                (1, 1),
+                "the flow has no stream; add a [streams.NAME] table (see `weft init --template kantata-xero`)".to_owned(),
+            ));
+        }
+        let stream_names: Vec<&String> = file.streams.keys().collect();
+        for (si, (sname, stream)) in file.streams.iter().enumerate() {
+            let base = |rest: &[Part]| {
+                let mut p = vec![k("streams"), k(sname)];
+                p.extend_from_slice(rest);
+                p
+            };
+            let alias_check = |alias: &str, path: Vec<Part>, problems: &mut Vec<FlowProblem>| {
+                if !file.connections.contains_key(alias) {
                     problems.push(problem(
-                        locate(text, &["mapping", section, field]),
+                        at(&path),
                         format!(
-                            "mapping.{section}.{field}: `{expr}` is not a valid expression: {}",
-                            e.detail().unwrap_or(&e.to_string())
+                            "`{alias}` is not one of the flow's connections ({}){}; declare it under [connections.{alias}]",
+                            aliases.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "),
+                            close(alias, &aliases)
                         ),
                     ));
                 }
+            };
+            alias_check(
+                &stream.source.connection,
+                base(&[k("source"), k("connection")]),
+                &mut problems,
+            );
+            alias_check(
+                &stream.write.connection,
+                base(&[k("write"), k("connection")]),
+                &mut problems,
+            );
+            let mut lookups: Vec<String> = Vec::new();
+            let mut items: BTreeSet<String> = BTreeSet::new();
+            let expr = |e: &str,
+                        roots: &[&str],
+                        lookups: &[String],
+                        items: &BTreeSet<String>,
+                        path: Vec<Part>,
+                        problems: &mut Vec<FlowProblem>| {
+                let names = Names {
+                    roots,
+                    options: &options,
+                    tables: &table_names,
+                    lookups,
+                    items,
+                };
+                if let Err(message) = check_expression(e, &names) {
+                    problems.push(problem(at(&path), message));
+                }
+            };
+            if let Some(join) = &stream.join {
+                match file.streams.get_index_of(&join.stream) {
+                    Some(j) if j < si => {}
+                    _ => problems.push(problem(
+                        at(&base(&[k("join"), k("stream")])),
+                        format!(
+                            "join.stream `{}` must name a stream declared before `{sname}`{}",
+                            join.stream,
+                            close(&join.stream, &stream_names)
+                        ),
+                    )),
+                }
+                expr(
+                    &join.on,
+                    &["record", "options", "tables"],
+                    &[],
+                    &items,
+                    base(&[k("join"), k("on")]),
+                    &mut problems,
+                );
             }
-        };
-        check("invoice", &file.mapping.invoice);
-        check("line", &file.mapping.line);
-        check("contact", &file.mapping.contact);
-        if !file.options.leading_text.is_empty()
-            && let Err(e) = env.compile_expression(&file.options.leading_text)
-        {
-            problems.push(problem(
-                locate(text, &["options", "leading-text"]),
-                format!("options.leading-text is not a valid expression: {e}"),
-            ));
-        }
-        if file.options.default_account_code.trim().is_empty() {
-            problems.push(problem(
-                locate(text, &["options", "default-account-code"]),
-                "options.default-account-code is empty; give the account code for lines no table maps (Xero's sales account is usually 200)".to_owned(),
-            ));
+            for (i, l) in stream.lookup.iter().enumerate() {
+                let lp = |rest: &str| base(&[k("lookup"), Part::Index(i), k(rest)]);
+                alias_check(&l.connection, lp("connection"), &mut problems);
+                expr(
+                    &l.key,
+                    scope::RECORD,
+                    &lookups,
+                    &items,
+                    lp("key"),
+                    &mut problems,
+                );
+                if let Some(c) = &l.candidates {
+                    expr(
+                        c,
+                        scope::FOUND,
+                        &lookups,
+                        &items,
+                        lp("candidates"),
+                        &mut problems,
+                    );
+                }
+                if let Some(create) = &l.create {
+                    for (field, e) in create {
+                        expr(
+                            e,
+                            scope::CREATE,
+                            &lookups,
+                            &items,
+                            base(&[k("lookup"), Part::Index(i), k("create"), k(field)]),
+                            &mut problems,
+                        );
+                    }
+                }
+                if l.load == LookupLoad::List && l.match_field.is_none() {
+                    problems.push(problem(
+                        at(&lp("load")),
+                        format!("lookup `{}` reads a whole list, so it needs `match`: the field compared with the key", l.name),
+                    ));
+                }
+                if lookups.contains(&l.name) {
+                    problems.push(problem(
+                        at(&lp("name")),
+                        format!("lookup `{}` is declared twice", l.name),
+                    ));
+                }
+                lookups.push(l.name.clone());
+            }
+            // Skip rules that read lookups run after every lookup.
+            for (i, skip) in stream.skip.iter().enumerate() {
+                expr(
+                    &skip.when,
+                    scope::RECORD,
+                    &lookups,
+                    &items,
+                    base(&[k("skip"), Part::Index(i), k("when")]),
+                    &mut problems,
+                );
+            }
+            for (i, block) in stream.items.iter().enumerate() {
+                let ip = |rest: &[Part]| {
+                    let mut p = vec![k("items"), Part::Index(i)];
+                    p.extend_from_slice(rest);
+                    base(&p)
+                };
+                expr(
+                    &block.each,
+                    scope::RECORD,
+                    &lookups,
+                    &items,
+                    ip(&[k("each")]),
+                    &mut problems,
+                );
+                if let Some(w) = &block.when {
+                    expr(
+                        w,
+                        scope::RECORD,
+                        &lookups,
+                        &items,
+                        ip(&[k("when")]),
+                        &mut problems,
+                    );
+                }
+                for (n, e) in &block.lets {
+                    expr(
+                        e,
+                        scope::ITEM,
+                        &lookups,
+                        &items,
+                        ip(&[k("let"), k(n)]),
+                        &mut problems,
+                    );
+                }
+                if let Some(g) = &block.group_by {
+                    expr(
+                        g,
+                        scope::ITEM,
+                        &lookups,
+                        &items,
+                        ip(&[k("group-by")]),
+                        &mut problems,
+                    );
+                }
+                let roots = if block.group_by.is_some() {
+                    scope::GROUP
+                } else {
+                    scope::ITEM
+                };
+                for (n, e) in &block.fields {
+                    expr(
+                        e,
+                        roots,
+                        &lookups,
+                        &items,
+                        ip(&[k("fields"), k(n)]),
+                        &mut problems,
+                    );
+                }
+            }
+            for block in &stream.items {
+                items.insert(block.into.clone());
+            }
+            let w = &stream.write;
+            for (field, e) in &w.fields {
+                expr(
+                    e,
+                    scope::WRITE,
+                    &lookups,
+                    &items,
+                    base(&[k("write"), k("fields"), k(field)]),
+                    &mut problems,
+                );
+            }
+            for (list, m) in &w.lists {
+                expr(
+                    &m.each,
+                    scope::WRITE,
+                    &lookups,
+                    &items,
+                    base(&[k("write"), k("lists"), k(list), k("each")]),
+                    &mut problems,
+                );
+                for (field, e) in &m.fields {
+                    expr(
+                        e,
+                        scope::WRITE_ITEM,
+                        &lookups,
+                        &items,
+                        base(&[k("write"), k("lists"), k(list), k("fields"), k(field)]),
+                        &mut problems,
+                    );
+                }
+            }
+            if let Some(nk) = &w.natural_key {
+                if !w.fields.contains_key(&nk.field) {
+                    problems.push(problem(
+                        at(&base(&[k("write"), k("natural-key"), k("field")])),
+                        format!(
+                            "natural-key.field `{}` is not one of write.fields{}",
+                            nk.field,
+                            close(&nk.field, w.fields.keys())
+                        ),
+                    ));
+                }
+                if let Some(e) = &nk.ignore {
+                    expr(
+                        e,
+                        scope::FOUND,
+                        &lookups,
+                        &items,
+                        base(&[k("write"), k("natural-key"), k("ignore")]),
+                        &mut problems,
+                    );
+                }
+            }
+            if let Some(e) = &w.update.when {
+                expr(
+                    e,
+                    scope::FOUND,
+                    &lookups,
+                    &items,
+                    base(&[k("write"), k("update"), k("when")]),
+                    &mut problems,
+                );
+            }
+            if let Some(t) = &w.update.refused
+                && let Err(e) = crate::mapping::environment().template_from_str(t)
+            {
+                problems.push(problem(
+                    at(&base(&[k("write"), k("update"), k("refused")])),
+                    format!("update.refused is not a valid template: {e}"),
+                ));
+            }
+            for (i, back) in stream.write_back.iter().enumerate() {
+                alias_check(
+                    &back.connection,
+                    base(&[k("write-back"), Part::Index(i), k("connection")]),
+                    &mut problems,
+                );
+                for (field, e) in &back.fields {
+                    expr(
+                        e,
+                        scope::BACK,
+                        &lookups,
+                        &items,
+                        base(&[k("write-back"), Part::Index(i), k("fields"), k(field)]),
+                        &mut problems,
+                    );
+                }
+            }
         }
         let mut tables = BTreeMap::new();
         for (table, spec) in &file.tables {
@@ -349,7 +884,245 @@ impl Flow {
             path: path.to_path_buf(),
             file,
             tables,
+            text: text.to_owned(),
         })
+    }
+
+    /// Checks the flow against its connectors' specs (`spec` finds one by id): every resource
+    /// and operation it uses exists, and every field it writes is one the resource declares.
+    /// Returns every problem, located.
+    pub fn check_against(&self, spec: &dyn Fn(&str) -> Option<Spec>) -> Vec<FlowProblem> {
+        let shown = self.path.display().to_string();
+        let mut problems = Vec::new();
+        let mut push = |path: Vec<Part>, message: String| {
+            let (line, column) = locate(&self.text, &path);
+            problems.push(FlowProblem {
+                file: shown.clone(),
+                line,
+                column,
+                message,
+            });
+        };
+        let mut specs = BTreeMap::new();
+        for (alias, c) in &self.file.connections {
+            match spec(&c.connector) {
+                Some(s) => {
+                    specs.insert(alias.clone(), s);
+                }
+                None => push(
+                    vec![k("connections"), k(alias), k("connector")],
+                    format!(
+                        "there is no connector `{}`; see `weft connectors list`",
+                        c.connector
+                    ),
+                ),
+            }
+        }
+        let resource = |alias: &str, name: &str| -> Result<Option<Resource>, String> {
+            let Some(s) = specs.get(alias) else {
+                return Ok(None);
+            };
+            let file = s.file();
+            file.resources.get(name).cloned().map(Some).ok_or_else(|| {
+                format!(
+                    "connector `{}` has no resource `{name}`{}",
+                    file.id,
+                    close(name, file.resources.keys())
+                )
+            })
+        };
+        let needs = |r: &Resource, op: &str| -> bool {
+            match op {
+                "list" => r.list.is_some(),
+                "get" => r.get.is_some(),
+                "create" => r.create.is_some(),
+                "update" => r.update.is_some(),
+                _ => false,
+            }
+        };
+        for (sname, stream) in &self.file.streams {
+            let base = |rest: &[&str]| {
+                let mut p = vec![k("streams"), k(sname)];
+                p.extend(rest.iter().map(|r| k(r)));
+                p
+            };
+            let mut uses: Vec<(Vec<Part>, &str, &str, Vec<&'static str>)> = vec![
+                (
+                    base(&["source", "resource"]),
+                    &stream.source.connection,
+                    &stream.source.resource,
+                    vec!["list"],
+                ),
+                (
+                    base(&["write", "resource"]),
+                    &stream.write.connection,
+                    &stream.write.resource,
+                    if stream.write.update.never {
+                        vec!["create"]
+                    } else {
+                        vec!["create", "update"]
+                    },
+                ),
+            ];
+            for (i, l) in stream.lookup.iter().enumerate() {
+                let mut ops = vec![match l.load {
+                    LookupLoad::Get => "get",
+                    LookupLoad::List => "list",
+                }];
+                if l.create.is_some() {
+                    ops.push("create");
+                }
+                uses.push((
+                    vec![
+                        k("streams"),
+                        k(sname),
+                        k("lookup"),
+                        Part::Index(i),
+                        k("resource"),
+                    ],
+                    &l.connection,
+                    &l.resource,
+                    ops,
+                ));
+            }
+            for (i, b) in stream.write_back.iter().enumerate() {
+                uses.push((
+                    vec![
+                        k("streams"),
+                        k(sname),
+                        k("write-back"),
+                        Part::Index(i),
+                        k("resource"),
+                    ],
+                    &b.connection,
+                    &b.resource,
+                    vec!["update"],
+                ));
+            }
+            for (path, alias, name, ops) in uses {
+                match resource(alias, name) {
+                    Err(message) => push(path, message),
+                    Ok(Some(r)) => {
+                        for op in ops {
+                            if !needs(&r, op) {
+                                push(
+                                    path.clone(),
+                                    format!(
+                                        "resource `{name}` of `{alias}` has no `{op}` operation, which this step needs"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                }
+            }
+            // Written fields must be declared by the destination (when it declares fields).
+            if let Ok(Some(r)) = resource(&stream.write.connection, &stream.write.resource) {
+                check_fields(
+                    &r.fields,
+                    stream.write.fields.keys(),
+                    &stream.write.resource,
+                    |field, m| {
+                        push(base(&["write", "fields", field]), m);
+                    },
+                );
+                for (list, m) in &stream.write.lists {
+                    match r.fields.get(list) {
+                        Some(rule) if rule.ty == FieldType::Array => {
+                            check_fields(
+                                &rule.fields,
+                                m.fields.keys(),
+                                &format!("{} {list}", stream.write.resource),
+                                |field, msg| {
+                                    push(base(&["write", "lists", list, "fields", field]), msg);
+                                },
+                            );
+                        }
+                        Some(_) => push(
+                            base(&["write", "lists", list]),
+                            format!(
+                                "`{list}` of `{}` is not a list field",
+                                stream.write.resource
+                            ),
+                        ),
+                        None if r.fields.is_empty() => {}
+                        None => push(
+                            base(&["write", "lists", list]),
+                            format!(
+                                "`{}` has no field `{list}`{}",
+                                stream.write.resource,
+                                close(list, r.fields.keys())
+                            ),
+                        ),
+                    }
+                }
+            }
+            for (i, b) in stream.write_back.iter().enumerate() {
+                if let Ok(Some(r)) = resource(&b.connection, &b.resource) {
+                    check_fields(&r.fields, b.fields.keys(), &b.resource, |field, m| {
+                        push(
+                            vec![
+                                k("streams"),
+                                k(sname),
+                                k("write-back"),
+                                Part::Index(i),
+                                k("fields"),
+                                k(field),
+                            ],
+                            m,
+                        );
+                    });
+                }
+            }
+            if let Some(sp) = specs.get(&stream.source.connection)
+                && let Some(list) = sp
+                    .file()
+                    .resources
+                    .get(&stream.source.resource)
+                    .and_then(|r| r.list.as_ref())
+                && stream.source.incremental
+                && list.incremental.is_none()
+                && stream.source.full_every.is_none()
+            {
+                push(
+                    base(&["source", "incremental"]),
+                    format!(
+                        "`{}` declares no incremental cursor, so every run reads it whole; say so with `incremental = false`",
+                        stream.source.resource
+                    ),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// Each written field must be one the resource declares (when it declares any).
+fn check_fields<'a>(
+    declared: &IndexMap<String, weft_core::model::RecordField>,
+    written: impl Iterator<Item = &'a String>,
+    what: &str,
+    mut push: impl FnMut(&str, String),
+) {
+    if declared.is_empty() {
+        return;
+    }
+    for field in written {
+        match declared.get(field) {
+            None => push(
+                field,
+                format!(
+                    "`{what}` has no field `{field}`{}",
+                    close(field, declared.keys())
+                ),
+            ),
+            Some(rule) if rule.read_only => push(
+                field,
+                format!("`{field}` of `{what}` is set by the provider and cannot be written"),
+            ),
+            Some(_) => {}
+        }
     }
 }
 
@@ -428,74 +1201,5 @@ fn read_table(
         Ok(rows)
     } else {
         Err(problems)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
-[source]
-connection = "kantata"
-
-[destination]
-connection = "xero"
-
-[mapping.invoice]
-Type = "'ACCREC'"
-
-[mapping.line]
-Description = "line.description"
-
-[mapping.contact]
-Name = "client.name"
-"#;
-
-    #[test]
-    fn a_minimal_flow_loads_with_default_options() {
-        let flow = Flow::parse("k2x", Path::new("flows/k2x.toml"), MINIMAL).unwrap();
-        assert_eq!(flow.file.options.default_account_code, "200");
-        assert_eq!(flow.file.options.status, InvoiceStatus::Authorised);
-    }
-
-    #[test]
-    fn every_problem_is_located() {
-        let bad = MINIMAL
-            .replace("line.description", "line.description +")
-            .replace("connection = \"xero\"", "connection = \"\"");
-        let err = Flow::parse("k2x", Path::new("flows/k2x.toml"), &bad).unwrap_err();
-        let FlowError::Invalid { problems, .. } = err else {
-            panic!("expected problems");
-        };
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().all(|p| p.line > 0));
-        assert!(problems[0].message.contains("destination.connection"));
-        let unknown = format!("{MINIMAL}\n[options]\nroll-up-tme = true\n");
-        let err = Flow::parse("k2x", Path::new("f.toml"), &unknown).unwrap_err();
-        assert!(err.to_string().contains("roll-up-tme"), "{err}");
-    }
-
-    #[test]
-    fn csv_tables_report_each_bad_row() {
-        let dir = std::env::temp_dir().join(format!("weft-flow-csv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("accounts.csv"),
-            "key,value\ntime,200\nexpense,\ntime,201\n",
-        )
-        .unwrap();
-        let text = format!("{MINIMAL}\n[tables.accounts]\nfile = \"accounts.csv\"\n");
-        let err = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap_err();
-        let FlowError::Invalid { problems, .. } = err else {
-            panic!("expected problems");
-        };
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(problems[0].line, 3);
-        assert_eq!(problems[1].line, 4);
-        std::fs::write(dir.join("accounts.csv"), "key,value\ntime,210\n").unwrap();
-        let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap();
-        assert_eq!(flow.tables["accounts"]["time"], "210");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -204,7 +204,10 @@ pub async fn send(
             call = call.header(name, value);
         }
         if let Some(body) = body {
-            call = call.json(body);
+            // Exact decimals are written with their digits, never through f64.
+            call = call
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(crate::exact::to_vec(body));
         }
         let outcome = match call.send().await {
             Ok(response) => {

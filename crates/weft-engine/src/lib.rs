@@ -14,6 +14,7 @@
 //! through their C ABI; it parses no connector TOML itself (only its own `weft.toml` and flows).
 
 pub mod cursor;
+pub mod exact;
 pub mod extract;
 pub mod flow;
 pub mod hooks;
@@ -24,10 +25,11 @@ pub mod oauth;
 pub mod paginate;
 pub mod plugin;
 pub mod request;
+pub mod run;
+pub mod runlock;
 pub mod secrets;
 pub mod session;
 pub mod state;
-pub mod sync;
 pub mod tokens;
 pub mod workspace;
 pub mod write;

@@ -1,366 +1,201 @@
-//! Turning a source invoice into destination records: the invoice's lines computed exactly (time
-//! at its hourly rate, expenses, fixed-fee and additional items, rolled up per task when asked),
-//! then the flow's field mappings evaluated over them.
+//! The flow expression environment: the spec template environment plus exact arithmetic for
+//! money, and the evaluation of a mapping (field → expression) into a JSON object.
 //!
-//! Money is `rust_decimal` from end to end: amounts reach expressions as exact decimal strings
-//! (`"1234.50"`), and the `decimal` filter turns one into a JSON number for the destination. A
-//! line's amount is what the source charges for it, rounded as the source rounds (half up, to the
-//! cent), so the destination's total equals the source's to the cent.
-
-use std::collections::BTreeMap;
+//! Money never passes through floating point: `muldiv` computes `a × b ÷ c` on decimals and
+//! rounds half away from zero to a whole number (cents); `cents` and `decimal` turn a whole
+//! number of cents or a decimal text into an exact decimal that is written into the JSON body as
+//! a number with exactly its digits (see [`crate::exact`]). Overflow is an error of the record,
+//! never a panic or a wrapped value.
 
 use indexmap::IndexMap;
-use minijinja::Environment;
-use rust_decimal::prelude::ToPrimitive as _;
+use minijinja::{Environment, Error, ErrorKind, Value as JValue};
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::flow::Options;
+/// Names of the functions the environment adds (not variables, for the load-time check).
+pub const FUNCTIONS: &[&str] = &["muldiv", "ratio"];
 
-/// The expression environment of flows: the spec template environment plus `decimal`.
+/// The environment flows use.
 pub fn environment() -> Environment<'static> {
     let mut env = weft_core::template::environment();
+    // An undefined value may be tested (`record.notes or ''`), never printed or written.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
     env.add_filter("decimal", decimal_filter);
+    env.add_filter("cents", cents_filter);
+    env.add_function("muldiv", muldiv);
+    env.add_function("ratio", ratio);
     env
 }
 
-/// `"1234.50" | decimal` → the number 1234.5 (exact for money: at most 15 significant digits).
-fn decimal_filter(value: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
+fn invalid(message: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message)
+}
+
+/// A whole number or a decimal, read exactly from a MiniJinja value (numbers as written, text
+/// parsed; floats refused when they are not finite).
+fn to_decimal(value: &JValue) -> Result<Decimal, Error> {
+    if let Some(d) = value.as_str().and_then(crate::exact::unmark) {
+        return Ok(d);
+    }
+    if let Ok(i) = i64::try_from(value.clone()) {
+        return Ok(Decimal::from(i));
+    }
     let text = value.to_string();
-    let parsed: Decimal = text.trim().parse().map_err(|_| {
-        minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            format!("`{text}` is not a decimal number"),
+    let trimmed = text.trim();
+    if trimmed.eq_ignore_ascii_case("nan") || trimmed.contains("inf") {
+        return Err(invalid(format!("`{text}` is not a number")));
+    }
+    trimmed
+        .parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(trimmed))
+        .map_err(|_| invalid(format!("`{text}` is not a decimal number")))
+}
+
+fn decimal_filter(value: JValue) -> Result<JValue, Error> {
+    Ok(JValue::from(crate::exact::mark(to_decimal(&value)?)))
+}
+
+fn cents_filter(value: JValue) -> Result<JValue, Error> {
+    let cents = i64::try_from(value.clone())
+        .map_err(|_| invalid(format!("`{value}` is not a whole number of cents")))?;
+    Ok(JValue::from(crate::exact::mark(Decimal::new(cents, 2))))
+}
+
+/// `a × b ÷ c`, rounded half away from zero to a whole number.
+fn muldiv(a: JValue, b: JValue, c: JValue) -> Result<i64, Error> {
+    let (a, b, c) = (to_decimal(&a)?, to_decimal(&b)?, to_decimal(&c)?);
+    if c.is_zero() {
+        return Err(invalid("muldiv: division by zero".to_owned()));
+    }
+    let product = a
+        .checked_mul(b)
+        .ok_or_else(|| invalid(format!("muldiv: {a} × {b} is too large")))?;
+    let quotient = product
+        .checked_div(c)
+        .ok_or_else(|| invalid(format!("muldiv: {product} ÷ {c} is out of range")))?;
+    i64::try_from(quotient.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero))
+        .map_err(|_| invalid(format!("muldiv: {quotient} is too large")))
+}
+
+/// `a ÷ b` as decimal text with `places` decimals, rounded half away from zero.
+fn ratio(a: JValue, b: JValue, places: u32) -> Result<String, Error> {
+    let (a, b) = (to_decimal(&a)?, to_decimal(&b)?);
+    if b.is_zero() {
+        return Err(invalid("ratio: division by zero".to_owned()));
+    }
+    let q = a
+        .checked_div(b)
+        .ok_or_else(|| invalid(format!("ratio: {a} ÷ {b} is out of range")))?;
+    Ok(
+        q.round_dp_with_strategy(places.min(12), RoundingStrategy::MidpointAwayFromZero)
+            .to_string(),
+    )
+}
+
+/// Evaluates one expression into JSON (`None` for an empty result: none, undefined or "").
+pub fn value(
+    env: &Environment<'_>,
+    what: &str,
+    expr: &str,
+    ctx: &JValue,
+) -> Result<Option<Value>, String> {
+    let compiled = env
+        .compile_expression(expr)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let value = compiled.eval(ctx).map_err(|e| {
+        format!(
+            "{what} (`{expr}`): {}",
+            e.detail().map_or_else(|| e.to_string(), str::to_owned)
         )
     })?;
-    parsed.to_f64().map(minijinja::Value::from).ok_or_else(|| {
-        minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            format!("`{text}` is out of range"),
-        )
-    })
-}
-
-/// One computed line of a source invoice.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Line {
-    /// `time`, `expense`, `fixed_fee` or `additional`.
-    pub kind: &'static str,
-    /// Text for the destination line.
-    pub description: String,
-    /// What the source charges, exact (major units, e.g. `"125.50"`).
-    pub amount: String,
-    /// Hours, for time lines (two decimals); `none` otherwise.
-    pub hours: Option<String>,
-    /// Expense category, for expense lines; `none` otherwise.
-    pub category: Option<String>,
-    /// The task (story) it belongs to, when known.
-    pub task: Option<String>,
-    /// Source records it stands for.
-    pub count: usize,
-    #[serde(skip)]
-    cents: i64,
-}
-
-fn int(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+    if value.is_undefined() {
+        return Err(format!(
+            "{what}: `{expr}` is undefined for this record (a missing field or a misspelt name); write `… or ''` where a field may be missing"
+        ));
     }
+    if value.is_none() || value.as_str() == Some("") {
+        return Ok(None);
+    }
+    serde_json::to_value(&value)
+        .map(Some)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
-/// Cents as a decimal string of major units.
-pub fn cents_text(cents: i64) -> String {
-    Decimal::new(cents, 2).to_string()
-}
-
-/// A time entry's value: minutes / 60 × hourly rate, rounded half up to the cent (as Kantata
-/// values it).
-pub fn time_cents(minutes: i64, rate_in_cents: i64) -> i64 {
-    (Decimal::from(minutes) * Decimal::from(rate_in_cents) / Decimal::from(60))
-        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
-        .to_i64()
-        .unwrap_or(i64::MAX)
-}
-
-/// The lines of a Kantata invoice (with its line items embedded), or why it cannot be priced.
-pub fn kantata_lines(invoice: &Value, options: &Options) -> Result<Vec<Line>, String> {
-    let list = |name: &str| {
-        invoice
-            .get(name)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut lines = Vec::new();
-    // Time: one line per entry, or per task.
-    let mut time: IndexMap<String, (i64, i64, usize)> = IndexMap::new();
-    for (i, entry) in list("time_entries").iter().enumerate() {
-        let minutes = int(&entry["time_in_minutes"])
-            .ok_or_else(|| format!("time entry {} has no time_in_minutes", entry["id"]))?;
-        let rate = int(&entry["rate_in_cents"]).unwrap_or(0);
-        let cents = time_cents(minutes, rate);
-        let task = text(&entry["story_id"]);
-        if options.roll_up_time {
-            let slot = time
-                .entry(task.clone().unwrap_or_default())
-                .or_insert((0, 0, 0));
-            slot.0 += minutes;
-            slot.1 += cents;
-            slot.2 += 1;
-        } else {
-            let hours = Decimal::from(minutes) / Decimal::from(60);
-            let notes = text(&entry["notes"]).unwrap_or_else(|| "Time".to_owned());
-            let date = text(&entry["date_performed"]).unwrap_or_default();
-            lines.push(Line {
-                kind: "time",
-                description: format!("{date} {notes} ({} h)", hours.round_dp(2))
-                    .trim()
-                    .to_owned(),
-                amount: cents_text(cents),
-                hours: Some(hours.round_dp(2).to_string()),
-                category: None,
-                task,
-                count: 1,
-                cents,
-            });
-        }
-        let _ = i;
-    }
-    for (task, (minutes, cents, count)) in time {
-        let hours = (Decimal::from(minutes) / Decimal::from(60)).round_dp(2);
-        lines.push(Line {
-            kind: "time",
-            description: format!(
-                "Time{}: {count} entr{}, {hours} h",
-                if task.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on task {task}")
-                },
-                if count == 1 { "y" } else { "ies" }
-            ),
-            amount: cents_text(cents),
-            hours: Some(hours.to_string()),
-            category: None,
-            task: (!task.is_empty()).then_some(task),
-            count,
-            cents,
-        });
-    }
-    // Expenses.
-    let mut expenses: IndexMap<String, (i64, usize, Option<String>)> = IndexMap::new();
-    for e in list("expenses") {
-        let cents = int(&e["amount_in_cents"])
-            .ok_or_else(|| format!("expense {} has no amount_in_cents", e["id"]))?;
-        let category = text(&e["category"]);
-        let task = text(&e["story_id"]);
-        if options.roll_up_expenses {
-            let slot = expenses.entry(task.clone().unwrap_or_default()).or_insert((
-                0,
-                0,
-                category.clone(),
-            ));
-            slot.0 += cents;
-            slot.1 += 1;
-        } else {
-            let notes = text(&e["notes"]).unwrap_or_default();
-            lines.push(Line {
-                kind: "expense",
-                description: format!(
-                    "{}{}",
-                    category.clone().unwrap_or_else(|| "Expense".to_owned()),
-                    if notes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {notes}")
-                    }
-                ),
-                amount: cents_text(cents),
-                hours: None,
-                category,
-                task,
-                count: 1,
-                cents,
-            });
-        }
-    }
-    for (task, (cents, count, category)) in expenses {
-        lines.push(Line {
-            kind: "expense",
-            description: format!(
-                "Expenses{}: {count} item{}",
-                if task.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on task {task}")
-                },
-                if count == 1 { "" } else { "s" }
-            ),
-            amount: cents_text(cents),
-            hours: None,
-            category,
-            task: (!task.is_empty()).then_some(task),
-            count,
-            cents,
-        });
-    }
-    for (name, kind, label) in [
-        ("fixed_fee_items", "fixed_fee", "Fixed fee"),
-        ("additional_items", "additional", "Additional item"),
-    ] {
-        for item in list(name) {
-            let cents = int(&item["amount_in_cents"])
-                .ok_or_else(|| format!("{kind} item {} has no amount_in_cents", item["id"]))?;
-            let notes = text(&item["notes"]);
-            let description = match (&notes, kind == "fixed_fee" && !options.fixed_fee_details) {
-                (Some(n), false) => format!("{label}: {n}"),
-                _ => label.to_owned(),
-            };
-            lines.push(Line {
-                kind,
-                description,
-                amount: cents_text(cents),
-                hours: None,
-                category: None,
-                task: text(&item["story_id"]),
-                count: 1,
-                cents,
-            });
-        }
-    }
-    if lines.is_empty() {
-        return Err(
-            "the invoice has no lines (time entries, expenses, fixed-fee or additional items)"
-                .to_owned(),
-        );
-    }
-    Ok(lines)
-}
-
-/// The sum of `lines`, exact, as a decimal string.
-pub fn total(lines: &[Line]) -> String {
-    cents_text(lines.iter().map(|l| l.cents).sum())
-}
-
-/// Evaluates each expression of `map` over `ctx`; a field whose expression gives `none` or an
-/// empty string is left out.
+/// Evaluates a mapping (field → expression) into a JSON object; fields whose value is empty
+/// are left out.
 pub fn evaluate(
     env: &Environment<'_>,
     section: &str,
     map: &IndexMap<String, String>,
-    ctx: &minijinja::Value,
+    ctx: &JValue,
 ) -> Result<serde_json::Map<String, Value>, String> {
     let mut out = serde_json::Map::new();
     for (field, expr) in map {
-        let compiled = env
-            .compile_expression(expr)
-            .map_err(|e| format!("mapping.{section}.{field}: {e}"))?;
-        let value = compiled
-            .eval(ctx)
-            .map_err(|e| format!("mapping.{section}.{field} (`{expr}`): {e}"))?;
-        if value.is_none() || value.is_undefined() || value.as_str() == Some("") {
-            continue;
+        if let Some(v) = value(env, &format!("{section}.{field}"), expr, ctx)? {
+            out.insert(field.clone(), v);
         }
-        let json =
-            serde_json::to_value(&value).map_err(|e| format!("mapping.{section}.{field}: {e}"))?;
-        out.insert(field.clone(), json);
     }
     Ok(out)
 }
 
-/// The options as expressions see them: `options.default_account_code` (snake case, like every
-/// other name in scope).
-pub fn options_value(options: &Options) -> Value {
-    match serde_json::to_value(options) {
-        Ok(Value::Object(map)) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k.replace('-', "_"), v))
-                .collect(),
-        ),
-        _ => Value::Null,
-    }
-}
-
-/// The tables as a template value.
-pub fn tables_value(tables: &BTreeMap<String, BTreeMap<String, String>>) -> minijinja::Value {
-    minijinja::Value::from_serialize(tables)
+/// Whether an expression's result counts as true.
+pub fn truthy(env: &Environment<'_>, what: &str, expr: &str, ctx: &JValue) -> Result<bool, String> {
+    let compiled = env
+        .compile_expression(expr)
+        .map_err(|e| format!("{what}: {e}"))?;
+    compiled.eval(ctx).map(|v| v.is_true()).map_err(|e| {
+        format!(
+            "{what} (`{expr}`): {}",
+            e.detail().map_or_else(|| e.to_string(), str::to_owned)
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
-    fn invoice() -> Value {
-        json!({
-            "id": "7",
-            "time_entries": [
-                {"id": "1", "time_in_minutes": 50, "rate_in_cents": 12500, "story_id": "3", "notes": "Design", "date_performed": "2026-01-05"},
-                {"id": "2", "time_in_minutes": 25, "rate_in_cents": 9999, "story_id": "3"},
-                {"id": "4", "time_in_minutes": 60, "rate_in_cents": 10000, "story_id": "5"}
-            ],
-            "expenses": [{"id": "9", "amount_in_cents": 4599, "category": "Travel", "notes": "Train"}],
-            "fixed_fee_items": [{"id": "10", "amount_in_cents": 100000, "notes": "Phase 1"}],
-            "additional_items": [{"id": "11", "amount_in_cents": 2500, "notes": "Hosting"}]
-        })
-    }
-
-    #[test]
-    fn lines_are_priced_exactly_and_roll_up_keeps_the_total() {
-        // 50 min at 125.00/h = 104.1666… → 104.17; 25 min at 99.99/h = 41.6625 → 41.66.
-        assert_eq!(time_cents(50, 12500), 10417);
-        assert_eq!(time_cents(25, 9999), 4166);
-        let opts = Options::default();
-        let lines = kantata_lines(&invoice(), &opts).unwrap();
-        assert_eq!(lines.len(), 6);
-        assert_eq!(lines[0].amount, "104.17");
-        assert_eq!(total(&lines), "1316.82");
-        let rolled = kantata_lines(
-            &invoice(),
-            &Options {
-                roll_up_time: true,
-                ..Options::default()
-            },
+    fn eval(expr: &str) -> Result<Option<Value>, String> {
+        value(
+            &environment(),
+            "t",
+            expr,
+            &minijinja::context! { x => 50, rate => 12500 },
         )
-        .unwrap();
-        assert_eq!(rolled.iter().filter(|l| l.kind == "time").count(), 2);
-        assert_eq!(
-            total(&rolled),
-            total(&lines),
-            "rolling up never changes the total"
-        );
-        assert!(kantata_lines(&json!({"id": "1"}), &opts).is_err());
     }
 
     #[test]
-    fn mappings_evaluate_with_the_decimal_filter() {
-        let env = environment();
-        let map: IndexMap<String, String> = [
-            ("UnitAmount".to_owned(), "line.amount | decimal".to_owned()),
-            (
-                "AccountCode".to_owned(),
-                "tables.accounts[line.kind] | default('200')".to_owned(),
-            ),
-            ("Empty".to_owned(), "''".to_owned()),
-        ]
-        .into_iter()
-        .collect();
-        let ctx = minijinja::context! {
-            line => json!({"kind": "expense", "amount": "45.99"}),
-            tables => json!({"accounts": {"time": "210"}}),
-        };
-        let out = evaluate(&env, "line", &map, &ctx).unwrap();
-        assert_eq!(out["UnitAmount"], json!(45.99));
-        assert_eq!(out["AccountCode"], "200");
-        assert!(!out.contains_key("Empty"));
+    fn muldiv_rounds_half_away_from_zero_and_overflow_is_an_error() {
+        assert_eq!(
+            eval("muldiv(x, rate, 60)").unwrap(),
+            Some(serde_json::json!(10417))
+        );
+        assert_eq!(
+            eval("muldiv(25, 9999, 60)").unwrap(),
+            Some(serde_json::json!(4166))
+        );
+        assert_eq!(eval("muldiv(1, 3, 2)").unwrap(), Some(serde_json::json!(2)));
+        let big = eval("muldiv(9223372036854775807, 9223372036854775807, 1)");
+        assert!(big.unwrap_err().contains("too large"));
+        assert!(
+            eval("muldiv(1, 1, 0)")
+                .unwrap_err()
+                .contains("division by zero")
+        );
+        assert_eq!(
+            eval("ratio(50, 60, 2)").unwrap(),
+            Some(serde_json::json!("0.83"))
+        );
+    }
+
+    #[test]
+    fn money_stays_exact_into_the_body() {
+        let v = eval("10417 | cents").unwrap().unwrap();
+        assert_eq!(crate::exact::to_vec(&v), b"104.17");
+        let v = eval("'1234567890123456.78' | decimal").unwrap().unwrap();
+        assert_eq!(crate::exact::to_vec(&v), b"1234567890123456.78");
+        assert!(eval("'NaN' | decimal").is_err());
+        assert!(eval("'inf' | decimal").is_err());
+        assert!(eval("'12abc' | decimal").is_err());
     }
 }

@@ -328,24 +328,7 @@ impl Session {
             let mut answer = answer?;
             asked -= 1;
             page_no += 1;
-            let page = match &list.hooks.extract {
-                None => take_records(&mut answer.body, &list.records).map_err(|source| {
-                    SessionError::Extract {
-                        resource: resource.to_owned(),
-                        page: page_no,
-                        source,
-                    }
-                })?,
-                Some(_) => crate::hooks::extract(
-                    &self.plugins,
-                    file,
-                    resource,
-                    "list",
-                    list,
-                    &answer.body,
-                )?,
-            };
-            let page = crate::hooks::transform(&self.plugins, file, resource, "list", list, page)?;
+            let page = self.page_records(resource, list, &mut answer.body, page_no)?;
             let full = match list.pagination.as_ref() {
                 Some(Pagination::Page { size, .. } | Pagination::Offset { size, .. }) => {
                     page.len() >= *size as usize
@@ -373,6 +356,59 @@ impl Session {
                 depth = (depth + 1).min(max_depth);
             }
         }
+    }
+
+    /// The records of one list page (the spec's extraction, or its plugin hooks).
+    fn page_records(
+        &self,
+        resource: &str,
+        list: &weft_core::model::Operation,
+        body: &mut Value,
+        page_no: u64,
+    ) -> Result<Vec<Value>, SessionError> {
+        let file = self.spec.file();
+        let page = match &list.hooks.extract {
+            None => take_records(body, &list.records).map_err(|source| SessionError::Extract {
+                resource: resource.to_owned(),
+                page: page_no,
+                source,
+            })?,
+            Some(_) => crate::hooks::extract(&self.plugins, file, resource, "list", list, body)?,
+        };
+        Ok(crate::hooks::transform(
+            &self.plugins,
+            file,
+            resource,
+            "list",
+            list,
+            page,
+        )?)
+    }
+
+    /// One page of `resource`'s list with this paging `query`: its records and the rest of the
+    /// answer's body (for the pager). Flows read page by page this way, so a keyset read can
+    /// restart from the newest change it saw.
+    pub async fn page(
+        &self,
+        resource: &str,
+        ctx: &RequestContext,
+        query: &[(String, String)],
+    ) -> Result<(Vec<Value>, Value), SessionError> {
+        let file = self.spec.file();
+        let list = file
+            .resources
+            .get(resource)
+            .and_then(|r| r.list.as_ref())
+            .ok_or_else(|| EngineError::NoOperation {
+                connector: file.id.clone(),
+                resource: resource.to_owned(),
+                operation: "list",
+            })?;
+        let mut answer = self
+            .call(resource, OpKind::List, ctx, query, &[], None)
+            .await?;
+        let records = self.page_records(resource, list, &mut answer.body, 1)?;
+        Ok((records, answer.body))
     }
 
     /// A context with the spec's field defaults and these parameters.

@@ -23,6 +23,7 @@
 //! application's) is refused with an error, never a panic. A [`State`] is `Send` and `Sync`:
 //! threads and tasks may share one handle.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -258,7 +259,7 @@ pub struct PendingWrite {
     pub since_ms: u64,
 }
 
-/// The counts of one run.
+/// The counts of one run: totals over its streams, and each stream's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunSummary {
@@ -270,20 +271,75 @@ pub struct RunSummary {
     pub updated: u64,
     /// Records already up to date.
     pub unchanged: u64,
+    /// Records not sent, by a skip rule or an update policy.
+    pub skipped: u64,
     /// Records that failed (see the error queue).
     pub failed: u64,
-    /// Contacts created at the destination.
-    pub contacts_created: u64,
-    /// Payments written back to the source.
-    pub payments_written: u64,
-    /// External references written to the source.
-    pub references_written: u64,
+    /// Records a lookup created (for instance a missing customer).
+    pub lookups_created: u64,
+    /// Write-backs made at the source.
+    pub written_back: u64,
     /// API calls made.
     pub calls: u64,
     /// Answers that said "rate limited".
     pub rate_limited: u64,
     /// Time spent waiting on rate limits (ms).
     pub waited_ms: u64,
+    /// Per stream.
+    pub streams: BTreeMap<String, StreamCounts>,
+}
+
+/// The counts of one stream in a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamCounts {
+    /// Source records read.
+    pub read: u64,
+    /// Destination records created.
+    pub created: u64,
+    /// Destination records updated.
+    pub updated: u64,
+    /// Records already up to date.
+    pub unchanged: u64,
+    /// Records not sent.
+    pub skipped: u64,
+    /// Records that failed.
+    pub failed: u64,
+    /// Records a lookup created.
+    pub lookups_created: u64,
+    /// Write-backs made.
+    pub written_back: u64,
+}
+
+impl RunSummary {
+    /// The counts of stream `name` (zero when it did nothing).
+    pub fn stream(&self, name: &str) -> StreamCounts {
+        self.streams.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Adds `f` to stream `name`'s counts and to the totals.
+    pub fn count(&mut self, name: &str, f: impl Fn(&mut StreamCounts)) {
+        f(self.streams.entry(name.to_owned()).or_default());
+        let mut totals = StreamCounts::default();
+        for c in self.streams.values() {
+            totals.read += c.read;
+            totals.created += c.created;
+            totals.updated += c.updated;
+            totals.unchanged += c.unchanged;
+            totals.skipped += c.skipped;
+            totals.failed += c.failed;
+            totals.lookups_created += c.lookups_created;
+            totals.written_back += c.written_back;
+        }
+        self.read = totals.read;
+        self.created = totals.created;
+        self.updated = totals.updated;
+        self.unchanged = totals.unchanged;
+        self.skipped = totals.skipped;
+        self.failed = totals.failed;
+        self.lookups_created = totals.lookups_created;
+        self.written_back = totals.written_back;
+    }
 }
 
 /// One record of [`State::begin_writes`].
@@ -693,6 +749,41 @@ impl State {
         source_id: &str,
     ) -> Result<Option<Link>, StateError> {
         self.one_link("source_id", flow, kind, source_id)
+    }
+
+    /// Source ids of `kind` whose write is pending (outcome unknown), or that are linked but
+    /// whose `follow` entry (a write-back) is missing, pending, or names another destination
+    /// id: what a run must look at again even if the source did not change.
+    pub fn unsettled(
+        &self,
+        flow: &str,
+        kind: &str,
+        follow: &[String],
+    ) -> Result<Vec<String>, StateError> {
+        self.read("list unsettled records", |c| {
+            let mut out = Vec::new();
+            let mut pending =
+                c.prepare("SELECT source_id FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key IS NOT NULL ORDER BY source_id")?;
+            for id in pending.query_map(params![flow, kind], |r| r.get::<_, String>(0))? {
+                out.push(id?);
+            }
+            let mut missing = c.prepare(
+                "SELECT l.source_id FROM links l LEFT JOIN links b
+                   ON b.flow = l.flow AND b.kind = ?3 AND b.source_id = l.source_id
+                 WHERE l.flow = ?1 AND l.kind = ?2 AND l.dest_id IS NOT NULL AND l.pending_key IS NULL
+                   AND (b.source_id IS NULL OR b.pending_key IS NOT NULL OR b.dest_id IS NOT l.dest_id)
+                 ORDER BY l.source_id",
+            )?;
+            for back in follow {
+                for id in missing.query_map(params![flow, kind, back], |r| r.get::<_, String>(0))? {
+                    let id = id?;
+                    if !out.contains(&id) {
+                        out.push(id);
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// The ledger entry whose destination id is `dest_id` (for instance the Kantata invoice of a

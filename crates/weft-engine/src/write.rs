@@ -12,7 +12,7 @@ use weft_core::model::{FieldType, ItemErrors, Operation, Resource, WriteBody};
 pub struct ItemResult {
     /// Position of the record in the input, from 0.
     pub index: usize,
-    /// `ok` or `failed`.
+    /// `ok`, `failed`, or `unknown` (the answer does not mention it).
     pub status: &'static str,
     /// The record's id at the provider, when it came back.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,8 +29,30 @@ pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<
         return vec!["a record must be a JSON object".to_owned()];
     };
     let mut problems = Vec::new();
-    for (name, rule) in &resource.fields {
-        let value = object.get(name);
+    check_object(
+        &resource.fields,
+        Some(&resource.primary_key),
+        object,
+        creating,
+        "",
+        &mut problems,
+    );
+    problems
+}
+
+/// Checks one object against `fields`; nested objects and list elements against their own
+/// declared fields, named with their path (`LineItems[2].UnitAmount`).
+fn check_object(
+    fields: &indexmap::IndexMap<String, weft_core::model::RecordField>,
+    primary_key: Option<&str>,
+    object: &Map<String, Value>,
+    creating: bool,
+    prefix: &str,
+    problems: &mut Vec<String>,
+) {
+    for (field, rule) in fields {
+        let name = format!("{prefix}{field}");
+        let value = object.get(field);
         match value {
             None | Some(Value::Null) => {
                 if creating && rule.required {
@@ -38,7 +60,7 @@ pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<
                 }
                 continue;
             }
-            Some(_) if rule.read_only && name != &resource.primary_key => {
+            Some(_) if rule.read_only && Some(field.as_str()) != primary_key => {
                 problems.push(format!(
                     "`{name}` is set by the provider and cannot be written"
                 ));
@@ -53,11 +75,21 @@ pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<
             }
             FieldType::Integer => value.is_i64() || value.is_u64(),
             FieldType::Decimal => {
-                value.is_number() || value.as_str().is_some_and(|s| s.parse::<f64>().is_ok())
+                (value.is_number() && value.as_f64().is_some_and(f64::is_finite))
+                    || crate::exact::is_decimal(value)
+                    || value
+                        .as_str()
+                        .is_some_and(|s| s.trim().parse::<rust_decimal::Decimal>().is_ok())
             }
             FieldType::Money => match rule.unit {
                 Some(weft_core::model::MoneyUnit::Cents) => value.is_i64() || value.is_u64(),
-                _ => value.is_number() || value.is_string(),
+                _ => {
+                    value.is_number()
+                        || crate::exact::is_decimal(value)
+                        || value
+                            .as_str()
+                            .is_some_and(|s| s.trim().parse::<rust_decimal::Decimal>().is_ok())
+                }
             },
             FieldType::Boolean => value.is_boolean(),
             FieldType::Reference => value.is_string() || value.is_number(),
@@ -84,8 +116,38 @@ pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<
                 rule.choices.join(", ")
             ));
         }
+        if rule.fields.is_empty() {
+            continue;
+        }
+        match value {
+            Value::Object(inner) => {
+                check_object(
+                    &rule.fields,
+                    None,
+                    inner,
+                    creating,
+                    &format!("{name}."),
+                    problems,
+                );
+            }
+            Value::Array(elements) => {
+                for (i, element) in elements.iter().enumerate() {
+                    match element.as_object() {
+                        Some(inner) => check_object(
+                            &rule.fields,
+                            None,
+                            inner,
+                            creating,
+                            &format!("{name}[{i}]."),
+                            problems,
+                        ),
+                        None => problems.push(format!("`{name}[{i}]` must be an object")),
+                    }
+                }
+            }
+            _ => {}
+        }
     }
-    problems
 }
 
 fn type_name(ty: FieldType, unit: Option<weft_core::model::MoneyUnit>) -> &'static str {
@@ -130,6 +192,14 @@ pub fn idempotency_key(scope: &str, batch: &[Value], max_length: usize) -> Strin
     let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let key = format!("weft-{hex}");
     key.chars().take(max_length.max(16)).collect()
+}
+
+/// The idempotency key of a batch for `op`: `None` when the operation declares no idempotency
+/// (so no key is sent), else as long as the spec's `max-length` allows.
+pub fn idempotency_key_for(op: &Operation, scope: &str, batch: &[Value]) -> Option<String> {
+    op.idempotency
+        .as_ref()
+        .map(|i| idempotency_key(scope, batch, i.max_length as usize))
 }
 
 /// Per-record outcomes of a batch answer: from the per-item results when the spec declares
@@ -185,9 +255,11 @@ pub fn item_results(
                     id,
                     errors: Vec::new(),
                 },
+                // Neither written nor refused as far as the answer says: the outcome is unknown
+                // (a flow keeps the intent pending and settles it by natural key).
                 (None, None) => ItemResult {
                     index: first_index + i,
-                    status: "failed",
+                    status: "unknown",
                     id: None,
                     errors: vec!["the provider's answer does not mention this record".to_owned()],
                 },

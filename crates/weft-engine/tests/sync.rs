@@ -63,7 +63,7 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
         "{:?}",
         second.plan
     );
-    assert_eq!(second.summary.contacts_created, 0);
+    assert_eq!(second.summary.lookups_created, 0);
 
     // Paid in Xero → recorded in Kantata, once.
     // An invoice still awaiting payment in Kantata (one paid there already is left alone).
@@ -84,17 +84,17 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
         .invoice(&w.tenant.id, xero_inv["InvoiceID"].as_str().unwrap())
         .unwrap();
     assert_eq!(
-        third.summary.payments_written,
+        third.summary.stream("payments").created,
         1,
         "{:?} paid invoice: {} {} cursor {:?} now {}",
         third.plan,
         after["Status"],
         after["UpdatedDateUTC"],
-        w.state().cursor("kantata-xero", "payment"),
+        w.state().cursor("kantata-xero", "payments"),
         w.xero.clock().now_ms()
     );
     let fourth = w.run(false).await;
-    assert_eq!(fourth.summary.payments_written, 0);
+    assert_eq!(fourth.summary.stream("payments").created, 0);
     let kantata_id = eligible
         .iter()
         .find(|i| format!("KAN-{}", i.number) == number)
@@ -175,8 +175,11 @@ async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
     }
     w.clock.advance_by(std::time::Duration::from_secs(5));
     let third = w.run(false).await;
-    assert_eq!(third.summary.payments_written as usize, unpaid.len());
-    assert_eq!(w.run(false).await.summary.payments_written, 0);
+    assert_eq!(
+        third.summary.stream("payments").created as usize,
+        unpaid.len()
+    );
+    assert_eq!(w.run(false).await.summary.stream("payments").created, 0);
     let payments = w.kantata.external_payments();
     for inv in &unpaid {
         let n = payments
@@ -237,7 +240,7 @@ async fn changes_update_xero_while_it_allows_and_say_why_not_otherwise() {
     assert_ne!(kept["Reference"], format!("PO-{}", paid.number));
     let link = w
         .state()
-        .link("kantata-xero", "invoice", &paid.id)
+        .link("kantata-xero", "invoices", &paid.id)
         .unwrap()
         .unwrap();
     assert!(link.note.unwrap_or_default().contains("PAID"));

@@ -9,10 +9,10 @@ use weft_engine::flow::Flow;
 use weft_engine::limits::{Clock, Limiter};
 use weft_engine::oauth::{OAuthApp, TokenSet};
 use weft_engine::request::{Hosts, Tenant};
+use weft_engine::run::{Endpoint, Report, Run, RunError};
 use weft_engine::secrets::{MasterKey, Secret, SecretStore};
 use weft_engine::session::Session;
 use weft_engine::state::State;
-use weft_engine::sync::{Report, Run};
 use weft_engine::tokens::TokenKeeper;
 use weft_harness::clock::SimClock;
 use weft_harness::kantata::{KantataConfig, KantataSim};
@@ -228,16 +228,43 @@ impl World {
         dry_run: bool,
         kill_after: Option<usize>,
     ) -> Option<Report> {
+        self.try_run(dry_run, kill_after, None)
+            .await
+            .map(|r| r.expect("the run started"))
+    }
+
+    /// One run with every choice: dropped after `kill_after` requests, only one stream.
+    pub(crate) async fn try_run(
+        &self,
+        dry_run: bool,
+        kill_after: Option<usize>,
+        only: Option<&str>,
+    ) -> Option<Result<Report, RunError>> {
         let (source, dest) = self.sessions().await;
         let state = self.state();
         let run = Run {
             flow: &self.flow,
-            source: &source,
-            dest: &dest,
-            tenant: self.tenant.clone(),
+            endpoints: BTreeMap::from([
+                (
+                    "kantata".to_owned(),
+                    Endpoint {
+                        session: &source,
+                        tenant: None,
+                    },
+                ),
+                (
+                    "xero".to_owned(),
+                    Endpoint {
+                        session: &dest,
+                        tenant: Some(self.tenant.clone()),
+                    },
+                ),
+            ]),
             state: &state,
             clock: self.clock.as_ref() as &dyn Clock,
             dry_run,
+            only: only.map(str::to_owned),
+            wait: None,
             progress: None,
         };
         let requests = || {
@@ -246,7 +273,7 @@ impl World {
                 + self.xero.identity_observed().log.requests().len()
         };
         let Some(limit) = kill_after else {
-            return Some(run.run().await.unwrap());
+            return Some(run.run().await);
         };
         let start = requests();
         let watch = async {
@@ -255,7 +282,7 @@ impl World {
             }
         };
         tokio::select! {
-            report = run.run() => Some(report.unwrap()),
+            report = run.run() => Some(report),
             () = watch => None,
         }
     }

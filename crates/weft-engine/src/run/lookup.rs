@@ -1,0 +1,363 @@
+//! Lookups: the related record of each work, found at any connection by a key, cached for the
+//! run, and optionally created once when missing (the ledger remembers what a lookup created or
+//! found, so later runs neither list nor create again).
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use minijinja::Value as JValue;
+use serde_json::{Map, Value};
+use weft_core::model::ErrorClass;
+
+use super::record::Work;
+use super::{RunError, StreamRun, Tally, at, id_text};
+use crate::flow::{Lookup, LookupLoad};
+use crate::http::CallError;
+use crate::request::OpKind;
+use crate::session::SessionError;
+use crate::state::{WriteDone, WriteIntent};
+
+/// What one lookup knows in this run.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    /// Normalized key → the found record (None: known to be missing).
+    found: HashMap<String, Option<Value>>,
+    /// Whether the whole list was read (list lookups).
+    listed: bool,
+    /// Why a key could not be created, to tell each record that needed it.
+    refused: HashMap<String, String>,
+}
+
+fn normalize(l: &Lookup, key: &str) -> String {
+    if l.ignore_case {
+        key.trim().to_lowercase()
+    } else {
+        key.to_owned()
+    }
+}
+
+impl StreamRun<'_> {
+    fn lookup_kind(&self, l: &Lookup) -> String {
+        format!("{}@{}", self.name, l.name)
+    }
+
+    /// Resolves lookup `li` for every work; works whose lookup fails are queued and dropped.
+    pub(crate) async fn lookup(
+        &mut self,
+        li: usize,
+        works: Vec<Work>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Work>, RunError> {
+        let l = &self.stream.lookup[li];
+        let mut keyed = Vec::with_capacity(works.len());
+        for w in works {
+            let ctx = self.scope(&w, &[]);
+            match crate::mapping::value(&self.env, &format!("lookup {}.key", l.name), &l.key, &ctx)
+            {
+                Ok(key) => {
+                    let key = key.as_ref().and_then(|k| match k {
+                        Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
+                        other => id_text(other),
+                    });
+                    keyed.push((w, key));
+                }
+                Err(message) => self.fail(tally, &w.id, &format!("lookup {}", l.name), &message)?,
+            }
+        }
+        let wanted: Vec<(String, String)> = keyed
+            .iter()
+            .filter_map(|(_, k)| k.as_ref().map(|k| (normalize(l, k), k.clone())))
+            .collect();
+        self.resolve(l, &wanted, tally).await?;
+        let cache = self.caches.entry(l.name.clone()).or_default();
+        let mut out = Vec::with_capacity(keyed.len());
+        let mut failures = Vec::new();
+        for (mut w, key) in keyed {
+            let found = key
+                .as_ref()
+                .and_then(|k| cache.found.get(&normalize(l, k)).cloned().flatten());
+            match (found, key) {
+                (Some(found), _) => {
+                    w.lookups.insert(l.name.clone(), found);
+                    out.push(w);
+                }
+                (None, _) if l.optional => {
+                    w.lookups.insert(l.name.clone(), Value::Null);
+                    out.push(w);
+                }
+                (None, None) => failures.push((
+                    w.id,
+                    format!(
+                        "lookup `{}`: its key `{}` is empty for this record",
+                        l.name, l.key
+                    ),
+                )),
+                (None, Some(k)) => {
+                    let why = cache
+                        .refused
+                        .get(&normalize(l, &k))
+                        .cloned()
+                        .unwrap_or_else(|| format!("no `{}` matches `{k}`", l.resource));
+                    failures.push((w.id, format!("lookup `{}`: {why}", l.name)));
+                }
+            }
+        }
+        for (id, message) in failures {
+            self.fail(tally, &id, &format!("lookup {}", l.name), &message)?;
+        }
+        Ok(out)
+    }
+
+    /// Finds (and creates, when the lookup says so) every wanted key not known yet.
+    async fn resolve(
+        &mut self,
+        l: &Lookup,
+        wanted: &[(String, String)],
+        tally: &mut Tally,
+    ) -> Result<(), RunError> {
+        let kind = self.lookup_kind(l);
+        let endpoint = self.endpoint(&l.connection)?;
+        let resource = self.resource(&l.connection, &l.resource)?;
+        let primary = resource.primary_key.clone();
+        let match_field = l.match_field.clone().unwrap_or_else(|| primary.clone());
+        let mut missing: Vec<(String, String)> = Vec::new();
+        {
+            let cache = self.caches.entry(l.name.clone()).or_default();
+            for (norm, key) in wanted {
+                if cache.found.contains_key(norm) || missing.iter().any(|(n, _)| n == norm) {
+                    continue;
+                }
+                // What an earlier run found or created.
+                if l.create.is_some()
+                    && let Some(link) = self.run.state.link(&self.run.flow.name, &kind, norm)?
+                    && let (Some(id), None) = (link.dest_id, link.pending)
+                {
+                    let mut found = Map::new();
+                    found.insert(primary.clone(), Value::String(id));
+                    found.insert(match_field.clone(), Value::String(key.clone()));
+                    cache.found.insert(norm.clone(), Some(Value::Object(found)));
+                    continue;
+                }
+                missing.push((norm.clone(), key.clone()));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.ctx(&l.connection)?;
+        match l.load {
+            LookupLoad::Get => {
+                for (norm, key) in &missing {
+                    let mut ctx = ctx.clone();
+                    ctx.id = Some(key.clone());
+                    let found = match endpoint
+                        .session
+                        .call(&l.resource, OpKind::Get, &ctx, &[], &[], None)
+                        .await
+                    {
+                        Ok(answer) => resource
+                            .get
+                            .as_ref()
+                            .and_then(|op| crate::extract::records(&answer.body, &op.records).ok())
+                            .and_then(|r| r.into_iter().next()),
+                        Err(SessionError::Call(CallError::Refused {
+                            class: ErrorClass::NotFound,
+                            ..
+                        })) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    self.caches
+                        .entry(l.name.clone())
+                        .or_default()
+                        .found
+                        .insert(norm.clone(), found);
+                }
+            }
+            LookupLoad::List => {
+                let listed = self.caches.get(&l.name).is_some_and(|c| c.listed);
+                if !listed {
+                    let mut all: HashMap<String, Value> = HashMap::new();
+                    let env = &self.env;
+                    let candidates = l.candidates.clone();
+                    let options = self.options.clone();
+                    let tables = self.tables.clone();
+                    let mut bad = None;
+                    endpoint
+                        .session
+                        .list(&l.resource, &ctx, |found| {
+                            if let Some(c) = &candidates {
+                                let scope = minijinja::context! { found => JValue::from_serialize(&found), options => &options, tables => &tables };
+                                match crate::mapping::truthy(env, "candidates", c, &scope) {
+                                    Ok(true) => {}
+                                    Ok(false) => return ControlFlow::Continue(()),
+                                    Err(e) => {
+                                        bad = Some(e);
+                                        return ControlFlow::Break(());
+                                    }
+                                }
+                            }
+                            if let Some(k) = id_text(at(&found, &match_field)).map(|k| normalize(l, &k)) {
+                                all.entry(k).or_insert(found);
+                            }
+                            ControlFlow::Continue(())
+                        })
+                        .await?;
+                    if let Some(e) = bad {
+                        return Err(RunError::Config(format!("lookup `{}`: {e}", l.name)));
+                    }
+                    let cache = self.caches.entry(l.name.clone()).or_default();
+                    cache.listed = true;
+                    for (k, v) in all {
+                        cache.found.insert(k, Some(v));
+                    }
+                }
+                let cache = self.caches.entry(l.name.clone()).or_default();
+                for (norm, _) in &missing {
+                    cache.found.entry(norm.clone()).or_insert(None);
+                }
+            }
+        }
+        // Record what was found, so the next run need not look again.
+        let found_now: Vec<(String, String)> = {
+            let cache = self.caches.entry(l.name.clone()).or_default();
+            missing
+                .iter()
+                .filter_map(|(norm, _)| {
+                    let found = cache.found.get(norm)?.as_ref()?;
+                    Some((norm.clone(), id_text(at(found, &primary))?))
+                })
+                .collect()
+        };
+        if !self.dry() && l.create.is_some() && !found_now.is_empty() {
+            let done: Vec<WriteDone<'_>> = found_now
+                .iter()
+                .map(|(norm, id)| WriteDone {
+                    source_id: norm,
+                    dest_id: id,
+                    source_version: "",
+                    dest_version: None,
+                })
+                .collect();
+            self.run
+                .state
+                .finish_writes(&self.run.flow.name, &kind, &done, self.now())?;
+        }
+        let Some(create) = &l.create else {
+            return Ok(());
+        };
+        let to_create: Vec<(String, String)> = {
+            let cache = self.caches.entry(l.name.clone()).or_default();
+            missing
+                .into_iter()
+                .filter(|(norm, _)| matches!(cache.found.get(norm), Some(None)))
+                .collect()
+        };
+        let op = resource.create.clone().ok_or_else(|| {
+            RunError::Config(format!(
+                "lookup `{}`: `{}` cannot be created; run `weft flow check {}`",
+                l.name,
+                l.resource,
+                self.flow()
+            ))
+        })?;
+        let batch = op.batch_size.unwrap_or(1).max(1) as usize;
+        for chunk in to_create.chunks(batch) {
+            let mut records = Vec::with_capacity(chunk.len());
+            for (_, key) in chunk {
+                let scope = minijinja::context! { key => key, options => &self.options, tables => &self.tables };
+                let record = crate::mapping::evaluate(
+                    &self.env,
+                    &format!("lookup {}.create", l.name),
+                    create,
+                    &scope,
+                )
+                .map_err(RunError::Config)?;
+                records.push(Value::Object(record));
+            }
+            if self.dry() {
+                let cache = self.caches.entry(l.name.clone()).or_default();
+                for (norm, key) in chunk {
+                    let mut found = Map::new();
+                    found.insert(primary.clone(), Value::String("(new)".to_owned()));
+                    found.insert(match_field.clone(), Value::String(key.clone()));
+                    cache.found.insert(norm.clone(), Some(Value::Object(found)));
+                    tally.summary.count(self.name, |c| c.lookups_created += 1);
+                    tally.plan(
+                        self.name,
+                        "lookup",
+                        key,
+                        format!("{} would be created", l.resource),
+                    );
+                }
+                continue;
+            }
+            let scope = format!(
+                "{}/{kind}/{}",
+                self.run.flow.name,
+                endpoint.tenant.as_ref().map_or("", |t| t.id.as_str())
+            );
+            let key = crate::write::idempotency_key_for(&op, &scope, &records);
+            let intents: Vec<WriteIntent<'_>> = chunk
+                .iter()
+                .map(|(norm, _)| WriteIntent {
+                    source_id: norm,
+                    source_version: "",
+                    idempotency_key: key.as_deref().unwrap_or("-"),
+                })
+                .collect();
+            self.run
+                .state
+                .begin_writes(&self.run.flow.name, &kind, &intents, self.now())?;
+            let results = self
+                .send_batch(
+                    &l.connection,
+                    &l.resource,
+                    OpKind::Create,
+                    &op,
+                    &records,
+                    key.as_deref(),
+                    None,
+                )
+                .await?;
+            let mut done = Vec::new();
+            let cache = self.caches.entry(l.name.clone()).or_default();
+            for ((norm, key), result) in chunk.iter().zip(results) {
+                match (result.status, result.id) {
+                    ("ok", Some(id)) => {
+                        let mut found = Map::new();
+                        found.insert(primary.clone(), Value::String(id.clone()));
+                        found.insert(match_field.clone(), Value::String(key.clone()));
+                        cache.found.insert(norm.clone(), Some(Value::Object(found)));
+                        done.push((norm.clone(), id));
+                        tally.summary.count(self.name, |c| c.lookups_created += 1);
+                        tally.plan(self.name, "lookup", key, format!("{} created", l.resource));
+                    }
+                    // Unknown: the intent stays; the next run's list finds it.
+                    ("unknown", _) | ("ok", None) => {}
+                    (_, _) => {
+                        self.run
+                            .state
+                            .abandon_write(&self.run.flow.name, &kind, norm)?;
+                        cache.refused.insert(
+                            norm.clone(),
+                            format!("`{key}` could not be created: {}", result.errors.join("; ")),
+                        );
+                    }
+                }
+            }
+            let done: Vec<WriteDone<'_>> = done
+                .iter()
+                .map(|(norm, id)| WriteDone {
+                    source_id: norm,
+                    dest_id: id,
+                    source_version: "",
+                    dest_version: None,
+                })
+                .collect();
+            self.run
+                .state
+                .finish_writes(&self.run.flow.name, &kind, &done, self.now())?;
+        }
+        Ok(())
+    }
+}

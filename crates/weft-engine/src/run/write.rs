@@ -1,0 +1,725 @@
+//! Writing at the destination against the ledger: unchanged records left alone, new ones
+//! created in batches (intents first), unknown outcomes settled by natural key, changed ones
+//! updated while the update policy allows (intents too, keyed by the version they replace), and
+//! write-backs made once per destination id.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use minijinja::Value as JValue;
+use serde_json::{Value, json};
+use weft_core::model::Operation;
+
+use super::record::Work;
+use super::{RunError, StreamRun, Tally, at, id_text};
+use crate::http::CallError;
+use crate::request::OpKind;
+use crate::session::SessionError;
+use crate::state::{WriteDone, WriteIntent};
+use crate::write::{ItemResult, idempotency_key_for};
+
+/// Destination records read per call for an update policy.
+const READ_CHUNK: usize = 50;
+
+impl StreamRun<'_> {
+    /// One write call with per-item results. A refusal of the whole call (a 4xx other than
+    /// 401 and 429) fails every item with its message: nothing was written. Anything else that
+    /// fails ends the run, leaving the intents pending.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_batch(
+        &self,
+        alias: &str,
+        resource: &str,
+        kind: OpKind,
+        op: &Operation,
+        records: &[Value],
+        key: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Vec<ItemResult>, RunError> {
+        let endpoint = self.endpoint(alias)?;
+        let mut ctx = self.ctx(alias)?;
+        ctx.id = id.map(str::to_owned);
+        let headers: Vec<(String, String)> = match (&op.idempotency, key) {
+            (Some(i), Some(k)) => vec![(i.header.clone(), k.to_owned())],
+            _ => Vec::new(),
+        };
+        let body = crate::write::body(op, records);
+        let primary = self.resource(alias, resource)?.primary_key.clone();
+        match endpoint
+            .session
+            .call(resource, kind, &ctx, &[], &headers, Some(&body))
+            .await
+        {
+            Ok(answer) => {
+                let returned =
+                    crate::extract::records(&answer.body, &op.records).unwrap_or_default();
+                Ok(crate::write::item_results(
+                    0,
+                    records.len(),
+                    &returned,
+                    op.item_errors.as_ref(),
+                    &primary,
+                ))
+            }
+            Err(SessionError::Call(CallError::Refused {
+                status, message, ..
+            })) if (400..500).contains(&status) && status != 401 && status != 429 => Ok(records
+                .iter()
+                .enumerate()
+                .map(|(index, _)| ItemResult {
+                    index,
+                    status: "failed",
+                    id: None,
+                    errors: vec![message.clone()],
+                })
+                .collect()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The idempotency scope of this stream's writes.
+    fn scope_key(&self, what: &str) -> String {
+        let tenant = self
+            .endpoint(&self.stream.write.connection)
+            .ok()
+            .and_then(|e| e.tenant.as_ref())
+            .map_or(String::new(), |t| t.id.clone());
+        format!("{}/{}/{what}/{tenant}", self.flow(), self.name)
+    }
+
+    /// Destination ids by natural key value, for the values found there.
+    async fn find_natural(&self, values: &[String]) -> Result<HashMap<String, String>, RunError> {
+        let mut found = HashMap::new();
+        let Some(nk) = &self.stream.write.natural_key else {
+            return Ok(found);
+        };
+        let w = &self.stream.write;
+        let primary = self
+            .resource(&w.connection, &w.resource)?
+            .primary_key
+            .clone();
+        let session = self.endpoint(&w.connection)?.session;
+        for chunk in values.chunks(nk.batch.max(1) as usize) {
+            let mut ctx = self.ctx(&w.connection)?;
+            ctx.params.insert(nk.param.clone(), chunk.join(","));
+            let mut bad = None;
+            session
+                .list(&w.resource, &ctx, |record| {
+                    if let Some(ignore) = &nk.ignore {
+                        let scope = minijinja::context! { found => JValue::from_serialize(&record), options => &self.options, tables => &self.tables };
+                        match crate::mapping::truthy(&self.env, "natural-key.ignore", ignore, &scope) {
+                            Ok(true) => return ControlFlow::Continue(()),
+                            Ok(false) => {}
+                            Err(e) => {
+                                bad = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    if let (Some(v), Some(id)) = (id_text(at(&record, &nk.field)), id_text(at(&record, &primary)))
+                        && chunk.contains(&v)
+                    {
+                        found.entry(v).or_insert(id);
+                    }
+                    ControlFlow::Continue(())
+                })
+                .await?;
+            if let Some(e) = bad {
+                return Err(RunError::Config(e));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the works: returns those that ended linked to a destination record (for the
+    /// write-backs).
+    pub(crate) async fn write(
+        &mut self,
+        works: Vec<Work>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Work>, RunError> {
+        let state = self.run.state;
+        let nk_field = self
+            .stream
+            .write
+            .natural_key
+            .as_ref()
+            .map(|n| n.field.clone());
+        let mut linked = Vec::new();
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
+        let mut settle = Vec::new();
+        for mut w in works {
+            let link = state.link(self.flow(), self.kind(), &w.id)?;
+            match link {
+                Some(l) if l.pending.is_some() && !self.dry() => match l.dest_id {
+                    // An update whose answer was lost: the record is known, update it again.
+                    Some(d) => updates.push((w, d, "pending".to_owned())),
+                    None => settle.push(w),
+                },
+                Some(l) if l.dest_id.is_some() => {
+                    let d = l.dest_id.unwrap_or_default();
+                    if l.source_version == w.version {
+                        tally.summary.count(self.name, |c| c.unchanged += 1);
+                        if self.dry() {
+                            tally.plan(self.name, "unchanged", &w.id, format!("is {d}"));
+                        }
+                        self.cleared(&w.id)?;
+                        w.dest = Some(d);
+                        linked.push(w);
+                    } else {
+                        updates.push((w, d, l.source_version));
+                    }
+                }
+                _ => creates.push(w),
+            }
+        }
+        if !settle.is_empty() {
+            if nk_field.is_some() {
+                let values: Vec<String> = settle
+                    .iter()
+                    .filter_map(|w| w.natural(nk_field.as_deref()))
+                    .collect();
+                let found = self.find_natural(&values).await?;
+                for w in settle {
+                    match w
+                        .natural(nk_field.as_deref())
+                        .and_then(|v| found.get(&v).cloned())
+                    {
+                        Some(id) => {
+                            state.finish_write(
+                                self.flow(),
+                                self.kind(),
+                                &w.id,
+                                &id,
+                                "",
+                                None,
+                                self.now(),
+                            )?;
+                            tally.plan(
+                                self.name,
+                                "link",
+                                &w.id,
+                                format!("found as {id} by its natural key"),
+                            );
+                            updates.push((w, id, String::new()));
+                        }
+                        None => creates.push(w),
+                    }
+                }
+            } else {
+                for w in settle {
+                    self.fail(
+                        tally,
+                        &w.id,
+                        "create",
+                        &format!(
+                            "an earlier write's outcome is unknown and the flow declares no natural key to find it by; check `{}` at the destination, then run `weft errors resolve`",
+                            w.id
+                        ),
+                    )?;
+                }
+            }
+        }
+        let (created, relinked) = self.create(creates, tally).await?;
+        linked.extend(created);
+        updates.extend(relinked);
+        linked.extend(self.update(updates, tally).await?);
+        Ok(linked)
+    }
+
+    /// Creates works in the destination's batches; returns the created works and those found
+    /// by natural key after the destination refused them (already there), to update.
+    async fn create(
+        &mut self,
+        works: Vec<Work>,
+        tally: &mut Tally,
+    ) -> Result<(Vec<Work>, Vec<(Work, String, String)>), RunError> {
+        let mut created = Vec::new();
+        let mut relinked = Vec::new();
+        if works.is_empty() {
+            return Ok((created, relinked));
+        }
+        let w = &self.stream.write;
+        let nk_field = w.natural_key.as_ref().map(|n| n.field.clone());
+        if self.dry() {
+            for work in works {
+                tally.summary.count(self.name, |c| c.created += 1);
+                let label = work
+                    .natural(nk_field.as_deref())
+                    .unwrap_or_else(|| work.id.clone());
+                tally.plan(
+                    self.name,
+                    "create",
+                    &work.id,
+                    format!("{label} would be created"),
+                );
+            }
+            return Ok((created, relinked));
+        }
+        let op = self
+            .resource(&w.connection, &w.resource)?
+            .create
+            .clone()
+            .ok_or_else(|| {
+                RunError::Config(format!(
+                    "`{}` cannot be created; run `weft flow check {}`",
+                    w.resource,
+                    self.flow()
+                ))
+            })?;
+        let state = self.run.state;
+        let total = works.len();
+        let mut works = works.into_iter().peekable();
+        let mut n = 0;
+        let batch_size = op.batch_size.unwrap_or(1).max(1) as usize;
+        while works.peek().is_some() {
+            let batch: Vec<Work> = works.by_ref().take(batch_size).collect();
+            self.run.tell(&format!(
+                "{}: creating {} of {total}",
+                self.name,
+                n + batch.len()
+            ));
+            n += batch.len();
+            let records: Vec<Value> = batch
+                .iter()
+                .map(|w| Value::Object(w.body.clone()))
+                .collect();
+            let key = idempotency_key_for(&op, &self.scope_key("create"), &records);
+            let intents: Vec<WriteIntent<'_>> = batch
+                .iter()
+                .map(|w| WriteIntent {
+                    source_id: &w.id,
+                    source_version: &w.version,
+                    idempotency_key: key.as_deref().unwrap_or("-"),
+                })
+                .collect();
+            state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
+            let results = self
+                .send_batch(
+                    &w.connection,
+                    &w.resource,
+                    OpKind::Create,
+                    &op,
+                    &records,
+                    key.as_deref(),
+                    None,
+                )
+                .await?;
+            let mut done = Vec::new();
+            let mut failed = Vec::new();
+            for (work, result) in batch.into_iter().zip(results) {
+                match (result.status, result.id) {
+                    ("ok", Some(id)) => done.push((work, id)),
+                    ("failed", _) => failed.push((work, result.errors.join("; "))),
+                    _ => tally.plan(
+                        self.name,
+                        "pending",
+                        &work.id,
+                        "the answer does not say; settled next run".to_owned(),
+                    ),
+                }
+            }
+            let rows: Vec<WriteDone<'_>> = done
+                .iter()
+                .map(|(work, id)| WriteDone {
+                    source_id: &work.id,
+                    dest_id: id,
+                    source_version: &work.version,
+                    dest_version: None,
+                })
+                .collect();
+            state.finish_writes(self.flow(), self.kind(), &rows, self.now())?;
+            for (mut work, id) in done {
+                self.cleared(&work.id)?;
+                tally.summary.count(self.name, |c| c.created += 1);
+                let label = work
+                    .natural(nk_field.as_deref())
+                    .unwrap_or_else(|| work.id.clone());
+                tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
+                work.dest = Some(id);
+                created.push(work);
+            }
+            // Refused: perhaps because it is already there (a lost state, another tool).
+            let found = if nk_field.is_some() && !failed.is_empty() {
+                let values: Vec<String> = failed
+                    .iter()
+                    .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
+                    .collect();
+                self.find_natural(&values).await?
+            } else {
+                HashMap::new()
+            };
+            for (work, message) in failed {
+                match work
+                    .natural(nk_field.as_deref())
+                    .and_then(|v| found.get(&v).cloned())
+                {
+                    Some(id) => {
+                        state.finish_write(
+                            self.flow(),
+                            self.kind(),
+                            &work.id,
+                            &id,
+                            "",
+                            None,
+                            self.now(),
+                        )?;
+                        tally.plan(
+                            self.name,
+                            "link",
+                            &work.id,
+                            format!("already at the destination as {id}"),
+                        );
+                        relinked.push((work, id, String::new()));
+                    }
+                    None => {
+                        state.abandon_write(self.flow(), self.kind(), &work.id)?;
+                        self.fail(tally, &work.id, "create", &message)?;
+                    }
+                }
+            }
+        }
+        Ok((created, relinked))
+    }
+
+    /// The destination records `ids` as they are now (for the update policy).
+    async fn current(&self, ids: &[&str]) -> Result<HashMap<String, Value>, RunError> {
+        let w = &self.stream.write;
+        let resource = self.resource(&w.connection, &w.resource)?;
+        let session = self.endpoint(&w.connection)?.session;
+        let mut out = HashMap::new();
+        match &w.update.read_param {
+            Some(param) => {
+                for chunk in ids.chunks(READ_CHUNK) {
+                    let mut ctx = self.ctx(&w.connection)?;
+                    ctx.params.insert(param.clone(), chunk.join(","));
+                    session
+                        .list(&w.resource, &ctx, |r| {
+                            if let Some(id) = id_text(at(&r, &resource.primary_key)) {
+                                out.insert(id, r);
+                            }
+                            ControlFlow::Continue(())
+                        })
+                        .await?;
+                }
+            }
+            None => {
+                for id in ids {
+                    let mut ctx = self.ctx(&w.connection)?;
+                    ctx.id = Some((*id).to_owned());
+                    match session
+                        .call(&w.resource, OpKind::Get, &ctx, &[], &[], None)
+                        .await
+                    {
+                        Ok(answer) => {
+                            if let Some(r) = resource
+                                .get
+                                .as_ref()
+                                .and_then(|op| {
+                                    crate::extract::records(&answer.body, &op.records).ok()
+                                })
+                                .and_then(|r| r.into_iter().next())
+                            {
+                                out.insert((*id).to_owned(), r);
+                            }
+                        }
+                        Err(SessionError::Call(CallError::Refused {
+                            class: weft_core::model::ErrorClass::NotFound,
+                            ..
+                        })) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Updates changed works while the policy allows; records why when it does not.
+    async fn update(
+        &mut self,
+        works: Vec<(Work, String, String)>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Work>, RunError> {
+        let mut linked = Vec::new();
+        if works.is_empty() {
+            return Ok(linked);
+        }
+        let state = self.run.state;
+        let w = &self.stream.write;
+        let policy = &w.update;
+        let current = match &policy.when {
+            Some(_) if !policy.never => {
+                let ids: Vec<&str> = works.iter().map(|(_, d, _)| d.as_str()).collect();
+                self.current(&ids).await?
+            }
+            _ => HashMap::new(),
+        };
+        let mut ready = Vec::new();
+        for (mut work, dest, previous) in works {
+            let refusal = if policy.never {
+                Some("the flow writes these records once and never updates them".to_owned())
+            } else if let Some(when) = &policy.when {
+                match current.get(&dest) {
+                    None => Some("the destination record is gone".to_owned()),
+                    Some(found) => {
+                        let scope = minijinja::context! { found => JValue::from_serialize(found), options => &self.options, tables => &self.tables };
+                        match crate::mapping::truthy(&self.env, "update.when", when, &scope) {
+                            Ok(true) => None,
+                            Ok(false) => Some(match &policy.refused {
+                                Some(t) => self
+                                    .env
+                                    .render_str(t, &scope)
+                                    .unwrap_or_else(|e| e.to_string()),
+                                None => format!(
+                                    "the update policy (`{when}`) keeps the destination record as it is"
+                                ),
+                            }),
+                            Err(e) => {
+                                self.fail(tally, &work.id, "update", &e)?;
+                                continue;
+                            }
+                        }
+                    }
+                }
+            } else {
+                None
+            };
+            match refusal {
+                Some(why) => {
+                    tally.summary.count(self.name, |c| c.skipped += 1);
+                    tally.plan(self.name, "skip", &work.id, why.clone());
+                    if !self.dry() {
+                        state.set_note(self.flow(), self.kind(), &work.id, Some(&why))?;
+                        // The version is recorded so the same refusal is not tried every run.
+                        state.finish_write(
+                            self.flow(),
+                            self.kind(),
+                            &work.id,
+                            &dest,
+                            &work.version,
+                            None,
+                            self.now(),
+                        )?;
+                        self.cleared(&work.id)?;
+                    }
+                    work.dest = Some(dest);
+                    linked.push(work);
+                }
+                None => ready.push((work, dest, previous)),
+            }
+        }
+        if ready.is_empty() {
+            return Ok(linked);
+        }
+        if self.dry() {
+            for (work, dest, _) in ready {
+                tally.summary.count(self.name, |c| c.updated += 1);
+                tally.plan(
+                    self.name,
+                    "update",
+                    &work.id,
+                    format!("{dest} would be updated"),
+                );
+            }
+            return Ok(linked);
+        }
+        let resource = self.resource(&w.connection, &w.resource)?;
+        let op = resource.update.clone().ok_or_else(|| {
+            RunError::Config(format!(
+                "`{}` cannot be updated; run `weft flow check {}`",
+                w.resource,
+                self.flow()
+            ))
+        })?;
+        // An update names its record in the path (one per call) or in the body.
+        let by_path = weft_core::template::variables(&self.env, &op.path)
+            .is_some_and(|v| weft_core::template::reads(&v, "id"));
+        let batch_size = if by_path {
+            1
+        } else {
+            op.batch_size.unwrap_or(1).max(1) as usize
+        };
+        let primary = resource.primary_key.clone();
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let batch: Vec<(Work, String, String)> = ready.by_ref().take(batch_size).collect();
+            let records: Vec<Value> = batch
+                .iter()
+                .map(|(work, dest, _)| {
+                    let mut body = work.body.clone();
+                    for field in &policy.omit {
+                        body.remove(field);
+                    }
+                    if !by_path {
+                        body.insert(primary.clone(), Value::String(dest.clone()));
+                    }
+                    Value::Object(body)
+                })
+                .collect();
+            // The key names the version each update replaces, so A → B → A is a new request.
+            let keyed: Vec<Value> = records
+                .iter()
+                .zip(&batch)
+                .map(|(r, (_, _, previous))| json!([r, previous]))
+                .collect();
+            let key = idempotency_key_for(&op, &self.scope_key("update"), &keyed);
+            let intents: Vec<WriteIntent<'_>> = batch
+                .iter()
+                .map(|(work, _, _)| WriteIntent {
+                    source_id: &work.id,
+                    source_version: &work.version,
+                    idempotency_key: key.as_deref().unwrap_or("-"),
+                })
+                .collect();
+            state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
+            let id = if by_path {
+                batch.first().map(|(_, d, _)| d.as_str())
+            } else {
+                None
+            };
+            let results = self
+                .send_batch(
+                    &w.connection,
+                    &w.resource,
+                    OpKind::Update,
+                    &op,
+                    &records,
+                    key.as_deref(),
+                    id,
+                )
+                .await?;
+            let mut done = Vec::new();
+            for ((work, dest, previous), result) in batch.into_iter().zip(results) {
+                match result.status {
+                    "ok" => done.push((work, dest)),
+                    "failed" => {
+                        // Nothing changed: the link keeps the version it had.
+                        state.finish_write(
+                            self.flow(),
+                            self.kind(),
+                            &work.id,
+                            &dest,
+                            &previous,
+                            None,
+                            self.now(),
+                        )?;
+                        self.fail(tally, &work.id, "update", &result.errors.join("; "))?;
+                    }
+                    _ => tally.plan(
+                        self.name,
+                        "pending",
+                        &work.id,
+                        "the answer does not say; updated again next run".to_owned(),
+                    ),
+                }
+            }
+            let rows: Vec<WriteDone<'_>> = done
+                .iter()
+                .map(|(work, dest)| WriteDone {
+                    source_id: &work.id,
+                    dest_id: dest,
+                    source_version: &work.version,
+                    dest_version: None,
+                })
+                .collect();
+            state.finish_writes(self.flow(), self.kind(), &rows, self.now())?;
+            for (mut work, dest) in done {
+                self.cleared(&work.id)?;
+                tally.summary.count(self.name, |c| c.updated += 1);
+                tally.plan(self.name, "update", &work.id, format!("{dest} updated"));
+                work.dest = Some(dest);
+                linked.push(work);
+            }
+        }
+        Ok(linked)
+    }
+
+    /// Writes back at the source, once per destination id, for every linked work.
+    pub(crate) async fn write_back(
+        &mut self,
+        works: &[Work],
+        tally: &mut Tally,
+    ) -> Result<(), RunError> {
+        if self.stream.write_back.is_empty() {
+            return Ok(());
+        }
+        let state = self.run.state;
+        for (i, back) in self.stream.write_back.iter().enumerate() {
+            let kind = format!("{}#back{i}", self.name);
+            let op = self
+                .resource(&back.connection, &back.resource)?
+                .update
+                .clone()
+                .ok_or_else(|| {
+                    RunError::Config(format!(
+                        "`{}` cannot be updated; run `weft flow check {}`",
+                        back.resource,
+                        self.flow()
+                    ))
+                })?;
+            for work in works {
+                let Some(dest) = &work.dest else { continue };
+                if let Some(l) = state.link(self.flow(), &kind, &work.id)?
+                    && l.dest_id.as_deref() == Some(dest.as_str())
+                    && l.pending.is_none()
+                {
+                    continue;
+                }
+                if self.dry() {
+                    tally.summary.count(self.name, |c| c.written_back += 1);
+                    continue;
+                }
+                let scope = self.scope(
+                    work,
+                    &[("written", JValue::from_serialize(json!({ "id": dest })))],
+                );
+                let body = match crate::mapping::evaluate(
+                    &self.env,
+                    &format!("write-back[{i}].fields"),
+                    &back.fields,
+                    &scope,
+                ) {
+                    Ok(b) => Value::Object(b),
+                    Err(message) => {
+                        self.fail(tally, &work.id, "write-back", &message)?;
+                        continue;
+                    }
+                };
+                // Writing back twice is harmless (it sets the same values), so no key is needed.
+                state.begin_write(self.flow(), &kind, &work.id, "", dest, self.now())?;
+                let result = self
+                    .send_batch(
+                        &back.connection,
+                        &back.resource,
+                        OpKind::Update,
+                        &op,
+                        std::slice::from_ref(&body),
+                        None,
+                        Some(&work.id),
+                    )
+                    .await?;
+                match result.into_iter().next() {
+                    Some(r) if r.status == "failed" => {
+                        state.abandon_write(self.flow(), &kind, &work.id)?;
+                        self.fail(tally, &work.id, "write-back", &r.errors.join("; "))?;
+                    }
+                    _ => {
+                        state.finish_write(
+                            self.flow(),
+                            &kind,
+                            &work.id,
+                            dest,
+                            "",
+                            None,
+                            self.now(),
+                        )?;
+                        tally.summary.count(self.name, |c| c.written_back += 1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Flow files: loading, located problems, and checks against the connectors' specs.
+
+use std::path::Path;
+
+use weft_core::Spec;
+use weft_engine::flow::{Flow, FlowError};
+
+const MINIMAL: &str = r#"
+[connections.src]
+connector = "kantata"
+
+[connections.dst]
+connector = "xero"
+
+[options]
+default-account = "200"
+
+[streams.orders]
+source = { connection = "src", resource = "invoices" }
+
+[streams.orders.write]
+connection = "dst"
+resource = "invoices"
+fields = { Type = "'ACCREC'", Reference = "record.id ~ options.default_account" }
+"#;
+
+fn shipped(id: &str) -> Option<Spec> {
+    weft_core::builtin::load_all()
+        .into_iter()
+        .filter_map(|r| r.spec)
+        .find(|s| s.file().id == id)
+}
+
+#[test]
+fn a_minimal_flow_loads_and_checks_clean() {
+    let flow = Flow::parse("k2x", Path::new("flows/k2x.toml"), MINIMAL).unwrap();
+    assert_eq!(flow.connection_name("src"), "src");
+    assert!(flow.check_against(&shipped).is_empty());
+}
+
+#[test]
+fn every_problem_is_located() {
+    let bad = MINIMAL
+        .replace("record.id ~", "record.id ~ +")
+        .replace("options.default_account\"", "options.default_acount\"");
+    let err = Flow::parse("k2x", Path::new("flows/k2x.toml"), &bad).unwrap_err();
+    let FlowError::Invalid { problems, .. } = err else {
+        panic!("expected problems");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems.iter().all(|p| p.line > 0));
+    let typo = MINIMAL.replace("options.default_account\"", "options.default_acount\"");
+    let err = Flow::parse("k2x", Path::new("f.toml"), &typo).unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `default_account`"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("f.toml:17:"), "{err}");
+    let unknown = MINIMAL.replace("[options]", "[options]\n[streams.orders.sourc]");
+    assert!(Flow::parse("k2x", Path::new("f.toml"), &unknown).is_err());
+}
+
+#[test]
+fn a_written_field_the_destination_does_not_have_is_a_located_error() {
+    let typo = MINIMAL.replace("Reference =", "Refrence =");
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &typo).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].message.contains("did you mean `Reference`"),
+        "{problems:?}"
+    );
+    assert_eq!(problems[0].line, 17);
+    let resource = MINIMAL.replace("resource = \"invoices\" }", "resource = \"invoice\" }");
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &resource).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert!(
+        problems[0].message.contains("did you mean `invoices`"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn csv_tables_report_each_bad_row() {
+    let dir = std::env::temp_dir().join(format!("weft-flow-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("accounts.csv"),
+        "key,value\ntime,200\nexpense,\ntime,201\n",
+    )
+    .unwrap();
+    let text = format!("{MINIMAL}\n[tables.accounts]\nfile = \"accounts.csv\"\n");
+    let err = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap_err();
+    let FlowError::Invalid { problems, .. } = err else {
+        panic!("expected problems");
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0].line, 3);
+    assert_eq!(problems[1].line, 4);
+    std::fs::write(dir.join("accounts.csv"), "key,value\ntime,210\n").unwrap();
+    let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap();
+    assert_eq!(flow.tables["accounts"]["time"], "210");
+    std::fs::remove_dir_all(&dir).ok();
+}
