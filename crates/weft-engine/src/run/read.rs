@@ -98,9 +98,15 @@ impl StreamRun<'_> {
         }
     }
 
-    /// Reads what changed since the stream's cursor and handles it page by page. With a keyset
-    /// resource, each page restarts from the newest change seen, and the cursor is saved after
-    /// every page; otherwise pages are numbered and the cursor is saved at the end.
+    /// Reads what changed since the stream's cursor and handles it page by page.
+    ///
+    /// With a keyset resource each request restarts from the newest change seen, so a record
+    /// changed during the read (it moves to the end of the order) cannot push another onto a
+    /// page already read. Where more records share one change time than a page holds, the read
+    /// pages by number within that time, where such a push can happen: those pages are read
+    /// again (records not seen yet are handled) until a pass finds nothing new, and if none
+    /// settles, the cursor stays at that time so the next run reads it again. The cursor is
+    /// saved at each restart point, and at the end of the read.
     pub(crate) async fn read(&mut self, tally: &mut Tally) -> Result<(), RunError> {
         let src = &self.stream.source;
         let resource = self.resource(&src.connection, &src.resource)?;
@@ -111,7 +117,6 @@ impl StreamRun<'_> {
                 self.flow()
             ))
         })?;
-        let session = self.endpoint(&src.connection)?.session;
         let state = self.run.state;
         let inc = list.incremental.as_ref().filter(|_| src.incremental);
         let now = self.now();
@@ -134,40 +139,18 @@ impl StreamRun<'_> {
         let mut newest = cursor;
         // Each record once per change: what a restarted page reads again is passed over.
         let mut seen: HashMap<String, i64> = HashMap::new();
+        // Pages read at the current restart point, and the lowest point the read could not
+        // vouch for.
+        let mut at_cursor = 0u32;
+        let mut floor: Option<Option<Timestamp>> = None;
         let mut pages = 0u64;
         loop {
-            let mut ctx = self.ctx(&src.connection)?;
-            ctx.params = src.params.clone();
-            if let (Some(i), Some(c)) = (inc, cursor) {
-                ctx.cursor = Some(crate::cursor::format(c, i));
-            }
             let Some(query) = pager.next_query() else {
                 break;
             };
-            let (records, body) = session.page(&src.resource, &ctx, &query).await?;
+            let (fresh, page_newest, _) = self.fetch(cursor, &query, &mut pager, &mut seen).await?;
             pages += 1;
-            pager
-                .advance(&body, records.len())
-                .map_err(|source| SessionError::Page {
-                    resource: src.resource.clone(),
-                    source,
-                })?;
-            drop(body);
-            let mut page_newest = None;
-            let mut fresh = Vec::with_capacity(records.len());
-            for r in records {
-                let changed = inc.and_then(|i| {
-                    crate::cursor::parse_field(super::at(&r, &i.field), i.field_format)
-                });
-                page_newest = page_newest.max(changed);
-                let ms = changed.map_or(i64::MIN, Timestamp::as_millisecond);
-                let id = id_text(super::at(&r, &resource.primary_key)).unwrap_or_default();
-                if seen.get(&id) == Some(&ms) {
-                    continue;
-                }
-                seen.insert(id, ms);
-                fresh.push(r);
-            }
+            at_cursor += 1;
             self.run.tell(&format!(
                 "{}: page {pages}, {} records",
                 self.name,
@@ -175,31 +158,40 @@ impl StreamRun<'_> {
             ));
             self.chunk(fresh, tally).await?;
             newest = newest.max(page_newest);
+            let moving = keyset && page_newest > cursor;
+            if !(pager.is_done() || moving) {
+                continue;
+            }
             if keyset
-                && !self.dry()
-                && let Some(n) = page_newest
+                && at_cursor > 1
+                && !self.verify(cursor, &pagination, &mut seen, tally).await?
             {
-                // Everything up to this page's newest change is handled.
-                state.set_cursor(self.flow(), self.name, &n.to_string())?;
+                floor = Some(floor.map_or(cursor, |f| f.min(cursor)));
             }
             if pager.is_done() {
                 break;
             }
-            if keyset && page_newest > cursor {
-                cursor = page_newest;
-                pager = Pager::new(&pagination);
+            cursor = page_newest;
+            pager = Pager::new(&pagination);
+            at_cursor = 0;
+            if let (Some(c), Some(i)) = (cursor, inc) {
                 // Forget what is older than the restart point: it cannot come back.
-                if let (Some(c), Some(i)) = (cursor, inc) {
-                    let overlap =
-                        i64::try_from(i.overlap.map_or(0, |o| o.as_millis())).unwrap_or(0);
-                    let floor = c.as_millisecond().saturating_sub(overlap + 86_400_000);
-                    seen.retain(|_, ms| *ms >= floor);
+                let overlap = i64::try_from(i.overlap.map_or(0, |o| o.as_millis())).unwrap_or(0);
+                let oldest = c.as_millisecond().saturating_sub(overlap + 86_400_000);
+                seen.retain(|_, ms| *ms >= oldest);
+                if floor.is_none() && !self.dry() {
+                    // Everything before the restart point is handled.
+                    state.set_cursor(self.flow(), self.name, &c.to_string())?;
                 }
             }
         }
         if !self.dry() {
+            let keep = match floor {
+                Some(f) => f,
+                None => newest,
+            };
             if inc.is_some()
-                && let Some(n) = newest
+                && let Some(n) = keep
             {
                 state.set_cursor(self.flow(), self.name, &n.to_string())?;
             }
@@ -208,5 +200,85 @@ impl StreamRun<'_> {
             }
         }
         Ok(())
+    }
+
+    /// One page at `cursor`: its records not seen yet at their change time, the newest change
+    /// time in it, and how many of the new ones changed at or before `cursor`.
+    async fn fetch(
+        &self,
+        cursor: Option<Timestamp>,
+        query: &[(String, String)],
+        pager: &mut Pager,
+        seen: &mut HashMap<String, i64>,
+    ) -> Result<(Vec<Value>, Option<Timestamp>, usize), RunError> {
+        let src = &self.stream.source;
+        let resource = self.resource(&src.connection, &src.resource)?;
+        let inc = resource
+            .list
+            .as_ref()
+            .and_then(|l| l.incremental.as_ref())
+            .filter(|_| src.incremental);
+        let session = self.endpoint(&src.connection)?.session;
+        let mut ctx = self.ctx(&src.connection)?;
+        ctx.params = src.params.clone();
+        if let (Some(i), Some(c)) = (inc, cursor) {
+            ctx.cursor = Some(crate::cursor::format(c, i));
+        }
+        let (records, body) = session.page(&src.resource, &ctx, query).await?;
+        pager
+            .advance(&body, records.len())
+            .map_err(|source| SessionError::Page {
+                resource: src.resource.clone(),
+                source,
+            })?;
+        drop(body);
+        let mut page_newest = None;
+        let mut fresh = Vec::with_capacity(records.len());
+        let mut old = 0;
+        for r in records {
+            let changed = inc
+                .and_then(|i| crate::cursor::parse_field(super::at(&r, &i.field), i.field_format));
+            page_newest = page_newest.max(changed);
+            let ms = changed.map_or(i64::MIN, Timestamp::as_millisecond);
+            let id = id_text(super::at(&r, &resource.primary_key)).unwrap_or_default();
+            if seen.get(&id) == Some(&ms) {
+                continue;
+            }
+            if changed <= cursor {
+                old += 1;
+            }
+            seen.insert(id, ms);
+            fresh.push(r);
+        }
+        Ok((fresh, page_newest, old))
+    }
+
+    /// Reads the pages at `cursor` again (they were read by number, so a change during the
+    /// read may have pushed a record onto a page already read): handles what was not seen,
+    /// until a pass finds nothing new (at most three passes). True when one did.
+    async fn verify(
+        &mut self,
+        cursor: Option<Timestamp>,
+        pagination: &Pagination,
+        seen: &mut HashMap<String, i64>,
+        tally: &mut Tally,
+    ) -> Result<bool, RunError> {
+        for _ in 0..3 {
+            let mut pager = Pager::new(pagination);
+            let mut found = 0;
+            while let Some(query) = pager.next_query() {
+                let (fresh, page_newest, old) =
+                    self.fetch(cursor, &query, &mut pager, seen).await?;
+                found += old;
+                self.chunk(fresh, tally).await?;
+                if pager.is_done() || page_newest > cursor {
+                    break;
+                }
+            }
+            if found == 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

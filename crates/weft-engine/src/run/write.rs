@@ -558,11 +558,15 @@ impl StreamRun<'_> {
                     Value::Object(body)
                 })
                 .collect();
-            // The key names the version each update replaces, so A → B → A is a new request.
+            // The key names the version each update replaces and when the intent was made, so
+            // going back and forth (A → B → A → B) inside the provider's idempotency window is a
+            // new request each time, never a replay of an older answer. A retry of this very
+            // request (inside `send`) carries the same key.
+            let intent_at = self.now();
             let keyed: Vec<Value> = records
                 .iter()
                 .zip(&batch)
-                .map(|(r, (_, _, previous))| json!([r, previous]))
+                .map(|(r, (_, _, previous))| json!([r, previous, intent_at]))
                 .collect();
             let key = idempotency_key_for(&op, &self.scope_key("update"), &keyed);
             let intents: Vec<WriteIntent<'_>> = batch

@@ -228,17 +228,19 @@ impl World {
         dry_run: bool,
         kill_after: Option<usize>,
     ) -> Option<Report> {
-        self.try_run(dry_run, kill_after, None)
+        self.try_run(dry_run, kill_after, None, None)
             .await
             .map(|r| r.expect("the run started"))
     }
 
-    /// One run with every choice: dropped after `kill_after` requests, only one stream.
+    /// One run with every choice: dropped after `kill_after` requests, only one stream, waiting
+    /// up to `wait` for another run of the flow.
     pub(crate) async fn try_run(
         &self,
         dry_run: bool,
         kill_after: Option<usize>,
         only: Option<&str>,
+        wait: Option<std::time::Duration>,
     ) -> Option<Result<Report, RunError>> {
         let (source, dest) = self.sessions().await;
         let state = self.state();
@@ -264,7 +266,7 @@ impl World {
             clock: self.clock.as_ref() as &dyn Clock,
             dry_run,
             only: only.map(str::to_owned),
-            wait: None,
+            wait,
             progress: None,
         };
         let requests = || {
