@@ -231,7 +231,7 @@ fn runs_list_and_show() {
         "read:       120",
         "created:    100",
         "failed:     2",
-        "contacts created:   9",
+        "looked-up records created: 9",
         "calls:      14 (1 rate limited, 1m 01s waiting on rate limits)",
         "2 queued by this run; see `weft errors list --flow invoices`",
     ] {

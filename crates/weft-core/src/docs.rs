@@ -436,38 +436,55 @@ fn resources(w: &mut String, s: &SpecFile) {
         }
         let _ = writeln!(w, "\n| Field | Type | Rules |");
         let _ = writeln!(w, "|---|---|---|");
-        for (fname, f) in &r.fields {
-            let mut rules = Vec::new();
-            if f.required {
-                rules.push("required".to_owned());
-            }
-            if f.read_only {
-                rules.push("read-only".to_owned());
-            }
-            if f.write_only {
-                rules.push("write-only".to_owned());
-            }
-            if let Some(max) = f.max_length {
-                rules.push(format!("≤ {max} characters"));
-            }
-            if !f.choices.is_empty() {
-                rules.push(format!("one of {}", f.choices.join(", ")));
-            }
-            if let Some(unit) = f.unit {
-                rules.push(format!("{unit:?}").to_lowercase());
-            }
-            if let Some(format) = f.format {
-                rules.push(format!("{format:?}").to_lowercase());
-            }
-            if let Some(target) = &f.references {
-                rules.push(format!("→ `{target}`"));
-            }
-            let _ = writeln!(
-                w,
-                "| `{fname}` | {} | {} |",
-                format!("{:?}", f.ty).to_lowercase(),
-                rules.join("; ")
-            );
+        field_rows(w, "", &r.fields);
+    }
+}
+
+/// One table row per field, and for a list or object with declared fields, one per nested
+/// field (`LineItems[].UnitAmount`).
+fn field_rows(
+    w: &mut String,
+    prefix: &str,
+    fields: &indexmap::IndexMap<String, crate::model::RecordField>,
+) {
+    for (fname, f) in fields {
+        let mut rules = Vec::new();
+        if f.required {
+            rules.push("required".to_owned());
+        }
+        if f.read_only {
+            rules.push("read-only".to_owned());
+        }
+        if f.write_only {
+            rules.push("write-only".to_owned());
+        }
+        if let Some(max) = f.max_length {
+            rules.push(format!("≤ {max} characters"));
+        }
+        if !f.choices.is_empty() {
+            rules.push(format!("one of {}", f.choices.join(", ")));
+        }
+        if let Some(unit) = f.unit {
+            rules.push(format!("{unit:?}").to_lowercase());
+        }
+        if let Some(format) = f.format {
+            rules.push(format!("{format:?}").to_lowercase());
+        }
+        if let Some(target) = &f.references {
+            rules.push(format!("→ `{target}`"));
+        }
+        let _ = writeln!(
+            w,
+            "| `{prefix}{fname}` | {} | {} |",
+            format!("{:?}", f.ty).to_lowercase(),
+            rules.join("; ")
+        );
+        if !f.fields.is_empty() {
+            let nested = match f.ty {
+                crate::model::FieldType::Array => format!("{prefix}{fname}[]."),
+                _ => format!("{prefix}{fname}."),
+            };
+            field_rows(w, &nested, &f.fields);
         }
     }
 }

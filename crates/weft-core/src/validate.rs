@@ -742,71 +742,86 @@ impl Validator<'_> {
             self.operation(&format!("{key}.{op_name}"), op_name, op, r);
         }
         for (field_name, field) in &r.fields {
-            let fkey = format!("{key}.fields.{field_name}");
-            let ty = field.ty;
-            if ty == FieldType::Money && field.unit.is_none() {
-                self.error(&fkey, "a money field needs `unit` (cents or decimal)", None);
+            self.record_field(&format!("{key}.fields.{field_name}"), field);
+        }
+    }
+
+    /// One record field's rules, and its nested fields' (objects and list elements).
+    fn record_field(&mut self, fkey: &str, field: &crate::model::RecordField) {
+        let fkey = fkey.to_owned();
+        let ty = field.ty;
+        if ty == FieldType::Money && field.unit.is_none() {
+            self.error(&fkey, "a money field needs `unit` (cents or decimal)", None);
+        }
+        if ty != FieldType::Money && field.unit.is_some() {
+            self.error(
+                format!("{fkey}.unit"),
+                "`unit` only applies to money fields",
+                None,
+            );
+        }
+        let dated = matches!(ty, FieldType::Date | FieldType::Datetime);
+        if dated && field.format.is_none() {
+            self.error(
+                &fkey,
+                "a date or datetime field needs `format`",
+                Some("rfc3339, naive-utc, date or ms-json".to_owned()),
+            );
+        }
+        if !dated && field.format.is_some() {
+            self.error(
+                format!("{fkey}.format"),
+                "`format` only applies to date and datetime fields",
+                None,
+            );
+        }
+        if field.max_length.is_some() && ty != FieldType::String {
+            self.error(
+                format!("{fkey}.max-length"),
+                "`max-length` only applies to string fields",
+                None,
+            );
+        }
+        if !field.choices.is_empty() && ty != FieldType::String {
+            self.error(
+                format!("{fkey}.enum"),
+                "`enum` only applies to string fields",
+                None,
+            );
+        }
+        match (&field.references, ty) {
+            (Some(target), FieldType::Reference | FieldType::Array) => {
+                self.resource_ref(&format!("{fkey}.references"), target);
             }
-            if ty != FieldType::Money && field.unit.is_some() {
-                self.error(
-                    format!("{fkey}.unit"),
-                    "`unit` only applies to money fields",
-                    None,
-                );
+            (None, FieldType::Reference) => {
+                self.error(&fkey, "a reference field needs `references`", None)
             }
-            let dated = matches!(ty, FieldType::Date | FieldType::Datetime);
-            if dated && field.format.is_none() {
-                self.error(
-                    &fkey,
-                    "a date or datetime field needs `format`",
-                    Some("rfc3339, naive-utc, date or ms-json".to_owned()),
-                );
-            }
-            if !dated && field.format.is_some() {
-                self.error(
-                    format!("{fkey}.format"),
-                    "`format` only applies to date and datetime fields",
-                    None,
-                );
-            }
-            if field.max_length.is_some() && ty != FieldType::String {
-                self.error(
-                    format!("{fkey}.max-length"),
-                    "`max-length` only applies to string fields",
-                    None,
-                );
-            }
-            if !field.choices.is_empty() && ty != FieldType::String {
-                self.error(
-                    format!("{fkey}.enum"),
-                    "`enum` only applies to string fields",
-                    None,
-                );
-            }
-            match (&field.references, ty) {
-                (Some(target), FieldType::Reference | FieldType::Array) => {
-                    self.resource_ref(&format!("{fkey}.references"), target);
-                }
-                (None, FieldType::Reference) => {
-                    self.error(&fkey, "a reference field needs `references`", None)
-                }
-                (Some(_), _) => self.error(
-                    format!("{fkey}.references"),
-                    "`references` only applies to reference fields and arrays of ids",
-                    None,
-                ),
-                (None, _) => {}
-            }
-            if field.required && field.read_only {
-                self.error(&fkey, "a field cannot be both required and read-only", None);
-            }
-            if field.read_only && field.write_only {
-                self.error(
-                    &fkey,
-                    "a field cannot be both read-only and write-only",
-                    None,
-                );
-            }
+            (Some(_), _) => self.error(
+                format!("{fkey}.references"),
+                "`references` only applies to reference fields and arrays of ids",
+                None,
+            ),
+            (None, _) => {}
+        }
+        if field.required && field.read_only {
+            self.error(&fkey, "a field cannot be both required and read-only", None);
+        }
+        if field.read_only && field.write_only {
+            self.error(
+                &fkey,
+                "a field cannot be both read-only and write-only",
+                None,
+            );
+        }
+        if !field.fields.is_empty() && !matches!(field.ty, FieldType::Object | FieldType::Array) {
+            self.error(
+                format!("{fkey}.fields"),
+                "nested `fields` only apply to object fields and lists of objects",
+                None,
+            );
+        }
+        for (name, nested) in &field.fields {
+            self.record_field(&format!("{fkey}.fields.{name}"), nested);
         }
     }
 

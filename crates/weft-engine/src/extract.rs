@@ -223,25 +223,25 @@ mod tests {
             records(&json!({"a": 1}), &Extract::Root).unwrap(),
             vec![json!({"a": 1})]
         );
-        let xero = json!({"Invoices": [{"InvoiceID": "x"}], "pagination": {"page": 1}});
+        let pathed = json!({"Orders": [{"OrderID": "x"}], "pagination": {"page": 1}});
         let path = Extract::Path {
-            path: "Invoices".into(),
+            path: "Orders".into(),
         };
         assert_eq!(
-            records(&xero, &path).unwrap(),
-            vec![json!({"InvoiceID": "x"})]
+            records(&pathed, &path).unwrap(),
+            vec![json!({"OrderID": "x"})]
         );
         assert_eq!(
             records(&json!({}), &path),
             Err(ExtractError::Missing {
-                path: "Invoices".into()
+                path: "Orders".into()
             })
         );
 
-        let kantata = json!({
+        let indexed = json!({
             "count": 2,
-            "results": [{"key": "invoices", "id": "9"}, {"key": "invoices", "id": "7"}, {"key": "users", "id": "1"}],
-            "invoices": {"7": {"id": "7"}, "9": {"id": "9"}},
+            "results": [{"key": "orders", "id": "9"}, {"key": "orders", "id": "7"}, {"key": "users", "id": "1"}],
+            "orders": {"7": {"id": "7"}, "9": {"id": "9"}},
             "users": {"1": {"id": "1"}}
         });
         let index = |key: Option<&str>| Extract::Index {
@@ -251,7 +251,7 @@ mod tests {
             key: key.map(str::to_owned),
             embed: false,
         };
-        let ids: Vec<Value> = records(&kantata, &index(Some("invoices")))
+        let ids: Vec<Value> = records(&indexed, &index(Some("orders")))
             .unwrap()
             .into_iter()
             .map(|r| r["id"].clone())
@@ -261,8 +261,8 @@ mod tests {
             vec![json!("9"), json!("7")],
             "the index order wins over the map order"
         );
-        assert_eq!(records(&kantata, &index(None)).unwrap().len(), 3);
-        let broken = json!({"results": [{"key": "invoices", "id": "3"}], "invoices": {}});
+        assert_eq!(records(&indexed, &index(None)).unwrap().len(), 3);
+        let broken = json!({"results": [{"key": "orders", "id": "3"}], "orders": {}});
         assert!(matches!(
             records(&broken, &index(None)),
             Err(ExtractError::Dangling { .. })
@@ -272,8 +272,8 @@ mod tests {
     #[test]
     fn embedding_follows_ids_into_the_side_loaded_maps() {
         let body = json!({
-            "results": [{"key": "invoices", "id": "7"}],
-            "invoices": {"7": {"id": "7", "time_entry_ids": ["1", "2"], "workspace_ids": ["5"],
+            "results": [{"key": "orders", "id": "7"}],
+            "orders": {"7": {"id": "7", "time_entry_ids": ["1", "2"], "workspace_ids": ["5"],
                                 "user_id": "3", "recipient_id": "3", "expense_ids": []}},
             "time_entries": {"1": {"id": "1", "time_in_minutes": 30}, "2": {"id": "2", "time_in_minutes": 45}},
             "workspaces": {"5": {"id": "5", "primary_workspace_group_id": "8"}},
@@ -283,15 +283,15 @@ mod tests {
             index: "results".into(),
             key_field: "key".into(),
             id_field: "id".into(),
-            key: Some("invoices".into()),
+            key: Some("orders".into()),
             embed: true,
         };
-        let invoice = &records(&body, &extract).unwrap()[0];
-        assert_eq!(invoice["time_entries"][1]["time_in_minutes"], 45);
-        assert_eq!(invoice["workspaces"][0]["id"], "5");
-        assert_eq!(invoice["user"]["id"], "3");
+        let order = &records(&body, &extract).unwrap()[0];
+        assert_eq!(order["time_entries"][1]["time_in_minutes"], 45);
+        assert_eq!(order["workspaces"][0]["id"], "5");
+        assert_eq!(order["user"]["id"], "3");
         // No `recipients` map, no `expenses` map: nothing invented.
-        assert!(invoice.get("recipient").is_none());
-        assert!(invoice.get("expenses").is_none());
+        assert!(order.get("recipient").is_none());
+        assert!(order.get("expenses").is_none());
     }
 }

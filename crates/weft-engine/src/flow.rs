@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -27,7 +28,7 @@ use weft_core::duration::SpecDuration;
 use weft_core::model::{FieldType, Resource};
 
 /// A flow file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FlowFile {
     /// What the flow is for, shown by `weft flow list`.
@@ -37,6 +38,7 @@ pub struct FlowFile {
     pub connections: IndexMap<String, FlowConnection>,
     /// Choices that shape the written records (`options.<name>` in expressions; `-` reads as `_`).
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
     pub options: IndexMap<String, toml::Value>,
     /// Mapping tables by name (`tables.<name>[key]` in expressions).
     #[serde(default)]
@@ -46,7 +48,7 @@ pub struct FlowFile {
 }
 
 /// One connection a flow uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FlowConnection {
     /// The connector it must be (a spec id); the flow is checked against that spec.
@@ -61,7 +63,7 @@ pub struct FlowConnection {
 }
 
 /// A stream: one source resource, read and moved record by record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Stream {
     /// What it does.
@@ -90,7 +92,7 @@ pub struct Stream {
 }
 
 /// Where a stream reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StreamSource {
     /// A connection alias from `[connections]`.
@@ -116,7 +118,7 @@ fn yes() -> bool {
 }
 
 /// A join through the ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Join {
     /// The stream whose links are followed.
@@ -126,7 +128,7 @@ pub struct Join {
 }
 
 /// A skip rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Skip {
     /// A condition (`record`, `options`, `tables`, `linked`, `lookup` in scope).
@@ -137,7 +139,7 @@ pub struct Skip {
 }
 
 /// How a lookup reads its resource.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LookupLoad {
     /// One `get` by id per key (cached for the run).
@@ -148,7 +150,7 @@ pub enum LookupLoad {
 }
 
 /// A lookup: the record of `resource` whose `match` field equals `key`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Lookup {
     /// Its name in expressions (`lookup.<name>`).
@@ -183,7 +185,7 @@ pub struct Lookup {
 }
 
 /// A computed list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Items {
     /// The list it adds to (`items.<into>`); several blocks may add to one list, in order.
@@ -206,7 +208,7 @@ pub struct Items {
 
 /// The natural key of written records: how to find one at the destination when the ledger does
 /// not know it (an unknown outcome, a lost state, "already exists").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NaturalKey {
     /// The written field that identifies a record (for instance `InvoiceNumber`).
@@ -226,7 +228,7 @@ fn one() -> u32 {
 }
 
 /// When an existing destination record may be updated.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct UpdatePolicy {
     /// Never update: a record is written once.
@@ -249,7 +251,7 @@ pub struct UpdatePolicy {
 }
 
 /// A list field of the written record, one element per item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ListMapping {
     /// The expression giving the elements (`item`, and `index` from 0, in scope for each).
@@ -259,7 +261,7 @@ pub struct ListMapping {
 }
 
 /// The write at the destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Write {
     /// A connection alias.
@@ -280,7 +282,7 @@ pub struct Write {
 }
 
 /// A write back at the source (or any connection) after a record was written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct WriteBack {
     /// A connection alias.
@@ -292,7 +294,7 @@ pub struct WriteBack {
 }
 
 /// A mapping table: inline rows, rows from a CSV file, or both (the file's rows win).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Table {
     /// Rows: key → value.
@@ -315,6 +317,70 @@ fn key_column() -> String {
 
 fn value_column() -> String {
     "value".to_owned()
+}
+
+/// File name of the committed JSON Schema of flow files (beside the templates).
+pub const SCHEMA_FILE: &str = "weft-flow.schema.json";
+
+/// The JSON Schema of flow files, as pretty JSON with a trailing newline.
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(FlowFile);
+    schema.insert("title".into(), "Weft flow".into());
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// A Markdown reference of the flow language, from the schema: every table and key with its
+/// type and meaning.
+pub fn reference_markdown() -> String {
+    let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap_or_default();
+    let mut out = String::from(
+        "# The flow language\n\nA flow is `flows/NAME.toml` in a workspace. Every key below is checked when the flow loads (`weft flow check`); expressions are MiniJinja. Editors that read `#:schema` comments can use `templates/weft-flow.schema.json`.\n",
+    );
+    let describe = |out: &mut String, title: &str, node: &serde_json::Value| {
+        out.push_str(&format!("\n## {title}\n\n"));
+        if let Some(d) = node["description"].as_str() {
+            out.push_str(d);
+            out.push_str("\n\n");
+        }
+        if let Some(props) = node["properties"].as_object() {
+            let required: Vec<&str> = node["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            out.push_str("| key | required | meaning |\n|---|---|---|\n");
+            for (key, p) in props {
+                let text = p["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace('\n', " ");
+                out.push_str(&format!(
+                    "| `{key}` | {} | {} |\n",
+                    if required.contains(&key.as_str()) {
+                        "yes"
+                    } else {
+                        ""
+                    },
+                    text.replace('|', "\\|")
+                ));
+            }
+        }
+        if let Some(options) = node["oneOf"].as_array().or(node["enum"].as_array()) {
+            for o in options {
+                let name = o["const"].as_str().or(o.as_str()).unwrap_or_default();
+                let text = o["description"].as_str().unwrap_or_default();
+                out.push_str(&format!("- `{name}`: {text}\n"));
+            }
+        }
+    };
+    describe(&mut out, "The flow file", &schema);
+    if let Some(defs) = schema["$defs"].as_object() {
+        for (name, node) in defs {
+            describe(&mut out, name, node);
+        }
+    }
+    out
 }
 
 /// A problem in a flow or its tables, located.
@@ -575,7 +641,7 @@ impl Flow {
         if file.streams.is_empty() {
             problems.push(problem(
                 (1, 1),
-                "the flow has no stream; add a [streams.NAME] table (see `weft init --template kantata-xero`)".to_owned(),
+                "the flow has no stream; add a [streams.NAME] table (the shipped templates are listed by `weft init --help`)".to_owned(),
             ));
         }
         let stream_names: Vec<&String> = file.streams.keys().collect();

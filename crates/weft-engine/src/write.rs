@@ -293,10 +293,10 @@ mod tests {
             message_field: "Message".into(),
         };
         let returned = [
-            json!({"ContactID": "c1", "StatusAttributeString": "OK"}),
+            json!({"CustomerID": "c1", "StatusAttributeString": "OK"}),
             json!({"StatusAttributeString": "ERROR", "ValidationErrors": [{"Message": "Name is required"}]}),
         ];
-        let results = item_results(10, 3, &returned, Some(&rule), "ContactID");
+        let results = item_results(10, 3, &returned, Some(&rule), "CustomerID");
         assert_eq!(
             results[0],
             ItemResult {
@@ -307,6 +307,9 @@ mod tests {
             }
         );
         assert_eq!(results[1].errors, vec!["Name is required".to_owned()]);
-        assert_eq!(results[2].status, "failed");
+        assert_eq!(
+            results[2].status, "unknown",
+            "not mentioned: the outcome is unknown"
+        );
     }
 }

@@ -111,3 +111,32 @@ async fn contacts_batch_reports_each_record_and_replays_without_duplicates() {
         "two contacts, created once"
     );
 }
+
+/// Nested field rules apply to each element of a list: a line's amount that is not a decimal,
+/// or `NaN`, is refused with the line's position; an exact decimal (as flows write it) passes.
+#[test]
+fn list_elements_are_checked_by_their_nested_rules() {
+    let spec = shipped("xero");
+    let invoices = &spec.file().resources["invoices"];
+    let record = |amount: serde_json::Value| {
+        json!({
+            "Type": "ACCREC",
+            "Contact": {"ContactID": "c"},
+            "LineItems": [
+                {"Description": "a", "UnitAmount": 10},
+                {"Description": "b", "UnitAmount": amount}
+            ]
+        })
+    };
+    assert!(check_record(invoices, &record(json!(12.5)), true).is_empty());
+    let exact = weft_engine::exact::mark("104.17".parse().unwrap());
+    assert!(check_record(invoices, &record(json!(exact)), true).is_empty());
+    for bad in [json!("ten"), json!("NaN"), json!(true)] {
+        let problems = check_record(invoices, &record(bad.clone()), true);
+        assert_eq!(
+            problems,
+            vec!["`LineItems[1].UnitAmount` must be a decimal number".to_owned()],
+            "{bad}"
+        );
+    }
+}
