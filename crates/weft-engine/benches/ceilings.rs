@@ -432,6 +432,128 @@ fn memory(records: usize) -> Option<(u64, f64, f64)> {
     ))
 }
 
+/// The B7 child: the kantata-xero flow's invoices stream over the whole backlog, then peak RSS
+/// and CPU time. Its arguments: Kantata API and app URLs, Kantata token, Xero API URL, Xero
+/// access token, tenant.
+fn sync_child(args: &[String]) {
+    let dir = temp("sync-child");
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(Virtual(AtomicU64::new(1_760_000_000_000)));
+    let source = connector_session(
+        "kantata",
+        &[("api", &args[0]), ("app", &args[1])],
+        &args[2],
+        clock.clone(),
+        &dir,
+        None,
+    );
+    let dest = session(&args[3], &args[4], clock.clone(), &dir);
+    let template =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero");
+    let flow = weft_engine::flow::Flow::load(&template.join("flows/kantata-xero.toml")).unwrap();
+    let state = weft_engine::state::State::open(&dir.join("state.db")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cpu = cpu_ms();
+    let report = rt
+        .block_on(
+            weft_engine::run::Run {
+                flow: &flow,
+                endpoints: BTreeMap::from([
+                    (
+                        "kantata".to_owned(),
+                        weft_engine::run::Endpoint {
+                            session: &source,
+                            tenant: None,
+                        },
+                    ),
+                    (
+                        "xero".to_owned(),
+                        weft_engine::run::Endpoint {
+                            session: &dest,
+                            tenant: Some(Tenant {
+                                id: args[5].clone(),
+                                name: String::new(),
+                            }),
+                        },
+                    ),
+                ]),
+                state: &state,
+                clock: clock.as_ref(),
+                dry_run: false,
+                only: Some("invoices".to_owned()),
+                wait: None,
+                progress: None,
+            }
+            .run(),
+        )
+        .unwrap();
+    println!(
+        "{} {} {} {}",
+        report.summary.created,
+        report.summary.failed,
+        status_kb("VmHWM:"),
+        cpu_ms().saturating_sub(cpu)
+    );
+    drop(state);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// B7: peak RSS of a process syncing a backlog of `invoices` Kantata invoices to Xero (the
+/// simulators run in this process, the sync in a child, so only the sync is measured).
+/// Xero's limits are lifted: this measures memory, not the rate.
+fn backlog(invoices: usize) -> Option<(u64, u64, f64, f64, f64)> {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let kantata = KantataSim::start(KantataConfig {
+        size: invoices,
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let xero = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        limits: XeroLimits::unlimited(),
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let access = token(&xero.identity_url(), xero.client_id(), xero.client_secret());
+    let tenant = xero.tenants()[0].0.clone();
+    let started = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--sync-child",
+            &kantata.api_url(),
+            &kantata.app_url(),
+            kantata.personal_token(),
+            &xero.api_url(),
+            &access,
+            &tenant,
+        ])
+        .output()
+        .unwrap();
+    let real = started.elapsed().as_secs_f64();
+    let f: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() != 4 {
+        println!(
+            "backlog {invoices}: the sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some((
+        f[0],
+        f[1],
+        f[2] as f64 / 1024.0,
+        f[3] as f64 * 1000.0 / f[0].max(1) as f64,
+        real,
+    ))
+}
+
 /// Kantata invoices read per second through a Session, with `latency` on every answer, at
 /// `concurrency`.
 fn kantata_rate(invoices: usize, concurrency: u32) -> f64 {
@@ -538,6 +660,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
         child(&args[2], &args[3], &args[4]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--sync-child") {
+        sync_child(&args[2..]);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -647,6 +773,41 @@ fn main() {
         ms <= 10.0,
         "in process",
     ));
+
+    // B7: memory of a sync over a backlog, flat with its size.
+    let backlogs: &[usize] = if quick {
+        &[2_000, 10_000]
+    } else {
+        &[10_000, 100_000]
+    };
+    let mut peaks = Vec::new();
+    for &n in backlogs {
+        if let Some((created, failed, mb, us, real)) = backlog(n) {
+            peaks.push(mb);
+            rows.push(row(
+                "B7",
+                &format!("peak RSS of a sync over a backlog of {n} Kantata invoices"),
+                mb,
+                "MB",
+                "<= 64",
+                mb <= 64.0 && failed == 0,
+                &format!(
+                    "{created} created in Xero, {failed} failed, {us:.0} µs CPU per invoice, {real:.1} real s (Xero's limits lifted)"
+                ),
+            ));
+        }
+    }
+    if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
+        rows.push(row(
+            "B7",
+            "peak RSS growth from the smaller to the larger backlog",
+            last - first,
+            "MB",
+            "flat (< 16)",
+            last - first < 16.0,
+            &format!("{} backlogs", peaks.len()),
+        ));
+    }
 
     // B6: the simulators' own speed, so they never bound B1-B4.
     let xero = XeroSim::start(XeroConfig {

@@ -177,7 +177,7 @@ impl StreamRun<'_> {
             if let (Some(c), Some(i)) = (cursor, inc) {
                 // Forget what is older than the restart point: it cannot come back.
                 let overlap = i64::try_from(i.overlap.map_or(0, |o| o.as_millis())).unwrap_or(0);
-                let oldest = c.as_millisecond().saturating_sub(overlap + 86_400_000);
+                let oldest = c.as_millisecond().saturating_sub(overlap);
                 seen.retain(|_, ms| *ms >= oldest);
                 if floor.is_none() && !self.dry() {
                     // Everything before the restart point is handled.
