@@ -128,12 +128,15 @@ fn duration(ms: u64) -> String {
     }
 }
 
-fn outcome(run: &RunRecord) -> &'static str {
+fn outcome(run: &RunRecord, state: &State) -> &'static str {
     match run.outcome {
         Some(RunOutcome::Completed) => "completed",
         Some(RunOutcome::Stopped { .. }) => "stopped",
         Some(RunOutcome::Failed { .. }) => "failed",
-        None => "unfinished",
+        // No end: still running if a run holds the flow's lock, else it was interrupted (its
+        // counts are those saved as it went).
+        None if weft_engine::runlock::holder(state.path(), &run.flow).is_some() => "running",
+        None => "interrupted",
     }
 }
 
@@ -204,7 +207,7 @@ pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
                         r.finished_ms
                             .map(|f| duration(f.saturating_sub(r.started_ms)))
                             .unwrap_or_else(|| "-".to_owned()),
-                        outcome(r),
+                        outcome(r, &state),
                         if r.dry_run { "yes" } else { "no" },
                         s.read,
                         s.created,
@@ -265,9 +268,15 @@ pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
                     run.flow
                 )?,
                 Some(RunOutcome::Failed { reason }) => writeln!(w, "outcome:    failed: {reason}")?,
+                None if weft_engine::runlock::holder(state.path(), &run.flow).is_some() => {
+                    writeln!(
+                        w,
+                        "outcome:    running (the counts below are as of its last saved chunk)",
+                    )?
+                }
                 None => writeln!(
                     w,
-                    "outcome:    unfinished (the next `weft sync run {}` reconciles and carries on)",
+                    "outcome:    interrupted (counts as of its last saved chunk; the next `weft sync run {}` reconciles and carries on)",
                     run.flow
                 )?,
             }

@@ -190,7 +190,7 @@ fn runs_list_and_show() {
             .starts_with(&seeded.unfinished.to_string())
     );
     assert!(
-        lines[1].contains("unfinished") && lines[1].contains("yes"),
+        lines[1].contains("interrupted") && lines[1].contains("yes"),
         "{text}"
     );
     assert!(

@@ -7,8 +7,11 @@
 //! a number with exactly its digits (see [`crate::exact`]). Overflow is an error of the record,
 //! never a panic or a wrapped value.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use indexmap::IndexMap;
-use minijinja::{Environment, Error, ErrorKind, Value as JValue};
+use minijinja::{Environment, Error, ErrorKind, Expression, Value as JValue};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value;
 
@@ -92,22 +95,35 @@ fn ratio(a: JValue, b: JValue, places: u32) -> Result<String, Error> {
     )
 }
 
-/// Evaluates one expression into JSON (`None` for an empty result: none, undefined or "").
-pub fn value(
-    env: &Environment<'_>,
-    what: &str,
-    expr: &str,
-    ctx: &JValue,
-) -> Result<Option<Value>, String> {
-    let compiled = env
-        .compile_expression(expr)
-        .map_err(|e| format!("{what}: {e}"))?;
-    let value = compiled.eval(ctx).map_err(|e| {
-        format!(
-            "{what} (`{expr}`): {}",
-            e.detail().map_or_else(|| e.to_string(), str::to_owned)
-        )
-    })?;
+/// The shared environment, and each expression compiled once per process (flows have a few
+/// dozen; a run evaluates them for every record).
+fn compiled(expr: &str) -> Result<Arc<Expression<'static, 'static>>, String> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Expression<'static, 'static>>>>> =
+        OnceLock::new();
+    let env = ENV.get_or_init(environment);
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(found) = crate::lock(cache).get(expr) {
+        return Ok(found.clone());
+    }
+    let compiled = Arc::new(
+        env.compile_expression_owned(expr.to_owned())
+            .map_err(|e| e.to_string())?,
+    );
+    crate::lock(cache).insert(expr.to_owned(), compiled.clone());
+    Ok(compiled)
+}
+
+fn detail(e: &Error) -> String {
+    e.detail().map_or_else(|| e.to_string(), str::to_owned)
+}
+
+/// Evaluates one expression into JSON (`None` for an empty result: none or "").
+pub fn value(what: &str, expr: &str, ctx: &JValue) -> Result<Option<Value>, String> {
+    let compiled = compiled(expr).map_err(|e| format!("{what}: {e}"))?;
+    let value = compiled
+        .eval(ctx)
+        .map_err(|e| format!("{what} (`{expr}`): {}", detail(&e)))?;
     if value.is_undefined() {
         return Err(format!(
             "{what}: `{expr}` is undefined for this record (a missing field or a misspelt name); write `… or ''` where a field may be missing"
@@ -124,14 +140,13 @@ pub fn value(
 /// Evaluates a mapping (field → expression) into a JSON object; fields whose value is empty
 /// are left out.
 pub fn evaluate(
-    env: &Environment<'_>,
     section: &str,
     map: &IndexMap<String, String>,
     ctx: &JValue,
 ) -> Result<serde_json::Map<String, Value>, String> {
     let mut out = serde_json::Map::new();
     for (field, expr) in map {
-        if let Some(v) = value(env, &format!("{section}.{field}"), expr, ctx)? {
+        if let Some(v) = value(&format!("{section}.{field}"), expr, ctx)? {
             out.insert(field.clone(), v);
         }
     }
@@ -139,16 +154,12 @@ pub fn evaluate(
 }
 
 /// Whether an expression's result counts as true.
-pub fn truthy(env: &Environment<'_>, what: &str, expr: &str, ctx: &JValue) -> Result<bool, String> {
-    let compiled = env
-        .compile_expression(expr)
-        .map_err(|e| format!("{what}: {e}"))?;
-    compiled.eval(ctx).map(|v| v.is_true()).map_err(|e| {
-        format!(
-            "{what} (`{expr}`): {}",
-            e.detail().map_or_else(|| e.to_string(), str::to_owned)
-        )
-    })
+pub fn truthy(what: &str, expr: &str, ctx: &JValue) -> Result<bool, String> {
+    let compiled = compiled(expr).map_err(|e| format!("{what}: {e}"))?;
+    compiled
+        .eval(ctx)
+        .map(|v| v.is_true())
+        .map_err(|e| format!("{what} (`{expr}`): {}", detail(&e)))
 }
 
 #[cfg(test)]

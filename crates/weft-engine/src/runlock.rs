@@ -80,6 +80,25 @@ impl FlowLock {
     }
 }
 
+/// Who holds flow `flow`'s lock now ("held by process N since T"), or `None` when no run
+/// holds it: a run with no end and no holder was interrupted.
+pub fn holder(state: &Path, flow: &str) -> Option<String> {
+    let mut file = OpenOptions::new().read(true).open(path(state, flow)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(_) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Some(text.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .or(Some("held".to_owned()))
+        }
+    }
+}
+
 impl Drop for FlowLock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);

@@ -329,3 +329,30 @@ fn a_mapping_typo_is_a_located_error_at_load() {
         "{err}"
     );
 }
+
+/// A run killed part-way keeps the counts of what it did (saved after every chunk), so the run
+/// history shows the invoices it created, and it reads as interrupted once its lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_keeps_its_counts() {
+    let w = World::new("killed", 600);
+    // Killed after many calls: well into the creates.
+    assert!(
+        w.run_until(false, Some(40)).await.is_none(),
+        "the run was dropped"
+    );
+    let state = w.state();
+    let last = state.runs(Some("kantata-xero"), 1).unwrap().remove(0);
+    assert!(last.outcome.is_none(), "no end was recorded");
+    let created = w.written().len() as u64;
+    assert!(created > 0, "the run created invoices before it was killed");
+    assert!(
+        last.summary.created > 0 && last.summary.created <= created,
+        "counts saved as it went: {} (Xero has {created})",
+        last.summary.created
+    );
+    assert_eq!(
+        weft_engine::runlock::holder(state.path(), "kantata-xero"),
+        None,
+        "nobody holds the flow any more: interrupted"
+    );
+}

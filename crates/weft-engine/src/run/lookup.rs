@@ -52,8 +52,7 @@ impl StreamRun<'_> {
         let mut keyed = Vec::with_capacity(works.len());
         for w in works {
             let ctx = self.scope(&w, &[]);
-            match crate::mapping::value(&self.env, &format!("lookup {}.key", l.name), &l.key, &ctx)
-            {
+            match crate::mapping::value(&format!("lookup {}.key", l.name), &l.key, &ctx) {
                 Ok(key) => {
                     let key = key.as_ref().and_then(|k| match k {
                         Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
@@ -78,11 +77,11 @@ impl StreamRun<'_> {
                 .and_then(|k| cache.found.get(&normalize(l, k)).cloned().flatten());
             match (found, key) {
                 (Some(found), _) => {
-                    w.lookups.insert(l.name.clone(), found);
+                    w.set_lookup(&l.name, found);
                     out.push(w);
                 }
                 (None, _) if l.optional => {
-                    w.lookups.insert(l.name.clone(), Value::Null);
+                    w.set_lookup(&l.name, Value::Null);
                     out.push(w);
                 }
                 (None, None) => failures.push((
@@ -177,7 +176,6 @@ impl StreamRun<'_> {
                 let listed = self.caches.get(&l.name).is_some_and(|c| c.listed);
                 if !listed {
                     let mut all: HashMap<String, Value> = HashMap::new();
-                    let env = &self.env;
                     let candidates = l.candidates.clone();
                     let options = self.options.clone();
                     let tables = self.tables.clone();
@@ -187,7 +185,7 @@ impl StreamRun<'_> {
                         .list(&l.resource, &ctx, |found| {
                             if let Some(c) = &candidates {
                                 let scope = minijinja::context! { found => JValue::from_serialize(&found), options => &options, tables => &tables };
-                                match crate::mapping::truthy(env, "candidates", c, &scope) {
+                                match crate::mapping::truthy("candidates", c, &scope) {
                                     Ok(true) => {}
                                     Ok(false) => return ControlFlow::Continue(()),
                                     Err(e) => {
@@ -265,13 +263,9 @@ impl StreamRun<'_> {
             let mut records = Vec::with_capacity(chunk.len());
             for (_, key) in chunk {
                 let scope = minijinja::context! { key => key, options => &self.options, tables => &self.tables };
-                let record = crate::mapping::evaluate(
-                    &self.env,
-                    &format!("lookup {}.create", l.name),
-                    create,
-                    &scope,
-                )
-                .map_err(RunError::Config)?;
+                let record =
+                    crate::mapping::evaluate(&format!("lookup {}.create", l.name), create, &scope)
+                        .map_err(RunError::Config)?;
                 records.push(Value::Object(record));
             }
             if self.dry() {

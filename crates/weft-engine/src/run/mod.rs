@@ -431,6 +431,12 @@ impl<'r> StreamRun<'r> {
         let works = self.prepare(records, tally).await?;
         let works = self.write(works, tally).await?;
         self.write_back(&works, tally).await?;
+        self.save_progress(tally)
+    }
+
+    /// Saves the run's counts so far (after every chunk and every write batch), so a run that
+    /// is killed still shows what it did.
+    pub(crate) fn save_progress(&self, tally: &Tally) -> Result<(), RunError> {
         if !self.dry() {
             self.run.state.save_progress(self.id, &tally.summary)?;
         }

@@ -12,8 +12,6 @@ use super::{RunError, StreamRun, Tally, at, id_text};
 pub(crate) struct Work {
     /// The source id.
     pub(crate) id: String,
-    /// The source record.
-    pub(crate) record: Value,
     /// `{source_id, dest_id}` of the joined stream's link (reverse streams).
     pub(crate) linked: Value,
     /// Found records by lookup name (null when optional and not found).
@@ -26,9 +24,47 @@ pub(crate) struct Work {
     pub(crate) version: String,
     /// The destination id, once known.
     pub(crate) dest: Option<String>,
+    /// The record, linked, lookups and items as expression values, made once (a record with
+    /// its embedded lines is large; every expression of the record shares these).
+    j: [JValue; 4],
 }
 
 impl Work {
+    pub(crate) fn new(id: String, record: Value) -> Self {
+        let jrecord = JValue::from_serialize(&record);
+        Self {
+            id,
+            linked: Value::Null,
+            lookups: Map::new(),
+            items: Map::new(),
+            body: Map::new(),
+            version: String::new(),
+            dest: None,
+            j: [
+                jrecord,
+                JValue::from(()),
+                JValue::from_serialize(Map::new()),
+                JValue::from_serialize(Map::new()),
+            ],
+        }
+    }
+
+    /// Sets the joined link.
+    pub(crate) fn set_linked(&mut self, linked: Value) {
+        self.j[1] = JValue::from_serialize(&linked);
+        self.linked = linked;
+    }
+
+    /// Sets what lookup `name` found.
+    pub(crate) fn set_lookup(&mut self, name: &str, found: Value) {
+        self.lookups.insert(name.to_owned(), found);
+        self.j[2] = JValue::from_serialize(&self.lookups);
+    }
+
+    fn items_changed(&mut self) {
+        self.j[3] = JValue::from_serialize(&self.items);
+    }
+
     /// The value of the natural key field, when the flow declares one.
     pub(crate) fn natural(&self, field: Option<&str>) -> Option<String> {
         field.and_then(|f| self.body.get(f)).and_then(id_text)
@@ -41,22 +77,22 @@ fn hash(value: &Map<String, Value>) -> String {
 }
 
 impl StreamRun<'_> {
-    /// The expression scope of a record.
+    /// The expression scope of a record, with `extra` names.
     pub(crate) fn scope(&self, w: &Work, extra: &[(&str, JValue)]) -> JValue {
-        let mut map: std::collections::BTreeMap<String, JValue> = [
-            ("record".to_owned(), JValue::from_serialize(&w.record)),
-            ("options".to_owned(), self.options.clone()),
-            ("tables".to_owned(), self.tables.clone()),
-            ("linked".to_owned(), JValue::from_serialize(&w.linked)),
-            ("lookup".to_owned(), JValue::from_serialize(&w.lookups)),
-            ("items".to_owned(), JValue::from_serialize(&w.items)),
+        let mut map: std::collections::BTreeMap<&str, JValue> = [
+            ("record", w.j[0].clone()),
+            ("options", self.options.clone()),
+            ("tables", self.tables.clone()),
+            ("linked", w.j[1].clone()),
+            ("lookup", w.j[2].clone()),
+            ("items", w.j[3].clone()),
         ]
         .into_iter()
         .collect();
         for (k, v) in extra {
-            map.insert((*k).to_owned(), v.clone());
+            map.insert(k, v.clone());
         }
-        JValue::from_object(map)
+        JValue::from_serialize(&map)
     }
 
     /// Applies the skip rules that read (`late`) or do not read lookups; true when the record
@@ -72,7 +108,7 @@ impl StreamRun<'_> {
             if rule.when.contains("lookup") != late {
                 continue;
             }
-            match crate::mapping::truthy(&self.env, &format!("skip[{i}].when"), &rule.when, &ctx) {
+            match crate::mapping::truthy(&format!("skip[{i}].when"), &rule.when, &ctx) {
                 Ok(true) => {
                     tally.summary.count(self.name, |c| c.skipped += 1);
                     let reason = if rule.reason.is_empty() {
@@ -115,19 +151,10 @@ impl StreamRun<'_> {
                 )?;
                 continue;
             };
-            let mut w = Work {
-                id,
-                record,
-                linked: Value::Null,
-                lookups: Map::new(),
-                items: Map::new(),
-                body: Map::new(),
-                version: String::new(),
-                dest: None,
-            };
+            let mut w = Work::new(id, record);
             if let Some(join) = &self.stream.join {
                 let ctx = self.scope(&w, &[]);
-                let on = crate::mapping::value(&self.env, "join.on", &join.on, &ctx)
+                let on = crate::mapping::value("join.on", &join.on, &ctx)
                     .ok()
                     .flatten()
                     .as_ref()
@@ -141,7 +168,7 @@ impl StreamRun<'_> {
                 };
                 match link {
                     Some(l) if l.pending.is_none() => {
-                        w.linked = json!({ "source_id": l.source_id, "dest_id": l.dest_id });
+                        w.set_linked(json!({ "source_id": l.source_id, "dest_id": l.dest_id }));
                     }
                     // Not something the joined stream wrote: not this flow's business.
                     _ => continue,
@@ -183,15 +210,14 @@ impl StreamRun<'_> {
             let what = |part: &str| format!("items[{bi}].{part}");
             let ctx = self.scope(w, &[]);
             if let Some(when) = &block.when
-                && !crate::mapping::truthy(&self.env, &what("when"), when, &ctx)?
+                && !crate::mapping::truthy(&what("when"), when, &ctx)?
             {
                 w.items
                     .entry(block.into.clone())
                     .or_insert_with(|| json!([]));
                 continue;
             }
-            let elements = match crate::mapping::value(&self.env, &what("each"), &block.each, &ctx)?
-            {
+            let elements = match crate::mapping::value(&what("each"), &block.each, &ctx)? {
                 Some(Value::Array(a)) => a,
                 None => Vec::new(),
                 Some(other) => {
@@ -215,12 +241,7 @@ impl StreamRun<'_> {
                 };
                 for (name, expr) in &block.lets {
                     let ctx = self.scope(w, &[("item", JValue::from_serialize(&element))]);
-                    let v = crate::mapping::value(
-                        &self.env,
-                        &what(&format!("let.{name}")),
-                        expr,
-                        &ctx,
-                    )?;
+                    let v = crate::mapping::value(&what(&format!("let.{name}")), expr, &ctx)?;
                     element.insert(name.clone(), v.unwrap_or(Value::Null));
                 }
                 computed.push(Value::Object(element));
@@ -231,7 +252,6 @@ impl StreamRun<'_> {
                     for element in computed {
                         let ctx = self.scope(w, &[("item", JValue::from_serialize(&element))]);
                         out.push(Value::Object(crate::mapping::evaluate(
-                            &self.env,
                             &what("fields"),
                             &block.fields,
                             &ctx,
@@ -243,9 +263,8 @@ impl StreamRun<'_> {
                         indexmap::IndexMap::new();
                     for element in computed {
                         let ctx = self.scope(w, &[("item", JValue::from_serialize(&element))]);
-                        let key =
-                            crate::mapping::value(&self.env, &what("group-by"), group_by, &ctx)?
-                                .unwrap_or(Value::Null);
+                        let key = crate::mapping::value(&what("group-by"), group_by, &ctx)?
+                            .unwrap_or(Value::Null);
                         groups
                             .entry(key.to_string())
                             .or_insert_with(|| (key, Vec::new()))
@@ -256,7 +275,6 @@ impl StreamRun<'_> {
                         let group = json!({ "key": key, "count": members.len(), "items": members });
                         let ctx = self.scope(w, &[("group", JValue::from_serialize(&group))]);
                         out.push(Value::Object(crate::mapping::evaluate(
-                            &self.env,
                             &what("fields"),
                             &block.fields,
                             &ctx,
@@ -270,23 +288,20 @@ impl StreamRun<'_> {
                     w.items.insert(block.into.clone(), Value::Array(out));
                 }
             }
+            w.items_changed();
         }
         let write = &self.stream.write;
         let ctx = self.scope(w, &[]);
-        let mut body = crate::mapping::evaluate(&self.env, "write.fields", &write.fields, &ctx)?;
+        let mut body = crate::mapping::evaluate("write.fields", &write.fields, &ctx)?;
         for (list, m) in &write.lists {
-            let elements = match crate::mapping::value(
-                &self.env,
-                &format!("write.lists.{list}.each"),
-                &m.each,
-                &ctx,
-            )? {
-                Some(Value::Array(a)) => a,
-                None => Vec::new(),
-                Some(other) => {
-                    return Err(format!("write.lists.{list}.each gives {other}, not a list"));
-                }
-            };
+            let elements =
+                match crate::mapping::value(&format!("write.lists.{list}.each"), &m.each, &ctx)? {
+                    Some(Value::Array(a)) => a,
+                    None => Vec::new(),
+                    Some(other) => {
+                        return Err(format!("write.lists.{list}.each gives {other}, not a list"));
+                    }
+                };
             let mut out = Vec::with_capacity(elements.len());
             for (index, element) in elements.iter().enumerate() {
                 let ctx = self.scope(
@@ -297,7 +312,6 @@ impl StreamRun<'_> {
                     ],
                 );
                 out.push(Value::Object(crate::mapping::evaluate(
-                    &self.env,
                     &format!("write.lists.{list}.fields"),
                     &m.fields,
                     &ctx,

@@ -107,7 +107,7 @@ impl StreamRun<'_> {
                 .list(&w.resource, &ctx, |record| {
                     if let Some(ignore) = &nk.ignore {
                         let scope = minijinja::context! { found => JValue::from_serialize(&record), options => &self.options, tables => &self.tables };
-                        match crate::mapping::truthy(&self.env, "natural-key.ignore", ignore, &scope) {
+                        match crate::mapping::truthy("natural-key.ignore", ignore, &scope) {
                             Ok(true) => return ControlFlow::Continue(()),
                             Ok(false) => {}
                             Err(e) => {
@@ -379,6 +379,7 @@ impl StreamRun<'_> {
                     }
                 }
             }
+            self.save_progress(tally)?;
         }
         Ok((created, relinked))
     }
@@ -465,7 +466,7 @@ impl StreamRun<'_> {
                     None => Some("the destination record is gone".to_owned()),
                     Some(found) => {
                         let scope = minijinja::context! { found => JValue::from_serialize(found), options => &self.options, tables => &self.tables };
-                        match crate::mapping::truthy(&self.env, "update.when", when, &scope) {
+                        match crate::mapping::truthy("update.when", when, &scope) {
                             Ok(true) => None,
                             Ok(false) => Some(match &policy.refused {
                                 Some(t) => self
@@ -636,6 +637,7 @@ impl StreamRun<'_> {
                 work.dest = Some(dest);
                 linked.push(work);
             }
+            self.save_progress(tally)?;
         }
         Ok(linked)
     }
@@ -680,7 +682,6 @@ impl StreamRun<'_> {
                     &[("written", JValue::from_serialize(json!({ "id": dest })))],
                 );
                 let body = match crate::mapping::evaluate(
-                    &self.env,
                     &format!("write-back[{i}].fields"),
                     &back.fields,
                     &scope,
