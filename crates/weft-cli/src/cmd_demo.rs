@@ -26,6 +26,9 @@ use crate::cmd_sandbox::{SandboxArgs, start};
 /// Options of `weft demo`.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
+    /// The shipped flow template to run (see `weft init --help`).
+    #[arg(long, default_value = "kantata-xero")]
+    flow: String,
     /// Kantata invoices in the sandbox.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=5_000))]
     invoices: u64,
@@ -42,6 +45,7 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Default, Serialize)]
 struct Summary {
+    flow: String,
     invoices_read: u64,
     created_in_xero: u64,
     contacts_created: u64,
@@ -224,9 +228,16 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
         }
         Ok(())
     };
-    step(io, "workspace from the kantata-xero template")?;
+    let flow = args.flow.as_str();
+    if !crate::cmd_sync::TEMPLATES.iter().any(|(n, _)| *n == flow) {
+        bail!(
+            "no template `{flow}`; the templates are: {}",
+            crate::cmd_sync::template_names()
+        );
+    }
+    step(io, &format!("workspace from the {flow} template"))?;
     std::fs::create_dir_all(&demo.workspace)?;
-    demo.run(&["init", "--template", "kantata-xero"], None, &[0])?;
+    demo.run(&["init", "--template", flow], None, &[0])?;
     step(io, "OAuth clients (secrets sealed, never shown)")?;
     demo.run(
         &[
@@ -318,12 +329,10 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
     demo.run(&["connection", "test", "xero"], None, &[0])?;
 
     step(io, "first sync run")?;
-    let first: serde_json::Value = serde_json::from_str(&demo.run(
-        &["sync", "run", "kantata-xero", "--json"],
-        None,
-        &[0, 10],
-    )?)?;
+    let first: serde_json::Value =
+        serde_json::from_str(&demo.run(&["sync", "run", flow, "--json"], None, &[0, 10])?)?;
     let mut summary = Summary {
+        flow: flow.to_owned(),
         invoices_read: first["summary"]["read"].as_u64().unwrap_or(0),
         created_in_xero: first["summary"]["created"].as_u64().unwrap_or(0),
         contacts_created: first["summary"]["lookups_created"].as_u64().unwrap_or(0),
@@ -361,11 +370,8 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
     .map_err(|e| anyhow!("paying in the sandbox failed: {e}"))?;
     // Xero compares If-Modified-Since to the second.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second: serde_json::Value = serde_json::from_str(&demo.run(
-        &["sync", "run", "kantata-xero", "--json"],
-        None,
-        &[0, 10],
-    )?)?;
+    let second: serde_json::Value =
+        serde_json::from_str(&demo.run(&["sync", "run", flow, "--json"], None, &[0, 10])?)?;
     summary.payments_written_back = second["summary"]["streams"]["payments"]["created"]
         .as_u64()
         .unwrap_or(0);
@@ -375,27 +381,60 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
         .unwrap_or(0);
     summary.calls += second["summary"]["calls"].as_u64().unwrap_or(0);
 
-    // Duplicates, counted at the providers: an invoice number twice in Xero, or a Kantata
-    // invoice with more than one recorded payment.
-    let mut numbers = std::collections::HashMap::new();
-    for inv in x.invoices(&tenant) {
-        if let Some(n) = inv["InvoiceNumber"]
-            .as_str()
-            .filter(|n| n.starts_with("KAN-"))
-        {
-            *numbers.entry(n.to_owned()).or_insert(0u64) += 1;
-        }
-    }
-    let mut payments = std::collections::HashMap::new();
-    for p in k.external_payments() {
-        if let Some(i) = p.invoice_id {
-            *payments.entry(i).or_insert(0u64) += 1;
-        }
-    }
-    summary.duplicates = numbers
-        .values()
-        .chain(payments.values())
-        .map(|n| n.saturating_sub(1))
-        .sum();
+    summary.duplicates = duplicates(&demo, flow, &tenant)?;
     Ok(summary)
+}
+
+/// Duplicates at the destinations, found by reading them back with `weft read`: for each stream
+/// with a natural key, the records sharing the key of a record the flow wrote, beyond the first.
+fn duplicates(demo: &Demo, flow: &str, tenant: &str) -> Result<u64> {
+    let ws = weft_engine::workspace::Workspace::find(&demo.workspace)?;
+    let file = weft_engine::flow::Flow::load(&ws.dir().join("flows").join(format!("{flow}.toml")))?;
+    let state = weft_engine::state::State::open(&ws.state_path())?;
+    let mut extra = 0;
+    for (name, stream) in &file.file.streams {
+        let Some(nk) = &stream.write.natural_key else {
+            continue;
+        };
+        let alias = &stream.write.connection;
+        let connection = file.connection_name(alias);
+        let spec = crate::specs::find(&file.file.connections[alias].connector)?;
+        let primary = spec
+            .file()
+            .resources
+            .get(&stream.write.resource)
+            .map_or("id".to_owned(), |r| r.primary_key.clone());
+        let mut read = vec!["read", connection.as_str(), stream.write.resource.as_str()];
+        if spec.file().tenants.is_some() {
+            read.extend(["--tenant", tenant]);
+        }
+        let text = demo.run(&read, None, &[0])?;
+        let written: std::collections::HashSet<String> = state
+            .links(flow, name)?
+            .into_iter()
+            .filter_map(|l| l.dest_id)
+            .collect();
+        let text_of = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let mut keys: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let mut ours = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let record: serde_json::Value = serde_json::from_str(line)?;
+            let Some(key) = text_of(&record[nk.field.as_str()]) else {
+                continue;
+            };
+            if text_of(&record[primary.as_str()]).is_some_and(|id| written.contains(&id)) {
+                ours.insert(key.clone());
+            }
+            *keys.entry(key).or_default() += 1;
+        }
+        extra += ours
+            .iter()
+            .map(|k| keys.get(k).copied().unwrap_or(1).saturating_sub(1))
+            .sum::<u64>();
+    }
+    Ok(extra)
 }

@@ -103,11 +103,25 @@ pub(crate) const KANTATA_XERO: &[(&str, &str)] = &[
     ),
 ];
 
+/// The shipped workspace templates, by name.
+pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[("kantata-xero", KANTATA_XERO)];
+
+/// The names of the shipped templates, for messages.
+pub(crate) fn template_names() -> String {
+    TEMPLATES
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Writes template `name` into `dir`, refusing to overwrite anything.
 pub(crate) fn write_template(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
-    let files = match name {
-        "kantata-xero" => KANTATA_XERO,
-        other => bail!("no template `{other}`; the templates are: kantata-xero"),
+    let Some(&(_, files)) = TEMPLATES.iter().find(|(n, _)| *n == name) else {
+        bail!(
+            "no template `{name}`; the templates are: {}",
+            template_names()
+        );
     };
     for (rel, _) in files {
         let path = dir.join(rel);

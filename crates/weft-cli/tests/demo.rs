@@ -17,3 +17,33 @@ fn demo_runs_the_whole_job_and_finds_no_duplicate() {
     assert!(report["created_in_xero"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(report["created_in_xero"], report["references_written"]);
 }
+
+#[test]
+fn demo_runs_a_named_flow_with_per_stream_counts_and_refuses_an_unknown_one() {
+    let s = Sandbox::new("demo-flow");
+    let o = s.run(
+        &[
+            "demo",
+            "--flow",
+            "kantata-xero",
+            "--json",
+            "--invoices",
+            "20",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["flow"], "kantata-xero");
+    assert_eq!(report["duplicates"], 0);
+    let first = &report["streams"]["first_run"]["invoices"];
+    assert_eq!(first["created"], report["created_in_xero"], "{report}");
+    assert_eq!(report["streams"]["second_run"]["payments"]["created"], 1);
+    let o = s.run(&["demo", "--flow", "nope"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("no template `nope`; the templates are: kantata-xero"),
+        "{}",
+        err(&o)
+    );
+}
