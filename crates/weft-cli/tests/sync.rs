@@ -112,6 +112,30 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
     assert!(out(&dry).contains("would create"), "{}", out(&dry));
     assert_eq!(x.creates(&tenant), 0);
 
+    // A second run while one holds the flow is refused with who holds it (exit 11).
+    let mut first = s
+        .command(&["sync", "run", "kantata-xero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = s.project().join(".weft/locks/flow-kantata-xero.lock");
+    let held = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("held by process"))
+    });
+    if held && first.try_wait().unwrap().is_none() {
+        let second = s.run(&["sync", "run", "kantata-xero"], None);
+        if first.try_wait().unwrap().is_none() {
+            assert_eq!(second.status.code(), Some(11), "{}", err(&second));
+            assert!(err(&second).contains("already running"), "{}", err(&second));
+            assert!(err(&second).contains("held by process"), "{}", err(&second));
+        }
+    }
+    first.kill().ok();
+    first.wait().unwrap();
+
     // Killed (SIGKILL) at moments spread over the run.
     let mut rng = fastrand::Rng::with_seed(11);
     let mut killed = 0;
@@ -153,6 +177,7 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
     ok(&status);
     assert!(out(&status).contains("kantata-xero"), "{}", out(&status));
     assert!(out(&status).contains("open errors: 0"), "{}", out(&status));
+    assert!(out(&status).contains(": completed"), "{}", out(&status));
     let runs = s.run(&["runs", "list", "--json"], None);
     ok(&runs);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
@@ -168,5 +193,57 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
             .into_iter()
             .chain(k.issued_tokens())
             .collect(),
+    );
+}
+
+/// `weft flow list|show|check` on the shipped template, and a typo found with its location.
+#[test]
+fn flows_are_listed_shown_and_checked_with_located_problems() {
+    let s = Sandbox::new("flow-cmds");
+    ok(&s.run(&["init", "--template", "kantata-xero"], None));
+    let list = s.run(&["flow", "list"], None);
+    ok(&list);
+    assert!(
+        out(&list).contains("kantata-xero  streams: invoices, payments"),
+        "{}",
+        out(&list)
+    );
+    let show = s.run(&["flow", "show", "kantata-xero"], None);
+    ok(&show);
+    assert!(
+        out(&show).contains(
+            "stream payments: xero.invoices → kantata.external_payments (joined to invoices)"
+        ),
+        "{}",
+        out(&show)
+    );
+    let check = s.run(&["flow", "check"], None);
+    ok(&check);
+    assert!(
+        out(&check).contains("1 flow(s) checked, 0 problem(s)"),
+        "{}",
+        out(&check)
+    );
+    let path = s.project().join("flows/kantata-xero.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\nTaxType =", "\nTaxTipe =")).unwrap();
+    let check = s.run(&["flow", "check", "kantata-xero"], None);
+    assert_eq!(check.status.code(), Some(1));
+    let text = out(&check);
+    assert!(
+        text.contains("has no field `TaxTipe`; did you mean `TaxType`?"),
+        "{text}"
+    );
+    assert!(text.contains("flows/kantata-xero.toml:"), "{text}");
+    // A run refuses the flow the same way, before any call.
+    let run = s.run(&["sync", "run", "kantata-xero"], None);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(err(&run).contains("TaxTipe"), "{}", err(&run));
+    let missing = s.run(&["flow", "show", "nope"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        err(&missing).contains("the flows are: kantata-xero"),
+        "{}",
+        err(&missing)
     );
 }
