@@ -294,7 +294,25 @@ pub(crate) struct StreamRun<'r> {
     pub(crate) options: JValue,
     pub(crate) tables: JValue,
     pub(crate) caches: HashMap<String, lookup::Cache>,
+    /// Write-backs computed and not sent yet.
+    pub(crate) backs: Vec<Back>,
 }
+
+/// A write-back waiting to be sent.
+#[derive(Debug)]
+pub(crate) struct Back {
+    /// Which of the stream's write-backs.
+    pub(crate) index: usize,
+    /// The source record it updates.
+    pub(crate) source_id: String,
+    /// The destination id it records.
+    pub(crate) dest_id: String,
+    /// The update's body.
+    pub(crate) body: Value,
+}
+
+/// Write-backs kept waiting at most (then sent), so memory stays bounded.
+const BACKS_WAITING: usize = 1000;
 
 impl<'r> StreamRun<'r> {
     fn new(run: &'r Run<'r>, id: i64, name: &'r str, stream: &'r Stream) -> Result<Self, RunError> {
@@ -319,6 +337,7 @@ impl<'r> StreamRun<'r> {
             options: JValue::from_serialize(&options),
             tables: JValue::from_serialize(&run.flow.tables),
             caches: HashMap::new(),
+            backs: Vec::new(),
         })
     }
 
@@ -419,7 +438,7 @@ impl<'r> StreamRun<'r> {
         self.revisit(tally).await?;
         self.run.tell(&format!("{}: reading changes", self.name));
         self.read(tally).await?;
-        Ok(())
+        self.flush_write_backs(tally).await
     }
 
     /// Handles one chunk of source records, from start to write-back.
@@ -430,7 +449,10 @@ impl<'r> StreamRun<'r> {
     ) -> Result<(), RunError> {
         let works = self.prepare(records, tally).await?;
         let works = self.write(works, tally).await?;
-        self.write_back(&works, tally).await?;
+        self.write_back(&works, tally)?;
+        if self.backs.len() >= BACKS_WAITING {
+            self.flush_write_backs(tally).await?;
+        }
         self.save_progress(tally)
     }
 

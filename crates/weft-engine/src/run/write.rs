@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use weft_core::model::Operation;
 
 use super::record::Work;
-use super::{RunError, StreamRun, Tally, at, id_text};
+use super::{Back, RunError, StreamRun, Tally, at, id_text};
 use crate::http::CallError;
 use crate::request::OpKind;
 use crate::session::SessionError;
@@ -642,29 +642,15 @@ impl StreamRun<'_> {
         Ok(linked)
     }
 
-    /// Writes back at the source, once per destination id, for every linked work.
-    pub(crate) async fn write_back(
-        &mut self,
-        works: &[Work],
-        tally: &mut Tally,
-    ) -> Result<(), RunError> {
-        if self.stream.write_back.is_empty() {
-            return Ok(());
-        }
+    /// Queues the write-backs of every linked work (once per destination id): their bodies are
+    /// computed now, from the record, and sent by [`Self::flush_write_backs`] at the end of the
+    /// read (or when many are waiting), so the destination's writes are not held up by the
+    /// source's. A run that dies before sending them leaves the links without their write-back,
+    /// which the next run finds and makes.
+    pub(crate) fn write_back(&mut self, works: &[Work], tally: &mut Tally) -> Result<(), RunError> {
         let state = self.run.state;
         for (i, back) in self.stream.write_back.iter().enumerate() {
             let kind = format!("{}#back{i}", self.name);
-            let op = self
-                .resource(&back.connection, &back.resource)?
-                .update
-                .clone()
-                .ok_or_else(|| {
-                    RunError::Config(format!(
-                        "`{}` cannot be updated; run `weft flow check {}`",
-                        back.resource,
-                        self.flow()
-                    ))
-                })?;
             for work in works {
                 let Some(dest) = &work.dest else { continue };
                 if let Some(l) = state.link(self.flow(), &kind, &work.id)?
@@ -681,50 +667,79 @@ impl StreamRun<'_> {
                     work,
                     &[("written", JValue::from_serialize(json!({ "id": dest })))],
                 );
-                let body = match crate::mapping::evaluate(
+                match crate::mapping::evaluate(
                     &format!("write-back[{i}].fields"),
                     &back.fields,
                     &scope,
                 ) {
-                    Ok(b) => Value::Object(b),
-                    Err(message) => {
-                        self.fail(tally, &work.id, "write-back", &message)?;
-                        continue;
-                    }
-                };
-                // Writing back twice is harmless (it sets the same values), so no key is needed.
-                state.begin_write(self.flow(), &kind, &work.id, "", dest, self.now())?;
-                let result = self
-                    .send_batch(
-                        &back.connection,
-                        &back.resource,
-                        OpKind::Update,
-                        &op,
-                        std::slice::from_ref(&body),
-                        None,
-                        Some(&work.id),
-                    )
-                    .await?;
-                match result.into_iter().next() {
-                    Some(r) if r.status == "failed" => {
-                        state.abandon_write(self.flow(), &kind, &work.id)?;
-                        self.fail(tally, &work.id, "write-back", &r.errors.join("; "))?;
-                    }
-                    _ => {
-                        state.finish_write(
-                            self.flow(),
-                            &kind,
-                            &work.id,
-                            dest,
-                            "",
-                            None,
-                            self.now(),
-                        )?;
-                        tally.summary.count(self.name, |c| c.written_back += 1);
-                    }
+                    Ok(b) => self.backs.push(Back {
+                        index: i,
+                        source_id: work.id.clone(),
+                        dest_id: dest.clone(),
+                        body: Value::Object(b),
+                    }),
+                    Err(message) => self.fail(tally, &work.id, "write-back", &message)?,
                 }
             }
         }
         Ok(())
+    }
+
+    /// Sends the queued write-backs.
+    pub(crate) async fn flush_write_backs(&mut self, tally: &mut Tally) -> Result<(), RunError> {
+        let state = self.run.state;
+        let backs = std::mem::take(&mut self.backs);
+        let total = backs.len();
+        for (n, b) in backs.into_iter().enumerate() {
+            let back = &self.stream.write_back[b.index];
+            let kind = format!("{}#back{}", self.name, b.index);
+            if n % 50 == 0 {
+                self.run
+                    .tell(&format!("{}: writing back {} of {total}", self.name, n + 1));
+            }
+            let op = self
+                .resource(&back.connection, &back.resource)?
+                .update
+                .clone()
+                .ok_or_else(|| {
+                    RunError::Config(format!(
+                        "`{}` cannot be updated; run `weft flow check {}`",
+                        back.resource,
+                        self.flow()
+                    ))
+                })?;
+            // Writing back twice is harmless (it sets the same values), so no key is needed.
+            state.begin_write(self.flow(), &kind, &b.source_id, "", &b.dest_id, self.now())?;
+            let result = self
+                .send_batch(
+                    &back.connection,
+                    &back.resource,
+                    OpKind::Update,
+                    &op,
+                    std::slice::from_ref(&b.body),
+                    None,
+                    Some(&b.source_id),
+                )
+                .await?;
+            match result.into_iter().next() {
+                Some(r) if r.status == "failed" => {
+                    state.abandon_write(self.flow(), &kind, &b.source_id)?;
+                    self.fail(tally, &b.source_id, "write-back", &r.errors.join("; "))?;
+                }
+                _ => {
+                    state.finish_write(
+                        self.flow(),
+                        &kind,
+                        &b.source_id,
+                        &b.dest_id,
+                        "",
+                        None,
+                        self.now(),
+                    )?;
+                    tally.summary.count(self.name, |c| c.written_back += 1);
+                }
+            }
+        }
+        self.save_progress(tally)
     }
 }
