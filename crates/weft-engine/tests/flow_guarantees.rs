@@ -356,3 +356,43 @@ async fn a_killed_run_keeps_its_counts() {
         "nobody holds the flow any more: interrupted"
     );
 }
+
+/// `full-every` reads the whole source again once the last full read is that old (for changes a
+/// cursor cannot see); in between, runs read only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_comes_back_when_it_is_due() {
+    let mut w = World::new("full", 60);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../templates/kantata-xero/flows/kantata-xero.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        r#"source = { connection = "kantata", resource = "invoices" }"#,
+        r#"source = { connection = "kantata", resource = "invoices", full-every = "6h" }"#,
+    );
+    w.flow = weft_engine::flow::Flow::parse("kantata-xero", &path, &text).unwrap();
+    let all = w.kantata.invoices().len() as u64;
+    let first = w.run(false).await;
+    assert_eq!(first.summary.stream("invoices").read, all);
+    // The first run's write-backs changed the invoices: the next run reads them once more,
+    // then runs read only what changed since (and the cursor's one-minute overlap).
+    let edited: Vec<_> = eligible(&w).into_iter().take(2).collect();
+    for inv in &edited {
+        w.clock.advance_by(Duration::from_secs(1800));
+        put_invoice(
+            &w,
+            &inv.id,
+            serde_json::json!({ "purchase_order": format!("PO-{}", inv.id) }),
+        )
+        .await;
+        w.run(false).await;
+    }
+    w.clock.advance_by(Duration::from_secs(1800));
+    let quiet = w.run(false).await;
+    w.clock.advance_by(Duration::from_secs(6 * 3600));
+    let full = w.run(false).await;
+    assert_eq!(
+        full.summary.stream("invoices").read,
+        all,
+        "the full read is due"
+    );
+    assert_eq!(full.summary.created + full.summary.updated, 0);
+}
