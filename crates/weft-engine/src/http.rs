@@ -29,11 +29,20 @@ impl Wait for Sleep {
     }
 }
 
+/// Time limit of connecting to a provider.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limit of a whole request where nothing more specific applies (each API call and token
+/// request sets the spec's `limits.timeout` instead).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The HTTP client for providers: rustls with the AWS-LC crypto provider and the platform's
 /// certificate verifier (no OpenSSL), redirects not followed (an OAuth or API redirect is an
-/// answer to inspect, not to chase), and Weft's user agent.
+/// answer to inspect, not to chase), Weft's user agent, and connect and total timeouts on every
+/// request, so no request Weft makes can wait forever.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(DEFAULT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
         .build()

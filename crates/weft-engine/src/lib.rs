@@ -15,6 +15,7 @@
 
 pub mod cursor;
 pub mod extract;
+pub mod files;
 pub mod flow;
 pub mod hooks;
 pub mod http;

@@ -23,8 +23,6 @@ use crate::lock;
 use crate::oauth::{OAuthApp, OAuthError, TokenSet};
 use crate::secrets::{Secret, SecretError, SecretStore};
 
-/// How long a process waits for another one's refresh before giving up.
-const LOCK_PATIENCE: Duration = Duration::from_secs(120);
 /// Attempts at a refresh whose answer does not arrive.
 const REFRESH_ATTEMPTS: u32 = 4;
 
@@ -65,25 +63,20 @@ pub enum TokenError {
         /// Connection name.
         connection: String,
     },
-    /// Another process held the refresh lock too long.
+    /// Another process held the refresh lock longer than a refresh can take.
     #[error(
-        "another Weft process has held the refresh lock of `{connection}` for two minutes; if no Weft process is running, remove {lock}"
+        "the refresh lock of `{connection}` stayed held: {source}. A refresh gives up within its timeout, so a live holder is stuck: stop it; the OS releases the lock when it ends"
     )]
     LockTimeout {
         /// Connection name.
         connection: String,
-        /// The lock file.
-        lock: String,
+        /// Who holds it.
+        #[source]
+        source: crate::files::LockError,
     },
     /// The lock file could not be used.
-    #[error("cannot lock {path}: {source}")]
-    Lock {
-        /// The lock file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lock(crate::files::LockError),
     /// The credential store refused.
     #[error(transparent)]
     Store(#[from] SecretError),
@@ -298,37 +291,23 @@ impl TokenKeeper {
         })
     }
 
-    /// The connection's refresh lock, waited for (bounded).
-    async fn lock_file(&self) -> Result<std::fs::File, TokenError> {
-        let io = |source| TokenError::Lock {
-            path: self.lock_path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = self.lock_path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(io)?;
-        let started = std::time::Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if started.elapsed() > LOCK_PATIENCE {
-                        return Err(TokenError::LockTimeout {
-                            connection: self.connection.clone(),
-                            lock: self.lock_path.display().to_string(),
-                        });
-                    }
-                    // Another process is refreshing; its answer takes a round trip.
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-            }
-        }
+    /// The connection's refresh lock, waited for as long as the holder's refresh may take
+    /// (every attempt times out, so a live holder lets go within this).
+    async fn lock_file(&self) -> Result<crate::files::LockFile, TokenError> {
+        let per_attempt = self
+            .app
+            .as_ref()
+            .map_or(Duration::from_secs(60), |a| a.timeout());
+        let patience =
+            (per_attempt + Duration::from_secs(5)) * REFRESH_ATTEMPTS + Duration::from_secs(10);
+        crate::files::LockFile::acquire_async(&self.lock_path, patience)
+            .await
+            .map_err(|e| match e {
+                e @ crate::files::LockError::Busy { .. } => TokenError::LockTimeout {
+                    connection: self.connection.clone(),
+                    source: e,
+                },
+                e => TokenError::Lock(e),
+            })
     }
 }

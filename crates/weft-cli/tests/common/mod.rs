@@ -112,6 +112,7 @@ impl Sandbox {
             .current_dir(self.project())
             .env("WEFT_CONFIG_DIR", self.config())
             .env_remove("WEFT_MASTER_KEY")
+            .env_remove("WEFT_MASTER_KEY_COMMAND")
             .env_remove("WEFT_SPEC_PATH")
             .env_remove("BROWSER");
         c
