@@ -120,8 +120,9 @@ pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
 /// How `weft connection authorize` (and `create --authorize`) runs the consent.
 #[derive(Debug, Args)]
 pub(crate) struct AuthorizeOptions {
-    /// Port of the callback server; the callback URL registered at the provider must use it.
-    #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT)]
+    /// Port of the callback server; the callback URL registered at the provider must use it
+    /// (0 is refused: a port picked at random cannot match a registered URL).
+    #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) port: u16,
     /// Print the authorize URL instead of opening a browser.
     #[arg(long)]

@@ -1113,3 +1113,16 @@ fn a_project_weft_toml_cannot_name_a_key_command() {
         err(&listed)
     );
 }
+
+#[test]
+fn authorize_refuses_port_zero_like_callback_url() {
+    let s = Sandbox::new("port-zero");
+    for args in [
+        &["connection", "authorize", "books", "--port", "0"][..],
+        &["connection", "callback-url", "--port", "0"][..],
+    ] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(err(&o).contains("0 is not in 1..=65535"), "{}", err(&o));
+    }
+}

@@ -443,3 +443,50 @@ pub fn client_secret_id(name: &str) -> String {
 pub fn connection_tokens_id(name: &str) -> String {
     format!("connection:{name}:tokens")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> Client {
+        Client {
+            connector: "xero".to_owned(),
+            client_id: id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_save_after_a_long_wait_keeps_what_another_command_wrote_meanwhile() {
+        let dir = std::env::temp_dir().join(format!("weft-ws-merge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init(&dir).unwrap();
+        let mut first = Workspace::find(&dir).unwrap();
+        first.file.clients.insert("a".to_owned(), client("A"));
+        first.save().unwrap();
+        // `connection authorize` read the file, then waited for the browser…
+        let mut waiting = Workspace::find(&dir).unwrap();
+        // …while `client add` wrote another client and `client edit` changed `a`.
+        let mut other = Workspace::find(&dir).unwrap();
+        other.file.clients.insert("b".to_owned(), client("B"));
+        other.file.clients.insert("a".to_owned(), client("A2"));
+        other.save().unwrap();
+        waiting.file.clients.insert("c".to_owned(), client("C"));
+        waiting.save().unwrap();
+        let on_disk = Workspace::find(&dir).unwrap().file;
+        assert_eq!(on_disk.clients["b"], client("B"), "kept");
+        assert_eq!(on_disk.clients["a"], client("A2"), "not reverted");
+        assert_eq!(on_disk.clients["c"], client("C"));
+        assert_eq!(waiting.file, on_disk);
+        // A removal is a change too.
+        waiting.file.clients.shift_remove("b");
+        waiting.save().unwrap();
+        assert!(
+            !Workspace::find(&dir)
+                .unwrap()
+                .file
+                .clients
+                .contains_key("b")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
