@@ -247,6 +247,33 @@ fn check_borrow(scopes: &[Workspace], name: &str, lender: &str, connector: &str)
     }
 }
 
+/// The other connections (with the tenants they share) that revoking `name`'s grant would
+/// disconnect: same connector and OAuth client, reaching one of the same tenants (or either
+/// records none, when the connector has no tenants to tell them apart).
+fn sharing_the_grant(all: &[Workspace], name: &str, deleted: &Connection) -> Vec<String> {
+    all.iter()
+        .flat_map(|s| s.file.connections.iter())
+        .filter(|(n, c)| {
+            n.as_str() != name && c.connector == deleted.connector && c.client == deleted.client
+        })
+        .filter_map(|(n, c)| {
+            let shared: Vec<&str> = c
+                .tenants
+                .iter()
+                .filter(|t| deleted.tenants.iter().any(|d| d.id == t.id))
+                .map(|t| t.name.as_str())
+                .collect();
+            if !shared.is_empty() {
+                Some(format!("`{n}` (reaching {})", shared.join(", ")))
+            } else if c.tenants.is_empty() || deleted.tenants.is_empty() {
+                Some(format!("`{n}`"))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Where a connection stands: no credentials, usable, or refused for good.
 fn status(scope: &Workspace, name: &str) -> Result<&'static str> {
     let id = weft_engine::workspace::connection_tokens_id(name);
@@ -499,7 +526,19 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             )? {
                 return Ok(1);
             }
-            if !no_revoke {
+            // A grant is the app's at the provider: revoking it disconnects every connection of
+            // the same client reaching the same organisations (Xero ends all of them at once).
+            let deleted = &all[index].file.connections[&name];
+            let sharing = sharing_the_grant(&all, &name, deleted);
+            if !no_revoke && !sharing.is_empty() {
+                writeln!(
+                    io.out,
+                    "kept the grant at the provider: {} of the same OAuth client `{}` still use it; nothing was disconnected there",
+                    sharing.join(", "),
+                    deleted.client
+                )?;
+            }
+            if !no_revoke && sharing.is_empty() {
                 match connect::revoke(&name, workspace) {
                     Ok(true) => writeln!(io.out, "revoked the grant of `{name}` at the provider")?,
                     Ok(false) => {}

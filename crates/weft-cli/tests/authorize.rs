@@ -273,3 +273,46 @@ fn a_wrong_client_secret_says_what_to_do() {
     assert!(stderr.contains("weft client edit xapp"), "{stderr}");
     assert_eq!(s.connection_json("x")["status"], "not authorized");
 }
+
+#[test]
+fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 2,
+        size: 3,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let tenants = sim.tenants();
+    let s = Sandbox::new("auth-shared-grant");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let hosts = [
+        format!("login={}", sim.login_url()),
+        format!("identity={}", sim.identity_url()),
+        format!("api={}", sim.api_url()),
+    ];
+    let mut args = vec!["connection", "create", "y", "--connector", "xero", "--client", "xapp"];
+    for h in &hosts {
+        args.extend(["--host", h.as_str()]);
+    }
+    ok(&s.run(&args, None));
+    sim.set_consent(Consent::Grant {
+        tenants: vec![tenants[0].0.clone()],
+    });
+    for name in ["x", "y"] {
+        let (code, _, stderr) = authorize(&s, name, port, &[]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
+    ok(&deleted);
+    assert!(out(&deleted).contains("kept the grant"), "{}", out(&deleted));
+    assert!(out(&deleted).contains("`y`"), "{}", out(&deleted));
+    ok(&s.run(&["connection", "test", "y"], None));
+    // The last one using the grant revokes it.
+    let last = s.run(&["connection", "delete", "y", "--yes"], None);
+    ok(&last);
+    assert!(out(&last).contains("revoked"), "{}", out(&last));
+    s.assert_none_of(sim.issued_tokens());
+}
