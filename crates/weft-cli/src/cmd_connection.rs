@@ -145,6 +145,10 @@ struct View<'a> {
     #[serde(flatten)]
     connection: &'a Connection,
     status: &'static str,
+    /// When the connection must be used (or re-authorized) by, before its refresh token lapses
+    /// unused (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    use_by: Option<String>,
 }
 
 fn find_connection<'a>(
@@ -274,19 +278,44 @@ fn sharing_the_grant(all: &[Workspace], name: &str, deleted: &Connection) -> Vec
         .collect()
 }
 
-/// Where a connection stands: no credentials, usable, or refused for good.
-fn status(scope: &Workspace, name: &str) -> Result<&'static str> {
+/// Where a connection stands: no credentials, usable, lapsing soon, or refused for good; and
+/// when it must be used by, when its spec says refresh tokens lapse unused.
+fn status(scope: &Workspace, name: &str, c: &Connection) -> Result<(&'static str, Option<String>)> {
+    use weft_engine::limits::Clock as _;
     let id = weft_engine::workspace::connection_tokens_id(name);
     let Some(stored) = scope.secrets()?.get(&id)? else {
-        return Ok("not authorized");
+        return Ok(("not authorized", None));
     };
-    Ok(
-        match weft_engine::oauth::TokenSet::from_sealed_json(&stored) {
-            None => "damaged credentials",
-            Some(t) if t.needs_authorization.is_some() => "needs authorization",
-            Some(_) => "authorized",
-        },
-    )
+    let Some(tokens) = weft_engine::oauth::TokenSet::from_sealed_json(&stored) else {
+        return Ok(("damaged credentials", None));
+    };
+    if tokens.needs_authorization.is_some() {
+        return Ok(("needs authorization", None));
+    }
+    let refresh = specs::find(&c.connector).ok().and_then(|s| {
+        s.file()
+            .auth
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.refresh.clone())
+    });
+    let Some(use_by) = weft_engine::tokens::use_by_ms(&tokens, refresh.as_ref()) else {
+        return Ok(("authorized", None));
+    };
+    let now = weft_engine::limits::SystemClock.now_ms();
+    let at = jiff::Timestamp::from_millisecond(i64::try_from(use_by).unwrap_or(i64::MAX))
+        .map_or_else(
+            |_| use_by.to_string(),
+            |t| t.strftime("%Y-%m-%dT%H:%MZ").to_string(),
+        );
+    let state = if now >= use_by {
+        "lapsed unused"
+    } else if weft_engine::tokens::lapses_soon(use_by, refresh.as_ref(), now) {
+        "lapses soon"
+    } else {
+        "authorized"
+    };
+    Ok((state, Some(at)))
 }
 
 pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
@@ -359,11 +388,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let mut rows: Vec<View<'_>> = Vec::new();
             for s in &all {
                 for (n, c) in &s.file.connections {
+                    let (state, use_by) = status(s, n, c)?;
                     rows.push(View {
                         name: n,
                         scope: s.scope().as_str(),
                         connection: c,
-                        status: status(s, n)?,
+                        status: state,
+                        use_by,
                     });
                 }
             }
@@ -378,8 +409,8 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             } else {
                 writeln!(
                     io.out,
-                    "{:<20} {:<10} {:<10} {:<12} {:<20} STATUS",
-                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT"
+                    "{:<20} {:<10} {:<10} {:<12} {:<20} {:<20} USE BY",
+                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT", "STATUS"
                 )?;
                 for r in rows {
                     let level = match &r.connection.borrow_concurrency_from {
@@ -388,13 +419,14 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     };
                     writeln!(
                         io.out,
-                        "{:<20} {:<10} {:<10} {:<12} {:<20} {}",
+                        "{:<20} {:<10} {:<10} {:<12} {:<20} {:<20} {}",
                         r.name,
                         r.connection.connector,
                         r.scope,
                         level,
                         r.connection.client,
-                        r.status
+                        r.status,
+                        r.use_by.as_deref().unwrap_or("-")
                     )?;
                 }
             }
@@ -405,11 +437,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let Some((scope, c)) = find_connection(&all, &name) else {
                 bail!("no connection `{name}`; see `weft connection list`");
             };
+            let (state, use_by) = status(scope, &name, c)?;
             let view = View {
                 name: &name,
                 scope: scope.scope().as_str(),
                 connection: c,
-                status: status(scope, &name)?,
+                status: state,
+                use_by,
             };
             if json {
                 serde_json::to_writer_pretty(&mut *io.out, &view)?;
@@ -433,6 +467,12 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     writeln!(io.out, "tenant:       {} ({})", t.name, t.id)?;
                 }
                 writeln!(io.out, "status:       {}", view.status)?;
+                if let Some(at) = &view.use_by {
+                    writeln!(
+                        io.out,
+                        "use by:       {at} (its refresh token lapses if unused; after that, run `weft connection authorize {name}`)"
+                    )?;
+                }
                 writeln!(
                     io.out,
                     "callback URL: {}",

@@ -293,7 +293,15 @@ fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working(
         format!("identity={}", sim.identity_url()),
         format!("api={}", sim.api_url()),
     ];
-    let mut args = vec!["connection", "create", "y", "--connector", "xero", "--client", "xapp"];
+    let mut args = vec![
+        "connection",
+        "create",
+        "y",
+        "--connector",
+        "xero",
+        "--client",
+        "xapp",
+    ];
     for h in &hosts {
         args.extend(["--host", h.as_str()]);
     }
@@ -307,7 +315,11 @@ fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working(
     }
     let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
     ok(&deleted);
-    assert!(out(&deleted).contains("kept the grant"), "{}", out(&deleted));
+    assert!(
+        out(&deleted).contains("kept the grant"),
+        "{}",
+        out(&deleted)
+    );
     assert!(out(&deleted).contains("`y`"), "{}", out(&deleted));
     ok(&s.run(&["connection", "test", "y"], None));
     // The last one using the grant revokes it.

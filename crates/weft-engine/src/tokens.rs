@@ -7,8 +7,12 @@
 //!   process ends however it ends), after reading the stored tokens again: whoever waited for the
 //!   lock usually finds a fresh token there and makes no call;
 //! - the new tokens are sealed in the store before the new access token is used;
-//! - a refresh whose answer is lost is retried with the same refresh token, which the provider's
-//!   grace period still honours;
+//! - a refresh whose answer is lost is retried with the same refresh token only where the spec
+//!   says that is safe: tokens that do not rotate (`refresh.rotates = false`), or rotating ones
+//!   within the provider's `refresh.grace`; without a grace the old token is dead once the
+//!   provider answered, and resending it would only earn `invalid_grant`;
+//! - a refresh token unused for `refresh.idle-lifetime` lapses: [`use_by_ms`] says by when the
+//!   connection must be used, and `weft connection list` shows it;
 //! - `invalid_grant` marks the connection "needs authorization" (the tokens are kept) and every
 //!   later use says which command to run.
 
@@ -77,6 +81,16 @@ pub enum TokenError {
     /// The lock file could not be used.
     #[error(transparent)]
     Lock(crate::files::LockError),
+    /// A refresh answer was lost and the spec says its tokens rotate without a grace period.
+    #[error(
+        "the answer to the token refresh of `{connection}` was lost ({reason}); its refresh tokens rotate without a grace period, so Weft does not resend the old one. Run `weft connection test {connection}` to try again; if it says the grant is gone, run `weft connection authorize {connection}`"
+    )]
+    RefreshLost {
+        /// Connection name.
+        connection: String,
+        /// What happened to the answer.
+        reason: String,
+    },
     /// The credential store refused.
     #[error(transparent)]
     Store(#[from] SecretError),
@@ -92,6 +106,35 @@ pub struct TokenStats {
     pub refresh_calls: u64,
     /// Times a refresh was needed and another process (or task) had already done it.
     pub found_fresh: u64,
+}
+
+/// Whether a refresh token first sent at `started` may be sent again at `now` after its answer
+/// was lost: always when tokens do not rotate, within the grace period when they do.
+fn may_resend(refresh: Option<&Refresh>, started: u64, now: u64) -> bool {
+    match refresh {
+        None => true,
+        Some(r) if !r.rotates => true,
+        Some(r) => r
+            .grace
+            .is_some_and(|g| now.saturating_sub(started) < g.as_millis()),
+    }
+}
+
+/// When `tokens` must be used by (Unix ms) before their refresh token lapses unused, as the
+/// spec's `refresh.idle-lifetime` says; `None` when it does not lapse (or there is none).
+pub fn use_by_ms(tokens: &TokenSet, refresh: Option<&Refresh>) -> Option<u64> {
+    let idle = refresh?.idle_lifetime?;
+    tokens.refresh_token.as_ref()?;
+    Some(tokens.obtained_at_ms.saturating_add(idle.as_millis()))
+}
+
+/// Whether `use_by` (from [`use_by_ms`]) is near enough at `now` to warn: within a quarter of
+/// the idle lifetime, or past.
+pub fn lapses_soon(use_by: u64, refresh: Option<&Refresh>, now: u64) -> bool {
+    let quarter = refresh
+        .and_then(|r| r.idle_lifetime)
+        .map_or(0, |d| d.as_millis() / 4);
+    now.saturating_add(quarter) >= use_by
 }
 
 /// The tokens of one connection.
@@ -253,6 +296,7 @@ impl TokenKeeper {
             )?);
         };
         let mut attempt = 0;
+        let started = self.clock.now_ms();
         loop {
             attempt += 1;
             lock(&self.stats).refresh_calls += 1;
@@ -269,6 +313,15 @@ impl TokenKeeper {
                 }
                 Err(e) if e.is_invalid_grant() => {
                     return Err(self.mark(stored, &e.to_string())?);
+                }
+                Err(e)
+                    if e.is_transient()
+                        && !may_resend(self.refresh.as_ref(), started, self.clock.now_ms()) =>
+                {
+                    return Err(TokenError::RefreshLost {
+                        connection: self.connection.clone(),
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) if e.is_transient() && attempt < REFRESH_ATTEMPTS => {
                     // The answer may have been lost after the provider rotated the token; the
