@@ -313,6 +313,13 @@ fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working(
         let (code, _, stderr) = authorize(&s, name, port, &[]);
         assert_eq!(code, 0, "{stderr}");
     }
+    // Xero's refresh tokens lapse after 60 days unused: the list says by when to use it.
+    let shown = s.connection_json("y");
+    assert_eq!(shown["status"], "authorized");
+    assert!(
+        shown["use_by"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{shown}"
+    );
     let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
     ok(&deleted);
     assert!(
