@@ -88,7 +88,7 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     client: String,
     /// Calls in flight at once; the connector's default when left out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "borrow_concurrency_from")]
     concurrency: Option<String>,
     /// Share the concurrency limiter of this other connection.
     #[arg(long)]
@@ -119,7 +119,7 @@ pub(crate) struct EditArgs {
     #[arg(long)]
     client: Option<String>,
     /// A new concurrency level.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "borrow_concurrency_from")]
     concurrency: Option<String>,
     /// Share the concurrency limiter of this other connection.
     #[arg(long, conflicts_with = "no_borrow")]

@@ -88,10 +88,23 @@ pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
     let spec = specs::find(&connection.connector)?;
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let app = oauth_app(&all, &spec, &hosts, &connection, DEFAULT_CALLBACK_PORT)?;
-    // Borrowed concurrency: the lender's level bounds both (within this process).
-    let level = match &connection.borrow_concurrency_from {
-        Some(lender) => find(&all, lender).map_or(connection.concurrency, |(_, c)| c.concurrency),
-        None => connection.concurrency,
+    // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
+    // level, in this process and across processes.
+    let pool = match &connection.borrow_concurrency_from {
+        Some(lender) => {
+            let (at, c) = find(&all, lender).with_context(|| {
+                format!("connection `{name}` borrows concurrency from `{lender}`, which is gone; run `weft connection edit {name} --no-borrow`")
+            })?;
+            Some((c.concurrency, all[at].pool_dir(lender)))
+        }
+        None if all
+            .iter()
+            .flat_map(|s| s.file.connections.values())
+            .any(|c| c.borrow_concurrency_from.as_deref() == Some(name)) =>
+        {
+            Some((connection.concurrency, all[index].pool_dir(name)))
+        }
+        None => None,
     };
     let http = weft_engine::http::client()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -110,7 +123,10 @@ pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
         http.clone(),
         clock.clone(),
     );
-    let limiter = Limiter::new(spec.file(), level);
+    let limiter = match &pool {
+        Some((level, dir)) => Limiter::shared(spec.file(), *level, dir),
+        None => Limiter::new(spec.file(), connection.concurrency),
+    };
     Ok(Opened {
         session: Session::new(spec, hosts, limiter, http, tokens, clock),
         connection,

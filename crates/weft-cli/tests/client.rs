@@ -1126,3 +1126,38 @@ fn authorize_refuses_port_zero_like_callback_url() {
         assert!(err(&o).contains("0 is not in 1..=65535"), "{}", err(&o));
     }
 }
+
+#[test]
+fn a_borrower_takes_no_concurrency_level_of_its_own() {
+    let s = Sandbox::new("borrow-level");
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("xapp", "xero", "ABC", "x-secret\n");
+    for args in [
+        &[
+            "connection",
+            "create",
+            "b",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--borrow-concurrency-from",
+            "a",
+            "--concurrency",
+            "3",
+        ][..],
+        &[
+            "connection",
+            "edit",
+            "b",
+            "--borrow-concurrency-from",
+            "a",
+            "--concurrency",
+            "3",
+        ][..],
+    ] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(err(&o).contains("cannot be used with"), "{}", err(&o));
+    }
+}

@@ -393,6 +393,20 @@ impl Workspace {
         self.dir.join(PRIVATE_DIR).join("state.db")
     }
 
+    /// The folder of this scope's private, unversioned files (`.weft/` of a workspace; the
+    /// configuration folder itself for the user scope).
+    pub fn private_dir(&self) -> PathBuf {
+        match self.scope {
+            Scope::Workspace => self.dir.join(PRIVATE_DIR),
+            Scope::User => self.dir.clone(),
+        }
+    }
+
+    /// Where the concurrency pool lent by connection `name` keeps its slots.
+    pub fn pool_dir(&self, name: &str) -> PathBuf {
+        self.private_dir().join("pools").join(name)
+    }
+
     /// Where this scope's sealed credentials are.
     pub fn credentials_path(&self) -> PathBuf {
         match self.scope {
