@@ -55,7 +55,7 @@ fn oauth_app(
     connection: &Connection,
     port: u16,
 ) -> Result<Option<OAuthApp>> {
-    if spec.file().auth.oauth2.is_none() {
+    if spec.file().auth.oauth2.is_none() && spec.file().auth.client_credentials.is_none() {
         return Ok(None);
     }
     let Some((scope, client)) = all
@@ -172,6 +172,23 @@ pub(crate) fn authorize(
     let runtime = runtime()?;
     let http = weft_engine::http::client()?;
     let tokens = runtime.block_on(async {
+        if app.is_client_credentials() {
+            // Machine to machine: no browser, the client's own credentials get the token.
+            return app
+                .client_credentials(&http, SystemClock.now_ms())
+                .await
+                .map_err(|e| {
+                    if e.is_invalid_client() {
+                        anyhow!(
+                            "{e}; the provider does not accept the OAuth client `{}`: check its client ID and secret with `weft client edit {} --secret-stdin`",
+                            connection.client,
+                            connection.client
+                        )
+                    } else {
+                        anyhow!(e)
+                    }
+                });
+        }
         let callback = Callback::bind(args.port).await?;
         let pending = app.start();
         writeln!(

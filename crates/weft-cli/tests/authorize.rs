@@ -335,3 +335,98 @@ fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working(
     assert!(out(&last).contains("revoked"), "{}", out(&last));
     s.assert_none_of(sim.issued_tokens());
 }
+
+/// Xero's spec as a "custom connection": the client-credentials grant instead of a consent.
+fn client_credentials_spec(dir: &std::path::Path) {
+    let xero = common::read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/xero.toml"),
+    );
+    let start = xero.find("[auth.oauth2]").unwrap();
+    let end = xero.find("[tenants]").unwrap();
+    let grant = r#"[auth.client-credentials]
+token-url = "{{ hosts.identity }}/connect/token"
+client-id = "{{ fields.client_id }}"
+client-secret = "{{ fields.client_secret }}"
+client-auth = "basic"
+scopes = ["accounting.transactions", "accounting.contacts", "accounting.settings"]
+
+"#;
+    let spec = format!("{}{grant}{}", &xero[..start], &xero[end..])
+        .replacen("id = \"xero\"", "id = \"xero-custom\"", 1)
+        .replacen("name = \"Xero\"", "name = \"Xero custom connection\"", 1)
+        .replace(
+            "select = { by = \"token-claim\", claim = \"authentication_event_id\", field = \"authEventId\" }",
+            "select = { by = \"choose\" }",
+        );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("xero-custom.toml"), spec).unwrap();
+}
+
+#[test]
+fn a_client_credentials_connector_connects_refreshes_and_is_tested() {
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-client-credentials");
+    let specs = s.project().parent().unwrap().join("specs");
+    client_credentials_spec(&specs);
+    let env = [("WEFT_SPEC_PATH", specs.to_str().unwrap())];
+    ok(&s.run_env(&["init"], None, &env));
+    s.guard(sim.client_secret());
+    ok(&s.run_env(
+        &[
+            "client",
+            "add",
+            "machine",
+            "--connector",
+            "xero-custom",
+            "--client-id",
+            sim.client_id(),
+            "--secret-stdin",
+        ],
+        Some(&format!("{}\n", sim.client_secret())),
+        &env,
+    ));
+    let identity = format!("identity={}", sim.identity_url());
+    let api = format!("api={}", sim.api_url());
+    ok(&s.run_env(
+        &[
+            "connection",
+            "create",
+            "m",
+            "--connector",
+            "xero-custom",
+            "--client",
+            "machine",
+            "--host",
+            &identity,
+            "--host",
+            &api,
+        ],
+        None,
+        &env,
+    ));
+    // No browser: the client's credentials get the token, and the organisation is found.
+    let authorized = s.run_env(&["connection", "authorize", "m"], None, &env);
+    ok(&authorized);
+    assert!(
+        out(&authorized).contains("authorized connection `m`"),
+        "{}",
+        out(&authorized)
+    );
+    assert!(
+        out(&authorized).contains(&sim.tenants()[0].1),
+        "{}",
+        out(&authorized)
+    );
+    ok(&s.run_env(&["connection", "test", "m"], None, &env));
+    let issued = sim.issued_tokens().len();
+    // Past the token's lifetime a new grant replaces it (there is no refresh token).
+    sim.clock().advance(Duration::from_secs(31 * 60));
+    ok(&s.run_env(&["connection", "test", "m"], None, &env));
+    assert_eq!(sim.issued_tokens().len(), issued + 1, "one new grant");
+    s.assert_none_of(sim.issued_tokens());
+}

@@ -1,6 +1,8 @@
 //! OAuth 2.0 for a connection: the authorize URL (state and PKCE S256), the loopback callback
 //! server that receives the code, the code exchange and refresh grants (the `oauth2` crate, over
-//! Weft's own reqwest client), revocation, and the tenants a consent just connected.
+//! Weft's own reqwest client), the client-credentials grant (machine to machine: no person, no
+//! refresh token; a new grant replaces an expired token), revocation, and the tenants a consent
+//! just connected.
 //!
 //! Every endpoint and credential comes from the spec, rendered with the connection's hosts, so a
 //! sandbox or proxy works exactly like the provider.
@@ -99,6 +101,8 @@ pub struct OAuthApp {
     revoke_url: Option<url::Url>,
     authorize_params: Vec<(String, String)>,
     timeout: Duration,
+    /// The spec's grant is client credentials (`[auth.client-credentials]`), not a consent.
+    machine: bool,
 }
 
 impl std::fmt::Debug for OAuthApp {
@@ -233,11 +237,29 @@ impl OAuthApp {
         client_secret: Option<Secret>,
         redirect_uri: &str,
     ) -> Result<Self, OAuthError> {
-        let oauth = spec
-            .auth
-            .oauth2
-            .clone()
-            .ok_or_else(|| OAuthError::NotOAuth(spec.id.clone()))?;
+        let (oauth, machine) = match (&spec.auth.oauth2, &spec.auth.client_credentials) {
+            (Some(oauth), _) => (oauth.clone(), false),
+            // The client-credentials grant needs only the token endpoint and the client; the
+            // authorize URL is never used (there is no consent), so it is the token URL.
+            (None, Some(c)) => (
+                OAuth2 {
+                    authorize_url: c.token_url.clone(),
+                    token_url: c.token_url.clone(),
+                    revoke_url: None,
+                    client_id: c.client_id.clone(),
+                    client_secret: Some(c.client_secret.clone()),
+                    scopes: c.scopes.clone(),
+                    scope_separator: " ".to_owned(),
+                    pkce: Pkce::None,
+                    client_auth: c.client_auth,
+                    authorize_params: indexmap::IndexMap::new(),
+                    access_token_lifetime: None,
+                    refresh: None,
+                },
+                true,
+            ),
+            (None, None) => return Err(OAuthError::NotOAuth(spec.id.clone())),
+        };
         let env = weft_core::template::environment();
         // Endpoint templates see the hosts; credential templates see the client's two fields.
         let scope = minijinja::context! { hosts => hosts.as_map() };
@@ -312,7 +334,31 @@ impl OAuthApp {
             token_url,
             authorize_params,
             timeout: spec.limits.timeout.to_std(),
+            machine,
         })
+    }
+
+    /// Whether this client uses the client-credentials grant (no consent, no refresh token).
+    pub fn is_client_credentials(&self) -> bool {
+        self.machine
+    }
+
+    /// Obtains tokens with the client-credentials grant.
+    pub async fn client_credentials(
+        &self,
+        http: &reqwest::Client,
+        now_ms: u64,
+    ) -> Result<TokenSet, OAuthError> {
+        let status = std::sync::Mutex::new(0);
+        let mut request = self.client.exchange_client_credentials();
+        for scope in &self.spec.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let response = request
+            .request_async(&|r| send(http, r, self.timeout, &status))
+            .await
+            .map_err(|e| self.token_error("client credentials", e, &status))?;
+        Ok(self.token_set(&response, None, now_ms))
     }
 
     /// The time limit of every request to the provider's OAuth endpoints (the spec's

@@ -245,11 +245,17 @@ impl TokenKeeper {
         let current = lock(&self.current).clone();
         let tokens = match current {
             Some(t) => t,
-            None => {
-                let t = self.stored()?;
-                *lock(&self.current) = Some(t.clone());
-                t
-            }
+            None => match self.stored() {
+                Ok(t) => {
+                    *lock(&self.current) = Some(t.clone());
+                    t
+                }
+                // A client-credentials connection needs no consent: its first use gets a token.
+                Err(TokenError::NotAuthorized { .. }) if self.machine() => {
+                    return self.renew(&Secret::new(String::new())).await;
+                }
+                Err(e) => return Err(e),
+            },
         };
         if self.fresh(&tokens) {
             return Ok(tokens.access_token);
@@ -263,6 +269,24 @@ impl TokenKeeper {
         self.renew(token).await
     }
 
+    fn machine(&self) -> bool {
+        self.app
+            .as_ref()
+            .is_some_and(OAuthApp::is_client_credentials)
+    }
+
+    /// A new token from the client-credentials grant, sealed before use.
+    async fn machine_token(&self, app: &OAuthApp) -> Result<Secret, TokenError> {
+        lock(&self.stats).refresh_calls += 1;
+        let tokens = app
+            .client_credentials(&self.http, self.clock.now_ms())
+            .await?;
+        lock(&self.store).put(&self.record, &tokens.to_sealed_json())?;
+        let access = tokens.access_token.clone();
+        *lock(&self.current) = Some(tokens);
+        Ok(access)
+    }
+
     /// Replaces `stale` (the access token that expired or was rejected).
     async fn renew(&self, stale: &Secret) -> Result<Secret, TokenError> {
         let _gate = self.gate.lock().await;
@@ -274,7 +298,18 @@ impl TokenKeeper {
             return Ok(t.access_token);
         }
         let _file = self.lock_file().await?;
-        let stored = self.stored()?;
+        let stored = match (self.stored(), &self.app) {
+            // Client credentials: no refresh token, a new grant replaces the token.
+            (Err(TokenError::NotAuthorized { .. }), Some(app)) if app.is_client_credentials() => {
+                return self.machine_token(app).await;
+            }
+            (stored, _) => stored?,
+        };
+        if let Some(app) = self.app.as_ref().filter(|a| a.is_client_credentials())
+            && !(&stored.access_token != stale && self.fresh(&stored))
+        {
+            return self.machine_token(app).await;
+        }
         if &stored.access_token != stale && self.fresh(&stored) {
             lock(&self.stats).found_fresh += 1;
             let access = stored.access_token.clone();
