@@ -430,3 +430,89 @@ fn a_client_credentials_connector_connects_refreshes_and_is_tested() {
     assert_eq!(sim.issued_tokens().len(), issued + 1, "one new grant");
     s.assert_none_of(sim.issued_tokens());
 }
+
+/// A token endpoint that accepts connections, reads them, and never answers.
+fn silent_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(32) {
+            let Ok(stream) = stream else { break };
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[test]
+fn a_token_endpoint_that_never_answers_fails_authorize_test_and_delete_naming_its_host() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-silent");
+    // Xero's spec with a one-second time limit, so the test does not wait two minutes.
+    let specs = s.project().parent().unwrap().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let xero = common::read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/xero.toml"),
+    );
+    assert!(xero.contains("\ntimeout = \"120s\""));
+    std::fs::write(
+        specs.join("xero.toml"),
+        xero.replacen("\ntimeout = \"120s\"", "\ntimeout = \"1s\"", 1),
+    )
+    .unwrap();
+    s.set_env("WEFT_SPEC_PATH", specs.to_str().unwrap());
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let silent = silent_server();
+    let host = silent.trim_start_matches("http://").to_owned();
+    let at = |url: &str| format!("identity={url}");
+
+    // The code exchange: the browser was told "received", the terminal says what failed.
+    ok(&s.run(&["connection", "edit", "x", "--host", &at(&silent)], None));
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&host) && stderr.contains("no answer within 1s"),
+        "{stderr}"
+    );
+
+    // Authorized for real, then the token endpoint goes silent and the token expires.
+    ok(&s.run(
+        &[
+            "connection",
+            "edit",
+            "x",
+            "--host",
+            &at(&sim.identity_url()),
+        ],
+        None,
+    ));
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    ok(&s.run(&["connection", "edit", "x", "--host", &at(&silent)], None));
+    sim.clock().advance(Duration::from_secs(31 * 60));
+    let tested = s.run(&["connection", "test", "x"], None);
+    assert_ne!(tested.status.code(), Some(0));
+    assert!(err(&tested).contains(&host), "{}", err(&tested));
+    // The refresh lock was let go: the next command is not told that a lock is held.
+    let again = s.run(&["connection", "test", "x"], None);
+    assert!(!err(&again).contains("lock"), "{}", err(&again));
+
+    let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
+    assert_eq!(deleted.status.code(), Some(1));
+    assert!(err(&deleted).contains(&host), "{}", err(&deleted));
+    assert!(
+        err(&deleted).contains("nothing was deleted"),
+        "{}",
+        err(&deleted)
+    );
+    s.assert_none_of(sim.issued_tokens());
+}
