@@ -224,3 +224,31 @@ async fn an_error_sent_back_to_the_callback_is_printed_with_control_characters_e
     assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
     assert!(err.contains("no\\u{1b}[31m\\rway"), "{err}");
 }
+
+#[test]
+fn authorize_params_and_the_scope_separator_shape_the_authorize_url() {
+    let mut file: SpecFile = shipped("xero").file().clone();
+    let oauth = file.auth.oauth2.as_mut().unwrap();
+    oauth.scope_separator = ",".to_owned();
+    oauth.scopes = vec!["a".to_owned(), "b".to_owned()];
+    oauth
+        .authorize_params
+        .insert("prompt".to_owned(), "consent".to_owned());
+    let hosts = Hosts::new(
+        &file,
+        &BTreeMap::from([("login".to_owned(), "http://127.0.0.1:9".to_owned())]),
+    )
+    .unwrap();
+    let app = OAuthApp::new(
+        &file,
+        &hosts,
+        "id",
+        None,
+        "http://localhost:8976/oauth/callback",
+    )
+    .unwrap();
+    let url = app.start().url;
+    let pairs: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(pairs["scope"], "a,b");
+    assert_eq!(pairs["prompt"], "consent");
+}
