@@ -205,10 +205,8 @@ pub struct Flow {
 }
 
 fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
+    let at = weft_core::diagnostic::line_col(text, offset);
+    (at.line, at.column)
 }
 
 /// Where key `path` (e.g. `["mapping", "invoice", "Date"]`) is in `text`, best effort.

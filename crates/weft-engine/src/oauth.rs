@@ -557,7 +557,7 @@ impl OAuthApp {
                 provider: self.provider.clone(),
                 grant,
                 status,
-                code: escape_control(&resp.error().to_string()),
+                code: escape_control(resp.error().as_ref()),
                 description: resp.error_description().map(|d| escape_control(d)),
             },
             RequestTokenError::Request(e) => transport(e.to_string()),
