@@ -1231,6 +1231,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_of_the_first_format_opens_and_a_rotation_keeps_its_key_as_retired() {
+        if std::env::var_os(MASTER_KEY_VAR).is_some() {
+            return; // The environment's key would win over the file.
+        }
+        let dir = temp_dir("keyfile-v1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("master.key");
+        // The first format: one bare base64 key.
+        std::fs::write(&key_file, STANDARD.encode([7u8; 32])).unwrap();
+        let mut ring = Keyring::load(&key_file, None).unwrap();
+        assert_eq!(ring.current().id(), key().id());
+        let store_path = dir.join("credentials.json");
+        SecretStore::open(&store_path, ring.clone())
+            .unwrap()
+            .put("a", &Secret::new("alpha".into()))
+            .unwrap();
+        let new_key = MasterKey::generate().unwrap();
+        ring.install(new_key.clone(), &[]).unwrap();
+        let reloaded = Keyring::load(&key_file, None).unwrap();
+        assert_eq!(reloaded.current().id(), new_key.id());
+        assert_eq!(reloaded.retired()[0].id(), key().id());
+        let store = SecretStore::open(&store_path, reloaded).unwrap();
+        assert_eq!(store.get("a").unwrap().unwrap().expose(), "alpha");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn control_characters_are_escaped() {
         assert_eq!(
             escape_control("bad\u{1b}[2Jthing\n"),
