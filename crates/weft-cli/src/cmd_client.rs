@@ -177,6 +177,18 @@ pub(crate) fn confirm(question: &str, what: &str, yes: bool, io: &mut Io<'_>) ->
     Ok(go)
 }
 
+/// Refuses to change `field` when the spec says it is set only at creation
+/// (`read-only-after-create`); `create` is the command that makes a new one.
+pub(crate) fn editable(field: &Field, create: &str) -> Result<()> {
+    if field.read_only_after_create {
+        bail!(
+            "{} can only be set when it is created, and the connector does not allow changing it; create a new one with `{create}`",
+            field.label
+        );
+    }
+    Ok(())
+}
+
 /// The scope holding client `name`.
 fn owner(name: &str, workspace: Option<&Path>) -> Result<Workspace> {
     let (ws, user) = scope_pair(workspace)?;
@@ -384,7 +396,13 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
             let connector = scope.file.clients[&args.name].connector.clone();
             let (id_field, secret_field) = client_fields(&connector)?;
             let client_id = match args.client_id {
-                Some(id) => checked_text(&id_field, Some(&id))?,
+                Some(id) => {
+                    editable(
+                        &id_field,
+                        &format!("weft client add NEW --connector {connector}"),
+                    )?;
+                    checked_text(&id_field, Some(&id))?
+                }
                 None => scope.file.clients[&args.name].client_id.clone(),
             };
             let secret = read_secret(&secret_field, args.secret_stdin)?;

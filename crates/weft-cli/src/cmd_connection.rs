@@ -495,6 +495,20 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 updated.client = client;
             }
             if let Some(level) = args.concurrency.as_deref() {
+                if let Some(field) = specs::find(&updated.connector)?
+                    .file()
+                    .fields
+                    .iter()
+                    .find(|f| f.id == well_known::CONCURRENCY)
+                {
+                    crate::cmd_client::editable(
+                        field,
+                        &format!(
+                            "weft connection create NEW --connector {} --client {}",
+                            updated.connector, updated.client
+                        ),
+                    )?;
+                }
                 updated.concurrency = concurrency(&updated.connector, Some(level))?;
             }
             if let Some(lender) = args.borrow_concurrency_from {

@@ -1161,3 +1161,70 @@ fn a_borrower_takes_no_concurrency_level_of_its_own() {
         assert!(err(&o).contains("cannot be used with"), "{}", err(&o));
     }
 }
+
+#[test]
+fn a_field_the_spec_makes_read_only_after_create_cannot_be_edited() {
+    let s = Sandbox::new("read-only-after-create");
+    let specs = s.project().parent().unwrap().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let xero =
+        read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/xero.toml"));
+    let locked = xero
+        .replacen(
+            "label = \"Client ID\"\n",
+            "label = \"Client ID\"\nread-only-after-create = true\n",
+            1,
+        )
+        .replacen(
+            "label = \"Concurrency level\"\n",
+            "label = \"Concurrency level\"\nread-only-after-create = true\n",
+            1,
+        );
+    assert_ne!(locked, xero);
+    std::fs::write(specs.join("xero.toml"), locked).unwrap();
+    s.set_env("WEFT_SPEC_PATH", specs.to_str().unwrap());
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("xapp", "xero", "ABC", &format!("{SECRET}\n"));
+    let created = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--concurrency",
+            "3",
+        ],
+        None,
+    );
+    assert!(created.status.success(), "{}", err(&created));
+    let client = s.run(
+        &[
+            "client",
+            "edit",
+            "xapp",
+            "--client-id",
+            "DEF",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+    );
+    assert_eq!(client.status.code(), Some(1));
+    assert!(
+        err(&client).contains("Client ID can only be set when it is created"),
+        "{}",
+        err(&client)
+    );
+    assert!(err(&client).contains("weft client add"), "{}", err(&client));
+    let level = s.run(&["connection", "edit", "books", "--concurrency", "4"], None);
+    assert_eq!(level.status.code(), Some(1));
+    assert!(
+        err(&level).contains("weft connection create"),
+        "{}",
+        err(&level)
+    );
+    assert!(read(&s.project().join("weft.toml")).contains("client-id = \"ABC\""));
+    assert!(read(&s.project().join("weft.toml")).contains("concurrency = 3"));
+}
