@@ -136,6 +136,9 @@ pub fn classify(
                     env.render_str(m, minijinja::context! { status => status, body => body })
                         .ok()
                 })
+                // The message quotes the provider's body: what it says is printed, never
+                // obeyed by the terminal.
+                .map(|m| crate::secrets::escape_control(&m))
                 .unwrap_or_else(|| generic(status));
             return (rule.class, message);
         }
@@ -370,6 +373,17 @@ mod tests {
     #[test]
     fn the_client_builds_with_tls() {
         assert!(client().is_ok());
+    }
+
+    #[test]
+    fn provider_text_in_a_message_is_escaped() {
+        let rule: ErrorRule = toml::from_str(
+            "status = [403]\nclass = \"forbidden\"\nmessage = \"refused: {{ body.Detail }}\"",
+        )
+        .unwrap();
+        let body = serde_json::json!({"Detail": "no\u{1b}[2J\rway"});
+        let (_, message) = classify(&[&rule], 403, &body.to_string(), &body);
+        assert_eq!(message, "refused: no\\u{1b}[2J\\rway");
     }
 
     #[test]
