@@ -248,6 +248,15 @@ const COVERED: &[(&str, &[&str])] = &[
     ("ErrorRule.class", &[HTTP_XERO, HTTP_KANTATA]),
     ("ErrorRule.message", &[HTTP_XERO]),
     ("ConnectionTest.resource", &[TEST_CMD]),
+    // Its one allowed value is `list` (the validator refuses `get`: a test cannot know an id),
+    // which is what `weft connection test` calls.
+    (
+        "ConnectionTest.operation",
+        &[
+            TEST_CMD,
+            "crates/weft-core/tests/model_keys.rs::a_connection_test_can_only_list",
+        ],
+    ),
     ("ConnectionTest.success-status", &[TEST_CMD]),
     ("ConnectionTest.needs-record", &[TEST_CMD]),
     ("ConnectionTest.describe", &[TEST_CMD]),
@@ -406,10 +415,6 @@ const NOT_YET_READ: &[(&str, &str)] = &[
         "the settle step does not yet know when a key can no longer be replayed (issue 12, the flow engine's part)",
     ),
     (
-        "ConnectionTest.operation",
-        "`weft connection test` always calls `list`; a `get` test needs an id the spec cannot give yet",
-    ),
-    (
         "RecordField.write-only",
         "shown in the docs; reads do not drop write-only fields from records",
     ),
@@ -501,4 +506,24 @@ fn every_key_of_the_spec_language_is_read_and_tested() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_connection_test_can_only_list() {
+    let kantata = std::fs::read_to_string(root().join("specs/kantata.toml")).unwrap();
+    let asked = kantata.replacen(
+        "resource = \"me\"\noperation = \"list\"",
+        "resource = \"me\"\noperation = \"get\"",
+        1,
+    );
+    assert_ne!(asked, kantata);
+    let report = weft_core::load_str("kantata.toml", &asked);
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.key == "test.operation" && d.message.contains("cannot know a record id")),
+        "{:?}",
+        report.diagnostics
+    );
 }
