@@ -516,3 +516,27 @@ fn a_token_endpoint_that_never_answers_fails_authorize_test_and_delete_naming_it
     );
     s.assert_none_of(sim.issued_tokens());
 }
+
+#[test]
+fn a_client_added_while_authorize_waits_for_the_browser_is_kept() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-meanwhile");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let (code, _, stderr) = common::authorize_with(&s, "x", port, &[], || {
+        s.add_client("later", "kantata", "K-LATER", "later-secret\n");
+    });
+    assert_eq!(code, 0, "{stderr}");
+    let file = common::read(&s.project().join("weft.toml"));
+    assert!(file.contains("[clients.later]"), "{file}");
+    assert!(file.contains("[[connections.x.tenants]]"), "{file}");
+    ok(&s.run(&["client", "show", "later"], None));
+    s.assert_none_of(sim.issued_tokens());
+}

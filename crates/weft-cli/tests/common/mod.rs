@@ -238,6 +238,17 @@ pub(crate) fn authorize(
     port: u16,
     extra: &[&str],
 ) -> (i32, String, String) {
+    authorize_with(s, name, port, extra, || {})
+}
+
+/// [`authorize`], running `meanwhile` while the command waits for the browser.
+pub(crate) fn authorize_with(
+    s: &Sandbox,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+    meanwhile: impl FnOnce(),
+) -> (i32, String, String) {
     let port_text = port.to_string();
     let mut args = vec![
         "connection",
@@ -262,6 +273,7 @@ pub(crate) fn authorize(
     stdout.read_line(&mut url).unwrap();
     let mut rest = String::new();
     if url.starts_with("http") {
+        meanwhile();
         let page = play_browser(url.trim());
         assert_eq!(page, 200, "the callback page");
     }
