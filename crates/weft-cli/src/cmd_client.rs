@@ -597,7 +597,10 @@ fn retire_key(id: &str, yes: bool, workspace: Option<&Path>, io: &mut Io<'_>) ->
         .map(|(s, _)| s.clone())
         .collect();
     for store in reachable_stores(workspace)? {
-        let name = store.path().display().to_string();
+        let name = std::fs::canonicalize(store.path())
+            .unwrap_or_else(|_| store.path().to_path_buf())
+            .display()
+            .to_string();
         if store.key_id().is_none_or(|k| k == id) && !under.contains(&name) {
             under.push(name);
         }

@@ -502,7 +502,7 @@ impl Keyring {
             ring.keys.retain(|k| k.id != new.id);
             ring.keys.insert(0, new);
             for store in stores {
-                ring.seen.insert(store.display().to_string(), id.clone());
+                ring.seen.insert(store_name(store), id.clone());
             }
         })
     }
@@ -525,7 +525,7 @@ impl Keyring {
 
     /// Notes that `store` is sealed under the current key, when the key file says otherwise.
     fn saw(&mut self, store: &Path) -> Result<(), SecretError> {
-        let name = store.display().to_string();
+        let name = store_name(store);
         let current = self.current().id.clone();
         if self.seen.get(&name) == Some(&current) {
             return Ok(());
@@ -537,6 +537,14 @@ impl Keyring {
             }
         })
     }
+}
+
+/// How the key file names a store: its absolute path, so every workspace names it alike.
+fn store_name(store: &Path) -> String {
+    std::fs::canonicalize(store)
+        .unwrap_or_else(|_| store.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Runs `argv` without a shell and returns its standard output (the key or keys).
