@@ -1,4 +1,4 @@
-//! `weft init`, `weft client add|list|show|edit|remove` and `weft secrets rotate-key`.
+//! `weft init`, `weft client add|list|show|edit|remove` and `weft secrets rotate-key|retire-key|keys`.
 //!
 //! An OAuth client is the app a person registers at a provider (integrator.io's "iClient"). Its
 //! client ID is kept in `weft.toml`; its secret is read from a hidden prompt or from standard
@@ -80,8 +80,25 @@ pub(crate) struct EditArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SecretsCmd {
-    /// Re-encrypt every sealed credential (workspace and user scope) under a new master key.
-    RotateKey,
+    /// Re-encrypt every sealed credential (workspace and user scope) under a new master key,
+    /// all or nothing. The old key is kept as a retired key, so stores this command cannot reach
+    /// (other workspaces) still open; they move to the new key on their next write.
+    RotateKey {
+        /// Read the new key (base64 of 32 bytes) from standard input: for keys from
+        /// WEFT_MASTER_KEY or master-key-command, which Weft cannot save itself.
+        #[arg(long)]
+        new_key_stdin: bool,
+    },
+    /// Drop a retired master key from the key file; stores still sealed under it stop opening.
+    RetireKey {
+        /// The key's id (see `weft secrets keys`).
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List the master keys (ids only) and the stores last seen under each.
+    Keys,
 }
 
 /// Where workspace commands look for `weft.toml`.
@@ -158,6 +175,18 @@ pub(crate) fn confirm(question: &str, what: &str, yes: bool, io: &mut Io<'_>) ->
         writeln!(io.err, "nothing changed")?;
     }
     Ok(go)
+}
+
+/// Refuses to change `field` when the spec says it is set only at creation
+/// (`read-only-after-create`); `create` is the command that makes a new one.
+pub(crate) fn editable(field: &Field, create: &str) -> Result<()> {
+    if field.read_only_after_create {
+        bail!(
+            "{} can only be set when it is created, and the connector does not allow changing it; create a new one with `{create}`",
+            field.label
+        );
+    }
+    Ok(())
 }
 
 /// The scope holding client `name`.
@@ -367,7 +396,13 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
             let connector = scope.file.clients[&args.name].connector.clone();
             let (id_field, secret_field) = client_fields(&connector)?;
             let client_id = match args.client_id {
-                Some(id) => checked_text(&id_field, Some(&id))?,
+                Some(id) => {
+                    editable(
+                        &id_field,
+                        &format!("weft client add NEW --connector {connector}"),
+                    )?;
+                    checked_text(&id_field, Some(&id))?
+                }
                 None => scope.file.clients[&args.name].client_id.clone(),
             };
             let secret = read_secret(&secret_field, args.secret_stdin)?;
@@ -416,56 +451,180 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
 }
 
 pub(crate) fn secrets(cmd: SecretsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
-    let SecretsCmd::RotateKey = cmd;
-    let (ws, user) = scope_pair(workspace)?;
-    let key_file = workspace::user_dir()?.join("master.key");
-    // Open every store under the current key first: nothing changes unless all of them open.
-    let mut stores = Vec::new();
-    for scope in ws.iter().chain(Some(&user)) {
-        if scope.credentials_path().exists() {
-            stores.push((scope.credentials_path(), scope.secrets()?));
+    match cmd {
+        SecretsCmd::RotateKey { new_key_stdin } => rotate_key(new_key_stdin, workspace, io),
+        SecretsCmd::RetireKey { id, yes } => retire_key(&id, yes, workspace, io),
+        SecretsCmd::Keys => {
+            let ring = workspace::keyring()?;
+            let source = ring
+                .source()
+                .map_or_else(String::new, |s| format!(" (from {s})"));
+            writeln!(io.out, "{} current{source}", ring.current().id())?;
+            for key in ring.retired() {
+                writeln!(io.out, "{} retired", key.id())?;
+            }
+            for (store, id) in ring.stores_seen() {
+                writeln!(io.out, "  {store}: last seen under {id}")?;
+            }
+            Ok(0)
         }
     }
-    let new_key = MasterKey::generate()?;
-    let encoded = new_key.to_base64();
-    let from_env = std::env::var_os(MASTER_KEY_VAR).is_some();
-    // The new key is saved before any store changes, so a crash in between loses nothing: the
-    // stores already re-sealed open with `master.key.new`.
-    let pending = key_file.with_extension("key.new");
-    if !from_env {
-        weft_engine::secrets::write_key_file(&pending, &new_key)?;
+}
+
+/// The credential stores `rotate-key` and `retire-key` reach: the workspace's and the user's.
+fn reachable_stores(workspace: Option<&Path>) -> Result<Vec<weft_engine::secrets::SecretStore>> {
+    let (ws, user) = scope_pair(workspace)?;
+    let mut stores = Vec::new();
+    for scope in ws.iter().chain(Some(&user)) {
+        let path = scope.credentials_path();
+        if path.exists() {
+            stores.push(scope.secrets().with_context(|| {
+                format!(
+                    "the credential store {} cannot be opened; nothing was changed",
+                    path.display()
+                )
+            })?);
+        }
     }
-    let mut count = 0;
-    for (path, store) in &mut stores {
-        count += store
-            .rotate(MasterKey::from_base64(&encoded)?)
-            .with_context(|| format!("re-sealing {}", path.display()))?;
+    Ok(stores)
+}
+
+fn rotate_key(new_key_stdin: bool, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let mut ring = workspace::keyring()?;
+    // Every store is opened, locked and read again first: nothing changes unless all open.
+    let stores = reachable_stores(workspace)?;
+    let mut locks = Vec::new();
+    for store in &stores {
+        locks.push(store.lock()?);
     }
-    if from_env {
-        writeln!(
-            io.err,
-            "re-sealed {count} credential(s) in {} store(s) under a new key.",
-            stores.len()
-        )?;
-        writeln!(
-            io.err,
-            "The key came from {MASTER_KEY_VAR}: set it to the new key below before running Weft again."
-        )?;
-        writeln!(io.out, "{}", encoded.as_str())?;
-    } else {
-        std::fs::rename(&pending, &key_file).with_context(|| {
+    let mut stores = stores;
+    for store in &mut stores {
+        store.reload().with_context(|| {
             format!(
-                "cannot move {} to {}",
-                pending.display(),
-                key_file.display()
+                "the credential store {} cannot be read; nothing was changed",
+                store.path().display()
             )
         })?;
+    }
+    let from_file = ring.source().and_then(|s| s.key_file()).is_some();
+    let source = ring
+        .source()
+        .map_or_else(|| MASTER_KEY_VAR.to_owned(), |s| s.to_string());
+    let new_key = if new_key_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the new key from standard input")?;
+        let text = Secret::new(text);
+        MasterKey::from_base64(text.expose())?
+    } else if from_file {
+        MasterKey::generate()?
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "the master key comes from {source}, where Weft cannot save a new one; generate one (`openssl rand -base64 32`), save it, and pass it with `weft secrets rotate-key --new-key-stdin`. Nothing was changed"
+            );
+        }
+        let key = MasterKey::generate()?;
+        writeln!(
+            io.err,
+            "the new master key (id {}) is below; save it where {source} reads it from before going on:",
+            key.id()
+        )?;
+        writeln!(io.out, "{}", key.to_base64().as_str())?;
+        io.out.flush()?;
+        let typed = Secret::new(
+            rpassword::prompt_password("paste the new key to confirm you saved it: ")
+                .context("cannot read the confirmation")?,
+        );
+        if typed.expose().trim() != key.to_base64().as_str() {
+            bail!("that is not the new key; nothing was changed");
+        }
+        key
+    };
+    if ring.current().id() == new_key.id() {
+        bail!("that is the current key already; nothing was changed");
+    }
+    let mut resealed = Vec::new();
+    for store in &stores {
+        resealed.push(store.resealed(&new_key).with_context(|| {
+            format!(
+                "the credential store {} cannot be re-sealed; nothing was changed",
+                store.path().display()
+            )
+        })?);
+    }
+    let paths: Vec<PathBuf> = stores.iter().map(|s| s.path().to_path_buf()).collect();
+    let new_id = new_key.id().to_owned();
+    weft_engine::secrets::replace_all(&resealed, || ring.install(new_key, &paths))?;
+    drop(locks);
+    let count: usize = resealed.iter().map(|r| r.count()).sum();
+    writeln!(
+        io.out,
+        "re-sealed {count} credential(s) in {} store(s) under master key {new_id}",
+        resealed.len()
+    )?;
+    if from_file {
         writeln!(
             io.out,
-            "re-sealed {count} credential(s) in {} store(s); the new key is in {}",
-            stores.len(),
-            key_file.display()
+            "the old key {} stays in {} as a retired key, so other workspaces' stores still open (each moves to the new key on its next write); drop it with `weft secrets retire-key {}` once none needs it",
+            ring.retired().first().map_or("", |k| k.id()),
+            source,
+            ring.retired().first().map_or("ID", |k| k.id()),
+        )?;
+    } else {
+        writeln!(
+            io.err,
+            "set {source} to the new key before running Weft again; stores this command did not reach still need the old one (WEFT_MASTER_KEY takes several keys separated by commas, the new one first)"
         )?;
     }
+    Ok(0)
+}
+
+fn retire_key(id: &str, yes: bool, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let mut ring = workspace::keyring()?;
+    if ring.source().and_then(|s| s.key_file()).is_none() {
+        bail!(
+            "the master keys come from {}; retire a key by removing it there",
+            ring.source()
+                .map_or_else(|| MASTER_KEY_VAR.to_owned(), |s| s.to_string())
+        );
+    }
+    let mut under: Vec<String> = ring
+        .stores_seen()
+        .iter()
+        .filter(|(_, k)| k.as_str() == id)
+        .map(|(s, _)| s.clone())
+        .collect();
+    for store in reachable_stores(workspace)? {
+        let name = std::fs::canonicalize(store.path())
+            .unwrap_or_else(|_| store.path().to_path_buf())
+            .display()
+            .to_string();
+        if store.key_id().is_none_or(|k| k == id) && !under.contains(&name) {
+            under.push(name);
+        }
+    }
+    if under.is_empty() {
+        writeln!(io.err, "no store was last seen under key {id}")?;
+    } else {
+        writeln!(
+            io.err,
+            "stores last seen under key {id} (they will no longer open unless written since):"
+        )?;
+        for s in &under {
+            writeln!(io.err, "  {s}")?;
+        }
+        if !confirm(
+            &format!("Retire key {id}?"),
+            &format!("retiring key {id}"),
+            yes,
+            io,
+        )? {
+            return Ok(1);
+        }
+    }
+    ring.retire(id)?;
+    writeln!(io.out, "retired master key {id}")?;
     Ok(0)
 }

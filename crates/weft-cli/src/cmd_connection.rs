@@ -88,7 +88,7 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     client: String,
     /// Calls in flight at once; the connector's default when left out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "borrow_concurrency_from")]
     concurrency: Option<String>,
     /// Share the concurrency limiter of this other connection.
     #[arg(long)]
@@ -119,7 +119,7 @@ pub(crate) struct EditArgs {
     #[arg(long)]
     client: Option<String>,
     /// A new concurrency level.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "borrow_concurrency_from")]
     concurrency: Option<String>,
     /// Share the concurrency limiter of this other connection.
     #[arg(long, conflicts_with = "no_borrow")]
@@ -145,6 +145,10 @@ struct View<'a> {
     #[serde(flatten)]
     connection: &'a Connection,
     status: &'static str,
+    /// When the connection must be used (or re-authorized) by, before its refresh token lapses
+    /// unused (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    use_by: Option<String>,
 }
 
 fn find_connection<'a>(
@@ -247,19 +251,71 @@ fn check_borrow(scopes: &[Workspace], name: &str, lender: &str, connector: &str)
     }
 }
 
-/// Where a connection stands: no credentials, usable, or refused for good.
-fn status(scope: &Workspace, name: &str) -> Result<&'static str> {
+/// The other connections (with the tenants they share) that revoking `name`'s grant would
+/// disconnect: same connector and OAuth client, reaching one of the same tenants (or either
+/// records none, when the connector has no tenants to tell them apart).
+fn sharing_the_grant(all: &[Workspace], name: &str, deleted: &Connection) -> Vec<String> {
+    all.iter()
+        .flat_map(|s| s.file.connections.iter())
+        .filter(|(n, c)| {
+            n.as_str() != name && c.connector == deleted.connector && c.client == deleted.client
+        })
+        .filter_map(|(n, c)| {
+            let shared: Vec<&str> = c
+                .tenants
+                .iter()
+                .filter(|t| deleted.tenants.iter().any(|d| d.id == t.id))
+                .map(|t| t.name.as_str())
+                .collect();
+            if !shared.is_empty() {
+                Some(format!("`{n}` (reaching {})", shared.join(", ")))
+            } else if c.tenants.is_empty() || deleted.tenants.is_empty() {
+                Some(format!("`{n}`"))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Where a connection stands: no credentials, usable, lapsing soon, or refused for good; and
+/// when it must be used by, when its spec says refresh tokens lapse unused.
+fn status(scope: &Workspace, name: &str, c: &Connection) -> Result<(&'static str, Option<String>)> {
+    use weft_engine::limits::Clock as _;
     let id = weft_engine::workspace::connection_tokens_id(name);
     let Some(stored) = scope.secrets()?.get(&id)? else {
-        return Ok("not authorized");
+        return Ok(("not authorized", None));
     };
-    Ok(
-        match weft_engine::oauth::TokenSet::from_sealed_json(&stored) {
-            None => "damaged credentials",
-            Some(t) if t.needs_authorization.is_some() => "needs authorization",
-            Some(_) => "authorized",
-        },
-    )
+    let Some(tokens) = weft_engine::oauth::TokenSet::from_sealed_json(&stored) else {
+        return Ok(("damaged credentials", None));
+    };
+    if tokens.needs_authorization.is_some() {
+        return Ok(("needs authorization", None));
+    }
+    let refresh = specs::find(&c.connector).ok().and_then(|s| {
+        s.file()
+            .auth
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.refresh.clone())
+    });
+    let Some(use_by) = weft_engine::tokens::use_by_ms(&tokens, refresh.as_ref()) else {
+        return Ok(("authorized", None));
+    };
+    let now = weft_engine::limits::SystemClock.now_ms();
+    let at = jiff::Timestamp::from_millisecond(i64::try_from(use_by).unwrap_or(i64::MAX))
+        .map_or_else(
+            |_| use_by.to_string(),
+            |t| t.strftime("%Y-%m-%dT%H:%MZ").to_string(),
+        );
+    let state = if now >= use_by {
+        "lapsed unused"
+    } else if weft_engine::tokens::lapses_soon(use_by, refresh.as_ref(), now) {
+        "lapses soon"
+    } else {
+        "authorized"
+    };
+    Ok((state, Some(at)))
 }
 
 pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
@@ -332,11 +388,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let mut rows: Vec<View<'_>> = Vec::new();
             for s in &all {
                 for (n, c) in &s.file.connections {
+                    let (state, use_by) = status(s, n, c)?;
                     rows.push(View {
                         name: n,
                         scope: s.scope().as_str(),
                         connection: c,
-                        status: status(s, n)?,
+                        status: state,
+                        use_by,
                     });
                 }
             }
@@ -351,8 +409,8 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             } else {
                 writeln!(
                     io.out,
-                    "{:<20} {:<10} {:<10} {:<12} {:<20} STATUS",
-                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT"
+                    "{:<20} {:<10} {:<10} {:<12} {:<20} {:<20} USE BY",
+                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT", "STATUS"
                 )?;
                 for r in rows {
                     let level = match &r.connection.borrow_concurrency_from {
@@ -361,13 +419,14 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     };
                     writeln!(
                         io.out,
-                        "{:<20} {:<10} {:<10} {:<12} {:<20} {}",
+                        "{:<20} {:<10} {:<10} {:<12} {:<20} {:<20} {}",
                         r.name,
                         r.connection.connector,
                         r.scope,
                         level,
                         r.connection.client,
-                        r.status
+                        r.status,
+                        r.use_by.as_deref().unwrap_or("-")
                     )?;
                 }
             }
@@ -378,11 +437,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let Some((scope, c)) = find_connection(&all, &name) else {
                 bail!("no connection `{name}`; see `weft connection list`");
             };
+            let (state, use_by) = status(scope, &name, c)?;
             let view = View {
                 name: &name,
                 scope: scope.scope().as_str(),
                 connection: c,
-                status: status(scope, &name)?,
+                status: state,
+                use_by,
             };
             if json {
                 serde_json::to_writer_pretty(&mut *io.out, &view)?;
@@ -406,6 +467,12 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     writeln!(io.out, "tenant:       {} ({})", t.name, t.id)?;
                 }
                 writeln!(io.out, "status:       {}", view.status)?;
+                if let Some(at) = &view.use_by {
+                    writeln!(
+                        io.out,
+                        "use by:       {at} (its refresh token lapses if unused; after that, run `weft connection authorize {name}`)"
+                    )?;
+                }
                 writeln!(
                     io.out,
                     "callback URL: {}",
@@ -428,6 +495,20 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 updated.client = client;
             }
             if let Some(level) = args.concurrency.as_deref() {
+                if let Some(field) = specs::find(&updated.connector)?
+                    .file()
+                    .fields
+                    .iter()
+                    .find(|f| f.id == well_known::CONCURRENCY)
+                {
+                    crate::cmd_client::editable(
+                        field,
+                        &format!(
+                            "weft connection create NEW --connector {} --client {}",
+                            updated.connector, updated.client
+                        ),
+                    )?;
+                }
                 updated.concurrency = concurrency(&updated.connector, Some(level))?;
             }
             if let Some(lender) = args.borrow_concurrency_from {
@@ -499,7 +580,19 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             )? {
                 return Ok(1);
             }
-            if !no_revoke {
+            // A grant is the app's at the provider: revoking it disconnects every connection of
+            // the same client reaching the same organisations (Xero ends all of them at once).
+            let deleted = &all[index].file.connections[&name];
+            let sharing = sharing_the_grant(&all, &name, deleted);
+            if !no_revoke && !sharing.is_empty() {
+                writeln!(
+                    io.out,
+                    "kept the grant at the provider: {} of the same OAuth client `{}` still use it; nothing was disconnected there",
+                    sharing.join(", "),
+                    deleted.client
+                )?;
+            }
+            if !no_revoke && sharing.is_empty() {
                 match connect::revoke(&name, workspace) {
                     Ok(true) => writeln!(io.out, "revoked the grant of `{name}` at the provider")?,
                     Ok(false) => {}

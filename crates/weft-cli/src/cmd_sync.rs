@@ -136,7 +136,8 @@ pub(crate) fn write_template(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        weft_engine::files::write_atomic(&path, text.as_bytes(), false)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)

@@ -55,7 +55,7 @@ fn oauth_app(
     connection: &Connection,
     port: u16,
 ) -> Result<Option<OAuthApp>> {
-    if spec.file().auth.oauth2.is_none() {
+    if spec.file().auth.oauth2.is_none() && spec.file().auth.client_credentials.is_none() {
         return Ok(None);
     }
     let Some((scope, client)) = all
@@ -88,10 +88,23 @@ pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
     let spec = specs::find(&connection.connector)?;
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let app = oauth_app(&all, &spec, &hosts, &connection, DEFAULT_CALLBACK_PORT)?;
-    // Borrowed concurrency: the lender's level bounds both (within this process).
-    let level = match &connection.borrow_concurrency_from {
-        Some(lender) => find(&all, lender).map_or(connection.concurrency, |(_, c)| c.concurrency),
-        None => connection.concurrency,
+    // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
+    // level, in this process and across processes.
+    let pool = match &connection.borrow_concurrency_from {
+        Some(lender) => {
+            let (at, c) = find(&all, lender).with_context(|| {
+                format!("connection `{name}` borrows concurrency from `{lender}`, which is gone; run `weft connection edit {name} --no-borrow`")
+            })?;
+            Some((c.concurrency, all[at].pool_dir(lender)))
+        }
+        None if all
+            .iter()
+            .flat_map(|s| s.file.connections.values())
+            .any(|c| c.borrow_concurrency_from.as_deref() == Some(name)) =>
+        {
+            Some((connection.concurrency, all[index].pool_dir(name)))
+        }
+        None => None,
     };
     let http = weft_engine::http::client()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -110,7 +123,10 @@ pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
         http.clone(),
         clock.clone(),
     );
-    let limiter = Limiter::new(spec.file(), level);
+    let limiter = match &pool {
+        Some((level, dir)) => Limiter::shared(spec.file(), *level, dir),
+        None => Limiter::new(spec.file(), connection.concurrency),
+    };
     Ok(Opened {
         session: Session::new(spec, hosts, limiter, http, tokens, clock),
         connection,
@@ -120,8 +136,9 @@ pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
 /// How `weft connection authorize` (and `create --authorize`) runs the consent.
 #[derive(Debug, Args)]
 pub(crate) struct AuthorizeOptions {
-    /// Port of the callback server; the callback URL registered at the provider must use it.
-    #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT)]
+    /// Port of the callback server; the callback URL registered at the provider must use it
+    /// (0 is refused: a port picked at random cannot match a registered URL).
+    #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) port: u16,
     /// Print the authorize URL instead of opening a browser.
     #[arg(long)]
@@ -155,6 +172,23 @@ pub(crate) fn authorize(
     let runtime = runtime()?;
     let http = weft_engine::http::client()?;
     let tokens = runtime.block_on(async {
+        if app.is_client_credentials() {
+            // Machine to machine: no browser, the client's own credentials get the token.
+            return app
+                .client_credentials(&http, SystemClock.now_ms())
+                .await
+                .map_err(|e| {
+                    if e.is_invalid_client() {
+                        anyhow!(
+                            "{e}; the provider does not accept the OAuth client `{}`: check its client ID and secret with `weft client edit {} --secret-stdin`",
+                            connection.client,
+                            connection.client
+                        )
+                    } else {
+                        anyhow!(e)
+                    }
+                });
+        }
         let callback = Callback::bind(args.port).await?;
         let pending = app.start();
         writeln!(

@@ -273,3 +273,270 @@ fn a_wrong_client_secret_says_what_to_do() {
     assert!(stderr.contains("weft client edit xapp"), "{stderr}");
     assert_eq!(s.connection_json("x")["status"], "not authorized");
 }
+
+#[test]
+fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 2,
+        size: 3,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let tenants = sim.tenants();
+    let s = Sandbox::new("auth-shared-grant");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let hosts = [
+        format!("login={}", sim.login_url()),
+        format!("identity={}", sim.identity_url()),
+        format!("api={}", sim.api_url()),
+    ];
+    let mut args = vec![
+        "connection",
+        "create",
+        "y",
+        "--connector",
+        "xero",
+        "--client",
+        "xapp",
+    ];
+    for h in &hosts {
+        args.extend(["--host", h.as_str()]);
+    }
+    ok(&s.run(&args, None));
+    sim.set_consent(Consent::Grant {
+        tenants: vec![tenants[0].0.clone()],
+    });
+    for name in ["x", "y"] {
+        let (code, _, stderr) = authorize(&s, name, port, &[]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    // Xero's refresh tokens lapse after 60 days unused: the list says by when to use it.
+    let shown = s.connection_json("y");
+    assert_eq!(shown["status"], "authorized");
+    assert!(
+        shown["use_by"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{shown}"
+    );
+    let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
+    ok(&deleted);
+    assert!(
+        out(&deleted).contains("kept the grant"),
+        "{}",
+        out(&deleted)
+    );
+    assert!(out(&deleted).contains("`y`"), "{}", out(&deleted));
+    ok(&s.run(&["connection", "test", "y"], None));
+    // The last one using the grant revokes it.
+    let last = s.run(&["connection", "delete", "y", "--yes"], None);
+    ok(&last);
+    assert!(out(&last).contains("revoked"), "{}", out(&last));
+    s.assert_none_of(sim.issued_tokens());
+}
+
+/// Xero's spec as a "custom connection": the client-credentials grant instead of a consent.
+fn client_credentials_spec(dir: &std::path::Path) {
+    let xero = common::read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/xero.toml"),
+    );
+    let start = xero.find("[auth.oauth2]").unwrap();
+    let end = xero.find("[tenants]").unwrap();
+    let grant = r#"[auth.client-credentials]
+token-url = "{{ hosts.identity }}/connect/token"
+client-id = "{{ fields.client_id }}"
+client-secret = "{{ fields.client_secret }}"
+client-auth = "basic"
+scopes = ["accounting.transactions", "accounting.contacts", "accounting.settings"]
+
+"#;
+    let spec = format!("{}{grant}{}", &xero[..start], &xero[end..])
+        .replacen("id = \"xero\"", "id = \"xero-custom\"", 1)
+        .replacen("name = \"Xero\"", "name = \"Xero custom connection\"", 1)
+        .replace(
+            "select = { by = \"token-claim\", claim = \"authentication_event_id\", field = \"authEventId\" }",
+            "select = { by = \"choose\" }",
+        );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("xero-custom.toml"), spec).unwrap();
+}
+
+#[test]
+fn a_client_credentials_connector_connects_refreshes_and_is_tested() {
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-client-credentials");
+    let specs = s.project().parent().unwrap().join("specs");
+    client_credentials_spec(&specs);
+    let env = [("WEFT_SPEC_PATH", specs.to_str().unwrap())];
+    ok(&s.run_env(&["init"], None, &env));
+    s.guard(sim.client_secret());
+    ok(&s.run_env(
+        &[
+            "client",
+            "add",
+            "machine",
+            "--connector",
+            "xero-custom",
+            "--client-id",
+            sim.client_id(),
+            "--secret-stdin",
+        ],
+        Some(&format!("{}\n", sim.client_secret())),
+        &env,
+    ));
+    let identity = format!("identity={}", sim.identity_url());
+    let api = format!("api={}", sim.api_url());
+    ok(&s.run_env(
+        &[
+            "connection",
+            "create",
+            "m",
+            "--connector",
+            "xero-custom",
+            "--client",
+            "machine",
+            "--host",
+            &identity,
+            "--host",
+            &api,
+        ],
+        None,
+        &env,
+    ));
+    // No browser: the client's credentials get the token, and the organisation is found.
+    let authorized = s.run_env(&["connection", "authorize", "m"], None, &env);
+    ok(&authorized);
+    assert!(
+        out(&authorized).contains("authorized connection `m`"),
+        "{}",
+        out(&authorized)
+    );
+    assert!(
+        out(&authorized).contains(&sim.tenants()[0].1),
+        "{}",
+        out(&authorized)
+    );
+    ok(&s.run_env(&["connection", "test", "m"], None, &env));
+    let issued = sim.issued_tokens().len();
+    // Past the token's lifetime a new grant replaces it (there is no refresh token).
+    sim.clock().advance(Duration::from_secs(31 * 60));
+    ok(&s.run_env(&["connection", "test", "m"], None, &env));
+    assert_eq!(sim.issued_tokens().len(), issued + 1, "one new grant");
+    s.assert_none_of(sim.issued_tokens());
+}
+
+/// A token endpoint that accepts connections, reads them, and never answers.
+fn silent_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(32) {
+            let Ok(stream) = stream else { break };
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[test]
+fn a_token_endpoint_that_never_answers_fails_authorize_test_and_delete_naming_its_host() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-silent");
+    // Xero's spec with a one-second time limit, so the test does not wait two minutes.
+    let specs = s.project().parent().unwrap().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let xero = common::read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/xero.toml"),
+    );
+    assert!(xero.contains("\ntimeout = \"120s\""));
+    std::fs::write(
+        specs.join("xero.toml"),
+        xero.replacen("\ntimeout = \"120s\"", "\ntimeout = \"1s\"", 1),
+    )
+    .unwrap();
+    s.set_env("WEFT_SPEC_PATH", specs.to_str().unwrap());
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let silent = silent_server();
+    let host = silent.trim_start_matches("http://").to_owned();
+    let at = |url: &str| format!("identity={url}");
+
+    // The code exchange: the browser was told "received", the terminal says what failed.
+    ok(&s.run(&["connection", "edit", "x", "--host", &at(&silent)], None));
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&host) && stderr.contains("no answer within 1s"),
+        "{stderr}"
+    );
+
+    // Authorized for real, then the token endpoint goes silent and the token expires.
+    ok(&s.run(
+        &[
+            "connection",
+            "edit",
+            "x",
+            "--host",
+            &at(&sim.identity_url()),
+        ],
+        None,
+    ));
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    ok(&s.run(&["connection", "edit", "x", "--host", &at(&silent)], None));
+    sim.clock().advance(Duration::from_secs(31 * 60));
+    let tested = s.run(&["connection", "test", "x"], None);
+    assert_ne!(tested.status.code(), Some(0));
+    assert!(err(&tested).contains(&host), "{}", err(&tested));
+    // The refresh lock was let go: the next command is not told that a lock is held.
+    let again = s.run(&["connection", "test", "x"], None);
+    assert!(!err(&again).contains("lock"), "{}", err(&again));
+
+    let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
+    assert_eq!(deleted.status.code(), Some(1));
+    assert!(err(&deleted).contains(&host), "{}", err(&deleted));
+    assert!(
+        err(&deleted).contains("nothing was deleted"),
+        "{}",
+        err(&deleted)
+    );
+    s.assert_none_of(sim.issued_tokens());
+}
+
+#[test]
+fn a_client_added_while_authorize_waits_for_the_browser_is_kept() {
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 3,
+        redirect_uris: vec![callback(port)],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-meanwhile");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let (code, _, stderr) = common::authorize_with(&s, "x", port, &[], || {
+        s.add_client("later", "kantata", "K-LATER", "later-secret\n");
+    });
+    assert_eq!(code, 0, "{stderr}");
+    let file = common::read(&s.project().join("weft.toml"));
+    assert!(file.contains("[clients.later]"), "{file}");
+    assert!(file.contains("[[connections.x.tenants]]"), "{file}");
+    ok(&s.run(&["client", "show", "later"], None));
+    s.assert_none_of(sim.issued_tokens());
+}

@@ -5,6 +5,12 @@ mod common;
 
 use common::{SECRET, Sandbox, err, out, read};
 
+/// The current key (base64) of a key file.
+fn current_key(key_file: &std::path::Path) -> String {
+    let file: serde_json::Value = serde_json::from_str(&read(key_file)).unwrap();
+    file["keys"][0]["key"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn init_creates_a_workspace_and_refuses_to_overwrite() {
     let s = Sandbox::new("init");
@@ -228,7 +234,7 @@ fn wrong_keys_corrupt_stores_and_rotation() {
             0o600
         );
     }
-    let old_key = read(&key_file);
+    let old_key = current_key(&key_file);
 
     let wrong = s.run_env(
         &["client", "list"],
@@ -240,7 +246,7 @@ fn wrong_keys_corrupt_stores_and_rotation() {
     );
     assert_eq!(wrong.status.code(), Some(1));
     assert!(
-        err(&wrong).contains("different master key"),
+        err(&wrong).contains("that Weft does not have"),
         "{}",
         err(&wrong)
     );
@@ -259,7 +265,7 @@ fn wrong_keys_corrupt_stores_and_rotation() {
     let rotated = s.run(&["secrets", "rotate-key"], None);
     assert!(rotated.status.success(), "{}", err(&rotated));
     assert!(out(&rotated).contains("re-sealed 1 credential"));
-    assert_ne!(read(&key_file), old_key);
+    assert_ne!(current_key(&key_file), old_key);
     let with_old = s.run_env(
         &["client", "list"],
         None,
@@ -808,4 +814,417 @@ fn write_reports_every_record_and_records_payments_in_kantata() {
         err(&no_update)
     );
     s.assert_no_plain_secret();
+}
+
+/// A second workspace beside the sandbox's project, sharing its configuration folder (and so its
+/// key file).
+fn second_workspace(s: &Sandbox) -> std::path::PathBuf {
+    let other = s.project().parent().unwrap().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let init = s.run(&["--workspace", other.to_str().unwrap(), "init"], None);
+    assert!(init.status.success(), "{}", err(&init));
+    other
+}
+
+#[test]
+fn two_workspaces_sharing_a_key_file_both_open_after_a_rotation_and_retiring_asks_first() {
+    let s = Sandbox::new("shared-key");
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("books", "xero", "ABC", &format!("{SECRET}\n"));
+    let other = second_workspace(&s);
+    let ws = other.to_str().unwrap();
+    let added = s.run(
+        &[
+            "--workspace",
+            ws,
+            "client",
+            "add",
+            "ledger",
+            "--connector",
+            "xero",
+            "--client-id",
+            "DEF",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+    );
+    assert!(added.status.success(), "{}", err(&added));
+    let key_file = s.config().join("master.key");
+    let old_id = {
+        let file: serde_json::Value = serde_json::from_str(&read(&key_file)).unwrap();
+        file["keys"][0]["id"].as_str().unwrap().to_owned()
+    };
+
+    let rotated = s.run(&["secrets", "rotate-key"], None);
+    assert!(rotated.status.success(), "{}", err(&rotated));
+    // The rotation reached this project only; the other workspace's store is still sealed under
+    // the old key, which the key file keeps as retired.
+    let shown = s.run(&["--workspace", ws, "client", "show", "ledger"], None);
+    assert!(shown.status.success(), "{}", err(&shown));
+    let listed = s.run(&["client", "list"], None);
+    assert!(listed.status.success(), "{}", err(&listed));
+    let keys = s.run(&["secrets", "keys"], None);
+    assert!(
+        out(&keys).contains(&format!("{old_id} retired")),
+        "{}",
+        out(&keys)
+    );
+
+    // Retiring the old key names the store still under it and needs a confirmation.
+    let refused = s.run(&["secrets", "retire-key", &old_id], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        err(&refused).contains("other/.weft/credentials.json"),
+        "{}",
+        err(&refused)
+    );
+    assert!(err(&refused).contains("--yes"), "{}", err(&refused));
+
+    // Its next write moves the other store to the new key; then retiring loses nothing.
+    let edited = s.run(
+        &[
+            "--workspace",
+            ws,
+            "client",
+            "edit",
+            "ledger",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+    );
+    assert!(edited.status.success(), "{}", err(&edited));
+    let retired = s.run(&["secrets", "retire-key", &old_id], None);
+    assert!(retired.status.success(), "{}", err(&retired));
+    assert!(
+        s.run(&["--workspace", ws, "client", "show", "ledger"], None)
+            .status
+            .success()
+    );
+    assert!(s.run(&["client", "show", "books"], None).status.success());
+    s.assert_no_plain_secret();
+}
+
+#[test]
+fn rotating_with_one_damaged_store_changes_nothing_and_names_the_store() {
+    let s = Sandbox::new("rotate-damaged");
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("books", "xero", "ABC", &format!("{SECRET}\n"));
+    let user = s.run(
+        &[
+            "client",
+            "add",
+            "mine",
+            "--user",
+            "--connector",
+            "xero",
+            "--client-id",
+            "U",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+    );
+    assert!(user.status.success(), "{}", err(&user));
+    // One record of the user store is damaged (its sealed value swapped for another's).
+    let user_store = s.config().join("credentials.json");
+    let mut file: serde_json::Value = serde_json::from_str(&read(&user_store)).unwrap();
+    let check = file["check"].clone();
+    file["records"]["client:mine:secret"] = check;
+    std::fs::write(&user_store, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+    let key_file = s.config().join("master.key");
+    let project_store = s.project().join(".weft/credentials.json");
+    let before = (read(&key_file), read(&project_store), read(&user_store));
+
+    let rotated = s.run(&["secrets", "rotate-key"], None);
+    assert_eq!(rotated.status.code(), Some(1));
+    assert!(
+        err(&rotated).contains(&user_store.display().to_string()),
+        "{}",
+        err(&rotated)
+    );
+    assert!(
+        err(&rotated).contains("nothing was changed"),
+        "{}",
+        err(&rotated)
+    );
+    assert_eq!(
+        (read(&key_file), read(&project_store), read(&user_store)),
+        before
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(s.project().join(".weft"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp") || n.contains("rotating") || n.contains(".new"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn with_the_key_in_the_environment_the_new_key_must_be_given_or_confirmed() {
+    let s = Sandbox::new("rotate-env");
+    let old = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let new = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    assert!(s.run(&["init"], None).status.success());
+    let added = s.run_env(
+        &[
+            "client",
+            "add",
+            "books",
+            "--connector",
+            "xero",
+            "--client-id",
+            "A",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+        &[("WEFT_MASTER_KEY", old)],
+    );
+    assert!(added.status.success(), "{}", err(&added));
+    let store = s.project().join(".weft/credentials.json");
+    let before = read(&store);
+    // No terminal to confirm on: Weft will not make up a key nobody saved.
+    let refused = s.run_env(
+        &["secrets", "rotate-key"],
+        None,
+        &[("WEFT_MASTER_KEY", old)],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        err(&refused).contains("--new-key-stdin"),
+        "{}",
+        err(&refused)
+    );
+    assert_eq!(read(&store), before);
+    assert!(!s.config().join("master.key").exists());
+
+    let rotated = s.run_env(
+        &["secrets", "rotate-key", "--new-key-stdin"],
+        Some(new),
+        &[("WEFT_MASTER_KEY", old)],
+    );
+    assert!(rotated.status.success(), "{}", err(&rotated));
+    let shown = s.run_env(
+        &["client", "show", "books"],
+        None,
+        &[("WEFT_MASTER_KEY", new)],
+    );
+    assert!(shown.status.success(), "{}", err(&shown));
+    let stale = s.run_env(
+        &["client", "show", "books"],
+        None,
+        &[("WEFT_MASTER_KEY", old)],
+    );
+    assert_eq!(stale.status.code(), Some(1));
+}
+
+#[cfg(unix)]
+#[test]
+fn the_master_key_can_come_from_a_command_run_without_a_shell() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = Sandbox::new("key-command");
+    assert!(s.run(&["init"], None).status.success());
+    let script = s.project().parent().unwrap().join("keychain.sh");
+    // Stands in for `security find-generic-password -w …`: prints the key for the right item.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nif [ \"$1 $2 $3\" = \"find weft key\" ]; then echo AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=; exit 0; fi\nif [ \"$1\" = short ]; then echo AQEB; exit 0; fi\necho \"item not found: $1\" >&2\nexit 44\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = script.to_str().unwrap();
+    let good = format!("{program} find weft key");
+    let added = s.run_env(
+        &[
+            "client",
+            "add",
+            "books",
+            "--connector",
+            "xero",
+            "--client-id",
+            "A",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+        &[("WEFT_MASTER_KEY_COMMAND", &good)],
+    );
+    assert!(added.status.success(), "{}", err(&added));
+    assert!(
+        !s.config().join("master.key").exists(),
+        "no key file is made"
+    );
+    let opened = s.run_env(
+        &["client", "show", "books"],
+        None,
+        &[(
+            "WEFT_MASTER_KEY",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )],
+    );
+    assert!(opened.status.success(), "{}", err(&opened));
+
+    // The user weft.toml's list form takes the same program.
+    std::fs::create_dir_all(s.config()).unwrap();
+    std::fs::write(
+        s.config().join("weft.toml"),
+        format!("version = 1\nmaster-key-command = [{program:?}, \"find\", \"weft\", \"key\"]\n"),
+    )
+    .unwrap();
+    assert!(s.run(&["client", "show", "books"], None).status.success());
+
+    for (command, expected) in [
+        ("weft-no-such-keychain-program".to_owned(), "was not found"),
+        (
+            format!("{program} missing item"),
+            "exited with 44 (item not found: missing)",
+        ),
+        (format!("{program} short"), "3 bytes instead of 32"),
+    ] {
+        let failed = s.run_env(
+            &["client", "show", "books"],
+            None,
+            &[("WEFT_MASTER_KEY_COMMAND", &command)],
+        );
+        assert_eq!(failed.status.code(), Some(1));
+        assert!(
+            err(&failed).contains(expected),
+            "{command}: {}",
+            err(&failed)
+        );
+        assert!(
+            err(&failed).contains("master-key-command"),
+            "{}",
+            err(&failed)
+        );
+    }
+}
+
+#[test]
+fn a_project_weft_toml_cannot_name_a_key_command() {
+    let s = Sandbox::new("key-command-project");
+    std::fs::write(
+        s.project().join("weft.toml"),
+        "version = 1\nmaster-key-command = [\"/bin/sh\", \"-c\", \"echo pwned\"]\n",
+    )
+    .unwrap();
+    let listed = s.run(&["client", "list"], None);
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(
+        err(&listed).contains("belongs in your user weft.toml"),
+        "{}",
+        err(&listed)
+    );
+}
+
+#[test]
+fn authorize_refuses_port_zero_like_callback_url() {
+    let s = Sandbox::new("port-zero");
+    for args in [
+        &["connection", "authorize", "books", "--port", "0"][..],
+        &["connection", "callback-url", "--port", "0"][..],
+    ] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(err(&o).contains("0 is not in 1..=65535"), "{}", err(&o));
+    }
+}
+
+#[test]
+fn a_borrower_takes_no_concurrency_level_of_its_own() {
+    let s = Sandbox::new("borrow-level");
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("xapp", "xero", "ABC", "x-secret\n");
+    for args in [
+        &[
+            "connection",
+            "create",
+            "b",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--borrow-concurrency-from",
+            "a",
+            "--concurrency",
+            "3",
+        ][..],
+        &[
+            "connection",
+            "edit",
+            "b",
+            "--borrow-concurrency-from",
+            "a",
+            "--concurrency",
+            "3",
+        ][..],
+    ] {
+        let o = s.run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(err(&o).contains("cannot be used with"), "{}", err(&o));
+    }
+}
+
+#[test]
+fn a_field_the_spec_makes_read_only_after_create_cannot_be_edited() {
+    let s = Sandbox::new("read-only-after-create");
+    let specs = s.project().parent().unwrap().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let xero =
+        read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/xero.toml"));
+    let locked = xero
+        .replacen(
+            "label = \"Client ID\"\n",
+            "label = \"Client ID\"\nread-only-after-create = true\n",
+            1,
+        )
+        .replacen(
+            "label = \"Concurrency level\"\n",
+            "label = \"Concurrency level\"\nread-only-after-create = true\n",
+            1,
+        );
+    assert_ne!(locked, xero);
+    std::fs::write(specs.join("xero.toml"), locked).unwrap();
+    s.set_env("WEFT_SPEC_PATH", specs.to_str().unwrap());
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("xapp", "xero", "ABC", &format!("{SECRET}\n"));
+    let created = s.run(
+        &[
+            "connection",
+            "create",
+            "books",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--concurrency",
+            "3",
+        ],
+        None,
+    );
+    assert!(created.status.success(), "{}", err(&created));
+    let client = s.run(
+        &[
+            "client",
+            "edit",
+            "xapp",
+            "--client-id",
+            "DEF",
+            "--secret-stdin",
+        ],
+        Some(&format!("{SECRET}\n")),
+    );
+    assert_eq!(client.status.code(), Some(1));
+    assert!(
+        err(&client).contains("Client ID can only be set when it is created"),
+        "{}",
+        err(&client)
+    );
+    assert!(err(&client).contains("weft client add"), "{}", err(&client));
+    let level = s.run(&["connection", "edit", "books", "--concurrency", "4"], None);
+    assert_eq!(level.status.code(), Some(1));
+    assert!(
+        err(&level).contains("weft connection create"),
+        "{}",
+        err(&level)
+    );
+    assert!(read(&s.project().join("weft.toml")).contains("client-id = \"ABC\""));
+    assert!(read(&s.project().join("weft.toml")).contains("concurrency = 3"));
 }

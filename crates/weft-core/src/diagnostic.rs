@@ -95,6 +95,22 @@ impl fmt::Display for LineCol {
     }
 }
 
+/// Line and column (both from 1, the column in characters) of byte `offset` in `text`, clamped
+/// to the text and to a character boundary. Every file Weft reads locates its problems with it.
+pub fn line_col(text: &str, offset: usize) -> LineCol {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    LineCol {
+        line,
+        column: before[line_start..].chars().count() + 1,
+    }
+}
+
 impl SourceFile {
     /// A file named `name` (as shown in diagnostics) holding `text`.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
@@ -116,17 +132,7 @@ impl SourceFile {
 
     /// Line and column of a byte offset (clamped to the text, and to a character boundary).
     pub fn line_col(&self, offset: usize) -> LineCol {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        LineCol {
-            line,
-            column: before[line_start..].chars().count() + 1,
-        }
+        line_col(&self.text, offset)
     }
 
     /// A span made safe for rendering: inside the text and on character boundaries.

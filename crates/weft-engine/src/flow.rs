@@ -435,14 +435,8 @@ pub struct Flow {
 }
 
 fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.chars().count()
-        - before
-            .rfind('\n')
-            .map_or(0, |i| before[..=i].chars().count())
-        + 1;
-    (line, column)
+    let at = weft_core::diagnostic::line_col(text, offset);
+    (at.line, at.column)
 }
 
 /// One step of a key path.

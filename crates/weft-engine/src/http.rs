@@ -29,11 +29,20 @@ impl Wait for Sleep {
     }
 }
 
+/// Time limit of connecting to a provider.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limit of a whole request where nothing more specific applies (each API call and token
+/// request sets the spec's `limits.timeout` instead).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The HTTP client for providers: rustls with the AWS-LC crypto provider and the platform's
 /// certificate verifier (no OpenSSL), redirects not followed (an OAuth or API redirect is an
-/// answer to inspect, not to chase), and Weft's user agent.
+/// answer to inspect, not to chase), Weft's user agent, and connect and total timeouts on every
+/// request, so no request Weft makes can wait forever.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(DEFAULT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -127,6 +136,9 @@ pub fn classify(
                     env.render_str(m, minijinja::context! { status => status, body => body })
                         .ok()
                 })
+                // The message quotes the provider's body: what it says is printed, never
+                // obeyed by the terminal.
+                .map(|m| crate::secrets::escape_control(&m))
                 .unwrap_or_else(|| generic(status));
             return (rule.class, message);
         }
@@ -364,6 +376,17 @@ mod tests {
     #[test]
     fn the_client_builds_with_tls() {
         assert!(client().is_ok());
+    }
+
+    #[test]
+    fn provider_text_in_a_message_is_escaped() {
+        let rule: ErrorRule = toml::from_str(
+            "status = [403]\nclass = \"forbidden\"\nmessage = \"refused: {{ body.Detail }}\"",
+        )
+        .unwrap();
+        let body = serde_json::json!({"Detail": "no\u{1b}[2J\rway"});
+        let (_, message) = classify(&[&rule], 403, &body.to_string(), &body);
+        assert_eq!(message, "refused: no\\u{1b}[2J\\rway");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod cursor;
 pub mod exact;
 pub mod extract;
+pub mod files;
 pub mod flow;
 pub mod hooks;
 pub mod http;

@@ -5,9 +5,15 @@
 //! A rate budget keeps the times of its recent calls; a call waits until the oldest leaves the
 //! window. A budget marked `checkpoint` (a daily cap) never waits: the call fails with
 //! [`LimitError::Exhausted`] so the run can stop cleanly and resume later.
+//!
+//! A connection that lends its concurrency (`--borrow-concurrency-from`) shares one pool with its
+//! borrowers ([`Limiter::shared`]): within a process one semaphore for all of them, and across
+//! processes one lock file per slot in the pool's folder, of which every call holds one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -56,6 +62,12 @@ pub enum LimitError {
         /// When its window frees a call.
         free_at_ms: u64,
     },
+    /// The shared concurrency pool's folder cannot be used.
+    #[error("the shared concurrency pool cannot be used: {reason}")]
+    Pool {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -86,12 +98,60 @@ pub struct Limiter {
     level: u32,
     concurrency: Arc<Semaphore>,
     budgets: Arc<Vec<Budget>>,
+    pool: Option<Arc<SharedPool>>,
+}
+
+/// Concurrency slots shared with other processes: one lock file per slot.
+#[derive(Debug)]
+struct SharedPool {
+    dir: PathBuf,
+    slots: usize,
+    next: AtomicUsize,
+}
+
+impl SharedPool {
+    /// Takes a free slot, waiting while other processes hold them all.
+    async fn take(&self) -> Result<Option<crate::files::LockFile>, LimitError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            for i in 0..self.slots {
+                let path = self
+                    .dir
+                    .join(format!("slot-{}.lock", (start + i) % self.slots));
+                match crate::files::LockFile::try_acquire(&path) {
+                    Ok(Some(lock)) => return Ok(Some(lock)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(LimitError::Pool {
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            // Every slot is held by another process; one frees when its call ends (each call
+            // has a time limit). Real time: the pool's holders live on the wall clock.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The in-process semaphore of each shared pool, by folder, so every connection of the pool
+/// opened in this process draws from one.
+fn pool_semaphore(dir: &Path, slots: usize) -> Arc<Semaphore> {
+    static POOLS: OnceLock<Mutex<HashMap<PathBuf, Arc<Semaphore>>>> = OnceLock::new();
+    lock(POOLS.get_or_init(Mutex::default))
+        .entry(dir.to_path_buf())
+        .or_insert_with(|| Arc::new(Semaphore::new(slots)))
+        .clone()
 }
 
 /// Held while a call is in flight; dropping it frees the slots.
 #[derive(Debug)]
 pub struct Permit {
     _slots: Vec<OwnedSemaphorePermit>,
+    _shared: Option<crate::files::LockFile>,
     /// The call's entries in the rate windows: (budget index, key, time recorded).
     stamps: Vec<(usize, String, u64)>,
     budgets: Arc<Vec<Budget>>,
@@ -159,6 +219,23 @@ impl Limiter {
             level: concurrency.max(1),
             concurrency: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             budgets: Arc::new(budgets),
+            pool: None,
+        }
+    }
+
+    /// The limits of `spec` drawing on the concurrency pool in `dir` (`concurrency` slots, the
+    /// lender's level), shared by every limiter of that folder in this process and, through the
+    /// slots' lock files, in every other process.
+    pub fn shared(spec: &SpecFile, concurrency: u32, dir: &Path) -> Self {
+        let slots = concurrency.max(1) as usize;
+        Self {
+            concurrency: pool_semaphore(dir, slots),
+            pool: Some(Arc::new(SharedPool {
+                dir: dir.to_path_buf(),
+                slots,
+                next: AtomicUsize::new(0),
+            })),
+            ..Self::new(spec, concurrency)
         }
     }
 
@@ -174,6 +251,10 @@ impl Limiter {
         if let Ok(p) = self.concurrency.clone().acquire_owned().await {
             slots.push(p);
         }
+        let shared = match &self.pool {
+            Some(pool) => pool.take().await?,
+            None => None,
+        };
         for (index, budget) in self.budgets.iter().enumerate() {
             let key = scope_key(budget.scope, tenant);
             match &budget.kind {
@@ -228,6 +309,7 @@ impl Limiter {
         }
         Ok(Permit {
             _slots: slots,
+            _shared: shared,
             stamps,
             budgets: self.budgets.clone(),
         })

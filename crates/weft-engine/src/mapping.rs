@@ -168,7 +168,6 @@ mod tests {
 
     fn eval(expr: &str) -> Result<Option<Value>, String> {
         value(
-            &environment(),
             "t",
             expr,
             &minijinja::context! { x => 50, rate => 12500 },

@@ -1,6 +1,8 @@
 //! OAuth 2.0 for a connection: the authorize URL (state and PKCE S256), the loopback callback
 //! server that receives the code, the code exchange and refresh grants (the `oauth2` crate, over
-//! Weft's own reqwest client), revocation, and the tenants a consent just connected.
+//! Weft's own reqwest client), the client-credentials grant (machine to machine: no person, no
+//! refresh token; a new grant replaces an expired token), revocation, and the tenants a consent
+//! just connected.
 //!
 //! Every endpoint and credential comes from the spec, rendered with the connection's hosts, so a
 //! sandbox or proxy works exactly like the provider.
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use weft_core::model::{ClientAuth, OAuth2, Pkce, SpecFile};
 
 use crate::request::Hosts;
-use crate::secrets::Secret;
+use crate::secrets::{Secret, escape_control};
 
 /// Errors of the OAuth flows. None of them carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -38,22 +40,28 @@ pub enum OAuthError {
         reason: String,
     },
     /// The provider refused a grant: `invalid_grant` and friends.
-    #[error("{provider} refused the {grant}: {code}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("{provider} refused the {grant} (HTTP {status}): {code}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Refused {
         /// Connector name.
         provider: String,
         /// Which grant (`authorization code`, `refresh token`).
         grant: &'static str,
+        /// The HTTP status of the answer.
+        status: u16,
         /// The OAuth error code (`invalid_grant`, `invalid_client`, …).
         code: String,
         /// The provider's description, when it gives one.
         description: Option<String>,
     },
-    /// No usable answer: network failure, or a body that is not a token response.
-    #[error("the token endpoint of {provider} did not answer usably: {reason}")]
+    /// No usable answer: network failure, timeout, or a body that is not a token response.
+    #[error("the {endpoint} endpoint of {provider} at {host} did not answer usably: {reason}")]
     Transport {
         /// Connector name.
         provider: String,
+        /// Which endpoint (`token`, `revocation`).
+        endpoint: &'static str,
+        /// The endpoint's host (and port).
+        host: String,
         /// What went wrong.
         reason: String,
     },
@@ -89,8 +97,12 @@ pub struct OAuthApp {
     spec: OAuth2,
     client_id: String,
     client_secret: Option<Secret>,
+    token_url: url::Url,
     revoke_url: Option<url::Url>,
     authorize_params: Vec<(String, String)>,
+    timeout: Duration,
+    /// The spec's grant is client credentials (`[auth.client-credentials]`), not a consent.
+    machine: bool,
 }
 
 impl std::fmt::Debug for OAuthApp {
@@ -225,11 +237,29 @@ impl OAuthApp {
         client_secret: Option<Secret>,
         redirect_uri: &str,
     ) -> Result<Self, OAuthError> {
-        let oauth = spec
-            .auth
-            .oauth2
-            .clone()
-            .ok_or_else(|| OAuthError::NotOAuth(spec.id.clone()))?;
+        let (oauth, machine) = match (&spec.auth.oauth2, &spec.auth.client_credentials) {
+            (Some(oauth), _) => (oauth.clone(), false),
+            // The client-credentials grant needs only the token endpoint and the client; the
+            // authorize URL is never used (there is no consent), so it is the token URL.
+            (None, Some(c)) => (
+                OAuth2 {
+                    authorize_url: c.token_url.clone(),
+                    token_url: c.token_url.clone(),
+                    revoke_url: None,
+                    client_id: c.client_id.clone(),
+                    client_secret: Some(c.client_secret.clone()),
+                    scopes: c.scopes.clone(),
+                    scope_separator: " ".to_owned(),
+                    pkce: Pkce::None,
+                    client_auth: c.client_auth,
+                    authorize_params: indexmap::IndexMap::new(),
+                    access_token_lifetime: None,
+                    refresh: None,
+                },
+                true,
+            ),
+            (None, None) => return Err(OAuthError::NotOAuth(spec.id.clone())),
+        };
         let env = weft_core::template::environment();
         // Endpoint templates see the hosts; credential templates see the client's two fields.
         let scope = minijinja::context! { hosts => hosts.as_map() };
@@ -272,12 +302,13 @@ impl OAuthApp {
                 reason: format!("`{text}`: {e}"),
             })
         };
+        let token_url = url("auth.oauth2.token-url", &token)?;
         let mut client = BasicClient::new(ClientId::new(rendered_id.clone()))
             .set_auth_uri(AuthUrl::from_url(url(
                 "auth.oauth2.authorize-url",
                 &authorize,
             )?))
-            .set_token_uri(TokenUrl::from_url(url("auth.oauth2.token-url", &token)?))
+            .set_token_uri(TokenUrl::from_url(token_url.clone()))
             .set_redirect_uri(RedirectUrl::from_url(url("callback URL", redirect_uri)?))
             .set_auth_type(match oauth.client_auth {
                 ClientAuth::Basic => AuthType::BasicAuth,
@@ -300,8 +331,40 @@ impl OAuthApp {
             spec: oauth,
             client_id: rendered_id,
             client_secret: rendered_secret,
+            token_url,
             authorize_params,
+            timeout: spec.limits.timeout.to_std(),
+            machine,
         })
+    }
+
+    /// Whether this client uses the client-credentials grant (no consent, no refresh token).
+    pub fn is_client_credentials(&self) -> bool {
+        self.machine
+    }
+
+    /// Obtains tokens with the client-credentials grant.
+    pub async fn client_credentials(
+        &self,
+        http: &reqwest::Client,
+        now_ms: u64,
+    ) -> Result<TokenSet, OAuthError> {
+        let status = std::sync::Mutex::new(0);
+        let mut request = self.client.exchange_client_credentials();
+        for scope in &self.spec.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let response = request
+            .request_async(&|r| send(http, r, self.timeout, &status))
+            .await
+            .map_err(|e| self.token_error("client credentials", e, &status))?;
+        Ok(self.token_set(&response, None, now_ms))
+    }
+
+    /// The time limit of every request to the provider's OAuth endpoints (the spec's
+    /// `limits.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Whether the spec declares a revocation endpoint.
@@ -367,10 +430,11 @@ impl OAuthApp {
         if let Some(verifier) = pending.verifier {
             request = request.set_pkce_verifier(verifier);
         }
+        let status = std::sync::Mutex::new(0);
         let response = request
-            .request_async(&|r| send(http, r))
+            .request_async(&|r| send(http, r, self.timeout, &status))
             .await
-            .map_err(|e| self.token_error("authorization code", e))?;
+            .map_err(|e| self.token_error("authorization code", e, &status))?;
         Ok(self.token_set(&response, None, now_ms))
     }
 
@@ -383,12 +447,13 @@ impl OAuthApp {
         now_ms: u64,
     ) -> Result<TokenSet, OAuthError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
+        let status = std::sync::Mutex::new(0);
         let response = self
             .client
             .exchange_refresh_token(&token)
-            .request_async(&|r| send(http, r))
+            .request_async(&|r| send(http, r, self.timeout, &status))
             .await
-            .map_err(|e| self.token_error("refresh token", e))?;
+            .map_err(|e| self.token_error("refresh token", e, &status))?;
         Ok(self.token_set(&response, Some(refresh_token), now_ms))
     }
 
@@ -401,10 +466,13 @@ impl OAuthApp {
         };
         let hint = "refresh_token";
         let mut form = vec![("token", token.expose()), ("token_type_hint", hint)];
-        let mut request = http.post(url.clone());
+        let mut request = http.post(url.clone()).timeout(self.timeout);
         match (self.spec.client_auth, &self.client_secret) {
             (ClientAuth::Basic, secret) => {
-                request = request.basic_auth(&self.client_id, secret.as_ref().map(|s| s.expose()));
+                // RFC 6749 §2.3.1: each part is form-encoded before the Basic encoding, exactly
+                // as the token request does it.
+                let (id, secret) = basic_parts(&self.client_id, secret.as_ref());
+                request = request.basic_auth(id, Some(secret));
             }
             (ClientAuth::Body, secret) => {
                 form.push(("client_id", &self.client_id));
@@ -419,7 +487,9 @@ impl OAuthApp {
             .await
             .map_err(|e| OAuthError::Transport {
                 provider: self.provider.clone(),
-                reason: e.without_url().to_string(),
+                endpoint: "revocation",
+                host: host_of(url),
+                reason: describe(&e, self.timeout),
             })?;
         let status = answer.status();
         if status.is_success() {
@@ -429,10 +499,9 @@ impl OAuthApp {
         Err(OAuthError::Refused {
             provider: self.provider.clone(),
             grant: "revocation",
-            code: body["error"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {}", status.as_u16()), str::to_owned),
-            description: body["error_description"].as_str().map(str::to_owned),
+            status: status.as_u16(),
+            code: escape_control(body["error"].as_str().unwrap_or("no error code")),
+            description: body["error_description"].as_str().map(escape_control),
         })
     }
 
@@ -467,26 +536,36 @@ impl OAuthApp {
         &self,
         grant: &'static str,
         err: RequestTokenError<HttpError, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
+        status: &std::sync::Mutex<u16>,
     ) -> OAuthError {
+        let status = *crate::lock(status);
+        let transport = |reason: String| OAuthError::Transport {
+            provider: self.provider.clone(),
+            endpoint: "token",
+            host: host_of(&self.token_url),
+            reason,
+        };
+        let answered = |what: &str| {
+            if status == 0 {
+                what.to_owned()
+            } else {
+                format!("HTTP {status}, {what}")
+            }
+        };
         match err {
             RequestTokenError::ServerResponse(resp) => OAuthError::Refused {
                 provider: self.provider.clone(),
                 grant,
-                code: resp.error().to_string(),
-                description: resp.error_description().cloned(),
+                status,
+                code: escape_control(resp.error().as_ref()),
+                description: resp.error_description().map(|d| escape_control(d)),
             },
-            RequestTokenError::Request(e) => OAuthError::Transport {
-                provider: self.provider.clone(),
-                reason: e.to_string(),
-            },
-            RequestTokenError::Parse(e, _) => OAuthError::Transport {
-                provider: self.provider.clone(),
-                reason: format!("the answer is not a token response ({})", e.path()),
-            },
-            RequestTokenError::Other(e) => OAuthError::Transport {
-                provider: self.provider.clone(),
-                reason: e,
-            },
+            RequestTokenError::Request(e) => transport(e.to_string()),
+            RequestTokenError::Parse(e, _) => transport(answered(&format!(
+                "the answer is not a token response ({})",
+                e.path()
+            ))),
+            RequestTokenError::Other(e) => transport(answered(&escape_control(&e))),
         }
     }
 }
@@ -514,17 +593,38 @@ impl OAuthError {
 #[error("{0}")]
 pub struct HttpError(String);
 
-fn send(
-    http: &reqwest::Client,
+/// The host (and port) of `url`, for messages.
+fn host_of(url: &url::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => url.as_str().to_owned(),
+    }
+}
+
+/// The client ID and secret as RFC 6749 §2.3.1 puts them in a Basic header: each
+/// `application/x-www-form-urlencoded` first.
+fn basic_parts(id: &str, secret: Option<&Secret>) -> (String, String) {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    (enc(id), enc(secret.map_or("", |s| s.expose())))
+}
+
+/// Sends a token request within `timeout`, noting the answer's HTTP status in `status`.
+fn send<'a>(
+    http: &'a reqwest::Client,
     request: HttpRequest,
-) -> Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + '_>> {
+    timeout: Duration,
+    status: &'a std::sync::Mutex<u16>,
+) -> Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'a>> {
     Box::pin(async move {
-        let request = reqwest::Request::try_from(request)
+        let mut request = reqwest::Request::try_from(request)
             .map_err(|e| HttpError(format!("cannot build the request: {}", e.without_url())))?;
+        *request.timeout_mut() = Some(timeout);
         let response = http
             .execute(request)
             .await
-            .map_err(|e| HttpError(describe(&e)))?;
+            .map_err(|e| HttpError(describe(&e, timeout)))?;
+        *crate::lock(status) = response.status().as_u16();
         let mut builder = oauth2::http::Response::builder().status(response.status());
         for (name, value) in response.headers() {
             builder = builder.header(name, value);
@@ -532,16 +632,16 @@ fn send(
         let body = response
             .bytes()
             .await
-            .map_err(|e| HttpError(describe(&e)))?;
+            .map_err(|e| HttpError(describe(&e, timeout)))?;
         builder
             .body(body.to_vec())
             .map_err(|e| HttpError(e.to_string()))
     })
 }
 
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     let mut text = if e.is_timeout() {
-        "timed out".to_owned()
+        format!("no answer within {timeout:?}")
     } else if e.is_connect() {
         "cannot connect".to_owned()
     } else if e.is_body() || e.is_decode() {
@@ -573,6 +673,9 @@ pub struct Callback {
     listener: tokio::net::TcpListener,
     port: u16,
 }
+
+/// How long the callback server may take to close its connections once the answer is in.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What reached the callback.
 enum Arrival {
@@ -606,7 +709,10 @@ impl Callback {
 
     /// Serves until the browser comes back with `state` and a code (returned), or an error, or
     /// `timeout` passes. An answer with another state gets an error page and is otherwise
-    /// ignored: it belongs to an older attempt, or to someone else.
+    /// ignored: it belongs to an older attempt, or to someone else. So is an answer that repeats
+    /// a parameter (RFC 6749 §3.1). The page the browser sees says only that the answer was
+    /// received: whether the authorization worked is known after the code exchange, in the
+    /// terminal.
     pub async fn wait(self, state: &str, timeout: Duration) -> Result<String, OAuthError> {
         use axum::extract::{Query, State};
         use axum::response::Html;
@@ -619,9 +725,20 @@ impl Callback {
         }
         async fn handle(
             State(shared): State<Arc<Shared>>,
-            Query(q): Query<HashMap<String, String>>,
+            Query(pairs): Query<Vec<(String, String)>>,
         ) -> (axum::http::StatusCode, Html<&'static str>) {
             use axum::http::StatusCode;
+            let mut q = HashMap::new();
+            for (k, v) in pairs {
+                if q.insert(k, v).is_some() {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        Html(
+                            "<!doctype html><title>Weft</title><p>This answer repeats a parameter, which OAuth does not allow; it was ignored. Start again from the command line.</p>",
+                        ),
+                    );
+                }
+            }
             if q.get("state").map(String::as_str) != Some(shared.state.as_str()) {
                 return (
                     StatusCode::BAD_REQUEST,
@@ -648,7 +765,7 @@ impl Callback {
                     (
                         StatusCode::OK,
                         Html(
-                            "<!doctype html><title>Weft</title><p>Weft received the authorization. You can close this tab.</p>",
+                            "<!doctype html><title>Weft</title><p>Weft received the provider's answer. The result of the authorization is shown in the terminal; you can close this tab.</p>",
                         ),
                     )
                 }
@@ -679,13 +796,22 @@ impl Callback {
         );
         let outcome = match tokio::time::timeout(timeout, rx.recv()).await {
             Ok(Some(Arrival::Code(code))) => Ok(code),
-            Ok(Some(Arrival::Error(code, description))) => {
-                Err(OAuthError::Denied { code, description })
-            }
+            Ok(Some(Arrival::Error(code, description))) => Err(OAuthError::Denied {
+                code: escape_control(&code),
+                description: description.as_deref().map(escape_control),
+            }),
             Ok(None) | Err(_) => Err(OAuthError::Timeout(timeout)),
         };
         let _ = stop.send(());
-        let _ = server.await;
+        // A graceful shutdown waits for open connections; one that sent half a request would
+        // hold it forever, so the wait is bounded and the server is then dropped.
+        let abort = server.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_PATIENCE, server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
         outcome
     }
 }

@@ -5,26 +5,42 @@
 //! The store also seals a known check value, which tells a wrong master key apart from a
 //! tampered record. Plaintext lives only in [`Secret`], which zeroizes on drop and never prints.
 //!
-//! The master key comes from `WEFT_MASTER_KEY` (base64 of 32 bytes), else from a key file created
-//! with mode 0600 on first use.
+//! Keys carry ids (a fingerprint) and every sealed record names the id of the key it was sealed
+//! under, so a key can be replaced without a flag day: the key file holds the current key and the
+//! retired ones, a store sealed under a retired key still opens, and its next write re-seals it
+//! under the current key. `weft secrets rotate-key` re-seals every store it reaches all or nothing
+//! ([`replace_all`]); `weft secrets retire-key` drops an old key when the person says so.
+//!
+//! The master keys come from `WEFT_MASTER_KEY` (base64 of 32 bytes; several separated by commas,
+//! the first current), else from the output of `master-key-command` (a program run without a
+//! shell: a keychain, a password manager), else from a key file created with mode 0600 on first
+//! use. Stores and key files of the first format (no key ids) open as they are and are rewritten
+//! in the new format on their next write.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use zeroize::{Zeroize, Zeroizing};
+
+use crate::files;
 
 /// Environment variable holding the master key (base64 of 32 random bytes).
 pub const MASTER_KEY_VAR: &str = "WEFT_MASTER_KEY";
 
 const CHECK_ID: &str = "weft:key-check";
 const CHECK_VALUE: &[u8] = b"weft master key check v1";
-const PREFIX: &str = "v1:";
+/// Sealed values name their key: `v2:<key id>:<base64>`.
+const PREFIX: &str = "v2:";
+/// The first format, which named no key.
+const PREFIX_V1: &str = "v1:";
 
 /// A secret value. It zeroizes its memory on drop and never shows in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,13 +86,46 @@ pub enum SecretError {
     /// The operating system gave no randomness.
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
-    /// The store was sealed under another master key.
+    /// The store was sealed under a master key Weft does not have.
     #[error(
-        "the credential store {path} was sealed with a different master key; set {MASTER_KEY_VAR} to the key it was created with (or restore the key file)"
+        "the credential store {path} was sealed with {} that Weft does not have; set {MASTER_KEY_VAR} to the key it was created with (several keys may be given, separated by commas), or restore the key file",
+        key_id.as_deref().map_or_else(|| "a different master key".to_owned(), |k| format!("master key {k}"))
     )]
     WrongKey {
         /// The store file.
         path: PathBuf,
+        /// The id of the key it names, when it names one.
+        key_id: Option<String>,
+    },
+    /// `master-key-command` failed or printed something that is not a key.
+    #[error(
+        "master-key-command `{program}` gave no master key: {reason} (it is set by WEFT_MASTER_KEY_COMMAND or `master-key-command` in your user weft.toml)"
+    )]
+    KeyCommand {
+        /// The program.
+        program: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `retire-key` named the current key.
+    #[error(
+        "key {id} is the current master key; run `weft secrets rotate-key` first, then retire it"
+    )]
+    RetireCurrent {
+        /// The key id.
+        id: String,
+    },
+    /// `retire-key` named a key the key file does not hold.
+    #[error("the key file holds no key {id}; `weft secrets keys` lists the keys it holds")]
+    UnknownKey {
+        /// The key id.
+        id: String,
+    },
+    /// A store or key file lock stayed held.
+    #[error("{reason}")]
+    Lock {
+        /// Who holds it and where.
+        reason: String,
     },
     /// A record failed authentication under the right key: it was altered.
     #[error(
@@ -111,30 +160,64 @@ pub enum SecretError {
     },
 }
 
-/// The 256-bit master key.
-pub struct MasterKey(Zeroizing<[u8; 32]>);
+/// The 256-bit master key, with its id (a short fingerprint that sealed records name).
+pub struct MasterKey {
+    bytes: Zeroizing<[u8; 32]>,
+    id: String,
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MasterKey([redacted])")
+        write!(f, "MasterKey({}, [redacted])", self.id)
     }
 }
 
-/// Where the master key came from.
+/// Where the master keys came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// The environment variable.
     Environment,
+    /// The output of `master-key-command` (the program, for messages).
+    Command(String),
     /// A key file (created now or earlier).
     File(PathBuf),
 }
 
+impl KeySource {
+    /// Whether Weft can write new keys there itself (only a key file).
+    pub fn key_file(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Environment => write!(f, "{MASTER_KEY_VAR}"),
+            Self::Command(program) => write!(f, "master-key-command `{program}`"),
+            Self::File(path) => write!(f, "the key file {}", path.display()),
+        }
+    }
+}
+
 impl MasterKey {
+    fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"weft master key id\0")
+            .chain_update(bytes.as_ref())
+            .finalize();
+        let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Self { bytes, id }
+    }
+
     /// A new random key.
     pub fn generate() -> Result<Self, SecretError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::fill(bytes.as_mut()).map_err(|e| SecretError::Random(e.to_string()))?;
-        Ok(Self(bytes))
+        Ok(Self::from_bytes(bytes))
     }
 
     /// Parses base64 of exactly 32 bytes.
@@ -152,57 +235,423 @@ impl MasterKey {
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&decoded);
         decoded.zeroize();
-        Ok(Self(key))
+        Ok(Self::from_bytes(key))
     }
 
     /// The key as base64 (for `weft secrets rotate-key` to hand a new key to the person).
     pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(STANDARD.encode(self.0.as_ref()))
+        Zeroizing::new(STANDARD.encode(self.bytes.as_ref()))
     }
 
-    /// The key from `WEFT_MASTER_KEY`, else from `key_file` (created with mode 0600 when absent).
-    pub fn load(key_file: &Path) -> Result<(Self, KeySource), SecretError> {
-        if let Ok(value) = std::env::var(MASTER_KEY_VAR) {
-            return Ok((Self::from_base64(&value)?, KeySource::Environment));
-        }
-        let file_err = |reason: String| SecretError::KeyFile {
-            path: key_file.to_path_buf(),
-            reason,
-        };
-        match std::fs::read(key_file) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let text =
-                    std::str::from_utf8(&bytes).map_err(|_| file_err("not text".to_owned()))?;
-                let key = Self::from_base64(text).map_err(|e| file_err(e.to_string()))?;
-                Ok((key, KeySource::File(key_file.to_path_buf())))
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                // Two processes may get here at once: the key is written aside and linked into
-                // place, which fails when the other one won; then its key is the key.
-                let key = Self::generate()?;
-                let aside = key_file.with_extension(format!("new-{}", std::process::id()));
-                write_private(&aside, key.to_base64().as_bytes())
-                    .map_err(|e| file_err(format!("cannot create it: {e}")))?;
-                let linked = std::fs::hard_link(&aside, key_file);
-                let _ = std::fs::remove_file(&aside);
-                match linked {
-                    Ok(()) => Ok((key, KeySource::File(key_file.to_path_buf()))),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(key_file),
-                    Err(e) => Err(file_err(format!("cannot create it: {e}"))),
-                }
-            }
-            Err(err) => Err(file_err(err.to_string())),
-        }
+    /// The key's id: a fingerprint, not secret, named by every record sealed under it.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        let key: &[u8; 32] = &self.0;
+        let key: &[u8; 32] = &self.bytes;
         Aes256Gcm::new(key.into())
     }
 }
 
-/// Seals `plaintext` for record `id`: `v1:` + base64(nonce ‖ ciphertext ‖ tag).
+impl Clone for MasterKey {
+    fn clone(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// The master keys Weft can open stores with: the current key, which seals every write, and
+/// retired keys, which only open what was sealed before a rotation (a store re-seals under the
+/// current key on its next write).
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<MasterKey>,
+    source: Option<KeySource>,
+    /// Store files by path, and the id of the key each was last seen sealed under.
+    seen: BTreeMap<String, String>,
+}
+
+impl From<MasterKey> for Keyring {
+    fn from(key: MasterKey) -> Self {
+        Self {
+            keys: vec![key],
+            source: None,
+            seen: BTreeMap::new(),
+        }
+    }
+}
+
+/// The key file as Weft writes it since key ids exist (older files hold one bare base64 key).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct KeyFile {
+    version: u32,
+    /// The current key first, then the retired ones.
+    keys: Vec<KeyEntry>,
+    /// Store files and the key id each was last seen sealed under.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    stores: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: String,
+    key: String,
+}
+
+/// How long a process waits for another one's change to the key file or a store.
+const FILE_LOCK_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Keyring {
+    /// A ring of `current` plus `retired` keys.
+    pub fn new(current: MasterKey, retired: Vec<MasterKey>) -> Self {
+        let mut keys = vec![current];
+        for key in retired {
+            if !keys.iter().any(|k| k.id == key.id) {
+                keys.push(key);
+            }
+        }
+        Self {
+            keys,
+            source: None,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// The key that seals every write.
+    pub fn current(&self) -> &MasterKey {
+        &self.keys[0]
+    }
+
+    /// Retired keys, still able to open what was sealed under them.
+    pub fn retired(&self) -> &[MasterKey] {
+        &self.keys[1..]
+    }
+
+    /// Where these keys came from (absent for a ring built in code).
+    pub fn source(&self) -> Option<&KeySource> {
+        self.source.as_ref()
+    }
+
+    /// Store files by the id of the key they were last seen sealed under (key-file mode).
+    pub fn stores_seen(&self) -> &BTreeMap<String, String> {
+        &self.seen
+    }
+
+    fn key(&self, id: &str) -> Option<&MasterKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// Parses one or more keys (base64, separated by commas or white space; the first is current).
+    pub fn parse(text: &str) -> Result<Self, SecretError> {
+        let mut keys = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(MasterKey::from_base64);
+        let Some(current) = keys.next().transpose()? else {
+            return Err(SecretError::BadMasterKey {
+                reason: "it is empty".to_owned(),
+            });
+        };
+        Ok(Self::new(current, keys.collect::<Result<_, _>>()?))
+    }
+
+    /// The keys from `WEFT_MASTER_KEY`, else from `command` (`master-key-command`), else from
+    /// `key_file` (created with mode 0600 when absent).
+    pub fn load(key_file: &Path, command: Option<&[String]>) -> Result<Self, SecretError> {
+        if let Ok(value) = std::env::var(MASTER_KEY_VAR) {
+            let mut ring = Self::parse(&value)?;
+            ring.source = Some(KeySource::Environment);
+            return Ok(ring);
+        }
+        if let Some(argv) = command {
+            let output = run_key_command(argv)?;
+            let program = argv.first().cloned().unwrap_or_default();
+            let mut ring = Self::parse(&output).map_err(|e| SecretError::KeyCommand {
+                program: program.clone(),
+                reason: format!("its output is not a key: {e}"),
+            })?;
+            ring.source = Some(KeySource::Command(program));
+            return Ok(ring);
+        }
+        match Self::read_file(key_file)? {
+            Some(ring) => Ok(ring),
+            None => {
+                // Two processes may get here at once: the key is written aside and linked into
+                // place, which fails when the other one won; then its key is the key.
+                let ring = Self::new(MasterKey::generate()?, Vec::new());
+                let text = ring.file_text(key_file)?;
+                let dir = key_file.parent().unwrap_or(Path::new("."));
+                let file_err = |e: std::io::Error| SecretError::KeyFile {
+                    path: key_file.to_path_buf(),
+                    reason: format!("cannot create it: {e}"),
+                };
+                std::fs::create_dir_all(dir).map_err(file_err)?;
+                let aside = tempfile::Builder::new()
+                    .prefix(".master.key.")
+                    .tempfile_in(dir)
+                    .map_err(file_err)?;
+                files::write_atomic(aside.path(), text.as_bytes(), true).map_err(file_err)?;
+                match std::fs::hard_link(aside.path(), key_file) {
+                    Ok(()) => Self::load(key_file, None),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load(key_file, None)
+                    }
+                    Err(e) => Err(file_err(e)),
+                }
+            }
+        }
+    }
+
+    /// The ring in `key_file`; `None` when the file does not exist. The old format (one bare
+    /// base64 key) reads as a ring of that one key.
+    fn read_file(key_file: &Path) -> Result<Option<Self>, SecretError> {
+        let file_err = |reason: String| SecretError::KeyFile {
+            path: key_file.to_path_buf(),
+            reason,
+        };
+        let bytes = match std::fs::read(key_file) {
+            Ok(bytes) => Zeroizing::new(bytes),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(file_err(err.to_string())),
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| file_err("not text".to_owned()))?;
+        let mut ring = if text.trim_start().starts_with('{') {
+            let file: KeyFile = serde_json::from_str(text).map_err(|e| file_err(e.to_string()))?;
+            if file.version != 2 {
+                return Err(file_err(format!(
+                    "version {} is not supported by this Weft",
+                    file.version
+                )));
+            }
+            let mut keys = Vec::new();
+            for entry in &file.keys {
+                let key = MasterKey::from_base64(&entry.key)
+                    .map_err(|e| file_err(format!("key {}: {e}", entry.id)))?;
+                if key.id != entry.id {
+                    return Err(file_err(format!(
+                        "key {} does not match its id (the file was edited)",
+                        entry.id
+                    )));
+                }
+                keys.push(key);
+            }
+            let mut keys = keys.into_iter();
+            let Some(current) = keys.next() else {
+                return Err(file_err("it holds no key".to_owned()));
+            };
+            let mut ring = Self::new(current, keys.collect());
+            ring.seen = file.stores;
+            ring
+        } else {
+            Self::from(MasterKey::from_base64(text).map_err(|e| file_err(e.to_string()))?)
+        };
+        ring.source = Some(KeySource::File(key_file.to_path_buf()));
+        Ok(Some(ring))
+    }
+
+    fn file_text(&self, key_file: &Path) -> Result<Zeroizing<String>, SecretError> {
+        let file = KeyFile {
+            version: 2,
+            keys: self
+                .keys
+                .iter()
+                .map(|k| KeyEntry {
+                    id: k.id.clone(),
+                    key: k.to_base64().to_string(),
+                })
+                .collect(),
+            stores: self.seen.clone(),
+        };
+        serde_json::to_string_pretty(&file)
+            .map(Zeroizing::new)
+            .map_err(|e| SecretError::KeyFile {
+                path: key_file.to_path_buf(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Changes the key file under its lock, on its content as it is on disk now (another
+    /// workspace's process may have changed it since this ring was loaded). Does nothing when the
+    /// keys do not come from a file.
+    fn update_file(&mut self, change: impl FnOnce(&mut Self)) -> Result<(), SecretError> {
+        let Some(KeySource::File(path)) = self.source.clone() else {
+            return Ok(());
+        };
+        let _lock = lock_beside(&path)?;
+        if let Some(on_disk) = Self::read_file(&path)? {
+            *self = on_disk;
+        }
+        change(self);
+        let text = self.file_text(&path)?;
+        files::write_atomic(&path, text.as_bytes(), true).map_err(|e| SecretError::KeyFile {
+            path: path.clone(),
+            reason: format!("cannot write it: {e}"),
+        })
+    }
+
+    /// Makes `new` the current key of the key file, keeping every key it held as retired, and
+    /// notes the stores now sealed under it.
+    pub fn install(&mut self, new: MasterKey, stores: &[PathBuf]) -> Result<(), SecretError> {
+        let id = new.id.clone();
+        self.update_file(|ring| {
+            ring.keys.retain(|k| k.id != new.id);
+            ring.keys.insert(0, new);
+            for store in stores {
+                ring.seen.insert(store_name(store), id.clone());
+            }
+        })
+    }
+
+    /// Drops retired key `id` from the key file. The current key cannot be retired.
+    pub fn retire(&mut self, id: &str) -> Result<(), SecretError> {
+        if self.current().id == id {
+            return Err(SecretError::RetireCurrent { id: id.to_owned() });
+        }
+        if self.key(id).is_none() {
+            return Err(SecretError::UnknownKey { id: id.to_owned() });
+        }
+        self.update_file(|ring| {
+            // The file's current key is never dropped, even if it changed meanwhile.
+            let current = ring.current().id.clone();
+            ring.keys.retain(|k| k.id != id || k.id == current);
+            ring.seen.retain(|_, k| k != id);
+        })
+    }
+
+    /// Notes that `store` is sealed under the current key, when the key file says otherwise.
+    fn saw(&mut self, store: &Path) -> Result<(), SecretError> {
+        let name = store_name(store);
+        let current = self.current().id.clone();
+        if self.seen.get(&name) == Some(&current) {
+            return Ok(());
+        }
+        self.update_file(|ring| {
+            // Only when the file's current key is still ours: a rotation in between wins.
+            if ring.current().id == current {
+                ring.seen.insert(name, current);
+            }
+        })
+    }
+}
+
+/// How the key file names a store: its absolute path, so every workspace names it alike.
+fn store_name(store: &Path) -> String {
+    std::fs::canonicalize(store)
+        .unwrap_or_else(|_| store.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Runs `argv` without a shell and returns its standard output (the key or keys).
+fn run_key_command(argv: &[String]) -> Result<Zeroizing<String>, SecretError> {
+    use std::io::Read as _;
+    let Some(program) = argv.first() else {
+        return Err(SecretError::KeyCommand {
+            program: String::new(),
+            reason: "it is empty; give the program and its arguments".to_owned(),
+        });
+    };
+    let err = |reason: String| SecretError::KeyCommand {
+        program: program.clone(),
+        reason,
+    };
+    let mut child = std::process::Command::new(program)
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                err("the program was not found; install it, or give its full path".to_owned())
+            } else {
+                err(format!("it cannot be started: {e}"))
+            }
+        })?;
+    // Read both pipes while waiting, so a chatty program cannot block on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Zeroizing::new(Vec::new());
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.take(4096).read_to_end(&mut buf);
+        }
+        buf
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > KEY_COMMAND_PATIENCE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err(format!(
+                    "it did not finish within {KEY_COMMAND_PATIENCE:?} (was it waiting for input?)"
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(err(format!("cannot wait for it: {e}"))),
+        }
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let diagnostics = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        let said = String::from_utf8_lossy(&diagnostics);
+        let said = said.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let code = status
+            .code()
+            .map_or_else(|| "a signal".to_owned(), |c| c.to_string());
+        return Err(err(format!(
+            "it exited with {code}{}; check that the key is stored where the command looks",
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape_control(said.trim()))
+            }
+        )));
+    }
+    let text =
+        String::from_utf8(out.to_vec()).map_err(|_| err("its output is not text".to_owned()))?;
+    Ok(Zeroizing::new(text))
+}
+
+/// How long `master-key-command` may take (a keychain may ask the person to unlock it).
+const KEY_COMMAND_PATIENCE: Duration = Duration::from_secs(120);
+
+/// `text` with control characters shown as escapes, for printing what another program or a
+/// server said without letting it move the cursor or rewrite the terminal.
+pub fn escape_control(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn lock_beside(path: &Path) -> Result<files::LockFile, SecretError> {
+    let lock = path.with_extension("lock");
+    files::LockFile::acquire(&lock, FILE_LOCK_PATIENCE).map_err(|e| SecretError::Lock {
+        reason: e.to_string(),
+    })
+}
+
+/// Seals `plaintext` for record `id` under `key`: `v2:<key id>:` + base64(nonce ‖ ciphertext ‖ tag).
 pub fn seal(key: &MasterKey, id: &str, plaintext: &[u8]) -> Result<String, SecretError> {
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut nonce).map_err(|e| SecretError::Random(e.to_string()))?;
@@ -218,19 +667,38 @@ pub fn seal(key: &MasterKey, id: &str, plaintext: &[u8]) -> Result<String, Secre
         .map_err(|_| SecretError::Random("encryption failed".to_owned()))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
-    Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+    Ok(format!("{PREFIX}{}:{}", key.id, STANDARD.encode(out)))
 }
 
 /// Why a sealed value did not open.
 enum OpenError {
     Malformed(String),
+    /// Sealed under a key the ring does not hold.
+    MissingKey(String),
     Authentication,
 }
 
-fn open(key: &MasterKey, id: &str, sealed: &str) -> Result<Secret, OpenError> {
-    let body = sealed
-        .strip_prefix(PREFIX)
-        .ok_or_else(|| OpenError::Malformed("unknown format".to_owned()))?;
+/// The id of the key `sealed` names; `None` for the first format, which names none.
+fn sealed_key_id(sealed: &str) -> Option<&str> {
+    sealed.strip_prefix(PREFIX)?.split(':').next()
+}
+
+fn open(ring: &Keyring, id: &str, sealed: &str) -> Result<Secret, OpenError> {
+    let (candidates, body): (Vec<&MasterKey>, &str) =
+        if let Some(rest) = sealed.strip_prefix(PREFIX) {
+            let (kid, body) = rest
+                .split_once(':')
+                .ok_or_else(|| OpenError::Malformed("no key id".to_owned()))?;
+            let key = ring
+                .key(kid)
+                .ok_or_else(|| OpenError::MissingKey(kid.to_owned()))?;
+            (vec![key], body)
+        } else if let Some(body) = sealed.strip_prefix(PREFIX_V1) {
+            // The first format named no key: any key of the ring may have sealed it.
+            (ring.keys.iter().collect(), body)
+        } else {
+            return Err(OpenError::Malformed("unknown format".to_owned()));
+        };
     let bytes = STANDARD
         .decode(body)
         .map_err(|e| OpenError::Malformed(format!("not base64: {e}")))?;
@@ -241,20 +709,21 @@ fn open(key: &MasterKey, id: &str, sealed: &str) -> Result<Secret, OpenError> {
     let nonce: [u8; 12] = nonce
         .try_into()
         .map_err(|_| OpenError::Malformed("bad nonce".to_owned()))?;
-    let plain = Zeroizing::new(
-        key.cipher()
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: id.as_bytes(),
-                },
-            )
-            .map_err(|_| OpenError::Authentication)?,
-    );
-    let text = String::from_utf8(plain.to_vec())
-        .map_err(|_| OpenError::Malformed("not text".to_owned()))?;
-    Ok(Secret::new(text))
+    for key in candidates {
+        if let Ok(plain) = key.cipher().decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: id.as_bytes(),
+            },
+        ) {
+            let plain = Zeroizing::new(plain);
+            let text = String::from_utf8(plain.to_vec())
+                .map_err(|_| OpenError::Malformed("not text".to_owned()))?;
+            return Ok(Secret::new(text));
+        }
+    }
+    Err(OpenError::Authentication)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -269,27 +738,56 @@ struct StoreFile {
 #[derive(Debug)]
 pub struct SecretStore {
     path: PathBuf,
-    key: MasterKey,
+    keys: Keyring,
     records: BTreeMap<String, String>,
     check: String,
 }
 
+/// A store re-sealed under a new key in memory, not yet written.
+pub struct Resealed {
+    path: PathBuf,
+    text: Zeroizing<String>,
+    count: usize,
+}
+
+impl fmt::Debug for Resealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resealed")
+            .field("path", &self.path)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resealed {
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records re-sealed.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
 impl SecretStore {
-    /// Opens the store at `path` with `key`, creating an empty one when the file is absent.
-    /// A wrong key or a damaged file is an error; nothing is overwritten.
-    pub fn open(path: &Path, key: MasterKey) -> Result<Self, SecretError> {
-        match Self::read(path, &key)? {
+    /// Opens the store at `path` with `keys`, creating an empty one when the file is absent.
+    /// A key the ring lacks or a damaged file is an error; nothing is overwritten.
+    pub fn open(path: &Path, keys: impl Into<Keyring>) -> Result<Self, SecretError> {
+        let keys = keys.into();
+        match Self::read(path, &keys)? {
             Some((records, check)) => Ok(Self {
                 path: path.to_path_buf(),
-                key,
+                keys,
                 records,
                 check,
             }),
             None => {
-                let check = seal(&key, CHECK_ID, CHECK_VALUE)?;
+                let check = seal(keys.current(), CHECK_ID, CHECK_VALUE)?;
                 Ok(Self {
                     path: path.to_path_buf(),
-                    key,
+                    keys,
                     records: BTreeMap::new(),
                     check,
                 })
@@ -301,7 +799,7 @@ impl SecretStore {
     #[allow(clippy::type_complexity)]
     fn read(
         path: &Path,
-        key: &MasterKey,
+        keys: &Keyring,
     ) -> Result<Option<(BTreeMap<String, String>, String)>, SecretError> {
         let corrupt = |reason: String| SecretError::Corrupt {
             path: path.to_path_buf(),
@@ -311,13 +809,13 @@ impl SecretStore {
             Ok(text) => {
                 let file: StoreFile =
                     serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                if file.version != 1 {
+                if file.version != 1 && file.version != 2 {
                     return Err(corrupt(format!(
                         "version {} is not supported by this Weft",
                         file.version
                     )));
                 }
-                match open(key, CHECK_ID, &file.check) {
+                match open(keys, CHECK_ID, &file.check) {
                     Ok(check) if check.expose().as_bytes() == CHECK_VALUE => {}
                     Ok(_) => {
                         return Err(corrupt(
@@ -327,6 +825,13 @@ impl SecretStore {
                     Err(OpenError::Authentication) => {
                         return Err(SecretError::WrongKey {
                             path: path.to_path_buf(),
+                            key_id: None,
+                        });
+                    }
+                    Err(OpenError::MissingKey(kid)) => {
+                        return Err(SecretError::WrongKey {
+                            path: path.to_path_buf(),
+                            key_id: Some(kid),
                         });
                     }
                     Err(OpenError::Malformed(reason)) => {
@@ -349,11 +854,15 @@ impl SecretStore {
         let Some(sealed) = self.records.get(id) else {
             return Ok(None);
         };
-        match open(&self.key, id, sealed) {
+        match open(&self.keys, id, sealed) {
             Ok(secret) => Ok(Some(secret)),
             Err(OpenError::Authentication) => Err(SecretError::Tampered {
                 path: self.path.clone(),
                 record: id.to_owned(),
+            }),
+            Err(OpenError::MissingKey(kid)) => Err(SecretError::WrongKey {
+                path: self.path.clone(),
+                key_id: Some(kid),
             }),
             Err(OpenError::Malformed(reason)) => Err(SecretError::Corrupt {
                 path: self.path.clone(),
@@ -366,16 +875,16 @@ impl SecretStore {
     /// change is made under an exclusive lock on the file's state as it is on disk, so no
     /// process's record is lost to another's write.
     pub fn put(&mut self, id: &str, value: &Secret) -> Result<(), SecretError> {
-        let _lock = self.exclusive()?;
+        let _lock = self.lock()?;
         self.reload()?;
-        let sealed = seal(&self.key, id, value.expose().as_bytes())?;
+        let sealed = seal(self.keys.current(), id, value.expose().as_bytes())?;
         self.records.insert(id.to_owned(), sealed);
         self.save()
     }
 
     /// Removes `id` (if present) and saves the file, under the same lock as [`SecretStore::put`].
     pub fn remove(&mut self, id: &str) -> Result<bool, SecretError> {
-        let _lock = self.exclusive()?;
+        let _lock = self.lock()?;
         self.reload()?;
         let removed = self.records.remove(id).is_some();
         if removed {
@@ -389,35 +898,29 @@ impl SecretStore {
         &self.path
     }
 
+    /// The keys it opens with.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// The id of the key the store's check is sealed under (`None` for the first format).
+    pub fn key_id(&self) -> Option<&str> {
+        sealed_key_id(&self.check)
+    }
+
     /// Reads the file again, to see what other processes wrote since it was opened.
     pub fn reload(&mut self) -> Result<(), SecretError> {
-        if let Some((records, check)) = Self::read(&self.path, &self.key)? {
+        if let Some((records, check)) = Self::read(&self.path, &self.keys)? {
             self.records = records;
             self.check = check;
         }
         Ok(())
     }
 
-    /// An exclusive lock on the store (a lock file beside it), held until the file is dropped.
-    /// The operating system releases it when the process ends, however it ends.
-    fn exclusive(&self) -> Result<std::fs::File, SecretError> {
-        let path = self.path.with_extension("lock");
-        let io = |source| SecretError::Io {
-            action: "lock",
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        file.lock().map_err(io)?;
-        Ok(file)
+    /// An exclusive lock on the store (a lock file beside it), held until dropped. The
+    /// operating system releases it when the process ends, however it ends.
+    pub fn lock(&self) -> Result<files::LockFile, SecretError> {
+        lock_beside(&self.path)
     }
 
     /// Ids of the stored records.
@@ -425,85 +928,109 @@ impl SecretStore {
         self.records.keys().map(String::as_str)
     }
 
-    /// Re-seals every record under `new_key`; fails without changing anything if any record
-    /// does not open.
-    pub fn rotate(&mut self, new_key: MasterKey) -> Result<usize, SecretError> {
-        let _lock = self.exclusive()?;
-        self.reload()?;
-        let mut resealed = BTreeMap::new();
+    /// Every record (and the check) sealed under `key`, in memory; fails naming the record if
+    /// any does not open. Take [`SecretStore::lock`] and [`SecretStore::reload`] first.
+    pub fn resealed(&self, key: &MasterKey) -> Result<Resealed, SecretError> {
+        let mut records = BTreeMap::new();
         for id in self.records.keys() {
             if let Some(secret) = self.get(id)? {
-                resealed.insert(id.clone(), seal(&new_key, id, secret.expose().as_bytes())?);
+                records.insert(id.clone(), seal(key, id, secret.expose().as_bytes())?);
             }
         }
-        let check = seal(&new_key, CHECK_ID, CHECK_VALUE)?;
-        let count = resealed.len();
-        let (old_records, old_check) = (
-            std::mem::replace(&mut self.records, resealed),
-            std::mem::replace(&mut self.check, check),
-        );
-        let old_key = std::mem::replace(&mut self.key, new_key);
-        if let Err(err) = self.save() {
-            self.records = old_records;
-            self.check = old_check;
-            self.key = old_key;
-            return Err(err);
-        }
-        Ok(count)
-    }
-
-    fn save(&self) -> Result<(), SecretError> {
+        let count = records.len();
         let file = StoreFile {
-            version: 1,
-            check: self.check.clone(),
-            records: self.records.clone(),
+            version: 2,
+            check: seal(key, CHECK_ID, CHECK_VALUE)?,
+            records,
         };
-        let text = serde_json::to_string_pretty(&file).map_err(|e| SecretError::Corrupt {
+        Ok(Resealed {
             path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_private(&self.path, text.as_bytes()).map_err(|source| SecretError::Io {
-            action: "write",
-            path: self.path.clone(),
-            source,
+            text: Zeroizing::new(self.to_text(&file)?),
+            count,
         })
     }
+
+    fn to_text(&self, file: &StoreFile) -> Result<String, SecretError> {
+        serde_json::to_string_pretty(file).map_err(|e| SecretError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn save(&mut self) -> Result<(), SecretError> {
+        let current = self.keys.current().id.clone();
+        let stale = sealed_key_id(&self.check) != Some(current.as_str())
+            || self
+                .records
+                .values()
+                .any(|r| sealed_key_id(r) != Some(current.as_str()));
+        let text = if stale {
+            // Sealed (in part) under a retired key or the first format: everything moves to the
+            // current key with this write.
+            self.resealed(self.keys.current())?.text
+        } else {
+            Zeroizing::new(self.to_text(&StoreFile {
+                version: 2,
+                check: self.check.clone(),
+                records: self.records.clone(),
+            })?)
+        };
+        files::write_atomic(&self.path, text.as_bytes(), true).map_err(|source| {
+            SecretError::Io {
+                action: "write",
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        if stale {
+            self.reload()?;
+        }
+        self.keys.saw(&self.path)
+    }
 }
 
-/// Writes `key` to `path` (mode 0600), replacing it atomically.
-pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), SecretError> {
-    write_private(path, key.to_base64().as_bytes()).map_err(|e| SecretError::KeyFile {
-        path: path.to_path_buf(),
-        reason: format!("cannot write it: {e}"),
-    })
-}
-
-/// Writes `bytes` to `path` atomically (a temporary file renamed over it), mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
+/// Writes every store of `resealed` beside its file, then — only when all of them were written
+/// — calls `before_rename` (which installs the new key) and renames them into place. A failure
+/// before the renames leaves every store and the key file as they were, and names the store.
+pub fn replace_all(
+    resealed: &[Resealed],
+    before_rename: impl FnOnce() -> Result<(), SecretError>,
+) -> Result<(), SecretError> {
+    let mut written = Vec::new();
     let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        for store in resealed {
+            let dir = store.path.parent().unwrap_or(Path::new("."));
+            let io = |source| SecretError::Io {
+                action: "write the re-sealed copy of",
+                path: store.path.clone(),
+                source,
+            };
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".credentials.rotating.");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                builder.permissions(std::fs::Permissions::from_mode(0o600));
+            }
+            let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+            std::io::Write::write_all(&mut tmp, store.text.as_bytes()).map_err(io)?;
+            tmp.as_file().sync_all().map_err(io)?;
+            written.push((tmp, store));
+        }
+        before_rename()?;
+        for (tmp, store) in written.drain(..) {
+            tmp.persist(&store.path).map_err(|e| SecretError::Io {
+                action: "replace",
+                path: store.path.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    // Copies not renamed are removed when `written` drops.
+    drop(written);
     result
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,21 +1135,142 @@ mod tests {
     }
 
     #[test]
-    fn rotation_reseals_everything() {
-        let dir = temp_dir("rotate");
+    fn a_store_under_a_retired_key_opens_and_moves_to_the_current_key_on_its_next_write() {
+        let dir = temp_dir("retired");
         let path = dir.join("secrets.json");
         let mut store = SecretStore::open(&path, key()).unwrap();
         store.put("a", &Secret::new("alpha".into())).unwrap();
         let new_key = MasterKey::generate().unwrap();
-        let new_b64 = new_key.to_base64();
-        assert_eq!(store.rotate(new_key).unwrap(), 1);
+        let ring = Keyring::new(new_key.clone(), vec![key()]);
+        let mut store = SecretStore::open(&path, ring.clone()).unwrap();
+        assert_eq!(store.key_id(), Some(key().id()));
+        assert_eq!(store.get("a").unwrap().unwrap().expose(), "alpha");
+        store.put("b", &Secret::new("bravo".into())).unwrap();
+        assert_eq!(store.key_id(), Some(new_key.id()));
+        // Everything is now under the new key alone.
+        let only_new = SecretStore::open(&path, new_key.clone()).unwrap();
+        assert_eq!(only_new.get("a").unwrap().unwrap().expose(), "alpha");
         assert!(matches!(
             SecretStore::open(&path, key()),
-            Err(SecretError::WrongKey { .. })
+            Err(SecretError::WrongKey { key_id: Some(k), .. }) if k == new_key.id()
         ));
-        let reopened = SecretStore::open(&path, MasterKey::from_base64(&new_b64).unwrap()).unwrap();
-        assert_eq!(reopened.get("a").unwrap().unwrap().expose(), "alpha");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_store_of_the_first_format_opens_and_is_migrated() {
+        let dir = temp_dir("v1");
+        let path = dir.join("secrets.json");
+        let mut store = SecretStore::open(&path, key()).unwrap();
+        store.put("a", &Secret::new("alpha".into())).unwrap();
+        // Rewrite it as the first format wrote it: `v1:` values naming no key, version 1.
+        let kid = format!("v2:{}:", key().id());
+        let old = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&kid, "v1:")
+            .replace("\"version\": 2", "\"version\": 1");
+        std::fs::write(&path, &old).unwrap();
+        let mut store = SecretStore::open(&path, key()).unwrap();
+        assert_eq!(store.key_id(), None);
+        assert_eq!(store.get("a").unwrap().unwrap().expose(), "alpha");
+        store.put("b", &Secret::new("bravo".into())).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("v1:") && text.contains("\"version\": 2"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn replace_all_changes_nothing_when_the_key_cannot_be_installed() {
+        let dir = temp_dir("replace");
+        let (p1, p2) = (dir.join("one.json"), dir.join("two.json"));
+        for p in [&p1, &p2] {
+            SecretStore::open(p, key())
+                .unwrap()
+                .put("a", &Secret::new("alpha".into()))
+                .unwrap();
+        }
+        let before = (
+            std::fs::read_to_string(&p1).unwrap(),
+            std::fs::read_to_string(&p2).unwrap(),
+        );
+        let new_key = MasterKey::generate().unwrap();
+        let resealed: Vec<Resealed> = [&p1, &p2]
+            .iter()
+            .map(|p| {
+                SecretStore::open(p, key())
+                    .unwrap()
+                    .resealed(&new_key)
+                    .unwrap()
+            })
+            .collect();
+        let failed = replace_all(&resealed, || {
+            Err(SecretError::Random("the key file cannot be written".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_to_string(&p1).unwrap(), before.0);
+        assert_eq!(std::fs::read_to_string(&p2).unwrap(), before.1);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            4,
+            "no copy is left beside"
+        );
+        replace_all(&resealed, || Ok(())).unwrap();
+        for p in [&p1, &p2] {
+            let s = SecretStore::open(p, new_key.clone()).unwrap();
+            assert_eq!(s.get("a").unwrap().unwrap().expose(), "alpha");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_key_command_failure_says_what_went_wrong() {
+        let missing = Keyring::load(
+            Path::new("/nonexistent/master.key"),
+            Some(&["weft-no-such-program-here".to_owned()]),
+        )
+        .unwrap_err()
+        .to_string();
+        if std::env::var_os(MASTER_KEY_VAR).is_none() {
+            assert!(missing.contains("was not found"), "{missing}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_of_the_first_format_opens_and_a_rotation_keeps_its_key_as_retired() {
+        if std::env::var_os(MASTER_KEY_VAR).is_some() {
+            return; // The environment's key would win over the file.
+        }
+        let dir = temp_dir("keyfile-v1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("master.key");
+        // The first format: one bare base64 key.
+        std::fs::write(&key_file, STANDARD.encode([7u8; 32])).unwrap();
+        let mut ring = Keyring::load(&key_file, None).unwrap();
+        assert_eq!(ring.current().id(), key().id());
+        let store_path = dir.join("credentials.json");
+        SecretStore::open(&store_path, ring.clone())
+            .unwrap()
+            .put("a", &Secret::new("alpha".into()))
+            .unwrap();
+        let new_key = MasterKey::generate().unwrap();
+        ring.install(new_key.clone(), &[]).unwrap();
+        let reloaded = Keyring::load(&key_file, None).unwrap();
+        assert_eq!(reloaded.current().id(), new_key.id());
+        assert_eq!(reloaded.retired()[0].id(), key().id());
+        let store = SecretStore::open(&store_path, reloaded).unwrap();
+        assert_eq!(store.get("a").unwrap().unwrap().expose(), "alpha");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("bad\u{1b}[2Jthing\n"),
+            "bad\\u{1b}[2Jthing\\n"
+        );
     }
 
     #[test]

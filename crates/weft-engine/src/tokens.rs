@@ -7,8 +7,12 @@
 //!   process ends however it ends), after reading the stored tokens again: whoever waited for the
 //!   lock usually finds a fresh token there and makes no call;
 //! - the new tokens are sealed in the store before the new access token is used;
-//! - a refresh whose answer is lost is retried with the same refresh token, which the provider's
-//!   grace period still honours;
+//! - a refresh whose answer is lost is retried with the same refresh token only where the spec
+//!   says that is safe: tokens that do not rotate (`refresh.rotates = false`), or rotating ones
+//!   within the provider's `refresh.grace`; without a grace the old token is dead once the
+//!   provider answered, and resending it would only earn `invalid_grant`;
+//! - a refresh token unused for `refresh.idle-lifetime` lapses: [`use_by_ms`] says by when the
+//!   connection must be used, and `weft connection list` shows it;
 //! - `invalid_grant` marks the connection "needs authorization" (the tokens are kept) and every
 //!   later use says which command to run.
 
@@ -23,8 +27,6 @@ use crate::lock;
 use crate::oauth::{OAuthApp, OAuthError, TokenSet};
 use crate::secrets::{Secret, SecretError, SecretStore};
 
-/// How long a process waits for another one's refresh before giving up.
-const LOCK_PATIENCE: Duration = Duration::from_secs(120);
 /// Attempts at a refresh whose answer does not arrive.
 const REFRESH_ATTEMPTS: u32 = 4;
 
@@ -65,24 +67,29 @@ pub enum TokenError {
         /// Connection name.
         connection: String,
     },
-    /// Another process held the refresh lock too long.
+    /// Another process held the refresh lock longer than a refresh can take.
     #[error(
-        "another Weft process has held the refresh lock of `{connection}` for two minutes; if no Weft process is running, remove {lock}"
+        "the refresh lock of `{connection}` stayed held: {source}. A refresh gives up within its timeout, so a live holder is stuck: stop it; the OS releases the lock when it ends"
     )]
     LockTimeout {
         /// Connection name.
         connection: String,
-        /// The lock file.
-        lock: String,
+        /// Who holds it.
+        #[source]
+        source: crate::files::LockError,
     },
     /// The lock file could not be used.
-    #[error("cannot lock {path}: {source}")]
-    Lock {
-        /// The lock file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+    #[error(transparent)]
+    Lock(crate::files::LockError),
+    /// A refresh answer was lost and the spec says its tokens rotate without a grace period.
+    #[error(
+        "the answer to the token refresh of `{connection}` was lost ({reason}); its refresh tokens rotate without a grace period, so Weft does not resend the old one. Run `weft connection test {connection}` to try again; if it says the grant is gone, run `weft connection authorize {connection}`"
+    )]
+    RefreshLost {
+        /// Connection name.
+        connection: String,
+        /// What happened to the answer.
+        reason: String,
     },
     /// The credential store refused.
     #[error(transparent)]
@@ -99,6 +106,35 @@ pub struct TokenStats {
     pub refresh_calls: u64,
     /// Times a refresh was needed and another process (or task) had already done it.
     pub found_fresh: u64,
+}
+
+/// Whether a refresh token first sent at `started` may be sent again at `now` after its answer
+/// was lost: always when tokens do not rotate, within the grace period when they do.
+fn may_resend(refresh: Option<&Refresh>, started: u64, now: u64) -> bool {
+    match refresh {
+        None => true,
+        Some(r) if !r.rotates => true,
+        Some(r) => r
+            .grace
+            .is_some_and(|g| now.saturating_sub(started) < g.as_millis()),
+    }
+}
+
+/// When `tokens` must be used by (Unix ms) before their refresh token lapses unused, as the
+/// spec's `refresh.idle-lifetime` says; `None` when it does not lapse (or there is none).
+pub fn use_by_ms(tokens: &TokenSet, refresh: Option<&Refresh>) -> Option<u64> {
+    let idle = refresh?.idle_lifetime?;
+    tokens.refresh_token.as_ref()?;
+    Some(tokens.obtained_at_ms.saturating_add(idle.as_millis()))
+}
+
+/// Whether `use_by` (from [`use_by_ms`]) is near enough at `now` to warn: within a quarter of
+/// the idle lifetime, or past.
+pub fn lapses_soon(use_by: u64, refresh: Option<&Refresh>, now: u64) -> bool {
+    let quarter = refresh
+        .and_then(|r| r.idle_lifetime)
+        .map_or(0, |d| d.as_millis() / 4);
+    now.saturating_add(quarter) >= use_by
 }
 
 /// The tokens of one connection.
@@ -209,11 +245,17 @@ impl TokenKeeper {
         let current = lock(&self.current).clone();
         let tokens = match current {
             Some(t) => t,
-            None => {
-                let t = self.stored()?;
-                *lock(&self.current) = Some(t.clone());
-                t
-            }
+            None => match self.stored() {
+                Ok(t) => {
+                    *lock(&self.current) = Some(t.clone());
+                    t
+                }
+                // A client-credentials connection needs no consent: its first use gets a token.
+                Err(TokenError::NotAuthorized { .. }) if self.machine() => {
+                    return self.renew(&Secret::new(String::new())).await;
+                }
+                Err(e) => return Err(e),
+            },
         };
         if self.fresh(&tokens) {
             return Ok(tokens.access_token);
@@ -227,6 +269,24 @@ impl TokenKeeper {
         self.renew(token).await
     }
 
+    fn machine(&self) -> bool {
+        self.app
+            .as_ref()
+            .is_some_and(OAuthApp::is_client_credentials)
+    }
+
+    /// A new token from the client-credentials grant, sealed before use.
+    async fn machine_token(&self, app: &OAuthApp) -> Result<Secret, TokenError> {
+        lock(&self.stats).refresh_calls += 1;
+        let tokens = app
+            .client_credentials(&self.http, self.clock.now_ms())
+            .await?;
+        lock(&self.store).put(&self.record, &tokens.to_sealed_json())?;
+        let access = tokens.access_token.clone();
+        *lock(&self.current) = Some(tokens);
+        Ok(access)
+    }
+
     /// Replaces `stale` (the access token that expired or was rejected).
     async fn renew(&self, stale: &Secret) -> Result<Secret, TokenError> {
         let _gate = self.gate.lock().await;
@@ -238,7 +298,18 @@ impl TokenKeeper {
             return Ok(t.access_token);
         }
         let _file = self.lock_file().await?;
-        let stored = self.stored()?;
+        let stored = match (self.stored(), &self.app) {
+            // Client credentials: no refresh token, a new grant replaces the token.
+            (Err(TokenError::NotAuthorized { .. }), Some(app)) if app.is_client_credentials() => {
+                return self.machine_token(app).await;
+            }
+            (stored, _) => stored?,
+        };
+        if let Some(app) = self.app.as_ref().filter(|a| a.is_client_credentials())
+            && !(&stored.access_token != stale && self.fresh(&stored))
+        {
+            return self.machine_token(app).await;
+        }
         if &stored.access_token != stale && self.fresh(&stored) {
             lock(&self.stats).found_fresh += 1;
             let access = stored.access_token.clone();
@@ -260,6 +331,7 @@ impl TokenKeeper {
             )?);
         };
         let mut attempt = 0;
+        let started = self.clock.now_ms();
         loop {
             attempt += 1;
             lock(&self.stats).refresh_calls += 1;
@@ -276,6 +348,15 @@ impl TokenKeeper {
                 }
                 Err(e) if e.is_invalid_grant() => {
                     return Err(self.mark(stored, &e.to_string())?);
+                }
+                Err(e)
+                    if e.is_transient()
+                        && !may_resend(self.refresh.as_ref(), started, self.clock.now_ms()) =>
+                {
+                    return Err(TokenError::RefreshLost {
+                        connection: self.connection.clone(),
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) if e.is_transient() && attempt < REFRESH_ATTEMPTS => {
                     // The answer may have been lost after the provider rotated the token; the
@@ -298,37 +379,23 @@ impl TokenKeeper {
         })
     }
 
-    /// The connection's refresh lock, waited for (bounded).
-    async fn lock_file(&self) -> Result<std::fs::File, TokenError> {
-        let io = |source| TokenError::Lock {
-            path: self.lock_path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = self.lock_path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(io)?;
-        let started = std::time::Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if started.elapsed() > LOCK_PATIENCE {
-                        return Err(TokenError::LockTimeout {
-                            connection: self.connection.clone(),
-                            lock: self.lock_path.display().to_string(),
-                        });
-                    }
-                    // Another process is refreshing; its answer takes a round trip.
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-            }
-        }
+    /// The connection's refresh lock, waited for as long as the holder's refresh may take
+    /// (every attempt times out, so a live holder lets go within this).
+    async fn lock_file(&self) -> Result<crate::files::LockFile, TokenError> {
+        let per_attempt = self
+            .app
+            .as_ref()
+            .map_or(Duration::from_secs(60), |a| a.timeout());
+        let patience =
+            (per_attempt + Duration::from_secs(5)) * REFRESH_ATTEMPTS + Duration::from_secs(10);
+        crate::files::LockFile::acquire_async(&self.lock_path, patience)
+            .await
+            .map_err(|e| match e {
+                e @ crate::files::LockError::Busy { .. } => TokenError::LockTimeout {
+                    connection: self.connection.clone(),
+                    source: e,
+                },
+                e => TokenError::Lock(e),
+            })
     }
 }

@@ -6,13 +6,19 @@
 //! [`crate::secrets`]. The *user scope* is the same pair of files in the user's configuration
 //! folder, for things that belong to a person rather than a project (M-Bridge's "local" versus
 //! "global for account"). The master key file is per user.
+//!
+//! A `weft.toml` is changed under a lock (`.weft/weft.toml.lock`) on its content as it is on disk
+//! at that moment: [`Workspace::save`] applies only the clients and connections this process
+//! changed since it read the file, so a command that waited (for a browser consent, for a
+//! confirmation) never erases what another command wrote meanwhile.
 
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::secrets::{MasterKey, SecretError, SecretStore};
+use crate::files;
+use crate::secrets::{Keyring, SecretError, SecretStore};
 
 /// File name of a workspace.
 pub const FILE_NAME: &str = "weft.toml";
@@ -20,6 +26,9 @@ pub const FILE_NAME: &str = "weft.toml";
 pub const PRIVATE_DIR: &str = ".weft";
 /// Environment variable overriding the user's configuration folder.
 pub const CONFIG_DIR_VAR: &str = "WEFT_CONFIG_DIR";
+/// Environment variable giving the program that prints the master key (words separated by
+/// spaces; the user `weft.toml`'s `master-key-command` list takes arguments with spaces).
+pub const MASTER_KEY_COMMAND_VAR: &str = "WEFT_MASTER_KEY_COMMAND";
 
 const HEADER: &str = "# Weft workspace: OAuth clients and connections (flows are in flows/*.toml).\n# Meant for version control: it holds no secret. Secrets are sealed in .weft/credentials.json.\n\n";
 
@@ -56,6 +65,10 @@ pub struct WorkspaceFile {
     /// Connections by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub connections: IndexMap<String, Connection>,
+    /// The program (and its arguments) whose standard output is the master key, run without a
+    /// shell: a keychain or password manager. Only in the user scope's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_command: Option<Vec<String>>,
 }
 
 /// A connection: a connector, the OAuth client it authorizes with, and how hard it may push.
@@ -145,6 +158,9 @@ pub enum WorkspaceError {
     /// The credential store refused.
     #[error(transparent)]
     Secrets(#[from] SecretError),
+    /// Another process kept `weft.toml` locked.
+    #[error("{0}")]
+    Lock(String),
 }
 
 /// A loaded workspace (or the user scope).
@@ -154,6 +170,8 @@ pub struct Workspace {
     dir: PathBuf,
     /// The declarations.
     pub file: WorkspaceFile,
+    /// The declarations as read from disk, to tell this process's changes from others'.
+    loaded: WorkspaceFile,
 }
 
 /// The user's configuration folder: `WEFT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/weft`, else `~/.config/weft`.
@@ -187,13 +205,15 @@ pub fn init(dir: &Path) -> Result<PathBuf, WorkspaceError> {
     if path.exists() {
         return Err(WorkspaceError::Exists { path });
     }
-    let ws = Workspace {
+    let file = WorkspaceFile {
+        version: 1,
+        ..WorkspaceFile::default()
+    };
+    let mut ws = Workspace {
         scope: Scope::Workspace,
         dir: dir.to_path_buf(),
-        file: WorkspaceFile {
-            version: 1,
-            ..WorkspaceFile::default()
-        },
+        loaded: file.clone(),
+        file,
     };
     ws.save()?;
     let ignore = dir.join(".gitignore");
@@ -233,34 +253,49 @@ impl Workspace {
         if dir.join(FILE_NAME).is_file() {
             Self::load(Scope::User, &dir)
         } else {
+            let file = WorkspaceFile {
+                version: 1,
+                ..WorkspaceFile::default()
+            };
             Ok(Self {
                 scope: Scope::User,
                 dir,
-                file: WorkspaceFile {
-                    version: 1,
-                    ..WorkspaceFile::default()
-                },
+                loaded: file.clone(),
+                file,
             })
         }
     }
 
     fn load(scope: Scope, dir: &Path) -> Result<Self, WorkspaceError> {
-        let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Io {
-            action: "read",
-            path: path.clone(),
-            source,
-        })?;
+        let file = Self::read(scope, &dir.join(FILE_NAME))?.unwrap_or_default();
+        Ok(Self {
+            scope,
+            dir: dir.to_path_buf(),
+            loaded: file.clone(),
+            file,
+        })
+    }
+
+    /// The file at `path` (`None` when it does not exist), checked.
+    fn read(scope: Scope, path: &Path) -> Result<Option<WorkspaceFile>, WorkspaceError> {
+        let path = path.to_path_buf();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(WorkspaceError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
+        };
         let file: WorkspaceFile = toml::from_str(&text).map_err(|e| {
             let at = e
                 .span()
                 .map(|s| {
-                    let before = &text[..s.start.min(text.len())];
-                    format!(
-                        " (line {}, column {})",
-                        before.matches('\n').count() + 1,
-                        before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1
-                    )
+                    let at = weft_core::diagnostic::line_col(&text, s.start);
+                    format!(" (line {}, column {})", at.line, at.column)
                 })
                 .unwrap_or_default();
             WorkspaceError::Invalid {
@@ -277,11 +312,21 @@ impl Workspace {
                 ),
             });
         }
-        Ok(Self {
-            scope,
-            dir: dir.to_path_buf(),
-            file,
-        })
+        if scope == Scope::Workspace && file.master_key_command.is_some() {
+            // A project file must never make Weft run a program: cloning a repository would
+            // be enough to run anything.
+            return Err(WorkspaceError::Invalid {
+                path,
+                reason: format!(
+                    "`master-key-command` belongs in your user {FILE_NAME} (in {}), not in a project's",
+                    user_dir().map_or_else(
+                        |_| "your configuration folder".to_owned(),
+                        |d| d.display().to_string()
+                    )
+                ),
+            });
+        }
+        Ok(Some(file))
     }
 
     /// Which scope this is.
@@ -294,36 +339,51 @@ impl Workspace {
         &self.dir
     }
 
-    /// Writes `weft.toml` back.
-    pub fn save(&self) -> Result<(), WorkspaceError> {
+    /// Writes this process's changes to `weft.toml`: under the file's lock, the file is read
+    /// again and only the clients and connections changed since it was loaded are applied to
+    /// it (added, replaced or removed), so another process's changes in between are kept.
+    /// `self.file` then holds the merged result.
+    pub fn save(&mut self) -> Result<(), WorkspaceError> {
         let path = self.dir.join(FILE_NAME);
-        let body = toml::to_string_pretty(&self.file).map_err(|e| WorkspaceError::Invalid {
+        let lock_path = match self.scope {
+            Scope::Workspace => self.dir.join(PRIVATE_DIR).join("weft.toml.lock"),
+            Scope::User => self.dir.join("weft.toml.lock"),
+        };
+        let _lock = files::LockFile::acquire(&lock_path, std::time::Duration::from_secs(30))
+            .map_err(|e| WorkspaceError::Lock(e.to_string()))?;
+        let mut merged = Self::read(self.scope, &path)?.unwrap_or_else(|| self.loaded.clone());
+        merge(
+            &mut merged.clients,
+            &self.loaded.clients,
+            &self.file.clients,
+        );
+        merge(
+            &mut merged.connections,
+            &self.loaded.connections,
+            &self.file.connections,
+        );
+        if self.file.master_key_command != self.loaded.master_key_command {
+            merged.master_key_command = self.file.master_key_command.clone();
+        }
+        let body = toml::to_string_pretty(&merged).map_err(|e| WorkspaceError::Invalid {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::create_dir_all(&self.dir).map_err(|source| WorkspaceError::Io {
-            action: "create",
-            path: self.dir.clone(),
-            source,
-        })?;
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, format!("{HEADER}{body}")).map_err(|source| WorkspaceError::Io {
-            action: "write",
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, &path).map_err(|source| WorkspaceError::Io {
-            action: "write",
-            path,
-            source,
-        })
+        files::write_atomic(&path, format!("{HEADER}{body}").as_bytes(), false).map_err(
+            |source| WorkspaceError::Io {
+                action: "write",
+                path,
+                source,
+            },
+        )?;
+        self.loaded = merged.clone();
+        self.file = merged;
+        Ok(())
     }
 
-    /// Opens this scope's credential store with the user's master key.
+    /// Opens this scope's credential store with the user's master keys.
     pub fn secrets(&self) -> Result<SecretStore, WorkspaceError> {
-        let key_file = user_dir()?.join("master.key");
-        let (key, _) = MasterKey::load(&key_file)?;
-        Ok(SecretStore::open(&self.credentials_path(), key)?)
+        Ok(SecretStore::open(&self.credentials_path(), keyring()?)?)
     }
 
     /// Where the workspace's state database is (`.weft/state.db`: cursors, the id ledger, runs
@@ -331,6 +391,20 @@ impl Workspace {
     /// user scope.
     pub fn state_path(&self) -> PathBuf {
         self.dir.join(PRIVATE_DIR).join("state.db")
+    }
+
+    /// The folder of this scope's private, unversioned files (`.weft/` of a workspace; the
+    /// configuration folder itself for the user scope).
+    pub fn private_dir(&self) -> PathBuf {
+        match self.scope {
+            Scope::Workspace => self.dir.join(PRIVATE_DIR),
+            Scope::User => self.dir.clone(),
+        }
+    }
+
+    /// Where the concurrency pool lent by connection `name` keeps its slots.
+    pub fn pool_dir(&self, name: &str) -> PathBuf {
+        self.private_dir().join("pools").join(name)
     }
 
     /// Where this scope's sealed credentials are.
@@ -342,6 +416,38 @@ impl Workspace {
     }
 }
 
+/// Applies to `disk` the entries that changed from `before` to `after`.
+fn merge<T: Clone + PartialEq>(
+    disk: &mut IndexMap<String, T>,
+    before: &IndexMap<String, T>,
+    after: &IndexMap<String, T>,
+) {
+    for (name, value) in after {
+        if before.get(name) != Some(value) {
+            disk.insert(name.clone(), value.clone());
+        }
+    }
+    for name in before.keys() {
+        if !after.contains_key(name) {
+            disk.shift_remove(name);
+        }
+    }
+}
+
+/// The user's master keys: `WEFT_MASTER_KEY`, else the output of the master-key command
+/// (`WEFT_MASTER_KEY_COMMAND`, else `master-key-command` in the user `weft.toml`), else the key
+/// file `master.key` in the user's configuration folder.
+pub fn keyring() -> Result<Keyring, WorkspaceError> {
+    let dir = user_dir()?;
+    let command = match std::env::var(MASTER_KEY_COMMAND_VAR) {
+        Ok(text) if !text.trim().is_empty() => {
+            Some(text.split_whitespace().map(str::to_owned).collect())
+        }
+        _ => Workspace::user()?.file.master_key_command,
+    };
+    Ok(Keyring::load(&dir.join("master.key"), command.as_deref())?)
+}
+
 /// The credential-store id of a client's secret.
 pub fn client_secret_id(name: &str) -> String {
     format!("client:{name}:secret")
@@ -350,4 +456,51 @@ pub fn client_secret_id(name: &str) -> String {
 /// The credential-store id of a connection's tokens.
 pub fn connection_tokens_id(name: &str) -> String {
     format!("connection:{name}:tokens")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> Client {
+        Client {
+            connector: "xero".to_owned(),
+            client_id: id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_save_after_a_long_wait_keeps_what_another_command_wrote_meanwhile() {
+        let dir = std::env::temp_dir().join(format!("weft-ws-merge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init(&dir).unwrap();
+        let mut first = Workspace::find(&dir).unwrap();
+        first.file.clients.insert("a".to_owned(), client("A"));
+        first.save().unwrap();
+        // `connection authorize` read the file, then waited for the browser…
+        let mut waiting = Workspace::find(&dir).unwrap();
+        // …while `client add` wrote another client and `client edit` changed `a`.
+        let mut other = Workspace::find(&dir).unwrap();
+        other.file.clients.insert("b".to_owned(), client("B"));
+        other.file.clients.insert("a".to_owned(), client("A2"));
+        other.save().unwrap();
+        waiting.file.clients.insert("c".to_owned(), client("C"));
+        waiting.save().unwrap();
+        let on_disk = Workspace::find(&dir).unwrap().file;
+        assert_eq!(on_disk.clients["b"], client("B"), "kept");
+        assert_eq!(on_disk.clients["a"], client("A2"), "not reverted");
+        assert_eq!(on_disk.clients["c"], client("C"));
+        assert_eq!(waiting.file, on_disk);
+        // A removal is a change too.
+        waiting.file.clients.shift_remove("b");
+        waiting.save().unwrap();
+        assert!(
+            !Workspace::find(&dir)
+                .unwrap()
+                .file
+                .clients
+                .contains_key("b")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -165,3 +165,43 @@ async fn a_spent_daily_budget_stops_instead_of_waiting() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_borrower_draws_from_its_lenders_pool_in_this_process_and_across_processes() {
+    use futures_util::FutureExt as _;
+    let spec = shipped("kantata");
+    let clock = weft_engine::limits::SystemClock;
+    let dir = std::env::temp_dir().join(format!("weft-pool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The lender has 2 slots; the borrower's own level is ignored: it draws from the pool.
+    let lender = Limiter::shared(spec.file(), 2, &dir);
+    let borrower = Limiter::shared(spec.file(), 2, &dir);
+    let a = lender.acquire(None, &clock).await.unwrap();
+    let b = borrower.acquire(None, &clock).await.unwrap();
+    assert!(
+        borrower.acquire(None, &clock).now_or_never().is_none(),
+        "together they get the lender's level, not twice it"
+    );
+    drop(a);
+    let c = borrower.acquire(None, &clock).await.unwrap();
+    drop((b, c));
+
+    // Another process holds both slots (its locks on the slot files): this one waits.
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            weft_engine::files::LockFile::try_acquire(&dir.join(format!("slot-{i}.lock")))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let waiting = tokio::spawn({
+        let borrower = borrower.clone();
+        async move { borrower.acquire(None, &clock).await.map(|_| ()) }
+    });
+    // It cannot finish while the slots are held, however long it is given.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    drop(held);
+    waiting.await.unwrap().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -206,3 +206,77 @@ async fn invalid_grant_marks_the_connection_and_keeps_the_tokens() {
     f.authorize().await;
     assert!(f.keeper().access_token().await.is_ok());
 }
+
+#[tokio::test]
+async fn without_a_grace_period_a_lost_refresh_answer_is_not_resent() {
+    let f = Fixture::new("nograce");
+    f.authorize().await;
+    let spec = shipped("xero");
+    let mut refresh = spec
+        .file()
+        .auth
+        .oauth2
+        .as_ref()
+        .unwrap()
+        .refresh
+        .clone()
+        .unwrap();
+    refresh.grace = None;
+    let keeper = TokenKeeper::new(
+        "x",
+        RECORD,
+        f.store(),
+        Some(f.app()),
+        Some(refresh),
+        weft_engine::http::client().unwrap(),
+        f.clock.clone(),
+    );
+    f.sim
+        .identity_observed()
+        .faults
+        .add(FaultRule::on("/connect/token", When::Nth(1), Fault::LoseResponse).method("POST"));
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let err = keeper.access_token().await.unwrap_err();
+    assert!(matches!(err, TokenError::RefreshLost { .. }), "{err}");
+    assert!(err.to_string().contains("weft connection test x"), "{err}");
+    assert_eq!(
+        keeper.stats().refresh_calls,
+        1,
+        "the old token was not resent"
+    );
+    // Nothing was marked: the connection is not declared dead on a guess.
+    let stored = TokenSet::from_sealed_json(&f.store().get(RECORD).unwrap().unwrap()).unwrap();
+    assert!(stored.needs_authorization.is_none());
+}
+
+#[tokio::test]
+async fn an_idle_refresh_token_has_a_use_by_date_from_the_spec() {
+    let f = Fixture::new("idle");
+    let tokens = f.authorize().await;
+    let spec = shipped("xero");
+    let refresh = spec.file().auth.oauth2.as_ref().unwrap().refresh.clone();
+    let use_by = weft_engine::tokens::use_by_ms(&tokens, refresh.as_ref()).unwrap();
+    assert_eq!(
+        use_by,
+        tokens.obtained_at_ms + 60 * 86_400_000,
+        "Xero: 60 days"
+    );
+    let now = tokens.obtained_at_ms;
+    assert!(!weft_engine::tokens::lapses_soon(
+        use_by,
+        refresh.as_ref(),
+        now
+    ));
+    let day = 86_400_000;
+    assert!(weft_engine::tokens::lapses_soon(
+        use_by,
+        refresh.as_ref(),
+        now + 50 * day
+    ));
+    // A pasted token (no refresh token) never lapses from idleness.
+    let pasted = TokenSet::fixed(Secret::new("t".into()), now);
+    assert_eq!(
+        weft_engine::tokens::use_by_ms(&pasted, refresh.as_ref()),
+        None
+    );
+}

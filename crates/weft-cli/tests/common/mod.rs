@@ -14,6 +14,8 @@ pub(crate) struct Sandbox {
     secrets: std::cell::RefCell<Vec<String>>,
     /// Everything the binary printed, for the final scan against every guarded value.
     printed: std::cell::RefCell<Vec<Vec<u8>>>,
+    /// Environment variables every command of this sandbox gets.
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Sandbox {
@@ -25,7 +27,15 @@ impl Sandbox {
             root,
             secrets: std::cell::RefCell::new(vec![SECRET.to_owned()]),
             printed: std::cell::RefCell::new(Vec::new()),
+            env: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// Sets an environment variable for every later command of this sandbox.
+    pub(crate) fn set_env(&self, name: &str, value: &str) {
+        self.env
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
     }
 
     /// Adds an OAuth client, which must succeed.
@@ -112,8 +122,15 @@ impl Sandbox {
             .current_dir(self.project())
             .env("WEFT_CONFIG_DIR", self.config())
             .env_remove("WEFT_MASTER_KEY")
+            .env_remove("WEFT_MASTER_KEY_COMMAND")
             .env_remove("WEFT_SPEC_PATH")
-            .env_remove("BROWSER");
+            .env_remove("BROWSER")
+            .envs(
+                self.env
+                    .borrow()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
         c
     }
 
@@ -221,6 +238,17 @@ pub(crate) fn authorize(
     port: u16,
     extra: &[&str],
 ) -> (i32, String, String) {
+    authorize_with(s, name, port, extra, || {})
+}
+
+/// [`authorize`], running `meanwhile` while the command waits for the browser.
+pub(crate) fn authorize_with(
+    s: &Sandbox,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+    meanwhile: impl FnOnce(),
+) -> (i32, String, String) {
     let port_text = port.to_string();
     let mut args = vec![
         "connection",
@@ -245,6 +273,7 @@ pub(crate) fn authorize(
     stdout.read_line(&mut url).unwrap();
     let mut rest = String::new();
     if url.starts_with("http") {
+        meanwhile();
         let page = play_browser(url.trim());
         assert_eq!(page, 200, "the callback page");
     }
