@@ -1,7 +1,6 @@
 //! `weft sync run FLOW [--dry-run]` and `weft sync status`, and the flow templates of
 //! `weft init --template`.
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -176,21 +175,14 @@ pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u
             dry_run,
             json,
         } => {
-            let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_message(format!("running flow `{flow}`…"));
-                bar.enable_steady_tick(std::time::Duration::from_millis(120));
-                bar
-            });
-            let tell = |what: &str| {
-                if let Some(bar) = &spinner {
-                    bar.set_message(format!("{flow}: {what}"));
-                }
-            };
+            let progress = crate::progress::Progress::spinner(
+                !json,
+                "{spinner} {msg}",
+                format!("running flow `{flow}`…"),
+            );
+            let tell = |what: &str| progress.message(format!("{flow}: {what}"));
             let report = run_flow(&flow, dry_run, dir, Some(&tell));
-            if let Some(bar) = spinner {
-                bar.finish_and_clear();
-            }
+            drop(progress);
             let report = report?;
             if json {
                 serde_json::to_writer_pretty(&mut *io.out, &report)?;

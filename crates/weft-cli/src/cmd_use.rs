@@ -5,7 +5,6 @@
 //! and, for reads, the pager, streaming one JSON record per line.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -268,17 +267,11 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         params: BTreeMap::new(),
         ..RequestContext::with_field_defaults(file)
     };
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message(args.resource.clone());
-        bar
-    });
+    let progress = crate::progress::Progress::spinner(
+        true,
+        "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
+        args.resource.clone(),
+    );
     let mut written: u64 = 0;
     let mut failed: Option<std::io::Error> = None;
     let outcome = connect::runtime()?.block_on(session.list(&args.resource, &ctx, |record| {
@@ -293,14 +286,10 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
             return ControlFlow::Break(());
         }
         written += 1;
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
+        progress.inc(1);
         ControlFlow::Continue(())
     }));
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    drop(progress);
     if let Some(e) = failed {
         // A closed pipe (`weft read … | head`) is the reader's choice, not a failure.
         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -12,6 +12,7 @@ mod cmd_state;
 mod cmd_sync;
 mod cmd_use;
 mod connect;
+mod progress;
 mod specs;
 
 use std::io::Write;
@@ -146,9 +147,10 @@ where
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
     let mut out = stdout.lock();
-    let mut err = stderr.lock();
+    // Not locked for the whole command: the progress line's ticker thread writes to stderr too
+    // (see `progress`).
+    let mut err = std::io::stderr();
     let code = run(
         std::env::args_os(),
         &mut Io {

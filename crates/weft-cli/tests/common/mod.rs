@@ -2,6 +2,8 @@
 //! real `weft` binary and checks that nothing it prints or writes holds a guarded secret.
 #![allow(dead_code)]
 
+pub(crate) mod pty;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -261,4 +263,97 @@ pub(crate) fn authorize(
     s.printed(printed.as_bytes());
     s.printed(stderr.as_bytes());
     (status.code().unwrap_or(-1), printed, stderr)
+}
+
+/// A workspace with the kantata-xero template, both OAuth clients, and connections `kantata`
+/// and `xero` to these simulators, authorized (the browser played) for Xero's first
+/// organisation: what `weft sync run kantata-xero` needs.
+pub(crate) fn flow_workspace(
+    s: &Sandbox,
+    k: &weft_harness::kantata::KantataSim,
+    x: &weft_harness::xero::XeroSim,
+    port: u16,
+) {
+    let ok = |o: Output| assert!(o.status.success(), "{}", err(&o));
+    ok(s.run(&["init", "--template", "kantata-xero"], None));
+    for (name, connector, id, secret) in [
+        ("kantata-app", "kantata", k.client_id(), k.client_secret()),
+        ("xero-app", "xero", x.client_id(), x.client_secret()),
+    ] {
+        s.guard(secret);
+        s.add_client(name, connector, id, &format!("{secret}\n"));
+    }
+    let hosts: [(&str, &str, Vec<String>); 2] = [
+        (
+            "kantata",
+            "kantata-app",
+            vec![
+                format!("app={}", k.app_url()),
+                format!("api={}", k.api_url()),
+            ],
+        ),
+        (
+            "xero",
+            "xero-app",
+            vec![
+                format!("login={}", x.login_url()),
+                format!("identity={}", x.identity_url()),
+                format!("api={}", x.api_url()),
+            ],
+        ),
+    ];
+    for (name, client, urls) in &hosts {
+        let mut args = vec![
+            "connection",
+            "create",
+            name,
+            "--connector",
+            name,
+            "--client",
+            client,
+        ];
+        for url in urls {
+            args.extend(["--host", url.as_str()]);
+        }
+        ok(s.run(&args, None));
+    }
+    x.set_consent(weft_harness::xero::Consent::Grant {
+        tenants: vec![x.tenants()[0].0.clone()],
+    });
+    for name in ["kantata", "xero"] {
+        let (code, _, stderr) = authorize(s, name, port, &[]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+}
+
+/// A Kantata account with `invoices` invoices and a Xero organisation, both on the wall clock
+/// (like the binary) and accepting the callback on `port`.
+pub(crate) fn flow_sims(
+    port: u16,
+    invoices: usize,
+) -> (
+    weft_harness::kantata::KantataSim,
+    weft_harness::xero::XeroSim,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = weft_harness::clock::SimClock::scaled(now, 1);
+    let k = weft_harness::kantata::KantataSim::start(weft_harness::kantata::KantataConfig {
+        size: invoices,
+        clock: clock.clone(),
+        redirect_uris: vec![callback(port)],
+        ..Default::default()
+    })
+    .unwrap();
+    let x = weft_harness::xero::XeroSim::start(weft_harness::xero::XeroConfig {
+        organisations: 1,
+        size: 3,
+        clock,
+        redirect_uris: vec![callback(port)],
+        ..Default::default()
+    })
+    .unwrap();
+    (k, x)
 }
