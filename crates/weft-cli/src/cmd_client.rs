@@ -150,7 +150,8 @@ pub(crate) fn confirm(question: &str, what: &str, yes: bool, io: &mut Io<'_>) ->
     if !std::io::stdin().is_terminal() {
         bail!("{what} cannot be undone; pass --yes to confirm");
     }
-    eprint!("{question} This cannot be undone. [y/N] ");
+    write!(io.err, "{question} This cannot be undone. [y/N] ")?;
+    io.err.flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     let go = matches!(answer.trim(), "y" | "Y" | "yes");
@@ -326,18 +327,17 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                     "no OAuth clients yet; add one with `weft client add NAME --connector ID`"
                 )?;
             } else {
-                writeln!(
-                    io.out,
-                    "{:<20} {:<10} {:<10} {:<8} CLIENT ID",
-                    "NAME", "CONNECTOR", "SCOPE", "SECRET"
-                )?;
+                let mut table = crate::table::Columns::new(&[
+                    "NAME",
+                    "CONNECTOR",
+                    "SCOPE",
+                    "SECRET",
+                    "CLIENT ID",
+                ]);
                 for r in rows {
-                    writeln!(
-                        io.out,
-                        "{:<20} {:<10} {:<10} {:<8} {}",
-                        r.name, r.connector, r.scope, r.secret, r.client_id
-                    )?;
+                    table.row([r.name, r.connector, r.scope, r.secret, r.client_id]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }

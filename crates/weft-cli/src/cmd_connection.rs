@@ -349,27 +349,29 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     "no connections yet; create one with `weft connection create NAME --connector ID --client CLIENT`"
                 )?;
             } else {
-                writeln!(
-                    io.out,
-                    "{:<20} {:<10} {:<10} {:<12} {:<20} STATUS",
-                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT"
-                )?;
+                let mut table = crate::table::Columns::new(&[
+                    "NAME",
+                    "CONNECTOR",
+                    "SCOPE",
+                    "CONCURRENCY",
+                    "CLIENT",
+                    "STATUS",
+                ]);
                 for r in rows {
                     let level = match &r.connection.borrow_concurrency_from {
                         Some(lender) => format!("from {lender}"),
                         None => r.connection.concurrency.to_string(),
                     };
-                    writeln!(
-                        io.out,
-                        "{:<20} {:<10} {:<10} {:<12} {:<20} {}",
+                    table.row([
                         r.name,
-                        r.connection.connector,
+                        &r.connection.connector,
                         r.scope,
-                        level,
-                        r.connection.client,
-                        r.status
-                    )?;
+                        &level,
+                        &r.connection.client,
+                        r.status,
+                    ]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }

@@ -73,26 +73,21 @@ pub(crate) fn run(cmd: ConnectorsCmd, io: &mut Io<'_>) -> Result<u8> {
                 serde_json::to_writer_pretty(&mut *io.out, &rows)?;
                 writeln!(io.out)?;
             } else {
-                let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-                writeln!(
-                    io.out,
-                    "{:width$}  {:<24} {:<8} RESOURCES",
-                    "ID", "NAME", "VERSION"
-                )?;
+                let mut table =
+                    crate::table::Columns::new(&["ID", "NAME", "VERSION", "RESOURCES"]).right(&[3]);
                 for r in &rows {
                     let mut name = r.name.to_owned();
                     if !r.former_names.is_empty() {
                         name = format!("{name} (was {})", r.former_names.join(", "));
                     }
-                    writeln!(
-                        io.out,
-                        "{:width$}  {:<24} {:<8} {}",
-                        r.id,
+                    table.row([
+                        r.id.to_owned(),
                         name,
-                        r.version,
-                        r.resources.len()
-                    )?;
+                        r.version.to_owned(),
+                        r.resources.len().to_string(),
+                    ]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }

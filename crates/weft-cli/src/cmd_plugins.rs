@@ -90,25 +90,26 @@ pub(crate) fn run(cmd: PluginsCmd, io: &mut Io<'_>) -> Result<u8> {
         )?;
         return Ok(0);
     }
+    let mut table = crate::table::Columns::new(&["NAME", "VERSION", "ABI", "PROVIDES", "PATH"]);
     for row in &listed {
-        match &row.error {
+        let provides = match &row.error {
             None => {
                 let mut provides: Vec<String> =
                     row.hooks.iter().map(|h| format!("{h} hook")).collect();
                 provides.extend(row.operations.iter().map(|o| (*o).to_owned()));
-                writeln!(
-                    io.out,
-                    "{:<12} {:<8} ABI {}  {}  {}",
-                    row.name,
-                    row.version.as_deref().unwrap_or_default(),
-                    row.abi.unwrap_or_default(),
-                    provides.join(", "),
-                    row.path
-                )?;
+                provides.join(", ")
             }
-            Some(error) => writeln!(io.out, "{:<12} ✘ {error}", row.name)?,
-        }
+            Some(error) => format!("✘ {error}"),
+        };
+        table.row([
+            row.name.clone(),
+            row.version.clone().unwrap_or_else(|| "-".to_owned()),
+            row.abi.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            provides,
+            row.path.clone(),
+        ]);
     }
+    table.write(io.out)?;
     Ok(u8::from(failed))
 }
 

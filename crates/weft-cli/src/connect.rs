@@ -199,7 +199,8 @@ pub(crate) fn authorize(
     all[index]
         .secrets()?
         .put(&connection_tokens_id(name), &tokens.to_sealed_json())?;
-    writeln!(io.out, "authorized connection `{}`", name)?;
+    // Messages go to stderr: stdout holds the authorize URL alone, for a script to pick up.
+    writeln!(io.err, "authorized connection `{}`", name)?;
 
     let Some(tenancy) = spec.file().tenants.clone() else {
         return Ok(0);
@@ -275,7 +276,7 @@ pub(crate) fn authorize(
     let total = target.tenants.len();
     all[index].save()?;
     writeln!(
-        io.out,
+        io.err,
         "tenant(s) added: {}; the connection reaches {total}",
         describe(&found)
     )?;

@@ -14,6 +14,7 @@ mod cmd_use;
 mod connect;
 mod progress;
 mod specs;
+mod table;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -137,11 +138,27 @@ where
     };
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`weft … | head`) chose to; nothing failed.
+        Err(err) if is_broken_pipe(&err) => 0,
         Err(err) => {
             let _ = writeln!(io.err, "error: {err:#}");
             1
         }
     }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(BrokenPipe)
+    })
 }
 
 /// The binary's entry point.

@@ -83,7 +83,10 @@ fn kantata_add_client_create_authorize_test_and_read() {
     ));
     let (code, printed, stderr) = authorize(&s, "k", port, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(printed.contains("authorized connection `k`"), "{printed}");
+    assert!(stderr.contains("authorized connection `k`"), "{stderr}");
+    // --no-browser: stdout holds the authorize URL alone, for a script to pick up.
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    assert!(printed.starts_with("http"), "{printed}");
     assert!(stderr.contains(&callback(port)), "{stderr}");
 
     let test = s.run(&["connection", "test", "k"], None);
@@ -124,21 +127,18 @@ fn xero_two_organisations_each_read_from_the_right_one() {
     sim.set_consent(Consent::Grant {
         tenants: vec![a.0.clone()],
     });
-    let (code, printed, stderr) = authorize(&s, "x", port, &[]);
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        printed.contains(&a.1) && !printed.contains(&b.1),
-        "{printed}"
-    );
+    assert!(stderr.contains(&a.1) && !stderr.contains(&b.1), "{stderr}");
     ok(&s.run(&["connection", "test", "x"], None));
 
     // Authorizing again for B adds it; the consent listed both, only B is new.
     sim.set_consent(Consent::Grant {
         tenants: vec![b.0.clone()],
     });
-    let (code, printed, stderr) = authorize(&s, "x", port, &[]);
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(printed.contains("the connection reaches 2"), "{printed}");
+    assert!(stderr.contains("the connection reaches 2"), "{stderr}");
 
     // Two tenants: reading without choosing is refused, with the choices named.
     let unchosen = s.run(&["read", "x", "invoices"], None);

@@ -52,6 +52,21 @@ impl Sandbox {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
+    /// Creates connection `name` of `connector` with OAuth client `client`, which must succeed.
+    pub(crate) fn create_connection(&self, name: &str, connector: &str, client: &str) {
+        let args = [
+            "connection",
+            "create",
+            name,
+            "--connector",
+            connector,
+            "--client",
+            client,
+        ];
+        let o = self.run(&args, None);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
     /// Adds a value to those that must never be seen.
     pub(crate) fn guard(&self, secret: &str) {
         self.secrets.borrow_mut().push(secret.to_owned());
