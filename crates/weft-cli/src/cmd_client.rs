@@ -84,10 +84,17 @@ pub(crate) enum SecretsCmd {
     RotateKey,
 }
 
-/// Where workspace commands look for `weft.toml`.
+/// Where workspace commands look for `weft.toml`: the `--workspace` folder, which must hold
+/// one, else the current folder (and those above it).
 pub(crate) fn start_dir(workspace: Option<&Path>) -> Result<PathBuf> {
     match workspace {
-        Some(dir) => Ok(dir.to_path_buf()),
+        Some(dir) if dir.join(workspace::FILE_NAME).is_file() => Ok(dir.to_path_buf()),
+        Some(dir) => bail!(
+            "--workspace {}: there is no {} in that folder; create one with `weft init {}`, or point --workspace at the folder holding it",
+            dir.display(),
+            workspace::FILE_NAME,
+            dir.display()
+        ),
         None => std::env::current_dir().context("cannot read the current folder"),
     }
 }
@@ -98,9 +105,9 @@ pub(crate) fn init(
     workspace: Option<&Path>,
     io: &mut Io<'_>,
 ) -> Result<u8> {
-    let dir = match dir {
+    let dir = match dir.or_else(|| workspace.map(Path::to_path_buf)) {
         Some(d) => d,
-        None => start_dir(workspace)?,
+        None => std::env::current_dir().context("cannot read the current folder")?,
     };
     // A template into an existing workspace is fine; a second weft.toml is not.
     let existing = dir.join(workspace::FILE_NAME).is_file();
@@ -132,7 +139,11 @@ fn scope_pair(workspace: Option<&Path>) -> Result<(Option<Workspace>, Workspace)
         Err(workspace::WorkspaceError::NotFound { .. }) => None,
         Err(err) => return Err(err.into()),
     };
-    Ok((ws, Workspace::user()?))
+    // Hand-edited files meet the same rules as what the commands write.
+    let mut all: Vec<Workspace> = ws.into_iter().chain(Some(Workspace::user()?)).collect();
+    crate::cmd_connection::check_declared(&all)?;
+    let user = all.pop().context("the user scope")?;
+    Ok((all.pop(), user))
 }
 
 /// Every scope in lookup order: the workspace (when one is found), then the user scope.
@@ -271,6 +282,7 @@ fn view<'a>(name: &'a str, client: &'a Client, scope: &Workspace) -> Result<Clie
 pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
     match cmd {
         ClientCmd::Add(args) => {
+            workspace::check_name("client", &args.name).map_err(anyhow::Error::msg)?;
             let (ws, user) = scope_pair(workspace)?;
             for scope in ws.iter().chain(Some(&user)) {
                 if scope.file.clients.contains_key(&args.name) {
@@ -390,7 +402,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                 .iter()
                 .chain(Some(&user))
                 .flat_map(|s| s.file.connections.iter())
-                .filter(|(_, c)| c.client == name)
+                .filter(|(_, c)| c.client.as_deref() == Some(name.as_str()))
                 .map(|(n, _)| n)
                 .collect();
             if !users.is_empty() {

@@ -55,23 +55,20 @@ fn oauth_app(
     connection: &Connection,
     port: u16,
 ) -> Result<Option<OAuthApp>> {
-    if spec.file().auth.oauth2.is_none() {
+    // A connection given a pasted token has no OAuth client.
+    let (Some(_), Some(name)) = (&spec.file().auth.oauth2, &connection.client) else {
         return Ok(None);
-    }
+    };
     let Some((scope, client)) = all
         .iter()
-        .find_map(|s| s.file.clients.get(&connection.client).map(|c| (s, c)))
+        .find_map(|s| s.file.clients.get(name).map(|c| (s, c)))
     else {
         bail!(
-            "the connection's OAuth client `{}` does not exist; add it with `weft client add {} --connector {}`",
-            connection.client,
-            connection.client,
+            "the connection's OAuth client `{name}` does not exist; add it with `weft client add {name} --connector {}`",
             connection.connector
         );
     };
-    let secret = scope
-        .secrets()?
-        .get(&client_secret_id(&connection.client))?;
+    let secret = scope.secrets()?.get(&client_secret_id(name))?;
     Ok(Some(OAuthApp::new(
         spec.file(),
         hosts,
@@ -146,6 +143,11 @@ pub(crate) fn authorize(
     let spec = specs::find(&connection.connector)?;
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let Some(app) = oauth_app(&all, &spec, &hosts, &connection, args.port)? else {
+        if spec.file().auth.oauth2.is_some() {
+            bail!(
+                "connection `{name}` has no OAuth client to authorize with; give it one with `weft connection edit {name} --client CLIENT` (see `weft client list`)"
+            );
+        }
         bail!(
             "connector `{}` does not authorize with OAuth; give the connection its token with `weft connection edit {} --token-stdin`",
             connection.connector,
@@ -185,9 +187,8 @@ pub(crate) fn authorize(
             .map_err(|e| {
                 if e.is_invalid_client() {
                     anyhow!(
-                        "{e}; the provider does not accept the OAuth client `{}`: check its client ID, or generate a new secret at the provider and run `weft client edit {} --secret-stdin`",
-                        connection.client,
-                        connection.client
+                        "{e}; the provider does not accept the OAuth client `{client}`: check its client ID, or generate a new secret at the provider and run `weft client edit {client} --secret-stdin`",
+                        client = connection.client.as_deref().unwrap_or_default()
                     )
                 } else {
                     anyhow!(e)

@@ -9,40 +9,12 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Sandbox, authorize, callback, err, free_port, out};
+use common::{Sandbox, authorize, callback, err, free_port, out, xero_connection};
 use weft_harness::kantata::{KantataConfig, KantataSim};
 use weft_harness::xero::{Consent, XeroConfig, XeroLimits, XeroSim};
 
 fn ok(o: &std::process::Output) {
     assert!(o.status.success(), "{}", err(o));
-}
-
-fn xero_connection(s: &Sandbox, sim: &XeroSim, name: &str) {
-    s.guard(sim.client_secret());
-    s.add_client(
-        "xapp",
-        "xero",
-        sim.client_id(),
-        &format!("{}\n", sim.client_secret()),
-    );
-    let hosts = [
-        format!("login={}", sim.login_url()),
-        format!("identity={}", sim.identity_url()),
-        format!("api={}", sim.api_url()),
-    ];
-    let mut args = vec![
-        "connection",
-        "create",
-        name,
-        "--connector",
-        "xero",
-        "--client",
-        "xapp",
-    ];
-    for h in &hosts {
-        args.extend(["--host", h.as_str()]);
-    }
-    ok(&s.run(&args, None));
 }
 
 #[test]

@@ -54,7 +54,19 @@ impl Sandbox {
 
     /// Creates connection `name` of `connector` with OAuth client `client`, which must succeed.
     pub(crate) fn create_connection(&self, name: &str, connector: &str, client: &str) {
-        let args = [
+        self.create_connection_at(name, connector, client, &[]);
+    }
+
+    /// Creates connection `name` of `connector` with OAuth client `client` and these host
+    /// overrides (`NAME=URL`), which must succeed.
+    pub(crate) fn create_connection_at(
+        &self,
+        name: &str,
+        connector: &str,
+        client: &str,
+        hosts: &[String],
+    ) {
+        let mut args = vec![
             "connection",
             "create",
             name,
@@ -63,6 +75,9 @@ impl Sandbox {
             "--client",
             client,
         ];
+        for host in hosts {
+            args.extend(["--host", host.as_str()]);
+        }
         let o = self.run(&args, None);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
@@ -318,19 +333,7 @@ pub(crate) fn flow_workspace(
         ),
     ];
     for (name, client, urls) in &hosts {
-        let mut args = vec![
-            "connection",
-            "create",
-            name,
-            "--connector",
-            name,
-            "--client",
-            client,
-        ];
-        for url in urls {
-            args.extend(["--host", url.as_str()]);
-        }
-        ok(s.run(&args, None));
+        s.create_connection_at(name, name, client, urls);
     }
     x.set_consent(weft_harness::xero::Consent::Grant {
         tenants: vec![x.tenants()[0].0.clone()],
@@ -371,4 +374,22 @@ pub(crate) fn flow_sims(
     })
     .unwrap();
     (k, x)
+}
+
+/// OAuth client `xapp` for the Xero simulator's app, and connection `name` through it to the
+/// simulator's hosts.
+pub(crate) fn xero_connection(s: &Sandbox, sim: &weft_harness::xero::XeroSim, name: &str) {
+    s.guard(sim.client_secret());
+    s.add_client(
+        "xapp",
+        "xero",
+        sim.client_id(),
+        &format!("{}\n", sim.client_secret()),
+    );
+    let hosts = [
+        format!("login={}", sim.login_url()),
+        format!("identity={}", sim.identity_url()),
+        format!("api={}", sim.api_url()),
+    ];
+    s.create_connection_at(name, "xero", "xapp", &hosts);
 }
