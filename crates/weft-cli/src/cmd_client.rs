@@ -366,7 +366,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                 writeln!(io.out, "client ID:  {}", v.client_id)?;
                 writeln!(io.out, "scope:      {}", v.scope)?;
                 let secret = if v.secret == "stored" {
-                    "stored, sealed (never shown; `weft client edit` to replace it)".to_owned()
+                    format!("stored, sealed (never shown; `weft client edit {name}` to replace it)")
                 } else {
                     format!("missing; run `weft client edit {name}`")
                 };

@@ -323,7 +323,7 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
                 } else {
                     writeln!(
                         io.out,
-                        "no errors{}; records that fail in `weft sync run` wait here with their reason",
+                        "no errors{}; records that fail in `weft sync run FLOW` wait here with their reason",
                         flow.map(|f| format!(" in flow `{f}`")).unwrap_or_default()
                     )?;
                 }
@@ -406,9 +406,12 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
             } else {
                 writeln!(
                     io.out,
-                    "{n} error{} marked for retry: the next `weft sync run` of {} reads {} again",
+                    "{n} error{} marked for retry: {} reads {} again",
                     if n == 1 { "" } else { "s" },
-                    flow.map_or_else(|| "each flow".to_owned(), |f| format!("`{f}`")),
+                    flow.map_or_else(
+                        || "the next `weft sync run FLOW` of each flow".to_owned(),
+                        |f| format!("the next `weft sync run {f}`")
+                    ),
                     if n == 1 {
                         "its record"
                     } else {

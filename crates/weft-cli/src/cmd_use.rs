@@ -100,7 +100,7 @@ fn failure(name: &str, err: &SessionError) -> (u8, String) {
             ErrorClass::Unauthorized | ErrorClass::TokenExpired => (
                 exit::UNAUTHORIZED,
                 format!(
-                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
+                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit CLIENT`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
                 ),
             ),
             ErrorClass::Forbidden => (

@@ -69,6 +69,13 @@ fn oauth_app(
         );
     };
     let secret = scope.secrets()?.get(&client_secret_id(name))?;
+    if secret.is_none() {
+        // Found now rather than at the provider, after the person went through consent.
+        bail!(
+            "the secret of OAuth client `{name}` is not in the credential store ({}); enter it again with `weft client edit {name}`",
+            scope.credentials_path().display()
+        );
+    }
     Ok(Some(OAuthApp::new(
         spec.file(),
         hosts,
