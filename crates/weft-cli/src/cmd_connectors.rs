@@ -21,8 +21,12 @@ pub(crate) enum ConnectorsCmd {
         /// Connector id (or a former name, such as `mavenlink`).
         id: String,
         /// Print JSON (the whole spec) instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "markdown")]
         json: bool,
+        /// Print the Markdown reference itself (as in docs/connectors/) instead of text laid
+        /// out for a terminal.
+        #[arg(long)]
+        markdown: bool,
         /// Port of the local callback server, as in the callback URL.
         #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT, value_parser = clap::value_parser!(u16).range(1..))]
         callback_port: u16,
@@ -94,6 +98,7 @@ pub(crate) fn run(cmd: ConnectorsCmd, io: &mut Io<'_>) -> Result<u8> {
         ConnectorsCmd::Show {
             id,
             json,
+            markdown,
             callback_port,
         } => {
             let spec = specs::find(&id)?;
@@ -112,8 +117,11 @@ pub(crate) fn run(cmd: ConnectorsCmd, io: &mut Io<'_>) -> Result<u8> {
                     },
                 )?;
                 writeln!(io.out)?;
-            } else {
+            } else if markdown {
                 write!(io.out, "{}", docs::markdown(&spec, &url))?;
+            } else {
+                let text = crate::render::markdown_to_text(&docs::markdown(&spec, &url));
+                write!(io.out, "{text}")?;
             }
             Ok(0)
         }

@@ -13,6 +13,7 @@ mod cmd_sync;
 mod cmd_use;
 mod connect;
 mod progress;
+mod render;
 mod specs;
 mod table;
 

@@ -11,22 +11,22 @@ use clap::Parser as _;
 use common::{Sandbox, err, free_port};
 use weft_cli::Cli;
 
-/// The `weft …` commands quoted in backticks in the string literals of `dir`'s Rust files
-/// (comments left out), with the file and line of each.
-fn suggested(dir: &Path) -> Vec<(String, String)> {
+/// The `weft …` commands quoted in backticks in `dir`'s files ending in `ext` (the string
+/// literals of Rust files, comments left out; the text of specs), with the file and line of each.
+fn suggested(dir: &Path, ext: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for (n, line) in text.lines().enumerate() {
             let code = line.trim_start();
-            if code.starts_with("//") || code.starts_with("#[") {
+            if code.starts_with("//") || code.starts_with('#') {
                 continue;
             }
             for quoted in line.split('`').skip(1).step_by(2) {
@@ -72,8 +72,10 @@ fn words(suggestion: &str) -> Vec<String> {
 #[test]
 fn every_suggested_command_parses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut all = suggested(&root.join("src"));
-    all.extend(suggested(&root.join("../weft-engine/src")));
+    let mut all = suggested(&root.join("src"), "rs");
+    all.extend(suggested(&root.join("../weft-engine/src"), "rs"));
+    // The specs' setup steps and messages, shown by `weft connectors show`.
+    all.extend(suggested(&root.join("../../specs"), "toml"));
     assert!(all.len() > 40, "found only {} suggestions", all.len());
     let mut wrong = Vec::new();
     for (at, suggestion) in &all {

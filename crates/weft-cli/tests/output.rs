@@ -109,3 +109,46 @@ fn unicode_width(c: char) -> usize {
         1
     }
 }
+
+#[test]
+fn connectors_show_reads_as_text_and_promises_only_what_weft_does() {
+    let s = Sandbox::new("show");
+    for id in ["kantata", "xero"] {
+        let shown = s.run(&["connectors", "show", id], None);
+        assert!(shown.status.success(), "{}", err(&shown));
+        let text = out(&shown);
+        for markup in ["**", "`", "|---", "<br>", "## "] {
+            assert!(!text.contains(markup), "{id}: `{markup}` left in:\n{text}");
+        }
+        assert!(text.contains("Setup\n-----"), "{text}");
+        // A wrong secret is found when the code is exchanged, and the steps say so rather
+        // than promising a check before consent.
+        assert!(
+            text.contains("a wrong secret only when Weft exchanges"),
+            "{id}:\n{text}"
+        );
+        for promise in [
+            "straight away",
+            "Weft then asks Xero's token service",
+            "the provider accepts the client ID and secret",
+        ] {
+            assert!(!text.contains(promise), "{id}: {promise}");
+        }
+        let raw = s.run(&["connectors", "show", id, "--markdown"], None);
+        assert!(raw.status.success(), "{}", err(&raw));
+        let markdown = out(&raw);
+        assert!(
+            markdown.contains("## Setup") && markdown.contains("|---|"),
+            "{markdown}"
+        );
+        let committed = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../docs/connectors/{id}.md")),
+        )
+        .unwrap();
+        assert!(
+            committed.ends_with(&markdown),
+            "--markdown is the committed reference"
+        );
+    }
+}
