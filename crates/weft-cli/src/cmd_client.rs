@@ -5,7 +5,7 @@
 //! input (never from an argument), checked against the connector's field rules, sealed in the
 //! credential store, and never displayed again.
 
-use std::io::{BufRead as _, IsTerminal as _, Read as _};
+use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -211,7 +211,8 @@ fn read_client_id(field: &Field, given: Option<String>) -> Result<String> {
     let typed = match given {
         Some(id) => id,
         None if std::io::stdin().is_terminal() => {
-            eprint!("{}: ", field.label);
+            // A prompt that cannot be shown is no reason to fail (and `eprint!` would panic).
+            let _ = write!(std::io::stderr(), "{}: ", field.label);
             let mut line = String::new();
             std::io::stdin()
                 .lock()
