@@ -236,7 +236,11 @@ pub(crate) fn check_declared(all: &[Workspace]) -> Result<()> {
             let at = |key: &str| scope.locate(&["connections", name, key]);
             let connector = match specs::find(&c.connector) {
                 Ok(spec) => spec.id().to_owned(),
-                Err(e) => bail!("{}: connection `{name}`: {e:#}", at("connector")),
+                Err(e) => bail!(
+                    "{}: connection `{name}`: {e:#}; if its spec lives in a folder of yours, list that folder in {}",
+                    at("connector"),
+                    specs::SPEC_PATH_VAR
+                ),
             };
             if let Err(e) = concurrency(&connector, Some(&c.concurrency.to_string())) {
                 bail!("{}: connection `{name}`: {e:#}", at("concurrency"));
