@@ -5,7 +5,7 @@
 //! input (never from an argument), checked against the connector's field rules, sealed in the
 //! credential store, and never displayed again.
 
-use std::io::{BufRead as _, IsTerminal as _, Read as _};
+use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -101,10 +101,17 @@ pub(crate) enum SecretsCmd {
     Keys,
 }
 
-/// Where workspace commands look for `weft.toml`.
+/// Where workspace commands look for `weft.toml`: the `--workspace` folder, which must hold
+/// one, else the current folder (and those above it).
 pub(crate) fn start_dir(workspace: Option<&Path>) -> Result<PathBuf> {
     match workspace {
-        Some(dir) => Ok(dir.to_path_buf()),
+        Some(dir) if dir.join(workspace::FILE_NAME).is_file() => Ok(dir.to_path_buf()),
+        Some(dir) => bail!(
+            "--workspace {}: there is no {} in that folder; create one with `weft init {}`, or point --workspace at the folder holding it",
+            dir.display(),
+            workspace::FILE_NAME,
+            dir.display()
+        ),
         None => std::env::current_dir().context("cannot read the current folder"),
     }
 }
@@ -115,9 +122,9 @@ pub(crate) fn init(
     workspace: Option<&Path>,
     io: &mut Io<'_>,
 ) -> Result<u8> {
-    let dir = match dir {
+    let dir = match dir.or_else(|| workspace.map(Path::to_path_buf)) {
         Some(d) => d,
-        None => start_dir(workspace)?,
+        None => std::env::current_dir().context("cannot read the current folder")?,
     };
     // A template into an existing workspace is fine; a second weft.toml is not.
     let existing = dir.join(workspace::FILE_NAME).is_file();
@@ -149,7 +156,11 @@ fn scope_pair(workspace: Option<&Path>) -> Result<(Option<Workspace>, Workspace)
         Err(workspace::WorkspaceError::NotFound { .. }) => None,
         Err(err) => return Err(err.into()),
     };
-    Ok((ws, Workspace::user()?))
+    // Hand-edited files meet the same rules as what the commands write.
+    let mut all: Vec<Workspace> = ws.into_iter().chain(Some(Workspace::user()?)).collect();
+    crate::cmd_connection::check_declared(&all)?;
+    let user = all.pop().context("the user scope")?;
+    Ok((all.pop(), user))
 }
 
 /// Every scope in lookup order: the workspace (when one is found), then the user scope.
@@ -167,7 +178,8 @@ pub(crate) fn confirm(question: &str, what: &str, yes: bool, io: &mut Io<'_>) ->
     if !std::io::stdin().is_terminal() {
         bail!("{what} cannot be undone; pass --yes to confirm");
     }
-    eprint!("{question} This cannot be undone. [y/N] ");
+    write!(io.err, "{question} This cannot be undone. [y/N] ")?;
+    io.err.flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     let go = matches!(answer.trim(), "y" | "Y" | "yes");
@@ -228,7 +240,8 @@ fn read_client_id(field: &Field, given: Option<String>) -> Result<String> {
     let typed = match given {
         Some(id) => id,
         None if std::io::stdin().is_terminal() => {
-            eprint!("{}: ", field.label);
+            // A prompt that cannot be shown is no reason to fail (and `eprint!` would panic).
+            let _ = write!(std::io::stderr(), "{}: ", field.label);
             let mut line = String::new();
             std::io::stdin()
                 .lock()
@@ -299,6 +312,7 @@ fn view<'a>(name: &'a str, client: &'a Client, scope: &Workspace) -> Result<Clie
 pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
     match cmd {
         ClientCmd::Add(args) => {
+            workspace::check_name("client", &args.name).map_err(anyhow::Error::msg)?;
             let (ws, user) = scope_pair(workspace)?;
             for scope in ws.iter().chain(Some(&user)) {
                 if scope.file.clients.contains_key(&args.name) {
@@ -355,18 +369,17 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                     "no OAuth clients yet; add one with `weft client add NAME --connector ID`"
                 )?;
             } else {
-                writeln!(
-                    io.out,
-                    "{:<20} {:<10} {:<10} {:<8} CLIENT ID",
-                    "NAME", "CONNECTOR", "SCOPE", "SECRET"
-                )?;
+                let mut table = crate::table::Columns::new(&[
+                    "NAME",
+                    "CONNECTOR",
+                    "SCOPE",
+                    "SECRET",
+                    "CLIENT ID",
+                ]);
                 for r in rows {
-                    writeln!(
-                        io.out,
-                        "{:<20} {:<10} {:<10} {:<8} {}",
-                        r.name, r.connector, r.scope, r.secret, r.client_id
-                    )?;
+                    table.row([r.name, r.connector, r.scope, r.secret, r.client_id]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }
@@ -383,7 +396,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                 writeln!(io.out, "client ID:  {}", v.client_id)?;
                 writeln!(io.out, "scope:      {}", v.scope)?;
                 let secret = if v.secret == "stored" {
-                    "stored, sealed (never shown; `weft client edit` to replace it)".to_owned()
+                    format!("stored, sealed (never shown; `weft client edit {name}` to replace it)")
                 } else {
                     format!("missing; run `weft client edit {name}`")
                 };
@@ -425,7 +438,7 @@ pub(crate) fn run(cmd: ClientCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> 
                 .iter()
                 .chain(Some(&user))
                 .flat_map(|s| s.file.connections.iter())
-                .filter(|(_, c)| c.client == name)
+                .filter(|(_, c)| c.client.as_deref() == Some(name.as_str()))
                 .map(|(n, _)| n)
                 .collect();
             if !users.is_empty() {

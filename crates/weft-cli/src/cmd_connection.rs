@@ -8,7 +8,7 @@ use std::path::Path;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use weft_core::form::{self, FieldValue};
@@ -39,6 +39,14 @@ pub(crate) enum ConnectionCmd {
     },
     /// Change a connection's client, concurrency level or borrowing.
     Edit(EditArgs),
+    /// Rename a connection: in weft.toml, its sealed credentials, the connections borrowing its
+    /// concurrency, and the workspace's flows that name it.
+    Rename {
+        /// The connection's current name.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
     /// Delete a connection, revoking its grant at the provider when the connector allows; this
     /// cannot be undone.
     Delete {
@@ -59,6 +67,9 @@ pub(crate) enum ConnectionCmd {
     Test {
         /// Connection name.
         name: String,
+        /// Test this organisation only (by default every one the connection reaches).
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
     },
     /// Authorize the connection at the provider: a browser consent that comes back to a local
     /// callback URL; the tokens are sealed, and the organisations the consent connected are
@@ -84,9 +95,10 @@ pub(crate) struct CreateArgs {
     /// Connector id (`kantata`, `xero`, or a former name such as `mavenlink`).
     #[arg(long)]
     connector: String,
-    /// The OAuth client to authorize with (see `weft client list`).
+    /// The OAuth client to authorize with (see `weft client list`); not needed with
+    /// --token-stdin.
     #[arg(long)]
-    client: String,
+    client: Option<String>,
     /// Calls in flight at once; the connector's default when left out.
     #[arg(long, conflicts_with = "borrow_concurrency_from")]
     concurrency: Option<String>,
@@ -211,6 +223,53 @@ fn host_overrides(
     Ok(into)
 }
 
+/// Checks every client and connection of `all` (as loaded, perhaps edited by hand) with the
+/// rules `client add`, `connection create` and `connection edit` apply, naming the file and
+/// line of the first problem.
+pub(crate) fn check_declared(all: &[Workspace]) -> Result<()> {
+    for scope in all {
+        for (name, client) in &scope.file.clients {
+            if let Err(e) = specs::find(&client.connector) {
+                bail!(
+                    "{}: client `{name}`: {e:#}",
+                    scope.locate(&["clients", name, "connector"])
+                );
+            }
+        }
+        for (name, c) in &scope.file.connections {
+            let at = |key: &str| scope.locate(&["connections", name, key]);
+            let connector = match specs::find(&c.connector) {
+                Ok(spec) => spec.id().to_owned(),
+                Err(e) => bail!(
+                    "{}: connection `{name}`: {e:#}; if its spec lives in a folder of yours, list that folder in {}",
+                    at("connector"),
+                    specs::SPEC_PATH_VAR
+                ),
+            };
+            if let Err(e) = concurrency(&connector, Some(&c.concurrency.to_string())) {
+                bail!("{}: connection `{name}`: {e:#}", at("concurrency"));
+            }
+            if let Some(client) = &c.client
+                && let Err(e) = check_client(all, client, &connector)
+            {
+                bail!("{}: connection `{name}`: {e:#}", at("client"));
+            }
+            if let Some(lender) = &c.borrow_concurrency_from
+                && let Err(e) = check_borrow(all, name, lender, &connector)
+            {
+                bail!(
+                    "{}: connection `{name}`: {e:#}",
+                    at("borrow-concurrency-from")
+                );
+            }
+            if let Err(e) = host_overrides(&connector, &[], c.hosts.clone()) {
+                bail!("{}: connection `{name}`: {e:#}", at("hosts"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `client` exists (in any scope) and belongs to `connector`.
 fn check_client(scopes: &[Workspace], client: &str, connector: &str) -> Result<()> {
     let found = scopes.iter().find_map(|s| s.file.clients.get(client));
@@ -321,6 +380,8 @@ fn status(scope: &Workspace, name: &str, c: &Connection) -> Result<(&'static str
 pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
     match cmd {
         ConnectionCmd::Create(args) => {
+            weft_engine::workspace::check_name("connection", &args.name)
+                .map_err(anyhow::Error::msg)?;
             let mut all = scopes(workspace)?;
             if find_connection(&all, &args.name).is_some() {
                 bail!(
@@ -329,11 +390,15 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     args.name
                 );
             }
-            if args.name.trim().is_empty() || args.name.trim() != args.name {
-                bail!("a connection name cannot be empty or start or end with spaces");
+            let spec = specs::find(&args.connector)?;
+            let connector = spec.id().to_owned();
+            match &args.client {
+                Some(client) => check_client(&all, client, &connector)?,
+                None if spec.file().auth.oauth2.is_some() && !args.token_stdin => bail!(
+                    "pass --client CLIENT, the OAuth client to authorize with (see `weft client list`); only a connection given a pasted token with --token-stdin needs none"
+                ),
+                None => {}
             }
-            let connector = specs::find(&args.connector)?.id().to_owned();
-            check_client(&all, &args.client, &connector)?;
             let level = concurrency(&connector, args.concurrency.as_deref())?;
             let hosts = host_overrides(&connector, &args.hosts, BTreeMap::new())?;
             if let Some(lender) = &args.borrow_concurrency_from {
@@ -407,28 +472,31 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     "no connections yet; create one with `weft connection create NAME --connector ID --client CLIENT`"
                 )?;
             } else {
-                writeln!(
-                    io.out,
-                    "{:<20} {:<10} {:<10} {:<12} {:<20} {:<20} USE BY",
-                    "NAME", "CONNECTOR", "SCOPE", "CONCURRENCY", "CLIENT", "STATUS"
-                )?;
+                let mut table = crate::table::Columns::new(&[
+                    "NAME",
+                    "CONNECTOR",
+                    "SCOPE",
+                    "CONCURRENCY",
+                    "CLIENT",
+                    "STATUS",
+                    "USE BY",
+                ]);
                 for r in rows {
                     let level = match &r.connection.borrow_concurrency_from {
                         Some(lender) => format!("from {lender}"),
                         None => r.connection.concurrency.to_string(),
                     };
-                    writeln!(
-                        io.out,
-                        "{:<20} {:<10} {:<10} {:<12} {:<20} {:<20} {}",
+                    table.row([
                         r.name,
-                        r.connection.connector,
+                        &r.connection.connector,
                         r.scope,
-                        level,
-                        r.connection.client,
+                        &level,
+                        r.connection.client.as_deref().unwrap_or("-"),
                         r.status,
-                        r.use_by.as_deref().unwrap_or("-")
-                    )?;
+                        r.use_by.as_deref().unwrap_or("-"),
+                    ]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }
@@ -451,7 +519,10 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             } else {
                 writeln!(io.out, "name:         {name}")?;
                 writeln!(io.out, "connector:    {}", c.connector)?;
-                writeln!(io.out, "client:       {}", c.client)?;
+                match &c.client {
+                    Some(client) => writeln!(io.out, "client:       {client}")?,
+                    None => writeln!(io.out, "client:       none (a pasted token)")?,
+                }
                 writeln!(io.out, "scope:        {}", view.scope)?;
                 writeln!(io.out, "concurrency:  {}", c.concurrency)?;
                 if let Some(lender) = &c.borrow_concurrency_from {
@@ -492,7 +563,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let mut updated = all[index].file.connections[&args.name].clone();
             if let Some(client) = args.client {
                 check_client(&all, &client, &updated.connector)?;
-                updated.client = client;
+                updated.client = Some(client);
             }
             if let Some(level) = args.concurrency.as_deref() {
                 if let Some(field) = specs::find(&updated.connector)?
@@ -504,8 +575,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     crate::cmd_client::editable(
                         field,
                         &format!(
-                            "weft connection create NEW --connector {} --client {}",
-                            updated.connector, updated.client
+                            "weft connection create NEW --connector {}{}",
+                            updated.connector,
+                            updated
+                                .client
+                                .as_ref()
+                                .map(|c| format!(" --client {c}"))
+                                .unwrap_or_default()
                         ),
                     )?;
                 }
@@ -589,7 +665,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     io.out,
                     "kept the grant at the provider: {} of the same OAuth client `{}` still use it; nothing was disconnected there",
                     sharing.join(", "),
-                    deleted.client
+                    deleted.client.as_deref().unwrap_or("-")
                 )?;
             }
             if !no_revoke && sharing.is_empty() {
@@ -610,7 +686,10 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             writeln!(io.out, "deleted connection `{name}`")?;
             Ok(0)
         }
-        ConnectionCmd::Test { name } => crate::cmd_use::test(&name, workspace, io),
+        ConnectionCmd::Test { name, tenant } => {
+            crate::cmd_use::test(&name, tenant.as_deref(), workspace, io)
+        }
+        ConnectionCmd::Rename { name, new_name } => rename(&name, &new_name, workspace, io),
         ConnectionCmd::Authorize { name, options } => {
             connect::authorize(&name, &options, workspace, io)
         }
@@ -619,4 +698,104 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             Ok(0)
         }
     }
+}
+
+/// `weft connection rename NAME NEW_NAME`. The credentials are sealed under the new name before
+/// anything else changes and the old record goes last, so a failure in between leaves the
+/// credentials under both names, never under none.
+fn rename(old: &str, new: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    use weft_engine::workspace::{Scope, check_name, connection_tokens_id};
+    check_name("connection", new).map_err(anyhow::Error::msg)?;
+    let mut all = scopes(workspace)?;
+    let Some(index) = all
+        .iter()
+        .position(|s| s.file.connections.contains_key(old))
+    else {
+        bail!("no connection `{old}`; see `weft connection list`");
+    };
+    if find_connection(&all, new).is_some() {
+        bail!("a connection `{new}` already exists; choose another name");
+    }
+    let mut store = all[index].secrets()?;
+    let tokens = store.get(&connection_tokens_id(old))?;
+    if let Some(tokens) = &tokens {
+        store.put(&connection_tokens_id(new), tokens)?;
+    }
+    for (i, scope) in all.iter_mut().enumerate() {
+        let mut changed = i == index;
+        for c in scope.file.connections.values_mut() {
+            if c.borrow_concurrency_from.as_deref() == Some(old) {
+                c.borrow_concurrency_from = Some(new.to_owned());
+                changed = true;
+            }
+        }
+        if i == index {
+            // The entry keeps its place in the file.
+            let connections = std::mem::take(&mut scope.file.connections);
+            scope.file.connections = connections
+                .into_iter()
+                .map(|(n, c)| (if n == old { new.to_owned() } else { n }, c))
+                .collect();
+        }
+        if changed {
+            scope.save()?;
+        }
+    }
+    let mut flows = Vec::new();
+    if let Some(ws) = all.iter().find(|s| s.scope() == Scope::Workspace) {
+        flows = rename_in_flows(&ws.dir().join("flows"), old, new)?;
+    }
+    if tokens.is_some() {
+        store.remove(&connection_tokens_id(old))?;
+    }
+    writeln!(io.out, "renamed connection `{old}` to `{new}`")?;
+    for path in flows {
+        writeln!(io.out, "updated {}", path.display())?;
+    }
+    Ok(0)
+}
+
+/// Replaces connection name `old` by `new` where flows in `dir` name it (`source.connection`,
+/// `destination.connection`), changing nothing else in the files. Returns the files changed.
+fn rename_in_flows(dir: &Path, old: &str, new: &str) -> Result<Vec<std::path::PathBuf>> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut changed = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // A flow that does not parse is reported by its own checks when it is used.
+        let Ok(root) = DeTable::parse(&text) else {
+            continue;
+        };
+        let mut spans: Vec<std::ops::Range<usize>> = ["source", "destination"]
+            .iter()
+            .filter_map(|section| match root.get_ref().get(*section)?.get_ref() {
+                DeValue::Table(t) => t.get("connection"),
+                _ => None,
+            })
+            .filter(|v| matches!(v.get_ref(), DeValue::String(s) if s == old))
+            .map(|v| v.span())
+            .collect();
+        drop(root);
+        if spans.is_empty() {
+            continue;
+        }
+        spans.sort_by_key(|s| std::cmp::Reverse(s.start));
+        let quoted = toml::Value::String(new.to_owned()).to_string();
+        for span in spans {
+            text.replace_range(span, &quoted);
+        }
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        changed.push(path);
+    }
+    changed.sort();
+    Ok(changed)
 }

@@ -21,8 +21,12 @@ pub(crate) enum ConnectorsCmd {
         /// Connector id (or a former name, such as `mavenlink`).
         id: String,
         /// Print JSON (the whole spec) instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "markdown")]
         json: bool,
+        /// Print the Markdown reference itself (as in docs/connectors/) instead of text laid
+        /// out for a terminal.
+        #[arg(long)]
+        markdown: bool,
         /// Port of the local callback server, as in the callback URL.
         #[arg(long, default_value_t = DEFAULT_CALLBACK_PORT, value_parser = clap::value_parser!(u16).range(1..))]
         callback_port: u16,
@@ -73,32 +77,28 @@ pub(crate) fn run(cmd: ConnectorsCmd, io: &mut Io<'_>) -> Result<u8> {
                 serde_json::to_writer_pretty(&mut *io.out, &rows)?;
                 writeln!(io.out)?;
             } else {
-                let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-                writeln!(
-                    io.out,
-                    "{:width$}  {:<24} {:<8} RESOURCES",
-                    "ID", "NAME", "VERSION"
-                )?;
+                let mut table =
+                    crate::table::Columns::new(&["ID", "NAME", "VERSION", "RESOURCES"]).right(&[3]);
                 for r in &rows {
                     let mut name = r.name.to_owned();
                     if !r.former_names.is_empty() {
                         name = format!("{name} (was {})", r.former_names.join(", "));
                     }
-                    writeln!(
-                        io.out,
-                        "{:width$}  {:<24} {:<8} {}",
-                        r.id,
+                    table.row([
+                        r.id.to_owned(),
                         name,
-                        r.version,
-                        r.resources.len()
-                    )?;
+                        r.version.to_owned(),
+                        r.resources.len().to_string(),
+                    ]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }
         ConnectorsCmd::Show {
             id,
             json,
+            markdown,
             callback_port,
         } => {
             let spec = specs::find(&id)?;
@@ -117,8 +117,11 @@ pub(crate) fn run(cmd: ConnectorsCmd, io: &mut Io<'_>) -> Result<u8> {
                     },
                 )?;
                 writeln!(io.out)?;
-            } else {
+            } else if markdown {
                 write!(io.out, "{}", docs::markdown(&spec, &url))?;
+            } else {
+                let text = crate::render::markdown_to_text(&docs::markdown(&spec, &url));
+                write!(io.out, "{text}")?;
             }
             Ok(0)
         }

@@ -90,25 +90,26 @@ pub(crate) fn run(cmd: PluginsCmd, io: &mut Io<'_>) -> Result<u8> {
         )?;
         return Ok(0);
     }
+    let mut table = crate::table::Columns::new(&["NAME", "VERSION", "ABI", "PROVIDES", "PATH"]);
     for row in &listed {
-        match &row.error {
+        let provides = match &row.error {
             None => {
                 let mut provides: Vec<String> =
                     row.hooks.iter().map(|h| format!("{h} hook")).collect();
                 provides.extend(row.operations.iter().map(|o| (*o).to_owned()));
-                writeln!(
-                    io.out,
-                    "{:<12} {:<8} ABI {}  {}  {}",
-                    row.name,
-                    row.version.as_deref().unwrap_or_default(),
-                    row.abi.unwrap_or_default(),
-                    provides.join(", "),
-                    row.path
-                )?;
+                provides.join(", ")
             }
-            Some(error) => writeln!(io.out, "{:<12} ✘ {error}", row.name)?,
-        }
+            Some(error) => format!("✘ {error}"),
+        };
+        table.row([
+            row.name.clone(),
+            row.version.clone().unwrap_or_else(|| "-".to_owned()),
+            row.abi.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            provides,
+            row.path.clone(),
+        ]);
     }
+    table.write(io.out)?;
     Ok(u8::from(failed))
 }
 
@@ -156,7 +157,10 @@ pub(crate) fn doctor(io: &mut Io<'_>) -> Result<u8> {
     writeln!(io.out, "Plugins (searched: {})", dirs(&plugins))?;
     let discovered = plugins.discover();
     if discovered.is_empty() {
-        writeln!(io.out, "  none found")?;
+        writeln!(
+            io.out,
+            "  none found (the connectors' plugins are built with `cargo xtask plugins build`)"
+        )?;
     }
     for (name, _) in &discovered {
         match plugins.get(name) {
@@ -166,29 +170,92 @@ pub(crate) fn doctor(io: &mut Io<'_>) -> Result<u8> {
     }
     writeln!(io.out, "Hooks")?;
     let mut any = false;
+    let mut unbuilt = Vec::new();
     for spec in &loaded {
         for (key, plugin, outcome) in hooks::check(spec.file(), &plugins) {
             any = true;
-            match outcome {
-                Ok(()) => writeln!(
+            match hook_state(&plugin, outcome, shipped) {
+                HookState::Ready => writeln!(
                     io.out,
                     "  {} {} {key} → plugin `{plugin}`",
                     mark(true),
                     spec.id()
                 )?,
-                Err(err) => writeln!(io.out, "  {} {} {key}: {err}", mark(false), spec.id())?,
+                HookState::NotBuilt => {
+                    writeln!(
+                        io.out,
+                        "  ○ {} {key} → plugin `{plugin}`, not built yet",
+                        spec.id()
+                    )?;
+                    if !unbuilt.contains(&plugin) {
+                        unbuilt.push(plugin);
+                    }
+                }
+                HookState::Broken(err) => {
+                    writeln!(io.out, "  {} {} {key}: {err}", mark(false), spec.id())?;
+                }
             }
         }
     }
     if !any {
         writeln!(io.out, "  no spec names a plugin")?;
     }
+    if !unbuilt.is_empty() {
+        writeln!(
+            io.err,
+            "not built yet: plugin(s) {}; build them with `cargo xtask plugins build` (the specs that need them work once they are)",
+            unbuilt.join(", ")
+        )?;
+    }
     if failures > 0 {
         writeln!(io.err, "{failures} problems found")?;
         return Ok(1);
     }
-    writeln!(io.err, "everything is in order")?;
+    if unbuilt.is_empty() {
+        writeln!(io.err, "everything is in order")?;
+    } else {
+        writeln!(io.err, "everything else is in order")?;
+    }
     Ok(0)
+}
+
+/// Where a spec's plugin reference stands in `weft doctor`.
+#[derive(Debug)]
+enum HookState {
+    /// Found, loaded, and it provides what the spec asks.
+    Ready,
+    /// Not found, but its package is in this checkout's `connectors/`: it has not been built
+    /// yet, which `cargo xtask plugins build` does (a fresh clone's state, not a fault).
+    NotBuilt,
+    /// Missing for good, or found and broken.
+    Broken(hooks::HookError),
+}
+
+/// Classifies the outcome of checking plugin `name`; `shipped` says whether this checkout has
+/// a package that builds it.
+fn hook_state(
+    name: &str,
+    outcome: Result<(), hooks::HookError>,
+    shipped: impl Fn(&str) -> bool,
+) -> HookState {
+    match outcome {
+        Ok(()) => HookState::Ready,
+        Err(hooks::HookError::Load(weft_engine::plugin::LoadError::NotFound { .. }))
+            if shipped(name) =>
+        {
+            HookState::NotBuilt
+        }
+        Err(err) => HookState::Broken(err),
+    }
+}
+
+/// Whether the checkout Weft was built from has a connector package building plugin `name`.
+fn shipped(name: &str) -> bool {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../connectors")
+        .join(name)
+        .join("Cargo.toml")
+        .is_file()
 }
 
 fn describe(plugin: &Plugin) -> String {
@@ -428,4 +495,51 @@ fn flush(
         writeln!(io.out, "{}", serde_json::to_string(&line)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use weft_engine::hooks::HookError;
+    use weft_engine::plugin::LoadError;
+
+    use super::{HookState, hook_state, shipped};
+
+    fn not_found(name: &str) -> Result<(), HookError> {
+        Err(HookError::Load(LoadError::NotFound {
+            name: name.to_owned(),
+            file: format!("libweft_plugin_{name}.so"),
+            searched: vec![PathBuf::from("/nowhere")],
+        }))
+    }
+
+    #[test]
+    fn a_plugin_not_built_yet_is_told_from_a_missing_or_broken_one() {
+        // The files connector ships in this checkout: not found means not built yet.
+        assert!(shipped("files"));
+        assert!(matches!(
+            hook_state("files", not_found("files"), shipped),
+            HookState::NotBuilt
+        ));
+        // A plugin no package builds is missing for good.
+        assert!(!shipped("ledger-sync"));
+        assert!(matches!(
+            hook_state("ledger-sync", not_found("ledger-sync"), shipped),
+            HookState::Broken(_)
+        ));
+        // Found but not loadable is broken, shipped or not.
+        let bad = Err(HookError::Load(LoadError::BadManifest {
+            path: PathBuf::from("/x/libweft_plugin_files.so"),
+            reason: "not JSON".to_owned(),
+        }));
+        assert!(matches!(
+            hook_state("files", bad, shipped),
+            HookState::Broken(_)
+        ));
+        assert!(matches!(
+            hook_state("files", Ok(()), shipped),
+            HookState::Ready
+        ));
+    }
 }

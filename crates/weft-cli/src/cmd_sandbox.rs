@@ -207,28 +207,30 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
         )?;
         writeln!(
             io.out,
-            "\nTo point a workspace at the sandbox (the secrets are read from standard input):"
+            "\nTo point a workspace at the sandbox (the secrets are read from standard input; the names are those `weft init --template kantata-xero` and its flow use):"
         )?;
         writeln!(
             io.out,
-            "  echo {} | weft client add kantata-demo --connector kantata --client-id {} --secret-stdin",
+            "  echo {} | weft client add kantata-app --connector kantata --client-id {} --secret-stdin",
             info.kantata.client_secret, info.kantata.client_id
         )?;
         writeln!(
             io.out,
-            "  weft connection create kantata-demo --connector kantata --client kantata-demo --host app={} --host api={}",
+            "  weft connection create kantata --connector kantata --client kantata-app --host app={} --host api={}",
             info.kantata.app_url, info.kantata.api_url
         )?;
         writeln!(
             io.out,
-            "  echo {} | weft client add xero-demo --connector xero --client-id {} --secret-stdin",
+            "  echo {} | weft client add xero-app --connector xero --client-id {} --secret-stdin",
             info.xero.client_secret, info.xero.client_id
         )?;
         writeln!(
             io.out,
-            "  weft connection create xero-demo --connector xero --client xero-demo --host login={} --host identity={} --host api={}",
+            "  weft connection create xero --connector xero --client xero-app --host login={} --host identity={} --host api={}",
             info.xero.login_url, info.xero.identity_url, info.xero.api_url
         )?;
+        writeln!(io.out, "  weft connection authorize kantata --no-browser")?;
+        writeln!(io.out, "  weft connection authorize xero --no-browser")?;
         writeln!(
             io.out,
             "These are sandbox credentials for the simulators only; nothing here reaches Kantata or Xero."

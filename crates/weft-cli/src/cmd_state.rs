@@ -179,9 +179,7 @@ pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
                     flow.unwrap_or("FLOW")
                 )?;
             } else {
-                writeln!(
-                    io.out,
-                    "{:>5} {:<16} {:<19} {:>8} {:<10} {:<4} {:>6} {:>7} {:>7} {:>9} {:>6} {:>6} {:>8}",
+                let mut table = crate::table::Columns::new(&[
                     "ID",
                     "FLOW",
                     "STARTED (UTC)",
@@ -194,30 +192,30 @@ pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
                     "UNCHANGED",
                     "FAILED",
                     "CALLS",
-                    "WAITED"
-                )?;
+                    "WAITED",
+                ])
+                .right(&[0, 3, 6, 7, 8, 9, 10, 11, 12]);
                 for r in &runs {
                     let s = &r.summary;
-                    writeln!(
-                        io.out,
-                        "{:>5} {:<16} {:<19} {:>8} {:<10} {:<4} {:>6} {:>7} {:>7} {:>9} {:>6} {:>6} {:>8}",
-                        r.id,
-                        r.flow,
+                    table.row([
+                        r.id.to_string(),
+                        r.flow.clone(),
                         time(r.started_ms),
                         r.finished_ms
                             .map(|f| duration(f.saturating_sub(r.started_ms)))
                             .unwrap_or_else(|| "-".to_owned()),
-                        outcome(r, &state),
-                        if r.dry_run { "yes" } else { "no" },
-                        s.read,
-                        s.created,
-                        s.updated,
-                        s.unchanged,
-                        s.failed,
-                        s.calls,
-                        duration(s.waited_ms)
-                    )?;
+                        outcome(r, &state).to_string(),
+                        (if r.dry_run { "yes" } else { "no" }).to_owned(),
+                        s.read.to_string(),
+                        s.created.to_string(),
+                        s.updated.to_string(),
+                        s.unchanged.to_string(),
+                        s.failed.to_string(),
+                        s.calls.to_string(),
+                        duration(s.waited_ms),
+                    ]);
                 }
+                table.write(io.out)?;
             }
             Ok(0)
         }
@@ -339,14 +337,12 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
                 } else {
                     writeln!(
                         io.out,
-                        "no errors{}; records that fail in `weft sync run` wait here with their reason",
+                        "no errors{}; records that fail in `weft sync run FLOW` wait here with their reason",
                         flow.map(|f| format!(" in flow `{f}`")).unwrap_or_default()
                     )?;
                 }
             } else {
-                writeln!(
-                    io.out,
-                    "{:>5} {:<16} {:<10} {:<16} {:<8} {:<8} {:>8} {:<19} MESSAGE",
+                let mut table = crate::table::Columns::new(&[
                     "ID",
                     "FLOW",
                     "KIND",
@@ -354,23 +350,24 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
                     "STAGE",
                     "STATUS",
                     "ATTEMPTS",
-                    "LAST SEEN (UTC)"
-                )?;
+                    "LAST SEEN (UTC)",
+                    "MESSAGE",
+                ])
+                .right(&[0, 6]);
                 for e in &list {
-                    writeln!(
-                        io.out,
-                        "{:>5} {:<16} {:<10} {:<16} {:<8} {:<8} {:>8} {:<19} {}",
-                        e.id,
-                        e.flow,
-                        e.kind,
-                        e.source_id,
-                        e.stage,
-                        e.status,
-                        e.attempts,
+                    table.row([
+                        e.id.to_string(),
+                        e.flow.clone(),
+                        e.kind.to_string(),
+                        e.source_id.clone(),
+                        e.stage.to_string(),
+                        e.status.to_string(),
+                        e.attempts.to_string(),
                         time(e.last_seen_ms),
-                        clip(&e.message, 60)
-                    )?;
+                        clip(&e.message, 60),
+                    ]);
                 }
+                table.write(io.out)?;
                 if list.iter().any(|e| !e.is_closed()) {
                     writeln!(
                         io.out,
@@ -422,9 +419,12 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
             } else {
                 writeln!(
                     io.out,
-                    "{n} error{} marked for retry: the next `weft sync run` of {} reads {} again",
+                    "{n} error{} marked for retry: {} reads {} again",
                     if n == 1 { "" } else { "s" },
-                    flow.map_or_else(|| "each flow".to_owned(), |f| format!("`{f}`")),
+                    flow.map_or_else(
+                        || "the next `weft sync run FLOW` of each flow".to_owned(),
+                        |f| format!("the next `weft sync run {f}`")
+                    ),
                     if n == 1 {
                         "its record"
                     } else {

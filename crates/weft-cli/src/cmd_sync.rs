@@ -2,7 +2,6 @@
 //! templates of `weft init --template`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -296,17 +295,12 @@ pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u
             wait,
             json,
         } => {
-            let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_message(format!("running flow `{flow}`…"));
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bar
-            });
-            let tell = |what: &str| {
-                if let Some(bar) = &spinner {
-                    bar.set_message(format!("{flow}: {what}"));
-                }
-            };
+            let progress = crate::progress::Progress::spinner(
+                !json,
+                "{spinner} {msg}",
+                format!("running flow `{flow}`…"),
+            );
+            let tell = |what: &str| progress.message(format!("{flow}: {what}"));
             let report = run_flow(
                 &flow,
                 dir,
@@ -317,9 +311,7 @@ pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u
                     progress: Some(&tell),
                 },
             );
-            if let Some(bar) = spinner {
-                bar.finish_and_clear();
-            }
+            drop(progress);
             let report = match report {
                 Ok(r) => r,
                 Err(e)

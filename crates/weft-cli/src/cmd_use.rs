@@ -5,7 +5,6 @@
 //! and, for reads, the pager, streaming one JSON record per line.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -101,7 +100,7 @@ fn failure(name: &str, err: &SessionError) -> (u8, String) {
             ErrorClass::Unauthorized | ErrorClass::TokenExpired => (
                 exit::UNAUTHORIZED,
                 format!(
-                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
+                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit CLIENT`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
                 ),
             ),
             ErrorClass::Forbidden => (
@@ -154,69 +153,112 @@ fn failure(name: &str, err: &SessionError) -> (u8, String) {
     }
 }
 
-/// `weft connection test NAME`.
-pub(crate) fn test(name: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+/// `weft connection test NAME [--tenant ID]`: the spec's test call, once per organisation the
+/// connection reaches (or for the one `--tenant` names), one line each. The exit code is the
+/// first failure's.
+pub(crate) fn test(
+    name: &str,
+    wanted: Option<&str>,
+    workspace: Option<&Path>,
+    io: &mut Io<'_>,
+) -> Result<u8> {
     let opened = connect::open(name, workspace)?;
+    let file = opened.session.spec().file();
+    let resource = &file.resources[&file.test.resource];
+    let tenants: Vec<Option<Tenant>> = if !file.is_tenanted(resource) {
+        if wanted.is_some() {
+            bail!(
+                "connector `{}` has no organisations to choose from; leave out --tenant",
+                file.id
+            );
+        }
+        vec![None]
+    } else if wanted.is_some() || opened.connection.tenants.len() < 2 {
+        vec![tenant(&opened.connection, wanted)?]
+    } else {
+        opened
+            .connection
+            .tenants
+            .iter()
+            .map(|t| {
+                Some(Tenant {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                })
+            })
+            .collect()
+    };
+    let runtime = connect::runtime()?;
+    let mut code = 0;
+    for tenant in tenants {
+        let label = match &tenant {
+            Some(t) if opened.connection.tenants.len() > 1 => {
+                format!("connection `{name}` ({}, {})", t.name, t.id)
+            }
+            _ => format!("connection `{name}`"),
+        };
+        match test_one(name, &opened, tenant, &runtime)? {
+            Ok(description) => writeln!(io.out, "{label} works: {description}")?,
+            Err((failed, text)) => {
+                writeln!(io.err, "error: {label} failed its test: {text}")?;
+                if code == 0 {
+                    code = failed;
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// The spec's test call for one organisation (or none): the description of what answered, or
+/// the exit code and message of the failure.
+fn test_one(
+    name: &str,
+    opened: &connect::Opened,
+    tenant: Option<Tenant>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Result<String, (u8, String)>> {
     let session = &opened.session;
     let file = session.spec().file();
     let test = &file.test;
     let resource = &file.resources[&test.resource];
-    let tenant = if file.is_tenanted(resource) {
-        tenant(&opened.connection, None)?
-    } else {
-        None
-    };
     let ctx = RequestContext {
         tenant,
         ..RequestContext::with_field_defaults(file)
     };
-    let outcome = connect::runtime()?.block_on(session.call(
-        &test.resource,
-        OpKind::List,
-        &ctx,
-        &[],
-        &[],
-        None,
-    ));
-    match outcome {
-        Ok(answer) => {
-            let extract = resource
-                .list
-                .as_ref()
-                .map(|op| op.records.clone())
-                .unwrap_or(weft_core::model::Extract::Root);
-            let found = records(&answer.body, &extract)
-                .map_err(|e| anyhow!("the test answer is not what the spec describes: {e}"))?;
-            if !test.success_status.contains(&answer.status)
-                || (test.needs_record && found.is_empty())
-            {
-                writeln!(
-                    io.err,
-                    "error: the test call answered {} with {} record(s); the spec expects one of {:?} with a record",
-                    answer.status,
-                    found.len(),
-                    test.success_status
-                )?;
-                return Ok(1);
-            }
-            let env = weft_core::template::environment();
-            let description = test
-                .describe
-                .as_ref()
-                .and_then(|d| {
-                    env.render_str(d, minijinja::context! { record => found.first() })
-                        .ok()
-                })
-                .unwrap_or_default();
-            writeln!(io.out, "connection `{name}` works: {description}")?;
-            Ok(0)
-        }
-        Err(err) => {
-            let (code, text) = failure(name, &err);
-            writeln!(io.err, "error: connection `{name}` failed its test: {text}")?;
-            Ok(code)
-        }
+    let outcome =
+        runtime.block_on(session.call(&test.resource, OpKind::List, &ctx, &[], &[], None));
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(err) => return Ok(Err(failure(name, &err))),
+    };
+    let extract = resource
+        .list
+        .as_ref()
+        .map(|op| op.records.clone())
+        .unwrap_or(weft_core::model::Extract::Root);
+    let found = records(&answer.body, &extract)
+        .map_err(|e| anyhow!("the test answer is not what the spec describes: {e}"))?;
+    if !test.success_status.contains(&answer.status) || (test.needs_record && found.is_empty()) {
+        return Ok(Err((
+            1,
+            format!(
+                "the test call answered {} with {} record(s); the spec expects one of {:?} with a record",
+                answer.status,
+                found.len(),
+                test.success_status
+            ),
+        )));
     }
+    let env = weft_core::template::environment();
+    Ok(Ok(test
+        .describe
+        .as_ref()
+        .and_then(|d| {
+            env.render_str(d, minijinja::context! { record => found.first() })
+                .ok()
+        })
+        .unwrap_or_default()))
 }
 
 /// `weft read CONNECTION RESOURCE`: one JSON record per line on stdout, a progress line on a
@@ -268,17 +310,11 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         params: BTreeMap::new(),
         ..RequestContext::with_field_defaults(file)
     };
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message(args.resource.clone());
-        bar
-    });
+    let progress = crate::progress::Progress::spinner(
+        true,
+        "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
+        args.resource.clone(),
+    );
     let mut written: u64 = 0;
     let mut failed: Option<std::io::Error> = None;
     let outcome = connect::runtime()?.block_on(session.list(&args.resource, &ctx, |record| {
@@ -293,14 +329,10 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
             return ControlFlow::Break(());
         }
         written += 1;
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
+        progress.inc(1);
         ControlFlow::Continue(())
     }));
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    drop(progress);
     if let Some(e) = failed {
         // A closed pipe (`weft read … | head`) is the reader's choice, not a failure.
         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -55,23 +55,29 @@ fn oauth_app(
     connection: &Connection,
     port: u16,
 ) -> Result<Option<OAuthApp>> {
-    if spec.file().auth.oauth2.is_none() && spec.file().auth.client_credentials.is_none() {
+    // A connection given a pasted token has no OAuth client.
+    let uses_oauth =
+        spec.file().auth.oauth2.is_some() || spec.file().auth.client_credentials.is_some();
+    let (true, Some(name)) = (uses_oauth, &connection.client) else {
         return Ok(None);
-    }
+    };
     let Some((scope, client)) = all
         .iter()
-        .find_map(|s| s.file.clients.get(&connection.client).map(|c| (s, c)))
+        .find_map(|s| s.file.clients.get(name).map(|c| (s, c)))
     else {
         bail!(
-            "the connection's OAuth client `{}` does not exist; add it with `weft client add {} --connector {}`",
-            connection.client,
-            connection.client,
+            "the connection's OAuth client `{name}` does not exist; add it with `weft client add {name} --connector {}`",
             connection.connector
         );
     };
-    let secret = scope
-        .secrets()?
-        .get(&client_secret_id(&connection.client))?;
+    let secret = scope.secrets()?.get(&client_secret_id(name))?;
+    if secret.is_none() {
+        // Found now rather than at the provider, after the person went through consent.
+        bail!(
+            "the secret of OAuth client `{name}` is not in the credential store ({}); enter it again with `weft client edit {name}`",
+            scope.credentials_path().display()
+        );
+    }
     Ok(Some(OAuthApp::new(
         spec.file(),
         hosts,
@@ -163,6 +169,11 @@ pub(crate) fn authorize(
     let spec = specs::find(&connection.connector)?;
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let Some(app) = oauth_app(&all, &spec, &hosts, &connection, args.port)? else {
+        if spec.file().auth.oauth2.is_some() {
+            bail!(
+                "connection `{name}` has no OAuth client to authorize with; give it one with `weft connection edit {name} --client CLIENT` (see `weft client list`)"
+            );
+        }
         bail!(
             "connector `{}` does not authorize with OAuth; give the connection its token with `weft connection edit {} --token-stdin`",
             connection.connector,
@@ -180,9 +191,8 @@ pub(crate) fn authorize(
                 .map_err(|e| {
                     if e.is_invalid_client() {
                         anyhow!(
-                            "{e}; the provider does not accept the OAuth client `{}`: check its client ID and secret with `weft client edit {} --secret-stdin`",
-                            connection.client,
-                            connection.client
+                            "{e}; the provider does not accept the OAuth client `{client}`: check its client ID and secret with `weft client edit {client} --secret-stdin`",
+                            client = connection.client.as_deref().unwrap_or("CLIENT"),
                         )
                     } else {
                         anyhow!(e)
@@ -219,9 +229,8 @@ pub(crate) fn authorize(
             .map_err(|e| {
                 if e.is_invalid_client() {
                     anyhow!(
-                        "{e}; the provider does not accept the OAuth client `{}`: check its client ID, or generate a new secret at the provider and run `weft client edit {} --secret-stdin`",
-                        connection.client,
-                        connection.client
+                        "{e}; the provider does not accept the OAuth client `{client}`: check its client ID, or generate a new secret at the provider and run `weft client edit {client} --secret-stdin`",
+                        client = connection.client.as_deref().unwrap_or_default()
                     )
                 } else {
                     anyhow!(e)
@@ -233,7 +242,8 @@ pub(crate) fn authorize(
     all[index]
         .secrets()?
         .put(&connection_tokens_id(name), &tokens.to_sealed_json())?;
-    writeln!(io.out, "authorized connection `{}`", name)?;
+    // Messages go to stderr: stdout holds the authorize URL alone, for a script to pick up.
+    writeln!(io.err, "authorized connection `{}`", name)?;
 
     let Some(tenancy) = spec.file().tenants.clone() else {
         return Ok(0);
@@ -309,7 +319,7 @@ pub(crate) fn authorize(
     let total = target.tenants.len();
     all[index].save()?;
     writeln!(
-        io.out,
+        io.err,
         "tenant(s) added: {}; the connection reaches {total}",
         describe(&found)
     )?;

@@ -12,7 +12,10 @@ mod cmd_state;
 mod cmd_sync;
 mod cmd_use;
 mod connect;
+mod progress;
+mod render;
 mod specs;
+mod table;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -140,6 +143,8 @@ where
     };
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`weft … | head`) chose to; nothing failed.
+        Err(err) if is_broken_pipe(&err) => 0,
         Err(err) => {
             let _ = writeln!(io.err, "error: {err:#}");
             1
@@ -147,12 +152,27 @@ where
     }
 }
 
+/// Whether `err` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(BrokenPipe)
+    })
+}
+
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
     let mut out = stdout.lock();
-    let mut err = stderr.lock();
+    // Not locked for the whole command: the progress line's ticker thread writes to stderr too
+    // (see `progress`).
+    let mut err = std::io::stderr();
     let code = run(
         std::env::args_os(),
         &mut Io {

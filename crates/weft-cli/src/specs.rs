@@ -9,8 +9,24 @@ use weft_core::{Spec, builtin, load_file};
 /// Environment variable listing extra spec directories, separated like `PATH`.
 pub(crate) const SPEC_PATH_VAR: &str = "WEFT_SPEC_PATH";
 
-/// Every spec Weft can use; a spec with errors makes this fail with its diagnostics.
+/// Every spec Weft can use; a spec with errors makes this fail with its diagnostics. Loaded
+/// once per process and `WEFT_SPEC_PATH` value (a command looks connectors up many times).
 pub(crate) fn catalogue() -> Result<Vec<Spec>> {
+    type Loaded = Option<(Option<std::ffi::OsString>, Vec<Spec>)>;
+    static LOADED: std::sync::Mutex<Loaded> = std::sync::Mutex::new(None);
+    let path = std::env::var_os(SPEC_PATH_VAR);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((for_path, specs)) = loaded.as_ref()
+        && *for_path == path
+    {
+        return Ok(specs.clone());
+    }
+    let specs = load_catalogue()?;
+    *loaded = Some((path, specs.clone()));
+    Ok(specs)
+}
+
+fn load_catalogue() -> Result<Vec<Spec>> {
     let mut reports = builtin::load_all();
     if let Some(dirs) = std::env::var_os(SPEC_PATH_VAR) {
         for dir in std::env::split_paths(&dirs) {

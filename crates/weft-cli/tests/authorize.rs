@@ -9,40 +9,12 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Sandbox, authorize, callback, err, free_port, out};
+use common::{Sandbox, authorize, callback, err, free_port, out, xero_connection};
 use weft_harness::kantata::{KantataConfig, KantataSim};
 use weft_harness::xero::{Consent, XeroConfig, XeroLimits, XeroSim};
 
 fn ok(o: &std::process::Output) {
     assert!(o.status.success(), "{}", err(o));
-}
-
-fn xero_connection(s: &Sandbox, sim: &XeroSim, name: &str) {
-    s.guard(sim.client_secret());
-    s.add_client(
-        "xapp",
-        "xero",
-        sim.client_id(),
-        &format!("{}\n", sim.client_secret()),
-    );
-    let hosts = [
-        format!("login={}", sim.login_url()),
-        format!("identity={}", sim.identity_url()),
-        format!("api={}", sim.api_url()),
-    ];
-    let mut args = vec![
-        "connection",
-        "create",
-        name,
-        "--connector",
-        "xero",
-        "--client",
-        "xapp",
-    ];
-    for h in &hosts {
-        args.extend(["--host", h.as_str()]);
-    }
-    ok(&s.run(&args, None));
 }
 
 #[test]
@@ -83,7 +55,10 @@ fn kantata_add_client_create_authorize_test_and_read() {
     ));
     let (code, printed, stderr) = authorize(&s, "k", port, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(printed.contains("authorized connection `k`"), "{printed}");
+    assert!(stderr.contains("authorized connection `k`"), "{stderr}");
+    // --no-browser: stdout holds the authorize URL alone, for a script to pick up.
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    assert!(printed.starts_with("http"), "{printed}");
     assert!(stderr.contains(&callback(port)), "{stderr}");
 
     let test = s.run(&["connection", "test", "k"], None);
@@ -124,21 +99,18 @@ fn xero_two_organisations_each_read_from_the_right_one() {
     sim.set_consent(Consent::Grant {
         tenants: vec![a.0.clone()],
     });
-    let (code, printed, stderr) = authorize(&s, "x", port, &[]);
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        printed.contains(&a.1) && !printed.contains(&b.1),
-        "{printed}"
-    );
+    assert!(stderr.contains(&a.1) && !stderr.contains(&b.1), "{stderr}");
     ok(&s.run(&["connection", "test", "x"], None));
 
     // Authorizing again for B adds it; the consent listed both, only B is new.
     sim.set_consent(Consent::Grant {
         tenants: vec![b.0.clone()],
     });
-    let (code, printed, stderr) = authorize(&s, "x", port, &[]);
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(printed.contains("the connection reaches 2"), "{printed}");
+    assert!(stderr.contains("the connection reaches 2"), "{stderr}");
 
     // Two tenants: reading without choosing is refused, with the choices named.
     let unchosen = s.run(&["read", "x", "invoices"], None);

@@ -46,7 +46,14 @@ fn connectors_list_json_has_both_connectors() {
 
 #[test]
 fn connectors_show_xero_has_setup_with_callback_and_field_rules() {
-    let out = weft(&["connectors", "show", "xero", "--callback-port", "9123"]);
+    let out = weft(&[
+        "connectors",
+        "show",
+        "xero",
+        "--callback-port",
+        "9123",
+        "--markdown",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(

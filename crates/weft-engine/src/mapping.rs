@@ -167,11 +167,7 @@ mod tests {
     use super::*;
 
     fn eval(expr: &str) -> Result<Option<Value>, String> {
-        value(
-            "t",
-            expr,
-            &minijinja::context! { x => 50, rate => 12500 },
-        )
+        value("t", expr, &minijinja::context! { x => 50, rate => 12500 })
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Pager {
     cursor: Option<String>,
     requests: u64,
     done: bool,
+    /// The number of pages, once the provider has said it (a `page-count` stop).
+    count: Option<u64>,
 }
 
 impl Pager {
@@ -58,6 +60,7 @@ impl Pager {
             cursor: None,
             requests: 0,
             done: false,
+            count: None,
         }
     }
 
@@ -111,19 +114,20 @@ impl Pager {
         Some(q)
     }
 
-    /// The query of the page `ahead` positions after the next one, when the style numbers its
-    /// pages (page and offset styles), so several pages can be asked for at once; `None` for
-    /// cursors, which are known only from the previous answer.
+    /// The query of the page `ahead` positions after the next one, when the provider has said
+    /// that page exists (its page count), so pages known to exist can be asked for at once.
+    /// `None` otherwise: before the first answer, for short-page, empty-page, offset and cursor
+    /// paging, where only the answer to the previous page tells whether another follows, and
+    /// asking anyway would spend calls past the end of the list.
     pub fn lookahead(&self, ahead: u64) -> Option<Vec<(String, String)>> {
-        if self.done {
+        if self.done || ahead == 0 {
             return None;
         }
+        let (Pagination::Page { .. }, Some(count)) = (&self.style, self.count) else {
+            return None;
+        };
         let mut later = self.clone();
-        match &self.style {
-            Pagination::Page { .. } => later.page += ahead,
-            Pagination::Offset { size, .. } => later.offset += ahead * u64::from(*size),
-            Pagination::None | Pagination::Cursor { .. } => return None,
-        }
+        later.page = self.page.checked_add(ahead).filter(|p| *p <= count)?;
         later.next_query()
     }
 
@@ -133,17 +137,24 @@ impl Pager {
         if self.requests >= MAX_PAGES {
             return Err(PageError::TooManyPages);
         }
-        let stop = |stop: &PageStop, size: u32, position: u64| -> Result<bool, PageError> {
+        let count = |path: &str| {
+            at_path(body, path)
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .ok_or_else(|| PageError::NoPageCount {
+                    path: path.to_owned(),
+                })
+        };
+        let mut told = None;
+        let mut stop = |stop: &PageStop, size: u32, position: u64| -> Result<bool, PageError> {
             Ok(match stop {
                 PageStop::ShortPage => records < size as usize,
                 PageStop::EmptyPage => records == 0,
                 PageStop::PageCount { path } => {
-                    let count = at_path(body, path)
-                        .and_then(|v| {
-                            v.as_u64()
-                                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                        })
-                        .ok_or_else(|| PageError::NoPageCount { path: path.clone() })?;
+                    let count = count(path)?;
+                    told = Some(count);
                     position >= count
                 }
             })
@@ -156,6 +167,7 @@ impl Pager {
                 // An empty page always ends a list, whatever the rule, so a wrong count cannot loop.
                 self.done = records == 0 || stop(rule, *size, self.page)?;
                 self.page += 1;
+                self.count = told;
             }
             Pagination::Offset {
                 size, stop: rule, ..
@@ -207,14 +219,33 @@ mod tests {
             p.next_query().unwrap(),
             vec![("page".into(), "1".into()), ("per_page".into(), "2".into())]
         );
+        assert_eq!(
+            p.lookahead(1),
+            None,
+            "no page is known to exist before the count"
+        );
         p.advance(&json!({"meta": {"page_count": 2}}), 2).unwrap();
         assert_eq!(p.next_query().unwrap()[0].1, "2");
+        assert_eq!(p.lookahead(1), None, "page 3 is past the count");
         p.advance(&json!({"meta": {"page_count": 2}}), 1).unwrap();
         assert!(p.is_done() && p.next_query().is_none());
+
+        let mut p = Pager::new(&page(PageStop::PageCount {
+            path: "meta.page_count".into(),
+        }));
+        p.advance(&json!({"meta": {"page_count": "4"}}), 2).unwrap();
+        assert_eq!(p.lookahead(1).unwrap()[0].1, "3");
+        assert_eq!(p.lookahead(2).unwrap()[0].1, "4");
+        assert_eq!(p.lookahead(3), None);
 
         let mut p = Pager::new(&page(PageStop::ShortPage));
         p.advance(&json!({}), 2).unwrap();
         assert!(!p.is_done());
+        assert_eq!(
+            p.lookahead(1),
+            None,
+            "a short-page provider never says which pages exist"
+        );
         p.advance(&json!({}), 1).unwrap();
         assert!(p.is_done());
 

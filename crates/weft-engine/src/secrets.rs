@@ -129,7 +129,7 @@ pub enum SecretError {
     },
     /// A record failed authentication under the right key: it was altered.
     #[error(
-        "record `{record}` in {path} fails its integrity check: the file was altered; re-enter that secret (e.g. `weft client edit`)"
+        "record `{record}` in {path} fails its integrity check: the file was altered; re-enter it (`weft client edit CLIENT` for a client's secret, `weft connection authorize NAME` for a connection's tokens)"
     )]
     Tampered {
         /// The store file.

@@ -67,7 +67,7 @@ pub enum SessionError {
 /// Counters of a session, for progress and run summaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallStats {
-    /// Calls answered (each retry counted once per attempt).
+    /// Requests sent (each attempt counted, retries included).
     pub calls: u64,
     /// Answers with status 429.
     pub rate_limited: u64,
@@ -246,6 +246,9 @@ impl Session {
                         stats.calls += u64::from(*attempts);
                         stats.rate_limited += u64::from(*status == 429);
                     }
+                    Err(CallError::Unreachable { attempts, .. }) => {
+                        stats.calls += u64::from(*attempts);
+                    }
                     Err(_) => stats.calls += 1,
                 }
             }
@@ -271,11 +274,13 @@ impl Session {
     /// Reads every record of `resource` (or until `each` breaks), in the provider's order.
     /// Returns the number of records handed over.
     ///
-    /// When pages are numbered (page or offset paging), later pages are asked for while earlier
-    /// ones are still on their way, up to the connection's concurrency level, so a provider's
-    /// latency does not keep a read below its rate limit. The depth starts at one and grows by
-    /// one with each full page, so a list that fits in one page costs one call. Records are
-    /// still handed over in page order, and memory holds at most that many pages.
+    /// Pages the provider has said exist (its page count) are asked for while earlier ones are
+    /// still on their way, up to the connection's concurrency level, so latency does not keep a
+    /// read below its rate limit. Where the provider does not say where the list ends (short or
+    /// empty page, offsets, cursors), each page waits for the answer to the one before: a call
+    /// past the end would spend the provider's budget for nothing. Records are handed over in
+    /// page order, memory holds at most that many pages, and every call sent is answered and
+    /// counted before this returns, also when `each` breaks or a page fails.
     pub async fn list(
         &self,
         resource: &str,
@@ -301,15 +306,14 @@ impl Session {
                 operation: "list",
             })?;
         let mut pager = Pager::new(list.pagination.as_ref().unwrap_or(&Pagination::None));
-        let max_depth = u64::from(self.limiter.concurrency().max(1));
-        let mut depth: u64 = 1;
+        let depth = self.limiter.concurrency().max(1) as usize;
         // Pages asked for beyond the one the pager expects next.
         let mut asked: u64 = 0;
         let mut in_flight = FuturesOrdered::new();
         let mut page_no = 0;
         let mut handed = 0;
-        loop {
-            while (in_flight.len() as u64) < depth {
+        let outcome = loop {
+            while in_flight.len() < depth {
                 let query = if asked == 0 {
                     pager.next_query()
                 } else {
@@ -323,39 +327,44 @@ impl Session {
                 });
             }
             let Some(answer) = in_flight.next().await else {
-                return Ok(handed);
+                break Ok(handed);
             };
-            let mut answer = answer?;
+            let mut answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => break Err(e),
+            };
             asked -= 1;
             page_no += 1;
-            let page = self.page_records(resource, list, &mut answer.body, page_no)?;
-            let full = match list.pagination.as_ref() {
-                Some(Pagination::Page { size, .. } | Pagination::Offset { size, .. }) => {
-                    page.len() >= *size as usize
-                }
-                _ => false,
-            };
-            pager
-                .advance(&answer.body, page.len())
-                .map_err(|source| SessionError::Page {
-                    resource: resource.to_owned(),
-                    source,
-                })?;
+            let page = self
+                .page_records(resource, list, &mut answer.body, page_no)
+                .and_then(|page| {
+                    pager.advance(&answer.body, page.len()).map_err(|source| {
+                        SessionError::Page {
+                            resource: resource.to_owned(),
+                            source,
+                        }
+                    })?;
+                    Ok(page)
+                });
             drop(answer);
-            for record in page {
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => break Err(e),
+            };
+            if page.into_iter().any(|record| {
                 handed += 1;
-                if each(record).is_break() {
-                    return Ok(handed);
-                }
+                each(record).is_break()
+            }) {
+                break Ok(handed);
             }
             if pager.is_done() {
-                // Pages asked for beyond the end are dropped unanswered.
-                return Ok(handed);
+                break Ok(handed);
             }
-            if full {
-                depth = (depth + 1).min(max_depth);
-            }
-        }
+        };
+        // Calls already sent are answered (and counted) rather than dropped mid-way: the
+        // provider counts them either way, and the summary must match what was sent.
+        while in_flight.next().await.is_some() {}
+        outcome
     }
 
     /// The records of one list page (the spec's extraction, or its plugin hooks).

@@ -77,8 +77,10 @@ pub struct WorkspaceFile {
 pub struct Connection {
     /// Connector id.
     pub connector: String,
-    /// Name of the OAuth client it authorizes with.
-    pub client: String,
+    /// Name of the OAuth client it authorizes with; none for a connection whose credentials
+    /// are a pasted token (such as Kantata's personal token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Calls in flight at once (within the spec's range).
     pub concurrency: u32,
     /// Another connection whose concurrency limiter this one shares.
@@ -121,7 +123,7 @@ pub struct Client {
 pub enum WorkspaceError {
     /// No workspace here or above.
     #[error(
-        "no {FILE_NAME} in {start} or any folder above it; run `weft init` to create a workspace, or pass --user"
+        "no {FILE_NAME} in {start} or any folder above it; create a workspace there with `weft init`"
     )]
     NotFound {
         /// Where the search started.
@@ -303,6 +305,29 @@ impl Workspace {
                 reason: format!("{}{at}", e.message().trim()),
             }
         })?;
+        // The rules the CLI applies to what it writes hold for a file edited by hand too.
+        let names = file.clients.keys().map(|n| ("clients", "client", n)).chain(
+            file.connections
+                .keys()
+                .map(|n| ("connections", "connection", n)),
+        );
+        for (table, kind, name) in names {
+            if let Err(reason) = check_name(kind, name) {
+                return Err(WorkspaceError::Invalid {
+                    reason: format!("{reason} (line {})", key_line(&text, &[table, name])),
+                    path,
+                });
+            }
+        }
+        if let Some((name, _)) = file.connections.iter().find(|(_, c)| c.concurrency == 0) {
+            return Err(WorkspaceError::Invalid {
+                reason: format!(
+                    "connection `{name}`: concurrency 0 would never call; use 1 or more (line {})",
+                    key_line(&text, &["connections", name, "concurrency"])
+                ),
+                path,
+            });
+        }
         if file.version != 1 {
             return Err(WorkspaceError::Invalid {
                 path,
@@ -327,6 +352,16 @@ impl Workspace {
             });
         }
         Ok(Some(file))
+    }
+
+    /// Where the value at `keys` (such as `["connections", "xero", "concurrency"]`) is written
+    /// in this scope's `weft.toml`: `path:line`, or the path alone when it is not there.
+    pub fn locate(&self, keys: &[&str]) -> String {
+        let path = self.dir.join(FILE_NAME);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => format!("{}:{}", path.display(), key_line(&text, keys)),
+            Err(_) => path.display().to_string(),
+        }
     }
 
     /// Which scope this is.
@@ -446,6 +481,43 @@ pub fn keyring() -> Result<Keyring, WorkspaceError> {
         _ => Workspace::user()?.file.master_key_command,
     };
     Ok(Keyring::load(&dir.join("master.key"), command.as_deref())?)
+}
+
+/// Checks the name of a client or connection (`kind`): not blank, no spaces around it, no
+/// control characters. The message says what is wrong.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err(format!("a {kind} name cannot be empty or only spaces"));
+    }
+    if name.trim() != name {
+        return Err(format!(
+            "the {kind} name `{name}` starts or ends with spaces; remove them"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("the {kind} name {name:?} holds control characters"));
+    }
+    Ok(())
+}
+
+/// The line of the deepest of `keys` found in `text` (1 when the file does not parse).
+fn key_line(text: &str, keys: &[&str]) -> usize {
+    let Ok(root) = toml::de::DeTable::parse(text) else {
+        return 1;
+    };
+    let mut table = root.get_ref();
+    let mut offset = 0;
+    for key in keys {
+        let Some((name, value)) = table.get_key_value(*key) else {
+            break;
+        };
+        offset = name.span().start;
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => table = inner,
+            _ => break,
+        }
+    }
+    weft_core::diagnostic::line_col(text, offset).line
 }
 
 /// The credential-store id of a client's secret.

@@ -361,7 +361,8 @@ async fn a_killed_run_keeps_its_counts() {
 /// cursor cannot see); in between, runs read only what changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_read_comes_back_when_it_is_due() {
-    let mut w = World::new("full", 60);
+    // Hours pass: Xero's tokens expire and rotate as they would.
+    let mut w = World::with_oauth("full", 60).await;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../templates/kantata-xero/flows/kantata-xero.toml");
     let text = std::fs::read_to_string(&path).unwrap().replace(
@@ -383,10 +384,16 @@ async fn a_full_read_comes_back_when_it_is_due() {
             serde_json::json!({ "purchase_order": format!("PO-{}", inv.id) }),
         )
         .await;
-        w.run(false).await;
+        let r = w.run(false).await;
+        assert_eq!(r.outcome, RunOutcome::Completed, "{:?}", r.outcome);
     }
     w.clock.advance_by(Duration::from_secs(1800));
     let quiet = w.run(false).await;
+    assert!(
+        quiet.summary.stream("invoices").read <= 1,
+        "only what changed since (within the overlap): {:?}",
+        quiet.summary.stream("invoices")
+    );
     w.clock.advance_by(Duration::from_secs(6 * 3600));
     let full = w.run(false).await;
     assert_eq!(

@@ -2,6 +2,8 @@
 //! real `weft` binary and checks that nothing it prints or writes holds a guarded secret.
 #![allow(dead_code)]
 
+pub(crate) mod pty;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -57,6 +59,36 @@ impl Sandbox {
             "--secret-stdin",
         ];
         let o = self.run(&args, Some(secret_line));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Creates connection `name` of `connector` with OAuth client `client`, which must succeed.
+    pub(crate) fn create_connection(&self, name: &str, connector: &str, client: &str) {
+        self.create_connection_at(name, connector, client, &[]);
+    }
+
+    /// Creates connection `name` of `connector` with OAuth client `client` and these host
+    /// overrides (`NAME=URL`), which must succeed.
+    pub(crate) fn create_connection_at(
+        &self,
+        name: &str,
+        connector: &str,
+        client: &str,
+        hosts: &[String],
+    ) {
+        let mut args = vec![
+            "connection",
+            "create",
+            name,
+            "--connector",
+            connector,
+            "--client",
+            client,
+        ];
+        for host in hosts {
+            args.extend(["--host", host.as_str()]);
+        }
+        let o = self.run(&args, None);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
@@ -290,4 +322,103 @@ pub(crate) fn authorize_with(
     s.printed(printed.as_bytes());
     s.printed(stderr.as_bytes());
     (status.code().unwrap_or(-1), printed, stderr)
+}
+
+/// A workspace with the kantata-xero template, both OAuth clients, and connections `kantata`
+/// and `xero` to these simulators, authorized (the browser played) for Xero's first
+/// organisation: what `weft sync run kantata-xero` needs.
+pub(crate) fn flow_workspace(
+    s: &Sandbox,
+    k: &weft_harness::kantata::KantataSim,
+    x: &weft_harness::xero::XeroSim,
+    port: u16,
+) {
+    let ok = |o: Output| assert!(o.status.success(), "{}", err(&o));
+    ok(s.run(&["init", "--template", "kantata-xero"], None));
+    for (name, connector, id, secret) in [
+        ("kantata-app", "kantata", k.client_id(), k.client_secret()),
+        ("xero-app", "xero", x.client_id(), x.client_secret()),
+    ] {
+        s.guard(secret);
+        s.add_client(name, connector, id, &format!("{secret}\n"));
+    }
+    let hosts: [(&str, &str, Vec<String>); 2] = [
+        (
+            "kantata",
+            "kantata-app",
+            vec![
+                format!("app={}", k.app_url()),
+                format!("api={}", k.api_url()),
+            ],
+        ),
+        (
+            "xero",
+            "xero-app",
+            vec![
+                format!("login={}", x.login_url()),
+                format!("identity={}", x.identity_url()),
+                format!("api={}", x.api_url()),
+            ],
+        ),
+    ];
+    for (name, client, urls) in &hosts {
+        s.create_connection_at(name, name, client, urls);
+    }
+    x.set_consent(weft_harness::xero::Consent::Grant {
+        tenants: vec![x.tenants()[0].0.clone()],
+    });
+    for name in ["kantata", "xero"] {
+        let (code, _, stderr) = authorize(s, name, port, &[]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+}
+
+/// A Kantata account with `invoices` invoices and a Xero organisation, both on the wall clock
+/// (like the binary) and accepting the callback on `port`.
+pub(crate) fn flow_sims(
+    port: u16,
+    invoices: usize,
+) -> (
+    weft_harness::kantata::KantataSim,
+    weft_harness::xero::XeroSim,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = weft_harness::clock::SimClock::scaled(now, 1);
+    let k = weft_harness::kantata::KantataSim::start(weft_harness::kantata::KantataConfig {
+        size: invoices,
+        clock: clock.clone(),
+        redirect_uris: vec![callback(port)],
+        ..Default::default()
+    })
+    .unwrap();
+    let x = weft_harness::xero::XeroSim::start(weft_harness::xero::XeroConfig {
+        organisations: 1,
+        size: 3,
+        clock,
+        redirect_uris: vec![callback(port)],
+        ..Default::default()
+    })
+    .unwrap();
+    (k, x)
+}
+
+/// OAuth client `xapp` for the Xero simulator's app, and connection `name` through it to the
+/// simulator's hosts.
+pub(crate) fn xero_connection(s: &Sandbox, sim: &weft_harness::xero::XeroSim, name: &str) {
+    s.guard(sim.client_secret());
+    s.add_client(
+        "xapp",
+        "xero",
+        sim.client_id(),
+        &format!("{}\n", sim.client_secret()),
+    );
+    let hosts = [
+        format!("login={}", sim.login_url()),
+        format!("identity={}", sim.identity_url()),
+        format!("api={}", sim.api_url()),
+    ];
+    s.create_connection_at(name, "xero", "xapp", &hosts);
 }
