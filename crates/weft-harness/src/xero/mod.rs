@@ -430,6 +430,14 @@ impl XeroSim {
             .ok_or_else(|| format!("no organisation {tenant}"))?
     }
 
+    /// Lets an organisation's transactions use currency `code` besides its base currency (as
+    /// adding a currency in Xero's settings does); false when there is no such organisation.
+    /// Invoices in a currency not enabled are refused with Xero's message, "Organisation is not
+    /// subscribed to currency USD".
+    pub fn enable_currency(&self, tenant: &str, code: &str) -> bool {
+        self.with_org(tenant, |o| o.enable_currency(code)).is_some()
+    }
+
     /// Number of API calls each organisation has made in the current rolling day.
     pub fn calls_today(&self, tenant: &str) -> usize {
         api::calls_today(&self.shared, tenant)
