@@ -1391,7 +1391,11 @@ fn the_simulator_can_be_shared_across_threads() {
 
 #[tokio::test]
 async fn a_currency_the_organisation_has_not_enabled_is_refused() {
-    let sim = start(XeroConfig::default());
+    // Organisations that use their base currency only.
+    let sim = start(XeroConfig {
+        currencies: Vec::new(),
+        ..XeroConfig::default()
+    });
     let api = Api::new(&sim).await;
     let mut v = Validator::new();
     let (_, org) = api.get("/Organisation").await;
@@ -1479,6 +1483,28 @@ async fn a_currency_the_organisation_has_not_enabled_is_refused() {
     assert_eq!(out["Invoices"][0]["CurrencyCode"], "USD");
     let (_, actions) = api.get("/Organisation/Actions").await;
     assert_eq!(multicurrency(&actions), Some(json!("ALLOWED")));
+
+    // By default the organisations use USD too (the Kantata simulator's currency), nothing else.
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let contact = sim.contacts(&api.tenant)[0]["ContactID"].clone();
+    let invoice = |currency: &str| {
+        json!({"Type": "ACCREC", "Contact": {"ContactID": contact}, "CurrencyCode": currency,
+            "LineItems": [{"Description": "Work", "Quantity": 1, "UnitAmount": 100, "AccountCode": "200"}]})
+    };
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Invoices?summarizeErrors=false",
+            &json!({"Invoices": [invoice("USD"), invoice("EUR")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["Invoices"][0]["StatusAttributeString"], "OK");
+    assert_eq!(
+        out["Invoices"][1]["ValidationErrors"][0]["Message"],
+        "Organisation is not subscribed to currency EUR"
+    );
 }
 
 #[tokio::test]
