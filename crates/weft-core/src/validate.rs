@@ -1231,14 +1231,15 @@ fn record_fields(r: &Resource) -> String {
     format!("declared record fields: {}", declared.join(", "))
 }
 
-/// `word` with its indefinite article: "an `update`", "a `get`".
+/// `word` with its indefinite article: "an `update`", "a `get`", "a `url`".
 fn a_or_an(word: &str) -> String {
-    let first = word.trim_start_matches('`').chars().next();
-    let article = if first.is_some_and(|c| "aeiouAEIOU".contains(c)) {
-        "an"
-    } else {
-        "a"
-    };
+    let bare = word.trim_start_matches('`').to_ascii_lowercase();
+    // Said "you-": a url, a uuid.
+    let you = ["url", "uuid", "uni", "use"]
+        .iter()
+        .any(|p| bare.starts_with(p));
+    let vowel = bare.starts_with(['a', 'e', 'i', 'o', 'u']);
+    let article = if vowel && !you { "an" } else { "a" };
     format!("{article} {word}")
 }
 
@@ -1249,5 +1250,18 @@ fn kind_name(kind: FieldKind) -> &'static str {
         FieldKind::Boolean => "boolean",
         FieldKind::Enum => "enum",
         FieldKind::Url => "url",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::a_or_an;
+
+    #[test]
+    fn articles_follow_the_sound() {
+        assert_eq!(a_or_an("`update`"), "an `update`");
+        assert_eq!(a_or_an("`integer`"), "an `integer`");
+        assert_eq!(a_or_an("`get`"), "a `get`");
+        assert_eq!(a_or_an("`url`"), "a `url`");
     }
 }
