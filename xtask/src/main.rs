@@ -1,12 +1,15 @@
 //! `cargo xtask`: project automation that cargo alone cannot do.
 //!
 //! - `check`: every spec in `specs/` valid with no warnings; the JSON Schema and the connector
-//!   docs current; every snapshot has its fixture.
+//!   docs current; every snapshot has its fixture; every template flow checks clean; the
+//!   OpenAPI fixture current (compared only when the official documents are beside the checkout).
 //! - `docs`: regenerate `docs/connectors/<id>.md`, `specs/weft-spec.schema.json`,
 //!   `templates/weft-flow.schema.json` and `docs/flows.md`.
 //! - `new-connector NAME`: scaffold `specs/NAME.toml` (and its doc); refuses to overwrite.
 //! - `plugins build [--release]`: build every native connector under `connectors/`, so `weft`
 //!   finds their libraries in `target/<profile>/`.
+//! - `openapi`: regenerate the Xero OpenAPI fixture the simulator tests validate against, from the
+//!   official documents in `../shared/reference/xero-openapi/` (schemas only, with the MIT notice).
 //! - `bench [--quick]`: every benchmark against the rate-limit ceilings (release build), one
 //!   Markdown table on stdout and the same figures in `target/bench/results.json`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -26,6 +29,8 @@ commands:
   new-connector NAME  scaffold specs/NAME.toml and its doc (refuses to overwrite)
   plugins build [--release]
                       build the native connectors in connectors/ into target/<profile>/
+  openapi             regenerate crates/weft-harness/tests/fixtures/xero-openapi/ from
+                      ../shared/reference/xero-openapi/ (schemas only)
   bench [--quick]     run the benchmarks (B1-B6), print a Markdown table, write
                       target/bench/results.json
 ";
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
     {
         ["check"] => check(),
         ["docs"] => generate(),
+        ["openapi"] => openapi(),
         ["new-connector", name] => new_connector(name),
         ["plugins", "build"] => plugins_build(false),
         ["plugins", "build", "--release"] => plugins_build(true),
@@ -165,8 +171,9 @@ fn check() -> Result<()> {
     }
     check_snapshots(&root)?;
     let flows = check_templates(&root, &specs)?;
+    let fixture = check_openapi(&root)?;
     println!(
-        "ok: {} specs valid with no warnings; {flows} template flows check clean; schemas and docs current; snapshots all referenced",
+        "ok: {} specs valid with no warnings; {flows} template flows check clean; schemas and docs current; snapshots all referenced; {fixture}",
         specs.len()
     );
     Ok(())
@@ -196,6 +203,181 @@ fn check_templates(root: &Path, specs: &[Spec]) -> Result<usize> {
         bail!("template flows have problems:\n  {}", problems.join("\n  "));
     }
     Ok(count)
+}
+
+/// Where the official OpenAPI documents are looked for: the shared reference folder beside the
+/// checkout (absent on a fresh clone).
+const OPENAPI_SOURCE: &str = "../shared/reference/xero-openapi";
+/// The fixture the simulator tests read, inside the repository.
+const OPENAPI_FIXTURE: &str = "crates/weft-harness/tests/fixtures/xero-openapi";
+/// The official documents the fixture is made from.
+const OPENAPI_DOCUMENTS: [&str; 2] = ["xero_accounting.yaml", "xero-identity.yaml"];
+
+/// The fixture's files (path relative to the root, content) made from the official documents
+/// in `source`.
+fn openapi_fixture(source: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let license_path = source.join("LICENSE");
+    let license = std::fs::read_to_string(&license_path)
+        .with_context(|| format!("cannot read {}", license_path.display()))?;
+    let dir = PathBuf::from(OPENAPI_FIXTURE);
+    let mut files = vec![(dir.join("LICENSE"), license)];
+    for name in OPENAPI_DOCUMENTS {
+        let path = source.join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let doc: serde_json::Value = serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not YAML", path.display()))?;
+        let stem = name.trim_end_matches(".yaml");
+        let mut json = serde_json::to_string_pretty(&openapi_schemas(&doc, name))
+            .context("cannot write the fixture as JSON")?;
+        json.push('\n');
+        files.push((dir.join(format!("{stem}.json")), json));
+    }
+    Ok(files)
+}
+
+/// What validation needs of one OpenAPI document: its component schemas and the schemas of
+/// each operation's request and response bodies, each cut down to [`schema_only`].
+fn openapi_schemas(doc: &serde_json::Value, name: &str) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let version = doc["info"]["version"].as_str().unwrap_or("unknown");
+    let schemas: Map<String, Value> = doc["components"]["schemas"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), schema_only(v)))
+        .collect();
+    // Each body's schema, by path, method, and `requestBody` or response status, then media type.
+    let bodies = |content: &Value| -> Option<Value> {
+        let content: Map<String, Value> = content
+            .as_object()?
+            .iter()
+            .filter_map(|(media, c)| {
+                Some((
+                    media.clone(),
+                    json!({"schema": schema_only(c.get("schema")?)}),
+                ))
+            })
+            .collect();
+        (!content.is_empty()).then(|| json!({"content": content}))
+    };
+    let mut paths = Map::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        let mut methods = Map::new();
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let mut kept = Map::new();
+            if let Some(body) = bodies(&op["requestBody"]["content"]) {
+                kept.insert("requestBody".to_owned(), body);
+            }
+            let responses: Map<String, Value> = op["responses"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(status, r)| Some((status.clone(), bodies(&r["content"])?)))
+                .collect();
+            if !responses.is_empty() {
+                kept.insert("responses".to_owned(), Value::Object(responses));
+            }
+            if !kept.is_empty() {
+                methods.insert(method.clone(), Value::Object(kept));
+            }
+        }
+        if !methods.is_empty() {
+            paths.insert(path.clone(), Value::Object(methods));
+        }
+    }
+    json!({
+        "x-generated": format!("Generated by `cargo xtask openapi` from {name} {version} of XeroAPI/Xero-OpenAPI (https://github.com/XeroAPI/Xero-OpenAPI): schemas only (types, properties, required, enums, formats), descriptions and examples left out. Do not edit."),
+        "x-license": "MIT License, Copyright (c) 2017 Xero Developer API; the full notice is in LICENSE beside this file.",
+        "openapi": doc["openapi"],
+        "info": {"title": doc["info"]["title"], "version": version},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// A JSON Schema cut down to what validates a value: types, formats, enums, required
+/// properties, references, and the sub-schemas under properties, items and combinators.
+/// Descriptions, examples and vendor keywords are left out.
+fn schema_only(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let Some(object) = schema.as_object() else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    for (key, value) in object {
+        let kept = match key.as_str() {
+            "type" | "format" | "enum" | "required" | "$ref" => value.clone(),
+            "items" | "not" | "additionalProperties" => schema_only(value),
+            "allOf" | "anyOf" | "oneOf" => Value::Array(
+                value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(schema_only)
+                    .collect(),
+            ),
+            "properties" => Value::Object(
+                value
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, s)| (name.clone(), schema_only(s)))
+                    .collect(),
+            ),
+            _ => continue,
+        };
+        out.insert(key.clone(), kept);
+    }
+    Value::Object(out)
+}
+
+/// `cargo xtask openapi`: writes the fixture from the official documents.
+fn openapi() -> Result<()> {
+    let root = project_root();
+    let source = root.join(OPENAPI_SOURCE);
+    if !source.is_dir() {
+        bail!(
+            "{} is not there; the fixture is made from the official documents (XeroAPI/Xero-OpenAPI) placed in that folder",
+            source.display()
+        );
+    }
+    std::fs::create_dir_all(root.join(OPENAPI_FIXTURE))
+        .with_context(|| format!("cannot create {OPENAPI_FIXTURE}"))?;
+    for (path, content) in openapi_fixture(&source)? {
+        let full = root.join(&path);
+        if std::fs::read_to_string(&full).unwrap_or_default() != content {
+            std::fs::write(&full, content)
+                .with_context(|| format!("cannot write {}", full.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Fails when the OpenAPI fixture differs from what the official documents give; says it
+/// skipped the comparison when they are not beside the checkout.
+fn check_openapi(root: &Path) -> Result<String> {
+    let source = root.join(OPENAPI_SOURCE);
+    if !source.is_dir() {
+        let note = format!("OpenAPI fixture not compared ({OPENAPI_SOURCE} is absent)");
+        eprintln!("skipped: {note}");
+        return Ok(note);
+    }
+    let stale: Vec<String> = openapi_fixture(&source)?
+        .into_iter()
+        .filter(|(path, content)| {
+            std::fs::read_to_string(root.join(path)).ok().as_ref() != Some(content)
+        })
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    if !stale.is_empty() {
+        bail!(
+            "the OpenAPI fixture is out of date: {}; run `cargo xtask openapi` and commit the result",
+            stale.join(", ")
+        );
+    }
+    Ok("OpenAPI fixture current".to_owned())
 }
 
 /// Every snapshot made from an input file must still have that file; stray `.snap.new` files fail.

@@ -89,16 +89,11 @@ pub fn load_str(name: &str, text: &str) -> Report {
     }
 
     probe_sections(&root, &mut diagnostics);
-    let whole: Option<SpecFile> = match deserialize(&Spanned::new(
-        root.span(),
-        DeValue::Table(root.get_ref().clone()),
-    )) {
-        Ok(file) => Some(file),
-        Err(err) => {
-            diagnostics.push(from_toml_error(&err, Some(&root)));
-            None
-        }
-    };
+    let whole: Option<SpecFile> = every_error(
+        &Spanned::new(root.span(), DeValue::Table(root.get_ref().clone())),
+        &root,
+        &mut diagnostics,
+    );
 
     let mut file = None;
     if let Some(spec_file) = whole
@@ -162,6 +157,89 @@ fn deserialize<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Result<T, t
     T::deserialize(ValueDeserializer::from(value.clone()))
 }
 
+/// The most errors reported for one part of a file.
+const ERRORS_PER_PART: usize = 32;
+
+/// Deserializes `value`; after an error, leaves out the entry the error is about and tries
+/// again, so that every bad value of a table is reported rather than the first one only.
+/// Returns the value when it had no error.
+fn every_error<T: DeserializeOwned>(
+    value: &Spanned<DeValue<'_>>,
+    root: &Spanned<DeTable<'_>>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let mut current = value.clone();
+    let mut removed = Vec::new();
+    for attempt in 0..ERRORS_PER_PART {
+        let err = match deserialize::<T>(&current) {
+            Ok(parsed) => return (attempt == 0).then_some(parsed),
+            Err(err) => err,
+        };
+        let missing = explain(err.message().trim().trim_end_matches('.')).missing_key;
+        if missing.as_ref().is_some_and(|key| removed.contains(key)) {
+            // Missing only because it was left out here.
+            break;
+        }
+        out.push(from_toml_error(&err, Some(root)));
+        // A missing key cannot be left out to find more; nor can an error without a place.
+        let Some(span) = err.span().filter(|_| missing.is_none()) else {
+            break;
+        };
+        match remove_at(current.get_mut(), &span) {
+            Some(key) => removed.push(key),
+            None => break,
+        }
+    }
+    None
+}
+
+/// Removes from `value` the innermost table entry or array item that `span` lies in, and
+/// returns the key of the entry (empty for an array item); `None` when there is none.
+fn remove_at(value: &mut DeValue<'_>, span: &Range<usize>) -> Option<String> {
+    // Tables opened by a `[header]` do not span their contents, so every child is searched.
+    let holds = |outer: Range<usize>| {
+        outer != (0..0) && outer.start <= span.start && span.end <= outer.end.max(outer.start + 1)
+    };
+    match value {
+        DeValue::Table(table) => {
+            let mut gone = None;
+            for (key, child) in table.iter_mut() {
+                if let Some(inner) = remove_at(child.get_mut(), span) {
+                    return Some(inner);
+                }
+                if holds(key.span()) || holds(child.span()) {
+                    gone = Some(key.get_ref().to_string());
+                    break;
+                }
+            }
+            let gone = gone?;
+            table.remove(gone.as_str()).map(|_| gone)
+        }
+        DeValue::Array(items) => {
+            let mut gone = None;
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Some(inner) = remove_at(item.get_mut(), span) {
+                    return Some(inner);
+                }
+                if holds(item.span()) {
+                    gone = Some(i);
+                    break;
+                }
+            }
+            let gone = gone?;
+            let mut kept = toml::de::DeArray::new();
+            for (i, item) in items.iter().enumerate() {
+                if i != gone {
+                    kept.push(item.clone());
+                }
+            }
+            *items = kept;
+            Some(String::new())
+        }
+        _ => None,
+    }
+}
+
 /// Deserializes each part that has a type of its own, so that the problems of every part are found.
 fn probe_sections(root: &Spanned<DeTable<'_>>, diagnostics: &mut Vec<Diagnostic>) {
     fn probe<T: DeserializeOwned>(
@@ -169,9 +247,7 @@ fn probe_sections(root: &Spanned<DeTable<'_>>, diagnostics: &mut Vec<Diagnostic>
         root: &Spanned<DeTable<'_>>,
         out: &mut Vec<Diagnostic>,
     ) {
-        if let Err(err) = deserialize::<T>(value) {
-            out.push(from_toml_error(&err, Some(root)));
-        }
+        every_error::<T>(value, root, out);
     }
     fn each_entry<T: DeserializeOwned>(
         value: &Spanned<DeValue<'_>>,
@@ -489,14 +565,20 @@ fn push_key(path: &mut String, key: &str) {
     if !path.is_empty() {
         path.push('.');
     }
-    if key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !key.is_empty()
-    {
-        path.push_str(key);
+    path.push_str(&key_segment(key));
+}
+
+/// `key` as one segment of a dotted key path: bare when TOML would allow it bare, else quoted
+/// as a TOML basic string (`"me.v2"`, `"eu[1]"`, `""`), so a path names each key unambiguously.
+pub(crate) fn key_segment(key: &str) -> std::borrow::Cow<'_, str> {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        key.into()
     } else {
-        path.push_str(&format!("{key:?}"));
+        format!("\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\"")).into()
     }
 }
 
@@ -507,7 +589,7 @@ pub(crate) fn span_of(root: &Spanned<DeTable<'_>>, key: &str) -> Option<Range<us
     let mut current = DeValue::Table(root.get_ref().clone());
     for segment in split_path(key) {
         let next = match (&current, segment) {
-            (DeValue::Table(t), Segment::Key(k)) => t.get(k).cloned(),
+            (DeValue::Table(t), Segment::Key(k)) => t.get(k.as_str()).cloned(),
             (DeValue::Array(a), Segment::Index(i)) => a.get(i).cloned(),
             _ => None,
         };
@@ -519,24 +601,43 @@ pub(crate) fn span_of(root: &Spanned<DeTable<'_>>, key: &str) -> Option<Range<us
     best.or(Some(0..0))
 }
 
-enum Segment<'a> {
-    Key(&'a str),
+enum Segment {
+    Key(String),
     Index(usize),
 }
 
-fn split_path(key: &str) -> Vec<Segment<'_>> {
+/// The segments of a dotted key path as [`key_segment`] writes them: bare keys, quoted keys
+/// (which may hold `.`, `[` or nothing), and `[n]` indices.
+fn split_path(key: &str) -> Vec<Segment> {
     let mut out = Vec::new();
-    for part in key.split('.').filter(|p| !p.is_empty()) {
-        let (name, mut rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
-        let name = name.trim_matches('"');
-        if !name.is_empty() {
-            out.push(Segment::Key(name));
-        }
-        while let Some((index, after)) = rest.split_once(']') {
-            if let Ok(i) = index.parse() {
-                out.push(Segment::Index(i));
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {}
+            '"' => {
+                let mut name = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => name.extend(chars.next()),
+                        c => name.push(c),
+                    }
+                }
+                out.push(Segment::Key(name));
             }
-            rest = after.trim_start_matches('[');
+            '[' => {
+                let index: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                if let Ok(i) = index.parse() {
+                    out.push(Segment::Index(i));
+                }
+            }
+            c => {
+                let mut name = String::from(c);
+                while let Some(c) = chars.next_if(|c| !matches!(c, '.' | '[')) {
+                    name.push(c);
+                }
+                out.push(Segment::Key(name));
+            }
         }
     }
     out
@@ -554,6 +655,20 @@ mod tests {
         let span = span_of(&root, "b.c[1].d").unwrap();
         assert_eq!(&text[span.clone()], "3");
         assert_eq!(path_at(&root, &span), "b.c[1].d");
+    }
+
+    #[test]
+    fn quoted_keys_are_found_by_their_path() {
+        let text = "[hosts]\napi = \"a\"\n\"eu.1[x]\" = \"b\"\n\"\" = \"c\"\n";
+        let (root, errors) = DeTable::parse_recoverable(text);
+        assert!(errors.is_empty());
+        for (key, value) in [("eu.1[x]", "\"b\""), ("", "\"c\"")] {
+            let path = format!("hosts.{}", key_segment(key));
+            let span = span_of(&root, &path).unwrap();
+            assert_eq!(&text[span.clone()], value, "{path}");
+            assert_eq!(path_at(&root, &span), path);
+        }
+        assert_eq!(key_segment("say \"hi\""), "\"say \\\"hi\\\"\"");
     }
 
     #[test]

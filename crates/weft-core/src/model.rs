@@ -865,16 +865,16 @@ pub struct Resource {
     /// the resource then declares no HTTP operation, and its `fields` rules are handed to the plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
-    /// List records.
+    /// List records (`cursor` in templates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<Operation>,
     /// Get one record by id (`id` in templates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub get: Option<Operation>,
-    /// Create records.
+    /// Create records (`record` in templates, for a single-record write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create: Option<Operation>,
-    /// Update records.
+    /// Update records (`id` and `record` in templates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<Operation>,
     /// Record fields and their rules.

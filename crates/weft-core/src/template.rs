@@ -16,8 +16,16 @@ pub enum Scope {
     TenantHeader,
     /// Setup instructions: `callback_url`, `connector`, plus `hosts`, `fields`.
     Setup,
-    /// A request of an operation: `id`, `record`, `cursor`, `params`, `tenant`, plus `hosts`, `fields`.
-    Request,
+    /// A list operation's request: `cursor`, `params`, `tenant`, plus `hosts`, `fields`.
+    List,
+    /// A get operation's request: `id`, `params`, `tenant`, plus `hosts`, `fields`.
+    Get,
+    /// A create operation's request: `record`, `params`, `tenant`, plus `hosts`, `fields`.
+    Create,
+    /// An update operation's request: `id`, `record`, `params`, `tenant`, plus `hosts`, `fields`.
+    Update,
+    /// The headers of every request (`[requests]`): `params`, `tenant`, plus `hosts`, `fields`.
+    Requests,
     /// An error message: `status`, `body`.
     ErrorMessage,
     /// The connection-test description: `record`.
@@ -26,15 +34,46 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 11] = [
         Self::Auth,
         Self::ApplyToken,
         Self::TenantHeader,
         Self::Setup,
-        Self::Request,
+        Self::List,
+        Self::Get,
+        Self::Create,
+        Self::Update,
+        Self::Requests,
         Self::ErrorMessage,
         Self::Describe,
     ];
+
+    /// The request scope of an operation kind (`list`, `get`, `create`, `update`).
+    pub fn of_operation(kind: &str) -> Self {
+        match kind {
+            "list" => Self::List,
+            "get" => Self::Get,
+            "create" => Self::Create,
+            _ => Self::Update,
+        }
+    }
+
+    /// Where a template of this scope sits, for messages.
+    pub fn place(self) -> &'static str {
+        match self {
+            Self::Auth => "in an auth setting",
+            Self::ApplyToken => "in the token header",
+            Self::TenantHeader => "in the tenant header",
+            Self::Setup => "in a setup step",
+            Self::List => "in a `list` operation",
+            Self::Get => "in a `get` operation",
+            Self::Create => "in a `create` operation",
+            Self::Update => "in an `update` operation",
+            Self::Requests => "in the headers of every request",
+            Self::ErrorMessage => "in an error message",
+            Self::Describe => "in the connection test's description",
+        }
+    }
 
     /// The top-level variable names allowed here.
     pub fn roots(self) -> &'static [&'static str] {
@@ -43,9 +82,11 @@ impl Scope {
             Self::ApplyToken => &["hosts", "fields", "token"],
             Self::TenantHeader => &["hosts", "fields", "tenant"],
             Self::Setup => &["hosts", "fields", "callback_url", "connector"],
-            Self::Request => &[
-                "hosts", "fields", "id", "record", "cursor", "params", "tenant",
-            ],
+            Self::List => &["hosts", "fields", "cursor", "params", "tenant"],
+            Self::Get => &["hosts", "fields", "id", "params", "tenant"],
+            Self::Create => &["hosts", "fields", "record", "params", "tenant"],
+            Self::Update => &["hosts", "fields", "id", "record", "params", "tenant"],
+            Self::Requests => &["hosts", "fields", "params", "tenant"],
             Self::ErrorMessage => &["status", "body"],
             Self::Describe => &["record"],
         }
@@ -59,6 +100,9 @@ pub struct Names {
     pub hosts: BTreeSet<String>,
     /// Declared form field ids.
     pub fields: BTreeSet<String>,
+    /// Why a request has no `tenant` (the spec declares no `[tenants]`, or the resource is not
+    /// tenanted); `None` when it has one.
+    pub no_tenant: Option<String>,
 }
 
 /// A problem in one template.
@@ -132,7 +176,10 @@ pub fn check(
             let elsewhere = Scope::ALL.iter().any(|s| s.roots().contains(&root));
             problems.push(TemplateProblem {
                 message: if elsewhere {
-                    format!("template variable `{root}` is not available here")
+                    format!(
+                        "template variable `{root}` is not available {}",
+                        scope.place()
+                    )
                 } else {
                     format!("unknown template variable `{root}`")
                 },
@@ -141,6 +188,20 @@ pub fn check(
                     "here a template may use: {}",
                     scope.roots().join(", ")
                 )),
+            });
+            continue;
+        }
+        if root == "tenant"
+            && scope != Scope::TenantHeader
+            && let Some(reason) = &names.no_tenant
+        {
+            problems.push(TemplateProblem {
+                message: format!("template variable `tenant` is not available: {reason}"),
+                range,
+                hint: Some(
+                    "declare [tenants] (and leave tenanted unset), or leave `tenant` out of this template"
+                        .to_owned(),
+                ),
             });
             continue;
         }
@@ -170,7 +231,97 @@ pub fn check(
             }),
         }
     }
+    for (name, range) in filters(source) {
+        let unknown = env
+            .empty_state()
+            .apply_filter(&name, &[minijinja::Value::UNDEFINED])
+            .is_err_and(|e| e.kind() == minijinja::ErrorKind::UnknownFilter);
+        if unknown {
+            problems.push(TemplateProblem {
+                message: format!("unknown filter `{name}`"),
+                range: Some(range),
+                hint: Some(format!(
+                    "filters are MiniJinja's built-ins, such as {}",
+                    KNOWN_FILTERS.join(", ")
+                )),
+            });
+        }
+    }
     problems
+}
+
+/// Filters named in the unknown-filter hint (a test checks each exists).
+const KNOWN_FILTERS: [&str; 7] = [
+    "default", "join", "lower", "upper", "trim", "replace", "map",
+];
+
+/// The filters `source` applies (`value | name`, `{% filter name %}`), with their byte ranges:
+/// what lies inside `{{ … }}` and `{% … %}`, outside string literals.
+fn filters(source: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let bytes = source.as_bytes();
+    let ident = |from: usize| -> std::ops::Range<usize> {
+        let mut end = from;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+            && (end > from || !bytes[end].is_ascii_digit())
+        {
+            end += 1;
+        }
+        from..end
+    };
+    let skip_spaces = |mut at: usize| {
+        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        at
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(open) = source[at..].find(['{']).map(|i| at + i) {
+        let close = match bytes.get(open + 1) {
+            Some(b'{') => b'}',
+            Some(b'%') => b'%',
+            _ => {
+                at = open + 1;
+                continue;
+            }
+        };
+        let mut i = open + 2;
+        // `{% filter name %}` names a filter too.
+        let first = ident(skip_spaces(
+            i + usize::from(matches!(bytes.get(i), Some(b'-' | b'+'))),
+        ));
+        if close == b'%' && &source[first.clone()] == "filter" {
+            let name = ident(skip_spaces(first.end));
+            if !name.is_empty() {
+                out.push((source[name.clone()].to_owned(), name));
+            }
+        }
+        let mut quote = None;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match quote {
+                Some(_) if b == b'\\' => i += 1,
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None if b == b'"' || b == b'\'' => quote = Some(b),
+                None if b == close && bytes.get(i + 1) == Some(&b'}') => break,
+                None if b == b'|' => {
+                    let name = ident(skip_spaces(i + 1));
+                    if !name.is_empty() {
+                        out.push((source[name.clone()].to_owned(), name));
+                    }
+                }
+                None => {}
+            }
+            i += 1;
+        }
+        at = i.min(bytes.len());
+        if at == open {
+            at += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -181,13 +332,14 @@ mod tests {
         Names {
             hosts: ["api".to_owned()].into(),
             fields: ["client_id".to_owned()].into(),
+            no_tenant: None,
         }
     }
 
     #[test]
     fn accepts_declared_names() {
         let env = environment();
-        assert!(check(&env, "{{ hosts.api }}/x/{{ id }}", Scope::Request, &names()).is_empty());
+        assert!(check(&env, "{{ hosts.api }}/x/{{ id }}", Scope::Get, &names()).is_empty());
         assert!(check(&env, "{{ fields.client_id }}", Scope::Auth, &names()).is_empty());
     }
 
@@ -199,12 +351,59 @@ mod tests {
         let p = check(&env, "{{ token }}", Scope::Auth, &names());
         assert_eq!(
             p[0].message,
-            "template variable `token` is not available here"
+            "template variable `token` is not available in an auth setting"
         );
         let p = check(&env, "{{ user }}", Scope::Auth, &names());
         assert_eq!(p[0].message, "unknown template variable `user`");
         let p = check(&env, "{{ hosts.api ", Scope::Auth, &names());
         assert!(p[0].message.starts_with("template does not parse"), "{p:?}");
+    }
+
+    #[test]
+    fn each_operation_gets_the_names_it_is_given() {
+        let env = environment();
+        let one = |source: &str, scope| check(&env, source, scope, &names());
+        assert!(one("/x/{{ cursor }}", Scope::List).is_empty());
+        assert_eq!(
+            one("/x/{{ cursor }}", Scope::Get)[0].message,
+            "template variable `cursor` is not available in a `get` operation"
+        );
+        assert!(!one("/x/{{ id }}", Scope::List).is_empty());
+        assert!(!one("/x/{{ id }}", Scope::Create).is_empty());
+        assert!(one("/x/{{ id }}/{{ record.n }}", Scope::Update).is_empty());
+        assert!(!one("{{ id }}", Scope::Requests).is_empty());
+        assert!(one("{{ tenant.id }}", Scope::List).is_empty());
+        let untenanted = Names {
+            no_tenant: Some("this spec declares no [tenants]".to_owned()),
+            ..names()
+        };
+        let p = check(&env, "/o/{{ tenant.id }}", Scope::List, &untenanted);
+        assert_eq!(
+            p[0].message,
+            "template variable `tenant` is not available: this spec declares no [tenants]"
+        );
+    }
+
+    #[test]
+    fn filters_are_found_and_unknown_ones_refused() {
+        let env = environment();
+        let found: Vec<String> = filters(
+            "{{ a | lower }}|{{ b|default('x | y')|join(\", \") }}{% filter upper %}z{% endfilter %}{% if c | length %}{% endif %}",
+        )
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+        assert_eq!(found, ["lower", "default", "join", "upper", "length"]);
+        let p = check(&env, "{{ params.q | shout }}", Scope::List, &names());
+        assert_eq!(p[0].message, "unknown filter `shout`");
+        assert_eq!(p[0].range, Some(14..19));
+        for known in KNOWN_FILTERS {
+            let source = format!("{{{{ params.q | {known} }}}}");
+            assert!(
+                check(&env, &source, Scope::List, &names()).is_empty(),
+                "{known}"
+            );
+        }
     }
 
     #[test]

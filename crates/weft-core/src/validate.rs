@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::diagnostic::Diagnostic;
+use crate::load::key_segment;
 use crate::model::{
     Extract, Field, FieldKind, FieldType, OnExhausted, Operation, PageStop, Pagination, Pkce,
     Resource, Scalar, SpecFile, TenantSelect, WriteBody, well_known,
@@ -16,6 +17,10 @@ pub fn validate(spec: &SpecFile, stem: &str) -> Vec<Diagnostic> {
     let names = Names {
         hosts: spec.hosts.keys().cloned().collect(),
         fields: spec.fields.iter().map(|f| f.id.clone()).collect(),
+        no_tenant: spec
+            .tenants
+            .is_none()
+            .then(|| "this spec declares no [tenants]".to_owned()),
     };
     let mut v = Validator {
         spec,
@@ -192,11 +197,16 @@ impl Validator<'_> {
             );
         }
         for (name, url) in &self.spec.hosts {
-            let key = format!("hosts.{name}");
+            let key = format!("hosts.{}", key_segment(name));
             if !is_identifier(name, '_') {
                 self.error(
                     &key,
-                    format!("host name `{name}` must be lowercase letters, digits and `_`"),
+                    if name.is_empty() {
+                        "a host name is empty; it must be lowercase letters, digits and `_`"
+                            .to_owned()
+                    } else {
+                        format!("host name `{name}` must be lowercase letters, digits and `_`")
+                    },
                     None,
                 );
             }
@@ -245,7 +255,7 @@ impl Validator<'_> {
             }
             for (name, value) in &o.authorize_params {
                 self.template(
-                    &format!("auth.oauth2.authorize-params.{name}"),
+                    &format!("auth.oauth2.authorize-params.{}", key_segment(name)),
                     value,
                     Scope::Auth,
                 );
@@ -370,8 +380,16 @@ impl Validator<'_> {
                     "the concurrency field must be an integer",
                     None,
                 );
-            } else if field.min.unwrap_or(1) < 1 || field.max.unwrap_or(limit) > limit {
-                self.error(format!("fields[{i}].max"), format!("the concurrency field must stay within 1..{limit} (`limits.concurrency.max`)"), None);
+            } else {
+                let within = format!(
+                    "the concurrency field must stay within 1..{limit} (`limits.concurrency.max`)"
+                );
+                if field.min.is_some_and(|min| min < 1) {
+                    self.error(format!("fields[{i}].min"), within.clone(), None);
+                }
+                if field.max.is_some_and(|max| max > limit) {
+                    self.error(format!("fields[{i}].max"), within, None);
+                }
             }
         }
     }
@@ -385,7 +403,8 @@ impl Validator<'_> {
             )
         };
         if (f.min.is_some() || f.max.is_some()) && kind != FieldKind::Integer {
-            self.error(format!("{key}.min"), only("min/max", "integer"), None);
+            let at = if f.min.is_some() { "min" } else { "max" };
+            self.error(format!("{key}.{at}"), only(at, "integer"), None);
         }
         if !f.choices.is_empty() && kind != FieldKind::Enum {
             self.error(format!("{key}.choices"), only("choices", "enum"), None);
@@ -495,7 +514,10 @@ impl Validator<'_> {
             (FieldKind::Url, Scalar::Text(s)) => self.https_url(&dkey, s),
             _ => self.error(
                 dkey,
-                format!("the default does not fit a `{}` field", kind_name(kind)),
+                format!(
+                    "the default does not fit {} field",
+                    a_or_an(&format!("`{}`", kind_name(kind)))
+                ),
                 None,
             ),
         }
@@ -650,7 +672,11 @@ impl Validator<'_> {
             );
         }
         for (name, value) in &spec.requests.headers {
-            self.template(&format!("requests.headers.{name}"), value, Scope::Request);
+            self.template(
+                &format!("requests.headers.{}", key_segment(name)),
+                value,
+                Scope::Requests,
+            );
         }
         if let Some(plugin) = &spec.requests.sign {
             self.plugin_name("requests.sign", plugin);
@@ -691,7 +717,7 @@ impl Validator<'_> {
     }
 
     fn resource(&mut self, name: &str, r: &Resource) {
-        let key = format!("resources.{name}");
+        let key = format!("resources.{}", key_segment(name));
         if !is_identifier(name, '_') {
             self.error(
                 &key,
@@ -738,11 +764,19 @@ impl Validator<'_> {
                 Some("declare [tenants] or set tenanted = false".to_owned()),
             );
         }
+        // A resource that is not tenanted is called without a tenant.
+        let tenanted = self.names.no_tenant.clone();
+        if r.tenanted == Some(false) && tenanted.is_none() {
+            self.names.no_tenant = Some(format!(
+                "resource `{name}` is not tenanted (tenanted = false)"
+            ));
+        }
         for (op_name, op) in r.operations() {
             self.operation(&format!("{key}.{op_name}"), op_name, op, r);
         }
+        self.names.no_tenant = tenanted;
         for (field_name, field) in &r.fields {
-            self.record_field(&format!("{key}.fields.{field_name}"), field);
+            self.record_field(&format!("{key}.fields.{}", key_segment(field_name)), field);
         }
     }
 
@@ -821,7 +855,7 @@ impl Validator<'_> {
             );
         }
         for (name, nested) in &field.fields {
-            self.record_field(&format!("{fkey}.fields.{name}"), nested);
+            self.record_field(&format!("{fkey}.fields.{}", key_segment(name)), nested);
         }
     }
 
@@ -842,12 +876,17 @@ impl Validator<'_> {
                 None,
             );
         }
-        self.template(&format!("{key}.path"), &op.path, Scope::Request);
+        let scope = Scope::of_operation(kind);
+        self.template(&format!("{key}.path"), &op.path, scope);
         for (name, value) in &op.query {
-            self.template(&format!("{key}.query.{name}"), value, Scope::Request);
+            self.template(&format!("{key}.query.{}", key_segment(name)), value, scope);
         }
         for (name, value) in &op.headers {
-            self.template(&format!("{key}.headers.{name}"), value, Scope::Request);
+            self.template(
+                &format!("{key}.headers.{}", key_segment(name)),
+                value,
+                scope,
+            );
         }
         self.error_rules(&format!("{key}.errors"), &op.errors);
         self.extract(&format!("{key}.records"), &op.records);
@@ -868,7 +907,7 @@ impl Validator<'_> {
                     for param in self.pagination(&format!("{key}.pagination"), p) {
                         if op.query.contains_key(param) {
                             self.error(
-                                format!("{key}.query.{param}"),
+                                format!("{key}.query.{}", key_segment(param)),
                                 format!(
                                     "query parameter `{param}` is set by pagination and also in `query`"
                                 ),
@@ -920,7 +959,8 @@ impl Validator<'_> {
                 self.error(
                     format!("{key}.path"),
                     format!(
-                        "a `{kind}` must say which record, but neither its path nor its query uses `id`"
+                        "{} must say which record, but neither its path nor its query uses `id`",
+                        a_or_an(&format!("`{kind}`"))
                     ),
                     Some("such as path = \"/invoices/{{ id }}\"; a batched update (plural body, batch-size above 1) names records by their primary key instead".to_owned()),
                 );
@@ -930,7 +970,7 @@ impl Validator<'_> {
             match &op.body {
                 None => self.error(
                     key,
-                    format!("a `{kind}` needs `body`"),
+                    format!("{} needs `body`", a_or_an(&format!("`{kind}`"))),
                     Some("such as body = { shape = \"plural\", key = \"Invoices\" }".to_owned()),
                 ),
                 Some(WriteBody::Singular { .. }) if op.batch_size.unwrap_or(1) > 1 => {
@@ -1206,6 +1246,18 @@ fn record_fields(r: &Resource) -> String {
     format!("declared record fields: {}", declared.join(", "))
 }
 
+/// `word` with its indefinite article: "an `update`", "a `get`", "a `url`".
+fn a_or_an(word: &str) -> String {
+    let bare = word.trim_start_matches('`').to_ascii_lowercase();
+    // Said "you-": a url, a uuid.
+    let you = ["url", "uuid", "uni", "use"]
+        .iter()
+        .any(|p| bare.starts_with(p));
+    let vowel = bare.starts_with(['a', 'e', 'i', 'o', 'u']);
+    let article = if vowel && !you { "an" } else { "a" };
+    format!("{article} {word}")
+}
+
 fn kind_name(kind: FieldKind) -> &'static str {
     match kind {
         FieldKind::Text => "text",
@@ -1213,5 +1265,18 @@ fn kind_name(kind: FieldKind) -> &'static str {
         FieldKind::Boolean => "boolean",
         FieldKind::Enum => "enum",
         FieldKind::Url => "url",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::a_or_an;
+
+    #[test]
+    fn articles_follow_the_sound() {
+        assert_eq!(a_or_an("`update`"), "an `update`");
+        assert_eq!(a_or_an("`integer`"), "an `integer`");
+        assert_eq!(a_or_an("`get`"), "a `get`");
+        assert_eq!(a_or_an("`url`"), "a `url`");
     }
 }

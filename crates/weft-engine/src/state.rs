@@ -751,7 +751,21 @@ impl State {
         self.one_link("source_id", flow, kind, source_id)
     }
 
-    /// Source ids of `kind` whose write is pending (outcome unknown), or that are linked but
+    /// How many writes of `kind` are pending under idempotency key `key` (a batch's intents
+    /// share its key).
+    pub fn pending_count(&self, flow: &str, kind: &str, key: &str) -> Result<u64, StateError> {
+        self.read("count pending writes", |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key = ?3",
+                params![flow, kind, key],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// Source ids of `kind` whose write is pending (outcome unknown), with the idempotency key
+    /// of each (grouped by key: a batch's intents share one), then those that are linked but
     /// whose `follow` entry (a write-back) is missing, pending, or names another destination
     /// id: what a run must look at again even if the source did not change.
     pub fn unsettled(
@@ -759,13 +773,19 @@ impl State {
         flow: &str,
         kind: &str,
         follow: &[String],
-    ) -> Result<Vec<String>, StateError> {
+    ) -> Result<Vec<(String, Option<String>)>, StateError> {
         self.read("list unsettled records", |c| {
             let mut out = Vec::new();
-            let mut pending =
-                c.prepare("SELECT source_id FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key IS NOT NULL ORDER BY source_id")?;
-            for id in pending.query_map(params![flow, kind], |r| r.get::<_, String>(0))? {
-                out.push(id?);
+            let mut seen = std::collections::HashSet::new();
+            let mut pending = c.prepare(
+                "SELECT source_id, pending_key FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key IS NOT NULL ORDER BY pending_key, source_id",
+            )?;
+            for row in pending.query_map(params![flow, kind], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })? {
+                let (id, key) = row?;
+                seen.insert(id.clone());
+                out.push((id, key));
             }
             let mut missing = c.prepare(
                 "SELECT l.source_id FROM links l LEFT JOIN links b
@@ -777,8 +797,8 @@ impl State {
             for back in follow {
                 for id in missing.query_map(params![flow, kind, back], |r| r.get::<_, String>(0))? {
                     let id = id?;
-                    if !out.contains(&id) {
-                        out.push(id);
+                    if seen.insert(id.clone()) {
+                        out.push((id, None));
                     }
                 }
             }

@@ -403,3 +403,71 @@ async fn a_full_read_comes_back_when_it_is_due() {
     );
     assert_eq!(full.summary.created + full.summary.updated, 0);
 }
+
+fn lookups_by_number(w: &World) -> usize {
+    w.xero
+        .observed()
+        .log
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.query.contains("InvoiceNumbers="))
+        .count()
+}
+
+/// A batch whose answers were all lost stays pending. Inside the provider's idempotency
+/// `window`, the next run sends the same batch again with the same key (Xero replays what it
+/// did) and needs no lookup; past the window it looks the invoices up by number instead. Either
+/// way each invoice is in Xero once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_are_replayed_inside_the_window_and_looked_up_after_it() {
+    use weft_harness::faults::{Fault, FaultRule, When};
+    for (name, wait_s, replayed) in [("window-in", 60, true), ("window-out", 7 * 60, false)] {
+        let w = World::with_oauth(name, 30).await;
+        w.xero.observed().faults.add(
+            FaultRule::on("/api.xro/2.0/Invoices", When::Always, Fault::LoseResponse).method("PUT"),
+        );
+        let first = w.run(false).await;
+        assert!(
+            matches!(first.outcome, RunOutcome::Failed { .. }),
+            "{:?}",
+            first.outcome
+        );
+        let pending = w
+            .state()
+            .links("kantata-xero", "invoices")
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.pending.is_some())
+            .count();
+        assert!(pending > 0, "the lost batch stays pending");
+        w.xero.observed().faults.clear();
+        w.clock.advance_by(Duration::from_secs(wait_s));
+        let before = lookups_by_number(&w);
+        let second = w.run(false).await;
+        assert_eq!(
+            second.outcome,
+            RunOutcome::Completed,
+            "{:?}",
+            second.outcome
+        );
+        assert_eq!(second.summary.failed, 0, "{:?}", second.plan);
+        let looked_up = lookups_by_number(&w) - before;
+        if replayed {
+            assert_eq!(looked_up, 0, "{name}: replayed with its key, no lookup");
+        } else {
+            assert!(
+                looked_up > 0,
+                "{name}: past the window, looked up by number"
+            );
+        }
+        assert_each_once(&w);
+        assert!(
+            w.state()
+                .links("kantata-xero", "invoices")
+                .unwrap()
+                .iter()
+                .all(|l| l.pending.is_none()),
+            "{name}: nothing left pending"
+        );
+    }
+}

@@ -140,3 +140,59 @@ fn list_elements_are_checked_by_their_nested_rules() {
         );
     }
 }
+
+/// Deleting a payment is the spec's `payments.update`: the body Xero documents is the bare
+/// `{"Status":"DELETED"}` (the OpenAPI's `PaymentDelete`), not wrapped in `Payments`.
+#[tokio::test]
+async fn a_payment_is_deleted_with_the_bare_documented_body() {
+    let sim = XeroSim::start(XeroConfig::default()).unwrap();
+    let spec = shipped("xero");
+    let file = spec.file();
+    let hosts = Hosts::new(file, &BTreeMap::from([("api".to_owned(), sim.api_url())])).unwrap();
+    let token = xero_token(&sim).await;
+    let (tenant, name) = sim.tenants().into_iter().next().unwrap();
+    let payment = sim
+        .payments(&tenant)
+        .into_iter()
+        .find(|p| p["Status"] == "AUTHORISED")
+        .expect("a seeded payment");
+    let id = payment["PaymentID"].as_str().unwrap().to_owned();
+
+    let op = file.resources["payments"].update.as_ref().unwrap();
+    let deletion = json!({"Status": "DELETED"});
+    let sent = body(op, std::slice::from_ref(&deletion));
+    assert_eq!(sent, deletion, "the body is the bare status");
+
+    let ctx = RequestContext {
+        id: Some(id.clone()),
+        tenant: Some(Tenant {
+            id: tenant.clone(),
+            name,
+        }),
+        ..RequestContext::with_field_defaults(file)
+    };
+    let env = weft_core::template::environment();
+    let mut request = build(&env, file, &hosts, "payments", OpKind::Update, &ctx, &[]).unwrap();
+    request
+        .headers
+        .push(("Authorization".into(), format!("Bearer {token}")));
+    let answer = send(
+        &client().unwrap(),
+        file,
+        &op.errors,
+        &request,
+        Some(&sent),
+        &Sleep,
+        &mut fastrand::Rng::with_seed(1),
+    )
+    .await
+    .unwrap();
+    let returned = records(&answer.body, &op.records).unwrap();
+    assert_eq!(returned[0]["Status"], "DELETED");
+    let stored = sim
+        .payments(&tenant)
+        .into_iter()
+        .find(|p| p["PaymentID"] == id.as_str())
+        .unwrap();
+    assert_eq!(stored["Status"], "DELETED");
+}

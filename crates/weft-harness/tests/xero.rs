@@ -1,6 +1,8 @@
 //! The Xero simulator over real HTTP on 127.0.0.1: OAuth and refresh rotation, tenants, rate
 //! limits, reads, batch writes, idempotency, payments, determinism.
 
+mod openapi;
+
 use std::time::Duration;
 
 use base64::Engine;
@@ -9,6 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use weft_harness::xero::{Consent, XeroConfig, XeroLimits, XeroSim};
+
+use openapi::Validator;
 
 const REDIRECT: &str = "http://localhost:8976/oauth/callback";
 const SCOPES: &str = "openid profile email offline_access accounting.transactions accounting.contacts accounting.settings";
@@ -149,6 +153,16 @@ impl Api {
             .await
             .expect("get");
         (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A DELETE: the status and the raw body.
+    async fn delete(&self, path: &str) -> (StatusCode, Vec<u8>) {
+        let r = self
+            .req(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .expect("delete");
+        (r.status(), r.bytes().await.expect("body").to_vec())
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> (StatusCode, Value) {
@@ -1141,14 +1155,25 @@ async fn payments_settle_invoices() {
         .await;
     assert_eq!(status, 400);
     let pid = p["Payments"][0]["PaymentID"].as_str().unwrap_or_default();
+    // The body Xero documents for a deletion is the bare status (`PaymentDelete`).
+    let deletion = json!({"Status": "DELETED"});
+    let mut v = Validator::new();
+    v.accounting("PaymentDelete", &deletion, "a payment deletion");
+    assert!(!v.valid(
+        openapi::ACCOUNTING,
+        "/components/schemas/PaymentDelete",
+        &json!({"Payments": [{"Status": "DELETED"}]})
+    ));
     let (status, del) = api
         .send(
             reqwest::Method::POST,
             &format!("/Payments/{pid}"),
-            &json!({"Payments": [{"Status": "DELETED"}]}),
+            &deletion,
         )
         .await;
     assert_eq!(status, 200, "{del}");
+    v.accounting("Payments", &del, "POST /Payments/{id} (deleted)");
+    assert_eq!(del["Payments"][0]["Status"], "DELETED");
     let inv = sim.invoice(&api.tenant, &id).expect("invoice");
     assert_eq!(
         (inv["Status"].clone(), inv["AmountDue"].to_string()),
@@ -1362,4 +1387,265 @@ fn the_simulator_can_be_shared_across_threads() {
     fn shareable<T: Send + Sync>() {}
     shareable::<XeroSim>();
     shareable::<XeroConfig>();
+}
+
+#[tokio::test]
+async fn a_currency_the_organisation_has_not_enabled_is_refused() {
+    // Organisations that use their base currency only.
+    let sim = start(XeroConfig {
+        currencies: Vec::new(),
+        ..XeroConfig::default()
+    });
+    let api = Api::new(&sim).await;
+    let mut v = Validator::new();
+    let (_, org) = api.get("/Organisation").await;
+    let base = org["Organisations"][0]["BaseCurrency"]
+        .as_str()
+        .expect("base currency")
+        .to_owned();
+    assert_ne!(base, "USD");
+    let contact = sim.contacts(&api.tenant)[0]["ContactID"].clone();
+    let invoice = |currency: &str| {
+        json!({"Type": "ACCREC", "Status": "AUTHORISED", "Contact": {"ContactID": contact}, "CurrencyCode": currency,
+            "LineItems": [{"Description": "Work", "Quantity": 1, "UnitAmount": 100, "AccountCode": "200"}]})
+    };
+    let refused = "Organisation is not subscribed to currency USD";
+
+    // Per element: the USD invoice alone fails, with Xero's message; the others are created.
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Invoices?summarizeErrors=false",
+            &json!({"Invoices": [invoice(&base), invoice("USD"), invoice("")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    v.accounting("Invoices", &out, "PUT /Invoices with a foreign currency");
+    let outcomes: Vec<&Value> = out["Invoices"]
+        .as_array()
+        .expect("invoices")
+        .iter()
+        .map(|i| &i["StatusAttributeString"])
+        .collect();
+    assert_eq!(outcomes, [&json!("OK"), &json!("ERROR"), &json!("OK")]);
+    assert_eq!(
+        out["Invoices"][1]["ValidationErrors"][0]["Message"],
+        refused
+    );
+    assert_eq!(out["Invoices"][1]["HasErrors"], true);
+    assert_eq!(
+        out["Invoices"][2]["CurrencyCode"], base,
+        "an empty code is the base currency"
+    );
+
+    // Summarized: a 400 ValidationException naming the element; nothing in USD exists.
+    let (status, err) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Invoices",
+            &json!({"Invoices": [invoice("usd")]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    v.accounting("Error", &err, "400 for a foreign currency");
+    assert_eq!(
+        err["Elements"][0]["ValidationErrors"][0]["Message"],
+        refused
+    );
+    assert!(
+        sim.invoices(&api.tenant)
+            .iter()
+            .all(|i| i["CurrencyCode"] == base.as_str()),
+        "no invoice in a currency the organisation does not use"
+    );
+    let (_, actions) = api.get("/Organisation/Actions").await;
+    v.accounting("Actions", &actions, "GET /Organisation/Actions");
+    let multicurrency = |a: &Value| {
+        a["Actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["Name"] == "UseMulticurrency")
+            .map(|x| x["Status"].clone())
+    };
+    assert_eq!(multicurrency(&actions), Some(json!("NOT-ALLOWED")));
+
+    // Once the organisation uses USD, the same invoice goes through in USD.
+    assert!(sim.enable_currency(&api.tenant, "USD"));
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Invoices",
+            &json!({"Invoices": [invoice("USD")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["Invoices"][0]["CurrencyCode"], "USD");
+    let (_, actions) = api.get("/Organisation/Actions").await;
+    assert_eq!(multicurrency(&actions), Some(json!("ALLOWED")));
+
+    // By default the organisations use USD too (the Kantata simulator's currency), nothing else.
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let contact = sim.contacts(&api.tenant)[0]["ContactID"].clone();
+    let invoice = |currency: &str| {
+        json!({"Type": "ACCREC", "Contact": {"ContactID": contact}, "CurrencyCode": currency,
+            "LineItems": [{"Description": "Work", "Quantity": 1, "UnitAmount": 100, "AccountCode": "200"}]})
+    };
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Invoices?summarizeErrors=false",
+            &json!({"Invoices": [invoice("USD"), invoice("EUR")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["Invoices"][0]["StatusAttributeString"], "OK");
+    assert_eq!(
+        out["Invoices"][1]["ValidationErrors"][0]["Message"],
+        "Organisation is not subscribed to currency EUR"
+    );
+}
+
+#[tokio::test]
+async fn only_organisation_itself_is_the_organisation_record() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let mut v = Validator::new();
+    let (status, org) = api.get("/Organisation").await;
+    assert_eq!(status, 200);
+    v.accounting("Organisations", &org, "GET /Organisation");
+    for path in [
+        "/Organisation/anything",
+        "/Organisation/Actions/more",
+        &format!(
+            "/Organisation/{}",
+            org["Organisations"][0]["OrganisationID"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (status, actions) = api.get("/organisation/actions").await;
+    assert_eq!(status, 200);
+    v.accounting("Actions", &actions, "GET /Organisation/Actions");
+}
+
+#[tokio::test]
+async fn items_are_deleted_with_delete() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let (_, items) = api.get("/Items").await;
+    let before = items["Items"].as_array().expect("items").len();
+    let id = items["Items"][0]["ItemID"]
+        .as_str()
+        .expect("an item")
+        .to_owned();
+    let (status, body) = api.delete(&format!("/Items/{id}")).await;
+    assert_eq!(status, 204);
+    assert!(body.is_empty(), "204 has no body");
+    let (status, _) = api.get(&format!("/Items/{id}")).await;
+    assert_eq!(status, 404);
+    let (_, items) = api.get("/Items").await;
+    assert_eq!(items["Items"].as_array().map(Vec::len), Some(before - 1));
+    // A created item is deleted the same way; an unknown one is not found.
+    let (_, created) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Items",
+            &json!({"Items": [{"Code": "DEL-1", "Name": "To delete"}]}),
+        )
+        .await;
+    let created = created["Items"][0]["ItemID"].as_str().expect("created");
+    for (path, expected) in [
+        (format!("/Items/{created}"), 204),
+        (format!("/Items/{created}"), 404),
+        ("/Items".to_owned(), 405),
+    ] {
+        assert_eq!(api.delete(&path).await.0, expected, "DELETE {path}");
+    }
+    // Xero removes invoices by status, never with DELETE.
+    let invoice = sim.invoices(&api.tenant)[0]["InvoiceID"]
+        .as_str()
+        .expect("invoice")
+        .to_owned();
+    assert_eq!(api.delete(&format!("/Invoices/{invoice}")).await.0, 405);
+    assert!(sim.invoice(&api.tenant, &invoice).is_some());
+}
+
+#[tokio::test]
+async fn search_term_and_summary_only_read_as_xero_documents() {
+    let sim = start(XeroConfig {
+        size: 300,
+        ..XeroConfig::default()
+    });
+    let api = Api::new(&sim).await;
+    let mut v = Validator::new();
+    // Contacts: a case-insensitive search over names, number and email address.
+    let email = sim.contacts(&api.tenant)[3]["EmailAddress"]
+        .as_str()
+        .expect("email")
+        .to_owned();
+    let domain = email.split('@').nth(1).expect("domain").to_uppercase();
+    let (status, found) = api
+        .get(&format!(
+            "/Contacts?searchTerm={domain}&includeArchived=true"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let found = found["Contacts"].as_array().expect("contacts").clone();
+    assert!(!found.is_empty());
+    let lower = domain.to_lowercase();
+    assert!(found.iter().all(|c| {
+        [
+            "Name",
+            "FirstName",
+            "LastName",
+            "ContactNumber",
+            "EmailAddress",
+        ]
+        .iter()
+        .any(|f| {
+            c[f].as_str()
+                .is_some_and(|s| s.to_lowercase().contains(&lower))
+        })
+    }));
+    let all = sim.contacts(&api.tenant);
+    assert!(found.len() < all.len(), "the search narrows the list");
+    // Invoices: InvoiceNumber and Reference.
+    let (_, invoices) = api.get("/Invoices?searchTerm=inv-0001").await;
+    let numbers: Vec<&str> = invoices["Invoices"]
+        .as_array()
+        .expect("invoices")
+        .iter()
+        .filter_map(|i| i["InvoiceNumber"].as_str())
+        .collect();
+    assert!(numbers.contains(&"INV-0001"), "{numbers:?}");
+    assert!(
+        numbers
+            .iter()
+            .all(|n| n.to_lowercase().contains("inv-0001"))
+    );
+    // summaryOnly: paged even without `page`, and without the nested collections.
+    let (status, summary) = api.get("/Invoices?summaryOnly=true").await;
+    assert_eq!(status, 200);
+    v.accounting("Invoices", &summary, "GET /Invoices?summaryOnly=true");
+    assert_eq!(summary["pagination"]["page"], 1);
+    assert_eq!(summary["Invoices"].as_array().map(Vec::len), Some(100));
+    let first = &summary["Invoices"][0];
+    assert!(first["InvoiceID"].is_string() && first["Total"].is_number());
+    for heavy in ["LineItems", "Payments", "CreditNotes"] {
+        assert!(first.get(heavy).is_none(), "{heavy} in a summary");
+    }
+    let (_, contacts) = api.get("/Contacts?summaryOnly=true&page=1").await;
+    v.accounting("Contacts", &contacts, "GET /Contacts?summaryOnly=true");
+    let first = &contacts["Contacts"][0];
+    assert!(first["Name"].is_string());
+    assert!(first.get("Addresses").is_none() && first.get("Phones").is_none());
+    // Where Xero has no such parameter, it is ignored.
+    let (_, accounts) = api.get("/Accounts?searchTerm=zzz&summaryOnly=true").await;
+    let (_, plain) = api.get("/Accounts").await;
+    assert_eq!(accounts["Accounts"], plain["Accounts"]);
 }

@@ -1,96 +1,14 @@
 //! Fidelity: the simulator's real answers validate against Xero's official OpenAPI schemas
-//! (XeroAPI/Xero-OpenAPI 16.1.0, in the shared reference folder beside the repository).
-//!
-//! The OpenAPI documents are loaded as they are and handed to a JSON Schema validator as one
-//! resource each, so `$ref: "#/components/schemas/…"` resolves inside them. OpenAPI 3.0 schemas are
-//! JSON Schema draft 4 plus keywords the validator ignores (`x-*`, `example`, `readOnly`); these
-//! documents use no `nullable`. Formats are asserted (uuid, date-time), with one narrow exception
-//! documented in [`adjust`].
+//! (XeroAPI/Xero-OpenAPI 16.1.0, from the fixture in `tests/fixtures/xero-openapi/`; see
+//! [`openapi`]).
 
-use boon::{Compiler, Draft, Schemas};
+mod openapi;
+
+use openapi::{ACCOUNTING, IDENTITY, Validator};
 use serde_json::{Value, json};
 use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
-const DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/reference/xero-openapi/"
-);
 const REDIRECT: &str = "http://localhost:8976/oauth/callback";
-
-fn load(file: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{DIR}{file}"))
-        .unwrap_or_else(|e| panic!("{DIR}{file}: {e}"));
-    let mut doc: Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-    adjust(file, &mut doc);
-    doc
-}
-
-/// Narrow corrections where the official schema refuses what real Xero sends.
-fn adjust(file: &str, doc: &mut Value) {
-    if file == "xero-identity.yaml" {
-        // Connection.createdDateUtc / updatedDateUtc are declared `format: date-time`, but Xero
-        // sends them without a zone ("2019-12-07T18:46:19.5165400"; xero-api.md §1.4), which is not
-        // an RFC 3339 date-time. Keep them strings, drop the format.
-        for key in ["createdDateUtc", "updatedDateUtc"] {
-            if let Some(p) =
-                doc.pointer_mut(&format!("/components/schemas/Connection/properties/{key}"))
-                && let Some(m) = p.as_object_mut()
-            {
-                m.remove("format");
-            }
-        }
-    }
-}
-
-struct Validator {
-    schemas: Schemas,
-    compiler: Compiler,
-}
-
-impl Validator {
-    fn new() -> Self {
-        let mut compiler = Compiler::new();
-        compiler.set_default_draft(Draft::V4);
-        compiler.enable_format_assertions();
-        for file in ["xero_accounting.yaml", "xero-identity.yaml"] {
-            compiler
-                .add_resource(&format!("file:///{file}.json"), load(file))
-                .unwrap_or_else(|e| panic!("{file}: {e}"));
-        }
-        Self {
-            schemas: Schemas::new(),
-            compiler,
-        }
-    }
-
-    fn valid(&mut self, file: &str, pointer: &str, instance: &Value) -> bool {
-        let loc = if file == "raw" {
-            format!("file:///raw.json#{pointer}")
-        } else {
-            format!("file:///{file}.json#{pointer}")
-        };
-        let idx = self
-            .compiler
-            .compile(&loc, &mut self.schemas)
-            .unwrap_or_else(|e| panic!("{loc}: {e:#}"));
-        self.schemas.validate(instance, idx).is_ok()
-    }
-
-    /// Validates `instance` against a schema named by `file#/pointer`.
-    fn check(&mut self, file: &str, pointer: &str, instance: &Value, what: &str) {
-        let loc = format!("file:///{file}.json#{pointer}");
-        let idx = self
-            .compiler
-            .compile(&loc, &mut self.schemas)
-            .unwrap_or_else(|e| panic!("{loc}: {e:#}"));
-        if let Err(e) = self.schemas.validate(instance, idx) {
-            panic!(
-                "{what} does not match {pointer}:\n{e:#}\n{}",
-                serde_json::to_string_pretty(instance).unwrap_or_default()
-            );
-        }
-    }
-}
 
 struct Client {
     c: reqwest::Client,
@@ -170,7 +88,7 @@ async fn responses_match_the_official_schemas() {
     .expect("start");
     let api = Client::new(&sim).await;
     let mut v = Validator::new();
-    let acc = "xero_accounting.yaml";
+    let acc = ACCOUNTING;
     // The validator does reject what the schemas forbid.
     assert!(!v.valid(
         acc,
@@ -193,28 +111,15 @@ async fn responses_match_the_official_schemas() {
         &json!({"Invoices": [{"Status": "PAID", "Total": 1.5}]})
     ));
     // Without the adjustment, the zone-less dates Xero sends on /connections would be refused.
-    let mut raw = Validator {
-        schemas: Schemas::new(),
-        compiler: Compiler::new(),
-    };
-    raw.compiler.set_default_draft(Draft::V4);
-    raw.compiler.enable_format_assertions();
-    let text = std::fs::read_to_string(format!("{DIR}xero-identity.yaml")).expect("identity");
-    let unadjusted: Value = serde_norway::from_str(&text).expect("yaml");
-    raw.compiler
-        .add_resource("file:///raw.json", unadjusted)
-        .expect("resource");
+    let mut raw = Validator::empty();
+    raw.add("raw", openapi::unadjusted(IDENTITY));
     let real = json!({"id": "e1eede29-f875-4a5d-8470-17f6a29a88b1", "createdDateUtc": "2019-12-07T18:46:19.5165400"});
     assert!(!raw.valid("raw", "/components/schemas/Connection", &real));
-    assert!(v.valid(
-        "xero-identity.yaml",
-        "/components/schemas/Connection",
-        &real
-    ));
+    assert!(v.valid(IDENTITY, "/components/schemas/Connection", &real));
 
     let connections = api.get("/connections").await;
     v.check(
-        "xero-identity.yaml",
+        IDENTITY,
         "/paths/~1Connections/get/responses/200/content/application~1json/schema",
         &connections,
         "GET /connections",

@@ -32,22 +32,38 @@ impl StreamRun<'_> {
     /// write or write-back is unsettled, and handles them first.
     pub(crate) async fn revisit(&mut self, tally: &mut Tally) -> Result<(), RunError> {
         let state = self.run.state;
-        let mut ids: BTreeSet<String> = state
-            .retries(self.flow(), self.kind())?
-            .into_iter()
-            .collect();
-        if !self.dry() {
-            ids.extend(state.unsettled(self.flow(), self.kind(), &self.back_kinds())?);
-        }
-        let ids: Vec<String> = ids.into_iter().collect();
-        for chunk in ids.chunks(BY_ID_CHUNK) {
-            let mut records = Vec::new();
-            for id in chunk {
-                if let Some(r) = self.get_source(id, tally).await? {
-                    records.push(r);
-                }
+        // Unsettled writes first, a batch's intents kept in one chunk (so a batch can be sent
+        // again whole), then the retries a person asked for.
+        let mut ids: Vec<(String, Option<String>)> = if self.dry() {
+            Vec::new()
+        } else {
+            state.unsettled(self.flow(), self.kind(), &self.back_kinds())?
+        };
+        let known: BTreeSet<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+        ids.extend(
+            state
+                .retries(self.flow(), self.kind())?
+                .into_iter()
+                .filter(|id| !known.contains(id))
+                .map(|id| (id, None)),
+        );
+        let mut chunk: Vec<Value> = Vec::new();
+        let mut count = 0;
+        let mut last_key: Option<String> = None;
+        for (id, key) in ids {
+            let boundary = count >= BY_ID_CHUNK || (key.is_some() && key != last_key && count > 0);
+            if boundary {
+                self.chunk(std::mem::take(&mut chunk), tally).await?;
+                count = 0;
             }
-            self.chunk(records, tally).await?;
+            last_key = key;
+            count += 1;
+            if let Some(r) = self.get_source(&id, tally).await? {
+                chunk.push(r);
+            }
+        }
+        if !chunk.is_empty() {
+            self.chunk(chunk, tally).await?;
         }
         Ok(())
     }

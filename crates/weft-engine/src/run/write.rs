@@ -131,6 +131,56 @@ impl StreamRun<'_> {
         Ok(found)
     }
 
+    /// Splits writes whose outcome is unknown into those that can be sent again exactly as
+    /// they were, with their idempotency key, because the provider still replays that key (its
+    /// `window` has not passed since the intent, every record of the batch is here at the
+    /// version it had, and the batch is whole), and the others, to settle by natural key.
+    #[allow(clippy::type_complexity)]
+    fn replayable(
+        &self,
+        settle: Vec<(Work, crate::state::PendingWrite)>,
+    ) -> Result<(Vec<(String, Vec<Work>)>, Vec<Work>), RunError> {
+        let w = &self.stream.write;
+        let window = self
+            .resource(&w.connection, &w.resource)?
+            .create
+            .as_ref()
+            .and_then(|op| op.idempotency.as_ref())
+            .and_then(|i| i.window);
+        let Some(window) = window else {
+            return Ok((Vec::new(), settle.into_iter().map(|(w, _)| w).collect()));
+        };
+        let mut groups: std::collections::BTreeMap<
+            String,
+            Vec<(Work, crate::state::PendingWrite)>,
+        > = std::collections::BTreeMap::new();
+        for (work, pending) in settle {
+            groups
+                .entry(pending.idempotency_key.clone())
+                .or_default()
+                .push((work, pending));
+        }
+        let mut replays = Vec::new();
+        let mut rest = Vec::new();
+        for (key, members) in groups {
+            let fresh = members
+                .iter()
+                .all(|(_, p)| self.now().saturating_sub(p.since_ms) < window.as_millis());
+            let same = members.iter().all(|(w, p)| p.source_version == w.version);
+            let whole = self
+                .run
+                .state
+                .pending_count(self.flow(), self.kind(), &key)?
+                == members.len() as u64;
+            if key != "-" && fresh && same && whole {
+                replays.push((key, members.into_iter().map(|(w, _)| w).collect()));
+            } else {
+                rest.extend(members.into_iter().map(|(w, _)| w));
+            }
+        }
+        Ok((replays, rest))
+    }
+
     /// Writes the works: returns those that ended linked to a destination record (for the
     /// write-backs).
     pub(crate) async fn write(
@@ -152,10 +202,11 @@ impl StreamRun<'_> {
         for mut w in works {
             let link = state.link(self.flow(), self.kind(), &w.id)?;
             match link {
-                Some(l) if l.pending.is_some() && !self.dry() => match l.dest_id {
+                Some(l) if l.pending.is_some() && !self.dry() => match (l.dest_id, l.pending) {
                     // An update whose answer was lost: the record is known, update it again.
-                    Some(d) => updates.push((w, d, "pending".to_owned())),
-                    None => settle.push(w),
+                    (Some(d), _) => updates.push((w, d, "pending".to_owned())),
+                    (None, Some(p)) => settle.push((w, p)),
+                    (None, None) => creates.push(w),
                 },
                 Some(l) if l.dest_id.is_some() => {
                     let d = l.dest_id.unwrap_or_default();
@@ -174,6 +225,7 @@ impl StreamRun<'_> {
                 _ => creates.push(w),
             }
         }
+        let (replays, settle) = self.replayable(settle)?;
         if !settle.is_empty() {
             if nk_field.is_some() {
                 let values: Vec<String> = settle
@@ -221,7 +273,7 @@ impl StreamRun<'_> {
                 }
             }
         }
-        let (created, relinked) = self.create(creates, tally).await?;
+        let (created, relinked) = self.create(creates, replays, tally).await?;
         linked.extend(created);
         updates.extend(relinked);
         linked.extend(self.update(updates, tally).await?);
@@ -232,14 +284,18 @@ impl StreamRun<'_> {
     /// by natural key after the destination refused them (already there), to update.
     async fn create(
         &mut self,
-        works: Vec<Work>,
+        mut works: Vec<Work>,
+        replays: Vec<(String, Vec<Work>)>,
         tally: &mut Tally,
     ) -> Result<(Vec<Work>, Vec<(Work, String, String)>), RunError> {
         let mut created = Vec::new();
         let mut relinked = Vec::new();
-        if works.is_empty() {
+        if works.is_empty() && replays.is_empty() {
             return Ok((created, relinked));
         }
+        // Batches in the order of their source ids, so a batch can be sent again exactly as
+        // it was (its idempotency key then replays the first answer).
+        works.sort_by(|a, b| a.id.cmp(&b.id));
         let w = &self.stream.write;
         let nk_field = w.natural_key.as_ref().map(|n| n.field.clone());
         if self.dry() {
@@ -270,11 +326,20 @@ impl StreamRun<'_> {
             })?;
         let state = self.run.state;
         let total = works.len();
-        let mut works = works.into_iter().peekable();
-        let mut n = 0;
         let batch_size = op.batch_size.unwrap_or(1).max(1) as usize;
+        let mut batches: Vec<(Vec<Work>, Option<String>)> = replays
+            .into_iter()
+            .map(|(key, mut batch)| {
+                batch.sort_by(|a, b| a.id.cmp(&b.id));
+                (batch, Some(key))
+            })
+            .collect();
+        let mut works = works.into_iter().peekable();
         while works.peek().is_some() {
-            let batch: Vec<Work> = works.by_ref().take(batch_size).collect();
+            batches.push((works.by_ref().take(batch_size).collect(), None));
+        }
+        let mut n = 0;
+        for (batch, replay_key) in batches {
             self.run.tell(&format!(
                 "{}: creating {} of {total}",
                 self.name,
@@ -285,7 +350,10 @@ impl StreamRun<'_> {
                 .iter()
                 .map(|w| Value::Object(w.body.clone()))
                 .collect();
-            let key = idempotency_key_for(&op, &self.scope_key("create"), &records);
+            let key = match replay_key {
+                Some(k) => Some(k),
+                None => idempotency_key_for(&op, &self.scope_key("create"), &records),
+            };
             let intents: Vec<WriteIntent<'_>> = batch
                 .iter()
                 .map(|w| WriteIntent {

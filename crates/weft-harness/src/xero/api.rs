@@ -393,7 +393,13 @@ fn handle(
             return text_response(501, "Not implemented", "text/plain; charset=utf-8");
         }
         let org = read(&tenant.store);
-        return envelope(shared, "Organisations", &[org.organisation()], None);
+        return match segments.get(1..).unwrap_or_default() {
+            [] => envelope(shared, "Organisations", &[org.organisation()], None),
+            [actions] if actions.eq_ignore_ascii_case("Actions") => {
+                envelope(shared, "Actions", &org.actions(), None)
+            }
+            _ => not_found(),
+        };
     }
     let Some(kind) = Kind::ALL
         .into_iter()
@@ -478,6 +484,17 @@ fn handle(
             );
             Response::from_parts(parts, Body::from(bytes))
         }
+        // Xero deletes with DELETE only items (and accounts, tracking categories and a few
+        // links the simulator does not serve): 204 with no body.
+        Method::DELETE if kind == Kind::Item => match id {
+            Some(id) if org.delete(kind, id) => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+                r
+            }
+            Some(_) => not_found(),
+            None => text_response(405, "Method not allowed", "text/plain; charset=utf-8"),
+        },
         _ => text_response(405, "Method not allowed", "text/plain; charset=utf-8"),
     }
 }
@@ -543,6 +560,14 @@ fn list_query(kind: Kind, headers: &HeaderMap, params: &Params) -> Result<ListQu
         page_size: 100,
         ..ListQuery::default()
     };
+    // Xero documents both for Contacts and Invoices only; elsewhere they are ignored.
+    let summarized = matches!(kind, Kind::Contact | Kind::Invoice);
+    q.summary_only =
+        summarized && param("summaryOnly").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    q.search = param("searchTerm")
+        .filter(|_| summarized)
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty());
     if paged {
         if let Some(p) = param("page") {
             let n: i64 = p
@@ -557,6 +582,10 @@ fn list_query(kind: Kind, headers: &HeaderMap, params: &Params) -> Result<ListQu
                 .parse()
                 .map_err(|_| format!("'{s}' is not a page size"))?;
             q.page_size = usize::try_from(n.clamp(1, 1000)).unwrap_or(100);
+        }
+        // A summary is always paged.
+        if q.summary_only && q.page.is_none() {
+            q.page = Some(1);
         }
     }
     if kind != Kind::TaxRate

@@ -69,6 +69,45 @@ impl Kind {
     fn slot(self) -> usize {
         self as usize
     }
+
+    /// The fields `searchTerm` looks in (Xero's parameter descriptions); none where Xero has
+    /// no such parameter.
+    pub(crate) fn search_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Contact => &[
+                "Name",
+                "FirstName",
+                "LastName",
+                "ContactNumber",
+                "EmailAddress",
+            ],
+            Kind::Invoice => &["InvoiceNumber", "Reference"],
+            _ => &[],
+        }
+    }
+
+    /// What `summaryOnly=true` leaves out: the nested collections, which Xero computes or
+    /// joins per record. Xero documents the parameter for Contacts and Invoices only.
+    pub(crate) fn heavy_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Contact => &[
+                "Addresses",
+                "Phones",
+                "ContactGroups",
+                "ContactPersons",
+                "Balances",
+                "PaymentTerms",
+            ],
+            Kind::Invoice => &[
+                "LineItems",
+                "Payments",
+                "CreditNotes",
+                "Prepayments",
+                "Overpayments",
+            ],
+            _ => &[],
+        }
+    }
 }
 
 /// Seconds between two seeded records of a kind.
@@ -283,6 +322,10 @@ pub(crate) struct ListQuery {
     pub(crate) contact_ids: Vec<String>,
     pub(crate) numbers: Vec<String>,
     pub(crate) include_archived: bool,
+    /// `searchTerm`, lower-cased: a case-insensitive text search over [`Kind::search_fields`].
+    pub(crate) search: Option<String>,
+    /// `summaryOnly=true`: lightweight records ([`Kind::heavy_fields`] left out), always paged.
+    pub(crate) summary_only: bool,
 }
 
 impl ListQuery {
@@ -293,7 +336,18 @@ impl ListQuery {
             && self.ids.is_empty()
             && self.contact_ids.is_empty()
             && self.numbers.is_empty()
+            && self.search.is_none()
             && (kind != Kind::Contact || self.include_archived)
+    }
+
+    /// Whether `r` contains the `searchTerm` in one of the fields Xero searches for `kind`.
+    fn finds<R: Record + ?Sized>(&self, kind: Kind, r: &R) -> bool {
+        let Some(term) = &self.search else {
+            return true;
+        };
+        kind.search_fields().iter().any(|name| {
+            matches!(r.field(&[(*name).to_owned()]), Field::Str(s) if s.to_lowercase().contains(term.as_str()))
+        })
     }
 
     fn keeps(&self, kind: Kind, v: &Value) -> bool {
@@ -332,6 +386,9 @@ impl ListQuery {
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(field("InvoiceNumber")))
         {
+            return false;
+        }
+        if !self.finds(kind, v) {
             return false;
         }
         if let Some(since) = self.since_ms {
@@ -379,6 +436,9 @@ impl ListQuery {
         if let Some(since) = self.since_ms
             && v.updated() / 1000 < since / 1000
         {
+            return false;
+        }
+        if !self.finds(Kind::Invoice, v) {
             return false;
         }
         self.filter.as_ref().is_none_or(|f| f.matches(v))
@@ -437,6 +497,8 @@ pub(crate) struct Org {
     pub(crate) creates_by_kind: HashMap<String, u64>,
     /// Rendered list answers, cleared on every change.
     pub(crate) cache: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// The currencies transactions may use: the base currency, plus any enabled since.
+    currencies: BTreeSet<String>,
 }
 
 struct Region {
@@ -673,7 +735,9 @@ impl Org {
             creates: 0,
             creates_by_kind: HashMap::new(),
             cache: std::sync::Mutex::default(),
+            currencies: BTreeSet::new(),
         };
+        org.currencies.insert(org.region().currency.to_owned());
         org.seeded_accrec = accrec_before(size);
         org.next_number = org.seeded_accrec + 1;
         org.tax_rates = org.make_rates();
@@ -685,6 +749,34 @@ impl Org {
             }
         }
         org
+    }
+
+    /// Lets transactions use `code` (ISO 4217), as adding a currency in Xero's settings does.
+    pub(crate) fn enable_currency(&mut self, code: &str) {
+        self.currencies.insert(code.trim().to_ascii_uppercase());
+    }
+
+    /// Removes a record, as `DELETE /Items/{ItemID}` does; false when there is none.
+    pub(crate) fn delete(&mut self, kind: Kind, key: &str) -> bool {
+        let Some(id) = self
+            .find(kind, key)
+            .and_then(|v| str_of(&v, kind.id_field()).map(str::to_ascii_lowercase))
+        else {
+            return false;
+        };
+        let c = &mut self.colls[kind.slot()];
+        if let Some(old) = c.dynamic.remove(&id) {
+            let at = str_of(&old, "UpdatedDateUTC")
+                .and_then(parse_ms_date)
+                .unwrap_or(0)
+                .max(0) as u64;
+            c.order.remove(&(at, id.clone()));
+        }
+        if let Some(i) = index_of(&c.prefix, &id).filter(|i| *i < c.seeded) {
+            c.moved.insert(i);
+        }
+        super::lock(&self.cache).clear();
+        true
     }
 
     fn region(&self) -> &'static Region {
@@ -831,6 +923,25 @@ impl Org {
             Value::Object(m)
         })
         .unwrap_or(Value::Null)
+    }
+
+    /// `GET /Organisation/Actions`: what the connection may do here. `UseMulticurrency` is
+    /// allowed once a currency besides the base one is enabled.
+    pub(crate) fn actions(&self) -> Vec<Value> {
+        let multicurrency = self.currencies.len() > 1;
+        [
+            ("CreateDraftInvoice", true),
+            ("CreateApprovedInvoice", true),
+            ("CreateDraftBill", true),
+            ("CreateApprovedBill", true),
+            ("CreateInvoicePayment", true),
+            ("UseMulticurrency", multicurrency),
+        ]
+        .iter()
+        .map(|(name, allowed)| {
+            json!({"Name": name, "Status": if *allowed { "ALLOWED" } else { "NOT-ALLOWED" }})
+        })
+        .collect()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1390,24 +1501,26 @@ impl Org {
         .clone()
     }
 
-    /// A record of a list answer as JSON bytes; `strip_lines` leaves out an invoice's LineItems.
-    fn render(&self, kind: Kind, rec: &Rec<'_>, strip_lines: bool) -> Json {
+    /// A record of a list answer as JSON bytes, without the fields named in `strip`.
+    fn render(&self, kind: Kind, rec: &Rec<'_>, strip: &[&str]) -> Json {
         let to_bytes = |mut v: Value| -> Json {
-            if strip_lines && let Some(m) = v.as_object_mut() {
-                m.remove("LineItems");
+            if let Some(m) = v.as_object_mut() {
+                for field in strip {
+                    m.remove(*field);
+                }
             }
             serde_json::to_vec(&v).unwrap_or_default().into()
         };
         match rec {
-            Rec::Seeded(i) if !strip_lines => self.render_seeded(kind, *i),
+            Rec::Seeded(i) if strip.is_empty() => self.render_seeded(kind, *i),
             Rec::Seeded(i) => to_bytes(self.seeded(kind, *i)),
-            Rec::Stored(v) if !strip_lines => serde_json::to_vec(v).unwrap_or_default().into(),
+            Rec::Stored(v) if strip.is_empty() => serde_json::to_vec(v).unwrap_or_default().into(),
             Rec::Stored(v) => to_bytes((*v).clone()),
         }
     }
 
-    /// A list answer: the records (as JSON; an unpaged invoice list leaves out LineItems) and,
-    /// for a paged request, the pagination facts.
+    /// A list answer: the records (as JSON; an unpaged invoice list leaves out LineItems, a
+    /// `summaryOnly` one the heavy fields) and, for a paged request, the pagination facts.
     pub(crate) fn list(
         &self,
         kind: Kind,
@@ -1438,10 +1551,16 @@ impl Org {
                 "The request would return {total} records, more than the {UNPAGED_MAX} allowed without paging; add page to the request"
             ));
         }
-        let strip_lines = kind == Kind::Invoice && q.page.is_none();
+        let strip: &[&str] = if q.summary_only {
+            kind.heavy_fields()
+        } else if kind == Kind::Invoice && q.page.is_none() {
+            &["LineItems"]
+        } else {
+            &[]
+        };
         let records = records
             .iter()
-            .map(|r| self.render(kind, r, strip_lines))
+            .map(|r| self.render(kind, r, strip))
             .collect();
         let pagination = q.page.map(|p| Pagination {
             page: p.max(1),
@@ -2156,6 +2275,18 @@ impl Org {
             },
             None => None,
         };
+        // An empty code means the base currency; any other must be one the organisation uses.
+        let currency = field("CurrencyCode")
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| !c.is_empty());
+        if let Some(code) = &currency
+            && !self.currencies.contains(code)
+        {
+            errors.push(format!("Organisation is not subscribed to currency {code}"));
+        }
+        let currency = currency
+            .or_else(|| str_of(&record, "CurrencyCode").map(str::to_owned))
+            .unwrap_or_else(|| self.region().currency.to_owned());
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -2169,8 +2300,9 @@ impl Org {
         }
         // Copy the writable scalar fields sent.
         for (k, v) in el {
-            const SKIP: [&str; 22] = [
+            const SKIP: [&str; 23] = [
                 "InvoiceID",
+                "CurrencyCode",
                 "Type",
                 "Status",
                 "Contact",
@@ -2244,7 +2376,7 @@ impl Org {
             "Date": ms_date(date),
             "DateString": iso_seconds(date),
             "UpdatedDateUTC": ms_date(now),
-            "CurrencyCode": str_of(&record, "CurrencyCode").unwrap_or(self.region().currency),
+            "CurrencyCode": currency,
             "CurrencyRate": record.get("CurrencyRate").cloned().unwrap_or_else(|| money(Decimal::ONE)),
             "HasErrors": false,
             "IsDiscounted": false,

@@ -136,6 +136,11 @@ pub struct XeroConfig {
     /// Real time every API call takes while it holds its concurrency slot (to exercise the
     /// concurrent limit); `None` answers at once.
     pub latency: Option<Duration>,
+    /// Currencies (ISO 4217) every organisation uses besides its base currency; an invoice in
+    /// any other is refused as Xero refuses it ("Organisation is not subscribed to currency
+    /// EUR"). The default is USD, the currency the Kantata simulator bills in, enabled as a
+    /// firm invoicing its US clients from Xero enables it; empty leaves the base currency only.
+    pub currencies: Vec<String>,
 }
 
 impl Default for XeroConfig {
@@ -151,6 +156,7 @@ impl Default for XeroConfig {
             redirect_uris: vec!["http://localhost:8976/oauth/callback".to_owned()],
             limits: XeroLimits::default(),
             latency: None,
+            currencies: vec!["USD".to_owned()],
         }
     }
 }
@@ -252,7 +258,10 @@ impl XeroSim {
         let now = config.clock.now_ms();
         let tenants = (0..config.organisations)
             .map(|i| {
-                let org = data::Org::seed(config.seed, i, config.size, now);
+                let mut org = data::Org::seed(config.seed, i, config.size, now);
+                for code in &config.currencies {
+                    org.enable_currency(code);
+                }
                 Tenant {
                     id: org.tenant_id.clone(),
                     name: org.name.clone(),
@@ -428,6 +437,14 @@ impl XeroSim {
             .map_err(|_| format!("{amount} is not an amount"))?;
         self.with_org(tenant, |o| o.pay(invoice_id, amount, now))
             .ok_or_else(|| format!("no organisation {tenant}"))?
+    }
+
+    /// Lets an organisation's transactions use currency `code` besides its base currency (as
+    /// adding a currency in Xero's settings does); false when there is no such organisation.
+    /// Invoices in a currency not enabled are refused with Xero's message, "Organisation is not
+    /// subscribed to currency USD".
+    pub fn enable_currency(&self, tenant: &str, code: &str) -> bool {
+        self.with_org(tenant, |o| o.enable_currency(code)).is_some()
     }
 
     /// Number of API calls each organisation has made in the current rolling day.
