@@ -384,15 +384,16 @@ fn a_client_credentials_connector_connects_refreshes_and_is_tested() {
     // No browser: the client's credentials get the token, and the organisation is found.
     let authorized = s.run_env(&["connection", "authorize", "m"], None, &env);
     ok(&authorized);
+    // Messages go to stderr (stdout carries only an authorize URL, for scripts).
     assert!(
-        out(&authorized).contains("authorized connection `m`"),
+        err(&authorized).contains("authorized connection `m`"),
         "{}",
-        out(&authorized)
+        err(&authorized)
     );
     assert!(
-        out(&authorized).contains(&sim.tenants()[0].1),
+        err(&authorized).contains(&sim.tenants()[0].1),
         "{}",
-        out(&authorized)
+        err(&authorized)
     );
     ok(&s.run_env(&["connection", "test", "m"], None, &env));
     let issued = sim.issued_tokens().len();

@@ -15,7 +15,7 @@ use crate::flow::{Lookup, LookupLoad};
 use crate::http::CallError;
 use crate::request::OpKind;
 use crate::session::SessionError;
-use crate::state::{WriteDone, WriteIntent};
+use crate::state::WriteIntent;
 
 /// What one lookup knows in this run.
 #[derive(Debug, Default)]
@@ -227,18 +227,12 @@ impl StreamRun<'_> {
                 .collect()
         };
         if !self.dry() && l.create.is_some() && !found_now.is_empty() {
-            let done: Vec<WriteDone<'_>> = found_now
-                .iter()
-                .map(|(norm, id)| WriteDone {
-                    source_id: norm,
-                    dest_id: id,
-                    source_version: "",
-                    dest_version: None,
-                })
-                .collect();
-            self.run
-                .state
-                .finish_writes(&self.run.flow.name, &kind, &done, self.now())?;
+            self.link_all(
+                &kind,
+                found_now
+                    .iter()
+                    .map(|(n, id)| (n.as_str(), id.as_str(), "")),
+            )?;
         }
         let Some(create) = &l.create else {
             return Ok(());
@@ -339,18 +333,10 @@ impl StreamRun<'_> {
                     }
                 }
             }
-            let done: Vec<WriteDone<'_>> = done
-                .iter()
-                .map(|(norm, id)| WriteDone {
-                    source_id: norm,
-                    dest_id: id,
-                    source_version: "",
-                    dest_version: None,
-                })
-                .collect();
-            self.run
-                .state
-                .finish_writes(&self.run.flow.name, &kind, &done, self.now())?;
+            self.link_all(
+                &kind,
+                done.iter().map(|(n, id)| (n.as_str(), id.as_str(), "")),
+            )?;
         }
         Ok(())
     }

@@ -420,6 +420,30 @@ impl<'r> StreamRun<'r> {
         Ok(())
     }
 
+    /// Records every `(source id, destination id, source version)` of `kind` as written, in
+    /// one transaction.
+    pub(crate) fn link_all<'a>(
+        &self,
+        kind: &str,
+        rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<(), RunError> {
+        let rows: Vec<crate::state::WriteDone<'a>> = rows
+            .into_iter()
+            .map(
+                |(source_id, dest_id, source_version)| crate::state::WriteDone {
+                    source_id,
+                    dest_id,
+                    source_version,
+                    dest_version: None,
+                },
+            )
+            .collect();
+        self.run
+            .state
+            .finish_writes(self.flow(), kind, &rows, self.now())?;
+        Ok(())
+    }
+
     /// Closes a record's open error, if it has one.
     pub(crate) fn cleared(&self, source_id: &str) -> Result<(), RunError> {
         if !self.dry() {

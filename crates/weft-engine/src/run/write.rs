@@ -15,7 +15,7 @@ use super::{Back, RunError, StreamRun, Tally, at, id_text};
 use crate::http::CallError;
 use crate::request::OpKind;
 use crate::session::SessionError;
-use crate::state::{WriteDone, WriteIntent};
+use crate::state::WriteIntent;
 use crate::write::{ItemResult, idempotency_key_for};
 
 /// Destination records read per call for an update policy.
@@ -388,16 +388,11 @@ impl StreamRun<'_> {
                     ),
                 }
             }
-            let rows: Vec<WriteDone<'_>> = done
-                .iter()
-                .map(|(work, id)| WriteDone {
-                    source_id: &work.id,
-                    dest_id: id,
-                    source_version: &work.version,
-                    dest_version: None,
-                })
-                .collect();
-            state.finish_writes(self.flow(), self.kind(), &rows, self.now())?;
+            self.link_all(
+                self.kind(),
+                done.iter()
+                    .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
+            )?;
             for (mut work, id) in done {
                 self.cleared(&work.id)?;
                 tally.summary.count(self.name, |c| c.created += 1);
@@ -688,16 +683,11 @@ impl StreamRun<'_> {
                     ),
                 }
             }
-            let rows: Vec<WriteDone<'_>> = done
-                .iter()
-                .map(|(work, dest)| WriteDone {
-                    source_id: &work.id,
-                    dest_id: dest,
-                    source_version: &work.version,
-                    dest_version: None,
-                })
-                .collect();
-            state.finish_writes(self.flow(), self.kind(), &rows, self.now())?;
+            self.link_all(
+                self.kind(),
+                done.iter()
+                    .map(|(w, dest)| (w.id.as_str(), dest.as_str(), w.version.as_str())),
+            )?;
             for (mut work, dest) in done {
                 self.cleared(&work.id)?;
                 tally.summary.count(self.name, |c| c.updated += 1);
