@@ -762,6 +762,7 @@ fn rename_in_flows(dir: &Path, old: &str, new: &str) -> Result<Vec<std::path::Pa
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
+    let quoted = toml::Value::String(new.to_owned()).to_string();
     let mut changed = Vec::new();
     for path in entries.flatten().map(|e| e.path()) {
         if path.extension().is_none_or(|x| x != "toml") {
@@ -773,27 +774,51 @@ fn rename_in_flows(dir: &Path, old: &str, new: &str) -> Result<Vec<std::path::Pa
         let Ok(root) = DeTable::parse(&text) else {
             continue;
         };
-        let mut spans: Vec<std::ops::Range<usize>> = ["source", "destination"]
-            .iter()
-            .filter_map(|section| match root.get_ref().get(*section)?.get_ref() {
-                DeValue::Table(t) => t.get("connection"),
-                _ => None,
-            })
-            .filter(|v| matches!(v.get_ref(), DeValue::String(s) if s == old))
-            .map(|v| v.span())
-            .collect();
+        // Each edit: (where, what to put, how much to replace).
+        let mut edits: Vec<(usize, String, usize)> = Vec::new();
+        if let Some(DeValue::Table(connections)) =
+            root.get_ref().get("connections").map(|v| v.get_ref())
+        {
+            for (alias, value) in connections {
+                let DeValue::Table(table) = value.get_ref() else {
+                    continue;
+                };
+                match table.get("connection") {
+                    // `connection = "old"`: the value changes.
+                    Some(v) if matches!(v.get_ref(), DeValue::String(s) if s == old) => {
+                        let span = v.span();
+                        edits.push((span.start, quoted.clone(), span.end - span.start));
+                    }
+                    Some(_) => {}
+                    // The alias names the connection: say which one it is now.
+                    None if alias.get_ref() == old => {
+                        let span = value.span();
+                        if text[span.clone()].trim_start().starts_with('{') {
+                            // An inline table: before its closing brace.
+                            let close = text[..span.end].rfind('}').unwrap_or(span.end);
+                            edits.push((close, format!(", connection = {quoted} "), 0));
+                        } else {
+                            // A table of its own: the line after its header.
+                            let header_end = text[alias.span().end..]
+                                .find('\n')
+                                .map_or(text.len(), |i| alias.span().end + i + 1);
+                            edits.push((header_end, format!("connection = {quoted}\n"), 0));
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
         drop(root);
-        if spans.is_empty() {
+        if edits.is_empty() {
             continue;
         }
-        spans.sort_by_key(|s| std::cmp::Reverse(s.start));
-        let quoted = toml::Value::String(new.to_owned()).to_string();
-        for span in spans {
-            text.replace_range(span, &quoted);
+        edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+        for (at, put, len) in edits {
+            text.replace_range(at..at + len, &put);
         }
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        weft_engine::files::write_atomic(&path, text.as_bytes(), false)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         changed.push(path);
     }
     changed.sort();

@@ -143,7 +143,10 @@ fn a_pasted_token_needs_no_client_and_renaming_moves_everything_named() {
     let flow_after = read(&flow_path);
     assert_eq!(
         flow_after,
-        flow_before.replace("connection = \"kantata\"", "connection = \"kantata-main\"")
+        flow_before.replace(
+            "[connections.kantata]\nconnector = \"kantata\"\n",
+            "[connections.kantata]\nconnection = \"kantata-main\"\nconnector = \"kantata\"\n"
+        )
     );
     assert_ne!(flow_after, flow_before);
     s.assert_no_plain_secret();

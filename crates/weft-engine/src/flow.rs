@@ -635,7 +635,7 @@ impl Flow {
         if file.streams.is_empty() {
             problems.push(problem(
                 (1, 1),
-                "the flow has no stream; add a [streams.NAME] table (the shipped templates are listed by `weft init --help`)".to_owned(),
+                "the flow has no stream; add a [streams.NAME] table (docs/flows.md in the Weft repository describes the language)".to_owned(),
             ));
         }
         let stream_names: Vec<&String> = file.streams.keys().collect();
