@@ -31,7 +31,8 @@
 //!    time per record.
 //! 5. B5: cold start and spec loading. B6: the simulators' own speed.
 //!
-//! `cargo bench -p weft-engine --bench ceilings` (add `-- --quick` for smaller sizes).
+//! `cargo bench -p weft-engine --bench ceilings` (add `-- --quick` for smaller sizes, `--only B1,B2`
+//! for some rows, `--latency-ms N` for another Xero latency in B1 and B2).
 
 #![allow(clippy::print_stdout)]
 
