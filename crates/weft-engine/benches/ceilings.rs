@@ -54,6 +54,7 @@ use weft_engine::secrets::{MasterKey, Secret, SecretStore};
 use weft_engine::session::Session;
 use weft_engine::tokens::TokenKeeper;
 use weft_harness::clock::SimClock;
+use weft_harness::log::Allowed;
 use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
 /// What every Xero call takes, inside its concurrency slot, unless `--latency-ms` says otherwise:
@@ -197,76 +198,26 @@ fn temp(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// What the provider allows together, for the ceilings.
-struct Allowed {
-    /// (calls, window ms): at most `calls` arrive in any window.
-    windows: Vec<(usize, u64)>,
-    /// Calls in flight at once.
-    in_flight: usize,
-    /// How long each call takes, ms.
-    latency_ms: u64,
-    /// Whether a call stays in a window until its answer (`true`: what a client that never
-    /// risks a 429 must assume, since it cannot know when the provider counted the call; `false`:
-    /// the simulator's own rule, counting from arrival).
-    until_answered: bool,
-}
-
-impl Allowed {
-    /// The simulated Xero's limits for one organisation, each call taking `latency`.
-    fn xero(latency: Duration, until_answered: bool) -> Self {
-        let l = XeroLimits::default();
-        Self {
-            windows: vec![
-                (l.per_minute as usize, 60_000),
-                (l.per_day as usize, 86_400_000),
-                (l.app_per_minute as usize, 60_000),
-            ],
-            in_flight: l.concurrent as usize,
-            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
-            until_answered,
-        }
-    }
-
-    /// The earliest arrival of the last of `n` calls made from `start` on, after calls that
-    /// arrived at `prior` (sorted, none after `start`): each call as early as every rule allows.
-    fn least_last(&self, prior: &[u64], start: u64, n: usize) -> u64 {
-        let mut at: Vec<u64> = prior.to_vec();
-        for _ in 0..n {
-            let i = at.len();
-            let mut t = start;
-            if i >= self.in_flight {
-                t = t.max(at[i - self.in_flight] + self.latency_ms);
-            }
-            let held = if self.until_answered {
-                self.latency_ms
-            } else {
-                0
-            };
-            for &(calls, window) in &self.windows {
-                if i >= calls {
-                    t = t.max(at[i - calls] + held + window);
-                }
-            }
-            at.push(t);
-        }
-        at.last().copied().unwrap_or(start)
-    }
-
-    /// The fraction of the ceiling (%) for calls that arrived at `times` (sorted) after `prior`:
-    /// the least time the rules allow from the first to the last over the time they took.
-    fn share(&self, prior: &[u64], times: &[u64]) -> f64 {
-        let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
-            return 0.0;
-        };
-        let least = self.least_last(prior, first, times.len()) - first;
-        100.0 * least as f64 / last.saturating_sub(first).max(1) as f64
+/// The simulated Xero's limits for one organisation, each call taking `latency`, counted until
+/// its answer or from its arrival.
+fn xero_allows(latency: Duration, until_answered: bool) -> Allowed {
+    let l = XeroLimits::default();
+    Allowed {
+        windows: vec![
+            (l.per_minute as usize, 60_000),
+            (l.per_day as usize, 86_400_000),
+            (l.app_per_minute as usize, 60_000),
+        ],
+        in_flight: l.concurrent as usize,
+        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        until_answered,
     }
 }
 
 /// The figure (against a client that never risks a 429), and the share of the simulator's own
 /// rule and both least times (s) for the detail.
 fn judged(latency: Duration, prior: &[u64], times: &[u64]) -> (f64, String) {
-    let (safe, strict) = (Allowed::xero(latency, true), Allowed::xero(latency, false));
+    let (safe, strict) = (xero_allows(latency, true), xero_allows(latency, false));
     let least = |a: &Allowed| {
         times.first().map_or(0.0, |f| {
             (a.least_last(prior, *f, times.len()) - f) as f64 / 1000.0
