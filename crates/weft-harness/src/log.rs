@@ -1,5 +1,6 @@
 //! Every request a simulator received, for tests to inspect: "never more than 5 calls in flight
-//! for a tenant", "no invoice created twice", "61 calls in the minute".
+//! for a tenant", "no invoice created twice", "61 calls in the minute"; and [`Allowed`], the
+//! least time a provider's limits allow for the calls logged, to judge them against.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -150,6 +151,59 @@ impl RequestLog {
     }
 }
 
+/// What a provider's limits allow together, to judge a log against: the least time a given
+/// number of calls can take (benchmarks' ceilings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// (calls, window ms): at most `calls` arrive in any window.
+    pub windows: Vec<(usize, u64)>,
+    /// Calls in flight at once.
+    pub in_flight: usize,
+    /// How long each call takes, ms.
+    pub latency_ms: u64,
+    /// Whether a call stays in a window until its answer (`true`: what a client that never
+    /// risks a 429 must assume, since it cannot know when the provider counted the call; `false`:
+    /// counting from arrival, as the simulators do).
+    pub until_answered: bool,
+}
+
+impl Allowed {
+    /// The earliest arrival of the last of `n` calls made from `start` on, after calls that
+    /// arrived at `prior` (sorted, none after `start`): each call as early as every rule allows.
+    pub fn least_last(&self, prior: &[u64], start: u64, n: usize) -> u64 {
+        let held = if self.until_answered {
+            self.latency_ms
+        } else {
+            0
+        };
+        let mut at: Vec<u64> = prior.to_vec();
+        for _ in 0..n {
+            let i = at.len();
+            let mut t = start;
+            if i >= self.in_flight {
+                t = t.max(at[i - self.in_flight] + self.latency_ms);
+            }
+            for &(calls, window) in &self.windows {
+                if i >= calls {
+                    t = t.max(at[i - calls] + held + window);
+                }
+            }
+            at.push(t);
+        }
+        at.last().copied().unwrap_or(start)
+    }
+
+    /// The fraction of the ceiling (%) for calls that arrived at `times` (sorted) after `prior`:
+    /// the least time the rules allow from the first to the last over the time they took.
+    pub fn share(&self, prior: &[u64], times: &[u64]) -> f64 {
+        let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+            return 0.0;
+        };
+        let least = self.least_last(prior, first, times.len()) - first;
+        100.0 * least as f64 / last.saturating_sub(first).max(1) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +224,29 @@ mod tests {
         assert_eq!(log.max_in_window(Some("t1"), 60_000), 2);
         assert_eq!(log.count("get", "/x"), 4);
         assert!(log.requests().iter().all(|r| r.finished));
+    }
+
+    fn xero(until_answered: bool) -> Allowed {
+        Allowed {
+            windows: vec![(60, 60_000)],
+            in_flight: 5,
+            latency_ms: 1_000,
+            until_answered,
+        }
+    }
+
+    #[test]
+    fn least_time_respects_window_in_flight_and_latency_together() {
+        // Five at a time, a second each: the first 60 by 11 s, then the minute binds.
+        assert_eq!(xero(false).least_last(&[], 0, 60), 11_000);
+        assert_eq!(xero(false).least_last(&[], 0, 114), 70_000);
+        // Counted until the answer, every window starts one latency later.
+        assert_eq!(xero(true).least_last(&[], 0, 114), 71_000);
+        // Calls made before take their share of the window.
+        let prior: Vec<u64> = (0..60).map(|i| i * 100).collect();
+        assert_eq!(xero(false).least_last(&prior, 6_000, 1), 60_000);
+        // One call a second when five a second were allowed: 10 s least over 49 s taken.
+        let times: Vec<u64> = (0..50).map(|i| i * 1_000).collect();
+        assert!((xero(false).share(&[], &times) - 100.0 * 9.0 / 49.0).abs() < 1e-9);
     }
 }

@@ -55,19 +55,29 @@ impl Running {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        // On an event-driven clock, time waits for this server: its requests in transit (the
+        // port's sockets) and its work (its runtime's one thread).
+        let clock = observed.clock.clone();
+        clock.watch_port(addr.port());
         let app = router.layer(axum::middleware::from_fn_with_state(observed, observe));
         let (tx, rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let thread = std::thread::Builder::new()
             .name(format!("sim-{port}"))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                {
+                let mut builder = if clock.is_event_driven() {
+                    let mut b = tokio::runtime::Builder::new_current_thread();
+                    clock.track_runtime(&mut b);
+                    b
+                } else {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(2);
+                    b
+                };
+                let runtime = match builder.enable_all().build() {
                     Ok(rt) => rt,
                     Err(err) => {
+                        clock.untrack_runtime();
                         let _ = ready_tx.send(Err(err));
                         return;
                     }
@@ -89,6 +99,7 @@ impl Running {
                 });
                 // Connections still held by a hanging fault must not keep the thread alive.
                 runtime.shutdown_background();
+                clock.untrack_runtime();
             })?;
         ready_rx.recv().map_err(|_| {
             std::io::Error::other("the simulator thread stopped before it was ready")

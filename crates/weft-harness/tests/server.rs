@@ -143,3 +143,66 @@ fn slow_hanging_and_malformed_answers() {
     let statuses: Vec<u16> = observed.log.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 0, 200, 502]);
 }
+
+/// On an event-driven clock, simulated time passes only in sleeps on it: a handler and a client
+/// that both spend real time working (here, blocking their thread) leave every arrival and every
+/// answer at the same simulated instant as if they took none.
+#[test]
+fn event_driven_clock_counts_only_sleeps_never_work() {
+    const START: u64 = 1_000_000;
+    let clock = SimClock::event_driven(START).unwrap();
+    let observed = Observed::new(clock.clone(), 1, Some("xero-tenant-id"));
+    let handler_clock = clock.clone();
+    let router = Router::new().route(
+        "/slow",
+        get(move || {
+            let clock = handler_clock.clone();
+            async move {
+                std::thread::sleep(Duration::from_millis(20));
+                clock.sleep(Duration::from_secs(1)).await;
+                std::thread::sleep(Duration::from_millis(20));
+                "done"
+            }
+        }),
+    );
+    let running = Running::start(router, 0, observed.clone()).unwrap();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    clock.track_runtime(&mut builder).enable_all();
+    let rt = builder.build().unwrap();
+    let url = format!("{}/slow", running.url());
+    let answered = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let get = |http: reqwest::Client, url: String| async move {
+            http.get(url)
+                .header("xero-tenant-id", "t1")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        let mut answered = Vec::new();
+        let together: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(get(http.clone(), url.clone())))
+            .collect();
+        for call in together {
+            assert_eq!(call.await.unwrap(), "done");
+        }
+        answered.push(clock.now_ms() - START);
+        // The client works too; no time passes.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(get(http.clone(), url.clone()).await, "done");
+        answered.push(clock.now_ms() - START);
+        answered
+    });
+    clock.untrack_runtime();
+    let arrivals: Vec<u64> = observed
+        .log
+        .requests()
+        .iter()
+        .map(|r| r.at_ms - START)
+        .collect();
+    assert_eq!(arrivals, [0, 0, 0, 1_000]);
+    assert_eq!(answered, [1_000, 2_000]);
+}

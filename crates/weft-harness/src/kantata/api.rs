@@ -1125,7 +1125,7 @@ async fn handle(
     body: Bytes,
 ) -> Resp {
     if let Some(d) = shared.latency {
-        tokio::time::sleep(d).await;
+        shared.clock.sleep(d).await;
     }
     let me = match authenticate(&shared, &headers) {
         Ok(u) => u,

@@ -49,7 +49,7 @@ pub struct KantataConfig {
     pub api_port: u16,
     /// Redirect URIs registered for the demo OAuth application.
     pub redirect_uris: Vec<String>,
-    /// A real-time delay added to every API call.
+    /// A delay added to every API call: simulated time on an event-driven clock, else real time.
     pub latency: Option<Duration>,
     /// Issue `refresh_token` and `expires_in` (2 hours) and accept `grant_type=refresh_token`.
     /// Kantata documents neither, so this is off by default.

@@ -357,7 +357,7 @@ async fn accounting(
         Err(r) => return *r,
     };
     if let Some(d) = shared.latency {
-        tokio::time::sleep(d).await;
+        shared.clock.sleep(d).await;
     }
     let mut response = handle(&shared, &tenant_id, &method, &uri, &headers, &body, now);
     permit.headers(&mut response);

@@ -133,8 +133,9 @@ pub struct XeroConfig {
     pub redirect_uris: Vec<String>,
     /// Limits and lifetimes.
     pub limits: XeroLimits,
-    /// Real time every API call takes while it holds its concurrency slot (to exercise the
-    /// concurrent limit); `None` answers at once.
+    /// Time every API call takes while it holds its concurrency slot (to exercise the
+    /// concurrent limit): simulated time on an event-driven clock, else real time; `None`
+    /// answers at once.
     pub latency: Option<Duration>,
     /// Currencies (ISO 4217) every organisation uses besides its base currency; an invoice in
     /// any other is refused as Xero refuses it ("Organisation is not subscribed to currency
