@@ -420,6 +420,11 @@ impl Session {
         Ok((records, answer.body))
     }
 
+    /// The connection's concurrency level (calls in flight at once).
+    pub fn concurrency(&self) -> u32 {
+        self.limiter.concurrency()
+    }
+
     /// A context with the spec's field defaults and these parameters.
     pub fn context(&self, params: BTreeMap<String, String>) -> RequestContext {
         RequestContext {

@@ -338,113 +338,135 @@ impl StreamRun<'_> {
         while works.peek().is_some() {
             batches.push((works.by_ref().take(batch_size).collect(), None));
         }
+        // Batches go out together, up to the connection's concurrency level (its limiter still
+        // paces them), each with its intents committed first; answers are handled in order.
+        let wave = self.endpoint(&w.connection)?.session.concurrency().max(1) as usize;
         let mut n = 0;
-        for (batch, replay_key) in batches {
-            self.run.tell(&format!(
-                "{}: creating {} of {total}",
-                self.name,
-                n + batch.len()
-            ));
-            n += batch.len();
-            let records: Vec<Value> = batch
-                .iter()
-                .map(|w| Value::Object(w.body.clone()))
-                .collect();
-            let key = match replay_key {
-                Some(k) => Some(k),
-                None => idempotency_key_for(&op, &self.scope_key("create"), &records),
-            };
-            let intents: Vec<WriteIntent<'_>> = batch
-                .iter()
-                .map(|w| WriteIntent {
-                    source_id: &w.id,
-                    source_version: &w.version,
-                    idempotency_key: key.as_deref().unwrap_or("-"),
-                })
-                .collect();
-            state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
-            let results = self
-                .send_batch(
-                    &w.connection,
-                    &w.resource,
-                    OpKind::Create,
-                    &op,
-                    &records,
-                    key.as_deref(),
-                    None,
-                )
-                .await?;
-            let mut done = Vec::new();
-            let mut failed = Vec::new();
-            for (work, result) in batch.into_iter().zip(results) {
-                match (result.status, result.id) {
-                    ("ok", Some(id)) => done.push((work, id)),
-                    ("failed", _) => failed.push((work, result.errors.join("; "))),
-                    _ => tally.plan(
-                        self.name,
-                        "pending",
-                        &work.id,
-                        "the answer does not say; settled next run".to_owned(),
-                    ),
-                }
-            }
-            self.link_all(
-                self.kind(),
-                done.iter()
-                    .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
-            )?;
-            for (mut work, id) in done {
-                self.cleared(&work.id)?;
-                tally.summary.count(self.name, |c| c.created += 1);
-                let label = work
-                    .natural(nk_field.as_deref())
-                    .unwrap_or_else(|| work.id.clone());
-                tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
-                work.dest = Some(id);
-                created.push(work);
-            }
-            // Refused: perhaps because it is already there (a lost state, another tool).
-            let found = if nk_field.is_some() && !failed.is_empty() {
-                let values: Vec<String> = failed
+        let mut batches = batches.into_iter().peekable();
+        let mut stop = None;
+        while batches.peek().is_some() && stop.is_none() {
+            let mut sending = Vec::new();
+            for (batch, replay_key) in batches.by_ref().take(wave) {
+                n += batch.len();
+                let records: Vec<Value> = batch
                     .iter()
-                    .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
+                    .map(|w| Value::Object(w.body.clone()))
                     .collect();
-                self.find_natural(&values).await?
-            } else {
-                HashMap::new()
-            };
-            for (work, message) in failed {
-                match work
-                    .natural(nk_field.as_deref())
-                    .and_then(|v| found.get(&v).cloned())
-                {
-                    Some(id) => {
-                        state.finish_write(
-                            self.flow(),
-                            self.kind(),
-                            &work.id,
-                            &id,
-                            "",
-                            None,
-                            self.now(),
-                        )?;
-                        tally.plan(
-                            self.name,
-                            "link",
-                            &work.id,
-                            format!("already at the destination as {id}"),
-                        );
-                        relinked.push((work, id, String::new()));
+                let key = match replay_key {
+                    Some(k) => Some(k),
+                    None => idempotency_key_for(&op, &self.scope_key("create"), &records),
+                };
+                let intents: Vec<WriteIntent<'_>> = batch
+                    .iter()
+                    .map(|w| WriteIntent {
+                        source_id: &w.id,
+                        source_version: &w.version,
+                        idempotency_key: key.as_deref().unwrap_or("-"),
+                    })
+                    .collect();
+                state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
+                sending.push((batch, records, key));
+            }
+            self.run
+                .tell(&format!("{}: creating {n} of {total}", self.name));
+            let answers =
+                futures_util::future::join_all(sending.iter().map(|(_, records, key)| {
+                    self.send_batch(
+                        &w.connection,
+                        &w.resource,
+                        OpKind::Create,
+                        &op,
+                        records,
+                        key.as_deref(),
+                        None,
+                    )
+                }))
+                .await;
+            for ((batch, _, _), answer) in sending.into_iter().zip(answers) {
+                // A batch whose call failed stays pending (settled next run); the others are
+                // handled, then the run ends with that failure.
+                let results = match answer {
+                    Ok(results) => results,
+                    Err(e) => {
+                        stop.get_or_insert(e);
+                        continue;
                     }
-                    None => {
-                        state.abandon_write(self.flow(), self.kind(), &work.id)?;
-                        self.fail(tally, &work.id, "create", &message)?;
+                };
+                let mut done = Vec::new();
+                let mut failed = Vec::new();
+                for (work, result) in batch.into_iter().zip(results) {
+                    match (result.status, result.id) {
+                        ("ok", Some(id)) => done.push((work, id)),
+                        ("failed", _) => failed.push((work, result.errors.join("; "))),
+                        _ => tally.plan(
+                            self.name,
+                            "pending",
+                            &work.id,
+                            "the answer does not say; settled next run".to_owned(),
+                        ),
+                    }
+                }
+                self.link_all(
+                    self.kind(),
+                    done.iter()
+                        .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
+                )?;
+                for (mut work, id) in done {
+                    self.cleared(&work.id)?;
+                    tally.summary.count(self.name, |c| c.created += 1);
+                    let label = work
+                        .natural(nk_field.as_deref())
+                        .unwrap_or_else(|| work.id.clone());
+                    tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
+                    work.dest = Some(id);
+                    created.push(work);
+                }
+                // Refused: perhaps because it is already there (a lost state, another tool).
+                let found = if nk_field.is_some() && !failed.is_empty() {
+                    let values: Vec<String> = failed
+                        .iter()
+                        .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
+                        .collect();
+                    self.find_natural(&values).await?
+                } else {
+                    HashMap::new()
+                };
+                for (work, message) in failed {
+                    match work
+                        .natural(nk_field.as_deref())
+                        .and_then(|v| found.get(&v).cloned())
+                    {
+                        Some(id) => {
+                            state.finish_write(
+                                self.flow(),
+                                self.kind(),
+                                &work.id,
+                                &id,
+                                "",
+                                None,
+                                self.now(),
+                            )?;
+                            tally.plan(
+                                self.name,
+                                "link",
+                                &work.id,
+                                format!("already at the destination as {id}"),
+                            );
+                            relinked.push((work, id, String::new()));
+                        }
+                        None => {
+                            state.abandon_write(self.flow(), self.kind(), &work.id)?;
+                            self.fail(tally, &work.id, "create", &message)?;
+                        }
                     }
                 }
             }
             self.save_progress(tally)?;
         }
-        Ok((created, relinked))
+        match stop {
+            Some(e) => Err(e),
+            None => Ok((created, relinked)),
+        }
     }
 
     /// The destination records `ids` as they are now (for the update policy).
