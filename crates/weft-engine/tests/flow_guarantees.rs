@@ -131,6 +131,7 @@ async fn a_lost_state_relinks_everything_without_one_error() {
         second.summary.lookups_created, 0,
         "no contact created again"
     );
+    assert_eq!(w.xero.contacts(&w.tenant.id).len(), contacts);
     assert!(open_errors(&w).is_empty(), "{:?}", open_errors(&w));
     let links = w.state().links("kantata-xero", "invoices").unwrap();
     assert_eq!(

@@ -160,10 +160,7 @@ impl StreamRun<'_> {
         let mut at_cursor = 0u32;
         let mut floor: Option<Option<Timestamp>> = None;
         let mut pages = 0u64;
-        loop {
-            let Some(query) = pager.next_query() else {
-                break;
-            };
+        while let Some(query) = pager.next_query() {
             let (fresh, page_newest, _) = self.fetch(cursor, &query, &mut pager, &mut seen).await?;
             pages += 1;
             at_cursor += 1;
