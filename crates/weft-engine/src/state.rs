@@ -751,6 +751,19 @@ impl State {
         self.one_link("source_id", flow, kind, source_id)
     }
 
+    /// How many writes of `kind` have an unknown outcome and no destination id yet (a record
+    /// the destination may hold that the ledger cannot name).
+    pub fn unknown_count(&self, flow: &str, kind: &str) -> Result<u64, StateError> {
+        self.read("count unknown outcomes", |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key IS NOT NULL AND dest_id IS NULL",
+                params![flow, kind],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     /// How many writes of `kind` are pending under idempotency key `key` (a batch's intents
     /// share its key).
     pub fn pending_count(&self, flow: &str, kind: &str, key: &str) -> Result<u64, StateError> {

@@ -150,6 +150,12 @@ impl StreamRun<'_> {
             _ => None,
         };
         let keyset = inc.is_some_and(|i| i.keyset);
+        // A joined stream whose writes have unknown outcomes cannot yet name every record it
+        // wrote: records it passes over now may be its own, so the cursor stays where it is.
+        let hold = match &self.stream.join {
+            Some(join) => state.unknown_count(self.flow(), &join.stream)? > 0,
+            None => false,
+        };
         let pagination = list.pagination.clone().unwrap_or(Pagination::None);
         let mut pager = Pager::new(&pagination);
         let mut newest = cursor;
@@ -192,13 +198,13 @@ impl StreamRun<'_> {
                 let overlap = i64::try_from(i.overlap.map_or(0, |o| o.as_millis())).unwrap_or(0);
                 let oldest = c.as_millisecond().saturating_sub(overlap);
                 seen.retain(|_, ms| *ms >= oldest);
-                if floor.is_none() && !self.dry() {
+                if floor.is_none() && !hold && !self.dry() {
                     // Everything before the restart point is handled.
                     state.set_cursor(self.flow(), self.name, &c.to_string())?;
                 }
             }
         }
-        if !self.dry() {
+        if !self.dry() && !hold {
             let keep = match floor {
                 Some(f) => f,
                 None => newest,

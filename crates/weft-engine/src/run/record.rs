@@ -167,7 +167,9 @@ impl StreamRun<'_> {
                     None => None,
                 };
                 match link {
-                    Some(l) if l.pending.is_none() => {
+                    // Found by its destination id: the joined stream wrote it (an update of it
+                    // may be under way; the relation stands).
+                    Some(l) => {
                         w.set_linked(json!({ "source_id": l.source_id, "dest_id": l.dest_id }));
                     }
                     // Not something the joined stream wrote: not this flow's business.
