@@ -296,26 +296,7 @@ pub(crate) struct StreamRun<'r> {
     pub(crate) caches: HashMap<String, lookup::Cache>,
     /// Write-backs computed and not sent yet.
     pub(crate) backs: Vec<Back>,
-    /// Creates in flight, oldest first, each with its batch.
-    pub(crate) creating: futures_util::stream::FuturesOrdered<InFlight<'r>>,
-    /// The source ids of the creates in flight.
-    pub(crate) creating_ids: std::collections::HashSet<String>,
-    /// Creates answered and not yet handed on: created works, and works found already at the
-    /// destination (to update).
-    pub(crate) created: (Vec<record::Work>, Vec<(record::Work, String, String)>),
 }
-
-/// A create call in flight with its batch.
-pub(crate) type InFlight<'r> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = (
-                    Vec<record::Work>,
-                    Result<Vec<crate::write::ItemResult>, RunError>,
-                ),
-            > + 'r,
-    >,
->;
 
 /// A write-back waiting to be sent.
 #[derive(Debug)]
@@ -357,9 +338,6 @@ impl<'r> StreamRun<'r> {
             tables: JValue::from_serialize(&run.flow.tables),
             caches: HashMap::new(),
             backs: Vec::new(),
-            creating: futures_util::stream::FuturesOrdered::new(),
-            creating_ids: std::collections::HashSet::new(),
-            created: (Vec::new(), Vec::new()),
         })
     }
 
@@ -484,11 +462,6 @@ impl<'r> StreamRun<'r> {
         self.revisit(tally).await?;
         self.run.tell(&format!("{}: reading changes", self.name));
         self.read(tally).await?;
-        // The creates still in flight, and what their answers hand on.
-        self.answer_all(tally).await?;
-        let (mut linked, relinked) = std::mem::take(&mut self.created);
-        linked.extend(self.update(relinked, tally).await?);
-        self.write_back(&linked, tally)?;
         self.flush_write_backs(tally).await
     }
 

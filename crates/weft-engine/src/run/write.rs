@@ -21,7 +21,7 @@ use crate::write::{ItemResult, idempotency_key_for};
 /// Destination records read per call for an update policy.
 const READ_CHUNK: usize = 50;
 
-impl<'r> StreamRun<'r> {
+impl StreamRun<'_> {
     /// One write call with per-item results. A refusal of the whole call (a 4xx other than
     /// 401 and 429) fails every item with its message: nothing was written. Anything else that
     /// fails ends the run, leaving the intents pending.
@@ -36,39 +36,45 @@ impl<'r> StreamRun<'r> {
         key: Option<&str>,
         id: Option<&str>,
     ) -> Result<Vec<ItemResult>, RunError> {
-        self.call(alias, resource, kind, op, records.to_vec(), key, id)?
-            .send()
-            .await
-    }
-
-    /// A write call owning what it needs, so it can stay in flight while the stream goes on.
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &self,
-        alias: &str,
-        resource: &str,
-        kind: OpKind,
-        op: &Operation,
-        records: Vec<Value>,
-        key: Option<&str>,
-        id: Option<&str>,
-    ) -> Result<Call<'r>, RunError> {
+        let endpoint = self.endpoint(alias)?;
         let mut ctx = self.ctx(alias)?;
         ctx.id = id.map(str::to_owned);
         let headers: Vec<(String, String)> = match (&op.idempotency, key) {
             (Some(i), Some(k)) => vec![(i.header.clone(), k.to_owned())],
             _ => Vec::new(),
         };
-        Ok(Call {
-            session: self.endpoint(alias)?.session,
-            resource: resource.to_owned(),
-            kind,
-            op: op.clone(),
-            ctx,
-            headers,
-            primary: self.resource(alias, resource)?.primary_key.clone(),
-            records,
-        })
+        let body = crate::write::body(op, records);
+        let primary = self.resource(alias, resource)?.primary_key.clone();
+        match endpoint
+            .session
+            .call(resource, kind, &ctx, &[], &headers, Some(&body))
+            .await
+        {
+            Ok(answer) => {
+                let returned =
+                    crate::extract::records(&answer.body, &op.records).unwrap_or_default();
+                Ok(crate::write::item_results(
+                    0,
+                    records.len(),
+                    &returned,
+                    op.item_errors.as_ref(),
+                    &primary,
+                ))
+            }
+            Err(SessionError::Call(CallError::Refused {
+                status, message, ..
+            })) if (400..500).contains(&status) && status != 401 && status != 429 => Ok(records
+                .iter()
+                .enumerate()
+                .map(|(index, _)| ItemResult {
+                    index,
+                    status: "failed",
+                    id: None,
+                    errors: vec![message.clone()],
+                })
+                .collect()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The idempotency scope of this stream's writes.
@@ -189,11 +195,6 @@ impl<'r> StreamRun<'r> {
             .natural_key
             .as_ref()
             .map(|n| n.field.clone());
-        // A record whose create is still in flight (it changed again during the read): its
-        // answer first, so the ledger says what happened before it is looked at again.
-        if works.iter().any(|w| self.creating_ids.contains(&w.id)) {
-            self.answer_all(tally).await?;
-        }
         let mut linked = Vec::new();
         let mut creates = Vec::new();
         let mut updates = Vec::new();
@@ -287,8 +288,10 @@ impl<'r> StreamRun<'r> {
         replays: Vec<(String, Vec<Work>)>,
         tally: &mut Tally,
     ) -> Result<(Vec<Work>, Vec<(Work, String, String)>), RunError> {
+        let mut created = Vec::new();
+        let mut relinked = Vec::new();
         if works.is_empty() && replays.is_empty() {
-            return Ok(std::mem::take(&mut self.created));
+            return Ok((created, relinked));
         }
         // Batches in the order of their source ids, so a batch can be sent again exactly as
         // it was (its idempotency key then replays the first answer).
@@ -308,7 +311,7 @@ impl<'r> StreamRun<'r> {
                     format!("{label} would be created"),
                 );
             }
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((created, relinked));
         }
         let op = self
             .resource(&w.connection, &w.resource)?
@@ -335,147 +338,135 @@ impl<'r> StreamRun<'r> {
         while works.peek().is_some() {
             batches.push((works.by_ref().take(batch_size).collect(), None));
         }
-        // Batches stay in flight up to the connection's concurrency level (its limiter still
-        // paces them) across chunks, so the destination never waits for the source: each
-        // batch's intents are committed before it goes, and answers are handled in order.
+        // Batches go out together, up to the connection's concurrency level (its limiter still
+        // paces them), each with its intents committed first; answers are handled in order.
         let wave = self.endpoint(&w.connection)?.session.concurrency().max(1) as usize;
-        for (batch, replay_key) in batches {
-            let records: Vec<Value> = batch
-                .iter()
-                .map(|w| Value::Object(w.body.clone()))
-                .collect();
-            let key = match replay_key {
-                Some(k) => Some(k),
-                None => idempotency_key_for(&op, &self.scope_key("create"), &records),
-            };
-            let intents: Vec<WriteIntent<'_>> = batch
-                .iter()
-                .map(|w| WriteIntent {
-                    source_id: &w.id,
-                    source_version: &w.version,
-                    idempotency_key: key.as_deref().unwrap_or("-"),
-                })
-                .collect();
-            state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
-            let call = self.call(
-                &w.connection,
-                &w.resource,
-                OpKind::Create,
-                &op,
-                records,
-                key.as_deref(),
-                None,
-            )?;
-            self.creating_ids.extend(batch.iter().map(|w| w.id.clone()));
-            self.creating.push_back(Box::pin(async move {
-                let answer = call.send().await;
-                (batch, answer)
-            }));
-            while self.creating.len() >= wave {
-                self.answer_one(tally).await?;
+        let mut n = 0;
+        let mut batches = batches.into_iter().peekable();
+        let mut stop = None;
+        while batches.peek().is_some() && stop.is_none() {
+            let mut sending = Vec::new();
+            for (batch, replay_key) in batches.by_ref().take(wave) {
+                n += batch.len();
+                let records: Vec<Value> = batch
+                    .iter()
+                    .map(|w| Value::Object(w.body.clone()))
+                    .collect();
+                let key = match replay_key {
+                    Some(k) => Some(k),
+                    None => idempotency_key_for(&op, &self.scope_key("create"), &records),
+                };
+                let intents: Vec<WriteIntent<'_>> = batch
+                    .iter()
+                    .map(|w| WriteIntent {
+                        source_id: &w.id,
+                        source_version: &w.version,
+                        idempotency_key: key.as_deref().unwrap_or("-"),
+                    })
+                    .collect();
+                state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
+                sending.push((batch, records, key));
             }
-        }
-        self.run
-            .tell(&format!("{}: {total} sent to be created", self.name));
-        Ok(std::mem::take(&mut self.created))
-    }
-
-    /// Waits for every create still in flight and handles its answer.
-    pub(crate) async fn answer_all(&mut self, tally: &mut Tally) -> Result<(), RunError> {
-        while !self.creating.is_empty() {
-            self.answer_one(tally).await?;
-        }
-        Ok(())
-    }
-
-    /// Handles the answer of the oldest create in flight: links what was created, settles by
-    /// natural key what was refused because it already exists, queues the rest. A call that
-    /// failed leaves its batch pending (settled next run) and ends the run.
-    async fn answer_one(&mut self, tally: &mut Tally) -> Result<(), RunError> {
-        use futures_util::StreamExt as _;
-        let Some((batch, answer)) = self.creating.next().await else {
-            return Ok(());
-        };
-        for w in &batch {
-            self.creating_ids.remove(&w.id);
-        }
-        let results = answer?;
-        let state = self.run.state;
-        let nk_field = self
-            .stream
-            .write
-            .natural_key
-            .as_ref()
-            .map(|n| n.field.clone());
-        let mut done = Vec::new();
-        let mut failed = Vec::new();
-        for (work, result) in batch.into_iter().zip(results) {
-            match (result.status, result.id) {
-                ("ok", Some(id)) => done.push((work, id)),
-                ("failed", _) => failed.push((work, result.errors.join("; "))),
-                _ => tally.plan(
-                    self.name,
-                    "pending",
-                    &work.id,
-                    "the answer does not say; settled next run".to_owned(),
-                ),
-            }
-        }
-        self.link_all(
-            self.kind(),
-            done.iter()
-                .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
-        )?;
-        for (mut work, id) in done {
-            self.cleared(&work.id)?;
-            tally.summary.count(self.name, |c| c.created += 1);
-            let label = work
-                .natural(nk_field.as_deref())
-                .unwrap_or_else(|| work.id.clone());
-            tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
-            work.dest = Some(id);
-            self.created.0.push(work);
-        }
-        // Refused: perhaps because it is already there (a lost state, another tool).
-        let found = if nk_field.is_some() && !failed.is_empty() {
-            let values: Vec<String> = failed
-                .iter()
-                .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
-                .collect();
-            self.find_natural(&values).await?
-        } else {
-            HashMap::new()
-        };
-        for (work, message) in failed {
-            match work
-                .natural(nk_field.as_deref())
-                .and_then(|v| found.get(&v).cloned())
-            {
-                Some(id) => {
-                    state.finish_write(
-                        self.flow(),
-                        self.kind(),
-                        &work.id,
-                        &id,
-                        "",
+            self.run
+                .tell(&format!("{}: creating {n} of {total}", self.name));
+            let answers =
+                futures_util::future::join_all(sending.iter().map(|(_, records, key)| {
+                    self.send_batch(
+                        &w.connection,
+                        &w.resource,
+                        OpKind::Create,
+                        &op,
+                        records,
+                        key.as_deref(),
                         None,
-                        self.now(),
-                    )?;
-                    tally.plan(
-                        self.name,
-                        "link",
-                        &work.id,
-                        format!("already at the destination as {id}"),
-                    );
-                    self.created.1.push((work, id, String::new()));
+                    )
+                }))
+                .await;
+            for ((batch, _, _), answer) in sending.into_iter().zip(answers) {
+                // A batch whose call failed stays pending (settled next run); the others are
+                // handled, then the run ends with that failure.
+                let results = match answer {
+                    Ok(results) => results,
+                    Err(e) => {
+                        stop.get_or_insert(e);
+                        continue;
+                    }
+                };
+                let mut done = Vec::new();
+                let mut failed = Vec::new();
+                for (work, result) in batch.into_iter().zip(results) {
+                    match (result.status, result.id) {
+                        ("ok", Some(id)) => done.push((work, id)),
+                        ("failed", _) => failed.push((work, result.errors.join("; "))),
+                        _ => tally.plan(
+                            self.name,
+                            "pending",
+                            &work.id,
+                            "the answer does not say; settled next run".to_owned(),
+                        ),
+                    }
                 }
-                None => {
-                    state.abandon_write(self.flow(), self.kind(), &work.id)?;
-                    self.fail(tally, &work.id, "create", &message)?;
+                self.link_all(
+                    self.kind(),
+                    done.iter()
+                        .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
+                )?;
+                for (mut work, id) in done {
+                    self.cleared(&work.id)?;
+                    tally.summary.count(self.name, |c| c.created += 1);
+                    let label = work
+                        .natural(nk_field.as_deref())
+                        .unwrap_or_else(|| work.id.clone());
+                    tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
+                    work.dest = Some(id);
+                    created.push(work);
+                }
+                // Refused: perhaps because it is already there (a lost state, another tool).
+                let found = if nk_field.is_some() && !failed.is_empty() {
+                    let values: Vec<String> = failed
+                        .iter()
+                        .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
+                        .collect();
+                    self.find_natural(&values).await?
+                } else {
+                    HashMap::new()
+                };
+                for (work, message) in failed {
+                    match work
+                        .natural(nk_field.as_deref())
+                        .and_then(|v| found.get(&v).cloned())
+                    {
+                        Some(id) => {
+                            state.finish_write(
+                                self.flow(),
+                                self.kind(),
+                                &work.id,
+                                &id,
+                                "",
+                                None,
+                                self.now(),
+                            )?;
+                            tally.plan(
+                                self.name,
+                                "link",
+                                &work.id,
+                                format!("already at the destination as {id}"),
+                            );
+                            relinked.push((work, id, String::new()));
+                        }
+                        None => {
+                            state.abandon_write(self.flow(), self.kind(), &work.id)?;
+                            self.fail(tally, &work.id, "create", &message)?;
+                        }
+                    }
                 }
             }
+            self.save_progress(tally)?;
         }
-        self.save_progress(tally)
+        match stop {
+            Some(e) => Err(e),
+            None => Ok((created, relinked)),
+        }
     }
 
     /// The destination records `ids` as they are now (for the update policy).
@@ -532,7 +523,7 @@ impl<'r> StreamRun<'r> {
     }
 
     /// Updates changed works while the policy allows; records why when it does not.
-    pub(crate) async fn update(
+    async fn update(
         &mut self,
         works: Vec<(Work, String, String)>,
         tally: &mut Tally,
@@ -830,63 +821,5 @@ impl<'r> StreamRun<'r> {
             }
         }
         self.save_progress(tally)
-    }
-}
-
-/// A write call ready to send (see [`StreamRun::call`]).
-pub(crate) struct Call<'r> {
-    session: &'r crate::session::Session,
-    resource: String,
-    kind: OpKind,
-    op: Operation,
-    ctx: crate::request::RequestContext,
-    headers: Vec<(String, String)>,
-    primary: String,
-    records: Vec<Value>,
-}
-
-impl Call<'_> {
-    /// Sends it: the per-item results, every item failed with the message of a refusal of the
-    /// whole call (a 4xx other than 401 and 429), or the failure that ends the run.
-    pub(crate) async fn send(self) -> Result<Vec<ItemResult>, RunError> {
-        let body = crate::write::body(&self.op, &self.records);
-        match self
-            .session
-            .call(
-                &self.resource,
-                self.kind,
-                &self.ctx,
-                &[],
-                &self.headers,
-                Some(&body),
-            )
-            .await
-        {
-            Ok(answer) => {
-                let returned =
-                    crate::extract::records(&answer.body, &self.op.records).unwrap_or_default();
-                Ok(crate::write::item_results(
-                    0,
-                    self.records.len(),
-                    &returned,
-                    self.op.item_errors.as_ref(),
-                    &self.primary,
-                ))
-            }
-            Err(SessionError::Call(CallError::Refused {
-                status, message, ..
-            })) if (400..500).contains(&status) && status != 401 && status != 429 => Ok(self
-                .records
-                .iter()
-                .enumerate()
-                .map(|(index, _)| ItemResult {
-                    index,
-                    status: "failed",
-                    id: None,
-                    errors: vec![message.clone()],
-                })
-                .collect()),
-            Err(e) => Err(e.into()),
-        }
     }
 }
