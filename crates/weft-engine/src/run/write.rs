@@ -181,6 +181,56 @@ impl StreamRun<'_> {
         Ok((replays, rest))
     }
 
+    /// Looks works up at the destination by their natural key and links those found (their
+    /// version unknown, so an update follows); returns the found ones with their destination
+    /// id, and the others with what they carried.
+    #[allow(clippy::type_complexity)]
+    async fn relink_by_natural<T>(
+        &self,
+        works: Vec<(Work, T)>,
+        tally: &mut Tally,
+    ) -> Result<(Vec<(Work, String)>, Vec<(Work, T)>), RunError> {
+        let nk_field = self
+            .stream
+            .write
+            .natural_key
+            .as_ref()
+            .map(|n| n.field.clone());
+        let values: Vec<String> = works
+            .iter()
+            .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
+            .collect();
+        let found = self.find_natural(&values).await?;
+        let (mut linked, mut missing) = (Vec::new(), Vec::new());
+        for (w, extra) in works {
+            match w
+                .natural(nk_field.as_deref())
+                .and_then(|v| found.get(&v).cloned())
+            {
+                Some(id) => {
+                    self.run.state.finish_write(
+                        self.flow(),
+                        self.kind(),
+                        &w.id,
+                        &id,
+                        "",
+                        None,
+                        self.now(),
+                    )?;
+                    tally.plan(
+                        self.name,
+                        "link",
+                        &w.id,
+                        format!("already at the destination as {id}, found by its natural key"),
+                    );
+                    linked.push((w, id));
+                }
+                None => missing.push((w, extra)),
+            }
+        }
+        Ok((linked, missing))
+    }
+
     /// Writes the works: returns those that ended linked to a destination record (for the
     /// write-backs).
     pub(crate) async fn write(
@@ -228,37 +278,11 @@ impl StreamRun<'_> {
         let (replays, settle) = self.replayable(settle)?;
         if !settle.is_empty() {
             if nk_field.is_some() {
-                let values: Vec<String> = settle
-                    .iter()
-                    .filter_map(|w| w.natural(nk_field.as_deref()))
-                    .collect();
-                let found = self.find_natural(&values).await?;
-                for w in settle {
-                    match w
-                        .natural(nk_field.as_deref())
-                        .and_then(|v| found.get(&v).cloned())
-                    {
-                        Some(id) => {
-                            state.finish_write(
-                                self.flow(),
-                                self.kind(),
-                                &w.id,
-                                &id,
-                                "",
-                                None,
-                                self.now(),
-                            )?;
-                            tally.plan(
-                                self.name,
-                                "link",
-                                &w.id,
-                                format!("found as {id} by its natural key"),
-                            );
-                            updates.push((w, id, String::new()));
-                        }
-                        None => creates.push(w),
-                    }
-                }
+                let (found, missing) = self
+                    .relink_by_natural(settle.into_iter().map(|w| (w, ())).collect(), tally)
+                    .await?;
+                updates.extend(found.into_iter().map(|(w, id)| (w, id, String::new())));
+                creates.extend(missing.into_iter().map(|(w, ())| w));
             } else {
                 for w in settle {
                     self.fail(
@@ -422,43 +446,15 @@ impl StreamRun<'_> {
                     created.push(work);
                 }
                 // Refused: perhaps because it is already there (a lost state, another tool).
-                let found = if nk_field.is_some() && !failed.is_empty() {
-                    let values: Vec<String> = failed
-                        .iter()
-                        .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
-                        .collect();
-                    self.find_natural(&values).await?
+                let (found, missing) = if nk_field.is_some() && !failed.is_empty() {
+                    self.relink_by_natural(failed, tally).await?
                 } else {
-                    HashMap::new()
+                    (Vec::new(), failed)
                 };
-                for (work, message) in failed {
-                    match work
-                        .natural(nk_field.as_deref())
-                        .and_then(|v| found.get(&v).cloned())
-                    {
-                        Some(id) => {
-                            state.finish_write(
-                                self.flow(),
-                                self.kind(),
-                                &work.id,
-                                &id,
-                                "",
-                                None,
-                                self.now(),
-                            )?;
-                            tally.plan(
-                                self.name,
-                                "link",
-                                &work.id,
-                                format!("already at the destination as {id}"),
-                            );
-                            relinked.push((work, id, String::new()));
-                        }
-                        None => {
-                            state.abandon_write(self.flow(), self.kind(), &work.id)?;
-                            self.fail(tally, &work.id, "create", &message)?;
-                        }
-                    }
+                relinked.extend(found.into_iter().map(|(w, id)| (w, id, String::new())));
+                for (work, message) in missing {
+                    state.abandon_write(self.flow(), self.kind(), &work.id)?;
+                    self.fail(tally, &work.id, "create", &message)?;
                 }
             }
             self.save_progress(tally)?;
