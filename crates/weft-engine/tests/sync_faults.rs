@@ -57,7 +57,15 @@ struct Tally {
 }
 
 /// Runs until a run completes (bounded); faults may make some fail.
-async fn settle(w: &World, rng: &mut fastrand::Rng, faulty: bool, tally: &mut Tally) {
+/// Runs until one completes without a failure (at most 8 runs). With no faults left
+/// (`faulty` false) it must get there: otherwise the last run's outcome is the error.
+async fn settle(
+    w: &World,
+    rng: &mut fastrand::Rng,
+    faulty: bool,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut last = String::new();
     for attempt in 0..8 {
         // Sometimes killed at a random request.
         let kill = (faulty && (attempt == 0 || rng.bool())).then(|| rng.usize(1..30));
@@ -65,14 +73,26 @@ async fn settle(w: &World, rng: &mut fastrand::Rng, faulty: bool, tally: &mut Ta
             Some(report)
                 if report.outcome == RunOutcome::Completed && report.summary.failed == 0 =>
             {
-                return;
+                return Ok(());
             }
-            Some(_) => {
+            Some(report) => {
                 tally.failed_runs += 1;
+                last = format!(
+                    "run {attempt}: {:?}, {} failed, errors queued: {:?}",
+                    report.outcome,
+                    report.summary.failed,
+                    report
+                        .plan
+                        .iter()
+                        .filter(|p| p.action == "failed")
+                        .map(|p| format!("{} {}", p.source_id, p.detail))
+                        .collect::<Vec<_>>()
+                );
                 false
             }
             None => {
                 tally.killed += 1;
+                last = format!("run {attempt}: killed");
                 true
             }
         };
@@ -84,6 +104,13 @@ async fn settle(w: &World, rng: &mut fastrand::Rng, faulty: bool, tally: &mut Ta
             // Access tokens expire between runs; the next run refreshes (rotating).
             w.clock.advance_by(Duration::from_secs(31 * 60));
         }
+    }
+    if faulty {
+        Ok(())
+    } else {
+        Err(format!(
+            "no clean run in 8 without faults; the last: {last}"
+        ))
     }
 }
 
@@ -118,9 +145,11 @@ async fn one(seed: u64, tally: &mut Tally) {
             .add(FaultRule::on("/connect/token", When::Nth(1), Fault::LoseResponse).method("POST"));
         w.clock.advance_by(Duration::from_secs(31 * 60));
     }
-    settle(&w, &mut rng, true, tally).await;
+    settle(&w, &mut rng, true, tally).await.unwrap();
     clear(&w);
-    settle(&w, &mut rng, false, tally).await;
+    settle(&w, &mut rng, false, tally)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 
     // Pay one invoice (still unpaid in Kantata) in Xero, then sync under faults again.
     let unpaid = eligible.iter().find(|i| i.status == "new");
@@ -146,9 +175,11 @@ async fn one(seed: u64, tally: &mut Tally) {
             &["/api.xro/2.0/Invoices"],
             &mut rng,
         );
-        settle(&w, &mut rng, true, tally).await;
+        settle(&w, &mut rng, true, tally).await.unwrap();
         clear(&w);
-        settle(&w, &mut rng, false, tally).await;
+        settle(&w, &mut rng, false, tally)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let payments = w
             .kantata
             .external_payments()

@@ -37,13 +37,20 @@ fn normalize(l: &Lookup, key: &str) -> String {
 }
 
 impl StreamRun<'_> {
+    /// What lookup `name` knows so far (never borrowed across an await).
+    fn cache(&self, name: &str) -> std::cell::RefMut<'_, Cache> {
+        std::cell::RefMut::map(self.caches.borrow_mut(), |c| {
+            c.entry(name.to_owned()).or_default()
+        })
+    }
+
     fn lookup_kind(&self, l: &Lookup) -> String {
         format!("{}@{}", self.name, l.name)
     }
 
     /// Resolves lookup `li` for every work; works whose lookup fails are queued and dropped.
     pub(crate) async fn lookup(
-        &mut self,
+        &self,
         li: usize,
         works: Vec<Work>,
         tally: &mut Tally,
@@ -68,7 +75,7 @@ impl StreamRun<'_> {
             .filter_map(|(_, k)| k.as_ref().map(|k| (normalize(l, k), k.clone())))
             .collect();
         self.resolve(l, &wanted, tally).await?;
-        let cache = self.caches.entry(l.name.clone()).or_default();
+        let cache = self.cache(&l.name);
         let mut out = Vec::with_capacity(keyed.len());
         let mut failures = Vec::new();
         for (mut w, key) in keyed {
@@ -109,7 +116,7 @@ impl StreamRun<'_> {
 
     /// Finds (and creates, when the lookup says so) every wanted key not known yet.
     async fn resolve(
-        &mut self,
+        &self,
         l: &Lookup,
         wanted: &[(String, String)],
         tally: &mut Tally,
@@ -121,7 +128,7 @@ impl StreamRun<'_> {
         let match_field = l.match_field.clone().unwrap_or_else(|| primary.clone());
         let mut missing: Vec<(String, String)> = Vec::new();
         {
-            let cache = self.caches.entry(l.name.clone()).or_default();
+            let mut cache = self.cache(&l.name);
             for (norm, key) in wanted {
                 if cache.found.contains_key(norm) || missing.iter().any(|(n, _)| n == norm) {
                     continue;
@@ -165,15 +172,11 @@ impl StreamRun<'_> {
                         })) => None,
                         Err(e) => return Err(e.into()),
                     };
-                    self.caches
-                        .entry(l.name.clone())
-                        .or_default()
-                        .found
-                        .insert(norm.clone(), found);
+                    self.cache(&l.name).found.insert(norm.clone(), found);
                 }
             }
             LookupLoad::List => {
-                let listed = self.caches.get(&l.name).is_some_and(|c| c.listed);
+                let listed = self.caches.borrow().get(&l.name).is_some_and(|c| c.listed);
                 if !listed {
                     let mut all: HashMap<String, Value> = HashMap::new();
                     let candidates = l.candidates.clone();
@@ -203,13 +206,13 @@ impl StreamRun<'_> {
                     if let Some(e) = bad {
                         return Err(RunError::Config(format!("lookup `{}`: {e}", l.name)));
                     }
-                    let cache = self.caches.entry(l.name.clone()).or_default();
+                    let mut cache = self.cache(&l.name);
                     cache.listed = true;
                     for (k, v) in all {
                         cache.found.insert(k, Some(v));
                     }
                 }
-                let cache = self.caches.entry(l.name.clone()).or_default();
+                let mut cache = self.cache(&l.name);
                 for (norm, _) in &missing {
                     cache.found.entry(norm.clone()).or_insert(None);
                 }
@@ -217,7 +220,7 @@ impl StreamRun<'_> {
         }
         // Record what was found, so the next run need not look again.
         let found_now: Vec<(String, String)> = {
-            let cache = self.caches.entry(l.name.clone()).or_default();
+            let cache = self.cache(&l.name);
             missing
                 .iter()
                 .filter_map(|(norm, _)| {
@@ -238,7 +241,7 @@ impl StreamRun<'_> {
             return Ok(());
         };
         let to_create: Vec<(String, String)> = {
-            let cache = self.caches.entry(l.name.clone()).or_default();
+            let cache = self.cache(&l.name);
             missing
                 .into_iter()
                 .filter(|(norm, _)| matches!(cache.found.get(norm), Some(None)))
@@ -253,6 +256,7 @@ impl StreamRun<'_> {
             ))
         })?;
         let batch = op.batch_size.unwrap_or(1).max(1) as usize;
+        let mut calls = Vec::new();
         for chunk in to_create.chunks(batch) {
             let mut records = Vec::with_capacity(chunk.len());
             for (_, key) in chunk {
@@ -263,7 +267,7 @@ impl StreamRun<'_> {
                 records.push(Value::Object(record));
             }
             if self.dry() {
-                let cache = self.caches.entry(l.name.clone()).or_default();
+                let mut cache = self.cache(&l.name);
                 for (norm, key) in chunk {
                     let mut found = Map::new();
                     found.insert(primary.clone(), Value::String("(new)".to_owned()));
@@ -296,19 +300,28 @@ impl StreamRun<'_> {
             self.run
                 .state
                 .begin_writes(&self.run.flow.name, &kind, &intents, self.now())?;
-            let results = self
-                .send_batch(
-                    &l.connection,
-                    &l.resource,
-                    OpKind::Create,
-                    &op,
-                    &records,
-                    key.as_deref(),
-                    None,
-                )
-                .await?;
+            calls.push((chunk, records, key));
+        }
+        // The batches go out together (the connection's limiter paces them).
+        let answers = futures_util::future::join_all(calls.iter().map(|(_, records, key)| {
+            self.send_batch(
+                &l.connection,
+                &l.resource,
+                OpKind::Create,
+                &op,
+                records,
+                key.as_deref(),
+                None,
+            )
+        }))
+        .await;
+        // A batch whose call failed keeps its intents (the next run's list finds what it
+        // created); the others are handled, then that failure ends the run.
+        let (answered, stop) =
+            super::write::split_failed(calls.into_iter().map(|(chunk, _, _)| chunk).zip(answers));
+        for (chunk, results) in answered {
             let mut done = Vec::new();
-            let cache = self.caches.entry(l.name.clone()).or_default();
+            let mut cache = self.cache(&l.name);
             for ((norm, key), result) in chunk.iter().zip(results) {
                 match (result.status, result.id) {
                     ("ok", Some(id)) => {
@@ -337,6 +350,9 @@ impl StreamRun<'_> {
                 &kind,
                 done.iter().map(|(n, id)| (n.as_str(), id.as_str(), "")),
             )?;
+        }
+        if let Some(e) = stop {
+            return Err(e);
         }
         Ok(())
     }

@@ -21,11 +21,13 @@
 //! and the connectors' specs.
 
 mod lookup;
+mod outbox;
 mod read;
 mod record;
 mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use minijinja::Value as JValue;
@@ -277,7 +279,7 @@ impl Run<'_> {
             if self.only.as_ref().is_some_and(|o| o != name) {
                 continue;
             }
-            let mut s = StreamRun::new(self, run, name, stream)?;
+            let s = StreamRun::new(self, run, name, stream)?;
             s.go(tally).await?;
         }
         Ok(())
@@ -293,9 +295,16 @@ pub(crate) struct StreamRun<'r> {
     pub(crate) env: minijinja::Environment<'static>,
     pub(crate) options: JValue,
     pub(crate) tables: JValue,
-    pub(crate) caches: HashMap<String, lookup::Cache>,
+    pub(crate) caches: RefCell<HashMap<String, lookup::Cache>>,
     /// Write-backs computed and not sent yet.
-    pub(crate) backs: Vec<Back>,
+    pub(crate) backs: RefCell<Vec<Back>>,
+    /// Creates waiting to fill whole batches, each with the read position it was read at (no
+    /// intent recorded yet, so the cursor does not move past them).
+    pub(crate) held: RefCell<VecDeque<(record::Work, Option<jiff::Timestamp>)>>,
+    /// The read position of the records being handled (none while revisiting by id).
+    pub(crate) reading_at: Cell<Option<jiff::Timestamp>>,
+    /// Create batches on their way to the destination (see [`outbox`]).
+    pub(crate) outbox: outbox::Outbox,
 }
 
 /// A write-back waiting to be sent.
@@ -336,8 +345,11 @@ impl<'r> StreamRun<'r> {
             env: crate::mapping::environment(),
             options: JValue::from_serialize(&options),
             tables: JValue::from_serialize(&run.flow.tables),
-            caches: HashMap::new(),
-            backs: Vec::new(),
+            caches: RefCell::default(),
+            backs: RefCell::default(),
+            held: RefCell::default(),
+            reading_at: Cell::default(),
+            outbox: outbox::Outbox::default(),
         })
     }
 
@@ -454,27 +466,56 @@ impl<'r> StreamRun<'r> {
         Ok(())
     }
 
-    async fn go(&mut self, tally: &mut Tally) -> Result<(), RunError> {
-        self.run.tell(&format!(
-            "{}: looking again at unsettled records",
-            self.name
-        ));
-        self.revisit(tally).await?;
-        self.run.tell(&format!("{}: reading changes", self.name));
-        self.read(tally).await?;
+    async fn go(&self, tally: &mut Tally) -> Result<(), RunError> {
+        if self.dry() {
+            self.revisit(tally).await?;
+            self.read(tally).await?;
+            return self.flush_write_backs(tally).await;
+        }
+        // The records are read, prepared and classified here while the create batches go out
+        // beside it, the connection's concurrency at a time, so the destination's slots do not
+        // wait for the steps before the write.
+        let rx = self.outbox.open();
+        let steps = async {
+            let done = async {
+                self.run.tell(&format!(
+                    "{}: looking again at unsettled records",
+                    self.name
+                ));
+                self.revisit(tally).await?;
+                self.flush_creates()?;
+                self.run.tell(&format!("{}: reading changes", self.name));
+                self.read(tally).await
+            }
+            .await;
+            self.outbox.close(done.is_err());
+            done
+        };
+        let (done, ()) = futures_util::future::join(steps, self.send_outbox(rx)).await;
+        // What came back is handled even when the steps failed: it was written.
+        let answered = self.answered(tally, None).await;
+        done?;
+        answered?;
         self.flush_write_backs(tally).await
     }
 
     /// Handles one chunk of source records, from start to write-back.
     pub(crate) async fn chunk(
-        &mut self,
+        &self,
         records: Vec<Value>,
         tally: &mut Tally,
     ) -> Result<(), RunError> {
         let works = self.prepare(records, tally).await?;
         let works = self.write(works, tally).await?;
         self.write_back(&works, tally)?;
-        if self.backs.len() >= BACKS_WAITING {
+        if !self.dry() {
+            // Whole batches go out; the answers that came back are handled, and when many
+            // batches wait for their answers the read waits too (memory stays bounded).
+            self.dispatch_whole()?;
+            let waiting = 2 * self.concurrency()?;
+            self.answered(tally, Some(waiting)).await?;
+        }
+        if self.backs.borrow().len() >= BACKS_WAITING {
             self.flush_write_backs(tally).await?;
         }
         self.save_progress(tally)

@@ -15,6 +15,9 @@ use crate::session::SessionError;
 /// Records read by id per chunk.
 const BY_ID_CHUNK: usize = 50;
 
+/// Records read by page handled together (at least; a page is never split).
+const CHUNK: usize = 500;
+
 impl StreamRun<'_> {
     /// The cursor key of the last full read of this stream.
     fn full_key(&self) -> String {
@@ -30,7 +33,7 @@ impl StreamRun<'_> {
 
     /// Reads again, by id, every record the error queue marks for retry and every record whose
     /// write or write-back is unsettled, and handles them first.
-    pub(crate) async fn revisit(&mut self, tally: &mut Tally) -> Result<(), RunError> {
+    pub(crate) async fn revisit(&self, tally: &mut Tally) -> Result<(), RunError> {
         let state = self.run.state;
         // Unsettled writes first, a batch's intents kept in one chunk (so a batch can be sent
         // again whole), then the retries a person asked for.
@@ -47,6 +50,7 @@ impl StreamRun<'_> {
                 .filter(|id| !known.contains(id))
                 .map(|id| (id, None)),
         );
+        self.reading_at.set(None);
         let mut chunk: Vec<Value> = Vec::new();
         let mut count = 0;
         let mut last_key: Option<String> = None;
@@ -123,7 +127,7 @@ impl StreamRun<'_> {
     /// again (records not seen yet are handled) until a pass finds nothing new, and if none
     /// settles, the cursor stays at that time so the next run reads it again. The cursor is
     /// saved at each restart point, and at the end of the read.
-    pub(crate) async fn read(&mut self, tally: &mut Tally) -> Result<(), RunError> {
+    pub(crate) async fn read(&self, tally: &mut Tally) -> Result<(), RunError> {
         let src = &self.stream.source;
         let resource = self.resource(&src.connection, &src.resource)?;
         let list = resource.list.as_ref().ok_or_else(|| {
@@ -166,6 +170,10 @@ impl StreamRun<'_> {
         let mut at_cursor = 0u32;
         let mut floor: Option<Option<Timestamp>> = None;
         let mut pages = 0u64;
+        // Records read and not handled yet, with the read position of the first of them:
+        // pages are handled a few together, so a lookup's call serves more records.
+        let mut unread: Vec<Value> = Vec::new();
+        let mut unread_at: Option<Timestamp> = None;
         while let Some(query) = pager.next_query() {
             let (fresh, page_newest, _) = self.fetch(cursor, &query, &mut pager, &mut seen).await?;
             pages += 1;
@@ -175,12 +183,25 @@ impl StreamRun<'_> {
                 self.name,
                 fresh.len()
             ));
-            self.chunk(fresh, tally).await?;
+            if unread.is_empty() {
+                unread_at = cursor;
+            }
+            unread.extend(fresh);
+            if unread.len() >= CHUNK || pager.is_done() {
+                self.reading_at.set(unread_at);
+                self.chunk(std::mem::take(&mut unread), tally).await?;
+            }
             newest = newest.max(page_newest);
             let moving = keyset && page_newest > cursor;
             if !(pager.is_done() || moving) {
                 continue;
             }
+            if keyset && at_cursor > 1 && !unread.is_empty() {
+                // The pages at this point are read again: what was read is handled first.
+                self.reading_at.set(unread_at);
+                self.chunk(std::mem::take(&mut unread), tally).await?;
+            }
+            self.reading_at.set(cursor);
             if keyset
                 && at_cursor > 1
                 && !self.verify(cursor, &pagination, &mut seen, tally).await?
@@ -198,12 +219,28 @@ impl StreamRun<'_> {
                 let overlap = i64::try_from(i.overlap.map_or(0, |o| o.as_millis())).unwrap_or(0);
                 let oldest = c.as_millisecond().saturating_sub(overlap);
                 seen.retain(|_, ms| *ms >= oldest);
-                if floor.is_none() && !hold && !self.dry() {
-                    // Everything before the restart point is handled.
-                    state.set_cursor(self.flow(), self.name, &c.to_string())?;
+                // Everything before the restart point is handled, but for records not handled
+                // yet and creates held to fill a batch: the cursor stays where the oldest of
+                // them was read.
+                let held = self.held.borrow().front().map(|(_, at)| *at);
+                let oldest_open = [held, (!unread.is_empty()).then_some(unread_at)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let safe = match oldest_open {
+                    None => Some(c),
+                    Some(at) => at.map(|at| at.min(c)),
+                };
+                if let Some(safe) = safe.filter(|_| floor.is_none() && !hold && !self.dry()) {
+                    state.set_cursor(self.flow(), self.name, &safe.to_string())?;
                 }
             }
         }
+        if !unread.is_empty() {
+            self.reading_at.set(unread_at);
+            self.chunk(unread, tally).await?;
+        }
+        self.flush_creates()?;
         if !self.dry() && !hold {
             let keep = match floor {
                 Some(f) => f,
@@ -276,7 +313,7 @@ impl StreamRun<'_> {
     /// read may have pushed a record onto a page already read): handles what was not seen,
     /// until a pass finds nothing new (at most three passes). True when one did.
     async fn verify(
-        &mut self,
+        &self,
         cursor: Option<Timestamp>,
         pagination: &Pagination,
         seen: &mut HashMap<String, i64>,

@@ -130,7 +130,7 @@ impl StreamRun<'_> {
     /// Turns source records into works ready to write; records that are skipped or fail on
     /// the way are counted (and failures queued) here.
     pub(crate) async fn prepare(
-        &mut self,
+        &self,
         records: Vec<Value>,
         tally: &mut Tally,
     ) -> Result<Vec<Work>, RunError> {

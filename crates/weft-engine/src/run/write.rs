@@ -10,6 +10,7 @@ use minijinja::Value as JValue;
 use serde_json::{Value, json};
 use weft_core::model::Operation;
 
+use super::outbox::Sending;
 use super::record::Work;
 use super::{Back, RunError, StreamRun, Tally, at, id_text};
 use crate::http::CallError;
@@ -75,6 +76,12 @@ impl StreamRun<'_> {
                 .collect()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The field of the write's natural key, when it declares one.
+    fn natural_field(&self) -> Option<String> {
+        let nk = self.stream.write.natural_key.as_ref();
+        nk.map(|n| n.field.clone())
     }
 
     /// The idempotency scope of this stream's writes.
@@ -190,12 +197,7 @@ impl StreamRun<'_> {
         works: Vec<(Work, T)>,
         tally: &mut Tally,
     ) -> Result<(Vec<(Work, String)>, Vec<(Work, T)>), RunError> {
-        let nk_field = self
-            .stream
-            .write
-            .natural_key
-            .as_ref()
-            .map(|n| n.field.clone());
+        let nk_field = self.natural_field();
         let values: Vec<String> = works
             .iter()
             .filter_map(|(w, _)| w.natural(nk_field.as_deref()))
@@ -234,17 +236,13 @@ impl StreamRun<'_> {
     /// Writes the works: returns those that ended linked to a destination record (for the
     /// write-backs).
     pub(crate) async fn write(
-        &mut self,
+        &self,
         works: Vec<Work>,
         tally: &mut Tally,
     ) -> Result<Vec<Work>, RunError> {
+        self.settle_on_the_way(&works, tally).await?;
         let state = self.run.state;
-        let nk_field = self
-            .stream
-            .write
-            .natural_key
-            .as_ref()
-            .map(|n| n.field.clone());
+        let nk_field = self.natural_field();
         let mut linked = Vec::new();
         let mut creates = Vec::new();
         let mut updates = Vec::new();
@@ -297,48 +295,67 @@ impl StreamRun<'_> {
                 }
             }
         }
-        let (created, relinked) = self.create(creates, replays, tally).await?;
-        linked.extend(created);
-        updates.extend(relinked);
+        if self.dry() {
+            self.plan_creates(creates, tally);
+        } else {
+            self.hold(creates);
+            self.dispatch_replays(replays)?;
+        }
         linked.extend(self.update(updates, tally).await?);
         Ok(linked)
     }
 
-    /// Creates works in the destination's batches; returns the created works and those found
-    /// by natural key after the destination refused them (already there), to update.
-    async fn create(
-        &mut self,
-        mut works: Vec<Work>,
-        replays: Vec<(String, Vec<Work>)>,
-        tally: &mut Tally,
-    ) -> Result<(Vec<Work>, Vec<(Work, String, String)>), RunError> {
-        let mut created = Vec::new();
-        let mut relinked = Vec::new();
-        if works.is_empty() && replays.is_empty() {
-            return Ok((created, relinked));
+    /// What a dry run would create.
+    fn plan_creates(&self, works: Vec<Work>, tally: &mut Tally) {
+        let nk_field = self.natural_field();
+        for work in works {
+            tally.summary.count(self.name, |c| c.created += 1);
+            let label = work
+                .natural(nk_field.as_deref())
+                .unwrap_or_else(|| work.id.clone());
+            tally.plan(
+                self.name,
+                "create",
+                &work.id,
+                format!("{label} would be created"),
+            );
         }
-        // Batches in the order of their source ids, so a batch can be sent again exactly as
-        // it was (its idempotency key then replays the first answer).
-        works.sort_by(|a, b| a.id.cmp(&b.id));
-        let w = &self.stream.write;
-        let nk_field = w.natural_key.as_ref().map(|n| n.field.clone());
-        if self.dry() {
-            for work in works {
-                tally.summary.count(self.name, |c| c.created += 1);
-                let label = work
-                    .natural(nk_field.as_deref())
-                    .unwrap_or_else(|| work.id.clone());
-                tally.plan(
-                    self.name,
-                    "create",
-                    &work.id,
-                    format!("{label} would be created"),
-                );
+    }
+
+    /// Keeps creates until they fill whole batches; a record held already is replaced by its
+    /// newer version.
+    fn hold(&self, works: Vec<Work>) {
+        let mut held = self.held.borrow_mut();
+        for work in works {
+            match held.iter_mut().find(|(h, _)| h.id == work.id) {
+                Some(h) => h.0 = work,
+                None => held.push_back((work, self.reading_at.get())),
             }
-            return Ok((created, relinked));
         }
-        let op = self
-            .resource(&w.connection, &w.resource)?
+    }
+
+    /// Takes the held creates that fill whole batches (all of them when `all`).
+    pub(crate) fn take_held(&self, op: &Operation, all: bool) -> Vec<(Vec<Work>, Option<String>)> {
+        let batch_size = op.batch_size.unwrap_or(1).max(1) as usize;
+        let mut held = self.held.borrow_mut();
+        let mut count = if all {
+            held.len().div_ceil(batch_size)
+        } else {
+            held.len() / batch_size
+        };
+        let mut batches = Vec::with_capacity(count);
+        while count > 0 {
+            let n = batch_size.min(held.len());
+            batches.push((held.drain(..n).map(|(w, _)| w).collect(), None));
+            count -= 1;
+        }
+        batches
+    }
+
+    /// The destination's create operation.
+    pub(crate) fn create_op(&self) -> Result<Operation, RunError> {
+        let w = &self.stream.write;
+        self.resource(&w.connection, &w.resource)?
             .create
             .clone()
             .ok_or_else(|| {
@@ -347,122 +364,119 @@ impl StreamRun<'_> {
                     w.resource,
                     self.flow()
                 ))
-            })?;
-        let state = self.run.state;
-        let total = works.len();
-        let batch_size = op.batch_size.unwrap_or(1).max(1) as usize;
-        let mut batches: Vec<(Vec<Work>, Option<String>)> = replays
-            .into_iter()
-            .map(|(key, mut batch)| {
-                batch.sort_by(|a, b| a.id.cmp(&b.id));
-                (batch, Some(key))
             })
-            .collect();
-        let mut works = works.into_iter().peekable();
-        while works.peek().is_some() {
-            batches.push((works.by_ref().take(batch_size).collect(), None));
-        }
-        // Batches go out together, up to the connection's concurrency level (its limiter still
-        // paces them), each with its intents committed first; answers are handled in order.
-        let wave = self.endpoint(&w.connection)?.session.concurrency().max(1) as usize;
-        let mut n = 0;
-        let mut batches = batches.into_iter().peekable();
-        let mut stop = None;
-        while batches.peek().is_some() && stop.is_none() {
-            let mut sending = Vec::new();
-            for (batch, replay_key) in batches.by_ref().take(wave) {
-                n += batch.len();
-                let records: Vec<Value> = batch
-                    .iter()
-                    .map(|w| Value::Object(w.body.clone()))
-                    .collect();
-                let key = match replay_key {
-                    Some(k) => Some(k),
-                    None => idempotency_key_for(&op, &self.scope_key("create"), &records),
-                };
-                let intents: Vec<WriteIntent<'_>> = batch
-                    .iter()
-                    .map(|w| WriteIntent {
-                        source_id: &w.id,
-                        source_version: &w.version,
-                        idempotency_key: key.as_deref().unwrap_or("-"),
-                    })
-                    .collect();
-                state.begin_writes(self.flow(), self.kind(), &intents, self.now())?;
-                sending.push((batch, records, key));
-            }
+    }
+
+    /// The destination connection's concurrency level: how many batches go out together.
+    pub(crate) fn concurrency(&self) -> Result<usize, RunError> {
+        let alias = &self.stream.write.connection;
+        Ok(self.endpoint(alias)?.session.concurrency().max(1) as usize)
+    }
+
+    /// Records the intents of a wave of create batches (before anything is sent): each batch
+    /// in the order of its source ids, with its records and idempotency key.
+    pub(crate) fn begin_creates(
+        &self,
+        op: &Operation,
+        batches: Vec<(Vec<Work>, Option<String>)>,
+    ) -> Result<Vec<Sending>, RunError> {
+        let mut sending = Vec::with_capacity(batches.len());
+        for (mut works, replay_key) in batches {
+            // In the order of their source ids, so a batch can be sent again exactly as it was
+            // (its idempotency key then replays the first answer, item by item).
+            works.sort_by(|a, b| a.id.cmp(&b.id));
+            let records: Vec<Value> = works
+                .iter()
+                .map(|w| Value::Object(w.body.clone()))
+                .collect();
+            let key = match replay_key {
+                Some(k) => Some(k),
+                None => idempotency_key_for(op, &self.scope_key("create"), &records),
+            };
+            let intents: Vec<WriteIntent<'_>> = works
+                .iter()
+                .map(|w| WriteIntent {
+                    source_id: &w.id,
+                    source_version: &w.version,
+                    idempotency_key: key.as_deref().unwrap_or("-"),
+                })
+                .collect();
             self.run
-                .tell(&format!("{}: creating {n} of {total}", self.name));
-            let answers =
-                futures_util::future::join_all(sending.iter().map(|(_, records, key)| {
-                    self.send_batch(
-                        &w.connection,
-                        &w.resource,
-                        OpKind::Create,
-                        &op,
-                        records,
-                        key.as_deref(),
-                        None,
-                    )
-                }))
-                .await;
-            for ((batch, _, _), answer) in sending.into_iter().zip(answers) {
-                // A batch whose call failed stays pending (settled next run); the others are
-                // handled, then the run ends with that failure.
-                let results = match answer {
-                    Ok(results) => results,
-                    Err(e) => {
-                        stop.get_or_insert(e);
-                        continue;
-                    }
-                };
-                let mut done = Vec::new();
-                let mut failed = Vec::new();
-                for (work, result) in batch.into_iter().zip(results) {
-                    match (result.status, result.id) {
-                        ("ok", Some(id)) => done.push((work, id)),
-                        ("failed", _) => failed.push((work, result.errors.join("; "))),
-                        _ => tally.plan(
-                            self.name,
-                            "pending",
-                            &work.id,
-                            "the answer does not say; settled next run".to_owned(),
-                        ),
-                    }
-                }
-                self.link_all(
-                    self.kind(),
-                    done.iter()
-                        .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
-                )?;
-                for (mut work, id) in done {
-                    self.cleared(&work.id)?;
-                    tally.summary.count(self.name, |c| c.created += 1);
-                    let label = work
-                        .natural(nk_field.as_deref())
-                        .unwrap_or_else(|| work.id.clone());
-                    tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
-                    work.dest = Some(id);
-                    created.push(work);
-                }
-                // Refused: perhaps because it is already there (a lost state, another tool).
-                let (found, missing) = if nk_field.is_some() && !failed.is_empty() {
-                    self.relink_by_natural(failed, tally).await?
-                } else {
-                    (Vec::new(), failed)
-                };
-                relinked.extend(found.into_iter().map(|(w, id)| (w, id, String::new())));
-                for (work, message) in missing {
-                    state.abandon_write(self.flow(), self.kind(), &work.id)?;
-                    self.fail(tally, &work.id, "create", &message)?;
+                .state
+                .begin_writes(self.flow(), self.kind(), &intents, self.now())?;
+            sending.push(Sending {
+                works,
+                records,
+                key,
+            });
+        }
+        Ok(sending)
+    }
+
+    /// Handles answers to create batches: links what was created, relinks by natural key (and updates)
+    /// what the destination refused as already there, queues the other refusals; an item the
+    /// answer does not mention stays pending, settled next run. A batch whose call failed stays
+    /// pending too; the others are handled, then that failure ends the run. Returns the works
+    /// now linked.
+    pub(crate) async fn created(
+        &self,
+        sending: Vec<Sending>,
+        answers: Vec<Result<Vec<ItemResult>, RunError>>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Work>, RunError> {
+        let state = self.run.state;
+        let nk_field = self.natural_field();
+        let mut created = Vec::new();
+        let mut relinked = Vec::new();
+        let (answered, stop) = split_failed(sending.into_iter().zip(answers));
+        for (sent, results) in answered {
+            let mut done = Vec::new();
+            let mut failed = Vec::new();
+            for (work, result) in sent.works.into_iter().zip(results) {
+                match (result.status, result.id) {
+                    ("ok", Some(id)) => done.push((work, id)),
+                    ("failed", _) => failed.push((work, result.errors.join("; "))),
+                    _ => tally.plan(
+                        self.name,
+                        "pending",
+                        &work.id,
+                        "the answer does not say; settled next run".to_owned(),
+                    ),
                 }
             }
-            self.save_progress(tally)?;
+            self.link_all(
+                self.kind(),
+                done.iter()
+                    .map(|(w, id)| (w.id.as_str(), id.as_str(), w.version.as_str())),
+            )?;
+            for (mut work, id) in done {
+                self.cleared(&work.id)?;
+                tally.summary.count(self.name, |c| c.created += 1);
+                let label = work
+                    .natural(nk_field.as_deref())
+                    .unwrap_or_else(|| work.id.clone());
+                tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
+                work.dest = Some(id);
+                created.push(work);
+            }
+            // Refused: perhaps because it is already there (a lost state, another tool).
+            let (found, missing) = if nk_field.is_some() && !failed.is_empty() {
+                self.relink_by_natural(failed, tally).await?
+            } else {
+                (Vec::new(), failed)
+            };
+            relinked.extend(found.into_iter().map(|(w, id)| (w, id, String::new())));
+            for (work, message) in missing {
+                state.abandon_write(self.flow(), self.kind(), &work.id)?;
+                self.fail(tally, &work.id, "create", &message)?;
+            }
         }
-        match stop {
-            Some(e) => Err(e),
-            None => Ok((created, relinked)),
+        self.save_progress(tally)?;
+        if let Some(e) = stop {
+            return Err(e);
         }
+        created.extend(self.update(relinked, tally).await?);
+        Ok(created)
     }
 
     /// The destination records `ids` as they are now (for the update policy).
@@ -520,7 +534,7 @@ impl StreamRun<'_> {
 
     /// Updates changed works while the policy allows; records why when it does not.
     async fn update(
-        &mut self,
+        &self,
         works: Vec<(Work, String, String)>,
         tally: &mut Tally,
     ) -> Result<Vec<Work>, RunError> {
@@ -723,7 +737,7 @@ impl StreamRun<'_> {
     /// read (or when many are waiting), so the destination's writes are not held up by the
     /// source's. A run that dies before sending them leaves the links without their write-back,
     /// which the next run finds and makes.
-    pub(crate) fn write_back(&mut self, works: &[Work], tally: &mut Tally) -> Result<(), RunError> {
+    pub(crate) fn write_back(&self, works: &[Work], tally: &mut Tally) -> Result<(), RunError> {
         let state = self.run.state;
         for (i, back) in self.stream.write_back.iter().enumerate() {
             let kind = format!("{}#back{i}", self.name);
@@ -748,7 +762,7 @@ impl StreamRun<'_> {
                     &back.fields,
                     &scope,
                 ) {
-                    Ok(b) => self.backs.push(Back {
+                    Ok(b) => self.backs.borrow_mut().push(Back {
                         index: i,
                         source_id: work.id.clone(),
                         dest_id: dest.clone(),
@@ -762,9 +776,9 @@ impl StreamRun<'_> {
     }
 
     /// Sends the queued write-backs.
-    pub(crate) async fn flush_write_backs(&mut self, tally: &mut Tally) -> Result<(), RunError> {
+    pub(crate) async fn flush_write_backs(&self, tally: &mut Tally) -> Result<(), RunError> {
         let state = self.run.state;
-        let backs = std::mem::take(&mut self.backs);
+        let backs = std::mem::take(&mut *self.backs.borrow_mut());
         let total = backs.len();
         for (n, b) in backs.into_iter().enumerate() {
             let back = &self.stream.write_back[b.index];
@@ -818,4 +832,22 @@ impl StreamRun<'_> {
         }
         self.save_progress(tally)
     }
+}
+
+/// Splits `(what, answer)` pairs into those answered and the first failure: the calls that
+/// were answered are handled before that failure ends the run.
+pub(crate) fn split_failed<T, R>(
+    pairs: impl IntoIterator<Item = (T, Result<R, RunError>)>,
+) -> (Vec<(T, R)>, Option<RunError>) {
+    let mut answered = Vec::new();
+    let mut stop = None;
+    for (what, answer) in pairs {
+        match answer {
+            Ok(r) => answered.push((what, r)),
+            Err(e) => {
+                stop.get_or_insert(e);
+            }
+        }
+    }
+    (answered, stop)
 }
