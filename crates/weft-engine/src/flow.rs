@@ -147,6 +147,10 @@ pub enum LookupLoad {
     Get,
     /// The whole list once per run, indexed by the `match` field.
     List,
+    /// The list filtered to the keys a chunk of records needs: the keys go comma-separated in
+    /// the list parameter `param`, `batch` of them per call (for an account with many records
+    /// of which a run needs few, and memory that does not grow with the account).
+    Keys,
 }
 
 /// A lookup: the record of `resource` whose `match` field equals `key`.
@@ -167,6 +171,12 @@ pub struct Lookup {
     /// How the resource is read.
     #[serde(default)]
     pub load: LookupLoad,
+    /// `load = "keys"`: the list parameter that takes the wanted keys, comma-separated.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// `load = "keys"`: keys per call (100 when left out).
+    #[serde(default)]
+    pub batch: Option<u32>,
     /// Compare keys without regard to case and surrounding spaces.
     #[serde(default)]
     pub ignore_case: bool,
@@ -740,10 +750,22 @@ impl Flow {
                         );
                     }
                 }
-                if l.load == LookupLoad::List && l.match_field.is_none() {
+                if l.load != LookupLoad::Get && l.match_field.is_none() {
                     problems.push(problem(
                         at(&lp("load")),
-                        format!("lookup `{}` reads a whole list, so it needs `match`: the field compared with the key", l.name),
+                        format!("lookup `{}` reads a list, so it needs `match`: the field compared with the key", l.name),
+                    ));
+                }
+                if (l.load == LookupLoad::Keys) != l.param.is_some() {
+                    problems.push(problem(
+                        at(&lp(if l.param.is_some() { "param" } else { "load" })),
+                        format!("lookup `{}`: `param` (the list parameter that takes the keys) goes with `load = \"keys\"`, and only with it", l.name),
+                    ));
+                }
+                if l.batch.is_some() && l.load != LookupLoad::Keys || l.batch == Some(0) {
+                    problems.push(problem(
+                        at(&lp("batch")),
+                        format!("lookup `{}`: `batch` is the number of keys per call with `load = \"keys\"` (at least 1)", l.name),
                     ));
                 }
                 if lookups.contains(&l.name) {
@@ -1027,7 +1049,7 @@ impl Flow {
             for (i, l) in stream.lookup.iter().enumerate() {
                 let mut ops = vec![match l.load {
                     LookupLoad::Get => "get",
-                    LookupLoad::List => "list",
+                    LookupLoad::List | LookupLoad::Keys => "list",
                 }];
                 if l.create.is_some() {
                     ops.push("create");

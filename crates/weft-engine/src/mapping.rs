@@ -118,6 +118,12 @@ fn detail(e: &Error) -> String {
     e.detail().map_or_else(|| e.to_string(), str::to_owned)
 }
 
+/// The names `expr` reads, with their attribute paths where it reads attributes
+/// (`record.id`); none when it does not compile.
+pub fn reads(expr: &str) -> Option<std::collections::HashSet<String>> {
+    compiled(expr).ok().map(|e| e.undeclared_variables(true))
+}
+
 /// Evaluates one expression into JSON (`None` for an empty result: none or "").
 pub fn value(what: &str, expr: &str, ctx: &JValue) -> Result<Option<Value>, String> {
     let compiled = compiled(expr).map_err(|e| format!("{what}: {e}"))?;

@@ -102,3 +102,29 @@ fn csv_tables_report_each_bad_row() {
     assert_eq!(flow.tables["accounts"]["time"], "210");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_lookup_by_keys_needs_its_param_and_only_it_takes_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../templates/kantata-xero/flows/kantata-xero.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("load = \"keys\"\nparam = \"only\"\nbatch = 200\n"));
+    let cases = [
+        ("param = \"only\"\n", "", "`param`"),
+        ("load = \"keys\"\n", "load = \"list\"\n", "`param`"),
+        ("batch = 200\n", "batch = 0\n", "`batch`"),
+    ];
+    for (from, to, said) in cases {
+        let bad = text.replacen(from, to, 1);
+        let err = Flow::parse("kantata-xero", Path::new("f.toml"), &bad).unwrap_err();
+        let FlowError::Invalid { problems, .. } = &err else {
+            panic!("expected problems: {err}");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.line > 0 && p.message.contains(said)),
+            "{from:?} -> {to:?}: {problems:?}"
+        );
+    }
+}

@@ -78,7 +78,7 @@ async fn read(session: &Session, resource: &str, ctx: &RequestContext, limit: u6
 }
 
 #[tokio::test]
-async fn xero_reads_stop_at_the_first_short_page() {
+async fn xero_reads_ask_ahead_within_the_page_count_and_stop_at_it() {
     let clock = SimClock::manual(1_760_000_000_000);
     let sim = XeroSim::start(XeroConfig {
         organisations: 1,
@@ -102,16 +102,23 @@ async fn xero_reads_stop_at_the_first_short_page() {
     };
     let log = &sim.observed().log;
     log.clear();
-    let read = read(&session, "invoices", &ctx, u64::MAX).await;
-    assert_eq!(read, 5_000);
-    // Five full pages of 1,000, then the empty sixth says the list has ended; nothing past it.
+    let all = read(&session, "invoices", &ctx, u64::MAX).await;
+    assert_eq!(all, 5_000);
+    // Five full pages of 1,000, and `pagination.pageCount` says five: nothing past them, and
+    // pages after the first asked for ahead (several in flight).
     let sent = log.count("GET", "/api.xro/2.0/Invoices");
-    assert_eq!(sent, 6, "calls past the end of the list");
+    assert_eq!(sent, 5, "calls past the end of the list");
     assert_eq!(
         session.stats().calls,
         sent as u64,
         "the count matches the wire"
     );
+    // Once the first page has told the count, the next pages are asked for together: a read
+    // that stops within the second page has asked for more than two.
+    log.clear();
+    assert_eq!(read(&session, "invoices", &ctx, 1_500).await, 1_500);
+    let sent = log.count("GET", "/api.xro/2.0/Invoices");
+    assert!(sent > 2, "pages asked for ahead: {sent}");
 }
 
 #[tokio::test]

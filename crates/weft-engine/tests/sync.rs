@@ -150,6 +150,30 @@ async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
         let name = c["Name"].as_str().unwrap_or_default().to_lowercase();
         assert!(names.insert(name.clone()), "contact {name} twice");
     }
+    assert!(
+        names.len() > 20,
+        "clients named from their projects: {names:?}"
+    );
+    // Projects are read by the ids a chunk of invoices needs (`load = "keys"`), at most 200
+    // per call, never the whole list.
+    let projects: Vec<_> = w
+        .kantata
+        .observed()
+        .log
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/workspaces"))
+        .collect();
+    assert!(!projects.is_empty());
+    for r in &projects {
+        let only = r
+            .query
+            .split('&')
+            .find_map(|p| p.strip_prefix("only="))
+            .unwrap_or_else(|| panic!("a whole-list read of projects: {}", r.query));
+        let ids = only.split("%2C").flat_map(|s| s.split(',')).count();
+        assert!((1..=200).contains(&ids), "{ids} ids in one call");
+    }
     let second = w.run(false).await;
     assert_eq!(
         second.summary.created + second.summary.updated + second.summary.failed,

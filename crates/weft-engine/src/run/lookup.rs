@@ -17,6 +17,12 @@ use crate::request::OpKind;
 use crate::session::SessionError;
 use crate::state::WriteIntent;
 
+/// Keys per call of a `load = "keys"` lookup, unless it says.
+const KEYS_PER_CALL: u32 = 100;
+
+/// Records a `load = "keys"` lookup keeps between chunks, at most.
+const KEYS_KEPT: usize = 500;
+
 /// What one lookup knows in this run.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
@@ -74,6 +80,14 @@ impl StreamRun<'_> {
             .iter()
             .filter_map(|(_, k)| k.as_ref().map(|k| (normalize(l, k), k.clone())))
             .collect();
+        if l.load == LookupLoad::Keys {
+            // Found records are kept for the next chunks up to a bound, so memory does not
+            // grow with the account.
+            let mut cache = self.cache(&l.name);
+            if cache.found.len() > KEYS_KEPT {
+                cache.found.clear();
+            }
+        }
         self.resolve(l, &wanted, tally).await?;
         let cache = self.cache(&l.name);
         let mut out = Vec::with_capacity(keyed.len());
@@ -112,6 +126,42 @@ impl StreamRun<'_> {
             self.fail(tally, &id, &format!("lookup {}", l.name), &message)?;
         }
         Ok(out)
+    }
+
+    /// The records of `l`'s list (with `ctx`'s parameters) that pass its `candidates`, by
+    /// normalized match value (the first of each).
+    async fn list_candidates(
+        &self,
+        l: &Lookup,
+        match_field: &str,
+        ctx: &crate::request::RequestContext,
+    ) -> Result<HashMap<String, Value>, RunError> {
+        let mut all: HashMap<String, Value> = HashMap::new();
+        let mut bad = None;
+        self.endpoint(&l.connection)?
+            .session
+            .list(&l.resource, ctx, |found| {
+                if let Some(c) = &l.candidates {
+                    let scope = minijinja::context! { found => JValue::from_serialize(&found), options => &self.options, tables => &self.tables };
+                    match crate::mapping::truthy("candidates", c, &scope) {
+                        Ok(true) => {}
+                        Ok(false) => return ControlFlow::Continue(()),
+                        Err(e) => {
+                            bad = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                if let Some(k) = id_text(at(&found, match_field)).map(|k| normalize(l, &k)) {
+                    all.entry(k).or_insert(found);
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+        match bad {
+            Some(e) => Err(RunError::Config(format!("lookup `{}`: {e}", l.name))),
+            None => Ok(all),
+        }
     }
 
     /// Finds (and creates, when the lookup says so) every wanted key not known yet.
@@ -178,44 +228,33 @@ impl StreamRun<'_> {
             LookupLoad::List => {
                 let listed = self.caches.borrow().get(&l.name).is_some_and(|c| c.listed);
                 if !listed {
-                    let mut all: HashMap<String, Value> = HashMap::new();
-                    let candidates = l.candidates.clone();
-                    let options = self.options.clone();
-                    let tables = self.tables.clone();
-                    let mut bad = None;
-                    endpoint
-                        .session
-                        .list(&l.resource, &ctx, |found| {
-                            if let Some(c) = &candidates {
-                                let scope = minijinja::context! { found => JValue::from_serialize(&found), options => &options, tables => &tables };
-                                match crate::mapping::truthy("candidates", c, &scope) {
-                                    Ok(true) => {}
-                                    Ok(false) => return ControlFlow::Continue(()),
-                                    Err(e) => {
-                                        bad = Some(e);
-                                        return ControlFlow::Break(());
-                                    }
-                                }
-                            }
-                            if let Some(k) = id_text(at(&found, &match_field)).map(|k| normalize(l, &k)) {
-                                all.entry(k).or_insert(found);
-                            }
-                            ControlFlow::Continue(())
-                        })
-                        .await?;
-                    if let Some(e) = bad {
-                        return Err(RunError::Config(format!("lookup `{}`: {e}", l.name)));
-                    }
+                    let all = self.list_candidates(l, &match_field, &ctx).await?;
                     let mut cache = self.cache(&l.name);
                     cache.listed = true;
                     for (k, v) in all {
                         cache.found.insert(k, Some(v));
                     }
                 }
-                let mut cache = self.cache(&l.name);
-                for (norm, _) in &missing {
-                    cache.found.entry(norm.clone()).or_insert(None);
+            }
+            LookupLoad::Keys => {
+                let param = l.param.clone().unwrap_or_default();
+                let batch = l.batch.unwrap_or(KEYS_PER_CALL).max(1) as usize;
+                for keys in missing.chunks(batch) {
+                    let mut ctx = ctx.clone();
+                    let joined: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+                    ctx.params.insert(param.clone(), joined.join(","));
+                    let all = self.list_candidates(l, &match_field, &ctx).await?;
+                    let mut cache = self.cache(&l.name);
+                    for (k, v) in all {
+                        cache.found.insert(k, Some(v));
+                    }
                 }
+            }
+        }
+        {
+            let mut cache = self.cache(&l.name);
+            for (norm, _) in &missing {
+                cache.found.entry(norm.clone()).or_insert(None);
             }
         }
         // Record what was found, so the next run need not look again.

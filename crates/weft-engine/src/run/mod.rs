@@ -305,6 +305,8 @@ pub(crate) struct StreamRun<'r> {
     pub(crate) reading_at: Cell<Option<jiff::Timestamp>>,
     /// Create batches on their way to the destination (see [`outbox`]).
     pub(crate) outbox: outbox::Outbox,
+    /// What a held create keeps for its write-backs.
+    pub(crate) keep: record::Keep,
 }
 
 /// A write-back waiting to be sent.
@@ -350,6 +352,7 @@ impl<'r> StreamRun<'r> {
             held: RefCell::default(),
             reading_at: Cell::default(),
             outbox: outbox::Outbox::default(),
+            keep: record::Keep::reading(stream.write_back.iter().flat_map(|b| b.fields.values())),
         })
     }
 

@@ -16,7 +16,7 @@ use crate::session::SessionError;
 const BY_ID_CHUNK: usize = 50;
 
 /// Records read by page handled together (at least; a page is never split).
-const CHUNK: usize = 500;
+const CHUNK: usize = 200;
 
 impl StreamRun<'_> {
     /// The cursor key of the last full read of this stream.

@@ -65,6 +65,29 @@ impl Work {
         self.j[3] = JValue::from_serialize(&self.items);
     }
 
+    /// Drops what nothing reads once the work is computed (its write-backs are all that
+    /// read it later), so works on their way to the destination stay small.
+    pub(crate) fn lighten(&mut self, keep: &Keep) {
+        if let Some(attrs) = &keep.record {
+            let kept: std::collections::BTreeMap<&str, JValue> = attrs
+                .iter()
+                .filter_map(|a| {
+                    let v = self.j[0].get_attr(a).ok()?;
+                    (!v.is_undefined()).then_some((a.as_str(), v))
+                })
+                .collect();
+            self.j[0] = JValue::from_serialize(&kept);
+        }
+        if !keep.lookups {
+            self.lookups = Map::new();
+            self.j[2] = JValue::from_serialize(&self.lookups);
+        }
+        if !keep.items {
+            self.items = Map::new();
+            self.items_changed();
+        }
+    }
+
     /// The value of the natural key field, when the flow declares one.
     pub(crate) fn natural(&self, field: Option<&str>) -> Option<String> {
         field.and_then(|f| self.body.get(f)).and_then(id_text)
@@ -74,6 +97,49 @@ impl Work {
 fn hash(value: &Map<String, Value>) -> String {
     let digest = Sha256::digest(Value::Object(value.clone()).to_string().as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a computed work must keep for the expressions still to read it (its write-backs).
+#[derive(Debug, Default)]
+pub(crate) struct Keep {
+    /// The record's attributes they read; none: the whole record.
+    record: Option<std::collections::BTreeSet<String>>,
+    lookups: bool,
+    items: bool,
+}
+
+impl Keep {
+    /// What `exprs` read.
+    pub(crate) fn reading<'e>(exprs: impl IntoIterator<Item = &'e String>) -> Self {
+        let mut keep = Keep {
+            record: Some(std::collections::BTreeSet::new()),
+            ..Keep::default()
+        };
+        for expr in exprs {
+            let Some(names) = crate::mapping::reads(expr) else {
+                return Keep {
+                    record: None,
+                    lookups: true,
+                    items: true,
+                };
+            };
+            for name in names {
+                let mut parts = name.split('.');
+                match (parts.next(), parts.next()) {
+                    (Some("record"), Some(attr)) => {
+                        if let Some(r) = &mut keep.record {
+                            r.insert(attr.to_owned());
+                        }
+                    }
+                    (Some("record"), None) => keep.record = None,
+                    (Some("lookup"), _) => keep.lookups = true,
+                    (Some("items"), _) => keep.items = true,
+                    _ => {}
+                }
+            }
+        }
+        keep
+    }
 }
 
 impl StreamRun<'_> {
@@ -335,5 +401,31 @@ impl StreamRun<'_> {
         w.version = hash(&body);
         w.body = body;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keep;
+
+    fn keep(exprs: &[&str]) -> Keep {
+        let owned: Vec<String> = exprs.iter().map(|e| (*e).to_owned()).collect();
+        Keep::reading(owned.iter())
+    }
+
+    #[test]
+    fn a_work_keeps_what_its_write_backs_read() {
+        let k = keep(&["{'ref': written.id, 'of': record.id}", "record.number ~ ''"]);
+        let attrs: Vec<&str> = k.record.iter().flatten().map(String::as_str).collect();
+        assert_eq!(attrs, ["id", "number"]);
+        assert!(!k.lookups && !k.items);
+        let k = keep(&["written.id"]);
+        assert_eq!(k.record.map(|r| r.len()), Some(0));
+        let k = keep(&[
+            "record | tojson",
+            "lookup.contact.ContactID",
+            "items.lines | length",
+        ]);
+        assert!(k.record.is_none() && k.lookups && k.items);
     }
 }

@@ -326,7 +326,8 @@ impl StreamRun<'_> {
     /// newer version.
     fn hold(&self, works: Vec<Work>) {
         let mut held = self.held.borrow_mut();
-        for work in works {
+        for mut work in works {
+            work.lighten(&self.keep);
             match held.iter_mut().find(|(h, _)| h.id == work.id) {
                 Some(h) => h.0 = work,
                 None => held.push_back((work, self.reading_at.get())),
