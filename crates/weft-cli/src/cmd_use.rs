@@ -424,7 +424,9 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         return Ok(code);
     }
     use std::io::BufRead as _;
-    use weft_engine::write::{ItemResult, body, check_record, idempotency_key, item_results};
+    use weft_engine::write::{
+        ItemResult, body, check_record, idempotency_key_for, item_results, key_header,
+    };
 
     let opened = connect::open(&args.connection, workspace)?;
     let session = &opened.session;
@@ -521,20 +523,15 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             record: (size == 1).then(|| first.clone()),
             ..RequestContext::with_field_defaults(file)
         };
-        let mut headers = Vec::new();
-        if let Some(idem) = &op.idempotency {
-            let scope = format!(
-                "{}/{}/{}/{}",
-                args.connection,
-                args.resource,
-                kind.as_str(),
-                tenant_id.clone().unwrap_or_default()
-            );
-            headers.push((
-                idem.header.clone(),
-                idempotency_key(&scope, &records, idem.max_length as usize),
-            ));
-        }
+        let scope = format!(
+            "{}/{}/{}/{}",
+            args.connection,
+            args.resource,
+            kind.as_str(),
+            tenant_id.clone().unwrap_or_default()
+        );
+        let key = idempotency_key_for(op, &scope, &records);
+        let headers: Vec<(String, String)> = key_header(op, key.as_deref()).into_iter().collect();
         let payload = body(op, &records);
         let outcome = runtime.block_on(session.call(
             &args.resource,

@@ -292,6 +292,14 @@ fn deleting_one_of_two_connections_on_one_organisation_leaves_the_other_working(
         shown["use_by"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{shown}"
     );
+    let listed = s.run(&["connection", "list"], None);
+    ok(&listed);
+    let text = out(&listed);
+    assert!(
+        text.lines()
+            .any(|l| l.contains('y') && l.contains(shown["use_by"].as_str().unwrap())),
+        "the list says by when each connection must be used:\n{text}"
+    );
     let deleted = s.run(&["connection", "delete", "x", "--yes"], None);
     ok(&deleted);
     assert!(

@@ -112,6 +112,48 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
     assert!(out(&dry).contains("would create"), "{}", out(&dry));
     assert_eq!(x.creates(&tenant), 0);
 
+    // While another process holds the flow, a run is refused with who holds it (exit 11), and
+    // a run with `--wait` waits, then runs once the lock is free.
+    let lock = s.project().join(".weft/locks/flow-kantata-xero.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, "held by process 4242 since 2026-12-04T00:00:00Z").unwrap();
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    holder.lock().unwrap();
+    let refused = s.run(&["sync", "run", "kantata-xero", "--dry-run"], None);
+    assert_eq!(refused.status.code(), Some(11), "{}", err(&refused));
+    assert!(
+        err(&refused).contains("already running"),
+        "{}",
+        err(&refused)
+    );
+    assert!(
+        err(&refused).contains("held by process 4242"),
+        "{}",
+        err(&refused)
+    );
+    assert!(err(&refused).contains("--wait"), "{}", err(&refused));
+    let mut waiting = s
+        .command(&["sync", "run", "kantata-xero", "--dry-run", "--wait", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "a run with --wait waits while the flow is held"
+    );
+    holder.unlock().unwrap();
+    drop(holder);
+    let waited = waiting.wait_with_output().unwrap();
+    assert!(waited.status.success(), "{}", err(&waited));
+    assert!(out(&waited).contains("would create"), "{}", out(&waited));
+
     // A second run while one holds the flow is refused with who holds it (exit 11).
     let mut first = s
         .command(&["sync", "run", "kantata-xero"])

@@ -200,6 +200,24 @@ mod tests {
         );
     }
 
+    /// Sums of cents (lines rolled up per task) never wrap or turn into floats: past i64 they
+    /// are exact or an error, and a body refuses what it cannot write exactly.
+    #[test]
+    fn sums_of_cents_are_exact_or_an_error() {
+        assert_eq!(
+            eval("[10417, 4166, 2] | sum").unwrap(),
+            Some(serde_json::json!(14585))
+        );
+        match eval("[9223372036854775807, 9223372036854775807, 9223372036854775807] | sum") {
+            Err(_) => {}
+            Ok(v) => panic!("a sum past i64 came back as {v:?}"),
+        }
+        match eval("(9223372036854775807 + 1) | cents") {
+            Err(_) => {}
+            Ok(v) => panic!("cents past i64 came back as {v:?}"),
+        }
+    }
+
     #[test]
     fn money_stays_exact_into_the_body() {
         let v = eval("10417 | cents").unwrap().unwrap();

@@ -1051,17 +1051,17 @@ mod tests {
         let path = dir.join("secrets.json");
         let mut store = SecretStore::open(&path, key()).unwrap();
         store
-            .put("client:xero", &Secret::new("very-secret-value".into()))
+            .put("client:acme", &Secret::new("very-secret-value".into()))
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("very-secret-value"));
         let store = SecretStore::open(&path, key()).unwrap();
         assert_eq!(
-            store.get("client:xero").unwrap().unwrap().expose(),
+            store.get("client:acme").unwrap().unwrap().expose(),
             "very-secret-value"
         );
         assert_eq!(
-            format!("{:?}", store.get("client:xero").unwrap().unwrap()),
+            format!("{:?}", store.get("client:acme").unwrap().unwrap()),
             "Secret([redacted])"
         );
         #[cfg(unix)]

@@ -536,7 +536,7 @@ mod tests {
 
     fn client(id: &str) -> Client {
         Client {
-            connector: "xero".to_owned(),
+            connector: "acme".to_owned(),
             client_id: id.to_owned(),
         }
     }

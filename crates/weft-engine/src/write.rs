@@ -202,6 +202,15 @@ pub fn idempotency_key_for(op: &Operation, scope: &str, batch: &[Value]) -> Opti
         .map(|i| idempotency_key(scope, batch, i.max_length as usize))
 }
 
+/// The idempotency header of a write with `key`: none where the operation declares no
+/// idempotency (whatever the key).
+pub fn key_header(op: &Operation, key: Option<&str>) -> Option<(String, String)> {
+    match (&op.idempotency, key) {
+        (Some(i), Some(k)) => Some((i.header.clone(), k.to_owned())),
+        _ => None,
+    }
+}
+
 /// Per-record outcomes of a batch answer: from the per-item results when the spec declares
 /// them, else the answer's records in order.
 pub fn item_results(
@@ -282,6 +291,34 @@ mod tests {
         assert_ne!(idempotency_key("x", &a, 128), idempotency_key("x", &b, 128));
         assert_ne!(idempotency_key("x", &a, 128), idempotency_key("y", &a, 128));
         assert_eq!(idempotency_key("x", &a, 20).len(), 20);
+    }
+
+    /// A write whose operation declares an idempotency key gets one, as long as the spec's
+    /// `max-length`, in the declared header; one that declares none gets no key and no header.
+    #[test]
+    fn keys_and_their_header_only_where_the_operation_declares_them() {
+        let spec = |id: &str| {
+            weft_core::builtin::load_all()
+                .into_iter()
+                .filter_map(|r| r.spec)
+                .find(|s| s.id() == id)
+                .unwrap()
+        };
+        let (xero, kantata) = (spec("xero"), spec("kantata"));
+        let op = |s: &weft_core::Spec, r: &str| s.file().resources[r].create.clone().unwrap();
+        let batch = [json!({"Name": "A"})];
+        let keyed = op(&xero, "invoices");
+        let key = idempotency_key_for(&keyed, "scope", &batch).unwrap();
+        let max = keyed.idempotency.as_ref().unwrap().max_length as usize;
+        assert!(key.len() <= max);
+        assert_eq!(
+            key_header(&keyed, Some(&key)),
+            Some(("Idempotency-Key".to_owned(), key.clone()))
+        );
+        let bare = op(&kantata, "external_payments");
+        assert!(bare.idempotency.is_none());
+        assert_eq!(idempotency_key_for(&bare, "scope", &batch), None);
+        assert_eq!(key_header(&bare, Some(&key)), None);
     }
 
     #[test]

@@ -325,3 +325,74 @@ async fn a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes() {
         .count();
     assert_eq!(written.len(), eligible);
 }
+
+/// With each Xero call taking a second (on a clock that moves only while everything waits),
+/// the invoice creates stay in flight while the next records are read and prepared: a contact
+/// is created beside invoice creates, and five creates are in flight at once.
+#[test]
+fn creates_stay_in_flight_while_the_next_records_are_prepared() {
+    let clock = weft_harness::clock::SimClock::event_driven(1_760_000_000_000).unwrap();
+    let w = World::on_clock("pipeline", 1200, &clock, std::time::Duration::from_secs(1));
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    clock.track_runtime(&mut builder).enable_all();
+    let rt = builder.build().unwrap();
+    let report = rt.block_on(w.run(false));
+    clock.untrack_runtime();
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Completed,
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(report.summary.failed, 0);
+    let log = w.xero.observed().log.requests();
+    let puts = |path: &str| {
+        log.iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with(path))
+            .collect::<Vec<_>>()
+    };
+    let (invoices, contacts) = (puts("/Invoices"), puts("/Contacts"));
+    let most = invoices.iter().map(|r| r.in_flight).max();
+    assert_eq!(most, Some(5), "creates in flight");
+    // Each call takes 1,000 simulated ms: an invoice create is on its way from its arrival
+    // until then.
+    assert!(
+        contacts.iter().any(|c| invoices
+            .iter()
+            .any(|i| i.at_ms <= c.at_ms && c.at_ms < i.at_ms + 1_000)),
+        "a contact created while invoice creates were on their way"
+    );
+    assert!(log.iter().all(|r| r.status != 429));
+}
+/// An organisation that does not use the invoices' currency: Xero refuses each invoice, and
+/// each is queued with Xero's message at stage `create`, the run completes, and a second run
+/// queues nothing twice (the person enables the currency in Xero, then `weft errors retry`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_in_a_currency_the_organisation_does_not_use_is_queued_with_xeros_message() {
+    let w = World::with_currencies("currency", 12, &[]);
+    let eligible = w
+        .kantata
+        .invoices()
+        .into_iter()
+        .filter(|i| !i.draft && i.status != "cancelled")
+        .count();
+    let first = w.run(false).await;
+    assert_eq!(first.outcome, RunOutcome::Completed, "{:?}", first.outcome);
+    assert_eq!(first.summary.created, 0);
+    assert_eq!(first.summary.failed as usize, eligible);
+    let queued = w.state().errors(None, false).unwrap();
+    assert_eq!(queued.len(), eligible);
+    for e in &queued {
+        assert_eq!(e.stage, "create", "{e:?}");
+        assert!(
+            e.message.contains("not subscribed to currency USD"),
+            "Xero's own message: {}",
+            e.message
+        );
+    }
+    assert!(w.written().is_empty());
+    // A second run meets the same refusal: still nothing created, nothing queued twice.
+    let second = w.run(false).await;
+    assert_eq!(second.summary.created, 0);
+    assert_eq!(w.state().errors(None, false).unwrap().len(), eligible);
+}

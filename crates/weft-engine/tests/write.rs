@@ -131,7 +131,13 @@ fn list_elements_are_checked_by_their_nested_rules() {
     assert!(check_record(invoices, &record(json!(12.5)), true).is_empty());
     let exact = weft_engine::exact::mark("104.17".parse().unwrap());
     assert!(check_record(invoices, &record(json!(exact)), true).is_empty());
-    for bad in [json!("ten"), json!("NaN"), json!(true)] {
+    for bad in [
+        json!("ten"),
+        json!("NaN"),
+        json!("inf"),
+        json!("-Infinity"),
+        json!(true),
+    ] {
         let problems = check_record(invoices, &record(bad.clone()), true);
         assert_eq!(
             problems,

@@ -421,11 +421,7 @@ mod tests {
         assert!(!k.lookups && !k.items);
         let k = keep(&["written.id"]);
         assert_eq!(k.record.map(|r| r.len()), Some(0));
-        let k = keep(&[
-            "record | tojson",
-            "lookup.contact.ContactID",
-            "items.lines | length",
-        ]);
+        let k = keep(&["record | tojson", "lookup.owner.Id", "items.lines | length"]);
         assert!(k.record.is_none() && k.lookups && k.items);
     }
 }

@@ -40,10 +40,8 @@ impl StreamRun<'_> {
         let endpoint = self.endpoint(alias)?;
         let mut ctx = self.ctx(alias)?;
         ctx.id = id.map(str::to_owned);
-        let headers: Vec<(String, String)> = match (&op.idempotency, key) {
-            (Some(i), Some(k)) => vec![(i.header.clone(), k.to_owned())],
-            _ => Vec::new(),
-        };
+        let headers: Vec<(String, String)> =
+            crate::write::key_header(op, key).into_iter().collect();
         let body = crate::write::body(op, records);
         let primary = self.resource(alias, resource)?.primary_key.clone();
         match endpoint

@@ -54,6 +54,9 @@ impl SimWait {
 impl Wait for SimWait {
     fn wait(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.waits.lock().unwrap().push(duration);
+        if self.clock.is_event_driven() {
+            return self.clock.sleep(duration);
+        }
         self.clock.advance(duration);
         Box::pin(async {})
     }

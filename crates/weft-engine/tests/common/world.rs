@@ -95,8 +95,55 @@ impl World {
         w
     }
 
+    /// A world on `clock` (for instance event-driven), each Xero call taking `latency`.
+    #[allow(dead_code)]
+    pub(crate) fn on_clock(
+        name: &str,
+        invoices: usize,
+        clock: &SimClock,
+        latency: std::time::Duration,
+    ) -> Self {
+        Self::build_on(
+            name,
+            invoices,
+            false,
+            XeroLimits::default(),
+            clock,
+            Some(latency),
+        )
+    }
+
+    /// A world whose Xero organisation uses these currencies besides its base one.
+    #[allow(dead_code)]
+    pub(crate) fn with_currencies(name: &str, invoices: usize, currencies: &[&str]) -> Self {
+        let clock = SimClock::manual(1_760_000_000_000);
+        let mut w = Self::build_on(name, invoices, false, XeroLimits::default(), &clock, None);
+        w.xero = XeroSim::start(XeroConfig {
+            organisations: 1,
+            size: 3,
+            clock,
+            currencies: currencies.iter().map(|c| (*c).to_owned()).collect(),
+            ..XeroConfig::default()
+        })
+        .unwrap();
+        let (id, tname) = w.xero.tenants()[0].clone();
+        w.tenant = Tenant { id, name: tname };
+        w
+    }
+
     fn build(name: &str, invoices: usize, oauth: bool, limits: XeroLimits) -> Self {
         let clock = SimClock::manual(1_760_000_000_000);
+        Self::build_on(name, invoices, oauth, limits, &clock, None)
+    }
+
+    fn build_on(
+        name: &str,
+        invoices: usize,
+        oauth: bool,
+        limits: XeroLimits,
+        clock: &SimClock,
+        latency: Option<std::time::Duration>,
+    ) -> Self {
         let kantata = KantataSim::start(KantataConfig {
             size: invoices,
             clock: clock.clone(),
@@ -108,6 +155,7 @@ impl World {
             size: 3,
             clock: clock.clone(),
             limits,
+            latency,
             ..XeroConfig::default()
         })
         .unwrap();
@@ -120,7 +168,7 @@ impl World {
         Self {
             kantata,
             xero,
-            clock: Arc::new(SimWait::new(&clock)),
+            clock: Arc::new(SimWait::new(clock)),
             dir,
             flow,
             tenant: Tenant { id, name: tname },
