@@ -11,11 +11,7 @@ use weft_engine::run::RunError;
 use weft_engine::state::RunOutcome;
 
 fn eligible(w: &World) -> Vec<weft_harness::kantata::InvoiceInfo> {
-    w.kantata
-        .invoices()
-        .into_iter()
-        .filter(|i| !i.draft && i.status != "cancelled")
-        .collect()
+    w.eligible()
 }
 
 fn open_errors(w: &World) -> Vec<weft_engine::state::QueuedError> {

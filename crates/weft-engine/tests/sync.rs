@@ -10,12 +10,7 @@ use weft_engine::state::RunOutcome;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
     let w = World::new("once", 60);
-    let eligible: Vec<_> = w
-        .kantata
-        .invoices()
-        .into_iter()
-        .filter(|i| !i.draft && i.status != "cancelled")
-        .collect();
+    let eligible: Vec<_> = w.eligible();
     assert!(eligible.len() > 20, "the seed gives enough invoices");
 
     // A dry run changes nothing.
@@ -113,12 +108,7 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
     let w = World::new("2000", 2000);
-    let eligible: Vec<_> = w
-        .kantata
-        .invoices()
-        .into_iter()
-        .filter(|i| !i.draft && i.status != "cancelled")
-        .collect();
+    let eligible: Vec<_> = w.eligible();
     let kinds = eligible.iter().fold([0usize; 4], |mut acc, i| {
         for (a, n) in acc.iter_mut().zip(i.line_counts) {
             *a += usize::from(n > 0);
@@ -317,12 +307,7 @@ async fn a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes() {
     let written = w.written();
     assert!(written.len() > partial);
     assert!(written.values().all(|v| v.len() == 1), "nothing twice");
-    let eligible = w
-        .kantata
-        .invoices()
-        .into_iter()
-        .filter(|i| !i.draft && i.status != "cancelled")
-        .count();
+    let eligible = w.eligible().len();
     assert_eq!(written.len(), eligible);
 }
 
@@ -370,12 +355,7 @@ fn creates_stay_in_flight_while_the_next_records_are_prepared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invoice_in_a_currency_the_organisation_does_not_use_is_queued_with_xeros_message() {
     let w = World::with_currencies("currency", 12, &[]);
-    let eligible = w
-        .kantata
-        .invoices()
-        .into_iter()
-        .filter(|i| !i.draft && i.status != "cancelled")
-        .count();
+    let eligible = w.eligible().len();
     let first = w.run(false).await;
     assert_eq!(first.outcome, RunOutcome::Completed, "{:?}", first.outcome);
     assert_eq!(first.summary.created, 0);

@@ -117,12 +117,7 @@ async fn settle(
 async fn one(seed: u64, tally: &mut Tally) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let w = World::with_oauth(&format!("faults-{seed}"), 14).await;
-    let eligible: Vec<_> = w
-        .kantata
-        .invoices()
-        .into_iter()
-        .filter(|i| !i.draft && i.status != "cancelled")
-        .collect();
+    let eligible = w.eligible();
 
     add_faults(
         &w.xero.observed().faults,

@@ -257,6 +257,14 @@ impl World {
         (source, dest)
     }
 
+    /// The Kantata invoices the flow writes (neither drafts nor cancelled).
+    #[allow(dead_code)]
+    pub(crate) fn eligible(&self) -> Vec<weft_harness::kantata::InvoiceInfo> {
+        let all = self.kantata.invoices().into_iter();
+        all.filter(|i| !i.draft && i.status != "cancelled")
+            .collect()
+    }
+
     /// The flow's state database.
     pub(crate) fn state(&self) -> State {
         State::open(&self.dir.join("state.db")).unwrap()
