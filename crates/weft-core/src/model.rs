@@ -847,6 +847,11 @@ pub enum DateFormat {
     Date,
     /// Microsoft JSON date, e.g. `/Date(1518685950940+0000)/` (epoch milliseconds, optional offset).
     MsJson,
+    /// Seconds since 1970-01-01T00:00:00Z, e.g. `1717156830`: a JSON number or a string of
+    /// digits in records, digits when sent.
+    EpochSeconds,
+    /// Milliseconds since 1970-01-01T00:00:00Z, e.g. `1717156830750` (HubSpot's timestamps).
+    EpochMillis,
 }
 
 /// One resource and its operations.

@@ -29,6 +29,17 @@ pub fn parse_since(input: &str) -> Result<Timestamp, SinceError> {
 
 /// The change time a record carries in its cursor field, read in the field's format.
 pub fn parse_field(value: &serde_json::Value, format: DateFormat) -> Option<Timestamp> {
+    if let DateFormat::EpochSeconds | DateFormat::EpochMillis = format {
+        let n = match value {
+            serde_json::Value::Number(n) => n.as_i64()?,
+            serde_json::Value::String(s) => s.trim().parse().ok()?,
+            _ => return None,
+        };
+        return match format {
+            DateFormat::EpochSeconds => Timestamp::from_second(n).ok(),
+            _ => Timestamp::from_millisecond(n).ok(),
+        };
+    }
     let text = value.as_str()?.trim();
     match format {
         DateFormat::Rfc3339 => text.parse().ok(),
@@ -49,6 +60,7 @@ pub fn parse_field(value: &serde_json::Value, format: DateFormat) -> Option<Time
             let end = inner[1..].find(['+', '-']).map_or(inner.len(), |i| i + 1);
             Timestamp::from_millisecond(inner[..end].parse().ok()?).ok()
         }
+        DateFormat::EpochSeconds | DateFormat::EpochMillis => None,
     }
 }
 
@@ -75,6 +87,8 @@ pub fn format(since: Timestamp, incremental: &Incremental) -> String {
         DateFormat::NaiveUtc => utc.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
         DateFormat::Date => utc.strftime("%Y-%m-%d").to_string(),
         DateFormat::MsJson => format!("/Date({ms}+0000)/"),
+        DateFormat::EpochSeconds => ms.div_euclid(1_000).to_string(),
+        DateFormat::EpochMillis => ms.to_string(),
     }
 }
 
@@ -117,6 +131,43 @@ mod tests {
         assert_eq!(
             format(at, &inc(DateFormat::MsJson, Precision::Millisecond, None)),
             "/Date(1717156830750+0000)/"
+        );
+    }
+
+    #[test]
+    fn epoch_cursors_in_seconds_and_milliseconds() {
+        let at = parse_since("2024-05-31T12:00:30.750Z").unwrap();
+        assert_eq!(
+            format(
+                at,
+                &inc(DateFormat::EpochSeconds, Precision::Second, Some("1m"))
+            ),
+            "1717156770"
+        );
+        assert_eq!(
+            format(
+                at,
+                &inc(DateFormat::EpochMillis, Precision::Millisecond, None)
+            ),
+            "1717156830750"
+        );
+        let secs = parse_field(&serde_json::json!(1_717_156_830), DateFormat::EpochSeconds);
+        assert_eq!(secs.unwrap().as_millisecond(), 1_717_156_830_000);
+        let text = parse_field(
+            &serde_json::json!(" 1717156830750"),
+            DateFormat::EpochMillis,
+        );
+        assert_eq!(text.unwrap().as_millisecond(), 1_717_156_830_750);
+        for bad in [
+            serde_json::json!("soon"),
+            serde_json::json!(1.5),
+            serde_json::json!(null),
+        ] {
+            assert_eq!(parse_field(&bad, DateFormat::EpochMillis), None, "{bad}");
+        }
+        assert_eq!(
+            parse_field(&serde_json::json!(i64::MAX), DateFormat::EpochSeconds),
+            None
         );
     }
 

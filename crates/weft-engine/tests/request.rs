@@ -167,3 +167,51 @@ fn mistakes_are_typed_errors() {
     );
     assert!(matches!(no_op, Err(EngineError::NoOperation { .. })));
 }
+
+/// A cursor kept in epoch seconds or milliseconds (as Stripe and HubSpot keep theirs): the
+/// spec declares it, the engine reads records' change times in it and sends the cursor in it.
+#[test]
+fn epoch_cursors_are_read_from_records_and_sent_as_digits() {
+    let text = SPEC.replace(
+        "[resources.invoices.get]",
+        "[resources.invoices.list.incremental]\nfield = \"updated\"\nfield-format = \"epoch-millis\"\nparam = \"since\"\nformat = \"epoch-seconds\"\nprecision = \"second\"\noverlap = \"1m\"\n\n[resources.invoices.get]",
+    );
+    let report = load_str("acme.toml", &text);
+    assert!(report.diagnostics.is_empty(), "{}", report.render());
+    let spec = report.spec.unwrap();
+    let inc = spec.file().resources["invoices"]
+        .list
+        .as_ref()
+        .and_then(|l| l.incremental.clone())
+        .unwrap();
+    let record = serde_json::json!({ "id": 7, "updated": 1_717_156_830_750_i64 });
+    let changed = weft_engine::cursor::parse_field(&record["updated"], inc.field_format).unwrap();
+    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
+    let ctx = RequestContext {
+        cursor: Some(weft_engine::cursor::format(changed, &inc)),
+        tenant: tenant(),
+        ..Default::default()
+    };
+    let env = weft_core::template::environment();
+    let req = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::List,
+        &ctx,
+        &[],
+    )
+    .unwrap();
+    // One minute of overlap, in whole seconds.
+    assert!(
+        req.url.as_str().ends_with("&since=1717156770"),
+        "{}",
+        req.url
+    );
+    let typo = text.replace("\"epoch-seconds\"", "\"epoch-second\"");
+    let report = load_str("acme.toml", &typo);
+    let rendered = report.render();
+    assert!(report.spec.is_none(), "{rendered}");
+    assert!(rendered.contains("epoch-seconds"), "{rendered}");
+}
