@@ -119,6 +119,12 @@ fn failure(name: &str, err: &SessionError) -> (u8, String) {
                 exit::RATE_LIMITED,
                 format!("{message}\nremedy: wait for the provider's limit window, then try again"),
             ),
+            ErrorClass::Conflict => (
+                1,
+                format!(
+                    "{message}\nremedy: the record changed at the provider since it was read; read it again with `weft read {name} RESOURCE`, then write your change on top of its current version"
+                ),
+            ),
             _ => (1, message.clone()),
         },
         SessionError::Call(CallError::DailyCap { .. }) | SessionError::Limit(_) => {
@@ -559,11 +565,18 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                     results.push(result);
                 }
             }
-            Err(SessionError::Call(CallError::Refused {
-                class: ErrorClass::Validation,
-                message,
-                ..
-            })) => {
+            Err(
+                ref e @ SessionError::Call(CallError::Refused {
+                    class: class @ (ErrorClass::Validation | ErrorClass::Conflict),
+                    ref message,
+                    ..
+                }),
+            ) => {
+                // A conflict is this record's too, with what to do about it.
+                let message = match class {
+                    ErrorClass::Conflict => failure(&args.connection, e).1,
+                    _ => message.clone(),
+                };
                 for (index, _) in chunk {
                     results.push(ItemResult {
                         index: *index,

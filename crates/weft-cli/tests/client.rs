@@ -807,6 +807,31 @@ fn write_reports_every_record_and_records_payments_in_kantata() {
         serde_json::from_str(out(&refused).lines().next().unwrap()).unwrap();
     assert_eq!(result["status"], "failed");
     assert!(!result["errors"][0].as_str().unwrap().is_empty());
+    // A conflict (HTTP 409: the record changed there since it was read) fails that record
+    // with what to do about it.
+    sim.observed().faults.add(
+        weft_harness::faults::FaultRule::on(
+            "/api/v1/external_payments",
+            weft_harness::faults::When::Always,
+            weft_harness::faults::Fault::Status {
+                status: 409,
+                body: r#"{"errors":[{"message":"changed by someone else"}]}"#.to_owned(),
+            },
+        )
+        .method("POST"),
+    );
+    let conflict = s.run(&["write", "k", "external_payments"], Some(&again));
+    assert_eq!(conflict.status.code(), Some(1), "{}", err(&conflict));
+    let result: serde_json::Value =
+        serde_json::from_str(out(&conflict).lines().next().unwrap()).unwrap();
+    assert_eq!(result["status"], "failed");
+    let why = result["errors"][0].as_str().unwrap();
+    assert!(
+        why.contains("changed at the provider since it was read"),
+        "{why}"
+    );
+    assert!(why.contains("weft read k RESOURCE"), "{why}");
+    sim.observed().faults.clear();
     let no_update = s.run(&["write", "k", "users", "--update"], Some("{}\n"));
     assert!(
         err(&no_update).contains("cannot be updated"),

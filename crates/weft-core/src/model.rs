@@ -973,6 +973,10 @@ pub enum ErrorClass {
     Validation,
     /// The thing asked for does not exist.
     NotFound,
+    /// The record changed at the provider since it was read (a stale version or sync token;
+    /// HTTP 409 unless a rule says otherwise): not resent as it was; read again first. A flow
+    /// queues the record and its next run reads it again and writes on top of what is there.
+    Conflict,
     /// Worth retrying with backoff.
     Transient,
     /// Not worth retrying.

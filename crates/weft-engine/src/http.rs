@@ -147,6 +147,7 @@ pub fn classify(
         401 => ErrorClass::Unauthorized,
         403 => ErrorClass::Forbidden,
         404 => ErrorClass::NotFound,
+        409 => ErrorClass::Conflict,
         429 => ErrorClass::RateLimited,
         408 | 500..=599 => ErrorClass::Transient,
         _ => ErrorClass::Fatal,

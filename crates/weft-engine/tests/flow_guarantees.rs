@@ -472,3 +472,68 @@ async fn unknown_outcomes_are_replayed_inside_the_window_and_looked_up_after_it(
         );
     }
 }
+
+/// An update the destination refuses as a conflict (HTTP 409: the record changed there since it
+/// was read) is queued with that remedy at stage `update`, the run goes on, and the next run
+/// reads the record again and writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_update_is_queued_and_the_next_run_writes_it() {
+    use weft_harness::faults::{Fault, FaultRule, When};
+    let w = World::new("conflict", 20);
+    let first = w.run(false).await;
+    assert_eq!(first.summary.failed, 0);
+    let inv = eligible(&w)
+        .into_iter()
+        .find(|i| i.status == "new")
+        .expect("an unpaid invoice");
+    w.clock.advance_by(Duration::from_secs(60));
+    put_invoice(
+        &w,
+        &inv.id,
+        serde_json::json!({ "purchase_order": "PO-conflict" }),
+    )
+    .await;
+    w.xero.observed().faults.add(
+        FaultRule::on(
+            "/api.xro/2.0/Invoices",
+            When::Always,
+            Fault::Status {
+                status: 409,
+                body: r#"{"Message":"The invoice was changed by another user"}"#.to_owned(),
+            },
+        )
+        .method("POST"),
+    );
+    let second = w.run(false).await;
+    assert_eq!(
+        second.outcome,
+        RunOutcome::Completed,
+        "{:?}",
+        second.outcome
+    );
+    assert_eq!(second.summary.stream("invoices").failed, 1);
+    let queued = open_errors(&w);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].stage, "update");
+    assert_eq!(queued[0].source_id, inv.id);
+    assert!(
+        queued[0]
+            .message
+            .contains("changed at the destination since it was read"),
+        "{}",
+        queued[0].message
+    );
+    w.xero.observed().faults.clear();
+    w.clock.advance_by(Duration::from_secs(60));
+    let third = w.run(false).await;
+    assert_eq!(
+        third.summary.stream("invoices").updated,
+        1,
+        "{:?}",
+        third.plan
+    );
+    assert!(open_errors(&w).is_empty());
+    let written = w.written();
+    let x = &written[&format!("KAN-{}", inv.number)][0];
+    assert_eq!(x["Reference"], "PO-conflict", "{x}");
+}

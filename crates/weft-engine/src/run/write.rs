@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use minijinja::Value as JValue;
 use serde_json::{Value, json};
-use weft_core::model::Operation;
+use weft_core::model::{ErrorClass, Operation};
 
 use super::outbox::Sending;
 use super::record::Work;
@@ -61,17 +61,29 @@ impl StreamRun<'_> {
                 ))
             }
             Err(SessionError::Call(CallError::Refused {
-                status, message, ..
-            })) if (400..500).contains(&status) && status != 401 && status != 429 => Ok(records
-                .iter()
-                .enumerate()
-                .map(|(index, _)| ItemResult {
-                    index,
-                    status: "failed",
-                    id: None,
-                    errors: vec![message.clone()],
-                })
-                .collect()),
+                status,
+                message,
+                class,
+                ..
+            })) if (400..500).contains(&status) && status != 401 && status != 429 => {
+                let message = if class == ErrorClass::Conflict {
+                    format!(
+                        "{message} (the record changed at the destination since it was read: the next run reads it again and writes on top of it; `weft errors retry` asks for that now)"
+                    )
+                } else {
+                    message
+                };
+                Ok(records
+                    .iter()
+                    .enumerate()
+                    .map(|(index, _)| ItemResult {
+                        index,
+                        status: "failed",
+                        id: None,
+                        errors: vec![message.clone()],
+                    })
+                    .collect())
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -520,7 +532,7 @@ impl StreamRun<'_> {
                             }
                         }
                         Err(SessionError::Call(CallError::Refused {
-                            class: weft_core::model::ErrorClass::NotFound,
+                            class: ErrorClass::NotFound,
                             ..
                         })) => {}
                         Err(e) => return Err(e.into()),
