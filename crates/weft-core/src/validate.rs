@@ -799,7 +799,7 @@ impl Validator<'_> {
             self.error(
                 &fkey,
                 "a date or datetime field needs `format`",
-                Some("rfc3339, naive-utc, date or ms-json".to_owned()),
+                Some("rfc3339, naive-utc, date, ms-json, epoch-seconds or epoch-millis".to_owned()),
             );
         }
         if !dated && field.format.is_some() {
