@@ -293,34 +293,6 @@ mod tests {
         assert_eq!(idempotency_key("x", &a, 20).len(), 20);
     }
 
-    /// A write whose operation declares an idempotency key gets one, as long as the spec's
-    /// `max-length`, in the declared header; one that declares none gets no key and no header.
-    #[test]
-    fn keys_and_their_header_only_where_the_operation_declares_them() {
-        let spec = |id: &str| {
-            weft_core::builtin::load_all()
-                .into_iter()
-                .filter_map(|r| r.spec)
-                .find(|s| s.id() == id)
-                .unwrap()
-        };
-        let (xero, kantata) = (spec("xero"), spec("kantata"));
-        let op = |s: &weft_core::Spec, r: &str| s.file().resources[r].create.clone().unwrap();
-        let batch = [json!({"Name": "A"})];
-        let keyed = op(&xero, "invoices");
-        let key = idempotency_key_for(&keyed, "scope", &batch).unwrap();
-        let max = keyed.idempotency.as_ref().unwrap().max_length as usize;
-        assert!(key.len() <= max);
-        assert_eq!(
-            key_header(&keyed, Some(&key)),
-            Some(("Idempotency-Key".to_owned(), key.clone()))
-        );
-        let bare = op(&kantata, "external_payments");
-        assert!(bare.idempotency.is_none());
-        assert_eq!(idempotency_key_for(&bare, "scope", &batch), None);
-        assert_eq!(key_header(&bare, Some(&key)), None);
-    }
-
     #[test]
     fn per_item_results() {
         let rule = ItemErrors {

@@ -202,3 +202,25 @@ async fn a_payment_is_deleted_with_the_bare_documented_body() {
         .unwrap();
     assert_eq!(stored["Status"], "DELETED");
 }
+
+/// A write whose operation declares an idempotency key gets one, as long as the spec's
+/// `max-length`, in the declared header; one that declares none gets no key and no header.
+#[test]
+fn keys_and_their_header_only_where_the_operation_declares_them() {
+    use weft_engine::write::{idempotency_key_for, key_header};
+    let (xero, kantata) = (shipped("xero"), shipped("kantata"));
+    let op = |s: &weft_core::Spec, r: &str| s.file().resources[r].create.clone().unwrap();
+    let batch = [json!({"Name": "A"})];
+    let keyed = op(&xero, "invoices");
+    let key = idempotency_key_for(&keyed, "scope", &batch).unwrap();
+    let max = keyed.idempotency.as_ref().unwrap().max_length as usize;
+    assert!(key.len() <= max);
+    assert_eq!(
+        key_header(&keyed, Some(&key)),
+        Some(("Idempotency-Key".to_owned(), key.clone()))
+    );
+    let bare = op(&kantata, "external_payments");
+    assert!(bare.idempotency.is_none());
+    assert_eq!(idempotency_key_for(&bare, "scope", &batch), None);
+    assert_eq!(key_header(&bare, Some(&key)), None);
+}
