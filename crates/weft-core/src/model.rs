@@ -563,6 +563,11 @@ pub struct RequestDefaults {
     /// Headers sent on every request (templates).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub headers: IndexMap<String, String>,
+    /// Query parameters sent on every request (templates), before the operation's own; an
+    /// operation's parameter of the same name replaces it, and one that renders empty is left
+    /// out (QuickBooks' `minorversion`).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub query: IndexMap<String, String>,
     /// A native plugin that signs every request once it is rendered and authorized (its
     /// manifest must list the `sign` hook); the headers it returns are set on the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -678,6 +678,13 @@ impl Validator<'_> {
                 Scope::Requests,
             );
         }
+        for (name, value) in &spec.requests.query {
+            self.template(
+                &format!("requests.query.{}", key_segment(name)),
+                value,
+                Scope::Requests,
+            );
+        }
         if let Some(plugin) = &spec.requests.sign {
             self.plugin_name("requests.sign", plugin);
         }

@@ -242,6 +242,10 @@ const COVERED: &[(&str, &[&str])] = &[
     ("RequestDefaults.host", &[REQUEST]),
     ("RequestDefaults.path-prefix", &[REQUEST]),
     ("RequestDefaults.headers", &[REQUEST]),
+    (
+        "RequestDefaults.query",
+        &["crates/weft-engine/tests/request.rs::request_wide_query_parameters_go_on_every_request"],
+    ),
     ("RequestDefaults.sign", &[PLUGIN]),
     ("ErrorRule.status", &[HTTP_XERO, HTTP_KANTATA]),
     ("ErrorRule.body-contains", &[HTTP_XERO]),

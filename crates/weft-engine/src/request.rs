@@ -248,7 +248,12 @@ pub fn build(
         })?;
     {
         let mut pairs = Vec::new();
-        for (name, template) in &op.query {
+        let defaults = spec
+            .requests
+            .query
+            .iter()
+            .filter(|(name, _)| !op.query.contains_key(*name));
+        for (name, template) in defaults.chain(&op.query) {
             let rendered = render(format!("query.{name}"), template)?;
             if !rendered.is_empty() {
                 pairs.push((name.clone(), rendered));

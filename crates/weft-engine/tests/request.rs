@@ -215,3 +215,60 @@ fn epoch_cursors_are_read_from_records_and_sent_as_digits() {
     assert!(report.spec.is_none(), "{rendered}");
     assert!(rendered.contains("epoch-seconds"), "{rendered}");
 }
+
+/// Query parameters declared for every request (QuickBooks' `minorversion`) go on every
+/// request, before the operation's own; an operation's parameter of the same name replaces
+/// one.
+#[test]
+fn request_wide_query_parameters_go_on_every_request() {
+    let text = SPEC.replace(
+        "headers = { Accept = \"application/json\" }",
+        "headers = { Accept = \"application/json\" }\nquery = { minorversion = \"75\", order = \"id\" }",
+    );
+    let report = load_str("acme.toml", &text);
+    assert!(report.diagnostics.is_empty(), "{}", report.render());
+    let spec = report.spec.unwrap();
+    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
+    let env = weft_core::template::environment();
+    let ctx = RequestContext {
+        tenant: tenant(),
+        id: Some("7".into()),
+        ..Default::default()
+    };
+    let get = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::Get,
+        &ctx,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        get.url.as_str(),
+        "https://api.acme.example/v2/invoices/7?minorversion=75&order=id"
+    );
+    // The list's own `order` replaces the default one.
+    let list = build(
+        &env,
+        spec.file(),
+        &hosts,
+        "invoices",
+        OpKind::List,
+        &ctx,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        list.url.as_str(),
+        "https://api.acme.example/v2/invoices?minorversion=75&order=updated%3Aasc"
+    );
+    // A template that cannot be rendered in every request is refused where it stands.
+    let bad = text.replace("minorversion = \"75\"", "minorversion = \"{{ id }}\"");
+    let rendered = load_str("acme.toml", &bad).render();
+    assert!(
+        rendered.contains("requests.query.minorversion"),
+        "{rendered}"
+    );
+}
