@@ -57,6 +57,17 @@ fn spec() -> weft_core::Spec {
     report.spec.unwrap()
 }
 
+/// The request for `kind` of `invoices` in `spec`, with its declared hosts.
+fn invoices(
+    spec: &weft_core::Spec,
+    kind: OpKind,
+    ctx: &RequestContext,
+) -> Result<weft_engine::request::Request, EngineError> {
+    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
+    let env = weft_core::template::environment();
+    build(&env, spec.file(), &hosts, "invoices", kind, ctx, &[])
+}
+
 fn tenant() -> Option<Tenant> {
     Some(Tenant {
         id: "org-1".into(),
@@ -145,16 +156,7 @@ fn mistakes_are_typed_errors() {
         tenant: tenant(),
         ..Default::default()
     };
-    let no_id = build(
-        &env,
-        spec.file(),
-        &hosts,
-        "invoices",
-        OpKind::Get,
-        &ctx,
-        &[],
-    )
-    .unwrap_err();
+    let no_id = invoices(&spec, OpKind::Get, &ctx).unwrap_err();
     assert!(no_id.to_string().contains("invoices.get.path"), "{no_id}");
     let no_op = build(
         &env,
@@ -186,23 +188,12 @@ fn epoch_cursors_are_read_from_records_and_sent_as_digits() {
         .unwrap();
     let record = serde_json::json!({ "id": 7, "updated": 1_717_156_830_750_i64 });
     let changed = weft_engine::cursor::parse_field(&record["updated"], inc.field_format).unwrap();
-    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
     let ctx = RequestContext {
         cursor: Some(weft_engine::cursor::format(changed, &inc)),
         tenant: tenant(),
         ..Default::default()
     };
-    let env = weft_core::template::environment();
-    let req = build(
-        &env,
-        spec.file(),
-        &hosts,
-        "invoices",
-        OpKind::List,
-        &ctx,
-        &[],
-    )
-    .unwrap();
+    let req = invoices(&spec, OpKind::List, &ctx).unwrap();
     // One minute of overlap, in whole seconds.
     assert!(
         req.url.as_str().ends_with("&since=1717156770"),
@@ -228,38 +219,18 @@ fn request_wide_query_parameters_go_on_every_request() {
     let report = load_str("acme.toml", &text);
     assert!(report.diagnostics.is_empty(), "{}", report.render());
     let spec = report.spec.unwrap();
-    let hosts = Hosts::new(spec.file(), &BTreeMap::new()).unwrap();
-    let env = weft_core::template::environment();
     let ctx = RequestContext {
         tenant: tenant(),
         id: Some("7".into()),
         ..Default::default()
     };
-    let get = build(
-        &env,
-        spec.file(),
-        &hosts,
-        "invoices",
-        OpKind::Get,
-        &ctx,
-        &[],
-    )
-    .unwrap();
+    let get = invoices(&spec, OpKind::Get, &ctx).unwrap();
     assert_eq!(
         get.url.as_str(),
         "https://api.acme.example/v2/invoices/7?minorversion=75&order=id"
     );
     // The list's own `order` replaces the default one.
-    let list = build(
-        &env,
-        spec.file(),
-        &hosts,
-        "invoices",
-        OpKind::List,
-        &ctx,
-        &[],
-    )
-    .unwrap();
+    let list = invoices(&spec, OpKind::List, &ctx).unwrap();
     assert_eq!(
         list.url.as_str(),
         "https://api.acme.example/v2/invoices?minorversion=75&order=updated%3Aasc"
