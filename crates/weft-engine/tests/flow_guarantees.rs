@@ -48,6 +48,19 @@ async fn put_invoice(w: &World, id: &str, body: serde_json::Value) {
     assert!(status.is_success(), "{status}");
 }
 
+/// An eligible invoice not paid yet.
+fn unpaid(w: &World) -> weft_harness::kantata::InvoiceInfo {
+    eligible(w)
+        .into_iter()
+        .find(|i| i.status == "new")
+        .expect("an unpaid invoice")
+}
+
+/// Sets an invoice's purchase order in Kantata (Xero's `Reference` in the template).
+async fn set_po(w: &World, id: &str, po: &str) {
+    put_invoice(w, id, serde_json::json!({ "purchase_order": po })).await;
+}
+
 /// A second run while one is under way is refused (or waits for it, when asked): nothing is
 /// queued, nothing written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,17 +212,9 @@ async fn a_source_record_gone_is_queued_by_name_and_the_run_goes_on() {
         .status();
     assert!(status.is_success(), "{status}");
     // Another invoice changes, so the run has work beyond the missing one.
-    let other = eligible(&w)
-        .into_iter()
-        .find(|i| i.status == "new")
-        .unwrap();
+    let other = unpaid(&w);
     w.clock.advance_by(Duration::from_secs(90));
-    put_invoice(
-        &w,
-        &other.id,
-        serde_json::json!({ "purchase_order": "PO-after" }),
-    )
-    .await;
+    set_po(&w, &other.id, "PO-after").await;
     let report = w.run(false).await;
     assert_eq!(
         report.outcome,
@@ -246,12 +251,7 @@ async fn edits_during_a_read_are_all_read_by_the_next_runs() {
         .collect();
     let editor = async {
         for (n, inv) in targets.iter().enumerate() {
-            put_invoice(
-                &w,
-                &inv.id,
-                serde_json::json!({ "purchase_order": format!("PO-edit-{n}") }),
-            )
-            .await;
+            set_po(&w, &inv.id, &format!("PO-edit-{n}")).await;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
@@ -282,13 +282,10 @@ async fn edits_during_a_read_are_all_read_by_the_next_runs() {
 async fn back_and_forth_updates_are_never_replayed() {
     let w = World::new("aba", 20);
     assert_eq!(w.run(false).await.summary.failed, 0);
-    let inv = eligible(&w)
-        .into_iter()
-        .find(|i| i.status == "new")
-        .unwrap();
+    let inv = unpaid(&w);
     for po in ["PO-B", "PO-A", "PO-B"] {
         w.clock.advance_by(Duration::from_secs(61));
-        put_invoice(&w, &inv.id, serde_json::json!({ "purchase_order": po })).await;
+        set_po(&w, &inv.id, po).await;
         let r = w.run(false).await;
         assert_eq!(r.summary.updated, 1, "{po}: {:?}", r.plan);
         let x = &w.written()[&format!("KAN-{}", inv.number)][0];
@@ -379,12 +376,7 @@ async fn a_full_read_comes_back_when_it_is_due() {
     let edited: Vec<_> = eligible(&w).into_iter().take(2).collect();
     for inv in &edited {
         w.clock.advance_by(Duration::from_secs(1800));
-        put_invoice(
-            &w,
-            &inv.id,
-            serde_json::json!({ "purchase_order": format!("PO-{}", inv.id) }),
-        )
-        .await;
+        set_po(&w, &inv.id, &format!("PO-{}", inv.id)).await;
         let r = w.run(false).await;
         assert_eq!(r.outcome, RunOutcome::Completed, "{:?}", r.outcome);
     }
@@ -482,17 +474,9 @@ async fn a_conflicting_update_is_queued_and_the_next_run_writes_it() {
     let w = World::new("conflict", 20);
     let first = w.run(false).await;
     assert_eq!(first.summary.failed, 0);
-    let inv = eligible(&w)
-        .into_iter()
-        .find(|i| i.status == "new")
-        .expect("an unpaid invoice");
+    let inv = unpaid(&w);
     w.clock.advance_by(Duration::from_secs(60));
-    put_invoice(
-        &w,
-        &inv.id,
-        serde_json::json!({ "purchase_order": "PO-conflict" }),
-    )
-    .await;
+    set_po(&w, &inv.id, "PO-conflict").await;
     w.xero.observed().faults.add(
         FaultRule::on(
             "/api.xro/2.0/Invoices",

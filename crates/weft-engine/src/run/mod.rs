@@ -486,7 +486,7 @@ impl<'r> StreamRun<'r> {
                     self.name
                 ));
                 self.revisit(tally).await?;
-                self.flush_creates()?;
+                self.dispatch_held(true)?;
                 self.run.tell(&format!("{}: reading changes", self.name));
                 self.read(tally).await
             }
@@ -514,7 +514,7 @@ impl<'r> StreamRun<'r> {
         if !self.dry() {
             // Whole batches go out; the answers that came back are handled, and when many
             // batches wait for their answers the read waits too (memory stays bounded).
-            self.dispatch_whole()?;
+            self.dispatch_held(false)?;
             let waiting = 2 * self.concurrency()?;
             self.answered(tally, Some(waiting)).await?;
         }

@@ -109,23 +109,13 @@ impl StreamRun<'_> {
         self.dispatch(&op, batches)
     }
 
-    /// Puts the held creates that fill whole batches in the outbox.
-    pub(crate) fn dispatch_whole(&self) -> Result<(), RunError> {
+    /// Puts the held creates that fill whole batches in the outbox (all of them when `all`).
+    pub(crate) fn dispatch_held(&self, all: bool) -> Result<(), RunError> {
         if self.held.borrow().is_empty() {
             return Ok(());
         }
         let op = self.create_op()?;
-        let batches = self.take_held(&op, false);
-        self.dispatch(&op, batches)
-    }
-
-    /// Puts every held create in the outbox.
-    pub(crate) fn flush_creates(&self) -> Result<(), RunError> {
-        if self.held.borrow().is_empty() {
-            return Ok(());
-        }
-        let op = self.create_op()?;
-        let batches = self.take_held(&op, true);
+        let batches = self.take_held(&op, all);
         self.dispatch(&op, batches)
     }
 
@@ -182,7 +172,7 @@ impl StreamRun<'_> {
     /// is closed and every batch in flight is answered.
     pub(crate) async fn send_outbox(&self, mut rx: UnboundedReceiver<Sending>) {
         let op = self.create_op();
-        let wave = self.concurrency().unwrap_or(1);
+        let most = self.concurrency().unwrap_or(1);
         let w = &self.stream.write;
         let send = |s: Sending| {
             let op = op.as_ref();
@@ -213,7 +203,7 @@ impl StreamRun<'_> {
                     self.outbox.answers.borrow_mut().push(done);
                     self.outbox.answered.notify_one();
                 }
-                got = rx.recv(), if open && flying.len() < wave => match got {
+                got = rx.recv(), if open && flying.len() < most => match got {
                     Some(_) if self.outbox.stopping.get() => {
                         let left = self.outbox.waiting.get().saturating_sub(1);
                         self.outbox.waiting.set(left);

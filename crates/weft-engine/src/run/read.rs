@@ -240,7 +240,7 @@ impl StreamRun<'_> {
             self.reading_at.set(unread_at);
             self.chunk(unread, tally).await?;
         }
-        self.flush_creates()?;
+        self.dispatch_held(true)?;
         if !self.dry() && !hold {
             let keep = match floor {
                 Some(f) => f,

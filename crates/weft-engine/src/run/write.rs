@@ -384,7 +384,7 @@ impl StreamRun<'_> {
         Ok(self.endpoint(alias)?.session.concurrency().max(1) as usize)
     }
 
-    /// Records the intents of a wave of create batches (before anything is sent): each batch
+    /// Records the intents of create batches (before anything is sent): each batch
     /// in the order of its source ids, with its records and idempotency key.
     pub(crate) fn begin_creates(
         &self,
