@@ -111,6 +111,31 @@ pub struct StreamSource {
     /// cursor cannot see every change, such as deletions); never when left out.
     #[serde(default)]
     pub full_every: Option<SpecDuration>,
+    /// Learn what changed from a feed of change events instead of the resource's own cursor
+    /// (for a change the resource's cursor cannot see, such as an approval).
+    #[serde(default)]
+    pub changes: Option<Changes>,
+}
+
+/// A feed of change events at the source's connection: each event names a changed record,
+/// which is read again by id. Events may come twice and out of order; the feed keeps them for
+/// a while only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Changes {
+    /// The resource listing the events: its list must declare an incremental cursor (the time
+    /// of each event), whose overlap covers how late an event may appear.
+    pub resource: String,
+    /// Parameters passed to its list (for instance the event types and subject type).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// The changed record's id in an event (`found` is the event).
+    pub subject: String,
+    /// The event's own id, so an event delivered twice is handled once (`found` is the event).
+    pub event: String,
+    /// How long the feed keeps events: when the last read is older than this (or there was
+    /// none), the events since cannot all be had, so every record is read instead.
+    pub keep: SpecDuration,
 }
 
 fn yes() -> bool {
@@ -151,6 +176,10 @@ pub enum LookupLoad {
     /// the list parameter `param`, `batch` of them per call (for an account with many records
     /// of which a run needs few, and memory that does not grow with the account).
     Keys,
+    /// Every candidate of the list, read once per run: `lookup.<name>` is that list, the same
+    /// for every record (no `key` or `match`), for instance the options of a list to copy, or
+    /// the projects a filter selects.
+    All,
 }
 
 /// A lookup: the record of `resource` whose `match` field equals `key`.
@@ -163,8 +192,21 @@ pub struct Lookup {
     pub connection: String,
     /// The resource.
     pub resource: String,
-    /// The expression giving the key to find.
+    /// The expression giving the key to find (not with `load = "all"`).
+    #[serde(default)]
     pub key: String,
+    /// Whether the record needs this lookup (always when left out); when it does not,
+    /// `lookup.<name>` is none and nothing is read for it.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Parameters passed to the list (`list`, `keys` and `all`), as a source's are.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// More list parameters as one `&`-joined text (`name=value&name=value`, the way Kantata's
+    /// M-Bridge writes a project filter), from an expression over `options` and `tables`; each
+    /// name must be a parameter the list passes on (`weft flow check` says which).
+    #[serde(default)]
+    pub filter: Option<String>,
     /// The field of the found record that equals the key (`get`: the id).
     #[serde(default, rename = "match")]
     pub match_field: Option<String>,
@@ -278,6 +320,12 @@ pub struct Write {
     pub connection: String,
     /// A resource with a `create` operation (and `update`, unless updates are never made).
     pub resource: String,
+    /// The destination record this source record is written to when it exists already (an
+    /// expression giving its id, for instance a record the flow is told about in its options):
+    /// the first write updates it, under the update policy, instead of creating one. When the
+    /// expression gives none, the record is created as usual.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Destination field → expression.
     pub fields: IndexMap<String, String>,
     /// Destination list fields, one element per item.
@@ -297,10 +345,37 @@ pub struct Write {
 pub struct WriteBack {
     /// A connection alias.
     pub connection: String,
-    /// A resource with an `update` operation; the record updated is the source record.
+    /// The resource written: with `update`, the record updated is the source record; with
+    /// `create`, a record of its own (for an API that keeps references apart from the records
+    /// they describe, where the create is an upsert).
     pub resource: String,
+    /// Which operation of the resource writes it.
+    #[serde(default)]
+    pub operation: BackOperation,
     /// Field → expression (`written.id` and the stream's scope).
     pub fields: IndexMap<String, String>,
+}
+
+/// The operation a write-back uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackOperation {
+    /// Update the source record (`id` is the source record's id).
+    #[default]
+    Update,
+    /// Create a record: for a create that is an upsert at the provider (writing back twice
+    /// must be harmless, since a run that dies after sending it sends it again).
+    Create,
+}
+
+impl BackOperation {
+    /// The operation's name in a spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackOperation::Update => "update",
+            BackOperation::Create => "create",
+        }
+    }
 }
 
 /// A mapping table: inline rows, rows from a CSV file, or both (the file's rows win).
@@ -490,8 +565,16 @@ fn locate(text: &str, path: &[Part]) -> (usize, usize) {
 /// The names each place of a stream may read.
 mod scope {
     pub(super) const RECORD: &[&str] = &["record", "options", "tables", "linked", "lookup"];
-    pub(super) const ITEM: &[&str] = &["record", "options", "tables", "linked", "lookup", "item"];
-    pub(super) const GROUP: &[&str] = &["record", "options", "tables", "linked", "lookup", "group"];
+    /// An items block (`items` holds the lists of the blocks before it).
+    pub(super) const BLOCK: &[&str] = &["record", "options", "tables", "linked", "lookup", "items"];
+    pub(super) const ITEM: &[&str] = &[
+        "record", "options", "tables", "linked", "lookup", "items", "item",
+    ];
+    pub(super) const GROUP: &[&str] = &[
+        "record", "options", "tables", "linked", "lookup", "items", "group",
+    ];
+    /// What a lookup's filter may read: the flow's own settings, the same for every record.
+    pub(super) const OPTIONS: &[&str] = &["options", "tables"];
     pub(super) const WRITE: &[&str] = &["record", "options", "tables", "linked", "lookup", "items"];
     pub(super) const WRITE_ITEM: &[&str] = &[
         "record", "options", "tables", "linked", "lookup", "items", "item", "index",
@@ -510,6 +593,52 @@ struct Names<'a> {
     tables: &'a BTreeSet<String>,
     lookups: &'a [String],
     items: &'a BTreeSet<String>,
+}
+
+/// The list parameters an operation passes on: the names its templates read as `params.NAME`.
+pub fn passed_params(op: &weft_core::model::Operation) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let texts = std::iter::once(&op.path)
+        .chain(op.query.values())
+        .chain(op.headers.values());
+    for text in texts {
+        for (i, _) in text.match_indices("params.") {
+            if text[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            {
+                continue;
+            }
+            let name: String = text[i + 7..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// Splits an `&`-joined list of `name=value` parameters (a value may be empty; a part without
+/// `=` or with an empty name is refused).
+pub fn split_params(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for part in text.split('&').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                out.push((name.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => {
+                return Err(format!(
+                    "`{part}` is not a `name=value` parameter (parameters are joined with `&`, as in `workspace_ids=1,2&include_archived=true`)"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `-` in option names reads as `_` in expressions.
@@ -584,6 +713,38 @@ impl Flow {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         Self::parse(&name, path, &text)
+    }
+
+    /// The options as expressions read them (`-` in names read as `_`).
+    pub fn options_value(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.file
+            .options
+            .iter()
+            .map(|(k, v)| {
+                (
+                    option_name(k),
+                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect()
+    }
+
+    /// The list parameters of a lookup's `filter` expression (over `options` and `tables`).
+    pub fn filter_params(&self, filter: &str) -> Result<Vec<(String, String)>, String> {
+        let scope = minijinja::context! {
+            options => minijinja::Value::from_serialize(self.options_value()),
+            tables => minijinja::Value::from_serialize(&self.tables),
+        };
+        let text = match crate::mapping::value("filter", filter, &scope)? {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s,
+            Some(other) => {
+                return Err(format!(
+                    "filter `{filter}` gives {other}, not a text of `name=value` parameters joined with `&`"
+                ));
+            }
+        };
+        split_params(&text)
     }
 
     /// The stream `name`.
@@ -672,6 +833,25 @@ impl Flow {
                 base(&[k("source"), k("connection")]),
                 &mut problems,
             );
+            if let Some(ch) = &stream.source.changes {
+                for (name, e) in [("subject", &ch.subject), ("event", &ch.event)] {
+                    if let Err(message) = check_expression(
+                        e,
+                        &Names {
+                            roots: scope::FOUND,
+                            options: &options,
+                            tables: &table_names,
+                            lookups: &[],
+                            items: &BTreeSet::new(),
+                        },
+                    ) {
+                        problems.push(problem(
+                            at(&base(&[k("source"), k("changes"), k(name)])),
+                            message,
+                        ));
+                    }
+                }
+            }
             alias_check(
                 &stream.write.connection,
                 base(&[k("write"), k("connection")]),
@@ -720,14 +900,63 @@ impl Flow {
             for (i, l) in stream.lookup.iter().enumerate() {
                 let lp = |rest: &str| base(&[k("lookup"), Part::Index(i), k(rest)]);
                 alias_check(&l.connection, lp("connection"), &mut problems);
-                expr(
-                    &l.key,
-                    scope::RECORD,
-                    &lookups,
-                    &items,
-                    lp("key"),
-                    &mut problems,
-                );
+                if l.load == LookupLoad::All {
+                    let set: Vec<&str> = [
+                        ("key", !l.key.is_empty()),
+                        ("match", l.match_field.is_some()),
+                        ("create", l.create.is_some()),
+                        ("ignore-case", l.ignore_case),
+                    ]
+                    .into_iter()
+                    .filter_map(|(n, set)| set.then_some(n))
+                    .collect();
+                    if let Some(first) = set.first() {
+                        problems.push(problem(
+                            at(&lp(first)),
+                            format!("lookup `{}` has `load = \"all\"`: it is the whole list, so it takes no {}; leave {} out, or load by key", l.name, set.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "), if set.len() == 1 { "it" } else { "them" }),
+                        ));
+                    }
+                } else if l.key.trim().is_empty() {
+                    problems.push(problem(
+                        at(&lp("name")),
+                        format!("lookup `{}` needs `key`: the expression giving what to find (or `load = \"all\"` for the whole list)", l.name),
+                    ));
+                } else {
+                    expr(
+                        &l.key,
+                        scope::RECORD,
+                        &lookups,
+                        &items,
+                        lp("key"),
+                        &mut problems,
+                    );
+                }
+                if let Some(w) = &l.when {
+                    expr(
+                        w,
+                        scope::RECORD,
+                        &lookups,
+                        &items,
+                        lp("when"),
+                        &mut problems,
+                    );
+                }
+                if let Some(f) = &l.filter {
+                    expr(
+                        f,
+                        scope::OPTIONS,
+                        &lookups,
+                        &items,
+                        lp("filter"),
+                        &mut problems,
+                    );
+                }
+                if l.load == LookupLoad::Get && (!l.params.is_empty() || l.filter.is_some()) {
+                    problems.push(problem(
+                        at(&lp(if l.params.is_empty() { "filter" } else { "params" })),
+                        format!("lookup `{}` reads one record by id (`load = \"get\"`), which takes no list parameters; load a list to filter it", l.name),
+                    ));
+                }
                 if let Some(c) = &l.candidates {
                     expr(
                         c,
@@ -750,7 +979,8 @@ impl Flow {
                         );
                     }
                 }
-                if l.load != LookupLoad::Get && l.match_field.is_none() {
+                if matches!(l.load, LookupLoad::List | LookupLoad::Keys) && l.match_field.is_none()
+                {
                     problems.push(problem(
                         at(&lp("load")),
                         format!("lookup `{}` reads a list, so it needs `match`: the field compared with the key", l.name),
@@ -776,17 +1006,6 @@ impl Flow {
                 }
                 lookups.push(l.name.clone());
             }
-            // Skip rules that read lookups run after every lookup.
-            for (i, skip) in stream.skip.iter().enumerate() {
-                expr(
-                    &skip.when,
-                    scope::RECORD,
-                    &lookups,
-                    &items,
-                    base(&[k("skip"), Part::Index(i), k("when")]),
-                    &mut problems,
-                );
-            }
             for (i, block) in stream.items.iter().enumerate() {
                 let ip = |rest: &[Part]| {
                     let mut p = vec![k("items"), Part::Index(i)];
@@ -795,7 +1014,7 @@ impl Flow {
                 };
                 expr(
                     &block.each,
-                    scope::RECORD,
+                    scope::BLOCK,
                     &lookups,
                     &items,
                     ip(&[k("each")]),
@@ -804,7 +1023,7 @@ impl Flow {
                 if let Some(w) = &block.when {
                     expr(
                         w,
-                        scope::RECORD,
+                        scope::BLOCK,
                         &lookups,
                         &items,
                         ip(&[k("when")]),
@@ -846,11 +1065,32 @@ impl Flow {
                         &mut problems,
                     );
                 }
-            }
-            for block in &stream.items {
                 items.insert(block.into.clone());
             }
+            // Skip rules run after the lookups they read, and after the items when they read
+            // those.
+            for (i, skip) in stream.skip.iter().enumerate() {
+                expr(
+                    &skip.when,
+                    scope::WRITE,
+                    &lookups,
+                    &items,
+                    base(&[k("skip"), Part::Index(i), k("when")]),
+                    &mut problems,
+                );
+            }
+
             let w = &stream.write;
+            if let Some(id) = &w.id {
+                expr(
+                    id,
+                    scope::WRITE,
+                    &lookups,
+                    &items,
+                    base(&[k("write"), k("id")]),
+                    &mut problems,
+                );
+            }
             for (field, e) in &w.fields {
                 expr(
                     e,
@@ -1049,7 +1289,7 @@ impl Flow {
             for (i, l) in stream.lookup.iter().enumerate() {
                 let mut ops = vec![match l.load {
                     LookupLoad::Get => "get",
-                    LookupLoad::List | LookupLoad::Keys => "list",
+                    LookupLoad::List | LookupLoad::Keys | LookupLoad::All => "list",
                 }];
                 if l.create.is_some() {
                     ops.push("create");
@@ -1078,7 +1318,7 @@ impl Flow {
                     ],
                     &b.connection,
                     &b.resource,
-                    vec!["update"],
+                    vec![b.operation.name()],
                 ));
             }
             for (path, alias, name, ops) in uses {
@@ -1097,6 +1337,91 @@ impl Flow {
                         }
                     }
                     Ok(None) => {}
+                }
+            }
+            // List parameters must be ones the list passes on.
+            let mut given: Vec<(Vec<Part>, &str, &str, Vec<String>)> = vec![(
+                base(&["source", "params"]),
+                &stream.source.connection,
+                &stream.source.resource,
+                stream.source.params.keys().cloned().collect(),
+            )];
+            for (i, l) in stream.lookup.iter().enumerate() {
+                let lp =
+                    |rest: &str| vec![k("streams"), k(sname), k("lookup"), Part::Index(i), k(rest)];
+                let mut names: Vec<String> = l.params.keys().cloned().collect();
+                names.extend(l.param.clone());
+                given.push((lp("params"), &l.connection, &l.resource, names));
+                if let Some(f) = &l.filter {
+                    match self.filter_params(f) {
+                        Ok(pairs) => given.push((
+                            lp("filter"),
+                            &l.connection,
+                            &l.resource,
+                            pairs.into_iter().map(|(n, _)| n).collect(),
+                        )),
+                        Err(message) => push(lp("filter"), message),
+                    }
+                }
+            }
+            if let Some(ch) = &stream.source.changes {
+                let path = base(&["source", "changes", "resource"]);
+                match resource(&stream.source.connection, &ch.resource) {
+                    Err(message) => push(path, message),
+                    Ok(Some(r)) => match &r.list {
+                        Some(list) if list.incremental.is_some() => given.push((
+                            base(&["source", "changes", "params"]),
+                            &stream.source.connection,
+                            &ch.resource,
+                            ch.params.keys().cloned().collect(),
+                        )),
+                        _ => push(
+                            path,
+                            format!(
+                                "`{}` cannot be a change feed: its list must declare an incremental cursor (the time of each event)",
+                                ch.resource
+                            ),
+                        ),
+                    },
+                    Ok(None) => {}
+                }
+                if let Ok(Some(r)) = resource(&stream.source.connection, &stream.source.resource)
+                    && r.get.is_none()
+                {
+                    push(
+                        base(&["source", "changes"]),
+                        format!(
+                            "the records a change feed names are read again by id, and `{}` has no `get`",
+                            stream.source.resource
+                        ),
+                    );
+                }
+            }
+            for (path, alias, name, names) in given {
+                let Ok(Some(r)) = resource(alias, name) else {
+                    continue;
+                };
+                let Some(list) = &r.list else { continue };
+                let known = passed_params(list);
+                for n in names {
+                    if !known.contains(&n) {
+                        push(
+                            path.clone(),
+                            format!(
+                                "the list of `{name}` does not pass on a parameter `{n}`{}; it passes on: {}",
+                                close(&n, &known),
+                                if known.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    known
+                                        .iter()
+                                        .map(|k| format!("`{k}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                }
+                            ),
+                        );
+                    }
                 }
             }
             // Written fields must be declared by the destination (when it declares fields).

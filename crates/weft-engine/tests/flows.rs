@@ -128,3 +128,99 @@ fn a_lookup_by_keys_needs_its_param_and_only_it_takes_one() {
         );
     }
 }
+
+/// A whole-list lookup takes no key; a list filter names only parameters the list passes on;
+/// a skip may read computed items; a change feed must be a list with a cursor.
+#[test]
+fn whole_list_lookups_filters_late_skips_and_change_feeds_are_checked() {
+    let good = format!(
+        "{MINIMAL}{}",
+        r#"
+[[streams.orders.lookup]]
+name = "projects"
+connection = "src"
+resource = "workspaces"
+load = "all"
+when = "options.default_account"
+filter = "'only=' ~ options.default_account"
+
+[[streams.orders.items]]
+into = "lines"
+each = "lookup.projects"
+fields = { id = "item.id" }
+
+[[streams.orders.items]]
+into = "again"
+each = "items.lines"
+fields = { id = "item.id" }
+
+[[streams.orders.skip]]
+when = "items.lines | length == 0"
+reason = "no project"
+"#
+    );
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &good).unwrap();
+    assert!(
+        flow.check_against(&shipped).is_empty(),
+        "{:?}",
+        flow.check_against(&shipped)
+    );
+    assert_eq!(
+        flow.filter_params("'only=' ~ options.default_account")
+            .unwrap(),
+        vec![("only".to_owned(), "200".to_owned())]
+    );
+
+    // A key on a whole-list lookup, and a filter naming a parameter the list does not take.
+    let keyed = good.replace("load = \"all\"", "load = \"all\"\nkey = \"record.id\"");
+    let err = Flow::parse("k2x", Path::new("f.toml"), &keyed).unwrap_err();
+    assert!(err.to_string().contains("takes no `key`"), "{err}");
+    let unknown = good.replace("'only='", "'onyl='");
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &unknown).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].message.contains("`onyl`")
+            && problems[0].message.contains("did you mean `only`"),
+        "{problems:?}"
+    );
+    assert!(problems[0].line > 0);
+    let broken = good.replace("'only=' ~", "'only' ~");
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &broken).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert!(
+        problems[0].message.contains("not a `name=value`"),
+        "{problems:?}"
+    );
+    // An items block reads only the lists of the blocks before it.
+    let early = good.replace("each = \"lookup.projects\"", "each = \"items.again\"");
+    assert!(Flow::parse("k2x", Path::new("f.toml"), &early).is_err());
+
+    // Source parameters are checked the same way.
+    let param = MINIMAL.replace(
+        "resource = \"invoices\" }",
+        "resource = \"invoices\", params = { workspace_idd = \"1\" } }",
+    );
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &param).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("did you mean `workspace_id`")),
+        "{problems:?}"
+    );
+
+    // A change feed needs a list with a cursor.
+    let feed = MINIMAL.replace(
+        "source = { connection = \"src\", resource = \"invoices\" }",
+        "source = { connection = \"src\", resource = \"invoices\", changes = { resource = \"me\", subject = \"found.id\", event = \"found.id\", keep = \"9d\" } }",
+    );
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &feed).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("cannot be a change feed")),
+        "{problems:?}"
+    );
+}

@@ -32,6 +32,8 @@ pub(crate) struct Cache {
     listed: bool,
     /// Why a key could not be created, to tell each record that needed it.
     refused: HashMap<String, String>,
+    /// Every candidate, for `load = "all"` (read once per run, shared by every record).
+    all: Option<JValue>,
 }
 
 fn normalize(l: &Lookup, key: &str) -> String {
@@ -63,7 +65,38 @@ impl StreamRun<'_> {
     ) -> Result<Vec<Work>, RunError> {
         let l = &self.stream.lookup[li];
         let mut keyed = Vec::with_capacity(works.len());
-        for w in works {
+        let mut needed = Vec::with_capacity(works.len());
+        // Works that do not need this lookup go on without it.
+        let mut passed = Vec::new();
+        for mut w in works {
+            if let Some(when) = &l.when {
+                let ctx = self.scope(&w, &[]);
+                match crate::mapping::truthy(&format!("lookup {}.when", l.name), when, &ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        w.set_lookup(&l.name, Value::Null);
+                        passed.push(w);
+                        continue;
+                    }
+                    Err(message) => {
+                        self.fail(tally, &w.id, &format!("lookup {}", l.name), &message)?;
+                        continue;
+                    }
+                }
+            }
+            needed.push(w);
+        }
+        if l.load == LookupLoad::All {
+            if !needed.is_empty() {
+                let all = self.list_all(l).await?;
+                for w in &mut needed {
+                    w.share_lookup(&l.name, all.clone());
+                }
+            }
+            passed.extend(needed);
+            return Ok(passed);
+        }
+        for w in needed {
             let ctx = self.scope(&w, &[]);
             match crate::mapping::value(&format!("lookup {}.key", l.name), &l.key, &ctx) {
                 Ok(key) => {
@@ -90,7 +123,8 @@ impl StreamRun<'_> {
         }
         self.resolve(l, &wanted, tally).await?;
         let cache = self.cache(&l.name);
-        let mut out = Vec::with_capacity(keyed.len());
+        let mut out = passed;
+        out.reserve(keyed.len());
         let mut failures = Vec::new();
         for (mut w, key) in keyed {
             let found = key
@@ -128,6 +162,63 @@ impl StreamRun<'_> {
         Ok(out)
     }
 
+    /// The context of `l`'s list calls: its parameters and its filter's.
+    fn list_ctx(&self, l: &Lookup) -> Result<crate::request::RequestContext, RunError> {
+        let mut ctx = self.ctx(&l.connection)?;
+        ctx.params
+            .extend(l.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(f) = &l.filter {
+            let pairs = self
+                .run
+                .flow
+                .filter_params(f)
+                .map_err(|e| RunError::Config(format!("lookup `{}`: {e}", l.name)))?;
+            ctx.params.extend(pairs);
+        }
+        Ok(ctx)
+    }
+
+    /// Every candidate of `l`'s list, read once per run.
+    async fn list_all(&self, l: &Lookup) -> Result<JValue, RunError> {
+        if let Some(all) = &self.cache(&l.name).all {
+            return Ok(all.clone());
+        }
+        let ctx = self.list_ctx(l)?;
+        let mut all = Vec::new();
+        let mut bad = None;
+        self.endpoint(&l.connection)?
+            .session
+            .list(&l.resource, &ctx, |found| {
+                match self.candidate(l, &found) {
+                    Ok(true) => all.push(found),
+                    Ok(false) => {}
+                    Err(e) => {
+                        bad = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+        if let Some(e) = bad {
+            return Err(RunError::Config(format!("lookup `{}`: {e}", l.name)));
+        }
+        let all = JValue::from_serialize(&all);
+        self.cache(&l.name).all = Some(all.clone());
+        Ok(all)
+    }
+
+    /// Whether `found` is a candidate of `l`.
+    fn candidate(&self, l: &Lookup, found: &Value) -> Result<bool, String> {
+        match &l.candidates {
+            None => Ok(true),
+            Some(c) => {
+                let scope = minijinja::context! { found => JValue::from_serialize(found), options => &self.options, tables => &self.tables };
+                crate::mapping::truthy("candidates", c, &scope)
+            }
+        }
+    }
+
     /// The records of `l`'s list (with `ctx`'s parameters) that pass its `candidates`, by
     /// normalized match value (the first of each).
     async fn list_candidates(
@@ -141,15 +232,12 @@ impl StreamRun<'_> {
         self.endpoint(&l.connection)?
             .session
             .list(&l.resource, ctx, |found| {
-                if let Some(c) = &l.candidates {
-                    let scope = minijinja::context! { found => JValue::from_serialize(&found), options => &self.options, tables => &self.tables };
-                    match crate::mapping::truthy("candidates", c, &scope) {
-                        Ok(true) => {}
-                        Ok(false) => return ControlFlow::Continue(()),
-                        Err(e) => {
-                            bad = Some(e);
-                            return ControlFlow::Break(());
-                        }
+                match self.candidate(l, &found) {
+                    Ok(true) => {}
+                    Ok(false) => return ControlFlow::Continue(()),
+                    Err(e) => {
+                        bad = Some(e);
+                        return ControlFlow::Break(());
                     }
                 }
                 if let Some(k) = id_text(at(&found, match_field)).map(|k| normalize(l, &k)) {
@@ -200,8 +288,13 @@ impl StreamRun<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        let ctx = self.ctx(&l.connection)?;
+        let ctx = match l.load {
+            LookupLoad::Get => self.ctx(&l.connection)?,
+            _ => self.list_ctx(l)?,
+        };
         match l.load {
+            // Read whole by `list_all`, never by key.
+            LookupLoad::All => {}
             LookupLoad::Get => {
                 for (norm, key) in &missing {
                     let mut ctx = ctx.clone();

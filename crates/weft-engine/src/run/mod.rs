@@ -20,6 +20,7 @@
 //! The engine names no connector, resource or field: everything it needs is in the flow file
 //! and the connectors' specs.
 
+mod changes;
 mod lookup;
 mod outbox;
 mod read;
@@ -33,7 +34,7 @@ use std::time::Duration;
 use minijinja::Value as JValue;
 use serde_json::Value;
 
-use crate::flow::{Flow, Stream, option_name};
+use crate::flow::{Flow, Stream};
 use crate::http::CallError;
 use crate::limits::{Clock, LimitError};
 use crate::request::{RequestContext, Tenant};
@@ -327,18 +328,7 @@ const BACKS_WAITING: usize = 1000;
 
 impl<'r> StreamRun<'r> {
     fn new(run: &'r Run<'r>, id: i64, name: &'r str, stream: &'r Stream) -> Result<Self, RunError> {
-        let options: serde_json::Map<String, Value> = run
-            .flow
-            .file
-            .options
-            .iter()
-            .map(|(k, v)| {
-                (
-                    option_name(k),
-                    serde_json::to_value(v).unwrap_or(Value::Null),
-                )
-            })
-            .collect();
+        let options = run.flow.options_value();
         Ok(Self {
             run,
             id,

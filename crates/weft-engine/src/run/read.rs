@@ -74,16 +74,27 @@ impl StreamRun<'_> {
 
     /// Source record `id` by its `get`; one that is gone is queued (stage `read`).
     async fn get_source(&self, id: &str, tally: &mut Tally) -> Result<Option<Value>, RunError> {
+        match self.get_source_or_gone(id).await? {
+            Ok(found) => Ok(Some(found)),
+            Err(message) => {
+                self.fail(tally, id, "read", &message)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Source record `id` by its `get`, or why it cannot be had (gone or out of reach).
+    pub(crate) async fn get_source_or_gone(
+        &self,
+        id: &str,
+    ) -> Result<Result<Value, String>, RunError> {
         let src = &self.stream.source;
         let resource = self.resource(&src.connection, &src.resource)?;
         let Some(get) = resource.get.as_ref() else {
-            self.fail(
-                tally,
-                id,
-                "read",
-                &format!("`{}` cannot be read by id (its spec has no `get`), so this record cannot be retried; resolve it with `weft errors resolve`", src.resource),
-            )?;
-            return Ok(None);
+            return Ok(Err(format!(
+                "`{}` cannot be read by id (its spec has no `get`), so this record cannot be retried; resolve it with `weft errors resolve`",
+                src.resource
+            )));
         };
         let mut ctx = self.ctx(&src.connection)?;
         ctx.id = Some(id.to_owned());
@@ -92,28 +103,17 @@ impl StreamRun<'_> {
             .call(&src.resource, OpKind::Get, &ctx, &[], &[], None)
             .await
         {
-            Ok(answer) => {
-                let found = crate::extract::records(&answer.body, &get.records)
-                    .ok()
-                    .and_then(|r| r.into_iter().next());
-                if found.is_none() {
-                    self.fail(tally, id, "read", "the source no longer has this record")?;
-                }
-                Ok(found)
-            }
+            Ok(answer) => Ok(crate::extract::records(&answer.body, &get.records)
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .ok_or_else(|| "the source no longer has this record".to_owned())),
             Err(SessionError::Call(CallError::Refused {
                 class: ErrorClass::NotFound | ErrorClass::Forbidden,
                 message,
                 ..
-            })) => {
-                self.fail(
-                    tally,
-                    id,
-                    "read",
-                    &format!("the source record cannot be read ({message}); once it is back, run `weft errors retry`, or `weft errors resolve` to let it go"),
-                )?;
-                Ok(None)
-            }
+            })) => Ok(Err(format!(
+                "the source record cannot be read ({message}); once it is back, run `weft errors retry`, or `weft errors resolve` to let it go"
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -128,6 +128,32 @@ impl StreamRun<'_> {
     /// settles, the cursor stays at that time so the next run reads it again. The cursor is
     /// saved at each restart point, and at the end of the read.
     pub(crate) async fn read(&self, tally: &mut Tally) -> Result<(), RunError> {
+        match &self.stream.source.changes {
+            Some(changes) => self.read_changes(changes, tally).await,
+            None => self.read_pages(false, tally).await,
+        }
+    }
+
+    /// Whether the stream's periodic full read is due.
+    pub(crate) fn full_due(&self) -> Result<bool, RunError> {
+        Ok(match self.stream.source.full_every {
+            Some(every) => self
+                .run
+                .state
+                .cursor(self.flow(), &self.full_key())?
+                .and_then(|c| c.parse::<u64>().ok())
+                .is_none_or(|last| self.now().saturating_sub(last) >= every.as_millis()),
+            None => false,
+        })
+    }
+
+    /// Reads the source's list page by page: what changed since its cursor, or everything
+    /// (`everything`, or when a full read is due).
+    pub(crate) async fn read_pages(
+        &self,
+        everything: bool,
+        tally: &mut Tally,
+    ) -> Result<(), RunError> {
         let src = &self.stream.source;
         let resource = self.resource(&src.connection, &src.resource)?;
         let list = resource.list.as_ref().ok_or_else(|| {
@@ -140,13 +166,7 @@ impl StreamRun<'_> {
         let state = self.run.state;
         let inc = list.incremental.as_ref().filter(|_| src.incremental);
         let now = self.now();
-        let full = match src.full_every {
-            Some(every) => state
-                .cursor(self.flow(), &self.full_key())?
-                .and_then(|c| c.parse::<u64>().ok())
-                .is_none_or(|last| now.saturating_sub(last) >= every.as_millis()),
-            None => false,
-        };
+        let full = everything || self.full_due()?;
         let mut cursor: Option<Timestamp> = match (inc, full) {
             (Some(_), false) => state
                 .cursor(self.flow(), self.name)?
@@ -251,7 +271,7 @@ impl StreamRun<'_> {
             {
                 state.set_cursor(self.flow(), self.name, &n.to_string())?;
             }
-            if src.full_every.is_some() && (full || inc.is_none()) {
+            if (src.full_every.is_some() || src.changes.is_some()) && (full || inc.is_none()) {
                 state.set_cursor(self.flow(), &self.full_key(), &now.to_string())?;
             }
         }

@@ -16,6 +16,8 @@ pub(crate) struct Work {
     pub(crate) linked: Value,
     /// Found records by lookup name (null when optional and not found).
     pub(crate) lookups: Map<String, Value>,
+    /// Lookups whose value every record of the run shares (`load = "all"`), by name.
+    shared: std::collections::BTreeMap<String, JValue>,
     /// Computed lists by name.
     pub(crate) items: Map<String, Value>,
     /// The record to write.
@@ -24,6 +26,8 @@ pub(crate) struct Work {
     pub(crate) version: String,
     /// The destination id, once known.
     pub(crate) dest: Option<String>,
+    /// The existing destination record the flow's `write.id` names, if any.
+    pub(crate) target: Option<String>,
     /// The record, linked, lookups and items as expression values, made once (a record with
     /// its embedded lines is large; every expression of the record shares these).
     j: [JValue; 4],
@@ -36,10 +40,12 @@ impl Work {
             id,
             linked: Value::Null,
             lookups: Map::new(),
+            shared: std::collections::BTreeMap::new(),
             items: Map::new(),
             body: Map::new(),
             version: String::new(),
             dest: None,
+            target: None,
             j: [
                 jrecord,
                 JValue::from(()),
@@ -58,7 +64,27 @@ impl Work {
     /// Sets what lookup `name` found.
     pub(crate) fn set_lookup(&mut self, name: &str, found: Value) {
         self.lookups.insert(name.to_owned(), found);
-        self.j[2] = JValue::from_serialize(&self.lookups);
+        self.lookups_changed();
+    }
+
+    /// Sets a lookup whose value is shared by every record (not copied).
+    pub(crate) fn share_lookup(&mut self, name: &str, all: JValue) {
+        self.shared.insert(name.to_owned(), all);
+        self.lookups_changed();
+    }
+
+    fn lookups_changed(&mut self) {
+        if self.shared.is_empty() {
+            self.j[2] = JValue::from_serialize(&self.lookups);
+            return;
+        }
+        let mut all: std::collections::BTreeMap<String, JValue> = self
+            .lookups
+            .iter()
+            .map(|(k, v)| (k.clone(), JValue::from_serialize(v)))
+            .collect();
+        all.extend(self.shared.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.j[2] = JValue::from(all);
     }
 
     fn items_changed(&mut self) {
@@ -80,7 +106,8 @@ impl Work {
         }
         if !keep.lookups {
             self.lookups = Map::new();
-            self.j[2] = JValue::from_serialize(&self.lookups);
+            self.shared.clear();
+            self.lookups_changed();
         }
         if !keep.items {
             self.items = Map::new();
@@ -161,17 +188,22 @@ impl StreamRun<'_> {
         JValue::from_serialize(&map)
     }
 
-    /// Applies the skip rules that read (`late`) or do not read lookups; true when the record
-    /// is skipped.
+    /// Applies the skip rules of `phase` (0: those that read neither lookups nor items, 1: those
+    /// that read lookups, 2: those that read items); true when the record is skipped.
     fn skipped(
         &self,
         w: &Work,
-        late: bool,
+        phase: u8,
         tally: &mut Tally,
     ) -> Result<Result<bool, String>, RunError> {
         let ctx = self.scope(w, &[]);
         for (i, rule) in self.stream.skip.iter().enumerate() {
-            if rule.when.contains("lookup") != late {
+            let reads = if rule.when.contains("items") {
+                2
+            } else {
+                u8::from(rule.when.contains("lookup"))
+            };
+            if reads != phase {
                 continue;
             }
             match crate::mapping::truthy(&format!("skip[{i}].when"), &rule.when, &ctx) {
@@ -191,6 +223,18 @@ impl StreamRun<'_> {
             }
         }
         Ok(Ok(false))
+    }
+
+    /// Whether the skip rules of `phase` drop the record: it is skipped, or a rule failed on
+    /// it (queued).
+    fn dropped(&self, w: &Work, phase: u8, tally: &mut Tally) -> Result<bool, RunError> {
+        match self.skipped(w, phase, tally)? {
+            Ok(skipped) => Ok(skipped),
+            Err(message) => {
+                self.fail(tally, &w.id, "skip", &message)?;
+                Ok(true)
+            }
+        }
     }
 
     /// Turns source records into works ready to write; records that are skipped or fail on
@@ -243,10 +287,8 @@ impl StreamRun<'_> {
                 }
             }
             tally.summary.count(self.name, |c| c.read += 1);
-            match self.skipped(&w, false, tally)? {
-                Ok(true) => continue,
-                Ok(false) => works.push(w),
-                Err(message) => self.fail(tally, &w.id.clone(), "skip", &message)?,
+            if !self.dropped(&w, 0, tally)? {
+                works.push(w);
             }
         }
         for li in 0..self.stream.lookup.len() {
@@ -254,19 +296,16 @@ impl StreamRun<'_> {
         }
         let mut ready = Vec::with_capacity(works.len());
         for mut w in works {
-            match self.skipped(&w, true, tally)? {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(message) => {
-                    self.fail(tally, &w.id, "skip", &message)?;
-                    continue;
-                }
+            if self.dropped(&w, 1, tally)? {
+                continue;
             }
             if let Err(message) = self.compute(&mut w) {
                 self.fail(tally, &w.id, "map", &message)?;
                 continue;
             }
-            ready.push(w);
+            if !self.dropped(&w, 2, tally)? {
+                ready.push(w);
+            }
         }
         Ok(ready)
     }
@@ -360,6 +399,12 @@ impl StreamRun<'_> {
         }
         let write = &self.stream.write;
         let ctx = self.scope(w, &[]);
+        if let Some(id) = &write.id {
+            w.target = crate::mapping::value("write.id", id, &ctx)?
+                .as_ref()
+                .and_then(id_text)
+                .filter(|t| !t.trim().is_empty());
+        }
         let mut body = crate::mapping::evaluate("write.fields", &write.fields, &ctx)?;
         for (list, m) in &write.lists {
             let elements =

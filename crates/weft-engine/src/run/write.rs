@@ -13,6 +13,7 @@ use weft_core::model::{ErrorClass, Operation};
 use super::outbox::Sending;
 use super::record::Work;
 use super::{Back, RunError, StreamRun, Tally, at, id_text};
+use crate::flow::BackOperation;
 use crate::http::CallError;
 use crate::request::OpKind;
 use crate::session::SessionError;
@@ -280,7 +281,11 @@ impl StreamRun<'_> {
                         updates.push((w, d, l.source_version));
                     }
                 }
-                _ => creates.push(w),
+                // A record the flow names: updated (under the policy), never created.
+                _ => match w.target.clone() {
+                    Some(d) => updates.push((w, d, String::new())),
+                    None => creates.push(w),
+                },
             }
         }
         let (replays, settle) = self.replayable(settle)?;
@@ -798,28 +803,30 @@ impl StreamRun<'_> {
                 self.run
                     .tell(&format!("{}: writing back {} of {total}", self.name, n + 1));
             }
-            let op = self
-                .resource(&back.connection, &back.resource)?
-                .update
-                .clone()
-                .ok_or_else(|| {
-                    RunError::Config(format!(
-                        "`{}` cannot be updated; run `weft flow check {}`",
-                        back.resource,
-                        self.flow()
-                    ))
-                })?;
+            let res = self.resource(&back.connection, &back.resource)?;
+            let (kind_of, op, id) = match back.operation {
+                BackOperation::Update => (OpKind::Update, &res.update, Some(b.source_id.as_str())),
+                BackOperation::Create => (OpKind::Create, &res.create, None),
+            };
+            let op = op.clone().ok_or_else(|| {
+                RunError::Config(format!(
+                    "`{}` has no `{}` operation; run `weft flow check {}`",
+                    back.resource,
+                    back.operation.name(),
+                    self.flow()
+                ))
+            })?;
             // Writing back twice is harmless (it sets the same values), so no key is needed.
             state.begin_write(self.flow(), &kind, &b.source_id, "", &b.dest_id, self.now())?;
             let result = self
                 .send_batch(
                     &back.connection,
                     &back.resource,
-                    OpKind::Update,
+                    kind_of,
                     &op,
                     std::slice::from_ref(&b.body),
                     None,
-                    Some(&b.source_id),
+                    id,
                 )
                 .await?;
             match result.into_iter().next() {
