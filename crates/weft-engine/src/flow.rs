@@ -270,6 +270,12 @@ pub struct NaturalKey {
     /// How many values one lookup may carry (joined by commas).
     #[serde(default = "one")]
     pub batch: u32,
+    /// The parameter's value as a MiniJinja template over `keys` (the values looked for), for
+    /// an API that finds records through a query language rather than a list of values, e.g.
+    /// `{% for k in keys %}{{ ' OR ' if not loop.first }}Narration=="{{ k }}"{% endfor %}`.
+    /// The values joined by commas when left out.
+    #[serde(default)]
+    pub format: Option<String>,
     /// Found records to disregard (`found` in scope), for instance deleted ones.
     #[serde(default)]
     pub ignore: Option<String>,
@@ -1153,6 +1159,14 @@ impl Flow {
                     &mut problems,
                 );
             }
+            if let Some(t) = w.natural_key.as_ref().and_then(|n| n.format.as_ref())
+                && let Err(e) = crate::mapping::environment().template_from_str(t)
+            {
+                problems.push(problem(
+                    at(&base(&[k("write"), k("natural-key"), k("format")])),
+                    format!("natural-key.format is not a valid template: {e}"),
+                ));
+            }
             if let Some(t) = &w.update.refused
                 && let Err(e) = crate::mapping::environment().template_from_str(t)
             {
@@ -1346,6 +1360,14 @@ impl Flow {
                 &stream.source.resource,
                 stream.source.params.keys().cloned().collect(),
             )];
+            let w = &stream.write;
+            let written: Vec<String> = w
+                .natural_key
+                .iter()
+                .map(|n| n.param.clone())
+                .chain(w.update.read_param.clone())
+                .collect();
+            given.push((base(&["write"]), &w.connection, &w.resource, written));
             for (i, l) in stream.lookup.iter().enumerate() {
                 let lp =
                     |rest: &str| vec![k("streams"), k(sname), k("lookup"), Part::Index(i), k(rest)];

@@ -119,7 +119,13 @@ impl StreamRun<'_> {
         let session = self.endpoint(&w.connection)?.session;
         for chunk in values.chunks(nk.batch.max(1) as usize) {
             let mut ctx = self.ctx(&w.connection)?;
-            ctx.params.insert(nk.param.clone(), chunk.join(","));
+            let value = match &nk.format {
+                None => chunk.join(","),
+                Some(t) => crate::mapping::environment()
+                    .render_str(t, minijinja::context! { keys => chunk })
+                    .map_err(|e| RunError::Config(format!("natural-key.format: {e}")))?,
+            };
+            ctx.params.insert(nk.param.clone(), value);
             let mut bad = None;
             session
                 .list(&w.resource, &ctx, |record| {
