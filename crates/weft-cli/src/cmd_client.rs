@@ -139,8 +139,16 @@ pub(crate) fn init(
         )?;
         return Ok(0);
     };
-    for path in crate::cmd_sync::write_template(&dir, &template)? {
+    let (written, kept) = crate::cmd_sync::write_template(&dir, &template)?;
+    for path in written {
         writeln!(io.out, "created {}", path.display())?;
+    }
+    for path in kept {
+        writeln!(
+            io.out,
+            "kept {} (a mapping table the workspace has already; the new flow shares it)",
+            path.display()
+        )?;
     }
     writeln!(
         io.out,

@@ -86,24 +86,59 @@ pub(crate) enum FlowCmd {
     },
 }
 
+/// One file of a shipped template: its path in the workspace and its text.
+macro_rules! template_file {
+    ($template:literal, $rel:literal) => {
+        (
+            $rel,
+            include_str!(concat!("../../../templates/", $template, "/", $rel)),
+        )
+    };
+}
+
 /// A shipped workspace template: files relative to the workspace.
 pub(crate) const KANTATA_XERO: &[(&str, &str)] = &[
-    (
-        "flows/kantata-xero.toml",
-        include_str!("../../../templates/kantata-xero/flows/kantata-xero.toml"),
+    template_file!("kantata-xero", "flows/kantata-xero.toml"),
+    template_file!("kantata-xero", "tables/line-accounts.csv"),
+    template_file!("kantata-xero", "tables/expense-accounts.csv"),
+];
+
+pub(crate) const KANTATA_XERO_BILLS: &[(&str, &str)] = &[
+    template_file!("kantata-xero-bills", "flows/kantata-xero-bills.toml"),
+    template_file!("kantata-xero-bills", "tables/vendor-contacts.csv"),
+    template_file!("kantata-xero-bills", "tables/accounts-for-expense.csv"),
+];
+
+pub(crate) const KANTATA_XERO_EXPENSE_CLAIMS: &[(&str, &str)] = &[
+    template_file!(
+        "kantata-xero-expense-claims",
+        "flows/kantata-xero-expense-claims.toml"
     ),
-    (
-        "tables/line-accounts.csv",
-        include_str!("../../../templates/kantata-xero/tables/line-accounts.csv"),
-    ),
-    (
-        "tables/expense-accounts.csv",
-        include_str!("../../../templates/kantata-xero/tables/expense-accounts.csv"),
+    template_file!("kantata-xero-expense-claims", "tables/xero-users.csv"),
+    template_file!(
+        "kantata-xero-expense-claims",
+        "tables/accounts-for-expense.csv"
     ),
 ];
 
+pub(crate) const KANTATA_XERO_JOURNALS: &[(&str, &str)] = &[template_file!(
+    "kantata-xero-journals",
+    "flows/kantata-xero-journals.toml"
+)];
+
+pub(crate) const XERO_LISTS_KANTATA: &[(&str, &str)] = &[template_file!(
+    "xero-lists-kantata",
+    "flows/xero-lists-kantata.toml"
+)];
+
 /// The shipped workspace templates, by name.
-pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[("kantata-xero", KANTATA_XERO)];
+pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
+    ("kantata-xero", KANTATA_XERO),
+    ("kantata-xero-bills", KANTATA_XERO_BILLS),
+    ("kantata-xero-expense-claims", KANTATA_XERO_EXPENSE_CLAIMS),
+    ("kantata-xero-journals", KANTATA_XERO_JOURNALS),
+    ("xero-lists-kantata", XERO_LISTS_KANTATA),
+];
 
 /// The names of the shipped templates, for messages.
 pub(crate) fn template_names() -> String {
@@ -114,23 +149,33 @@ pub(crate) fn template_names() -> String {
         .join(", ")
 }
 
-/// Writes template `name` into `dir`, refusing to overwrite anything.
-pub(crate) fn write_template(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+/// Writes template `name` into `dir`, refusing to overwrite a flow. A mapping table the
+/// workspace has already (flows share tables, as M-Bridge's scenarios do) is kept as it is and
+/// listed in the second list.
+pub(crate) fn write_template(dir: &Path, name: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let Some(&(_, files)) = TEMPLATES.iter().find(|(n, _)| *n == name) else {
         bail!(
             "no template `{name}`; the templates are: {}",
             template_names()
         );
     };
+    let mut kept = Vec::new();
     for (rel, _) in files {
         let path = dir.join(rel);
         if path.exists() {
+            if rel.starts_with("tables/") {
+                kept.push(path);
+                continue;
+            }
             bail!("{} already exists; it is kept as it is", path.display());
         }
     }
     let mut written = Vec::new();
     for (rel, text) in files {
         let path = dir.join(rel);
+        if kept.contains(&path) {
+            continue;
+        }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -139,7 +184,7 @@ pub(crate) fn write_template(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
-    Ok(written)
+    Ok((written, kept))
 }
 
 fn workspace(workspace: Option<&Path>) -> Result<Workspace> {

@@ -66,7 +66,13 @@ impl StreamRun<'_> {
                 message,
                 class,
                 ..
-            })) if (400..500).contains(&status) && status != 401 && status != 429 => {
+            })) if (400..500).contains(&status)
+                && status != 401
+                && status != 429
+                // A refusal of the grant's permission is the same for every record: the run
+                // stops with it rather than queue each record.
+                && class != ErrorClass::Forbidden =>
+            {
                 let message = if class == ErrorClass::Conflict {
                     format!(
                         "{message} (the record changed at the destination since it was read: the next run reads it again and writes on top of it; `weft errors retry` asks for that now)"
