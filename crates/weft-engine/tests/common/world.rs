@@ -136,6 +136,18 @@ impl World {
         Self::build_on(name, invoices, oauth, limits, &clock, None)
     }
 
+    /// A world running the shipped template `template`'s flow instead (its Kantata account of
+    /// `size`), with Xero authorized through OAuth when `oauth`.
+    #[allow(dead_code)]
+    pub(crate) async fn for_template(name: &str, template: &str, size: usize, oauth: bool) -> Self {
+        let mut w = Self::build(name, size, oauth, XeroLimits::default());
+        w.flow = template_flow(template);
+        if oauth {
+            w.authorize_xero().await;
+        }
+        w
+    }
+
     fn build_on(
         name: &str,
         invoices: usize,
@@ -162,8 +174,7 @@ impl World {
         let dir = std::env::temp_dir().join(format!("weft-sync-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero");
-        let flow = Flow::load(&template.join("flows/kantata-xero.toml")).unwrap();
+        let flow = template_flow("kantata-xero");
         let (id, tname) = xero.tenants()[0].clone();
         Self {
             kantata,
@@ -363,6 +374,16 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The flow of shipped template `name`.
+pub(crate) fn template_flow(name: &str) -> Flow {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../templates")
+        .join(name)
+        .join("flows")
+        .join(format!("{name}.toml"));
+    Flow::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An amount as Xero sends it, in cents.
