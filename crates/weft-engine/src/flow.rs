@@ -1050,9 +1050,19 @@ impl Flow {
                     key: spec.key_column.as_deref(),
                     value: spec.value_column.as_deref(),
                 };
-                match crate::tables::read_file(&csv_path, columns) {
-                    Ok(found) => from_file = found,
-                    Err(mut found) => problems.append(&mut found),
+                if csv_path.exists() {
+                    match crate::tables::read_file(&csv_path, columns) {
+                        Ok(found) => from_file = found,
+                        Err(mut found) => problems.append(&mut found),
+                    }
+                } else {
+                    problems.push(problem(
+                        at(&tp(&[k("file")])),
+                        format!(
+                            "the file of table `{table}`, {}, does not exist; write it with `weft tables import {name} {table} FILE` (a CSV file with M-Bridge's columns) or fix `file`",
+                            crate::tables::shown(&csv_path).display()
+                        ),
+                    ));
                 }
             }
             if spec.file.is_none() && (spec.key_column.is_some() || spec.value_column.is_some()) {

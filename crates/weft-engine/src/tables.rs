@@ -61,7 +61,7 @@ fn header_name(name: &str) -> String {
 /// `columns` (`key` and `value` by default). Every bad row is a located problem: a row with
 /// the wrong number of cells, an empty id, a key that appears twice.
 pub fn read_file(path: &Path, columns: Columns<'_>) -> Result<Vec<TableRow>, Vec<FlowProblem>> {
-    let shown = path.display().to_string();
+    let shown = shown(path).display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -82,6 +82,25 @@ pub fn read_file(path: &Path, columns: Columns<'_>) -> Result<Vec<TableRow>, Vec
         }
     };
     read_bytes(&shown, &bytes, columns)
+}
+
+/// A path as shown in messages: `flows/../tables/x.csv` as `tables/x.csv` (files are opened
+/// by the path as written, which the system resolves).
+pub fn shown(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut clean = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir
+                if matches!(clean.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 fn problem(file: &str, line: usize, message: String) -> FlowProblem {
