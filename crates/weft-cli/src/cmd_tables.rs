@@ -425,6 +425,22 @@ fn suggest(
             flow.path.display()
         );
     };
+    if let (Some(out), Some(file)) = (out, &spec.file) {
+        let table_file = file_of(&flow, file);
+        let same = match (
+            std::fs::canonicalize(out),
+            std::fs::canonicalize(&table_file),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            bail!(
+                "--out {} is the file of table `{table}`; a suggestion never changes the table. Write it elsewhere, review it, then run `weft tables import {name} {table} FILE`",
+                out.display()
+            );
+        }
+    }
     let mut read = Vec::new();
     for (which, side) in [("left", &sides.left), ("right", &sides.right)] {
         match read_side(&flow, which, side, table, dir)? {
@@ -453,9 +469,13 @@ fn suggest(
     let ambiguous = count(&|m| matches!(m, Match::Ambiguous { .. }));
     let unmatched = count(&|m| *m == Match::Unmatched);
     let summary = format!(
-        "{} left record(s), {} right record(s): {kept} kept, {matched} matched, {ambiguous} ambiguous, {unmatched} unmatched",
+        "{} record(s) of {}.{} (left), {} of {}.{} (right): {kept} kept, {matched} matched, {ambiguous} ambiguous, {unmatched} unmatched",
         read[0].len(),
-        read[1].len()
+        sides.left.connection,
+        sides.left.resource,
+        read[1].len(),
+        sides.right.connection,
+        sides.right.resource,
     );
     match out {
         Some(file) => {
@@ -519,6 +539,9 @@ fn print_proposals(proposals: &[Proposal], io: &mut Io<'_>) -> Result<()> {
                         .join(", ")
                 ),
             ),
+            Match::Unmatched if p.left.email.is_some() => {
+                ("unmatched", "no record with this email or name".to_owned())
+            }
             Match::Unmatched => ("unmatched", "no record with this name".to_owned()),
         };
         let (id, right_name) = p

@@ -306,6 +306,26 @@ fn suggestions_match_kantata_users_to_xero_contacts_by_email_then_name() {
     );
     assert_eq!(std::fs::read_to_string(&table).unwrap(), existing);
 
+    // The table's own file is not a place for a proposal.
+    let onto = s.run(
+        &[
+            "tables",
+            "suggest",
+            "kantata-xero",
+            "users",
+            "--out",
+            "tables/users.csv",
+        ],
+        None,
+    );
+    assert_eq!(onto.status.code(), Some(1));
+    assert!(
+        err(&onto).contains("never changes the table"),
+        "{}",
+        err(&onto)
+    );
+    assert_eq!(std::fs::read_to_string(&table).unwrap(), existing);
+
     // Written as M-Bridge CSV, then imported.
     let saved = s.run(
         &[

@@ -180,7 +180,10 @@ pub fn read_bytes(
         ));
         return Err(problems);
     };
-    let (key_name_col, value_name_col) = if mbridge && key_col == MAVENLINK_ID {
+    let (key_name_col, value_name_col) = if mbridge
+        && header_name(key_col) == header_name(MAVENLINK_ID)
+        && header_name(value_col) == header_name(EXTERNAL_ID)
+    {
         (find(MAVENLINK_NAME), find(EXTERNAL_NAME))
     } else {
         (None, None)
