@@ -371,7 +371,14 @@ pub fn side_record(
         "found": found, "options": options, "tables": tables,
     }));
     let text = |what: &str, expr: &str| -> Result<String, String> {
-        Ok(match crate::mapping::value(what, expr, &ctx)? {
+        let found = crate::mapping::value(what, expr, &ctx).map_err(|e| {
+            if e.contains("or ''") {
+                e
+            } else {
+                format!("{e}; write `… or ''` where a field may be missing")
+            }
+        })?;
+        Ok(match found {
             None => String::new(),
             Some(Value::String(s)) => s.trim().to_owned(),
             Some(other) => other.to_string(),
@@ -645,6 +652,35 @@ mod tests {
         assert!(matches!(&p[3].how, Match::Ambiguous { candidates, .. } if candidates.len() == 2));
         assert_eq!(p[4].how, Match::Unmatched);
         assert_eq!(p.iter().filter_map(Proposal::row).count(), 3);
+    }
+
+    #[test]
+    fn a_side_reads_records_by_its_expressions() {
+        let side = TableSide {
+            connection: "a".into(),
+            resource: "r".into(),
+            params: BTreeMap::new(),
+            key: "found.id".into(),
+            name: "found.first ~ ' ' ~ found.last".into(),
+            email: Some("found.mail or ''".into()),
+        };
+        let none = Value::Null;
+        let record = serde_json::json!({"id": 7, "first": " Ann", "last": "Lee "});
+        let read = side_record(&side, &record, &none, &none).unwrap().unwrap();
+        assert_eq!(
+            read,
+            super::SideRecord {
+                key: "7".into(),
+                name: "Ann Lee".into(),
+                email: None
+            }
+        );
+        let no_key = serde_json::json!({"id": "", "first": "A", "last": "B"});
+        assert_eq!(side_record(&side, &no_key, &none, &none).unwrap(), None);
+        // A field the record does not have is an error saying what to write.
+        let missing = serde_json::json!({"id": 8, "first": "A"});
+        let e = side_record(&side, &missing, &none, &none).unwrap_err();
+        assert!(e.contains("name") && e.contains("or ''"), "{e}");
     }
 
     #[test]

@@ -368,3 +368,37 @@ fn a_table_file_can_be_left_out_to_be_written_anew() {
     assert_eq!(flow.tables["users"]["a"], "1");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_suggestion_side_needs_a_resource_that_lists() {
+    // The Kantata spec with its users resource unable to list.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/kantata.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("[resources.users.list]").unwrap();
+    let end = start + text[start..].find("[resources.users.get]").unwrap();
+    let edited = format!("{}{}", &text[..start], &text[end..]);
+    let report = weft_core::load::load_str("kantata.toml", &edited);
+    let kantata = report.spec.expect("the edited spec loads");
+    let specs = |id: &str| {
+        if id == "kantata" {
+            Some(kantata.clone())
+        } else {
+            shipped(id)
+        }
+    };
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &format!("{MINIMAL}{SIDES}")).unwrap();
+    let problems = flow.check_against(&specs);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .message
+            .contains("resource `users` of `src` has no `list` operation"),
+        "{problems:?}"
+    );
+    let left_line = format!("{MINIMAL}{SIDES}")
+        .lines()
+        .position(|l| l.starts_with("left ="))
+        .unwrap()
+        + 1;
+    assert_eq!(problems[0].line, left_line);
+}
