@@ -261,6 +261,14 @@ fn import(
             );
         }
     }
+    if !input.is_file() {
+        bail!(
+            "{} does not exist (or is not a file); nothing was written. Give the path of the CSV file to import, with a header row naming `{}` and `{}`",
+            input.display(),
+            tables::MAVENLINK_ID,
+            tables::EXTERNAL_ID
+        );
+    }
     let incoming = match tables::read_file(input, tables::Columns::default()) {
         Ok(rows) => rows,
         Err(problems) => {
