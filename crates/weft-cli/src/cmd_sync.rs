@@ -187,7 +187,7 @@ pub(crate) fn write_template(dir: &Path, name: &str) -> Result<(Vec<PathBuf>, Ve
     Ok((written, kept))
 }
 
-fn workspace(workspace: Option<&Path>) -> Result<Workspace> {
+pub(crate) fn workspace(workspace: Option<&Path>) -> Result<Workspace> {
     let ws = Workspace::find(&start_dir(workspace)?)?;
     Ok(ws)
 }
@@ -215,8 +215,8 @@ fn flow_names(ws: &Workspace) -> Vec<String> {
     names
 }
 
-/// Loads flow `name` and checks it against the connectors' specs.
-pub(crate) fn load_flow(ws: &Workspace, name: &str) -> Result<Flow> {
+/// The file of flow `name`, which must exist.
+pub(crate) fn find_flow(ws: &Workspace, name: &str) -> Result<PathBuf> {
     let path = flow_path(ws, name);
     if !path.exists() {
         let known = flow_names(ws);
@@ -230,6 +230,12 @@ pub(crate) fn load_flow(ws: &Workspace, name: &str) -> Result<Flow> {
             }
         );
     }
+    Ok(path)
+}
+
+/// Loads flow `name` and checks it against the connectors' specs.
+pub(crate) fn load_flow(ws: &Workspace, name: &str) -> Result<Flow> {
+    let path = find_flow(ws, name)?;
     let flow = Flow::load(&path)?;
     let problems = flow.check_against(&|id| crate::specs::find(id).ok());
     if !problems.is_empty() {
@@ -244,7 +250,7 @@ pub(crate) fn load_flow(ws: &Workspace, name: &str) -> Result<Flow> {
 
 /// The tenant of `alias` for a connector with tenants: the flow's, else the connection's only
 /// one.
-fn tenant(
+pub(crate) fn tenant(
     flow: &Flow,
     alias: &str,
     connection: &weft_engine::workspace::Connection,

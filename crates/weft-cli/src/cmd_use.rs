@@ -267,6 +267,86 @@ fn test_one(
         .unwrap_or_default()))
 }
 
+/// What to list: a resource of a connection, read to its end.
+pub(crate) struct Listing<'a> {
+    /// The connection's name, for messages.
+    pub(crate) connection: &'a str,
+    /// The resource.
+    pub(crate) resource: &'a str,
+    /// List parameters the spec passes through (a flow's `params`).
+    pub(crate) params: BTreeMap<String, String>,
+    /// `--since`, for resources that read incrementally.
+    pub(crate) since: Option<&'a str>,
+}
+
+/// Lists a resource of an opened connection to its end through the engine (the spec's request,
+/// limits, retries and pager; one page in memory), with a progress line on a terminal's stderr.
+/// `tenant` chooses the tenant when the resource is tenanted. `each` gets every record and may
+/// stop the list. A failed call is `Ok(Err((exit code, message with its remedy)))`.
+pub(crate) fn list_to_end(
+    opened: &connect::Opened,
+    what: Listing<'_>,
+    tenant: impl FnOnce(&Connection) -> Result<Option<Tenant>>,
+    mut each: impl FnMut(serde_json::Value) -> ControlFlow<()>,
+) -> Result<Result<(), (u8, String)>> {
+    let session = &opened.session;
+    let file = session.spec().file();
+    let Some(resource) = file.resources.get(what.resource) else {
+        bail!(
+            "connector `{}` has no resource `{}`; see `weft connectors show {}`",
+            file.id,
+            what.resource,
+            file.id
+        );
+    };
+    let Some(list) = resource.list.as_ref() else {
+        bail!(
+            "resource `{}` of `{}` cannot be listed",
+            what.resource,
+            file.id
+        );
+    };
+    let tenant = if file.is_tenanted(resource) {
+        tenant(&opened.connection)?
+    } else {
+        None
+    };
+    let cursor = match (what.since, &list.incremental) {
+        (None, _) => None,
+        (Some(since), Some(inc)) => Some(weft_engine::cursor::format(
+            weft_engine::cursor::parse_since(since)?,
+            inc,
+        )),
+        (Some(_), None) => bail!(
+            "resource `{}` of `{}` does not read incrementally; leave out --since",
+            what.resource,
+            file.id
+        ),
+    };
+    let ctx = RequestContext {
+        tenant,
+        cursor,
+        params: what.params,
+        ..RequestContext::with_field_defaults(file)
+    };
+    let progress = crate::progress::Progress::spinner(
+        true,
+        "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
+        what.resource.to_owned(),
+    );
+    let outcome = connect::runtime()?.block_on(session.list(what.resource, &ctx, |record| {
+        let next = each(record);
+        if next.is_continue() {
+            progress.inc(1);
+        }
+        next
+    }));
+    drop(progress);
+    Ok(outcome
+        .map(|_| ())
+        .map_err(|err| failure(what.connection, &err)))
+}
+
 /// `weft read CONNECTION RESOURCE`: one JSON record per line on stdout, a progress line on a
 /// terminal's stderr.
 pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
@@ -276,69 +356,32 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         return Ok(code);
     }
     let opened = connect::open(&args.connection, workspace)?;
-    let session = &opened.session;
-    let file = session.spec().file();
-    let Some(resource) = file.resources.get(&args.resource) else {
-        bail!(
-            "connector `{}` has no resource `{}`; see `weft connectors show {}`",
-            file.id,
-            args.resource,
-            file.id
-        );
-    };
-    let Some(list) = resource.list.as_ref() else {
-        bail!(
-            "resource `{}` of `{}` cannot be listed",
-            args.resource,
-            file.id
-        );
-    };
-    let tenant = if file.is_tenanted(resource) {
-        tenant(&opened.connection, args.tenant.as_deref())?
-    } else {
-        None
-    };
-    let cursor = match (&args.since, &list.incremental) {
-        (None, _) => None,
-        (Some(since), Some(inc)) => Some(weft_engine::cursor::format(
-            weft_engine::cursor::parse_since(since)?,
-            inc,
-        )),
-        (Some(_), None) => bail!(
-            "resource `{}` of `{}` does not read incrementally; leave out --since",
-            args.resource,
-            file.id
-        ),
-    };
-    let ctx = RequestContext {
-        tenant,
-        cursor,
-        params: BTreeMap::new(),
-        ..RequestContext::with_field_defaults(file)
-    };
-    let progress = crate::progress::Progress::spinner(
-        true,
-        "{spinner} {pos} records of {msg} ({per_sec}, {elapsed})",
-        args.resource.clone(),
-    );
     let mut written: u64 = 0;
     let mut failed: Option<std::io::Error> = None;
-    let outcome = connect::runtime()?.block_on(session.list(&args.resource, &ctx, |record| {
-        if args.limit.is_some_and(|l| written >= l) {
-            return ControlFlow::Break(());
-        }
-        if let Err(e) = serde_json::to_writer(&mut *io.out, &record)
-            .map_err(std::io::Error::from)
-            .and_then(|()| io.out.write_all(b"\n"))
-        {
-            failed = Some(e);
-            return ControlFlow::Break(());
-        }
-        written += 1;
-        progress.inc(1);
-        ControlFlow::Continue(())
-    }));
-    drop(progress);
+    let outcome = list_to_end(
+        &opened,
+        Listing {
+            connection: &args.connection,
+            resource: &args.resource,
+            params: BTreeMap::new(),
+            since: args.since.as_deref(),
+        },
+        |connection| tenant(connection, args.tenant.as_deref()),
+        |record| {
+            if args.limit.is_some_and(|l| written >= l) {
+                return ControlFlow::Break(());
+            }
+            if let Err(e) = serde_json::to_writer(&mut *io.out, &record)
+                .map_err(std::io::Error::from)
+                .and_then(|()| io.out.write_all(b"\n"))
+            {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
+            written += 1;
+            ControlFlow::Continue(())
+        },
+    )?;
     if let Some(e) = failed {
         // A closed pipe (`weft read … | head`) is the reader's choice, not a failure.
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -346,8 +389,7 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         }
         return Err(e).context("cannot write to standard output");
     }
-    if let Err(err) = outcome {
-        let (code, text) = failure(&args.connection, &err);
+    if let Err((code, text)) = outcome {
         writeln!(
             io.err,
             "error: stopped after {written} record(s) of `{}`: {text}",
@@ -355,7 +397,7 @@ pub(crate) fn read(args: ReadArgs, workspace: Option<&Path>, io: &mut Io<'_>) ->
         )?;
         return Ok(if code == 0 { 1 } else { code });
     }
-    let stats = session.stats();
+    let stats = opened.session.stats();
     writeln!(
         io.err,
         "read {written} record(s) of `{}` from `{}` in {} call(s)",

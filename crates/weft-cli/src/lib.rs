@@ -10,6 +10,7 @@ mod cmd_sandbox;
 mod cmd_spec;
 mod cmd_state;
 mod cmd_sync;
+mod cmd_tables;
 mod cmd_use;
 mod connect;
 mod progress;
@@ -69,6 +70,10 @@ enum Command {
     /// The workspace's flows: `weft flow list`, `weft flow show FLOW`, `weft flow check [FLOW]`.
     #[command(subcommand)]
     Flow(cmd_sync::FlowCmd),
+    /// A flow's mapping tables: `weft tables list FLOW`, `show FLOW TABLE`, `import FLOW TABLE
+    /// FILE.csv` (M-Bridge's columns), `suggest FLOW TABLE [--out FILE]`.
+    #[command(subcommand)]
+    Tables(cmd_tables::TablesCmd),
     /// Manage the sealed credential store.
     #[command(subcommand)]
     Secrets(cmd_client::SecretsCmd),
@@ -127,6 +132,7 @@ where
         Command::Init { dir, template } => cmd_client::init(dir, template, workspace, io),
         Command::Sync(cmd) => cmd_sync::run(cmd, workspace, io),
         Command::Flow(cmd) => cmd_sync::flow(cmd, workspace, io),
+        Command::Tables(cmd) => cmd_tables::run(cmd, workspace, io),
         Command::Demo(args) => cmd_demo::run(args, io),
         Command::Client(cmd) => cmd_client::run(cmd, workspace, io),
         Command::Secrets(cmd) => cmd_client::secrets(cmd, workspace, io),

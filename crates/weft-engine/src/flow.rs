@@ -385,6 +385,12 @@ impl BackOperation {
 }
 
 /// A mapping table: inline rows, rows from a CSV file, or both (the file's rows win).
+///
+/// A file whose header names `Mavenlink ID` and `External ID` (Kantata M-Bridge's mapping
+/// export; case and surrounding spaces do not matter) is read with those as key and value, and
+/// its optional `Mavenlink Display Name` and `External Display Name` columns are kept for
+/// `weft tables show` and `weft tables suggest`. Other files name their columns with
+/// `key-column` and `value-column` (`key` and `value` when left out).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Table {
@@ -394,20 +400,53 @@ pub struct Table {
     /// A CSV file (relative to the flow file) with a header row.
     #[serde(default)]
     pub file: Option<PathBuf>,
-    /// Column of the key in the file.
-    #[serde(default = "key_column")]
-    pub key_column: String,
-    /// Column of the value in the file.
-    #[serde(default = "value_column")]
-    pub value_column: String,
+    /// Column of the key in the file (default: `Mavenlink ID` when the header has M-Bridge's
+    /// columns, else `key`).
+    #[serde(default)]
+    pub key_column: Option<String>,
+    /// Column of the value in the file (default: `External ID` when the header has M-Bridge's
+    /// columns, else `value`).
+    #[serde(default)]
+    pub value_column: Option<String>,
+    /// Each value may be mapped from one key only (users, contacts); two keys mapped to one
+    /// value are refused when the flow loads. When false (the default), several keys may map to
+    /// one value (expense categories → one account).
+    #[serde(default)]
+    pub one_to_one: bool,
+    /// Where `weft tables suggest` reads the two sides of the table to propose rows.
+    #[serde(default)]
+    pub suggest: Option<TableSuggest>,
 }
 
-fn key_column() -> String {
-    "key".to_owned()
+/// The two sides of a table, read by `weft tables suggest` to propose rows by matching names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TableSuggest {
+    /// The records whose ids are the table's keys (M-Bridge's Mavenlink side).
+    pub left: TableSide,
+    /// The records whose ids are the table's values (M-Bridge's external side).
+    pub right: TableSide,
 }
 
-fn value_column() -> String {
-    "value".to_owned()
+/// One side of a table: a listed resource and how to read each record (`found` in scope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TableSide {
+    /// A connection alias from `[connections]`.
+    pub connection: String,
+    /// A resource of its connector with a `list` operation.
+    pub resource: String,
+    /// Parameters passed to the list, as for a stream's source.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// The expression giving the id that goes in the table (`found` in scope); records whose
+    /// key is empty are left out.
+    pub key: String,
+    /// The expression giving the display name compared with the other side's.
+    pub name: String,
+    /// The expression giving an email address, compared first when both sides give one.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// File name of the committed JSON Schema of flow files (beside the templates).
@@ -519,8 +558,10 @@ pub struct Flow {
     pub path: PathBuf,
     /// The declarations.
     pub file: FlowFile,
-    /// The tables with their files read.
+    /// The tables with their files read: key → value.
     pub tables: BTreeMap<String, BTreeMap<String, String>>,
+    /// The tables' rows as read, in order, with their display names and where each is.
+    pub rows: BTreeMap<String, Vec<crate::tables::TableRow>>,
     /// The text, for locating problems found later ([`Flow::check_against`]).
     text: String,
 }
@@ -769,6 +810,36 @@ impl Flow {
 
     /// Parses flow `name` from `text` (read from `path`, which locates its CSV tables).
     pub fn parse(name: &str, path: &Path, text: &str) -> Result<Self, FlowError> {
+        Self::parse_leaving_out(name, path, text, None)
+    }
+
+    /// Loads `path` like [`Flow::load`], leaving out the file of table `table` (its inline rows
+    /// only), so the file can be written anew (`weft tables import`) even when it is missing or
+    /// bad.
+    pub fn load_leaving_out(path: &Path, table: &str) -> Result<Self, FlowError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FlowError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self::parse_leaving_out(&name, path, &text, Some(table))
+    }
+
+    /// Where a key path is in the flow file (line, column), for messages about it.
+    pub fn locate_key(&self, path: &[&str]) -> (usize, usize) {
+        let parts: Vec<Part> = path.iter().map(|p| k(p)).collect();
+        locate(&self.text, &parts)
+    }
+
+    fn parse_leaving_out(
+        name: &str,
+        path: &Path,
+        text: &str,
+        skip_file_of: Option<&str>,
+    ) -> Result<Self, FlowError> {
         let shown = path.display().to_string();
         let problem = |(line, column): (usize, usize), message: String| FlowProblem {
             file: shown.clone(),
@@ -1194,20 +1265,113 @@ impl Flow {
             }
         }
         let mut tables = BTreeMap::new();
+        let mut all_rows = BTreeMap::new();
         for (table, spec) in &file.tables {
-            let mut rows: BTreeMap<String, String> = spec
+            let tp = |rest: &[Part]| {
+                let mut p = vec![k("tables"), k(table)];
+                p.extend_from_slice(rest);
+                p
+            };
+            let inline: Vec<crate::tables::TableRow> = spec
                 .rows
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(key, value)| {
+                    let (line, _) = at(&tp(&[k("rows"), k(key)]));
+                    crate::tables::TableRow {
+                        key: key.clone(),
+                        value: value.clone(),
+                        key_name: String::new(),
+                        value_name: String::new(),
+                        file: shown.clone(),
+                        line,
+                    }
+                })
                 .collect();
-            if let Some(csv) = &spec.file {
-                let csv_path = path.parent().unwrap_or(Path::new(".")).join(csv);
-                match read_table(&csv_path, &spec.key_column, &spec.value_column) {
-                    Ok(found) => rows.extend(found),
-                    Err(mut found) => problems.append(&mut found),
+            for row in &inline {
+                if row.key.trim().is_empty() || row.value.trim().is_empty() {
+                    problems.push(problem(
+                        (row.line, 1),
+                        format!("table `{table}` has a row with an empty key or value; fill it in or delete it"),
+                    ));
                 }
             }
-            tables.insert(table.clone(), rows);
+            let mut from_file = Vec::new();
+            if let Some(csv) = &spec.file
+                && skip_file_of != Some(table.as_str())
+            {
+                let csv_path = path.parent().unwrap_or(Path::new(".")).join(csv);
+                let columns = crate::tables::Columns {
+                    key: spec.key_column.as_deref(),
+                    value: spec.value_column.as_deref(),
+                };
+                if csv_path.exists() {
+                    match crate::tables::read_file(&csv_path, columns) {
+                        Ok(found) => from_file = found,
+                        Err(mut found) => problems.append(&mut found),
+                    }
+                } else {
+                    problems.push(problem(
+                        at(&tp(&[k("file")])),
+                        format!(
+                            "the file of table `{table}`, {}, does not exist; write it with `weft tables import {name} {table} FILE` (a CSV file with M-Bridge's columns) or fix `file`",
+                            crate::tables::shown(&csv_path).display()
+                        ),
+                    ));
+                }
+            }
+            if spec.file.is_none() && (spec.key_column.is_some() || spec.value_column.is_some()) {
+                problems.push(problem(
+                    at(&tp(&[k(if spec.key_column.is_some() { "key-column" } else { "value-column" })])),
+                    format!("table `{table}` names a column but has no `file`; add `file = \"…\"` or remove the column"),
+                ));
+            }
+            let rows = crate::tables::merge(inline, from_file);
+            if spec.one_to_one {
+                problems.extend(crate::tables::check_one_to_one(table, &rows));
+            }
+            if let Some(sides) = &spec.suggest {
+                for (which, side) in [("left", &sides.left), ("right", &sides.right)] {
+                    let sp = |key: &str| tp(&[k("suggest"), k(which), k(key)]);
+                    if !file.connections.contains_key(&side.connection) {
+                        problems.push(problem(
+                            at(&sp("connection")),
+                            format!(
+                                "`{}` is not one of the flow's connections ({}){}; declare it under [connections.{}]",
+                                side.connection,
+                                aliases.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "),
+                                close(&side.connection, &aliases),
+                                side.connection
+                            ),
+                        ));
+                    }
+                    let names = Names {
+                        roots: scope::FOUND,
+                        options: &options,
+                        tables: &table_names,
+                        lookups: &[],
+                        items: &BTreeSet::new(),
+                    };
+                    let exprs = [
+                        ("key", Some(&side.key)),
+                        ("name", Some(&side.name)),
+                        ("email", side.email.as_ref()),
+                    ];
+                    for (key, e) in exprs {
+                        if let Some(e) = e
+                            && let Err(message) = check_expression(e, &names)
+                        {
+                            problems.push(problem(at(&sp(key)), message));
+                        }
+                    }
+                }
+            }
+            tables.insert(
+                table.clone(),
+                rows.iter()
+                    .map(|r| (r.key.clone(), r.value.clone()))
+                    .collect(),
+            );
+            all_rows.insert(table.clone(), rows);
         }
         if !problems.is_empty() {
             return Err(FlowError::Invalid {
@@ -1220,6 +1384,7 @@ impl Flow {
             path: path.to_path_buf(),
             file,
             tables,
+            rows: all_rows,
             text: text.to_owned(),
         })
     }
@@ -1523,6 +1688,23 @@ impl Flow {
                 );
             }
         }
+        for (table, spec) in &self.file.tables {
+            let Some(sides) = &spec.suggest else { continue };
+            for (which, side) in [("left", &sides.left), ("right", &sides.right)] {
+                let path = vec![k("tables"), k(table), k("suggest"), k(which), k("resource")];
+                match resource(&side.connection, &side.resource) {
+                    Err(message) => push(path, message),
+                    Ok(Some(r)) if !needs(&r, "list") => push(
+                        path,
+                        format!(
+                            "resource `{}` of `{}` has no `list` operation, which suggestions need to read it",
+                            side.resource, side.connection
+                        ),
+                    ),
+                    Ok(_) => {}
+                }
+            }
+        }
         problems
     }
 }
@@ -1552,83 +1734,5 @@ fn check_fields<'a>(
             ),
             Some(_) => {}
         }
-    }
-}
-
-/// Reads a two-column mapping from a CSV file with a header row; every bad row is a located
-/// problem.
-fn read_table(
-    path: &Path,
-    key: &str,
-    value: &str,
-) -> Result<BTreeMap<String, String>, Vec<FlowProblem>> {
-    let shown = path.display().to_string();
-    let problem = |line: usize, column: usize, message: String| FlowProblem {
-        file: shown.clone(),
-        line,
-        column,
-        message,
-    };
-    let mut reader = match csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-    {
-        Ok(r) => r,
-        Err(e) => return Err(vec![problem(0, 0, format!("cannot read the table: {e}"))]),
-    };
-    let headers = match reader.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            return Err(vec![problem(
-                1,
-                1,
-                format!("the header row cannot be read: {e}"),
-            )]);
-        }
-    };
-    let column = |name: &str| headers.iter().position(|h| h == name);
-    let (Some(k), Some(v)) = (column(key), column(value)) else {
-        return Err(vec![problem(
-            1,
-            1,
-            format!(
-                "the header row must name the columns `{key}` and `{value}` (it has: {})",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ),
-        )]);
-    };
-    let mut rows = BTreeMap::new();
-    let mut problems = Vec::new();
-    for record in reader.records() {
-        match record {
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line() as usize);
-                problems.push(problem(line, 1, format!("unreadable row: {e}")));
-            }
-            Ok(r) => {
-                let line = r.position().map_or(0, |p| p.line() as usize);
-                match (r.get(k), r.get(v)) {
-                    (Some(key), Some(value)) if !key.is_empty() && !value.is_empty() => {
-                        if rows.insert(key.to_owned(), value.to_owned()).is_some() {
-                            problems.push(problem(
-                                line,
-                                1,
-                                format!("`{key}` appears twice; keep one row per key"),
-                            ));
-                        }
-                    }
-                    _ => problems.push(problem(
-                        line,
-                        1,
-                        "the row needs a key and a value".to_owned(),
-                    )),
-                }
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(rows)
-    } else {
-        Err(problems)
     }
 }

@@ -31,6 +31,7 @@ pub mod runlock;
 pub mod secrets;
 pub mod session;
 pub mod state;
+pub mod tables;
 pub mod tokens;
 pub mod workspace;
 pub mod write;

@@ -224,3 +224,277 @@ reason = "no project"
         "{problems:?}"
     );
 }
+
+/// A scratch folder for one test's flow and table files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-flow-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn problems_of(err: FlowError) -> Vec<weft_engine::flow::FlowProblem> {
+    match err {
+        FlowError::Invalid { problems, .. } => problems,
+        other => panic!("expected problems: {other}"),
+    }
+}
+
+#[test]
+fn mbridge_csv_tables_are_read_by_their_id_columns_with_display_names_kept() {
+    let dir = scratch("mbridge");
+    // Header names in another case and with spaces around them; a byte-order mark as Excel
+    // writes it; display names optional per row; a quoted name holding a comma.
+    std::fs::write(
+        dir.join("users.csv"),
+        "\u{feff} mavenlink display name ,MAVENLINK ID, External Display Name,external id\n\"Lee, Ann\",101,Ann Lee,c-1\n,102,,c-2\n",
+    )
+    .unwrap();
+    let text = format!("{MINIMAL}\n[tables.users]\nfile = \"users.csv\"\none-to-one = true\n");
+    let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap();
+    assert_eq!(flow.tables["users"]["101"], "c-1");
+    assert_eq!(flow.tables["users"]["102"], "c-2");
+    let rows = &flow.rows["users"];
+    assert_eq!(rows[0].key_name, "Lee, Ann");
+    assert_eq!(rows[0].value_name, "Ann Lee");
+    assert_eq!(rows[0].line, 2);
+    assert_eq!(rows[1].key_name, "");
+    // Only the two id columns are required.
+    std::fs::write(dir.join("users.csv"), "External ID,Mavenlink ID\nc-9,109\n").unwrap();
+    let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap();
+    assert_eq!(flow.tables["users"]["109"], "c-9");
+    // key/value files still load.
+    std::fs::write(dir.join("users.csv"), "key,value\n1,a\n").unwrap();
+    let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap();
+    assert_eq!(flow.tables["users"]["1"], "a");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn every_bad_row_of_an_mbridge_file_is_located_with_what_to_do() {
+    let dir = scratch("mbridge-bad");
+    std::fs::write(
+        dir.join("users.csv"),
+        "Mavenlink Display Name,Mavenlink ID,External Display Name,External ID\n\
+         Ann,101,Ann Lee,c-1\n\
+         Bo,,Bo Ray,c-2\n\
+         Cy,103,Cy Twin,\n\
+         Ann again,101,Ann Lee,c-3\n\
+         Di,104,Di Sun\n\
+         \n\
+         Ed,105,Ed Wu,c-5,extra\n\
+         Fay,106,Fay Oh,c-6\n",
+    )
+    .unwrap();
+    let text = format!("{MINIMAL}\n[tables.users]\nfile = \"users.csv\"\n");
+    let problems = problems_of(Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap_err());
+    let lines: Vec<(usize, &str)> = problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 5, "{problems:#?}");
+    assert!(problems.iter().all(|p| p.file.ends_with("users.csv")));
+    assert_eq!(lines[0].0, 3);
+    assert!(
+        lines[0]
+            .1
+            .contains("`Mavenlink ID` is empty; fill it in or delete the row")
+    );
+    assert_eq!(lines[1].0, 4);
+    assert!(lines[1].1.contains("`External ID` is empty"));
+    assert_eq!(lines[2].0, 5);
+    assert!(
+        lines[2].1.contains("`101` appears twice (first on line 2)"),
+        "{}",
+        lines[2].1
+    );
+    assert_eq!(lines[3].0, 6);
+    assert!(
+        lines[3].1.contains("has 3 cell(s) but the header has 4"),
+        "{}",
+        lines[3].1
+    );
+    assert_eq!(lines[4].0, 8);
+    assert!(lines[4].1.contains("double quotes"));
+    // A header without the id columns says which columns it needs.
+    std::fs::write(dir.join("users.csv"), "Mavenlink ID,External\n1,2\n").unwrap();
+    let problems = problems_of(Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap_err());
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, 1);
+    assert!(
+        problems[0].message.contains("`External ID`"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0]
+            .message
+            .contains("it has: Mavenlink ID, External")
+    );
+    // A missing file says how to make one.
+    std::fs::remove_file(dir.join("users.csv")).unwrap();
+    let problems = problems_of(Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap_err());
+    assert!(
+        problems[0].message.contains("does not exist"),
+        "{problems:?}"
+    );
+    // Text that is not UTF-8.
+    std::fs::write(
+        dir.join("users.csv"),
+        b"Mavenlink ID,External ID\n1,caf\xe9\n",
+    )
+    .unwrap();
+    let problems = problems_of(Flow::parse("k2x", &dir.join("k2x.toml"), &text).unwrap_err());
+    assert_eq!(problems[0].line, 2, "{problems:?}");
+    assert!(problems[0].message.contains("UTF-8"), "{problems:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_one_to_one_table_refuses_two_keys_mapped_to_one_value_naming_both_rows() {
+    let dir = scratch("one-to-one");
+    std::fs::write(
+        dir.join("users.csv"),
+        "Mavenlink ID,External ID\n101,c-1\n102,c-2\n103,c-1\n",
+    )
+    .unwrap();
+    let many = format!("{MINIMAL}\n[tables.users]\nfile = \"users.csv\"\n");
+    // Many-to-one is the default.
+    let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &many).unwrap();
+    assert_eq!(flow.tables["users"].len(), 3);
+    let one = many.replace(
+        "file = \"users.csv\"\n",
+        "file = \"users.csv\"\none-to-one = true\n",
+    );
+    let problems = problems_of(Flow::parse("k2x", &dir.join("k2x.toml"), &one).unwrap_err());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].line, 4);
+    let m = &problems[0].message;
+    assert!(m.contains("`c-1` is mapped from both `101`"), "{m}");
+    assert!(m.contains("users.csv:2"), "{m}");
+    assert!(m.contains("`103` (here)"), "{m}");
+    // Inline rows too, located in the flow file; a file row replaces the inline row of its key.
+    let inline = format!(
+        "{MINIMAL}\n[tables.users]\none-to-one = true\nrows = {{ a = \"v\", b = \"v\" }}\n"
+    );
+    let problems = problems_of(Flow::parse("k2x", Path::new("f.toml"), &inline).unwrap_err());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let rows_line = inline
+        .lines()
+        .position(|l| l.starts_with("rows ="))
+        .unwrap()
+        + 1;
+    assert!(
+        problems[0]
+            .to_string()
+            .starts_with(&format!("f.toml:{rows_line}:")),
+        "{}",
+        problems[0]
+    );
+    std::fs::write(dir.join("users.csv"), "Mavenlink ID,External ID\nb,w\n").unwrap();
+    let both = inline.replace(
+        "one-to-one = true\n",
+        "one-to-one = true\nfile = \"users.csv\"\n",
+    );
+    let flow = Flow::parse("k2x", &dir.join("k2x.toml"), &both).unwrap();
+    assert_eq!(flow.tables["users"]["b"], "w");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+const SIDES: &str = r#"
+[tables.users]
+rows = { "1" = "c-1" }
+one-to-one = true
+
+[tables.users.suggest]
+left = { connection = "src", resource = "users", key = "found.id", name = "found.full_name", email = "found.email_address" }
+right = { connection = "dst", resource = "contacts", params = { where = "ContactStatus==\"ACTIVE\"" }, key = "found.ContactID", name = "found.Name" }
+"#;
+
+#[test]
+fn suggestion_sides_are_checked_at_load_and_against_the_specs() {
+    let text = format!("{MINIMAL}{SIDES}");
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &text).unwrap();
+    assert!(flow.check_against(&shipped).is_empty());
+    let sides = flow.file.tables["users"].suggest.as_ref().unwrap();
+    assert_eq!(sides.right.params["where"], "ContactStatus==\"ACTIVE\"");
+    // A misspelt alias and an expression reading what it may not, each located.
+    let bad = text
+        .replace(
+            "connection = \"dst\", resource = \"contacts\"",
+            "connection = \"dts\", resource = \"contacts\"",
+        )
+        .replace("name = \"found.full_name\"", "name = \"record.full_name\"");
+    let problems = problems_of(Flow::parse("k2x", Path::new("f.toml"), &bad).unwrap_err());
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().all(|p| p.line > 20), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p
+            .message
+            .contains("`dts` is not one of the flow's connections")
+            && p.message.contains("did you mean `dst`")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p
+            .message
+            .contains("reads `record`, which is not available here")),
+        "{problems:?}"
+    );
+    // A resource the connector does not have.
+    let typo = text.replace("resource = \"contacts\"", "resource = \"contact\"");
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &typo).unwrap();
+    let problems = flow.check_against(&shipped);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].message.contains("did you mean `contacts`"),
+        "{problems:?}"
+    );
+    let right_line = typo.lines().position(|l| l.starts_with("right =")).unwrap() + 1;
+    assert_eq!(problems[0].line, right_line, "{problems:?}");
+}
+
+#[test]
+fn a_table_file_can_be_left_out_to_be_written_anew() {
+    let dir = scratch("leave-out");
+    let text =
+        format!("{MINIMAL}\n[tables.users]\nfile = \"missing.csv\"\nrows = {{ a = \"1\" }}\n");
+    std::fs::write(dir.join("k2x.toml"), &text).unwrap();
+    assert!(Flow::load(&dir.join("k2x.toml")).is_err());
+    let flow = Flow::load_leaving_out(&dir.join("k2x.toml"), "users").unwrap();
+    assert_eq!(flow.tables["users"]["a"], "1");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_suggestion_side_needs_a_resource_that_lists() {
+    // The Kantata spec with its users resource unable to list.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/kantata.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("[resources.users.list]").unwrap();
+    let end = start + text[start..].find("[resources.users.get]").unwrap();
+    let edited = format!("{}{}", &text[..start], &text[end..]);
+    let report = weft_core::load::load_str("kantata.toml", &edited);
+    let kantata = report.spec.expect("the edited spec loads");
+    let specs = |id: &str| {
+        if id == "kantata" {
+            Some(kantata.clone())
+        } else {
+            shipped(id)
+        }
+    };
+    let flow = Flow::parse("k2x", Path::new("f.toml"), &format!("{MINIMAL}{SIDES}")).unwrap();
+    let problems = flow.check_against(&specs);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .message
+            .contains("resource `users` of `src` has no `list` operation"),
+        "{problems:?}"
+    );
+    let left_line = format!("{MINIMAL}{SIDES}")
+        .lines()
+        .position(|l| l.starts_with("left ="))
+        .unwrap()
+        + 1;
+    assert_eq!(problems[0].line, left_line);
+}

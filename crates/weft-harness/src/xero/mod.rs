@@ -440,6 +440,35 @@ impl XeroSim {
             .ok_or_else(|| format!("no organisation {tenant}"))?
     }
 
+    /// Adds a contact as someone working in Xero would (with an email address when given), with
+    /// Xero's rules for contacts (a name unique among active contacts). Returns the new
+    /// ContactID, or Xero's reasons for refusing it.
+    pub fn add_contact(
+        &self,
+        tenant: &str,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<String, Vec<String>> {
+        let now = self.shared.now_ms();
+        let mut element = serde_json::json!({ "Name": name });
+        if let Some(email) = email {
+            element["EmailAddress"] = email.into();
+        }
+        let (record, _) = self
+            .with_org(tenant, |o| {
+                o.write(
+                    data::Kind::Contact,
+                    data::Verb::Put,
+                    &element,
+                    None,
+                    now,
+                    false,
+                )
+            })
+            .ok_or_else(|| vec![format!("no organisation {tenant}")])??;
+        Ok(record["ContactID"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// Lets an organisation's transactions use currency `code` besides its base currency (as
     /// adding a currency in Xero's settings does); false when there is no such organisation.
     /// Invoices in a currency not enabled are refused with Xero's message, "Organisation is not
