@@ -90,12 +90,23 @@ async fn every_kantata_list_reads_to_its_end() {
     let hosts = Hosts::new(spec.file(), &overrides).unwrap();
     let ctx = RequestContext::with_field_defaults(spec.file());
     let client = reqwest::Client::new();
+    // Lists whose provider requires a parameter get the one a flow would pass.
+    let required = BTreeMap::from([
+        ("external_references", ("subject_type", "Invoice")),
+        ("custom_field_values", ("subject_type", "Workspace")),
+    ]);
+    let mut counts = BTreeMap::new();
     for (name, resource) in &spec.file().resources {
         if resource.list.is_none() {
             continue;
         }
+        let mut ctx = ctx.clone();
+        if let Some((param, value)) = required.get(name.as_str()) {
+            ctx.params.insert((*param).to_owned(), (*value).to_owned());
+        }
         let (found, calls) = read_all(&spec, &hosts, name, &ctx, sim.personal_token()).await;
         assert_unique(name, &resource.primary_key, &found);
+        counts.insert(name.clone(), found.len());
         // The first page's `count` is the total the provider promises for the same query.
         let env = weft_core::template::environment();
         let first = build(&env, spec.file(), &hosts, name, OpKind::List, &ctx, &[]).unwrap();
@@ -118,6 +129,33 @@ async fn every_kantata_list_reads_to_its_end() {
     }
     let invoices = sim.invoices().len();
     assert!(invoices >= 450, "{invoices}");
+    // The scenario resources hold seeded records, so each read above proved something.
+    for name in [
+        "expense_report_submissions",
+        "timesheet_submissions",
+        "expense_categories",
+        "vendors",
+        "custom_fields",
+        "custom_field_choices",
+        "custom_field_values",
+        "external_references",
+        "subscribed_events",
+    ] {
+        assert!(
+            counts.get(name).is_some_and(|n| *n > 0),
+            "{name}: {counts:?}"
+        );
+    }
+    // More than a page of reports (200), each read once with its expenses inlined.
+    let state = sim.state();
+    assert_eq!(
+        counts["expense_report_submissions"],
+        state
+            .submissions(weft_harness::kantata::SubmissionKind::ExpenseReport)
+            .len()
+    );
+    assert!(counts["expense_report_submissions"] > 200);
+    assert!(counts["timesheet_submissions"] > 200);
 
     // Incremental: the cursor goes in `updated_after`; a future instant finds nothing, the
     // epoch finds everything.

@@ -794,7 +794,7 @@ pub(crate) fn seed(db: &mut Db, seed: u64, size: usize, now: i64) {
     let today = local_date(now);
 
     // Expense reports: index 0, 3, 6... belong to the account administrator (user 0).
-    let n_reports = 10 + size / 20;
+    let n_reports = 10 + size / 2;
     for k in 0..n_reports {
         let ws = live[rng.usize(..live.len())];
         let user = if k % 3 == 0 {
@@ -875,7 +875,7 @@ pub(crate) fn seed(db: &mut Db, seed: u64, size: usize, now: i64) {
     }
 
     // Timesheets: one week of time each, in the last six weeks.
-    let n_sheets = 5 + size / 40;
+    let n_sheets = 5 + size / 2;
     for k in 0..n_sheets {
         let ws = live[rng.usize(..live.len())];
         let user = db
