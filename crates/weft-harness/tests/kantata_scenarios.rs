@@ -159,6 +159,19 @@ async fn expense_reports_default_to_the_callers_own() {
     assert_eq!(records(&b, "expense_report_submissions").len(), n);
     let (status, _) = get(&sim, "/expense_report_submissions?statuses=paid").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The show route applies the same default.
+    let theirs = all.iter().find(|s| s.user_id != me).unwrap();
+    let (status, _) = get(&sim, &format!("/expense_report_submissions/{}", theirs.id)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(
+        &sim,
+        &format!(
+            "/expense_report_submissions/{}?all_on_account=true",
+            theirs.id
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -981,7 +994,13 @@ async fn subscribed_events_are_for_administrators_and_kept_nine_days() {
         &format!("/subscribed_events?subject_type=Expense&subject_id={gone}&include=subject"),
     )
     .await;
-    assert!(records(&b, "subscribed_events")[0]["subject_ref"].is_null());
+    let gone_events = records(&b, "subscribed_events");
+    assert!(gone_events.iter().all(|e| e["subject_ref"].is_null()));
+    assert!(
+        gone_events
+            .iter()
+            .any(|e| e["event_type"] == "expense:deleted")
+    );
 
     // The catalogue.
     let (status, t) = get(&sim, "/subscribed_events/event_types").await;

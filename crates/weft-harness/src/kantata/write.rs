@@ -1086,8 +1086,8 @@ pub(crate) fn cancel_invoice(shared: &Shared, id: &str, p: &QueryParams, _me: u3
     written(shared, &db, Coll::Invoices, &[slot], p)
 }
 
-/// `DELETE /<coll>/{id}` (and the all-or-nothing bulk delete of time entries).
-pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Resp {
+/// `DELETE /<coll>/{id}` (and the all-or-nothing bulk deletes of time entries and expenses).
+pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], me: u32) -> Resp {
     let mut db = shared.write();
     let mut slots = Vec::new();
     for id in ids {
@@ -1130,9 +1130,13 @@ pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Res
         match coll {
             Coll::TimeEntries => {
                 db.time_entries.remove(slot);
+                let now = shared.now_secs();
+                db.emit("time_entry:deleted", (coll, slot), me, now, json!({}));
             }
             Coll::Expenses => {
                 db.expenses.remove(slot);
+                let now = shared.now_secs();
+                db.emit("expense:deleted", (coll, slot), me, now, json!({}));
             }
             // Deleting a category only marks it; expenses keep pointing at it.
             Coll::ExpenseCategories => {
