@@ -377,8 +377,13 @@ impl Db {
                 (Some(start), Some(end))
             }
         };
-        let mut lines = lines;
-        lines.dedup();
+        let mut unique = Vec::with_capacity(lines.len());
+        for l in lines {
+            if !unique.contains(&l) {
+                unique.push(l);
+            }
+        }
+        let lines = unique;
         let slot = self.submissions.push(Submission {
             kind,
             title: title.trim().to_owned(),

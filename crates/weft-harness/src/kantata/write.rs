@@ -1271,7 +1271,11 @@ pub(crate) fn bulk_approve(shared: &Shared, body: &Map<String, Value>, me: u32) 
     };
     let o = Obj(r);
     let ids = match id_list(&o, "submission_ids") {
-        Ok(Some(ids)) if !ids.is_empty() => ids,
+        Ok(Some(mut ids)) if !ids.is_empty() => {
+            let mut seen = std::collections::HashSet::new();
+            ids.retain(|id| seen.insert(*id));
+            ids
+        }
         Ok(_) => return validation("submission_ids", "submission_ids can't be blank"),
         Err(r) => return r,
     };
