@@ -345,6 +345,16 @@ async fn transitions_need_a_resolution_and_follow_the_state_machine() {
             .is_err(),
         "an expense on a pending report cannot go on another"
     );
+    // Expenses on a pending report cannot be deleted.
+    let (status, b) = call(
+        &sim,
+        sim.personal_token(),
+        Method::DELETE,
+        &format!("/expenses/{}", expenses[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     state
         .resolve_submission(&again, Resolve::Reject, Some("No"))
         .unwrap();

@@ -1095,16 +1095,32 @@ pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], me: u32) -> Resp
             return error(404, "system", &format!("{} not found", coll.model()));
         };
         let refused = match coll {
-            Coll::TimeEntries => db
-                .time_entries
-                .get(slot)
-                .is_some_and(|t| t.invoice.is_some())
-                .then_some(("invoice_id", "Invoiced time entries cannot be deleted")),
-            Coll::Expenses => db
-                .expenses
-                .get(slot)
-                .is_some_and(|e| e.invoice.is_some())
-                .then_some(("invoice_id", "Invoiced expenses cannot be deleted")),
+            Coll::TimeEntries => {
+                let t = db.time_entries.get(slot);
+                if t.is_some_and(|t| t.invoice.is_some()) {
+                    Some(("invoice_id", "Invoiced time entries cannot be deleted"))
+                } else if t.is_some_and(|t| submitted(&db, t.submission)) {
+                    Some((
+                        "active_submission_id",
+                        "Time entries on a pending or approved timesheet cannot be deleted",
+                    ))
+                } else {
+                    None
+                }
+            }
+            Coll::Expenses => {
+                let e = db.expenses.get(slot);
+                if e.is_some_and(|e| e.invoice.is_some()) {
+                    Some(("invoice_id", "Invoiced expenses cannot be deleted"))
+                } else if e.is_some_and(|e| submitted(&db, e.report)) {
+                    Some((
+                        "expense_report_id",
+                        "Expenses on a pending or approved expense report cannot be deleted",
+                    ))
+                } else {
+                    None
+                }
+            }
             Coll::Invoices => db.invoices.get(slot).is_some_and(|i| !i.draft).then_some((
                 "draft",
                 "Only draft invoices can be deleted; cancel it instead",
@@ -1462,4 +1478,16 @@ fn update_field(
         json!({}),
     );
     Ok(())
+}
+
+/// Whether a submission slot names a pending or approved submission (its lines are locked).
+fn submitted(db: &Db, submission: Option<u32>) -> bool {
+    submission
+        .and_then(|s| db.submissions.get(s))
+        .is_some_and(|s| {
+            matches!(
+                s.status,
+                super::scenarios::SubStatus::Pending | super::scenarios::SubStatus::Approved
+            )
+        })
 }
