@@ -713,7 +713,9 @@ pub enum Extract {
         /// Embed side-loaded records in each record: a field `<name>_ids` (or `<name>_id`) whose
         /// ids are found in a top-level map adds that map's records under the map's name (for
         /// `_ids`) or under `<name>` (for `_id`), so a record carries its line items, projects
-        /// and references with it. A prefix such as `primary_` is dropped to find the map.
+        /// and references with it. A prefix such as `primary_` is dropped to find the map; failing
+        /// that, the only map whose name ends in `_<name>s` is used and its records go under
+        /// `<name>s` (`choice_ids` with a `custom_field_choices` map gives `choices`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         embed: bool,
     },

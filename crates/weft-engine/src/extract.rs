@@ -161,20 +161,35 @@ fn embedded(body: &Value, record: &Value) -> Value {
         return record.clone();
     };
     let mut out = fields.clone();
+    let pluralize = |word: &str| match word.strip_suffix('y') {
+        Some(base) if !base.ends_with(['a', 'e', 'o', 'u']) => format!("{base}ies"),
+        _ => format!("{word}s"),
+    };
     // The map holding records of `stem`: `stem` pluralized (Rails style: `entry` → `entries`),
-    // dropping leading words (`primary_workspace_group` → `workspace_groups`) until one exists.
+    // dropping leading words (`primary_workspace_group` → `workspace_groups`) until one exists;
+    // failing that, the one map whose name ends in `_` and that plural (`choice` →
+    // `custom_field_choices`), inlined under the plural (`choices`).
     let map_for = |stem: &str| -> Option<(String, &serde_json::Map<String, Value>)> {
         let mut rest = stem;
         loop {
-            let plural = match rest.strip_suffix('y') {
-                Some(base) if !base.ends_with(['a', 'e', 'o', 'u']) => format!("{base}ies"),
-                _ => format!("{rest}s"),
-            };
+            let plural = pluralize(rest);
             if let Some(Value::Object(map)) = body.get(&plural) {
                 return Some((plural, map));
             }
-            rest = rest.split_once('_')?.1;
+            match rest.split_once('_') {
+                Some((_, tail)) => rest = tail,
+                None => break,
+            }
         }
+        let plural = pluralize(stem);
+        let suffix = format!("_{plural}");
+        let mut found = body
+            .as_object()?
+            .iter()
+            .filter(|(name, _)| name.ends_with(&suffix))
+            .filter_map(|(_, v)| v.as_object());
+        let map = found.next()?;
+        found.next().is_none().then_some((plural, map))
     };
     let id_text = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
@@ -293,5 +308,30 @@ mod tests {
         // No `recipients` map, no `expenses` map: nothing invented.
         assert!(order.get("recipient").is_none());
         assert!(order.get("expenses").is_none());
+    }
+
+    #[test]
+    fn embedding_finds_a_map_named_with_a_prefix() {
+        let body = json!({
+            "results": [{"key": "fields", "id": "1"}],
+            "fields": {"1": {"id": "1", "option_ids": ["4", "3"], "owner_id": "9"}},
+            "field_options": {"3": {"id": "3", "label": "B"}, "4": {"id": "4", "label": "A"}},
+            "some_owners": {"9": {"id": "9"}},
+            "other_owners": {"9": {"id": "9"}},
+        });
+        let extract = Extract::Index {
+            index: "results".into(),
+            key_field: "key".into(),
+            id_field: "id".into(),
+            key: Some("fields".into()),
+            embed: true,
+        };
+        let field = &records(&body, &extract).unwrap()[0];
+        // Inlined under the plural of the id field's stem, in the order of the ids.
+        assert_eq!(field["options"][0]["label"], "A");
+        assert_eq!(field["options"][1]["label"], "B");
+        assert!(field.get("field_options").is_none());
+        // Two maps end in `_owners`: ambiguous, so nothing is inlined.
+        assert!(field.get("owner").is_none());
     }
 }

@@ -90,12 +90,23 @@ async fn every_kantata_list_reads_to_its_end() {
     let hosts = Hosts::new(spec.file(), &overrides).unwrap();
     let ctx = RequestContext::with_field_defaults(spec.file());
     let client = reqwest::Client::new();
+    // Lists whose provider requires a parameter get the one a flow would pass.
+    let required = BTreeMap::from([
+        ("external_references", ("subject_type", "Invoice")),
+        ("custom_field_values", ("subject_type", "Workspace")),
+    ]);
+    let mut counts = BTreeMap::new();
     for (name, resource) in &spec.file().resources {
         if resource.list.is_none() {
             continue;
         }
+        let mut ctx = ctx.clone();
+        if let Some((param, value)) = required.get(name.as_str()) {
+            ctx.params.insert((*param).to_owned(), (*value).to_owned());
+        }
         let (found, calls) = read_all(&spec, &hosts, name, &ctx, sim.personal_token()).await;
         assert_unique(name, &resource.primary_key, &found);
+        counts.insert(name.clone(), found.len());
         // The first page's `count` is the total the provider promises for the same query.
         let env = weft_core::template::environment();
         let first = build(&env, spec.file(), &hosts, name, OpKind::List, &ctx, &[]).unwrap();
@@ -118,6 +129,33 @@ async fn every_kantata_list_reads_to_its_end() {
     }
     let invoices = sim.invoices().len();
     assert!(invoices >= 450, "{invoices}");
+    // The scenario resources hold seeded records, so each read above proved something.
+    for name in [
+        "expense_report_submissions",
+        "timesheet_submissions",
+        "expense_categories",
+        "vendors",
+        "custom_fields",
+        "custom_field_choices",
+        "custom_field_values",
+        "external_references",
+        "subscribed_events",
+    ] {
+        assert!(
+            counts.get(name).is_some_and(|n| *n > 0),
+            "{name}: {counts:?}"
+        );
+    }
+    // More than a page of reports (200), each read once with its expenses inlined.
+    let state = sim.state();
+    assert_eq!(
+        counts["expense_report_submissions"],
+        state
+            .submissions(weft_harness::kantata::SubmissionKind::ExpenseReport)
+            .len()
+    );
+    assert!(counts["expense_report_submissions"] > 200);
+    assert!(counts["timesheet_submissions"] > 200);
 
     // Incremental: the cursor goes in `updated_after`; a future instant finds nothing, the
     // epoch finds everything.
@@ -148,6 +186,265 @@ async fn every_kantata_list_reads_to_its_end() {
             "since {since}"
         );
     }
+}
+
+/// What a flow sees of the Kantata scenario resources: each submission with its expenses or
+/// time entries, submitter and project inlined; each custom field with its choices; writes of a
+/// choice list, a value and a reference through the spec's operations; events by cursor.
+#[tokio::test]
+async fn kantata_scenario_records_carry_their_side_loads() {
+    let sim = KantataSim::start(KantataConfig::default()).unwrap();
+    let spec = shipped("kantata");
+    let file = spec.file();
+    let overrides = BTreeMap::from([
+        ("api".to_owned(), sim.api_url()),
+        ("app".to_owned(), sim.app_url()),
+    ]);
+    let hosts = Hosts::new(file, &overrides).unwrap();
+    let base = RequestContext::with_field_defaults(file);
+    let token = sim.personal_token();
+    let with = |pairs: &[(&str, &str)]| {
+        let mut ctx = base.clone();
+        for (k, v) in pairs {
+            ctx.params.insert((*k).to_owned(), (*v).to_owned());
+        }
+        ctx
+    };
+
+    // Approved reports of every user (all_on_account is on unless a flow says otherwise).
+    let ctx = with(&[("statuses", "approved")]);
+    let (reports, _) = read_all(&spec, &hosts, "expense_report_submissions", &ctx, token).await;
+    let state = sim.state();
+    let approved = state
+        .submissions(weft_harness::kantata::SubmissionKind::ExpenseReport)
+        .into_iter()
+        .filter(|s| s.status == "approved")
+        .count();
+    assert_eq!(reports.len(), approved);
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["user_id"].as_str() != Some(state.demo_user_id().as_str()))
+    );
+    for r in &reports {
+        let expenses = r["expenses"].as_array().expect("expenses inlined");
+        assert!(!expenses.is_empty());
+        let total: i64 = expenses
+            .iter()
+            .map(|e| e["amount_in_cents"].as_i64().unwrap())
+            .sum();
+        assert_eq!(r["line_item_total_in_cents"], total);
+        assert!(
+            expenses
+                .iter()
+                .all(|e| e["expense_category_id"].is_string())
+        );
+        assert_eq!(r["user"]["id"], r["user_id"]);
+        assert!(r["user"]["full_name"].is_string());
+        assert_eq!(r["workspace"]["id"], r["workspace_id"]);
+        assert_eq!(r["resolutions"][0]["type"], "approval");
+        assert_eq!(r["status"], "approved");
+    }
+    // A flow's own all_on_account=false narrows to the caller's reports.
+    let ctx = with(&[("all_on_account", "false")]);
+    let (own, _) = read_all(&spec, &hosts, "expense_report_submissions", &ctx, token).await;
+    assert!(
+        own.iter()
+            .all(|r| r["user_id"].as_str() == Some(state.demo_user_id().as_str()))
+    );
+
+    let (sheets, _) = read_all(
+        &spec,
+        &hosts,
+        "timesheet_submissions",
+        &with(&[("statuses", "approved")]),
+        token,
+    )
+    .await;
+    assert!(!sheets.is_empty());
+    for t in &sheets {
+        let entries = t["time_entries"].as_array().expect("time entries inlined");
+        assert!(!entries.is_empty());
+        assert!(entries.iter().all(|e| e["time_in_minutes"].is_i64()));
+        assert!(t["user"]["full_name"].is_string());
+    }
+    assert!(
+        sheets
+            .iter()
+            .flat_map(|t| t["time_entries"].as_array().unwrap())
+            .any(|e| e["rate_in_cents"].is_null())
+    );
+
+    // Custom fields with their choices inlined, in list order.
+    let field = state.custom_field_id("Xero region").unwrap();
+    let ctx = with(&[("subject_type", "Workspace"), ("only", field.as_str())]);
+    let (fields, _) = read_all(&spec, &hosts, "custom_fields", &ctx, token).await;
+    assert_eq!(fields.len(), 1);
+    let choices = fields[0]["choices"].as_array().expect("choices inlined");
+    let labels: Vec<&str> = choices
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["EMEA", "Americas", "APAC"]);
+    assert!(
+        choices
+            .iter()
+            .all(|c| c["id"].is_string() && c["position"].is_i64())
+    );
+
+    // The choice-list PUT through the spec's update operation: keep two, add one.
+    let env = weft_core::template::environment();
+    let client = reqwest::Client::new();
+    let send = |op: &str, resource: &str, ctx: RequestContext| {
+        let kind = if op == "update" {
+            OpKind::Update
+        } else {
+            OpKind::Create
+        };
+        let resource = resource.to_owned();
+        let request = build(&env, file, &hosts, &resource, kind, &ctx, &[]).unwrap();
+        let operation = if op == "update" {
+            file.resources[&resource].update.clone().unwrap()
+        } else {
+            file.resources[&resource].create.clone().unwrap()
+        };
+        let record = ctx.record.clone().unwrap();
+        let problems =
+            weft_engine::write::check_record(&file.resources[&resource], &record, op == "create");
+        assert!(problems.is_empty(), "{problems:?}");
+        let body = weft_engine::write::body(&operation, &[record]);
+        let method = reqwest::Method::from_bytes(request.method.as_str().as_bytes()).unwrap();
+        let client = client.clone();
+        let url = request.url.clone();
+        async move {
+            let r = client
+                .request(method, url.as_str())
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            assert!(status.is_success(), "{status} {body}");
+            records(&body, &operation.records).unwrap()
+        }
+    };
+    let record = serde_json::json!({"choices": [
+        {"id": choices[2]["id"], "label": "Asia Pacific"},
+        {"id": choices[0]["id"], "label": "EMEA"},
+        {"label": "LATAM"},
+    ]});
+    let ctx = RequestContext {
+        id: Some(field.clone()),
+        record: Some(record),
+        ..base.clone()
+    };
+    let updated = send("update", "custom_fields", ctx).await;
+    let labels: Vec<&str> = updated[0]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Asia Pacific", "EMEA", "LATAM"]);
+    let dropped = state
+        .custom_field_choices(&field)
+        .into_iter()
+        .find(|c| c.label == "Americas")
+        .unwrap();
+    assert!(!dropped.active);
+
+    // A value and a reference through the create operations.
+    let (values, _) = read_all(
+        &spec,
+        &hosts,
+        "custom_field_values",
+        &with(&[
+            ("subject_type", "Workspace"),
+            ("with_custom_field_id", field.as_str()),
+        ]),
+        token,
+    )
+    .await;
+    let subject = values[0]["subject_id"].as_str().unwrap().to_owned();
+    let latam = updated[0]["choices"][2]["id"].as_str().unwrap().to_owned();
+    let record = serde_json::json!({"subject_type": "Workspace", "subject_id": subject, "custom_field_id": field, "value": format!("[{latam}]")});
+    let created = send(
+        "create",
+        "custom_field_values",
+        RequestContext {
+            record: Some(record),
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(created[0]["display_value"], "LATAM");
+    let report = reports[0]["id"].as_str().unwrap().to_owned();
+    let reference = |status: &str| serde_json::json!({"subject_type": "Submission", "subject_id": report, "service_name": "xero", "service_model": "Invoice", "service_model_ref": "bill-1", "status": status});
+    let first = send(
+        "create",
+        "external_references",
+        RequestContext {
+            record: Some(reference("pending")),
+            ..base.clone()
+        },
+    )
+    .await;
+    let second = send(
+        "create",
+        "external_references",
+        RequestContext {
+            record: Some(reference("successful")),
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(first[0]["id"], second[0]["id"], "create_or_update upserts");
+    let (refs, _) = read_all(
+        &spec,
+        &hosts,
+        "external_references",
+        &with(&[("subject_type", "Submission"), ("service_name", "xero")]),
+        token,
+    )
+    .await;
+    assert_eq!(refs.len(), 1);
+
+    // Events by cursor: created_after, oldest first.
+    let inc = file.resources["subscribed_events"]
+        .list
+        .as_ref()
+        .unwrap()
+        .incremental
+        .clone()
+        .unwrap();
+    let mut all_events = 0;
+    for (since, some) in [("1970-01-02", true), ("2099-01-01", false)] {
+        let cursor =
+            weft_engine::cursor::format(weft_engine::cursor::parse_since(since).unwrap(), &inc);
+        let ctx = RequestContext {
+            cursor: Some(cursor),
+            ..with(&[("event_types", "expense_report:updated,custom_field:updated")])
+        };
+        let (events, _) = read_all(&spec, &hosts, "subscribed_events", &ctx, token).await;
+        assert_eq!(!events.is_empty(), some, "since {since}");
+        let stamps: Vec<&str> = events
+            .iter()
+            .map(|e| e["created_at"].as_str().unwrap())
+            .collect();
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
+        if some {
+            all_events = events.len();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["event_type"] == "custom_field:updated")
+            );
+            assert!(events.iter().all(|e| e["subject_id"].is_u64()));
+        }
+    }
+    assert!(all_events > 0);
 }
 
 #[tokio::test]

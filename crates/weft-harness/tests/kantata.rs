@@ -1110,6 +1110,14 @@ async fn malformed_requests_get_answers() {
         "fixed_fee_items",
         "additional_items",
         "billing_milestones",
+        "expense_report_submissions",
+        "timesheet_submissions",
+        "expense_categories",
+        "vendors",
+        "custom_fields",
+        "custom_field_choices",
+        "custom_field_values",
+        "subscribed_events",
     ] {
         for q in weird_queries {
             let (status, body) = get(&sim, &format!("/{coll}?{q}")).await;
@@ -1136,6 +1144,18 @@ async fn malformed_requests_get_answers() {
         json!({"time_entries": {"a": 1}}),
         json!({"time_entry": {"workspace_id": -4, "time_in_minutes": 9e40, "date_performed": "soon"}}),
         json!({"external_payment": {"workspace_id": 1, "message": "x".repeat(300)}}),
+        json!({"custom_field": {"choices": "x"}}),
+        json!({"custom_field": {"choices": [1, {"id": "abc"}, {"label": ""}], "value_type": 7}}),
+        json!({"custom_field": {"name": "F", "value_type": "single", "choices": [{"id": 620000}]}}),
+        json!({"resolution": 5}),
+        json!({"resolution": {"submission_ids": "a,b", "description": ["x"]}}),
+        json!({"resolution": {"submission_ids": [7700000, 7700000, 18446744073709551615_u64]}}),
+        json!({"custom_field_value": {"subject_type": "Workspace", "subject_id": 40000000, "custom_field_id": 610000, "value": {"x": 1}}}),
+        json!({"custom_field_value": {"subject_type": "Nope", "subject_id": "x", "custom_field_id": -1, "value": "[1,,2]"}}),
+        json!({"expense_report_submission": {"title": "t", "workspace_id": 40000000, "line_item_ids": "1,-2,x"}}),
+        json!({"timesheet_submission": {"title": "t", "workspace_id": 40000000, "line_item_ids": []}}),
+        json!({"external_reference": {"subject_type": "Submission", "subject_id": "7700000", "service_name": ""}}),
+        json!({"ids": [1, 2]}),
     ];
     let id = sim.invoices()[0].id.clone();
     for body in &bodies {
@@ -1146,6 +1166,30 @@ async fn malformed_requests_get_answers() {
             (reqwest::Method::PUT, format!("/invoices/{id}")),
             (reqwest::Method::PUT, "/workspaces/1".to_owned()),
             (reqwest::Method::DELETE, "/time_entries".to_owned()),
+            (reqwest::Method::DELETE, "/expenses".to_owned()),
+            (
+                reqwest::Method::POST,
+                "/expense_report_submissions".to_owned(),
+            ),
+            (reqwest::Method::POST, "/timesheet_submissions".to_owned()),
+            (reqwest::Method::POST, "/timesheet_approvals".to_owned()),
+            (reqwest::Method::POST, "/custom_fields".to_owned()),
+            (reqwest::Method::PUT, "/custom_fields/610000".to_owned()),
+            (reqwest::Method::POST, "/custom_field_values".to_owned()),
+            (
+                reqwest::Method::POST,
+                "/external_references/create_or_update".to_owned(),
+            ),
+            (
+                reqwest::Method::PUT,
+                "/expense_report_submissions/7700000/approve".to_owned(),
+            ),
+            (
+                reqwest::Method::PUT,
+                "/timesheet_submissions/7700000/sideways".to_owned(),
+            ),
+            (reqwest::Method::POST, "/expense_categories".to_owned()),
+            (reqwest::Method::PUT, "/vendors/460000".to_owned()),
         ] {
             let (status, _) = send(&sim, method.clone(), &path, body).await;
             assert!(

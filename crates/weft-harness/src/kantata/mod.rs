@@ -18,7 +18,9 @@
 //! ```
 
 mod api;
+mod hooks;
 mod oauth;
+mod scenarios;
 mod store;
 mod util;
 mod write;
@@ -31,6 +33,7 @@ use crate::clock::SimClock;
 use crate::faults::{Fault, FaultRule, When};
 use crate::server::{Observed, Running};
 
+pub use hooks::{ChoiceInfo, EventInfo, Resolve, SubmissionInfo, SubmissionKind};
 use store::{Coll, Db};
 
 /// How to start the simulator.
@@ -301,6 +304,23 @@ impl KantataSim {
                 body: util::error_body("system", "Rate limit exceeded", None).to_string(),
             },
         ));
+    }
+
+    /// A non-expiring bearer token acting as another user of the account (only user 0, the
+    /// demo user, is an account administrator). `None` when no such user exists.
+    pub fn token_for_user(&self, user_id: &str) -> Option<String> {
+        let slot = self.shared.read().users.slot_of(user_id.parse().ok()?)?;
+        let token = util::secret_hex(self.shared.seed, "user-token", u64::from(slot));
+        self.shared.auth_write().tokens.insert(
+            token.clone(),
+            TokenInfo {
+                user: slot,
+                revoked: false,
+                expires_at_ms: None,
+                code: None,
+            },
+        );
+        Some(token)
     }
 
     /// A handle for reading what the simulator holds.

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use jiff::ToSpan;
 use jiff::civil::Date;
 
+pub(crate) use super::scenarios::{
+    Category, Choice, CustomField, Delivery, Event, FieldValue, Resolution, Submission, Vendor,
+};
 use super::util::local_date;
 
 /// Text that is usually one of a few generated phrases (shared, no allocation) and sometimes
@@ -30,11 +33,20 @@ pub(crate) enum Coll {
     Stories,
     ExternalPayments,
     ExternalReferences,
+    ExpenseReportSubmissions,
+    TimesheetSubmissions,
+    Resolutions,
+    ExpenseCategories,
+    Vendors,
+    CustomFields,
+    CustomFieldChoices,
+    CustomFieldValues,
+    SubscribedEvents,
 }
 
 impl Coll {
     /// Every collection served by the index and show routes.
-    pub(crate) const ROUTED: [Coll; 11] = [
+    pub(crate) const ROUTED: [Coll; 19] = [
         Coll::Users,
         Coll::WorkspaceGroups,
         Coll::Workspaces,
@@ -46,6 +58,14 @@ impl Coll {
         Coll::BillingMilestones,
         Coll::ExternalPayments,
         Coll::ExternalReferences,
+        Coll::ExpenseReportSubmissions,
+        Coll::TimesheetSubmissions,
+        Coll::ExpenseCategories,
+        Coll::Vendors,
+        Coll::CustomFields,
+        Coll::CustomFieldChoices,
+        Coll::CustomFieldValues,
+        Coll::SubscribedEvents,
     ];
 
     /// The top-level key and path segment.
@@ -63,6 +83,15 @@ impl Coll {
             Coll::Stories => "stories",
             Coll::ExternalPayments => "external_payments",
             Coll::ExternalReferences => "external_references",
+            Coll::ExpenseReportSubmissions => "expense_report_submissions",
+            Coll::TimesheetSubmissions => "timesheet_submissions",
+            Coll::Resolutions => "resolutions",
+            Coll::ExpenseCategories => "expense_categories",
+            Coll::Vendors => "vendors",
+            Coll::CustomFields => "custom_fields",
+            Coll::CustomFieldChoices => "custom_field_choices",
+            Coll::CustomFieldValues => "custom_field_values",
+            Coll::SubscribedEvents => "subscribed_events",
         }
     }
 
@@ -81,6 +110,15 @@ impl Coll {
             Coll::Stories => "story",
             Coll::ExternalPayments => "external_payment",
             Coll::ExternalReferences => "external_reference",
+            Coll::ExpenseReportSubmissions => "expense_report_submission",
+            Coll::TimesheetSubmissions => "timesheet_submission",
+            Coll::Resolutions => "resolution",
+            Coll::ExpenseCategories => "expense_category",
+            Coll::Vendors => "vendor",
+            Coll::CustomFields => "custom_field",
+            Coll::CustomFieldChoices => "custom_field_choice",
+            Coll::CustomFieldValues => "custom_field_value",
+            Coll::SubscribedEvents => "subscribed_event",
         }
     }
 
@@ -99,12 +137,30 @@ impl Coll {
             Coll::Stories => "Story",
             Coll::ExternalPayments => "ExternalPayment",
             Coll::ExternalReferences => "ExternalReference",
+            // Both kinds of submission are one model; external references name it so.
+            Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => "Submission",
+            Coll::Resolutions => "Resolution",
+            Coll::ExpenseCategories => "ExpenseCategory",
+            Coll::Vendors => "Vendor",
+            Coll::CustomFields => "CustomField",
+            Coll::CustomFieldChoices => "CustomFieldChoice",
+            Coll::CustomFieldValues => "CustomFieldValue",
+            Coll::SubscribedEvents => "SubscribedEvent",
         }
     }
 
     /// The collection for a path segment.
     pub(crate) fn from_key(key: &str) -> Option<Coll> {
         Coll::ROUTED.into_iter().find(|c| c.key() == key)
+    }
+
+    /// The model name Subscribed Events use in `subject_type` (submissions by kind).
+    pub(crate) fn event_model(self) -> &'static str {
+        match self {
+            Coll::ExpenseReportSubmissions => "ExpenseReportSubmission",
+            Coll::TimesheetSubmissions => "TimesheetSubmission",
+            other => other.model(),
+        }
     }
 
     /// The collection for a `subject_type` model name.
@@ -130,6 +186,15 @@ impl Coll {
             Coll::Stories => 300_000_000,
             Coll::ExternalPayments => 1_200_000,
             Coll::ExternalReferences => 2_400_000,
+            // One id space for both kinds of submission (they share a table).
+            Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => 7_700_000,
+            Coll::Resolutions => 7_900_000,
+            Coll::ExpenseCategories => 450_000,
+            Coll::Vendors => 460_000,
+            Coll::CustomFields => 610_000,
+            Coll::CustomFieldChoices => 620_000,
+            Coll::CustomFieldValues => 630_000,
+            Coll::SubscribedEvents => 880_000_000,
         }
     }
 }
@@ -142,7 +207,7 @@ pub(crate) struct Table<T> {
 }
 
 impl<T> Table<T> {
-    fn new(coll: Coll) -> Self {
+    pub(crate) fn new(coll: Coll) -> Self {
         Self {
             rows: Vec::new(),
             base: coll.base(),
@@ -236,6 +301,8 @@ pub(crate) struct Workspace {
     pub(crate) primary_group: Option<u32>,
     pub(crate) participants: Vec<u32>,
     pub(crate) creator: u32,
+    /// Whether expenses here need an approved expense report to count as approved.
+    pub(crate) expense_approvals: bool,
     pub(crate) created: i64,
     pub(crate) updated: i64,
 }
@@ -251,9 +318,13 @@ pub(crate) struct TimeEntry {
     pub(crate) billable: bool,
     pub(crate) notes: Text,
     pub(crate) rate: i64,
+    /// False when the entry has no billing rate (`rate_in_cents` is null).
+    pub(crate) rate_set: bool,
     pub(crate) cost_rate: i64,
     pub(crate) approved: bool,
     pub(crate) invoice: Option<u32>,
+    /// The timesheet submission it was last submitted on.
+    pub(crate) submission: Option<u32>,
     pub(crate) created: i64,
     pub(crate) updated: i64,
 }
@@ -277,6 +348,12 @@ pub(crate) struct Expense {
     pub(crate) billable: bool,
     pub(crate) reimbursable: bool,
     pub(crate) invoice: Option<u32>,
+    /// Slot of its expense category, if any.
+    pub(crate) category_id: Option<u32>,
+    /// Slot of the vendor it is payable to, if any.
+    pub(crate) vendor: Option<u32>,
+    /// The expense report it was last submitted on.
+    pub(crate) report: Option<u32>,
     pub(crate) created: i64,
     pub(crate) updated: i64,
 }
@@ -391,6 +468,17 @@ pub(crate) struct Db {
     pub(crate) ext_refs: Table<ExtRef>,
     /// External references per subject.
     pub(crate) refs_by_subject: HashMap<(Coll, u32), Vec<u32>>,
+    /// Expense reports and timesheet submissions, the Submission model shared by both.
+    pub(crate) submissions: Table<Submission>,
+    pub(crate) resolutions: Table<Resolution>,
+    pub(crate) categories: Table<Category>,
+    pub(crate) vendors: Table<Vendor>,
+    pub(crate) fields: Table<CustomField>,
+    pub(crate) choices: Table<Choice>,
+    pub(crate) values: Table<FieldValue>,
+    pub(crate) events: Table<Event>,
+    /// Knobs and the seeded randomness of event delivery.
+    pub(crate) delivery: Delivery,
     /// The next user-facing invoice number.
     pub(crate) next_invoice_number: i64,
     /// Bumped by every write; sort caches built for an older generation are rebuilt.
@@ -419,6 +507,15 @@ impl Db {
             payments: Table::new(Coll::ExternalPayments),
             ext_refs: Table::new(Coll::ExternalReferences),
             refs_by_subject: HashMap::new(),
+            submissions: Table::new(Coll::ExpenseReportSubmissions),
+            resolutions: Table::new(Coll::Resolutions),
+            categories: Table::new(Coll::ExpenseCategories),
+            vendors: Table::new(Coll::Vendors),
+            fields: Table::new(Coll::CustomFields),
+            choices: Table::new(Coll::CustomFieldChoices),
+            values: Table::new(Coll::CustomFieldValues),
+            events: Table::new(Coll::SubscribedEvents),
+            delivery: Delivery::new(0),
             next_invoice_number: 1001,
             generation: 0,
             sorted: Mutex::new(HashMap::new()),
@@ -443,6 +540,17 @@ impl Db {
             Coll::AdditionalItems => self.additional.slot_of(id),
             Coll::ExternalPayments => self.payments.slot_of(id),
             Coll::ExternalReferences => self.ext_refs.slot_of(id),
+            Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => self
+                .submissions
+                .slot_of(id)
+                .filter(|s| self.submission_is(coll, *s)),
+            Coll::Resolutions => self.resolutions.slot_of(id),
+            Coll::ExpenseCategories => self.categories.slot_of(id),
+            Coll::Vendors => self.vendors.slot_of(id),
+            Coll::CustomFields => self.fields.slot_of(id),
+            Coll::CustomFieldChoices => self.choices.slot_of(id),
+            Coll::CustomFieldValues => self.values.slot_of(id),
+            Coll::SubscribedEvents => self.events.slot_of(id),
             Coll::BillingMilestones | Coll::Stories => None,
         }
     }
@@ -460,6 +568,18 @@ impl Db {
             Coll::AdditionalItems => self.additional.slots().collect(),
             Coll::ExternalPayments => self.payments.slots().collect(),
             Coll::ExternalReferences => self.ext_refs.slots().collect(),
+            Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => self
+                .submissions
+                .slots()
+                .filter(|s| self.submission_is(coll, *s))
+                .collect(),
+            Coll::Resolutions => self.resolutions.slots().collect(),
+            Coll::ExpenseCategories => self.categories.slots().collect(),
+            Coll::Vendors => self.vendors.slots().collect(),
+            Coll::CustomFields => self.fields.slots().collect(),
+            Coll::CustomFieldChoices => self.choices.slots().collect(),
+            Coll::CustomFieldValues => self.values.slots().collect(),
+            Coll::SubscribedEvents => self.events.slots().collect(),
             Coll::BillingMilestones | Coll::Stories => Vec::new(),
         }
     }
@@ -477,6 +597,18 @@ impl Db {
             Coll::AdditionalItems => self.additional.get(slot).map(|r| (r.created, r.updated)),
             Coll::ExternalPayments => self.payments.get(slot).map(|r| (r.created, r.updated)),
             Coll::ExternalReferences => self.ext_refs.get(slot).map(|r| (r.created, r.updated)),
+            Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => self
+                .submissions
+                .get(slot)
+                .filter(|_| self.submission_is(coll, slot))
+                .map(|r| (r.created, r.updated)),
+            Coll::Resolutions => self.resolutions.get(slot).map(|r| (r.created, r.updated)),
+            Coll::ExpenseCategories => self.categories.get(slot).map(|r| (r.created, r.updated)),
+            Coll::Vendors => self.vendors.get(slot).map(|r| (r.created, r.updated)),
+            Coll::CustomFields => self.fields.get(slot).map(|r| (r.created, r.updated)),
+            Coll::CustomFieldChoices => self.choices.get(slot).map(|r| (r.created, r.updated)),
+            Coll::CustomFieldValues => self.values.get(slot).map(|r| (r.created, r.updated)),
+            Coll::SubscribedEvents => self.events.get(slot).map(|r| (r.created, r.created)),
             Coll::BillingMilestones | Coll::Stories => None,
         }
     }
@@ -574,6 +706,34 @@ impl Db {
                 }
             }
             Coll::Invoices => date(self.invoices.get(slot).map(|i| i.date)),
+            Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => {
+                let Some(s) = self.submissions.get(slot) else {
+                    return SortKey::Int(0);
+                };
+                match field {
+                    "amount" => SortKey::Int(self.submission_total(s)),
+                    "status" => text(s.status.name()),
+                    "title" => text(&s.title),
+                    "workspace_title" => text(self.workspaces.get(s.ws).map_or("", |w| &w.title)),
+                    // `date`: the week's start for timesheets, the day submitted for reports.
+                    _ => s
+                        .start
+                        .map_or_else(|| date(Some(local_date(s.created))), |d| date(Some(d))),
+                }
+            }
+            Coll::ExpenseCategories => text(self.categories.get(slot).map_or("", |c| &c.name)),
+            Coll::Vendors => text(self.vendors.get(slot).map_or("", |v| &v.name)),
+            Coll::CustomFieldChoices => {
+                let Some(c) = self.choices.get(slot) else {
+                    return SortKey::Int(0);
+                };
+                match field {
+                    "label" => text(&c.label),
+                    // Position within each field, fields in id order.
+                    _ => SortKey::Int(i64::from(c.field) * 1_000_000 + c.position),
+                }
+            }
+            Coll::CustomFields => text(self.fields.get(slot).map_or("", |f| &f.name)),
             _ => SortKey::Int(i64::from(slot)),
         }
     }
@@ -926,6 +1086,7 @@ pub(crate) fn generate(seed: u64, size: usize, now: i64) -> Db {
             primary_group: Some(g),
             groups: groups.clone(),
             participants,
+            expense_approvals: false,
             created,
             updated: later(&mut rng, created, 120),
         });
@@ -980,9 +1141,11 @@ pub(crate) fn generate(seed: u64, size: usize, now: i64) -> Db {
                     billable: true,
                     notes: Cow::Borrowed(TIME_NOTES[rng.usize(..TIME_NOTES.len())]),
                     rate,
+                    rate_set: true,
                     cost_rate: rate * 55 / 100 / 100 * 100,
                     approved: true,
                     invoice: Some(inv_slot),
+                    submission: None,
                     created: made,
                     updated: made,
                 });
@@ -1000,6 +1163,9 @@ pub(crate) fn generate(seed: u64, size: usize, now: i64) -> Db {
                     billable: true,
                     reimbursable: rng.bool(),
                     invoice: Some(inv_slot),
+                    category_id: None,
+                    vendor: None,
+                    report: None,
                     created: made,
                     updated: made,
                 });
@@ -1109,9 +1275,11 @@ pub(crate) fn generate(seed: u64, size: usize, now: i64) -> Db {
             billable,
             notes: Cow::Borrowed(TIME_NOTES[rng.usize(..TIME_NOTES.len())]),
             rate: if billable { rate } else { 0 },
+            rate_set: true,
             cost_rate: rate * 55 / 100 / 100 * 100,
             approved: rng.bool(),
             invoice: None,
+            submission: None,
             created: made,
             updated: later(&mut rng, made, 3),
         });
@@ -1132,9 +1300,13 @@ pub(crate) fn generate(seed: u64, size: usize, now: i64) -> Db {
             billable: rng.u8(..4) != 0,
             reimbursable: rng.bool(),
             invoice: None,
+            category_id: None,
+            vendor: None,
+            report: None,
             created: made,
             updated: later(&mut rng, made, 3),
         });
     }
+    super::scenarios::seed(&mut db, seed, size, now);
     db
 }

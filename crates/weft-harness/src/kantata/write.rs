@@ -9,12 +9,14 @@ use std::borrow::Cow;
 use axum::body::Body;
 use axum::http::Response;
 use jiff::civil::Date;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::api::{QueryParams, no_content, value_text, written};
+use super::scenarios::{Action, SubKind};
 use super::store::{
-    Coll, Db, Expense, ExtRef, Group, Invoice, Item, Line, Payment, Status, TimeEntry, Workspace,
+    Category, Coll, CustomField, Db, Expense, ExtRef, Group, Invoice, Item, Line, Payment, Status,
+    TimeEntry, Vendor, Workspace,
 };
 use super::util::{error, parse_date, validation};
 
@@ -152,7 +154,9 @@ pub(crate) fn create(
                 }
             }
             for t in rows {
-                slots.push(db.time_entries.push(t));
+                let s = db.time_entries.push(t);
+                db.emit("time_entry:created", (coll, s), me, now, json!({}));
+                slots.push(s);
             }
         }
         Coll::Expenses => {
@@ -164,7 +168,9 @@ pub(crate) fn create(
                 }
             }
             for e in rows {
-                slots.push(db.expenses.push(e));
+                let s = db.expenses.push(e);
+                db.emit("expense:created", (coll, s), me, now, json!({}));
+                slots.push(s);
             }
         }
         Coll::WorkspaceGroups => {
@@ -226,21 +232,105 @@ pub(crate) fn create(
         Coll::ExternalReferences => {
             for m in &items {
                 let o = Obj(m);
-                let Some(subject_coll) = o.text("subject_type").and_then(|t| Coll::from_model(&t))
-                else {
-                    return validation("subject_type", "subject_type can't be blank");
+                let Some(model) = o.text("subject_type").filter(|t| {
+                    t.eq_ignore_ascii_case("Submission") || Coll::from_model(t).is_some()
+                }) else {
+                    return validation(
+                        "subject_type",
+                        "subject_type can't be blank and must name a known type",
+                    );
                 };
                 let subject = match o.id("subject_id") {
-                    Ok(Some(id)) => db.slot_of(subject_coll, id),
+                    Ok(Some(id)) => db.subject_slot(&model, id),
                     Ok(None) => None,
                     Err(r) => return r,
                 };
                 let Some(subject) = subject else {
                     return validation("subject_id", "subject_id does not name a record");
                 };
-                match upsert_ref(&mut db, (subject_coll, subject), m, now) {
+                match upsert_ref(&mut db, subject, m, now) {
                     Ok(s) => slots.push(s),
                     Err(r) => return r,
+                }
+            }
+        }
+        Coll::ExpenseReportSubmissions | Coll::TimesheetSubmissions => {
+            for m in &items {
+                match submission(&mut db, coll, &Obj(m), me, now) {
+                    Ok(s) => slots.push(s),
+                    Err(r) => return r,
+                }
+            }
+        }
+        Coll::ExpenseCategories => {
+            for m in &items {
+                let o = Obj(m);
+                let Some(name) = o.text("name").filter(|n| !n.trim().is_empty()) else {
+                    return validation("name", "name can't be blank");
+                };
+                slots.push(db.categories.push(Category {
+                    name: name.trim().to_owned(),
+                    deleted_at: None,
+                    created: now,
+                    updated: now,
+                }));
+            }
+        }
+        Coll::Vendors => {
+            for m in &items {
+                let o = Obj(m);
+                let Some(name) = o.text("name").filter(|n| !n.trim().is_empty()) else {
+                    return validation("name", "name can't be blank");
+                };
+                let slot = db.vendors.push(Vendor {
+                    name: name.trim().to_owned(),
+                    archived: false,
+                    created: now,
+                    updated: now,
+                });
+                if let Some(Value::Object(r)) = o.raw("external_reference")
+                    && let Err(r) = upsert_ref(&mut db, (Coll::Vendors, slot), r, now)
+                {
+                    return r;
+                }
+                db.emit("vendor:created", (Coll::Vendors, slot), me, now, json!({}));
+                slots.push(slot);
+            }
+        }
+        Coll::CustomFields => {
+            for m in &items {
+                match custom_field(&mut db, m, me, now) {
+                    Ok(s) => slots.push(s),
+                    Err(r) => return r,
+                }
+            }
+        }
+        Coll::CustomFieldValues => {
+            for m in &items {
+                let o = Obj(m);
+                let Some(model) = o.text("subject_type") else {
+                    return validation("subject_type", "subject_type can't be blank");
+                };
+                let subject = match o.id("subject_id") {
+                    Ok(Some(id)) => db.subject_slot(&model, id),
+                    Ok(None) => None,
+                    Err(r) => return r,
+                };
+                let Some(subject) = subject else {
+                    return validation("subject_id", "subject_id does not name a record");
+                };
+                let field = match o.id("custom_field_id") {
+                    Ok(Some(id)) => db.fields.slot_of(id),
+                    Ok(None) => None,
+                    Err(r) => return r,
+                };
+                let Some(field) = field else {
+                    return validation("custom_field_id", "custom_field_id names no custom field");
+                };
+                let raw = o.raw("value").cloned().unwrap_or(Value::Null);
+                match db.set_value(subject, field, &raw, me, now) {
+                    Ok(s) => slots.push(s),
+                    Err((f, msg)) => return validation(f, &msg),
                 }
             }
         }
@@ -509,6 +599,7 @@ fn workspace(db: &mut Db, o: &Obj<'_>, me: u32, now: i64) -> Result<u32, Resp> {
         primary_group: primary,
         participants: vec![me],
         creator: me,
+        expense_approvals: false,
         created: now,
         updated: now,
     });
@@ -540,9 +631,11 @@ fn time_entry(db: &Db, o: &Obj<'_>, me: u32, now: i64) -> Result<TimeEntry, Resp
         billable: o.flag("billable")?.unwrap_or(true),
         notes: Cow::Owned(o.text("notes").unwrap_or_default()),
         rate: o.int("rate_in_cents")?.unwrap_or(0),
+        rate_set: o.raw("rate_in_cents").is_some(),
         cost_rate: 0,
         approved: false,
         invoice: None,
+        submission: None,
         created: now,
         updated: now,
     })
@@ -550,6 +643,23 @@ fn time_entry(db: &Db, o: &Obj<'_>, me: u32, now: i64) -> Result<TimeEntry, Resp
 
 fn expense(db: &Db, o: &Obj<'_>, me: u32, now: i64) -> Result<Expense, Resp> {
     let ws = ws_slot(db, o)?;
+    let category_id = match o.id("expense_category_id")? {
+        None => None,
+        Some(id) => Some(db.categories.slot_of(id).ok_or_else(|| {
+            validation(
+                "expense_category_id",
+                "expense_category_id names no expense category",
+            )
+        })?),
+    };
+    let vendor = match o.id("vendor_id")? {
+        None => None,
+        Some(id) => Some(
+            db.vendors
+                .slot_of(id)
+                .ok_or_else(|| validation("vendor_id", "vendor_id names no vendor"))?,
+        ),
+    };
     let date = required(o.date("date")?, "date")?;
     let category = required(o.text("category").filter(|c| !c.is_empty()), "category")?;
     let amount = required(o.int("amount_in_cents")?, "amount_in_cents")?;
@@ -564,6 +674,9 @@ fn expense(db: &Db, o: &Obj<'_>, me: u32, now: i64) -> Result<Expense, Resp> {
         billable: o.flag("billable")?.unwrap_or(true),
         reimbursable: o.flag("reimbursable")?.unwrap_or(false),
         invoice: None,
+        category_id,
+        vendor,
+        report: None,
         created: now,
         updated: now,
     })
@@ -727,7 +840,7 @@ pub(crate) fn update(
     id: &str,
     body: &Map<String, Value>,
     p: &QueryParams,
-    _me: u32,
+    me: u32,
 ) -> Resp {
     let now = shared.now_secs();
     let mut db = shared.write();
@@ -815,6 +928,7 @@ pub(crate) fn update(
                     t.notes = Cow::Owned(v);
                 }
                 t.updated = now;
+                db.emit("time_entry:updated", (coll, slot), me, now, json!({}));
             }
             Coll::Expenses => {
                 let date = o.date("date")?;
@@ -836,6 +950,7 @@ pub(crate) fn update(
                     e.notes = Cow::Owned(v);
                 }
                 e.updated = now;
+                db.emit("expense:updated", (coll, slot), me, now, json!({}));
             }
             Coll::Workspaces => {
                 let archived = o.flag("archived")?;
@@ -894,6 +1009,38 @@ pub(crate) fn update(
                 }
                 g.updated = now;
             }
+            Coll::ExpenseCategories => {
+                let c = db
+                    .categories
+                    .get_mut(slot)
+                    .ok_or_else(|| error(404, "system", "ExpenseCategory not found"))?;
+                if let Some(n) = o.text("name") {
+                    if n.trim().is_empty() {
+                        return Err(validation("name", "name can't be blank"));
+                    }
+                    c.name = n.trim().to_owned();
+                }
+                c.updated = now;
+            }
+            Coll::Vendors => {
+                let archived = o.flag("archived")?;
+                let v = db
+                    .vendors
+                    .get_mut(slot)
+                    .ok_or_else(|| error(404, "system", "Vendor not found"))?;
+                if let Some(n) = o.text("name") {
+                    if n.trim().is_empty() {
+                        return Err(validation("name", "name can't be blank"));
+                    }
+                    v.name = n.trim().to_owned();
+                }
+                if let Some(a) = archived {
+                    v.archived = a;
+                }
+                v.updated = now;
+                db.emit("vendor:updated", (Coll::Vendors, slot), me, now, json!({}));
+            }
+            Coll::CustomFields => update_field(&mut db, slot, &m, me, now)?,
             Coll::ExternalReferences => {
                 let subject = db
                     .ext_refs
@@ -939,8 +1086,8 @@ pub(crate) fn cancel_invoice(shared: &Shared, id: &str, p: &QueryParams, _me: u3
     written(shared, &db, Coll::Invoices, &[slot], p)
 }
 
-/// `DELETE /<coll>/{id}` (and the all-or-nothing bulk delete of time entries).
-pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Resp {
+/// `DELETE /<coll>/{id}` (and the all-or-nothing bulk deletes of time entries and expenses).
+pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], me: u32) -> Resp {
     let mut db = shared.write();
     let mut slots = Vec::new();
     for id in ids {
@@ -948,21 +1095,40 @@ pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Res
             return error(404, "system", &format!("{} not found", coll.model()));
         };
         let refused = match coll {
-            Coll::TimeEntries => db
-                .time_entries
-                .get(slot)
-                .is_some_and(|t| t.invoice.is_some())
-                .then_some(("invoice_id", "Invoiced time entries cannot be deleted")),
-            Coll::Expenses => db
-                .expenses
-                .get(slot)
-                .is_some_and(|e| e.invoice.is_some())
-                .then_some(("invoice_id", "Invoiced expenses cannot be deleted")),
+            Coll::TimeEntries => {
+                let t = db.time_entries.get(slot);
+                if t.is_some_and(|t| t.invoice.is_some()) {
+                    Some(("invoice_id", "Invoiced time entries cannot be deleted"))
+                } else if t.is_some_and(|t| submitted(&db, t.submission)) {
+                    Some((
+                        "active_submission_id",
+                        "Time entries on a pending or approved timesheet cannot be deleted",
+                    ))
+                } else {
+                    None
+                }
+            }
+            Coll::Expenses => {
+                let e = db.expenses.get(slot);
+                if e.is_some_and(|e| e.invoice.is_some()) {
+                    Some(("invoice_id", "Invoiced expenses cannot be deleted"))
+                } else if e.is_some_and(|e| submitted(&db, e.report)) {
+                    Some((
+                        "expense_report_id",
+                        "Expenses on a pending or approved expense report cannot be deleted",
+                    ))
+                } else {
+                    None
+                }
+            }
             Coll::Invoices => db.invoices.get(slot).is_some_and(|i| !i.draft).then_some((
                 "draft",
                 "Only draft invoices can be deleted; cancel it instead",
             )),
-            Coll::WorkspaceGroups | Coll::ExternalReferences => None,
+            Coll::WorkspaceGroups
+            | Coll::ExternalReferences
+            | Coll::ExpenseCategories
+            | Coll::Vendors => None,
             _ => {
                 return error(
                     422,
@@ -980,9 +1146,24 @@ pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Res
         match coll {
             Coll::TimeEntries => {
                 db.time_entries.remove(slot);
+                let now = shared.now_secs();
+                db.emit("time_entry:deleted", (coll, slot), me, now, json!({}));
             }
             Coll::Expenses => {
                 db.expenses.remove(slot);
+                let now = shared.now_secs();
+                db.emit("expense:deleted", (coll, slot), me, now, json!({}));
+            }
+            // Deleting a category only marks it; expenses keep pointing at it.
+            Coll::ExpenseCategories => {
+                let now = shared.now_secs();
+                if let Some(c) = db.categories.get_mut(slot) {
+                    c.deleted_at.get_or_insert(now);
+                    c.updated = now;
+                }
+            }
+            Coll::Vendors => {
+                db.vendors.remove(slot);
             }
             Coll::Invoices => {
                 if let Some(inv) = db.invoices.remove(slot) {
@@ -1029,4 +1210,284 @@ pub(crate) fn delete(shared: &Shared, coll: Coll, ids: &[&str], _me: u32) -> Res
     }
     db.touch();
     no_content()
+}
+
+/// A submission from a create body (`line_item_ids` are expense or time-entry ids).
+fn submission(db: &mut Db, coll: Coll, o: &Obj<'_>, me: u32, now: i64) -> Result<u32, Resp> {
+    let kind = if coll == Coll::ExpenseReportSubmissions {
+        SubKind::Expense
+    } else {
+        SubKind::Timesheet
+    };
+    let ws = ws_slot(db, o)?;
+    let user = user_slot(db, o, me)?;
+    let title = required(o.text("title"), "title")?;
+    let ids = required(id_list(o, "line_item_ids")?, "line_item_ids")?;
+    let mut lines = Vec::new();
+    for id in ids {
+        let slot = match kind {
+            SubKind::Expense => db.expenses.slot_of(id),
+            SubKind::Timesheet => db.time_entries.slot_of(id),
+        };
+        lines.push(slot.ok_or_else(|| {
+            validation("line_item_ids", &format!("line item {id} does not exist"))
+        })?);
+    }
+    let slot = db
+        .create_submission(kind, ws, user, (title, o.text("comment")), lines, now)
+        .map_err(|(f, m)| validation(f, &m))?;
+    if let Some(Value::Object(r)) = o.raw("external_reference") {
+        upsert_ref(db, (coll, slot), r, now)?;
+    }
+    Ok(slot)
+}
+
+/// The `description` of a `{"resolution": {...}}` body, which approve, reject and cancel require.
+fn resolution_body(body: &Map<String, Value>) -> Result<Option<String>, Resp> {
+    match body.get("resolution") {
+        Some(Value::Object(r)) => Ok(Obj(r).text("description")),
+        Some(_) => Err(validation("resolution", "resolution must be an object")),
+        None => Err(validation("resolution", "resolution is required")),
+    }
+}
+
+/// `PUT /expense_report_submissions/{id}/approve|reject|cancel` (and the timesheet routes).
+pub(crate) fn resolve_submission(
+    shared: &Shared,
+    coll: Coll,
+    id: &str,
+    action: &str,
+    body: &Map<String, Value>,
+    p: &QueryParams,
+    me: u32,
+) -> Resp {
+    let Some(action) = Action::from_segment(action) else {
+        return error(404, "system", "Not found");
+    };
+    let now = shared.now_secs();
+    let mut db = shared.write();
+    let Some(slot) = find(&db, coll, id) else {
+        return error(404, "system", "Submission not found");
+    };
+    let description = match resolution_body(body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if let Err((f, m)) = db.resolve(slot, action, description, me, now) {
+        return validation(f, &m);
+    }
+    written(shared, &db, coll, &[slot], p)
+}
+
+/// `POST /timesheet_approvals`: approves several timesheets at once, all or nothing, and
+/// answers `{"resolutions": [...]}` as a plain array with integer ids.
+pub(crate) fn bulk_approve(shared: &Shared, body: &Map<String, Value>, me: u32) -> Resp {
+    let Some(Value::Object(r)) = body.get("resolution") else {
+        return validation("resolution", "resolution is required");
+    };
+    let o = Obj(r);
+    let ids = match id_list(&o, "submission_ids") {
+        Ok(Some(mut ids)) if !ids.is_empty() => {
+            let mut seen = std::collections::HashSet::new();
+            ids.retain(|id| seen.insert(*id));
+            ids
+        }
+        Ok(_) => return validation("submission_ids", "submission_ids can't be blank"),
+        Err(r) => return r,
+    };
+    let now = shared.now_secs();
+    let mut db = shared.write();
+    let mut slots = Vec::new();
+    for id in &ids {
+        match db.slot_of(Coll::TimesheetSubmissions, *id) {
+            Some(s)
+                if db
+                    .submissions
+                    .get(s)
+                    .is_some_and(|x| x.status == super::scenarios::SubStatus::Pending) =>
+            {
+                slots.push(s);
+            }
+            Some(_) => {
+                return validation(
+                    "submission_ids",
+                    &format!("Submission {id} is not pending approval"),
+                );
+            }
+            None => {
+                return validation(
+                    "submission_ids",
+                    &format!("Submission {id} is not a timesheet submission"),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for s in slots {
+        match db.resolve(s, Action::Approve, o.text("description"), me, now) {
+            Ok(r) => {
+                if let Some(res) = db.resolutions.get(r) {
+                    out.push(json!({
+                        "id": Coll::Resolutions.base() + u64::from(r),
+                        "type": "approval",
+                        "description": res.description,
+                        "target_type": "Submission",
+                        "target_id": Coll::TimesheetSubmissions.base() + u64::from(s),
+                        "user_id": Coll::Users.base() + u64::from(me),
+                        "account_id": shared.account_id.parse::<u64>().unwrap_or(0),
+                        "current": true,
+                        "created_at": super::util::render_time(now),
+                        "updated_at": super::util::render_time(now),
+                    }));
+                }
+            }
+            Err((f, m)) => return validation(f, &m),
+        }
+    }
+    super::util::json_response(200, &json!({ "resolutions": out }))
+}
+
+/// The choice list of a create or update body: `(id, label)` per element, in order.
+/// One element of a choice list: its id (absent for a new choice) and label.
+type ChoiceItem = (Option<u64>, Option<String>);
+
+fn choice_list(m: &Map<String, Value>) -> Result<Option<Vec<ChoiceItem>>, Resp> {
+    let Some(v) = m.get("choices").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Value::Array(items) = v else {
+        return Err(validation("choices", "choices must be a list"));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Value::Object(c) = item else {
+            return Err(validation("choices", "choices must be a list of objects"));
+        };
+        let c = Obj(c);
+        out.push((c.id("id")?, c.text("label")));
+    }
+    Ok(Some(out))
+}
+
+const VALUE_TYPES: [&str; 6] = ["string", "date", "number", "currency", "single", "multi"];
+const FIELD_SUBJECTS: [&str; 6] = [
+    "Estimate",
+    "Story",
+    "User",
+    "Workspace",
+    "WorkspaceGroup",
+    "Resource",
+];
+
+fn custom_field(db: &mut Db, m: &Map<String, Value>, me: u32, now: i64) -> Result<u32, Resp> {
+    let o = Obj(m);
+    let name = required(o.text("name").filter(|n| !n.trim().is_empty()), "name")?;
+    let value_type = o.text("value_type").unwrap_or_else(|| "string".to_owned());
+    if !VALUE_TYPES.contains(&value_type.as_str()) {
+        return Err(validation(
+            "value_type",
+            "value_type must be string, date, number, currency, single or multi",
+        ));
+    }
+    // Without a set the field lands in the default project set: a Workspace field.
+    let subject_type = o
+        .text("subject_type")
+        .unwrap_or_else(|| "Workspace".to_owned());
+    if !FIELD_SUBJECTS.contains(&subject_type.as_str()) {
+        return Err(validation(
+            "subject_type",
+            "subject_type is not a custom field subject",
+        ));
+    }
+    let choices = choice_list(m)?;
+    if choices
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|(id, _)| id.is_some()))
+    {
+        return Err(validation(
+            "choices",
+            "a new field's choices cannot name ids",
+        ));
+    }
+    let slot = db.fields.push(CustomField {
+        name: name.trim().to_owned(),
+        subject_type,
+        value_type,
+        unique: o.flag("unique_constraint")?.unwrap_or(false),
+        choices: Vec::new(),
+        created: now,
+        updated: now,
+    });
+    if let Some(c) = choices {
+        db.replace_choices(slot, &c, now)
+            .map_err(|(f, msg)| validation(f, &msg))?;
+    }
+    db.emit(
+        "custom_field:created",
+        (Coll::CustomFields, slot),
+        me,
+        now,
+        json!({}),
+    );
+    Ok(slot)
+}
+
+fn update_field(
+    db: &mut Db,
+    slot: u32,
+    m: &Map<String, Value>,
+    me: u32,
+    now: i64,
+) -> Result<(), Resp> {
+    let o = Obj(m);
+    let Some(f) = db.fields.get(slot) else {
+        return Err(error(404, "system", "CustomField not found"));
+    };
+    if let Some(t) = o.text("value_type")
+        && t != f.value_type
+    {
+        return Err(validation("value_type", "value_type cannot be changed"));
+    }
+    if let Some(u) = o.flag("unique_constraint")?
+        && u != f.unique
+    {
+        return Err(validation(
+            "unique_constraint",
+            "unique_constraint cannot be changed",
+        ));
+    }
+    let name = match o.text("name") {
+        Some(n) if n.trim().is_empty() => return Err(validation("name", "name can't be blank")),
+        other => other,
+    };
+    if let Some(c) = choice_list(m)? {
+        db.replace_choices(slot, &c, now)
+            .map_err(|(f, msg)| validation(f, &msg))?;
+    }
+    if let Some(f) = db.fields.get_mut(slot) {
+        if let Some(n) = name {
+            f.name = n.trim().to_owned();
+        }
+        f.updated = now;
+    }
+    db.emit(
+        "custom_field:updated",
+        (Coll::CustomFields, slot),
+        me,
+        now,
+        json!({}),
+    );
+    Ok(())
+}
+
+/// Whether a submission slot names a pending or approved submission (its lines are locked).
+fn submitted(db: &Db, submission: Option<u32>) -> bool {
+    submission
+        .and_then(|s| db.submissions.get(s))
+        .is_some_and(|s| {
+            matches!(
+                s.status,
+                super::scenarios::SubStatus::Pending | super::scenarios::SubStatus::Approved
+            )
+        })
 }
