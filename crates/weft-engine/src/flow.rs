@@ -1460,6 +1460,9 @@ impl Flow {
                     &stream.write.resource,
                     if stream.write.update.never {
                         vec!["create"]
+                    } else if stream.write.id.is_some() {
+                        // Written in place: a create is needed only when `id` may give none.
+                        vec!["update"]
                     } else {
                         vec!["create", "update"]
                     },

@@ -173,6 +173,27 @@ impl StreamRun<'_> {
                 .flow
                 .filter_params(f)
                 .map_err(|e| RunError::Config(format!("lookup `{}`: {e}", l.name)))?;
+            // A parameter the list does not pass on would be dropped without a word, and the
+            // filter would select everything: refused instead.
+            let known = self
+                .resource(&l.connection, &l.resource)?
+                .list
+                .as_ref()
+                .map(crate::flow::passed_params)
+                .unwrap_or_default();
+            if let Some((name, _)) = pairs.iter().find(|(n, _)| !known.contains(n)) {
+                return Err(RunError::Config(format!(
+                    "lookup `{}`: the filter names `{name}`, which the list of `{}` does not pass on (it passes on: {}); fix the option and check with `weft flow check {}`",
+                    l.name,
+                    l.resource,
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.flow()
+                )));
+            }
             ctx.params.extend(pairs);
         }
         Ok(ctx)

@@ -296,6 +296,17 @@ impl StreamRun<'_> {
                 // A record the flow names: updated (under the policy), never created.
                 _ => match w.target.clone() {
                     Some(d) => updates.push((w, d, String::new())),
+                    None if self.stream.write.id.is_some() && self.create_op().is_err() => {
+                        self.fail(
+                            tally,
+                            &w.id,
+                            "create",
+                            &format!(
+                                "write.id gives no `{}` to write into, and one cannot be created",
+                                self.stream.write.resource
+                            ),
+                        )?;
+                    }
                     None => creates.push(w),
                 },
             }
