@@ -55,6 +55,7 @@ impl Org {
         }
         let (lines, sub, tax, total) = self
             .price_lines(&lines, lat, accrec, true)
+            .map(|p| (p.lines, p.sub, p.tax, p.total))
             .unwrap_or_default();
         let number = if accrec {
             format!("INV-{:04}", accrec_before(i + 1))
@@ -118,16 +119,18 @@ impl Org {
     }
 
     /// Prices lines: LineAmount per line to the cent, tax per line from its rate; returns the
-    /// lines and SubTotal, TotalTax, Total.
+    /// lines and SubTotal, TotalTax, Total, and the warnings (an account code Xero does not know
+    /// is removed from its line, the document still saved).
     pub(super) fn price_lines(
         &self,
         lines: &[Value],
         lat: &str,
         sales: bool,
         unitdp4: bool,
-    ) -> Result<(Vec<Value>, Decimal, Decimal, Decimal), Vec<String>> {
+    ) -> Result<Priced, Vec<String>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         let (mut sum_lines, mut sum_tax) = (Decimal::ZERO, Decimal::ZERO);
         for line in lines {
             let Some(obj) = line.as_object() else {
@@ -150,6 +153,15 @@ impl Org {
             });
             if let Some((code, None)) = &item {
                 errors.push(format!("Item code '{code}' is not valid"));
+            }
+            // Xero's schema says bills do not support discounts; whether it refuses or ignores
+            // them is unverified, the simulator refuses.
+            if !sales
+                && ["DiscountRate", "DiscountAmount"]
+                    .iter()
+                    .any(|k| get_ci(obj, k).is_some_and(|v| !v.is_null()))
+            {
+                errors.push("Discounts are not supported on bills (ACCPAY).".to_owned());
             }
             for key in ["Quantity", "UnitAmount", "DiscountRate"] {
                 if get_ci(obj, key).is_some_and(|v| !v.is_null() && decimal(v).is_none()) {
@@ -180,8 +192,9 @@ impl Org {
             let description = get_ci(obj, "Description")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let account = get_ci(obj, "AccountCode")
+            let mut account = get_ci(obj, "AccountCode")
                 .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .or_else(|| {
                     details
@@ -190,12 +203,18 @@ impl Org {
                         .map(str::to_owned)
                 });
             // Accounts cannot be changed through the simulator, so the seeded chart is the chart.
-            let account_rec = account.as_deref().map(|a| (a, self.account_by_code(a)));
-            if let Some((code, None)) = &account_rec {
-                errors.push(format!(
-                    "Account code '{code}' is not a valid code for this document."
+            // An unknown code does not refuse the document: Xero takes it off the line, says so
+            // in Warnings and answers 200.
+            if let Some(code) = account.clone()
+                && self.account_by_code(&code).is_none()
+            {
+                warnings.push(format!(
+                    "Account code '{code}' has been removed as it does not match a recognised account."
                 ));
+                l.remove("AccountCode");
+                account = None;
             }
+            let account_rec = account.as_deref().map(|a| (a, self.account_by_code(a)));
             let default_tax = account_rec
                 .as_ref()
                 .and_then(|(_, a)| a.as_ref())
@@ -278,7 +297,13 @@ impl Org {
         } else {
             sum_lines
         };
-        Ok((out, sub, sum_tax, sub + sum_tax))
+        Ok(Priced {
+            lines: out,
+            sub,
+            tax: sum_tax,
+            total: sub + sum_tax,
+            warnings,
+        })
     }
 
     pub(super) fn number_taken(&self, number: &str, except: Option<&str>) -> bool {
@@ -440,6 +465,17 @@ impl Org {
             },
             None => None,
         };
+        // A bill's planned payment date (ExpectedPaymentDate is the sales counterpart).
+        let planned = match field("PlannedPaymentDate") {
+            Some(d) => match parse_client_date(&d) {
+                Some(ms) => Some(ms.max(0) as u64),
+                None => {
+                    errors.push(format!("'{d}' is not a valid date"));
+                    None
+                }
+            },
+            None => None,
+        };
         // An empty code means the base currency; any other must be one the organisation uses.
         let currency = field("CurrencyCode")
             .map(|c| c.trim().to_ascii_uppercase())
@@ -455,7 +491,14 @@ impl Org {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let Some((mut lines, sub, tax, total)) = priced else {
+        let Some(Priced {
+            mut lines,
+            sub,
+            tax,
+            total,
+            warnings,
+        }) = priced
+        else {
             return Err(vec!["The line items could not be priced".to_owned()]);
         };
         for l in &mut lines {
@@ -465,8 +508,9 @@ impl Org {
         }
         // Copy the writable scalar fields sent.
         for (k, v) in el {
-            const SKIP: [&str; 23] = [
+            const SKIP: [&str; 24] = [
                 "InvoiceID",
+                "PlannedPaymentDate",
                 "CurrencyCode",
                 "Type",
                 "Status",
@@ -563,7 +607,19 @@ impl Org {
                 "Name": c["Name"],
             });
         }
+        if let Some(p) = planned {
+            record["PlannedPaymentDate"] = json!(ms_date(p));
+        }
         self.store(Kind::Invoice, record.clone(), created);
-        Ok((record, vec![]))
+        Ok((record, warnings))
     }
+}
+
+/// Priced line items: the lines, SubTotal, TotalTax, Total and the warnings of pricing.
+pub(super) struct Priced {
+    pub(super) lines: Vec<Value>,
+    pub(super) sub: Decimal,
+    pub(super) tax: Decimal,
+    pub(super) total: Decimal,
+    pub(super) warnings: Vec<String>,
 }

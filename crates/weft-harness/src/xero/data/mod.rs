@@ -17,9 +17,13 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
 mod contacts;
+mod expenses;
 mod invoices;
 mod items;
+mod journals;
 mod payments;
+mod tracking;
+mod users;
 
 use crate::xero::query::{Expr, Field, OrderKey, Record, Scalar, compare_keys};
 use crate::xero::util::{
@@ -36,16 +40,26 @@ pub(crate) enum Kind {
     Account,
     TaxRate,
     Item,
+    User,
+    TrackingCategory,
+    ManualJournal,
+    Receipt,
+    ExpenseClaim,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 11] = [
         Kind::Contact,
         Kind::Invoice,
         Kind::Payment,
         Kind::Account,
         Kind::TaxRate,
         Kind::Item,
+        Kind::User,
+        Kind::TrackingCategory,
+        Kind::ManualJournal,
+        Kind::Receipt,
+        Kind::ExpenseClaim,
     ];
 
     /// The plural key of the envelope and of write bodies.
@@ -57,6 +71,11 @@ impl Kind {
             Kind::Account => "Accounts",
             Kind::TaxRate => "TaxRates",
             Kind::Item => "Items",
+            Kind::User => "Users",
+            Kind::TrackingCategory => "TrackingCategories",
+            Kind::ManualJournal => "ManualJournals",
+            Kind::Receipt => "Receipts",
+            Kind::ExpenseClaim => "ExpenseClaims",
         }
     }
 
@@ -68,6 +87,11 @@ impl Kind {
             Kind::Account => "AccountID",
             Kind::TaxRate => "TaxType",
             Kind::Item => "ItemID",
+            Kind::User => "UserID",
+            Kind::TrackingCategory => "TrackingCategoryID",
+            Kind::ManualJournal => "ManualJournalID",
+            Kind::Receipt => "ReceiptID",
+            Kind::ExpenseClaim => "ExpenseClaimID",
         }
     }
 
@@ -343,6 +367,7 @@ impl ListQuery {
             && self.numbers.is_empty()
             && self.search.is_none()
             && (kind != Kind::Contact || self.include_archived)
+            && kind != Kind::TrackingCategory
     }
 
     /// Whether `r` contains the `searchTerm` in one of the fields Xero searches for `kind`.
@@ -358,6 +383,12 @@ impl ListQuery {
     fn keeps(&self, kind: Kind, v: &Value) -> bool {
         let field = |k: &str| str_of(v, k).unwrap_or_default();
         if kind == Kind::Contact && !self.include_archived && field("ContactStatus") == "ARCHIVED" {
+            return false;
+        }
+        if kind == Kind::TrackingCategory
+            && (field("Status") == "DELETED"
+                || (!self.include_archived && field("Status") == "ARCHIVED"))
+        {
             return false;
         }
         if !self.statuses.is_empty()
@@ -504,6 +535,9 @@ pub(crate) struct Org {
     pub(crate) cache: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
     /// The currencies transactions may use: the base currency, plus any enabled since.
     currencies: BTreeSet<String>,
+    /// Whether the organisation may use classic expense claims (`/Receipts`, `/ExpenseClaims`):
+    /// only organisations that used them before Xero retired them can, so off by default.
+    pub(crate) classic_expenses: bool,
 }
 
 struct Region {
@@ -698,6 +732,15 @@ impl Org {
             (Kind::Account, ACCOUNTS.len(), setup_base),
             (Kind::TaxRate, 6, setup_base),
             (Kind::Item, ITEMS.len(), setup_base),
+            (Kind::User, users::USERS.len(), setup_base),
+            (
+                Kind::TrackingCategory,
+                tracking::CATEGORIES.len(),
+                setup_base,
+            ),
+            (Kind::ManualJournal, 0, setup_base),
+            (Kind::Receipt, 0, setup_base),
+            (Kind::ExpenseClaim, 0, setup_base),
         ];
         let colls = counts
             .iter()
@@ -741,6 +784,7 @@ impl Org {
             creates_by_kind: HashMap::new(),
             cache: std::sync::Mutex::default(),
             currencies: BTreeSet::new(),
+            classic_expenses: false,
         };
         org.currencies.insert(org.region().currency.to_owned());
         org.seeded_accrec = accrec_before(size);
@@ -961,6 +1005,10 @@ impl Org {
             Kind::Account => self.seeded_account(i),
             Kind::TaxRate => self.seeded_tax_rate(i),
             Kind::Item => self.seeded_item(i),
+            Kind::User => self.seeded_user(i),
+            Kind::TrackingCategory => self.seeded_tracking_category(i),
+            // Only created through the API: nothing is seeded.
+            Kind::ManualJournal | Kind::Receipt | Kind::ExpenseClaim => json!({}),
         }
     }
 
@@ -1355,7 +1403,18 @@ impl Org {
         };
         let records = records
             .iter()
-            .map(|r| self.render(kind, r, strip))
+            .map(|r| {
+                if kind == Kind::TrackingCategory {
+                    let v = match r {
+                        Rec::Seeded(i) => self.seeded(kind, *i),
+                        Rec::Stored(v) => (*v).clone(),
+                    };
+                    let shown = tracking::shown(v, q.include_archived);
+                    serde_json::to_vec(&shown).unwrap_or_default().into()
+                } else {
+                    self.render(kind, r, strip)
+                }
+            })
             .collect();
         let pagination = q.page.map(|p| Pagination {
             page: p.max(1),
@@ -1565,7 +1624,11 @@ impl Org {
             Kind::Invoice => self.write_invoice(verb, el, path_id, now, unitdp4),
             Kind::Payment => self.write_payment(verb, el, path_id, now),
             Kind::Item => self.write_item(verb, el, path_id, now),
-            Kind::Account | Kind::TaxRate => Err(vec![format!(
+            Kind::TrackingCategory => self.write_tracking_category(verb, el, path_id),
+            Kind::ManualJournal => self.write_manual_journal(verb, el, path_id, now),
+            Kind::Receipt => self.write_receipt(verb, el, path_id, now, unitdp4),
+            Kind::ExpenseClaim => self.write_expense_claim(verb, el, path_id, now),
+            Kind::Account | Kind::TaxRate | Kind::User => Err(vec![format!(
                 "The simulator does not change {} through the API.",
                 kind.plural()
             )]),
