@@ -7,7 +7,11 @@
 use super::*;
 
 /// A seeded category: its name, status, and options as (name, status).
-type Seeded = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Seeded = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 /// The seeded categories.
 pub(super) const CATEGORIES: [Seeded; 2] = [
