@@ -1844,6 +1844,36 @@ async fn manual_journals_balance_and_are_found_by_narration() {
         "{out}"
     );
 
+    // Changes since a time, and a replayed write.
+    let none: Value = api
+        .req(reqwest::Method::GET, "/ManualJournals")
+        .header("If-Modified-Since", "2099-01-01T00:00:00")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["ManualJournals"].as_array().map(Vec::len), Some(0));
+    let once =
+        json!({"ManualJournals": [{"Narration": "Replayed", "JournalLines": lines("2", "-2")}]});
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = api
+            .req(reqwest::Method::PUT, "/ManualJournals")
+            .header("Idempotency-Key", "weft-tss-9-v1")
+            .json(&once)
+            .send()
+            .await
+            .expect("put");
+        answers.push(r.json::<Value>().await.expect("json"));
+    }
+    assert_eq!(
+        answers[0]["ManualJournals"][0]["ManualJournalID"],
+        answers[1]["ManualJournals"][0]["ManualJournalID"],
+        "the same key and body: the same journal"
+    );
+
     // Paged like invoices: 100 a page.
     let many: Vec<Value> = (0..150)
         .map(|n| json!({"Narration": format!("Bulk {n}"), "JournalLines": lines("1", "-1")}))
@@ -1859,7 +1889,8 @@ async fn manual_journals_balance_and_are_found_by_narration() {
         assert_eq!(status, 200, "{out}");
     }
     let (_, page2) = api.get("/ManualJournals?page=2").await;
-    assert_eq!(page2["ManualJournals"].as_array().map(Vec::len), Some(51));
+    // 150 here, the replayed one and the first: 152.
+    assert_eq!(page2["ManualJournals"].as_array().map(Vec::len), Some(52));
     assert_eq!(page2["pagination"]["pageCount"], 2);
 }
 
@@ -2009,6 +2040,14 @@ async fn tracking_categories_and_their_options() {
         ))
         .await;
     assert_eq!(status, 200);
+    let (_, one) = api.get(&format!("/TrackingCategories/{department}")).await;
+    assert_eq!(
+        one["TrackingCategories"][0]["Options"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "a deleted option is gone: {one}"
+    );
     let (status, body) = api
         .delete(&format!("/TrackingCategories/{department}"))
         .await;

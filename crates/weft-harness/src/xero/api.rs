@@ -422,7 +422,7 @@ fn handle(
     if *method == Method::GET {
         let org = read(&tenant.store);
         return match id {
-            Some(id) => match org.find(kind, id) {
+            Some(id) => match org.get(kind, id) {
                 Some(v) => envelope(shared, kind.plural(), &[v], None),
                 None => not_found(),
             },

@@ -1134,6 +1134,17 @@ impl Org {
             .map(|i| self.seeded(kind, i))
     }
 
+    /// A record as `GET /{plural}/{id}` answers it: [`Org::find`], with a tracking category's
+    /// deleted options left out (archived ones shown).
+    pub(crate) fn get(&self, kind: Kind, key: &str) -> Option<Value> {
+        let v = self.find(kind, key)?;
+        Some(if kind == Kind::TrackingCategory {
+            tracking::shown(v, true)
+        } else {
+            v
+        })
+    }
+
     /// Every record of a kind in default order.
     pub(crate) fn all(&self, kind: Kind) -> Vec<Value> {
         let q = ListQuery {
