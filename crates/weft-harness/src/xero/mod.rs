@@ -408,13 +408,14 @@ impl XeroSim {
             .unwrap_or_default()
     }
 
-    /// Records created through the API in an organisation (contacts, invoices, payments, items),
+    /// Records created through the API in an organisation (contacts, invoices, payments, items,
+    /// tracking categories, manual journals, receipts, expense claims),
     /// counting every element created, including those of batches answered with a 400.
     pub fn creates(&self, tenant: &str) -> u64 {
         self.with_org(tenant, |o| o.creates).unwrap_or(0)
     }
 
-    /// Records of one kind (`"Invoices"`, `"Contacts"`, `"Payments"`, `"Items"`) created through
+    /// Records of one kind (by plural: `"Invoices"`, `"Contacts"`, `"ManualJournals"`, …) created through
     /// the API in an organisation.
     pub fn creates_of(&self, tenant: &str, kind: &str) -> u64 {
         self.with_org(tenant, |o| {
