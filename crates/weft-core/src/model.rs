@@ -943,6 +943,12 @@ pub struct ItemErrors {
     pub errors_field: String,
     /// Field of each error holding the message.
     pub message_field: String,
+    /// Field of each returned item holding its list of warnings: an item whose list there is
+    /// non-empty failed too, whatever its status (for documents a provider accepts after
+    /// changing them, such as a line whose unknown account was removed), its messages read
+    /// with `message-field`. Leave it out where warnings are only advice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings_field: Option<String>,
 }
 
 /// One error-classification rule.

@@ -1014,6 +1014,23 @@ impl Validator<'_> {
                     Some("declare item-errors, or set batch-size = 1".to_owned()),
                 );
             }
+            if let Some(items) = &op.item_errors
+                && let Some(warnings) = &items.warnings_field
+            {
+                if warnings.trim().is_empty() {
+                    self.error(
+                        format!("{key}.item-errors.warnings-field"),
+                        "`warnings-field` is blank: no field of an item could hold its warnings",
+                        Some("name the field of each item holding its warnings, or leave the key out".to_owned()),
+                    );
+                } else if *warnings == items.errors_field {
+                    self.error(
+                        format!("{key}.item-errors.warnings-field"),
+                        format!("`warnings-field` names `{warnings}`, the errors field: an item's errors would fail it whatever its status"),
+                        Some("name the field holding the provider's warnings (a list apart from the errors)".to_owned()),
+                    );
+                }
+            }
         } else {
             for (present, what) in [
                 (op.body.is_some(), "body"),

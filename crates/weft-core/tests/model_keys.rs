@@ -428,6 +428,14 @@ const COVERED: &[(&str, &[&str])] = &[
     ("ItemErrors.status-field", &[WRITE]),
     ("ItemErrors.error-values", &[WRITE]),
     ("ItemErrors.message-field", &[WRITE]),
+    (
+        "ItemErrors.warnings-field",
+        &[
+            "crates/weft-engine/src/write.rs::warnings_fail_an_item_that_was_stored_anyway",
+            "crates/weft-engine/tests/write.rs::an_invoice_whose_account_code_was_removed_is_a_failed_item",
+            "crates/weft-engine/tests/sync.rs::invoices_stored_with_warnings_are_failures_then_updated_not_duplicated",
+        ],
+    ),
 ];
 
 /// Keys the language declares that no code path reads yet, each with what is missing. A key

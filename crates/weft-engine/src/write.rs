@@ -211,6 +211,17 @@ pub fn key_header(op: &Operation, key: Option<&str>) -> Option<(String, String)>
     }
 }
 
+/// Whether `record` carries one of the rule's error statuses.
+fn refused(record: Option<&Value>, items: Option<&ItemErrors>) -> bool {
+    let (Some(record), Some(rule)) = (record, items) else {
+        return false;
+    };
+    record
+        .get(&rule.status_field)
+        .and_then(Value::as_str)
+        .is_some_and(|status| rule.error_values.iter().any(|e| e == status))
+}
+
 /// Per-record outcomes of a batch answer: from the per-item results when the spec declares
 /// them, else the answer's records in order.
 pub fn item_results(
@@ -231,27 +242,49 @@ pub fn item_results(
                     _ => None,
                 });
             let failed = items.and_then(|rule| {
-                let status = record?.get(&rule.status_field)?.as_str()?;
-                rule.error_values.iter().any(|e| e == status).then(|| {
+                let record = record?;
+                let messages = |field: &str| -> Vec<String> {
                     record
-                        .and_then(|r| r.get(&rule.errors_field))
+                        .get(field)
                         .and_then(Value::as_array)
-                        .map(|errors| {
-                            errors
-                                .iter()
+                        .map(|list| {
+                            list.iter()
                                 .filter_map(|e| {
                                     e.get(&rule.message_field)?.as_str().map(str::to_owned)
                                 })
-                                .collect::<Vec<_>>()
+                                .collect()
                         })
                         .unwrap_or_default()
-                })
+                };
+                let refused = refused(Some(record), Some(rule));
+                // A non-empty warnings list fails the item as well (the spec says warnings
+                // there mean the record was changed, not written as sent).
+                let warned = rule.warnings_field.as_deref().is_some_and(|field| {
+                    record
+                        .get(field)
+                        .and_then(Value::as_array)
+                        .is_some_and(|w| !w.is_empty())
+                });
+                if !refused && !warned {
+                    return None;
+                }
+                let mut errors = if refused {
+                    messages(&rule.errors_field)
+                } else {
+                    Vec::new()
+                };
+                if let Some(field) = rule.warnings_field.as_deref().filter(|_| warned) {
+                    errors.extend(messages(field));
+                }
+                Some(errors)
             });
             match (record, failed) {
                 (_, Some(errors)) => ItemResult {
                     index: first_index + i,
                     status: "failed",
-                    id: None,
+                    // Kept when the provider stored the record anyway (failed by its warnings),
+                    // so whoever reads the result can find what was written.
+                    id: if refused(record, items) { None } else { id },
                     errors: if errors.is_empty() {
                         vec!["refused without a message".to_owned()]
                     } else {
@@ -300,6 +333,7 @@ mod tests {
             error_values: vec!["ERROR".into()],
             errors_field: "ValidationErrors".into(),
             message_field: "Message".into(),
+            warnings_field: None,
         };
         let returned = [
             json!({"CustomerID": "c1", "StatusAttributeString": "OK"}),
@@ -320,5 +354,33 @@ mod tests {
             results[2].status, "unknown",
             "not mentioned: the outcome is unknown"
         );
+    }
+
+    #[test]
+    fn warnings_fail_an_item_that_was_stored_anyway() {
+        let rule = ItemErrors {
+            status_field: "Status".into(),
+            error_values: vec!["ERROR".into()],
+            errors_field: "Errors".into(),
+            message_field: "Message".into(),
+            warnings_field: Some("Warnings".into()),
+        };
+        let returned = [
+            json!({"Id": "a", "Warnings": []}),
+            json!({"Id": "b", "Warnings": [{"Message": "code removed"}]}),
+            json!({"Id": "c", "Status": "ERROR", "Errors": [{"Message": "bad"}], "Warnings": [{"Message": "also"}]}),
+            json!({"Id": "d"}),
+        ];
+        let results = item_results(0, 4, &returned, Some(&rule), "Id");
+        let statuses: Vec<_> = results.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, ["ok", "failed", "failed", "ok"]);
+        assert_eq!(results[1].errors, ["code removed"]);
+        assert_eq!(
+            results[1].id.as_deref(),
+            Some("b"),
+            "stored: its id is kept"
+        );
+        assert_eq!(results[2].errors, ["bad", "also"]);
+        assert_eq!(results[2].id, None, "refused: no id");
     }
 }

@@ -472,6 +472,54 @@ async fn every_xero_list_reads_to_its_end() {
         }),
         ..RequestContext::with_field_defaults(spec.file())
     };
+    // Records for the lists the seed leaves empty: manual journals over three pages of 100, and
+    // classic receipts and a claim (the organisation given classic expense claims).
+    assert!(sim.enable_classic_expenses(&tenant_id));
+    let put = |path: &str, body: Value| {
+        let url = format!("{}/api.xro/2.0{path}", sim.api_url());
+        let request = reqwest::Client::new()
+            .put(url)
+            .bearer_auth(token)
+            .header("xero-tenant-id", &tenant_id)
+            .header("Accept", "application/json")
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    for batch in 0..5 {
+        let journals: Vec<Value> = (0..50)
+            .map(|n| {
+                serde_json::json!({"Narration": format!("Journal {batch}-{n}"), "JournalLines": [
+                {"AccountCode": "400", "LineAmount": 1}, {"AccountCode": "200", "LineAmount": -1}]})
+            })
+            .collect();
+        put(
+            "/ManualJournals",
+            serde_json::json!({ "ManualJournals": journals }),
+        )
+        .await;
+    }
+    let user = sim.records(&tenant_id, "Users")[0]["UserID"].clone();
+    let contact = sim.contacts(&tenant_id)[0]["ContactID"].clone();
+    let receipts: Vec<Value> = (0..3)
+        .map(|n| serde_json::json!({"Date": "2026-01-05", "Contact": {"ContactID": contact}, "User": {"UserID": user},
+            "LineItems": [{"Description": format!("Expense {n}"), "UnitAmount": 12.5, "AccountCode": "400"}]}))
+        .collect();
+    let made = put("/Receipts", serde_json::json!({ "Receipts": receipts })).await;
+    let ids: Vec<Value> = made["Receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::json!({"ReceiptID": r["ReceiptID"]}))
+        .collect();
+    put(
+        "/ExpenseClaims",
+        serde_json::json!({"ExpenseClaims": [{"User": {"UserID": user}, "Receipts": ids}]}),
+    )
+    .await;
     let mut counts = BTreeMap::new();
     for (name, resource) in &spec.file().resources {
         if resource.list.is_none() || name == "connections" {
@@ -491,6 +539,18 @@ async fn every_xero_list_reads_to_its_end() {
     assert_eq!(counts["contacts"].0, sim.contacts(&tenant_id).len());
     assert_eq!(counts["payments"].0, sim.payments(&tenant_id).len());
     assert_eq!(counts["organisation"].0, 1);
+    assert_eq!(
+        counts["manual_journals"],
+        (250, 3),
+        "100 a page, three pages"
+    );
+    assert_eq!(counts["receipts"].0, 3);
+    assert_eq!(counts["expense_claims"].0, 1);
+    assert_eq!(counts["users"].0, sim.records(&tenant_id, "Users").len());
+    assert_eq!(
+        counts["tracking_categories"].0, 1,
+        "the archived category only with includeArchived"
+    );
     for name in ["accounts", "tax_rates", "items"] {
         assert!(
             counts.get(name).is_some_and(|(n, _)| *n > 0),

@@ -376,3 +376,61 @@ async fn an_invoice_in_a_currency_the_organisation_does_not_use_is_queued_with_x
     assert_eq!(second.summary.created, 0);
     assert_eq!(w.state().errors(None, false).unwrap().len(), eligible);
 }
+
+/// Warnings are failures, without duplicates: with every line mapped to an account code Xero
+/// does not know, Xero stores each invoice without the code and warns; the run counts each as
+/// failed with Xero's message but links what was stored, so once the table is fixed the next
+/// run updates those invoices instead of creating them again.
+#[tokio::test]
+async fn invoices_stored_with_warnings_are_failures_then_updated_not_duplicated() {
+    let mut w = World::new("warned", 8);
+    let eligible = w.eligible().len();
+    assert!(eligible > 0);
+    let original = w.flow.tables.clone();
+    for name in ["accounts", "expense-accounts"] {
+        for code in w.flow.tables.get_mut(name).unwrap().values_mut() {
+            *code = "9999".to_owned();
+        }
+    }
+    let first = w.run(false).await;
+    assert_eq!(first.outcome, RunOutcome::Completed, "{:?}", first.outcome);
+    assert_eq!(first.summary.created, 0);
+    assert_eq!(first.summary.failed as usize, eligible);
+    let queued = w.state().errors(None, false).unwrap();
+    assert_eq!(queued.len(), eligible);
+    assert!(
+        queued
+            .iter()
+            .all(|e| e.message.contains("'9999' has been removed")),
+        "{queued:?}"
+    );
+    let written = w.written();
+    assert_eq!(written.len(), eligible);
+    assert!(written.values().all(|v| v.len() == 1), "one invoice each");
+
+    w.flow.tables = original;
+    let second = w.run(false).await;
+    assert_eq!(
+        second.outcome,
+        RunOutcome::Completed,
+        "{:?}",
+        second.outcome
+    );
+    assert_eq!(second.summary.created, 0, "{:?}", second.summary);
+    assert_eq!(
+        second.summary.updated as usize, eligible,
+        "{:?}",
+        second.summary
+    );
+    assert!(w.state().errors(None, false).unwrap().is_empty());
+    let written = w.written();
+    assert!(
+        written.values().all(|v| v.len() == 1),
+        "still one invoice each"
+    );
+    assert!(written.values().all(|v| {
+        v[0]["LineItems"]
+            .as_array()
+            .is_some_and(|lines| lines.iter().all(|l| l["AccountCode"].is_string()))
+    }));
+}

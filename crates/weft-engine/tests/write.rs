@@ -224,3 +224,113 @@ fn keys_and_their_header_only_where_the_operation_declares_them() {
     assert_eq!(idempotency_key_for(&bare, "scope", &batch), None);
     assert_eq!(key_header(&bare, Some(&key)), None);
 }
+
+/// Sends `batch` through `resource`'s create operation of the shipped Xero spec to the simulator's
+/// first organisation; the answer, or the classified failure.
+async fn xero_create(
+    sim: &XeroSim,
+    resource: &str,
+    batch: &[serde_json::Value],
+) -> Result<
+    (
+        Vec<weft_engine::write::ItemResult>,
+        weft_engine::http::Answer,
+    ),
+    weft_engine::http::CallError,
+> {
+    let spec = shipped("xero");
+    let file = spec.file();
+    let hosts = Hosts::new(file, &BTreeMap::from([("api".to_owned(), sim.api_url())])).unwrap();
+    let token = xero_token(sim).await;
+    let (tenant, name) = sim.tenants().into_iter().next().unwrap();
+    let ctx = RequestContext {
+        tenant: Some(Tenant { id: tenant, name }),
+        ..RequestContext::with_field_defaults(file)
+    };
+    let env = weft_core::template::environment();
+    let mut request = build(&env, file, &hosts, resource, OpKind::Create, &ctx, &[]).unwrap();
+    request
+        .headers
+        .push(("Authorization".into(), format!("Bearer {token}")));
+    let op = file.resources[resource].create.as_ref().unwrap();
+    let answer = send(
+        &client().unwrap(),
+        file,
+        &op.errors,
+        &request,
+        Some(&body(op, batch)),
+        &Sleep,
+        &mut fastrand::Rng::with_seed(1),
+    )
+    .await?;
+    let returned = records(&answer.body, &op.records).unwrap();
+    let results = item_results(
+        0,
+        batch.len(),
+        &returned,
+        op.item_errors.as_ref(),
+        &file.resources[resource].primary_key,
+    );
+    Ok((results, answer))
+}
+
+/// Warnings are failures: Xero saves an invoice whose line names an unknown account code without
+/// that code and only warns (HTTP 200); the spec's `warnings-field` makes it a failed record,
+/// with Xero's message and the id of what was saved, while a clean invoice beside it succeeds.
+#[tokio::test]
+async fn an_invoice_whose_account_code_was_removed_is_a_failed_item() {
+    let sim = XeroSim::start(XeroConfig::default()).unwrap();
+    let (tenant, _) = sim.tenants().into_iter().next().unwrap();
+    let contact = sim.contacts(&tenant)[0]["ContactID"].clone();
+    let bill = |account: &str| {
+        json!({"Type": "ACCPAY", "Contact": {"ContactID": contact}, "InvoiceNumber": "KX-ERS-12",
+            "Url": "https://kantata.example/expense_reports/12", "PlannedPaymentDate": "2026-02-01",
+            "LineItems": [{"Description": "Hotel", "Quantity": 1, "UnitAmount": "180.00", "AccountCode": account}]})
+    };
+    let (results, answer) = xero_create(&sim, "invoices", &[bill("400"), bill("9999")])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "Xero accepts both");
+    assert_eq!(
+        results.iter().map(|r| r.status).collect::<Vec<_>>(),
+        ["ok", "failed"]
+    );
+    assert_eq!(
+        results[1].errors,
+        ["Account code '9999' has been removed as it does not match a recognised account."]
+    );
+    let saved = results[1].id.as_deref().expect("the warned bill's id");
+    assert!(sim.invoice(&tenant, saved).is_some(), "it exists in Xero");
+
+    // The same holds for a manual journal.
+    let journal = json!({"Narration": "Kantata timesheet #5", "JournalLines": [
+        {"AccountCode": "9998", "LineAmount": "10.00"}, {"AccountCode": "200", "LineAmount": "-10.00"}]});
+    let (results, _) = xero_create(&sim, "manual_journals", &[journal])
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, "failed");
+    assert!(results[0].errors[0].contains("'9998' has been removed"));
+}
+
+/// An organisation without classic expense claims: the refusal is classified by the receipts'
+/// own rule, whose message sends the person to the bills template.
+#[tokio::test]
+async fn a_receipt_without_classic_expenses_points_to_bills() {
+    let sim = XeroSim::start(XeroConfig::default()).unwrap();
+    let (tenant, _) = sim.tenants().into_iter().next().unwrap();
+    let receipt = json!({"Date": "2026-01-05", "Contact": {"Name": "Cab Co"}, "User": {"UserID": "00000000-0000-0000-0000-000000000000"},
+        "LineItems": [{"Description": "Taxi", "UnitAmount": "20.00", "AccountCode": "400"}]});
+    for resource in ["receipts", "expense_claims"] {
+        let err = xero_create(&sim, resource, std::slice::from_ref(&receipt))
+            .await
+            .expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("weft init --template kantata-xero-bills") && text.contains("Forbidden"),
+            "{resource}: {text}"
+        );
+    }
+    assert!(sim.enable_classic_expenses(&tenant));
+    let (results, _) = xero_create(&sim, "receipts", &[receipt]).await.unwrap();
+    assert_eq!(results[0].status, "failed", "an unknown user: {results:?}");
+}

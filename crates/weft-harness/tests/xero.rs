@@ -1649,3 +1649,586 @@ async fn search_term_and_summary_only_read_as_xero_documents() {
     let (_, plain) = api.get("/Accounts").await;
     assert_eq!(accounts["Accounts"], plain["Accounts"]);
 }
+
+/// Bills (`Type` ACCPAY) through `/Invoices`: a supplier's number may repeat (a sales invoice's
+/// may not), discounts are refused, `Url` and `PlannedPaymentDate` come back, and an unknown
+/// account code is taken off its line with a warning while the answer stays 200.
+#[tokio::test]
+async fn bills_repeat_numbers_refuse_discounts_and_warn_of_removed_accounts() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let contact = sim.contacts(&api.tenant)[0]["ContactID"].clone();
+    let bill = |number: &str, line: Value| {
+        json!({"Invoices": [{"Type": "ACCPAY", "Contact": {"ContactID": contact}, "InvoiceNumber": number,
+            "Date": "2026-01-05", "DueDate": "2026-01-05", "PlannedPaymentDate": "2026-01-20",
+            "Url": "https://kantata.example/expense_reports/7", "Status": "AUTHORISED", "LineItems": [line]}]})
+    };
+    let taxi =
+        json!({"Description": "Taxi", "Quantity": 1, "UnitAmount": 23.4, "AccountCode": "400"});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, out) = api
+            .send(
+                reqwest::Method::PUT,
+                "/Invoices?summarizeErrors=false",
+                &bill("KX-ERS-7", taxi.clone()),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let b = &out["Invoices"][0];
+        assert_eq!(b["StatusAttributeString"], "OK", "{b}");
+        assert_eq!(b["Url"], "https://kantata.example/expense_reports/7");
+        assert_eq!(b["PlannedPaymentDate"], "/Date(1768867200000+0000)/");
+        ids.push(b["InvoiceID"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_ne!(
+        ids[0], ids[1],
+        "the same supplier number twice is two bills"
+    );
+    let (_, got) = api.get(&format!("/Invoices/{}", ids[0])).await;
+    assert_eq!(
+        got["Invoices"][0]["PlannedPaymentDate"],
+        "/Date(1768867200000+0000)/"
+    );
+
+    // A sales invoice's number stays unique.
+    let sale = json!({"Invoices": [{"Type": "ACCREC", "Contact": {"ContactID": contact}, "InvoiceNumber": "INV-0001",
+        "LineItems": [{"Description": "Work", "Quantity": 1, "UnitAmount": 10, "AccountCode": "200"}]}]});
+    let (status, out) = api.send(reqwest::Method::PUT, "/Invoices", &sale).await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        out["Elements"][0]["ValidationErrors"][0]["Message"],
+        "Invoice # must be unique."
+    );
+
+    let discounted = json!({"Description": "Taxi", "Quantity": 1, "UnitAmount": 23.4, "AccountCode": "400", "DiscountRate": 10});
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Invoices",
+            &bill("KX-ERS-8", discounted),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        out["Elements"][0]["ValidationErrors"][0]["Message"],
+        "Discounts are not supported on bills (ACCPAY)."
+    );
+
+    // An unknown account: removed from the line, a warning, still 200 (summarized or not).
+    let unknown =
+        json!({"Description": "Taxi", "Quantity": 1, "UnitAmount": 23.4, "AccountCode": "9999"});
+    for query in ["", "?summarizeErrors=false"] {
+        let (status, out) = api
+            .send(
+                reqwest::Method::PUT,
+                &format!("/Invoices{query}"),
+                &bill("KX-ERS-9", unknown.clone()),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let b = &out["Invoices"][0];
+        assert_eq!(
+            b["Warnings"][0]["Message"],
+            "Account code '9999' has been removed as it does not match a recognised account."
+        );
+        assert!(b["LineItems"][0].get("AccountCode").is_none(), "{b}");
+        if !query.is_empty() {
+            assert_eq!(b["StatusAttributeString"], "WARNING");
+        }
+    }
+
+    // Inspection helpers: a bill paid in full, another voided.
+    let payment = sim.pay_in_full(&api.tenant, &ids[0]).expect("paid");
+    assert_eq!(payment["PaymentType"], "ACCPAYPAYMENT");
+    assert_eq!(
+        sim.invoice(&api.tenant, &ids[0]).expect("bill")["Status"],
+        "PAID"
+    );
+    let voided = sim.void_invoice(&api.tenant, &ids[1]).expect("voided");
+    assert_eq!(voided["Status"], "VOIDED");
+    assert!(
+        sim.void_invoice(&api.tenant, &ids[0]).is_err(),
+        "a paid bill cannot be voided"
+    );
+}
+
+/// Manual journals: Narration required, DRAFT by default, debits equal to credits, at most two
+/// tracking entries a line, a posted journal only voided, and found again by its narration.
+#[tokio::test]
+async fn manual_journals_balance_and_are_found_by_narration() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let lines = |debit: &str, credit: &str| {
+        json!([{"AccountCode": "400", "LineAmount": debit.parse::<f64>().unwrap_or(0.0), "Description": "Time"},
+               {"AccountCode": "200", "LineAmount": credit.parse::<f64>().unwrap_or(0.0), "Description": "Balancing"}])
+    };
+    let body = json!({"ManualJournals": [
+        {"Narration": "Kantata timesheet Week 3 #41", "Date": "2026-01-31", "JournalLines": lines("120.50", "-120.50")},
+        {"Narration": "Kantata timesheet Week 3 #42", "JournalLines": lines("100.00", "-10.00")},
+        {"JournalLines": lines("1", "-1")},
+        {"Narration": "Tracked", "JournalLines": [
+            {"AccountCode": "400", "LineAmount": 5, "Tracking": [{"Name": "Region", "Option": "North"}, {"Name": "A", "Option": "B"}, {"Name": "C", "Option": "D"}]},
+            {"AccountCode": "200", "LineAmount": -5}]},
+    ]});
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/ManualJournals?summarizeErrors=false",
+            &body,
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let js = out["ManualJournals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(js[0]["Status"], "DRAFT");
+    assert_eq!(js[0]["StatusAttributeString"], "OK");
+    assert_eq!(js[0]["JournalLines"][1]["LineAmount"].to_string(), "-120.5");
+    let message = |j: &Value| j["ValidationErrors"][0]["Message"].clone();
+    assert_eq!(
+        message(&js[1]),
+        "The total debits (100.00) must equal total credits (-10.00)"
+    );
+    assert_eq!(message(&js[2]), "Narration must be specified");
+    assert_eq!(
+        message(&js[3]),
+        "A journal line can have at most 2 tracking categories."
+    );
+    let id = js[0]["ManualJournalID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // Found again by its narration, exactly or by a part of it.
+    for filter in [
+        r#"Narration=="Kantata timesheet Week 3 #41""#,
+        r##"Narration.Contains("#41")"##,
+    ] {
+        let (status, found) = api
+            .get(&format!("/ManualJournals?where={}", urlencode(filter)))
+            .await;
+        assert_eq!(status, 200, "{found}");
+        let found = found["ManualJournals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(found.len(), 1, "{filter}");
+        assert_eq!(found[0]["ManualJournalID"], id.as_str());
+    }
+
+    // DRAFT → POSTED; POSTED only → VOIDED.
+    let post = |status: &str| json!({"ManualJournals": [{"Status": status}]});
+    let path = format!("/ManualJournals/{id}");
+    let (status, out) = api
+        .send(reqwest::Method::POST, &path, &post("POSTED"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), out["ManualJournals"][0]["Status"].clone()),
+        (200, json!("POSTED")),
+        "{out}"
+    );
+    let (status, out) = api.send(reqwest::Method::POST, &path, &post("DRAFT")).await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        out["Elements"][0]["ValidationErrors"][0]["Message"],
+        "A posted manual journal can only be voided."
+    );
+    let (status, out) = api
+        .send(reqwest::Method::POST, &path, &post("VOIDED"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), out["ManualJournals"][0]["Status"].clone()),
+        (200, json!("VOIDED")),
+        "{out}"
+    );
+
+    // Changes since a time, and a replayed write.
+    let none: Value = api
+        .req(reqwest::Method::GET, "/ManualJournals")
+        .header("If-Modified-Since", "2099-01-01T00:00:00")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["ManualJournals"].as_array().map(Vec::len), Some(0));
+    let once =
+        json!({"ManualJournals": [{"Narration": "Replayed", "JournalLines": lines("2", "-2")}]});
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = api
+            .req(reqwest::Method::PUT, "/ManualJournals")
+            .header("Idempotency-Key", "weft-tss-9-v1")
+            .json(&once)
+            .send()
+            .await
+            .expect("put");
+        answers.push(r.json::<Value>().await.expect("json"));
+    }
+    assert_eq!(
+        answers[0]["ManualJournals"][0]["ManualJournalID"],
+        answers[1]["ManualJournals"][0]["ManualJournalID"],
+        "the same key and body: the same journal"
+    );
+
+    // Paged like invoices: 100 a page.
+    let many: Vec<Value> = (0..150)
+        .map(|n| json!({"Narration": format!("Bulk {n}"), "JournalLines": lines("1", "-1")}))
+        .collect();
+    for chunk in many.chunks(50) {
+        let (status, out) = api
+            .send(
+                reqwest::Method::PUT,
+                "/ManualJournals",
+                &json!({"ManualJournals": chunk}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let (_, page2) = api.get("/ManualJournals?page=2").await;
+    // 150 here, the replayed one and the first: 152.
+    assert_eq!(page2["ManualJournals"].as_array().map(Vec::len), Some(52));
+    assert_eq!(page2["pagination"]["pageCount"], 2);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Tracking categories: seeded "Region" with an archived option, `includeArchived`, no more
+/// than two active categories, names of at most 100 characters, options added, renamed,
+/// archived and deleted (through the API and the simulator's own helpers).
+#[tokio::test]
+async fn tracking_categories_and_their_options() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let (status, out) = api.get("/TrackingCategories").await;
+    assert_eq!(status, 200);
+    let cats = out["TrackingCategories"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(cats.len(), 1, "the archived category is left out: {out}");
+    let region = &cats[0];
+    assert_eq!(region["Name"], "Region");
+    let names = |c: &Value| -> Vec<String> {
+        c["Options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o["Name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(names(region), ["North", "South", "Central"]);
+    assert!(out.get("pagination").is_none());
+    assert!(region.get("UpdatedDateUTC").is_none());
+    let (_, all) = api.get("/TrackingCategories?includeArchived=true").await;
+    let all = all["TrackingCategories"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(all.len(), 2);
+    assert_eq!(names(&all[0]), ["North", "South", "Central", "Islands"]);
+    assert_eq!(all[0]["Options"][3]["IsArchived"], true);
+    let (_, filtered) = api
+        .get(&format!(
+            "/TrackingCategories?where={}",
+            urlencode(r#"Name=="Region""#)
+        ))
+        .await;
+    assert_eq!(
+        filtered["TrackingCategories"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let region_id = region["TrackingCategoryID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let north = region["Options"][0]["TrackingOptionID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    sim.rename_tracking_option(&api.tenant, &region_id, &north, "Northland")
+        .expect("renamed");
+    sim.archive_tracking_option(&api.tenant, &region_id, &north)
+        .expect("archived");
+    let added = sim
+        .add_tracking_option(&api.tenant, &region_id, "West")
+        .expect("added");
+    assert_eq!(added["Status"], "ACTIVE");
+    let (_, out) = api.get("/TrackingCategories").await;
+    assert_eq!(
+        names(&out["TrackingCategories"][0]),
+        ["South", "Central", "West"]
+    );
+    assert!(
+        sim.add_tracking_option(&api.tenant, &region_id, "west")
+            .is_err(),
+        "names are unique"
+    );
+
+    // A second active category is fine, a third is not; names are at most 100 characters.
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/TrackingCategories",
+            &json!({"Name": "Department"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let department = out["TrackingCategories"][0]["TrackingCategoryID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/TrackingCategories",
+            &json!({"Name": "Third"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        out["Elements"][0]["ValidationErrors"][0]["Message"],
+        "An organisation can have at most 2 active tracking categories."
+    );
+    let (status, _) = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/TrackingCategories/{department}/Options"),
+            &json!({"Name": "x".repeat(101)}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/TrackingCategories/{department}/Options"),
+            &json!({"Name": "Design"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let design = out["Options"][0]["TrackingOptionID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, out) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/TrackingCategories/{department}/Options/{design}"),
+            &json!({"Name": "Design Studio"}),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), out["Options"][0]["Name"].clone()),
+        (200, json!("Design Studio"))
+    );
+    let (status, _) = api
+        .delete(&format!(
+            "/TrackingCategories/{department}/Options/{design}"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let (_, one) = api.get(&format!("/TrackingCategories/{department}")).await;
+    assert_eq!(
+        one["TrackingCategories"][0]["Options"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "a deleted option is gone: {one}"
+    );
+    let (status, body) = api
+        .delete(&format!("/TrackingCategories/{department}"))
+        .await;
+    assert_eq!(status, 200);
+    let deleted: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(deleted["TrackingCategories"][0]["Status"], "DELETED");
+    let (status, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/TrackingCategories",
+            &json!({"Name": "Third"}),
+        )
+        .await;
+    assert_eq!(status, 200, "a deleted category is no longer active");
+}
+
+/// Users are seeded, read-only and not paged.
+#[tokio::test]
+async fn users_are_seeded_and_read_only() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    let (status, out) = api.get("/Users?page=1").await;
+    assert_eq!(status, 200);
+    let users = out["Users"].as_array().cloned().unwrap_or_default();
+    assert!(users.len() >= 3);
+    assert!(out.get("pagination").is_none());
+    assert!(
+        users
+            .iter()
+            .all(|u| u["OrganisationRole"].is_string() && u["EmailAddress"].is_string())
+    );
+    let (_, advisers) = api
+        .get(&format!(
+            "/Users?where={}",
+            urlencode(r#"OrganisationRole=="FINANCIALADVISER""#)
+        ))
+        .await;
+    assert_eq!(advisers["Users"].as_array().map(Vec::len), Some(1));
+    let (status, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Users",
+            &json!({"Users": [{"FirstName": "X"}]}),
+        )
+        .await;
+    assert_eq!(status, 405);
+}
+
+/// Classic expense claims are refused until the organisation has them; then receipts need a
+/// date, a contact, lines and a user, and have no currency; a claim needs a user and a receipt,
+/// totals its receipts, and moves SUBMITTED → AUTHORISED → PAID.
+#[tokio::test]
+async fn classic_expense_claims_only_where_enabled() {
+    let sim = start(XeroConfig::default());
+    let api = Api::new(&sim).await;
+    for path in ["/Receipts", "/ExpenseClaims"] {
+        let (status, out) = api.get(path).await;
+        assert_eq!(status, 403, "{path}: {out}");
+        assert!(
+            out["Message"].as_str().is_some_and(
+                |m| m.contains("Classic expense claims are not available to this organisation")
+            ),
+            "{out}"
+        );
+    }
+    assert!(sim.enable_classic_expenses(&api.tenant));
+    let (_, users) = api.get("/Users").await;
+    let user = users["Users"][1]["UserID"].clone();
+    let contact = sim.contacts(&api.tenant)[0]["ContactID"].clone();
+    let receipt = |amount: f64, reference: &str| {
+        json!({"Date": "2026-01-05", "Contact": {"ContactID": contact}, "User": {"UserID": user}, "Reference": reference,
+            "LineAmountTypes": "Inclusive", "LineItems": [{"Description": "Lunch", "Quantity": 1, "UnitAmount": amount, "AccountCode": "400"}]})
+    };
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/Receipts?summarizeErrors=false",
+            &json!({"Receipts": [receipt(34.5, "KX-ERS-3-E1"), receipt(10.25, "KX-ERS-3-E2"),
+                {"LineItems": [{"Description": "x", "UnitAmount": 1}]},
+                {"Date": "2026-01-05", "Contact": {"ContactID": contact}, "User": {"UserID": user}, "CurrencyCode": "EUR",
+                 "LineItems": [{"Description": "x", "UnitAmount": 1, "AccountCode": "400"}]}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let rs = out["Receipts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rs[0]["Status"], "DRAFT");
+    assert_eq!(
+        (
+            rs[0]["ReceiptNumber"].clone(),
+            rs[1]["ReceiptNumber"].clone()
+        ),
+        (json!("1"), json!("2"))
+    );
+    assert_eq!(rs[0]["Total"].to_string(), "34.5");
+    assert!(rs[0].get("CurrencyCode").is_none());
+    let errors = |r: &Value| -> Vec<String> {
+        r["ValidationErrors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["Message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        errors(&rs[2]),
+        [
+            "A User with a UserID must be specified",
+            "A Contact must be specified for this type of transaction",
+            "A Date must be specified"
+        ]
+    );
+    assert!(
+        errors(&rs[3])[0].contains("base currency"),
+        "{:?}",
+        errors(&rs[3])
+    );
+    let (_, found) = api
+        .get(&format!(
+            "/Receipts?where={}",
+            urlencode(r#"Reference=="KX-ERS-3-E2""#)
+        ))
+        .await;
+    assert_eq!(found["Receipts"].as_array().map(Vec::len), Some(1));
+
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/ExpenseClaims",
+            &json!({"ExpenseClaims": [{"User": {"UserID": user}, "Receipts": []}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        out["Elements"][0]["ValidationErrors"][0]["Message"],
+        "An expense claim must have at least one receipt"
+    );
+    let ids: Vec<Value> = rs[..2]
+        .iter()
+        .map(|r| json!({"ReceiptID": r["ReceiptID"]}))
+        .collect();
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/ExpenseClaims",
+            &json!({"ExpenseClaims": [{"User": {"UserID": user}, "Receipts": ids, "Status": "SUBMITTED"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let claim = &out["ExpenseClaims"][0];
+    assert_eq!(claim["Total"].to_string(), "44.75");
+    assert_eq!(claim["AmountDue"].to_string(), "44.75");
+    let claim_id = claim["ExpenseClaimID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, r) = api
+        .get(&format!(
+            "/Receipts/{}",
+            rs[0]["ReceiptID"].as_str().unwrap_or_default()
+        ))
+        .await;
+    assert_eq!(r["Receipts"][0]["Status"], "SUBMITTED");
+    let (status, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/ExpenseClaims",
+            &json!({"User": {"UserID": user}, "Receipts": [{"ReceiptID": rs[0]["ReceiptID"]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "a receipt is on one claim at a time");
+    let paid = sim.pay_expense_claim(&api.tenant, &claim_id).expect("paid");
+    assert_eq!(
+        (paid["Status"].clone(), paid["AmountDue"].to_string()),
+        (json!("PAID"), "0.0".to_owned())
+    );
+    let (status, _) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/ExpenseClaims/{claim_id}"),
+            &json!({"Status": "VOIDED"}),
+        )
+        .await;
+    assert_eq!(status, 400, "a paid claim stays paid");
+}

@@ -226,3 +226,201 @@ async fn responses_match_the_official_schemas() {
         "part-paid invoice",
     );
 }
+
+/// The resources of the other M-Bridge scenarios answer in Xero's schemas too: bills (with a
+/// removed account code's warning), users, tracking categories and options, manual journals,
+/// receipts and expense claims (classic expenses enabled), and the refusal without them.
+#[tokio::test]
+async fn scenario_resources_match_the_official_schemas() {
+    let sim = XeroSim::start(XeroConfig {
+        size: 20,
+        limits: XeroLimits::unlimited(),
+        ..XeroConfig::default()
+    })
+    .expect("start");
+    let api = Client::new(&sim).await;
+    let mut v = Validator::new();
+    let acc = ACCOUNTING;
+    let x = "/api.xro/2.0";
+    let contact_id = sim.contacts(&api.tenant)[0]["ContactID"].clone();
+
+    let bill = json!({"Invoices": [{"Type": "ACCPAY", "Contact": {"ContactID": contact_id}, "InvoiceNumber": "KX-ERS-1",
+        "Date": "2026-01-05", "DueDate": "2026-01-05", "PlannedPaymentDate": "2026-01-20", "Url": "https://kantata.example/ers/1",
+        "LineItems": [{"Description": "Taxi", "Quantity": 1, "UnitAmount": 23.4, "AccountCode": "9999"}]}]});
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("{x}/Invoices?summarizeErrors=false"),
+            Some(bill),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/Invoices",
+        &body,
+        "PUT /Invoices (bill, warned)",
+    );
+
+    let (status, body) = api
+        .call(reqwest::Method::GET, &format!("{x}/Users"), None)
+        .await;
+    assert_eq!(status, 200);
+    v.check(acc, "/components/schemas/Users", &body, "GET /Users");
+    let user_id = body["Users"][0]["UserID"].clone();
+
+    for path in [
+        "/TrackingCategories",
+        "/TrackingCategories?includeArchived=true",
+    ] {
+        let body = api.get(&format!("{x}{path}")).await;
+        v.check(acc, "/components/schemas/TrackingCategories", &body, path);
+    }
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("{x}/TrackingCategories"),
+            Some(json!({"Name": "Department"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/TrackingCategories",
+        &body,
+        "PUT /TrackingCategories",
+    );
+    let category = body["TrackingCategories"][0]["TrackingCategoryID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("{x}/TrackingCategories/{category}/Options"),
+            Some(json!({"Name": "Design"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/TrackingOptions",
+        &body,
+        "PUT …/Options",
+    );
+    let option = body["Options"][0]["TrackingOptionID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{x}/TrackingCategories/{category}/Options/{option}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/TrackingOptions",
+        &body,
+        "DELETE …/Options/{id}",
+    );
+    let (status, body) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{x}/TrackingCategories/{category}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/TrackingCategories",
+        &body,
+        "DELETE /TrackingCategories/{id}",
+    );
+
+    let journal = json!({"ManualJournals": [{"Narration": "Kantata timesheet #1", "Date": "2026-01-31", "Url": "https://kantata.example/t/1",
+        "JournalLines": [{"AccountCode": "400", "LineAmount": 120.5, "Description": "Time"}, {"AccountCode": "200", "LineAmount": -120.5, "Description": "Balancing"}]},
+        {"Narration": "Unbalanced", "JournalLines": [{"AccountCode": "400", "LineAmount": 100}, {"AccountCode": "200", "LineAmount": -10}]}]});
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("{x}/ManualJournals?summarizeErrors=false"),
+            Some(journal),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/ManualJournals",
+        &body,
+        "PUT /ManualJournals (per element)",
+    );
+    let journal_id = body["ManualJournals"][0]["ManualJournalID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for path in [
+        "/ManualJournals".to_owned(),
+        "/ManualJournals?page=1".to_owned(),
+        format!("/ManualJournals/{journal_id}"),
+    ] {
+        let body = api.get(&format!("{x}{path}")).await;
+        v.check(acc, "/components/schemas/ManualJournals", &body, &path);
+    }
+
+    // Without classic expenses: the refusal is an Error body.
+    let (status, body) = api
+        .call(reqwest::Method::GET, &format!("{x}/Receipts"), None)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/Error",
+        &body,
+        "classic expenses refused",
+    );
+    assert!(sim.enable_classic_expenses(&api.tenant));
+    let receipt = json!({"Receipts": [{"Date": "2026-01-05", "Contact": {"ContactID": contact_id}, "User": {"UserID": user_id},
+        "LineAmountTypes": "Inclusive", "Reference": "KX-ERS-2-E1",
+        "LineItems": [{"Description": "Lunch", "Quantity": 1, "UnitAmount": 34.5, "AccountCode": "400"}]}]});
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("{x}/Receipts?summarizeErrors=false"),
+            Some(receipt),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(acc, "/components/schemas/Receipts", &body, "PUT /Receipts");
+    let receipt_id = body["Receipts"][0]["ReceiptID"].clone();
+    v.check(
+        acc,
+        "/components/schemas/Receipts",
+        &api.get(&format!("{x}/Receipts")).await,
+        "GET /Receipts",
+    );
+    let claim = json!({"ExpenseClaims": [{"User": {"UserID": user_id}, "Receipts": [{"ReceiptID": receipt_id}], "Status": "SUBMITTED"}]});
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("{x}/ExpenseClaims"),
+            Some(claim),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    v.check(
+        acc,
+        "/components/schemas/ExpenseClaims",
+        &body,
+        "PUT /ExpenseClaims",
+    );
+    v.check(
+        acc,
+        "/components/schemas/ExpenseClaims",
+        &api.get(&format!("{x}/ExpenseClaims")).await,
+        "GET /ExpenseClaims",
+    );
+}

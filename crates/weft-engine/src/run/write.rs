@@ -471,10 +471,15 @@ impl StreamRun<'_> {
         for (sent, results) in answered {
             let mut done = Vec::new();
             let mut failed = Vec::new();
+            let mut stored_failed = Vec::new();
             for (work, result) in sent.works.into_iter().zip(results) {
                 match (result.status, result.id) {
                     ("ok", Some(id)) => done.push((work, id)),
-                    ("failed", _) => failed.push((work, result.errors.join("; "))),
+                    // Failed, but the provider stored it (failed by its warnings).
+                    ("failed", Some(id)) => {
+                        stored_failed.push((work, id, result.errors.join("; ")));
+                    }
+                    ("failed", None) => failed.push((work, result.errors.join("; "))),
                     _ => tally.plan(
                         self.name,
                         "pending",
@@ -497,6 +502,17 @@ impl StreamRun<'_> {
                 tally.plan(self.name, "create", &work.id, format!("{label} → {id}"));
                 work.dest = Some(id);
                 created.push(work);
+            }
+            // Stored but failed: linked to what was stored with no version written, so the next
+            // run updates it rather than creating it a second time; queued like any failure.
+            self.link_all(
+                self.kind(),
+                stored_failed
+                    .iter()
+                    .map(|(w, id, _)| (w.id.as_str(), id.as_str(), "")),
+            )?;
+            for (work, _, message) in stored_failed {
+                self.fail(tally, &work.id, "create", &message)?;
             }
             // Refused: perhaps because it is already there (a lost state, another tool).
             let (found, missing) = if nk_field.is_some() && !failed.is_empty() {

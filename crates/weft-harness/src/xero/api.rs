@@ -407,14 +407,22 @@ fn handle(
     else {
         return not_found();
     };
+    if matches!(kind, Kind::Receipt | Kind::ExpenseClaim) && !read(&tenant.store).classic_expenses {
+        return classic_expenses_refused();
+    }
     let id = segments.get(1).copied();
+    if kind == Kind::TrackingCategory
+        && let Some(r) = tracking(shared, tenant, method, &segments, body)
+    {
+        return r;
+    }
     if segments.len() > 2 {
         return not_found();
     }
     if *method == Method::GET {
         let org = read(&tenant.store);
         return match id {
-            Some(id) => match org.find(kind, id) {
+            Some(id) => match org.get(kind, id) {
                 Some(v) => envelope(shared, kind.plural(), &[v], None),
                 None => not_found(),
             },
@@ -499,6 +507,91 @@ fn handle(
     }
 }
 
+/// The answer to `/Receipts` and `/ExpenseClaims` for an organisation without classic expense
+/// claims. Xero does not document it (unverified): the simulator answers 403 with the body of
+/// Xero's other refusals (ErrorNumber, Type, Message), saying the feature is not available.
+fn classic_expenses_refused() -> Response<Body> {
+    json_response(
+        403,
+        &json!({
+            "ErrorNumber": 403,
+            "Type": "ForbiddenException",
+            "Message": "Classic expense claims are not available to this organisation: Receipts and ExpenseClaims can only be used by organisations that used classic expense claims before July 2018.",
+        }),
+    )
+}
+
+/// The routes of tracking categories beyond the generic ones: deleting a category
+/// (`DELETE /TrackingCategories/{id}`, answered with the category, status DELETED), and its
+/// options (`PUT …/{id}/Options`, `POST|DELETE …/{id}/Options/{OptionID}`). None for the
+/// generic routes.
+fn tracking(
+    shared: &Shared,
+    tenant: &super::Tenant,
+    method: &Method,
+    segments: &[&str],
+    body: &[u8],
+) -> Option<Response<Body>> {
+    let bad = |e: String| exception(10, "ValidationException", &e);
+    match segments {
+        [_, id] if *method == Method::DELETE => {
+            let mut org = write_lock(&tenant.store);
+            Some(match org.delete_tracking_category(id) {
+                Some(c) => envelope(shared, "TrackingCategories", &[c], None),
+                None => not_found(),
+            })
+        }
+        [_, id, options, rest @ ..]
+            if options.eq_ignore_ascii_case("Options") && rest.len() <= 1 =>
+        {
+            let option = rest.first().copied();
+            if !matches!(
+                (method, option),
+                (&Method::PUT, None) | (&Method::POST | &Method::DELETE, Some(_))
+            ) {
+                return Some(text_response(
+                    405,
+                    "Method not allowed",
+                    "text/plain; charset=utf-8",
+                ));
+            }
+            let el = if *method == Method::DELETE {
+                None
+            } else {
+                let parsed: Value = match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Some(exception(
+                            14,
+                            "PostDataInvalidException",
+                            &format!("The request body could not be read as JSON: {e}"),
+                        ));
+                    }
+                };
+                // `{Name}` or `{Options: [{Name}]}` (one option per call).
+                let el = match parsed.as_object().and_then(|m| get_ci(m, "Options")) {
+                    Some(Value::Array(a)) if a.len() == 1 => a[0].clone(),
+                    Some(_) => {
+                        return Some(bad("Send one tracking option per request".to_owned()));
+                    }
+                    None => parsed,
+                };
+                match el {
+                    Value::Object(m) => Some(m),
+                    _ => return Some(bad("The tracking option must be a JSON object".to_owned())),
+                }
+            };
+            let mut org = write_lock(&tenant.store);
+            Some(match org.write_tracking_option(id, option, el.as_ref()) {
+                Ok(o) => envelope(shared, "Options", &[o], None),
+                Err(e) if e.contains("could not be found") => not_found(),
+                Err(e) => bad(e),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The bytes of a body built from a `Vec<u8>` (every body the simulator builds itself).
 fn body_bytes(body: Body) -> Vec<u8> {
     use futures_util::FutureExt;
@@ -555,7 +648,10 @@ impl Params {
 
 fn list_query(kind: Kind, headers: &HeaderMap, params: &Params) -> Result<ListQuery, String> {
     let param = |k: &str| params.get(k);
-    let paged = matches!(kind, Kind::Contact | Kind::Invoice | Kind::Payment);
+    let paged = matches!(
+        kind,
+        Kind::Contact | Kind::Invoice | Kind::Payment | Kind::ManualJournal
+    );
     let mut q = ListQuery {
         page_size: 100,
         ..ListQuery::default()
@@ -588,7 +684,8 @@ fn list_query(kind: Kind, headers: &HeaderMap, params: &Params) -> Result<ListQu
             q.page = Some(1);
         }
     }
-    if kind != Kind::TaxRate
+    // Tax rates and tracking categories have no If-Modified-Since (nor a change time).
+    if !matches!(kind, Kind::TaxRate | Kind::TrackingCategory)
         && let Some(h) = headers
             .get("if-modified-since")
             .and_then(|v| v.to_str().ok())
@@ -705,7 +802,7 @@ fn write(
     params: &Params,
     now: u64,
 ) -> Response<Body> {
-    if matches!(kind, Kind::Account | Kind::TaxRate) {
+    if matches!(kind, Kind::Account | Kind::TaxRate | Kind::User) {
         return text_response(405, "Method not allowed", "text/plain; charset=utf-8");
     }
     let parsed: Value = match serde_json::from_slice(body) {

@@ -408,13 +408,14 @@ impl XeroSim {
             .unwrap_or_default()
     }
 
-    /// Records created through the API in an organisation (contacts, invoices, payments, items),
+    /// Records created through the API in an organisation (contacts, invoices, payments, items,
+    /// tracking categories, manual journals, receipts, expense claims),
     /// counting every element created, including those of batches answered with a 400.
     pub fn creates(&self, tenant: &str) -> u64 {
         self.with_org(tenant, |o| o.creates).unwrap_or(0)
     }
 
-    /// Records of one kind (`"Invoices"`, `"Contacts"`, `"Payments"`, `"Items"`) created through
+    /// Records of one kind (by plural: `"Invoices"`, `"Contacts"`, `"ManualJournals"`, …) created through
     /// the API in an organisation.
     pub fn creates_of(&self, tenant: &str, kind: &str) -> u64 {
         self.with_org(tenant, |o| {
@@ -475,6 +476,130 @@ impl XeroSim {
     /// subscribed to currency USD".
     pub fn enable_currency(&self, tenant: &str, code: &str) -> bool {
         self.with_org(tenant, |o| o.enable_currency(code)).is_some()
+    }
+
+    /// Pays what is left due on an invoice or bill (`Type` ACCPAY), as someone working in Xero
+    /// would; it becomes PAID. Returns the payment, or the reason Xero would refuse it.
+    pub fn pay_in_full(&self, tenant: &str, invoice_id: &str) -> Result<Value, String> {
+        let due = self
+            .invoice(tenant, invoice_id)
+            .ok_or_else(|| format!("no invoice {invoice_id}"))?
+            .get("AmountDue")
+            .and_then(util::decimal)
+            .unwrap_or_default();
+        self.pay_invoice(tenant, invoice_id, &due.to_string())
+    }
+
+    /// Voids an AUTHORISED invoice or bill without payments, as someone working in Xero would.
+    /// Returns it, or the reason Xero would refuse.
+    pub fn void_invoice(&self, tenant: &str, invoice_id: &str) -> Result<Value, String> {
+        self.set_status(tenant, data::Kind::Invoice, invoice_id, "VOIDED")
+    }
+
+    fn set_status(
+        &self,
+        tenant: &str,
+        kind: data::Kind,
+        id: &str,
+        status: &str,
+    ) -> Result<Value, String> {
+        let now = self.shared.now_ms();
+        self.with_org(tenant, |o| {
+            o.write(
+                kind,
+                data::Verb::Post,
+                &serde_json::json!({ "Status": status }),
+                Some(id),
+                now,
+                false,
+            )
+            .map(|(v, _)| v)
+            .map_err(|e| e.join(" "))
+        })
+        .ok_or_else(|| format!("no organisation {tenant}"))?
+    }
+
+    /// Lets an organisation use classic expense claims (`/Receipts`, `/ExpenseClaims`), as an
+    /// organisation that used them before Xero retired them can; false when there is no such
+    /// organisation. Off by default: the others are refused with a 403.
+    pub fn enable_classic_expenses(&self, tenant: &str) -> bool {
+        self.with_org(tenant, |o| o.classic_expenses = true)
+            .is_some()
+    }
+
+    /// Authorises an expense claim (as an approver in Xero does), then pays it: it becomes PAID.
+    pub fn pay_expense_claim(&self, tenant: &str, claim_id: &str) -> Result<Value, String> {
+        let claim = self
+            .with_org(tenant, |o| o.find(data::Kind::ExpenseClaim, claim_id))
+            .flatten()
+            .ok_or_else(|| format!("no expense claim {claim_id}"))?;
+        if claim["Status"] == "SUBMITTED" {
+            self.set_status(tenant, data::Kind::ExpenseClaim, claim_id, "AUTHORISED")?;
+        }
+        let now = self.shared.now_ms();
+        self.with_org(tenant, |o| o.pay_expense_claim(claim_id, now))
+            .ok_or_else(|| format!("no organisation {tenant}"))?
+    }
+
+    /// Every record of a resource by its plural (`"Users"`, `"ManualJournals"`, `"Receipts"`,
+    /// `"ExpenseClaims"`, `"TrackingCategories"` with archived and deleted options, …) in
+    /// Xero's default order; empty for an unknown plural or organisation.
+    pub fn records(&self, tenant: &str, plural: &str) -> Vec<Value> {
+        let Some(kind) = data::Kind::ALL
+            .into_iter()
+            .find(|k| k.plural().eq_ignore_ascii_case(plural))
+        else {
+            return Vec::new();
+        };
+        self.with_org(tenant, |o| o.all(kind)).unwrap_or_default()
+    }
+
+    /// Adds an option to a tracking category (by TrackingCategoryID), as someone editing the
+    /// category in Xero would. Returns the option.
+    pub fn add_tracking_option(
+        &self,
+        tenant: &str,
+        category_id: &str,
+        name: &str,
+    ) -> Result<Value, String> {
+        let el = serde_json::json!({ "Name": name });
+        self.tracking_option(tenant, category_id, None, el.as_object())
+    }
+
+    /// Renames a tracking option. Returns the option.
+    pub fn rename_tracking_option(
+        &self,
+        tenant: &str,
+        category_id: &str,
+        option_id: &str,
+        name: &str,
+    ) -> Result<Value, String> {
+        let el = serde_json::json!({ "Name": name });
+        self.tracking_option(tenant, category_id, Some(option_id), el.as_object())
+    }
+
+    /// Archives a tracking option (lists leave it out unless `includeArchived=true`).
+    pub fn archive_tracking_option(
+        &self,
+        tenant: &str,
+        category_id: &str,
+        option_id: &str,
+    ) -> Result<Value, String> {
+        let el = serde_json::json!({ "Status": "ARCHIVED" });
+        self.tracking_option(tenant, category_id, Some(option_id), el.as_object())
+    }
+
+    fn tracking_option(
+        &self,
+        tenant: &str,
+        category_id: &str,
+        option_id: Option<&str>,
+        el: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<Value, String> {
+        self.with_org(tenant, |o| {
+            o.write_tracking_option(category_id, option_id, el)
+        })
+        .ok_or_else(|| format!("no organisation {tenant}"))?
     }
 
     /// Number of API calls each organisation has made in the current rolling day.

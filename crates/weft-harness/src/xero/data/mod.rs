@@ -16,8 +16,17 @@ use std::sync::{Arc, OnceLock};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
-use super::query::{Expr, Field, OrderKey, Record, Scalar, compare_keys};
-use super::util::{
+mod contacts;
+mod expenses;
+mod invoices;
+mod items;
+mod journals;
+mod payments;
+mod tracking;
+mod users;
+
+use crate::xero::query::{Expr, Field, OrderKey, Record, Scalar, compare_keys};
+use crate::xero::util::{
     day_start, decimal, get_ci, index_of, indexed_id, iso_seconds, mix, money, ms_date,
     parse_client_date, parse_ms_date, round2, str_of, uuid, uuid_prefix,
 };
@@ -31,16 +40,26 @@ pub(crate) enum Kind {
     Account,
     TaxRate,
     Item,
+    User,
+    TrackingCategory,
+    ManualJournal,
+    Receipt,
+    ExpenseClaim,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 11] = [
         Kind::Contact,
         Kind::Invoice,
         Kind::Payment,
         Kind::Account,
         Kind::TaxRate,
         Kind::Item,
+        Kind::User,
+        Kind::TrackingCategory,
+        Kind::ManualJournal,
+        Kind::Receipt,
+        Kind::ExpenseClaim,
     ];
 
     /// The plural key of the envelope and of write bodies.
@@ -52,6 +71,11 @@ impl Kind {
             Kind::Account => "Accounts",
             Kind::TaxRate => "TaxRates",
             Kind::Item => "Items",
+            Kind::User => "Users",
+            Kind::TrackingCategory => "TrackingCategories",
+            Kind::ManualJournal => "ManualJournals",
+            Kind::Receipt => "Receipts",
+            Kind::ExpenseClaim => "ExpenseClaims",
         }
     }
 
@@ -63,6 +87,11 @@ impl Kind {
             Kind::Account => "AccountID",
             Kind::TaxRate => "TaxType",
             Kind::Item => "ItemID",
+            Kind::User => "UserID",
+            Kind::TrackingCategory => "TrackingCategoryID",
+            Kind::ManualJournal => "ManualJournalID",
+            Kind::Receipt => "ReceiptID",
+            Kind::ExpenseClaim => "ExpenseClaimID",
         }
     }
 
@@ -338,6 +367,7 @@ impl ListQuery {
             && self.numbers.is_empty()
             && self.search.is_none()
             && (kind != Kind::Contact || self.include_archived)
+            && kind != Kind::TrackingCategory
     }
 
     /// Whether `r` contains the `searchTerm` in one of the fields Xero searches for `kind`.
@@ -353,6 +383,12 @@ impl ListQuery {
     fn keeps(&self, kind: Kind, v: &Value) -> bool {
         let field = |k: &str| str_of(v, k).unwrap_or_default();
         if kind == Kind::Contact && !self.include_archived && field("ContactStatus") == "ARCHIVED" {
+            return false;
+        }
+        if kind == Kind::TrackingCategory
+            && (field("Status") == "DELETED"
+                || (!self.include_archived && field("Status") == "ARCHIVED"))
+        {
             return false;
         }
         if !self.statuses.is_empty()
@@ -499,6 +535,9 @@ pub(crate) struct Org {
     pub(crate) cache: std::sync::Mutex<HashMap<String, Arc<Vec<u8>>>>,
     /// The currencies transactions may use: the base currency, plus any enabled since.
     currencies: BTreeSet<String>,
+    /// Whether the organisation may use classic expense claims (`/Receipts`, `/ExpenseClaims`):
+    /// only organisations that used them before Xero retired them can, so off by default.
+    pub(crate) classic_expenses: bool,
 }
 
 struct Region {
@@ -693,6 +732,15 @@ impl Org {
             (Kind::Account, ACCOUNTS.len(), setup_base),
             (Kind::TaxRate, 6, setup_base),
             (Kind::Item, ITEMS.len(), setup_base),
+            (Kind::User, users::USERS.len(), setup_base),
+            (
+                Kind::TrackingCategory,
+                tracking::CATEGORIES.len(),
+                setup_base,
+            ),
+            (Kind::ManualJournal, 0, setup_base),
+            (Kind::Receipt, 0, setup_base),
+            (Kind::ExpenseClaim, 0, setup_base),
         ];
         let colls = counts
             .iter()
@@ -736,6 +784,7 @@ impl Org {
             creates_by_kind: HashMap::new(),
             cache: std::sync::Mutex::default(),
             currencies: BTreeSet::new(),
+            classic_expenses: false,
         };
         org.currencies.insert(org.region().currency.to_owned());
         org.seeded_accrec = accrec_before(size);
@@ -956,6 +1005,10 @@ impl Org {
             Kind::Account => self.seeded_account(i),
             Kind::TaxRate => self.seeded_tax_rate(i),
             Kind::Item => self.seeded_item(i),
+            Kind::User => self.seeded_user(i),
+            Kind::TrackingCategory => self.seeded_tracking_category(i),
+            // Only created through the API: nothing is seeded.
+            Kind::ManualJournal | Kind::Receipt | Kind::ExpenseClaim => json!({}),
         }
     }
 
@@ -1024,216 +1077,6 @@ impl Org {
         })
     }
 
-    fn seeded_item(&self, i: usize) -> Value {
-        let (code, name, sale, buy) = ITEMS[i];
-        let purchased = buy != "0";
-        let mut v = json!({
-            "ItemID": self.seeded_id(Kind::Item, i),
-            "Code": code,
-            "Name": name,
-            "Description": name,
-            "UpdatedDateUTC": ms_date(self.coll(Kind::Item).updated(i)),
-            "IsSold": true,
-            "IsPurchased": purchased,
-            "IsTrackedAsInventory": false,
-            "SalesDetails": {"UnitPrice": money(sale.parse().unwrap_or_default()), "AccountCode": "200", "TaxType": "OUTPUT"},
-            "PurchaseDetails": {},
-        });
-        if purchased {
-            v["PurchaseDescription"] = json!(name);
-            v["PurchaseDetails"] = json!({"UnitPrice": money(buy.parse().unwrap_or_default()), "AccountCode": "310", "TaxType": "INPUT"});
-        }
-        v
-    }
-
-    fn seeded_contact(&self, i: usize) -> Value {
-        let name = contact_name(i);
-        let (first, last) = PEOPLE[i % PEOPLE.len()];
-        let domain: String = name
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>()
-            .to_lowercase();
-        let status = if contact_archived(i) {
-            "ARCHIVED"
-        } else {
-            "ACTIVE"
-        };
-        let mut v = blank_contact();
-        let fields = json!({
-            "ContactID": self.seeded_id(Kind::Contact, i),
-            "ContactStatus": status,
-            "Name": name,
-            "FirstName": first,
-            "LastName": last,
-            "EmailAddress": format!("{}@{}.example", first.to_lowercase(), domain),
-            "BankAccountDetails": "",
-            "UpdatedDateUTC": ms_date(self.coll(Kind::Contact).updated(i)),
-            "IsSupplier": i % 3 == 2,
-            "IsCustomer": i % 3 != 2,
-            "DefaultCurrency": self.region().currency,
-        });
-        merge(&mut v, &fields);
-        if let Some(addr) = v.get_mut("Addresses").and_then(|a| a.get_mut(1)) {
-            merge(
-                addr,
-                &json!({"AddressLine1": format!("{} {} Street", 1 + i % 200, SECOND[i % SECOND.len()]), "City": "Wellington", "PostalCode": format!("{:04}", 6000 + i % 100), "Country": self.region().country}),
-            );
-        }
-        if let Some(phone) = v.get_mut("Phones").and_then(|a| a.get_mut(0)) {
-            merge(
-                phone,
-                &json!({"PhoneNumber": format!("{:07}", 4_000_000 + i), "PhoneAreaCode": "04", "PhoneCountryCode": "64"}),
-            );
-        }
-        v
-    }
-
-    fn seeded_invoice(&self, i: usize) -> Value {
-        let mut rng = self.rng_for(Kind::Invoice, i);
-        let accrec = i % 3 != 2;
-        let status = STATUS_CYCLE[i % STATUS_CYCLE.len()];
-        let updated = self.coll(Kind::Invoice).updated(i);
-        let date = day_start(updated) - rng.u64(0..20) * 86_400_000;
-        let due = date + 30 * 86_400_000;
-        let contacts = self.coll(Kind::Contact).seeded;
-        let c = rng.usize(..contacts);
-        let lat = match rng.u8(..10) {
-            0 => "Inclusive",
-            1 => "NoTax",
-            _ => "Exclusive",
-        };
-        let lines_n = 1 + rng.usize(..3);
-        let mut lines = Vec::new();
-        for l in 0..lines_n {
-            let (desc, amount, account, tax) = if accrec {
-                let (code, name, sale, _) = ITEMS[rng.usize(..ITEMS.len())];
-                let _ = code;
-                (
-                    name.to_owned(),
-                    sale.parse::<Decimal>().unwrap_or_default(),
-                    if l == 2 { "260" } else { "200" },
-                    "OUTPUT",
-                )
-            } else {
-                let (code, name, _, _, _) = ACCOUNTS[6 + rng.usize(..13)];
-                let cents = rng.i64(1_000..250_000);
-                (
-                    format!("{name} - {}", 1 + rng.u8(..28)),
-                    Decimal::new(cents, 2),
-                    code,
-                    if code == "404" || code == "420" {
-                        "NONE"
-                    } else {
-                        "INPUT"
-                    },
-                )
-            };
-            let qty = Decimal::from(1 + rng.u32(..8));
-            lines.push(json!({
-                "LineItemID": format!("{}{:04x}{:08x}", &self.coll(Kind::Invoice).prefix, l, i),
-                "Description": desc,
-                "Quantity": money(qty),
-                "UnitAmount": money(amount),
-                "AccountCode": account,
-                "TaxType": if lat == "NoTax" { "NONE" } else { tax },
-            }));
-        }
-        let (lines, sub, tax, total) = self
-            .price_lines(&lines, lat, accrec, true)
-            .unwrap_or_default();
-        let number = if accrec {
-            format!("INV-{:04}", accrec_before(i + 1))
-        } else {
-            format!("RPT{:03}-{}", 100 + c % 900, i)
-        };
-        let contact_id = self.seeded_id(Kind::Contact, c);
-        let mut inv = json!({
-            "Type": if accrec { "ACCREC" } else { "ACCPAY" },
-            "InvoiceID": self.seeded_id(Kind::Invoice, i),
-            "InvoiceNumber": number,
-            "Reference": if accrec { format!("PO-{}", 1000 + i) } else { String::new() },
-            "Payments": [],
-            "CreditNotes": [],
-            "Prepayments": [],
-            "Overpayments": [],
-            "AmountDue": money(total),
-            "AmountPaid": money(Decimal::ZERO),
-            "AmountCredited": money(Decimal::ZERO),
-            "CurrencyRate": money(Decimal::ONE),
-            "IsDiscounted": false,
-            "HasAttachments": false,
-            "HasErrors": false,
-            "Contact": {"ContactID": contact_id, "Name": contact_name(c)},
-            "DateString": iso_seconds(date),
-            "Date": ms_date(date),
-            "DueDateString": iso_seconds(due),
-            "DueDate": ms_date(due),
-            "Status": status,
-            "LineAmountTypes": lat,
-            "LineItems": lines,
-            "SubTotal": money(sub),
-            "TotalTax": money(tax),
-            "Total": money(total),
-            "UpdatedDateUTC": ms_date(updated),
-            "CurrencyCode": self.region().currency,
-        });
-        match status {
-            "PAID" => {
-                let j = payment_of_invoice(i).unwrap_or(0);
-                let pay_date = (date + 7 * 86_400_000).min(day_start(updated));
-                inv["AmountDue"] = money(Decimal::ZERO);
-                inv["AmountPaid"] = money(total);
-                inv["FullyPaidOnDate"] = json!(ms_date(pay_date));
-                inv["Payments"] = json!([{
-                    "PaymentID": self.seeded_id(Kind::Payment, j),
-                    "Date": ms_date(pay_date),
-                    "Amount": money(total),
-                    "Reference": format!("Payment {}", number),
-                    "CurrencyRate": money(Decimal::ONE),
-                    "HasAccount": false,
-                    "HasValidationErrors": false,
-                }]);
-            }
-            "VOIDED" | "DELETED" => {
-                inv["AmountDue"] = money(Decimal::ZERO);
-            }
-            _ => {}
-        }
-        inv
-    }
-
-    fn seeded_payment(&self, j: usize) -> Value {
-        let i = (j / PAID_AT.len()) * STATUS_CYCLE.len() + PAID_AT[j % PAID_AT.len()];
-        let inv = self.seeded_invoice(i);
-        let mut p = inv
-            .get("Payments")
-            .and_then(|p| p.get(0))
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let accrec = str_of(&inv, "Type") == Some("ACCREC");
-        merge(
-            &mut p,
-            &json!({
-                "BankAmount": inv["Total"],
-                "PaymentType": if accrec { "ACCRECPAYMENT" } else { "ACCPAYPAYMENT" },
-                "Status": "AUTHORISED",
-                "UpdatedDateUTC": inv["UpdatedDateUTC"],
-                "HasAccount": true,
-                "IsReconciled": false,
-                "Account": {"AccountID": self.seeded_id(Kind::Account, 0), "Code": "090"},
-                "Invoice": {
-                    "Type": inv["Type"], "InvoiceID": inv["InvoiceID"], "InvoiceNumber": inv["InvoiceNumber"],
-                    "Contact": inv["Contact"],
-                    "LineItems": [], "Payments": [], "CreditNotes": [], "Prepayments": [], "Overpayments": [],
-                    "IsDiscounted": false, "HasAttachments": false, "HasErrors": false,
-                    "CurrencyCode": inv["CurrencyCode"]
-                },
-            }),
-        );
-        p
-    }
-
     // ----------------------------------------------------------------------------------------
     // Reading
     // ----------------------------------------------------------------------------------------
@@ -1289,6 +1132,17 @@ impl Org {
         seeded_index
             .filter(|i| *i < c.seeded && !c.moved.contains(i))
             .map(|i| self.seeded(kind, i))
+    }
+
+    /// A record as `GET /{plural}/{id}` answers it: [`Org::find`], with a tracking category's
+    /// deleted options left out (archived ones shown).
+    pub(crate) fn get(&self, kind: Kind, key: &str) -> Option<Value> {
+        let v = self.find(kind, key)?;
+        Some(if kind == Kind::TrackingCategory {
+            tracking::shown(v, true)
+        } else {
+            v
+        })
     }
 
     /// Every record of a kind in default order.
@@ -1560,7 +1414,18 @@ impl Org {
         };
         let records = records
             .iter()
-            .map(|r| self.render(kind, r, strip))
+            .map(|r| {
+                if kind == Kind::TrackingCategory {
+                    let v = match r {
+                        Rec::Seeded(i) => self.seeded(kind, *i),
+                        Rec::Stored(v) => (*v).clone(),
+                    };
+                    let shown = tracking::shown(v, q.include_archived);
+                    serde_json::to_vec(&shown).unwrap_or_default().into()
+                } else {
+                    self.render(kind, r, strip)
+                }
+            })
             .collect();
         let pagination = q.page.map(|p| Pagination {
             page: p.max(1),
@@ -1770,7 +1635,11 @@ impl Org {
             Kind::Invoice => self.write_invoice(verb, el, path_id, now, unitdp4),
             Kind::Payment => self.write_payment(verb, el, path_id, now),
             Kind::Item => self.write_item(verb, el, path_id, now),
-            Kind::Account | Kind::TaxRate => Err(vec![format!(
+            Kind::TrackingCategory => self.write_tracking_category(verb, el, path_id),
+            Kind::ManualJournal => self.write_manual_journal(verb, el, path_id, now),
+            Kind::Receipt => self.write_receipt(verb, el, path_id, now, unitdp4),
+            Kind::ExpenseClaim => self.write_expense_claim(verb, el, path_id, now),
+            Kind::Account | Kind::TaxRate | Kind::User => Err(vec![format!(
                 "The simulator does not change {} through the API.",
                 kind.plural()
             )]),
@@ -1804,868 +1673,6 @@ impl Org {
                 id
             )]),
         }
-    }
-
-    fn write_contact(
-        &mut self,
-        verb: Verb,
-        el: &Map<String, Value>,
-        path_id: Option<&str>,
-        now: u64,
-    ) -> Result<(Value, Vec<String>), Vec<String>> {
-        let existing = self.existing_for_update(Kind::Contact, verb, el, path_id)?;
-        let created = existing.is_none();
-        let mut record = existing.clone().unwrap_or_else(|| {
-            let mut v = blank_contact();
-            v["ContactStatus"] = json!("ACTIVE");
-            v
-        });
-        let name = get_ci(el, "Name")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .map(str::to_owned)
-            .or_else(|| str_of(&record, "Name").map(str::to_owned))
-            .unwrap_or_default();
-        let mut errors = Vec::new();
-        if name.is_empty() {
-            errors.push("The contact name must be specified.".to_owned());
-        }
-        if name.chars().count() > 255 {
-            errors.push("The contact name must not be longer than 255 characters.".to_owned());
-        }
-        let status = get_ci(el, "ContactStatus")
-            .and_then(Value::as_str)
-            .map(str::to_ascii_uppercase)
-            .or_else(|| str_of(&record, "ContactStatus").map(str::to_owned))
-            .unwrap_or_else(|| "ACTIVE".to_owned());
-        if !["ACTIVE", "ARCHIVED", "GDPRREQUEST"].contains(&status.as_str()) {
-            errors.push(format!("'{status}' is not a valid contact status."));
-        }
-        let own_id = existing
-            .as_ref()
-            .and_then(|v| str_of(v, "ContactID"))
-            .map(str::to_ascii_lowercase);
-        if status == "ACTIVE"
-            && !name.is_empty()
-            && let Some(other) = self.contacts_by_name.get(&name.to_lowercase())
-            && Some(other.to_ascii_lowercase()) != own_id
-        {
-            errors.push(format!(
-                        "The contact name {name} is already assigned to another contact. The contact name must be unique across all active contacts."
-                    ));
-        }
-        if let Some(number) = get_ci(el, "ContactNumber")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            && let Some(other) = self.find(Kind::Contact, number)
-            && str_of(&other, "ContactID").map(str::to_ascii_lowercase) != own_id
-        {
-            errors.push(format!(
-                "The contact number {number} is already assigned to another contact."
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        for (k, v) in el {
-            const READ_ONLY: [&str; 8] = [
-                "ContactID",
-                "UpdatedDateUTC",
-                "IsSupplier",
-                "IsCustomer",
-                "HasValidationErrors",
-                "ValidationErrors",
-                "StatusAttributeString",
-                "Balances",
-            ];
-            if READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(k)) {
-                continue;
-            }
-            let key = canonical_key(&record, k);
-            record[key] = v.clone();
-        }
-        record["Name"] = json!(name);
-        record["ContactStatus"] = json!(status);
-        let id = match &existing {
-            Some(v) => str_of(v, "ContactID").unwrap_or_default().to_owned(),
-            None => self.new_id(),
-        };
-        record["ContactID"] = json!(id);
-        record["UpdatedDateUTC"] = json!(ms_date(now));
-        if let Some(old) = existing.as_ref().and_then(|v| str_of(v, "Name")) {
-            let old = old.to_lowercase();
-            if self
-                .contacts_by_name
-                .get(&old)
-                .is_some_and(|x| x.eq_ignore_ascii_case(&id))
-            {
-                self.contacts_by_name.remove(&old);
-            }
-        }
-        if status == "ACTIVE" {
-            self.contacts_by_name.insert(name.to_lowercase(), id);
-        }
-        self.store(Kind::Contact, record.clone(), created);
-        Ok((record, vec![]))
-    }
-
-    /// Resolves an invoice's Contact: by ContactID, then ContactNumber, then Name (creating a new
-    /// contact for an unknown name, as Xero does).
-    fn resolve_contact(&mut self, c: &Value, now: u64) -> Result<Value, String> {
-        let Some(obj) = c.as_object() else {
-            return Err("A Contact must be specified for this type of transaction".to_owned());
-        };
-        if let Some(id) = get_ci(obj, "ContactID")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        {
-            return self
-                .find(Kind::Contact, id)
-                .ok_or_else(|| format!("Contact {id} could not be found"));
-        }
-        if let Some(n) = get_ci(obj, "ContactNumber")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            && let Some(v) = self.find(Kind::Contact, n)
-        {
-            return Ok(v);
-        }
-        let name = get_ci(obj, "Name")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or_default();
-        if name.is_empty() {
-            return Err("A Contact must be specified for this type of transaction".to_owned());
-        }
-        if let Some(id) = self.contacts_by_name.get(&name.to_lowercase()).cloned()
-            && let Some(v) = self.find(Kind::Contact, &id)
-        {
-            return Ok(v);
-        }
-        let mut new = Map::new();
-        new.insert("Name".to_owned(), json!(name));
-        if let Some(n) = get_ci(obj, "ContactNumber") {
-            new.insert("ContactNumber".to_owned(), n.clone());
-        }
-        self.write_contact(Verb::Put, &new, None, now)
-            .map(|(v, _)| v)
-            .map_err(|e| e.join(" "))
-    }
-
-    /// Prices lines: LineAmount per line to the cent, tax per line from its rate; returns the
-    /// lines and SubTotal, TotalTax, Total.
-    fn price_lines(
-        &self,
-        lines: &[Value],
-        lat: &str,
-        sales: bool,
-        unitdp4: bool,
-    ) -> Result<(Vec<Value>, Decimal, Decimal, Decimal), Vec<String>> {
-        let mut out = Vec::new();
-        let mut errors = Vec::new();
-        let (mut sum_lines, mut sum_tax) = (Decimal::ZERO, Decimal::ZERO);
-        for line in lines {
-            let Some(obj) = line.as_object() else {
-                errors.push("A line item must be an object.".to_owned());
-                continue;
-            };
-            let mut l = obj.clone();
-            let item = get_ci(obj, "ItemCode")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|code| (code.to_owned(), self.find(Kind::Item, code)));
-            let details = item.as_ref().and_then(|(_, i)| i.as_ref()).map(|i| {
-                i.get(if sales {
-                    "SalesDetails"
-                } else {
-                    "PurchaseDetails"
-                })
-                .cloned()
-                .unwrap_or(Value::Null)
-            });
-            if let Some((code, None)) = &item {
-                errors.push(format!("Item code '{code}' is not valid"));
-            }
-            for key in ["Quantity", "UnitAmount", "DiscountRate"] {
-                if get_ci(obj, key).is_some_and(|v| !v.is_null() && decimal(v).is_none()) {
-                    errors.push(format!("{key} must be a number within range"));
-                }
-            }
-            let qty = get_ci(obj, "Quantity")
-                .and_then(decimal)
-                .unwrap_or(Decimal::ONE);
-            let unit = get_ci(obj, "UnitAmount")
-                .and_then(decimal)
-                .or_else(|| {
-                    details
-                        .as_ref()
-                        .and_then(|d| d.get("UnitPrice"))
-                        .and_then(decimal)
-                })
-                .unwrap_or(Decimal::ZERO);
-            // Xero keeps 2 decimals of a unit price unless the request says unitdp=4.
-            let unit = if unitdp4 {
-                unit.round_dp(4)
-            } else {
-                round2(unit)
-            };
-            let discount = get_ci(obj, "DiscountRate")
-                .and_then(decimal)
-                .unwrap_or(Decimal::ZERO);
-            let description = get_ci(obj, "Description")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let account = get_ci(obj, "AccountCode")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| {
-                    details
-                        .as_ref()
-                        .and_then(|d| str_of(d, "AccountCode"))
-                        .map(str::to_owned)
-                });
-            // Accounts cannot be changed through the simulator, so the seeded chart is the chart.
-            let account_rec = account.as_deref().map(|a| (a, self.account_by_code(a)));
-            if let Some((code, None)) = &account_rec {
-                errors.push(format!(
-                    "Account code '{code}' is not a valid code for this document."
-                ));
-            }
-            let default_tax = account_rec
-                .as_ref()
-                .and_then(|(_, a)| a.as_ref())
-                .map(|(_, tax)| *tax)
-                .map(str::to_owned)
-                .unwrap_or_else(|| if sales { "OUTPUT" } else { "INPUT" }.to_owned());
-            let tax_type = if lat == "NoTax" {
-                "NONE".to_owned()
-            } else {
-                get_ci(obj, "TaxType")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or(default_tax)
-            };
-            let rate = self.rate_of(&tax_type);
-            if rate.is_none() {
-                errors.push(format!(
-                    "The TaxType code '{tax_type}' does not exist or cannot be used for this type of transaction."
-                ));
-            }
-            if description.is_empty() && item.is_none() && account.is_none() {
-                errors.push("Description needs to be at least 1 char long".to_owned());
-            }
-            // Checked arithmetic: absurd amounts are a validation error, never a panic.
-            let priced = qty.checked_mul(unit).and_then(|gross| {
-                let off = gross
-                    .checked_mul(discount)?
-                    .checked_div(Decimal::ONE_HUNDRED)?;
-                let line_amount = round2(gross.checked_sub(off)?);
-                let rate = rate.unwrap_or_default();
-                let tax = match lat {
-                    "Inclusive" => round2(
-                        line_amount
-                            .checked_mul(rate)?
-                            .checked_div(Decimal::ONE_HUNDRED.checked_add(rate)?)?,
-                    ),
-                    "NoTax" => Decimal::ZERO,
-                    _ => round2(
-                        line_amount
-                            .checked_mul(rate)?
-                            .checked_div(Decimal::ONE_HUNDRED)?,
-                    ),
-                };
-                Some((line_amount, tax))
-            });
-            let max_line: Decimal = Decimal::new(999_999_999_999, 2);
-            let Some((line_amount, tax)) = priced.filter(|(l, _)| l.abs() <= max_line) else {
-                errors.push("The line amount must not exceed 9,999,999,999.99".to_owned());
-                continue;
-            };
-            sum_lines += line_amount;
-            sum_tax += tax;
-            l.insert("Quantity".to_owned(), money(qty));
-            l.insert("UnitAmount".to_owned(), money(unit));
-            l.insert("LineAmount".to_owned(), money(line_amount));
-            l.insert("TaxAmount".to_owned(), money(tax));
-            l.insert("TaxType".to_owned(), json!(tax_type));
-            if let Some(a) = &account {
-                l.insert("AccountCode".to_owned(), json!(a));
-                if let Some((id, _)) = account_rec.as_ref().and_then(|(_, a)| a.as_ref()) {
-                    l.insert("AccountID".to_owned(), json!(id));
-                }
-            }
-            if description.is_empty()
-                && let Some(name) = item
-                    .as_ref()
-                    .and_then(|(_, i)| i.as_ref())
-                    .and_then(|i| str_of(i, "Description"))
-            {
-                l.insert("Description".to_owned(), json!(name));
-            }
-            l.entry("Tracking".to_owned()).or_insert_with(|| json!([]));
-            out.push(Value::Object(l));
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let sub = if lat == "Inclusive" {
-            sum_lines - sum_tax
-        } else {
-            sum_lines
-        };
-        Ok((out, sub, sum_tax, sub + sum_tax))
-    }
-
-    fn number_taken(&self, number: &str, except: Option<&str>) -> bool {
-        let lower = number.to_ascii_lowercase();
-        if self.used_numbers.contains(&lower) {
-            return self.find(Kind::Invoice, number).is_none_or(|v| {
-                str_of(&v, "InvoiceID")
-                    .map(str::to_ascii_lowercase)
-                    .as_deref()
-                    != except
-            });
-        }
-        invoice_index_of_number(number, self.coll(Kind::Invoice).seeded).is_some_and(|i| {
-            !self.coll(Kind::Invoice).moved.contains(&i)
-                || self.find(Kind::Invoice, number).is_some_and(|v| {
-                    str_of(&v, "InvoiceID")
-                        .map(str::to_ascii_lowercase)
-                        .as_deref()
-                        != except
-                })
-        })
-    }
-
-    fn write_invoice(
-        &mut self,
-        verb: Verb,
-        el: &Map<String, Value>,
-        path_id: Option<&str>,
-        now: u64,
-        unitdp4: bool,
-    ) -> Result<(Value, Vec<String>), Vec<String>> {
-        let existing = self.existing_for_update(Kind::Invoice, verb, el, path_id)?;
-        let created = existing.is_none();
-        let mut record = existing.clone().unwrap_or_else(|| json!({}));
-        let mut errors = Vec::new();
-        let field = |k: &str| get_ci(el, k).and_then(Value::as_str).map(str::to_owned);
-
-        let ty = field("Type")
-            .map(|s| s.to_ascii_uppercase())
-            .or_else(|| str_of(&record, "Type").map(str::to_owned))
-            .unwrap_or_default();
-        if ty.is_empty() {
-            errors.push("Invoice Type must be specified".to_owned());
-        } else if ty != "ACCREC" && ty != "ACCPAY" {
-            errors.push(format!(
-                "'{ty}' is not a valid invoice Type; use ACCREC or ACCPAY"
-            ));
-        }
-        let sales = ty == "ACCREC";
-        let old_status = str_of(&record, "Status").unwrap_or("").to_owned();
-        let status = field("Status")
-            .map(|s| s.to_ascii_uppercase())
-            .unwrap_or_else(|| {
-                if created {
-                    "DRAFT".to_owned()
-                } else {
-                    old_status.clone()
-                }
-            });
-        let paid_something =
-            decimal(record.get("AmountPaid").unwrap_or(&Value::Null)).is_some_and(|d| !d.is_zero());
-        if created {
-            if !["DRAFT", "SUBMITTED", "AUTHORISED"].contains(&status.as_str()) {
-                errors.push("Invoice not of valid status for creation".to_owned());
-            }
-        } else {
-            let allowed: &[&str] = match old_status.as_str() {
-                "DRAFT" => &["DRAFT", "SUBMITTED", "AUTHORISED", "DELETED"],
-                "SUBMITTED" => &["SUBMITTED", "DRAFT", "AUTHORISED", "DELETED"],
-                "AUTHORISED" if paid_something => &["AUTHORISED"],
-                "AUTHORISED" => &["AUTHORISED", "VOIDED"],
-                _ => &[],
-            };
-            if !allowed.contains(&status.as_str()) {
-                errors.push(if old_status == "AUTHORISED" && status == "VOIDED" {
-                    "This document cannot be voided as it has a payment allocated to it.".to_owned()
-                } else if allowed.is_empty() {
-                    "Invoice not of valid status for modification".to_owned()
-                } else {
-                    format!("An invoice cannot move from {old_status} to {status}.")
-                });
-            }
-            if paid_something && get_ci(el, "LineItems").is_some() {
-                errors.push("This document cannot be edited as it has a payment or credit note allocated to it.".to_owned());
-            }
-        }
-        let contact = match get_ci(el, "Contact") {
-            Some(c) => match self.resolve_contact(c, now) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    errors.push(e);
-                    None
-                }
-            },
-            None if created => {
-                errors.push("A Contact must be specified for this type of transaction".to_owned());
-                None
-            }
-            None => None,
-        };
-        let lat = field("LineAmountTypes")
-            .or_else(|| str_of(&record, "LineAmountTypes").map(str::to_owned))
-            .unwrap_or_else(|| "Exclusive".to_owned());
-        let lat = match lat.to_ascii_lowercase().as_str() {
-            "exclusive" => "Exclusive",
-            "inclusive" => "Inclusive",
-            "notax" => "NoTax",
-            _ => {
-                errors.push(format!("'{lat}' is not a valid LineAmountTypes value"));
-                "Exclusive"
-            }
-        };
-        let lines = get_ci(el, "LineItems")
-            .cloned()
-            .or_else(|| record.get("LineItems").cloned())
-            .and_then(|l| l.as_array().cloned())
-            .unwrap_or_default();
-        if lines.is_empty() && !matches!(status.as_str(), "DELETED" | "VOIDED") {
-            errors.push("At least one line item must be specified".to_owned());
-        }
-        let priced = match self.price_lines(&lines, lat, sales, unitdp4) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errors.extend(e);
-                None
-            }
-        };
-        let own_id = existing
-            .as_ref()
-            .and_then(|v| str_of(v, "InvoiceID"))
-            .map(str::to_ascii_lowercase);
-        let number = match field("InvoiceNumber").filter(|s| !s.trim().is_empty()) {
-            Some(n) => {
-                let changed = str_of(&record, "InvoiceNumber") != Some(n.as_str());
-                if sales && changed && self.number_taken(&n, own_id.as_deref()) {
-                    errors.push("Invoice # must be unique.".to_owned());
-                }
-                Some(n)
-            }
-            None => str_of(&record, "InvoiceNumber").map(str::to_owned),
-        };
-        let date = match field("Date") {
-            Some(d) => match parse_client_date(&d) {
-                Some(ms) => Some(ms.max(0) as u64),
-                None => {
-                    errors.push(format!("'{d}' is not a valid date"));
-                    None
-                }
-            },
-            None => None,
-        };
-        let due = match field("DueDate") {
-            Some(d) => match parse_client_date(&d) {
-                Some(ms) => Some(ms.max(0) as u64),
-                None => {
-                    errors.push(format!("'{d}' is not a valid date"));
-                    None
-                }
-            },
-            None => None,
-        };
-        // An empty code means the base currency; any other must be one the organisation uses.
-        let currency = field("CurrencyCode")
-            .map(|c| c.trim().to_ascii_uppercase())
-            .filter(|c| !c.is_empty());
-        if let Some(code) = &currency
-            && !self.currencies.contains(code)
-        {
-            errors.push(format!("Organisation is not subscribed to currency {code}"));
-        }
-        let currency = currency
-            .or_else(|| str_of(&record, "CurrencyCode").map(str::to_owned))
-            .unwrap_or_else(|| self.region().currency.to_owned());
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let Some((mut lines, sub, tax, total)) = priced else {
-            return Err(vec!["The line items could not be priced".to_owned()]);
-        };
-        for l in &mut lines {
-            if str_of(l, "LineItemID").is_none_or(str::is_empty) {
-                l["LineItemID"] = json!(self.new_id());
-            }
-        }
-        // Copy the writable scalar fields sent.
-        for (k, v) in el {
-            const SKIP: [&str; 23] = [
-                "InvoiceID",
-                "CurrencyCode",
-                "Type",
-                "Status",
-                "Contact",
-                "LineItems",
-                "LineAmountTypes",
-                "InvoiceNumber",
-                "Date",
-                "DueDate",
-                "SubTotal",
-                "TotalTax",
-                "Total",
-                "AmountDue",
-                "AmountPaid",
-                "AmountCredited",
-                "UpdatedDateUTC",
-                "Payments",
-                "FullyPaidOnDate",
-                "HasErrors",
-                "ValidationErrors",
-                "StatusAttributeString",
-                "Warnings",
-            ];
-            if !SKIP.iter().any(|s| s.eq_ignore_ascii_case(k)) {
-                let key = canonical_key(&record, k);
-                record[key] = v.clone();
-            }
-        }
-        let id = match &existing {
-            Some(v) => str_of(v, "InvoiceID").unwrap_or_default().to_owned(),
-            None => self.new_id(),
-        };
-        let number = match number {
-            Some(n) => n,
-            None if sales => {
-                let mut n;
-                loop {
-                    n = format!("INV-{:04}", self.next_number);
-                    self.next_number += 1;
-                    if !self.number_taken(&n, None) {
-                        break;
-                    }
-                }
-                n
-            }
-            None => String::new(),
-        };
-        if sales && !number.is_empty() {
-            self.used_numbers.insert(number.to_ascii_lowercase());
-        }
-        let date = date
-            .or_else(|| {
-                str_of(&record, "Date")
-                    .and_then(parse_ms_date)
-                    .map(|d| d.max(0) as u64)
-            })
-            .unwrap_or_else(|| day_start(now));
-        let paid = decimal(record.get("AmountPaid").unwrap_or(&Value::Null)).unwrap_or_default();
-        let fields = json!({
-            "Type": ty,
-            "InvoiceID": id,
-            "InvoiceNumber": number,
-            "Status": status,
-            "LineAmountTypes": lat,
-            "LineItems": lines,
-            "SubTotal": money(sub),
-            "TotalTax": money(tax),
-            "Total": money(total),
-            "AmountPaid": money(paid),
-            "AmountDue": money(if matches!(status.as_str(), "VOIDED" | "DELETED") { Decimal::ZERO } else { total - paid }),
-            "AmountCredited": money(Decimal::ZERO),
-            "Date": ms_date(date),
-            "DateString": iso_seconds(date),
-            "UpdatedDateUTC": ms_date(now),
-            "CurrencyCode": currency,
-            "CurrencyRate": record.get("CurrencyRate").cloned().unwrap_or_else(|| money(Decimal::ONE)),
-            "HasErrors": false,
-            "IsDiscounted": false,
-            "HasAttachments": false,
-        });
-        merge(&mut record, &fields);
-        for k in ["Payments", "CreditNotes", "Prepayments", "Overpayments"] {
-            if record.get(k).is_none() {
-                record[k] = json!([]);
-            }
-        }
-        if let Some(due) = due {
-            record["DueDate"] = json!(ms_date(due));
-            record["DueDateString"] = json!(iso_seconds(due));
-        }
-        if let Some(c) = contact {
-            record["Contact"] = json!({
-                "ContactID": c["ContactID"],
-                "Name": c["Name"],
-            });
-        }
-        self.store(Kind::Invoice, record.clone(), created);
-        Ok((record, vec![]))
-    }
-
-    fn write_payment(
-        &mut self,
-        verb: Verb,
-        el: &Map<String, Value>,
-        path_id: Option<&str>,
-        now: u64,
-    ) -> Result<(Value, Vec<String>), Vec<String>> {
-        if let Some(existing) = self.existing_for_update(Kind::Payment, verb, el, path_id)? {
-            // The only change Xero allows on a payment: deleting it.
-            let status = get_ci(el, "Status")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !status.eq_ignore_ascii_case("DELETED") {
-                return Err(vec![
-                    "A payment can only be deleted: send Status DELETED.".to_owned(),
-                ]);
-            }
-            if str_of(&existing, "Status") == Some("DELETED") {
-                return Err(vec!["This payment has already been deleted.".to_owned()]);
-            }
-            let mut p = existing;
-            p["Status"] = json!("DELETED");
-            p["UpdatedDateUTC"] = json!(ms_date(now));
-            let amount = p.get("Amount").and_then(decimal).unwrap_or_default();
-            let pid = str_of(&p, "PaymentID").unwrap_or_default().to_owned();
-            if let Some(inv_id) = p
-                .get("Invoice")
-                .and_then(|i| str_of(i, "InvoiceID"))
-                .map(str::to_owned)
-                && let Some(mut inv) = self.find(Kind::Invoice, &inv_id)
-            {
-                let paid = inv.get("AmountPaid").and_then(decimal).unwrap_or_default() - amount;
-                let total = inv.get("Total").and_then(decimal).unwrap_or_default();
-                inv["AmountPaid"] = money(paid);
-                inv["AmountDue"] = money(total - paid);
-                inv["Status"] = json!("AUTHORISED");
-                if let Some(m) = inv.as_object_mut() {
-                    m.remove("FullyPaidOnDate");
-                }
-                if let Some(list) = inv.get_mut("Payments").and_then(Value::as_array_mut) {
-                    list.retain(|x| {
-                        str_of(x, "PaymentID").is_none_or(|i| !i.eq_ignore_ascii_case(&pid))
-                    });
-                }
-                inv["UpdatedDateUTC"] = json!(ms_date(now));
-                self.store(Kind::Invoice, inv, false);
-            }
-            self.store(Kind::Payment, p.clone(), false);
-            return Ok((p, vec![]));
-        }
-        let mut errors = Vec::new();
-        let invoice = match get_ci(el, "Invoice").and_then(Value::as_object) {
-            Some(i) => {
-                let key = get_ci(i, "InvoiceID")
-                    .or_else(|| get_ci(i, "InvoiceNumber"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let found = self.find(Kind::Invoice, key);
-                if found.is_none() {
-                    errors.push("Invoice could not be found".to_owned());
-                }
-                found
-            }
-            None => {
-                errors.push(
-                    "An Invoice, CreditNote, Prepayment or Overpayment must be specified"
-                        .to_owned(),
-                );
-                None
-            }
-        };
-        let account = get_ci(el, "Account")
-            .and_then(Value::as_object)
-            .and_then(|a| get_ci(a, "AccountID").or_else(|| get_ci(a, "Code")))
-            .or_else(|| get_ci(el, "Code"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let account = match account {
-            Some(a) => {
-                let found = self.find(Kind::Account, &a);
-                match &found {
-                    None => errors.push("Account could not be found".to_owned()),
-                    Some(acc)
-                        if str_of(acc, "Type") != Some("BANK")
-                            && acc.get("EnablePaymentsToAccount") != Some(&json!(true)) =>
-                    {
-                        errors.push(
-                            "Account type is invalid for making a payment to/from".to_owned(),
-                        );
-                    }
-                    Some(_) => {}
-                }
-                found
-            }
-            None => {
-                errors.push("An Account must be specified".to_owned());
-                None
-            }
-        };
-        let amount = get_ci(el, "Amount").and_then(decimal);
-        match amount {
-            None => errors.push("Payment Amount must be specified".to_owned()),
-            Some(a) if a <= Decimal::ZERO => {
-                errors.push("Payment amounts must be greater than zero".to_owned())
-            }
-            _ => {}
-        }
-        let date = match get_ci(el, "Date").and_then(Value::as_str) {
-            Some(d) => match parse_client_date(d) {
-                Some(ms) => ms.max(0) as u64,
-                None => {
-                    errors.push(format!("'{d}' is not a valid date"));
-                    0
-                }
-            },
-            None => day_start(now),
-        };
-        if let (Some(inv), Some(a)) = (&invoice, amount) {
-            if str_of(inv, "Status") != Some("AUTHORISED") {
-                errors.push("Payments can only be made against Authorised documents".to_owned());
-            } else if a > inv.get("AmountDue").and_then(decimal).unwrap_or_default() {
-                errors.push(
-                    "Payment amount exceeds the amount outstanding on this document".to_owned(),
-                );
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let (Some(mut inv), Some(acc), Some(amount)) = (invoice, account, amount) else {
-            return Err(vec!["The payment is incomplete".to_owned()]);
-        };
-        let amount = round2(amount);
-        let id = self.new_id();
-        let reference = get_ci(el, "Reference")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let paid = inv.get("AmountPaid").and_then(decimal).unwrap_or_default() + amount;
-        let due = inv.get("AmountDue").and_then(decimal).unwrap_or_default() - amount;
-        inv["AmountPaid"] = money(paid);
-        inv["AmountDue"] = money(due);
-        if due.is_zero() {
-            inv["Status"] = json!("PAID");
-            inv["FullyPaidOnDate"] = json!(ms_date(date));
-        }
-        let summary = json!({
-            "PaymentID": id, "Date": ms_date(date), "Amount": money(amount), "Reference": reference,
-            "CurrencyRate": money(Decimal::ONE), "HasAccount": false, "HasValidationErrors": false,
-        });
-        if let Some(list) = inv.get_mut("Payments").and_then(Value::as_array_mut) {
-            list.push(summary.clone());
-        } else {
-            inv["Payments"] = json!([summary]);
-        }
-        inv["UpdatedDateUTC"] = json!(ms_date(now));
-        let accrec = str_of(&inv, "Type") == Some("ACCREC");
-        let mut payment = summary;
-        merge(
-            &mut payment,
-            &json!({
-                "BankAmount": money(amount),
-                "PaymentType": if accrec { "ACCRECPAYMENT" } else { "ACCPAYPAYMENT" },
-                "Status": "AUTHORISED",
-                "UpdatedDateUTC": ms_date(now),
-                "HasAccount": true,
-                "IsReconciled": get_ci(el, "IsReconciled").and_then(Value::as_bool).unwrap_or(false),
-                "Account": {"AccountID": acc["AccountID"], "Code": acc["Code"]},
-                "Invoice": {
-                    "Type": inv["Type"], "InvoiceID": inv["InvoiceID"], "InvoiceNumber": inv["InvoiceNumber"],
-                    "Contact": inv["Contact"], "LineItems": [], "Payments": [], "CreditNotes": [],
-                    "Prepayments": [], "Overpayments": [], "IsDiscounted": false, "HasAttachments": false,
-                    "HasErrors": false, "CurrencyCode": inv["CurrencyCode"]
-                },
-            }),
-        );
-        self.store(Kind::Invoice, inv, false);
-        self.store(Kind::Payment, payment.clone(), true);
-        Ok((payment, vec![]))
-    }
-
-    fn write_item(
-        &mut self,
-        verb: Verb,
-        el: &Map<String, Value>,
-        path_id: Option<&str>,
-        now: u64,
-    ) -> Result<(Value, Vec<String>), Vec<String>> {
-        let existing = self.existing_for_update(Kind::Item, verb, el, path_id)?;
-        let created = existing.is_none();
-        let mut record = existing.clone().unwrap_or_else(
-            || json!({"IsSold": true, "IsPurchased": true, "IsTrackedAsInventory": false}),
-        );
-        let code = get_ci(el, "Code")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| str_of(&record, "Code").map(str::to_owned))
-            .unwrap_or_default();
-        if code.is_empty() {
-            return Err(vec!["Item code must be specified".to_owned()]);
-        }
-        let own = existing
-            .as_ref()
-            .and_then(|v| str_of(v, "ItemID"))
-            .map(str::to_ascii_lowercase);
-        if let Some(other) = self.find(Kind::Item, &code)
-            && str_of(&other, "ItemID").map(str::to_ascii_lowercase) != own
-        {
-            return Err(vec![format!(
-                "Price List Item with Code '{code}' already exists"
-            )]);
-        }
-        for (k, v) in el {
-            if !["ItemID", "UpdatedDateUTC"]
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(k))
-            {
-                let key = canonical_key(&record, k);
-                record[key] = v.clone();
-            }
-        }
-        let id = match &existing {
-            Some(v) => str_of(v, "ItemID").unwrap_or_default().to_owned(),
-            None => self.new_id(),
-        };
-        record["ItemID"] = json!(id);
-        record["Code"] = json!(code);
-        record["UpdatedDateUTC"] = json!(ms_date(now));
-        self.store(Kind::Item, record.clone(), created);
-        Ok((record, vec![]))
-    }
-
-    /// Pays an invoice into the first bank account (the inspection helper).
-    pub(crate) fn pay(
-        &mut self,
-        invoice: &str,
-        amount: Decimal,
-        now: u64,
-    ) -> Result<Value, String> {
-        let mut el = Map::new();
-        el.insert("Invoice".to_owned(), json!({ "InvoiceID": invoice }));
-        el.insert("Account".to_owned(), json!({ "Code": "090" }));
-        el.insert("Amount".to_owned(), money(amount));
-        el.insert("Date".to_owned(), json!(iso_seconds(day_start(now))));
-        if self.find(Kind::Invoice, invoice).is_none() {
-            return Err(format!("no invoice {invoice}"));
-        }
-        let inv_id = self
-            .find(Kind::Invoice, invoice)
-            .and_then(|v| str_of(&v, "InvoiceID").map(str::to_owned))
-            .unwrap_or_default();
-        el.insert("Invoice".to_owned(), json!({ "InvoiceID": inv_id }));
-        let created_before = self.creates;
-        let out = self
-            .write_payment(Verb::Put, &el, None, now)
-            .map(|(v, _)| v)
-            .map_err(|e| e.join(" "));
-        // A payment made "in Xero" is not an API create.
-        if out.is_ok() {
-            self.creates = created_before;
-            if let Some(n) = self.creates_by_kind.get_mut("Payments") {
-                *n -= 1;
-            }
-        }
-        out
     }
 }
 
