@@ -264,3 +264,241 @@ async fn the_project_filter_selects_the_reports_sent() {
         report.plan
     );
 }
+
+/// The flow's journals in Xero, by narration.
+fn xero_journals(w: &World) -> HashMap<String, Vec<serde_json::Value>> {
+    let mut out: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    for j in w.xero.records(&w.tenant.id, "ManualJournals") {
+        if let Some(n) = j["Narration"].as_str()
+            && n.starts_with("Kantata timesheet submission #")
+            && j["Status"] != "DELETED"
+        {
+            out.entry(n.to_owned()).or_default().push(j);
+        }
+    }
+    out
+}
+
+/// Time entries by id, read from Kantata.
+async fn time_entries(w: &World, ids: &[String]) -> HashMap<String, serde_json::Value> {
+    let http = weft_engine::http::client().unwrap();
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(100) {
+        let body: serde_json::Value = http
+            .get(format!(
+                "{}/api/v1/time_entries?only={}&from_archived_workspaces=true&per_page=200",
+                w.kantata.api_url(),
+                chunk.join(",")
+            ))
+            .bearer_auth(w.kantata.personal_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (id, t) in body["time_entries"].as_object().unwrap() {
+            out.insert(id.clone(), t.clone());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_timesheets_become_balanced_journals_once() {
+    let w = World::for_template("journals", "kantata-xero-journals", 30, true).await;
+    let first = w.run(false).await;
+    assert_clean(&first);
+    let approved: Vec<_> = w
+        .kantata
+        .state()
+        .submissions(SubmissionKind::Timesheet)
+        .into_iter()
+        .filter(|s| s.status == "approved" && !s.line_ids.is_empty())
+        .collect();
+    assert!(approved.len() >= 3, "{}", approved.len());
+    let journals = xero_journals(&w);
+    assert_eq!(journals.len(), approved.len());
+    let all_ids: Vec<String> = approved.iter().flat_map(|s| s.line_ids.clone()).collect();
+    let entries = time_entries(&w, &all_ids).await;
+    let mut unrated = 0;
+    for s in &approved {
+        let copies = &journals[&format!("Kantata timesheet submission #{}", s.id)];
+        assert_eq!(copies.len(), 1, "timesheet {} once", s.id);
+        let lines = copies[0]["JournalLines"].as_array().unwrap();
+        let amounts: Vec<i64> = lines.iter().map(|l| cents(&l["LineAmount"])).collect();
+        assert_eq!(
+            amounts.iter().sum::<i64>(),
+            0,
+            "balanced to the cent: {amounts:?}"
+        );
+        // Each debit is minutes × rate ÷ 60, half away from zero; no rate: the default.
+        let mut expected: Vec<i64> = s
+            .line_ids
+            .iter()
+            .map(|id| {
+                let t = &entries[id];
+                let minutes = t["time_in_minutes"].as_i64().unwrap();
+                let rate = t["rate_in_cents"].as_i64().unwrap_or_else(|| {
+                    unrated += 1;
+                    15_000
+                });
+                let (n, d) = (minutes * rate, 60);
+                (n + d / 2) / d
+            })
+            .filter(|c| *c != 0)
+            .collect();
+        let mut debits: Vec<i64> = amounts.iter().copied().filter(|a| *a > 0).collect();
+        expected.sort_unstable();
+        debits.sort_unstable();
+        assert_eq!(debits, expected, "timesheet {}", s.id);
+        assert_eq!(copies[0]["Status"], "POSTED");
+    }
+    assert!(unrated > 0, "some entries use the default rate");
+    let refs = references(&w, "ManualJournal").await;
+    assert_eq!(refs.len(), approved.len());
+    assert!(refs.values().all(|r| r.len() == 1));
+
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!((second.summary.created, second.summary.updated), (0, 0));
+
+    // Time logged later on a posted journal's week does not change the posted journal.
+    let s = &approved[0];
+    let state = w.kantata.state();
+    let t = &entries[&s.line_ids[0]];
+    let date = t["date_performed"].as_str().unwrap();
+    let _ = state.add_time_entry(&s.workspace_id, &s.user_id, date, 60, Some(10_000));
+    w.clock
+        .advance_by(std::time::Duration::from_secs(25 * 3600));
+    let third = w.run(false).await;
+    assert_clean(&third);
+    assert_eq!(third.summary.created, 0);
+    assert_eq!(xero_journals(&w).len(), approved.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_xero_list_becomes_the_choices_of_a_custom_field_merged_never_deleted() {
+    let w = World::for_template("lists", "xero-lists-kantata", 20, false).await;
+    let state = w.kantata.state();
+    let field = state
+        .custom_field_id("Xero region")
+        .expect("the seeded field");
+    let before = state.custom_field_choices(&field);
+    let used: Vec<_> = before.iter().filter(|c| c.values > 0).cloned().collect();
+    assert!(!used.is_empty(), "seeded values use some choices");
+
+    let first = w.run(false).await;
+    assert_clean(&first);
+    assert_eq!(first.summary.updated, 1, "{:?}", first.summary);
+    let active = |w: &World| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = w
+            .kantata
+            .state()
+            .custom_field_choices(&field)
+            .into_iter()
+            .filter(|c| c.active)
+            .map(|c| (c.label, c.id))
+            .collect();
+        v.sort();
+        v
+    };
+    let labels = |v: &[(String, String)]| v.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
+    assert_eq!(labels(&active(&w)), ["Central", "North", "South"]);
+    // The choices Xero does not have are inactive, not deleted, and keep their values.
+    let after = state.custom_field_choices(&field);
+    for c in &used {
+        let now = after.iter().find(|a| a.id == c.id).expect("never deleted");
+        assert!(!now.active);
+        assert_eq!(now.values, c.values);
+    }
+
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!(second.summary.updated, 0, "{:?}", second.summary);
+
+    // Xero changes: an option added, one renamed, one archived.
+    let cat = w
+        .xero
+        .records(&w.tenant.id, "TrackingCategories")
+        .into_iter()
+        .find(|c| c["Name"] == "Region")
+        .unwrap();
+    let cat_id = cat["TrackingCategoryID"].as_str().unwrap();
+    let option = |name: &str| {
+        cat["Options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["Name"] == name)
+            .unwrap()["TrackingOptionID"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let kept = active(&w)
+        .into_iter()
+        .find(|(l, _)| l == "Central")
+        .unwrap();
+    w.xero
+        .add_tracking_option(&w.tenant.id, cat_id, "West")
+        .unwrap();
+    w.xero
+        .rename_tracking_option(&w.tenant.id, cat_id, &option("North"), "Northern")
+        .unwrap();
+    w.xero
+        .archive_tracking_option(&w.tenant.id, cat_id, &option("South"))
+        .unwrap();
+    let third = w.run(false).await;
+    assert_clean(&third);
+    let now = active(&w);
+    assert_eq!(labels(&now), ["Central", "Northern", "West"]);
+    assert!(now.contains(&kept), "an existing choice keeps its id");
+    let fourth = w.run(false).await;
+    assert_clean(&fourth);
+    assert_eq!(fourth.summary.updated, 0);
+    // No label was ever created twice among the field's choices.
+    let all = state.custom_field_choices(&field);
+    let mut seen = std::collections::HashSet::new();
+    for c in all.iter().filter(|c| c.active) {
+        assert!(seen.insert(c.label.clone()), "{} twice", c.label);
+    }
+}
+
+/// The invoice template's roll-up options (one line per task for time and for expenses) once
+/// summed with a filter argument MiniJinja does not take, so every invoice with time failed to
+/// map when they were on. Rolled up, each invoice still carries its exact total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_up_invoice_lines_keep_exact_totals() {
+    let mut w = World::new("roll-up", 40);
+    for option in ["roll-up-time", "roll-up-expenses"] {
+        w.flow
+            .file
+            .options
+            .insert(option.to_owned(), toml::Value::Boolean(true));
+    }
+    let report = w.run(false).await;
+    assert_clean(&report);
+    let written = w.written();
+    let eligible = w.eligible();
+    assert_eq!(written.len(), eligible.len());
+    let mut rolled = 0;
+    for inv in &eligible {
+        let x = &written[&format!("KAN-{}", inv.number)][0];
+        assert_eq!(
+            cents(&x["SubTotal"]),
+            inv.total_in_cents,
+            "KAN-{}",
+            inv.number
+        );
+        let lines = x["LineItems"].as_array().unwrap();
+        if lines.iter().any(|l| {
+            l["Description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("Time") && d.contains(" h"))
+        }) {
+            rolled += 1;
+        }
+    }
+    assert!(rolled > 0, "some invoices have rolled-up time");
+}
