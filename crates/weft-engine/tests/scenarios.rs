@@ -502,3 +502,142 @@ async fn rolled_up_invoice_lines_keep_exact_totals() {
     }
     assert!(rolled > 0, "some invoices have rolled-up time");
 }
+
+/// The legacy expense claims: refused at the first call where the organisation has no classic
+/// claims (the message names the bills template), and where it has them, one receipt per
+/// approved report on one claim of its user, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expense_claims_point_to_bills_without_classic_claims_and_land_once_with_them() {
+    let mut w = World::for_template("claims", "kantata-xero-expense-claims", 20, false).await;
+    // Every Kantata user is the first Xero user (the Xero Users table).
+    let xero_user = w.xero.records(&w.tenant.id, "Users")[0]["UserID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approved = approved_reports(&w);
+    let users: std::collections::BTreeMap<String, String> = approved
+        .iter()
+        .map(|s| (s.user_id.clone(), xero_user.clone()))
+        .collect();
+    w.flow.tables.insert("xero-users".to_owned(), users);
+    let refused = w.run(false).await;
+    let RunOutcome::Failed { reason } = &refused.outcome else {
+        panic!("{refused:?}");
+    };
+    assert!(reason.contains("kantata-xero-bills"), "{reason}");
+    assert_eq!(refused.summary.created, 0);
+    let receipts_calls = w
+        .xero
+        .observed()
+        .log
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/Receipts"))
+        .count();
+    assert_eq!(
+        receipts_calls, 1,
+        "the first call is refused and the run stops there"
+    );
+
+    assert!(w.xero.enable_classic_expenses(&w.tenant.id));
+    let first = w.run(false).await;
+    assert_clean(&first);
+    let receipts = w.xero.records(&w.tenant.id, "Receipts");
+    let claims = w.xero.records(&w.tenant.id, "ExpenseClaims");
+    for s in &approved {
+        let mine: Vec<_> = receipts
+            .iter()
+            .filter(|r| r["Reference"] == format!("KX-ERS-{}", s.id))
+            .collect();
+        assert_eq!(mine.len(), 1, "report {} has one receipt", s.id);
+        assert_eq!(cents(&mine[0]["Total"]), s.total_in_cents);
+        let id = mine[0]["ReceiptID"].as_str().unwrap();
+        let on = claims
+            .iter()
+            .filter(|c| {
+                c["Receipts"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|r| r["ReceiptID"] == id))
+            })
+            .count();
+        assert_eq!(on, 1, "receipt of report {} on one claim", s.id);
+    }
+    let refs = references(&w, "ExpenseClaim").await;
+    assert_eq!(refs.len(), approved.len());
+    assert!(refs.values().all(|r| r.len() == 1));
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!((second.summary.created, second.summary.updated), (0, 0));
+}
+
+/// Kantata's Subscribed Events as the bills stream's change source: the first run reads every
+/// report, then approvals come from the events (delivered twice and out of order, handled
+/// once), and a run after the feed's nine days reads everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_from_the_event_feed_are_handled_once_and_an_old_cursor_reads_everything() {
+    let mut w = World::for_template("events", "kantata-xero-bills", 30, true).await;
+    let text = std::fs::read_to_string(&w.flow.path).unwrap();
+    let with_feed = text
+        .lines()
+        .map(|l| match l.strip_prefix("# source = ") {
+            Some(rest) if rest.contains("changes") => format!("source = {rest}"),
+            _ if l.starts_with("source = ") => String::new(),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(with_feed.contains("changes = {"));
+    w.flow =
+        weft_engine::flow::Flow::parse("kantata-xero-bills", &w.flow.path, &with_feed).unwrap();
+
+    let first = w.run(false).await;
+    assert_clean(&first);
+    let approved = approved_reports(&w);
+    assert_eq!(xero_bills(&w).len(), approved.len());
+    let everything = first.summary.read;
+
+    // Two approvals, their events delivered twice and late.
+    let state = w.kantata.state();
+    state.set_event_delivery(1, 120);
+    let pending: Vec<_> = state
+        .submissions(SubmissionKind::ExpenseReport)
+        .into_iter()
+        .filter(|s| s.status == "pending" && !s.line_ids.is_empty())
+        .take(2)
+        .collect();
+    assert_eq!(pending.len(), 2);
+    for p in &pending {
+        state
+            .resolve_submission(&p.id, Resolve::Approve, None)
+            .unwrap();
+    }
+    w.clock.advance_by(std::time::Duration::from_secs(300));
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!(second.summary.created, 2, "{:?}", second.summary);
+    assert!(
+        second.summary.read <= 4,
+        "only what the events name: {:?}",
+        second.summary
+    );
+    let third = w.run(false).await;
+    assert_clean(&third);
+    assert_eq!(
+        (third.summary.created, third.summary.read),
+        (0, 0),
+        "{:?}",
+        third.summary
+    );
+    let bills = xero_bills(&w);
+    for p in &pending {
+        assert_eq!(bills[&format!("KX-ERS-{}", p.id)].len(), 1);
+    }
+
+    // Ten days later the events since the last read are gone: every report is read again.
+    w.clock
+        .advance_by(std::time::Duration::from_secs(10 * 86_400));
+    let late = w.run(false).await;
+    assert_clean(&late);
+    assert!(late.summary.read >= everything, "{:?}", late.summary);
+    assert_eq!(late.summary.created, 0);
+}
