@@ -276,6 +276,11 @@ impl StreamRun<'_> {
                 Some(l) if l.pending.is_some() && !self.dry() => match (l.dest_id, l.pending) {
                     // An update whose answer was lost: the record is known, update it again.
                     (Some(d), _) => updates.push((w, d, "pending".to_owned())),
+                    // The first write into a record the flow names: known, update it again.
+                    (None, Some(_)) if w.target.is_some() => {
+                        let d = w.target.clone().unwrap_or_default();
+                        updates.push((w, d, "pending".to_owned()));
+                    }
                     (None, Some(p)) => settle.push((w, p)),
                     (None, None) => creates.push(w),
                 },
