@@ -224,13 +224,13 @@ pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
             "Duplicates found by reading both sandboxes back: {}. {} API calls, {:.1} s.",
             summary.duplicates, summary.calls, summary.seconds
         )?;
-        if let Some(ws) = &summary.workspace {
-            writeln!(
-                io.out,
-                "The workspace is kept in {ws}; its credentials are sealed with a key in {}.",
-                root.join("config").display()
-            )?;
-        }
+    }
+    if let (false, Some(ws)) = (args.json, &summary.workspace) {
+        writeln!(
+            io.out,
+            "The workspace is kept in {ws}; its credentials are sealed with a key in {}.",
+            root.join("config").display()
+        )?;
     }
     Ok(if summary.duplicates == 0 { 0 } else { 1 })
 }
@@ -355,6 +355,10 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
     demo.authorize("xero", port)?;
     demo.run(&["connection", "test", "xero"], None, &[0])?;
 
+    if flow == "kantata-xero-expense-claims" {
+        classic_claims(&demo, x, &tenant, io, &step)?;
+    }
+
     step(io, "first sync run")?;
     let first: serde_json::Value =
         serde_json::from_str(&demo.run(&["sync", "run", flow, "--json"], None, &[0, 10])?)?;
@@ -431,6 +435,63 @@ fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
 
     summary.duplicates = duplicates(&demo, flow, &tenant)?;
     Ok(summary)
+}
+
+/// The legacy expense claims: the sandbox organisation refuses them at first, as most do; then
+/// it is given classic claims, the Kantata people are invited to it as Xero users, and the Xero
+/// Users table is filled the way a person would: `weft tables suggest`, then `weft tables import`.
+fn classic_claims(
+    demo: &Demo,
+    x: &XeroSim,
+    tenant: &str,
+    io: &mut Io<'_>,
+    step: &dyn Fn(&mut Io<'_>, &str) -> Result<()>,
+) -> Result<()> {
+    const FLOW: &str = "kantata-xero-expense-claims";
+    step(
+        io,
+        "the Kantata people invited to the sandbox organisation as Xero users",
+    )?;
+    for line in demo.run(&["read", "kantata", "users"], None, &[0])?.lines() {
+        let user: serde_json::Value = serde_json::from_str(line)?;
+        let name = user["full_name"].as_str().unwrap_or_default();
+        let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+        if let Some(email) = user["email_address"].as_str() {
+            x.add_user(tenant, first, last, email);
+        }
+    }
+    step(
+        io,
+        "the Xero Users table proposed by `weft tables suggest` and imported with `weft tables import`",
+    )?;
+    let proposal = demo.workspace.join("xero-users-proposed.csv");
+    let out = proposal.display().to_string();
+    demo.run(
+        &["tables", "suggest", FLOW, "xero-users", "--out", &out],
+        None,
+        &[0],
+    )?;
+    demo.run(&["tables", "import", FLOW, "xero-users", &out], None, &[0])?;
+    step(
+        io,
+        "a first run on an organisation without classic expense claims (refused, as Xero does)",
+    )?;
+    let refused = demo
+        .command(&["sync", "run", FLOW])
+        .output()
+        .context("cannot run weft")?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    if refused.status.success() || !said.contains("kantata-xero-bills") {
+        bail!(
+            "the organisation without classic claims was not refused with the bills remedy: {}",
+            said.trim()
+        );
+    }
+    step(io, "classic claims turned on in the sandbox organisation")?;
+    if !x.enable_classic_expenses(tenant) {
+        bail!("the Xero sandbox has no organisation {tenant}");
+    }
+    Ok(())
 }
 
 /// Duplicates at the destinations, found by reading them back with `weft read`: for each stream

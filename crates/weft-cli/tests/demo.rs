@@ -47,3 +47,32 @@ fn demo_runs_a_named_flow_with_per_stream_counts_and_refuses_an_unknown_one() {
         err(&o)
     );
 }
+
+/// Every other scenario runs on the sandbox too, with nothing written twice and a second run
+/// that changes nothing; the legacy expense claims first meet Xero's refusal, then fill the
+/// Xero Users table with `weft tables suggest` and `weft tables import`.
+#[test]
+fn every_scenario_template_runs_on_the_sandbox_without_duplicates() {
+    let s = Sandbox::new("demo-scenarios");
+    for flow in [
+        "kantata-xero-bills",
+        "kantata-xero-journals",
+        "xero-lists-kantata",
+        "kantata-xero-expense-claims",
+    ] {
+        let o = s.run(
+            &["demo", "--flow", flow, "--json", "--invoices", "30"],
+            None,
+        );
+        assert!(o.status.success(), "{flow}: {}", err(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["flow"], flow);
+        assert_eq!(report["duplicates"], 0, "{flow}: {report}");
+        assert!(
+            report["created"].as_u64().unwrap() > 0 || flow == "xero-lists-kantata",
+            "{flow}: {report}"
+        );
+        assert_eq!(report["second_run"]["created"], 0, "{flow}: {report}");
+        assert_eq!(report["second_run"]["updated"], 0, "{flow}: {report}");
+    }
+}

@@ -470,6 +470,14 @@ impl XeroSim {
         Ok(record["ContactID"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// Adds a person to the organisation's users (a STANDARD role), as inviting them in Xero's
+    /// settings does. Returns the new UserID.
+    pub fn add_user(&self, tenant: &str, first: &str, last: &str, email: &str) -> Option<String> {
+        let now = self.shared.now_ms();
+        self.with_org(tenant, |o| o.add_user(first, last, email, now))
+            .and_then(|u| u["UserID"].as_str().map(str::to_owned))
+    }
+
     /// Lets an organisation's transactions use currency `code` besides its base currency (as
     /// adding a currency in Xero's settings does); false when there is no such organisation.
     /// Invoices in a currency not enabled are refused with Xero's message, "Organisation is not

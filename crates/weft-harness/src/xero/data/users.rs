@@ -30,6 +30,21 @@ impl Org {
         })
     }
 
+    /// Invites a person to the organisation (Xero's settings; no API route adds users).
+    pub(crate) fn add_user(&mut self, first: &str, last: &str, email: &str, now: u64) -> Value {
+        let user = json!({
+            "UserID": self.new_id(),
+            "EmailAddress": email,
+            "FirstName": first,
+            "LastName": last,
+            "UpdatedDateUTC": ms_date(now),
+            "IsSubscriber": false,
+            "OrganisationRole": "STANDARD",
+        });
+        self.store(Kind::User, user.clone(), true);
+        user
+    }
+
     /// The user `UserID` names, for the documents that belong to one (receipts, claims).
     pub(super) fn user(&self, el: Option<&Value>) -> Result<Value, String> {
         let id = el
