@@ -1704,7 +1704,20 @@ impl Flow {
                             side.resource, side.connection
                         ),
                     ),
-                    Ok(_) => {}
+                    Ok(Some(r)) => {
+                        let known = r.list.as_ref().map(passed_params).unwrap_or_default();
+                        for n in side.params.keys().filter(|n| !known.contains(*n)) {
+                            push(
+                                vec![k("tables"), k(table), k("suggest"), k(which), k("params")],
+                                format!(
+                                    "the list of `{}` does not pass on a parameter `{n}`{}",
+                                    side.resource,
+                                    close(n, &known)
+                                ),
+                            );
+                        }
+                    }
+                    Ok(None) => {}
                 }
             }
         }

@@ -175,6 +175,48 @@ async fn approved_expense_reports_become_one_bill_each_with_exact_lines() {
     assert_eq!(bill.len(), 1);
     assert_eq!(cents(&bill[0]["Total"]), after.total_in_cents);
     assert_eq!(bills[&format!("KX-ERS-{}", pending.id)].len(), 1);
+
+    // A bill paid in Xero, and one voided, are never touched again.
+    let (paid, voided) = (&approved[1], &approved[2]);
+    let id_of = |s: &weft_harness::kantata::SubmissionInfo| {
+        bills[&format!("KX-ERS-{}", s.id)][0]["InvoiceID"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    w.xero.pay_in_full(&w.tenant.id, &id_of(paid)).unwrap();
+    w.xero.void_invoice(&w.tenant.id, &id_of(voided)).unwrap();
+    let before = xero_bills(&w);
+    state.set_expense_amount(&paid.line_ids[0], 777).unwrap();
+    state.set_expense_amount(&voided.line_ids[0], 888).unwrap();
+    w.clock
+        .advance_by(std::time::Duration::from_secs(25 * 3600));
+    let fifth = w.run(false).await;
+    assert_clean(&fifth);
+    assert_eq!(
+        (fifth.summary.created, fifth.summary.updated),
+        (0, 0),
+        "{:?}",
+        fifth.summary
+    );
+    let after = xero_bills(&w);
+    for s in [paid, voided] {
+        let key = format!("KX-ERS-{}", s.id);
+        assert_eq!(
+            after.get(&key).map(Vec::len),
+            before.get(&key).map(Vec::len)
+        );
+    }
+    assert!(
+        fifth
+            .plan
+            .iter()
+            .filter(|p| p.detail.contains("so it is not changed"))
+            .count()
+            >= 1,
+        "{:?}",
+        fifth.plan
+    );
 }
 
 /// M-Bridge's "Filter by Project": only the reports of the projects the filter selects are sent,
@@ -640,4 +682,101 @@ async fn approvals_from_the_event_feed_are_handled_once_and_an_old_cursor_reads_
     assert_clean(&late);
     assert!(late.summary.read >= everything, "{:?}", late.summary);
     assert_eq!(late.summary.created, 0);
+}
+
+/// Journals left as drafts follow their timesheet: a time entry changed on an approved timesheet
+/// changes the draft journal (still balanced), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_journal_follows_its_timesheet() {
+    let mut w = World::for_template("journal-drafts", "kantata-xero-journals", 20, true).await;
+    w.flow
+        .file
+        .options
+        .insert("status".to_owned(), toml::Value::String("DRAFT".to_owned()));
+    assert_clean(&w.run(false).await);
+    let sheet = w
+        .kantata
+        .state()
+        .submissions(SubmissionKind::Timesheet)
+        .into_iter()
+        .find(|s| s.status == "approved" && !s.line_ids.is_empty())
+        .unwrap();
+    let key = format!("Kantata timesheet submission #{}", sheet.id);
+    let total = |w: &World| -> i64 {
+        xero_journals(w)[&key][0]["JournalLines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| cents(&l["LineAmount"]))
+            .filter(|c| *c > 0)
+            .sum()
+    };
+    let before = total(&w);
+    let entry = &time_entries(&w, &sheet.line_ids[..1]).await[&sheet.line_ids[0]];
+    let minutes = entry["time_in_minutes"].as_i64().unwrap();
+    let rate = entry["rate_in_cents"].as_i64().unwrap_or(15_000);
+    w.kantata
+        .state()
+        .set_time_entry_minutes(&sheet.line_ids[0], minutes + 60)
+        .unwrap();
+    // The timesheet's own change time does not move: the daily full read finds the change.
+    w.clock
+        .advance_by(std::time::Duration::from_secs(25 * 3600));
+    let report = w.run(false).await;
+    assert_clean(&report);
+    assert_eq!(
+        (report.summary.created, report.summary.updated),
+        (0, 1),
+        "{:?}",
+        report.summary
+    );
+    let journals = xero_journals(&w);
+    assert_eq!(journals[&key].len(), 1);
+    let lines = journals[&key][0]["JournalLines"].as_array().unwrap();
+    assert_eq!(
+        lines.iter().map(|l| cents(&l["LineAmount"])).sum::<i64>(),
+        0
+    );
+    let (old, new) = (
+        (minutes * rate + 30) / 60,
+        ((minutes + 60) * rate + 30) / 60,
+    );
+    assert_eq!(total(&w), before - old + new);
+}
+
+/// The same flow copies Xero's active accounts when told to (`list = "accounts"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lists_flow_copies_accounts_when_told() {
+    let mut w = World::for_template("list-accounts", "xero-lists-kantata", 10, false).await;
+    w.flow.file.options.insert(
+        "list".to_owned(),
+        toml::Value::String("accounts".to_owned()),
+    );
+    assert_clean(&w.run(false).await);
+    let state = w.kantata.state();
+    let field = state.custom_field_id("Xero region").unwrap();
+    let active: Vec<String> = state
+        .custom_field_choices(&field)
+        .into_iter()
+        .filter(|c| c.active)
+        .map(|c| c.label)
+        .collect();
+    let accounts: Vec<String> = w
+        .xero
+        .records(&w.tenant.id, "Accounts")
+        .into_iter()
+        .filter(|a| a["Status"] == "ACTIVE")
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["Code"].as_str().unwrap(),
+                a["Name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(active.len(), accounts.len());
+    for a in &accounts {
+        assert!(active.contains(a), "{a}");
+    }
+    assert_eq!(w.run(false).await.summary.updated, 0);
 }

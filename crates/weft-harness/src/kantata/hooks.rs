@@ -214,6 +214,25 @@ impl KantataState {
         Ok(())
     }
 
+    /// Changes a time entry's minutes, bumping `updated_at` and emitting `time_entry:updated`.
+    pub fn set_time_entry_minutes(&self, entry_id: &str, minutes: i64) -> Result<(), String> {
+        let now = self.shared.now_secs();
+        let mut db = self.shared.write();
+        let s = slot(&db, Coll::TimeEntries, entry_id)?;
+        if let Some(t) = db.time_entries.get_mut(s) {
+            t.minutes = minutes;
+            t.updated = now;
+        }
+        db.emit(
+            "time_entry:updated",
+            (Coll::TimeEntries, s),
+            0,
+            now,
+            json!({"time_in_minutes": minutes}),
+        );
+        Ok(())
+    }
+
     /// Logs an expense (not on any report) and returns its id.
     pub fn add_expense(
         &self,
