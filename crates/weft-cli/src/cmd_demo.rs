@@ -462,9 +462,9 @@ fn classic_claims(
     }
     step(
         io,
-        "the Xero Users table proposed by `weft tables suggest` and imported with `weft tables import`",
+        "the Xero Users table proposed by `weft tables suggest kantata-xero-expense-claims xero-users --out proposal.csv` and imported with `weft tables import kantata-xero-expense-claims xero-users proposal.csv`",
     )?;
-    let proposal = demo.workspace.join("xero-users-proposed.csv");
+    let proposal = demo.workspace.join("proposal.csv");
     let out = proposal.display().to_string();
     demo.run(
         &["tables", "suggest", FLOW, "xero-users", "--out", &out],
