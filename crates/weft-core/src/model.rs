@@ -428,11 +428,17 @@ pub struct Limits {
     /// Time limit of one request.
     #[serde(default = "default_timeout")]
     pub timeout: SpecDuration,
+    /// Dotted path, in a 429's JSON body, of the name of the limit that was hit, compared with
+    /// each budget's `problem` (HubSpot's `policyName`: `DAILY` names a `checkpoint` budget, so
+    /// the run stops cleanly and resumes later; `TEN_SECONDLY_ROLLING` a budget waited out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_body: Option<String>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            problem_body: None,
             concurrency: Concurrency::default(),
             budget: Vec::new(),
             headers: LimitHeaders::default(),
@@ -485,12 +491,23 @@ pub struct Budget {
     /// Response header reporting what is left of this budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_header: Option<String>,
-    /// Value of the problem header (`limits.headers.problem`) that names this budget on a 429.
+    /// The name a 429 gives this budget: the value of the problem header
+    /// (`limits.headers.problem`) or of the body's `limits.problem-body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// What to do when the budget runs out.
     #[serde(default)]
     pub on_exhausted: OnExhausted,
+    /// The operations this budget counts, each `RESOURCE.OPERATION` (an action by its name):
+    /// a batch or search endpoint's own limit, such as `operations = ["deals.create",
+    /// "deals.update"]`. Without it the budget counts every call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+    /// An integer form field whose value is the calls allowed per `window`, for limits that
+    /// depend on the account (a plan's tier: 100 or 190 calls per 10 s); `calls` applies while
+    /// the field has no value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_field: Option<String>,
 }
 
 /// What a budget is counted for.
@@ -1009,6 +1026,11 @@ pub struct ItemErrors {
     /// an item id or come back in any order.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "match")]
     pub match_by: Option<ItemMatch>,
+    /// Failures listed apart from the items, in an array of the whole answer, each naming the
+    /// records it is about by their `match` keys (HubSpot's `errors[]`, each with its
+    /// `context`): a record named there failed, with the error's `message-field`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separate_errors: Option<SeparateErrors>,
     /// Field of each returned item holding its list of warnings: an item whose list there is
     /// non-empty failed too, whatever its status (for documents a provider accepts after
     /// changing them, such as a line whose unknown account was removed), its messages read
@@ -1029,6 +1051,19 @@ pub struct ItemMatch {
     pub sent: String,
     /// Dotted path of that key in each returned item.
     pub returned: String,
+}
+
+/// Errors listed apart from the returned items: for example
+/// `separate-errors = { path = "errors", keys = "context.email" }` for an answer
+/// `{"results": [...], "errors": [{"message": "…", "context": {"email": ["c@example.com"]}}]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SeparateErrors {
+    /// Dotted path of the array of errors in the answer's body.
+    pub path: String,
+    /// Dotted path, in each error, of the keys (one, or a list) of the records it is about,
+    /// compared with each record's `match.sent` key.
+    pub keys: String,
 }
 
 /// One error-classification rule.

@@ -631,13 +631,20 @@ impl Validator<'_> {
                     Some("use scope = \"connection\" or declare [tenants]".to_owned()),
                 );
             }
-            if b.problem.is_some() && limits.headers.problem.is_none() {
+            if b.problem.is_some()
+                && limits.headers.problem.is_none()
+                && limits.problem_body.is_none()
+            {
                 self.error(
                     format!("{key}.problem"),
-                    "`problem` needs `limits.headers.problem` to name the header",
+                    "`problem` needs `limits.headers.problem` or `limits.problem-body` to say where a 429 names it",
                     None,
                 );
             }
+            self.budget_reach(&key, b);
+        }
+        if let Some(path) = &limits.problem_body {
+            self.dotted("limits.problem-body", path);
         }
         let r = &limits.retry;
         if r.max_attempts == 0 || r.max_attempts > 20 {
@@ -1085,6 +1092,60 @@ impl Validator<'_> {
 
     // ---- Write side (issue 15): delete, actions, body shaping, idempotency, item results ----
 
+    /// A budget's operations must exist; its sizing field must be an integer form field, on a
+    /// rate budget.
+    fn budget_reach(&mut self, key: &str, b: &crate::model::Budget) {
+        for (i, op) in b.operations.iter().enumerate() {
+            let okey = format!("{key}.operations[{i}]");
+            let Some((resource, name)) = op.split_once('.') else {
+                self.error(
+                    &okey,
+                    format!("`{op}` is not `RESOURCE.OPERATION`"),
+                    Some("such as \"deals.create\"".to_owned()),
+                );
+                continue;
+            };
+            match self.spec.resources.get(resource) {
+                None => {
+                    self.resource_ref(&okey, resource);
+                }
+                Some(r) if r.operation(name).is_none() => {
+                    let mut has: Vec<String> = r.operations().map(|(n, _)| n.to_owned()).collect();
+                    has.extend(r.actions.keys().cloned());
+                    self.error(
+                        &okey,
+                        format!("resource `{resource}` has no operation `{name}`"),
+                        Some(format!("its operations: {}", has.join(", "))),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(field) = &b.calls_field {
+            let fkey = format!("{key}.calls-field");
+            match self.spec.fields.iter().find(|f| &f.id == field) {
+                None => self.error(
+                    &fkey,
+                    format!("`{field}` is not a form field"),
+                    Some("declare it under [[fields]] with type = \"integer\"".to_owned()),
+                ),
+                Some(f) if f.ty != FieldKind::Integer => self.error(
+                    &fkey,
+                    format!("form field `{field}` is not an integer, so it cannot size a budget"),
+                    None,
+                ),
+                Some(_) => {}
+            }
+            if b.calls.is_none() || b.window.is_none() {
+                self.error(
+                    &fkey,
+                    "`calls-field` sizes a rate budget: it needs `calls` (used while the field is unset) and `window`",
+                    None,
+                );
+            }
+        }
+    }
+
     /// A resource's named actions: each a one-record operation whose name is its own.
     fn actions(&mut self, key: &str, r: &Resource) {
         for (name, op) in &r.actions {
@@ -1268,10 +1329,11 @@ impl Validator<'_> {
         if items.status_field.is_none()
             && items.fault_field.is_none()
             && items.warnings_field.is_none()
+            && items.separate_errors.is_none()
         {
             self.error(
                 key,
-                "nothing here can fail an item: no `status-field`, `fault-field` or `warnings-field`",
+                "nothing here can fail an item: no `status-field`, `fault-field`, `warnings-field` or `separate-errors`",
                 Some("such as fault-field = \"Fault\", or status-field with error-values".to_owned()),
             );
         }
@@ -1289,6 +1351,17 @@ impl Validator<'_> {
         if let Some(m) = &items.match_by {
             self.template(&format!("{key}.match.sent"), &m.sent, Scope::ItemKey);
             self.dotted(&format!("{key}.match.returned"), &m.returned);
+        }
+        if let Some(separate) = &items.separate_errors {
+            self.dotted(&format!("{key}.separate-errors.path"), &separate.path);
+            self.dotted(&format!("{key}.separate-errors.keys"), &separate.keys);
+            if items.match_by.is_none() {
+                self.error(
+                    format!("{key}.separate-errors"),
+                    "errors listed apart name their records by key, but no `match` says which key a record has",
+                    Some("such as match = { sent = \"{{ record.properties.email }}\", returned = \"properties.email\" }".to_owned()),
+                );
+            }
         }
     }
 

@@ -43,6 +43,10 @@ const UNORDERED: &str =
     "crates/weft-engine/tests/write_shapes.rs::unordered_results_are_matched_by_a_property_we_sent";
 const UPDATE_IN_BODY: &str = "crates/weft-engine/tests/write_shapes.rs::an_update_names_its_record_in_the_body_with_constants_merged";
 const ACTIONS: &str = "crates/weft-engine/tests/write_shapes.rs::deletes_actions_and_sub_resources";
+const TIERS: &str =
+    "crates/weft-engine/tests/limits.rs::budgets_per_operation_and_sized_by_a_form_field";
+const POLICY: &str =
+    "crates/weft-engine/tests/limits.rs::a_429_naming_its_policy_in_the_body_waits_or_stops";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -430,13 +434,19 @@ const COVERED: &[(&str, &[&str])] = &[
         ],
     ),
     ("ItemErrors.errors-field", &[WRITE, ENVELOPE]),
-    ("ItemErrors.status-field", &[WRITE, UNORDERED]),
+    ("ItemErrors.status-field", &[WRITE]),
+    ("ItemErrors.separate-errors", &[UNORDERED]),
+    ("SeparateErrors.path", &[UNORDERED]),
+    ("SeparateErrors.keys", &[UNORDERED]),
     ("ItemErrors.fault-field", &[ENVELOPE]),
     ("ItemErrors.id-field", &[ENVELOPE]),
     ("ItemErrors.match", &[ENVELOPE, UNORDERED]),
     ("ItemMatch.sent", &[ENVELOPE, UNORDERED]),
     ("ItemMatch.returned", &[ENVELOPE, UNORDERED]),
     ("Resource.delete", &[ACTIONS]),
+    ("Budget.operations", &[TIERS]),
+    ("Budget.calls-field", &[TIERS]),
+    ("Limits.problem-body", &[POLICY]),
     ("Resource.actions", &[ACTIONS]),
     ("Operation.merge", &[UPDATE_IN_BODY]),
     ("Operation.id-in-body", &[UPDATE_IN_BODY, ACTIONS]),

@@ -230,6 +230,7 @@ impl Session {
             name,
             &sent,
             &returned,
+            &answer.body,
             primary,
             ctx.id.as_deref(),
         )?)
@@ -286,11 +287,16 @@ impl Session {
         )?;
         request.headers.extend(extra_headers.iter().cloned());
         let tenant = ctx.tenant.as_ref().map(|t| t.id.as_str());
+        // Budgets of one operation count it by this name.
+        let counted = format!("{resource}.{name}");
         let mut rng = fastrand::Rng::with_seed(lock(&self.seed).u64(..));
         let mut renewed = false;
         loop {
             let before = self.clock.now_ms();
-            let permit = self.limiter.acquire(tenant, self.clock.as_ref()).await?;
+            let permit = self
+                .limiter
+                .acquire_for(tenant, Some(&counted), self.clock.as_ref())
+                .await?;
             let limiter_wait = Duration::from_millis(self.clock.now_ms().saturating_sub(before));
             let signed = crate::hooks::sign(
                 &self.plugins,

@@ -356,10 +356,14 @@ pub fn item_results(
 /// `match.returned` value equals the record's `match.sent` key (rendered with `record` and
 /// `index`): answers that come back in any order, or carry an item id of their own. A record
 /// no item names has an unknown outcome.
+///
+/// With `separate-errors`, the errors listed apart in `body` fail the records whose keys they
+/// name, with their messages.
 pub fn matched_results(
     env: &minijinja::Environment<'_>,
     sent: &[Value],
     returned: &[Value],
+    body: &Value,
     items: &ItemErrors,
     by: &ItemMatch,
     primary_key: &str,
@@ -368,6 +372,28 @@ pub fn matched_results(
         .iter()
         .filter_map(|item| Some((text(at(item, &by.returned)?)?, item)))
         .collect();
+    // Messages of the errors listed apart, by the record key each names.
+    let mut apart: std::collections::HashMap<String, Vec<String>> = Default::default();
+    if let Some(separate) = &items.separate_errors {
+        for error in at(body, &separate.path)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let message = at(error, &items.message_field)
+                .and_then(Value::as_str)
+                .unwrap_or("refused without a message")
+                .to_owned();
+            let keys: Vec<String> = match at(error, &separate.keys) {
+                Some(Value::Array(list)) => list.iter().filter_map(text).collect(),
+                Some(one) => text(one).into_iter().collect(),
+                None => Vec::new(),
+            };
+            for key in keys {
+                apart.entry(key).or_default().push(message.clone());
+            }
+        }
+    }
     sent.iter()
         .enumerate()
         .map(|(index, record)| {
@@ -380,12 +406,16 @@ pub fn matched_results(
                     place: "item-errors.match.sent".to_owned(),
                     reason: e.to_string(),
                 })?;
-            Ok(outcome(
-                index,
-                by_key.get(&key).copied(),
-                Some(items),
-                primary_key,
-            ))
+            let mut result = outcome(index, by_key.get(&key).copied(), Some(items), primary_key);
+            if let Some(messages) = apart.get(&key) {
+                if result.status != "failed" {
+                    result.errors.clear();
+                }
+                result.status = "failed";
+                result.id = None;
+                result.errors.extend(messages.iter().cloned());
+            }
+            Ok(result)
         })
         .collect()
 }
@@ -393,12 +423,14 @@ pub fn matched_results(
 /// The per-record outcomes of an answer to operation `name`: matched by key or by position as
 /// the operation's `item-errors` says. A one-record delete or action whose answer names no
 /// record succeeded (its status said so), under the id it was sent with.
+#[allow(clippy::too_many_arguments)]
 pub fn results(
     env: &minijinja::Environment<'_>,
     op: &Operation,
     name: &str,
     sent: &[Value],
     returned: &[Value],
+    body: &Value,
     primary_key: &str,
     id: Option<&str>,
 ) -> Result<Vec<ItemResult>, EngineError> {
@@ -418,7 +450,7 @@ pub fn results(
             items @ ItemErrors {
                 match_by: Some(by), ..
             },
-        ) => matched_results(env, sent, returned, items, by, primary_key),
+        ) => matched_results(env, sent, returned, body, items, by, primary_key),
         items => Ok(item_results(0, sent.len(), returned, items, primary_key)),
     }
 }
@@ -590,6 +622,7 @@ mod tests {
             fault_field: None,
             id_field: None,
             match_by: None,
+            separate_errors: None,
             errors_field: "ValidationErrors".into(),
             message_field: "Message".into(),
             warnings_field: None,
@@ -623,6 +656,7 @@ mod tests {
             fault_field: None,
             id_field: None,
             match_by: None,
+            separate_errors: None,
             errors_field: "Errors".into(),
             message_field: "Message".into(),
             warnings_field: Some("Warnings".into()),

@@ -5,8 +5,10 @@
 //! on update and refused on create, an update naming its record in the body, deletes, named
 //! actions, and a sub-resource whose path carries its parent's id.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use weft_core::model::ErrorClass;
@@ -18,6 +20,8 @@ use weft_engine::secrets::{MasterKey, Secret, SecretStore};
 use weft_engine::session::{Session, SessionError};
 use weft_engine::tokens::TokenKeeper;
 use weft_engine::write::check_record;
+
+use common::local::{Seen, Server};
 
 const LEDGER: &str = r#"
 id = "ledger"
@@ -122,90 +126,8 @@ records = { style = "path", path = "results" }
 batch-size = 100
 body = { shape = "plural", key = "inputs" }
 idempotency = { header = "Idempotency-Key", max-length = 64 }
-item-errors = { status-field = "status", error-values = ["ERROR"], errors-field = "errors", message-field = "message", match = { sent = "{{ record.properties.email }}", returned = "properties.email" } }
+item-errors = { errors-field = "errors", message-field = "message", match = { sent = "{{ record.properties.email }}", returned = "properties.email" }, separate-errors = { path = "errors", keys = "context.email" } }
 "#;
-
-/// One request the server received.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    uri: String,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-/// A server answering each request with the next canned answer (200 `{}` once they run out),
-/// and keeping every request.
-struct Server {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    answers: Arc<Mutex<VecDeque<(u16, Value)>>>,
-    running: weft_harness::server::Running,
-}
-
-impl Server {
-    fn start() -> Self {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let answers: Arc<Mutex<VecDeque<(u16, Value)>>> = Arc::default();
-        let (s, a) = (seen.clone(), answers.clone());
-        let router = axum::Router::new().fallback(
-            move |method: axum::http::Method,
-                  uri: axum::http::Uri,
-                  headers: axum::http::HeaderMap,
-                  body: axum::body::Bytes| {
-                let (s, a) = (s.clone(), a.clone());
-                async move {
-                    s.lock().unwrap().push(Seen {
-                        method: method.to_string(),
-                        uri: uri.to_string(),
-                        headers: headers
-                            .iter()
-                            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
-                            .collect(),
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    });
-                    let (status, answer) =
-                        a.lock().unwrap().pop_front().unwrap_or((200, json!({})));
-                    let status = axum::http::StatusCode::from_u16(status).unwrap();
-                    if answer.is_null() {
-                        return (status, String::new());
-                    }
-                    (status, answer.to_string())
-                }
-            },
-        );
-        let running = weft_harness::server::Running::start(
-            router,
-            0,
-            weft_harness::server::Observed::new(weft_harness::clock::SimClock::manual(0), 1, None),
-        )
-        .unwrap();
-        Self {
-            seen,
-            answers,
-            running,
-        }
-    }
-
-    fn answer(&self, status: u16, body: Value) {
-        self.answers.lock().unwrap().push_back((status, body));
-    }
-
-    fn last(&self) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("a request")
-    }
-
-    fn header(seen: &Seen, name: &str) -> Option<String> {
-        seen.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    }
-}
 
 fn session(server: &Server, dir_name: &str) -> (Session, std::path::PathBuf) {
     let report = weft_core::load_str("ledger.toml", LEDGER);
@@ -228,7 +150,7 @@ fn session(server: &Server, dir_name: &str) -> (Session, std::path::PathBuf) {
     let keeper = TokenKeeper::new("l", "t", store, None, None, http.clone(), clock.clone());
     let hosts = Hosts::new(
         spec.file(),
-        &BTreeMap::from([("api".to_owned(), server.running.url())]),
+        &BTreeMap::from([("api".to_owned(), server.url())]),
     )
     .unwrap();
     let limiter = Limiter::new(spec.file(), 1);
@@ -289,18 +211,22 @@ async fn an_envelope_batch_is_answered_by_item_key_with_faults_and_a_query_key()
 }
 
 /// Results that come back unordered are matched by a property the records were sent with
-/// (`properties.email`), and the key rides in the header the operation names.
+/// (`properties.email`); a failure listed apart in `errors[]`, naming its record in its
+/// `context`, fails that record; the key rides in the header the operation names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_results_are_matched_by_a_property_we_sent() {
     let server = Server::start();
     let (session, dir) = session(&server, "unordered");
     server.answer(
-        200,
-        json!({"results": [
-            {"id": "902", "properties": {"email": "b@example.com"}},
-            {"status": "ERROR", "properties": {"email": "c@example.com"}, "errors": [{"message": "Property values were not valid"}]},
-            {"id": "901", "properties": {"email": "a@example.com"}}
-        ]}),
+        207,
+        json!({"status": "COMPLETE",
+            "results": [
+                {"id": "902", "properties": {"email": "b@example.com"}},
+                {"id": "901", "properties": {"email": "a@example.com"}}
+            ],
+            "numErrors": 1,
+            "errors": [{"status": "error", "category": "VALIDATION_ERROR",
+                "message": "Property values were not valid", "context": {"email": ["c@example.com"]}}]}),
     );
     let records = [
         json!({"properties": {"email": "a@example.com"}}),

@@ -2,6 +2,7 @@
 //! clock, and a Xero access token.
 #![allow(dead_code)]
 
+pub(crate) mod local;
 pub(crate) mod world;
 
 use std::future::Future;
