@@ -629,6 +629,21 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                     results.push(result);
                 }
             }
+            // A delete or an action names one record: its "not found" is that record's.
+            Err(SessionError::Call(CallError::Refused {
+                class: ErrorClass::NotFound,
+                ref message,
+                ..
+            })) if !checked => {
+                for (index, _) in chunk {
+                    results.push(ItemResult {
+                        index: *index,
+                        status: "failed",
+                        id: None,
+                        errors: vec![message.clone()],
+                    });
+                }
+            }
             Err(
                 ref e @ SessionError::Call(CallError::Refused {
                     class: class @ (ErrorClass::Validation | ErrorClass::Conflict),

@@ -47,6 +47,7 @@ const TIERS: &str =
     "crates/weft-engine/tests/limits.rs::budgets_per_operation_and_sized_by_a_form_field";
 const POLICY: &str =
     "crates/weft-engine/tests/limits.rs::a_429_naming_its_policy_in_the_body_waits_or_stops";
+const CLI_ACTIONS: &str = "crates/weft-cli/tests/client.rs::write_deletes_and_runs_actions_by_name";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -443,11 +444,11 @@ const COVERED: &[(&str, &[&str])] = &[
     ("ItemErrors.match", &[ENVELOPE, UNORDERED]),
     ("ItemMatch.sent", &[ENVELOPE, UNORDERED]),
     ("ItemMatch.returned", &[ENVELOPE, UNORDERED]),
-    ("Resource.delete", &[ACTIONS]),
+    ("Resource.delete", &[ACTIONS, CLI_ACTIONS]),
     ("Budget.operations", &[TIERS]),
     ("Budget.calls-field", &[TIERS]),
     ("Limits.problem-body", &[POLICY]),
-    ("Resource.actions", &[ACTIONS]),
+    ("Resource.actions", &[ACTIONS, CLI_ACTIONS]),
     ("Operation.merge", &[UPDATE_IN_BODY]),
     ("Operation.id-in-body", &[UPDATE_IN_BODY, ACTIONS]),
     ("RecordField.required-on-update", &[UPDATE_IN_BODY]),
