@@ -1192,6 +1192,29 @@ impl Validator<'_> {
     /// The parts of a write every kind of write shares: its body shape, merged constants,
     /// idempotency key and per-item results.
     fn write_parts(&mut self, key: &str, kind: &str, op: &Operation) {
+        // The request of a batch is one for many records: no template of it can read one.
+        if op.batch_size.unwrap_or(1) > 1 {
+            let templates = std::iter::once(("path".to_owned(), &op.path))
+                .chain(
+                    op.query
+                        .iter()
+                        .map(|(n, v)| (format!("query.{}", key_segment(n)), v)),
+                )
+                .chain(
+                    op.headers
+                        .iter()
+                        .map(|(n, v)| (format!("headers.{}", key_segment(n)), v)),
+                );
+            for (at, source) in templates {
+                if self.reads(source, "record") == Some(true) {
+                    self.error(
+                        format!("{key}.{at}"),
+                        "`record` is only known to the request of a one-record write, and this one sends batches",
+                        Some("set batch-size = 1, or read the record in an envelope's item instead".to_owned()),
+                    );
+                }
+            }
+        }
         if !op.merge.is_empty() && op.body.is_none() {
             self.error(
                 format!("{key}.merge"),
