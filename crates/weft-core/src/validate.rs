@@ -983,7 +983,7 @@ impl Validator<'_> {
                     format!("{key}.path"),
                     format!(
                         "{} must say which record, but neither its path nor its query uses `id`",
-                        a_or_an(&format!("`{kind}`"))
+                        operation_name(key, kind)
                     ),
                     Some("such as path = \"/invoices/{{ id }}\"; a batched update (plural body, batch-size above 1) names records by their primary key instead, and `id-in-body = true` says the body does".to_owned()),
                 );
@@ -1050,7 +1050,7 @@ impl Validator<'_> {
                         format!("{key}.{what}"),
                         format!(
                             "{} writes one record: `{what}` only applies to create and update",
-                            a_or_an(&format!("`{kind}`"))
+                            operation_name(key, kind)
                         ),
                         None,
                     );
@@ -1272,7 +1272,7 @@ impl Validator<'_> {
                 key,
                 format!(
                     "{} reads `idempotency_key` but declares no `idempotency`",
-                    a_or_an(&format!("`{kind}`"))
+                    operation_name(key, kind)
                 ),
                 Some("such as idempotency = { query = \"requestid\", max-length = 50 }".to_owned()),
             );
@@ -1628,6 +1628,14 @@ fn record_fields(r: &Resource) -> String {
 }
 
 /// `word` with its indefinite article: "an `update`", "a `get`", "a `url`".
+/// How a message names the operation at `key`: "a `get`", or "the action `void`".
+fn operation_name(key: &str, kind: &str) -> String {
+    match (kind, key.rsplit_once(".actions.")) {
+        ("action", Some((_, name))) => format!("the action `{name}`"),
+        _ => a_or_an(&format!("`{kind}`")),
+    }
+}
+
 fn a_or_an(word: &str) -> String {
     let bare = word.trim_start_matches('`').to_ascii_lowercase();
     // Said "you-": a url, a uuid.
