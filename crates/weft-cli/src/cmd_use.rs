@@ -457,8 +457,15 @@ pub(crate) struct WriteArgs {
     /// Resource name.
     resource: String,
     /// Update existing records (each carries its primary key) instead of creating.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["delete", "action"])]
     update: bool,
+    /// Delete the records (each carries its primary key) instead of creating.
+    #[arg(long, conflicts_with = "action")]
+    delete: bool,
+    /// Run the resource's action NAME (void, send, approve…) on each record (each carries its
+    /// primary key) instead of creating.
+    #[arg(long, value_name = "NAME")]
+    action: Option<String>,
     /// Tenant id, when the connection reaches several.
     #[arg(long)]
     tenant: Option<String>,
@@ -466,15 +473,15 @@ pub(crate) struct WriteArgs {
 
 /// `weft write CONNECTION RESOURCE < records.jsonl`: one result per input record on stdout.
 pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
-    if let Some(code) =
+    if args.delete || args.action.is_some() {
+        // Plugins run list, create and update only.
+    } else if let Some(code) =
         crate::cmd_plugins::write_via_plugin(&args.connection, &args.resource, args.update, io)?
     {
         return Ok(code);
     }
     use std::io::BufRead as _;
-    use weft_engine::write::{
-        ItemResult, body, check_record, idempotency_key_for, item_results, key_header,
-    };
+    use weft_engine::write::{ItemResult, check_record, idempotency_key_for};
 
     let opened = connect::open(&args.connection, workspace)?;
     let session = &opened.session;
@@ -487,19 +494,40 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             file.id
         );
     };
-    let (kind, op) = if args.update {
-        (OpKind::Update, resource.update.as_ref())
-    } else {
-        (OpKind::Create, resource.create.as_ref())
+    let name = match (&args.action, args.delete, args.update) {
+        (Some(action), ..) => action.as_str(),
+        (None, true, _) => "delete",
+        (None, false, true) => "update",
+        (None, false, false) => "create",
     };
-    let Some(op) = op else {
+    // A spec's `hooks.transform` plugin reshapes a created or updated record.
+    let kind = match name {
+        "create" => Some(OpKind::Create),
+        "update" => Some(OpKind::Update),
+        _ => None,
+    };
+    let Some(op) = resource.operation(name) else {
+        let actions: Vec<&str> = resource.actions.keys().map(String::as_str).collect();
         bail!(
-            "resource `{}` of `{}` cannot be {}",
+            "resource `{}` of `{}` cannot be {}{}",
             args.resource,
             file.id,
-            if args.update { "updated" } else { "created" }
+            match name {
+                "create" => "created".to_owned(),
+                "update" => "updated".to_owned(),
+                "delete" => "deleted".to_owned(),
+                action => format!("given the action `{action}`"),
+            },
+            if args.action.is_some() && !actions.is_empty() {
+                format!(" (its actions: {})", actions.join(", "))
+            } else {
+                String::new()
+            }
         );
     };
+    let creating = name == "create";
+    // Deletes and actions name their record; they are not checked as writes of its fields.
+    let checked = creating || name == "update";
     let tenant = if file.is_tenanted(resource) {
         tenant(&opened.connection, args.tenant.as_deref())?
     } else {
@@ -519,13 +547,16 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             Err(e) => vec![format!("line {}: not JSON ({e})", index + 1)],
             Ok(record) => {
                 // A spec's `hooks.transform` plugin reshapes the record before its rules apply.
-                let transformed = session
-                    .transform(&args.resource, kind, vec![record])
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut one| {
-                        one.pop()
-                            .ok_or_else(|| "the transform plugin returned no record".to_owned())
-                    });
+                let transformed = match kind {
+                    Some(kind) => session
+                        .transform(&args.resource, kind, vec![record])
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut one| {
+                            one.pop()
+                                .ok_or_else(|| "the transform plugin returned no record".to_owned())
+                        }),
+                    None => Ok(record),
+                };
                 let record = match transformed {
                     Ok(record) => record,
                     Err(message) => {
@@ -538,7 +569,13 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                         continue;
                     }
                 };
-                let problems = check_record(resource, &record, !args.update);
+                let problems = if checked {
+                    check_record(resource, &record, creating)
+                } else if record.get(&resource.primary_key).is_none() {
+                    vec![format!("`{}` is required", resource.primary_key)]
+                } else {
+                    Vec::new()
+                };
                 if problems.is_empty() {
                     valid.push((index, record));
                     continue;
@@ -555,7 +592,11 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
     }
 
     let runtime = connect::runtime()?;
-    let size = op.batch_size.unwrap_or(1).max(1) as usize;
+    let size = if checked {
+        op.batch_size.unwrap_or(1).max(1) as usize
+    } else {
+        1
+    };
     let mut stopped = None;
     for chunk in valid.chunks(size) {
         let records: Vec<serde_json::Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
@@ -575,36 +616,32 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             "{}/{}/{}/{}",
             args.connection,
             args.resource,
-            kind.as_str(),
+            name,
             tenant_id.clone().unwrap_or_default()
         );
         let key = idempotency_key_for(op, &scope, &records);
-        let headers: Vec<(String, String)> = key_header(op, key.as_deref()).into_iter().collect();
-        let payload = body(op, &records);
-        let outcome = runtime.block_on(session.call(
-            &args.resource,
-            kind,
-            &ctx,
-            &[],
-            &headers,
-            Some(&payload),
-        ));
+        let outcome =
+            runtime.block_on(session.write(&args.resource, name, &ctx, &records, key.as_deref()));
         match outcome {
-            Ok(answer) => {
-                let returned =
-                    weft_engine::extract::records(&answer.body, &op.records).unwrap_or_default();
-                for (offset, mut result) in item_results(
-                    0,
-                    chunk.len(),
-                    &returned,
-                    op.item_errors.as_ref(),
-                    &resource.primary_key,
-                )
-                .into_iter()
-                .enumerate()
-                {
+            Ok(written) => {
+                for (offset, mut result) in written.into_iter().enumerate() {
                     result.index = chunk[offset].0;
                     results.push(result);
+                }
+            }
+            // A delete or an action names one record: its "not found" is that record's.
+            Err(SessionError::Call(CallError::Refused {
+                class: ErrorClass::NotFound,
+                ref message,
+                ..
+            })) if !checked => {
+                for (index, _) in chunk {
+                    results.push(ItemResult {
+                        index: *index,
+                        status: "failed",
+                        id: None,
+                        errors: vec![message.clone()],
+                    });
                 }
             }
             Err(

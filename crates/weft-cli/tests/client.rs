@@ -1253,3 +1253,113 @@ fn a_field_the_spec_makes_read_only_after_create_cannot_be_edited() {
     assert!(read(&s.project().join("weft.toml")).contains("client-id = \"ABC\""));
     assert!(read(&s.project().join("weft.toml")).contains("concurrency = 3"));
 }
+
+/// `weft write --delete` and `--action NAME` call a spec's delete and named actions, one record
+/// per input line named by its primary key: here a copy of the Kantata spec that declares
+/// deleting an invoice and cancelling one (Kantata's `PUT /invoices/{id}/cancel`).
+#[test]
+fn write_deletes_and_runs_actions_by_name() {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let sim = KantataSim::start(KantataConfig {
+        size: 20,
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("write-actions");
+    let specs = s.project().parent().unwrap().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let kantata = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs/kantata.toml"),
+    )
+    .unwrap();
+    let extended = kantata.replacen("\nid = \"kantata\"\n", "\nid = \"kantata-ops\"\n", 1)
+        + r#"
+[resources.invoices.delete]
+path = "/invoices/{{ id }}"
+records = { style = "root" }
+
+[resources.invoices.actions.cancel]
+method = "PUT"
+path = "/invoices/{{ id }}/cancel"
+records = { style = "index", index = "results", key-field = "key", id-field = "id", key = "invoices" }
+"#;
+    std::fs::write(specs.join("kantata-ops.toml"), extended).unwrap();
+    s.set_env("WEFT_SPEC_PATH", specs.to_str().unwrap());
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("kapp", "kantata-ops", "K", "k-secret\n");
+    let api = format!("api={}", sim.api_url());
+    s.guard(sim.personal_token());
+    let created = s.run(
+        &[
+            "connection",
+            "create",
+            "k",
+            "--connector",
+            "kantata-ops",
+            "--client",
+            "kapp",
+            "--host",
+            &api,
+            "--token-stdin",
+        ],
+        Some(&format!("{}\n", sim.personal_token())),
+    );
+    assert!(created.status.success(), "{}", err(&created));
+
+    let invoices = sim.invoices();
+    let draft = invoices.iter().find(|i| i.draft).expect("a draft invoice");
+    let sent = invoices
+        .iter()
+        .find(|i| !i.draft && i.status == "new")
+        .expect("a sent invoice");
+
+    let line = |id: &str| format!("{}\n", serde_json::json!({ "id": id }));
+    let deleted = s.run(
+        &["write", "k", "invoices", "--delete"],
+        Some(&line(&draft.id)),
+    );
+    assert!(deleted.status.success(), "{}", err(&deleted));
+    let result: serde_json::Value =
+        serde_json::from_str(out(&deleted).lines().next().unwrap()).unwrap();
+    assert_eq!(result["status"], "ok", "{}", out(&deleted));
+    assert_eq!(result["id"], draft.id.as_str());
+    assert!(
+        sim.invoices().iter().all(|i| i.id != draft.id),
+        "the draft is gone"
+    );
+
+    let cancelled = s.run(
+        &["write", "k", "invoices", "--action", "cancel"],
+        Some(&format!("{}{}", line(&sent.id), line(&draft.id))),
+    );
+    assert_eq!(cancelled.status.code(), Some(1), "{}", err(&cancelled));
+    let results: Vec<serde_json::Value> = out(&cancelled)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results[0]["status"], "ok", "{}", out(&cancelled));
+    assert_eq!(results[0]["id"], sent.id.as_str());
+    assert_eq!(
+        sim.invoices()
+            .iter()
+            .find(|i| i.id == sent.id)
+            .unwrap()
+            .status,
+        "cancelled"
+    );
+    assert_eq!(
+        results[1]["status"], "failed",
+        "the deleted draft is not found"
+    );
+
+    let unknown = s.run(
+        &["write", "k", "invoices", "--action", "approve"],
+        Some(&line(&sent.id)),
+    );
+    assert!(
+        err(&unknown).contains("cannot be given the action `approve` (its actions: cancel)"),
+        "{}",
+        err(&unknown)
+    );
+    s.assert_no_plain_secret();
+}

@@ -346,6 +346,13 @@ fn resources(w: &mut String, s: &SpecFile) {
                 format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path))
             })
             .collect();
+        ops.extend(r.actions.iter().map(|(name, op)| {
+            format!(
+                "action {name} `{} {}`",
+                method("action", op),
+                shown(s, &op.path)
+            )
+        }));
         if let Some(plugin) = &r.plugin {
             ops.push(format!("run by the plugin `{plugin}`"));
         }
@@ -371,6 +378,10 @@ fn resources(w: &mut String, s: &SpecFile) {
                 let shape = match &op.body {
                     Some(WriteBody::Plural { key }) => format!("`{{\"{key}\": [...]}}`"),
                     Some(WriteBody::Singular { key }) => format!("`{{\"{key}\": {{...}}}}`"),
+                    Some(WriteBody::Envelope { key: Some(key), .. }) => {
+                        format!("`{{\"{key}\": [item, ...]}}`")
+                    }
+                    Some(WriteBody::Envelope { key: None, .. }) => "`[item, ...]`".to_owned(),
                     Some(WriteBody::Bare) | None => "bare record".to_owned(),
                 };
                 let idem = if op.idempotency.is_some() {
@@ -458,6 +469,12 @@ fn field_rows(
         if f.write_only {
             rules.push("write-only".to_owned());
         }
+        if f.required_on_update {
+            rules.push("required on update".to_owned());
+        }
+        if f.update_only {
+            rules.push("update only".to_owned());
+        }
         if let Some(max) = f.max_length {
             rules.push(format!("≤ {max} characters"));
         }
@@ -492,8 +509,9 @@ fn field_rows(
 fn method(op_name: &str, op: &Operation) -> &'static str {
     op.method.map_or(
         match op_name {
-            "create" => "POST",
+            "create" | "action" => "POST",
             "update" => "PUT",
+            "delete" => "DELETE",
             _ => "GET",
         },
         |m| m.as_str(),

@@ -428,11 +428,17 @@ pub struct Limits {
     /// Time limit of one request.
     #[serde(default = "default_timeout")]
     pub timeout: SpecDuration,
+    /// Dotted path, in a 429's JSON body, of the name of the limit that was hit, compared with
+    /// each budget's `problem` (HubSpot's `policyName`: `DAILY` names a `checkpoint` budget, so
+    /// the run stops cleanly and resumes later; `TEN_SECONDLY_ROLLING` a budget waited out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_body: Option<String>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            problem_body: None,
             concurrency: Concurrency::default(),
             budget: Vec::new(),
             headers: LimitHeaders::default(),
@@ -485,12 +491,23 @@ pub struct Budget {
     /// Response header reporting what is left of this budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_header: Option<String>,
-    /// Value of the problem header (`limits.headers.problem`) that names this budget on a 429.
+    /// The name a 429 gives this budget: the value of the problem header
+    /// (`limits.headers.problem`) or of the body's `limits.problem-body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// What to do when the budget runs out.
     #[serde(default)]
     pub on_exhausted: OnExhausted,
+    /// The operations this budget counts, each `RESOURCE.OPERATION` (an action by its name):
+    /// a batch or search endpoint's own limit, such as `operations = ["deals.create",
+    /// "deals.update"]`. Without it the budget counts every call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+    /// An integer form field whose value is the calls allowed per `window`, for limits that
+    /// depend on the account (a plan's tier: 100 or 190 calls per 10 s); `calls` applies while
+    /// the field has no value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_field: Option<String>,
 }
 
 /// What a budget is counted for.
@@ -575,12 +592,13 @@ pub struct RequestDefaults {
 }
 
 /// One operation of a resource: an HTTP request rendered from templates, and how to read its
-/// response. Which keys apply depends on the operation (`list`, `get`, `create`, `update`); the
-/// validator says when one does not.
+/// response. Which keys apply depends on the operation (`list`, `get`, `create`, `update`,
+/// `delete`, an action); the validator says when one does not.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Operation {
-    /// HTTP method; defaults to GET for `list` and `get`, POST for `create`, PUT for `update`.
+    /// HTTP method; defaults to GET for `list` and `get`, POST for `create` and actions, PUT for
+    /// `update`, DELETE for `delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<Method>,
     /// Host name from `hosts`; defaults to `requests.host`.
@@ -605,7 +623,8 @@ pub struct Operation {
     /// Incremental cursor (`list` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<Incremental>,
-    /// How records are wrapped in the request body (`create` and `update` only; required there).
+    /// How records are wrapped in the request body (`create` and `update`, where it is required;
+    /// `delete` and actions send one only when it is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<WriteBody>,
     /// Records per call (`create` and `update`); 1 sends one record per call.
@@ -617,6 +636,17 @@ pub struct Operation {
     /// How to read per-item results of a batch (`create` and `update`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_errors: Option<ItemErrors>,
+    /// Constant fields set on every written record, after its checks and before it is wrapped
+    /// (writes and actions), replacing a field of the same name: `merge = { sparse = true }`
+    /// makes every update a sparse one.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub merge: serde_json::Map<String, serde_json::Value>,
+    /// The record is named by its primary key inside the body, not by `id` in the path or query
+    /// (`update`, `delete` and actions): an update sent as `POST /sale` with `Id` and
+    /// `SyncToken` in the record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub id_in_body: bool,
     /// Error rules checked before the spec-wide ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ErrorRule>,
@@ -889,6 +919,19 @@ pub struct Resource {
     /// Update records (`id` and `record` in templates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<Operation>,
+    /// Delete (or archive) one record (`id` in templates); DELETE unless `method` says
+    /// otherwise, no body unless `body` says one. For example HubSpot's archive,
+    /// `delete = { path = "/crm/v3/objects/deals/{{ id }}" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Operation>,
+    /// Named actions on one record (`id`, `record` and `idempotency_key` in templates), POST
+    /// unless `method` says otherwise, sent with a body only when `body` says one: void, send,
+    /// approve. For example `[resources.expense_reports.actions.approve]` with
+    /// `method = "PUT"` and `path = "/expense_report_submissions/{{ id }}/approve"`, or
+    /// `[resources.sales.actions.void]` with `path = "/sale"`, `query = { operation = "void" }`
+    /// and `body = { shape = "bare" }`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub actions: IndexMap<String, Operation>,
     /// Record fields and their rules.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub fields: IndexMap<String, RecordField>,
@@ -915,14 +958,37 @@ pub enum WriteBody {
     },
     /// The bare record.
     Bare,
+    /// Each record wrapped in an item template, the items in a list (under `key`, or the list
+    /// itself as the body). Every string of `item` is a template over `record`, `index` (the
+    /// record's place in the batch, from 0), `operation` (`create`, `update`, `delete` or the
+    /// action's name), `id`, `idempotency_key`, `fields`, `params` and `tenant`; a string that is
+    /// one expression alone, such as `"{{ record }}"`, gives that value as it is (an object
+    /// stays an object, a number a number; `"{{ index | string }}"` gives text). For example a
+    /// batch of items each naming its operation: `body = { shape = "envelope", key =
+    /// "BatchItemRequest", item = { bId = "{{ index | string }}", operation =
+    /// "{{ operation }}", Sale = "{{ record }}" } }`.
+    Envelope {
+        /// The key holding the list of items; without it the body is the list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// The template of one item (a table whose strings are templates).
+        #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+        item: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
-/// Idempotency-key header.
+/// The idempotency key of a write: a key derived from the records (the same records written
+/// again carry the same key), sent in a header, a query parameter or both, and readable by the
+/// operation's templates as `{{ idempotency_key }}` (in a path, query, header or body item).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Idempotency {
-    /// Header name, e.g. `Idempotency-Key`.
-    pub header: String,
+    /// Header carrying the key, e.g. `Idempotency-Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Query parameter carrying the key, e.g. `requestid` (`?requestid=weft-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Longest key accepted.
     pub max_length: u32,
     /// How long the provider replays a stored response; past it a retry may duplicate, so
@@ -931,24 +997,73 @@ pub struct Idempotency {
     pub window: Option<SpecDuration>,
 }
 
-/// Per-item results of a batch write.
+/// Per-item results of a batch write: which returned item answers which record, and which
+/// items failed. Every field named here is a dotted path (`Fault.Error`). An item fails when its
+/// status is one of `error-values`, when it holds `fault-field`, or (with `warnings-field`) when
+/// it carries warnings; a record no item answers has an unknown outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ItemErrors {
-    /// Field of each returned item holding its status.
-    pub status_field: String,
-    /// Status values that mean the item failed.
+    /// Field of each returned item holding its status; with `error-values`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_field: Option<String>,
+    /// Status values that mean the item failed; with `status-field`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_values: Vec<String>,
-    /// Field of each returned item holding its list of errors.
+    /// Field whose presence in a returned item means it failed, whatever else it holds, e.g.
+    /// `Fault` (`{"bId": "2", "Fault": {"Error": [{"Message": "…"}]}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_field: Option<String>,
+    /// Field of each returned item holding its list of errors (or one error object).
     pub errors_field: String,
     /// Field of each error holding the message.
     pub message_field: String,
+    /// Field of each returned item holding the record's id at the provider, e.g. `Sale.Id`;
+    /// defaults to the resource's primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_field: Option<String>,
+    /// Match returned items to records by a key instead of by position, for answers that carry
+    /// an item id or come back in any order.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "match")]
+    pub match_by: Option<ItemMatch>,
+    /// Failures listed apart from the items, in an array of the whole answer, each naming the
+    /// records it is about by their `match` keys (HubSpot's `errors[]`, each with its
+    /// `context`): a record named there failed, with the error's `message-field`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separate_errors: Option<SeparateErrors>,
     /// Field of each returned item holding its list of warnings: an item whose list there is
     /// non-empty failed too, whatever its status (for documents a provider accepts after
     /// changing them, such as a line whose unknown account was removed), its messages read
     /// with `message-field`. Leave it out where warnings are only advice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings_field: Option<String>,
+}
+
+/// How a returned item names the record it answers: `sent` is a template rendered for each
+/// record (`record`, `index`), `returned` the dotted path of the same value in each returned
+/// item. For example `match = { sent = "{{ index }}", returned = "bId" }` for items whose
+/// envelope carried `bId = "{{ index }}"`, or `match = { sent = "{{ record.properties.email }}",
+/// returned = "properties.email" }` for results that come back unordered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ItemMatch {
+    /// The record's key as sent (template over `record` and `index`).
+    pub sent: String,
+    /// Dotted path of that key in each returned item.
+    pub returned: String,
+}
+
+/// Errors listed apart from the returned items: for example
+/// `separate-errors = { path = "errors", keys = "context.email" }` for an answer
+/// `{"results": [...], "errors": [{"message": "…", "context": {"email": ["c@example.com"]}}]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SeparateErrors {
+    /// Dotted path of the array of errors in the answer's body.
+    pub path: String,
+    /// Dotted path, in each error, of the keys (one, or a list) of the records it is about,
+    /// compared with each record's `match.sent` key.
+    pub keys: String,
 }
 
 /// One error-classification rule.
@@ -1037,6 +1152,13 @@ pub struct RecordField {
     /// Whether the provider sets it and writes must leave it out.
     #[serde(default)]
     pub read_only: bool,
+    /// Whether an update must carry it, e.g. a version the provider checks (`SyncToken`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required_on_update: bool,
+    /// Whether only updates may carry it: a create carrying it is refused (a version number
+    /// that exists only once the record does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update_only: bool,
     /// Whether it is accepted on writes but never returned by reads (so comparing a read record
     /// with what was written must skip it).
     #[serde(default)]
@@ -1174,8 +1296,21 @@ impl Resource {
             ("get", &self.get),
             ("create", &self.create),
             ("update", &self.update),
+            ("delete", &self.delete),
         ]
         .into_iter()
         .filter_map(|(name, op)| op.as_ref().map(|op| (name, op)))
+    }
+
+    /// The operation named `name`: `list`, `get`, `create`, `update`, `delete`, or an action.
+    pub fn operation(&self, name: &str) -> Option<&Operation> {
+        match name {
+            "list" => self.list.as_ref(),
+            "get" => self.get.as_ref(),
+            "create" => self.create.as_ref(),
+            "update" => self.update.as_ref(),
+            "delete" => self.delete.as_ref(),
+            action => self.actions.get(action),
+        }
     }
 }

@@ -20,10 +20,23 @@ pub enum Scope {
     List,
     /// A get operation's request: `id`, `params`, `tenant`, plus `hosts`, `fields`.
     Get,
-    /// A create operation's request: `record`, `params`, `tenant`, plus `hosts`, `fields`.
+    /// A create operation's request: `record`, `params`, `tenant`, `idempotency_key`, plus
+    /// `hosts`, `fields`.
     Create,
-    /// An update operation's request: `id`, `record`, `params`, `tenant`, plus `hosts`, `fields`.
+    /// An update operation's request: `id`, `record`, `params`, `tenant`, `idempotency_key`,
+    /// plus `hosts`, `fields`.
     Update,
+    /// A delete operation's request: `id`, `record`, `params`, `tenant`, `idempotency_key`, plus
+    /// `hosts`, `fields`.
+    Delete,
+    /// An action's request: `id`, `record`, `params`, `tenant`, `idempotency_key`, plus
+    /// `hosts`, `fields`.
+    Action,
+    /// One item of an `envelope` body: `record`, `index`, `operation`, `id`, `idempotency_key`,
+    /// `params`, `tenant`, plus `fields`.
+    BodyItem,
+    /// The key an item-results `match` sends: `record`, `index`.
+    ItemKey,
     /// The headers of every request (`[requests]`): `params`, `tenant`, plus `hosts`, `fields`.
     Requests,
     /// An error message: `status`, `body`.
@@ -34,7 +47,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::Auth,
         Self::ApplyToken,
         Self::TenantHeader,
@@ -43,18 +56,25 @@ impl Scope {
         Self::Get,
         Self::Create,
         Self::Update,
+        Self::Delete,
+        Self::Action,
+        Self::BodyItem,
+        Self::ItemKey,
         Self::Requests,
         Self::ErrorMessage,
         Self::Describe,
     ];
 
-    /// The request scope of an operation kind (`list`, `get`, `create`, `update`).
+    /// The request scope of an operation kind (`list`, `get`, `create`, `update`, `delete`;
+    /// any other name is an action).
     pub fn of_operation(kind: &str) -> Self {
         match kind {
             "list" => Self::List,
             "get" => Self::Get,
             "create" => Self::Create,
-            _ => Self::Update,
+            "update" => Self::Update,
+            "delete" => Self::Delete,
+            _ => Self::Action,
         }
     }
 
@@ -69,6 +89,10 @@ impl Scope {
             Self::Get => "in a `get` operation",
             Self::Create => "in a `create` operation",
             Self::Update => "in an `update` operation",
+            Self::Delete => "in a `delete` operation",
+            Self::Action => "in an action",
+            Self::BodyItem => "in a body item",
+            Self::ItemKey => "in an item match key",
             Self::Requests => "in the headers of every request",
             Self::ErrorMessage => "in an error message",
             Self::Describe => "in the connection test's description",
@@ -84,8 +108,34 @@ impl Scope {
             Self::Setup => &["hosts", "fields", "callback_url", "connector"],
             Self::List => &["hosts", "fields", "cursor", "params", "tenant"],
             Self::Get => &["hosts", "fields", "id", "params", "tenant"],
-            Self::Create => &["hosts", "fields", "record", "params", "tenant"],
-            Self::Update => &["hosts", "fields", "id", "record", "params", "tenant"],
+            Self::Create => &[
+                "hosts",
+                "fields",
+                "record",
+                "params",
+                "tenant",
+                "idempotency_key",
+            ],
+            Self::Update | Self::Delete | Self::Action => &[
+                "hosts",
+                "fields",
+                "id",
+                "record",
+                "params",
+                "tenant",
+                "idempotency_key",
+            ],
+            Self::BodyItem => &[
+                "fields",
+                "record",
+                "index",
+                "operation",
+                "id",
+                "idempotency_key",
+                "params",
+                "tenant",
+            ],
+            Self::ItemKey => &["record", "index"],
             Self::Requests => &["hosts", "fields", "params", "tenant"],
             Self::ErrorMessage => &["status", "body"],
             Self::Describe => &["record"],

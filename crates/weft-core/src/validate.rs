@@ -631,13 +631,20 @@ impl Validator<'_> {
                     Some("use scope = \"connection\" or declare [tenants]".to_owned()),
                 );
             }
-            if b.problem.is_some() && limits.headers.problem.is_none() {
+            if b.problem.is_some()
+                && limits.headers.problem.is_none()
+                && limits.problem_body.is_none()
+            {
                 self.error(
                     format!("{key}.problem"),
-                    "`problem` needs `limits.headers.problem` to name the header",
+                    "`problem` needs `limits.headers.problem` or `limits.problem-body` to say where a 429 names it",
                     None,
                 );
             }
+            self.budget_reach(&key, b);
+        }
+        if let Some(path) = &limits.problem_body {
+            self.dotted("limits.problem-body", path);
         }
         let r = &limits.retry;
         if r.max_attempts == 0 || r.max_attempts > 20 {
@@ -750,18 +757,22 @@ impl Validator<'_> {
         }
         if let Some(plugin) = &r.plugin {
             self.plugin_name(&format!("{key}.plugin"), plugin);
-            for (op_name, _) in r.operations() {
+            let actions = r
+                .actions
+                .keys()
+                .map(|a| format!("actions.{}", key_segment(a)));
+            for op_name in r.operations().map(|(n, _)| n.to_owned()).chain(actions) {
                 self.error(
                     format!("{key}.{op_name}"),
                     format!("resource `{name}` is run by plugin `{plugin}`, so it declares no HTTP operation"),
                     Some(format!("remove `{op_name}` (the plugin's manifest says which operations it runs), or remove `plugin`")),
                 );
             }
-        } else if r.list.is_none() && r.get.is_none() && r.create.is_none() && r.update.is_none() {
+        } else if r.operations().next().is_none() && r.actions.is_empty() {
             self.error(
                 &key,
                 "the resource has no operation",
-                Some("declare list, get, create or update".to_owned()),
+                Some("declare list, get, create, update, delete or an action".to_owned()),
             );
         }
         if r.tenanted == Some(true) && self.spec.tenants.is_none() {
@@ -781,6 +792,7 @@ impl Validator<'_> {
         for (op_name, op) in r.operations() {
             self.operation(&format!("{key}.{op_name}"), op_name, op, r);
         }
+        self.actions(&key, r);
         self.names.no_tenant = tenanted;
         for (field_name, field) in &r.fields {
             self.record_field(&format!("{key}.fields.{}", key_segment(field_name)), field);
@@ -847,6 +859,7 @@ impl Validator<'_> {
         if field.required && field.read_only {
             self.error(&fkey, "a field cannot be both required and read-only", None);
         }
+        self.update_rules(&fkey, field);
         if field.read_only && field.write_only {
             self.error(
                 &fkey,
@@ -899,6 +912,8 @@ impl Validator<'_> {
         self.extract(&format!("{key}.records"), &op.records);
         self.hooks(key, kind, op);
         let writes = kind == "create" || kind == "update";
+        // Delete and actions: one record each, named by `id` (or in the body).
+        let one_record = kind == "delete" || kind == "action";
         let not_here = |what: &str, on: &str| format!("`{what}` only applies to {on}");
         if kind == "list" {
             match &op.pagination {
@@ -956,7 +971,8 @@ impl Validator<'_> {
         let batched_update = kind == "update"
             && matches!(op.body, Some(WriteBody::Plural { .. }))
             && op.batch_size.unwrap_or(1) > 1;
-        if (kind == "get" || kind == "update") && !batched_update {
+        self.id_in_body(key, kind, op);
+        if (kind == "get" || kind == "update" || one_record) && !batched_update && !op.id_in_body {
             // Templates that do not parse are reported on their own; then this is not judged.
             let reads_id: Option<Vec<bool>> = std::iter::once(&op.path)
                 .chain(op.query.values())
@@ -967,9 +983,9 @@ impl Validator<'_> {
                     format!("{key}.path"),
                     format!(
                         "{} must say which record, but neither its path nor its query uses `id`",
-                        a_or_an(&format!("`{kind}`"))
+                        operation_name(key, kind)
                     ),
-                    Some("such as path = \"/invoices/{{ id }}\"; a batched update (plural body, batch-size above 1) names records by their primary key instead".to_owned()),
+                    Some("such as path = \"/invoices/{{ id }}\"; a batched update (plural body, batch-size above 1) names records by their primary key instead, and `id-in-body = true` says the body does".to_owned()),
                 );
             }
         }
@@ -996,15 +1012,7 @@ impl Validator<'_> {
                     None,
                 );
             }
-            if let Some(idem) = &op.idempotency
-                && idem.max_length < 16
-            {
-                self.error(
-                    format!("{key}.idempotency.max-length"),
-                    "keys shorter than 16 characters cannot be unique enough",
-                    None,
-                );
-            }
+            self.write_parts(key, kind, op);
             // A singular body with a batch is an error above; the warning would only repeat it.
             let singular = matches!(op.body, Some(WriteBody::Singular { .. }));
             if op.batch_size.unwrap_or(1) > 1 && !singular && op.item_errors.is_none() {
@@ -1031,21 +1039,370 @@ impl Validator<'_> {
                     );
                 }
             }
-        } else {
+        } else if one_record {
+            self.write_parts(key, kind, op);
             for (present, what) in [
-                (op.body.is_some(), "body"),
                 (op.batch_size.is_some(), "batch-size"),
-                (op.idempotency.is_some(), "idempotency"),
                 (op.item_errors.is_some(), "item-errors"),
             ] {
                 if present {
                     self.error(
                         format!("{key}.{what}"),
-                        not_here(what, "create and update"),
+                        format!(
+                            "{} writes one record: `{what}` only applies to create and update",
+                            operation_name(key, kind)
+                        ),
                         None,
                     );
                 }
             }
+            if !op.hooks.is_empty() {
+                self.error(
+                    format!("{key}.hooks"),
+                    "plugin hooks apply to list, get, create and update",
+                    None,
+                );
+            }
+        } else {
+            for (present, what, on) in [
+                (
+                    op.body.is_some(),
+                    "body",
+                    "writes (create, update, delete, actions)",
+                ),
+                (op.batch_size.is_some(), "batch-size", "create and update"),
+                (
+                    op.idempotency.is_some(),
+                    "idempotency",
+                    "writes (create, update, delete, actions)",
+                ),
+                (op.item_errors.is_some(), "item-errors", "create and update"),
+                (
+                    !op.merge.is_empty(),
+                    "merge",
+                    "writes (create, update, delete, actions)",
+                ),
+            ] {
+                if present {
+                    self.error(format!("{key}.{what}"), not_here(what, on), None);
+                }
+            }
+        }
+    }
+
+    // ---- Write side (issue 15): delete, actions, body shaping, idempotency, item results ----
+
+    /// A budget's operations must exist; its sizing field must be an integer form field, on a
+    /// rate budget.
+    fn budget_reach(&mut self, key: &str, b: &crate::model::Budget) {
+        for (i, op) in b.operations.iter().enumerate() {
+            let okey = format!("{key}.operations[{i}]");
+            let Some((resource, name)) = op.split_once('.') else {
+                self.error(
+                    &okey,
+                    format!("`{op}` is not `RESOURCE.OPERATION`"),
+                    Some("such as \"deals.create\"".to_owned()),
+                );
+                continue;
+            };
+            match self.spec.resources.get(resource) {
+                None => {
+                    self.resource_ref(&okey, resource);
+                }
+                Some(r) if r.operation(name).is_none() => {
+                    let mut has: Vec<String> = r.operations().map(|(n, _)| n.to_owned()).collect();
+                    has.extend(r.actions.keys().cloned());
+                    self.error(
+                        &okey,
+                        format!("resource `{resource}` has no operation `{name}`"),
+                        Some(format!("its operations: {}", has.join(", "))),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(field) = &b.calls_field {
+            let fkey = format!("{key}.calls-field");
+            match self.spec.fields.iter().find(|f| &f.id == field) {
+                None => self.error(
+                    &fkey,
+                    format!("`{field}` is not a form field"),
+                    Some("declare it under [[fields]] with type = \"integer\"".to_owned()),
+                ),
+                Some(f) if f.ty != FieldKind::Integer => self.error(
+                    &fkey,
+                    format!("form field `{field}` is not an integer, so it cannot size a budget"),
+                    None,
+                ),
+                Some(_) => {}
+            }
+            if b.calls.is_none() || b.window.is_none() {
+                self.error(
+                    &fkey,
+                    "`calls-field` sizes a rate budget: it needs `calls` (used while the field is unset) and `window`",
+                    None,
+                );
+            }
+        }
+    }
+
+    /// A resource's named actions: each a one-record operation whose name is its own.
+    fn actions(&mut self, key: &str, r: &Resource) {
+        for (name, op) in &r.actions {
+            let akey = format!("{key}.actions.{}", key_segment(name));
+            if !is_identifier(name, '_') {
+                self.error(
+                    &akey,
+                    format!("action name `{name}` must be snake_case"),
+                    None,
+                );
+            } else if ["list", "get", "create", "update", "delete"].contains(&name.as_str()) {
+                self.error(
+                    &akey,
+                    format!("`{name}` is an operation of its own, not an action"),
+                    Some(format!(
+                        "declare it as `[{key}.{name}]`, or give the action another name"
+                    )),
+                );
+            }
+            self.operation(&akey, "action", op, r);
+        }
+    }
+
+    /// `id-in-body`: only where one record is named, and only with a body to carry it.
+    fn id_in_body(&mut self, key: &str, kind: &str, op: &Operation) {
+        if !op.id_in_body {
+            return;
+        }
+        if kind == "list" || kind == "get" || kind == "create" {
+            self.error(
+                format!("{key}.id-in-body"),
+                "`id-in-body` only applies to update, delete and actions",
+                None,
+            );
+        } else if op.body.is_none() {
+            self.error(
+                format!("{key}.id-in-body"),
+                "`id-in-body` needs a `body` to carry the record's id",
+                Some("such as body = { shape = \"bare\" }".to_owned()),
+            );
+        }
+    }
+
+    /// The parts of a write every kind of write shares: its body shape, merged constants,
+    /// idempotency key and per-item results.
+    fn write_parts(&mut self, key: &str, kind: &str, op: &Operation) {
+        // The request of a batch is one for many records: no template of it can read one.
+        if op.batch_size.unwrap_or(1) > 1 {
+            let templates = std::iter::once(("path".to_owned(), &op.path))
+                .chain(
+                    op.query
+                        .iter()
+                        .map(|(n, v)| (format!("query.{}", key_segment(n)), v)),
+                )
+                .chain(
+                    op.headers
+                        .iter()
+                        .map(|(n, v)| (format!("headers.{}", key_segment(n)), v)),
+                );
+            for (at, source) in templates {
+                if self.reads(source, "record") == Some(true) {
+                    self.error(
+                        format!("{key}.{at}"),
+                        "`record` is only known to the request of a one-record write, and this one sends batches",
+                        Some("set batch-size = 1, or read the record in an envelope's item instead".to_owned()),
+                    );
+                }
+            }
+        }
+        if !op.merge.is_empty() && op.body.is_none() {
+            self.error(
+                format!("{key}.merge"),
+                "`merge` sets fields of the record in the body, but this operation sends no body",
+                Some("declare `body`, or remove `merge`".to_owned()),
+            );
+        }
+        if let Some(WriteBody::Envelope {
+            key: list_key,
+            item,
+        }) = &op.body
+        {
+            if list_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+                self.error(
+                    format!("{key}.body.key"),
+                    "the key of the item list is blank",
+                    Some("name it, or leave `key` out to send the list itself".to_owned()),
+                );
+            }
+            if item.is_empty() {
+                self.error(
+                    format!("{key}.body.item"),
+                    "an empty item sends nothing of the record",
+                    Some("such as item = { operation = \"{{ operation }}\", Record = \"{{ record }}\" }".to_owned()),
+                );
+            }
+            self.item_templates(&format!("{key}.body.item"), item);
+        }
+        if let Some(idem) = &op.idempotency {
+            if idem.max_length < 16 {
+                self.error(
+                    format!("{key}.idempotency.max-length"),
+                    "keys shorter than 16 characters cannot be unique enough",
+                    None,
+                );
+            }
+            for (name, value) in [("header", &idem.header), ("query", &idem.query)] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    self.error(
+                        format!("{key}.idempotency.{name}"),
+                        format!("the idempotency {name} name is blank"),
+                        None,
+                    );
+                }
+            }
+            if idem.header.is_none() && idem.query.is_none() && !self.reads_key(op) {
+                self.error(
+                    format!("{key}.idempotency"),
+                    "the idempotency key goes nowhere: no `header`, no `query`, and no template of the operation reads `idempotency_key`",
+                    Some("such as header = \"Idempotency-Key\" or query = \"requestid\"".to_owned()),
+                );
+            }
+        } else if self.reads_key(op) {
+            self.error(
+                key,
+                format!(
+                    "{} reads `idempotency_key` but declares no `idempotency`",
+                    operation_name(key, kind)
+                ),
+                Some("such as idempotency = { query = \"requestid\", max-length = 50 }".to_owned()),
+            );
+        }
+        if let Some(items) = &op.item_errors {
+            self.item_errors(&format!("{key}.item-errors"), items);
+        }
+    }
+
+    /// Whether a template of `op` (path, query, headers, body items) reads `idempotency_key`.
+    fn reads_key(&self, op: &Operation) -> bool {
+        let mut sources: Vec<&str> = std::iter::once(op.path.as_str())
+            .chain(op.query.values().map(String::as_str))
+            .chain(op.headers.values().map(String::as_str))
+            .collect();
+        if let Some(WriteBody::Envelope { item, .. }) = &op.body {
+            fn strings<'a>(v: &'a serde_json::Value, into: &mut Vec<&'a str>) {
+                match v {
+                    serde_json::Value::String(s) => into.push(s),
+                    serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, into)),
+                    serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, into)),
+                    _ => {}
+                }
+            }
+            item.values().for_each(|v| strings(v, &mut sources));
+        }
+        sources
+            .into_iter()
+            .any(|s| self.reads(s, "idempotency_key") == Some(true))
+    }
+
+    /// Every string of an envelope's item template, checked as a body-item template.
+    fn item_templates(&mut self, key: &str, item: &serde_json::Map<String, serde_json::Value>) {
+        for (name, value) in item {
+            let vkey = format!("{key}.{}", key_segment(name));
+            match value {
+                serde_json::Value::String(source) => {
+                    self.template(&vkey, source, Scope::BodyItem);
+                }
+                serde_json::Value::Object(inner) => self.item_templates(&vkey, inner),
+                serde_json::Value::Array(list) => {
+                    for (i, v) in list.iter().enumerate() {
+                        let ikey = format!("{vkey}[{i}]");
+                        match v {
+                            serde_json::Value::String(source) => {
+                                self.template(&ikey, source, Scope::BodyItem);
+                            }
+                            serde_json::Value::Object(inner) => self.item_templates(&ikey, inner),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Per-item results: something must fail an item, paths must be dotted, a match must name
+    /// both sides.
+    fn item_errors(&mut self, key: &str, items: &crate::model::ItemErrors) {
+        match (&items.status_field, items.error_values.is_empty()) {
+            (Some(_), true) => self.error(
+                format!("{key}.status-field"),
+                "`status-field` without `error-values` cannot fail an item",
+                Some(
+                    "list the statuses that mean failure, such as error-values = [\"ERROR\"]"
+                        .to_owned(),
+                ),
+            ),
+            (None, false) => self.error(
+                format!("{key}.error-values"),
+                "`error-values` without `status-field`: no field is compared with them",
+                Some("name the field of each item holding its status".to_owned()),
+            ),
+            _ => {}
+        }
+        if items.status_field.is_none()
+            && items.fault_field.is_none()
+            && items.warnings_field.is_none()
+            && items.separate_errors.is_none()
+        {
+            self.error(
+                key,
+                "nothing here can fail an item: no `status-field`, `fault-field`, `warnings-field` or `separate-errors`",
+                Some("such as fault-field = \"Fault\", or status-field with error-values".to_owned()),
+            );
+        }
+        for (name, path) in [
+            ("status-field", items.status_field.as_deref()),
+            ("fault-field", items.fault_field.as_deref()),
+            ("errors-field", Some(items.errors_field.as_str())),
+            ("message-field", Some(items.message_field.as_str())),
+            ("id-field", items.id_field.as_deref()),
+        ] {
+            if let Some(path) = path {
+                self.dotted(&format!("{key}.{name}"), path);
+            }
+        }
+        if let Some(m) = &items.match_by {
+            self.template(&format!("{key}.match.sent"), &m.sent, Scope::ItemKey);
+            self.dotted(&format!("{key}.match.returned"), &m.returned);
+        }
+        if let Some(separate) = &items.separate_errors {
+            self.dotted(&format!("{key}.separate-errors.path"), &separate.path);
+            self.dotted(&format!("{key}.separate-errors.keys"), &separate.keys);
+            if items.match_by.is_none() {
+                self.error(
+                    format!("{key}.separate-errors"),
+                    "errors listed apart name their records by key, but no `match` says which key a record has",
+                    Some("such as match = { sent = \"{{ record.properties.email }}\", returned = \"properties.email\" }".to_owned()),
+                );
+            }
+        }
+    }
+
+    /// Fields required on update only, or refused on create.
+    fn update_rules(&mut self, fkey: &str, field: &crate::model::RecordField) {
+        if field.update_only && field.required {
+            self.error(
+                fkey,
+                "a field cannot be required on create and refused on create (`update-only`)",
+                Some("use required-on-update = true for a field only updates carry".to_owned()),
+            );
+        }
+        if field.read_only && (field.update_only || field.required_on_update) {
+            self.error(
+                fkey,
+                "a read-only field is never written, so `update-only` and `required-on-update` do not apply",
+                None,
+            );
         }
     }
 
@@ -1271,6 +1628,14 @@ fn record_fields(r: &Resource) -> String {
 }
 
 /// `word` with its indefinite article: "an `update`", "a `get`", "a `url`".
+/// How a message names the operation at `key`: "a `get`", or "the action `void`".
+fn operation_name(key: &str, kind: &str) -> String {
+    match (kind, key.rsplit_once(".actions.")) {
+        ("action", Some((_, name))) => format!("the action `{name}`"),
+        _ => a_or_an(&format!("`{kind}`")),
+    }
+}
+
 fn a_or_an(word: &str) -> String {
     let bare = word.trim_start_matches('`').to_ascii_lowercase();
     // Said "you-": a url, a uuid.

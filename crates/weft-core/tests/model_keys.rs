@@ -38,6 +38,16 @@ const PLUGIN: &str = "crates/weft-engine/tests/plugins.rs::a_session_signs_reque
 const PAGES: &str = "crates/weft-engine/src/paginate.rs::offsets_and_cursors";
 const EXTRACT: &str = "crates/weft-engine/src/extract.rs::each_style";
 const CURSOR: &str = "crates/weft-engine/src/cursor.rs::formats_with_overlap_and_precision";
+const ENVELOPE: &str = "crates/weft-engine/tests/write_shapes.rs::an_envelope_batch_is_answered_by_item_key_with_faults_and_a_query_key";
+const UNORDERED: &str =
+    "crates/weft-engine/tests/write_shapes.rs::unordered_results_are_matched_by_a_property_we_sent";
+const UPDATE_IN_BODY: &str = "crates/weft-engine/tests/write_shapes.rs::an_update_names_its_record_in_the_body_with_constants_merged";
+const ACTIONS: &str = "crates/weft-engine/tests/write_shapes.rs::deletes_actions_and_sub_resources";
+const TIERS: &str =
+    "crates/weft-engine/tests/limits.rs::budgets_per_operation_and_sized_by_a_form_field";
+const POLICY: &str =
+    "crates/weft-engine/tests/limits.rs::a_429_naming_its_policy_in_the_body_waits_or_stops";
+const CLI_ACTIONS: &str = "crates/weft-cli/tests/client.rs::write_deletes_and_runs_actions_by_name";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -396,7 +406,7 @@ const COVERED: &[(&str, &[&str])] = &[
         ],
     ),
     ("WriteBody.shape", &[WRITE]),
-    ("WriteBody.key", &[WRITE]),
+    ("WriteBody.key", &[WRITE, ENVELOPE]),
     (
         "Idempotency.header",
         &[
@@ -424,8 +434,27 @@ const COVERED: &[(&str, &[&str])] = &[
             "crates/weft-engine/tests/flow_guarantees.rs::a_mapping_typo_is_a_located_error_at_load",
         ],
     ),
-    ("ItemErrors.errors-field", &[WRITE]),
+    ("ItemErrors.errors-field", &[WRITE, ENVELOPE]),
     ("ItemErrors.status-field", &[WRITE]),
+    ("ItemErrors.separate-errors", &[UNORDERED]),
+    ("SeparateErrors.path", &[UNORDERED]),
+    ("SeparateErrors.keys", &[UNORDERED]),
+    ("ItemErrors.fault-field", &[ENVELOPE]),
+    ("ItemErrors.id-field", &[ENVELOPE]),
+    ("ItemErrors.match", &[ENVELOPE, UNORDERED]),
+    ("ItemMatch.sent", &[ENVELOPE, UNORDERED]),
+    ("ItemMatch.returned", &[ENVELOPE, UNORDERED]),
+    ("Resource.delete", &[ACTIONS, CLI_ACTIONS]),
+    ("Budget.operations", &[TIERS]),
+    ("Budget.calls-field", &[TIERS]),
+    ("Limits.problem-body", &[POLICY]),
+    ("Resource.actions", &[ACTIONS, CLI_ACTIONS]),
+    ("Operation.merge", &[UPDATE_IN_BODY]),
+    ("Operation.id-in-body", &[UPDATE_IN_BODY, ACTIONS]),
+    ("RecordField.required-on-update", &[UPDATE_IN_BODY]),
+    ("RecordField.update-only", &[UPDATE_IN_BODY]),
+    ("Idempotency.query", &[ENVELOPE, UPDATE_IN_BODY]),
+    ("WriteBody.item", &[ENVELOPE]),
     ("ItemErrors.error-values", &[WRITE]),
     ("ItemErrors.message-field", &[WRITE]),
     (

@@ -294,16 +294,22 @@ pub async fn send(
                     ErrorClass::RateLimited => {
                         let after =
                             retry_after(&headers, spec.limits.headers.retry_after.as_deref());
-                        if let Some(budget) = checkpoint_budget(spec, &headers) {
+                        let named = named_budget(spec, &headers, &refused);
+                        if let Some(budget) =
+                            named.filter(|b| b.on_exhausted == OnExhausted::Checkpoint)
+                        {
                             return Err(CallError::DailyCap {
-                                budget,
+                                budget: budget.name.clone(),
                                 retry_after: after.unwrap_or(Duration::from_secs(3600)),
                             });
                         }
                         if attempt >= retry.max_attempts {
                             return Err(refused);
                         }
-                        after.unwrap_or_else(|| step(attempt, rng))
+                        // Without `Retry-After`, a rolling window the 429 names is waited out
+                        // whole; otherwise backoff.
+                        let window = named.and_then(|b| b.window).map(|w| w.to_std());
+                        after.or(window).unwrap_or_else(|| step(attempt, rng))
                     }
                     // 503 says the request was not handled; any other 5xx may have been, so
                     // only replay-safe requests try again.
@@ -322,24 +328,44 @@ pub async fn send(
     }
 }
 
-/// The budget a 429 names through the problem header, when that budget stops the run
-/// (`on-exhausted = "checkpoint"`) rather than waiting.
-fn checkpoint_budget(spec: &SpecFile, headers: &[(String, String)]) -> Option<String> {
-    let header = spec.limits.headers.problem.as_ref()?.to_ascii_lowercase();
-    let problem = headers
-        .iter()
-        .find(|(n, _)| *n == header)
-        .map(|(_, v)| v.as_str())?;
-    spec.limits
-        .budget
-        .iter()
-        .find(|b| {
-            b.on_exhausted == OnExhausted::Checkpoint
-                && b.problem
+/// The budget a 429 names, through the problem header (`limits.headers.problem`) or the
+/// body's `limits.problem-body`; a checkpoint budget named either way comes first.
+fn named_budget<'s>(
+    spec: &'s SpecFile,
+    headers: &[(String, String)],
+    refused: &CallError,
+) -> Option<&'s weft_core::model::Budget> {
+    let by_header = spec.limits.headers.problem.as_ref().and_then(|h| {
+        let h = h.to_ascii_lowercase();
+        headers
+            .iter()
+            .find(|(n, _)| *n == h)
+            .map(|(_, v)| v.clone())
+    });
+    let by_body = match (spec.limits.problem_body.as_deref(), refused) {
+        (Some(path), CallError::Refused { body, .. }) => path
+            .split('.')
+            .try_fold(body, |v, part| v.get(part))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    let named: Vec<&weft_core::model::Budget> = [by_header, by_body]
+        .into_iter()
+        .flatten()
+        .filter_map(|problem| {
+            spec.limits.budget.iter().find(|b| {
+                b.problem
                     .as_deref()
-                    .is_some_and(|p| p.eq_ignore_ascii_case(problem))
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&problem))
+            })
         })
-        .map(|b| b.name.clone())
+        .collect();
+    named
+        .iter()
+        .find(|b| b.on_exhausted == OnExhausted::Checkpoint)
+        .or(named.first())
+        .copied()
 }
 
 #[cfg(test)]

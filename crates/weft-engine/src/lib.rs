@@ -64,7 +64,7 @@ pub enum EngineError {
         /// Resource name.
         resource: String,
         /// The operation asked for.
-        operation: &'static str,
+        operation: String,
     },
     /// A host name the spec does not declare (in an override, or an operation).
     #[error("connector `{connector}` has no host `{host}`; declared hosts: {declared}")]

@@ -87,6 +87,8 @@ enum Kind {
 struct Budget {
     name: String,
     scope: BudgetScope,
+    /// The operations (`resource.operation`) it counts; empty for every call.
+    operations: Vec<String>,
     remaining_header: Option<String>,
     checkpoint: bool,
     kind: Kind,
@@ -187,14 +189,34 @@ impl Limiter {
         self.level
     }
 
-    /// The limits of `spec` with `concurrency` calls in flight for the connection.
+    /// The limits of `spec` with `concurrency` calls in flight for the connection; a budget
+    /// sized by a form field takes that field's default.
     pub fn new(spec: &SpecFile, concurrency: u32) -> Self {
+        let defaults = crate::request::RequestContext::with_field_defaults(spec).fields;
+        Self::with_fields(spec, concurrency, &defaults)
+    }
+
+    /// The limits of `spec` with `concurrency` calls in flight, a budget with `calls-field`
+    /// sized by that form field's value in `fields` (a positive whole number; otherwise its
+    /// `calls`).
+    pub fn with_fields(
+        spec: &SpecFile,
+        concurrency: u32,
+        fields: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Self {
         let budgets = spec
             .limits
             .budget
             .iter()
             .filter_map(|b| {
-                let kind = match (b.calls, b.window, b.concurrent) {
+                let sized = b
+                    .calls_field
+                    .as_ref()
+                    .and_then(|f| fields.get(f))
+                    .and_then(serde_json::Value::as_u64)
+                    .filter(|n| *n > 0)
+                    .and_then(|n| u32::try_from(n).ok());
+                let kind = match (sized.or(b.calls), b.window, b.concurrent) {
                     (Some(calls), Some(window), _) => Kind::Rate {
                         calls: calls as usize,
                         window_ms: window.as_millis(),
@@ -209,6 +231,7 @@ impl Limiter {
                 Some(Budget {
                     name: b.name.clone(),
                     scope: b.scope,
+                    operations: b.operations.clone(),
                     remaining_header: b.remaining_header.as_ref().map(|h| h.to_ascii_lowercase()),
                     checkpoint: b.on_exhausted == OnExhausted::Checkpoint,
                     kind,
@@ -239,10 +262,22 @@ impl Limiter {
         }
     }
 
-    /// Waits for room for one call for `tenant` and takes it.
+    /// Waits for room for one call for `tenant` and takes it (in the budgets that count every
+    /// call).
     pub async fn acquire(
         &self,
         tenant: Option<&str>,
+        clock: &dyn Clock,
+    ) -> Result<Permit, LimitError> {
+        self.acquire_for(tenant, None, clock).await
+    }
+
+    /// Waits for room for one call of `operation` (`resource.operation`) for `tenant` and takes
+    /// it: in the budgets that count every call, and in those that list this operation.
+    pub async fn acquire_for(
+        &self,
+        tenant: Option<&str>,
+        operation: Option<&str>,
         clock: &dyn Clock,
     ) -> Result<Permit, LimitError> {
         let mut slots = Vec::new();
@@ -256,6 +291,11 @@ impl Limiter {
             None => None,
         };
         for (index, budget) in self.budgets.iter().enumerate() {
+            if !budget.operations.is_empty()
+                && !operation.is_some_and(|op| budget.operations.iter().any(|o| o == op))
+            {
+                continue;
+            }
             let key = scope_key(budget.scope, tenant);
             match &budget.kind {
                 Kind::Concurrent { calls, gates } => {

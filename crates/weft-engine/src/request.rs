@@ -24,6 +24,8 @@ pub enum OpKind {
     Create,
     /// Update records.
     Update,
+    /// Delete one record.
+    Delete,
 }
 
 impl OpKind {
@@ -34,15 +36,19 @@ impl OpKind {
             Self::Get => "get",
             Self::Create => "create",
             Self::Update => "update",
+            Self::Delete => "delete",
         }
     }
+}
 
-    fn default_method(self) -> Method {
-        match self {
-            Self::List | Self::Get => Method::Get,
-            Self::Create => Method::Post,
-            Self::Update => Method::Put,
-        }
+/// The method of operation `name` when the spec names none: GET for `list` and `get`, PUT for
+/// `update`, DELETE for `delete`, POST for `create` and actions.
+pub fn default_method(name: &str) -> Method {
+    match name {
+        "list" | "get" => Method::Get,
+        "update" => Method::Put,
+        "delete" => Method::Delete,
+        _ => Method::Post,
     }
 }
 
@@ -75,6 +81,10 @@ pub struct RequestContext {
     /// The tenant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<Tenant>,
+    /// The idempotency key of a write, for templates (`{{ idempotency_key }}`) and for the
+    /// header or query parameter the operation's `idempotency` names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl RequestContext {
@@ -181,24 +191,44 @@ pub fn build(
     ctx: &RequestContext,
     extra_query: &[(String, String)],
 ) -> Result<Request, EngineError> {
-    let res = spec
-        .resources
+    build_named(env, spec, hosts, resource, kind.as_str(), ctx, extra_query)
+}
+
+/// The operation `name` of `resource` (`list`, `get`, `create`, `update`, `delete`, or one of
+/// its actions).
+pub fn operation<'s>(
+    spec: &'s SpecFile,
+    resource: &str,
+    name: &str,
+) -> Result<&'s Operation, EngineError> {
+    spec.resources
         .get(resource)
         .ok_or_else(|| EngineError::UnknownResource {
             connector: spec.id.clone(),
             resource: resource.to_owned(),
-        })?;
-    let op: &Operation = match kind {
-        OpKind::List => res.list.as_ref(),
-        OpKind::Get => res.get.as_ref(),
-        OpKind::Create => res.create.as_ref(),
-        OpKind::Update => res.update.as_ref(),
-    }
-    .ok_or_else(|| EngineError::NoOperation {
-        connector: spec.id.clone(),
-        resource: resource.to_owned(),
-        operation: kind.as_str(),
-    })?;
+        })?
+        .operation(name)
+        .ok_or_else(|| EngineError::NoOperation {
+            connector: spec.id.clone(),
+            resource: resource.to_owned(),
+            operation: name.to_owned(),
+        })
+}
+
+/// Renders operation `name` of `resource` (any operation, an action included) into a request,
+/// as [`build`] does. A write's idempotency key (`ctx.idempotency_key`) goes in the header or
+/// query parameter the operation's `idempotency` names.
+pub fn build_named(
+    env: &Environment<'_>,
+    spec: &SpecFile,
+    hosts: &Hosts,
+    resource: &str,
+    name: &str,
+    ctx: &RequestContext,
+    extra_query: &[(String, String)],
+) -> Result<Request, EngineError> {
+    let op = operation(spec, resource, name)?;
+    let res = &spec.resources[resource];
     let host_name = op
         .host
         .as_deref()
@@ -231,7 +261,7 @@ pub fn build(
     let render = |what: String, template: &str| -> Result<String, EngineError> {
         env.render_str(template, &value)
             .map_err(|source| EngineError::Template {
-                place: format!("{}.resources.{resource}.{}.{what}", spec.id, kind.as_str()),
+                place: format!("{}.resources.{resource}.{name}.{what}", spec.id),
                 reason: source.to_string(),
             })
     };
@@ -267,6 +297,13 @@ pub fn build(
         {
             pairs.push((param.clone(), cursor.clone()));
         }
+        if let (Some(key), Some(param)) = (
+            &ctx.idempotency_key,
+            op.idempotency.as_ref().and_then(|i| i.query.as_ref()),
+        ) {
+            pairs.retain(|(n, _)| n != param);
+            pairs.push((param.clone(), key.clone()));
+        }
         pairs.extend(extra_query.iter().cloned());
         if !pairs.is_empty() {
             url.query_pairs_mut().extend_pairs(pairs);
@@ -285,6 +322,13 @@ pub fn build(
         headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(header));
         headers.push((header.clone(), cursor.clone()));
     }
+    if let (Some(key), Some(header)) = (
+        &ctx.idempotency_key,
+        op.idempotency.as_ref().and_then(|i| i.header.as_ref()),
+    ) {
+        headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(header));
+        headers.push((header.clone(), key.clone()));
+    }
     if spec.is_tenanted(res) {
         let tenants = spec.tenants.as_ref();
         match (tenants, &ctx.tenant) {
@@ -300,7 +344,7 @@ pub fn build(
             }
         }
     }
-    let method = op.method.unwrap_or(kind.default_method());
+    let method = op.method.unwrap_or(default_method(name));
     Ok(Request {
         method,
         url,

@@ -21,7 +21,7 @@ use crate::http::{Answer, CallError, send};
 use crate::limits::{Clock, LimitError, Limiter};
 use crate::lock;
 use crate::paginate::{PageError, Pager};
-use crate::request::{Hosts, OpKind, RequestContext, build};
+use crate::request::{Hosts, OpKind, RequestContext, build_named};
 use crate::tokens::{TokenError, TokenKeeper};
 
 /// Why a call or a read stopped.
@@ -140,12 +140,11 @@ impl Session {
         records: Vec<Value>,
     ) -> Result<Vec<Value>, SessionError> {
         let file = self.spec.file();
-        let Some(op) = file.resources.get(resource).and_then(|r| match kind {
-            OpKind::List => r.list.as_ref(),
-            OpKind::Get => r.get.as_ref(),
-            OpKind::Create => r.create.as_ref(),
-            OpKind::Update => r.update.as_ref(),
-        }) else {
+        let Some(op) = file
+            .resources
+            .get(resource)
+            .and_then(|r| r.operation(kind.as_str()))
+        else {
             return Ok(records);
         };
         Ok(crate::hooks::transform(
@@ -184,36 +183,120 @@ impl Session {
         extra_headers: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<Answer, SessionError> {
+        self.call_named(
+            resource,
+            kind.as_str(),
+            ctx,
+            extra_query,
+            extra_headers,
+            body,
+        )
+        .await
+    }
+
+    /// Writes `records` through operation `name` of `resource` (`create`, `update`, `delete`
+    /// or an action), the one way every writer does: the operation's `merge` constants set on
+    /// each record, the body shaped as the spec says (an envelope's items rendered per record),
+    /// the idempotency `key` in the header, query parameter or templates the spec names, and
+    /// the answer read record by record (by key or by position). `ctx.id` names the record of a
+    /// one-record write. A refused call is an error: nothing was written.
+    pub async fn write(
+        &self,
+        resource: &str,
+        name: &str,
+        ctx: &RequestContext,
+        records: &[Value],
+        key: Option<&str>,
+    ) -> Result<Vec<crate::write::ItemResult>, SessionError> {
+        let file = self.spec.file();
+        let op = crate::request::operation(file, resource, name)?;
+        let primary = &file.resources[resource].primary_key;
+        let mut ctx = ctx.clone();
+        ctx.idempotency_key = key.map(str::to_owned);
+        let sent = crate::write::merged(op, records);
+        // A one-record write's templates may read the record (a parent's id in the path of a
+        // sub-resource: `/sales/{{ record.sale_id }}/lines`).
+        if let ([one], None) = (sent.as_slice(), &ctx.record) {
+            ctx.record = Some(one.clone());
+        }
+        let body = crate::write::shape(&self.env, op, name, &sent, &ctx)?;
+        let answer = self
+            .call_named(resource, name, &ctx, &[], &[], body.as_ref())
+            .await?;
+        let returned = crate::extract::records(&answer.body, &op.records).unwrap_or_default();
+        Ok(crate::write::results(
+            &self.env,
+            op,
+            name,
+            &sent,
+            &returned,
+            &answer.body,
+            primary,
+            ctx.id.as_deref(),
+        )?)
+    }
+
+    /// Runs action `action` of `resource` on the record `id` (void, send, approve…), with
+    /// `record` as the body's record when the action sends one; the record's outcome.
+    pub async fn action(
+        &self,
+        resource: &str,
+        action: &str,
+        ctx: &RequestContext,
+        id: &str,
+        record: Value,
+        key: Option<&str>,
+    ) -> Result<crate::write::ItemResult, SessionError> {
+        let ctx = RequestContext {
+            id: Some(id.to_owned()),
+            record: Some(record.clone()),
+            ..ctx.clone()
+        };
+        let mut results = self.write(resource, action, &ctx, &[record], key).await?;
+        Ok(results.remove(0))
+    }
+
+    /// [`Session::call`] for operation `name` of `resource`: any operation, an action
+    /// included.
+    pub async fn call_named(
+        &self,
+        resource: &str,
+        name: &str,
+        ctx: &RequestContext,
+        extra_query: &[(String, String)],
+        extra_headers: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, SessionError> {
         let file = self.spec.file();
         let op_rules = file
             .resources
             .get(resource)
-            .and_then(|r| match kind {
-                OpKind::List => r.list.as_ref(),
-                OpKind::Get => r.get.as_ref(),
-                OpKind::Create => r.create.as_ref(),
-                OpKind::Update => r.update.as_ref(),
-            })
+            .and_then(|r| r.operation(name))
             .map(|op| op.errors.as_slice())
             .unwrap_or_default();
         // Credentials first: "not authorized yet" says more than anything that follows from it.
         let mut token = self.tokens.access_token().await?;
-        let mut request = build(
+        let mut request = build_named(
             &self.env,
             file,
             &self.hosts,
             resource,
-            kind,
+            name,
             ctx,
             extra_query,
         )?;
         request.headers.extend(extra_headers.iter().cloned());
         let tenant = ctx.tenant.as_ref().map(|t| t.id.as_str());
+        // Budgets of one operation count it by this name.
+        let counted = format!("{resource}.{name}");
         let mut rng = fastrand::Rng::with_seed(lock(&self.seed).u64(..));
         let mut renewed = false;
         loop {
             let before = self.clock.now_ms();
-            let permit = self.limiter.acquire(tenant, self.clock.as_ref()).await?;
+            let permit = self
+                .limiter
+                .acquire_for(tenant, Some(&counted), self.clock.as_ref())
+                .await?;
             let limiter_wait = Duration::from_millis(self.clock.now_ms().saturating_sub(before));
             let signed = crate::hooks::sign(
                 &self.plugins,
@@ -303,7 +386,7 @@ impl Session {
             .ok_or_else(|| EngineError::NoOperation {
                 connector: file.id.clone(),
                 resource: resource.to_owned(),
-                operation: "list",
+                operation: "list".to_owned(),
             })?;
         let mut pager = Pager::new(list.pagination.as_ref().unwrap_or(&Pagination::None));
         let depth = self.limiter.concurrency().max(1) as usize;
@@ -411,7 +494,7 @@ impl Session {
             .ok_or_else(|| EngineError::NoOperation {
                 connector: file.id.clone(),
                 resource: resource.to_owned(),
-                operation: "list",
+                operation: "list".to_owned(),
             })?;
         let mut answer = self
             .call(resource, OpKind::List, ctx, query, &[], None)

@@ -205,3 +205,199 @@ async fn a_borrower_draws_from_its_lenders_pool_in_this_process_and_across_proce
     waiting.await.unwrap().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A spec whose limits depend on the operation and on the account: a rolling 10-second budget
+/// sized by a form field (the plan's tier), a search endpoint's own budget, and a daily cap,
+/// each named by the 429's body (`policyName`).
+const TIERS: &str = r#"
+id = "tiers"
+name = "Tiers"
+version = "1.0.0"
+
+[hosts]
+api = "https://api.example.com"
+
+[auth.token]
+value = "{{ fields.token }}"
+
+[[fields]]
+id = "token"
+label = "Token"
+secret = true
+required = true
+
+[[fields]]
+id = "calls_per_10s"
+label = "Calls per 10 seconds (your plan)"
+type = "integer"
+min = 100
+max = 190
+default = 100
+
+[requests]
+host = "api"
+
+[limits]
+problem-body = "policyName"
+
+[[limits.budget]]
+name = "rolling"
+scope = "connection"
+calls = 100
+window = "10s"
+calls-field = "calls_per_10s"
+problem = "TEN_SECONDLY_ROLLING"
+
+[[limits.budget]]
+name = "search"
+scope = "connection"
+calls = 4
+window = "1s"
+operations = ["deal_search.list"]
+
+[[limits.budget]]
+name = "daily"
+scope = "connection"
+calls = 250000
+window = "1d"
+on-exhausted = "checkpoint"
+problem = "DAILY"
+
+[test]
+resource = "deals"
+
+[resources.deals]
+primary-key = "id"
+
+[resources.deals.list]
+path = "/deals"
+records = { style = "path", path = "results" }
+pagination = { style = "none" }
+
+[resources.deal_search]
+primary-key = "id"
+
+[resources.deal_search.list]
+method = "POST"
+path = "/deals/search"
+records = { style = "path", path = "results" }
+pagination = { style = "none" }
+"#;
+
+fn tiers() -> Spec {
+    let report = weft_core::load_str("tiers.toml", TIERS);
+    assert!(report.diagnostics.is_empty(), "{}", report.render());
+    report.spec.unwrap()
+}
+
+/// Calls at once until one has to wait; how many went through, and the first wait.
+async fn burst(
+    limiter: &Limiter,
+    operation: &str,
+    clock: &SimWait,
+    most: usize,
+) -> (usize, Option<Duration>) {
+    for n in 0..most {
+        let before = clock.waits().len();
+        drop(
+            limiter
+                .acquire_for(None, Some(operation), clock)
+                .await
+                .unwrap(),
+        );
+        if clock.waits().len() > before {
+            return (n, clock.waits().get(before).copied());
+        }
+    }
+    (most, None)
+}
+
+/// The rolling budget takes the size of the person's tier from its form field (the field's
+/// default without a value), and a search endpoint's own budget counts only its calls.
+#[tokio::test]
+async fn budgets_per_operation_and_sized_by_a_form_field() {
+    let spec = tiers();
+    let clock = SimWait::new(&weft_harness::clock::SimClock::manual(0));
+
+    let default = Limiter::new(spec.file(), 10);
+    assert_eq!(
+        burst(&default, "deals.list", &clock, 500).await,
+        (100, Some(Duration::from_secs(10))),
+        "the field's default: 100 calls per 10 s"
+    );
+
+    let clock = SimWait::new(&weft_harness::clock::SimClock::manual(0));
+    let fields = BTreeMap::from([("calls_per_10s".to_owned(), serde_json::json!(190))]);
+    let higher = Limiter::with_fields(spec.file(), 10, &fields);
+    assert_eq!(
+        burst(&higher, "deals.list", &clock, 500).await,
+        (190, Some(Duration::from_secs(10))),
+        "the higher tier: 190 calls per 10 s"
+    );
+
+    let clock = SimWait::new(&weft_harness::clock::SimClock::manual(0));
+    let limiter = Limiter::with_fields(spec.file(), 10, &fields);
+    assert_eq!(
+        burst(&limiter, "deal_search.list", &clock, 50).await,
+        (4, Some(Duration::from_secs(1))),
+        "the search endpoint's own 4 per second"
+    );
+    assert_eq!(
+        burst(&limiter, "deals.list", &clock, 50).await,
+        (50, None),
+        "other operations do not count against the search budget"
+    );
+}
+
+/// The limit a 429 names in its body decides what happens: a rolling window is waited out
+/// (its whole window when no `Retry-After` says otherwise) and the call goes through; the daily
+/// cap stops with `DailyCap` instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_naming_its_policy_in_the_body_waits_or_stops() {
+    use weft_engine::http::CallError;
+
+    let spec = tiers();
+    let server = common::local::Server::start();
+    let hosts = Hosts::new(
+        spec.file(),
+        &BTreeMap::from([("api".to_owned(), server.url())]),
+    )
+    .unwrap();
+    let env = weft_core::template::environment();
+    let ctx = RequestContext::with_field_defaults(spec.file());
+    let request = build(&env, spec.file(), &hosts, "deals", OpKind::List, &ctx, &[]).unwrap();
+    let clock = SimWait::new(&weft_harness::clock::SimClock::manual(0));
+    let http = client().unwrap();
+    let mut rng = fastrand::Rng::with_seed(1);
+
+    server.answer(
+        429,
+        serde_json::json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"}),
+    );
+    server.answer(200, serde_json::json!({"results": [{"id": "1"}]}));
+    let answer = send(&http, spec.file(), &[], &request, None, &clock, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!(answer.attempts, 2);
+    assert_eq!(clock.waits(), [Duration::from_secs(10)]);
+
+    server.answer_with(
+        429,
+        serde_json::json!({"status": "error", "message": "You have reached your daily limit.", "errorType": "RATE_LIMIT", "policyName": "DAILY"}),
+        &[("Retry-After", "3600")],
+    );
+    let err = send(&http, spec.file(), &[], &request, None, &clock, &mut rng)
+        .await
+        .unwrap_err();
+    match err {
+        CallError::DailyCap {
+            budget,
+            retry_after,
+        } => {
+            assert_eq!(budget, "daily");
+            assert_eq!(retry_after, Duration::from_secs(3600));
+        }
+        other => panic!("expected a daily cap, got {other}"),
+    }
+    assert_eq!(clock.waits().len(), 1, "the daily cap is not waited out");
+}

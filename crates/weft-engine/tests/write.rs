@@ -59,7 +59,7 @@ async fn contacts_batch_reports_each_record_and_replays_without_duplicates() {
         .push(("Authorization".into(), format!("Bearer {}", token)));
     let idem = op.idempotency.as_ref().unwrap();
     request.headers.push((
-        idem.header.clone(),
+        idem.header.clone().unwrap(),
         idempotency_key("test/contacts", &batch, idem.max_length as usize),
     ));
     assert!(

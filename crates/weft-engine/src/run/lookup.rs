@@ -461,7 +461,6 @@ impl StreamRun<'_> {
                 &l.connection,
                 &l.resource,
                 OpKind::Create,
-                &op,
                 records,
                 key.as_deref(),
                 None,

@@ -178,12 +178,11 @@ impl StreamRun<'_> {
             let op = op.as_ref();
             async move {
                 let answer = match op {
-                    Ok(op) => {
+                    Ok(_) => {
                         self.send_batch(
                             &w.connection,
                             &w.resource,
                             OpKind::Create,
-                            op,
                             &s.records,
                             s.key.as_deref(),
                             None,

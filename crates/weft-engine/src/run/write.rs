@@ -33,7 +33,6 @@ impl StreamRun<'_> {
         alias: &str,
         resource: &str,
         kind: OpKind,
-        op: &Operation,
         records: &[Value],
         key: Option<&str>,
         id: Option<&str>,
@@ -41,26 +40,12 @@ impl StreamRun<'_> {
         let endpoint = self.endpoint(alias)?;
         let mut ctx = self.ctx(alias)?;
         ctx.id = id.map(str::to_owned);
-        let headers: Vec<(String, String)> =
-            crate::write::key_header(op, key).into_iter().collect();
-        let body = crate::write::body(op, records);
-        let primary = self.resource(alias, resource)?.primary_key.clone();
         match endpoint
             .session
-            .call(resource, kind, &ctx, &[], &headers, Some(&body))
+            .write(resource, kind.as_str(), &ctx, records, key)
             .await
         {
-            Ok(answer) => {
-                let returned =
-                    crate::extract::records(&answer.body, &op.records).unwrap_or_default();
-                Ok(crate::write::item_results(
-                    0,
-                    records.len(),
-                    &returned,
-                    op.item_errors.as_ref(),
-                    &primary,
-                ))
-            }
+            Ok(results) => Ok(results),
             Err(SessionError::Call(CallError::Refused {
                 status,
                 message,
@@ -744,7 +729,6 @@ impl StreamRun<'_> {
                     &w.connection,
                     &w.resource,
                     OpKind::Update,
-                    &op,
                     &records,
                     key.as_deref(),
                     id,
@@ -852,7 +836,7 @@ impl StreamRun<'_> {
                 BackOperation::Update => (OpKind::Update, &res.update, Some(b.source_id.as_str())),
                 BackOperation::Create => (OpKind::Create, &res.create, None),
             };
-            let op = op.clone().ok_or_else(|| {
+            op.as_ref().ok_or_else(|| {
                 RunError::Config(format!(
                     "`{}` has no `{}` operation; run `weft flow check {}`",
                     back.resource,
@@ -867,7 +851,6 @@ impl StreamRun<'_> {
                     &back.connection,
                     &back.resource,
                     kind_of,
-                    &op,
                     std::slice::from_ref(&b.body),
                     None,
                     id,

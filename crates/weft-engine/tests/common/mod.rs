@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod faults;
+pub(crate) mod local;
 pub(crate) mod world;
 
 use std::future::Future;
