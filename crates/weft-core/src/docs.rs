@@ -518,24 +518,43 @@ fn paging(p: &Pagination) -> String {
                 PageStop::EmptyPage => "empty page".to_owned(),
                 PageStop::PageCount { path } => format!("`{path}`"),
             };
-            format!("`{page_param}`, {size_text}, stop on {stop_text}")
+            format!(
+                "{}, {size_text}, stop on {stop_text}",
+                param_text(page_param.as_deref(), "page.number")
+            )
         }
         Pagination::Offset {
             offset_param,
             limit_param,
             size,
             ..
-        } => format!("`{offset_param}` + `{limit_param}`={size}"),
+        } => format!(
+            "{} + {}={size}",
+            param_text(offset_param.as_deref(), "page.offset"),
+            param_text(limit_param.as_deref(), "page.size")
+        ),
         Pagination::Cursor {
             cursor_param, next, ..
-        } => format!("cursor `{cursor_param}` from `{next}`"),
+        } => format!(
+            "cursor {} from `{next}`",
+            param_text(cursor_param.as_deref(), "page.cursor")
+        ),
+        Pagination::NextUrl { next, .. } => format!("next page's URL from `{next}`"),
+    }
+}
+
+/// A paging parameter, or the template value that replaces it.
+fn param_text(param: Option<&str>, value: &str) -> String {
+    match param {
+        Some(p) => format!("`{p}`"),
+        None => format!("`{{{{ {value} }}}}` in a template"),
     }
 }
 
 fn extract(e: &Extract) -> String {
     match e {
         Extract::Root => "the body itself".to_owned(),
-        Extract::Path { path } => format!("`{path}`"),
+        Extract::Path { path, .. } => format!("`{path}`"),
         Extract::Index {
             index,
             key_field,

@@ -623,6 +623,27 @@ pub struct Operation {
     /// Components of this operation run by native plugins instead of the spec.
     #[serde(default, skip_serializing_if = "OperationHooks::is_empty")]
     pub hooks: OperationHooks,
+
+    // ---- Read side of spec language v2 (issue 15: list bodies, record filters) ----
+    /// The JSON body of a read (`list` only, with a method that carries a body, such as
+    /// `POST`): a table whose strings are templates over the list's variables (`cursor`,
+    /// `page`, `params`, `tenant`, `hosts`, `fields`); a string that renders empty is left
+    /// out, like a query parameter. The request stays a read: it is retried like a GET.
+    /// HubSpot's search: `read-body = { filterGroups = [{ filters = [{ propertyName =
+    /// "hs_lastmodifieddate", operator = "GTE", value = "{{ cursor }}" }] }], after = "{{
+    /// page.cursor | default('') }}", limit = 100 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub read_body: Option<serde_json::Value>,
+    /// Which records a list keeps (`list` only): an expression over `record` (MiniJinja
+    /// syntax); a record for which it is false is dropped, as if the provider had not listed
+    /// it. The tenants of a spec are the records of its tenant resource's list, so the same key
+    /// drops tenants. A field a record may lack needs `default`. Examples: `keep-if = "not
+    /// record.archived"` (HubSpot), `keep-if = "record.Active | default(true)"` (QuickBooks),
+    /// `keep-if = "record.tenantType != 'PRACTICEMANAGER'"` (Xero connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_if: Option<String>,
+    // ---- end of the read-side block ----
 }
 
 /// Components of an operation delegated to native plugins, each by plugin name. A plugin
@@ -692,10 +713,18 @@ impl Method {
 pub enum Extract {
     /// The body itself: an array of records, or one record when it is an object.
     Root,
-    /// An array at a dotted path, e.g. `Invoices`.
+    /// The records at a dotted path, e.g. `Invoices` or `QueryResponse.Invoice`: an array of
+    /// records, or one record when it is an object (`{"Invoice": {...}}` from a get). A name
+    /// holding `.` is quoted: `"odata.value"`.
     Path {
-        /// Dotted path to the array.
+        /// Dotted path to the records.
         path: String,
+        /// Whether a path that is missing (or null) means no records, as when a provider leaves
+        /// out an empty result (`{"QueryResponse": {}}`), rather than a body the spec does not
+        /// describe. Example: `records = { style = "path", path = "QueryResponse.Invoice",
+        /// optional = true }`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        optional: bool,
     },
     /// An ordered index of `{key, id}` entries joined with per-type maps keyed by id
     /// (Kantata's envelope: `results` plus `invoices: {"7": {...}}`). Side-loaded records stay
@@ -734,8 +763,10 @@ pub enum Pagination {
     None,
     /// Numbered pages.
     Page {
-        /// Query parameter carrying the page number.
-        page_param: String,
+        /// Query parameter carrying the page number; omit it when a template places the page
+        /// itself (`{{ page.number }}`, see `style = "offset"` for the values).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page_param: Option<String>,
         /// Query parameter carrying the page size; omit when the size is fixed by the provider.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size_param: Option<String>,
@@ -747,24 +778,51 @@ pub enum Pagination {
         /// When to stop.
         stop: PageStop,
     },
-    /// Offset and limit.
+    /// Offset and limit. Every paging style also gives the request's templates the values of
+    /// the page asked for, as `page.number` (from 1), `page.offset` (records before it, from 0),
+    /// `page.start` (its first record, from 1), `page.size` and `page.cursor` (cursor styles,
+    /// absent on the first page), so paging can live inside a query language; the parameters
+    /// below are then left out. QuickBooks: `pagination = { style = "offset", size = 1000, stop
+    /// = { when = "short-page" } }` with `query = { query = "select * from Invoice STARTPOSITION
+    /// {{ page.start }} MAXRESULTS {{ page.size }}" }`.
     Offset {
-        /// Query parameter carrying the offset.
-        offset_param: String,
-        /// Query parameter carrying the limit.
-        limit_param: String,
+        /// Query parameter carrying the offset; omit it when a template places `page.offset` or
+        /// `page.start`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset_param: Option<String>,
+        /// Query parameter carrying the limit; omit it when a template places `page.size`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit_param: Option<String>,
         /// Records per call.
         size: u32,
         /// When to stop: `short-page` or `empty-page`.
         stop: PageStop,
     },
-    /// An opaque cursor returned by each response.
+    /// An opaque cursor returned by each response (HubSpot's `paging.next.after`).
     Cursor {
-        /// Query parameter carrying the cursor.
-        cursor_param: String,
+        /// Query parameter carrying the cursor; omit it when a template places `page.cursor`
+        /// (in a `read-body`, for instance).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor_param: Option<String>,
         /// Dotted path of the next cursor in the body; absent, null or empty ends the list.
         next: String,
         /// Query parameter carrying the page size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_param: Option<String>,
+        /// Records per call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u32>,
+    },
+    /// Each response gives the full URL of the next page (`links.next`, HubSpot's
+    /// `paging.next.link`), which is requested as it is, with the operation's headers. A URL on
+    /// another scheme, host or port than the operation's is refused, so a response cannot send
+    /// the access token elsewhere. Example: `pagination = { style = "next-url", next =
+    /// "paging.next.link", size-param = "limit", size = 100 }`.
+    NextUrl {
+        /// Dotted path of the next page's URL in the body; absent, null or empty ends the list.
+        next: String,
+        /// Query parameter carrying the page size on the first request (the next URLs carry
+        /// their own).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size_param: Option<String>,
         /// Records per call.
@@ -805,7 +863,9 @@ pub struct Incremental {
     pub field: String,
     /// Format of that field.
     pub field_format: DateFormat,
-    /// Query parameter carrying the cursor (e.g. `updated_after`); or use `header`.
+    /// Query parameter carrying the cursor (e.g. `updated_after`); or use `header`; or neither,
+    /// when a template of the operation places `{{ cursor }}` itself (a query text, a search
+    /// body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
     /// Header carrying the cursor (e.g. `If-Modified-Since`); or use `param`.

@@ -16,7 +16,8 @@ pub enum Scope {
     TenantHeader,
     /// Setup instructions: `callback_url`, `connector`, plus `hosts`, `fields`.
     Setup,
-    /// A list operation's request: `cursor`, `params`, `tenant`, plus `hosts`, `fields`.
+    /// A list operation's request: `cursor`, `page` (the paging values of the page asked for),
+    /// `params`, `tenant`, plus `hosts`, `fields`.
     List,
     /// A get operation's request: `id`, `params`, `tenant`, plus `hosts`, `fields`.
     Get,
@@ -30,11 +31,13 @@ pub enum Scope {
     ErrorMessage,
     /// The connection-test description: `record`.
     Describe,
+    /// A record filter (`keep-if`), an expression: `record`.
+    Keep,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Auth,
         Self::ApplyToken,
         Self::TenantHeader,
@@ -46,6 +49,7 @@ impl Scope {
         Self::Requests,
         Self::ErrorMessage,
         Self::Describe,
+        Self::Keep,
     ];
 
     /// The request scope of an operation kind (`list`, `get`, `create`, `update`).
@@ -72,6 +76,7 @@ impl Scope {
             Self::Requests => "in the headers of every request",
             Self::ErrorMessage => "in an error message",
             Self::Describe => "in the connection test's description",
+            Self::Keep => "in a record filter",
         }
     }
 
@@ -82,13 +87,13 @@ impl Scope {
             Self::ApplyToken => &["hosts", "fields", "token"],
             Self::TenantHeader => &["hosts", "fields", "tenant"],
             Self::Setup => &["hosts", "fields", "callback_url", "connector"],
-            Self::List => &["hosts", "fields", "cursor", "params", "tenant"],
+            Self::List => &["hosts", "fields", "cursor", "page", "params", "tenant"],
             Self::Get => &["hosts", "fields", "id", "params", "tenant"],
             Self::Create => &["hosts", "fields", "record", "params", "tenant"],
             Self::Update => &["hosts", "fields", "id", "record", "params", "tenant"],
             Self::Requests => &["hosts", "fields", "params", "tenant"],
             Self::ErrorMessage => &["status", "body"],
-            Self::Describe => &["record"],
+            Self::Describe | Self::Keep => &["record"],
         }
     }
 }

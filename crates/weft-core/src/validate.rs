@@ -898,6 +898,7 @@ impl Validator<'_> {
         self.error_rules(&format!("{key}.errors"), &op.errors);
         self.extract(&format!("{key}.records"), &op.records);
         self.hooks(key, kind, op);
+        self.read_side(key, kind, op);
         let writes = kind == "create" || kind == "update";
         let not_here = |what: &str, on: &str| format!("`{what}` only applies to {on}");
         if kind == "list" {
@@ -936,14 +937,34 @@ impl Validator<'_> {
             if kind != "list" {
                 self.error(&ikey, not_here("incremental", "list"), None);
             }
-            if inc.param.is_some() == inc.header.is_some() {
+            if inc.param.is_some() && inc.header.is_some() {
                 self.error(
                     &ikey,
                     "the cursor goes in exactly one of `param` or `header`",
                     None,
                 );
+            } else if inc.param.is_none() && inc.header.is_none() {
+                // Or a template places it: a query text, a path, or a search body.
+                let mut sources: Vec<String> = vec![op.path.clone()];
+                sources.extend(op.query.values().cloned());
+                sources.extend(op.headers.values().cloned());
+                if let Some(body) = &op.read_body {
+                    let mut strings = Vec::new();
+                    body_strings(body, &mut String::new(), &mut strings);
+                    sources.extend(strings.into_iter().map(|(_, s)| s));
+                }
+                let reads: Option<Vec<bool>> =
+                    sources.iter().map(|s| self.reads(s, "cursor")).collect();
+                if reads.is_some_and(|r| !r.contains(&true)) {
+                    self.error(
+                        &ikey,
+                        "the cursor goes nowhere: no `param`, no `header`, and no template of the operation uses `cursor`",
+                        Some("set param or header, or place `{{ cursor }}` in the query, path or read-body".to_owned()),
+                    );
+                }
             }
-            if !r.fields.is_empty() && !r.fields.contains_key(&inc.field) {
+            self.dotted(&format!("{ikey}.field"), &inc.field);
+            if !r.fields.is_empty() && !declares_path(&r.fields, &inc.field) {
                 self.error(
                     format!("{ikey}.field"),
                     format!("`{}` is not among the record fields", inc.field),
@@ -1074,7 +1095,7 @@ impl Validator<'_> {
     fn extract(&mut self, key: &str, extract: &Extract) {
         match extract {
             Extract::Root => {}
-            Extract::Path { path } => self.dotted(&format!("{key}.path"), path),
+            Extract::Path { path, .. } => self.dotted(&format!("{key}.path"), path),
             Extract::Index {
                 index,
                 key_field,
@@ -1089,11 +1110,11 @@ impl Validator<'_> {
     }
 
     fn dotted(&mut self, key: &str, path: &str) {
-        if path.is_empty() || path.split('.').any(str::is_empty) {
+        if let Err(problem) = crate::fieldpath::segments(path) {
             self.error(
                 key,
-                format!("`{path}` is not a dotted path"),
-                Some("write names separated by `.`, such as `meta.page_count`".to_owned()),
+                format!("`{path}` is not a dotted path: {problem}"),
+                Some("write names separated by `.`, such as `meta.page_count`; quote a name that holds a dot: `properties.\"hs.date\"`".to_owned()),
             );
         }
     }
@@ -1110,7 +1131,7 @@ impl Validator<'_> {
                 stop,
                 ..
             } => {
-                params.insert(page_param);
+                params.extend(page_param.as_deref());
                 if let Some(s) = size_param {
                     params.insert(s);
                 }
@@ -1128,8 +1149,8 @@ impl Validator<'_> {
                 size,
                 stop,
             } => {
-                params.insert(offset_param);
-                params.insert(limit_param);
+                params.extend(offset_param.as_deref());
+                params.extend(limit_param.as_deref());
                 self.page_size(key, *size);
                 if matches!(stop, PageStop::PageCount { .. }) {
                     self.error(
@@ -1145,7 +1166,23 @@ impl Validator<'_> {
                 size_param,
                 size,
             } => {
-                params.insert(cursor_param);
+                params.extend(cursor_param.as_deref());
+                self.dotted(&format!("{key}.next"), next);
+                if let Some(s) = size_param {
+                    params.insert(s);
+                    if size.is_none() {
+                        self.error(key, "`size-param` needs `size`", None);
+                    }
+                }
+                if let Some(size) = size {
+                    self.page_size(key, *size);
+                }
+            }
+            Pagination::NextUrl {
+                next,
+                size_param,
+                size,
+            } => {
                 self.dotted(&format!("{key}.next"), next);
                 if let Some(s) = size_param {
                     params.insert(s);
@@ -1160,6 +1197,114 @@ impl Validator<'_> {
         }
         params
     }
+
+    // ---- Read side of spec language v2 (issue 15): paging values, list bodies, filters ----
+
+    /// The read-side keys of operation `kind` at `key`: a `read-body` only on a list that
+    /// sends a body; a `keep-if` only on a list, as an expression over `record`; and paging
+    /// values that go somewhere when a paging parameter is left out.
+    fn read_side(&mut self, key: &str, kind: &str, op: &Operation) {
+        if let Some(body) = &op.read_body {
+            let bkey = format!("{key}.read-body");
+            if kind != "list" {
+                self.error(
+                    &bkey,
+                    "`read-body` only applies to list",
+                    Some("a write's body is the record itself (`body`)".to_owned()),
+                );
+            } else if op.method.unwrap_or_default() == crate::model::Method::Get {
+                self.error(
+                    &bkey,
+                    "a GET request carries no body",
+                    Some(
+                        "set method = \"POST\" (a list stays a read whatever its method)"
+                            .to_owned(),
+                    ),
+                );
+            }
+            if !body.is_object() {
+                self.error(&bkey, "`read-body` must be a table", Some("such as read-body = { limit = 100, after = \"{{ page.cursor | default('') }}\" }".to_owned()));
+            }
+            let mut strings = Vec::new();
+            body_strings(body, &mut String::new(), &mut strings);
+            for (path, source) in strings {
+                self.template(&format!("{bkey}{path}"), &source, Scope::of_operation(kind));
+            }
+        }
+        if let Some(expr) = &op.keep_if {
+            let kkey = format!("{key}.keep-if");
+            if kind != "list" {
+                self.error(&kkey, "`keep-if` only applies to list", None);
+            }
+            self.expression(&kkey, expr, Scope::Keep);
+        }
+        let Some(p) = op.pagination.as_ref().filter(|_| kind == "list") else {
+            return;
+        };
+        let omitted: Option<(&str, &str)> = match p {
+            Pagination::Page {
+                page_param: None, ..
+            } => Some(("page-param", "page.number")),
+            Pagination::Offset {
+                offset_param: None, ..
+            } => Some(("offset-param", "page.offset")),
+            Pagination::Offset {
+                limit_param: None, ..
+            } => Some(("limit-param", "page.size")),
+            Pagination::Cursor {
+                cursor_param: None, ..
+            } => Some(("cursor-param", "page.cursor")),
+            _ => None,
+        };
+        let Some((param, value)) = omitted else {
+            return;
+        };
+        let mut sources: Vec<String> = vec![op.path.clone()];
+        sources.extend(op.query.values().cloned());
+        sources.extend(op.headers.values().cloned());
+        if let Some(body) = &op.read_body {
+            let mut strings = Vec::new();
+            body_strings(body, &mut String::new(), &mut strings);
+            sources.extend(strings.into_iter().map(|(_, s)| s));
+        }
+        let reads: Option<Vec<bool>> = sources.iter().map(|s| self.reads(s, "page")).collect();
+        if reads.is_some_and(|r| !r.contains(&true)) {
+            self.error(
+                format!("{key}.pagination"),
+                format!("without `{param}` the page asked for goes nowhere: no template of the operation uses `page`"),
+                Some(format!("set `{param}`, or place `{{{{ {value} }}}}` in the path, query or read-body")),
+            );
+        }
+    }
+
+    /// Checks an expression (`keep-if`): it parses, and reads only what `scope` allows.
+    fn expression(&mut self, key: &str, expr: &str, scope: Scope) {
+        if expr.trim().is_empty() {
+            self.error(
+                key,
+                "the expression is empty",
+                Some("such as \"not record.archived\"".to_owned()),
+            );
+            return;
+        }
+        if let Err(e) = self.env.compile_expression(expr) {
+            self.error(
+                key,
+                format!(
+                    "the expression does not parse: {}",
+                    e.detail().unwrap_or("syntax error")
+                ),
+                Some(
+                    "expressions are MiniJinja: `not record.archived`, `record.type == 'ACCREC'`"
+                        .to_owned(),
+                ),
+            );
+            return;
+        }
+        self.template(key, &format!("{{{{ {expr} }}}}"), scope);
+    }
+
+    // ---- end of the read-side block ----
 
     fn page_size(&mut self, key: &str, size: u32) {
         if size == 0 || size > 10_000 {
@@ -1261,6 +1406,61 @@ impl Validator<'_> {
         {
             self.error("test.success-status", "success statuses must be 2xx", None);
         }
+    }
+}
+
+/// Whether `fields` declare the value at `path`: a top-level field, or one nested in object
+/// fields (`MetaData.LastUpdatedTime`, `properties.hs_lastmodifieddate`). An object field
+/// declared without nested fields accepts any path under it. A path that does not parse
+/// declares nothing (reported on its own).
+fn declares_path(
+    fields: &indexmap::IndexMap<String, crate::model::RecordField>,
+    path: &str,
+) -> bool {
+    let Ok(names) = crate::fieldpath::segments(path) else {
+        return true;
+    };
+    let mut level = fields;
+    for (i, name) in names.iter().enumerate() {
+        let Some(field) = level.get(name) else {
+            return false;
+        };
+        if i + 1 == names.len() {
+            return true;
+        }
+        if field.ty != FieldType::Object {
+            return false;
+        }
+        if field.fields.is_empty() {
+            return true;
+        }
+        level = &field.fields;
+    }
+    false
+}
+
+/// The strings of a `read-body`, each with its key path below the body (`.filterGroups[0].value`).
+fn body_strings(value: &serde_json::Value, path: &mut String, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::String(s) => out.push((path.clone(), s.clone())),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                body_strings(item, path, out);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (name, item) in map {
+                let len = path.len();
+                path.push('.');
+                path.push_str(&key_segment(name));
+                body_strings(item, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 

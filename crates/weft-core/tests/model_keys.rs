@@ -38,6 +38,10 @@ const PLUGIN: &str = "crates/weft-engine/tests/plugins.rs::a_session_signs_reque
 const PAGES: &str = "crates/weft-engine/src/paginate.rs::offsets_and_cursors";
 const EXTRACT: &str = "crates/weft-engine/src/extract.rs::each_style";
 const CURSOR: &str = "crates/weft-engine/src/cursor.rs::formats_with_overlap_and_precision";
+const READ_SEARCH: &str = "crates/weft-engine/tests/read_language.rs::a_search_body_carries_the_cursor_and_the_paging_state_and_is_retried_as_a_read";
+const READ_QUERY: &str = "crates/weft-engine/tests/read_language.rs::paging_inside_a_query_text_and_records_at_optional_and_single_object_paths";
+const READ_NEXT_URL: &str =
+    "crates/weft-engine/tests/read_language.rs::next_page_urls_are_followed_on_the_same_host_only";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -330,10 +334,13 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Operation.item-errors", &[WRITE]),
     ("Operation.errors", &[HTTP_KANTATA]),
     ("Operation.hooks", &[PLUGIN]),
+    ("Operation.read-body", &[READ_SEARCH]),
+    ("Operation.keep-if", &[READ_SEARCH]),
     ("OperationHooks.extract", &[PLUGIN]),
     ("OperationHooks.transform", &[PLUGIN]),
     ("Extract.style", &[EXTRACT]),
-    ("Extract.path", &[EXTRACT]),
+    ("Extract.path", &[EXTRACT, READ_QUERY]),
+    ("Extract.optional", &[EXTRACT, READ_QUERY]),
     ("Extract.key", &[EXTRACT]),
     ("Extract.index", &[EXTRACT]),
     ("Extract.id-field", &[EXTRACT]),
@@ -366,10 +373,10 @@ const COVERED: &[(&str, &[&str])] = &[
         "Pagination.stop",
         &["crates/weft-engine/src/paginate.rs::page_count_short_page_and_empty_page"],
     ),
-    ("Pagination.offset-param", &[PAGES]),
-    ("Pagination.limit-param", &[PAGES]),
-    ("Pagination.cursor-param", &[PAGES]),
-    ("Pagination.next", &[PAGES]),
+    ("Pagination.offset-param", &[PAGES, READ_QUERY]),
+    ("Pagination.limit-param", &[PAGES, READ_QUERY]),
+    ("Pagination.cursor-param", &[PAGES, READ_SEARCH]),
+    ("Pagination.next", &[PAGES, READ_SEARCH, READ_NEXT_URL]),
     (
         "PageStop.when",
         &["crates/weft-engine/src/paginate.rs::page_count_short_page_and_empty_page"],
