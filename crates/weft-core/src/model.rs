@@ -102,7 +102,10 @@ pub struct OAuth2 {
     pub authorize_url: String,
     /// Token endpoint (template; may use `hosts`).
     pub token_url: String,
-    /// Revocation endpoint (template), called when a connection is deleted.
+    /// Revocation endpoint (template), called when a connection is deleted. It may use
+    /// `token` (the token revoked, escaped for a URL) when the provider wants it in the path,
+    /// as HubSpot does: `"{{ hosts.api }}/oauth/v1/refresh-tokens/{{ token }}"` with
+    /// `revoke-request = { method = "DELETE", body = "none" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_url: Option<String>,
     /// Client ID (template, normally `{{ fields.client_id }}`).
@@ -132,6 +135,44 @@ pub struct OAuth2 {
     /// Refresh-token behaviour; omit when the provider issues no refresh tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<Refresh>,
+
+    // ---- Read/auth side of spec language v2 (issue 15: revocation that is not RFC 7009) ----
+    /// How the revocation request is made, when it is not RFC 7009's form POST of `token`
+    /// (the default): another method, a JSON body, or no body with the token in `revoke-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_request: Option<RevokeRequest>,
+    // ---- end of the read/auth-side block ----
+}
+
+/// The shape of a revocation request (`revoke-request`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// HTTP method; `POST` unless the provider says otherwise (HubSpot: `DELETE`).
+    #[serde(default = "post")]
+    pub method: Method,
+    /// What carries the token: `form` (RFC 7009: `token` and `token_type_hint`), `json` (the
+    /// same names in a JSON object), or `none` (the token is in `revoke-url`). Client
+    /// credentials go as `client-auth` says: a Basic header, or in the form or JSON body.
+    #[serde(default)]
+    pub body: RevokeBody,
+}
+
+fn post() -> Method {
+    Method::Post
+}
+
+/// What carries the token of a revocation request.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevokeBody {
+    /// A form body (RFC 7009).
+    #[default]
+    Form,
+    /// A JSON object.
+    Json,
+    /// No body: the token is in the URL.
+    None,
 }
 
 fn default_scope_separator() -> String {
@@ -175,6 +216,12 @@ pub struct Refresh {
     /// How long an unused refresh token lives, when the provider says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_lifetime: Option<SpecDuration>,
+    /// How long a grant's refresh tokens can be used at most, counted from the consent however
+    /// often they are refreshed (QuickBooks: `absolute-lifetime = "1826d"`, five years, next to
+    /// its `idle-lifetime = "100d"`). Omit when they do not expire (HubSpot). `weft connection
+    /// list` shows the earlier of the two dates as the use-by date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_lifetime: Option<SpecDuration>,
 }
 
 fn default_refresh_ahead() -> SpecDuration {

@@ -33,11 +33,14 @@ pub enum Scope {
     Describe,
     /// A record filter (`keep-if`), an expression: `record`.
     Keep,
+    /// The revocation endpoint: `token` (the token revoked, escaped for a URL), plus `hosts`,
+    /// `fields`.
+    Revoke,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Auth,
         Self::ApplyToken,
         Self::TenantHeader,
@@ -50,6 +53,7 @@ impl Scope {
         Self::ErrorMessage,
         Self::Describe,
         Self::Keep,
+        Self::Revoke,
     ];
 
     /// The request scope of an operation kind (`list`, `get`, `create`, `update`).
@@ -77,6 +81,7 @@ impl Scope {
             Self::ErrorMessage => "in an error message",
             Self::Describe => "in the connection test's description",
             Self::Keep => "in a record filter",
+            Self::Revoke => "in the revocation endpoint",
         }
     }
 
@@ -94,6 +99,7 @@ impl Scope {
             Self::Requests => &["hosts", "fields", "params", "tenant"],
             Self::ErrorMessage => &["status", "body"],
             Self::Describe | Self::Keep => &["record"],
+            Self::Revoke => &["hosts", "fields", "token"],
         }
     }
 }

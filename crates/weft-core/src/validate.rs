@@ -237,9 +237,7 @@ impl Validator<'_> {
         if let Some(o) = &auth.oauth2 {
             self.template("auth.oauth2.authorize-url", &o.authorize_url, Scope::Auth);
             self.template("auth.oauth2.token-url", &o.token_url, Scope::Auth);
-            if let Some(url) = &o.revoke_url {
-                self.template("auth.oauth2.revoke-url", url, Scope::Auth);
-            }
+            self.revocation(o);
             self.template("auth.oauth2.client-id", &o.client_id, Scope::Auth);
             match &o.client_secret {
                 Some(secret) => {
@@ -1196,6 +1194,43 @@ impl Validator<'_> {
             }
         }
         params
+    }
+
+    // ---- Auth side of spec language v2 (issue 15): revocation, refresh-token lifetimes ----
+
+    /// The revocation endpoint and the shape of its request.
+    fn revocation(&mut self, o: &crate::model::OAuth2) {
+        use crate::model::RevokeBody;
+        if let Some(url) = &o.revoke_url {
+            self.template("auth.oauth2.revoke-url", url, Scope::Revoke);
+        }
+        match (&o.revoke_url, &o.revoke_request) {
+            (None, Some(_)) => self.error(
+                "auth.oauth2.revoke-request",
+                "`revoke-request` without `revoke-url` says how to call an endpoint that is not declared",
+                Some("declare revoke-url, or remove revoke-request".to_owned()),
+            ),
+            (Some(url), Some(r))
+                if r.body == RevokeBody::None && self.reads(url, "token") == Some(false) =>
+            {
+                self.error(
+                    "auth.oauth2.revoke-request.body",
+                    "with body = \"none\" the token goes nowhere: `revoke-url` does not use `token`",
+                    Some("such as revoke-url = \"{{ hosts.api }}/oauth/v1/refresh-tokens/{{ token }}\", or send it in a body (form or json)".to_owned()),
+                );
+            }
+            _ => {}
+        }
+        if let Some(refresh) = &o.refresh
+            && let (Some(idle), Some(absolute)) = (refresh.idle_lifetime, refresh.absolute_lifetime)
+            && absolute < idle
+        {
+            self.warning(
+                "auth.oauth2.refresh.absolute-lifetime",
+                format!("an absolute lifetime of {absolute} ends every grant before its {idle} idle lifetime could"),
+                Some("remove idle-lifetime, or check the provider's figures".to_owned()),
+            );
+        }
     }
 
     // ---- Read side of spec language v2 (issue 15): paging values, list bodies, filters ----

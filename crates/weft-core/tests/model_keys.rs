@@ -42,6 +42,7 @@ const READ_SEARCH: &str = "crates/weft-engine/tests/read_language.rs::a_search_b
 const READ_QUERY: &str = "crates/weft-engine/tests/read_language.rs::paging_inside_a_query_text_and_records_at_optional_and_single_object_paths";
 const READ_NEXT_URL: &str =
     "crates/weft-engine/tests/read_language.rs::next_page_urls_are_followed_on_the_same_host_only";
+const REVOKE: &str = "crates/weft-engine/tests/oauth_edges.rs::revocation_by_delete_with_the_token_in_the_path_or_by_a_json_body";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -111,6 +112,15 @@ const COVERED: &[(&str, &[&str])] = &[
     ),
     ("OAuth2.access-token-lifetime", &[AUTHORIZE_KANTATA]),
     ("OAuth2.refresh", &[REFRESH]),
+    ("OAuth2.revoke-request", &[REVOKE]),
+    ("RevokeRequest.method", &[REVOKE]),
+    ("RevokeRequest.body", &[REVOKE]),
+    (
+        "Refresh.absolute-lifetime",
+        &[
+            "crates/weft-engine/tests/tokens.rs::an_absolute_refresh_lifetime_counts_from_the_consent_through_refreshes",
+        ],
+    ),
     ("Refresh.ahead", &[REFRESH]),
     (
         "Refresh.rotates",
