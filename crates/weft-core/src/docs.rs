@@ -255,11 +255,17 @@ fn auth(w: &mut String, s: &SpecFile) {
     }
     if let Some(t) = &s.tenants {
         let _ = writeln!(w, "\n### Tenants\n");
-        let _ = writeln!(
-            w,
-            "One grant can reach several organisations, listed by resource `{}`.",
-            t.resource
-        );
+        match &t.resource {
+            Some(resource) => {
+                let _ = writeln!(
+                    w,
+                    "One grant can reach several organisations, listed by resource `{resource}`."
+                );
+            }
+            None => {
+                let _ = writeln!(w, "One grant reaches one organisation.");
+            }
+        }
         match &t.select {
             TenantSelect::TokenClaim { claim, field } => {
                 let _ = writeln!(
@@ -270,12 +276,21 @@ fn auth(w: &mut String, s: &SpecFile) {
             TenantSelect::Choose => {
                 let _ = writeln!(w, "After consent, you choose the organisation.");
             }
+            TenantSelect::CallbackParam { param } => {
+                let _ = writeln!(
+                    w,
+                    "After consent, the provider names the organisation in the callback's `{param}` parameter."
+                );
+            }
         }
-        let _ = writeln!(
-            w,
-            "Each request carries it in the `{}` header.",
-            t.header.name
-        );
+        match &t.header {
+            Some(h) => {
+                let _ = writeln!(w, "Each request carries it in the `{}` header.", h.name);
+            }
+            None => {
+                let _ = writeln!(w, "Each request carries it in its path or query.");
+            }
+        }
     }
 }
 

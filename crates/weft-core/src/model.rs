@@ -287,16 +287,24 @@ fn default_auth_value() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Tenants {
-    /// The resource whose `list` operation lists the tenants of a grant (e.g. Xero `connections`).
-    pub resource: String,
-    /// Field of a tenant record holding its id.
-    pub id_field: String,
-    /// Field of a tenant record holding its display name.
-    pub name_field: String,
+    /// The resource whose `list` operation lists the tenants of a grant (e.g. Xero
+    /// `connections`); its list's `keep-if` drops tenants the spec does not serve. Required
+    /// unless the tenant comes from the callback (`select = { by = "callback-param" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Field of a tenant record holding its id (with `resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_field: Option<String>,
+    /// Field of a tenant record holding its display name (with `resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_field: Option<String>,
     /// How the tenant is chosen after consent.
     pub select: TenantSelect,
     /// How a request carries the tenant: a header whose value is a template (`tenant.id`).
-    pub header: HeaderTemplate,
+    /// Omit it when every tenanted operation places `{{ tenant.id }}` itself, as QuickBooks'
+    /// paths do: `path = "/v3/company/{{ tenant.id }}/query"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderTemplate>,
 }
 
 /// How the tenant a person just authorized is chosen.
@@ -318,6 +326,13 @@ pub enum TenantSelect {
     },
     /// The person picks from the list.
     Choose,
+    /// A query parameter the provider adds to the OAuth callback beside `code` names the
+    /// tenant just authorized (QuickBooks' `realmId`): `select = { by = "callback-param",
+    /// param = "realmId" }`. No tenant list is needed; the tenant's name is its id.
+    CallbackParam {
+        /// The callback's query parameter holding the tenant id.
+        param: String,
+    },
 }
 
 /// A header whose value is a template.

@@ -1354,46 +1354,110 @@ impl Validator<'_> {
     fn tenants(&mut self) {
         let spec = self.spec;
         let Some(t) = &spec.tenants else { return };
-        match spec.resources.get(&t.resource) {
-            None => {
-                self.resource_ref("tenants.resource", &t.resource);
-            }
-            Some(r) => {
-                if r.list.is_none() {
+        let from_callback = matches!(t.select, TenantSelect::CallbackParam { .. });
+        match (&t.resource, from_callback) {
+            (None, false) => self.error(
+                "tenants",
+                "the tenants of a grant must be listed to be selected: `resource` is missing",
+                Some("name the resource whose list gives the tenants, with id-field and name-field; or select = { by = \"callback-param\", param = \"…\" } when the provider names the tenant in the callback".to_owned()),
+            ),
+            (None, true) => {}
+            (Some(resource), _) => match spec.resources.get(resource) {
+                None => {
+                    self.resource_ref("tenants.resource", resource);
+                }
+                Some(r) => {
+                    if r.list.is_none() {
+                        self.error(
+                            "tenants.resource",
+                            format!("resource `{resource}` has no list operation"),
+                            None,
+                        );
+                    }
+                    if r.tenanted != Some(false) {
+                        self.error(
+                            "tenants.resource",
+                            format!("resource `{resource}` needs a tenant, but it is what lists them"),
+                            Some(format!("set tenanted = false on resources.{resource}")),
+                        );
+                    }
+                }
+            },
+        }
+        if t.resource.is_some() {
+            for (what, value) in [("id-field", &t.id_field), ("name-field", &t.name_field)] {
+                if value.is_none() {
                     self.error(
-                        "tenants.resource",
-                        format!("resource `{}` has no list operation", t.resource),
+                        "tenants",
+                        format!("a tenant list needs `{what}`: the field of a tenant record"),
                         None,
                     );
                 }
-                if r.tenanted != Some(false) {
+            }
+        }
+        match &t.header {
+            Some(header) => {
+                self.template("tenants.header.value", &header.value, Scope::TenantHeader);
+                if self.reads(&header.value, "tenant.id") == Some(false) {
                     self.error(
-                        "tenants.resource",
-                        format!(
-                            "resource `{}` needs a tenant, but it is what lists them",
-                            t.resource
-                        ),
-                        Some(format!("set tenanted = false on resources.{}", t.resource)),
+                        "tenants.header.value",
+                        "the tenant header does not use `tenant.id`",
+                        Some("such as value = \"{{ tenant.id }}\"".to_owned()),
                     );
                 }
             }
+            None => self.tenant_in_templates(),
         }
-        self.template("tenants.header.value", &t.header.value, Scope::TenantHeader);
-        if self.reads(&t.header.value, "tenant.id") == Some(false) {
-            self.error(
-                "tenants.header.value",
-                "the tenant header does not use `tenant.id`",
-                Some("such as value = \"{{ tenant.id }}\"".to_owned()),
-            );
+        match &t.select {
+            TenantSelect::TokenClaim { claim, field } if claim.is_empty() || field.is_empty() => {
+                self.error(
+                    "tenants.select",
+                    "`claim` and `field` must both be named",
+                    None,
+                );
+            }
+            TenantSelect::CallbackParam { param } if param.trim().is_empty() => {
+                self.error(
+                    "tenants.select.param",
+                    "`param` names no callback parameter",
+                    Some("such as param = \"realmId\"".to_owned()),
+                );
+            }
+            TenantSelect::CallbackParam { param } if param == "code" || param == "state" => {
+                self.error(
+                    "tenants.select.param",
+                    format!("`{param}` is OAuth's own callback parameter, not a tenant"),
+                    None,
+                );
+            }
+            _ => {}
         }
-        if let TenantSelect::TokenClaim { claim, field } = &t.select
-            && (claim.is_empty() || field.is_empty())
-        {
-            self.error(
-                "tenants.select",
-                "`claim` and `field` must both be named",
-                None,
-            );
+    }
+
+    /// Without a tenant header, every operation of a tenanted resource must place
+    /// `tenant.id` itself (path, query or headers), or its requests would reach no tenant.
+    fn tenant_in_templates(&mut self) {
+        let spec = self.spec;
+        for (name, r) in &spec.resources {
+            if !spec.is_tenanted(r) {
+                continue;
+            }
+            for (op_name, op) in r.operations() {
+                let reads: Option<Vec<bool>> = std::iter::once(&op.path)
+                    .chain(op.query.values())
+                    .chain(op.headers.values())
+                    .chain(spec.requests.query.values())
+                    .chain(spec.requests.headers.values())
+                    .map(|source| self.reads(source, "tenant.id"))
+                    .collect();
+                if reads.is_some_and(|r| !r.contains(&true)) {
+                    self.error(
+                        format!("resources.{}.{op_name}.path", key_segment(name)),
+                        "without a tenant header this request reaches no tenant: neither its path, query nor headers use `tenant.id`",
+                        Some("such as path = \"/v3/company/{{ tenant.id }}/query\", or declare tenants.header, or set tenanted = false on the resource".to_owned()),
+                    );
+                }
+            }
         }
     }
 

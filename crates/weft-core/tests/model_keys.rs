@@ -150,10 +150,23 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Tenants.id-field", &[AUTHORIZE_XERO]),
     ("Tenants.name-field", &[AUTHORIZE_XERO]),
     ("Tenants.select", &[AUTHORIZE_XERO, CLIENT_CREDENTIALS]),
-    ("Tenants.header", &[AUTHORIZE_XERO]),
+    (
+        "Tenants.header",
+        &[
+            AUTHORIZE_XERO,
+            "crates/weft-engine/tests/request.rs::a_tenant_in_the_path_needs_no_header",
+        ],
+    ),
     ("TenantSelect.by", &[AUTHORIZE_XERO, CLIENT_CREDENTIALS]),
     ("TenantSelect.claim", &[AUTHORIZE_XERO]),
     ("TenantSelect.field", &[AUTHORIZE_XERO]),
+    (
+        "TenantSelect.param",
+        &[
+            "crates/weft-cli/tests/authorize.rs::a_tenant_named_in_the_callback_is_kept_and_carried_in_the_path",
+            "crates/weft-engine/tests/oauth_edges.rs::the_callback_hands_back_the_parameters_beside_the_code",
+        ],
+    ),
     ("HeaderTemplate.name", &[AUTHORIZE_XERO]),
     ("HeaderTemplate.value", &[AUTHORIZE_XERO]),
     ("Field.id", &[FORM]),
@@ -345,7 +358,13 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Operation.errors", &[HTTP_KANTATA]),
     ("Operation.hooks", &[PLUGIN]),
     ("Operation.read-body", &[READ_SEARCH]),
-    ("Operation.keep-if", &[READ_SEARCH]),
+    (
+        "Operation.keep-if",
+        &[
+            READ_SEARCH,
+            "crates/weft-engine/tests/read_language.rs::tenants_a_spec_does_not_serve_are_dropped_by_their_lists_keep_if",
+        ],
+    ),
     ("OperationHooks.extract", &[PLUGIN]),
     ("OperationHooks.transform", &[PLUGIN]),
     ("Extract.style", &[EXTRACT]),

@@ -725,8 +725,28 @@ const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What reached the callback.
 enum Arrival {
-    Code(String),
+    Code(CallbackAnswer),
     Error(String, Option<String>),
+}
+
+/// The provider's answer at the callback: the code, and the other parameters it added beside it
+/// (QuickBooks names the company just authorized in `realmId`); `state` is left out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackAnswer {
+    /// The authorization code.
+    pub code: String,
+    /// The other query parameters, by name.
+    pub params: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CallbackAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The code is a credential until it is exchanged.
+        f.debug_struct("CallbackAnswer")
+            .field("code", &"[redacted]")
+            .field("params", &self.params)
+            .finish()
+    }
 }
 
 impl Callback {
@@ -760,6 +780,15 @@ impl Callback {
     /// received: whether the authorization worked is known after the code exchange, in the
     /// terminal.
     pub async fn wait(self, state: &str, timeout: Duration) -> Result<String, OAuthError> {
+        self.wait_answer(state, timeout).await.map(|a| a.code)
+    }
+
+    /// As [`Callback::wait`], returning the parameters the provider added beside the code.
+    pub async fn wait_answer(
+        self,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<CallbackAnswer, OAuthError> {
         use axum::extract::{Query, State};
         use axum::response::Html;
         use std::collections::HashMap;
@@ -805,9 +834,13 @@ impl Callback {
                     ),
                 );
             }
-            match q.get("code") {
+            match q.remove("code") {
                 Some(code) => {
-                    let _ = shared.tx.send(Arrival::Code(code.clone()));
+                    q.remove("state");
+                    let params = q.into_iter().collect();
+                    let _ = shared
+                        .tx
+                        .send(Arrival::Code(CallbackAnswer { code, params }));
                     (
                         StatusCode::OK,
                         Html(

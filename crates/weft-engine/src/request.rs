@@ -206,6 +206,14 @@ pub fn build(
         resource: resource.to_owned(),
         operation: kind.as_str(),
     })?;
+    let first;
+    let ctx = match first_page(kind, op, ctx) {
+        Some(with_page) => {
+            first = with_page;
+            &first
+        }
+        None => ctx,
+    };
     let host_name = op
         .host
         .as_deref()
@@ -241,6 +249,21 @@ pub fn build(
                 place: format!("{}.resources.{resource}.{}.{what}", spec.id, kind.as_str()),
                 reason: source.to_string(),
             })
+    };
+    // A tenanted request without a tenant is refused before anything renders, so the message
+    // says what is missing even when a path needs `tenant.id`.
+    let tenant_header = if spec.is_tenanted(res) {
+        match (spec.tenants.as_ref(), &ctx.tenant) {
+            (Some(t), Some(_)) => t.header.as_ref(),
+            _ => {
+                return Err(EngineError::NoTenant {
+                    connector: spec.id.clone(),
+                    resource: resource.to_owned(),
+                });
+            }
+        }
+    } else {
+        None
     };
     let prefix = if op.prefixed {
         spec.requests.path_prefix.as_str()
@@ -297,20 +320,10 @@ pub fn build(
         headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(header));
         headers.push((header.clone(), cursor.clone()));
     }
-    if spec.is_tenanted(res) {
-        let tenants = spec.tenants.as_ref();
-        match (tenants, &ctx.tenant) {
-            (Some(t), Some(_)) => {
-                let rendered = render("tenant header".to_owned(), &t.header.value)?;
-                headers.push((t.header.name.clone(), rendered));
-            }
-            _ => {
-                return Err(EngineError::NoTenant {
-                    connector: spec.id.clone(),
-                    resource: resource.to_owned(),
-                });
-            }
-        }
+    if let Some(header) = tenant_header {
+        // Without a header the operation's own templates place `tenant.id`.
+        let rendered = render("tenant header".to_owned(), &header.value)?;
+        headers.push((header.name.clone(), rendered));
     }
     let method = op.method.unwrap_or(kind.default_method());
     Ok(Request {
@@ -322,6 +335,19 @@ pub fn build(
             || kind == OpKind::List
             || op.idempotency.is_some(),
     })
+}
+
+/// `ctx` with the paging values of a list's first page, when the caller gave none (a single
+/// call, such as the connection test's); `None` when `ctx` needs nothing added.
+fn first_page(kind: OpKind, op: &Operation, ctx: &RequestContext) -> Option<RequestContext> {
+    if kind != OpKind::List || ctx.page.is_some() {
+        return None;
+    }
+    let pagination = op.pagination.as_ref()?;
+    let ask = crate::paginate::Pager::new(pagination).next()?;
+    let mut with_page = ctx.clone();
+    with_page.page = Some(ask.vars);
+    Some(with_page)
 }
 
 /// `next` (a page URL the provider gave) when it is on the operation's host: same scheme, host
@@ -362,13 +388,21 @@ pub fn read_body(
     resource: &str,
     ctx: &RequestContext,
 ) -> Result<Option<serde_json::Value>, EngineError> {
-    let Some(template) = spec
+    let Some((op, template)) = spec
         .resources
         .get(resource)
         .and_then(|r| r.list.as_ref())
-        .and_then(|op| op.read_body.as_ref())
+        .and_then(|op| op.read_body.as_ref().map(|body| (op, body)))
     else {
         return Ok(None);
+    };
+    let first;
+    let ctx = match first_page(OpKind::List, op, ctx) {
+        Some(with_page) => {
+            first = with_page;
+            &first
+        }
+        None => ctx,
     };
     #[derive(Serialize)]
     struct Scope<'a> {

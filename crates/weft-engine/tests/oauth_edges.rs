@@ -346,3 +346,28 @@ async fn revocation_by_delete_with_the_token_in_the_path_or_by_a_json_body() {
         "{err}"
     );
 }
+
+/// Issue 15 item 4: the parameters a provider adds beside the code (QuickBooks' `realmId`)
+/// come back with it; `state` and `code` are not among them, and the code is never printed.
+#[tokio::test]
+async fn the_callback_hands_back_the_parameters_beside_the_code() {
+    let callback = Callback::bind(0).await.unwrap();
+    let port = callback.port();
+    let waiting = tokio::spawn(callback.wait_answer("S2", std::time::Duration::from_secs(30)));
+    let page = tokio::task::spawn_blocking(move || {
+        call(
+            port,
+            "/oauth/callback?code=c%2B1&state=S2&realmId=4620816365",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer.code, "c+1");
+    assert_eq!(
+        answer.params,
+        BTreeMap::from([("realmId".to_owned(), "4620816365".to_owned())])
+    );
+    assert!(!format!("{answer:?}").contains("c+1"));
+}

@@ -391,3 +391,47 @@ pagination = { style = "next-url", next = "links.next", size-param = "limit", si
         ]
     );
 }
+
+/// Issue 15 item 14 on tenants: the tenants of a grant are the records of the tenant
+/// resource's list, so its `keep-if` drops the tenants a spec does not serve (Xero's practice
+/// manager connections) wherever tenants are listed.
+#[tokio::test]
+async fn tenants_a_spec_does_not_serve_are_dropped_by_their_lists_keep_if() {
+    let (url, _) = serve(Box::new(|_: &Seen, _| {
+        (
+            200,
+            json!([
+                {"id": 1, "tenantType": "ORGANISATION", "tenantName": "One"},
+                {"id": 2, "tenantType": "PRACTICEMANAGER", "tenantName": "Practice"},
+                {"id": 3, "tenantType": "ORGANISATION", "tenantName": "Three"}
+            ]),
+        )
+    }))
+    .await;
+    let text = r#"
+[tenants]
+resource = "connections"
+id-field = "id"
+name-field = "tenantName"
+select = { by = "choose" }
+header = { name = "acme-org", value = "{{ tenant.id }}" }
+[resources.connections]
+primary-key = "id"
+tenanted = false
+[resources.connections.list]
+path = "/connections"
+records = { style = "root" }
+pagination = { style = "none" }
+keep-if = "record.tenantType != 'PRACTICEMANAGER'"
+[resources.things]
+primary-key = "id"
+[resources.things.list]
+path = "/things"
+records = { style = "root" }
+pagination = { style = "none" }
+"#;
+    let session = session(spec(text), &url, "tenants");
+    let ctx = session.context(BTreeMap::new());
+    let tenants = read_all(&session, "connections", &ctx).await.unwrap();
+    assert_eq!(ids(&tenants), [1, 3]);
+}
