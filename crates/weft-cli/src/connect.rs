@@ -333,8 +333,14 @@ fn list_tenants(
             ControlFlow::Continue(())
         },
     ))?;
+    // Fields are paths, as everywhere a spec names a value in a provider's JSON.
+    let at = |v: &serde_json::Value, f: &str| {
+        weft_core::fieldpath::lookup(v, f)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
     let text = |v: &serde_json::Value, f: Option<&String>| match f
-        .map_or(&serde_json::Value::Null, |f| &v[f.as_str()])
+        .map_or(serde_json::Value::Null, |f| at(v, f))
     {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
@@ -345,7 +351,7 @@ fn list_tenants(
         .filter(|r| match &tenancy.select {
             TenantSelect::TokenClaim { claim, field } => {
                 let wanted = jwt_claims(&tokens.access_token).and_then(|c| c.get(claim).cloned());
-                wanted.is_some_and(|w| w == r[field.as_str()])
+                wanted.is_some_and(|w| w == at(r, field))
             }
             TenantSelect::Choose | TenantSelect::CallbackParam { .. } => true,
         })

@@ -292,10 +292,11 @@ pub struct Tenants {
     /// unless the tenant comes from the callback (`select = { by = "callback-param" }`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
-    /// Field of a tenant record holding its id (with `resource`).
+    /// Field of a tenant record holding its id (with `resource`); a dotted path, such as
+    /// `organisation.id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_field: Option<String>,
-    /// Field of a tenant record holding its display name (with `resource`).
+    /// Field of a tenant record holding its display name (with `resource`); a dotted path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_field: Option<String>,
     /// How the tenant is chosen after consent.
@@ -321,7 +322,7 @@ pub enum TenantSelect {
     TokenClaim {
         /// Claim in the access token, e.g. `authentication_event_id`.
         claim: String,
-        /// Field of the tenant record it must equal, e.g. `authEventId`.
+        /// Field of the tenant record it must equal, e.g. `authEventId` (a dotted path).
         field: String,
     },
     /// The person picks from the list.
@@ -700,7 +701,8 @@ pub struct Operation {
     /// Which records a list keeps (`list` only): an expression over `record` (MiniJinja
     /// syntax); a record for which it is false is dropped, as if the provider had not listed
     /// it. The tenants of a spec are the records of its tenant resource's list, so the same key
-    /// drops tenants. A field a record may lack needs `default`. Examples: `keep-if = "not
+    /// drops tenants. A field a record lacks is undefined, which counts as false; `default`
+    /// says otherwise (an attribute of a missing object fails the read). Examples: `keep-if = "not
     /// record.archived"` (HubSpot), `keep-if = "record.Active | default(true)"` (QuickBooks),
     /// `keep-if = "record.tenantType != 'PRACTICEMANAGER'"` (Xero connections).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1386,12 +1386,13 @@ impl Validator<'_> {
         }
         if t.resource.is_some() {
             for (what, value) in [("id-field", &t.id_field), ("name-field", &t.name_field)] {
-                if value.is_none() {
-                    self.error(
+                match value {
+                    None => self.error(
                         "tenants",
                         format!("a tenant list needs `{what}`: the field of a tenant record"),
                         None,
-                    );
+                    ),
+                    Some(path) => self.dotted(&format!("tenants.{what}"), path),
                 }
             }
         }

@@ -435,3 +435,48 @@ pagination = { style = "none" }
     let tenants = read_all(&session, "connections", &ctx).await.unwrap();
     assert_eq!(ids(&tenants), [1, 3]);
 }
+
+/// A record filter reads a field a record lacks as undefined, which counts as false; `default`
+/// says what a missing field means instead. An expression that cannot be judged at all (an
+/// attribute of a missing object) fails the read, saying so, rather than guessing.
+#[tokio::test]
+async fn a_record_filter_reads_a_missing_field_as_false_unless_given_a_default() {
+    let (url, _) = serve(Box::new(|_: &Seen, _| {
+        (
+            200,
+            json!([{"id": 1, "Active": false}, {"id": 2}, {"id": 3, "Active": true}]),
+        )
+    }))
+    .await;
+    let list = |keep: &str| {
+        format!(
+            r#"
+[resources.things]
+primary-key = "id"
+[resources.things.list]
+path = "/things"
+records = {{ style = "root" }}
+pagination = {{ style = "none" }}
+keep-if = "{keep}"
+"#
+        )
+    };
+    let read = |keep: &str, name: &str| {
+        let session = session(spec(&list(keep)), &url, name);
+        async move {
+            let ctx = session.context(BTreeMap::new());
+            read_all(&session, "things", &ctx).await
+        }
+    };
+    assert_eq!(ids(&read("record.Active", "f1").await.unwrap()), [3]);
+    assert_eq!(
+        ids(&read("record.Active | default(true)", "f2").await.unwrap()),
+        [2, 3]
+    );
+    let err = read("record.Meta.Active", "f3").await.unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Engine(EngineError::Filter { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("default"), "{err}");
+}
