@@ -358,7 +358,15 @@ fn resources(w: &mut String, s: &SpecFile) {
         let mut ops: Vec<String> = r
             .operations()
             .map(|(op_name, op)| {
-                format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path))
+                let mut text =
+                    format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path));
+                if op.read_body.is_some() {
+                    text.push_str(" with a JSON body");
+                }
+                if let Some(keep) = &op.keep_if {
+                    text.push_str(&format!(", keeping records where `{keep}`"));
+                }
+                text
             })
             .collect();
         if let Some(plugin) = &r.plugin {
@@ -372,10 +380,11 @@ fn resources(w: &mut String, s: &SpecFile) {
         let incremental = list
             .and_then(|op| op.incremental.as_ref())
             .map(|i| {
-                let via = i.param.as_ref().map_or_else(
-                    || format!("header `{}`", i.header.as_deref().unwrap_or_default()),
-                    |p| format!("`{p}`"),
-                );
+                let via = match (&i.param, &i.header) {
+                    (Some(p), _) => format!("`{p}`"),
+                    (None, Some(h)) => format!("header `{h}`"),
+                    (None, None) => "the request's templates".to_owned(),
+                };
                 format!("`{}` via {via}", i.field)
             })
             .unwrap_or_default();

@@ -205,6 +205,21 @@ keep-if = "not record.archived"
 read-body = { filterGroups = [{ filters = [{ propertyName = "updated", operator = "GTE", value = "{{ cursor }}" }] }], after = "{{ page.cursor | default('') }}", limit = 2, sorts = ["updated"] }
 "#,
     );
+    // The connector's reference says how the list reads.
+    let doc = weft_core::docs::markdown(&spec, "http://localhost:8976/oauth/callback");
+    assert!(
+        doc.contains("list `POST /search/{params.kind}` with a JSON body, keeping records where `not record.archived`")
+            || doc.contains("with a JSON body, keeping records where `not record.archived`"),
+        "{doc}"
+    );
+    assert!(
+        doc.contains("`properties.updated` via the request's templates"),
+        "{doc}"
+    );
+    assert!(
+        doc.contains("cursor `{{ page.cursor }}` in a template from `paging.next.after`"),
+        "{doc}"
+    );
     let session = session(spec, &url, "search");
     let ctx = RequestContext {
         cursor: Some("1717156830750".into()),
