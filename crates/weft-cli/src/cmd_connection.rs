@@ -367,7 +367,14 @@ fn status(scope: &Workspace, name: &str, c: &Connection) -> Result<(&'static str
             |_| use_by.to_string(),
             |t| t.strftime("%Y-%m-%dT%H:%MZ").to_string(),
         );
-    let state = if now >= use_by {
+    // Past a grant's absolute lifetime the consent itself has run out, however it was used.
+    let absolute = refresh
+        .as_ref()
+        .and_then(|r| r.absolute_lifetime)
+        .is_some_and(|d| tokens.granted_at_ms.saturating_add(d.as_millis()) == use_by);
+    let state = if now >= use_by && absolute {
+        "grant expired"
+    } else if now >= use_by {
         "lapsed unused"
     } else if weft_engine::tokens::lapses_soon(use_by, refresh.as_ref(), now) {
         "lapses soon"

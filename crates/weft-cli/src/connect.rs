@@ -2,6 +2,7 @@
 //! `Session`), and `weft connection authorize`: the loopback callback, the browser, the code
 //! exchange, and the tenants the consent connected.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -182,12 +183,13 @@ pub(crate) fn authorize(
     };
     let runtime = runtime()?;
     let http = weft_engine::http::client()?;
-    let tokens = runtime.block_on(async {
+    let (tokens, callback_params) = runtime.block_on(async {
         if app.is_client_credentials() {
             // Machine to machine: no browser, the client's own credentials get the token.
             return app
                 .client_credentials(&http, SystemClock.now_ms())
                 .await
+                .map(|tokens| (tokens, BTreeMap::new()))
                 .map_err(|e| {
                     if e.is_invalid_client() {
                         anyhow!(
@@ -220,11 +222,11 @@ pub(crate) fn authorize(
         writeln!(io.out, "{}", pending.url)?;
         io.out.flush()?;
         let state = pending.state.clone();
-        let code = callback
-            .wait(&state, Duration::from_secs(args.timeout))
+        let answer = callback
+            .wait_answer(&state, Duration::from_secs(args.timeout))
             .await?;
         let tokens = app
-            .exchange(&http, pending, &code, SystemClock.now_ms())
+            .exchange(&http, pending, &answer.code, SystemClock.now_ms())
             .await
             .map_err(|e| {
                 if e.is_invalid_client() {
@@ -236,7 +238,7 @@ pub(crate) fn authorize(
                     anyhow!(e)
                 }
             })?;
-        anyhow::Ok(tokens)
+        anyhow::Ok((tokens, answer.params))
     })?;
     // Sealed first: whatever happens next, the grant is not lost.
     all[index]
@@ -248,42 +250,27 @@ pub(crate) fn authorize(
     let Some(tenancy) = spec.file().tenants.clone() else {
         return Ok(0);
     };
-    let opened = open(name, workspace)?;
-    let mut listed = Vec::new();
-    runtime.block_on(opened.session.list(
-        &tenancy.resource,
-        &RequestContext::with_field_defaults(spec.file()),
-        |r| {
-            listed.push(r);
-            ControlFlow::Continue(())
-        },
-    ))?;
-    let text = |v: &serde_json::Value, f: &str| match &v[f] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
+    let mut found = match (&tenancy.select, &tenancy.resource) {
+        // The provider named the tenant just authorized in the callback.
+        (TenantSelect::CallbackParam { param }, _) => {
+            let Some(id) = callback_params.get(param).filter(|v| !v.trim().is_empty()) else {
+                bail!(
+                    "the provider's answer at the callback did not name the organisation (no `{param}` beside the code); run `weft connection authorize {name}` again and pick an organisation on the consent page"
+                );
+            };
+            vec![TenantRef {
+                id: id.clone(),
+                name: id.clone(),
+            }]
+        }
+        (_, Some(resource)) => {
+            list_tenants(name, workspace, &runtime, &tenancy, resource, &tokens)?
+        }
+        (_, None) => bail!(
+            "connector `{}` lists no tenants (its spec's [tenants] has no resource)",
+            connection.connector
+        ),
     };
-    let mut found: Vec<TenantRef> = listed
-        .iter()
-        .filter(|r| match &tenancy.select {
-            TenantSelect::TokenClaim { claim, field } => {
-                let wanted = jwt_claims(&tokens.access_token).and_then(|c| c.get(claim).cloned());
-                wanted.is_some_and(|w| w == r[field.as_str()])
-            }
-            TenantSelect::Choose => true,
-        })
-        .map(|r| TenantRef {
-            id: text(r, &tenancy.id_field),
-            name: text(r, &tenancy.name_field),
-        })
-        .collect();
-    if found.is_empty() {
-        bail!(
-            "the consent connected no organisation this app can use (the provider lists {} for the grant); run `weft connection authorize {}` again and select an organisation on the consent page",
-            listed.len(),
-            name
-        );
-    }
     if !args.tenants.is_empty() {
         let unknown: Vec<&String> = args
             .tenants
@@ -324,6 +311,63 @@ pub(crate) fn authorize(
         describe(&found)
     )?;
     Ok(0)
+}
+
+/// The tenants the consent just connected, from the spec's tenant list (its `keep-if` already
+/// applied): those whose record matches the token's claim, or every one listed.
+fn list_tenants(
+    name: &str,
+    workspace: Option<&Path>,
+    runtime: &tokio::runtime::Runtime,
+    tenancy: &weft_core::model::Tenants,
+    resource: &str,
+    tokens: &weft_engine::oauth::TokenSet,
+) -> Result<Vec<TenantRef>> {
+    let opened = open(name, workspace)?;
+    let mut listed = Vec::new();
+    runtime.block_on(opened.session.list(
+        resource,
+        &RequestContext::with_field_defaults(opened.session.spec().file()),
+        |r| {
+            listed.push(r);
+            ControlFlow::Continue(())
+        },
+    ))?;
+    // Fields are paths, as everywhere a spec names a value in a provider's JSON.
+    let at = |v: &serde_json::Value, f: &str| {
+        weft_core::fieldpath::lookup(v, f)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let text = |v: &serde_json::Value, f: Option<&String>| match f
+        .map_or(serde_json::Value::Null, |f| at(v, f))
+    {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let found: Vec<TenantRef> = listed
+        .iter()
+        .filter(|r| match &tenancy.select {
+            TenantSelect::TokenClaim { claim, field } => {
+                let wanted = jwt_claims(&tokens.access_token).and_then(|c| c.get(claim).cloned());
+                wanted.is_some_and(|w| w == at(r, field))
+            }
+            TenantSelect::Choose | TenantSelect::CallbackParam { .. } => true,
+        })
+        .map(|r| TenantRef {
+            id: text(r, tenancy.id_field.as_ref()),
+            name: text(r, tenancy.name_field.as_ref()),
+        })
+        .collect();
+    if found.is_empty() {
+        bail!(
+            "the consent connected no organisation this app can use (the provider lists {} for the grant); run `weft connection authorize {}` again and select an organisation on the consent page",
+            listed.len(),
+            name
+        );
+    }
+    Ok(found)
 }
 
 fn describe(tenants: &[TenantRef]) -> String {

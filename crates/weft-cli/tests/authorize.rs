@@ -521,3 +521,215 @@ fn a_client_added_while_authorize_waits_for_the_browser_is_kept() {
     ok(&s.run(&["client", "show", "later"], None));
     s.assert_none_of(sim.issued_tokens());
 }
+
+/// A provider that names the company just authorized in the callback (`realmId` beside the
+/// code) and carries it in its API paths, played by a small server on 127.0.0.1: the consent
+/// redirects at once, the token endpoint answers one grant, the API answers one company.
+/// Returns its base URL and the request lines it received.
+fn realm_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(stream) = stream else { break };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock().unwrap().push(line.trim().to_owned());
+            let target = line.split(' ').nth(1).unwrap_or("/").to_owned();
+            let (path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
+            // The raw (still escaped) value of a query parameter.
+            let query = |k: &str| {
+                raw_query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(&format!("{k}=")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (status, extra, text) = match path {
+                "/authorize" => {
+                    let back = format!(
+                        "{}?code=code-1&state={}&realmId=4620816365",
+                        unescape(&query("redirect_uri")),
+                        query("state")
+                    );
+                    ("302 Found", format!("location: {back}\r\n"), String::new())
+                }
+                "/token" => (
+                    "200 OK",
+                    String::new(),
+                    r#"{"access_token":"realm-access","refresh_token":"realm-refresh","token_type":"bearer","expires_in":3600}"#.to_owned(),
+                ),
+                "/v3/company/4620816365/query" => (
+                    "200 OK",
+                    String::new(),
+                    r#"{"QueryResponse":{"Thing":[{"Id":"1","Name":"First"}]}}"#.to_owned(),
+                ),
+                _ => ("404 Not Found", String::new(), "{}".to_owned()),
+            };
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// `text` with its `%XX` escapes decoded.
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], text.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Issue 15 item 4: the tenant comes from the callback's query string (`realmId` beside the
+/// code), with no tenant list, and rides in the API paths instead of a header; the connection
+/// list shows the use-by date of its refresh token (item 13's lifetimes).
+#[test]
+fn a_tenant_named_in_the_callback_is_kept_and_carried_in_the_path() {
+    let (provider, seen) = realm_provider();
+    let port = free_port();
+    let s = Sandbox::new("auth-callback-tenant");
+    let specs = s.project().parent().unwrap().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(
+        specs.join("realmco.toml"),
+        r#"id = "realmco"
+name = "Realm Co"
+version = "1.0.0"
+
+[hosts]
+app = "https://appcenter.realm.example"
+api = "https://api.realm.example"
+
+[requests]
+host = "api"
+
+[auth.oauth2]
+authorize-url = "{{ hosts.app }}/authorize"
+token-url = "{{ hosts.app }}/token"
+client-id = "{{ fields.client_id }}"
+client-secret = "{{ fields.client_secret }}"
+scopes = ["accounting"]
+refresh = { rotates = true, idle-lifetime = "100d", absolute-lifetime = "1826d" }
+
+[[fields]]
+id = "client_id"
+label = "Client ID"
+required = true
+
+[[fields]]
+id = "client_secret"
+label = "Client secret"
+required = true
+secret = true
+
+[tenants]
+select = { by = "callback-param", param = "realmId" }
+
+[test]
+resource = "things"
+
+[resources.things]
+primary-key = "Id"
+
+[resources.things.list]
+path = "/v3/company/{{ tenant.id }}/query"
+query = { query = "select * from Thing STARTPOSITION {{ page.start }} MAXRESULTS {{ page.size }}" }
+records = { style = "path", path = "QueryResponse.Thing", optional = true }
+pagination = { style = "offset", size = 100, stop = { when = "short-page" } }
+"#,
+    )
+    .unwrap();
+    s.set_env("WEFT_SPEC_PATH", specs.to_str().unwrap());
+    ok(&s.run(&["init"], None));
+    s.add_client("rapp", "realmco", "realm-client", "realm-secret\n");
+    let app = format!("app={provider}");
+    let api = format!("api={provider}");
+    ok(&s.run(
+        &[
+            "connection",
+            "create",
+            "q",
+            "--connector",
+            "realmco",
+            "--client",
+            "rapp",
+            "--host",
+            &app,
+            "--host",
+            &api,
+        ],
+        None,
+    ));
+    let (code, _, stderr) = authorize(&s, "q", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("4620816365"), "{stderr}");
+    assert_eq!(
+        s.connection_json("q")["tenants"][0]["id"],
+        "4620816365",
+        "{}",
+        s.connection_json("q")
+    );
+    let test = s.run(&["connection", "test", "q"], None);
+    ok(&test);
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("GET /v3/company/4620816365/query?query=select")),
+        "{lines:?}"
+    );
+    let list = s.run(&["connection", "list"], None);
+    ok(&list);
+    // Used by 100 days from now (the idle lifetime binds before the five-year one).
+    let day = |offset_s: i64| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(100 * 86_400 + offset_s))
+            .unwrap()
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let printed = out(&list);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.contains("authorized") && (l.contains(&day(-120)) || l.contains(&day(0)))),
+        "{printed}"
+    );
+}

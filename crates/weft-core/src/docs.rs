@@ -255,11 +255,17 @@ fn auth(w: &mut String, s: &SpecFile) {
     }
     if let Some(t) = &s.tenants {
         let _ = writeln!(w, "\n### Tenants\n");
-        let _ = writeln!(
-            w,
-            "One grant can reach several organisations, listed by resource `{}`.",
-            t.resource
-        );
+        match &t.resource {
+            Some(resource) => {
+                let _ = writeln!(
+                    w,
+                    "One grant can reach several organisations, listed by resource `{resource}`."
+                );
+            }
+            None => {
+                let _ = writeln!(w, "One grant reaches one organisation.");
+            }
+        }
         match &t.select {
             TenantSelect::TokenClaim { claim, field } => {
                 let _ = writeln!(
@@ -270,12 +276,21 @@ fn auth(w: &mut String, s: &SpecFile) {
             TenantSelect::Choose => {
                 let _ = writeln!(w, "After consent, you choose the organisation.");
             }
+            TenantSelect::CallbackParam { param } => {
+                let _ = writeln!(
+                    w,
+                    "After consent, the provider names the organisation in the callback's `{param}` parameter."
+                );
+            }
         }
-        let _ = writeln!(
-            w,
-            "Each request carries it in the `{}` header.",
-            t.header.name
-        );
+        match &t.header {
+            Some(h) => {
+                let _ = writeln!(w, "Each request carries it in the `{}` header.", h.name);
+            }
+            None => {
+                let _ = writeln!(w, "Each request carries it in its path or query.");
+            }
+        }
     }
 }
 
@@ -343,7 +358,15 @@ fn resources(w: &mut String, s: &SpecFile) {
         let mut ops: Vec<String> = r
             .operations()
             .map(|(op_name, op)| {
-                format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path))
+                let mut text =
+                    format!("{op_name} `{} {}`", method(op_name, op), shown(s, &op.path));
+                if op.read_body.is_some() {
+                    text.push_str(" with a JSON body");
+                }
+                if let Some(keep) = &op.keep_if {
+                    text.push_str(&format!(", keeping records where `{keep}`"));
+                }
+                text
             })
             .collect();
         ops.extend(r.actions.iter().map(|(name, op)| {
@@ -364,10 +387,11 @@ fn resources(w: &mut String, s: &SpecFile) {
         let incremental = list
             .and_then(|op| op.incremental.as_ref())
             .map(|i| {
-                let via = i.param.as_ref().map_or_else(
-                    || format!("header `{}`", i.header.as_deref().unwrap_or_default()),
-                    |p| format!("`{p}`"),
-                );
+                let via = match (&i.param, &i.header) {
+                    (Some(p), _) => format!("`{p}`"),
+                    (None, Some(h)) => format!("header `{h}`"),
+                    (None, None) => "the request's templates".to_owned(),
+                };
                 format!("`{}` via {via}", i.field)
             })
             .unwrap_or_default();
@@ -536,24 +560,43 @@ fn paging(p: &Pagination) -> String {
                 PageStop::EmptyPage => "empty page".to_owned(),
                 PageStop::PageCount { path } => format!("`{path}`"),
             };
-            format!("`{page_param}`, {size_text}, stop on {stop_text}")
+            format!(
+                "{}, {size_text}, stop on {stop_text}",
+                param_text(page_param.as_deref(), "page.number")
+            )
         }
         Pagination::Offset {
             offset_param,
             limit_param,
             size,
             ..
-        } => format!("`{offset_param}` + `{limit_param}`={size}"),
+        } => format!(
+            "{} + {}={size}",
+            param_text(offset_param.as_deref(), "page.offset"),
+            param_text(limit_param.as_deref(), "page.size")
+        ),
         Pagination::Cursor {
             cursor_param, next, ..
-        } => format!("cursor `{cursor_param}` from `{next}`"),
+        } => format!(
+            "cursor {} from `{next}`",
+            param_text(cursor_param.as_deref(), "page.cursor")
+        ),
+        Pagination::NextUrl { next, .. } => format!("next page's URL from `{next}`"),
+    }
+}
+
+/// A paging parameter, or the template value that replaces it.
+fn param_text(param: Option<&str>, value: &str) -> String {
+    match param {
+        Some(p) => format!("`{p}`"),
+        None => format!("`{{{{ {value} }}}}` in a template"),
     }
 }
 
 fn extract(e: &Extract) -> String {
     match e {
         Extract::Root => "the body itself".to_owned(),
-        Extract::Path { path } => format!("`{path}`"),
+        Extract::Path { path, .. } => format!("`{path}`"),
         Extract::Index {
             index,
             key_field,

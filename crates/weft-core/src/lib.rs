@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod diagnostic;
 pub mod docs;
 pub mod duration;
+pub mod fieldpath;
 pub mod form;
 pub mod load;
 pub mod model;

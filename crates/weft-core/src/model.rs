@@ -102,7 +102,10 @@ pub struct OAuth2 {
     pub authorize_url: String,
     /// Token endpoint (template; may use `hosts`).
     pub token_url: String,
-    /// Revocation endpoint (template), called when a connection is deleted.
+    /// Revocation endpoint (template), called when a connection is deleted. It may use
+    /// `token` (the token revoked, escaped for a URL) when the provider wants it in the path,
+    /// as HubSpot does: `"{{ hosts.api }}/oauth/v1/refresh-tokens/{{ token }}"` with
+    /// `revoke-request = { method = "DELETE", body = "none" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_url: Option<String>,
     /// Client ID (template, normally `{{ fields.client_id }}`).
@@ -132,6 +135,44 @@ pub struct OAuth2 {
     /// Refresh-token behaviour; omit when the provider issues no refresh tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<Refresh>,
+
+    // ---- Read/auth side of spec language v2 (issue 15: revocation that is not RFC 7009) ----
+    /// How the revocation request is made, when it is not RFC 7009's form POST of `token`
+    /// (the default): another method, a JSON body, or no body with the token in `revoke-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_request: Option<RevokeRequest>,
+    // ---- end of the read/auth-side block ----
+}
+
+/// The shape of a revocation request (`revoke-request`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// HTTP method; `POST` unless the provider says otherwise (HubSpot: `DELETE`).
+    #[serde(default = "post")]
+    pub method: Method,
+    /// What carries the token: `form` (RFC 7009: `token` and `token_type_hint`), `json` (the
+    /// same names in a JSON object), or `none` (the token is in `revoke-url`). Client
+    /// credentials go as `client-auth` says: a Basic header, or in the form or JSON body.
+    #[serde(default)]
+    pub body: RevokeBody,
+}
+
+fn post() -> Method {
+    Method::Post
+}
+
+/// What carries the token of a revocation request.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevokeBody {
+    /// A form body (RFC 7009).
+    #[default]
+    Form,
+    /// A JSON object.
+    Json,
+    /// No body: the token is in the URL.
+    None,
 }
 
 fn default_scope_separator() -> String {
@@ -175,6 +216,12 @@ pub struct Refresh {
     /// How long an unused refresh token lives, when the provider says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_lifetime: Option<SpecDuration>,
+    /// How long a grant's refresh tokens can be used at most, counted from the consent however
+    /// often they are refreshed (QuickBooks: `absolute-lifetime = "1826d"`, five years, next to
+    /// its `idle-lifetime = "100d"`). Omit when they do not expire (HubSpot). `weft connection
+    /// list` shows the earlier of the two dates as the use-by date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_lifetime: Option<SpecDuration>,
 }
 
 fn default_refresh_ahead() -> SpecDuration {
@@ -240,16 +287,25 @@ fn default_auth_value() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Tenants {
-    /// The resource whose `list` operation lists the tenants of a grant (e.g. Xero `connections`).
-    pub resource: String,
-    /// Field of a tenant record holding its id.
-    pub id_field: String,
-    /// Field of a tenant record holding its display name.
-    pub name_field: String,
+    /// The resource whose `list` operation lists the tenants of a grant (e.g. Xero
+    /// `connections`); its list's `keep-if` drops tenants the spec does not serve. Required
+    /// unless the tenant comes from the callback (`select = { by = "callback-param" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Field of a tenant record holding its id (with `resource`); a dotted path, such as
+    /// `organisation.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_field: Option<String>,
+    /// Field of a tenant record holding its display name (with `resource`); a dotted path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_field: Option<String>,
     /// How the tenant is chosen after consent.
     pub select: TenantSelect,
     /// How a request carries the tenant: a header whose value is a template (`tenant.id`).
-    pub header: HeaderTemplate,
+    /// Omit it when every tenanted operation places `{{ tenant.id }}` itself, as QuickBooks'
+    /// paths do: `path = "/v3/company/{{ tenant.id }}/query"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderTemplate>,
 }
 
 /// How the tenant a person just authorized is chosen.
@@ -266,11 +322,18 @@ pub enum TenantSelect {
     TokenClaim {
         /// Claim in the access token, e.g. `authentication_event_id`.
         claim: String,
-        /// Field of the tenant record it must equal, e.g. `authEventId`.
+        /// Field of the tenant record it must equal, e.g. `authEventId` (a dotted path).
         field: String,
     },
     /// The person picks from the list.
     Choose,
+    /// A query parameter the provider adds to the OAuth callback beside `code` names the
+    /// tenant just authorized (QuickBooks' `realmId`): `select = { by = "callback-param",
+    /// param = "realmId" }`. No tenant list is needed; the tenant's name is its id.
+    CallbackParam {
+        /// The callback's query parameter holding the tenant id.
+        param: String,
+    },
 }
 
 /// A header whose value is a template.
@@ -653,6 +716,28 @@ pub struct Operation {
     /// Components of this operation run by native plugins instead of the spec.
     #[serde(default, skip_serializing_if = "OperationHooks::is_empty")]
     pub hooks: OperationHooks,
+
+    // ---- Read side of spec language v2 (issue 15: list bodies, record filters) ----
+    /// The JSON body of a read (`list` only, with a method that carries a body, such as
+    /// `POST`): a table whose strings are templates over the list's variables (`cursor`,
+    /// `page`, `params`, `tenant`, `hosts`, `fields`); a string that renders empty is left
+    /// out, like a query parameter. The request stays a read: it is retried like a GET.
+    /// HubSpot's search: `read-body = { filterGroups = [{ filters = [{ propertyName =
+    /// "hs_lastmodifieddate", operator = "GTE", value = "{{ cursor }}" }] }], after = "{{
+    /// page.cursor | default('') }}", limit = 100 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub read_body: Option<serde_json::Value>,
+    /// Which records a list keeps (`list` only): an expression over `record` (MiniJinja
+    /// syntax); a record for which it is false is dropped, as if the provider had not listed
+    /// it. The tenants of a spec are the records of its tenant resource's list, so the same key
+    /// drops tenants. A field a record lacks is undefined, which counts as false; `default`
+    /// says otherwise (an attribute of a missing object fails the read). Examples: `keep-if = "not
+    /// record.archived"` (HubSpot), `keep-if = "record.Active | default(true)"` (QuickBooks),
+    /// `keep-if = "record.tenantType != 'PRACTICEMANAGER'"` (Xero connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_if: Option<String>,
+    // ---- end of the read-side block ----
 }
 
 /// Components of an operation delegated to native plugins, each by plugin name. A plugin
@@ -722,10 +807,18 @@ impl Method {
 pub enum Extract {
     /// The body itself: an array of records, or one record when it is an object.
     Root,
-    /// An array at a dotted path, e.g. `Invoices`.
+    /// The records at a dotted path, e.g. `Invoices` or `QueryResponse.Invoice`: an array of
+    /// records, or one record when it is an object (`{"Invoice": {...}}` from a get). A name
+    /// holding `.` is quoted: `"odata.value"`.
     Path {
-        /// Dotted path to the array.
+        /// Dotted path to the records.
         path: String,
+        /// Whether a path that is missing (or null) means no records, as when a provider leaves
+        /// out an empty result (`{"QueryResponse": {}}`), rather than a body the spec does not
+        /// describe. Example: `records = { style = "path", path = "QueryResponse.Invoice",
+        /// optional = true }`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        optional: bool,
     },
     /// An ordered index of `{key, id}` entries joined with per-type maps keyed by id
     /// (Kantata's envelope: `results` plus `invoices: {"7": {...}}`). Side-loaded records stay
@@ -764,8 +857,10 @@ pub enum Pagination {
     None,
     /// Numbered pages.
     Page {
-        /// Query parameter carrying the page number.
-        page_param: String,
+        /// Query parameter carrying the page number; omit it when a template places the page
+        /// itself (`{{ page.number }}`, see `style = "offset"` for the values).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page_param: Option<String>,
         /// Query parameter carrying the page size; omit when the size is fixed by the provider.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size_param: Option<String>,
@@ -777,24 +872,51 @@ pub enum Pagination {
         /// When to stop.
         stop: PageStop,
     },
-    /// Offset and limit.
+    /// Offset and limit. Every paging style also gives the request's templates the values of
+    /// the page asked for, as `page.number` (from 1), `page.offset` (records before it, from 0),
+    /// `page.start` (its first record, from 1), `page.size` and `page.cursor` (cursor styles,
+    /// absent on the first page), so paging can live inside a query language; the parameters
+    /// below are then left out. QuickBooks: `pagination = { style = "offset", size = 1000, stop
+    /// = { when = "short-page" } }` with `query = { query = "select * from Invoice STARTPOSITION
+    /// {{ page.start }} MAXRESULTS {{ page.size }}" }`.
     Offset {
-        /// Query parameter carrying the offset.
-        offset_param: String,
-        /// Query parameter carrying the limit.
-        limit_param: String,
+        /// Query parameter carrying the offset; omit it when a template places `page.offset` or
+        /// `page.start`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset_param: Option<String>,
+        /// Query parameter carrying the limit; omit it when a template places `page.size`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit_param: Option<String>,
         /// Records per call.
         size: u32,
         /// When to stop: `short-page` or `empty-page`.
         stop: PageStop,
     },
-    /// An opaque cursor returned by each response.
+    /// An opaque cursor returned by each response (HubSpot's `paging.next.after`).
     Cursor {
-        /// Query parameter carrying the cursor.
-        cursor_param: String,
+        /// Query parameter carrying the cursor; omit it when a template places `page.cursor`
+        /// (in a `read-body`, for instance).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor_param: Option<String>,
         /// Dotted path of the next cursor in the body; absent, null or empty ends the list.
         next: String,
         /// Query parameter carrying the page size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_param: Option<String>,
+        /// Records per call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u32>,
+    },
+    /// Each response gives the full URL of the next page (`links.next`, HubSpot's
+    /// `paging.next.link`), which is requested as it is, with the operation's headers. A URL on
+    /// another scheme, host or port than the operation's is refused, so a response cannot send
+    /// the access token elsewhere. Example: `pagination = { style = "next-url", next =
+    /// "paging.next.link", size-param = "limit", size = 100 }`.
+    NextUrl {
+        /// Dotted path of the next page's URL in the body; absent, null or empty ends the list.
+        next: String,
+        /// Query parameter carrying the page size on the first request (the next URLs carry
+        /// their own).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size_param: Option<String>,
         /// Records per call.
@@ -835,7 +957,9 @@ pub struct Incremental {
     pub field: String,
     /// Format of that field.
     pub field_format: DateFormat,
-    /// Query parameter carrying the cursor (e.g. `updated_after`); or use `header`.
+    /// Query parameter carrying the cursor (e.g. `updated_after`); or use `header`; or neither,
+    /// when a template of the operation places `{{ cursor }}` itself (a query text, a search
+    /// body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
     /// Header carrying the cursor (e.g. `If-Modified-Since`); or use `param`.

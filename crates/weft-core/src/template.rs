@@ -16,7 +16,8 @@ pub enum Scope {
     TenantHeader,
     /// Setup instructions: `callback_url`, `connector`, plus `hosts`, `fields`.
     Setup,
-    /// A list operation's request: `cursor`, `params`, `tenant`, plus `hosts`, `fields`.
+    /// A list operation's request: `cursor`, `page` (the paging values of the page asked for),
+    /// `params`, `tenant`, plus `hosts`, `fields`.
     List,
     /// A get operation's request: `id`, `params`, `tenant`, plus `hosts`, `fields`.
     Get,
@@ -43,11 +44,16 @@ pub enum Scope {
     ErrorMessage,
     /// The connection-test description: `record`.
     Describe,
+    /// A record filter (`keep-if`), an expression: `record`.
+    Keep,
+    /// The revocation endpoint: `token` (the token revoked, escaped for a URL), plus `hosts`,
+    /// `fields`.
+    Revoke,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::Auth,
         Self::ApplyToken,
         Self::TenantHeader,
@@ -63,6 +69,8 @@ impl Scope {
         Self::Requests,
         Self::ErrorMessage,
         Self::Describe,
+        Self::Keep,
+        Self::Revoke,
     ];
 
     /// The request scope of an operation kind (`list`, `get`, `create`, `update`, `delete`;
@@ -96,6 +104,8 @@ impl Scope {
             Self::Requests => "in the headers of every request",
             Self::ErrorMessage => "in an error message",
             Self::Describe => "in the connection test's description",
+            Self::Keep => "in a record filter",
+            Self::Revoke => "in the revocation endpoint",
         }
     }
 
@@ -106,7 +116,7 @@ impl Scope {
             Self::ApplyToken => &["hosts", "fields", "token"],
             Self::TenantHeader => &["hosts", "fields", "tenant"],
             Self::Setup => &["hosts", "fields", "callback_url", "connector"],
-            Self::List => &["hosts", "fields", "cursor", "params", "tenant"],
+            Self::List => &["hosts", "fields", "cursor", "page", "params", "tenant"],
             Self::Get => &["hosts", "fields", "id", "params", "tenant"],
             Self::Create => &[
                 "hosts",
@@ -138,7 +148,8 @@ impl Scope {
             Self::ItemKey => &["record", "index"],
             Self::Requests => &["hosts", "fields", "params", "tenant"],
             Self::ErrorMessage => &["status", "body"],
-            Self::Describe => &["record"],
+            Self::Describe | Self::Keep => &["record"],
+            Self::Revoke => &["hosts", "fields", "token"],
         }
     }
 }

@@ -237,9 +237,7 @@ impl Validator<'_> {
         if let Some(o) = &auth.oauth2 {
             self.template("auth.oauth2.authorize-url", &o.authorize_url, Scope::Auth);
             self.template("auth.oauth2.token-url", &o.token_url, Scope::Auth);
-            if let Some(url) = &o.revoke_url {
-                self.template("auth.oauth2.revoke-url", url, Scope::Auth);
-            }
+            self.revocation(o);
             self.template("auth.oauth2.client-id", &o.client_id, Scope::Auth);
             match &o.client_secret {
                 Some(secret) => {
@@ -911,6 +909,7 @@ impl Validator<'_> {
         self.error_rules(&format!("{key}.errors"), &op.errors);
         self.extract(&format!("{key}.records"), &op.records);
         self.hooks(key, kind, op);
+        self.read_side(key, kind, op);
         let writes = kind == "create" || kind == "update";
         // Delete and actions: one record each, named by `id` (or in the body).
         let one_record = kind == "delete" || kind == "action";
@@ -951,14 +950,34 @@ impl Validator<'_> {
             if kind != "list" {
                 self.error(&ikey, not_here("incremental", "list"), None);
             }
-            if inc.param.is_some() == inc.header.is_some() {
+            if inc.param.is_some() && inc.header.is_some() {
                 self.error(
                     &ikey,
                     "the cursor goes in exactly one of `param` or `header`",
                     None,
                 );
+            } else if inc.param.is_none() && inc.header.is_none() {
+                // Or a template places it: a query text, a path, or a search body.
+                let mut sources: Vec<String> = vec![op.path.clone()];
+                sources.extend(op.query.values().cloned());
+                sources.extend(op.headers.values().cloned());
+                if let Some(body) = &op.read_body {
+                    let mut strings = Vec::new();
+                    body_strings(body, &mut String::new(), &mut strings);
+                    sources.extend(strings.into_iter().map(|(_, s)| s));
+                }
+                let reads: Option<Vec<bool>> =
+                    sources.iter().map(|s| self.reads(s, "cursor")).collect();
+                if reads.is_some_and(|r| !r.contains(&true)) {
+                    self.error(
+                        &ikey,
+                        "the cursor goes nowhere: no `param`, no `header`, and no template of the operation uses `cursor`",
+                        Some("set param or header, or place `{{ cursor }}` in the query, path or read-body".to_owned()),
+                    );
+                }
             }
-            if !r.fields.is_empty() && !r.fields.contains_key(&inc.field) {
+            self.dotted(&format!("{ikey}.field"), &inc.field);
+            if !r.fields.is_empty() && !declares_path(&r.fields, &inc.field) {
                 self.error(
                     format!("{ikey}.field"),
                     format!("`{}` is not among the record fields", inc.field),
@@ -1431,7 +1450,7 @@ impl Validator<'_> {
     fn extract(&mut self, key: &str, extract: &Extract) {
         match extract {
             Extract::Root => {}
-            Extract::Path { path } => self.dotted(&format!("{key}.path"), path),
+            Extract::Path { path, .. } => self.dotted(&format!("{key}.path"), path),
             Extract::Index {
                 index,
                 key_field,
@@ -1446,11 +1465,11 @@ impl Validator<'_> {
     }
 
     fn dotted(&mut self, key: &str, path: &str) {
-        if path.is_empty() || path.split('.').any(str::is_empty) {
+        if let Err(problem) = crate::fieldpath::segments(path) {
             self.error(
                 key,
-                format!("`{path}` is not a dotted path"),
-                Some("write names separated by `.`, such as `meta.page_count`".to_owned()),
+                format!("`{path}` is not a dotted path: {problem}"),
+                Some("write names separated by `.`, such as `meta.page_count`; quote a name that holds a dot: `properties.\"hs.date\"`".to_owned()),
             );
         }
     }
@@ -1467,7 +1486,7 @@ impl Validator<'_> {
                 stop,
                 ..
             } => {
-                params.insert(page_param);
+                params.extend(page_param.as_deref());
                 if let Some(s) = size_param {
                     params.insert(s);
                 }
@@ -1485,8 +1504,8 @@ impl Validator<'_> {
                 size,
                 stop,
             } => {
-                params.insert(offset_param);
-                params.insert(limit_param);
+                params.extend(offset_param.as_deref());
+                params.extend(limit_param.as_deref());
                 self.page_size(key, *size);
                 if matches!(stop, PageStop::PageCount { .. }) {
                     self.error(
@@ -1502,7 +1521,23 @@ impl Validator<'_> {
                 size_param,
                 size,
             } => {
-                params.insert(cursor_param);
+                params.extend(cursor_param.as_deref());
+                self.dotted(&format!("{key}.next"), next);
+                if let Some(s) = size_param {
+                    params.insert(s);
+                    if size.is_none() {
+                        self.error(key, "`size-param` needs `size`", None);
+                    }
+                }
+                if let Some(size) = size {
+                    self.page_size(key, *size);
+                }
+            }
+            Pagination::NextUrl {
+                next,
+                size_param,
+                size,
+            } => {
                 self.dotted(&format!("{key}.next"), next);
                 if let Some(s) = size_param {
                     params.insert(s);
@@ -1518,6 +1553,151 @@ impl Validator<'_> {
         params
     }
 
+    // ---- Auth side of spec language v2 (issue 15): revocation, refresh-token lifetimes ----
+
+    /// The revocation endpoint and the shape of its request.
+    fn revocation(&mut self, o: &crate::model::OAuth2) {
+        use crate::model::RevokeBody;
+        if let Some(url) = &o.revoke_url {
+            self.template("auth.oauth2.revoke-url", url, Scope::Revoke);
+        }
+        match (&o.revoke_url, &o.revoke_request) {
+            (None, Some(_)) => self.error(
+                "auth.oauth2.revoke-request",
+                "`revoke-request` without `revoke-url` says how to call an endpoint that is not declared",
+                Some("declare revoke-url, or remove revoke-request".to_owned()),
+            ),
+            (Some(url), Some(r))
+                if r.body == RevokeBody::None && self.reads(url, "token") == Some(false) =>
+            {
+                self.error(
+                    "auth.oauth2.revoke-request.body",
+                    "with body = \"none\" the token goes nowhere: `revoke-url` does not use `token`",
+                    Some("such as revoke-url = \"{{ hosts.api }}/oauth/v1/refresh-tokens/{{ token }}\", or send it in a body (form or json)".to_owned()),
+                );
+            }
+            _ => {}
+        }
+        if let Some(refresh) = &o.refresh
+            && let (Some(idle), Some(absolute)) = (refresh.idle_lifetime, refresh.absolute_lifetime)
+            && absolute < idle
+        {
+            self.warning(
+                "auth.oauth2.refresh.absolute-lifetime",
+                format!("an absolute lifetime of {absolute} ends every grant before its {idle} idle lifetime could"),
+                Some("remove idle-lifetime, or check the provider's figures".to_owned()),
+            );
+        }
+    }
+
+    // ---- Read side of spec language v2 (issue 15): paging values, list bodies, filters ----
+
+    /// The read-side keys of operation `kind` at `key`: a `read-body` only on a list that
+    /// sends a body; a `keep-if` only on a list, as an expression over `record`; and paging
+    /// values that go somewhere when a paging parameter is left out.
+    fn read_side(&mut self, key: &str, kind: &str, op: &Operation) {
+        if let Some(body) = &op.read_body {
+            let bkey = format!("{key}.read-body");
+            if kind != "list" {
+                self.error(
+                    &bkey,
+                    "`read-body` only applies to list",
+                    Some("a write's body is the record itself (`body`)".to_owned()),
+                );
+            } else if op.method.unwrap_or_default() == crate::model::Method::Get {
+                self.error(
+                    &bkey,
+                    "a GET request carries no body",
+                    Some(
+                        "set method = \"POST\" (a list stays a read whatever its method)"
+                            .to_owned(),
+                    ),
+                );
+            }
+            if !body.is_object() {
+                self.error(&bkey, "`read-body` must be a table", Some("such as read-body = { limit = 100, after = \"{{ page.cursor | default('') }}\" }".to_owned()));
+            }
+            let mut strings = Vec::new();
+            body_strings(body, &mut String::new(), &mut strings);
+            for (path, source) in strings {
+                self.template(&format!("{bkey}{path}"), &source, Scope::of_operation(kind));
+            }
+        }
+        if let Some(expr) = &op.keep_if {
+            let kkey = format!("{key}.keep-if");
+            if kind != "list" {
+                self.error(&kkey, "`keep-if` only applies to list", None);
+            }
+            self.expression(&kkey, expr, Scope::Keep);
+        }
+        let Some(p) = op.pagination.as_ref().filter(|_| kind == "list") else {
+            return;
+        };
+        let omitted: Option<(&str, &str)> = match p {
+            Pagination::Page {
+                page_param: None, ..
+            } => Some(("page-param", "page.number")),
+            Pagination::Offset {
+                offset_param: None, ..
+            } => Some(("offset-param", "page.offset")),
+            Pagination::Offset {
+                limit_param: None, ..
+            } => Some(("limit-param", "page.size")),
+            Pagination::Cursor {
+                cursor_param: None, ..
+            } => Some(("cursor-param", "page.cursor")),
+            _ => None,
+        };
+        let Some((param, value)) = omitted else {
+            return;
+        };
+        let mut sources: Vec<String> = vec![op.path.clone()];
+        sources.extend(op.query.values().cloned());
+        sources.extend(op.headers.values().cloned());
+        if let Some(body) = &op.read_body {
+            let mut strings = Vec::new();
+            body_strings(body, &mut String::new(), &mut strings);
+            sources.extend(strings.into_iter().map(|(_, s)| s));
+        }
+        let reads: Option<Vec<bool>> = sources.iter().map(|s| self.reads(s, "page")).collect();
+        if reads.is_some_and(|r| !r.contains(&true)) {
+            self.error(
+                format!("{key}.pagination"),
+                format!("without `{param}` the page asked for goes nowhere: no template of the operation uses `page`"),
+                Some(format!("set `{param}`, or place `{{{{ {value} }}}}` in the path, query or read-body")),
+            );
+        }
+    }
+
+    /// Checks an expression (`keep-if`): it parses, and reads only what `scope` allows.
+    fn expression(&mut self, key: &str, expr: &str, scope: Scope) {
+        if expr.trim().is_empty() {
+            self.error(
+                key,
+                "the expression is empty",
+                Some("such as \"not record.archived\"".to_owned()),
+            );
+            return;
+        }
+        if let Err(e) = self.env.compile_expression(expr) {
+            self.error(
+                key,
+                format!(
+                    "the expression does not parse: {}",
+                    e.detail().unwrap_or("syntax error")
+                ),
+                Some(
+                    "expressions are MiniJinja: `not record.archived`, `record.type == 'ACCREC'`"
+                        .to_owned(),
+                ),
+            );
+            return;
+        }
+        self.template(key, &format!("{{{{ {expr} }}}}"), scope);
+    }
+
+    // ---- end of the read-side block ----
+
     fn page_size(&mut self, key: &str, size: u32) {
         if size == 0 || size > 10_000 {
             self.error(
@@ -1531,46 +1711,111 @@ impl Validator<'_> {
     fn tenants(&mut self) {
         let spec = self.spec;
         let Some(t) = &spec.tenants else { return };
-        match spec.resources.get(&t.resource) {
-            None => {
-                self.resource_ref("tenants.resource", &t.resource);
-            }
-            Some(r) => {
-                if r.list.is_none() {
-                    self.error(
-                        "tenants.resource",
-                        format!("resource `{}` has no list operation", t.resource),
+        let from_callback = matches!(t.select, TenantSelect::CallbackParam { .. });
+        match (&t.resource, from_callback) {
+            (None, false) => self.error(
+                "tenants",
+                "the tenants of a grant must be listed to be selected: `resource` is missing",
+                Some("name the resource whose list gives the tenants, with id-field and name-field; or select = { by = \"callback-param\", param = \"…\" } when the provider names the tenant in the callback".to_owned()),
+            ),
+            (None, true) => {}
+            (Some(resource), _) => match spec.resources.get(resource) {
+                None => {
+                    self.resource_ref("tenants.resource", resource);
+                }
+                Some(r) => {
+                    if r.list.is_none() {
+                        self.error(
+                            "tenants.resource",
+                            format!("resource `{resource}` has no list operation"),
+                            None,
+                        );
+                    }
+                    if r.tenanted != Some(false) {
+                        self.error(
+                            "tenants.resource",
+                            format!("resource `{resource}` needs a tenant, but it is what lists them"),
+                            Some(format!("set tenanted = false on resources.{resource}")),
+                        );
+                    }
+                }
+            },
+        }
+        if t.resource.is_some() {
+            for (what, value) in [("id-field", &t.id_field), ("name-field", &t.name_field)] {
+                match value {
+                    None => self.error(
+                        "tenants",
+                        format!("a tenant list needs `{what}`: the field of a tenant record"),
                         None,
-                    );
-                }
-                if r.tenanted != Some(false) {
-                    self.error(
-                        "tenants.resource",
-                        format!(
-                            "resource `{}` needs a tenant, but it is what lists them",
-                            t.resource
-                        ),
-                        Some(format!("set tenanted = false on resources.{}", t.resource)),
-                    );
+                    ),
+                    Some(path) => self.dotted(&format!("tenants.{what}"), path),
                 }
             }
         }
-        self.template("tenants.header.value", &t.header.value, Scope::TenantHeader);
-        if self.reads(&t.header.value, "tenant.id") == Some(false) {
-            self.error(
-                "tenants.header.value",
-                "the tenant header does not use `tenant.id`",
-                Some("such as value = \"{{ tenant.id }}\"".to_owned()),
-            );
+        match &t.header {
+            Some(header) => {
+                self.template("tenants.header.value", &header.value, Scope::TenantHeader);
+                if self.reads(&header.value, "tenant.id") == Some(false) {
+                    self.error(
+                        "tenants.header.value",
+                        "the tenant header does not use `tenant.id`",
+                        Some("such as value = \"{{ tenant.id }}\"".to_owned()),
+                    );
+                }
+            }
+            None => self.tenant_in_templates(),
         }
-        if let TenantSelect::TokenClaim { claim, field } = &t.select
-            && (claim.is_empty() || field.is_empty())
-        {
-            self.error(
-                "tenants.select",
-                "`claim` and `field` must both be named",
-                None,
-            );
+        match &t.select {
+            TenantSelect::TokenClaim { claim, field } if claim.is_empty() || field.is_empty() => {
+                self.error(
+                    "tenants.select",
+                    "`claim` and `field` must both be named",
+                    None,
+                );
+            }
+            TenantSelect::CallbackParam { param } if param.trim().is_empty() => {
+                self.error(
+                    "tenants.select.param",
+                    "`param` names no callback parameter",
+                    Some("such as param = \"realmId\"".to_owned()),
+                );
+            }
+            TenantSelect::CallbackParam { param } if param == "code" || param == "state" => {
+                self.error(
+                    "tenants.select.param",
+                    format!("`{param}` is OAuth's own callback parameter, not a tenant"),
+                    None,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Without a tenant header, every operation of a tenanted resource must place
+    /// `tenant.id` itself (path, query or headers), or its requests would reach no tenant.
+    fn tenant_in_templates(&mut self) {
+        let spec = self.spec;
+        for (name, r) in &spec.resources {
+            if !spec.is_tenanted(r) {
+                continue;
+            }
+            for (op_name, op) in r.operations() {
+                let reads: Option<Vec<bool>> = std::iter::once(&op.path)
+                    .chain(op.query.values())
+                    .chain(op.headers.values())
+                    .chain(spec.requests.query.values())
+                    .chain(spec.requests.headers.values())
+                    .map(|source| self.reads(source, "tenant.id"))
+                    .collect();
+                if reads.is_some_and(|r| !r.contains(&true)) {
+                    self.error(
+                        format!("resources.{}.{op_name}.path", key_segment(name)),
+                        "without a tenant header this request reaches no tenant: neither its path, query nor headers use `tenant.id`",
+                        Some("such as path = \"/v3/company/{{ tenant.id }}/query\", or declare tenants.header, or set tenanted = false on the resource".to_owned()),
+                    );
+                }
+            }
         }
     }
 
@@ -1618,6 +1863,61 @@ impl Validator<'_> {
         {
             self.error("test.success-status", "success statuses must be 2xx", None);
         }
+    }
+}
+
+/// Whether `fields` declare the value at `path`: a top-level field, or one nested in object
+/// fields (`MetaData.LastUpdatedTime`, `properties.hs_lastmodifieddate`). An object field
+/// declared without nested fields accepts any path under it. A path that does not parse
+/// declares nothing (reported on its own).
+fn declares_path(
+    fields: &indexmap::IndexMap<String, crate::model::RecordField>,
+    path: &str,
+) -> bool {
+    let Ok(names) = crate::fieldpath::segments(path) else {
+        return true;
+    };
+    let mut level = fields;
+    for (i, name) in names.iter().enumerate() {
+        let Some(field) = level.get(name) else {
+            return false;
+        };
+        if i + 1 == names.len() {
+            return true;
+        }
+        if field.ty != FieldType::Object {
+            return false;
+        }
+        if field.fields.is_empty() {
+            return true;
+        }
+        level = &field.fields;
+    }
+    false
+}
+
+/// The strings of a `read-body`, each with its key path below the body (`.filterGroups[0].value`).
+fn body_strings(value: &serde_json::Value, path: &mut String, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::String(s) => out.push((path.clone(), s.clone())),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                body_strings(item, path, out);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (name, item) in map {
+                let len = path.len();
+                path.push('.');
+                path.push_str(&key_segment(name));
+                body_strings(item, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 

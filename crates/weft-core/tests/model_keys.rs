@@ -48,6 +48,11 @@ const TIERS: &str =
 const POLICY: &str =
     "crates/weft-engine/tests/limits.rs::a_429_naming_its_policy_in_the_body_waits_or_stops";
 const CLI_ACTIONS: &str = "crates/weft-cli/tests/client.rs::write_deletes_and_runs_actions_by_name";
+const READ_SEARCH: &str = "crates/weft-engine/tests/read_language.rs::a_search_body_carries_the_cursor_and_the_paging_state_and_is_retried_as_a_read";
+const READ_QUERY: &str = "crates/weft-engine/tests/read_language.rs::paging_inside_a_query_text_and_records_at_optional_and_single_object_paths";
+const READ_NEXT_URL: &str =
+    "crates/weft-engine/tests/read_language.rs::next_page_urls_are_followed_on_the_same_host_only";
+const REVOKE: &str = "crates/weft-engine/tests/oauth_edges.rs::revocation_by_delete_with_the_token_in_the_path_or_by_a_json_body";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -117,6 +122,15 @@ const COVERED: &[(&str, &[&str])] = &[
     ),
     ("OAuth2.access-token-lifetime", &[AUTHORIZE_KANTATA]),
     ("OAuth2.refresh", &[REFRESH]),
+    ("OAuth2.revoke-request", &[REVOKE]),
+    ("RevokeRequest.method", &[REVOKE]),
+    ("RevokeRequest.body", &[REVOKE]),
+    (
+        "Refresh.absolute-lifetime",
+        &[
+            "crates/weft-engine/tests/tokens.rs::an_absolute_refresh_lifetime_counts_from_the_consent_through_refreshes",
+        ],
+    ),
     ("Refresh.ahead", &[REFRESH]),
     (
         "Refresh.rotates",
@@ -146,10 +160,23 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Tenants.id-field", &[AUTHORIZE_XERO]),
     ("Tenants.name-field", &[AUTHORIZE_XERO]),
     ("Tenants.select", &[AUTHORIZE_XERO, CLIENT_CREDENTIALS]),
-    ("Tenants.header", &[AUTHORIZE_XERO]),
+    (
+        "Tenants.header",
+        &[
+            AUTHORIZE_XERO,
+            "crates/weft-engine/tests/request.rs::a_tenant_in_the_path_needs_no_header",
+        ],
+    ),
     ("TenantSelect.by", &[AUTHORIZE_XERO, CLIENT_CREDENTIALS]),
     ("TenantSelect.claim", &[AUTHORIZE_XERO]),
     ("TenantSelect.field", &[AUTHORIZE_XERO]),
+    (
+        "TenantSelect.param",
+        &[
+            "crates/weft-cli/tests/authorize.rs::a_tenant_named_in_the_callback_is_kept_and_carried_in_the_path",
+            "crates/weft-engine/tests/oauth_edges.rs::the_callback_hands_back_the_parameters_beside_the_code",
+        ],
+    ),
     ("HeaderTemplate.name", &[AUTHORIZE_XERO]),
     ("HeaderTemplate.value", &[AUTHORIZE_XERO]),
     ("Field.id", &[FORM]),
@@ -340,10 +367,19 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Operation.item-errors", &[WRITE]),
     ("Operation.errors", &[HTTP_KANTATA]),
     ("Operation.hooks", &[PLUGIN]),
+    ("Operation.read-body", &[READ_SEARCH]),
+    (
+        "Operation.keep-if",
+        &[
+            READ_SEARCH,
+            "crates/weft-engine/tests/read_language.rs::tenants_a_spec_does_not_serve_are_dropped_by_their_lists_keep_if",
+        ],
+    ),
     ("OperationHooks.extract", &[PLUGIN]),
     ("OperationHooks.transform", &[PLUGIN]),
     ("Extract.style", &[EXTRACT]),
-    ("Extract.path", &[EXTRACT]),
+    ("Extract.path", &[EXTRACT, READ_QUERY]),
+    ("Extract.optional", &[EXTRACT, READ_QUERY]),
     ("Extract.key", &[EXTRACT]),
     ("Extract.index", &[EXTRACT]),
     ("Extract.id-field", &[EXTRACT]),
@@ -376,10 +412,10 @@ const COVERED: &[(&str, &[&str])] = &[
         "Pagination.stop",
         &["crates/weft-engine/src/paginate.rs::page_count_short_page_and_empty_page"],
     ),
-    ("Pagination.offset-param", &[PAGES]),
-    ("Pagination.limit-param", &[PAGES]),
-    ("Pagination.cursor-param", &[PAGES]),
-    ("Pagination.next", &[PAGES]),
+    ("Pagination.offset-param", &[PAGES, READ_QUERY]),
+    ("Pagination.limit-param", &[PAGES, READ_QUERY]),
+    ("Pagination.cursor-param", &[PAGES, READ_SEARCH]),
+    ("Pagination.next", &[PAGES, READ_SEARCH, READ_NEXT_URL]),
     (
         "PageStop.when",
         &["crates/weft-engine/src/paginate.rs::page_count_short_page_and_empty_page"],

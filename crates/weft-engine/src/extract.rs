@@ -35,9 +35,10 @@ pub enum ExtractError {
     },
 }
 
-/// The value at a dotted path (`meta.page_count`).
+/// The value at a dotted path (`meta.page_count`; a name holding `.` is quoted, see
+/// [`weft_core::fieldpath`]).
 pub fn at_path<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(body, |v, part| v.get(part))
+    weft_core::fieldpath::lookup(body, path)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -63,12 +64,14 @@ pub fn records(body: &Value, extract: &Extract) -> Result<Vec<Value>, ExtractErr
                 found: kind(other),
             }),
         },
-        Extract::Path { path } => match at_path(body, path) {
+        Extract::Path { path, optional } => match at_path(body, path) {
+            None | Some(Value::Null) if *optional => Ok(Vec::new()),
             None => Err(ExtractError::Missing { path: path.clone() }),
             Some(Value::Array(items)) => Ok(items.clone()),
+            Some(record @ Value::Object(_)) => Ok(vec![record.clone()]),
             Some(other) => Err(ExtractError::Shape {
                 path: path.clone(),
-                expected: "an array",
+                expected: "an array or an object",
                 found: kind(other),
             }),
         },
@@ -141,15 +144,10 @@ pub fn take_records(body: &mut Value, extract: &Extract) -> Result<Vec<Value>, E
                 found: kind(other),
             }),
         },
-        Extract::Path { path } => {
-            let found = path
-                .split('.')
-                .try_fold(&mut *body, |v, part| v.get_mut(part));
-            match found {
-                Some(Value::Array(items)) => Ok(std::mem::take(items)),
-                _ => records(body, extract),
-            }
-        }
+        Extract::Path { path, .. } => match weft_core::fieldpath::lookup_mut(body, path) {
+            Some(Value::Array(items)) => Ok(std::mem::take(items)),
+            _ => records(body, extract),
+        },
         Extract::Index { .. } => records(body, extract),
     }
 }
@@ -241,6 +239,7 @@ mod tests {
         let pathed = json!({"Orders": [{"OrderID": "x"}], "pagination": {"page": 1}});
         let path = Extract::Path {
             path: "Orders".into(),
+            optional: false,
         };
         assert_eq!(
             records(&pathed, &path).unwrap(),
@@ -252,6 +251,40 @@ mod tests {
                 path: "Orders".into()
             })
         );
+
+        // One record as an object, a quoted name holding a dot, and an absent result.
+        let single = json!({"Order": {"OrderID": "y"}, "odata.value": [{"a": 1}]});
+        let one = Extract::Path {
+            path: "Order".into(),
+            optional: false,
+        };
+        assert_eq!(
+            records(&single, &one).unwrap(),
+            vec![json!({"OrderID": "y"})]
+        );
+        let quoted = Extract::Path {
+            path: r#""odata.value""#.into(),
+            optional: false,
+        };
+        assert_eq!(records(&single, &quoted).unwrap(), vec![json!({"a": 1})]);
+        let optional = Extract::Path {
+            path: "QueryResponse.Order".into(),
+            optional: true,
+        };
+        assert_eq!(
+            records(&json!({"QueryResponse": {}}), &optional),
+            Ok(vec![])
+        );
+        assert_eq!(
+            records(&json!({"QueryResponse": null}), &optional),
+            Ok(vec![])
+        );
+        assert!(matches!(
+            records(&json!({"QueryResponse": {"Order": 3}}), &optional),
+            Err(ExtractError::Shape { .. })
+        ));
+        let mut body = json!({"QueryResponse": {"Order": [{"id": 1}]}});
+        assert_eq!(take_records(&mut body, &optional).unwrap().len(), 1);
 
         let indexed = json!({
             "count": 2,

@@ -102,6 +102,26 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// A next-page URL on another host than the operation's.
+    #[error(
+        "the provider's next-page URL `{url}` is not on the operation's host `{host}`; Weft does not send the connection's credentials elsewhere"
+    )]
+    ForeignNextUrl {
+        /// The URL the provider gave.
+        url: String,
+        /// The operation's base URL.
+        host: String,
+    },
+    /// A record filter (`keep-if`) that cannot be judged for a record.
+    #[error(
+        "the record filter {place} failed on a record: {reason}; a field some records lack needs `default`, such as `record.archived | default(false)`"
+    )]
+    Filter {
+        /// Where the filter is.
+        place: String,
+        /// MiniJinja's explanation.
+        reason: String,
+    },
     /// A tenanted resource called without a tenant.
     #[error(
         "resource `{resource}` of `{connector}` needs a tenant, and none is selected; pass --tenant or authorize the connection again"

@@ -98,7 +98,9 @@ pub struct OAuthApp {
     client_id: String,
     client_secret: Option<Secret>,
     token_url: url::Url,
-    revoke_url: Option<url::Url>,
+    /// The revocation endpoint's template (it may read `token`), rendered at revocation.
+    revoke_url: Option<String>,
+    hosts: indexmap::IndexMap<String, String>,
     authorize_params: Vec<(String, String)>,
     timeout: Duration,
     /// The spec's grant is client credentials (`[auth.client-credentials]`), not a consent.
@@ -150,6 +152,9 @@ pub struct TokenSet {
     /// Set when the provider refused the grant for good (`invalid_grant`): why. The tokens are
     /// kept, but nothing uses them until the person authorizes again.
     pub needs_authorization: Option<String>,
+    /// When the person consented (Unix ms): kept through refreshes, for a refresh token's
+    /// absolute lifetime. Tokens sealed before it was kept give the time they were obtained.
+    pub granted_at_ms: u64,
 }
 
 /// The sealed form of a [`TokenSet`]; it exists only between serde and the cipher.
@@ -167,6 +172,8 @@ struct SealedTokens {
     scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     needs_authorization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    granted_at_ms: Option<u64>,
 }
 
 impl TokenSet {
@@ -180,6 +187,7 @@ impl TokenSet {
             scopes: Vec::new(),
             pasted: true,
             needs_authorization: None,
+            granted_at_ms: now_ms,
         }
     }
 
@@ -193,6 +201,7 @@ impl TokenSet {
             obtained_at_ms: self.obtained_at_ms,
             scopes: self.scopes.clone(),
             needs_authorization: self.needs_authorization.clone(),
+            granted_at_ms: Some(self.granted_at_ms),
         };
         let text = serde_json::to_string(&sealed).unwrap_or_default();
         Secret::new(text)
@@ -209,6 +218,7 @@ impl TokenSet {
             scopes: sealed.scopes,
             pasted: sealed.kind == "token",
             needs_authorization: sealed.needs_authorization,
+            granted_at_ms: sealed.granted_at_ms.unwrap_or(sealed.obtained_at_ms),
         })
     }
 }
@@ -223,6 +233,7 @@ impl std::fmt::Debug for TokenSet {
             .field("scopes", &self.scopes)
             .field("pasted", &self.pasted)
             .field("needs_authorization", &self.needs_authorization)
+            .field("granted_at_ms", &self.granted_at_ms)
             .finish()
     }
 }
@@ -255,6 +266,7 @@ impl OAuthApp {
                     authorize_params: indexmap::IndexMap::new(),
                     access_token_lifetime: None,
                     refresh: None,
+                    revoke_request: None,
                 },
                 true,
             ),
@@ -272,11 +284,6 @@ impl OAuthApp {
         };
         let authorize = render("auth.oauth2.authorize-url", &oauth.authorize_url)?;
         let token = render("auth.oauth2.token-url", &oauth.token_url)?;
-        let revoke = oauth
-            .revoke_url
-            .as_deref()
-            .map(|t| render("auth.oauth2.revoke-url", t))
-            .transpose()?;
         let fields_scope = |secret: &str| {
             minijinja::context! { fields => BTreeMap::from([("client_id", client_id), ("client_secret", secret)]) }
         };
@@ -325,9 +332,8 @@ impl OAuthApp {
         Ok(Self {
             provider: spec.name.clone(),
             client,
-            revoke_url: revoke
-                .map(|r| url("auth.oauth2.revoke-url", &r))
-                .transpose()?,
+            revoke_url: oauth.revoke_url.clone(),
+            hosts: hosts.as_map().clone(),
             spec: oauth,
             client_id: rendered_id,
             client_secret: rendered_secret,
@@ -458,15 +464,46 @@ impl OAuthApp {
     }
 
     /// Revokes `token` (the refresh token, which ends the whole grant) at the spec's revocation
-    /// endpoint (RFC 7009). Made on reqwest directly: the oauth2 crate refuses any revocation URL
-    /// that is not https, which would leave the sandbox and the tests unable to exercise it.
+    /// endpoint: RFC 7009's form POST unless the spec's `revoke-request` says otherwise (a JSON
+    /// body, another method, or the token in the URL). Made on reqwest directly: the oauth2
+    /// crate refuses any revocation URL that is not https, which would leave the sandbox and
+    /// the tests unable to exercise it.
     pub async fn revoke(&self, http: &reqwest::Client, token: &Secret) -> Result<(), OAuthError> {
-        let Some(url) = &self.revoke_url else {
+        use weft_core::model::RevokeBody;
+        let Some(template) = &self.revoke_url else {
             return Ok(());
         };
+        // The token may ride in the path: escaped as one path segment (and never in a message).
+        let escaped: String =
+            url::form_urlencoded::byte_serialize(token.expose().as_bytes()).collect();
+        let escaped = Secret::new(escaped.replace('+', "%20"));
+        let rendered = Secret::new(
+            weft_core::template::environment()
+                .render_str(
+                    template,
+                    minijinja::context! { hosts => &self.hosts, token => escaped.expose() },
+                )
+                .map_err(|e| OAuthError::Spec {
+                    place: "auth.oauth2.revoke-url",
+                    reason: e.to_string(),
+                })?,
+        );
+        let url = url::Url::parse(rendered.expose()).map_err(|e| OAuthError::Spec {
+            place: "auth.oauth2.revoke-url",
+            reason: format!("the rendered URL does not parse: {e}"),
+        })?;
+        let (method, body) = self
+            .spec
+            .revoke_request
+            .as_ref()
+            .map_or((weft_core::model::Method::Post, RevokeBody::Form), |r| {
+                (r.method, r.body)
+            });
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+            .unwrap_or(reqwest::Method::POST);
         let hint = "refresh_token";
-        let mut form = vec![("token", token.expose()), ("token_type_hint", hint)];
-        let mut request = http.post(url.clone()).timeout(self.timeout);
+        let mut fields = vec![("token", token.expose()), ("token_type_hint", hint)];
+        let mut request = http.request(method, url.clone()).timeout(self.timeout);
         match (self.spec.client_auth, &self.client_secret) {
             (ClientAuth::Basic, secret) => {
                 // RFC 6749 §2.3.1: each part is form-encoded before the Basic encoding, exactly
@@ -475,22 +512,30 @@ impl OAuthApp {
                 request = request.basic_auth(id, Some(secret));
             }
             (ClientAuth::Body, secret) => {
-                form.push(("client_id", &self.client_id));
+                fields.push(("client_id", &self.client_id));
                 if let Some(secret) = secret {
-                    form.push(("client_secret", secret.expose()));
+                    fields.push(("client_secret", secret.expose()));
                 }
             }
         }
-        let answer = request
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| OAuthError::Transport {
-                provider: self.provider.clone(),
-                endpoint: "revocation",
-                host: host_of(url),
-                reason: describe(&e, self.timeout),
-            })?;
+        request = match body {
+            RevokeBody::Form => request.form(&fields),
+            RevokeBody::Json => {
+                let object: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                    .collect();
+                request.json(&object)
+            }
+            // The token is in the URL; client credentials in a body have nowhere to go.
+            RevokeBody::None => request,
+        };
+        let answer = request.send().await.map_err(|e| OAuthError::Transport {
+            provider: self.provider.clone(),
+            endpoint: "revocation",
+            host: host_of(&url),
+            reason: describe(&e, self.timeout),
+        })?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
@@ -529,6 +574,7 @@ impl OAuthApp {
                 .unwrap_or_default(),
             pasted: false,
             needs_authorization: None,
+            granted_at_ms: now_ms,
         }
     }
 
@@ -679,8 +725,28 @@ const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What reached the callback.
 enum Arrival {
-    Code(String),
+    Code(CallbackAnswer),
     Error(String, Option<String>),
+}
+
+/// The provider's answer at the callback: the code, and the other parameters it added beside it
+/// (QuickBooks names the company just authorized in `realmId`); `state` is left out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackAnswer {
+    /// The authorization code.
+    pub code: String,
+    /// The other query parameters, by name.
+    pub params: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CallbackAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The code is a credential until it is exchanged.
+        f.debug_struct("CallbackAnswer")
+            .field("code", &"[redacted]")
+            .field("params", &self.params)
+            .finish()
+    }
 }
 
 impl Callback {
@@ -714,6 +780,15 @@ impl Callback {
     /// received: whether the authorization worked is known after the code exchange, in the
     /// terminal.
     pub async fn wait(self, state: &str, timeout: Duration) -> Result<String, OAuthError> {
+        self.wait_answer(state, timeout).await.map(|a| a.code)
+    }
+
+    /// As [`Callback::wait`], returning the parameters the provider added beside the code.
+    pub async fn wait_answer(
+        self,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<CallbackAnswer, OAuthError> {
         use axum::extract::{Query, State};
         use axum::response::Html;
         use std::collections::HashMap;
@@ -759,9 +834,13 @@ impl Callback {
                     ),
                 );
             }
-            match q.get("code") {
+            match q.remove("code") {
                 Some(code) => {
-                    let _ = shared.tx.send(Arrival::Code(code.clone()));
+                    q.remove("state");
+                    let params = q.into_iter().collect();
+                    let _ = shared
+                        .tx
+                        .send(Arrival::Code(CallbackAnswer { code, params }));
                     (
                         StatusCode::OK,
                         Html(

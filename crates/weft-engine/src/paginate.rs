@@ -33,6 +33,45 @@ pub enum PageError {
     TooManyPages,
 }
 
+/// The paging values of the page asked for, as templates see them (`page.number`,
+/// `page.offset`, `page.start`, `page.size`, `page.cursor`): paging that lives inside a query
+/// language, or in a request body, reads them instead of a query parameter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PageVars {
+    /// The page's number, from 1 (or the spec's `first-page`).
+    pub number: u64,
+    /// How many records come before the page, from 0.
+    pub offset: u64,
+    /// The position of the page's first record, from 1 (`offset + 1`).
+    pub start: u64,
+    /// Records per page, when the spec says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    /// The cursor the previous page returned; absent on the first page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// What the next request of a list carries: its paging query parameters, the paging values for
+/// its templates, and, for `next-url` paging after the first page, the full URL to request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageAsk {
+    /// Query parameters to append.
+    pub query: Vec<(String, String)>,
+    /// Values for `page` in templates.
+    pub vars: PageVars,
+    /// The URL the provider gave for this page, requested as it is.
+    pub url: Option<String>,
+}
+
+impl PageAsk {
+    /// Puts the paging values (and the next page's URL) into a request context.
+    pub fn apply(&self, ctx: &mut crate::request::RequestContext) {
+        ctx.page = Some(self.vars.clone());
+        ctx.next_url = self.url.clone();
+    }
+}
+
 /// The paging state of one list read.
 #[derive(Debug, Clone)]
 pub struct Pager {
@@ -71,22 +110,31 @@ impl Pager {
 
     /// The query parameters of the next request; `None` once the list has ended.
     pub fn next_query(&self) -> Option<Vec<(String, String)>> {
+        self.next().map(|ask| ask.query)
+    }
+
+    /// Everything the next request carries; `None` once the list has ended.
+    pub fn next(&self) -> Option<PageAsk> {
         if self.done {
             return None;
         }
         let mut q = Vec::new();
-        match &self.style {
-            Pagination::None => {}
+        let mut url = None;
+        let size = match &self.style {
+            Pagination::None => None,
             Pagination::Page {
                 page_param,
                 size_param,
                 size,
                 ..
             } => {
-                q.push((page_param.clone(), self.page.to_string()));
+                if let Some(p) = page_param {
+                    q.push((p.clone(), self.page.to_string()));
+                }
                 if let Some(s) = size_param {
                     q.push((s.clone(), size.to_string()));
                 }
+                Some(*size)
             }
             Pagination::Offset {
                 offset_param,
@@ -94,8 +142,13 @@ impl Pager {
                 size,
                 ..
             } => {
-                q.push((offset_param.clone(), self.offset.to_string()));
-                q.push((limit_param.clone(), size.to_string()));
+                if let Some(p) = offset_param {
+                    q.push((p.clone(), self.offset.to_string()));
+                }
+                if let Some(p) = limit_param {
+                    q.push((p.clone(), size.to_string()));
+                }
+                Some(*size)
             }
             Pagination::Cursor {
                 cursor_param,
@@ -103,15 +156,51 @@ impl Pager {
                 size,
                 ..
             } => {
-                if let Some(c) = &self.cursor {
-                    q.push((cursor_param.clone(), c.clone()));
+                if let (Some(c), Some(p)) = (&self.cursor, cursor_param) {
+                    q.push((p.clone(), c.clone()));
                 }
                 if let (Some(p), Some(n)) = (size_param, size) {
                     q.push((p.clone(), n.to_string()));
                 }
+                *size
             }
-        }
-        Some(q)
+            Pagination::NextUrl {
+                size_param, size, ..
+            } => {
+                match &self.cursor {
+                    // The provider's URL carries everything, page size included.
+                    Some(next) => url = Some(next.clone()),
+                    None => {
+                        if let (Some(p), Some(n)) = (size_param, size) {
+                            q.push((p.clone(), n.to_string()));
+                        }
+                    }
+                }
+                *size
+            }
+        };
+        let (number, offset) = match &self.style {
+            Pagination::Page { first_page, .. } => {
+                let before = self.page.saturating_sub(u64::from(*first_page));
+                (
+                    self.page,
+                    before.saturating_mul(u64::from(size.unwrap_or(0))),
+                )
+            }
+            Pagination::Offset { .. } => (self.requests + 1, self.offset),
+            _ => (self.requests + 1, self.offset),
+        };
+        Some(PageAsk {
+            query: q,
+            vars: PageVars {
+                number,
+                offset,
+                start: offset.saturating_add(1),
+                size,
+                cursor: self.cursor.clone(),
+            },
+            url,
+        })
     }
 
     /// The query of the page `ahead` positions after the next one, when the provider has said
@@ -120,6 +209,12 @@ impl Pager {
     /// paging, where only the answer to the previous page tells whether another follows, and
     /// asking anyway would spend calls past the end of the list.
     pub fn lookahead(&self, ahead: u64) -> Option<Vec<(String, String)>> {
+        self.ahead(ahead).map(|ask| ask.query)
+    }
+
+    /// Everything the request of the page `ahead` positions after the next one carries, under
+    /// the same rule as [`Pager::lookahead`].
+    pub fn ahead(&self, ahead: u64) -> Option<PageAsk> {
         if self.done || ahead == 0 {
             return None;
         }
@@ -128,7 +223,8 @@ impl Pager {
         };
         let mut later = self.clone();
         later.page = self.page.checked_add(ahead).filter(|p| *p <= count)?;
-        later.next_query()
+        later.requests += ahead;
+        later.next()
     }
 
     /// Takes in a response: its body and how many records it held.
@@ -175,7 +271,8 @@ impl Pager {
                 self.done = records == 0 || stop(rule, *size, 0)?;
                 self.offset += records as u64;
             }
-            Pagination::Cursor { next, .. } => {
+            Pagination::Cursor { next, .. } | Pagination::NextUrl { next, .. } => {
+                self.offset += records as u64;
                 let cursor = match at_path(body, next) {
                     Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
                     Some(Value::Number(n)) => Some(n.to_string()),
@@ -202,7 +299,7 @@ mod tests {
 
     fn page(stop: PageStop) -> Pagination {
         Pagination::Page {
-            page_param: "page".into(),
+            page_param: Some("page".into()),
             size_param: Some("per_page".into()),
             size: 2,
             first_page: 1,
@@ -271,8 +368,8 @@ mod tests {
     #[test]
     fn offsets_and_cursors() {
         let style = Pagination::Offset {
-            offset_param: "offset".into(),
-            limit_param: "limit".into(),
+            offset_param: Some("offset".into()),
+            limit_param: Some("limit".into()),
             size: 3,
             stop: PageStop::ShortPage,
         };
@@ -286,7 +383,7 @@ mod tests {
         assert!(p.is_done());
 
         let style = Pagination::Cursor {
-            cursor_param: "after".into(),
+            cursor_param: Some("after".into()),
             next: "next".into(),
             size_param: None,
             size: None,
@@ -304,6 +401,65 @@ mod tests {
         ));
         let mut p = Pager::new(&style);
         p.advance(&json!({"next": null}), 5).unwrap();
+        assert!(p.is_done());
+    }
+
+    #[test]
+    fn paging_values_for_templates_and_next_urls() {
+        // Offsets inside a query language: no parameter, the values go to templates.
+        let style = Pagination::Offset {
+            offset_param: None,
+            limit_param: None,
+            size: 3,
+            stop: PageStop::ShortPage,
+        };
+        let mut p = Pager::new(&style);
+        let first = p.next().unwrap();
+        assert_eq!(first.query, vec![]);
+        assert_eq!(
+            first.vars,
+            PageVars {
+                number: 1,
+                offset: 0,
+                start: 1,
+                size: Some(3),
+                cursor: None
+            }
+        );
+        p.advance(&json!({}), 3).unwrap();
+        let second = p.next().unwrap().vars;
+        assert_eq!((second.number, second.offset, second.start), (2, 3, 4));
+
+        // Numbered pages give their offset too.
+        let mut p = Pager::new(&page(PageStop::PageCount {
+            path: "meta.page_count".into(),
+        }));
+        p.advance(&json!({"meta": {"page_count": 5}}), 2).unwrap();
+        let later = p.ahead(2).unwrap().vars;
+        assert_eq!((later.number, later.offset, later.start), (4, 6, 7));
+
+        // A next-page URL is followed as given; the same URL twice is an error.
+        let style = Pagination::NextUrl {
+            next: "paging.next.link".into(),
+            size_param: Some("limit".into()),
+            size: Some(2),
+        };
+        let mut p = Pager::new(&style);
+        let first = p.next().unwrap();
+        assert_eq!(first.query, vec![("limit".into(), "2".into())]);
+        assert_eq!(first.url, None);
+        let body = json!({"paging": {"next": {"link": "https://x.example/l?after=2"}}});
+        p.advance(&body, 2).unwrap();
+        let second = p.next().unwrap();
+        assert_eq!(second.url.as_deref(), Some("https://x.example/l?after=2"));
+        assert_eq!(second.query, vec![], "the URL carries its own size");
+        assert_eq!(second.vars.start, 3);
+        assert!(matches!(
+            p.advance(&body, 2),
+            Err(PageError::RepeatedCursor { .. })
+        ));
+        let mut p = Pager::new(&style);
+        p.advance(&json!({"paging": {}}), 1).unwrap();
         assert!(p.is_done());
     }
 }

@@ -85,6 +85,13 @@ pub struct RequestContext {
     /// header or query parameter the operation's `idempotency` names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The paging values of the page asked for (a list's `page` in templates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<crate::paginate::PageVars>,
+    /// The full URL the provider gave for the page asked for (`next-url` paging); the request
+    /// goes there instead of the operation's path and query, on the operation's host only.
+    #[serde(skip)]
+    pub next_url: Option<String>,
 }
 
 impl RequestContext {
@@ -229,6 +236,15 @@ pub fn build_named(
 ) -> Result<Request, EngineError> {
     let op = operation(spec, resource, name)?;
     let res = &spec.resources[resource];
+    let is_list = name == OpKind::List.as_str();
+    let first;
+    let ctx = match first_page(is_list, op, ctx) {
+        Some(with_page) => {
+            first = with_page;
+            &first
+        }
+        None => ctx,
+    };
     let host_name = op
         .host
         .as_deref()
@@ -265,18 +281,38 @@ pub fn build_named(
                 reason: source.to_string(),
             })
     };
+    // A tenanted request without a tenant is refused before anything renders, so the message
+    // says what is missing even when a path needs `tenant.id`.
+    let tenant_header = if spec.is_tenanted(res) {
+        match (spec.tenants.as_ref(), &ctx.tenant) {
+            (Some(t), Some(_)) => t.header.as_ref(),
+            _ => {
+                return Err(EngineError::NoTenant {
+                    connector: spec.id.clone(),
+                    resource: resource.to_owned(),
+                });
+            }
+        }
+    } else {
+        None
+    };
     let prefix = if op.prefixed {
         spec.requests.path_prefix.as_str()
     } else {
         ""
     };
-    let path = render("path".to_owned(), &op.path)?;
-    let mut url =
-        Url::parse(&format!("{base}{prefix}{path}")).map_err(|source| EngineError::BadUrl {
-            url: format!("{base}{prefix}{path}"),
-            reason: source.to_string(),
-        })?;
-    {
+    let mut url;
+    if let Some(next) = &ctx.next_url {
+        url = next_page_url(next, base)?;
+    } else {
+        let path = render("path".to_owned(), &op.path)?;
+        url =
+            Url::parse(&format!("{base}{prefix}{path}")).map_err(|source| EngineError::BadUrl {
+                url: format!("{base}{prefix}{path}"),
+                reason: source.to_string(),
+            })?;
+    }
+    if ctx.next_url.is_none() {
         let mut pairs = Vec::new();
         let defaults = spec
             .requests
@@ -329,26 +365,139 @@ pub fn build_named(
         headers.retain(|(n, _): &(String, String)| !n.eq_ignore_ascii_case(header));
         headers.push((header.clone(), key.clone()));
     }
-    if spec.is_tenanted(res) {
-        let tenants = spec.tenants.as_ref();
-        match (tenants, &ctx.tenant) {
-            (Some(t), Some(_)) => {
-                let rendered = render("tenant header".to_owned(), &t.header.value)?;
-                headers.push((t.header.name.clone(), rendered));
-            }
-            _ => {
-                return Err(EngineError::NoTenant {
-                    connector: spec.id.clone(),
-                    resource: resource.to_owned(),
-                });
-            }
-        }
+    if let Some(header) = tenant_header {
+        // Without a header the operation's own templates place `tenant.id`.
+        let rendered = render("tenant header".to_owned(), &header.value)?;
+        headers.push((header.name.clone(), rendered));
     }
     let method = op.method.unwrap_or(default_method(name));
     Ok(Request {
         method,
         url,
         headers,
-        replay_safe: matches!(method, Method::Get) || op.idempotency.is_some(),
+        // A list is a read whatever its method (a search sent as POST).
+        replay_safe: matches!(method, Method::Get) || is_list || op.idempotency.is_some(),
     })
+}
+
+/// `ctx` with the paging values of a list's first page, when the caller gave none (a single
+/// call, such as the connection test's); `None` when `ctx` needs nothing added.
+fn first_page(is_list: bool, op: &Operation, ctx: &RequestContext) -> Option<RequestContext> {
+    if !is_list || ctx.page.is_some() {
+        return None;
+    }
+    let pagination = op.pagination.as_ref()?;
+    let ask = crate::paginate::Pager::new(pagination).next()?;
+    let mut with_page = ctx.clone();
+    with_page.page = Some(ask.vars);
+    Some(with_page)
+}
+
+/// `next` (a page URL the provider gave) when it is on the operation's host: same scheme, host
+/// and port as `base`. Anything else is refused, so a response cannot send the credentials
+/// elsewhere; a relative link is taken relative to `base`.
+fn next_page_url(next: &str, base: &str) -> Result<Url, EngineError> {
+    let base_url = Url::parse(base).map_err(|source| EngineError::BadUrl {
+        url: base.to_owned(),
+        reason: source.to_string(),
+    })?;
+    let url = base_url.join(next).map_err(|source| EngineError::BadUrl {
+        url: next.to_owned(),
+        reason: source.to_string(),
+    })?;
+    let origin = |u: &Url| {
+        (
+            u.scheme().to_owned(),
+            u.host_str().map(str::to_owned),
+            u.port_or_known_default(),
+        )
+    };
+    if origin(&url) != origin(&base_url) {
+        return Err(EngineError::ForeignNextUrl {
+            url: url.to_string(),
+            host: base.to_owned(),
+        });
+    }
+    Ok(url)
+}
+
+/// The JSON body of a read (`read-body` of the list of `resource`), rendered: each string a
+/// template over the list's variables, a string that renders empty left out of its table.
+/// `None` when the list declares no body.
+pub fn read_body(
+    env: &Environment<'_>,
+    spec: &SpecFile,
+    hosts: &Hosts,
+    resource: &str,
+    ctx: &RequestContext,
+) -> Result<Option<serde_json::Value>, EngineError> {
+    let Some((op, template)) = spec
+        .resources
+        .get(resource)
+        .and_then(|r| r.list.as_ref())
+        .and_then(|op| op.read_body.as_ref().map(|body| (op, body)))
+    else {
+        return Ok(None);
+    };
+    let first;
+    let ctx = match first_page(true, op, ctx) {
+        Some(with_page) => {
+            first = with_page;
+            &first
+        }
+        None => ctx,
+    };
+    #[derive(Serialize)]
+    struct Scope<'a> {
+        hosts: &'a IndexMap<String, String>,
+        #[serde(flatten)]
+        ctx: &'a RequestContext,
+    }
+    let value = minijinja::Value::from_serialize(Scope {
+        hosts: hosts.as_map(),
+        ctx,
+    });
+    fn walk(
+        env: &Environment<'_>,
+        value: &minijinja::Value,
+        place: &str,
+        node: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, EngineError> {
+        use serde_json::Value as J;
+        Ok(match node {
+            J::String(source) => {
+                let text =
+                    env.render_str(source, value)
+                        .map_err(|source| EngineError::Template {
+                            place: place.to_owned(),
+                            reason: source.to_string(),
+                        })?;
+                (!text.is_empty()).then_some(J::String(text))
+            }
+            J::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let rendered = walk(env, value, &format!("{place}[{i}]"), item)?;
+                    out.push(rendered.unwrap_or_else(|| J::String(String::new())));
+                }
+                Some(J::Array(out))
+            }
+            J::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (name, item) in map {
+                    if let Some(rendered) = walk(env, value, &format!("{place}.{name}"), item)? {
+                        out.insert(name.clone(), rendered);
+                    }
+                }
+                Some(J::Object(out))
+            }
+            other => Some(other.clone()),
+        })
+    }
+    walk(
+        env,
+        &value,
+        &format!("{}.resources.{resource}.list.read-body", spec.id),
+        template,
+    )
 }

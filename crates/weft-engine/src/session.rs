@@ -274,6 +274,14 @@ impl Session {
             .and_then(|r| r.operation(name))
             .map(|op| op.errors.as_slice())
             .unwrap_or_default();
+        // A list that searches with a body (`read-body`) renders it for this page.
+        let read_body = match body {
+            None if name == OpKind::List.as_str() => {
+                crate::request::read_body(&self.env, file, &self.hosts, resource, ctx)?
+            }
+            _ => None,
+        };
+        let body = body.or(read_body.as_ref());
         // Credentials first: "not authorized yet" says more than anything that follows from it.
         let mut token = self.tokens.access_token().await?;
         let mut request = build_named(
@@ -397,15 +405,17 @@ impl Session {
         let mut handed = 0;
         let outcome = loop {
             while in_flight.len() < depth {
-                let query = if asked == 0 {
-                    pager.next_query()
+                let ask = if asked == 0 {
+                    pager.next()
                 } else {
-                    pager.lookahead(asked)
+                    pager.ahead(asked)
                 };
-                let Some(query) = query else { break };
+                let Some(ask) = ask else { break };
                 asked += 1;
+                let mut page_ctx = ctx.clone();
+                ask.apply(&mut page_ctx);
                 in_flight.push_back(async move {
-                    self.call(resource, OpKind::List, ctx, &query, &[], None)
+                    self.call(resource, OpKind::List, &page_ctx, &ask.query, &[], None)
                         .await
                 });
             }
@@ -467,19 +477,47 @@ impl Session {
             })?,
             Some(_) => crate::hooks::extract(&self.plugins, file, resource, "list", list, body)?,
         };
-        Ok(crate::hooks::transform(
-            &self.plugins,
-            file,
-            resource,
-            "list",
-            list,
-            page,
-        )?)
+        let page = crate::hooks::transform(&self.plugins, file, resource, "list", list, page)?;
+        Ok(self.keep(resource, list, page)?)
+    }
+
+    /// The records of `page` that the list's `keep-if` keeps (all of them without one).
+    fn keep(
+        &self,
+        resource: &str,
+        list: &weft_core::model::Operation,
+        page: Vec<Value>,
+    ) -> Result<Vec<Value>, EngineError> {
+        let Some(source) = &list.keep_if else {
+            return Ok(page);
+        };
+        let place = || format!("{}.resources.{resource}.list.keep-if", self.spec.id());
+        let expr = self
+            .env
+            .compile_expression(source)
+            .map_err(|e| EngineError::Filter {
+                place: place(),
+                reason: e.to_string(),
+            })?;
+        let mut kept = Vec::with_capacity(page.len());
+        for record in page {
+            let verdict = expr
+                .eval(minijinja::context! { record => minijinja::Value::from_serialize(&record) })
+                .map_err(|e| EngineError::Filter {
+                    place: place(),
+                    reason: e.to_string(),
+                })?;
+            if verdict.is_true() {
+                kept.push(record);
+            }
+        }
+        Ok(kept)
     }
 
     /// One page of `resource`'s list with this paging `query`: its records and the rest of the
     /// answer's body (for the pager). Flows read page by page this way, so a keyset read can
-    /// restart from the newest change it saw.
+    /// restart from the newest change it saw. `ctx` carries the pager's values for templates
+    /// and its next-page URL ([`crate::paginate::PageAsk::apply`]).
     pub async fn page(
         &self,
         resource: &str,

@@ -120,20 +120,42 @@ fn may_resend(refresh: Option<&Refresh>, started: u64, now: u64) -> bool {
     }
 }
 
-/// When `tokens` must be used by (Unix ms) before their refresh token lapses unused, as the
-/// spec's `refresh.idle-lifetime` says; `None` when it does not lapse (or there is none).
+/// When `tokens` must be used by (Unix ms) before their refresh token lapses: unused for the
+/// spec's `refresh.idle-lifetime` since they were obtained, or past its
+/// `refresh.absolute-lifetime` since the consent, whichever comes first; `None` when it does
+/// not lapse (or there is none).
 pub fn use_by_ms(tokens: &TokenSet, refresh: Option<&Refresh>) -> Option<u64> {
-    let idle = refresh?.idle_lifetime?;
+    let refresh = refresh?;
     tokens.refresh_token.as_ref()?;
-    Some(tokens.obtained_at_ms.saturating_add(idle.as_millis()))
+    let idle = refresh
+        .idle_lifetime
+        .map(|d| tokens.obtained_at_ms.saturating_add(d.as_millis()));
+    let absolute = refresh
+        .absolute_lifetime
+        .map(|d| tokens.granted_at_ms.saturating_add(d.as_millis()));
+    match (idle, absolute) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
+/// The longest warning ahead of a lapse: a five-year grant is not "lapsing soon" for a year.
+const WARN_AT_MOST_MS: u64 = 30 * 86_400_000;
+
 /// Whether `use_by` (from [`use_by_ms`]) is near enough at `now` to warn: within a quarter of
-/// the idle lifetime, or past.
+/// the shorter declared lifetime (at most 30 days), or past.
 pub fn lapses_soon(use_by: u64, refresh: Option<&Refresh>, now: u64) -> bool {
     let quarter = refresh
-        .and_then(|r| r.idle_lifetime)
-        .map_or(0, |d| d.as_millis() / 4);
+        .map(|r| {
+            [r.idle_lifetime, r.absolute_lifetime]
+                .into_iter()
+                .flatten()
+                .map(|d| d.as_millis() / 4)
+                .min()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+        .min(WARN_AT_MOST_MS);
     now.saturating_add(quarter) >= use_by
 }
 
@@ -339,7 +361,9 @@ impl TokenKeeper {
                 .refresh(&self.http, &refresh_token, self.clock.now_ms())
                 .await
             {
-                Ok(tokens) => {
+                Ok(mut tokens) => {
+                    // A refresh continues the same consent.
+                    tokens.granted_at_ms = stored.granted_at_ms;
                     // Sealed before use: a crash from here on leaves the new refresh token on disk.
                     lock(&self.store).put(&self.record, &tokens.to_sealed_json())?;
                     let access = tokens.access_token.clone();

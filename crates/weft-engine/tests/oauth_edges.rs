@@ -252,3 +252,122 @@ fn authorize_params_and_the_scope_separator_shape_the_authorize_url() {
     assert_eq!(pairs["scope"], "a,b");
     assert_eq!(pairs["prompt"], "consent");
 }
+
+/// `app` with the spec's revocation changed by `change`.
+fn app_revoking(server: &Server, change: impl FnOnce(&mut weft_core::model::OAuth2)) -> OAuthApp {
+    let mut file: SpecFile = shipped("xero").file().clone();
+    file.limits.timeout = SpecDuration::from_secs(1);
+    change(file.auth.oauth2.as_mut().unwrap());
+    let hosts = Hosts::new(
+        &file,
+        &BTreeMap::from([
+            ("login".to_owned(), server.url()),
+            ("identity".to_owned(), server.url()),
+        ]),
+    )
+    .unwrap();
+    OAuthApp::new(
+        &file,
+        &hosts,
+        "CLIENT+ID",
+        Some(Secret::new("s".to_owned())),
+        "http://localhost:8976/oauth/callback",
+    )
+    .unwrap()
+}
+
+/// Issue 15 item 13: revocation that is not RFC 7009. HubSpot's shape, a DELETE with the token
+/// in the path (escaped) and no body; and a JSON body carrying the token and, with `client-auth
+/// = "body"`, the client.
+#[tokio::test]
+async fn revocation_by_delete_with_the_token_in_the_path_or_by_a_json_body() {
+    use weft_core::model::{ClientAuth, Method, RevokeBody, RevokeRequest};
+    let http = weft_engine::http::client().unwrap();
+
+    let server = Server::start(Some(answer("204 No Content", "text/plain", "")));
+    let app = app_revoking(&server, |o| {
+        o.revoke_url = Some("{{ hosts.identity }}/oauth/v1/refresh-tokens/{{ token }}".into());
+        o.revoke_request = Some(RevokeRequest {
+            method: Method::Delete,
+            body: RevokeBody::None,
+        });
+    });
+    app.revoke(&http, &Secret::new("r/1 2".into()))
+        .await
+        .unwrap();
+    let head = server.heads.lock().unwrap()[0].clone();
+    assert!(
+        head.starts_with("DELETE /oauth/v1/refresh-tokens/r%2F1%202 HTTP/1.1"),
+        "{head}"
+    );
+    assert!(!head.contains("token_type_hint"), "no body: {head}");
+
+    let server = Server::start(Some(answer("200 OK", "application/json", "{}")));
+    let app = app_revoking(&server, |o| {
+        o.revoke_url = Some("{{ hosts.identity }}/revoke".into());
+        o.client_auth = ClientAuth::Body;
+        o.revoke_request = Some(RevokeRequest {
+            method: Method::Post,
+            body: RevokeBody::Json,
+        });
+    });
+    app.revoke(&http, &Secret::new("r1".into())).await.unwrap();
+    let head = server.heads.lock().unwrap()[0].clone();
+    let lower = head.to_lowercase();
+    assert!(head.starts_with("POST /revoke HTTP/1.1"), "{head}");
+    assert!(lower.contains("content-type: application/json"), "{head}");
+    let body: serde_json::Value =
+        serde_json::from_str(head.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"token": "r1", "token_type_hint": "refresh_token", "client_id": "CLIENT+ID", "client_secret": "s"})
+    );
+
+    // A refusal names the host and the status, never the URL that holds the token.
+    let server = Server::start(Some(answer(
+        "400 Bad Request",
+        "application/json",
+        r#"{"error":"invalid_token"}"#,
+    )));
+    let app = app_revoking(&server, |o| {
+        o.revoke_url = Some("{{ hosts.identity }}/oauth/v1/refresh-tokens/{{ token }}".into());
+        o.revoke_request = Some(RevokeRequest {
+            method: Method::Delete,
+            body: RevokeBody::None,
+        });
+    });
+    let err = app
+        .revoke(&http, &Secret::new("secret-refresh".into()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("400") && !err.contains("secret-refresh"),
+        "{err}"
+    );
+}
+
+/// Issue 15 item 4: the parameters a provider adds beside the code (QuickBooks' `realmId`)
+/// come back with it; `state` and `code` are not among them, and the code is never printed.
+#[tokio::test]
+async fn the_callback_hands_back_the_parameters_beside_the_code() {
+    let callback = Callback::bind(0).await.unwrap();
+    let port = callback.port();
+    let waiting = tokio::spawn(callback.wait_answer("S2", std::time::Duration::from_secs(30)));
+    let page = tokio::task::spawn_blocking(move || {
+        call(
+            port,
+            "/oauth/callback?code=c%2B1&state=S2&realmId=4620816365",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer.code, "c+1");
+    assert_eq!(
+        answer.params,
+        BTreeMap::from([("realmId".to_owned(), "4620816365".to_owned())])
+    );
+    assert!(!format!("{answer:?}").contains("c+1"));
+}

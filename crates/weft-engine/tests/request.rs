@@ -243,3 +243,51 @@ fn request_wide_query_parameters_go_on_every_request() {
         "{rendered}"
     );
 }
+
+/// Issue 15 item 4: a spec whose tenant rides in the path has no tenant header; a tenanted
+/// request without a tenant is still refused.
+#[test]
+fn a_tenant_in_the_path_needs_no_header() {
+    let text = SPEC
+        .replace(
+            "header = { name = \"acme-org\", value = \"{{ tenant.id }}\" }\n",
+            "",
+        )
+        .replace(
+            "select = { by = \"choose\" }",
+            "select = { by = \"callback-param\", param = \"realmId\" }",
+        )
+        .replace(
+            "path = \"/invoices\"",
+            "path = \"/company/{{ tenant.id }}/invoices\"",
+        )
+        .replace(
+            "path = \"/invoices/{{ id }}\"",
+            "path = \"/company/{{ tenant.id }}/invoices/{{ id }}\"",
+        );
+    let report = load_str("acme.toml", &text);
+    assert!(report.diagnostics.is_empty(), "{}", report.render());
+    let spec = report.spec.unwrap();
+    let ctx = RequestContext {
+        id: Some("7".into()),
+        tenant: tenant(),
+        ..Default::default()
+    };
+    let req = invoices(&spec, OpKind::Get, &ctx).unwrap();
+    assert_eq!(
+        req.url.as_str(),
+        "https://api.acme.example/v2/company/org-1/invoices/7"
+    );
+    assert_eq!(
+        req.headers,
+        vec![("Accept".into(), "application/json".into())]
+    );
+    let none = RequestContext {
+        id: Some("7".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        invoices(&spec, OpKind::Get, &none),
+        Err(EngineError::NoTenant { .. })
+    ));
+}

@@ -280,3 +280,71 @@ async fn an_idle_refresh_token_has_a_use_by_date_from_the_spec() {
         None
     );
 }
+
+/// Issue 15 item 13: a refresh token's absolute lifetime counts from the consent, through
+/// refreshes (QuickBooks: five years), and the use-by date is the earlier of that and the idle
+/// lifetime; a provider whose refresh tokens never expire declares neither (HubSpot).
+#[tokio::test]
+async fn an_absolute_refresh_lifetime_counts_from_the_consent_through_refreshes() {
+    let f = Fixture::new("absolute");
+    let first = f.authorize().await;
+    assert_eq!(first.granted_at_ms, first.obtained_at_ms);
+    let keeper = f.keeper();
+    let day = 86_400_000;
+    f.sim.clock().advance(Duration::from_secs(26 * 60));
+    keeper.access_token().await.unwrap();
+    let refreshed = TokenSet::from_sealed_json(&f.store().get(RECORD).unwrap().unwrap()).unwrap();
+    assert!(refreshed.obtained_at_ms > first.obtained_at_ms, "refreshed");
+    assert_eq!(
+        refreshed.granted_at_ms, first.granted_at_ms,
+        "a refresh continues the same consent"
+    );
+    let mut refresh = shipped("xero")
+        .file()
+        .auth
+        .oauth2
+        .as_ref()
+        .unwrap()
+        .refresh
+        .clone()
+        .unwrap();
+    refresh.idle_lifetime = Some("100d".parse().unwrap());
+    refresh.absolute_lifetime = Some("1826d".parse().unwrap());
+    let use_by = weft_engine::tokens::use_by_ms(&refreshed, Some(&refresh)).unwrap();
+    assert_eq!(
+        use_by,
+        refreshed.obtained_at_ms + 100 * day,
+        "idle binds first"
+    );
+    // Years of refreshes later the consent's age binds.
+    let old = TokenSet {
+        obtained_at_ms: first.granted_at_ms + 1800 * day,
+        ..refreshed.clone()
+    };
+    let use_by = weft_engine::tokens::use_by_ms(&old, Some(&refresh)).unwrap();
+    assert_eq!(use_by, first.granted_at_ms + 1826 * day);
+    assert!(
+        weft_engine::tokens::lapses_soon(use_by, Some(&refresh), use_by - 20 * day),
+        "warned within 25 days (a quarter of the idle lifetime)"
+    );
+    // Only an absolute lifetime: warned 30 days ahead at most, not a quarter of five years.
+    refresh.idle_lifetime = None;
+    let use_by = weft_engine::tokens::use_by_ms(&refreshed, Some(&refresh)).unwrap();
+    assert_eq!(use_by, first.granted_at_ms + 1826 * day);
+    assert!(!weft_engine::tokens::lapses_soon(
+        use_by,
+        Some(&refresh),
+        use_by - 31 * day
+    ));
+    assert!(weft_engine::tokens::lapses_soon(
+        use_by,
+        Some(&refresh),
+        use_by - 29 * day
+    ));
+    // Neither: the refresh token does not lapse.
+    refresh.absolute_lifetime = None;
+    assert_eq!(
+        weft_engine::tokens::use_by_ms(&refreshed, Some(&refresh)),
+        None
+    );
+}

@@ -300,6 +300,9 @@ impl StreamRun<'_> {
         if let (Some(i), Some(c)) = (inc, cursor) {
             ctx.cursor = Some(crate::cursor::format(c, i));
         }
+        if let Some(ask) = pager.next() {
+            ask.apply(&mut ctx);
+        }
         let (records, body) = session.page(&src.resource, &ctx, query).await?;
         pager
             .advance(&body, records.len())
