@@ -1,0 +1,375 @@
+//! Connections of the workspace: the list (scope, status, organisations), the create form
+//! (the OAuth client, the concurrency field with the spec's rules, or concurrency borrowed
+//! from another connection) and deletion of a connection that holds no grant.
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use weft_core::Spec;
+use weft_core::form::FieldValue;
+use weft_core::model::well_known;
+use weft_engine::workspace::{Connection, Workspace, check_name, connection_tokens_id};
+
+use super::clients::url_path;
+use super::fields::{self, FieldView};
+use crate::web::{AppState, FormData, Me, PageError, see_other};
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    created: Option<String>,
+    deleted: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewQuery {
+    connector: Option<String>,
+}
+
+fn refresh_rules(state: &AppState, connector: &str) -> Option<weft_core::model::Refresh> {
+    state.spec(connector).and_then(|s| {
+        s.file()
+            .auth
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.refresh.clone())
+    })
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    me: Me,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let ws = state.workspace()?;
+    let mut rows = Vec::new();
+    for (name, c) in &ws.file.connections {
+        let (status, use_by) = ws
+            .connection_status(name, refresh_rules(&state, &c.connector).as_ref())
+            .map_err(PageError::internal)?;
+        let tenants: Vec<&str> = c.tenants.iter().map(|t| t.name.as_str()).collect();
+        rows.push(minijinja::context! {
+            name, connector => &c.connector, client => &c.client, scope => ws.scope().as_str(),
+            concurrency => c.concurrency, borrows => &c.borrow_concurrency_from,
+            tenants, status, use_by,
+            bad => matches!(status, "needs authorization" | "damaged credentials" | "lapsed unused" | "not authorized"),
+        });
+    }
+    let notice = match (q.created, q.deleted) {
+        (Some(n), _) => Some(format!(
+            "Created connection {n}. Authorize it with `weft connection authorize {n}` (authorizing from the console comes next)."
+        )),
+        (_, Some(n)) => Some(format!("Deleted connection {n}.")),
+        _ => None,
+    };
+    let connectors: Vec<_> = state
+        .specs
+        .iter()
+        .filter(|s| s.file().auth.oauth2.is_some() || s.file().auth.client_credentials.is_some())
+        .map(|s| minijinja::context! { id => s.id(), name => &s.file().name })
+        .collect();
+    state.page(
+        &me,
+        "connections.html",
+        "connections",
+        minijinja::context! { connections => rows, notice, connectors },
+    )
+}
+
+struct ConnectionForm {
+    name: FieldView,
+    client: FieldView,
+    concurrency: FieldView,
+    borrow: FieldView,
+}
+
+fn blank_form(spec: &Spec, ws: &Workspace) -> Result<ConnectionForm, PageError> {
+    let f = spec.file();
+    let clients: Vec<(String, String)> = ws
+        .file
+        .clients
+        .iter()
+        .filter(|(_, c)| c.connector == f.id)
+        .map(|(n, c)| (n.clone(), format!("{n} (client ID {})", c.client_id)))
+        .collect();
+    if clients.is_empty() {
+        return Err(PageError::BadRequest(format!(
+            "There is no OAuth client for {} yet: add one on the OAuth clients page first, then create the connection.",
+            f.name
+        )));
+    }
+    let concurrency = match f.fields.iter().find(|x| x.id == well_known::CONCURRENCY) {
+        Some(field) => fields::view(field, "concurrency", None),
+        None => FieldView {
+            id: "concurrency".into(),
+            label: "Concurrency level".into(),
+            input: "number",
+            min: Some(1),
+            max: Some(i64::from(f.limits.concurrency.max)),
+            value: f.limits.concurrency.default.to_string(),
+            ..FieldView::default()
+        },
+    };
+    let mut lenders = vec![(
+        String::new(),
+        "No: use its own concurrency level".to_owned(),
+    )];
+    lenders.extend(
+        ws.file
+            .connections
+            .iter()
+            .filter(|(_, c)| c.connector == f.id && c.borrow_concurrency_from.is_none())
+            .map(|(n, c)| (n.clone(), format!("{n} (level {})", c.concurrency))),
+    );
+    Ok(ConnectionForm {
+        name: fields::name_input(
+            "name",
+            "Name",
+            "How flows refer to this connection, unique in the workspace (for example xero).",
+            "",
+        ),
+        client: FieldView {
+            id: "client".into(),
+            label: "OAuth client".into(),
+            help: Some("The app registered at the provider that this connection authorizes with.".into()),
+            input: "select",
+            required: true,
+            value: clients[0].0.clone(),
+            choices: clients,
+            ..FieldView::default()
+        },
+        concurrency,
+        borrow: FieldView {
+            id: "borrow".into(),
+            label: "Borrow concurrency from".into(),
+            help: Some("Share another connection's pool: both draw from its level together, in every process. Its own level is then not used.".into()),
+            input: "select",
+            choices: lenders,
+            ..FieldView::default()
+        },
+    })
+}
+
+fn render_form(
+    state: &AppState,
+    me: &Me,
+    spec: &Spec,
+    form: &ConnectionForm,
+    error: Option<&str>,
+) -> Result<Response, PageError> {
+    let fields = [&form.name, &form.client, &form.concurrency, &form.borrow];
+    let mut res = state.page(
+        me,
+        "connection_form.html",
+        "connections",
+        minijinja::context! { fields, error, connector => spec.id(), connector_name => &spec.file().name },
+    )?;
+    if error.is_some() {
+        *res.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(res)
+}
+
+pub(crate) async fn new(
+    State(state): State<AppState>,
+    me: Me,
+    Query(q): Query<NewQuery>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "create workspace connections")?;
+    let Some(id) = q.connector.filter(|c| !c.is_empty()) else {
+        return Ok(see_other("/connections#create"));
+    };
+    let spec = state
+        .spec(&id)
+        .ok_or_else(|| PageError::NotFound(format!("There is no connector `{id}`.")))?;
+    let ws = state.workspace()?;
+    render_form(&state, &me, spec, &blank_form(spec, &ws)?, None)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    me: Me,
+    data: FormData,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "create workspace connections")?;
+    let connector = data.get("connector").unwrap_or_default();
+    let spec = state.spec(connector).ok_or_else(|| {
+        PageError::BadRequest(format!(
+            "There is no connector `{connector}`; choose one from the list."
+        ))
+    })?;
+    let mut ws = state.workspace()?;
+    let mut form = blank_form(spec, &ws)?;
+    let name = data.get("name").unwrap_or_default().to_owned();
+    form.name.value.clone_from(&name);
+    if let Err(reason) = check_name("connection", &name) {
+        form.name.error = Some(reason);
+    } else if ws.file.connections.contains_key(&name) {
+        form.name.error = Some(format!(
+            "A connection {name} exists already; choose another name."
+        ));
+    }
+    let client = data.get("client").unwrap_or_default().to_owned();
+    form.client.value.clone_from(&client);
+    if !form.client.choices.iter().any(|(v, _)| *v == client) {
+        form.client.error = Some(format!(
+            "Choose one of the {} OAuth clients listed.",
+            spec.file().name
+        ));
+    }
+    let borrow = data.get("borrow").unwrap_or_default().to_owned();
+    form.borrow.value.clone_from(&borrow);
+    let borrow = (!borrow.is_empty()).then_some(borrow);
+    if let Some(lender) = &borrow
+        && !form.borrow.choices.iter().any(|(v, _)| v == lender)
+    {
+        form.borrow.error = Some(format!(
+            "Choose a {} connection that uses its own level, or No.",
+            spec.file().name
+        ));
+    }
+    let typed = data.get("concurrency");
+    let field = spec
+        .file()
+        .fields
+        .iter()
+        .find(|x| x.id == well_known::CONCURRENCY);
+    form.concurrency.value = typed.unwrap_or_default().to_owned();
+    let level = match field {
+        Some(field) => match fields::check(field, &mut form.concurrency, typed) {
+            Some(FieldValue::Integer(n)) => u32::try_from(n).ok(),
+            _ => None,
+        },
+        None => match typed.unwrap_or_default().trim().parse::<u32>() {
+            Ok(n) if (1..=spec.file().limits.concurrency.max).contains(&n) => Some(n),
+            _ => {
+                form.concurrency.error = Some(format!(
+                    "Enter a whole number from 1 to {}.",
+                    spec.file().limits.concurrency.max
+                ));
+                None
+            }
+        },
+    };
+    let errors = [&form.name, &form.client, &form.concurrency, &form.borrow]
+        .iter()
+        .any(|f| f.error.is_some());
+    let (false, Some(level)) = (errors, level) else {
+        return render_form(
+            &state,
+            &me,
+            spec,
+            &form,
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    };
+    ws.file.connections.insert(
+        name.clone(),
+        Connection {
+            connector: spec.id().to_owned(),
+            client: Some(client),
+            concurrency: level,
+            borrow_concurrency_from: borrow.clone(),
+            hosts: Default::default(),
+            tenants: Vec::new(),
+        },
+    );
+    ws.save().map_err(PageError::internal)?;
+    let detail = match &borrow {
+        Some(lender) => format!(
+            "{} connection, borrows concurrency from {lender}",
+            spec.id()
+        ),
+        None => format!("{} connection, concurrency {level}", spec.id()),
+    };
+    state.audit(&me.user.name, "connection.create", &name, &detail)?;
+    Ok(see_other(&format!(
+        "/connections?created={}",
+        url_path(&name)
+    )))
+}
+
+/// Why connection `name` cannot be deleted from the console now, if it cannot.
+fn blocked(ws: &Workspace, name: &str) -> Result<Option<String>, PageError> {
+    let borrowers: Vec<&str> = ws
+        .file
+        .connections
+        .iter()
+        .filter(|(_, c)| c.borrow_concurrency_from.as_deref() == Some(name))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !borrowers.is_empty() {
+        return Ok(Some(format!(
+            "Connections {} borrow concurrency from {name}. Give them their own level first.",
+            borrowers.join(", ")
+        )));
+    }
+    let has_grant = ws
+        .secrets()
+        .map_err(PageError::internal)?
+        .ids()
+        .any(|id| id == connection_tokens_id(name));
+    if has_grant {
+        return Ok(Some(format!(
+            "Connection {name} holds a grant at the provider, which deleting must revoke. The console cannot revoke grants yet: run `weft connection delete {name}`, which revokes it (or keeps it when another connection shares it) and then deletes the connection."
+        )));
+    }
+    Ok(None)
+}
+
+pub(crate) async fn delete_form(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "delete workspace connections")?;
+    let ws = state.workspace()?;
+    if !ws.file.connections.contains_key(&name) {
+        return Err(PageError::NotFound(format!(
+            "There is no connection {name} in this workspace."
+        )));
+    }
+    state.page(
+        &me,
+        "confirm.html",
+        "connections",
+        minijinja::context! {
+            title => format!("Delete connection {name}?"),
+            action => format!("/connections/{}/delete", url_path(&name)),
+            blocked => blocked(&ws, &name)?,
+            what => "This removes the connection from weft.toml. It cannot be undone. It was never authorized, so there is no grant at the provider to revoke. Flows that name it stop working until a connection of that name exists again.",
+            button => "Delete connection",
+            back => "/connections",
+        },
+    )
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "delete workspace connections")?;
+    let mut ws = state.workspace()?;
+    if !ws.file.connections.contains_key(&name) {
+        return Err(PageError::NotFound(format!(
+            "There is no connection {name} in this workspace."
+        )));
+    }
+    if let Some(why) = blocked(&ws, &name)? {
+        return Err(PageError::BadRequest(format!(
+            "Connection {name} was not deleted. {why}"
+        )));
+    }
+    ws.file.connections.shift_remove(&name);
+    ws.save().map_err(PageError::internal)?;
+    state.audit(
+        &me.user.name,
+        "connection.delete",
+        &name,
+        "deleted (held no grant)",
+    )?;
+    Ok(see_other(&format!(
+        "/connections?deleted={}",
+        url_path(&name)
+    )))
+}
