@@ -311,30 +311,9 @@ fn check_borrow(scopes: &[Workspace], name: &str, lender: &str, connector: &str)
 }
 
 /// The other connections (with the tenants they share) that revoking `name`'s grant would
-/// disconnect: same connector and OAuth client, reaching one of the same tenants (or either
-/// records none, when the connector has no tenants to tell them apart).
+/// disconnect.
 fn sharing_the_grant(all: &[Workspace], name: &str, deleted: &Connection) -> Vec<String> {
-    all.iter()
-        .flat_map(|s| s.file.connections.iter())
-        .filter(|(n, c)| {
-            n.as_str() != name && c.connector == deleted.connector && c.client == deleted.client
-        })
-        .filter_map(|(n, c)| {
-            let shared: Vec<&str> = c
-                .tenants
-                .iter()
-                .filter(|t| deleted.tenants.iter().any(|d| d.id == t.id))
-                .map(|t| t.name.as_str())
-                .collect();
-            if !shared.is_empty() {
-                Some(format!("`{n}` (reaching {})", shared.join(", ")))
-            } else if c.tenants.is_empty() || deleted.tenants.is_empty() {
-                Some(format!("`{n}`"))
-            } else {
-                None
-            }
-        })
-        .collect()
+    weft_engine::connect::sharing_the_grant(all, name, deleted)
 }
 
 /// Where a connection stands (see `Workspace::connection_status`), with its spec's refresh rules.
