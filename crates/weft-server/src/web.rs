@@ -44,6 +44,34 @@ pub(crate) struct Inner {
     key: [u8; 32],
     pub(crate) env: minijinja::Environment<'static>,
     attempts: Mutex<HashMap<String, Vec<i64>>>,
+    /// Authorizations sent to a provider, by their OAuth state.
+    pub(crate) pending: Mutex<HashMap<String, PendingAuth>>,
+    /// Organisations a consent connected, waiting for the person's choice, by a random id.
+    pub(crate) choices: Mutex<HashMap<String, TenantChoice>>,
+}
+
+/// How long an authorization or an organisation choice waits for the person.
+pub(crate) const PENDING_MS: i64 = 15 * 60 * 1000;
+
+/// An authorization in progress.
+pub(crate) struct PendingAuth {
+    pub(crate) user: String,
+    pub(crate) connection: String,
+    pub(crate) pending: weft_engine::oauth::Pending,
+    pub(crate) started_ms: i64,
+}
+
+/// The organisations a consent connected, for the person who gave it to choose among.
+pub(crate) struct TenantChoice {
+    pub(crate) user: String,
+    pub(crate) connection: String,
+    pub(crate) found: Vec<weft_engine::workspace::TenantRef>,
+    pub(crate) started_ms: i64,
+}
+
+/// Locks a mutex, going on after a panic elsewhere (the maps stay consistent per entry).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::ops::Deref for AppState {
@@ -69,6 +97,8 @@ impl AppState {
             key,
             env: crate::pages::templates(),
             attempts: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            choices: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -429,6 +459,25 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for FormData {
             .map_err(|_| PageError::BadRequest("The form is too large.".into()).into_response())?;
         Ok(Self::parse(&bytes))
     }
+}
+
+/// Runs engine work (a session's calls) on a runtime of its own on a blocking thread, as the
+/// CLI does: the engine's futures borrow their session across awaits, which a handler's future
+/// cannot hold and stay `Send`. Every call inside has the engine's own timeouts.
+pub(crate) async fn engine<T, F>(work: impl FnOnce() -> F + Send + 'static) -> Result<T, PageError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(PageError::internal)?;
+        Ok(rt.block_on(work()))
+    })
+    .await
+    .map_err(PageError::internal)?
 }
 
 /// A redirect after a successful POST (303, so the browser GETs the next page).

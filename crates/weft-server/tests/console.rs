@@ -173,7 +173,7 @@ impl Console {
             .find(|c| c.starts_with("weft_session="))
             .unwrap();
         assert!(
-            session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+            session.contains("HttpOnly") && session.contains("SameSite=Lax"),
             "{session}"
         );
         let cookie = session.split(';').next().unwrap().to_owned();
@@ -905,4 +905,363 @@ async fn serve_answers_on_a_real_loopback_listener() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// The console's callback URL in these tests (the router is driven without binding).
+const CALLBACK: &str = "http://127.0.0.1:8080/oauth/callback";
+
+/// What a person's browser does at the provider: open the consent URL, let the simulator
+/// decide, and return the path and query the provider sends the browser back to.
+async fn play_browser(consent_url: &str) -> String {
+    let http = weft_engine::http::client().unwrap();
+    let consent = http.get(consent_url).send().await.unwrap();
+    assert!(
+        consent.status().is_redirection(),
+        "the consent page answered {}",
+        consent.status()
+    );
+    let back = consent.headers()["location"].to_str().unwrap().to_owned();
+    let rest = back
+        .strip_prefix("http://127.0.0.1:8080")
+        .unwrap_or_else(|| panic!("sent back to {back}"));
+    rest.to_owned()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn xero_save_and_authorize_choose_an_organisation_test_and_delete_with_revocation() {
+    use weft_harness::xero::{Consent, XeroConfig, XeroSim};
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 2,
+        size: 4,
+        redirect_uris: vec![CALLBACK.to_owned()],
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let tenants = sim.tenants();
+    let c = Console::new("xero-authorize");
+    runtime().block_on(async {
+        let alice = c.login("alice", ADMIN_PW).await;
+        let cookie = Some(alice.cookie.as_str());
+        let res = c
+            .post(
+                "/clients",
+                cookie,
+                &[
+                    ("csrf", &alice.csrf),
+                    ("connector", "xero"),
+                    ("name", "xapp"),
+                    ("client_id", sim.client_id()),
+                    ("client_secret", sim.client_secret()),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let form = c.get("/connections/new?connector=xero", cookie).await;
+        assert!(form.body.contains("Save &amp; authorize"), "{}", form.body);
+
+        // The person declines first: nothing changes, and the page says so.
+        sim.set_consent(Consent::Deny);
+        let (login, identity, api) = (sim.login_url(), sim.identity_url(), sim.api_url());
+        let fields = |action: &'static str| {
+            vec![
+                ("csrf", alice.csrf.clone()),
+                ("connector", "xero".into()),
+                ("name", "books".into()),
+                ("client", "xapp".into()),
+                ("concurrency", "5".into()),
+                ("borrow", String::new()),
+                ("host_login", login.clone()),
+                ("host_identity", identity.clone()),
+                ("host_api", api.clone()),
+                ("action", action.into()),
+            ]
+        };
+        let pairs = fields("authorize");
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = c.post("/connections", cookie, &pairs).await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let consent = res.location.unwrap();
+        assert!(
+            consent.starts_with(&login) && consent.contains("code_challenge="),
+            "PKCE: {consent}"
+        );
+        let back = play_browser(&consent).await;
+        let res = c.get(&back, cookie).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        assert!(
+            res.body.contains("did not grant access") && res.body.contains("access_denied"),
+            "{}",
+            res.body
+        );
+
+        // Authorize again from the list; the consent connects both organisations.
+        sim.set_consent(Consent::Grant { tenants: vec![] });
+        let res = c
+            .post(
+                "/connections/books/authorize",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let back = play_browser(&res.location.unwrap()).await;
+        // The answer is single-use and bound to the person who started it.
+        let bob = c.login("bob", MEMBER_PW).await;
+        let res = c.get(&back, Some(&bob.cookie)).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        let res = c.get(&back, cookie).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        for (id, name) in &tenants {
+            assert!(
+                res.body.contains(id.as_str()) && res.body.contains(&escape(name)),
+                "{name} offered: {}",
+                res.body
+            );
+        }
+        let replay = c.get(&back, cookie).await;
+        assert_eq!(
+            replay.status,
+            StatusCode::BAD_REQUEST,
+            "a replayed answer is refused"
+        );
+        let choice = value_of(&res.body, "choice");
+        let res = c
+            .post(
+                "/connections/books/organisations",
+                cookie,
+                &[
+                    ("csrf", &alice.csrf),
+                    ("choice", &choice),
+                    ("tenant", &tenants[1].0),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let toml = std::fs::read_to_string(c.dir.join("weft.toml")).unwrap();
+        assert!(
+            toml.contains(&tenants[1].0) && !toml.contains(&tenants[0].0),
+            "only the chosen one: {toml}"
+        );
+        let list = c.get("/connections", cookie).await;
+        assert!(
+            list.body.contains(">authorized<") && list.body.contains(&escape(&tenants[1].1)),
+            "{}",
+            list.body
+        );
+
+        // Test: the spec's call against the chosen organisation.
+        let res = c
+            .post("/connections/books/test", cookie, &[("csrf", &alice.csrf)])
+            .await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(res.body.contains("works."), "{}", res.body);
+
+        // Delete: the confirmation says it cannot be undone and what it revokes.
+        let confirm = c.get("/connections/books/delete", cookie).await;
+        assert!(
+            confirm.body.contains("It cannot be undone")
+                && confirm.body.contains("revokes the connection"),
+            "{}",
+            confirm.body
+        );
+        let res = c
+            .post(
+                "/connections/books/delete",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        assert!(res.location.unwrap().contains("revoked=1"));
+        let ws = weft_engine::workspace::Workspace::find(&c.dir).unwrap();
+        assert!(!ws.file.connections.contains_key("books"));
+        assert!(
+            ws.secrets()
+                .unwrap()
+                .get(&weft_engine::workspace::connection_tokens_id("books"))
+                .unwrap()
+                .is_none()
+        );
+    });
+    let actions: Vec<String> = c
+        .audit()
+        .into_iter()
+        .filter(|(_, _, t)| t == "books")
+        .map(|(_, a, _)| a)
+        .collect();
+    for expected in [
+        "connection.create",
+        "connection.authorize-start",
+        "connection.authorize",
+        "connection.organisations",
+        "connection.test",
+        "connection.delete",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} in {actions:?}"
+        );
+    }
+    let mut guarded = sim.issued_tokens();
+    guarded.push(sim.client_secret().to_owned());
+    for body in c.bodies.borrow().iter() {
+        for secret in &guarded {
+            assert!(
+                !body.contains(secret.as_str()),
+                "a response holds a secret or token"
+            );
+        }
+    }
+}
+
+#[test]
+fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
+    use weft_harness::kantata::{KantataConfig, KantataSim};
+    let sim = KantataSim::start(KantataConfig {
+        redirect_uris: vec![CALLBACK.to_owned()],
+        ..KantataConfig::default()
+    })
+    .unwrap();
+    let c = Console::new("kantata-authorize");
+    runtime().block_on(async {
+        let alice = c.login("alice", ADMIN_PW).await;
+        let cookie = Some(alice.cookie.as_str());
+        let res = c
+            .post(
+                "/clients",
+                cookie,
+                &[
+                    ("csrf", &alice.csrf),
+                    ("connector", "kantata"),
+                    ("name", "kapp"),
+                    ("client_id", sim.client_id()),
+                    ("client_secret", sim.client_secret()),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let (app, api) = (sim.app_url(), sim.api_url());
+        let create = |name: &'static str, action: &'static str| {
+            vec![
+                ("csrf", alice.csrf.clone()),
+                ("connector", "kantata".to_owned()),
+                ("name", name.to_owned()),
+                ("client", "kapp".to_owned()),
+                ("concurrency", "3".to_owned()),
+                ("borrow", String::new()),
+                ("host_app", app.clone()),
+                ("host_api", api.clone()),
+                ("action", action.to_owned()),
+            ]
+        };
+        // Saved without authorizing: Test says what is missing and what to do.
+        let pairs = create("later", "save");
+        let res = c
+            .post(
+                "/connections",
+                cookie,
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let res = c
+            .post("/connections/later/test", cookie, &[("csrf", &alice.csrf)])
+            .await;
+        assert!(
+            res.body.contains("failed.") && res.body.contains("no credentials yet. Use Authorize"),
+            "{}",
+            res.body
+        );
+
+        let pairs = create("k", "authorize");
+        let res = c
+            .post(
+                "/connections",
+                cookie,
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let back = play_browser(&res.location.unwrap()).await;
+        let res = c.get(&back, cookie).await;
+        assert_eq!(
+            res.status,
+            StatusCode::SEE_OTHER,
+            "no organisations to choose: {}",
+            res.body
+        );
+        assert_eq!(res.location.as_deref(), Some("/connections?authorized=k"));
+        let res = c
+            .post("/connections/k/test", cookie, &[("csrf", &alice.csrf)])
+            .await;
+        assert!(res.body.contains("works."), "{}", res.body);
+        // A member may test, but not authorize or delete.
+        let bob = c.login("bob", MEMBER_PW).await;
+        let res = c
+            .post(
+                "/connections/k/test",
+                Some(&bob.cookie),
+                &[("csrf", &bob.csrf)],
+            )
+            .await;
+        assert!(res.body.contains("works."), "{}", res.body);
+        let res = c
+            .post(
+                "/connections/k/authorize",
+                Some(&bob.cookie),
+                &[("csrf", &bob.csrf)],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN);
+        let res = c
+            .post(
+                "/connections/k/delete",
+                Some(&bob.cookie),
+                &[("csrf", &bob.csrf)],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN);
+    });
+    let mut guarded = sim.issued_tokens();
+    guarded.push(sim.client_secret().to_owned());
+    for body in c.bodies.borrow().iter() {
+        for secret in &guarded {
+            assert!(
+                !body.contains(secret.as_str()),
+                "a response holds a secret or token"
+            );
+        }
+    }
+}
+
+/// Text as the templates write it (MiniJinja's HTML escaping).
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2f;")
+}
+
+fn value_of(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[at..].split('"').next().unwrap().to_owned()
 }

@@ -18,6 +18,9 @@ use crate::web::{AppState, FormData, Me, PageError, see_other};
 pub(crate) struct ListQuery {
     created: Option<String>,
     deleted: Option<String>,
+    authorized: Option<String>,
+    revoked: Option<String>,
+    kept: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,15 +54,28 @@ pub(crate) async fn list(
             name, connector => &c.connector, client => &c.client, scope => ws.scope().as_str(),
             concurrency => c.concurrency, borrows => &c.borrow_concurrency_from,
             tenants, status, use_by,
+            consent => state.spec(&c.connector).is_some_and(|s| s.file().auth.oauth2.is_some()),
             bad => matches!(status, "needs authorization" | "damaged credentials" | "lapsed unused" | "not authorized"),
         });
     }
-    let notice = match (q.created, q.deleted) {
-        (Some(n), _) => Some(format!(
-            "Created connection {n}. Authorize it with `weft connection authorize {n}` (authorizing from the console comes next)."
-        )),
-        (_, Some(n)) => Some(format!("Deleted connection {n}.")),
-        _ => None,
+    let notice = if let Some(n) = q.created {
+        Some(format!(
+            "Created connection {n}. Use Authorize on its row when its OAuth client is registered at the provider."
+        ))
+    } else if let Some(n) = q.authorized {
+        Some(format!(
+            "Connection {n} is authorized; its tokens are sealed. Use Test to check it."
+        ))
+    } else if let Some(n) = q.deleted {
+        Some(match (q.revoked.is_some(), q.kept) {
+            (true, _) => format!("Deleted connection {n} and revoked its grant at the provider."),
+            (false, Some(_)) => format!(
+                "Deleted connection {n}. Its grant was kept at the provider because another connection of the same OAuth client uses it."
+            ),
+            (false, None) => format!("Deleted connection {n}."),
+        })
+    } else {
+        None
     };
     let connectors: Vec<_> = state
         .specs
@@ -80,6 +96,8 @@ struct ConnectionForm {
     client: FieldView,
     concurrency: FieldView,
     borrow: FieldView,
+    /// Base URL overrides, one per host of the spec (a sandbox, a proxy); empty keeps the spec's.
+    hosts: Vec<FieldView>,
 }
 
 fn blank_form(spec: &Spec, ws: &Workspace) -> Result<ConnectionForm, PageError> {
@@ -138,6 +156,19 @@ fn blank_form(spec: &Spec, ws: &Workspace) -> Result<ConnectionForm, PageError> 
             ..FieldView::default()
         },
         concurrency,
+        hosts: f
+            .hosts
+            .iter()
+            .map(|(host, url)| FieldView {
+                id: format!("host_{host}"),
+                label: format!("Base URL of host {host}"),
+                help: Some(format!("Leave empty for {url}. Set it to reach a sandbox or a proxy instead.")),
+                input: "url",
+                maxlength: Some(2000),
+                autocomplete: "off",
+                ..FieldView::default()
+            })
+            .collect(),
         borrow: FieldView {
             id: "borrow".into(),
             label: "Borrow concurrency from".into(),
@@ -161,7 +192,11 @@ fn render_form(
         me,
         "connection_form.html",
         "connections",
-        minijinja::context! { fields, error, connector => spec.id(), connector_name => &spec.file().name },
+        minijinja::context! {
+            fields, error, hosts => &form.hosts, connector => spec.id(), connector_name => &spec.file().name,
+            consent => spec.file().auth.oauth2.is_some(),
+            callback => state.callback_url(),
+        },
     )?;
     if error.is_some() {
         *res.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
@@ -250,8 +285,30 @@ pub(crate) async fn create(
             }
         },
     };
+    let mut hosts = std::collections::BTreeMap::new();
+    for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
+        let typed = data.get(&field.id).unwrap_or_default().trim().to_owned();
+        field.value.clone_from(&typed);
+        if typed.is_empty() {
+            continue;
+        }
+        match url::Url::parse(&typed) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                hosts.insert(host.clone(), typed);
+            }
+            _ => {
+                field.error = Some("Enter an absolute http or https URL, or leave it empty.".into())
+            }
+        }
+    }
+    if let Err(e) = weft_engine::request::Hosts::new(spec.file(), &hosts)
+        && let Some(first) = form.hosts.first_mut()
+    {
+        first.error = Some(e.to_string());
+    }
     let errors = [&form.name, &form.client, &form.concurrency, &form.borrow]
-        .iter()
+        .into_iter()
+        .chain(form.hosts.iter())
         .any(|f| f.error.is_some());
     let (false, Some(level)) = (errors, level) else {
         return render_form(
@@ -269,7 +326,7 @@ pub(crate) async fn create(
             client: Some(client),
             concurrency: level,
             borrow_concurrency_from: borrow.clone(),
-            hosts: Default::default(),
+            hosts,
             tenants: Vec::new(),
         },
     );
@@ -282,14 +339,17 @@ pub(crate) async fn create(
         None => format!("{} connection, concurrency {level}", spec.id()),
     };
     state.audit(&me.user.name, "connection.create", &name, &detail)?;
+    if data.get("action") == Some("authorize") && spec.file().auth.oauth2.is_some() {
+        return super::authorize::start(&state, &me, &name);
+    }
     Ok(see_other(&format!(
         "/connections?created={}",
         url_path(&name)
     )))
 }
 
-/// Why connection `name` cannot be deleted from the console now, if it cannot.
-fn blocked(ws: &Workspace, name: &str) -> Result<Option<String>, PageError> {
+/// Why connection `name` cannot be deleted now, if it cannot.
+fn blocked(ws: &Workspace, name: &str) -> Option<String> {
     let borrowers: Vec<&str> = ws
         .file
         .connections
@@ -297,23 +357,42 @@ fn blocked(ws: &Workspace, name: &str) -> Result<Option<String>, PageError> {
         .filter(|(_, c)| c.borrow_concurrency_from.as_deref() == Some(name))
         .map(|(n, _)| n.as_str())
         .collect();
-    if !borrowers.is_empty() {
-        return Ok(Some(format!(
+    (!borrowers.is_empty()).then(|| {
+        format!(
             "Connections {} borrow concurrency from {name}. Give them their own level first.",
             borrowers.join(", ")
-        )));
-    }
+        )
+    })
+}
+
+/// What deleting connection `name` does at the provider: (revoke?, grant kept for another
+/// connection?, the sentence saying so).
+fn revocation(
+    state: &AppState,
+    ws: &Workspace,
+    name: &str,
+    c: &Connection,
+) -> Result<(bool, bool, String), PageError> {
     let has_grant = ws
         .secrets()
         .map_err(PageError::internal)?
         .ids()
         .any(|id| id == connection_tokens_id(name));
-    if has_grant {
-        return Ok(Some(format!(
-            "Connection {name} holds a grant at the provider, which deleting must revoke. The console cannot revoke grants yet: run `weft connection delete {name}`, which revokes it (or keeps it when another connection shares it) and then deletes the connection."
-        )));
-    }
-    Ok(None)
+    let can_revoke = state
+        .spec(&c.connector)
+        .and_then(|s| s.file().auth.oauth2.as_ref())
+        .is_some_and(|o| o.revoke_url.is_some());
+    let sharing = weft_engine::connect::sharing_the_grant(std::slice::from_ref(ws), name, c);
+    Ok(match (has_grant, can_revoke, sharing.is_empty()) {
+        (false, _, _) => (false, false, "It was never authorized, so there is no grant at the provider to revoke.".into()),
+        (true, true, true) => (true, false, "It also revokes the connection's grant at the provider (its sealed tokens stop working there and are deleted here).".into()),
+        (true, true, false) => (false, true, format!(
+            "Its grant at the provider is kept, because {} use{} it too; its sealed tokens are deleted here.",
+            sharing.join(", "),
+            if sharing.len() == 1 { "s" } else { "" }
+        )),
+        (true, false, _) => (false, false, "The provider offers no revocation endpoint: its sealed tokens are deleted here; remove Weft's access in the provider's settings yourself.".into()),
+    })
 }
 
 pub(crate) async fn delete_form(
@@ -323,11 +402,10 @@ pub(crate) async fn delete_form(
 ) -> Result<Response, PageError> {
     me.require_admin(&state, "delete workspace connections")?;
     let ws = state.workspace()?;
-    if !ws.file.connections.contains_key(&name) {
-        return Err(PageError::NotFound(format!(
-            "There is no connection {name} in this workspace."
-        )));
-    }
+    let c = ws.file.connections.get(&name).cloned().ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    let (_, _, revokes) = revocation(&state, &ws, &name, &c)?;
     state.page(
         &me,
         "confirm.html",
@@ -335,8 +413,9 @@ pub(crate) async fn delete_form(
         minijinja::context! {
             title => format!("Delete connection {name}?"),
             action => format!("/connections/{}/delete", url_path(&name)),
-            blocked => blocked(&ws, &name)?,
-            what => "This removes the connection from weft.toml. It cannot be undone. It was never authorized, so there is no grant at the provider to revoke. Flows that name it stop working until a connection of that name exists again.",
+            blocked => blocked(&ws, &name),
+            what => "This removes the connection from weft.toml. It cannot be undone.",
+            also => [revokes, "Flows that name it stop working until a connection of that name exists again.".to_owned()],
             button => "Delete connection",
             back => "/connections",
         },
@@ -349,27 +428,59 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
     me.require_admin(&state, "delete workspace connections")?;
-    let mut ws = state.workspace()?;
-    if !ws.file.connections.contains_key(&name) {
-        return Err(PageError::NotFound(format!(
-            "There is no connection {name} in this workspace."
-        )));
-    }
-    if let Some(why) = blocked(&ws, &name)? {
+    let ws = state.workspace()?;
+    let c = ws.file.connections.get(&name).cloned().ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    if let Some(why) = blocked(&ws, &name) {
         return Err(PageError::BadRequest(format!(
             "Connection {name} was not deleted. {why}"
         )));
     }
+    let (revoke, kept, _) = revocation(&state, &ws, &name, &c)?;
+    let spec = state.spec(&c.connector).cloned();
+    let mut all = [ws];
+    if revoke && let Some(spec) = spec {
+        let (back, outcome) = {
+            let name = name.clone();
+            crate::web::engine(move || async move {
+                let outcome = weft_engine::connect::revoke(&all, &spec, &name).await;
+                (all, outcome)
+            })
+            .await?
+        };
+        all = back;
+        if let Err(e) = outcome {
+            state.audit(
+                &me.user.name,
+                "connection.delete",
+                &name,
+                "refused: revocation failed",
+            )?;
+            return Err(PageError::BadRequest(format!(
+                "Connection {name} was not deleted: revoking its grant at the provider failed ({e}). Try again later; to delete it here only, run `weft connection delete {name} --no-revoke` and remove Weft's access in the provider's settings."
+            )));
+        }
+    }
+    let ws = &mut all[0];
+    ws.secrets()
+        .and_then(|mut store| Ok(store.remove(&connection_tokens_id(&name))?))
+        .map_err(PageError::internal)?;
     ws.file.connections.shift_remove(&name);
     ws.save().map_err(PageError::internal)?;
-    state.audit(
-        &me.user.name,
-        "connection.delete",
-        &name,
-        "deleted (held no grant)",
-    )?;
-    Ok(see_other(&format!(
-        "/connections?deleted={}",
-        url_path(&name)
-    )))
+    let detail = if revoke {
+        "deleted, grant revoked"
+    } else if kept {
+        "deleted, grant kept for another connection"
+    } else {
+        "deleted"
+    };
+    state.audit(&me.user.name, "connection.delete", &name, detail)?;
+    let mut to = format!("/connections?deleted={}", url_path(&name));
+    if revoke {
+        to.push_str("&revoked=1");
+    } else if kept {
+        to.push_str("&kept=1");
+    }
+    Ok(see_other(&to))
 }

@@ -134,8 +134,10 @@ pub(crate) async fn submit(
         .map_err(PageError::internal)?;
     state.audit(&user.name, "user.login", &user.name, "signed in")?;
     let mut res = see_other(&next);
+    // Lax, not Strict: the provider's redirect back to /oauth/callback is a cross-site
+    // navigation and must carry the session; forms are protected by their CSRF tokens.
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
         state.session_cookie(&token)
     );
     res.headers_mut().append(
@@ -158,7 +160,7 @@ pub(crate) async fn logout(State(state): State<AppState>, me: Me) -> Result<Resp
     let mut res = see_other("/login");
     res.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("weft_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+        HeaderValue::from_static("weft_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
     );
     Ok(res)
 }

@@ -2,6 +2,7 @@
 //! Later areas (flows, runs, errors, schedules) add a module and a line in [`routes`].
 
 mod audit;
+mod authorize;
 mod clients;
 mod connections;
 mod connectors;
@@ -50,6 +51,11 @@ pub(crate) fn templates() -> minijinja::Environment<'static> {
         ),
         ("users.html", include_str!("../../templates/users.html")),
         ("audit.html", include_str!("../../templates/audit.html")),
+        (
+            "organisations.html",
+            include_str!("../../templates/organisations.html"),
+        ),
+        ("test.html", include_str!("../../templates/test.html")),
     ] {
         env.add_template(name, text)
             .unwrap_or_else(|e| panic!("embedded template {name} does not parse: {e}"));
@@ -84,6 +90,13 @@ pub(crate) fn routes(state: AppState) -> Router {
             "/connections/{name}/delete",
             get(connections::delete_form).post(connections::delete),
         )
+        .route("/connections/{name}/authorize", post(authorize::authorize))
+        .route("/connections/{name}/test", post(authorize::test))
+        .route(
+            "/connections/{name}/organisations",
+            post(authorize::organisations),
+        )
+        .route("/oauth/callback", get(authorize::callback))
         .route("/users", get(users::list).post(users::add))
         .route("/users/{name}/remove", post(users::remove))
         .route("/audit", get(audit::list))
