@@ -692,6 +692,50 @@ async fn connections_are_created_with_checked_fields_and_deleted_after_confirmat
         "{toml}"
     );
 
+    // Edit: the same rules; the lender cannot be made to borrow from its borrower.
+    let edit = c.get("/connections/xero/edit", cookie).await;
+    assert!(
+        edit.body.contains(r#"value="3""#) && !edit.body.contains(r#"id="name""#),
+        "{}",
+        edit.body
+    );
+    let res = c
+        .post(
+            "/connections/xero/edit",
+            cookie,
+            &[
+                ("csrf", &alice.csrf),
+                ("client", "books"),
+                ("concurrency", "0"),
+                ("borrow", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.body.contains(r#"id="concurrency-error""#),
+        "{}",
+        res.body
+    );
+    let res = c
+        .post(
+            "/connections/xero/edit",
+            cookie,
+            &[
+                ("csrf", &alice.csrf),
+                ("client", "books"),
+                ("concurrency", "7"),
+                ("borrow", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert!(
+        std::fs::read_to_string(c.dir.join("weft.toml"))
+            .unwrap()
+            .contains("concurrency = 7")
+    );
+
     // The client is in use: removing it is refused, naming the connections.
     let confirm = c.get("/clients/books/remove", cookie).await;
     assert!(

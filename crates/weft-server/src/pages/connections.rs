@@ -21,6 +21,8 @@ pub(crate) struct ListQuery {
     authorized: Option<String>,
     revoked: Option<String>,
     kept: Option<String>,
+    changed: Option<String>,
+    reauthorize: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +68,14 @@ pub(crate) async fn list(
         Some(format!(
             "Connection {n} is authorized; its tokens are sealed. Use Test to check it."
         ))
+    } else if let Some(n) = q.changed {
+        Some(if q.reauthorize.is_some() {
+            format!(
+                "Saved connection {n}. Its OAuth client changed: use Authorize so its grant comes from the new client."
+            )
+        } else {
+            format!("Saved connection {n}.")
+        })
     } else if let Some(n) = q.deleted {
         Some(match (q.revoked.is_some(), q.kept) {
             (true, _) => format!("Deleted connection {n} and revoked its grant at the provider."),
@@ -100,7 +110,13 @@ struct ConnectionForm {
     hosts: Vec<FieldView>,
 }
 
-fn blank_form(spec: &Spec, ws: &Workspace) -> Result<ConnectionForm, PageError> {
+/// The form for a new connection, or for editing connection `editing` (which cannot borrow
+/// from itself).
+fn blank_form(
+    spec: &Spec,
+    ws: &Workspace,
+    editing: Option<&str>,
+) -> Result<ConnectionForm, PageError> {
     let f = spec.file();
     let clients: Vec<(String, String)> = ws
         .file
@@ -135,7 +151,11 @@ fn blank_form(spec: &Spec, ws: &Workspace) -> Result<ConnectionForm, PageError> 
         ws.file
             .connections
             .iter()
-            .filter(|(_, c)| c.connector == f.id && c.borrow_concurrency_from.is_none())
+            .filter(|(n, c)| {
+                c.connector == f.id
+                    && c.borrow_concurrency_from.is_none()
+                    && Some(n.as_str()) != editing
+            })
             .map(|(n, c)| (n.clone(), format!("{n} (level {})", c.concurrency))),
     );
     Ok(ConnectionForm {
@@ -185,15 +205,23 @@ fn render_form(
     me: &Me,
     spec: &Spec,
     form: &ConnectionForm,
+    edit: Option<&str>,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
-    let fields = [&form.name, &form.client, &form.concurrency, &form.borrow];
+    let mut fields = vec![&form.name, &form.client, &form.concurrency, &form.borrow];
+    if edit.is_some() {
+        fields.remove(0);
+    }
+    let action = edit.map_or_else(
+        || "/connections".to_owned(),
+        |name| format!("/connections/{}/edit", url_path(name)),
+    );
     let mut res = state.page(
         me,
         "connection_form.html",
         "connections",
         minijinja::context! {
-            fields, error, hosts => &form.hosts, connector => spec.id(), connector_name => &spec.file().name,
+            fields, error, edit, action, hosts => &form.hosts, connector => spec.id(), connector_name => &spec.file().name,
             consent => spec.file().auth.oauth2.is_some(),
             callback => state.callback_url(),
         },
@@ -217,7 +245,7 @@ pub(crate) async fn new(
         .spec(&id)
         .ok_or_else(|| PageError::NotFound(format!("There is no connector `{id}`.")))?;
     let ws = state.workspace()?;
-    render_form(&state, &me, spec, &blank_form(spec, &ws)?, None)
+    render_form(&state, &me, spec, &blank_form(spec, &ws, None)?, None, None)
 }
 
 pub(crate) async fn create(
@@ -233,7 +261,7 @@ pub(crate) async fn create(
         ))
     })?;
     let mut ws = state.workspace()?;
-    let mut form = blank_form(spec, &ws)?;
+    let mut form = blank_form(spec, &ws, None)?;
     let name = data.get("name").unwrap_or_default().to_owned();
     form.name.value.clone_from(&name);
     if let Err(reason) = check_name("connection", &name) {
@@ -243,6 +271,72 @@ pub(crate) async fn create(
             "A connection {name} exists already; choose another name."
         ));
     }
+    let Some(settings) = read_settings(spec, &mut form, &data) else {
+        return render_form(
+            &state,
+            &me,
+            spec,
+            &form,
+            None,
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    };
+    if form.name.error.is_some() {
+        return render_form(
+            &state,
+            &me,
+            spec,
+            &form,
+            None,
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    }
+    let Settings {
+        client,
+        level,
+        borrow,
+        hosts,
+    } = settings;
+    ws.file.connections.insert(
+        name.clone(),
+        Connection {
+            connector: spec.id().to_owned(),
+            client: Some(client),
+            concurrency: level,
+            borrow_concurrency_from: borrow.clone(),
+            hosts,
+            tenants: Vec::new(),
+        },
+    );
+    ws.save().map_err(PageError::internal)?;
+    let detail = match &borrow {
+        Some(lender) => format!(
+            "{} connection, borrows concurrency from {lender}",
+            spec.id()
+        ),
+        None => format!("{} connection, concurrency {level}", spec.id()),
+    };
+    state.audit(&me.user.name, "connection.create", &name, &detail)?;
+    if data.get("action") == Some("authorize") && spec.file().auth.oauth2.is_some() {
+        return super::authorize::start(&state, &me, &name);
+    }
+    Ok(see_other(&format!(
+        "/connections?created={}",
+        url_path(&name)
+    )))
+}
+
+/// What the create and edit forms set.
+struct Settings {
+    client: String,
+    level: u32,
+    borrow: Option<String>,
+    hosts: std::collections::BTreeMap<String, String>,
+}
+
+/// Checks the client, concurrency, borrowing and base URL fields, each error beside its
+/// field; `None` when any is wrong.
+fn read_settings(spec: &Spec, form: &mut ConnectionForm, data: &FormData) -> Option<Settings> {
     let client = data.get("client").unwrap_or_default().to_owned();
     form.client.value.clone_from(&client);
     if !form.client.choices.iter().any(|(v, _)| *v == client) {
@@ -306,46 +400,19 @@ pub(crate) async fn create(
     {
         first.error = Some(e.to_string());
     }
-    let errors = [&form.name, &form.client, &form.concurrency, &form.borrow]
+    let errors = [&form.client, &form.concurrency, &form.borrow]
         .into_iter()
         .chain(form.hosts.iter())
         .any(|f| f.error.is_some());
     let (false, Some(level)) = (errors, level) else {
-        return render_form(
-            &state,
-            &me,
-            spec,
-            &form,
-            Some("Nothing was saved: correct the fields marked below."),
-        );
+        return None;
     };
-    ws.file.connections.insert(
-        name.clone(),
-        Connection {
-            connector: spec.id().to_owned(),
-            client: Some(client),
-            concurrency: level,
-            borrow_concurrency_from: borrow.clone(),
-            hosts,
-            tenants: Vec::new(),
-        },
-    );
-    ws.save().map_err(PageError::internal)?;
-    let detail = match &borrow {
-        Some(lender) => format!(
-            "{} connection, borrows concurrency from {lender}",
-            spec.id()
-        ),
-        None => format!("{} connection, concurrency {level}", spec.id()),
-    };
-    state.audit(&me.user.name, "connection.create", &name, &detail)?;
-    if data.get("action") == Some("authorize") && spec.file().auth.oauth2.is_some() {
-        return super::authorize::start(&state, &me, &name);
-    }
-    Ok(see_other(&format!(
-        "/connections?created={}",
-        url_path(&name)
-    )))
+    Some(Settings {
+        client,
+        level,
+        borrow,
+        hosts,
+    })
 }
 
 /// Why connection `name` cannot be deleted now, if it cannot.
@@ -481,6 +548,114 @@ pub(crate) async fn delete(
         to.push_str("&revoked=1");
     } else if kept {
         to.push_str("&kept=1");
+    }
+    Ok(see_other(&to))
+}
+
+fn editing(state: &AppState, name: &str) -> Result<(Workspace, Connection, Spec), PageError> {
+    let ws = state.workspace()?;
+    let c = ws.file.connections.get(name).cloned().ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    let spec = state
+        .spec(&c.connector)
+        .cloned()
+        .ok_or_else(|| PageError::NotFound(format!("Connector {} is not loaded.", c.connector)))?;
+    Ok((ws, c, spec))
+}
+
+pub(crate) async fn edit_form(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "edit workspace connections")?;
+    let (ws, c, spec) = editing(&state, &name)?;
+    let mut form = blank_form(&spec, &ws, Some(&name))?;
+    form.client.value = c.client.clone().unwrap_or_default();
+    form.concurrency.value = c.concurrency.to_string();
+    form.borrow.value = c.borrow_concurrency_from.clone().unwrap_or_default();
+    for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
+        field.value = c.hosts.get(host).cloned().unwrap_or_default();
+    }
+    render_form(&state, &me, &spec, &form, Some(&name), None)
+}
+
+pub(crate) async fn edit(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+    data: FormData,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "edit workspace connections")?;
+    let (mut ws, c, spec) = editing(&state, &name)?;
+    let mut form = blank_form(&spec, &ws, Some(&name))?;
+    let borrowed_from = ws
+        .file
+        .connections
+        .iter()
+        .any(|(_, o)| o.borrow_concurrency_from.as_deref() == Some(name.as_str()));
+    let Some(settings) = read_settings(&spec, &mut form, &data) else {
+        return render_form(
+            &state,
+            &me,
+            &spec,
+            &form,
+            Some(&name),
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    };
+    if borrowed_from && settings.borrow.is_some() {
+        form.borrow.error = Some(format!(
+            "Other connections borrow concurrency from {name}, so it cannot borrow itself; keep No."
+        ));
+        return render_form(
+            &state,
+            &me,
+            &spec,
+            &form,
+            Some(&name),
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    }
+    let field = spec
+        .file()
+        .fields
+        .iter()
+        .find(|x| x.id == well_known::CONCURRENCY);
+    if let Some(field) = field
+        && field.read_only_after_create
+        && settings.level != c.concurrency
+    {
+        form.concurrency.error = Some(format!(
+            "{} can only be set when the connection is created.",
+            field.label
+        ));
+        return render_form(
+            &state,
+            &me,
+            &spec,
+            &form,
+            Some(&name),
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    }
+    let client_changed = c.client.as_deref() != Some(settings.client.as_str());
+    if let Some(target) = ws.file.connections.get_mut(&name) {
+        target.client = Some(settings.client);
+        target.concurrency = settings.level;
+        target.borrow_concurrency_from.clone_from(&settings.borrow);
+        target.hosts = settings.hosts;
+    }
+    ws.save().map_err(PageError::internal)?;
+    let detail = match &settings.borrow {
+        Some(lender) => format!("borrows concurrency from {lender}"),
+        None => format!("concurrency {}", settings.level),
+    };
+    state.audit(&me.user.name, "connection.edit", &name, &detail)?;
+    let mut to = format!("/connections?changed={}", url_path(&name));
+    if client_changed {
+        to.push_str("&reauthorize=1");
     }
     Ok(see_other(&to))
 }

@@ -90,6 +90,10 @@ pub(crate) fn routes(state: AppState) -> Router {
             "/connections/{name}/delete",
             get(connections::delete_form).post(connections::delete),
         )
+        .route(
+            "/connections/{name}/edit",
+            get(connections::edit_form).post(connections::edit),
+        )
         .route("/connections/{name}/authorize", post(authorize::authorize))
         .route("/connections/{name}/test", post(authorize::test))
         .route(
