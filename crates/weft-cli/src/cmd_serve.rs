@@ -15,12 +15,19 @@ use crate::{Io, connect, specs};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The address to listen on. Anything but loopback needs --insecure-http.
+    /// The address to listen on. Anything but loopback needs --tls-cert and --tls-key (or
+    /// --insecure-http).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Serve plain HTTP on a non-loopback address (passwords and cookies readable on the
-    /// network); prefer 127.0.0.1 behind a TLS-terminating proxy.
-    #[arg(long)]
+    /// network); prefer --tls-cert/--tls-key, or 127.0.0.1 behind a TLS-terminating proxy.
+    #[arg(long, conflicts_with = "tls_cert")]
     insecure_http: bool,
 }
 
@@ -116,13 +123,20 @@ fn read_password(from_stdin: bool) -> Result<String> {
 }
 
 pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
-    if let Some(warning) = weft_server::check_bind(args.listen, args.insecure_http)? {
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(weft_server::TlsFiles { cert, key }),
+        _ => None,
+    };
+    if let Some(warning) = weft_server::check_bind(args.listen, tls.is_some(), args.insecure_http)?
+    {
         writeln!(io.err, "{warning}")?;
     }
     let ws = workspace_of(workspace)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = weft_server::Config {
         workspace: ws.dir().to_path_buf(),
         listen: args.listen,
+        tls,
         insecure_http: args.insecure_http,
         specs: specs::catalogue()?,
     };
@@ -132,7 +146,7 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         |addr| {
             let _ = writeln!(
                 out,
-                "the Weft console serves {} at http://{addr}/ (OAuth callback URL: http://{addr}/oauth/callback); stop it with Ctrl-C",
+                "the Weft console serves {} at {scheme}://{addr}/ (OAuth callback URL: {scheme}://{addr}/oauth/callback); stop it with Ctrl-C",
                 ws.dir().display()
             );
             let _ = out.flush();

@@ -127,6 +127,30 @@ fn serve_refuses_a_non_loopback_address_without_insecure_http() {
         "{}",
         err(&o)
     );
+    let o = s.run(
+        &["serve", "--listen", "0.0.0.0:0", "--tls-cert", "cert.pem"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "--tls-cert needs --tls-key");
+    assert!(err(&o).contains("--tls-key"), "{}", err(&o));
+    let o = s.run(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            "absent.pem",
+            "--tls-key",
+            "absent.pem",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("--tls-cert") && err(&o).contains("absent.pem"),
+        "{}",
+        err(&o)
+    );
     // On loopback, a console without users says how to add the first.
     let o = s.run(&["serve", "--listen", "127.0.0.1:0"], None);
     assert_eq!(o.status.code(), Some(1));

@@ -9,12 +9,14 @@
 
 mod pages;
 pub mod store;
+pub mod tls;
 mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use store::{AuditEntry, Role, Store, StoreError, User};
+pub use tls::{TlsError, TlsFiles};
 use weft_core::Spec;
 
 /// What the console serves.
@@ -24,6 +26,8 @@ pub struct Config {
     pub workspace: PathBuf,
     /// The address to listen on.
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
     /// Serve plain HTTP on an address other than loopback (the operator's explicit choice).
     pub insecure_http: bool,
     /// The connectors the console knows (built-in specs and `WEFT_SPEC_PATH`).
@@ -33,11 +37,14 @@ pub struct Config {
 /// Errors of starting the console.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A non-loopback address without the explicit choice of plain HTTP.
+    /// A non-loopback address without TLS or the explicit choice of plain HTTP.
     #[error(
-        "{0} is not a loopback address: the console would be reachable by other machines over plain HTTP, passwords and session cookies readable on the network; listen on 127.0.0.1 (the default) behind a TLS-terminating proxy, or pass --insecure-http if you accept that"
+        "{0} is not a loopback address: the console would be reachable by other machines over plain HTTP, passwords and session cookies readable on the network; pass --tls-cert FILE --tls-key FILE to serve HTTPS, listen on 127.0.0.1 (the default) behind a TLS-terminating proxy, or pass --insecure-http if you accept that"
     )]
     NotLoopback(SocketAddr),
+    /// The certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The workspace cannot be opened.
     #[error(transparent)]
     Workspace(#[from] weft_engine::workspace::WorkspaceError),
@@ -60,10 +67,14 @@ pub enum ServeError {
     },
 }
 
-/// Whether the console may listen on `addr`: loopback always; anything else only with
-/// `insecure_http`, in which case the warning to print is returned.
-pub fn check_bind(addr: SocketAddr, insecure_http: bool) -> Result<Option<String>, ServeError> {
-    if addr.ip().is_loopback() {
+/// Whether the console may listen on `addr`: loopback always, anything else with TLS, or
+/// with `insecure_http`, in which case the warning to print is returned.
+pub fn check_bind(
+    addr: SocketAddr,
+    tls: bool,
+    insecure_http: bool,
+) -> Result<Option<String>, ServeError> {
+    if addr.ip().is_loopback() || tls {
         Ok(None)
     } else if insecure_http {
         Ok(Some(format!(
@@ -88,7 +99,8 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    check_bind(config.listen, config.insecure_http)?;
+    check_bind(config.listen, config.tls.is_some(), config.insecure_http)?;
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let addr = config.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -100,11 +112,20 @@ pub async fn serve(
     config.listen = bound;
     let app = router(config)?;
     ready(bound);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let service = app.into_make_service_with_connect_info::<web::PeerAddr>();
+    match acceptor {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
     .map_err(|source| ServeError::Listen { addr, source })
 }

@@ -39,6 +39,8 @@ pub(crate) struct AppState(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) workspace: PathBuf,
     pub(crate) base_url: String,
+    /// Whether cookies get `Secure` (the console serves HTTPS).
+    pub(crate) secure: bool,
     pub(crate) specs: Vec<Spec>,
     store: Mutex<Store>,
     key: [u8; 32],
@@ -91,7 +93,16 @@ impl AppState {
         let key = store.signing_key()?;
         Ok(Self(Arc::new(Inner {
             workspace: ws.dir().to_path_buf(),
-            base_url: format!("http://{}", config.listen),
+            base_url: format!(
+                "{}://{}",
+                if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                config.listen
+            ),
+            secure: config.tls.is_some(),
             specs: config.specs,
             store: Mutex::new(store),
             key,
@@ -142,6 +153,12 @@ impl AppState {
         mac.update(b"\0");
         mac.update(value.as_bytes());
         mac.verify_slice(&given).is_ok()
+    }
+
+    /// The attributes every cookie of the console carries after its value.
+    pub(crate) fn cookie_attrs(&self, path: &str, same_site: &str) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("; Path={path}; HttpOnly; SameSite={same_site}{secure}")
     }
 
     /// The signed cookie value of a session token.
@@ -417,6 +434,29 @@ pub(crate) async fn csrf_guard(
         .await
 }
 
+/// The peer address of a connection, over plain TCP or TLS (axum's own `ConnectInfo` knows
+/// only its TCP listener).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// The client's address, when the server knows it (not in tests driving the router directly).
 pub(crate) struct ClientAddr(pub(crate) Option<String>);
 
@@ -427,8 +467,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         Ok(Self(
             parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+                .get::<ConnectInfo<PeerAddr>>()
+                .map(|ConnectInfo(PeerAddr(addr))| addr.ip().to_string()),
         ))
     }
 }

@@ -88,6 +88,7 @@ impl Console {
         let app = weft_server::router(Config {
             workspace: dir.clone(),
             listen: "127.0.0.1:8080".parse().unwrap(),
+            tls: None,
             insecure_http: false,
             specs,
         })
@@ -883,23 +884,30 @@ async fn oversized_bodies_and_unknown_pages_are_refused() {
 #[test]
 fn only_loopback_is_served_without_the_explicit_choice_of_plain_http() {
     let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
-    let err = weft_server::check_bind(any, false).unwrap_err().to_string();
+    assert_eq!(
+        weft_server::check_bind(any, true, false).unwrap(),
+        None,
+        "TLS allows any address"
+    );
+    let err = weft_server::check_bind(any, false, false)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("--insecure-http") && err.contains("not a loopback address"),
         "{err}"
     );
     assert!(
-        weft_server::check_bind(any, true)
+        weft_server::check_bind(any, false, true)
             .unwrap()
             .unwrap()
             .contains("warning")
     );
     assert_eq!(
-        weft_server::check_bind("127.0.0.1:0".parse().unwrap(), false).unwrap(),
+        weft_server::check_bind("127.0.0.1:0".parse().unwrap(), false, false).unwrap(),
         None
     );
     assert_eq!(
-        weft_server::check_bind("[::1]:0".parse().unwrap(), false).unwrap(),
+        weft_server::check_bind("[::1]:0".parse().unwrap(), false, false).unwrap(),
         None
     );
 }
@@ -913,6 +921,7 @@ async fn serve_answers_on_a_real_loopback_listener() {
     let config = Config {
         workspace: c.dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
         insecure_http: false,
         specs: Vec::new(),
     };
@@ -1308,4 +1317,112 @@ fn value_of(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {html}"))
         + marker.len();
     html[at..].split('"').next().unwrap().to_owned()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[tokio::test]
+async fn tls_serves_https_with_secure_cookies_and_names_a_bad_key_file() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let bad = weft_server::tls::acceptor(&weft_server::TlsFiles {
+        cert: fixture("test-cert.pem"),
+        key: fixture("test-cert.pem"),
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        bad.contains("--tls-key") && bad.contains("no private key"),
+        "{bad}"
+    );
+    let missing = weft_server::tls::acceptor(&weft_server::TlsFiles {
+        cert: fixture("absent.pem"),
+        key: fixture("test-key.pem"),
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(missing.contains("--tls-cert"), "{missing}");
+
+    let c = Console::new("tls");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        workspace: c.dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(weft_server::TlsFiles {
+            cert: fixture("test-cert.pem"),
+            key: fixture("test-key.pem"),
+        }),
+        insecure_http: false,
+        specs: Vec::new(),
+    };
+    let server = tokio::spawn(weft_server::serve(
+        config,
+        move |addr| {
+            let _ = tx.send(addr);
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A client that does not finish its handshake holds up nobody.
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(fixture("test-cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        connector.connect(name, tcp),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tls.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("set-cookie: weft_login=")
+            && answer.contains("; Secure"),
+        "{answer}"
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

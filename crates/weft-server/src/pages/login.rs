@@ -43,7 +43,10 @@ fn login_page(
         })
         .map_err(PageError::internal)?;
     let mut res = (status, Html(html)).into_response();
-    let cookie = format!("{LOGIN_COOKIE}={nonce}; Path=/login; HttpOnly; SameSite=Strict");
+    let cookie = format!(
+        "{LOGIN_COOKIE}={nonce}{}",
+        state.cookie_attrs("/login", "Strict")
+    );
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(PageError::internal)?,
@@ -137,8 +140,9 @@ pub(crate) async fn submit(
     // Lax, not Strict: the provider's redirect back to /oauth/callback is a cross-site
     // navigation and must carry the session; forms are protected by their CSRF tokens.
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
-        state.session_cookie(&token)
+        "{SESSION_COOKIE}={}{}",
+        state.session_cookie(&token),
+        state.cookie_attrs("/", "Lax")
     );
     res.headers_mut().append(
         header::SET_COOKIE,
