@@ -132,7 +132,7 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         writeln!(io.err, "{warning}")?;
     }
     let ws = workspace_of(workspace)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let secure = tls.is_some();
     let config = weft_server::Config {
         workspace: ws.dir().to_path_buf(),
         listen: args.listen,
@@ -146,8 +146,9 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         |addr| {
             let _ = writeln!(
                 out,
-                "the Weft console serves {} at {scheme}://{addr}/ (OAuth callback URL: {scheme}://{addr}/oauth/callback); stop it with Ctrl-C",
-                ws.dir().display()
+                "the Weft console serves {} at {base}/ (open it under this name: the OAuth callback URL is {base}/oauth/callback); stop it with Ctrl-C",
+                ws.dir().display(),
+                base = weft_server::base_url(addr, secure)
             );
             let _ = out.flush();
         },

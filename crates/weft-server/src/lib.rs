@@ -67,6 +67,19 @@ pub enum ServeError {
     },
 }
 
+/// The console's address as people and providers use it: `localhost` for a loopback address
+/// (Xero, for one, accepts `http://localhost` redirect URIs but refuses `http://127.0.0.1`, and
+/// cookies belong to the host name, so the console must be opened under the same name its
+/// callback uses), else the address itself.
+pub fn base_url(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if listen.ip().is_loopback() {
+        format!("{scheme}://localhost:{}", listen.port())
+    } else {
+        format!("{scheme}://{listen}")
+    }
+}
+
 /// Whether the console may listen on `addr`: loopback always, anything else with TLS, or
 /// with `insecure_http`, in which case the warning to print is returned.
 pub fn check_bind(

@@ -93,15 +93,7 @@ impl AppState {
         let key = store.signing_key()?;
         Ok(Self(Arc::new(Inner {
             workspace: ws.dir().to_path_buf(),
-            base_url: format!(
-                "{}://{}",
-                if config.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                },
-                config.listen
-            ),
+            base_url: crate::base_url(config.listen, config.tls.is_some()),
             secure: config.tls.is_some(),
             specs: config.specs,
             store: Mutex::new(store),

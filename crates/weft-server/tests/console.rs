@@ -441,7 +441,7 @@ async fn a_client_is_added_sealed_edited_and_never_shown() {
     // (MiniJinja escapes `/` too; a browser reads it back as the URL.)
     assert!(
         form.body
-            .contains("http:&#x2f;&#x2f;127.0.0.1:8080&#x2f;oauth&#x2f;callback"),
+            .contains("http:&#x2f;&#x2f;localhost:8080&#x2f;oauth&#x2f;callback"),
         "{}",
         form.body
     );
@@ -961,7 +961,7 @@ async fn serve_answers_on_a_real_loopback_listener() {
 }
 
 /// The console's callback URL in these tests (the router is driven without binding).
-const CALLBACK: &str = "http://127.0.0.1:8080/oauth/callback";
+const CALLBACK: &str = "http://localhost:8080/oauth/callback";
 
 /// What a person's browser does at the provider: open the consent URL, let the simulator
 /// decide, and return the path and query the provider sends the browser back to.
@@ -975,7 +975,7 @@ async fn play_browser(consent_url: &str) -> String {
     );
     let back = consent.headers()["location"].to_str().unwrap().to_owned();
     let rest = back
-        .strip_prefix("http://127.0.0.1:8080")
+        .strip_prefix("http://localhost:8080")
         .unwrap_or_else(|| panic!("sent back to {back}"));
     rest.to_owned()
 }
