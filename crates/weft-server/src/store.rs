@@ -218,6 +218,20 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password("not a password of anyone").unwrap_or_default())
 }
 
+/// Whether `password` matches `hash`; `None` (an unknown user) is checked against a decoy
+/// hash, so it takes as long and never matches.
+pub fn password_matches(hash: Option<&str>, password: &str) -> bool {
+    let stored = hash.unwrap_or_else(|| decoy_hash());
+    let ok = PasswordHash::new(stored)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    ok && hash.is_some()
+}
+
 /// SHA-256 of a session token, hex: what the database keeps instead of the token.
 fn token_digest(token: &str) -> String {
     let digest = sha2::Sha256::digest(token.as_bytes());
@@ -419,30 +433,24 @@ impl Store {
         Ok(())
     }
 
-    /// The user when `password` is theirs. An unknown name costs the same hashing time as a
-    /// wrong password.
-    pub fn verify(&self, name: &str, password: &str) -> Result<Option<User>, StoreError> {
-        let hash: Option<String> = self
-            .db
+    /// The stored password hash of `name` (`None` for an unknown name), to check with
+    /// [`password_matches`] outside any lock: hashing is slow on purpose.
+    pub fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.db
             .query_row(
                 "SELECT hash FROM users WHERE name = ?1",
                 params![name],
                 |r| r.get(0),
             )
             .optional()
-            .map_err(self.sql())?;
-        let stored: &str = match &hash {
-            Some(h) => h,
-            None => decoy_hash(),
-        };
-        let ok = PasswordHash::new(stored)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        if ok && hash.is_some() {
+            .map_err(self.sql())
+    }
+
+    /// The user when `password` is theirs. An unknown name costs the same hashing time as a
+    /// wrong password.
+    pub fn verify(&self, name: &str, password: &str) -> Result<Option<User>, StoreError> {
+        let hash = self.password_hash(name)?;
+        if password_matches(hash.as_deref(), password) {
             self.user(name)
         } else {
             Ok(None)

@@ -358,6 +358,25 @@ impl IntoResponse for PageError {
     }
 }
 
+/// The longest a request may take (engine calls inside have their own, shorter limits).
+pub(crate) const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Answers 503 with a page when a request takes longer than [`REQUEST_TIMEOUT`].
+pub(crate) async fn time_limit(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            let mut res = PageError::Internal(format!(
+                "The request took longer than {} seconds and was stopped; nothing more will happen for it. Try again; if it keeps happening, check that the provider is reachable.",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+            .into_response();
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            res
+        }
+    }
+}
+
 /// Every response's security headers: a strict CSP (own styles and scripts only, no framing),
 /// no MIME sniffing, no referrer, and no caching of pages.
 pub(crate) async fn security_headers(req: Request, next: Next) -> Response {

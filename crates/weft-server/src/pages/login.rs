@@ -108,10 +108,23 @@ pub(crate) async fn submit(
     let user = if name.is_empty() || password.is_empty() {
         None
     } else {
-        state
+        // The hash is read under the store's lock, then checked on a blocking thread: argon2
+        // is slow on purpose and must hold up neither the lock nor the other requests.
+        let hash = state
             .store()
-            .verify(&name, password)
-            .map_err(PageError::internal)?
+            .password_hash(&name)
+            .map_err(PageError::internal)?;
+        let typed = weft_engine::secrets::Secret::new(password.to_owned());
+        let matches = tokio::task::spawn_blocking(move || {
+            crate::store::password_matches(hash.as_deref(), typed.expose())
+        })
+        .await
+        .map_err(PageError::internal)?;
+        if matches {
+            state.store().user(&name).map_err(PageError::internal)?
+        } else {
+            None
+        }
     };
     let Some(user) = user else {
         state.login_failed(&keys);

@@ -114,6 +114,7 @@ pub(crate) fn routes(state: AppState) -> Router {
             web::csrf_guard,
         ))
         .layer(DefaultBodyLimit::max(web::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(web::time_limit))
         .layer(axum::middleware::from_fn(web::security_headers))
         .with_state(state)
 }
