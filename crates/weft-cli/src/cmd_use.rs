@@ -15,7 +15,7 @@ use weft_engine::http::CallError;
 use weft_engine::request::{OpKind, RequestContext, Tenant};
 use weft_engine::secrets::Secret;
 use weft_engine::session::SessionError;
-use weft_engine::workspace::{Connection, connection_tokens_id};
+use weft_engine::workspace::Connection;
 
 use crate::{Io, connect, specs};
 
@@ -370,9 +370,9 @@ pub(crate) fn store_token(
 ) -> Result<()> {
     use std::io::Read as _;
     let spec = specs::find(connector)?;
-    let Some(token) = &spec.file().auth.token else {
+    if spec.file().auth.token.is_none() {
         bail!("connector `{connector}` takes no pasted token; it authorizes with OAuth");
-    };
+    }
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -384,12 +384,7 @@ pub(crate) fn store_token(
     text.truncate(len);
     let text = Secret::new(text);
     // The field the token template reads gives the rules (required, whitespace, pattern).
-    let field = spec
-        .file()
-        .fields
-        .iter()
-        .find(|f| token.value.contains(&format!("fields.{}", f.id)));
-    let value = match field {
+    let value = match weft_engine::connect::token_field(spec.file()) {
         Some(field) => match weft_core::form::check(field, Some(text.expose()))? {
             Some(weft_core::form::FieldValue::Text(t)) => Secret::new(t),
             _ => bail!("{}: a value is required", field.label),
@@ -397,10 +392,7 @@ pub(crate) fn store_token(
         None if text.expose().trim().is_empty() => bail!("the token is empty"),
         None => text,
     };
-    let sealed = Secret::new(
-        serde_json::json!({ "kind": "token", "access_token": value.expose() }).to_string(),
-    );
-    scope.secrets()?.put(&connection_tokens_id(name), &sealed)?;
+    weft_engine::connect::store_pasted_token(scope, name, &value)?;
     Ok(())
 }
 

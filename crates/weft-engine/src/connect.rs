@@ -415,3 +415,26 @@ pub fn sharing_the_grant(all: &[Workspace], name: &str, deleted: &Connection) ->
         })
         .collect()
 }
+
+/// The form field whose value is a pasted token (the field the spec's `[auth.token]` template
+/// reads), when the connector takes one; its rules check what is pasted.
+pub fn token_field(spec: &weft_core::model::SpecFile) -> Option<&weft_core::model::Field> {
+    let token = spec.auth.token.as_ref()?;
+    spec.fields
+        .iter()
+        .find(|f| token.value.contains(&format!("fields.{}", f.id)))
+}
+
+/// Seals `token` (already checked against [`token_field`]'s rules) as connection `name`'s
+/// credentials in `scope`'s store.
+pub fn store_pasted_token(
+    scope: &Workspace,
+    name: &str,
+    token: &Secret,
+) -> Result<(), ConnectError> {
+    let sealed = Secret::new(
+        serde_json::json!({ "kind": "token", "access_token": token.expose() }).to_string(),
+    );
+    scope.secrets()?.put(&connection_tokens_id(name), &sealed)?;
+    Ok(())
+}

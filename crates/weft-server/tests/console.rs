@@ -1177,12 +1177,14 @@ fn xero_save_and_authorize_choose_an_organisation_test_and_delete_with_revocatio
 #[test]
 fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
     use weft_harness::kantata::{KantataConfig, KantataSim};
+    // (also: a connection given a pasted personal token instead of an OAuth client)
     let sim = KantataSim::start(KantataConfig {
         redirect_uris: vec![CALLBACK.to_owned()],
         ..KantataConfig::default()
     })
     .unwrap();
     let c = Console::new("kantata-authorize");
+    let personal = sim.personal_token().to_owned();
     runtime().block_on(async {
         let alice = c.login("alice", ADMIN_PW).await;
         let cookie = Some(alice.cookie.as_str());
@@ -1261,6 +1263,99 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             .post("/connections/k/test", cookie, &[("csrf", &alice.csrf)])
             .await;
         assert!(res.body.contains("works."), "{}", res.body);
+        // A pasted personal token instead of an OAuth client: exactly one of the two, the
+        // token checked by its field's rules, sealed, never shown.
+        let token = sim.personal_token().to_owned();
+        let base = |client: &str, token: &str| {
+            vec![
+                ("csrf", alice.csrf.clone()),
+                ("connector", "kantata".to_owned()),
+                ("name", "personal".to_owned()),
+                ("client", client.to_owned()),
+                ("token", token.to_owned()),
+                ("concurrency", "2".to_owned()),
+                ("borrow", String::new()),
+                ("host_app", app.clone()),
+                ("host_api", api.clone()),
+                ("action", "authorize".to_owned()),
+            ]
+        };
+        for (client, pasted, says) in [
+            ("kapp", token.as_str(), "not both"),
+            ("", "", "paste the Personal OAuth token"),
+            ("", " spaced", "space"),
+        ] {
+            let pairs = base(client, pasted);
+            let res = c
+                .post(
+                    "/connections",
+                    cookie,
+                    &pairs
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_str()))
+                        .collect::<Vec<_>>(),
+                )
+                .await;
+            assert_eq!(
+                res.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{client:?} {pasted:?}"
+            );
+            assert!(
+                res.body.contains(r#"id="token-error""#) && res.body.contains(says),
+                "{says}: {}",
+                res.body
+            );
+        }
+        let pairs = base("", &token);
+        let res = c
+            .post(
+                "/connections",
+                cookie,
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        assert_eq!(
+            res.location.as_deref(),
+            Some("/connections?created=personal"),
+            "no consent for a pasted token"
+        );
+        let res = c
+            .post(
+                "/connections/personal/test",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert!(res.body.contains("works."), "{}", res.body);
+        let edit = c.get("/connections/personal/edit", cookie).await;
+        assert_eq!(edit.status, StatusCode::OK);
+        let res = c
+            .post(
+                "/connections/personal/edit",
+                cookie,
+                &[
+                    ("csrf", &alice.csrf),
+                    ("client", ""),
+                    ("token", ""),
+                    ("concurrency", "4"),
+                    ("borrow", ""),
+                    ("host_app", &app),
+                    ("host_api", &api),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status,
+            StatusCode::SEE_OTHER,
+            "an empty token keeps the sealed one: {}",
+            res.body
+        );
+
         // A member may test, but not authorize or delete.
         let bob = c.login("bob", MEMBER_PW).await;
         let res = c
@@ -1290,6 +1385,7 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
     });
     let mut guarded = sim.issued_tokens();
     guarded.push(sim.client_secret().to_owned());
+    guarded.push(personal);
     for body in c.bodies.borrow().iter() {
         for secret in &guarded {
             assert!(

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use weft_core::Spec;
 use weft_core::form::FieldValue;
 use weft_core::model::well_known;
+use weft_engine::secrets::Secret;
 use weft_engine::workspace::{Connection, Workspace, check_name, connection_tokens_id};
 
 use super::clients::url_path;
@@ -108,6 +109,8 @@ struct ConnectionForm {
     borrow: FieldView,
     /// Base URL overrides, one per host of the spec (a sandbox, a proxy); empty keeps the spec's.
     hosts: Vec<FieldView>,
+    /// The pasted token, for a connector that takes one instead of an OAuth client.
+    token: Option<FieldView>,
 }
 
 /// The form for a new connection, or for editing connection `editing` (which cannot borrow
@@ -118,13 +121,23 @@ fn blank_form(
     editing: Option<&str>,
 ) -> Result<ConnectionForm, PageError> {
     let f = spec.file();
-    let clients: Vec<(String, String)> = ws
+    let token_field = weft_engine::connect::token_field(f);
+    let mut clients: Vec<(String, String)> = ws
         .file
         .clients
         .iter()
         .filter(|(_, c)| c.connector == f.id)
         .map(|(n, c)| (n.clone(), format!("{n} (client ID {})", c.client_id)))
         .collect();
+    if let Some(field) = token_field {
+        clients.insert(
+            0,
+            (
+                String::new(),
+                format!("None: use the {} below", field.label),
+            ),
+        );
+    }
     if clients.is_empty() {
         return Err(PageError::BadRequest(format!(
             "There is no OAuth client for {} yet: add one on the OAuth clients page first, then create the connection.",
@@ -168,14 +181,26 @@ fn blank_form(
         client: FieldView {
             id: "client".into(),
             label: "OAuth client".into(),
-            help: Some("The app registered at the provider that this connection authorizes with.".into()),
+            help: Some(match token_field {
+                Some(field) => format!("The app registered at the provider that this connection authorizes with; or None, to give it a {} instead.", field.label),
+                None => "The app registered at the provider that this connection authorizes with.".into(),
+            }),
             input: "select",
-            required: true,
+            required: token_field.is_none(),
             value: clients[0].0.clone(),
             choices: clients,
             ..FieldView::default()
         },
         concurrency,
+        token: token_field.map(|field| {
+            let mut view = fields::view(field, "token", None);
+            view.required = false;
+            view.help = Some(format!(
+                "Only without an OAuth client. Sealed in the credential store and never shown again; on Edit, leave it empty to keep the one stored. {}",
+                view.help.unwrap_or_default()
+            ));
+            view
+        }),
         hosts: f
             .hosts
             .iter()
@@ -208,7 +233,9 @@ fn render_form(
     edit: Option<&str>,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
-    let mut fields = vec![&form.name, &form.client, &form.concurrency, &form.borrow];
+    let mut fields = vec![&form.name, &form.client];
+    fields.extend(form.token.as_ref());
+    fields.extend([&form.concurrency, &form.borrow]);
     if edit.is_some() {
         fields.remove(0);
     }
@@ -271,7 +298,7 @@ pub(crate) async fn create(
             "A connection {name} exists already; choose another name."
         ));
     }
-    let Some(settings) = read_settings(spec, &mut form, &data) else {
+    let Some(settings) = read_settings(spec, &mut form, &data, false) else {
         return render_form(
             &state,
             &me,
@@ -293,6 +320,7 @@ pub(crate) async fn create(
     }
     let Settings {
         client,
+        token,
         level,
         borrow,
         hosts,
@@ -301,7 +329,7 @@ pub(crate) async fn create(
         name.clone(),
         Connection {
             connector: spec.id().to_owned(),
-            client: Some(client),
+            client,
             concurrency: level,
             borrow_concurrency_from: borrow.clone(),
             hosts,
@@ -316,8 +344,14 @@ pub(crate) async fn create(
         ),
         None => format!("{} connection, concurrency {level}", spec.id()),
     };
+    if let Some(token) = &token {
+        weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
+    }
     state.audit(&me.user.name, "connection.create", &name, &detail)?;
-    if data.get("action") == Some("authorize") && spec.file().auth.oauth2.is_some() {
+    if data.get("action") == Some("authorize")
+        && spec.file().auth.oauth2.is_some()
+        && token.is_none()
+    {
         return super::authorize::start(&state, &me, &name);
     }
     Ok(see_other(&format!(
@@ -328,7 +362,8 @@ pub(crate) async fn create(
 
 /// What the create and edit forms set.
 struct Settings {
-    client: String,
+    client: Option<String>,
+    token: Option<Secret>,
     level: u32,
     borrow: Option<String>,
     hosts: std::collections::BTreeMap<String, String>,
@@ -336,7 +371,14 @@ struct Settings {
 
 /// Checks the client, concurrency, borrowing and base URL fields, each error beside its
 /// field; `None` when any is wrong.
-fn read_settings(spec: &Spec, form: &mut ConnectionForm, data: &FormData) -> Option<Settings> {
+/// `editing_token`: an edited connection already holding a pasted token (an empty token field
+/// keeps it).
+fn read_settings(
+    spec: &Spec,
+    form: &mut ConnectionForm,
+    data: &FormData,
+    editing_token: bool,
+) -> Option<Settings> {
     let client = data.get("client").unwrap_or_default().to_owned();
     form.client.value.clone_from(&client);
     if !form.client.choices.iter().any(|(v, _)| *v == client) {
@@ -345,6 +387,39 @@ fn read_settings(spec: &Spec, form: &mut ConnectionForm, data: &FormData) -> Opt
             spec.file().name
         ));
     }
+    // A pasted token, for a connector that takes one: required without a client, refused
+    // with one; checked by its field's rules, never echoed.
+    let mut token = None;
+    if let (Some(view), Some(field)) = (
+        form.token.as_mut(),
+        weft_engine::connect::token_field(spec.file()),
+    ) {
+        let typed = data
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret::new(t.to_owned()));
+        match (&typed, client.is_empty()) {
+            (Some(_), false) => {
+                view.error = Some(format!(
+                    "Give either an OAuth client or a {}, not both.",
+                    field.label
+                ));
+            }
+            (None, true) if !editing_token => {
+                view.error = Some(format!(
+                    "Without an OAuth client, paste the {}.",
+                    field.label
+                ));
+            }
+            (Some(t), true) => {
+                if let Some(FieldValue::Text(text)) = fields::check(field, view, Some(t.expose())) {
+                    token = Some(Secret::new(text));
+                }
+            }
+            _ => {}
+        }
+    }
+    let client = (!client.is_empty()).then_some(client);
     let borrow = data.get("borrow").unwrap_or_default().to_owned();
     form.borrow.value.clone_from(&borrow);
     let borrow = (!borrow.is_empty()).then_some(borrow);
@@ -402,6 +477,7 @@ fn read_settings(spec: &Spec, form: &mut ConnectionForm, data: &FormData) -> Opt
     }
     let errors = [&form.client, &form.concurrency, &form.borrow]
         .into_iter()
+        .chain(form.token.as_ref())
         .chain(form.hosts.iter())
         .any(|f| f.error.is_some());
     let (false, Some(level)) = (errors, level) else {
@@ -409,6 +485,7 @@ fn read_settings(spec: &Spec, form: &mut ConnectionForm, data: &FormData) -> Opt
     };
     Some(Settings {
         client,
+        token,
         level,
         borrow,
         hosts,
@@ -595,7 +672,13 @@ pub(crate) async fn edit(
         .connections
         .iter()
         .any(|(_, o)| o.borrow_concurrency_from.as_deref() == Some(name.as_str()));
-    let Some(settings) = read_settings(&spec, &mut form, &data) else {
+    let has_token = c.client.is_none()
+        && ws
+            .secrets()
+            .map_err(PageError::internal)?
+            .ids()
+            .any(|id| id == connection_tokens_id(&name));
+    let Some(settings) = read_settings(&spec, &mut form, &data, has_token) else {
         return render_form(
             &state,
             &me,
@@ -640,14 +723,17 @@ pub(crate) async fn edit(
             Some("Nothing was saved: correct the fields marked below."),
         );
     }
-    let client_changed = c.client.as_deref() != Some(settings.client.as_str());
+    let client_changed = settings.client.is_some() && c.client != settings.client;
     if let Some(target) = ws.file.connections.get_mut(&name) {
-        target.client = Some(settings.client);
+        target.client.clone_from(&settings.client);
         target.concurrency = settings.level;
         target.borrow_concurrency_from.clone_from(&settings.borrow);
         target.hosts = settings.hosts;
     }
     ws.save().map_err(PageError::internal)?;
+    if let Some(token) = &settings.token {
+        weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
+    }
     let detail = match &settings.borrow {
         Some(lender) => format!("borrows concurrency from {lender}"),
         None => format!("concurrency {}", settings.level),
