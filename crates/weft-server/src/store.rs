@@ -247,14 +247,14 @@ impl Store {
             path: private_dir.to_path_buf(),
             source,
         })?;
-        let fresh = !path.exists();
         let sql = |source| StoreError::Sql {
             path: path.clone(),
             source,
         };
         let db = rusqlite::Connection::open(&path).map_err(sql)?;
+        // Only its owner reads it (password hashes, the signing key), however it was made.
         #[cfg(unix)]
-        if fresh {
+        {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
                 |source| StoreError::Io {
@@ -264,7 +264,6 @@ impl Store {
                 },
             )?;
         }
-        let _ = fresh;
         db.busy_timeout(weft_engine::state::BUSY_TIMEOUT)
             .map_err(sql)?;
         let version: i64 = db

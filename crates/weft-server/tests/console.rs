@@ -849,6 +849,17 @@ async fn an_administrator_adds_and_removes_users() {
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert!(res.body.contains("last administrator"));
+    // The console's database is its owner's alone, and holds hashes, not passwords.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(c.dir.join(".weft/console.db")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let db = std::fs::read(c.dir.join(".weft/console.db")).unwrap();
+    for pw in [ADMIN_PW, MEMBER_PW, "long enough password"] {
+        assert!(!String::from_utf8_lossy(&db).contains(pw));
+    }
     // Signing out ends the session.
     let res = c.post("/logout", cookie, &[("csrf", &alice.csrf)]).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
