@@ -44,7 +44,7 @@ pub(crate) struct Inner {
     pub(crate) specs: Vec<Spec>,
     store: Mutex<Store>,
     key: [u8; 32],
-    pub(crate) env: minijinja::Environment<'static>,
+    pub(crate) env: &'static minijinja::Environment<'static>,
     attempts: Mutex<HashMap<String, Vec<i64>>>,
     /// Authorizations sent to a provider, by their OAuth state.
     pub(crate) pending: Mutex<HashMap<String, PendingAuth>>,

@@ -18,8 +18,13 @@ use axum::routing::{get, post};
 
 use crate::web::{self, AppState};
 
-/// The templates, embedded; `.html` templates escape every value by default.
-pub(crate) fn templates() -> minijinja::Environment<'static> {
+/// The templates, embedded and parsed once; `.html` templates escape every value by default.
+pub(crate) fn templates() -> &'static minijinja::Environment<'static> {
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(build_templates)
+}
+
+fn build_templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     for (name, text) in [
