@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use rusqlite::{OptionalExtension as _, params};
 use serde::Serialize;
 use sha2::Digest as _;
@@ -203,10 +203,9 @@ fn check_password(password: &str) -> Result<(), StoreError> {
 }
 
 fn hash_password(password: &str) -> Result<String, StoreError> {
-    let salt = SaltString::encode_b64(&random_bytes::<16>()?)
-        .map_err(|e| StoreError::Hash(e.to_string()))?;
+    let salt = random_bytes::<16>()?;
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password_with_salt(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| StoreError::Hash(e.to_string()))
 }
@@ -222,13 +221,9 @@ fn decoy_hash() -> &'static str {
 /// hash, so it takes as long and never matches.
 pub fn password_matches(hash: Option<&str>, password: &str) -> bool {
     let stored = hash.unwrap_or_else(|| decoy_hash());
-    let ok = PasswordHash::new(stored)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false);
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), stored)
+        .is_ok();
     ok && hash.is_some()
 }
 
