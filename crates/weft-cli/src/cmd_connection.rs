@@ -311,46 +311,13 @@ fn check_borrow(scopes: &[Workspace], name: &str, lender: &str, connector: &str)
 }
 
 /// The other connections (with the tenants they share) that revoking `name`'s grant would
-/// disconnect: same connector and OAuth client, reaching one of the same tenants (or either
-/// records none, when the connector has no tenants to tell them apart).
+/// disconnect.
 fn sharing_the_grant(all: &[Workspace], name: &str, deleted: &Connection) -> Vec<String> {
-    all.iter()
-        .flat_map(|s| s.file.connections.iter())
-        .filter(|(n, c)| {
-            n.as_str() != name && c.connector == deleted.connector && c.client == deleted.client
-        })
-        .filter_map(|(n, c)| {
-            let shared: Vec<&str> = c
-                .tenants
-                .iter()
-                .filter(|t| deleted.tenants.iter().any(|d| d.id == t.id))
-                .map(|t| t.name.as_str())
-                .collect();
-            if !shared.is_empty() {
-                Some(format!("`{n}` (reaching {})", shared.join(", ")))
-            } else if c.tenants.is_empty() || deleted.tenants.is_empty() {
-                Some(format!("`{n}`"))
-            } else {
-                None
-            }
-        })
-        .collect()
+    weft_engine::connect::sharing_the_grant(all, name, deleted)
 }
 
-/// Where a connection stands: no credentials, usable, lapsing soon, or refused for good; and
-/// when it must be used by, when its spec says refresh tokens lapse unused.
+/// Where a connection stands (see `Workspace::connection_status`), with its spec's refresh rules.
 fn status(scope: &Workspace, name: &str, c: &Connection) -> Result<(&'static str, Option<String>)> {
-    use weft_engine::limits::Clock as _;
-    let id = weft_engine::workspace::connection_tokens_id(name);
-    let Some(stored) = scope.secrets()?.get(&id)? else {
-        return Ok(("not authorized", None));
-    };
-    let Some(tokens) = weft_engine::oauth::TokenSet::from_sealed_json(&stored) else {
-        return Ok(("damaged credentials", None));
-    };
-    if tokens.needs_authorization.is_some() {
-        return Ok(("needs authorization", None));
-    }
     let refresh = specs::find(&c.connector).ok().and_then(|s| {
         s.file()
             .auth
@@ -358,30 +325,7 @@ fn status(scope: &Workspace, name: &str, c: &Connection) -> Result<(&'static str
             .as_ref()
             .and_then(|o| o.refresh.clone())
     });
-    let Some(use_by) = weft_engine::tokens::use_by_ms(&tokens, refresh.as_ref()) else {
-        return Ok(("authorized", None));
-    };
-    let now = weft_engine::limits::SystemClock.now_ms();
-    let at = jiff::Timestamp::from_millisecond(i64::try_from(use_by).unwrap_or(i64::MAX))
-        .map_or_else(
-            |_| use_by.to_string(),
-            |t| t.strftime("%Y-%m-%dT%H:%MZ").to_string(),
-        );
-    // Past a grant's absolute lifetime the consent itself has run out, however it was used.
-    let absolute = refresh
-        .as_ref()
-        .and_then(|r| r.absolute_lifetime)
-        .is_some_and(|d| tokens.granted_at_ms.saturating_add(d.as_millis()) == use_by);
-    let state = if now >= use_by && absolute {
-        "grant expired"
-    } else if now >= use_by {
-        "lapsed unused"
-    } else if weft_engine::tokens::lapses_soon(use_by, refresh.as_ref(), now) {
-        "lapses soon"
-    } else {
-        "authorized"
-    };
-    Ok((state, Some(at)))
+    Ok(scope.connection_status(name, refresh.as_ref())?)
 }
 
 pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {

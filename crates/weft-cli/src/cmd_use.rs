@@ -11,13 +11,11 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use weft_core::model::ErrorClass;
-use weft_engine::extract::records;
 use weft_engine::http::CallError;
 use weft_engine::request::{OpKind, RequestContext, Tenant};
 use weft_engine::secrets::Secret;
 use weft_engine::session::SessionError;
-use weft_engine::tokens::TokenError;
-use weft_engine::workspace::{Connection, connection_tokens_id};
+use weft_engine::workspace::Connection;
 
 use crate::{Io, connect, specs};
 
@@ -95,67 +93,58 @@ fn tenant(connection: &Connection, wanted: Option<&str>) -> Result<Option<Tenant
 
 /// The exit code and remedy for a failed call.
 fn failure(name: &str, err: &SessionError) -> (u8, String) {
-    match err {
-        SessionError::Call(CallError::Refused { class, message, .. }) => match class {
-            ErrorClass::Unauthorized | ErrorClass::TokenExpired => (
-                exit::UNAUTHORIZED,
-                format!(
-                    "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit CLIENT`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
-                ),
-            ),
-            ErrorClass::Forbidden => (
-                exit::FORBIDDEN,
-                format!(
-                    "{message}\nremedy: the user who granted access lacks the permission this call needs"
-                ),
-            ),
-            ErrorClass::Tenant => (
-                exit::TENANT,
-                format!(
-                    "{message}\nremedy: the organisation is no longer connected; run `weft connection authorize {name}` and select it"
-                ),
-            ),
-            ErrorClass::RateLimited => (
-                exit::RATE_LIMITED,
-                format!("{message}\nremedy: wait for the provider's limit window, then try again"),
-            ),
-            ErrorClass::Conflict => (
-                1,
-                format!(
-                    "{message}\nremedy: the record changed at the provider since it was read; read it again with `weft read {name} RESOURCE`, then write your change on top of its current version"
-                ),
-            ),
-            _ => (1, message.clone()),
-        },
-        SessionError::Call(CallError::DailyCap { .. }) | SessionError::Limit(_) => {
-            (exit::RATE_LIMITED, err.to_string())
-        }
-        SessionError::Call(CallError::Unreachable { .. }) => (exit::UNREACHABLE, err.to_string()),
-        SessionError::Token(TokenError::NotAuthorized { .. }) => {
-            (exit::NOT_AUTHORIZED, err.to_string())
-        }
-        SessionError::Token(
-            TokenError::NeedsAuthorization { .. } | TokenError::TokenRefused { .. },
-        ) => (exit::UNAUTHORIZED, err.to_string()),
-        SessionError::Token(TokenError::OAuth(e)) if e.is_invalid_grant() => {
-            (exit::UNAUTHORIZED, err.to_string())
-        }
-        SessionError::Token(TokenError::OAuth(e)) if e.is_invalid_client() => (
+    use weft_engine::connect::Failure;
+    let message = match err {
+        SessionError::Call(CallError::Refused { message, .. }) => message.clone(),
+        _ => err.to_string(),
+    };
+    let refused = matches!(err, SessionError::Call(CallError::Refused { .. }));
+    match weft_engine::connect::classify(err) {
+        Failure::Unauthorized if refused => (
             exit::UNAUTHORIZED,
             format!(
-                "{err}\nremedy: the provider no longer accepts the OAuth client's secret; generate a new secret in the app's settings at the provider, then run `weft client edit CLIENT --secret-stdin` with it"
+                "{message}\nremedy: the provider refused the credentials; if the client secret was regenerated, run `weft client edit CLIENT`, then `weft connection authorize {name}` (or, for a pasted token, `weft connection edit {name} --token-stdin`)"
             ),
         ),
-        SessionError::Token(TokenError::OAuth(e)) if e.is_transient() => {
-            (exit::UNREACHABLE, err.to_string())
-        }
-        SessionError::Engine(weft_engine::EngineError::NoTenant { .. }) => (
+        Failure::Unauthorized => (exit::UNAUTHORIZED, message),
+        Failure::Forbidden => (
+            exit::FORBIDDEN,
+            format!(
+                "{message}\nremedy: the user who granted access lacks the permission this call needs"
+            ),
+        ),
+        Failure::Tenant if refused => (
             exit::TENANT,
             format!(
-                "{err}\nremedy: run `weft connection authorize {name}` and select an organisation"
+                "{message}\nremedy: the organisation is no longer connected; run `weft connection authorize {name}` and select it"
             ),
         ),
-        _ => (1, err.to_string()),
+        Failure::Tenant => (
+            exit::TENANT,
+            format!(
+                "{message}\nremedy: run `weft connection authorize {name}` and select an organisation"
+            ),
+        ),
+        Failure::RateLimited if refused => (
+            exit::RATE_LIMITED,
+            format!("{message}\nremedy: wait for the provider's limit window, then try again"),
+        ),
+        Failure::RateLimited => (exit::RATE_LIMITED, message),
+        Failure::Conflict => (
+            1,
+            format!(
+                "{message}\nremedy: the record changed at the provider since it was read; read it again with `weft read {name} RESOURCE`, then write your change on top of its current version"
+            ),
+        ),
+        Failure::Unreachable => (exit::UNREACHABLE, message),
+        Failure::NotAuthorized => (exit::NOT_AUTHORIZED, message),
+        Failure::ClientRefused => (
+            exit::UNAUTHORIZED,
+            format!(
+                "{message}\nremedy: the provider no longer accepts the OAuth client's secret; generate a new secret in the app's settings at the provider, then run `weft client edit CLIENT --secret-stdin` with it"
+            ),
+        ),
+        Failure::Other => (1, message),
     }
 }
 
@@ -224,47 +213,13 @@ fn test_one(
     tenant: Option<Tenant>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Result<String, (u8, String)>> {
-    let session = &opened.session;
-    let file = session.spec().file();
-    let test = &file.test;
-    let resource = &file.resources[&test.resource];
-    let ctx = RequestContext {
-        tenant,
-        ..RequestContext::with_field_defaults(file)
-    };
-    let outcome =
-        runtime.block_on(session.call(&test.resource, OpKind::List, &ctx, &[], &[], None));
-    let answer = match outcome {
-        Ok(answer) => answer,
-        Err(err) => return Ok(Err(failure(name, &err))),
-    };
-    let extract = resource
-        .list
-        .as_ref()
-        .map(|op| op.records.clone())
-        .unwrap_or(weft_core::model::Extract::Root);
-    let found = records(&answer.body, &extract)
-        .map_err(|e| anyhow!("the test answer is not what the spec describes: {e}"))?;
-    if !test.success_status.contains(&answer.status) || (test.needs_record && found.is_empty()) {
-        return Ok(Err((
-            1,
-            format!(
-                "the test call answered {} with {} record(s); the spec expects one of {:?} with a record",
-                answer.status,
-                found.len(),
-                test.success_status
-            ),
-        )));
+    use weft_engine::connect::TestFailure;
+    match runtime.block_on(weft_engine::connect::test_call(&opened.session, tenant)) {
+        Ok(description) => Ok(Ok(description)),
+        Err(TestFailure::Call(err)) => Ok(Err(failure(name, &err))),
+        Err(TestFailure::Unreadable(text)) => Err(anyhow!(text)),
+        Err(TestFailure::Unexpected(text)) => Ok(Err((1, text))),
     }
-    let env = weft_core::template::environment();
-    Ok(Ok(test
-        .describe
-        .as_ref()
-        .and_then(|d| {
-            env.render_str(d, minijinja::context! { record => found.first() })
-                .ok()
-        })
-        .unwrap_or_default()))
 }
 
 /// What to list: a resource of a connection, read to its end.
@@ -415,9 +370,9 @@ pub(crate) fn store_token(
 ) -> Result<()> {
     use std::io::Read as _;
     let spec = specs::find(connector)?;
-    let Some(token) = &spec.file().auth.token else {
+    if spec.file().auth.token.is_none() {
         bail!("connector `{connector}` takes no pasted token; it authorizes with OAuth");
-    };
+    }
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -429,12 +384,7 @@ pub(crate) fn store_token(
     text.truncate(len);
     let text = Secret::new(text);
     // The field the token template reads gives the rules (required, whitespace, pattern).
-    let field = spec
-        .file()
-        .fields
-        .iter()
-        .find(|f| token.value.contains(&format!("fields.{}", f.id)));
-    let value = match field {
+    let value = match weft_engine::connect::token_field(spec.file()) {
         Some(field) => match weft_core::form::check(field, Some(text.expose()))? {
             Some(weft_core::form::FieldValue::Text(t)) => Secret::new(t),
             _ => bail!("{}: a value is required", field.label),
@@ -442,10 +392,7 @@ pub(crate) fn store_token(
         None if text.expose().trim().is_empty() => bail!("the token is empty"),
         None => text,
     };
-    let sealed = Secret::new(
-        serde_json::json!({ "kind": "token", "access_token": value.expose() }).to_string(),
-    );
-    scope.secrets()?.put(&connection_tokens_id(name), &sealed)?;
+    weft_engine::connect::store_pasted_token(scope, name, &value)?;
     Ok(())
 }
 

@@ -4,33 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
-use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use weft_core::model::TenantSelect;
 use weft_core::{DEFAULT_CALLBACK_PORT, Spec, callback_url};
-use weft_engine::limits::{Clock, Limiter, SystemClock};
-use weft_engine::oauth::{Callback, OAuthApp, jwt_claims};
-use weft_engine::request::{Hosts, RequestContext};
-use weft_engine::secrets::Secret;
-use weft_engine::session::Session;
-use weft_engine::tokens::TokenKeeper;
-use weft_engine::workspace::{
-    Connection, TenantRef, Workspace, client_secret_id, connection_tokens_id,
-};
+use weft_engine::limits::{Clock, SystemClock};
+use weft_engine::oauth::{Callback, OAuthApp};
+use weft_engine::request::Hosts;
+use weft_engine::workspace::{Connection, TenantRef, Workspace, connection_tokens_id};
 
 use crate::cmd_client::scopes;
 use crate::{Io, specs};
 
-/// A connection opened for use.
-pub(crate) struct Opened {
-    pub(crate) session: Session,
-    pub(crate) connection: Connection,
-}
+pub(crate) use weft_engine::connect::Opened;
 
 /// The current-thread runtime every command uses.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -41,10 +29,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn find(all: &[Workspace], name: &str) -> Result<(usize, Connection)> {
-    all.iter()
-        .enumerate()
-        .find_map(|(i, s)| s.file.connections.get(name).map(|c| (i, c.clone())))
-        .ok_or_else(|| anyhow!("no connection `{name}`; see `weft connection list`"))
+    Ok(weft_engine::connect::find(all, name)?)
 }
 
 /// The OAuth client of `connection` (when its connector uses OAuth), sending the browser back
@@ -56,88 +41,26 @@ fn oauth_app(
     connection: &Connection,
     port: u16,
 ) -> Result<Option<OAuthApp>> {
-    // A connection given a pasted token has no OAuth client.
-    let uses_oauth =
-        spec.file().auth.oauth2.is_some() || spec.file().auth.client_credentials.is_some();
-    let (true, Some(name)) = (uses_oauth, &connection.client) else {
-        return Ok(None);
-    };
-    let Some((scope, client)) = all
-        .iter()
-        .find_map(|s| s.file.clients.get(name).map(|c| (s, c)))
-    else {
-        bail!(
-            "the connection's OAuth client `{name}` does not exist; add it with `weft client add {name} --connector {}`",
-            connection.connector
-        );
-    };
-    let secret = scope.secrets()?.get(&client_secret_id(name))?;
-    if secret.is_none() {
-        // Found now rather than at the provider, after the person went through consent.
-        bail!(
-            "the secret of OAuth client `{name}` is not in the credential store ({}); enter it again with `weft client edit {name}`",
-            scope.credentials_path().display()
-        );
-    }
-    Ok(Some(OAuthApp::new(
-        spec.file(),
+    Ok(weft_engine::connect::oauth_app(
+        all,
+        spec,
         hosts,
-        &client.client_id,
-        secret,
+        connection,
         &callback_url(port),
-    )?))
+    )?)
 }
 
 /// Opens connection `name` with the wall clock.
 pub(crate) fn open(name: &str, workspace: Option<&Path>) -> Result<Opened> {
     let all = scopes(workspace)?;
-    let (index, connection) = find(&all, name)?;
+    let (_, connection) = find(&all, name)?;
     let spec = specs::find(&connection.connector)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
-    let app = oauth_app(&all, &spec, &hosts, &connection, DEFAULT_CALLBACK_PORT)?;
-    // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
-    // level, in this process and across processes.
-    let pool = match &connection.borrow_concurrency_from {
-        Some(lender) => {
-            let (at, c) = find(&all, lender).with_context(|| {
-                format!("connection `{name}` borrows concurrency from `{lender}`, which is gone; run `weft connection edit {name} --no-borrow`")
-            })?;
-            Some((c.concurrency, all[at].pool_dir(lender)))
-        }
-        None if all
-            .iter()
-            .flat_map(|s| s.file.connections.values())
-            .any(|c| c.borrow_concurrency_from.as_deref() == Some(name)) =>
-        {
-            Some((connection.concurrency, all[index].pool_dir(name)))
-        }
-        None => None,
-    };
-    let http = weft_engine::http::client()?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let refresh = spec
-        .file()
-        .auth
-        .oauth2
-        .as_ref()
-        .and_then(|o| o.refresh.clone());
-    let tokens = TokenKeeper::new(
+    Ok(weft_engine::connect::open(
+        &all,
+        spec,
         name,
-        &connection_tokens_id(name),
-        all[index].secrets()?,
-        app,
-        refresh,
-        http.clone(),
-        clock.clone(),
-    );
-    let limiter = match &pool {
-        Some((level, dir)) => Limiter::shared(spec.file(), *level, dir),
-        None => Limiter::new(spec.file(), connection.concurrency),
-    };
-    Ok(Opened {
-        session: Session::new(spec, hosts, limiter, http, tokens, clock),
-        connection,
-    })
+        &callback_url(DEFAULT_CALLBACK_PORT),
+    )?)
 }
 
 /// How `weft connection authorize` (and `create --authorize`) runs the consent.
@@ -247,30 +170,34 @@ pub(crate) fn authorize(
     // Messages go to stderr: stdout holds the authorize URL alone, for a script to pick up.
     writeln!(io.err, "authorized connection `{}`", name)?;
 
-    let Some(tenancy) = spec.file().tenants.clone() else {
+    if spec.file().tenants.is_none() {
         return Ok(0);
-    };
-    let mut found = match (&tenancy.select, &tenancy.resource) {
-        // The provider named the tenant just authorized in the callback.
-        (TenantSelect::CallbackParam { param }, _) => {
-            let Some(id) = callback_params.get(param).filter(|v| !v.trim().is_empty()) else {
-                bail!(
-                    "the provider's answer at the callback did not name the organisation (no `{param}` beside the code); run `weft connection authorize {name}` again and pick an organisation on the consent page"
-                );
-            };
-            vec![TenantRef {
-                id: id.clone(),
-                name: id.clone(),
-            }]
-        }
-        (_, Some(resource)) => {
-            list_tenants(name, workspace, &runtime, &tenancy, resource, &tokens)?
-        }
-        (_, None) => bail!(
-            "connector `{}` lists no tenants (its spec's [tenants] has no resource)",
-            connection.connector
-        ),
-    };
+    }
+    if let Some(weft_core::model::TenantSelect::CallbackParam { param }) =
+        spec.file().tenants.as_ref().map(|t| &t.select)
+        && callback_params
+            .get(param)
+            .is_none_or(|v| v.trim().is_empty())
+    {
+        bail!(
+            "the provider's answer at the callback did not name the organisation (no `{param}` beside the code); run `weft connection authorize {name}` again and pick an organisation on the consent page"
+        );
+    }
+    let opened = open(name, workspace)?;
+    let (mut found, listed) = runtime
+        .block_on(weft_engine::connect::consent_tenants(
+            &opened.session,
+            &tokens,
+            &callback_params,
+        ))?
+        .unwrap_or_default();
+    if found.is_empty() {
+        bail!(
+            "the consent connected no organisation this app can use (the provider lists {} for the grant); run `weft connection authorize {}` again and select an organisation on the consent page",
+            listed,
+            name
+        );
+    }
     if !args.tenants.is_empty() {
         let unknown: Vec<&String> = args
             .tenants
@@ -292,82 +219,13 @@ pub(crate) fn authorize(
     } else if found.len() > 1 && std::io::stdin().is_terminal() {
         found = choose(found, io)?;
     }
-    let target = all[index]
-        .file
-        .connections
-        .get_mut(name)
-        .ok_or_else(|| anyhow!("connection `{}` disappeared", name))?;
-    for t in &found {
-        match target.tenants.iter_mut().find(|x| x.id == t.id) {
-            Some(existing) => existing.name = t.name.clone(),
-            None => target.tenants.push(t.clone()),
-        }
-    }
-    let total = target.tenants.len();
-    all[index].save()?;
+    let total = weft_engine::connect::add_tenants(&mut all[index], name, &found)?;
     writeln!(
         io.err,
         "tenant(s) added: {}; the connection reaches {total}",
         describe(&found)
     )?;
     Ok(0)
-}
-
-/// The tenants the consent just connected, from the spec's tenant list (its `keep-if` already
-/// applied): those whose record matches the token's claim, or every one listed.
-fn list_tenants(
-    name: &str,
-    workspace: Option<&Path>,
-    runtime: &tokio::runtime::Runtime,
-    tenancy: &weft_core::model::Tenants,
-    resource: &str,
-    tokens: &weft_engine::oauth::TokenSet,
-) -> Result<Vec<TenantRef>> {
-    let opened = open(name, workspace)?;
-    let mut listed = Vec::new();
-    runtime.block_on(opened.session.list(
-        resource,
-        &RequestContext::with_field_defaults(opened.session.spec().file()),
-        |r| {
-            listed.push(r);
-            ControlFlow::Continue(())
-        },
-    ))?;
-    // Fields are paths, as everywhere a spec names a value in a provider's JSON.
-    let at = |v: &serde_json::Value, f: &str| {
-        weft_core::fieldpath::lookup(v, f)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
-    };
-    let text = |v: &serde_json::Value, f: Option<&String>| match f
-        .map_or(serde_json::Value::Null, |f| at(v, f))
-    {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let found: Vec<TenantRef> = listed
-        .iter()
-        .filter(|r| match &tenancy.select {
-            TenantSelect::TokenClaim { claim, field } => {
-                let wanted = jwt_claims(&tokens.access_token).and_then(|c| c.get(claim).cloned());
-                wanted.is_some_and(|w| w == at(r, field))
-            }
-            TenantSelect::Choose | TenantSelect::CallbackParam { .. } => true,
-        })
-        .map(|r| TenantRef {
-            id: text(r, tenancy.id_field.as_ref()),
-            name: text(r, tenancy.name_field.as_ref()),
-        })
-        .collect();
-    if found.is_empty() {
-        bail!(
-            "the consent connected no organisation this app can use (the provider lists {} for the grant); run `weft connection authorize {}` again and select an organisation on the consent page",
-            listed.len(),
-            name
-        );
-    }
-    Ok(found)
 }
 
 fn describe(tenants: &[TenantRef]) -> String {
@@ -438,23 +296,7 @@ fn open_browser(url: &str) -> bool {
 /// revocation was made.
 pub(crate) fn revoke(name: &str, workspace: Option<&Path>) -> Result<bool> {
     let all = scopes(workspace)?;
-    let (index, connection) = find(&all, name)?;
+    let (_, connection) = find(&all, name)?;
     let spec = specs::find(&connection.connector)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
-    let Some(app) = oauth_app(&all, &spec, &hosts, &connection, DEFAULT_CALLBACK_PORT)? else {
-        return Ok(false);
-    };
-    if !app.can_revoke() {
-        return Ok(false);
-    }
-    let Some(stored) = all[index].secrets()?.get(&connection_tokens_id(name))? else {
-        return Ok(false);
-    };
-    let Some(tokens) = weft_engine::oauth::TokenSet::from_sealed_json(&stored) else {
-        return Ok(false);
-    };
-    let token: Secret = tokens.refresh_token.unwrap_or(tokens.access_token);
-    let http = weft_engine::http::client()?;
-    runtime()?.block_on(app.revoke(&http, &token))?;
-    Ok(true)
+    Ok(runtime()?.block_on(weft_engine::connect::revoke(&all, &spec, name))?)
 }

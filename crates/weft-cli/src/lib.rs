@@ -7,6 +7,7 @@ mod cmd_connectors;
 mod cmd_demo;
 mod cmd_plugins;
 mod cmd_sandbox;
+mod cmd_serve;
 mod cmd_spec;
 mod cmd_state;
 mod cmd_sync;
@@ -98,6 +99,14 @@ enum Command {
     /// Start Kantata and Xero simulators on 127.0.0.1 with seeded demo data, and serve until
     /// interrupted. Prints every base URL and the demo client credentials.
     Sandbox(cmd_sandbox::SandboxArgs),
+    /// Serve the console (pages for connectors, OAuth clients, connections, users and the
+    /// audit log) on 127.0.0.1:8080; it requires a login (`weft user add NAME` first).
+    Serve(cmd_serve::ServeArgs),
+    /// The console's users: `weft user add NAME`, `list`, `remove NAME`, `passwd NAME`.
+    #[command(subcommand)]
+    User(cmd_serve::UserCmd),
+    /// The audit log: who signed in, created, changed, tested, ran or deleted what.
+    Audit(cmd_serve::AuditArgs),
 }
 
 /// Where a command writes: stdout for results, stderr for diagnostics and messages.
@@ -146,6 +155,9 @@ where
         Command::Errors(cmd) => cmd_state::errors(cmd, workspace, io),
         Command::Plugins(cmd) => cmd_plugins::run(cmd, io),
         Command::Doctor => cmd_plugins::doctor(io),
+        Command::Serve(args) => cmd_serve::serve(args, workspace, io),
+        Command::User(cmd) => cmd_serve::user(cmd, workspace, io),
+        Command::Audit(args) => cmd_serve::audit(args, workspace, io),
     };
     match result {
         Ok(code) => code,

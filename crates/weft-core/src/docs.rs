@@ -46,6 +46,54 @@ pub fn markdown(spec: &Spec, callback_url: &str) -> String {
     out
 }
 
+/// One setup step as a person reads it: the text rendered with the callback URL, the
+/// connector's name and hosts, and the labels of the fields it fills.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SetupView {
+    /// Short title.
+    pub title: String,
+    /// What to do, rendered.
+    pub text: String,
+    /// The page at the provider where the step is done.
+    pub url: Option<String>,
+    /// The label and id of the form field the step gives a value for.
+    pub fills: Option<(String, String)>,
+    /// What Weft checks once the step is done, in words.
+    pub check: Option<&'static str>,
+}
+
+/// The spec's setup steps with `callback_url` filled in.
+pub fn setup_steps(s: &SpecFile, callback_url: &str) -> Vec<SetupView> {
+    let env = template::environment();
+    let fields: std::collections::BTreeMap<&str, String> = s
+        .fields
+        .iter()
+        .map(|f| (f.id.as_str(), format!("\"{}\"", f.label)))
+        .collect();
+    s.setup
+        .iter()
+        .map(|step| SetupView {
+            title: step.title.clone(),
+            text: env
+                .render_str(
+                    &step.text,
+                    context! { callback_url => callback_url, connector => &s.name, hosts => &s.hosts, fields => &fields },
+                )
+                .unwrap_or_else(|_| step.text.clone()),
+            url: step.url.clone(),
+            fills: step.fills.as_ref().map(|fills| {
+                let label = s
+                    .fields
+                    .iter()
+                    .find(|f| &f.id == fills)
+                    .map_or(fills.as_str(), |f| f.label.as_str());
+                (label.to_owned(), fills.clone())
+            }),
+            check: step.check.map(check_text),
+        })
+        .collect()
+}
+
 fn setup(w: &mut String, s: &SpecFile, callback_url: &str) {
     if s.setup.is_empty() {
         return;
@@ -55,36 +103,19 @@ fn setup(w: &mut String, s: &SpecFile, callback_url: &str) {
         w,
         "Callback URL to register at the provider: `{callback_url}`\n"
     );
-    let env = template::environment();
-    let fields: std::collections::BTreeMap<&str, String> = s
-        .fields
-        .iter()
-        .map(|f| (f.id.as_str(), format!("\"{}\"", f.label)))
-        .collect();
-    for (i, step) in s.setup.iter().enumerate() {
-        let text = env
-            .render_str(
-                &step.text,
-                context! { callback_url => callback_url, connector => &s.name, hosts => &s.hosts, fields => &fields },
-            )
-            .unwrap_or_else(|_| step.text.clone());
+    for (i, step) in setup_steps(s, callback_url).into_iter().enumerate() {
         let _ = writeln!(w, "{}. **{}**", i + 1, step.title);
-        for line in text.trim().lines() {
+        for line in step.text.trim().lines() {
             let _ = writeln!(w, "   {}", line.trim_end());
         }
         if let Some(url) = &step.url {
             let _ = writeln!(w, "   Where: <{url}>");
         }
-        if let Some(fills) = &step.fills {
-            let label = s
-                .fields
-                .iter()
-                .find(|f| &f.id == fills)
-                .map_or(fills.as_str(), |f| f.label.as_str());
+        if let Some((label, fills)) = &step.fills {
             let _ = writeln!(w, "   Fills: {label} (`{fills}`)");
         }
         if let Some(check) = step.check {
-            let _ = writeln!(w, "   Weft checks: {}", check_text(check));
+            let _ = writeln!(w, "   Weft checks: {check}");
         }
     }
 }

@@ -421,6 +421,50 @@ impl Workspace {
         Ok(SecretStore::open(&self.credentials_path(), keyring()?)?)
     }
 
+    /// Where connection `name` stands: `not authorized` (no tokens yet), `damaged credentials`,
+    /// `needs authorization` (the provider refused its refresh token), `lapsed unused`, `lapses
+    /// soon` or `authorized`; and, when `refresh` (the connector's refresh-token rules) says
+    /// refresh tokens lapse unused, the time it must be used by (`YYYY-MM-DDTHH:MMZ`).
+    pub fn connection_status(
+        &self,
+        name: &str,
+        refresh: Option<&weft_core::model::Refresh>,
+    ) -> Result<(&'static str, Option<String>), WorkspaceError> {
+        use crate::limits::Clock as _;
+        let Some(stored) = self.secrets()?.get(&connection_tokens_id(name))? else {
+            return Ok(("not authorized", None));
+        };
+        let Some(tokens) = crate::oauth::TokenSet::from_sealed_json(&stored) else {
+            return Ok(("damaged credentials", None));
+        };
+        if tokens.needs_authorization.is_some() {
+            return Ok(("needs authorization", None));
+        }
+        let Some(use_by) = crate::tokens::use_by_ms(&tokens, refresh) else {
+            return Ok(("authorized", None));
+        };
+        let now = crate::limits::SystemClock.now_ms();
+        let at = jiff::Timestamp::from_millisecond(i64::try_from(use_by).unwrap_or(i64::MAX))
+            .map_or_else(
+                |_| use_by.to_string(),
+                |t| t.strftime("%Y-%m-%dT%H:%MZ").to_string(),
+            );
+        // Past a grant's absolute lifetime the consent itself has run out, however it was used.
+        let absolute = refresh
+            .and_then(|r| r.absolute_lifetime)
+            .is_some_and(|d| tokens.granted_at_ms.saturating_add(d.as_millis()) == use_by);
+        let state = if now >= use_by && absolute {
+            "grant expired"
+        } else if now >= use_by {
+            "lapsed unused"
+        } else if crate::tokens::lapses_soon(use_by, refresh, now) {
+            "lapses soon"
+        } else {
+            "authorized"
+        };
+        Ok((state, Some(at)))
+    }
+
     /// Where the workspace's state database is (`.weft/state.db`: cursors, the id ledger, runs
     /// and the error queue; see [`crate::state`]). State belongs to a workspace, never to the
     /// user scope.

@@ -1,0 +1,158 @@
+//! `weft user add|list|remove|passwd`, `weft audit` and `weft serve`'s address check, through
+//! the real binary.
+
+mod common;
+
+use common::{Sandbox, err, out};
+
+const ALICE_PW: &str = "alice's long password 1";
+const BOB_PW: &str = "bob's long password 22";
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}\n{}", out(o), err(o));
+}
+
+fn workspace(name: &str) -> Sandbox {
+    let s = Sandbox::new(name);
+    ok(&s.run(&["init"], None));
+    s.guard(ALICE_PW);
+    s.guard(BOB_PW);
+    s
+}
+
+#[test]
+fn users_are_added_listed_changed_and_removed_with_passwords_from_stdin() {
+    let s = workspace("users");
+    let first = s.run(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{ALICE_PW}\n")),
+    );
+    ok(&first);
+    assert!(
+        out(&first)
+            .contains("added administrator `alice` (the first user is always an administrator)"),
+        "{}",
+        out(&first)
+    );
+    let second = s.run(&["user", "add", "bob", "--password-stdin"], Some(BOB_PW));
+    ok(&second);
+    assert!(out(&second).contains("added member `bob`"));
+
+    let again = s.run(&["user", "add", "bob", "--password-stdin"], Some(BOB_PW));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(err(&again).contains("exists already"));
+    let short = s.run(
+        &["user", "add", "carol", "--password-stdin"],
+        Some("short\n"),
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(
+        err(&short).contains("10 to 1024 characters"),
+        "{}",
+        err(&short)
+    );
+    let role = s.run(
+        &["user", "add", "carol", "--role", "boss", "--password-stdin"],
+        Some(BOB_PW),
+    );
+    assert!(err(&role).contains("--role `boss`: use admin or member"));
+    let name = s.run(&["user", "add", "car ol", "--password-stdin"], Some(BOB_PW));
+    assert!(err(&name).contains("no spaces"), "{}", err(&name));
+    let no_stdin = s.run(&["user", "add", "carol"], None);
+    assert!(
+        err(&no_stdin).contains("--password-stdin"),
+        "{}",
+        err(&no_stdin)
+    );
+
+    let list = s.run(&["user", "list", "--json"], None);
+    ok(&list);
+    let users: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let roles: Vec<(&str, &str)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap(), u["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, [("alice", "admin"), ("bob", "member")]);
+    let table = s.run(&["user", "list"], None);
+    assert!(out(&table).contains("NAME") && out(&table).contains("member"));
+
+    ok(&s.run(
+        &["user", "passwd", "bob", "--password-stdin"],
+        Some(&format!("{BOB_PW}!\n")),
+    ));
+    s.guard(&format!("{BOB_PW}!"));
+    let last = s.run(&["user", "remove", "alice", "--yes"], None);
+    assert_eq!(last.status.code(), Some(1));
+    assert!(err(&last).contains("last administrator"));
+    let unconfirmed = s.run(&["user", "remove", "bob"], None);
+    assert!(
+        err(&unconfirmed).contains("pass --yes"),
+        "{}",
+        err(&unconfirmed)
+    );
+    ok(&s.run(&["user", "remove", "bob", "--yes"], None));
+
+    let audit = s.run(&["audit", "--json"], None);
+    ok(&audit);
+    let entries: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("user.remove", "bob"),
+            ("user.passwd", "bob"),
+            ("user.add", "bob"),
+            ("user.add", "alice")
+        ]
+    );
+    assert!(entries[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    // Passwords are neither printed nor stored: only their argon2 hashes are.
+    s.assert_no_plain_secret();
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_insecure_http() {
+    let s = workspace("serve-bind");
+    let o = s.run(&["serve", "--listen", "0.0.0.0:0"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("not a loopback address") && err(&o).contains("--insecure-http"),
+        "{}",
+        err(&o)
+    );
+    let o = s.run(
+        &["serve", "--listen", "0.0.0.0:0", "--tls-cert", "cert.pem"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "--tls-cert needs --tls-key");
+    assert!(err(&o).contains("--tls-key"), "{}", err(&o));
+    let o = s.run(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            "absent.pem",
+            "--tls-key",
+            "absent.pem",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("--tls-cert") && err(&o).contains("absent.pem"),
+        "{}",
+        err(&o)
+    );
+    // On loopback, a console without users says how to add the first.
+    let o = s.run(&["serve", "--listen", "127.0.0.1:0"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("weft user add NAME"), "{}", err(&o));
+}

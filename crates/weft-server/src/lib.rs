@@ -1,0 +1,144 @@
+//! `weft serve`: the console, server-rendered HTML over the same workspace, credential store and
+//! engine the `weft` command uses.
+//!
+//! [`router`] builds the whole application for a [`Config`] (tests drive it with
+//! `tower::ServiceExt::oneshot`); [`serve`] binds it after [`check_bind`] allowed the address.
+//! Users, sessions and the audit log are in the workspace's `.weft/console.db` ([`store`]).
+//! Every page is a module of [`pages`] rendered into the one layout; every form POST passes the
+//! CSRF check in [`web`] before any handler sees it.
+
+mod pages;
+pub mod store;
+pub mod tls;
+mod web;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use store::{AuditEntry, Role, Store, StoreError, User};
+pub use tls::{TlsError, TlsFiles};
+use weft_core::Spec;
+
+/// What the console serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The workspace folder (holding `weft.toml`).
+    pub workspace: PathBuf,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// Serve plain HTTP on an address other than loopback (the operator's explicit choice).
+    pub insecure_http: bool,
+    /// The connectors the console knows (built-in specs and `WEFT_SPEC_PATH`).
+    pub specs: Vec<Spec>,
+}
+
+/// Errors of starting the console.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A non-loopback address without TLS or the explicit choice of plain HTTP.
+    #[error(
+        "{0} is not a loopback address: the console would be reachable by other machines over plain HTTP, passwords and session cookies readable on the network; pass --tls-cert FILE --tls-key FILE to serve HTTPS, listen on 127.0.0.1 (the default) behind a TLS-terminating proxy, or pass --insecure-http if you accept that"
+    )]
+    NotLoopback(SocketAddr),
+    /// The certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The workspace cannot be opened.
+    #[error(transparent)]
+    Workspace(#[from] weft_engine::workspace::WorkspaceError),
+    /// The console database cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The console has no user yet.
+    #[error(
+        "the console has no user yet: add the first (an administrator) with `weft user add NAME`"
+    )]
+    NoUsers,
+    /// Binding or serving failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The console's address as people and providers use it: `localhost` for a loopback address
+/// (Xero, for one, accepts `http://localhost` redirect URIs but refuses `http://127.0.0.1`, and
+/// cookies belong to the host name, so the console must be opened under the same name its
+/// callback uses), else the address itself.
+pub fn base_url(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if listen.ip().is_loopback() {
+        format!("{scheme}://localhost:{}", listen.port())
+    } else {
+        format!("{scheme}://{listen}")
+    }
+}
+
+/// Whether the console may listen on `addr`: loopback always, anything else with TLS, or
+/// with `insecure_http`, in which case the warning to print is returned.
+pub fn check_bind(
+    addr: SocketAddr,
+    tls: bool,
+    insecure_http: bool,
+) -> Result<Option<String>, ServeError> {
+    if addr.ip().is_loopback() || tls {
+        Ok(None)
+    } else if insecure_http {
+        Ok(Some(format!(
+            "warning: serving plain HTTP on {addr}: anyone on the network path can read passwords and session cookies; prefer 127.0.0.1 behind a TLS-terminating proxy"
+        )))
+    } else {
+        Err(ServeError::NotLoopback(addr))
+    }
+}
+
+/// The console's application for `config`: every page, the assets and the middleware
+/// (security headers, body size limit, CSRF check).
+pub fn router(config: Config) -> Result<axum::Router, ServeError> {
+    let state = web::AppState::new(config)?;
+    Ok(pages::routes(state))
+}
+
+/// Serves the console until `shutdown` completes. `ready` is called with the bound address
+/// (port 0 picks a free port).
+pub async fn serve(
+    config: Config,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    check_bind(config.listen, config.tls.is_some(), config.insecure_http)?;
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let addr = config.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let mut config = config;
+    config.listen = bound;
+    let app = router(config)?;
+    ready(bound);
+    let service = app.into_make_service_with_connect_info::<web::PeerAddr>();
+    match acceptor {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(|source| ServeError::Listen { addr, source })
+}

@@ -1,0 +1,747 @@
+//! Connections of the workspace: the list (scope, status, organisations), the create form
+//! (the OAuth client, the concurrency field with the spec's rules, or concurrency borrowed
+//! from another connection) and deletion of a connection that holds no grant.
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use weft_core::Spec;
+use weft_core::form::FieldValue;
+use weft_core::model::well_known;
+use weft_engine::secrets::Secret;
+use weft_engine::workspace::{Connection, Workspace, check_name, connection_tokens_id};
+
+use super::clients::url_path;
+use super::fields::{self, FieldView};
+use crate::web::{AppState, FormData, Me, PageError, see_other};
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    created: Option<String>,
+    deleted: Option<String>,
+    authorized: Option<String>,
+    revoked: Option<String>,
+    kept: Option<String>,
+    changed: Option<String>,
+    reauthorize: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewQuery {
+    connector: Option<String>,
+}
+
+fn refresh_rules(state: &AppState, connector: &str) -> Option<weft_core::model::Refresh> {
+    state.spec(connector).and_then(|s| {
+        s.file()
+            .auth
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.refresh.clone())
+    })
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    me: Me,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let ws = state.workspace()?;
+    let mut rows = Vec::new();
+    for (name, c) in &ws.file.connections {
+        let (status, use_by) = ws
+            .connection_status(name, refresh_rules(&state, &c.connector).as_ref())
+            .map_err(PageError::internal)?;
+        let tenants: Vec<&str> = c.tenants.iter().map(|t| t.name.as_str()).collect();
+        rows.push(minijinja::context! {
+            name, connector => &c.connector, client => &c.client, scope => ws.scope().as_str(),
+            concurrency => c.concurrency, borrows => &c.borrow_concurrency_from,
+            tenants, status, use_by,
+            consent => state.spec(&c.connector).is_some_and(|s| s.file().auth.oauth2.is_some()),
+            bad => matches!(status, "needs authorization" | "damaged credentials" | "lapsed unused" | "not authorized"),
+        });
+    }
+    let notice = if let Some(n) = q.created {
+        Some(format!(
+            "Created connection {n}. Use Authorize on its row when its OAuth client is registered at the provider."
+        ))
+    } else if let Some(n) = q.authorized {
+        Some(format!(
+            "Connection {n} is authorized; its tokens are sealed. Use Test to check it."
+        ))
+    } else if let Some(n) = q.changed {
+        Some(if q.reauthorize.is_some() {
+            format!(
+                "Saved connection {n}. Its OAuth client changed: use Authorize so its grant comes from the new client."
+            )
+        } else {
+            format!("Saved connection {n}.")
+        })
+    } else if let Some(n) = q.deleted {
+        Some(match (q.revoked.is_some(), q.kept) {
+            (true, _) => format!("Deleted connection {n} and revoked its grant at the provider."),
+            (false, Some(_)) => format!(
+                "Deleted connection {n}. Its grant was kept at the provider because another connection of the same OAuth client uses it."
+            ),
+            (false, None) => format!("Deleted connection {n}."),
+        })
+    } else {
+        None
+    };
+    let connectors: Vec<_> = state
+        .specs
+        .iter()
+        .filter(|s| s.file().auth.oauth2.is_some() || s.file().auth.client_credentials.is_some())
+        .map(|s| minijinja::context! { id => s.id(), name => &s.file().name })
+        .collect();
+    state.page(
+        &me,
+        "connections.html",
+        "connections",
+        minijinja::context! { connections => rows, notice, connectors },
+    )
+}
+
+struct ConnectionForm {
+    name: FieldView,
+    client: FieldView,
+    concurrency: FieldView,
+    borrow: FieldView,
+    /// Base URL overrides, one per host of the spec (a sandbox, a proxy); empty keeps the spec's.
+    hosts: Vec<FieldView>,
+    /// The pasted token, for a connector that takes one instead of an OAuth client.
+    token: Option<FieldView>,
+}
+
+/// The form for a new connection, or for editing connection `editing` (which cannot borrow
+/// from itself).
+fn blank_form(
+    spec: &Spec,
+    ws: &Workspace,
+    editing: Option<&str>,
+) -> Result<ConnectionForm, PageError> {
+    let f = spec.file();
+    let token_field = weft_engine::connect::token_field(f);
+    let mut clients: Vec<(String, String)> = ws
+        .file
+        .clients
+        .iter()
+        .filter(|(_, c)| c.connector == f.id)
+        .map(|(n, c)| (n.clone(), format!("{n} (client ID {})", c.client_id)))
+        .collect();
+    if let Some(field) = token_field {
+        clients.insert(
+            0,
+            (
+                String::new(),
+                format!("None: use the {} below", field.label),
+            ),
+        );
+    }
+    if clients.is_empty() {
+        return Err(PageError::BadRequest(format!(
+            "There is no OAuth client for {} yet: add one on the OAuth clients page first, then create the connection.",
+            f.name
+        )));
+    }
+    let concurrency = match f.fields.iter().find(|x| x.id == well_known::CONCURRENCY) {
+        Some(field) => fields::view(field, "concurrency", None),
+        None => FieldView {
+            id: "concurrency".into(),
+            label: "Concurrency level".into(),
+            input: "number",
+            min: Some(1),
+            max: Some(i64::from(f.limits.concurrency.max)),
+            value: f.limits.concurrency.default.to_string(),
+            ..FieldView::default()
+        },
+    };
+    let mut lenders = vec![(
+        String::new(),
+        "No: use its own concurrency level".to_owned(),
+    )];
+    lenders.extend(
+        ws.file
+            .connections
+            .iter()
+            .filter(|(n, c)| {
+                c.connector == f.id
+                    && c.borrow_concurrency_from.is_none()
+                    && Some(n.as_str()) != editing
+            })
+            .map(|(n, c)| (n.clone(), format!("{n} (level {})", c.concurrency))),
+    );
+    Ok(ConnectionForm {
+        name: fields::name_input(
+            "name",
+            "Name",
+            "How flows refer to this connection, unique in the workspace (for example xero).",
+            "",
+        ),
+        client: FieldView {
+            id: "client".into(),
+            label: "OAuth client".into(),
+            help: Some(match token_field {
+                Some(field) => format!("The app registered at the provider that this connection authorizes with; or None, to give it a {} instead.", field.label),
+                None => "The app registered at the provider that this connection authorizes with.".into(),
+            }),
+            input: "select",
+            required: token_field.is_none(),
+            value: clients[0].0.clone(),
+            choices: clients,
+            ..FieldView::default()
+        },
+        concurrency,
+        token: token_field.map(|field| {
+            let mut view = fields::view(field, "token", None);
+            view.required = false;
+            view.help = Some(format!(
+                "Only without an OAuth client. Sealed in the credential store and never shown again; on Edit, leave it empty to keep the one stored. {}",
+                view.help.unwrap_or_default()
+            ));
+            view
+        }),
+        hosts: f
+            .hosts
+            .iter()
+            .map(|(host, url)| FieldView {
+                id: format!("host_{host}"),
+                label: format!("Base URL of host {host}"),
+                help: Some(format!("Leave empty for {url}. Set it to reach a sandbox or a proxy instead.")),
+                input: "url",
+                maxlength: Some(2000),
+                autocomplete: "off",
+                ..FieldView::default()
+            })
+            .collect(),
+        borrow: FieldView {
+            id: "borrow".into(),
+            label: "Borrow concurrency from".into(),
+            help: Some("Share another connection's pool: both draw from its level together, in every process. Its own level is then not used.".into()),
+            input: "select",
+            choices: lenders,
+            ..FieldView::default()
+        },
+    })
+}
+
+fn render_form(
+    state: &AppState,
+    me: &Me,
+    spec: &Spec,
+    form: &ConnectionForm,
+    edit: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response, PageError> {
+    let mut fields = vec![&form.name, &form.client];
+    fields.extend(form.token.as_ref());
+    fields.extend([&form.concurrency, &form.borrow]);
+    if edit.is_some() {
+        fields.remove(0);
+    }
+    let action = edit.map_or_else(
+        || "/connections".to_owned(),
+        |name| format!("/connections/{}/edit", url_path(name)),
+    );
+    let mut res = state.page(
+        me,
+        "connection_form.html",
+        "connections",
+        minijinja::context! {
+            fields, error, edit, action, hosts => &form.hosts, connector => spec.id(), connector_name => &spec.file().name,
+            consent => spec.file().auth.oauth2.is_some(),
+            callback => state.callback_url(),
+        },
+    )?;
+    if error.is_some() {
+        *res.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(res)
+}
+
+pub(crate) async fn new(
+    State(state): State<AppState>,
+    me: Me,
+    Query(q): Query<NewQuery>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "create workspace connections")?;
+    let Some(id) = q.connector.filter(|c| !c.is_empty()) else {
+        return Ok(see_other("/connections#create"));
+    };
+    let spec = state
+        .spec(&id)
+        .ok_or_else(|| PageError::NotFound(format!("There is no connector `{id}`.")))?;
+    let ws = state.workspace()?;
+    render_form(&state, &me, spec, &blank_form(spec, &ws, None)?, None, None)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    me: Me,
+    data: FormData,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "create workspace connections")?;
+    let connector = data.get("connector").unwrap_or_default();
+    let spec = state.spec(connector).ok_or_else(|| {
+        PageError::BadRequest(format!(
+            "There is no connector `{connector}`; choose one from the list."
+        ))
+    })?;
+    let mut ws = state.workspace()?;
+    let mut form = blank_form(spec, &ws, None)?;
+    let name = data.get("name").unwrap_or_default().to_owned();
+    form.name.value.clone_from(&name);
+    if let Err(reason) = check_name("connection", &name) {
+        form.name.error = Some(reason);
+    } else if ws.file.connections.contains_key(&name) {
+        form.name.error = Some(format!(
+            "A connection {name} exists already; choose another name."
+        ));
+    }
+    let Some(settings) = read_settings(spec, &mut form, &data, false) else {
+        return render_form(
+            &state,
+            &me,
+            spec,
+            &form,
+            None,
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    };
+    if form.name.error.is_some() {
+        return render_form(
+            &state,
+            &me,
+            spec,
+            &form,
+            None,
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    }
+    let Settings {
+        client,
+        token,
+        level,
+        borrow,
+        hosts,
+    } = settings;
+    ws.file.connections.insert(
+        name.clone(),
+        Connection {
+            connector: spec.id().to_owned(),
+            client,
+            concurrency: level,
+            borrow_concurrency_from: borrow.clone(),
+            hosts,
+            tenants: Vec::new(),
+        },
+    );
+    ws.save().map_err(PageError::internal)?;
+    let detail = match &borrow {
+        Some(lender) => format!(
+            "{} connection, borrows concurrency from {lender}",
+            spec.id()
+        ),
+        None => format!("{} connection, concurrency {level}", spec.id()),
+    };
+    if let Some(token) = &token {
+        weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
+    }
+    state.audit(&me.user.name, "connection.create", &name, &detail)?;
+    if data.get("action") == Some("authorize")
+        && spec.file().auth.oauth2.is_some()
+        && token.is_none()
+    {
+        return super::authorize::start(&state, &me, &name);
+    }
+    Ok(see_other(&format!(
+        "/connections?created={}",
+        url_path(&name)
+    )))
+}
+
+/// What the create and edit forms set.
+struct Settings {
+    client: Option<String>,
+    token: Option<Secret>,
+    level: u32,
+    borrow: Option<String>,
+    hosts: std::collections::BTreeMap<String, String>,
+}
+
+/// Checks the client, concurrency, borrowing and base URL fields, each error beside its
+/// field; `None` when any is wrong.
+/// `editing_token`: an edited connection already holding a pasted token (an empty token field
+/// keeps it).
+fn read_settings(
+    spec: &Spec,
+    form: &mut ConnectionForm,
+    data: &FormData,
+    editing_token: bool,
+) -> Option<Settings> {
+    let client = data.get("client").unwrap_or_default().to_owned();
+    form.client.value.clone_from(&client);
+    if !form.client.choices.iter().any(|(v, _)| *v == client) {
+        form.client.error = Some(format!(
+            "Choose one of the {} OAuth clients listed.",
+            spec.file().name
+        ));
+    }
+    // A pasted token, for a connector that takes one: required without a client, refused
+    // with one; checked by its field's rules, never echoed.
+    let mut token = None;
+    if let (Some(view), Some(field)) = (
+        form.token.as_mut(),
+        weft_engine::connect::token_field(spec.file()),
+    ) {
+        let typed = data
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret::new(t.to_owned()));
+        match (&typed, client.is_empty()) {
+            (Some(_), false) => {
+                view.error = Some(format!(
+                    "Give either an OAuth client or a {}, not both.",
+                    field.label
+                ));
+            }
+            (None, true) if !editing_token => {
+                view.error = Some(format!(
+                    "Without an OAuth client, paste the {}.",
+                    field.label
+                ));
+            }
+            (Some(t), true) => {
+                if let Some(FieldValue::Text(text)) = fields::check(field, view, Some(t.expose())) {
+                    token = Some(Secret::new(text));
+                }
+            }
+            _ => {}
+        }
+    }
+    let client = (!client.is_empty()).then_some(client);
+    let borrow = data.get("borrow").unwrap_or_default().to_owned();
+    form.borrow.value.clone_from(&borrow);
+    let borrow = (!borrow.is_empty()).then_some(borrow);
+    if let Some(lender) = &borrow
+        && !form.borrow.choices.iter().any(|(v, _)| v == lender)
+    {
+        form.borrow.error = Some(format!(
+            "Choose a {} connection that uses its own level, or No.",
+            spec.file().name
+        ));
+    }
+    let typed = data.get("concurrency");
+    let field = spec
+        .file()
+        .fields
+        .iter()
+        .find(|x| x.id == well_known::CONCURRENCY);
+    form.concurrency.value = typed.unwrap_or_default().to_owned();
+    let level = match field {
+        Some(field) => match fields::check(field, &mut form.concurrency, typed) {
+            Some(FieldValue::Integer(n)) => u32::try_from(n).ok(),
+            _ => None,
+        },
+        None => match typed.unwrap_or_default().trim().parse::<u32>() {
+            Ok(n) if (1..=spec.file().limits.concurrency.max).contains(&n) => Some(n),
+            _ => {
+                form.concurrency.error = Some(format!(
+                    "Enter a whole number from 1 to {}.",
+                    spec.file().limits.concurrency.max
+                ));
+                None
+            }
+        },
+    };
+    let mut hosts = std::collections::BTreeMap::new();
+    for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
+        let typed = data.get(&field.id).unwrap_or_default().trim().to_owned();
+        field.value.clone_from(&typed);
+        if typed.is_empty() {
+            continue;
+        }
+        match url::Url::parse(&typed) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                hosts.insert(host.clone(), typed);
+            }
+            _ => {
+                field.error = Some("Enter an absolute http or https URL, or leave it empty.".into())
+            }
+        }
+    }
+    if let Err(e) = weft_engine::request::Hosts::new(spec.file(), &hosts)
+        && let Some(first) = form.hosts.first_mut()
+    {
+        first.error = Some(e.to_string());
+    }
+    let errors = [&form.client, &form.concurrency, &form.borrow]
+        .into_iter()
+        .chain(form.token.as_ref())
+        .chain(form.hosts.iter())
+        .any(|f| f.error.is_some());
+    let (false, Some(level)) = (errors, level) else {
+        return None;
+    };
+    Some(Settings {
+        client,
+        token,
+        level,
+        borrow,
+        hosts,
+    })
+}
+
+/// Why connection `name` cannot be deleted now, if it cannot.
+fn blocked(ws: &Workspace, name: &str) -> Option<String> {
+    let borrowers: Vec<&str> = ws
+        .file
+        .connections
+        .iter()
+        .filter(|(_, c)| c.borrow_concurrency_from.as_deref() == Some(name))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    (!borrowers.is_empty()).then(|| {
+        format!(
+            "Connections {} borrow concurrency from {name}. Give them their own level first.",
+            borrowers.join(", ")
+        )
+    })
+}
+
+/// What deleting connection `name` does at the provider: (revoke?, grant kept for another
+/// connection?, the sentence saying so).
+fn revocation(
+    state: &AppState,
+    ws: &Workspace,
+    name: &str,
+    c: &Connection,
+) -> Result<(bool, bool, String), PageError> {
+    let has_grant = ws
+        .secrets()
+        .map_err(PageError::internal)?
+        .ids()
+        .any(|id| id == connection_tokens_id(name));
+    let can_revoke = state
+        .spec(&c.connector)
+        .and_then(|s| s.file().auth.oauth2.as_ref())
+        .is_some_and(|o| o.revoke_url.is_some());
+    let sharing = weft_engine::connect::sharing_the_grant(std::slice::from_ref(ws), name, c);
+    Ok(match (has_grant, can_revoke, sharing.is_empty()) {
+        (false, _, _) => (false, false, "It was never authorized, so there is no grant at the provider to revoke.".into()),
+        (true, true, true) => (true, false, "It also revokes the connection's grant at the provider (its sealed tokens stop working there and are deleted here).".into()),
+        (true, true, false) => (false, true, format!(
+            "Its grant at the provider is kept, because {} use{} it too; its sealed tokens are deleted here.",
+            sharing.join(", "),
+            if sharing.len() == 1 { "s" } else { "" }
+        )),
+        (true, false, _) => (false, false, "The provider offers no revocation endpoint: its sealed tokens are deleted here; remove Weft's access in the provider's settings yourself.".into()),
+    })
+}
+
+pub(crate) async fn delete_form(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "delete workspace connections")?;
+    let ws = state.workspace()?;
+    let c = ws.file.connections.get(&name).cloned().ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    let (_, _, revokes) = revocation(&state, &ws, &name, &c)?;
+    state.page(
+        &me,
+        "confirm.html",
+        "connections",
+        minijinja::context! {
+            title => format!("Delete connection {name}?"),
+            action => format!("/connections/{}/delete", url_path(&name)),
+            blocked => blocked(&ws, &name),
+            what => "This removes the connection from weft.toml. It cannot be undone.",
+            also => [revokes, "Flows that name it stop working until a connection of that name exists again.".to_owned()],
+            button => "Delete connection",
+            back => "/connections",
+        },
+    )
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "delete workspace connections")?;
+    let ws = state.workspace()?;
+    let c = ws.file.connections.get(&name).cloned().ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    if let Some(why) = blocked(&ws, &name) {
+        return Err(PageError::BadRequest(format!(
+            "Connection {name} was not deleted. {why}"
+        )));
+    }
+    let (revoke, kept, _) = revocation(&state, &ws, &name, &c)?;
+    let spec = state.spec(&c.connector).cloned();
+    let mut all = [ws];
+    if revoke && let Some(spec) = spec {
+        let (back, outcome) = {
+            let name = name.clone();
+            crate::web::engine(move || async move {
+                let outcome = weft_engine::connect::revoke(&all, &spec, &name).await;
+                (all, outcome)
+            })
+            .await?
+        };
+        all = back;
+        if let Err(e) = outcome {
+            state.audit(
+                &me.user.name,
+                "connection.delete",
+                &name,
+                "refused: revocation failed",
+            )?;
+            return Err(PageError::BadRequest(format!(
+                "Connection {name} was not deleted: revoking its grant at the provider failed ({e}). Try again later; to delete it here only, run `weft connection delete {name} --no-revoke` and remove Weft's access in the provider's settings."
+            )));
+        }
+    }
+    let ws = &mut all[0];
+    ws.secrets()
+        .and_then(|mut store| Ok(store.remove(&connection_tokens_id(&name))?))
+        .map_err(PageError::internal)?;
+    ws.file.connections.shift_remove(&name);
+    ws.save().map_err(PageError::internal)?;
+    let detail = if revoke {
+        "deleted, grant revoked"
+    } else if kept {
+        "deleted, grant kept for another connection"
+    } else {
+        "deleted"
+    };
+    state.audit(&me.user.name, "connection.delete", &name, detail)?;
+    let mut to = format!("/connections?deleted={}", url_path(&name));
+    if revoke {
+        to.push_str("&revoked=1");
+    } else if kept {
+        to.push_str("&kept=1");
+    }
+    Ok(see_other(&to))
+}
+
+fn editing(state: &AppState, name: &str) -> Result<(Workspace, Connection, Spec), PageError> {
+    let ws = state.workspace()?;
+    let c = ws.file.connections.get(name).cloned().ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    let spec = state
+        .spec(&c.connector)
+        .cloned()
+        .ok_or_else(|| PageError::NotFound(format!("Connector {} is not loaded.", c.connector)))?;
+    Ok((ws, c, spec))
+}
+
+pub(crate) async fn edit_form(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "edit workspace connections")?;
+    let (ws, c, spec) = editing(&state, &name)?;
+    let mut form = blank_form(&spec, &ws, Some(&name))?;
+    form.client.value = c.client.clone().unwrap_or_default();
+    form.concurrency.value = c.concurrency.to_string();
+    form.borrow.value = c.borrow_concurrency_from.clone().unwrap_or_default();
+    for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
+        field.value = c.hosts.get(host).cloned().unwrap_or_default();
+    }
+    render_form(&state, &me, &spec, &form, Some(&name), None)
+}
+
+pub(crate) async fn edit(
+    State(state): State<AppState>,
+    me: Me,
+    Path(name): Path<String>,
+    data: FormData,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "edit workspace connections")?;
+    let (mut ws, c, spec) = editing(&state, &name)?;
+    let mut form = blank_form(&spec, &ws, Some(&name))?;
+    let borrowed_from = ws
+        .file
+        .connections
+        .iter()
+        .any(|(_, o)| o.borrow_concurrency_from.as_deref() == Some(name.as_str()));
+    let has_token = c.client.is_none()
+        && ws
+            .secrets()
+            .map_err(PageError::internal)?
+            .ids()
+            .any(|id| id == connection_tokens_id(&name));
+    let Some(settings) = read_settings(&spec, &mut form, &data, has_token) else {
+        return render_form(
+            &state,
+            &me,
+            &spec,
+            &form,
+            Some(&name),
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    };
+    if borrowed_from && settings.borrow.is_some() {
+        form.borrow.error = Some(format!(
+            "Other connections borrow concurrency from {name}, so it cannot borrow itself; keep No."
+        ));
+        return render_form(
+            &state,
+            &me,
+            &spec,
+            &form,
+            Some(&name),
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    }
+    let field = spec
+        .file()
+        .fields
+        .iter()
+        .find(|x| x.id == well_known::CONCURRENCY);
+    if let Some(field) = field
+        && field.read_only_after_create
+        && settings.level != c.concurrency
+    {
+        form.concurrency.error = Some(format!(
+            "{} can only be set when the connection is created.",
+            field.label
+        ));
+        return render_form(
+            &state,
+            &me,
+            &spec,
+            &form,
+            Some(&name),
+            Some("Nothing was saved: correct the fields marked below."),
+        );
+    }
+    let client_changed = settings.client.is_some() && c.client != settings.client;
+    if let Some(target) = ws.file.connections.get_mut(&name) {
+        target.client.clone_from(&settings.client);
+        target.concurrency = settings.level;
+        target.borrow_concurrency_from.clone_from(&settings.borrow);
+        target.hosts = settings.hosts;
+    }
+    ws.save().map_err(PageError::internal)?;
+    if let Some(token) = &settings.token {
+        weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
+    }
+    let detail = match &settings.borrow {
+        Some(lender) => format!("borrows concurrency from {lender}"),
+        None => format!("concurrency {}", settings.level),
+    };
+    state.audit(&me.user.name, "connection.edit", &name, &detail)?;
+    let mut to = format!("/connections?changed={}", url_path(&name));
+    if client_changed {
+        to.push_str("&reauthorize=1");
+    }
+    Ok(see_other(&to))
+}

@@ -1,0 +1,150 @@
+//! The console's pages, one module per area, each rendered into `templates/layout.html`.
+//! Later areas (flows, runs, errors, schedules) add a module and a line in [`routes`].
+
+mod audit;
+mod authorize;
+mod clients;
+mod connections;
+mod connectors;
+mod fields;
+mod login;
+mod users;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::web::{self, AppState};
+
+/// The templates, embedded and parsed once; `.html` templates escape every value by default.
+pub(crate) fn templates() -> &'static minijinja::Environment<'static> {
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(build_templates)
+}
+
+fn build_templates() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    for (name, text) in [
+        ("layout.html", include_str!("../../templates/layout.html")),
+        ("error.html", include_str!("../../templates/error.html")),
+        ("login.html", include_str!("../../templates/login.html")),
+        ("field.html", include_str!("../../templates/field.html")),
+        (
+            "connectors.html",
+            include_str!("../../templates/connectors.html"),
+        ),
+        (
+            "connector.html",
+            include_str!("../../templates/connector.html"),
+        ),
+        ("clients.html", include_str!("../../templates/clients.html")),
+        (
+            "client_form.html",
+            include_str!("../../templates/client_form.html"),
+        ),
+        ("confirm.html", include_str!("../../templates/confirm.html")),
+        (
+            "connections.html",
+            include_str!("../../templates/connections.html"),
+        ),
+        (
+            "connection_form.html",
+            include_str!("../../templates/connection_form.html"),
+        ),
+        ("users.html", include_str!("../../templates/users.html")),
+        ("audit.html", include_str!("../../templates/audit.html")),
+        (
+            "organisations.html",
+            include_str!("../../templates/organisations.html"),
+        ),
+        ("test.html", include_str!("../../templates/test.html")),
+    ] {
+        env.add_template(name, text)
+            .unwrap_or_else(|e| panic!("embedded template {name} does not parse: {e}"));
+    }
+    env
+}
+
+/// Every route, behind the security headers, the body size limit and the CSRF check.
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/connectors") }))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/connectors", get(connectors::list))
+        .route("/connectors/{id}", get(connectors::show))
+        .route("/clients", get(clients::list).post(clients::add))
+        .route("/clients/new", get(clients::new))
+        .route(
+            "/clients/{name}/edit",
+            get(clients::edit_form).post(clients::edit),
+        )
+        .route(
+            "/clients/{name}/remove",
+            get(clients::remove_form).post(clients::remove),
+        )
+        .route(
+            "/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route("/connections/new", get(connections::new))
+        .route(
+            "/connections/{name}/delete",
+            get(connections::delete_form).post(connections::delete),
+        )
+        .route(
+            "/connections/{name}/edit",
+            get(connections::edit_form).post(connections::edit),
+        )
+        .route("/connections/{name}/authorize", post(authorize::authorize))
+        .route("/connections/{name}/test", post(authorize::test))
+        .route(
+            "/connections/{name}/organisations",
+            post(authorize::organisations),
+        )
+        .route("/oauth/callback", get(authorize::callback))
+        .route("/users", get(users::list).post(users::add))
+        .route("/users/{name}/remove", post(users::remove))
+        .route("/audit", get(audit::list))
+        .route("/assets/console.css", get(css))
+        .route("/assets/copy.js", get(js))
+        .fallback(|| async {
+            web::PageError::NotFound("There is no page at this address; use the menu above.".into())
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::csrf_guard,
+        ))
+        .layer(DefaultBodyLimit::max(web::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(web::time_limit))
+        .layer(axum::middleware::from_fn(web::security_headers))
+        .with_state(state)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    res
+}
+
+async fn css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/console.css"),
+    )
+}
+
+async fn js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/copy.js"),
+    )
+}
