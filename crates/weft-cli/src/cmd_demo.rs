@@ -532,7 +532,8 @@ fn duplicates(demo: &Demo, flow: &str, tenant: &str) -> Result<u64> {
         let mut ours = std::collections::HashSet::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let record: serde_json::Value = serde_json::from_str(line)?;
-            let Some(key) = text_of(&record[nk.field.as_str()]) else {
+            let Some(key) = weft_core::fieldpath::lookup(&record, &nk.field).and_then(text_of)
+            else {
                 continue;
             };
             if text_of(&record[primary.as_str()]).is_some_and(|id| written.contains(&id)) {

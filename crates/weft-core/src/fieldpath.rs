@@ -70,7 +70,11 @@ pub fn segments(path: &str) -> Result<Vec<String>, PathError> {
 /// The value at `path` in `value`; `None` when a name is missing (or `path` is not a path).
 pub fn lookup<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     let names = segments(path).ok()?;
-    names.iter().try_fold(value, |v, name| v.get(name.as_str()))
+    names.iter().try_fold(value, |v, name| match v {
+        // A list is reached into by position (`Receipts.0.ReceiptID`).
+        serde_json::Value::Array(items) => name.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => v.get(name.as_str()),
+    })
 }
 
 /// The value at `path` in `value`, mutably.
@@ -87,6 +91,17 @@ pub fn lookup_mut<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_are_reached_into_by_position() {
+        let v = serde_json::json!({"Receipts": [{"ReceiptID": "r1"}, {"ReceiptID": "r2"}]});
+        assert_eq!(
+            lookup(&v, "Receipts.1.ReceiptID"),
+            Some(&serde_json::json!("r2"))
+        );
+        assert_eq!(lookup(&v, "Receipts.2.ReceiptID"), None);
+        assert_eq!(lookup(&v, "Receipts.x"), None);
+    }
 
     #[test]
     fn dotted_and_quoted_names() {

@@ -263,10 +263,14 @@ pub struct Items {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NaturalKey {
-    /// The written field that identifies a record (for instance `InvoiceNumber`).
+    /// The written field that identifies a record (for instance `InvoiceNumber`); a path
+    /// reaches into objects and lists (`Receipts.0.ReceiptID`: the first receipt's id).
     pub field: String,
-    /// The list parameter that finds records by it.
-    pub param: String,
+    /// The list parameter that finds records by it. When left out, the destination's whole
+    /// list is read and its records matched by the field: for a resource whose list cannot be
+    /// filtered by the key, and whose records are few.
+    #[serde(default)]
+    pub param: Option<String>,
     /// How many values one lookup may carry (joined by commas).
     #[serde(default = "one")]
     pub batch: u32,
@@ -1199,7 +1203,15 @@ impl Flow {
                 }
             }
             if let Some(nk) = &w.natural_key {
-                if !w.fields.contains_key(&nk.field) {
+                // A path starts at a written field (`Receipts.0.ReceiptID` at `Receipts`).
+                let first = weft_core::fieldpath::segments(&nk.field)
+                    .ok()
+                    .and_then(|s| s.into_iter().next())
+                    .unwrap_or_else(|| nk.field.clone());
+                if !w.fields.contains_key(&nk.field)
+                    && !w.fields.contains_key(&first)
+                    && !w.lists.contains_key(&first)
+                {
                     problems.push(problem(
                         at(&base(&[k("write"), k("natural-key"), k("field")])),
                         format!(
@@ -1532,7 +1544,7 @@ impl Flow {
             let written: Vec<String> = w
                 .natural_key
                 .iter()
-                .map(|n| n.param.clone())
+                .filter_map(|n| n.param.clone())
                 .chain(w.update.read_param.clone())
                 .collect();
             given.push((base(&["write"]), &w.connection, &w.resource, written));

@@ -610,6 +610,58 @@ async fn expense_claims_point_to_bills_without_classic_claims_and_land_once_with
     let second = w.run(false).await;
     assert_clean(&second);
     assert_eq!((second.summary.created, second.summary.updated), (0, 0));
+
+    // A claim whose answer is lost, settled after Xero's idempotency window has passed: found
+    // by the receipt on it, never made twice, and Kantata still learns it.
+    let state = w.kantata.state();
+    let pending = state
+        .submissions(SubmissionKind::ExpenseReport)
+        .into_iter()
+        .find(|s| s.status == "pending" && !s.line_ids.is_empty())
+        .expect("a pending report");
+    let mut users = w.flow.tables["xero-users"].clone();
+    users.insert(pending.user_id.clone(), xero_user.clone());
+    w.flow.tables.insert("xero-users".to_owned(), users);
+    state
+        .resolve_submission(&pending.id, Resolve::Approve, None)
+        .unwrap();
+    w.xero.observed().faults.add(
+        weft_harness::faults::FaultRule::on(
+            "/api.xro/2.0/ExpenseClaims",
+            weft_harness::faults::When::Probability(1.0),
+            weft_harness::faults::Fault::LoseResponse,
+        )
+        .method("PUT"),
+    );
+    w.clock.advance_by(std::time::Duration::from_secs(120));
+    let lost = w.run(false).await;
+    assert_eq!(
+        lost.summary.created, 1,
+        "the receipt only: {:?}",
+        lost.summary
+    );
+    w.xero.observed().faults.clear();
+    w.clock.advance_by(std::time::Duration::from_secs(10 * 60));
+    let settled = w.run(false).await;
+    assert_clean(&settled);
+    let receipt = w
+        .xero
+        .records(&w.tenant.id, "Receipts")
+        .into_iter()
+        .find(|r| r["Reference"] == format!("KX-ERS-{}", pending.id))
+        .unwrap();
+    let on = w
+        .xero
+        .records(&w.tenant.id, "ExpenseClaims")
+        .into_iter()
+        .filter(|c| {
+            c["Receipts"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["ReceiptID"] == receipt["ReceiptID"]))
+        })
+        .count();
+    assert_eq!(on, 1);
+    assert_eq!(references(&w, "ExpenseClaim").await[&pending.id].len(), 1);
 }
 
 /// Kantata's Subscribed Events as the bills stream's change source: the first run reads every

@@ -117,7 +117,15 @@ impl Work {
 
     /// The value of the natural key field, when the flow declares one.
     pub(crate) fn natural(&self, field: Option<&str>) -> Option<String> {
-        field.and_then(|f| self.body.get(f)).and_then(id_text)
+        let f = field?;
+        match self.body.get(f) {
+            Some(v) => id_text(v),
+            // A path into the written record (`Receipts.0.ReceiptID`).
+            None => {
+                let body = Value::Object(self.body.clone());
+                weft_core::fieldpath::lookup(&body, f).and_then(id_text)
+            }
+        }
     }
 }
 

@@ -108,7 +108,12 @@ impl StreamRun<'_> {
             .primary_key
             .clone();
         let session = self.endpoint(&w.connection)?.session;
-        for chunk in values.chunks(nk.batch.max(1) as usize) {
+        // Without a parameter the whole list is read once, for every value.
+        let per_call = match nk.param {
+            Some(_) => nk.batch.max(1) as usize,
+            None => values.len().max(1),
+        };
+        for chunk in values.chunks(per_call) {
             let mut ctx = self.ctx(&w.connection)?;
             let value = match &nk.format {
                 None => chunk.join(","),
@@ -116,7 +121,9 @@ impl StreamRun<'_> {
                     .render_str(t, minijinja::context! { keys => chunk })
                     .map_err(|e| RunError::Config(format!("natural-key.format: {e}")))?,
             };
-            ctx.params.insert(nk.param.clone(), value);
+            if let Some(param) = &nk.param {
+                ctx.params.insert(param.clone(), value);
+            }
             let mut bad = None;
             session
                 .list(&w.resource, &ctx, |record| {
