@@ -1,0 +1,99 @@
+//! A workspace's flows: where they are (`flows/NAME.toml` beside `weft.toml`), which exist, and
+//! which tenant each connection of a flow addresses. Shared by `weft sync|flow|tables` and the
+//! console, so both find and run flows by the same rules.
+
+use std::path::{Path, PathBuf};
+
+use crate::flow::Flow;
+use crate::request::Tenant;
+use crate::workspace::Connection;
+
+/// The file of flow `name` in the workspace at `dir` (which may not exist).
+pub fn path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("flows").join(format!("{name}.toml"))
+}
+
+/// The names of the workspace's flows (the `.toml` files of `flows/`), sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("flows"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension().is_some_and(|x| x == "toml"))
+                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                        .flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The file of flow `name`, which must exist; otherwise a message naming the flows there are.
+pub fn find(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let file = path(dir, name);
+    // A name is one file stem: no separators, nothing that leaves `flows/`.
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && !name.contains('\0');
+    if plain && file.is_file() {
+        return Ok(file);
+    }
+    let known = names(dir);
+    Err(format!(
+        "no flow `{name}` ({} does not exist); {}",
+        file.display(),
+        if known.is_empty() {
+            "`weft init --template kantata-xero` writes one".to_owned()
+        } else {
+            format!("the flows are: {}", known.join(", "))
+        }
+    ))
+}
+
+/// The tenant connection `connection` addresses as `alias` of `flow`, for a connector with
+/// tenants: the one the flow names, else the connection's only one.
+pub fn tenant(flow: &Flow, alias: &str, connection: &Connection) -> Result<Tenant, String> {
+    let name = flow.connection_name(alias);
+    let tenants = &connection.tenants;
+    let wanted = flow
+        .file
+        .connections
+        .get(alias)
+        .and_then(|c| c.tenant.clone());
+    let chosen = match &wanted {
+        Some(id) => tenants.iter().find(|t| &t.id == id).ok_or_else(|| {
+            format!(
+                "flow `{}` names tenant {id} for `{alias}`, which connection `{name}` does not reach; run `weft connection authorize {name}` and select it",
+                flow.name
+            )
+        })?,
+        None => match tenants.as_slice() {
+            [only] => only,
+            [] => {
+                return Err(format!(
+                    "connection `{name}` has no organisation yet; run `weft connection authorize {name}`"
+                ));
+            }
+            many => {
+                return Err(format!(
+                    "connection `{name}` reaches {} organisations; set `tenant` under [connections.{alias}] in {} to one of: {}",
+                    many.len(),
+                    flow.path.display(),
+                    many.iter()
+                        .map(|t| format!("{} ({})", t.id, t.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        },
+    };
+    Ok(Tenant {
+        id: chosen.id.clone(),
+        name: chosen.name.clone(),
+    })
+}
