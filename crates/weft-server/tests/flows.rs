@@ -626,3 +626,125 @@ async fn a_refused_record_shows_in_errors_and_is_retried_then_resolved_with_a_no
     }
     w.assert_secrets_absent();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_edits_a_mapping_table_through_the_import_checks_and_a_member_cannot() {
+    let w = World::new("tables", 1, vec!["USD".into()]).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let bob = w.login("bob", MEMBER_PW).await;
+    let file = w.dir.join("tables/line-accounts.csv");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let at = "/flows/kantata-xero/tables/accounts";
+
+    // The flow page shows the rows to everyone, the editor only to administrators.
+    let page = w.get("/flows/kantata-xero", &bob).await;
+    assert!(
+        page.body.contains("<code>fixed_fee</code>"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(at), "{}", page.body);
+    assert_eq!(w.get(at, &bob).await.status, StatusCode::FORBIDDEN);
+    let refused = w
+        .submit(
+            at,
+            &bob,
+            &[("rows", "Mavenlink ID,External ID\ntime,999\n")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("Only an administrator"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+
+    let form = w.get(at, &alice).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(form.body.contains(",time,,200"), "{}", form.body);
+
+    // A bad row is located and nothing is written.
+    let bad = w
+        .submit(
+            at,
+            &alice,
+            &[("rows", "Mavenlink ID,External ID\ntime,210\n,200\n")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("Line 3") && bad.body.contains("nothing was written"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let empty = w.submit(at, &alice, &[("rows", "  ")]).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+
+    // Without the token nothing is written.
+    let forged = w
+        .post(
+            at,
+            Some(&alice.cookie),
+            &[("rows", "Mavenlink ID,External ID\ntime,999\n")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+
+    // An M-Bridge export replaces the file, in M-Bridge's columns.
+    let saved = w
+        .submit(
+            at,
+            &alice,
+            &[(
+                "rows",
+                "Mavenlink Display Name,Mavenlink ID,External Display Name,External ID\r\nTime,time,Consulting,210\r\nExpenses,expense,Sales,200\r\n",
+            )],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(
+        saved.location.as_deref(),
+        Some("/flows/kantata-xero?saved=accounts")
+    );
+    let now = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        now.contains("Mavenlink ID") && now.contains("time,Consulting,210"),
+        "{now}"
+    );
+    let page = w.get("/flows/kantata-xero?saved=accounts", &alice).await;
+    assert!(
+        page.body.contains("Saved the rows of table accounts.")
+            && page.body.contains("<code>210</code>"),
+        "{}",
+        page.body
+    );
+
+    // A table kept inline has no file to write; an unknown table is not found.
+    let inline = w
+        .submit(
+            "/flows/kantata-xero/tables/tax-types",
+            &alice,
+            &[("rows", "Mavenlink ID,External ID\ntime,NONE\n")],
+        )
+        .await;
+    assert_eq!(inline.status, StatusCode::BAD_REQUEST);
+    assert!(inline.body.contains("inline"), "{}", inline.body);
+    assert_eq!(
+        w.get("/flows/kantata-xero/tables/nope", &alice)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let audit = w.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|(a, b, t)| a == "alice" && b == "table import" && t == "kantata-xero/accounts"),
+        "{audit:?}"
+    );
+    w.assert_secrets_absent();
+}

@@ -17,10 +17,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use weft_core::Spec;
-use weft_engine::flow::Flow;
+use weft_engine::flow::{Flow, FlowProblem};
 use weft_engine::limits::{Clock, SystemClock};
 use weft_engine::run::{Endpoint, Report, Run, RunError};
 use weft_engine::state::{RunOutcome, RunRecord, State as Db};
+use weft_engine::tables::{self, ImportError};
 use weft_engine::workspace::Workspace;
 
 use super::runs::{outcome, time};
@@ -137,7 +138,6 @@ pub(crate) async fn list(State(state): State<AppState>, me: Me) -> Result<Respon
 #[derive(Deserialize)]
 pub(crate) struct ShowQuery {
     saved: Option<String>,
-    imported: Option<String>,
 }
 
 pub(crate) async fn show(
@@ -148,10 +148,7 @@ pub(crate) async fn show(
 ) -> Result<Response, PageError> {
     let ws = state.workspace()?;
     let ctx = flow_context(&state, &ws, &name)?;
-    let notice = q
-        .saved
-        .map(|t| format!("Saved the rows of table {t}."))
-        .or(q.imported);
+    let notice = q.saved.map(|t| format!("Saved the rows of table {t}."));
     state.page(
         &me,
         "flow.html",
@@ -489,4 +486,156 @@ pub(crate) async fn preview(
             s => minijinja::Value::from_serialize(&report.summary),
         },
     )
+}
+
+/// The label of pasted rows in problems (they have no file name).
+const PASTED: &str = "the rows";
+
+/// The table editor: the rows of the table's file as M-Bridge CSV, to edit or replace with a
+/// pasted export. Administrators only.
+pub(crate) async fn table_form(
+    State(state): State<AppState>,
+    me: Me,
+    Path((name, table)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "edit a flow's mapping tables")?;
+    let ws = state.workspace()?;
+    let path = weft_engine::flows::find(ws.dir(), &name).map_err(PageError::NotFound)?;
+    let flow = Flow::load_leaving_out(&path, &table)
+        .map_err(|e| PageError::BadRequest(format!("Flow {name} cannot be loaded: {e}")))?;
+    let spec = declared(&flow, &table)?;
+    let text = match &spec.file {
+        Some(file) => {
+            let target = flow
+                .path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(file);
+            match tables::read_file(&target, tables::Columns::default()) {
+                Ok(rows) => String::from_utf8_lossy(&tables::to_csv(&rows)).into_owned(),
+                Err(_) => String::from_utf8_lossy(&tables::to_csv(&[])).into_owned(),
+            }
+        }
+        None => String::new(),
+    };
+    table_page(&state, &me, &flow, &table, spec, &text, &[], None)
+}
+
+fn declared<'a>(flow: &'a Flow, table: &str) -> Result<&'a weft_engine::flow::Table, PageError> {
+    flow.file.tables.get(table).ok_or_else(|| {
+        PageError::NotFound(format!(
+            "Flow {} has no table {table}; its tables are: {}.",
+            flow.name,
+            flow.file
+                .tables
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn table_page(
+    state: &AppState,
+    me: &Me,
+    flow: &Flow,
+    table: &str,
+    spec: &weft_engine::flow::Table,
+    text: &str,
+    problems: &[String],
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    let mut res = state.page(
+        me,
+        "table_form.html",
+        "flows",
+        minijinja::context! {
+            flow => &flow.name, table, text, problems, error,
+            file => spec.file.as_ref().map(|f| f.display().to_string()),
+            inline => spec.file.is_none(), one_to_one => spec.one_to_one,
+            header => format!("{},{},{},{}", tables::MAVENLINK_NAME, tables::MAVENLINK_ID, tables::EXTERNAL_NAME, tables::EXTERNAL_ID),
+        },
+    )?;
+    if error.is_some() || !problems.is_empty() {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
+}
+
+/// Saves a table's rows (edited, or a pasted M-Bridge export) through the import
+/// `weft tables import` uses: every row checked first, nothing written on a problem.
+pub(crate) async fn table_save(
+    State(state): State<AppState>,
+    me: Me,
+    Path((name, table)): Path<(String, String)>,
+    form: crate::web::FormData,
+) -> Result<Response, PageError> {
+    me.require_admin(&state, "edit a flow's mapping tables")?;
+    let ws = state.workspace()?;
+    let path = weft_engine::flows::find(ws.dir(), &name).map_err(PageError::NotFound)?;
+    let flow = Flow::load_leaving_out(&path, &table)
+        .map_err(|e| PageError::BadRequest(format!("Flow {name} cannot be loaded: {e}")))?;
+    let spec = declared(&flow, &table)?;
+    let text = form.get("rows").unwrap_or("").replace("\r\n", "\n");
+    let fail = |problems: &[FlowProblem], error: Option<String>| {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                if p.file == PASTED && p.line > 0 {
+                    format!("Line {}: {}", p.line, p.message)
+                } else {
+                    p.message.clone()
+                }
+            })
+            .collect();
+        table_page(&state, &me, &flow, &table, spec, &text, &lines, error)
+    };
+    if text.trim().is_empty() {
+        return fail(
+            &[],
+            Some("The rows are empty: paste an M-Bridge mapping export, or edit the rows shown, header row first.".into()),
+        );
+    }
+    match tables::import(&flow, &table, spec, PASTED, text.as_bytes()) {
+        Ok(done) => {
+            let changes = match done.changes {
+                None => "a new file".to_owned(),
+                Some((a, c, r)) => format!("{a} added, {c} changed, {r} removed"),
+            };
+            state.audit(
+                &me.user.name,
+                "table import",
+                &format!("{name}/{table}"),
+                &format!("{} row(s): {changes}", done.rows),
+            )?;
+            let to = url::form_urlencoded::byte_serialize(table.as_bytes()).collect::<String>();
+            let flow_url = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+            Ok(see_other(&format!("/flows/{flow_url}?saved={to}")))
+        }
+        Err(ImportError::Inline { line }) => fail(&[], Some(format!(
+            "Table {table} keeps its rows inline in the flow file ({}:{line}), so there is no file to save them in; nothing was written. Add `file = \"../tables/{table}.csv\"` under [tables.{table}] in the flow file, then save again: it creates the file.",
+            flow.path.display()
+        ))),
+        Err(ImportError::OwnColumns { column, line }) => fail(&[], Some(format!(
+            "Table {table} reads the column {column} of its file ({}:{line}), not M-Bridge's columns; nothing was written. Remove key-column and value-column from [tables.{table}] so it reads them, then save again.",
+            flow.path.display()
+        ))),
+        Err(ImportError::Rows(problems)) => fail(&problems, Some(format!(
+            "{} problem(s) in the rows; nothing was written. Fix them and save again.",
+            problems.len()
+        ))),
+        Err(ImportError::Empty { .. }) => fail(&[], Some(
+            "The rows have a header but no mapping; nothing was written. A table file needs at least one row (to empty it, edit the file by hand).".into(),
+        )),
+        Err(ImportError::OneToOne(problems)) => fail(&problems, Some(format!(
+            "Table {table} is one-to-one and {} value(s) are given to two keys; nothing was written.",
+            problems.len()
+        ))),
+        Err(ImportError::Write { target, source }) => Err(PageError::Internal(format!(
+            "Cannot write {}: {source}",
+            tables::shown(&target).display()
+        ))),
+    }
 }

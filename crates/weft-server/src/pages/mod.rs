@@ -68,6 +68,10 @@ fn build_templates() -> minijinja::Environment<'static> {
         ("flows.html", include_str!("../../templates/flows.html")),
         ("flow.html", include_str!("../../templates/flow.html")),
         ("preview.html", include_str!("../../templates/preview.html")),
+        (
+            "table_form.html",
+            include_str!("../../templates/table_form.html"),
+        ),
         ("runs.html", include_str!("../../templates/runs.html")),
         ("run.html", include_str!("../../templates/run.html")),
         ("errors.html", include_str!("../../templates/errors.html")),
@@ -128,6 +132,10 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/flows/{name}", get(flows::show))
         .route("/flows/{name}/sync", post(flows::sync))
         .route("/flows/{name}/preview", post(flows::preview))
+        .route(
+            "/flows/{name}/tables/{table}",
+            get(flows::table_form).post(flows::table_save),
+        )
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/events", get(runs::events))
