@@ -104,6 +104,16 @@ impl World {
     /// `currencies`: what the Xero organisation accepts besides its base currency (none: every
     /// Kantata invoice, in USD, is refused with Xero's message).
     async fn new(name: &str, invoices: usize, currencies: Vec<String>) -> Self {
+        Self::with_latency(name, invoices, currencies, None).await
+    }
+
+    /// The same, each Xero call taking `latency` (so a run lasts a while).
+    async fn with_latency(
+        name: &str,
+        invoices: usize,
+        currencies: Vec<String>,
+        latency: Option<Duration>,
+    ) -> Self {
         env();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -121,6 +131,7 @@ impl World {
             size: 3,
             clock,
             currencies,
+            latency,
             ..XeroConfig::default()
         })
         .unwrap();
@@ -744,6 +755,86 @@ async fn an_administrator_edits_a_mapping_table_through_the_import_checks_and_a_
         audit
             .iter()
             .any(|(a, b, t)| a == "alice" && b == "table import" && t == "kantata-xero/accounts"),
+        "{audit:?}"
+    );
+    w.assert_secrets_absent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_refuses_a_second_click_and_streams_its_progress_until_it_ends() {
+    // Every Xero call takes 300 ms, so the run lasts long enough to be seen running.
+    let w = World::with_latency(
+        "live",
+        8,
+        vec!["USD".into()],
+        Some(Duration::from_millis(300)),
+    )
+    .await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let bob = w.login("bob", MEMBER_PW).await;
+    let started = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    let at = run_path(&started);
+
+    // A second click while it runs is refused, saying so; no second run appears.
+    let second = w.submit("/flows/kantata-xero/sync", &bob, &[]).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert!(second.body.contains("already running"), "{}", second.body);
+
+    // The page of a running run refreshes itself without JavaScript and names its events.
+    let page = w.get(&at, &bob).await;
+    assert!(
+        page.body.contains("role=\"status\">running<"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<noscript><meta http-equiv=\"refresh\" content=\"3\"></noscript>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("data-events=\"{at}/events\"")),
+        "{}",
+        page.body
+    );
+
+    // The event stream reports progress, then the end, and closes when the run ends.
+    let events = tokio::time::timeout(
+        Duration::from_secs(90),
+        w.get(&format!("{at}/events"), &bob),
+    )
+    .await
+    .expect("the event stream ends with the run");
+    assert_eq!(events.status, StatusCode::OK);
+    let progress = events
+        .body
+        .find("event: progress")
+        .expect("a progress event");
+    let end = events.body.find("event: end").expect("an end event");
+    assert!(progress < end, "{}", events.body);
+    assert!(
+        events.body.contains("\"outcome\":\"completed\""),
+        "{}",
+        events.body
+    );
+    let page = w.until_ended(&at, &bob).await;
+    assert!(!page.contains("<noscript><meta"), "{page}");
+    let state = weft_engine::state::State::open(&w.dir.join(".weft/state.db")).unwrap();
+    assert_eq!(
+        state
+            .runs(Some(FLOW), 10)
+            .unwrap()
+            .iter()
+            .filter(|r| !r.dry_run)
+            .count(),
+        1
+    );
+    let audit = w.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|(a, b, t)| a == "bob" && b == "sync refused" && t == FLOW),
         "{audit:?}"
     );
     w.assert_secrets_absent();
