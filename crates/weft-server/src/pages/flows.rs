@@ -311,7 +311,9 @@ async fn run_job(job: Job) -> Result<Report, JobError> {
         clock: &SystemClock as &dyn Clock,
         dry_run: job.dry_run,
         only: None,
-        wait: None,
+        // A run under way was refused before this thread started; this only rides out a
+        // status page's momentary look at the lock (`runlock::holder`) at the same instant.
+        wait: Some(Duration::from_secs(2)),
         progress: None,
     };
     run.run().await.map_err(|e| match e {
