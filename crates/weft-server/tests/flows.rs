@@ -839,3 +839,34 @@ async fn a_running_run_refuses_a_second_click_and_streams_its_progress_until_it_
     );
     w.assert_secrets_absent();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_cannot_run_says_why_and_leaves_nothing_running() {
+    let w = World::new("cannot", 1, vec!["USD".into()]).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let mut ws = Workspace::find(&w.dir).unwrap();
+    ws.file.connections.shift_remove("xero");
+    ws.save().unwrap();
+    for _ in 0..2 {
+        let res = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+        assert!(
+            res.body.contains("uses connection `xero`")
+                && res.body.contains("create it on the Connections page"),
+            "{}",
+            res.body
+        );
+    }
+    let res = w.submit("/flows/kantata-xero/preview", &alice, &[]).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    let flows = w.get("/flows", &alice).await;
+    assert!(!flows.body.contains(">running<"), "{}", flows.body);
+    let missing = w.submit("/flows/nope/sync", &alice, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        w.audit()
+            .iter()
+            .any(|(a, b, t)| a == "alice" && b == "sync failed" && t == FLOW)
+    );
+    w.assert_secrets_absent();
+}
