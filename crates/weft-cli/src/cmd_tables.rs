@@ -238,11 +238,8 @@ fn import(
     // The table's own file is left out: it is what gets replaced, and may be missing or bad.
     let flow = Flow::load_leaving_out(&path, table)?;
     let spec = declared(&flow, table)?;
-    if !input.is_file()
-        && spec.file.is_some()
-        && spec.key_column.is_none()
-        && spec.value_column.is_none()
-    {
+    let checked = tables::import_target(&flow, table, spec);
+    if checked.is_ok() && !input.is_file() {
         bail!(
             "{} does not exist (or is not a file); nothing was written. Give the path of the CSV file to import, with a header row naming `{}` and `{}`",
             input.display(),
@@ -250,10 +247,12 @@ fn import(
             tables::EXTERNAL_ID
         );
     }
-    let bytes = if input.is_file() {
-        std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?
-    } else {
-        Vec::new()
+    let bytes = match checked {
+        Ok(_) => {
+            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?
+        }
+        // The import refuses before reading anything.
+        Err(_) => Vec::new(),
     };
     let imported = match tables::import(
         &flow,

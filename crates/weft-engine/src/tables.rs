@@ -762,18 +762,13 @@ pub struct Imported {
     pub changes: Option<(usize, usize, usize)>,
 }
 
-/// Replaces table `table`'s file with the rows of `bytes` (M-Bridge CSV, named `shown` in
-/// problems), `flow` loaded without that file ([`crate::flow::Flow::load_leaving_out`]): every
-/// row checked first, the one-to-one rule checked on the rows a run would see, nothing written
-/// on any problem; otherwise the file written atomically in M-Bridge's columns.
-/// `weft tables import` and the console's table editor both go through it.
-pub fn import(
+/// The file an import into table `table` of `flow` replaces: refused for a table whose rows
+/// are inline only, or that reads columns of its own rather than M-Bridge's.
+pub fn import_target(
     flow: &crate::flow::Flow,
     table: &str,
     spec: &crate::flow::Table,
-    shown: &str,
-    bytes: &[u8],
-) -> Result<Imported, ImportError> {
+) -> Result<std::path::PathBuf, ImportError> {
     let Some(file) = &spec.file else {
         let (line, _) = flow.locate_key(&["tables", table]);
         return Err(ImportError::Inline { line });
@@ -792,7 +787,22 @@ pub fn import(
             });
         }
     }
-    let target = flow.path.parent().unwrap_or(Path::new(".")).join(file);
+    Ok(flow.path.parent().unwrap_or(Path::new(".")).join(file))
+}
+
+/// Replaces table `table`'s file with the rows of `bytes` (M-Bridge CSV, named `shown` in
+/// problems), `flow` loaded without that file ([`crate::flow::Flow::load_leaving_out`]): every
+/// row checked first, the one-to-one rule checked on the rows a run would see, nothing written
+/// on any problem; otherwise the file written atomically in M-Bridge's columns.
+/// `weft tables import` and the console's table editor both go through it.
+pub fn import(
+    flow: &crate::flow::Flow,
+    table: &str,
+    spec: &crate::flow::Table,
+    shown: &str,
+    bytes: &[u8],
+) -> Result<Imported, ImportError> {
+    let target = import_target(flow, table, spec)?;
     let incoming = read_bytes(shown, bytes, Columns::default()).map_err(ImportError::Rows)?;
     if incoming.is_empty() {
         return Err(ImportError::Empty { target });
