@@ -10,7 +10,7 @@ use clap::Subcommand;
 use weft_engine::flow::{Flow, FlowError, FlowProblem};
 use weft_engine::limits::{Clock, SystemClock};
 use weft_engine::request::Tenant;
-use weft_engine::run::{Endpoint, Report, Run};
+use weft_engine::run::Report;
 use weft_engine::state::{RunOutcome, State};
 use weft_engine::workspace::Workspace;
 
@@ -251,32 +251,24 @@ pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) 
         })?;
         opened.insert(alias.clone(), o);
     }
-    let mut endpoints = BTreeMap::new();
-    for (alias, o) in &opened {
-        let tenant = match o.session.spec().file().tenants {
-            Some(_) => Some(tenant(&flow, alias, &o.connection)?),
-            None => None,
-        };
-        endpoints.insert(
-            alias.clone(),
-            Endpoint {
-                session: &o.session,
-                tenant,
-            },
-        );
-    }
     let state = State::open(&ws.state_path())?;
-    let run = Run {
-        flow: &flow,
-        endpoints,
-        state: &state,
-        clock: &SystemClock as &dyn Clock,
-        dry_run: options.dry_run,
-        only: options.stream,
-        wait: options.wait,
-        progress: options.progress,
-    };
-    Ok(connect::runtime()?.block_on(run.run())?)
+    let report = connect::runtime()?.block_on(weft_engine::flows::run(
+        &flow,
+        &opened,
+        &state,
+        &SystemClock as &dyn Clock,
+        weft_engine::flows::RunOptions {
+            stream: options.stream,
+            dry_run: options.dry_run,
+            wait: options.wait,
+            progress: options.progress,
+        },
+    ));
+    match report {
+        Ok(r) => Ok(r),
+        Err(weft_engine::flows::FlowRunError::Tenant(e)) => Err(anyhow!(e)),
+        Err(weft_engine::flows::FlowRunError::Run(e)) => Err(e.into()),
+    }
 }
 
 pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {

@@ -97,3 +97,64 @@ pub fn tenant(flow: &Flow, alias: &str, connection: &Connection) -> Result<Tenan
         name: chosen.name.clone(),
     })
 }
+
+/// How one run of a flow is asked for.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Run only this stream.
+    pub stream: Option<String>,
+    /// Compute and report, write nothing.
+    pub dry_run: bool,
+    /// When another run holds the flow, wait at most this long (refuse at once when `None`).
+    pub wait: Option<std::time::Duration>,
+    /// Told what the run is doing as it goes.
+    pub progress: Option<&'a (dyn Fn(&str) + Sync)>,
+}
+
+/// Why [`run`] did not give a report.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowRunError {
+    /// The organisation a connection should address cannot be chosen.
+    #[error("{0}")]
+    Tenant(String),
+    /// The run failed as a whole (or another run holds the flow).
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+}
+
+/// Runs `flow` once over its connections, opened by alias (`opened`), as `weft sync run` does:
+/// each connection addressing the tenant [`tenant`] picks, under the flow lock, against the
+/// state database `state`, on `clock`.
+pub async fn run(
+    flow: &Flow,
+    opened: &std::collections::BTreeMap<String, crate::connect::Opened>,
+    state: &crate::state::State,
+    clock: &dyn crate::limits::Clock,
+    options: RunOptions<'_>,
+) -> Result<crate::run::Report, FlowRunError> {
+    let mut endpoints = std::collections::BTreeMap::new();
+    for (alias, o) in opened {
+        let tenant = match o.session.spec().file().tenants {
+            Some(_) => Some(tenant(flow, alias, &o.connection).map_err(FlowRunError::Tenant)?),
+            None => None,
+        };
+        endpoints.insert(
+            alias.clone(),
+            crate::run::Endpoint {
+                session: &o.session,
+                tenant,
+            },
+        );
+    }
+    let run = crate::run::Run {
+        flow,
+        endpoints,
+        state,
+        clock,
+        dry_run: options.dry_run,
+        only: options.stream,
+        wait: options.wait,
+        progress: options.progress,
+    };
+    Ok(run.run().await?)
+}

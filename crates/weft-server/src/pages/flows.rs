@@ -18,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use weft_core::Spec;
 use weft_engine::flow::{Flow, FlowProblem};
+use weft_engine::flows::FlowRunError;
 use weft_engine::limits::{Clock, SystemClock};
-use weft_engine::run::{Endpoint, Report, Run, RunError};
+use weft_engine::run::{Report, RunError};
 use weft_engine::state::{RunOutcome, RunRecord, State as Db};
 use weft_engine::tables::{self, ImportError};
 use weft_engine::workspace::Workspace;
@@ -276,12 +277,6 @@ async fn run_job(job: Job) -> Result<Report, JobError> {
                 declared.connector
             ))
         })?;
-        let tenant = match spec.file().tenants {
-            Some(_) => {
-                Some(weft_engine::flows::tenant(&flow, alias, declared).map_err(JobError::Other)?)
-            }
-            None => None,
-        };
         let o =
             weft_engine::connect::open(&all, spec, &connection, &job.callback).map_err(|e| {
                 JobError::Other(format!(
@@ -289,37 +284,22 @@ async fn run_job(job: Job) -> Result<Report, JobError> {
                     c.connector
                 ))
             })?;
-        opened.insert(alias.clone(), (o, tenant));
+        opened.insert(alias.clone(), o);
     }
-    let endpoints = opened
-        .iter()
-        .map(|(alias, (o, tenant))| {
-            (
-                alias.clone(),
-                Endpoint {
-                    session: &o.session,
-                    tenant: tenant.clone(),
-                },
-            )
-        })
-        .collect();
     let state = Db::open(&all[0].state_path()).map_err(|e| JobError::Other(e.to_string()))?;
-    let run = Run {
-        flow: &flow,
-        endpoints,
-        state: &state,
-        clock: &SystemClock as &dyn Clock,
+    let options = weft_engine::flows::RunOptions {
         dry_run: job.dry_run,
-        only: None,
         // A run under way was refused before this thread started; this only rides out a
         // status page's momentary look at the lock (`runlock::holder`) at the same instant.
         wait: Some(Duration::from_secs(2)),
-        progress: None,
+        ..Default::default()
     };
-    run.run().await.map_err(|e| match e {
-        RunError::Busy { holder, .. } => JobError::Busy(holder),
-        e => JobError::Other(e.to_string()),
-    })
+    weft_engine::flows::run(&flow, &opened, &state, &SystemClock as &dyn Clock, options)
+        .await
+        .map_err(|e| match e {
+            FlowRunError::Run(RunError::Busy { holder, .. }) => JobError::Busy(holder),
+            e => JobError::Other(e.to_string()),
+        })
 }
 
 /// The page refusing a second run while one is under way (409).
