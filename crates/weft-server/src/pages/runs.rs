@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use weft_engine::state::{RunOutcome, RunRecord, State as Db};
+use weft_engine::state::{RunRecord, State as Db};
 
 use super::flows::{open_state, run_view};
 use crate::web::{AppState, Me, PageError};
@@ -26,16 +26,9 @@ pub(crate) fn time(ms: u64) -> String {
         )
 }
 
-/// How a run stands: its outcome, or `running` while a run holds the flow's lock, else
-/// `interrupted` (its process ended without finishing it).
+/// How a run stands (`completed`, `stopped`, `failed`, `running`, `interrupted`).
 pub(crate) fn outcome(run: &RunRecord, db: &Db) -> &'static str {
-    match run.outcome {
-        Some(RunOutcome::Completed) => "completed",
-        Some(RunOutcome::Stopped { .. }) => "stopped",
-        Some(RunOutcome::Failed { .. }) => "failed",
-        None if weft_engine::runlock::holder(db.path(), &run.flow).is_some() => "running",
-        None => "interrupted",
-    }
+    db.run_status(run)
 }
 
 #[derive(Deserialize)]
