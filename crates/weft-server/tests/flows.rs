@@ -588,6 +588,16 @@ async fn a_refused_record_shows_in_errors_and_is_retried_then_resolved_with_a_no
         Some(format!("/errors?already={}", e.id).as_str())
     );
 
+    // The next run reads the record again: Xero refuses it again, and the entry counts it.
+    let rerun = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    w.until_ended(&run_path(&rerun), &alice).await;
+    let after = state.error(e.id).unwrap().unwrap();
+    assert_eq!(after.status, "open", "{after:?}");
+    assert!(
+        after.attempts > e.attempts && after.run > e.run,
+        "{after:?}"
+    );
+
     // Resolve needs a note; with one it closes the entry.
     let empty = w
         .submit(
