@@ -250,10 +250,10 @@ enum JobError {
 }
 
 /// Runs the job's flow once, as `weft sync run` does: every connection opened through
-/// `weft_engine::connect`, the tenant each addresses, the state database, the flow lock.
+/// `weft_engine::connect`, then `weft_engine::flows::run` (tenants, the flow lock, the state
+/// database).
 async fn run_job(job: Job) -> Result<Report, JobError> {
-    let other = JobError::Other;
-    let path = weft_engine::flows::find(job.workspace.dir(), &job.name).map_err(other)?;
+    let path = weft_engine::flows::find(job.workspace.dir(), &job.name).map_err(JobError::Other)?;
     let flow = Flow::load(&path).map_err(|e| JobError::Other(e.to_string()))?;
     let spec_of = |id: &str| {
         job.specs
@@ -280,7 +280,7 @@ async fn run_job(job: Job) -> Result<Report, JobError> {
         let o =
             weft_engine::connect::open(&all, spec, &connection, &job.callback).map_err(|e| {
                 JobError::Other(format!(
-                    "connection `{connection}` (`{alias}` of a {} flow) cannot be opened: {e}",
+                    "connection `{connection}` (the flow's {} connection `{alias}`) cannot be opened: {e}",
                     c.connector
                 ))
             })?;
