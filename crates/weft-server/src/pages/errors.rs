@@ -19,9 +19,9 @@ const NOTE_MAX: usize = 2000;
 pub(crate) struct ListQuery {
     flow: Option<String>,
     all: Option<String>,
-    retried: Option<i64>,
-    resolved: Option<i64>,
-    already: Option<i64>,
+    retried: Option<String>,
+    resolved: Option<String>,
+    already: Option<String>,
 }
 
 fn view(e: &QueuedError) -> minijinja::Value {
@@ -48,14 +48,16 @@ pub(crate) async fn list(
         .iter()
         .map(view)
         .collect();
-    let notice = if let Some(id) = q.retried {
+    // Notices name an entry by number only (anything else in the address is ignored).
+    let number = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+    let notice = if let Some(id) = number(q.retried) {
         Some(format!(
             "Error {id} is marked for retry: the next run of its flow reads its record again."
         ))
-    } else if let Some(id) = q.already {
+    } else if let Some(id) = number(q.already) {
         Some(format!("Error {id} was already marked for retry."))
     } else {
-        q.resolved.map(|id| format!("Error {id} is resolved."))
+        number(q.resolved).map(|id| format!("Error {id} is resolved."))
     };
     state.page(
         &me,
