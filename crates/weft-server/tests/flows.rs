@@ -634,6 +634,14 @@ async fn a_refused_record_shows_in_errors_and_is_retried_then_resolved_with_a_no
         w.get("/errors/424242", &bob).await.status,
         StatusCode::NOT_FOUND
     );
+    assert_eq!(
+        w.get("/errors/x1", &bob).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.get("/errors?retried=abc", &bob).await.status,
+        StatusCode::OK
+    );
 
     let audit = w.audit();
     let target = format!("error {}", e.id);
