@@ -428,15 +428,25 @@ pub(crate) async fn preview(
 ) -> Result<Response, PageError> {
     let ws = state.workspace()?;
     drop(load(&state, &ws, &name)?);
+    let refused = |holder: &str| {
+        state.audit(
+            &me.user.name,
+            "preview refused",
+            &name,
+            &format!("already running ({holder})"),
+        )?;
+        Ok(busy(&name, holder))
+    };
     if let Some(holder) = running(&ws, &name) {
-        return Ok(busy(&name, &holder));
+        return refused(&holder);
     }
     let work = job(&state, ws, &name, true);
     let report = crate::web::engine(move || run_job(work)).await?;
     let report = match report {
         Ok(r) => r,
-        Err(JobError::Busy(holder)) => return Ok(busy(&name, &holder)),
+        Err(JobError::Busy(holder)) => return refused(&holder),
         Err(JobError::Other(reason)) => {
+            state.audit(&me.user.name, "preview failed", &name, &reason)?;
             return Err(PageError::BadRequest(format!(
                 "The preview of flow {name} could not run: {reason}"
             )));
