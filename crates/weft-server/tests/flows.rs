@@ -509,6 +509,7 @@ async fn preview_lists_creates_then_sync_now_runs_once_and_the_run_shows_its_cou
         ("bob", "preview"),
         ("bob", "sync"),
         ("alice", "sync refused"),
+        ("alice", "preview refused"),
         ("alice", "sync"),
     ] {
         assert!(
