@@ -129,15 +129,7 @@ fn duration(ms: u64) -> String {
 }
 
 fn outcome(run: &RunRecord, state: &State) -> &'static str {
-    match run.outcome {
-        Some(RunOutcome::Completed) => "completed",
-        Some(RunOutcome::Stopped { .. }) => "stopped",
-        Some(RunOutcome::Failed { .. }) => "failed",
-        // No end: still running if a run holds the flow's lock, else it was interrupted (its
-        // counts are those saved as it went).
-        None if weft_engine::runlock::holder(state.path(), &run.flow).is_some() => "running",
-        None => "interrupted",
-    }
+    state.run_status(run)
 }
 
 /// One line of text, at most `max` characters.

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use weft_engine::flow::{Flow, FlowError, FlowProblem};
 use weft_engine::limits::{Clock, SystemClock};
 use weft_engine::request::Tenant;
-use weft_engine::run::{Endpoint, Report, Run};
+use weft_engine::run::Report;
 use weft_engine::state::{RunOutcome, State};
 use weft_engine::workspace::Workspace;
 
@@ -193,44 +193,17 @@ pub(crate) fn workspace(workspace: Option<&Path>) -> Result<Workspace> {
 }
 
 fn flow_path(ws: &Workspace, name: &str) -> PathBuf {
-    ws.dir().join("flows").join(format!("{name}.toml"))
+    weft_engine::flows::path(ws.dir(), name)
 }
 
 /// The names of the workspace's flows, sorted.
 fn flow_names(ws: &Workspace) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(ws.dir().join("flows"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let p = e.path();
-                    (p.extension().is_some_and(|x| x == "toml"))
-                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                        .flatten()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    weft_engine::flows::names(ws.dir())
 }
 
 /// The file of flow `name`, which must exist.
 pub(crate) fn find_flow(ws: &Workspace, name: &str) -> Result<PathBuf> {
-    let path = flow_path(ws, name);
-    if !path.exists() {
-        let known = flow_names(ws);
-        bail!(
-            "no flow `{name}` ({} does not exist); {}",
-            path.display(),
-            if known.is_empty() {
-                "`weft init --template kantata-xero` writes one".to_owned()
-            } else {
-                format!("the flows are: {}", known.join(", "))
-            }
-        );
-    }
-    Ok(path)
+    weft_engine::flows::find(ws.dir(), name).map_err(|e| anyhow!(e))
 }
 
 /// Loads flow `name` and checks it against the connectors' specs.
@@ -255,38 +228,7 @@ pub(crate) fn tenant(
     alias: &str,
     connection: &weft_engine::workspace::Connection,
 ) -> Result<Tenant> {
-    let name = flow.connection_name(alias);
-    let tenants = &connection.tenants;
-    let wanted = flow
-        .file
-        .connections
-        .get(alias)
-        .and_then(|c| c.tenant.clone());
-    let chosen = match &wanted {
-        Some(id) => tenants.iter().find(|t| &t.id == id).ok_or_else(|| {
-            anyhow!(
-                "flow `{}` names tenant {id} for `{alias}`, which connection `{name}` does not reach; run `weft connection authorize {name}` and select it",
-                flow.name
-            )
-        })?,
-        None => match tenants.as_slice() {
-            [only] => only,
-            [] => bail!("connection `{name}` has no organisation yet; run `weft connection authorize {name}`"),
-            many => bail!(
-                "connection `{name}` reaches {} organisations; set `tenant` under [connections.{alias}] in {} to one of: {}",
-                many.len(),
-                flow.path.display(),
-                many.iter()
-                    .map(|t| format!("{} ({})", t.id, t.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-    };
-    Ok(Tenant {
-        id: chosen.id.clone(),
-        name: chosen.name.clone(),
-    })
+    weft_engine::flows::tenant(flow, alias, connection).map_err(|e| anyhow!(e))
 }
 
 /// What `weft sync run` was asked.
@@ -309,32 +251,24 @@ pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) 
         })?;
         opened.insert(alias.clone(), o);
     }
-    let mut endpoints = BTreeMap::new();
-    for (alias, o) in &opened {
-        let tenant = match o.session.spec().file().tenants {
-            Some(_) => Some(tenant(&flow, alias, &o.connection)?),
-            None => None,
-        };
-        endpoints.insert(
-            alias.clone(),
-            Endpoint {
-                session: &o.session,
-                tenant,
-            },
-        );
-    }
     let state = State::open(&ws.state_path())?;
-    let run = Run {
-        flow: &flow,
-        endpoints,
-        state: &state,
-        clock: &SystemClock as &dyn Clock,
-        dry_run: options.dry_run,
-        only: options.stream,
-        wait: options.wait,
-        progress: options.progress,
-    };
-    Ok(connect::runtime()?.block_on(run.run())?)
+    let report = connect::runtime()?.block_on(weft_engine::flows::run(
+        &flow,
+        &opened,
+        &state,
+        &SystemClock as &dyn Clock,
+        weft_engine::flows::RunOptions {
+            stream: options.stream,
+            dry_run: options.dry_run,
+            wait: options.wait,
+            progress: options.progress,
+        },
+    ));
+    match report {
+        Ok(r) => Ok(r),
+        Err(weft_engine::flows::FlowRunError::Tenant(e)) => Err(anyhow!(e)),
+        Err(weft_engine::flows::FlowRunError::Run(e)) => Err(e.into()),
+    }
 }
 
 pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {

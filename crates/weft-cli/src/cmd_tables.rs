@@ -1,14 +1,13 @@
 //! `weft tables list|show|import|suggest`: a flow's mapping tables, their M-Bridge CSV files, and
 //! rows proposed by reading both sides of a table through the workspace's connections.
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use weft_engine::flow::{Flow, FlowProblem, Table, TableSide};
-use weft_engine::tables::{self, Match, Proposal, SideRecord, TableRow, shown};
+use weft_engine::tables::{self, ImportError, Match, Proposal, SideRecord, TableRow, shown};
 
 use crate::cmd_sync::{find_flow, load_flow, workspace};
 use crate::table::Columns;
@@ -239,29 +238,8 @@ fn import(
     // The table's own file is left out: it is what gets replaced, and may be missing or bad.
     let flow = Flow::load_leaving_out(&path, table)?;
     let spec = declared(&flow, table)?;
-    let Some(file) = &spec.file else {
-        let (line, _) = flow.locate_key(&["tables", table]);
-        bail!(
-            "table `{table}` of flow `{name}` keeps its rows inline ({}:{line}), so there is no file to import into; nothing was written. Add `file = \"../tables/{table}.csv\"` under [tables.{table}] (a file's rows replace inline rows of the same key), then run `weft tables import {name} {table} {}` again: it creates the file",
-            flow.path.display(),
-            input.display()
-        );
-    };
-    for (column, wanted) in [
-        (&spec.key_column, tables::MAVENLINK_ID),
-        (&spec.value_column, tables::EXTERNAL_ID),
-    ] {
-        if let Some(c) = column
-            && !c.trim().eq_ignore_ascii_case(wanted)
-        {
-            let (line, _) = flow.locate_key(&["tables", table]);
-            bail!(
-                "table `{table}` of flow `{name}` reads the column `{c}` of its file ({}:{line}), but an import writes M-Bridge's columns; nothing was written. Remove `key-column` and `value-column` from [tables.{table}] so it reads them, then run the import again",
-                flow.path.display()
-            );
-        }
-    }
-    if !input.is_file() {
+    let checked = tables::import_target(&flow, table, spec);
+    if checked.is_ok() && !input.is_file() {
         bail!(
             "{} does not exist (or is not a file); nothing was written. Give the path of the CSV file to import, with a header row naming `{}` and `{}`",
             input.display(),
@@ -269,9 +247,31 @@ fn import(
             tables::EXTERNAL_ID
         );
     }
-    let incoming = match tables::read_file(input, tables::Columns::default()) {
-        Ok(rows) => rows,
-        Err(problems) => {
+    let bytes = match checked {
+        Ok(_) => {
+            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?
+        }
+        // The import refuses before reading anything.
+        Err(_) => Vec::new(),
+    };
+    let imported = match tables::import(
+        &flow,
+        table,
+        spec,
+        &shown(input).display().to_string(),
+        &bytes,
+    ) {
+        Ok(i) => i,
+        Err(ImportError::Inline { line }) => bail!(
+            "table `{table}` of flow `{name}` keeps its rows inline ({}:{line}), so there is no file to import into; nothing was written. Add `file = \"../tables/{table}.csv\"` under [tables.{table}] (a file's rows replace inline rows of the same key), then run `weft tables import {name} {table} {}` again: it creates the file",
+            flow.path.display(),
+            input.display()
+        ),
+        Err(ImportError::OwnColumns { column, line }) => bail!(
+            "table `{table}` of flow `{name}` reads the column `{column}` of its file ({}:{line}), but an import writes M-Bridge's columns; nothing was written. Remove `key-column` and `value-column` from [tables.{table}] so it reads them, then run the import again",
+            flow.path.display()
+        ),
+        Err(ImportError::Rows(problems)) => {
             print_problems(&problems, io)?;
             writeln!(
                 io.err,
@@ -282,19 +282,12 @@ fn import(
             )?;
             return Ok(1);
         }
-    };
-    if incoming.is_empty() {
-        bail!(
+        Err(ImportError::Empty { target }) => bail!(
             "{} has a header row but no rows; nothing was written (to empty table `{table}`, edit {} by hand)",
             input.display(),
-            shown(&file_of(&flow, file)).display()
-        );
-    }
-    let inline = flow.rows.get(table).cloned().unwrap_or_default();
-    let merged = tables::merge(inline, incoming.clone());
-    if spec.one_to_one {
-        let problems = tables::check_one_to_one(table, &merged);
-        if !problems.is_empty() {
+            shown(&target).display()
+        ),
+        Err(ImportError::OneToOne(problems)) => {
             print_problems(&problems, io)?;
             writeln!(
                 io.err,
@@ -304,43 +297,21 @@ fn import(
             )?;
             return Ok(1);
         }
-    }
-    let target = file_of(&flow, file);
-    let before = tables::read_file(
-        &target,
-        tables::Columns {
-            key: spec.key_column.as_deref(),
-            value: spec.value_column.as_deref(),
-        },
-    )
-    .ok();
-    weft_engine::files::write_atomic(&target, &tables::to_csv(&incoming), false)
-        .with_context(|| format!("cannot write {}", target.display()))?;
-    let summary = match before {
+        Err(ImportError::Write { target, source }) => {
+            return Err(anyhow!(source).context(format!("cannot write {}", target.display())));
+        }
+    };
+    let summary = match imported.changes {
         None => "a new file".to_owned(),
-        Some(old) => {
-            let old: BTreeMap<&str, &str> = old
-                .iter()
-                .map(|r| (r.key.as_str(), r.value.as_str()))
-                .collect();
-            let new: BTreeMap<&str, &str> = incoming
-                .iter()
-                .map(|r| (r.key.as_str(), r.value.as_str()))
-                .collect();
-            let added = new.keys().filter(|k| !old.contains_key(*k)).count();
-            let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
-            let changed = new
-                .iter()
-                .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
-                .count();
+        Some((added, changed, removed)) => {
             format!("{added} added, {changed} changed, {removed} removed")
         }
     };
     writeln!(
         io.out,
         "imported {} row(s) into table `{table}` of flow `{name}` ({summary}): {}",
-        incoming.len(),
-        shown(&target).display()
+        imported.rows,
+        shown(&imported.target).display()
     )?;
     // The flow as a run will see it.
     if let Err(e) = load_flow(&ws, name) {

@@ -19,6 +19,7 @@ pub mod exact;
 pub mod extract;
 pub mod files;
 pub mod flow;
+pub mod flows;
 pub mod hooks;
 pub mod http;
 pub mod limits;

@@ -1140,6 +1140,19 @@ impl State {
         raw.into_iter().map(|r| self.decode_run(r)).collect()
     }
 
+    /// Where run `run` stands: `completed`, `stopped` or `failed` once it ended; without an
+    /// end, `running` while a run holds its flow's lock, else `interrupted` (its process ended
+    /// without finishing it; its counts are those saved as it went).
+    pub fn run_status(&self, run: &RunRecord) -> &'static str {
+        match run.outcome {
+            Some(RunOutcome::Completed) => "completed",
+            Some(RunOutcome::Stopped { .. }) => "stopped",
+            Some(RunOutcome::Failed { .. }) => "failed",
+            None if crate::runlock::holder(self.path(), &run.flow).is_some() => "running",
+            None => "interrupted",
+        }
+    }
+
     /// One run.
     pub fn run(&self, id: i64) -> Result<Option<RunRecord>, StateError> {
         let raw = self.read("read a run", |c| {

@@ -715,3 +715,140 @@ mod tests {
         assert_eq!(p.iter().filter(|p| p.how == Match::Name).count(), 3);
     }
 }
+
+/// Why [`import`] wrote nothing.
+#[derive(Debug)]
+pub enum ImportError {
+    /// The table keeps its rows inline in the flow file (at this line): there is no file to
+    /// replace.
+    Inline {
+        /// The line of `[tables.NAME]`.
+        line: usize,
+    },
+    /// The table reads its own columns (`key-column`/`value-column`), not M-Bridge's.
+    OwnColumns {
+        /// The column it reads.
+        column: String,
+        /// The line of `[tables.NAME]`.
+        line: usize,
+    },
+    /// Rows of the imported text are bad (each located).
+    Rows(Vec<FlowProblem>),
+    /// The text has a header row but no rows.
+    Empty {
+        /// The table's file.
+        target: std::path::PathBuf,
+    },
+    /// The rows break the table's one-to-one rule (each pair named).
+    OneToOne(Vec<FlowProblem>),
+    /// The table's file cannot be written.
+    Write {
+        /// The table's file.
+        target: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What [`import`] wrote.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// Rows written.
+    pub rows: usize,
+    /// The table's file.
+    pub target: std::path::PathBuf,
+    /// Keys added, values changed and keys removed, against the file as it was (`None` for a
+    /// new file).
+    pub changes: Option<(usize, usize, usize)>,
+}
+
+/// The file an import into table `table` of `flow` replaces: refused for a table whose rows
+/// are inline only, or that reads columns of its own rather than M-Bridge's.
+pub fn import_target(
+    flow: &crate::flow::Flow,
+    table: &str,
+    spec: &crate::flow::Table,
+) -> Result<std::path::PathBuf, ImportError> {
+    let Some(file) = &spec.file else {
+        let (line, _) = flow.locate_key(&["tables", table]);
+        return Err(ImportError::Inline { line });
+    };
+    for (column, wanted) in [
+        (&spec.key_column, MAVENLINK_ID),
+        (&spec.value_column, EXTERNAL_ID),
+    ] {
+        if let Some(c) = column
+            && !c.trim().eq_ignore_ascii_case(wanted)
+        {
+            let (line, _) = flow.locate_key(&["tables", table]);
+            return Err(ImportError::OwnColumns {
+                column: c.clone(),
+                line,
+            });
+        }
+    }
+    Ok(flow.path.parent().unwrap_or(Path::new(".")).join(file))
+}
+
+/// Replaces table `table`'s file with the rows of `bytes` (M-Bridge CSV, named `shown` in
+/// problems), `flow` loaded without that file ([`crate::flow::Flow::load_leaving_out`]): every
+/// row checked first, the one-to-one rule checked on the rows a run would see, nothing written
+/// on any problem; otherwise the file written atomically in M-Bridge's columns.
+/// `weft tables import` and the console's table editor both go through it.
+pub fn import(
+    flow: &crate::flow::Flow,
+    table: &str,
+    spec: &crate::flow::Table,
+    shown: &str,
+    bytes: &[u8],
+) -> Result<Imported, ImportError> {
+    let target = import_target(flow, table, spec)?;
+    let incoming = read_bytes(shown, bytes, Columns::default()).map_err(ImportError::Rows)?;
+    if incoming.is_empty() {
+        return Err(ImportError::Empty { target });
+    }
+    let inline = flow.rows.get(table).cloned().unwrap_or_default();
+    let merged = merge(inline, incoming.clone());
+    if spec.one_to_one {
+        let problems = check_one_to_one(table, &merged);
+        if !problems.is_empty() {
+            return Err(ImportError::OneToOne(problems));
+        }
+    }
+    let before = read_file(
+        &target,
+        Columns {
+            key: spec.key_column.as_deref(),
+            value: spec.value_column.as_deref(),
+        },
+    )
+    .ok();
+    crate::files::write_atomic(&target, &to_csv(&incoming), false).map_err(|source| {
+        ImportError::Write {
+            target: target.clone(),
+            source,
+        }
+    })?;
+    let changes = before.map(|old| {
+        let old: BTreeMap<&str, &str> = old
+            .iter()
+            .map(|r| (r.key.as_str(), r.value.as_str()))
+            .collect();
+        let new: BTreeMap<&str, &str> = incoming
+            .iter()
+            .map(|r| (r.key.as_str(), r.value.as_str()))
+            .collect();
+        let added = new.keys().filter(|k| !old.contains_key(*k)).count();
+        let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
+        let changed = new
+            .iter()
+            .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+            .count();
+        (added, changed, removed)
+    });
+    Ok(Imported {
+        rows: incoming.len(),
+        target,
+        changes,
+    })
+}

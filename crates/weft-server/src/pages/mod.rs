@@ -6,8 +6,11 @@ mod authorize;
 mod clients;
 mod connections;
 mod connectors;
+mod errors;
 mod fields;
+mod flows;
 mod login;
+mod runs;
 mod users;
 
 use axum::Router;
@@ -61,6 +64,21 @@ fn build_templates() -> minijinja::Environment<'static> {
             include_str!("../../templates/organisations.html"),
         ),
         ("test.html", include_str!("../../templates/test.html")),
+        // Flows, runs and errors.
+        ("flows.html", include_str!("../../templates/flows.html")),
+        ("flow.html", include_str!("../../templates/flow.html")),
+        ("preview.html", include_str!("../../templates/preview.html")),
+        (
+            "table_form.html",
+            include_str!("../../templates/table_form.html"),
+        ),
+        ("runs.html", include_str!("../../templates/runs.html")),
+        ("run.html", include_str!("../../templates/run.html")),
+        ("errors.html", include_str!("../../templates/errors.html")),
+        (
+            "error_detail.html",
+            include_str!("../../templates/error_detail.html"),
+        ),
     ] {
         env.add_template(name, text)
             .unwrap_or_else(|e| panic!("embedded template {name} does not parse: {e}"));
@@ -109,8 +127,25 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/users", get(users::list).post(users::add))
         .route("/users/{name}/remove", post(users::remove))
         .route("/audit", get(audit::list))
+        // Flows, runs and errors.
+        .route("/flows", get(flows::list))
+        .route("/flows/{name}", get(flows::show))
+        .route("/flows/{name}/sync", post(flows::sync))
+        .route("/flows/{name}/preview", post(flows::preview))
+        .route(
+            "/flows/{name}/tables/{table}",
+            get(flows::table_form).post(flows::table_save),
+        )
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/events", get(runs::events))
+        .route("/errors", get(errors::list))
+        .route("/errors/{id}", get(errors::show))
+        .route("/errors/{id}/retry", post(errors::retry))
+        .route("/errors/{id}/resolve", post(errors::resolve))
         .route("/assets/console.css", get(css))
         .route("/assets/copy.js", get(js))
+        .route("/assets/runs.js", get(runs_js))
         .fallback(|| async {
             web::PageError::NotFound("There is no page at this address; use the menu above.".into())
         })
@@ -146,5 +181,12 @@ async fn js() -> Response {
     asset(
         "text/javascript; charset=utf-8",
         include_str!("../../assets/copy.js"),
+    )
+}
+
+async fn runs_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/runs.js"),
     )
 }

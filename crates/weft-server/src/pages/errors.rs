@@ -1,0 +1,174 @@
+//! The error queue (as `weft errors list|show|retry|resolve`): each record that failed, with
+//! the provider's message; *Retry* (the next run reads the record again) and *Resolve* with a
+//! note (closed by a person). Administrators and members alike handle errors; every action is
+//! audited.
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use weft_engine::state::{QueuedError, STATUS_RETRY, State as Db, now_ms};
+
+use super::flows::open_state;
+use super::runs::time;
+use crate::web::{AppState, FormData, Me, PageError, see_other};
+
+/// The longest note kept with a resolution.
+const NOTE_MAX: usize = 2000;
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    flow: Option<String>,
+    all: Option<String>,
+    retried: Option<String>,
+    resolved: Option<String>,
+    already: Option<String>,
+}
+
+fn view(e: &QueuedError) -> minijinja::Value {
+    minijinja::context! {
+        id => e.id, flow => &e.flow, kind => &e.kind, source_id => &e.source_id,
+        stage => &e.stage, message => &e.message, status => &e.status, attempts => e.attempts,
+        first_seen => time(e.first_seen_ms), last_seen => time(e.last_seen_ms), run => e.run,
+        note => &e.note, closed => e.closed_ms.map(time), is_closed => e.is_closed(),
+    }
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    me: Me,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let ws = state.workspace()?;
+    let db = open_state(&ws)?;
+    let flow = q.flow.filter(|f| !f.is_empty());
+    let all = q.all.is_some();
+    let errors: Vec<_> = db
+        .errors(flow.as_deref(), all)
+        .map_err(PageError::internal)?
+        .iter()
+        .map(view)
+        .collect();
+    // Notices name an entry by number only (anything else in the address is ignored).
+    let number = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+    let notice = if let Some(id) = number(q.retried) {
+        Some(format!(
+            "Error {id} is marked for retry: the next run of its flow reads its record again."
+        ))
+    } else if let Some(id) = number(q.already) {
+        Some(format!("Error {id} was already marked for retry."))
+    } else {
+        number(q.resolved).map(|id| format!("Error {id} is resolved."))
+    };
+    state.page(
+        &me,
+        "errors.html",
+        "errors",
+        minijinja::context! { errors, flow, all, notice, flows => weft_engine::flows::names(ws.dir()) },
+    )
+}
+
+fn find(db: &Db, id: &str) -> Result<QueuedError, PageError> {
+    let n: i64 = id.parse().map_err(|_| {
+        PageError::NotFound(format!(
+            "{id:?} is not an error number; the Errors page lists them."
+        ))
+    })?;
+    db.error(n).map_err(PageError::internal)?.ok_or_else(|| {
+        PageError::NotFound(format!(
+            "There is no error {n} in the queue; the Errors page lists them."
+        ))
+    })
+}
+
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    me: Me,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let ws = state.workspace()?;
+    let db = open_state(&ws)?;
+    let e = find(&db, &id)?;
+    state.page(
+        &me,
+        "error_detail.html",
+        "errors",
+        minijinja::context! { e => view(&e), note_max => NOTE_MAX },
+    )
+}
+
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    me: Me,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let ws = state.workspace()?;
+    let db = open_state(&ws)?;
+    let e = find(&db, &id)?;
+    if e.is_closed() {
+        return Err(PageError::BadRequest(format!(
+            "Error {} is {} (closed); there is nothing to retry.",
+            e.id, e.status
+        )));
+    }
+    if !db.mark_retry(e.id).map_err(PageError::internal)? {
+        let now = find(&db, &id)?;
+        if now.status != STATUS_RETRY {
+            return Err(PageError::BadRequest(format!(
+                "Error {} is {} (closed); there is nothing to retry.",
+                e.id, now.status
+            )));
+        }
+        return Ok(see_other(&format!("/errors?already={}", e.id)));
+    }
+    state.audit(
+        &me.user.name,
+        "error retry",
+        &format!("error {}", e.id),
+        &format!("{} {} `{}`", e.flow, e.kind, e.source_id),
+    )?;
+    Ok(see_other(&format!("/errors?retried={}", e.id)))
+}
+
+pub(crate) async fn resolve(
+    State(state): State<AppState>,
+    me: Me,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Result<Response, PageError> {
+    let ws = state.workspace()?;
+    let db = open_state(&ws)?;
+    let e = find(&db, &id)?;
+    let note = form.get("note").unwrap_or("").trim();
+    if note.is_empty() {
+        return Err(PageError::BadRequest(
+            "Say why the error is resolved in the note (for example \"fixed by hand in Xero\"), then Resolve again.".into(),
+        ));
+    }
+    if note.chars().count() > NOTE_MAX {
+        return Err(PageError::BadRequest(format!(
+            "The note is longer than {NOTE_MAX} characters; shorten it."
+        )));
+    }
+    if e.is_closed() {
+        return Err(PageError::BadRequest(format!(
+            "Error {} is already closed ({}).",
+            e.id, e.status
+        )));
+    }
+    if !db
+        .resolve(e.id, Some(note), now_ms())
+        .map_err(PageError::internal)?
+    {
+        return Err(PageError::BadRequest(format!(
+            "Error {} was closed by someone else meanwhile.",
+            e.id
+        )));
+    }
+    state.audit(
+        &me.user.name,
+        "error resolve",
+        &format!("error {}", e.id),
+        note,
+    )?;
+    Ok(see_other(&format!("/errors?resolved={}", e.id)))
+}

@@ -1,0 +1,891 @@
+//! The console's Flows, Runs and Errors pages against the Kantata and Xero simulators: the
+//! shipped kantata-xero flow in a workspace whose connections reach the simulators, driven
+//! request by request; every page checked for the secrets it must never show.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceExt as _;
+use weft_engine::oauth::TokenSet;
+use weft_engine::secrets::Secret;
+use weft_engine::workspace::{Connection, TenantRef, Workspace, connection_tokens_id};
+use weft_harness::clock::SimClock;
+use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::xero::{XeroConfig, XeroSim};
+use weft_server::{Config, Role, Store};
+
+const ADMIN_PW: &str = "correct horse battery";
+const MEMBER_PW: &str = "member password 42";
+const FLOW: &str = "kantata-xero";
+
+fn env() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let config = std::env::temp_dir().join(format!("weft-flows-config-{}", std::process::id()));
+        std::fs::create_dir_all(&config).unwrap();
+        // SAFETY: runs once, inside the OnceLock, before any test of this binary reads the
+        // environment (every test calls `env()` first).
+        unsafe {
+            std::env::set_var("WEFT_CONFIG_DIR", &config);
+            std::env::set_var(
+                "WEFT_MASTER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            );
+            std::env::remove_var("WEFT_MASTER_KEY_COMMAND");
+        }
+    });
+}
+
+struct Res {
+    status: StatusCode,
+    location: Option<String>,
+    cookies: Vec<String>,
+    body: String,
+}
+
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Both simulators on the wall clock (the console runs flows on it), a workspace with the
+/// shipped template and its two connections, and the console over it.
+struct World {
+    kantata: KantataSim,
+    xero: XeroSim,
+    tenant: String,
+    dir: PathBuf,
+    app: axum::Router,
+    bodies: std::cell::RefCell<Vec<String>>,
+    /// The tokens sealed for the connections, which no page may show.
+    secrets: Vec<String>,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+async fn xero_token(sim: &XeroSim) -> String {
+    let token: serde_json::Value = weft_engine::http::client()
+        .unwrap()
+        .post(format!("{}/connect/token", sim.identity_url()))
+        .basic_auth(sim.client_id(), Some(sim.client_secret()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"].as_str().unwrap().to_owned()
+}
+
+impl World {
+    /// `currencies`: what the Xero organisation accepts besides its base currency (none: every
+    /// Kantata invoice, in USD, is refused with Xero's message).
+    async fn new(name: &str, invoices: usize, currencies: Vec<String>) -> Self {
+        Self::with_latency(name, invoices, currencies, None).await
+    }
+
+    /// The same, each Xero call taking `latency` (so a run lasts a while).
+    async fn with_latency(
+        name: &str,
+        invoices: usize,
+        currencies: Vec<String>,
+        latency: Option<Duration>,
+    ) -> Self {
+        env();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let clock = SimClock::scaled(now, 1);
+        let kantata = KantataSim::start(KantataConfig {
+            size: invoices,
+            clock: clock.clone(),
+            ..KantataConfig::default()
+        })
+        .unwrap();
+        let xero = XeroSim::start(XeroConfig {
+            organisations: 1,
+            size: 3,
+            clock,
+            currencies,
+            latency,
+            ..XeroConfig::default()
+        })
+        .unwrap();
+        let (tenant, tenant_name) = xero.tenants()[0].clone();
+        let dir = std::env::temp_dir().join(format!("weft-flows-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        weft_engine::workspace::init(&dir).unwrap();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero"),
+            &dir,
+        );
+        let mut ws = Workspace::find(&dir).unwrap();
+        let hosts = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect()
+        };
+        ws.file.connections.insert(
+            "kantata".into(),
+            Connection {
+                connector: "kantata".into(),
+                client: None,
+                concurrency: 4,
+                borrow_concurrency_from: None,
+                hosts: hosts(&[("app", kantata.app_url()), ("api", kantata.api_url())]),
+                tenants: Vec::new(),
+            },
+        );
+        ws.file.connections.insert(
+            "xero".into(),
+            Connection {
+                connector: "xero".into(),
+                client: None,
+                concurrency: 4,
+                borrow_concurrency_from: None,
+                hosts: hosts(&[
+                    ("login", xero.login_url()),
+                    ("identity", xero.identity_url()),
+                    ("api", xero.api_url()),
+                ]),
+                tenants: vec![TenantRef {
+                    id: tenant.clone(),
+                    name: tenant_name,
+                }],
+            },
+        );
+        ws.save().unwrap();
+        let xero_access = xero_token(&xero).await;
+        let mut store = ws.secrets().unwrap();
+        for (name, token) in [
+            ("kantata", kantata.personal_token().to_owned()),
+            ("xero", xero_access.clone()),
+        ] {
+            store
+                .put(
+                    &connection_tokens_id(name),
+                    &TokenSet::fixed(Secret::new(token), 0).to_sealed_json(),
+                )
+                .unwrap();
+        }
+        let users = Store::open(&dir.join(".weft")).unwrap();
+        users.add_user("alice", ADMIN_PW, Role::Member).unwrap();
+        users.add_user("bob", MEMBER_PW, Role::Member).unwrap();
+        drop(users);
+        let specs = weft_core::builtin::load_all()
+            .into_iter()
+            .filter_map(|r| r.spec)
+            .collect();
+        let app = weft_server::router(Config {
+            workspace: dir.clone(),
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            tls: None,
+            insecure_http: false,
+            specs,
+        })
+        .unwrap();
+        let secrets = vec![
+            kantata.personal_token().to_owned(),
+            xero_access,
+            xero.client_secret().to_owned(),
+            kantata.client_secret().to_owned(),
+        ];
+        Self {
+            kantata,
+            xero,
+            tenant,
+            dir,
+            app,
+            bodies: Default::default(),
+            secrets,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Res {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let location = headers
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let cookies = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8(bytes.to_vec()).unwrap();
+        self.bodies.borrow_mut().push(body.clone());
+        Res {
+            status,
+            location,
+            cookies,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, b: &Browser) -> Res {
+        self.send(
+            Request::get(path)
+                .header(header::COOKIE, &b.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Res {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    /// A POST of a signed-in browser's form, with its CSRF token.
+    async fn submit(&self, path: &str, b: &Browser, form: &[(&str, &str)]) -> Res {
+        let mut all = vec![("csrf", b.csrf.as_str())];
+        all.extend_from_slice(form);
+        self.post(path, Some(&b.cookie), &all).await
+    }
+
+    async fn login(&self, name: &str, password: &str) -> Browser {
+        let page = self
+            .send(Request::get("/login").body(Body::empty()).unwrap())
+            .await;
+        let cookie = page.cookies[0].split(';').next().unwrap().to_owned();
+        let csrf = csrf_of(&page.body);
+        let res = self
+            .post(
+                "/login",
+                Some(&cookie),
+                &[
+                    ("csrf", &csrf),
+                    ("name", name),
+                    ("password", password),
+                    ("next", "/flows"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        let cookie = res
+            .cookies
+            .iter()
+            .find(|c| c.starts_with("weft_session="))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut b = Browser {
+            cookie,
+            csrf: String::new(),
+        };
+        let page = self.get("/flows", &b).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        b.csrf = csrf_of(&page.body);
+        b
+    }
+
+    /// Follows run `path` (`/runs/N`) until it is no longer running; returns its page.
+    async fn until_ended(&self, path: &str, b: &Browser) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let page = self.get(path, b).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            if !page.body.contains("role=\"status\">running<") {
+                return page.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run did not end: {}",
+                page.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn audit(&self) -> Vec<(String, String, String)> {
+        Store::open(&self.dir.join(".weft"))
+            .unwrap()
+            .audit_log(1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.actor, e.action, e.target))
+            .collect()
+    }
+
+    fn assert_secrets_absent(&self) {
+        for body in self.bodies.borrow().iter() {
+            for s in &self.secrets {
+                assert!(!body.contains(s.as_str()), "a page shows a secret: {body}");
+            }
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The number in a `/runs/N` location.
+fn run_path(res: &Res) -> String {
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let at = res.location.clone().unwrap();
+    assert!(at.starts_with("/runs/"), "{at}");
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_lists_creates_then_sync_now_runs_once_and_the_run_shows_its_counts() {
+    let w = World::new("sync", 6, vec!["USD".into()]).await;
+    let eligible = w
+        .kantata
+        .invoices()
+        .into_iter()
+        .filter(|i| !i.draft && i.status != "cancelled")
+        .count();
+    assert!(eligible > 0);
+    let alice = w.login("alice", ADMIN_PW).await;
+    let bob = w.login("bob", MEMBER_PW).await;
+
+    // The flow is listed and shown with its streams, options and mapping tables.
+    let list = w.get("/flows", &alice).await;
+    assert!(
+        list.body.contains("kantata-xero") && list.body.contains("never run"),
+        "{}",
+        list.body
+    );
+    let page = w.get("/flows/kantata-xero", &bob).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for text in [
+        "invoices",
+        "payments",
+        "default-account-code",
+        "tax-types",
+        "expense-accounts",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    let missing = w.get("/flows/no-such-flow", &alice).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.body.contains("the flows are: kantata-xero"),
+        "{}",
+        missing.body
+    );
+
+    // The dry-run preview lists the creates and changes nothing.
+    let preview = w.submit("/flows/kantata-xero/preview", &bob, &[]).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(
+        preview.body.contains("Nothing was changed"),
+        "{}",
+        preview.body
+    );
+    assert!(
+        preview.body.matches("<code>create</code>").count() >= eligible,
+        "{}",
+        preview.body
+    );
+    assert_eq!(w.xero.creates(&w.tenant), 0);
+
+    // While a run holds the flow (here another process's), Sync now and the preview are
+    // refused, saying so, and nothing starts.
+    let state_path = w.dir.join(".weft/state.db");
+    let held = weft_engine::runlock::FlowLock::acquire(&state_path, FLOW, None)
+        .await
+        .unwrap();
+    let refused = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body.contains("already running"), "{}", refused.body);
+    let refused = w.submit("/flows/kantata-xero/preview", &alice, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    let flows = w.get("/flows", &alice).await;
+    assert!(flows.body.contains(">running<"), "{}", flows.body);
+    drop(held);
+    assert_eq!(w.xero.creates(&w.tenant), 0);
+
+    // Without the form's token nothing runs.
+    let forged = w
+        .post("/flows/kantata-xero/sync", Some(&bob.cookie), &[])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let forged = w
+        .post(
+            "/flows/kantata-xero/sync",
+            Some(&bob.cookie),
+            &[("csrf", &alice.csrf)],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // A member's Sync now runs the flow; the run's page follows it to its end, with counts.
+    let started = w.submit("/flows/kantata-xero/sync", &bob, &[]).await;
+    let at = run_path(&started);
+    let page = w.until_ended(&at, &bob).await;
+    assert!(page.contains("role=\"status\">completed<"), "{page}");
+    assert!(
+        page.contains(&format!("<td data-count=\"created\">{eligible}</td>")),
+        "{page}"
+    );
+    assert_eq!(w.xero.creates_of(&w.tenant, "Invoices") as usize, eligible);
+
+    // The history lists it, the flow shows it as its last run, and the progress stream of an
+    // ended run says so at once and closes.
+    let runs = w.get("/runs?flow=kantata-xero", &alice).await;
+    let id = at.trim_start_matches("/runs/");
+    assert!(
+        runs.body
+            .contains(&format!("<a href=\"/runs/{id}\">{id}</a>")),
+        "{}",
+        runs.body
+    );
+    let flow = w.get("/flows/kantata-xero", &alice).await;
+    assert!(
+        flow.body.contains(&format!("Run {id}</a>")),
+        "{}",
+        flow.body
+    );
+    let events = w.get(&format!("{at}/events"), &alice).await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert!(events.body.contains("event: end"), "{}", events.body);
+    assert!(
+        events.body.contains("\"outcome\":\"completed\""),
+        "{}",
+        events.body
+    );
+    assert_eq!(
+        w.get("/runs/999999", &alice).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.get("/runs/abc", &alice).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A second run finds nothing to create.
+    let again = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    let page = w.until_ended(&run_path(&again), &alice).await;
+    assert!(page.contains("<td data-count=\"created\">0</td>"), "{page}");
+    assert_eq!(w.xero.creates_of(&w.tenant, "Invoices") as usize, eligible);
+
+    let audit = w.audit();
+    for (who, action) in [
+        ("bob", "preview"),
+        ("bob", "sync"),
+        ("alice", "sync refused"),
+        ("alice", "preview refused"),
+        ("alice", "sync"),
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|(a, b, t)| a == who && b == action && t == FLOW),
+            "{who} {action}: {audit:?}"
+        );
+    }
+    w.assert_secrets_absent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_shows_in_errors_and_is_retried_then_resolved_with_a_note() {
+    // The organisation takes only its base currency: Xero refuses every Kantata invoice.
+    let w = World::new("errors", 3, Vec::new()).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let bob = w.login("bob", MEMBER_PW).await;
+    let started = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    let page = w.until_ended(&run_path(&started), &alice).await;
+    assert!(page.contains("Errors queued by this run"), "{page}");
+
+    let state = weft_engine::state::State::open(&w.dir.join(".weft/state.db")).unwrap();
+    let queued = state.errors(Some(FLOW), false).unwrap();
+    assert!(!queued.is_empty(), "{page}");
+    let e = &queued[0];
+    let list = w.get("/errors", &bob).await;
+    assert_eq!(list.status, StatusCode::OK);
+    // The provider's message and the record, escaped as HTML.
+    let shown = e
+        .message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;");
+    assert!(
+        list.body.contains(&shown) || list.body.contains(&e.message),
+        "{}\n{}",
+        e.message,
+        list.body
+    );
+    assert!(
+        list.body.contains(&format!("<code>{}</code>", e.source_id)),
+        "{}",
+        list.body
+    );
+    let detail = w.get(&format!("/errors/{}", e.id), &bob).await;
+    assert!(
+        detail.body.contains("Resolve") && detail.body.contains("Retry"),
+        "{}",
+        detail.body
+    );
+
+    // Forms without the session's token change nothing.
+    let forged = w
+        .post(
+            &format!("/errors/{}/retry", e.id),
+            Some(&bob.cookie),
+            &[("csrf", "nope")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(state.error(e.id).unwrap().unwrap().status, "open");
+
+    // A member marks it for retry.
+    let retried = w
+        .submit(&format!("/errors/{}/retry", e.id), &bob, &[])
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
+    assert_eq!(state.error(e.id).unwrap().unwrap().status, "retry");
+    let again = w
+        .submit(&format!("/errors/{}/retry", e.id), &bob, &[])
+        .await;
+    assert_eq!(
+        again.location.as_deref(),
+        Some(format!("/errors?already={}", e.id).as_str())
+    );
+
+    // The next run reads the record again: Xero refuses it again, and the entry counts it.
+    let rerun = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    w.until_ended(&run_path(&rerun), &alice).await;
+    let after = state.error(e.id).unwrap().unwrap();
+    assert_eq!(after.status, "open", "{after:?}");
+    assert!(
+        after.attempts > e.attempts && after.run > e.run,
+        "{after:?}"
+    );
+
+    // Resolve needs a note; with one it closes the entry.
+    let empty = w
+        .submit(
+            &format!("/errors/{}/resolve", e.id),
+            &bob,
+            &[("note", "  ")],
+        )
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(empty.body.contains("note"), "{}", empty.body);
+    let done = w
+        .submit(
+            &format!("/errors/{}/resolve", e.id),
+            &bob,
+            &[("note", "entered by hand in <Xero>")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let closed = state.error(e.id).unwrap().unwrap();
+    assert_eq!(closed.status, "resolved");
+    assert_eq!(closed.note.as_deref(), Some("entered by hand in <Xero>"));
+    let shown = w.get("/errors?all=1", &alice).await;
+    assert!(
+        shown.body.contains("entered by hand in &lt;Xero&gt;"),
+        "{}",
+        shown.body
+    );
+    let twice = w
+        .submit(&format!("/errors/{}/retry", e.id), &bob, &[])
+        .await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
+    assert!(twice.body.contains("closed"), "{}", twice.body);
+    assert_eq!(
+        w.get("/errors/424242", &bob).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.get("/errors/x1", &bob).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.get("/errors?retried=abc", &bob).await.status,
+        StatusCode::OK
+    );
+
+    let audit = w.audit();
+    let target = format!("error {}", e.id);
+    for action in ["error retry", "error resolve"] {
+        assert!(
+            audit
+                .iter()
+                .any(|(a, b, t)| a == "bob" && b == action && *t == target),
+            "{action}: {audit:?}"
+        );
+    }
+    w.assert_secrets_absent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_edits_a_mapping_table_through_the_import_checks_and_a_member_cannot() {
+    let w = World::new("tables", 1, vec!["USD".into()]).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let bob = w.login("bob", MEMBER_PW).await;
+    let file = w.dir.join("tables/line-accounts.csv");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let at = "/flows/kantata-xero/tables/accounts";
+
+    // The flow page shows the rows to everyone, the editor only to administrators.
+    let page = w.get("/flows/kantata-xero", &bob).await;
+    assert!(
+        page.body.contains("<code>fixed_fee</code>"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(at), "{}", page.body);
+    assert_eq!(w.get(at, &bob).await.status, StatusCode::FORBIDDEN);
+    let refused = w
+        .submit(
+            at,
+            &bob,
+            &[("rows", "Mavenlink ID,External ID\ntime,999\n")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("Only an administrator"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+
+    let form = w.get(at, &alice).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(form.body.contains(",time,,200"), "{}", form.body);
+
+    // A bad row is located and nothing is written.
+    let bad = w
+        .submit(
+            at,
+            &alice,
+            &[("rows", "Mavenlink ID,External ID\ntime,210\n,200\n")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("Line 3") && bad.body.contains("nothing was written"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let empty = w.submit(at, &alice, &[("rows", "  ")]).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+
+    // Without the token nothing is written.
+    let forged = w
+        .post(
+            at,
+            Some(&alice.cookie),
+            &[("rows", "Mavenlink ID,External ID\ntime,999\n")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+
+    // An M-Bridge export replaces the file, in M-Bridge's columns.
+    let saved = w
+        .submit(
+            at,
+            &alice,
+            &[(
+                "rows",
+                "Mavenlink Display Name,Mavenlink ID,External Display Name,External ID\r\nTime,time,Consulting,210\r\nExpenses,expense,Sales,200\r\n",
+            )],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(
+        saved.location.as_deref(),
+        Some("/flows/kantata-xero?saved=accounts")
+    );
+    let now = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        now.contains("Mavenlink ID") && now.contains("time,Consulting,210"),
+        "{now}"
+    );
+    let page = w.get("/flows/kantata-xero?saved=accounts", &alice).await;
+    assert!(
+        page.body.contains("Saved the rows of table accounts.")
+            && page.body.contains("<code>210</code>"),
+        "{}",
+        page.body
+    );
+
+    // A table kept inline has no file to write; an unknown table is not found.
+    let inline = w
+        .submit(
+            "/flows/kantata-xero/tables/tax-types",
+            &alice,
+            &[("rows", "Mavenlink ID,External ID\ntime,NONE\n")],
+        )
+        .await;
+    assert_eq!(inline.status, StatusCode::BAD_REQUEST);
+    assert!(inline.body.contains("inline"), "{}", inline.body);
+    assert_eq!(
+        w.get("/flows/kantata-xero/tables/nope", &alice)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let audit = w.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|(a, b, t)| a == "alice" && b == "table import" && t == "kantata-xero/accounts"),
+        "{audit:?}"
+    );
+    w.assert_secrets_absent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_refuses_a_second_click_and_streams_its_progress_until_it_ends() {
+    // Every Xero call takes 300 ms, so the run lasts long enough to be seen running.
+    let w = World::with_latency(
+        "live",
+        8,
+        vec!["USD".into()],
+        Some(Duration::from_millis(300)),
+    )
+    .await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let bob = w.login("bob", MEMBER_PW).await;
+    let started = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    let at = run_path(&started);
+
+    // A second click while it runs is refused, saying so; no second run appears.
+    let second = w.submit("/flows/kantata-xero/sync", &bob, &[]).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert!(second.body.contains("already running"), "{}", second.body);
+
+    // The page of a running run refreshes itself without JavaScript and names its events.
+    let page = w.get(&at, &bob).await;
+    assert!(
+        page.body.contains("role=\"status\">running<"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<noscript><meta http-equiv=\"refresh\" content=\"3\"></noscript>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("data-events=\"{at}/events\"")),
+        "{}",
+        page.body
+    );
+
+    // The event stream reports progress, then the end, and closes when the run ends.
+    let events = tokio::time::timeout(
+        Duration::from_secs(90),
+        w.get(&format!("{at}/events"), &bob),
+    )
+    .await
+    .expect("the event stream ends with the run");
+    assert_eq!(events.status, StatusCode::OK);
+    let progress = events
+        .body
+        .find("event: progress")
+        .expect("a progress event");
+    let end = events.body.find("event: end").expect("an end event");
+    assert!(progress < end, "{}", events.body);
+    assert!(
+        events.body.contains("\"outcome\":\"completed\""),
+        "{}",
+        events.body
+    );
+    let page = w.until_ended(&at, &bob).await;
+    assert!(!page.contains("<noscript><meta"), "{page}");
+    let state = weft_engine::state::State::open(&w.dir.join(".weft/state.db")).unwrap();
+    assert_eq!(
+        state
+            .runs(Some(FLOW), 10)
+            .unwrap()
+            .iter()
+            .filter(|r| !r.dry_run)
+            .count(),
+        1
+    );
+    let audit = w.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|(a, b, t)| a == "bob" && b == "sync refused" && t == FLOW),
+        "{audit:?}"
+    );
+    w.assert_secrets_absent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_cannot_run_says_why_and_leaves_nothing_running() {
+    let w = World::new("cannot", 1, vec!["USD".into()]).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let mut ws = Workspace::find(&w.dir).unwrap();
+    ws.file.connections.shift_remove("xero");
+    ws.save().unwrap();
+    for _ in 0..2 {
+        let res = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+        assert!(
+            res.body.contains("uses connection `xero`")
+                && res.body.contains("create it on the Connections page"),
+            "{}",
+            res.body
+        );
+    }
+    let res = w.submit("/flows/kantata-xero/preview", &alice, &[]).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    let flows = w.get("/flows", &alice).await;
+    assert!(!flows.body.contains(">running<"), "{}", flows.body);
+    let missing = w.submit("/flows/nope/sync", &alice, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        w.audit()
+            .iter()
+            .any(|(a, b, t)| a == "alice" && b == "sync failed" && t == FLOW)
+    );
+    w.assert_secrets_absent();
+}
