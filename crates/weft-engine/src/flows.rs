@@ -48,7 +48,7 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf, String> {
         "no flow `{name}` ({} does not exist); {}",
         file.display(),
         if known.is_empty() {
-            "there are none yet: `weft init --template NAME` writes one (`weft init --help` lists the templates)".to_owned()
+            "there are none yet: `weft init --template NAME` writes one (a NAME that is no template is answered with the list of templates)".to_owned()
         } else {
             format!("the flows are: {}", known.join(", "))
         }
