@@ -37,23 +37,31 @@ fn xero_bills(w: &World) -> HashMap<String, Vec<serde_json::Value>> {
     out
 }
 
+/// A Kantata API answer to a GET of `path` (and its query), as the account's owner.
+async fn kantata_get(w: &World, path: &str) -> serde_json::Value {
+    weft_engine::http::client()
+        .unwrap()
+        .get(format!("{}{path}", w.kantata.api_url()))
+        .bearer_auth(w.kantata.personal_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Kantata's external references on submissions for `service_model`, by submission id.
 async fn references(w: &World, model: &str) -> HashMap<String, Vec<String>> {
-    let http = weft_engine::http::client().unwrap();
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for page in 1..100 {
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/api/v1/external_references?subject_type=Submission&per_page=200&page={page}",
-                w.kantata.api_url()
-            ))
-            .bearer_auth(w.kantata.personal_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = kantata_get(
+            w,
+            &format!(
+                "/api/v1/external_references?subject_type=Submission&per_page=200&page={page}"
+            ),
+        )
+        .await;
         let results = body["results"].as_array().cloned().unwrap_or_default();
         for r in &results {
             let refs = &body[r["key"].as_str().unwrap()][r["id"].as_str().unwrap()];
@@ -227,35 +235,20 @@ async fn the_project_filter_selects_the_reports_sent() {
     let mut w = World::for_template("project-filter", "kantata-xero-bills", 30, false).await;
     let approved = approved_reports(&w);
     // A word of one project's title.
-    let http = weft_engine::http::client().unwrap();
     let ws = &approved[0].workspace_id;
-    let body: serde_json::Value = http
-        .get(format!(
-            "{}/api/v1/workspaces?only={ws}&include_archived=true",
-            w.kantata.api_url()
-        ))
-        .bearer_auth(w.kantata.personal_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = kantata_get(
+        &w,
+        &format!("/api/v1/workspaces?only={ws}&include_archived=true"),
+    )
+    .await;
     let title = body["workspaces"][ws]["title"].as_str().unwrap().to_owned();
     let word = title.split_whitespace().next().unwrap().to_owned();
     let selected: std::collections::HashSet<String> = {
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/api/v1/workspaces?matching={word}&include_archived=true&per_page=200",
-                w.kantata.api_url()
-            ))
-            .bearer_auth(w.kantata.personal_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = kantata_get(
+            &w,
+            &format!("/api/v1/workspaces?matching={word}&include_archived=true&per_page=200"),
+        )
+        .await;
         body["results"]
             .as_array()
             .unwrap()
@@ -323,22 +316,16 @@ fn xero_journals(w: &World) -> HashMap<String, Vec<serde_json::Value>> {
 
 /// Time entries by id, read from Kantata.
 async fn time_entries(w: &World, ids: &[String]) -> HashMap<String, serde_json::Value> {
-    let http = weft_engine::http::client().unwrap();
     let mut out = HashMap::new();
     for chunk in ids.chunks(100) {
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/api/v1/time_entries?only={}&from_archived_workspaces=true&per_page=200",
-                w.kantata.api_url(),
+        let body = kantata_get(
+            w,
+            &format!(
+                "/api/v1/time_entries?only={}&from_archived_workspaces=true&per_page=200",
                 chunk.join(",")
-            ))
-            .bearer_auth(w.kantata.personal_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         for (id, t) in body["time_entries"].as_object().unwrap() {
             out.insert(id.clone(), t.clone());
         }
