@@ -11,6 +11,7 @@ mod pages;
 pub mod store;
 pub mod tls;
 mod web;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
