@@ -8,6 +8,7 @@
 //! CSRF check in [`web`] before any handler sees it.
 
 mod pages;
+pub mod schedule;
 pub mod store;
 pub mod tls;
 mod web;
