@@ -7,6 +7,7 @@
 //! Every page is a module of [`pages`] rendered into the one layout; every form POST passes the
 //! CSRF check in [`web`] before any handler sees it.
 
+pub mod notify;
 mod pages;
 pub mod schedule;
 pub mod store;
