@@ -108,6 +108,16 @@ pub fn router(config: Config) -> Result<axum::Router, ServeError> {
     Ok(pages::routes(state))
 }
 
+/// The console with the Xero webhook route (`POST /webhooks/xero`) beside it, outside the
+/// console's session, CSRF and time-limit layers: Xero cannot log in, so the route stands on its
+/// signature check alone ([`webhooks`]).
+pub fn router_with_xero_webhook(
+    config: Config,
+    hook: std::sync::Arc<webhooks::XeroWebhook>,
+) -> Result<axum::Router, ServeError> {
+    Ok(webhooks::routes(hook).merge(router(config)?))
+}
+
 /// Serves the console until `shutdown` completes. `ready` is called with the bound address
 /// (port 0 picks a free port).
 pub async fn serve(

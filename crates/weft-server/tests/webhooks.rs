@@ -86,3 +86,74 @@ async fn invoice_events_trigger_once_and_bad_signatures_are_refused() {
     );
     assert!(rx.try_recv().is_err());
 }
+
+#[tokio::test]
+async fn the_console_serves_the_route_without_login_or_csrf() {
+    use tower::ServiceExt as _;
+    let dir = std::env::temp_dir().join(format!("weft-hooks-console-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // SAFETY: this binary's only test touching the environment, set before anything reads it.
+    unsafe {
+        std::env::set_var("WEFT_CONFIG_DIR", dir.join("config"));
+        std::env::set_var(
+            "WEFT_MASTER_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        );
+    }
+    weft_engine::workspace::init(&dir).unwrap();
+    let store = weft_server::Store::open(&dir.join(".weft")).unwrap();
+    store
+        .add_user(
+            "alice",
+            "correct horse battery staple 1",
+            weft_server::Role::Admin,
+        )
+        .unwrap();
+    drop(store);
+    let (tx, mut rx) = mpsc::channel(4);
+    let app = weft_server::router_with_xero_webhook(
+        weft_server::Config {
+            workspace: dir.clone(),
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            tls: None,
+            insecure_http: false,
+            specs: Vec::new(),
+        },
+        Arc::new(XeroWebhook::new(KEY, tx)),
+    )
+    .unwrap();
+    let body = r#"{"events":[],"firstEventSequence":0,"lastEventSequence":0,"entropy":"QWERTY"}"#;
+    for (signature, status) in [
+        (weft_server::webhooks::sign(KEY, body.as_bytes()), 200),
+        (weft_server::webhooks::sign(b"wrong", body.as_bytes()), 401),
+    ] {
+        let resp = app
+            .clone()
+            .oneshot(
+                axum::http::Request::post("/webhooks/xero")
+                    .header("content-type", "application/json")
+                    .header("x-xero-signature", signature)
+                    .body(axum::body::Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        assert!(resp.headers().get("set-cookie").is_none());
+        let bytes = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        assert!(bytes.is_empty());
+    }
+    // The console's own pages still ask for a login.
+    let resp = app
+        .oneshot(
+            axum::http::Request::get("/connections")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(resp.status().is_redirection(), "{}", resp.status());
+    assert!(rx.try_recv().is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
