@@ -177,6 +177,49 @@ impl XeroWebhook {
     }
 }
 
+/// The record of the credential store holding the Xero app's webhook signing key.
+pub const XERO_KEY_ID: &str = "webhook:xero:key";
+
+/// Why a webhook key was not stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookKeyError {
+    /// An empty key (or only spaces).
+    #[error(
+        "the webhook signing key is empty; paste the key Xero's developer portal shows for the webhook"
+    )]
+    Empty,
+    /// The credential store refused.
+    #[error(transparent)]
+    Store(#[from] weft_engine::secrets::SecretError),
+}
+
+/// Seals the Xero webhook signing key in the workspace's credential store (surrounding spaces
+/// removed, as a pasted key often has them).
+pub fn store_xero_key(
+    store: &mut weft_engine::secrets::SecretStore,
+    key: &str,
+) -> Result<(), WebhookKeyError> {
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(WebhookKeyError::Empty);
+    }
+    store.put(
+        XERO_KEY_ID,
+        &weft_engine::secrets::Secret::new(key.to_owned()),
+    )?;
+    Ok(())
+}
+
+/// The Xero webhook signing key sealed in `store`, if one was set: the bytes HMAC is keyed
+/// with.
+pub fn xero_key(
+    store: &weft_engine::secrets::SecretStore,
+) -> Result<Option<Zeroizing<Vec<u8>>>, WebhookKeyError> {
+    Ok(store
+        .get(XERO_KEY_ID)?
+        .map(|s| Zeroizing::new(s.expose().as_bytes().to_vec())))
+}
+
 /// The webhook route, to be merged outside the console's session and CSRF layers.
 pub fn routes(hook: Arc<XeroWebhook>) -> Router {
     Router::new()
@@ -309,6 +352,34 @@ mod tests {
         assert_eq!(seen.order.len(), SEEN_CAPACITY);
         assert!(seen.insert("0".into()));
         assert!(!seen.insert("10".into()));
+    }
+
+    #[test]
+    fn the_key_is_sealed_in_the_credential_store() {
+        let dir = std::env::temp_dir().join(format!("weft-webhook-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("credentials.json");
+        let master = weft_engine::secrets::MasterKey::generate().unwrap();
+        let mut store = weft_engine::secrets::SecretStore::open(&path, master.clone()).unwrap();
+        assert!(xero_key(&store).unwrap().is_none());
+        assert!(matches!(
+            store_xero_key(&mut store, "  \n"),
+            Err(WebhookKeyError::Empty)
+        ));
+        store_xero_key(&mut store, " xero-key-ABCDEFGH12345 \n").unwrap();
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(!on_disk.contains("xero-key-ABCDEFGH12345"));
+        let reopened = weft_engine::secrets::SecretStore::open(&path, master).unwrap();
+        let key = xero_key(&reopened).unwrap().unwrap();
+        assert_eq!(key.as_slice(), b"xero-key-ABCDEFGH12345");
+        let body = b"{}";
+        assert!(signature_ok(
+            &key,
+            body,
+            &sign(b"xero-key-ABCDEFGH12345", body)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
