@@ -34,6 +34,12 @@ pub struct FlowFile {
     /// What the flow is for, shown by `weft flow list`.
     #[serde(default)]
     pub description: String,
+    /// When the flow is due to run by itself: `"every 15m"` (a duration of at least a minute,
+    /// counted from the start of the last run) or a cron expression in UTC (five fields,
+    /// `"*/15 * * * *"`, or six with seconds first). Runs missed while nothing was running the
+    /// schedule are due once, not once per missed time. Left out, the flow runs only when asked.
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// The connections the flow uses, by alias (`[connections.books] connector = "xero"`).
     pub connections: IndexMap<String, FlowConnection>,
     /// Choices that shape the written records (`options.<name>` in expressions; `-` reads as `_`).
@@ -883,6 +889,11 @@ impl Flow {
                     format!("connections.{alias}.connector is empty; name a connector from `weft connectors list`"),
                 ));
             }
+        }
+        if let Some(schedule) = &file.schedule
+            && let Err(e) = schedule.parse::<crate::schedule::Schedule>()
+        {
+            problems.push(problem(at(&[k("schedule")]), e.to_string()));
         }
         if file.streams.is_empty() {
             problems.push(problem(

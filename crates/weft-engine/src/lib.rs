@@ -30,6 +30,7 @@ pub mod plugin;
 pub mod request;
 pub mod run;
 pub mod runlock;
+pub mod schedule;
 pub mod secrets;
 pub mod session;
 pub mod state;

@@ -498,3 +498,36 @@ fn a_suggestion_side_needs_a_resource_that_lists() {
         + 1;
     assert_eq!(problems[0].line, left_line);
 }
+
+#[test]
+fn a_schedule_is_read_and_a_bad_one_located() {
+    for good in [
+        "every 15m",
+        "every 1h",
+        "*/15 * * * *",
+        "0 30 6 * * MON-FRI",
+    ] {
+        let text = format!("schedule = \"{good}\"\n{MINIMAL}");
+        let flow = Flow::parse("k2x", Path::new("f.toml"), &text).unwrap();
+        assert_eq!(flow.file.schedule.as_deref(), Some(good));
+    }
+    for (bad, said) in [
+        ("every 10s", "too often"),
+        ("every fortnight", "not an interval"),
+        ("at noon", "neither `every DURATION` nor a cron expression"),
+        ("61 * * * *", "cron expression"),
+    ] {
+        let text = format!("description = \"d\"\nschedule = \"{bad}\"\n{MINIMAL}");
+        let err = Flow::parse("k2x", Path::new("f.toml"), &text).unwrap_err();
+        let FlowError::Invalid { problems, .. } = err else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            (problems[0].line, problems[0].column),
+            (2, 1),
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains(said), "{problems:?}");
+    }
+}

@@ -7,10 +7,13 @@
 //! Every page is a module of [`pages`] rendered into the one layout; every form POST passes the
 //! CSRF check in [`web`] before any handler sees it.
 
+pub mod notify;
 mod pages;
+pub mod schedule;
 pub mod store;
 pub mod tls;
 mod web;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,6 +106,16 @@ pub fn check_bind(
 pub fn router(config: Config) -> Result<axum::Router, ServeError> {
     let state = web::AppState::new(config)?;
     Ok(pages::routes(state))
+}
+
+/// The console with the Xero webhook route (`POST /webhooks/xero`) beside it, outside the
+/// console's session, CSRF and time-limit layers: Xero cannot log in, so the route stands on its
+/// signature check alone ([`webhooks`]).
+pub fn router_with_xero_webhook(
+    config: Config,
+    hook: std::sync::Arc<webhooks::XeroWebhook>,
+) -> Result<axum::Router, ServeError> {
+    Ok(webhooks::routes(hook).merge(router(config)?))
 }
 
 /// Serves the console until `shutdown` completes. `ready` is called with the bound address

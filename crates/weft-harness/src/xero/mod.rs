@@ -48,6 +48,7 @@ mod auth;
 mod data;
 mod query;
 mod util;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -388,6 +389,30 @@ impl XeroSim {
     pub fn invoices(&self, tenant: &str) -> Vec<Value> {
         self.with_org(tenant, |o| o.all(data::Kind::Invoice))
             .unwrap_or_default()
+    }
+
+    /// The webhook event Xero would send for invoice `id` of organisation `tenant` changing
+    /// now (`kind`: `CREATE` or `UPDATE`); `eventDateUtc` on the simulated clock, without a
+    /// zone as Xero writes it. Deliver it with a [`webhook::WebhookSender`].
+    pub fn invoice_event(&self, tenant: &str, id: &str, kind: &str) -> Value {
+        let ms = i64::try_from(self.clock().now_ms()).unwrap_or(i64::MAX);
+        let date = jiff::Timestamp::from_millisecond(ms)
+            .map(|t| {
+                t.to_zoned(jiff::tz::TimeZone::UTC)
+                    .datetime()
+                    .strftime("%Y-%m-%dT%H:%M:%S%.3f")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "resourceUrl": format!("{}/api.xro/2.0/Invoices/{id}", self.api_url()),
+            "resourceId": id,
+            "eventDateUtc": date,
+            "eventType": kind,
+            "eventCategory": "INVOICE",
+            "tenantId": tenant,
+            "tenantType": "ORGANISATION",
+        })
     }
 
     /// One invoice by InvoiceID or InvoiceNumber.
