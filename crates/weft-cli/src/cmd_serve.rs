@@ -141,19 +141,37 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         specs: specs::catalogue()?,
     };
     let out = &mut *io.out;
-    connect::runtime()?.block_on(weft_server::serve(
-        config,
-        |addr| {
-            let _ = writeln!(
-                out,
-                "the Weft console serves {} at {base}/ (open it under this name: the OAuth callback URL is {base}/oauth/callback); stop it with Ctrl-C",
-                ws.dir().display(),
-                base = weft_server::base_url(addr, secure)
-            );
-            let _ = out.flush();
-        },
-        std::future::pending(),
-    ))?;
+    let err = &mut *io.err;
+    let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let automate = weft_server::Automate {
+        report: Some(report),
+        ..Default::default()
+    };
+    connect::runtime()?.block_on(async {
+        let server = weft_server::serve_with(
+            config,
+            automate,
+            |addr| {
+                let _ = writeln!(
+                    out,
+                    "the Weft console serves {} at {base}/ (open it under this name: the OAuth callback URL is {base}/oauth/callback); stop it with Ctrl-C",
+                    ws.dir().display(),
+                    base = weft_server::base_url(addr, secure)
+                );
+                let _ = out.flush();
+            },
+            std::future::pending(),
+        );
+        tokio::pin!(server);
+        loop {
+            tokio::select! {
+                served = &mut server => return served,
+                Some(happened) = reports.recv() => {
+                    let _ = writeln!(err, "{}  {happened}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+                }
+            }
+        }
+    })?;
     Ok(0)
 }
 

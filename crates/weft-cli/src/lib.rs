@@ -5,6 +5,7 @@ mod cmd_client;
 mod cmd_connection;
 mod cmd_connectors;
 mod cmd_demo;
+mod cmd_notify;
 mod cmd_plugins;
 mod cmd_sandbox;
 mod cmd_serve;
@@ -107,6 +108,13 @@ enum Command {
     User(cmd_serve::UserCmd),
     /// The audit log: who signed in, created, changed, tested, ran or deleted what.
     Audit(cmd_serve::AuditArgs),
+    /// Who `weft serve` tells when a run stops, fails or queues errors: `weft notify add NAME
+    /// --webhook`, `add NAME --email-to ADDRESS --from ADDRESS`, `list`, `remove NAME`, `test`.
+    #[command(subcommand)]
+    Notify(cmd_notify::NotifyCmd),
+    /// Provider webhooks `weft serve` receives: `weft webhook set-key xero`, `remove-key xero`.
+    #[command(subcommand)]
+    Webhook(cmd_notify::WebhookCmd),
 }
 
 /// Where a command writes: stdout for results, stderr for diagnostics and messages.
@@ -158,6 +166,8 @@ where
         Command::Serve(args) => cmd_serve::serve(args, workspace, io),
         Command::User(cmd) => cmd_serve::user(cmd, workspace, io),
         Command::Audit(args) => cmd_serve::audit(args, workspace, io),
+        Command::Notify(cmd) => cmd_notify::notify(cmd, workspace, io),
+        Command::Webhook(cmd) => cmd_notify::webhook(cmd, workspace, io),
     };
     match result {
         Ok(code) => code,

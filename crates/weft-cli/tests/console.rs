@@ -156,3 +156,105 @@ fn serve_refuses_a_non_loopback_address_without_insecure_http() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("weft user add NAME"), "{}", err(&o));
 }
+
+#[test]
+fn notification_receivers_and_the_webhook_key_are_sealed_listed_tested_and_removed() {
+    let s = workspace("notify");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let url = format!("http://127.0.0.1:{port}/services/T0SECRET/B0SECRET/XSECRETTOKEN");
+    s.guard("XSECRETTOKEN");
+    s.guard("mailpassword77");
+
+    let bad = s.run(
+        &["notify", "add", "ops", "--webhook", "--stdin"],
+        Some("slack please\n"),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        err(&bad).contains("not an http or https URL"),
+        "{}",
+        err(&bad)
+    );
+    let name = s.run(
+        &["notify", "add", "ops team", "--webhook", "--stdin"],
+        Some(&url),
+    );
+    assert!(err(&name).contains("receiver name"), "{}", err(&name));
+    let neither = s.run(&["notify", "add", "ops", "--stdin"], Some(&url));
+    assert!(err(&neither).contains("--webhook"), "{}", err(&neither));
+
+    ok(&s.run(
+        &["notify", "add", "ops", "--webhook", "--stdin"],
+        Some(&format!("{url}\n")),
+    ));
+    ok(&s.run(
+        &[
+            "notify",
+            "add",
+            "books",
+            "--email-to",
+            "books@firm.example",
+            "--from",
+            "weft@firm.example",
+            "--stdin",
+        ],
+        Some("smtps://weft:mailpassword77@127.0.0.1:1\n"),
+    ));
+    let list = s.run(&["notify", "list"], None);
+    ok(&list);
+    assert!(
+        out(&list).contains("ops\twebhook to 127.0.0.1"),
+        "{}",
+        out(&list)
+    );
+    assert!(
+        out(&list).contains("books\te-mail to books@firm.example via 127.0.0.1"),
+        "{}",
+        out(&list)
+    );
+    // Nobody listens: said per receiver, by host only, and the exit code says it failed.
+    let test = s.run(&["notify", "test", "ops"], None);
+    assert_eq!(test.status.code(), Some(1), "{}", err(&test));
+    assert!(
+        err(&test).contains(&format!(
+            "not delivered: posting the notification to 127.0.0.1:{port} failed"
+        )),
+        "{}",
+        err(&test)
+    );
+    assert!(
+        out(&test).contains("told 0 of 1 receiver(s)"),
+        "{}",
+        out(&test)
+    );
+    let missing = s.run(&["notify", "test", "nobody"], None);
+    assert!(
+        err(&missing).contains("`weft notify list`"),
+        "{}",
+        err(&missing)
+    );
+    ok(&s.run(&["notify", "remove", "ops"], None));
+    let again = s.run(&["notify", "remove", "ops"], None);
+    assert_eq!(again.status.code(), Some(1));
+
+    let empty = s.run(&["webhook", "set-key", "xero", "--stdin"], Some("  \n"));
+    assert!(err(&empty).contains("empty"), "{}", err(&empty));
+    ok(&s.run(
+        &["webhook", "set-key", "xero", "--stdin"],
+        Some("a-webhook-key\n"),
+    ));
+    ok(&s.run(&["webhook", "remove-key", "xero"], None));
+    let other = s.run(&["webhook", "set-key", "hubspot", "--stdin"], Some("k"));
+    assert_eq!(other.status.code(), Some(2), "{}", err(&other));
+    // Nothing sealed is readable in the workspace's files.
+    for entry in std::fs::read_dir(s.project().join(".weft")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("XSECRETTOKEN") && !text.contains("mailpassword77"));
+        }
+    }
+}

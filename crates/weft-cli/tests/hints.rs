@@ -74,6 +74,8 @@ fn every_suggested_command_parses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut all = suggested(&root.join("src"), "rs");
     all.extend(suggested(&root.join("../weft-engine/src"), "rs"));
+    all.extend(suggested(&root.join("../weft-server/src"), "rs"));
+    all.extend(suggested(&root.join("../weft-server/src/pages"), "rs"));
     // The specs' setup steps and messages, shown by `weft connectors show`.
     all.extend(suggested(&root.join("../../specs"), "toml"));
     assert!(all.len() > 40, "found only {} suggestions", all.len());

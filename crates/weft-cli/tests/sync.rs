@@ -16,8 +16,17 @@ fn ok(o: &std::process::Output) {
     assert!(o.status.success(), "{}", err(o));
 }
 
-#[test]
-fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
+/// Both simulators on the wall clock (Xero's calls taking `latency`), and a workspace with the
+/// kantata-xero template whose two connections are authorized through them.
+struct World {
+    s: Sandbox,
+    k: KantataSim,
+    x: XeroSim,
+    tenant: String,
+    eligible: Vec<weft_harness::kantata::InvoiceInfo>,
+}
+
+fn world(name: &str, latency: Option<Duration>) -> World {
     let port = free_port();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -36,11 +45,12 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
         organisations: 1,
         size: 3,
         clock,
+        latency,
         redirect_uris: vec![callback(port)],
         ..XeroConfig::default()
     })
     .unwrap();
-    let s = Sandbox::new("sync-kill");
+    let s = Sandbox::new(name);
     ok(&s.run(&["init", "--template", "kantata-xero"], None));
     for (name, connector, id, secret) in [
         ("kantata-app", "kantata", k.client_id(), k.client_secret()),
@@ -106,6 +116,42 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
         .filter(|i| !i.draft && i.status != "cancelled")
         .collect();
 
+    World {
+        s,
+        k,
+        x,
+        tenant,
+        eligible,
+    }
+}
+
+/// Every eligible Kantata invoice (`expected` of them) is in Xero, each exactly once.
+fn each_invoice_once(x: &XeroSim, tenant: &str, expected: usize) {
+    let mut by_number = std::collections::HashMap::new();
+    for inv in x.invoices(tenant) {
+        if let Some(n) = inv["InvoiceNumber"]
+            .as_str()
+            .filter(|n| n.starts_with("KAN-"))
+        {
+            *by_number.entry(n.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(by_number.len(), expected, "no invoice lost");
+    assert!(
+        by_number.values().all(|&n| n == 1),
+        "no invoice twice: {by_number:?}"
+    );
+}
+
+#[test]
+fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
+    let World {
+        s,
+        k,
+        x,
+        tenant,
+        eligible,
+    } = world("sync-kill", None);
     // A dry run lists what it would do and changes nothing.
     let dry = s.run(&["sync", "run", "kantata-xero", "--dry-run"], None);
     ok(&dry);
@@ -200,20 +246,7 @@ fn killed_runs_never_duplicate_and_the_last_run_finishes_the_job() {
 
     let last = s.run(&["sync", "run", "kantata-xero", "--json"], None);
     assert_eq!(last.status.code(), Some(0), "{}", err(&last));
-    let mut by_number = std::collections::HashMap::new();
-    for inv in x.invoices(&tenant) {
-        if let Some(n) = inv["InvoiceNumber"]
-            .as_str()
-            .filter(|n| n.starts_with("KAN-"))
-        {
-            *by_number.entry(n.to_owned()).or_insert(0) += 1;
-        }
-    }
-    assert_eq!(by_number.len(), eligible.len(), "no invoice lost");
-    assert!(
-        by_number.values().all(|&n| n == 1),
-        "no invoice twice: {by_number:?}"
-    );
+    each_invoice_once(&x, &tenant, eligible.len());
 
     let status = s.run(&["sync", "status"], None);
     ok(&status);
@@ -287,5 +320,115 @@ fn flows_are_listed_shown_and_checked_with_located_problems() {
         err(&missing).contains("the flows are: kantata-xero"),
         "{}",
         err(&missing)
+    );
+}
+
+/// The lines `weft serve` printed so far, read on a thread of their own.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most 120 s) for a line of `lines` containing `what`.
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("`weft serve` did not print {what:?} within 120 s ({e})"),
+        }
+    }
+}
+
+#[test]
+fn serve_killed_during_a_scheduled_run_loses_and_duplicates_nothing_and_shows_it_interrupted() {
+    // Each Xero call takes 150 ms, so the run is under way long enough to be killed mid-way.
+    let World {
+        s,
+        k,
+        x,
+        tenant,
+        eligible,
+    } = world("serve-kill", Some(Duration::from_millis(150)));
+    let flow = s.project().join("flows/kantata-xero.toml");
+    let text = std::fs::read_to_string(&flow).unwrap();
+    std::fs::write(&flow, format!("schedule = \"every 1h\"\n{text}")).unwrap();
+    s.guard("serve-kill password 1");
+    ok(&s.run(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("serve-kill password 1\n"),
+    ));
+
+    // Never ran: the server runs it at start; it is killed (SIGKILL) once invoices are being
+    // created in Xero.
+    let mut server = s
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(server.stderr.take().unwrap());
+    wait_for(&lines, "its schedule fell due");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while x.creates_of(&tenant, "Invoices") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled run created nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let runs = s.run(&["runs", "list", "--json"], None);
+    ok(&runs);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert!(runs[0]["outcome"].is_null(), "no end: {runs}");
+    let shown = s.run(&["runs", "show", "1"], None);
+    ok(&shown);
+    assert!(out(&shown).contains("interrupted"), "{}", out(&shown));
+
+    // Started again: the interrupted run's work is unfinished, so the flow runs at once and
+    // settles what the killed one left.
+    let mut server = s
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(server.stderr.take().unwrap());
+    wait_for(&lines, "its schedule fell due");
+    let ended = wait_for(&lines, "ended:");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(ended.contains("ended: completed"), "{ended}");
+
+    each_invoice_once(&x, &tenant, eligible.len());
+    let runs = s.run(&["runs", "list", "--json"], None);
+    ok(&runs);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["outcome"]["status"], "completed", "{runs}");
+    assert!(runs[1]["outcome"].is_null(), "{runs}");
+    let shown = s.run(&["runs", "show", "1"], None);
+    assert!(out(&shown).contains("interrupted"), "{}", out(&shown));
+    s.assert_none_of(
+        x.issued_tokens()
+            .into_iter()
+            .chain(k.issued_tokens())
+            .collect(),
     );
 }

@@ -14,4 +14,5 @@ pub mod faults;
 pub mod kantata;
 pub mod log;
 pub mod server;
+pub mod smtp;
 pub mod xero;

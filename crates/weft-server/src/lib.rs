@@ -7,6 +7,7 @@
 //! Every page is a module of [`pages`] rendered into the one layout; every form POST passes the
 //! CSRF check in [`web`] before any handler sees it.
 
+pub mod automation;
 pub mod notify;
 mod pages;
 pub mod schedule;
@@ -59,6 +60,9 @@ pub enum ServeError {
         "the console has no user yet: add the first (an administrator) with `weft user add NAME`"
     )]
     NoUsers,
+    /// The notification receivers or the webhook key cannot be read.
+    #[error("{0}")]
+    Automation(String),
     /// Binding or serving failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -118,15 +122,60 @@ pub fn router_with_xero_webhook(
     Ok(webhooks::routes(hook).merge(router(config)?))
 }
 
-/// Serves the console until `shutdown` completes. `ready` is called with the bound address
-/// (port 0 picks a free port).
+/// What the server does by itself beside the pages ([`automation`]): the clock it schedules
+/// on, how often it looks, and where it reports what it did.
+pub struct Automate {
+    /// Time for schedules (the wall clock in production).
+    pub clock: std::sync::Arc<dyn weft_engine::limits::Clock>,
+    /// The longest sleep between looks at the flows and the run history.
+    pub poll: std::time::Duration,
+    /// Where to report each thing it does (the CLI prints them).
+    pub report: Option<tokio::sync::mpsc::UnboundedSender<automation::Happened>>,
+}
+
+impl Default for Automate {
+    fn default() -> Self {
+        Automate {
+            clock: std::sync::Arc::new(weft_engine::limits::SystemClock),
+            poll: automation::POLL,
+            report: None,
+        }
+    }
+}
+
+/// How many webhook triggers may wait for the automation task before new ones are dropped
+/// (the schedule still reads those changes later).
+const TRIGGER_QUEUE: usize = 1024;
+
+/// Serves the console until `shutdown` completes, with the automation of [`Automate::default`].
+/// `ready` is called with the bound address (port 0 picks a free port).
 pub async fn serve(
     config: Config,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(config, Automate::default(), ready, shutdown).await
+}
+
+/// Serves the console until `shutdown` completes, and beside it runs scheduled flows, flows a
+/// Xero webhook asks for (when `weft webhook set-key xero` stored the signing key: the route
+/// `POST /webhooks/xero` is then served) and notifications (receivers added with `weft notify
+/// add`).
+pub async fn serve_with(
+    config: Config,
+    automate: Automate,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     check_bind(config.listen, config.tls.is_some(), config.insecure_http)?;
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let ws = weft_engine::workspace::Workspace::find(&config.workspace)?;
+    let store = ws.secrets()?;
+    let receivers = notify::receivers(&store).map_err(|e| ServeError::Automation(e.to_string()))?;
+    let notifier = notify::Notifier::from_receivers(&receivers)
+        .map_err(|e| ServeError::Automation(e.to_string()))?;
+    let key = webhooks::xero_key(&store).map_err(|e| ServeError::Automation(e.to_string()))?;
+    drop(store);
     let addr = config.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -136,10 +185,35 @@ pub async fn serve(
         .map_err(|source| ServeError::Listen { addr, source })?;
     let mut config = config;
     config.listen = bound;
-    let app = router(config)?;
+    let (triggers, app) = match key {
+        Some(key) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(TRIGGER_QUEUE);
+            let hook = std::sync::Arc::new(webhooks::XeroWebhook::new(&key, tx));
+            (Some(rx), router_with_xero_webhook(config.clone(), hook)?)
+        }
+        None => (None, router(config.clone())?),
+    };
+    let (report, _ignored) = match automate.report {
+        Some(r) => (r, None),
+        None => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (tx, Some(rx))
+        }
+    };
+    let task = automation::Automation {
+        workspace: config.workspace.clone(),
+        specs: config.specs.clone(),
+        callback: format!("{}/oauth/callback", base_url(bound, config.tls.is_some())),
+        clock: automate.clock,
+        notifier,
+        triggers,
+        poll: automate.poll,
+        report,
+    };
+    let automation = tokio::spawn(task.run(std::future::pending()));
     ready(bound);
     let service = app.into_make_service_with_connect_info::<web::PeerAddr>();
-    match acceptor {
+    let served = match acceptor {
         Some(acceptor) => {
             let listener = tls::TlsListener::new(listener, acceptor)
                 .map_err(|source| ServeError::Listen { addr, source })?;
@@ -152,6 +226,7 @@ pub async fn serve(
                 .with_graceful_shutdown(shutdown)
                 .await
         }
-    }
-    .map_err(|source| ServeError::Listen { addr, source })
+    };
+    automation.abort();
+    served.map_err(|source| ServeError::Listen { addr, source })
 }

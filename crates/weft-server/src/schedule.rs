@@ -97,6 +97,21 @@ impl Scheduler {
         due
     }
 
+    /// Forgets `flow` (its file or its schedule is gone).
+    pub fn remove(&mut self, flow: &str) {
+        self.flows.remove(flow);
+    }
+
+    /// A run of `flow` started at `started_ms` (here or elsewhere): the next is counted from
+    /// it when it is later than what the scheduler knew.
+    pub fn saw_start(&mut self, flow: &str, started_ms: u64) {
+        if let Some(e) = self.flows.get_mut(flow)
+            && e.last_ms.is_none_or(|l| l < started_ms)
+        {
+            e.last_ms = Some(started_ms);
+        }
+    }
+
     /// `flow`'s run ended (whatever its outcome).
     pub fn finished(&mut self, flow: &str) {
         if let Some(e) = self.flows.get_mut(flow) {

@@ -177,6 +177,19 @@ impl XeroWebhook {
     }
 }
 
+/// The connector whose webhooks this module receives.
+pub const XERO_CONNECTOR: &str = "xero";
+
+/// The resources of the Xero spec an event category is about (its streams are the ones a
+/// trigger runs); none for a category Weft does not read.
+pub fn resources_of(category: &str) -> &'static [&'static str] {
+    match category {
+        "INVOICE" => &["invoices"],
+        "CONTACT" => &["contacts"],
+        _ => &[],
+    }
+}
+
 /// The record of the credential store holding the Xero app's webhook signing key.
 pub const XERO_KEY_ID: &str = "webhook:xero:key";
 

@@ -2,42 +2,22 @@
 //! shipped kantata-xero flow in a workspace whose connections reach the simulators, driven
 //! request by request; every page checked for the secrets it must never show.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt as _;
-use weft_engine::oauth::TokenSet;
-use weft_engine::secrets::Secret;
-use weft_engine::workspace::{Connection, TenantRef, Workspace, connection_tokens_id};
-use weft_harness::clock::SimClock;
-use weft_harness::kantata::{KantataConfig, KantataSim};
-use weft_harness::xero::{XeroConfig, XeroSim};
+use weft_engine::workspace::Workspace;
+use weft_harness::kantata::KantataSim;
+use weft_harness::xero::XeroSim;
 use weft_server::{Config, Role, Store};
 
 const ADMIN_PW: &str = "correct horse battery";
 const MEMBER_PW: &str = "member password 42";
 const FLOW: &str = "kantata-xero";
-
-fn env() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let config = std::env::temp_dir().join(format!("weft-flows-config-{}", std::process::id()));
-        std::fs::create_dir_all(&config).unwrap();
-        // SAFETY: runs once, inside the OnceLock, before any test of this binary reads the
-        // environment (every test calls `env()` first).
-        unsafe {
-            std::env::set_var("WEFT_CONFIG_DIR", &config);
-            std::env::set_var(
-                "WEFT_MASTER_KEY",
-                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-            );
-            std::env::remove_var("WEFT_MASTER_KEY_COMMAND");
-        }
-    });
-}
 
 struct Res {
     status: StatusCode,
@@ -72,34 +52,6 @@ struct World {
     secrets: Vec<String>,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-async fn xero_token(sim: &XeroSim) -> String {
-    let token: serde_json::Value = weft_engine::http::client()
-        .unwrap()
-        .post(format!("{}/connect/token", sim.identity_url()))
-        .basic_auth(sim.client_id(), Some(sim.client_secret()))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_owned()
-}
-
 impl World {
     /// `currencies`: what the Xero organisation accepts besides its base currency (none: every
     /// Kantata invoice, in USD, is refused with Xero's message).
@@ -114,108 +66,25 @@ impl World {
         currencies: Vec<String>,
         latency: Option<Duration>,
     ) -> Self {
-        env();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let clock = SimClock::scaled(now, 1);
-        let kantata = KantataSim::start(KantataConfig {
-            size: invoices,
-            clock: clock.clone(),
-            ..KantataConfig::default()
-        })
-        .unwrap();
-        let xero = XeroSim::start(XeroConfig {
-            organisations: 1,
-            size: 3,
-            clock,
-            currencies,
-            latency,
-            ..XeroConfig::default()
-        })
-        .unwrap();
-        let (tenant, tenant_name) = xero.tenants()[0].clone();
-        let dir = std::env::temp_dir().join(format!("weft-flows-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        weft_engine::workspace::init(&dir).unwrap();
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero"),
-            &dir,
-        );
-        let mut ws = Workspace::find(&dir).unwrap();
-        let hosts = |pairs: &[(&str, String)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect()
-        };
-        ws.file.connections.insert(
-            "kantata".into(),
-            Connection {
-                connector: "kantata".into(),
-                client: None,
-                concurrency: 4,
-                borrow_concurrency_from: None,
-                hosts: hosts(&[("app", kantata.app_url()), ("api", kantata.api_url())]),
-                tenants: Vec::new(),
-            },
-        );
-        ws.file.connections.insert(
-            "xero".into(),
-            Connection {
-                connector: "xero".into(),
-                client: None,
-                concurrency: 4,
-                borrow_concurrency_from: None,
-                hosts: hosts(&[
-                    ("login", xero.login_url()),
-                    ("identity", xero.identity_url()),
-                    ("api", xero.api_url()),
-                ]),
-                tenants: vec![TenantRef {
-                    id: tenant.clone(),
-                    name: tenant_name,
-                }],
-            },
-        );
-        ws.save().unwrap();
-        let xero_access = xero_token(&xero).await;
-        let mut store = ws.secrets().unwrap();
-        for (name, token) in [
-            ("kantata", kantata.personal_token().to_owned()),
-            ("xero", xero_access.clone()),
-        ] {
-            store
-                .put(
-                    &connection_tokens_id(name),
-                    &TokenSet::fixed(Secret::new(token), 0).to_sealed_json(),
-                )
-                .unwrap();
-        }
+        let common::Sims {
+            kantata,
+            xero,
+            tenant,
+            dir,
+            secrets,
+        } = common::sims(&format!("flows-{name}"), invoices, currencies, latency).await;
         let users = Store::open(&dir.join(".weft")).unwrap();
         users.add_user("alice", ADMIN_PW, Role::Member).unwrap();
         users.add_user("bob", MEMBER_PW, Role::Member).unwrap();
         drop(users);
-        let specs = weft_core::builtin::load_all()
-            .into_iter()
-            .filter_map(|r| r.spec)
-            .collect();
         let app = weft_server::router(Config {
             workspace: dir.clone(),
             listen: "127.0.0.1:8080".parse().unwrap(),
             tls: None,
             insecure_http: false,
-            specs,
+            specs: common::specs(),
         })
         .unwrap();
-        let secrets = vec![
-            kantata.personal_token().to_owned(),
-            xero_access,
-            xero.client_secret().to_owned(),
-            kantata.client_secret().to_owned(),
-        ];
         Self {
             kantata,
             xero,

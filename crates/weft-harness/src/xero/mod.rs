@@ -232,6 +232,10 @@ pub struct XeroSim {
     login: Running,
     identity: Running,
     api: Running,
+    /// Where invoice changes are sent as webhook events, once a test subscribes.
+    webhooks: Mutex<Option<Arc<webhook::WebhookSender>>>,
+    /// Each delivery's answer (the receiver's status, or why it failed), in order.
+    deliveries: Arc<Mutex<Vec<Result<u16, String>>>>,
 }
 
 impl std::fmt::Debug for XeroSim {
@@ -311,7 +315,47 @@ impl XeroSim {
             login,
             identity,
             api,
+            webhooks: Mutex::new(None),
+            deliveries: Arc::default(),
         })
+    }
+
+    /// From now on, every change made to an invoice as someone working in Xero would
+    /// ([`Self::pay_invoice`], [`Self::pay_in_full`], [`Self::void_invoice`]) is sent as a
+    /// signed webhook event (`INVOICE`, `UPDATE`) to `url`, as Xero does for an app with a
+    /// webhook subscription: each delivery on a thread of its own, with a timeout.
+    pub fn send_webhooks_to(&self, url: &str, key: &[u8]) {
+        if let Ok(mut w) = self.webhooks.lock() {
+            *w = Some(Arc::new(webhook::WebhookSender::new(url, key)));
+        }
+    }
+
+    /// The answers to the webhook deliveries made so far, in order.
+    pub fn webhook_deliveries(&self) -> Vec<Result<u16, String>> {
+        self.deliveries
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    fn invoice_changed(&self, tenant: &str, id: &str) {
+        let Some(sender) = self.webhooks.lock().ok().and_then(|w| w.clone()) else {
+            return;
+        };
+        let event = self.invoice_event(tenant, id, "UPDATE");
+        let deliveries = self.deliveries.clone();
+        std::thread::spawn(move || {
+            let answer = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(sender.deliver(vec![event])),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Ok(mut d) = deliveries.lock() {
+                d.push(answer);
+            }
+        });
     }
 
     /// Base URL of the consent host (stands for `https://login.xero.com`).
@@ -462,8 +506,11 @@ impl XeroSim {
         let amount: rust_decimal::Decimal = amount
             .parse()
             .map_err(|_| format!("{amount} is not an amount"))?;
-        self.with_org(tenant, |o| o.pay(invoice_id, amount, now))
-            .ok_or_else(|| format!("no organisation {tenant}"))?
+        let paid = self
+            .with_org(tenant, |o| o.pay(invoice_id, amount, now))
+            .ok_or_else(|| format!("no organisation {tenant}"))??;
+        self.invoice_changed(tenant, invoice_id);
+        Ok(paid)
     }
 
     /// Adds a contact as someone working in Xero would (with an email address when given), with
@@ -526,7 +573,9 @@ impl XeroSim {
     /// Voids an AUTHORISED invoice or bill without payments, as someone working in Xero would.
     /// Returns it, or the reason Xero would refuse.
     pub fn void_invoice(&self, tenant: &str, invoice_id: &str) -> Result<Value, String> {
-        self.set_status(tenant, data::Kind::Invoice, invoice_id, "VOIDED")
+        let voided = self.set_status(tenant, data::Kind::Invoice, invoice_id, "VOIDED")?;
+        self.invoice_changed(tenant, invoice_id);
+        Ok(voided)
     }
 
     fn set_status(

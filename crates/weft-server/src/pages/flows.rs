@@ -80,6 +80,13 @@ fn running(ws: &Workspace, name: &str) -> Option<String> {
     weft_engine::runlock::holder(&ws.state_path(), name)
 }
 
+/// A flow's schedule for the templates: its text and when `weft serve` runs it next.
+fn schedule_view(db: &Db, flow: &Flow) -> Option<minijinja::Value> {
+    let text = flow.file.schedule.as_deref()?;
+    let next = crate::automation::next_due(db, flow, SystemClock.now_ms()).map(time);
+    Some(minijinja::context! { text, next })
+}
+
 fn last_run(db: &Db, name: &str) -> Result<Option<minijinja::Value>, PageError> {
     let run = db
         .runs(Some(name), 1)
@@ -110,21 +117,22 @@ pub(crate) async fn list(State(state): State<AppState>, me: Me) -> Result<Respon
     let db = open_state(&ws)?;
     let mut rows = Vec::new();
     for name in weft_engine::flows::names(ws.dir()) {
-        let (description, streams, problem) =
+        let (description, streams, problem, schedule) =
             match Flow::load(&weft_engine::flows::path(ws.dir(), &name)) {
                 Ok(f) => (
                     f.file.description.clone(),
                     f.file.streams.keys().cloned().collect::<Vec<_>>(),
                     None,
+                    schedule_view(&db, &f),
                 ),
-                Err(e) => (String::new(), Vec::new(), Some(e.to_string())),
+                Err(e) => (String::new(), Vec::new(), Some(e.to_string()), None),
             };
         let open = db
             .errors(Some(&name), false)
             .map_err(PageError::internal)?
             .len();
         rows.push(minijinja::context! {
-            name => &name, description, streams, problem, open,
+            name => &name, description, streams, problem, open, schedule,
             last => last_run(&db, &name)?, running => running(&ws, &name),
         });
     }
@@ -227,22 +235,25 @@ fn flow_context(
         flow => minijinja::context! { name, description => &flow.file.description, path => flow.path.display().to_string() },
         connections, options, streams, tables, last,
         running => running(ws, name),
+        schedule => schedule_view(&db, &flow),
         open_errors => db.errors(Some(name), false).map_err(PageError::internal)?.len(),
     })
 }
 
 /// What a run needs, all of it `Send`: the flow and its connections are opened on the run's
 /// own thread (a session's futures are not `Send`).
-struct Job {
-    workspace: Workspace,
-    specs: Vec<Spec>,
-    callback: String,
-    name: String,
-    dry_run: bool,
+pub(crate) struct Job {
+    pub(crate) workspace: Workspace,
+    pub(crate) specs: Vec<Spec>,
+    pub(crate) callback: String,
+    pub(crate) name: String,
+    /// Run only this stream (a webhook's trigger), else all of them.
+    pub(crate) stream: Option<String>,
+    pub(crate) dry_run: bool,
 }
 
 /// How a run failed to happen or to finish.
-enum JobError {
+pub(crate) enum JobError {
     /// Another run holds the flow.
     Busy(String),
     /// Anything else, as a sentence.
@@ -252,7 +263,7 @@ enum JobError {
 /// Runs the job's flow once, as `weft sync run` does: every connection opened through
 /// `weft_engine::connect`, then `weft_engine::flows::run` (tenants, the flow lock, the state
 /// database).
-async fn run_job(job: Job) -> Result<Report, JobError> {
+pub(crate) async fn run_job(job: Job) -> Result<Report, JobError> {
     let path = weft_engine::flows::find(job.workspace.dir(), &job.name).map_err(JobError::Other)?;
     let flow = Flow::load(&path).map_err(|e| JobError::Other(e.to_string()))?;
     let spec_of = |id: &str| {
@@ -289,6 +300,7 @@ async fn run_job(job: Job) -> Result<Report, JobError> {
     let state = Db::open(&all[0].state_path()).map_err(|e| JobError::Other(e.to_string()))?;
     let options = weft_engine::flows::RunOptions {
         dry_run: job.dry_run,
+        stream: job.stream,
         // A run under way was refused before this thread started; this only rides out a
         // status page's momentary look at the lock (`runlock::holder`) at the same instant.
         wait: Some(Duration::from_secs(2)),
@@ -318,6 +330,7 @@ fn job(state: &AppState, ws: Workspace, name: &str, dry_run: bool) -> Job {
         specs: state.specs.clone(),
         callback: state.callback_url(),
         name: name.to_owned(),
+        stream: None,
         dry_run,
     }
 }

@@ -100,7 +100,7 @@ pub(crate) async fn submit(
             &shown_name,
             &next,
             Some(format!(
-                "Too many failed sign-ins for this user or from this address. Try again in {minutes} minute{}, or ask an administrator to set a new password with `weft user passwd`.",
+                "Too many failed sign-ins for this user or from this address. Try again in {minutes} minute{}, or ask an administrator to set a new password with `weft user passwd NAME`.",
                 if minutes == 1 { "" } else { "s" }
             )),
         );

@@ -8,7 +8,7 @@ mod connections;
 mod connectors;
 mod errors;
 mod fields;
-mod flows;
+pub(crate) mod flows;
 mod login;
 mod runs;
 mod users;

@@ -33,7 +33,7 @@ fn form_fields(name: &str, role: &str) -> Vec<FieldView> {
         FieldView {
             id: "password".into(),
             label: "Password".into(),
-            help: Some(format!("{MIN_PASSWORD} to {MAX_PASSWORD} characters. Give it to the person yourself; they can change it with `weft user passwd`.")),
+            help: Some(format!("{MIN_PASSWORD} to {MAX_PASSWORD} characters. Give it to the person yourself; an administrator changes it with `weft user passwd NAME`.")),
             input: "password",
             required: true,
             minlength: Some(u32::try_from(MIN_PASSWORD).unwrap_or(10)),
