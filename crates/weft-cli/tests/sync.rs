@@ -323,6 +323,29 @@ fn flows_are_listed_shown_and_checked_with_located_problems() {
     );
 }
 
+/// A `weft serve` child, killed when dropped (a failing assertion must not leave it running).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `weft serve` on a free loopback port, and the lines it prints on stderr.
+fn serve(s: &Sandbox) -> (Server, std::sync::mpsc::Receiver<String>) {
+    let mut child = s
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stderr.take().unwrap());
+    (Server(child), lines)
+}
+
 /// The lines `weft serve` printed so far, read on a thread of their own.
 fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -374,14 +397,7 @@ fn serve_killed_during_a_scheduled_run_loses_and_duplicates_nothing_and_shows_it
 
     // Never ran: the server runs it at start; it is killed (SIGKILL) once invoices are being
     // created in Xero.
-    let mut server = s
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(server.stderr.take().unwrap());
+    let (server, lines) = serve(&s);
     wait_for(&lines, "its schedule fell due");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while x.creates_of(&tenant, "Invoices") == 0 {
@@ -391,8 +407,7 @@ fn serve_killed_during_a_scheduled_run_loses_and_duplicates_nothing_and_shows_it
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     let runs = s.run(&["runs", "list", "--json"], None);
     ok(&runs);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
@@ -403,18 +418,10 @@ fn serve_killed_during_a_scheduled_run_loses_and_duplicates_nothing_and_shows_it
 
     // Started again: the interrupted run's work is unfinished, so the flow runs at once and
     // settles what the killed one left.
-    let mut server = s
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(server.stderr.take().unwrap());
+    let (server, lines) = serve(&s);
     wait_for(&lines, "its schedule fell due");
     let ended = wait_for(&lines, "ended:");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     assert!(ended.contains("ended: completed"), "{ended}");
 
     each_invoice_once(&x, &tenant, eligible.len());
