@@ -41,6 +41,16 @@ pub(crate) struct DemoArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Then keep the sandbox running and serve the console over the demo's workspace (user
+    /// `demo`; its password is asked for hidden, or read with --password-stdin) until Ctrl-C.
+    #[arg(long, conflicts_with = "json")]
+    serve: bool,
+    /// Where the console listens with --serve (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+    listen: std::net::SocketAddr,
+    /// With --serve: read the console user's password from standard input (one line).
+    #[arg(long, requires = "serve")]
+    password_stdin: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -175,11 +185,41 @@ pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
             false,
         ),
     };
-    let result = demo(&args, &root, io);
+    if args.serve && !args.listen.ip().is_loopback() {
+        bail!(
+            "--listen {}: the demo console listens on loopback only (127.0.0.1:PORT)",
+            args.listen
+        );
+    }
+    let result = demo(&args, &root, keep, started, io);
     if !keep {
         let _ = std::fs::remove_dir_all(&root);
     }
-    let mut summary = result?;
+    result
+}
+
+/// The sandbox, the scenario, its summary, and with --serve the console until it stops.
+fn demo(args: &DemoArgs, root: &Path, keep: bool, started: Instant, io: &mut Io<'_>) -> Result<u8> {
+    let port = weft_harness::server::callback_port()
+        .context("cannot find a free port for the OAuth callback")?;
+    let console = args.serve.then(|| {
+        format!(
+            "{}/oauth/callback",
+            weft_server::base_url(args.listen, false)
+        )
+    });
+    let sandbox = start(&SandboxArgs::for_demo(
+        args.seed,
+        args.invoices,
+        callback_url(port),
+        console,
+    ))?;
+    let demo = Demo {
+        exe: std::env::current_exe().context("cannot find the weft executable")?,
+        workspace: root.join("workspace"),
+        config: root.join("config"),
+    };
+    let mut summary = scenario(args, port, &sandbox, &demo, io)?;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.workspace = keep.then(|| root.join("workspace").display().to_string());
     if args.json {
@@ -232,23 +272,62 @@ pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
             root.join("config").display()
         )?;
     }
+    if args.serve {
+        serve(args, &demo, io)?;
+    }
     Ok(if summary.duplicates == 0 { 0 } else { 1 })
 }
 
-fn demo(args: &DemoArgs, root: &Path, io: &mut Io<'_>) -> Result<Summary> {
-    let port = weft_harness::server::callback_port()
-        .context("cannot find a free port for the OAuth callback")?;
-    let sandbox = start(&SandboxArgs::for_demo(
-        args.seed,
-        args.invoices,
-        callback_url(port),
-    ))?;
-    let (k, x): (&KantataSim, &XeroSim) = (&sandbox.kantata, &sandbox.xero);
-    let demo = Demo {
-        exe: std::env::current_exe().context("cannot find the weft executable")?,
-        workspace: root.join("workspace"),
-        config: root.join("config"),
+/// `weft user add demo` and `weft serve` in the demo's workspace, the sandbox still running in
+/// this process: the console shows the demo's flow, runs and connections until Ctrl-C.
+fn serve(args: &DemoArgs, demo: &Demo, io: &mut Io<'_>) -> Result<()> {
+    let password = if args.password_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the password from standard input")?;
+        text.lines().next().unwrap_or_default().to_owned()
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        rpassword::prompt_password("A password for the console's user `demo` (hidden): ")
+            .context("cannot read the password")?
+    } else {
+        bail!(
+            "no terminal to ask for the console's password: pass --password-stdin and write it to standard input"
+        );
     };
+    demo.run(
+        &["user", "add", "demo", "--role", "admin", "--password-stdin"],
+        Some(&format!("{password}\n")),
+        &[0],
+    )?;
+    let listen = args.listen.to_string();
+    writeln!(
+        io.out,
+        "The console: {}/ (sign in as `demo`); the sandbox keeps running until you stop it with Ctrl-C.",
+        weft_server::base_url(args.listen, false)
+    )?;
+    io.out.flush()?;
+    let status = demo
+        .command(&["serve", "--listen", &listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .context("cannot start `weft serve`")?;
+    if !status.success() {
+        bail!("`weft serve --listen {listen}` stopped: {status}");
+    }
+    Ok(())
+}
+
+fn scenario(
+    args: &DemoArgs,
+    port: u16,
+    sandbox: &crate::cmd_sandbox::Sandbox,
+    demo: &Demo,
+    io: &mut Io<'_>,
+) -> Result<Summary> {
+    let (k, x): (&KantataSim, &XeroSim) = (&sandbox.kantata, &sandbox.xero);
     let step = |io: &mut Io<'_>, text: &str| -> Result<()> {
         if !args.json {
             writeln!(io.err, "· {text}")?;

@@ -38,11 +38,19 @@ pub(crate) struct SandboxArgs {
     /// another).
     #[arg(skip)]
     redirect: Option<String>,
+    /// Another callback URL they accept (the console's, for `weft demo --serve`).
+    #[arg(skip)]
+    also_redirect: Option<String>,
 }
 
 impl SandboxArgs {
     /// The sandbox `weft demo` runs on: free ports, one organisation, this callback URL.
-    pub(crate) fn for_demo(seed: u64, size: u64, redirect: String) -> Self {
+    pub(crate) fn for_demo(
+        seed: u64,
+        size: u64,
+        redirect: String,
+        also_redirect: Option<String>,
+    ) -> Self {
         Self {
             seed,
             size,
@@ -51,6 +59,7 @@ impl SandboxArgs {
             organisations: 1,
             json: false,
             redirect: Some(redirect),
+            also_redirect,
         }
     }
 }
@@ -113,11 +122,12 @@ pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
     let clock = SimClock::scaled(now_ms, 1);
     let latency = (args.latency_ms > 0).then(|| Duration::from_millis(args.latency_ms));
     let size = usize::try_from(args.size).unwrap_or(usize::MAX);
-    let redirect = vec![
+    let mut redirect = vec![
         args.redirect
             .clone()
             .unwrap_or_else(|| callback_url(DEFAULT_CALLBACK_PORT)),
     ];
+    redirect.extend(args.also_redirect.clone());
     let busy = |what: &str, first: u16| {
         format!(
             "cannot start the {what} simulator on 127.0.0.1 (ports from {first}); is another sandbox running? try --port-base 0"

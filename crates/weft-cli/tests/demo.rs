@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::{Sandbox, err};
+use std::io::{BufRead as _, Write as _};
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+
+use common::{Sandbox, err, free_port};
 
 #[test]
 fn demo_runs_the_whole_job_and_finds_no_duplicate() {
@@ -75,4 +79,122 @@ fn every_scenario_template_runs_on_the_sandbox_without_duplicates() {
         assert_eq!(report["second_run"]["created"], 0, "{flow}: {report}");
         assert_eq!(report["second_run"]["updated"], 0, "{flow}: {report}");
     }
+}
+
+/// Kills a process group when dropped: `weft demo --serve` and the `weft serve` it started.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // The kill(2) call itself: a `kill` command's parsing of a negative id is not to be
+        // trusted with a whole process group.
+        if let Some(group) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_serve_leaves_the_console_running_over_the_demo_with_its_runs() {
+    let s = Sandbox::new("demo-serve");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    s.guard("demo serve password 9");
+    let mut child = s.command(&[
+        "demo",
+        "--invoices",
+        "20",
+        "--serve",
+        "--listen",
+        &listen,
+        "--password-stdin",
+    ]);
+    let mut group = Group(
+        child
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    group
+        .0
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"demo serve password 9\n")
+        .unwrap();
+    let mut lines = std::io::BufReader::new(group.0.stdout.take().unwrap()).lines();
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("the Weft console serves") {
+            break;
+        }
+    }
+    assert!(
+        said.contains("Duplicates found by reading both sandboxes back: 0"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "The console: http://localhost:{port}/ (sign in as `demo`)"
+        )),
+        "{said}"
+    );
+    // The console answers, and signing in as `demo` shows the demo's two runs.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let page = runtime.block_on(async {
+        let http = weft_engine::http::client().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let cookie = |res: &reqwest::Response, name: &str| {
+            res.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with(name))
+                .map(|c| c.split(';').next().unwrap().to_owned())
+                .unwrap()
+        };
+        let login = http.get(format!("{base}/login")).send().await.unwrap();
+        let pre = cookie(&login, "weft_login=");
+        let login = login.text().await.unwrap();
+        let at = login.find("name=\"csrf\" value=\"").unwrap() + 19;
+        let csrf = login[at..].split('"').next().unwrap().to_owned();
+        let signed = http
+            .post(format!("{base}/login"))
+            .header("cookie", pre)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("name", "demo"),
+                ("password", "demo serve password 9"),
+                ("next", "/runs"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status().as_u16(), 303);
+        let session = cookie(&signed, "weft_session=");
+        http.get(format!("{base}/runs"))
+            .header("cookie", session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(page.contains("kantata-xero"), "{page}");
+    assert!(
+        page.contains("/runs/2"),
+        "the demo's second run is listed: {page}"
+    );
+    drop(group);
 }
