@@ -435,7 +435,7 @@ fn scenario(
     demo.run(&["connection", "test", "xero"], None, &[0])?;
 
     if flow == "kantata-xero-expense-claims" {
-        classic_claims(&demo, x, &tenant, io, &step)?;
+        classic_claims(demo, x, &tenant, io, &step)?;
     }
 
     step(io, "first sync run")?;
@@ -465,7 +465,7 @@ fn scenario(
         summary.streams = serde_json::json!({ "first_run": first["summary"]["streams"], "second_run": second["summary"]["streams"] });
         summary.second_run_created = second["summary"]["created"].as_u64().unwrap_or(0);
         summary.calls += second["summary"]["calls"].as_u64().unwrap_or(0);
-        summary.duplicates = duplicates(&demo, flow, &tenant)?;
+        summary.duplicates = duplicates(demo, flow, &tenant)?;
         return Ok(summary);
     }
     step(
@@ -512,7 +512,7 @@ fn scenario(
     });
     summary.calls += second["summary"]["calls"].as_u64().unwrap_or(0);
 
-    summary.duplicates = duplicates(&demo, flow, &tenant)?;
+    summary.duplicates = duplicates(demo, flow, &tenant)?;
     Ok(summary)
 }
 
