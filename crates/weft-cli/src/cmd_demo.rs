@@ -315,7 +315,7 @@ fn serve(args: &DemoArgs, demo: &Demo, io: &mut Io<'_>) -> Result<()> {
         .status()
         .context("cannot start `weft serve`")?;
     if !status.success() {
-        bail!("`weft serve --listen {listen}` stopped: {status}");
+        bail!("the console (weft serve on {listen}) stopped: {status}");
     }
     Ok(())
 }
