@@ -432,7 +432,7 @@ fn measure_pages(seeded: &Seeded, sizes: &Sizes) -> Vec<Value> {
             "<= 50",
             cpu_p99 <= PAGE_TARGET_MS,
             &format!(
-                "real time p99 {real_p99:.1} ms (median {real_p50:.1}); CPU median {cpu_p50:.1} ms; {} requests, {:.0} KB page; {} runs, {} open errors",
+                "real time p99 {real_p99:.2} ms (median {real_p50:.2}); CPU median {cpu_p50:.2} ms; {} requests, {:.0} KB page; {} runs, {} open errors",
                 sizes.requests, sizes_kb[i], sizes.runs, sizes.errors,
             ),
         ));
