@@ -10,9 +10,11 @@
 //!   finds their libraries in `target/<profile>/`.
 //! - `openapi`: regenerate the Xero OpenAPI fixture the simulator tests validate against, from the
 //!   official documents in `../shared/reference/xero-openapi/` (schemas only, with the MIT notice).
-//! - `bench [--quick]`: every benchmark against the rate-limit ceilings (release build), one
-//!   Markdown table on stdout (with the real time of the rows measured on simulated time) and
-//!   the same figures in `target/bench/results.json`.
+//! - `bench [--quick]`: every benchmark (release build): the engine's against the rate-limit
+//!   ceilings (B1-B7, `crates/weft-engine/benches/ceilings.rs`) and the console's pages and idle
+//!   memory (B8-B9, `crates/weft-server/benches/console.rs`), one Markdown table on stdout (with
+//!   the real time of the rows measured on simulated time or CPU time) and the same figures in
+//!   `target/bench/results.json`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -32,7 +34,7 @@ commands:
                       build the native connectors in connectors/ into target/<profile>/
   openapi             regenerate crates/weft-harness/tests/fixtures/xero-openapi/ from
                       ../shared/reference/xero-openapi/ (schemas only)
-  bench [--quick]     run the benchmarks (B1-B6), print a Markdown table, write
+  bench [--quick]     run the benchmarks (B1-B9), print a Markdown table, write
                       target/bench/results.json
 ";
 
@@ -639,24 +641,44 @@ fn bench(quick: bool) -> Result<()> {
         bail!("building weft in release failed");
     }
     let out = target.join("bench").join("results.json");
-    let _ = std::fs::remove_file(&out);
-    let mut command = std::process::Command::new(&cargo);
-    command
-        .current_dir(&root)
-        .env("WEFT_BIN", target.join("release").join("weft"))
-        .args(["bench", "-p", "weft-engine", "--bench", "ceilings", "--"]);
-    if quick {
-        command.arg("--quick");
+    // Each bench target writes its rows to a file of its own; the engine's report (with the
+    // machine) takes the console's rows after its own.
+    let mut reports = Vec::new();
+    for (package, bench, file) in [
+        ("weft-engine", "ceilings", "results.json"),
+        ("weft-server", "console", "console.json"),
+    ] {
+        let path = target.join("bench").join(file);
+        let _ = std::fs::remove_file(&path);
+        let mut command = std::process::Command::new(&cargo);
+        command
+            .current_dir(&root)
+            .env("WEFT_BIN", target.join("release").join("weft"))
+            .args(["bench", "-p", package, "--bench", bench, "--"]);
+        if quick {
+            command.arg("--quick");
+        }
+        command.arg("--json").arg(&path);
+        let status = command.status().context("cannot run cargo bench")?;
+        if !status.success() {
+            bail!("the benchmarks of {package} ({bench}) failed");
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("the benchmarks wrote no {}", path.display()))?;
+        let report: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        reports.push(report);
     }
-    command.arg("--json").arg(&out);
-    let status = command.status().context("cannot run cargo bench")?;
-    if !status.success() {
-        bail!("the benchmarks failed");
+    let mut reports = reports.into_iter();
+    let mut report = reports.next().context("no benchmark report")?;
+    for other in reports {
+        let more = other["rows"].as_array().cloned().unwrap_or_default();
+        if let Some(rows) = report["rows"].as_array_mut() {
+            rows.extend(more);
+        }
     }
-    let text = std::fs::read_to_string(&out)
-        .with_context(|| format!("the benchmarks wrote no {}", out.display()))?;
-    let report: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", out.display()))?;
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     print!("{}", table(&report));
     println!("\nThe same figures: {}", out.display());
     Ok(())

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this Weft writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 // Every schema version has its migration.
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -98,6 +98,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX errors_active ON errors (flow, kind, source_id)
         WHERE status IN ('open', 'retry');
     CREATE INDEX errors_by_flow ON errors (flow, status);",
+    // 1 → 2: a run's errors (its page lists them) found without reading the whole queue.
+    "CREATE INDEX errors_by_run ON errors (run, id);",
 ];
 
 /// Errors of the state database, each naming the file and what to do.
@@ -449,6 +451,68 @@ pub const STATUS_RETRY: &str = "retry";
 pub const STATUS_RESOLVED: &str = "resolved";
 /// Queue status: closed because the record later succeeded.
 pub const STATUS_FIXED: &str = "fixed";
+
+/// Where a page of a long list starts, by entry id (runs and queue entries alike): the first
+/// page, the entries after an id (higher ids), or those before one (lower ids). Ids are stable,
+/// so a page does not shift when entries are added meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageAt {
+    /// The first page in the list's own order (runs: the newest; the queue: the oldest).
+    #[default]
+    Start,
+    /// Entries with a higher id than this one.
+    After(i64),
+    /// Entries with a lower id than this one.
+    Before(i64),
+}
+
+/// One page of a long list, in the list's own order, and whether entries lie beyond it on
+/// either side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The entries of the page.
+    pub items: Vec<T>,
+    /// Entries with lower ids than every one on the page exist.
+    pub lower: bool,
+    /// Entries with higher ids than every one on the page exist.
+    pub higher: bool,
+}
+
+/// Which queue entries a listing or a count takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ErrorFilter<'a> {
+    /// One flow's, or every flow's.
+    pub flow: Option<&'a str>,
+    /// Only those whose latest failure was in this run.
+    pub run: Option<i64>,
+    /// Closed entries too (`resolved`, `fixed`), not only active ones.
+    pub include_closed: bool,
+}
+
+impl ErrorFilter<'_> {
+    /// The SQL condition of the filter and its parameters (`?1`, `?2`… in order). Only the
+    /// terms the filter sets are written, as plain comparisons, so SQLite answers them from the
+    /// indexes (`errors_by_run`, `errors_by_flow`, and the active entries' `errors_active`).
+    fn condition(&self) -> (String, Vec<&dyn rusqlite::ToSql>) {
+        let mut terms = Vec::new();
+        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some(flow) = &self.flow {
+            params.push(flow);
+            terms.push(format!("flow = ?{}", params.len()));
+        }
+        if let Some(run) = &self.run {
+            params.push(run);
+            terms.push(format!("run = ?{}", params.len()));
+        }
+        if !self.include_closed {
+            terms.push("status IN ('open', 'retry')".to_owned());
+        }
+        if terms.is_empty() {
+            terms.push("1".to_owned());
+        }
+        (terms.join(" AND "), params)
+    }
+}
 
 /// Failures inside a transaction: SQLite's, or the state's own.
 enum Fail {
@@ -1130,14 +1194,57 @@ impl State {
 
     /// Runs, newest first, of one flow or all, at most `limit`.
     pub fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let raw = self.read("read runs", |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR flow = ?1 ORDER BY id DESC LIMIT ?2"
-            ))?;
-            stmt.query_map(params![flow, limit], run_row)?.collect::<Result<Vec<_>, _>>()
+        Ok(self.runs_page(flow, PageAt::Start, limit)?.items)
+    }
+
+    /// One page of the run history of one flow or all, newest first: at most `limit` runs from
+    /// `at` (older runs are [`PageAt::Before`] the page's last id, newer ones
+    /// [`PageAt::After`] its first).
+    pub fn runs_page(
+        &self,
+        flow: Option<&str>,
+        at: PageAt,
+        limit: usize,
+    ) -> Result<Page<RunRecord>, StateError> {
+        let (filter, params): (&str, Vec<&dyn rusqlite::ToSql>) = match &flow {
+            Some(flow) => ("flow = ?1", vec![flow]),
+            None => ("1", Vec::new()),
+        };
+        let page = self.read("read runs", |c| {
+            keyset_page(
+                c,
+                "runs",
+                RUN_COLUMNS,
+                filter,
+                &params,
+                at,
+                limit,
+                true,
+                run_row,
+            )
         })?;
-        raw.into_iter().map(|r| self.decode_run(r)).collect()
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|r| self.decode_run(r))
+                .collect::<Result<_, _>>()?,
+            lower: page.lower,
+            higher: page.higher,
+        })
+    }
+
+    /// How many runs one flow (or all) has recorded.
+    pub fn run_count(&self, flow: Option<&str>) -> Result<u64, StateError> {
+        self.read("count runs", |c| match flow {
+            Some(flow) => c.query_row(
+                "SELECT COUNT(*) FROM runs WHERE flow = ?1",
+                params![flow],
+                |r| r.get::<_, i64>(0),
+            ),
+            None => c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)),
+        })
+        .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// Where run `run` stands: `completed`, `stopped` or `failed` once it ended; without an
@@ -1215,6 +1322,44 @@ impl State {
             stmt.query_map(params![flow, include_closed], error_row)?
                 .collect()
         })
+    }
+
+    /// One page of the queue entries `filter` takes, oldest first: at most `limit` from `at`
+    /// (later entries are [`PageAt::After`] the page's last id, earlier ones
+    /// [`PageAt::Before`] its first).
+    pub fn errors_page(
+        &self,
+        filter: ErrorFilter<'_>,
+        at: PageAt,
+        limit: usize,
+    ) -> Result<Page<QueuedError>, StateError> {
+        let (condition, params) = filter.condition();
+        self.read("read the error queue", |c| {
+            keyset_page(
+                c,
+                "errors",
+                ERROR_COLUMNS,
+                &condition,
+                &params,
+                at,
+                limit,
+                false,
+                error_row,
+            )
+        })
+    }
+
+    /// How many queue entries `filter` takes.
+    pub fn error_count(&self, filter: ErrorFilter<'_>) -> Result<u64, StateError> {
+        let (condition, params) = filter.condition();
+        self.read("count the error queue", |c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM errors WHERE {condition}"),
+                params.as_slice(),
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// One queue entry.
@@ -1304,6 +1449,79 @@ impl State {
             Ok(())
         })
     }
+}
+
+/// One page of `table` by id: the rows `filter` takes (its parameters `params`, numbered from
+/// `?1`), at most `limit` from `at`, in descending id order when `newest_first`, else ascending;
+/// each read with `row`. Besides the page, one look on either side says whether more lie there.
+#[allow(clippy::too_many_arguments)]
+fn keyset_page<T>(
+    c: &Connection,
+    table: &str,
+    columns: &str,
+    filter: &str,
+    params: &[&dyn rusqlite::ToSql],
+    at: PageAt,
+    limit: usize,
+    newest_first: bool,
+    row: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Page<T>> {
+    let n = params.len();
+    let (condition, id) = match at {
+        PageAt::Start => (filter.to_owned(), None),
+        PageAt::After(id) => (format!("{filter} AND id > ?{}", n + 1), Some(id)),
+        PageAt::Before(id) => (format!("{filter} AND id < ?{}", n + 1), Some(id)),
+    };
+    // Rows are read walking away from `at`: upwards after an id, downwards before one, and from
+    // the list's own start otherwise; then put in the list's order.
+    let upwards = match at {
+        PageAt::Start => !newest_first,
+        PageAt::After(_) => true,
+        PageAt::Before(_) => false,
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut all: Vec<&dyn rusqlite::ToSql> = params.to_vec();
+    if let Some(id) = &id {
+        all.push(id);
+    }
+    all.push(&limit);
+    let mut stmt = c.prepare(&format!(
+        "SELECT {columns} FROM {table} WHERE {condition} ORDER BY id {} LIMIT ?{}",
+        if upwards { "ASC" } else { "DESC" },
+        all.len()
+    ))?;
+    let mut items = stmt
+        .query_map(all.as_slice(), |r| Ok((r.get::<_, i64>(0)?, row(r)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if upwards == newest_first {
+        items.reverse();
+    }
+    let ids = items.iter().map(|(id, _)| *id);
+    let (low, high) = (ids.clone().min(), ids.max());
+    let beyond = |op: &str, edge: i64| -> rusqlite::Result<bool> {
+        let mut p: Vec<&dyn rusqlite::ToSql> = params.to_vec();
+        p.push(&edge);
+        c.query_row(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE {filter} AND id {op} ?{})",
+                n + 1
+            ),
+            p.as_slice(),
+            |r| r.get(0),
+        )
+    };
+    // An empty page still says what lies on the side it was asked from.
+    let (lower, higher) = match (low, high, at) {
+        (Some(low), Some(high), _) => (beyond("<", low)?, beyond(">", high)?),
+        (_, _, PageAt::After(id)) => (beyond("<=", id)?, false),
+        (_, _, PageAt::Before(id)) => (false, beyond(">=", id)?),
+        (_, _, PageAt::Start) => (false, false),
+    };
+    Ok(Page {
+        items: items.into_iter().map(|(_, item)| item).collect(),
+        lower,
+        higher,
+    })
 }
 
 fn summary_json(summary: &RunSummary) -> String {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use weft_engine::state::{
-    BUSY_TIMEOUT, Link, PendingWrite, RunOutcome, RunSummary, SCHEMA_VERSION, State, StateError,
-    WriteDone, WriteIntent,
+    BUSY_TIMEOUT, ErrorFilter, Link, PageAt, PendingWrite, RunOutcome, RunSummary, SCHEMA_VERSION,
+    State, StateError, WriteDone, WriteIntent,
 };
 
 /// A fresh folder for one test.
@@ -78,6 +78,46 @@ fn an_empty_file_is_migrated() {
     assert!(state.runs(None, 10).unwrap().is_empty());
     drop(state);
     assert_eq!(user_version(&dir.db()), SCHEMA_VERSION);
+}
+
+#[test]
+fn a_first_version_file_gains_the_run_index_and_keeps_its_rows() {
+    let dir = Dir::new("v1");
+    let state = State::open(&dir.db()).unwrap();
+    let run = state.start_run("f", false, 1_000).unwrap();
+    let error = state
+        .queue_error("f", "invoice", "K1", "write", "refused", Some(run), 1_000)
+        .unwrap();
+    drop(state);
+    // Version 1 is version 2 without the index of errors by run.
+    let indexes = || -> Vec<String> {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'errors' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(indexes().contains(&"errors_by_run".to_owned()));
+    rusqlite::Connection::open(dir.db())
+        .unwrap()
+        .execute_batch("DROP INDEX errors_by_run; PRAGMA user_version = 1;")
+        .unwrap();
+    assert_eq!(user_version(&dir.db()), 1);
+
+    let state = State::open(&dir.db()).unwrap();
+    assert_eq!(user_version(&dir.db()), SCHEMA_VERSION);
+    assert!(indexes().contains(&"errors_by_run".to_owned()));
+    let filter = ErrorFilter {
+        run: Some(run),
+        ..ErrorFilter::default()
+    };
+    let page = state.errors_page(filter, PageAt::Start, 10).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, error);
+    assert_eq!(state.run(run).unwrap().unwrap().flow, "f");
 }
 
 #[test]
@@ -394,6 +434,171 @@ fn run_history() {
     assert_eq!(json["outcome"]["status"], "stopped");
     assert_eq!(json["outcome"]["reason"], "Xero's daily limit");
     assert_eq!(json["summary"]["read"], 0);
+}
+
+#[test]
+fn the_run_history_is_read_a_page_at_a_time_newest_first() {
+    let dir = Dir::new("run-pages");
+    let s = State::open(&dir.db()).unwrap();
+    let mut f = Vec::new();
+    for n in 0..12 {
+        f.push(s.start_run("f", false, 1_000 + n).unwrap());
+        if n % 4 == 0 {
+            s.start_run("g", false, 1_000 + n).unwrap();
+        }
+    }
+    assert_eq!(s.run_count(Some("f")).unwrap(), 12);
+    assert_eq!(s.run_count(None).unwrap(), 15);
+    assert_eq!(s.run_count(Some("nothing")).unwrap(), 0);
+    let ids = |p: &weft_engine::state::Page<weft_engine::state::RunRecord>| {
+        p.items.iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let newest_first: Vec<i64> = f.iter().rev().copied().collect();
+
+    // Walking to older runs reads each run of the flow once, in order.
+    let first = s.runs_page(Some("f"), PageAt::Start, 5).unwrap();
+    assert_eq!(ids(&first), newest_first[..5]);
+    assert!(first.lower && !first.higher);
+    let second = s
+        .runs_page(Some("f"), PageAt::Before(*ids(&first).last().unwrap()), 5)
+        .unwrap();
+    assert_eq!(ids(&second), newest_first[5..10]);
+    assert!(second.lower && second.higher);
+    let last = s
+        .runs_page(Some("f"), PageAt::Before(*ids(&second).last().unwrap()), 5)
+        .unwrap();
+    assert_eq!(ids(&last), newest_first[10..]);
+    assert!(!last.lower && last.higher);
+
+    // And back to newer runs, the same pages.
+    let back = s
+        .runs_page(Some("f"), PageAt::After(ids(&last)[0]), 5)
+        .unwrap();
+    assert_eq!(back, second);
+    let top = s
+        .runs_page(Some("f"), PageAt::After(ids(&back)[0]), 5)
+        .unwrap();
+    assert_eq!(top, first);
+
+    // Past either end: an empty page that knows which side holds the runs.
+    let beyond = s
+        .runs_page(Some("f"), PageAt::After(i64::MAX - 1), 5)
+        .unwrap();
+    assert!(beyond.items.is_empty() && beyond.lower && !beyond.higher);
+    let below = s.runs_page(Some("f"), PageAt::Before(1), 5).unwrap();
+    assert!(below.items.is_empty() && !below.lower && below.higher);
+    // Every flow's runs, and the old call reading the first page.
+    assert_eq!(
+        s.runs_page(None, PageAt::Start, 100).unwrap().items.len(),
+        15
+    );
+    assert_eq!(s.runs(Some("f"), 3).unwrap(), first.items[..3]);
+}
+
+#[test]
+fn the_error_queue_is_read_and_counted_a_page_at_a_time() {
+    let dir = Dir::new("error-pages");
+    let s = State::open(&dir.db()).unwrap();
+    let (r1, r2) = (
+        s.start_run("f", false, 1_000).unwrap(),
+        s.start_run("f", false, 2_000).unwrap(),
+    );
+    let mut f = Vec::new();
+    for n in 0..12 {
+        let run = if n < 7 { r1 } else { r2 };
+        f.push(
+            s.queue_error(
+                "f",
+                "invoice",
+                &format!("K{n}"),
+                "write",
+                "refused",
+                Some(run),
+                1_000,
+            )
+            .unwrap(),
+        );
+        if n % 5 == 0 {
+            s.queue_error(
+                "g",
+                "invoice",
+                &format!("G{n}"),
+                "write",
+                "refused",
+                None,
+                1_000,
+            )
+            .unwrap();
+        }
+    }
+    // Two of f's entries are closed: one resolved, one fixed by a later success.
+    assert!(s.resolve(f[1], Some("by hand"), 3_000).unwrap());
+    s.clear_error("f", "invoice", "K8", 3_000).unwrap();
+    let open: Vec<i64> = f
+        .iter()
+        .copied()
+        .filter(|id| *id != f[1] && *id != f[8])
+        .collect();
+    let of_f = ErrorFilter {
+        flow: Some("f"),
+        ..ErrorFilter::default()
+    };
+    assert_eq!(s.error_count(of_f).unwrap(), 10);
+    assert_eq!(
+        s.error_count(ErrorFilter {
+            include_closed: true,
+            ..of_f
+        })
+        .unwrap(),
+        12
+    );
+    assert_eq!(s.error_count(ErrorFilter::default()).unwrap(), 13);
+    let of_r2 = ErrorFilter {
+        run: Some(r2),
+        include_closed: true,
+        ..of_f
+    };
+    assert_eq!(s.error_count(of_r2).unwrap(), 5);
+    assert_eq!(
+        s.error_count(ErrorFilter {
+            include_closed: false,
+            ..of_r2
+        })
+        .unwrap(),
+        4
+    );
+
+    // Oldest first: later entries come after the page's last id.
+    let ids = |p: &weft_engine::state::Page<weft_engine::state::QueuedError>| {
+        p.items.iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    let first = s.errors_page(of_f, PageAt::Start, 4).unwrap();
+    assert_eq!(ids(&first), open[..4]);
+    assert!(!first.lower && first.higher);
+    let second = s
+        .errors_page(of_f, PageAt::After(*ids(&first).last().unwrap()), 4)
+        .unwrap();
+    assert_eq!(ids(&second), open[4..8]);
+    let third = s
+        .errors_page(of_f, PageAt::After(*ids(&second).last().unwrap()), 4)
+        .unwrap();
+    assert_eq!(ids(&third), open[8..]);
+    assert!(third.lower && !third.higher);
+    assert_eq!(
+        s.errors_page(of_f, PageAt::Before(ids(&third)[0]), 4)
+            .unwrap(),
+        second
+    );
+    // A run's entries, closed ones included, and every flow's open ones.
+    let run_page = s.errors_page(of_r2, PageAt::Start, 100).unwrap();
+    assert_eq!(ids(&run_page), f[7..]);
+    assert!(run_page.items.iter().all(|e| e.run == Some(r2)));
+    assert!(!run_page.lower && !run_page.higher);
+    let everyone = s
+        .errors_page(ErrorFilter::default(), PageAt::Start, 100)
+        .unwrap();
+    assert_eq!(everyone.items.len(), 13);
+    assert_eq!(everyone.items, s.errors(None, false).unwrap());
 }
 
 #[test]

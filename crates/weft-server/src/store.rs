@@ -24,6 +24,10 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// How long a session lasts without being used.
 pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// How often a session in use is marked used: that mark is a write synced to disk, which a page
+/// view should not wait for each time; against [`SESSION_IDLE`], a minute's lag is nothing.
+pub const SESSION_MARK_EVERY: Duration = Duration::from_secs(60);
+
 /// Shortest accepted password, in characters.
 pub const MIN_PASSWORD: usize = 10;
 /// Longest accepted password, in characters.
@@ -465,7 +469,8 @@ impl Store {
         Ok(token)
     }
 
-    /// The user of a live session, marking it used; an idle session is ended.
+    /// The user of a live session, marking it used (at most once every
+    /// [`SESSION_MARK_EVERY`]); an idle session is ended.
     pub fn session_user(&self, token: &str) -> Result<Option<User>, StoreError> {
         let digest = token_digest(token);
         let found: Option<(String, i64)> = self
@@ -486,12 +491,15 @@ impl Store {
             self.end_session(token)?;
             return Ok(None);
         }
-        self.db
-            .execute(
-                "UPDATE sessions SET seen_ms = ?2 WHERE digest = ?1",
-                params![digest, now],
-            )
-            .map_err(self.sql())?;
+        let every = i64::try_from(SESSION_MARK_EVERY.as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(seen) >= every {
+            self.db
+                .execute(
+                    "UPDATE sessions SET seen_ms = ?2 WHERE digest = ?1",
+                    params![digest, now],
+                )
+                .map_err(self.sql())?;
+        }
         self.user(&user)
     }
 

@@ -758,3 +758,161 @@ async fn a_flow_that_cannot_run_says_why_and_leaves_nothing_running() {
     );
     w.assert_secrets_absent();
 }
+
+/// The address of the pager's link `rel` (`next`, `prev`) on a page, unescaped.
+fn pager_link(body: &str, rel: &str) -> Option<String> {
+    let end = body.find(&format!("\" rel=\"{rel}\""))?;
+    let start = body[..end].rfind("href=\"")? + 6;
+    Some(body[start..end].replace("&amp;", "&"))
+}
+
+/// The ids a list page links to as its rows (`<tr><td><a href="/PREFIX/ID">`).
+fn row_ids(body: &str, prefix: &str) -> Vec<i64> {
+    let marker = format!("<tr><td><a href=\"/{prefix}/");
+    body.split(&marker)
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_histories_and_queues_are_shown_a_page_at_a_time_with_links_between_pages() {
+    let w = World::new("pages", 1, vec!["USD".into()]).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    // 230 runs; the first queued 150 errors and each of the last 100 one more.
+    let state = weft_engine::state::State::open(&w.dir.join(".weft/state.db")).unwrap();
+    let mut runs = Vec::new();
+    for n in 0..230u64 {
+        let id = state.start_run(FLOW, false, 1_000 + n).unwrap();
+        state
+            .finish_run(
+                id,
+                &weft_engine::state::RunSummary::default(),
+                &weft_engine::state::RunOutcome::Completed,
+                2_000 + n,
+            )
+            .unwrap();
+        runs.push(id);
+    }
+    let mut errors = Vec::new();
+    for n in 0..250usize {
+        let run = if n < 150 { runs[0] } else { runs[n - 20] };
+        errors.push(
+            state
+                .queue_error(
+                    FLOW,
+                    "invoice",
+                    &format!("K{n}"),
+                    "write",
+                    "Account code is not valid",
+                    Some(run),
+                    3_000,
+                )
+                .unwrap(),
+        );
+    }
+
+    // The queue: 100 to a page, oldest first, each page linking to its neighbours.
+    let first = w.get("/errors", &alice).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(first.body.contains("250 open error(s)"), "{}", first.body);
+    assert_eq!(row_ids(&first.body, "errors"), errors[..100]);
+    assert_eq!(pager_link(&first.body, "prev"), None);
+    let next = pager_link(&first.body, "next").expect("a link to the next page");
+    assert_eq!(next, format!("/errors?after={}", errors[99]));
+    let second = w.get(&next, &alice).await;
+    assert_eq!(row_ids(&second.body, "errors"), errors[100..200]);
+    let back = w
+        .get(&pager_link(&second.body, "prev").unwrap(), &alice)
+        .await;
+    assert_eq!(row_ids(&back.body, "errors"), errors[..100]);
+    let third = w
+        .get(&pager_link(&second.body, "next").unwrap(), &alice)
+        .await;
+    assert_eq!(row_ids(&third.body, "errors"), errors[200..]);
+    assert_eq!(pager_link(&third.body, "next"), None);
+    assert!(
+        third.body.contains("href=\"/errors\">Oldest errors<"),
+        "{}",
+        third.body
+    );
+    // Filters are kept from page to page; a page past the end says so.
+    let of_flow = w.get("/errors?flow=kantata-xero&all=1", &alice).await;
+    assert_eq!(
+        pager_link(&of_flow.body, "next").unwrap(),
+        format!("/errors?flow=kantata-xero&all=1&after={}", errors[99])
+    );
+    let past = w.get("/errors?after=99999999", &alice).await;
+    assert_eq!(past.status, StatusCode::OK);
+    assert!(
+        past.body.contains("No errors on this page."),
+        "{}",
+        past.body
+    );
+    assert!(
+        past.body.contains("href=\"/errors\">Oldest errors<"),
+        "{}",
+        past.body
+    );
+
+    // The run history: 100 to a page, newest first.
+    let newest: Vec<i64> = runs.iter().rev().copied().collect();
+    let page = w.get("/runs", &alice).await;
+    assert!(page.body.contains("230 run(s)"), "{}", page.body);
+    assert_eq!(row_ids(&page.body, "runs"), newest[..100]);
+    let older = pager_link(&page.body, "next").unwrap();
+    assert_eq!(older, format!("/runs?before={}", newest[99]));
+    let page = w.get(&older, &alice).await;
+    assert_eq!(row_ids(&page.body, "runs"), newest[100..200]);
+    let page = w
+        .get(&pager_link(&page.body, "next").unwrap(), &alice)
+        .await;
+    assert_eq!(row_ids(&page.body, "runs"), newest[200..]);
+    assert_eq!(pager_link(&page.body, "next"), None);
+    let newer = pager_link(&page.body, "prev").unwrap();
+    assert_eq!(newer, format!("/runs?after={}", newest[200]));
+    assert_eq!(
+        row_ids(&w.get(&newer, &alice).await.body, "runs"),
+        newest[100..200]
+    );
+
+    // A run that queued 150 errors lists the first 100 and links to all of them.
+    let run = w.get(&format!("/runs/{}", runs[0]), &alice).await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.body);
+    assert_eq!(row_ids(&run.body, "errors"), errors[..100]);
+    let all = format!("/errors?flow=kantata-xero&amp;all=1&amp;run={}", runs[0]);
+    assert!(
+        run.body
+            .contains(&format!("The first 100 of 150; <a href=\"{all}\">")),
+        "{}",
+        run.body
+    );
+    let of_run = w.get(&all.replace("&amp;", "&"), &alice).await;
+    assert!(of_run.body.contains("150 error(s)"), "{}", of_run.body);
+    let of_run_next = w
+        .get(&pager_link(&of_run.body, "next").unwrap(), &alice)
+        .await;
+    assert_eq!(row_ids(&of_run_next.body, "errors"), errors[100..150]);
+    // A run with one error shows it alone.
+    let one = w.get(&format!("/runs/{}", runs[229]), &alice).await;
+    assert_eq!(row_ids(&one.body, "errors"), [errors[249]]);
+    assert!(!one.body.contains("The first"), "{}", one.body);
+
+    // The flows list and the flow's page count the open errors.
+    let flows = w.get("/flows", &alice).await;
+    assert!(
+        flows
+            .body
+            .contains("<a href=\"/errors?flow=kantata-xero\">250</a>"),
+        "{}",
+        flows.body
+    );
+    let flow = w.get("/flows/kantata-xero", &alice).await;
+    assert!(
+        flow.body
+            .contains("<a href=\"/errors?flow=kantata-xero\">250</a>"),
+        "{}",
+        flow.body
+    );
+    w.assert_secrets_absent();
+}

@@ -6,19 +6,27 @@
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use weft_engine::state::{QueuedError, STATUS_RETRY, State as Db, now_ms};
+use weft_engine::state::{ErrorFilter, PageAt, QueuedError, STATUS_RETRY, State as Db, now_ms};
 
 use super::flows::open_state;
-use super::runs::time;
+use super::runs::{pager, time};
 use crate::web::{AppState, FormData, Me, PageError, see_other};
 
 /// The longest note kept with a resolution.
 const NOTE_MAX: usize = 2000;
 
+/// Entries per page of the queue: a queue of thousands is read a page at a time.
+pub(crate) const PER_PAGE: usize = 100;
+
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
     flow: Option<String>,
     all: Option<String>,
+    /// Only the entries whose latest failure was in this run.
+    run: Option<String>,
+    /// The page after this entry, or before it.
+    after: Option<String>,
+    before: Option<String>,
     retried: Option<String>,
     resolved: Option<String>,
     already: Option<String>,
@@ -42,14 +50,40 @@ pub(crate) async fn list(
     let db = open_state(&ws)?;
     let flow = q.flow.filter(|f| !f.is_empty());
     let all = q.all.is_some();
-    let errors: Vec<_> = db
-        .errors(flow.as_deref(), all)
-        .map_err(PageError::internal)?
-        .iter()
-        .map(view)
-        .collect();
-    // Notices name an entry by number only (anything else in the address is ignored).
+    // Numbers only: anything else in the address is ignored.
     let number = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+    let run = number(q.run);
+    let filter = ErrorFilter {
+        flow: flow.as_deref(),
+        run,
+        include_closed: all,
+    };
+    let at = match (number(q.after), number(q.before)) {
+        (Some(id), _) => PageAt::After(id),
+        (None, Some(id)) => PageAt::Before(id),
+        (None, None) => PageAt::Start,
+    };
+    let page = db
+        .errors_page(filter, at, PER_PAGE)
+        .map_err(PageError::internal)?;
+    let total = db.error_count(filter).map_err(PageError::internal)?;
+    let errors: Vec<_> = page.items.iter().map(view).collect();
+    // The queue reads oldest first: earlier entries have lower ids.
+    let mut keep = vec![("flow", flow.clone().unwrap_or_default())];
+    if all {
+        keep.push(("all", "1".into()));
+    }
+    if let Some(run) = run {
+        keep.push(("run", run.to_string()));
+    }
+    let pages = pager(
+        &keep,
+        page.items.first().map(|e| e.id),
+        page.items.last().map(|e| e.id),
+        page.lower,
+        page.higher,
+        false,
+    );
     let notice = if let Some(id) = number(q.retried) {
         Some(format!(
             "Error {id} is marked for retry: the next run of its flow reads its record again."
@@ -63,7 +97,10 @@ pub(crate) async fn list(
         &me,
         "errors.html",
         "errors",
-        minijinja::context! { errors, flow, all, notice, flows => weft_engine::flows::names(ws.dir()) },
+        minijinja::context! {
+            errors, flow, all, run, notice, total, pages, per_page => PER_PAGE,
+            flows => weft_engine::flows::names(ws.dir()),
+        },
     )
 }
 

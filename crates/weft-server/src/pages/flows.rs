@@ -21,7 +21,7 @@ use weft_engine::flow::{Flow, FlowProblem};
 use weft_engine::flows::FlowRunError;
 use weft_engine::limits::{Clock, SystemClock};
 use weft_engine::run::{Report, RunError};
-use weft_engine::state::{RunOutcome, RunRecord, State as Db};
+use weft_engine::state::{ErrorFilter, RunOutcome, RunRecord, State as Db};
 use weft_engine::tables::{self, ImportError};
 use weft_engine::workspace::Workspace;
 
@@ -96,6 +96,15 @@ fn last_run(db: &Db, name: &str) -> Result<Option<minijinja::Value>, PageError> 
     Ok(run.map(|r| run_view(db, &r)))
 }
 
+/// How many open (or retrying) queue entries flow `name` has, counted in the database.
+fn open_errors(db: &Db, name: &str) -> Result<u64, PageError> {
+    db.error_count(ErrorFilter {
+        flow: Some(name),
+        ..ErrorFilter::default()
+    })
+    .map_err(PageError::internal)
+}
+
 /// A run for the templates: times, outcome and counts.
 pub(crate) fn run_view(db: &Db, r: &RunRecord) -> minijinja::Value {
     let reason = match &r.outcome {
@@ -127,10 +136,7 @@ pub(crate) async fn list(State(state): State<AppState>, me: Me) -> Result<Respon
                 ),
                 Err(e) => (String::new(), Vec::new(), Some(e.to_string()), None),
             };
-        let open = db
-            .errors(Some(&name), false)
-            .map_err(PageError::internal)?
-            .len();
+        let open = open_errors(&db, &name)?;
         rows.push(minijinja::context! {
             name => &name, description, streams, problem, open, schedule,
             last => last_run(&db, &name)?, running => running(&ws, &name),
@@ -236,7 +242,7 @@ fn flow_context(
         connections, options, streams, tables, last,
         running => running(ws, name),
         schedule => schedule_view(&db, &flow),
-        open_errors => db.errors(Some(name), false).map_err(PageError::internal)?.len(),
+        open_errors => open_errors(&db, name)?,
     })
 }
 
