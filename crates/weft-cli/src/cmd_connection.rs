@@ -374,6 +374,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     borrow_concurrency_from: args.borrow_concurrency_from,
                     hosts,
                     tenants: Vec::new(),
+                    owner: None,
                 },
             );
             if args.token_stdin {

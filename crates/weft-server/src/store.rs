@@ -179,18 +179,10 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     Ok(out)
 }
 
-/// Checks a user name: 1 to 64 of letters, digits, `.`, `_`, `-`, `@`.
+/// Checks a user name: 1 to 64 of letters, digits, `.`, `_`, `-`, `@` (the engine's rule,
+/// which a connection's `owner` in `weft.toml` follows too).
 pub fn check_user_name(name: &str) -> Result<(), StoreError> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::BadName(name.to_owned()))
-    }
+    weft_engine::workspace::check_user_name(name).map_err(|_| StoreError::BadName(name.to_owned()))
 }
 
 fn check_password(password: &str) -> Result<(), StoreError> {

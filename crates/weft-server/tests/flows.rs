@@ -160,6 +160,7 @@ impl World {
                 borrow_concurrency_from: None,
                 hosts: hosts(&[("app", kantata.app_url()), ("api", kantata.api_url())]),
                 tenants: Vec::new(),
+                owner: None,
             },
         );
         ws.file.connections.insert(
@@ -178,6 +179,7 @@ impl World {
                     id: tenant.clone(),
                     name: tenant_name,
                 }],
+                owner: None,
             },
         );
         ws.save().unwrap();

@@ -334,6 +334,7 @@ pub(crate) async fn create(
             borrow_concurrency_from: borrow.clone(),
             hosts,
             tenants: Vec::new(),
+            owner: None,
         },
     );
     ws.save().map_err(PageError::internal)?;
