@@ -14,7 +14,7 @@ use serde::Serialize;
 use weft_core::form::{self, FieldValue};
 use weft_core::model::well_known;
 use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
-use weft_engine::workspace::{Connection, Workspace};
+use weft_engine::workspace::{Connection, Scope, Workspace};
 
 use crate::cmd_client::{confirm, scopes};
 use crate::{Io, connect, specs};
@@ -116,6 +116,10 @@ pub(crate) struct CreateArgs {
     /// Keep the connection in your user scope instead of the workspace.
     #[arg(long)]
     user: bool,
+    /// Give the connection to this console user (`weft user list`): in `weft serve`, only they
+    /// and administrators change, authorize or delete it. Without it, it is the workspace's.
+    #[arg(long, value_name = "USER", conflicts_with = "user")]
+    owner: Option<String>,
     /// Save, then authorize at once ("save & authorize").
     #[arg(long, conflicts_with = "token_stdin")]
     authorize: bool,
@@ -148,6 +152,12 @@ pub(crate) struct EditArgs {
     /// Read a new pasted token from standard input.
     #[arg(long)]
     token_stdin: bool,
+    /// Give the connection to this console user (`weft user list`).
+    #[arg(long, value_name = "USER", conflicts_with = "no_owner")]
+    owner: Option<String>,
+    /// Make it the workspace's again (managed by the console's administrators).
+    #[arg(long)]
+    no_owner: bool,
 }
 
 #[derive(Serialize)]
@@ -270,6 +280,29 @@ pub(crate) fn check_declared(all: &[Workspace]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `owner` is a console user of workspace `ws` (`weft user add`).
+fn check_owner(ws: &Workspace, owner: &str) -> Result<()> {
+    weft_engine::workspace::check_user_name(owner).map_err(anyhow::Error::msg)?;
+    if !ws
+        .private_dir()
+        .join(weft_server::store::FILE_NAME)
+        .is_file()
+    {
+        bail!(
+            "this workspace has no console users yet, so `{owner}` cannot own a connection; add them with `weft user add {owner}`"
+        );
+    }
+    if weft_server::Store::open(&ws.private_dir())?
+        .user(owner)?
+        .is_none()
+    {
+        bail!(
+            "no console user `{owner}`; see `weft user list`, or add them with `weft user add {owner}`"
+        );
+    }
+    Ok(())
+}
+
 /// Checks that `client` exists (in any scope) and belongs to `connector`.
 fn check_client(scopes: &[Workspace], client: &str, connector: &str) -> Result<()> {
     let found = scopes.iter().find_map(|s| s.file.clients.get(client));
@@ -364,6 +397,9 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     "no weft.toml here or above; run `weft init`, or pass --user to keep the connection in your user scope"
                 );
             };
+            if let Some(owner) = &args.owner {
+                check_owner(&all[index], owner)?;
+            }
             let target = &mut all[index];
             target.file.connections.insert(
                 args.name.clone(),
@@ -374,6 +410,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     borrow_concurrency_from: args.borrow_concurrency_from,
                     hosts,
                     tenants: Vec::new(),
+                    owner: args.owner.clone(),
                 },
             );
             if args.token_stdin {
@@ -382,9 +419,13 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             target.save()?;
             writeln!(
                 io.out,
-                "created connection `{}` ({connector}, {} scope, concurrency {level})",
+                "created connection `{}` ({connector}, {} scope{}, concurrency {level})",
                 args.name,
-                target.scope().as_str()
+                target.scope().as_str(),
+                args.owner
+                    .as_ref()
+                    .map(|o| format!(", owned by {o}"))
+                    .unwrap_or_default()
             )?;
             if args.authorize {
                 return connect::authorize(&args.name, &args.options, workspace, io);
@@ -427,6 +468,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     "NAME",
                     "CONNECTOR",
                     "SCOPE",
+                    "OWNER",
                     "CONCURRENCY",
                     "CLIENT",
                     "STATUS",
@@ -441,6 +483,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                         r.name,
                         &r.connection.connector,
                         r.scope,
+                        r.connection.owner.as_deref().unwrap_or("-"),
                         &level,
                         r.connection.client.as_deref().unwrap_or("-"),
                         r.status,
@@ -475,6 +518,12 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     None => writeln!(io.out, "client:       none (a pasted token)")?,
                 }
                 writeln!(io.out, "scope:        {}", view.scope)?;
+                if let Some(owner) = &c.owner {
+                    writeln!(
+                        io.out,
+                        "owner:        {owner} (in `weft serve`, only they and administrators change it)"
+                    )?;
+                }
                 writeln!(io.out, "concurrency:  {}", c.concurrency)?;
                 if let Some(lender) = &c.borrow_concurrency_from {
                     writeln!(io.out, "borrows from: {lender} (shares its limiter)")?;
@@ -559,6 +608,19 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             }
             if args.no_borrow {
                 updated.borrow_concurrency_from = None;
+            }
+            if (args.owner.is_some() || args.no_owner) && all[index].scope() == Scope::User {
+                bail!(
+                    "`{}` is in your user scope, which is yours alone; an owner is given to a workspace's connections",
+                    args.name
+                );
+            }
+            if let Some(owner) = args.owner {
+                check_owner(&all[index], &owner)?;
+                updated.owner = Some(owner);
+            }
+            if args.no_owner {
+                updated.owner = None;
             }
             if args.no_hosts {
                 updated.hosts.clear();
@@ -655,7 +717,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
 /// anything else changes and the old record goes last, so a failure in between leaves the
 /// credentials under both names, never under none.
 fn rename(old: &str, new: &str, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
-    use weft_engine::workspace::{Scope, check_name, connection_tokens_id};
+    use weft_engine::workspace::{check_name, connection_tokens_id};
     check_name("connection", new).map_err(anyhow::Error::msg)?;
     let mut all = scopes(workspace)?;
     let Some(index) = all

@@ -212,8 +212,24 @@ pub(crate) fn user(cmd: UserCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
         }
         UserCmd::List { json } => {
             let users = store.users()?;
+            let ws = workspace_of(workspace)?;
+            let owns = |u: &weft_server::User| ws.file.connections_owned_by(&u.name);
             if json {
-                serde_json::to_writer_pretty(&mut *io.out, &users)?;
+                #[derive(serde::Serialize)]
+                struct Row<'a> {
+                    #[serde(flatten)]
+                    user: &'a weft_server::User,
+                    /// The connections they own in the workspace.
+                    connections: Vec<&'a str>,
+                }
+                let rows: Vec<Row<'_>> = users
+                    .iter()
+                    .map(|u| Row {
+                        user: u,
+                        connections: owns(u),
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut *io.out, &rows)?;
                 writeln!(io.out)?;
             } else if users.is_empty() {
                 writeln!(
@@ -221,17 +237,28 @@ pub(crate) fn user(cmd: UserCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
                     "no console users yet; add the first (an administrator) with `weft user add NAME`"
                 )?;
             } else {
-                let mut table = crate::table::Columns::new(&["NAME", "ROLE", "ADDED"]);
+                let mut table =
+                    crate::table::Columns::new(&["NAME", "ROLE", "CONNECTIONS", "ADDED"]);
                 for u in &users {
-                    table.row([u.name.as_str(), u.role.as_str(), u.created.as_str()]);
+                    let owned = owns(u);
+                    let owned = if owned.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        owned.join(", ")
+                    };
+                    table.row([
+                        u.name.as_str(),
+                        u.role.as_str(),
+                        owned.as_str(),
+                        u.created.as_str(),
+                    ]);
                 }
                 table.write(io.out)?;
             }
         }
         UserCmd::Remove { name, yes } => {
-            if store.user(&name)?.is_none() {
-                bail!("no user `{name}`; see `weft user list`");
-            }
+            // Checked before asking, and again (on the file as it is then) when removing.
+            store.removal_blocked(&name, &workspace_of(workspace)?)?;
             if !confirm(
                 &format!("Remove console user `{name}`?"),
                 &format!("removing `{name}`"),
@@ -240,7 +267,7 @@ pub(crate) fn user(cmd: UserCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
             )? {
                 return Ok(1);
             }
-            store.remove_user(&name)?;
+            store.remove_user(&name, &workspace_of(workspace)?)?;
             store.audit(&cli_actor(), "user.remove", &name, "removed")?;
             writeln!(io.out, "removed user `{name}` and ended their sessions")?;
         }

@@ -258,3 +258,138 @@ fn notification_receivers_and_the_webhook_key_are_sealed_listed_tested_and_remov
         }
     }
 }
+
+#[test]
+fn a_connection_owned_by_a_console_user_is_listed_and_keeps_its_owner_from_removal() {
+    let s = workspace("owners");
+    s.add_client("xapp", "xero", "ABC123", &format!("{}\n", common::SECRET));
+    // No console users yet: nobody to give a connection to.
+    let early = s.run(
+        &[
+            "connection",
+            "create",
+            "early",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--owner",
+            "bob",
+        ],
+        None,
+    );
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        err(&early).contains("no console users yet") && err(&early).contains("weft user add bob"),
+        "{}",
+        err(&early)
+    );
+    ok(&s.run(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(ALICE_PW),
+    ));
+    ok(&s.run(&["user", "add", "bob", "--password-stdin"], Some(BOB_PW)));
+    let create = |name: &str, owner: &str| {
+        s.run(
+            &[
+                "connection",
+                "create",
+                name,
+                "--connector",
+                "xero",
+                "--client",
+                "xapp",
+                "--owner",
+                owner,
+            ],
+            None,
+        )
+    };
+    let nobody = create("stray", "mallory");
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(
+        err(&nobody).contains("no console user `mallory`; see `weft user list`"),
+        "{}",
+        err(&nobody)
+    );
+    let spaced = create("stray", "bob smith");
+    assert!(err(&spaced).contains("1 to 64 letters"), "{}", err(&spaced));
+    let made = create("bobs", "bob");
+    ok(&made);
+    assert!(out(&made).contains("owned by bob"), "{}", out(&made));
+    s.create_connection("shared", "xero", "xapp");
+    let user_scope = s.run(
+        &[
+            "connection",
+            "create",
+            "mine",
+            "--connector",
+            "xero",
+            "--client",
+            "xapp",
+            "--user",
+            "--owner",
+            "bob",
+        ],
+        None,
+    );
+    assert_eq!(
+        user_scope.status.code(),
+        Some(2),
+        "--user and --owner conflict"
+    );
+
+    let list = s.run(&["connection", "list"], None);
+    ok(&list);
+    let text = out(&list);
+    assert!(text.contains("OWNER"), "{text}");
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("bobs")[2..4], ["workspace", "bob"]);
+    assert_eq!(row("shared")[2..4], ["workspace", "-"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&s.run(&["connection", "list", "--json"], None).stdout).unwrap();
+    assert_eq!(json[0]["owner"], "bob");
+    assert!(json[1].get("owner").is_none());
+    let show = s.run(&["connection", "show", "bobs"], None);
+    assert!(out(&show).contains("owner:        bob"), "{}", out(&show));
+    let users = s.run(&["user", "list"], None);
+    assert!(out(&users).contains("CONNECTIONS"), "{}", out(&users));
+    assert!(
+        out(&users)
+            .lines()
+            .any(|l| l.starts_with("bob") && l.contains("bobs")),
+        "{}",
+        out(&users)
+    );
+
+    // bob owns a connection: he is not removed, and the message says what to do.
+    let refused = s.run(&["user", "remove", "bob", "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        err(&refused).contains("`bob` owns connection bobs")
+            && err(&refused).contains("weft connection edit NAME --no-owner"),
+        "{}",
+        err(&refused)
+    );
+    // Given to alice, then back to the workspace; then bob goes.
+    ok(&s.run(&["connection", "edit", "bobs", "--owner", "alice"], None));
+    assert_eq!(s.connection_json("bobs")["owner"], "alice");
+    let both = s.run(
+        &["connection", "edit", "bobs", "--owner", "bob", "--no-owner"],
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2));
+    ok(&s.run(&["connection", "edit", "bobs", "--no-owner"], None));
+    assert!(s.connection_json("bobs").get("owner").is_none());
+    ok(&s.run(&["user", "remove", "bob", "--yes"], None));
+    let toml = std::fs::read_to_string(s.project().join("weft.toml")).unwrap();
+    assert!(!toml.contains("owner"), "{toml}");
+    s.assert_no_plain_secret();
+}

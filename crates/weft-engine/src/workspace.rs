@@ -92,6 +92,22 @@ pub struct Connection {
     /// The tenants (organisations) this connection reaches, chosen at authorization.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<TenantRef>,
+    /// The console user (`weft user list`) this connection belongs to: in `weft serve`, only
+    /// they and administrators change, authorize or delete it. None: the workspace's own,
+    /// managed by administrators. Only in a workspace's file (the user scope is one person's
+    /// already); the credentials stay in the workspace's store either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Connection {
+    /// Who it belongs to, as people read it: `workspace`, or `NAME's`.
+    pub fn owner_label(&self) -> String {
+        match &self.owner {
+            Some(name) => format!("{name}'s"),
+            None => "workspace".to_owned(),
+        }
+    }
 }
 
 /// A tenant a connection was authorized for.
@@ -319,6 +335,22 @@ impl Workspace {
                 });
             }
         }
+        for (name, c) in &file.connections {
+            let Some(owner) = &c.owner else { continue };
+            let at = key_line(&text, &["connections", name, "owner"]);
+            let reason = if scope == Scope::User {
+                format!(
+                    "connection `{name}`: `owner` belongs to a workspace's connections (a console user of `weft serve`); a connection in your user scope is yours already, so remove the line (line {at})"
+                )
+            } else if let Err(why) = check_user_name(owner) {
+                format!(
+                    "connection `{name}`: owner: {why}; name a console user (see `weft user list`) or remove the line to make it the workspace's (line {at})"
+                )
+            } else {
+                continue;
+            };
+            return Err(WorkspaceError::Invalid { reason, path });
+        }
         if let Some((name, _)) = file.connections.iter().find(|(_, c)| c.concurrency == 0) {
             return Err(WorkspaceError::Invalid {
                 reason: format!(
@@ -465,6 +497,34 @@ impl Workspace {
         Ok((state, Some(at)))
     }
 
+    /// The workspace's flows (`flows/*.toml`) that use a connection named `connection`, by
+    /// an alias's `connection = "…"` or by the alias itself. Read leniently, without loading
+    /// the flows' tables: a file that is not TOML names nothing.
+    pub fn flows_naming(&self, connection: &str) -> Vec<String> {
+        crate::flows::names(&self.dir)
+            .into_iter()
+            .filter(|flow| {
+                let Ok(text) = std::fs::read_to_string(crate::flows::path(&self.dir, flow)) else {
+                    return false;
+                };
+                let Ok(table) = text.parse::<toml::Table>() else {
+                    return false;
+                };
+                table
+                    .get("connections")
+                    .and_then(toml::Value::as_table)
+                    .is_some_and(|aliases| {
+                        aliases.iter().any(|(alias, c)| {
+                            c.get("connection")
+                                .and_then(toml::Value::as_str)
+                                .unwrap_or(alias)
+                                == connection
+                        })
+                    })
+            })
+            .collect()
+    }
+
     /// Where the workspace's state database is (`.weft/state.db`: cursors, the id ledger, runs
     /// and the error queue; see [`crate::state`]). State belongs to a workspace, never to the
     /// user scope.
@@ -544,6 +604,34 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a console user name (`weft user add`, a connection's `owner`): 1 to 64 letters,
+/// digits, `.`, `_`, `-` or `@`. The message says what is wrong.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "user name {name:?}: use 1 to 64 letters, digits, `.`, `_`, `-` or `@`, with no spaces"
+        ))
+    }
+}
+
+impl WorkspaceFile {
+    /// The connections console user `user` owns, in file order.
+    pub fn connections_owned_by(&self, user: &str) -> Vec<&str> {
+        self.connections
+            .iter()
+            .filter(|(_, c)| c.owner.as_deref() == Some(user))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+}
+
 /// The line of the deepest of `keys` found in `text` (1 when the file does not parse).
 fn key_line(text: &str, keys: &[&str]) -> usize {
     let Ok(root) = toml::de::DeTable::parse(text) else {
@@ -582,6 +670,131 @@ mod tests {
         Client {
             connector: "acme".to_owned(),
             client_id: id.to_owned(),
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weft-ws-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const OWNED: &str =
+        "version = 1\n\n[connections.books]\nconnector = \"acme\"\nconcurrency = 5\n";
+
+    #[test]
+    fn an_owner_is_read_kept_on_save_and_listed() {
+        let dir = scratch("owner-ok");
+        std::fs::write(
+            dir.join(FILE_NAME),
+            format!(
+                "{OWNED}owner = \"bob.smith@example\"\n\n[connections.shared]\nconnector = \"acme\"\nconcurrency = 2\n"
+            ),
+        )
+        .unwrap();
+        let mut ws = Workspace::find(&dir).unwrap();
+        let books = &ws.file.connections["books"];
+        assert_eq!(books.owner.as_deref(), Some("bob.smith@example"));
+        assert_eq!(books.owner_label(), "bob.smith@example's");
+        assert_eq!(ws.file.connections["shared"].owner, None);
+        assert_eq!(ws.file.connections["shared"].owner_label(), "workspace");
+        assert_eq!(ws.file.connections_owned_by("bob.smith@example"), ["books"]);
+        assert!(ws.file.connections_owned_by("alice").is_empty());
+        // Transferred to the workspace, then to someone else: written as the key or not at all.
+        ws.file.connections.get_mut("books").unwrap().owner = None;
+        ws.save().unwrap();
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        assert!(!text.contains("owner"), "{text}");
+        ws.file.connections.get_mut("shared").unwrap().owner = Some("carol".into());
+        ws.save().unwrap();
+        let again = Workspace::find(&dir).unwrap();
+        assert_eq!(
+            again.file.connections["shared"].owner.as_deref(),
+            Some("carol")
+        );
+        assert_eq!(again.file.connections["books"].owner, None);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_bad_owner_is_refused_at_its_line() {
+        for (owner, expect) in [
+            ("\"bob smith\"", "\"bob smith\": use 1 to 64 letters"),
+            ("\"\"", "\"\": use 1 to 64 letters"),
+            (
+                &format!("\"{}\"", "a".repeat(65)) as &str,
+                "use 1 to 64 letters",
+            ),
+            ("\"tab\\tbed\"", "use 1 to 64 letters"),
+        ] {
+            let dir = scratch("owner-bad");
+            std::fs::write(dir.join(FILE_NAME), format!("{OWNED}owner = {owner}\n")).unwrap();
+            let err = Workspace::find(&dir).unwrap_err().to_string();
+            assert!(
+                err.contains("connection `books`: owner: user name")
+                    && err.contains(expect)
+                    && err.contains("`weft user list`")
+                    && err.ends_with("(line 6)"),
+                "{owner}: {err}"
+            );
+            std::fs::remove_dir_all(&dir).ok();
+        }
+        // Not a string at all: the parser's own error, located.
+        let dir = scratch("owner-type");
+        std::fs::write(dir.join(FILE_NAME), format!("{OWNED}owner = 7\n")).unwrap();
+        let err = Workspace::find(&dir).unwrap_err().to_string();
+        assert!(err.contains("line 6"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_owner_in_the_user_scope_is_refused() {
+        let dir = scratch("owner-user");
+        std::fs::write(dir.join(FILE_NAME), format!("{OWNED}owner = \"bob\"\n")).unwrap();
+        let err = Workspace::load(Scope::User, &dir).unwrap_err().to_string();
+        assert!(
+            err.contains("`owner` belongs to a workspace's connections")
+                && err.ends_with("(line 6)"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_flows_naming_a_connection_are_found_by_alias_or_by_name() {
+        let dir = scratch("flows-naming");
+        init(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("flows")).unwrap();
+        for (flow, text) in [
+            ("a", "[connections.acme]\nconnector = \"acme\"\n"),
+            (
+                "b",
+                "[connections.books]\nconnector = \"acme\"\nconnection = \"ledger\"\n",
+            ),
+            ("c", "this is not TOML ["),
+            (
+                "d",
+                "[connections.ledger]\nconnector = \"x\"\nconnection = \"other\"\n",
+            ),
+        ] {
+            std::fs::write(dir.join("flows").join(format!("{flow}.toml")), text).unwrap();
+        }
+        let ws = Workspace::find(&dir).unwrap();
+        assert_eq!(ws.flows_naming("acme"), ["a"]);
+        assert_eq!(ws.flows_naming("ledger"), ["b"], "d renames its alias");
+        assert_eq!(ws.flows_naming("other"), ["d"]);
+        assert!(ws.flows_naming("books").is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn user_names_follow_one_rule() {
+        for good in ["alice", "bob.smith@example", "Zoë_2-x", &"a".repeat(64)] {
+            assert!(check_user_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", " alice", "a b", "a/b", "a\u{7}", &"a".repeat(65)] {
+            assert!(check_user_name(bad).is_err(), "{bad:?}");
         }
     }
 

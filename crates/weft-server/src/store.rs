@@ -14,6 +14,7 @@ use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use rusqlite::{OptionalExtension as _, params};
 use serde::Serialize;
 use sha2::Digest as _;
+use weft_engine::workspace::Workspace;
 
 /// The file name inside the workspace's private folder.
 pub const FILE_NAME: &str = "console.db";
@@ -139,6 +140,20 @@ pub enum StoreError {
     /// No such user.
     #[error("no user `{0}`; see `weft user list`")]
     NoUser(String),
+    /// Removing a user who still owns connections.
+    #[error(
+        "`{user}` owns connection{} {}; delete {} or give {} to the workspace or another user first (in the console: Edit, Owner; or `weft connection edit NAME --no-owner` or `weft connection edit NAME --owner USER`), then remove `{user}`",
+        if .connections.len() == 1 { "" } else { "s" },
+        .connections.join(", "),
+        if .connections.len() == 1 { "it" } else { "them" },
+        if .connections.len() == 1 { "it" } else { "them" }
+    )]
+    OwnsConnections {
+        /// The user.
+        user: String,
+        /// The connections they own.
+        connections: Vec<String>,
+    },
     /// Removing or demoting the last administrator.
     #[error("`{0}` is the last administrator; add another administrator first")]
     LastAdmin(String),
@@ -183,18 +198,10 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     Ok(out)
 }
 
-/// Checks a user name: 1 to 64 of letters, digits, `.`, `_`, `-`, `@`.
+/// Checks a user name: 1 to 64 of letters, digits, `.`, `_`, `-`, `@` (the engine's rule,
+/// which a connection's `owner` in `weft.toml` follows too).
 pub fn check_user_name(name: &str) -> Result<(), StoreError> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::BadName(name.to_owned()))
-    }
+    weft_engine::workspace::check_user_name(name).map_err(|_| StoreError::BadName(name.to_owned()))
 }
 
 fn check_password(password: &str) -> Result<(), StoreError> {
@@ -387,14 +394,30 @@ impl Store {
         Ok(self.users()?.into_iter().find(|u| u.name == name))
     }
 
-    /// Removes a user and their sessions; the last administrator cannot be removed.
-    pub fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+    /// Why user `name` cannot be removed from the console of `workspace` now, if they cannot:
+    /// no such user, the owner of connections (whose only managers would then be the
+    /// administrators, without anyone having decided so), or the last administrator.
+    pub fn removal_blocked(&self, name: &str, workspace: &Workspace) -> Result<(), StoreError> {
         let user = self
             .user(name)?
             .ok_or_else(|| StoreError::NoUser(name.to_owned()))?;
+        let owned = workspace.file.connections_owned_by(name);
+        if !owned.is_empty() {
+            return Err(StoreError::OwnsConnections {
+                user: name.to_owned(),
+                connections: owned.into_iter().map(str::to_owned).collect(),
+            });
+        }
         if user.role == Role::Admin && self.admins()? <= 1 {
             return Err(StoreError::LastAdmin(name.to_owned()));
         }
+        Ok(())
+    }
+
+    /// Removes a user and their sessions, unless [`Store::removal_blocked`] says why not.
+    /// `workspace` is the one this console database belongs to, as it is on disk now.
+    pub fn remove_user(&self, name: &str, workspace: &Workspace) -> Result<(), StoreError> {
+        self.removal_blocked(name, workspace)?;
         self.db
             .execute("DELETE FROM sessions WHERE user = ?1", params![name])
             .map_err(self.sql())?;

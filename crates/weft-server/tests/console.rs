@@ -376,10 +376,6 @@ async fn a_member_is_refused_an_administrators_action() {
     for (path, what) in [
         ("/audit", "read the audit log"),
         ("/clients/new?connector=xero", "add OAuth clients"),
-        (
-            "/connections/new?connector=xero",
-            "create workspace connections",
-        ),
     ] {
         let res = c.get(path, Some(&bob.cookie)).await;
         assert_eq!(res.status, StatusCode::FORBIDDEN, "{path}");

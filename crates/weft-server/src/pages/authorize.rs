@@ -12,6 +12,7 @@ use weft_engine::session::SessionError;
 use weft_engine::workspace::{Workspace, connection_tokens_id};
 
 use super::clients::url_path;
+use super::connections::require_manage;
 use crate::store::{now_ms, random_bytes};
 use crate::web::{
     AppState, FormData, Me, PENDING_MS, PageError, PendingAuth, TenantChoice, lock, see_other,
@@ -93,7 +94,11 @@ pub(crate) async fn authorize(
     me: Me,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "authorize workspace connections")?;
+    let ws = state.workspace()?;
+    let connection = ws.file.connections.get(&name).ok_or_else(|| {
+        PageError::NotFound(format!("There is no connection {name} in this workspace."))
+    })?;
+    require_manage(&state, &me, &name, connection, "authorize")?;
     start(&state, &me, &name)
 }
 
@@ -161,6 +166,8 @@ pub(crate) async fn callback(
             "Connection {name} was deleted meanwhile; nothing was stored."
         ))
     })?;
+    // It may have been given to someone else while the person was at the provider.
+    require_manage(&state, &me, &name, &connection, "authorize")?;
     let spec = state
         .spec(&connection.connector)
         .ok_or_else(|| {
@@ -313,8 +320,17 @@ pub(crate) async fn organisations(
             "Choose at least one organisation: go back and tick the ones this connection should reach.".into(),
         ));
     }
-    lock(&state.choices).remove(&choice_id);
     let mut ws = state.workspace()?;
+    if let Some(connection) = ws.file.connections.get(&name) {
+        require_manage(
+            &state,
+            &me,
+            &name,
+            connection,
+            "choose the organisations of",
+        )?;
+    }
+    lock(&state.choices).remove(&choice_id);
     let total =
         connect::add_tenants(&mut ws, &name, &picked).map_err(|e| connect_error(&name, e))?;
     let names: Vec<&str> = picked.iter().map(|t| t.name.as_str()).collect();

@@ -1,6 +1,11 @@
-//! Connections of the workspace: the list (scope, status, organisations), the create form
-//! (the OAuth client, the concurrency field with the spec's rules, or concurrency borrowed
-//! from another connection) and deletion of a connection that holds no grant.
+//! Connections of the workspace: the list (who it belongs to, status, organisations), the
+//! create form (the OAuth client, the concurrency field with the spec's rules, or concurrency
+//! borrowed from another connection) and deletion of a connection that holds no grant.
+//!
+//! A connection is the workspace's (no `owner`: administrators manage it) or a console user's
+//! (`owner`): a member creates connections, which become theirs, and changes, authorizes and
+//! deletes only those; an administrator does all of it to any connection and chooses, or
+//! changes, the owner. Anyone signed in may Test any connection.
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -10,6 +15,8 @@ use weft_core::form::FieldValue;
 use weft_core::model::well_known;
 use weft_engine::secrets::Secret;
 use weft_engine::workspace::{Connection, Workspace, check_name, connection_tokens_id};
+
+use crate::store::{Role, User};
 
 use super::clients::url_path;
 use super::fields::{self, FieldView};
@@ -41,20 +48,70 @@ fn refresh_rules(state: &AppState, connector: &str) -> Option<weft_core::model::
     })
 }
 
+/// Whether `me` may change, authorize or delete connection `c`: an administrator any, a
+/// member only their own.
+pub(crate) fn may_manage(me: &Me, c: &Connection) -> bool {
+    me.is_admin() || c.owner.as_deref() == Some(me.user.name.as_str())
+}
+
+/// The console's administrators, by name, for the messages that send people to them.
+fn admin_names(state: &AppState) -> Result<String, PageError> {
+    let users = state.store().users().map_err(PageError::internal)?;
+    Ok(users
+        .into_iter()
+        .filter(|u| u.role == Role::Admin)
+        .map(|u| u.name)
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Refuses (403) `me` an action on connection `name` they may not take (`what`: `edit`,
+/// `delete`, …), naming who can.
+pub(crate) fn require_manage(
+    state: &AppState,
+    me: &Me,
+    name: &str,
+    c: &Connection,
+    what: &str,
+) -> Result<(), PageError> {
+    if may_manage(me, c) {
+        return Ok(());
+    }
+    let admins = admin_names(state)?;
+    let who = match &c.owner {
+        Some(owner) => {
+            format!("belongs to {owner}: only {owner} or an administrator ({admins}) can {what} it")
+        }
+        None => format!("belongs to the workspace: only an administrator ({admins}) can {what} it"),
+    };
+    Err(PageError::Forbidden(format!(
+        "Connection {name} {who}. You are signed in as {}, a member: you can {what} the connections you own, and Test any. Nothing was changed.",
+        me.user.name
+    )))
+}
+
 pub(crate) async fn list(
     State(state): State<AppState>,
     me: Me,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, PageError> {
     let ws = state.workspace()?;
+    let users = state.store().users().map_err(PageError::internal)?;
     let mut rows = Vec::new();
     for (name, c) in &ws.file.connections {
         let (status, use_by) = ws
             .connection_status(name, refresh_rules(&state, &c.connector).as_ref())
             .map_err(PageError::internal)?;
         let tenants: Vec<&str> = c.tenants.iter().map(|t| t.name.as_str()).collect();
+        let yours = c.owner.as_deref() == Some(me.user.name.as_str());
+        // An owner who is not (or no longer) a console user: only administrators manage it.
+        let stray = c
+            .owner
+            .as_ref()
+            .is_some_and(|o| !users.iter().any(|u| &u.name == o));
         rows.push(minijinja::context! {
-            name, connector => &c.connector, client => &c.client, scope => ws.scope().as_str(),
+            name, connector => &c.connector, client => &c.client,
+            owner => c.owner_label(), yours, stray, manage => may_manage(&me, c),
             concurrency => c.concurrency, borrows => &c.borrow_concurrency_from,
             tenants, status, use_by,
             consent => state.spec(&c.connector).is_some_and(|s| s.file().auth.oauth2.is_some()),
@@ -104,21 +161,108 @@ pub(crate) async fn list(
 
 struct ConnectionForm {
     name: FieldView,
+    /// Who the connection belongs to: administrators choose (the workspace or a user);
+    /// a member's connections are theirs, without a field.
+    owner: Option<FieldView>,
     client: FieldView,
     concurrency: FieldView,
     borrow: FieldView,
-    /// Base URL overrides, one per host of the spec (a sandbox, a proxy); empty keeps the spec's.
+    /// Base URL overrides: for an administrator one input per host of the spec (a sandbox, a
+    /// proxy; empty keeps the spec's); for a member one choice among the sets administrators
+    /// gave other connections of the connector (see [`member_hosts`]).
     hosts: Vec<FieldView>,
     /// The pasted token, for a connector that takes one instead of an OAuth client.
     token: Option<FieldView>,
 }
 
-/// The form for a new connection, or for editing connection `editing` (which cannot borrow
-/// from itself).
-fn blank_form(
+/// The `hosts_from` choice of a member: the connector's own base URLs, or the base URLs of an
+/// existing connection of the same connector, each distinct set once (named by the first
+/// connection using it).
+///
+/// A member never types a base URL: the token request carries the OAuth client's secret to the
+/// token URL, which is built from these hosts, and the clients are the administrators'. A base
+/// URL a member could type would send an administrator's client secret wherever they like.
+fn member_hosts(spec: &Spec, ws: &Workspace) -> FieldView {
+    let mut choices = vec![(String::new(), "The connector's own".to_owned())];
+    let mut seen: Vec<&std::collections::BTreeMap<String, String>> = Vec::new();
+    for (n, c) in &ws.file.connections {
+        if c.connector != spec.id() || c.hosts.is_empty() || seen.contains(&&c.hosts) {
+            continue;
+        }
+        seen.push(&c.hosts);
+        let urls: Vec<String> = c.hosts.iter().map(|(h, u)| format!("{h} {u}")).collect();
+        choices.push((n.clone(), format!("As {n}: {}", urls.join(", "))));
+    }
+    FieldView {
+        id: "hosts_from".into(),
+        label: "Base URLs".into(),
+        help: Some("A sandbox or a proxy: use the base URLs an administrator gave another connection of this connector, or the connector's own. Only administrators enter new ones.".into()),
+        input: "select",
+        choices,
+        ..FieldView::default()
+    }
+}
+
+/// The `hosts_from` value that stands for `hosts` (the first connection of the same connector
+/// with the same base URLs; empty for the connector's own).
+fn hosts_value(
     spec: &Spec,
     ws: &Workspace,
-    editing: Option<&str>,
+    hosts: &std::collections::BTreeMap<String, String>,
+) -> String {
+    if hosts.is_empty() {
+        return String::new();
+    }
+    ws.file
+        .connections
+        .iter()
+        .find(|(_, c)| c.connector == spec.id() && &c.hosts == hosts)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default()
+}
+
+/// The owner choice of an administrator's form: the workspace, or any console user (and the
+/// current owner even when they are no console user any more, so saving keeps it).
+fn owner_field(users: &[User], current: Option<&str>) -> FieldView {
+    let mut choices = vec![(
+        String::new(),
+        "The workspace (administrators manage it)".to_owned(),
+    )];
+    choices.extend(users.iter().map(|u| {
+        let role = if u.role == Role::Admin {
+            "administrator"
+        } else {
+            "member"
+        };
+        (u.name.clone(), format!("{} ({role})", u.name))
+    }));
+    if let Some(owner) = current
+        && !users.iter().any(|u| u.name == owner)
+    {
+        choices.push((
+            owner.to_owned(),
+            format!("{owner} (no longer a console user)"),
+        ));
+    }
+    FieldView {
+        id: "owner".into(),
+        label: "Belongs to".into(),
+        help: Some("A member manages only the connections that belong to them (edit, authorize, delete); administrators manage all. Choose the workspace for connections the team shares.".into()),
+        input: "select",
+        value: current.unwrap_or_default().to_owned(),
+        choices,
+        ..FieldView::default()
+    }
+}
+
+/// The form for a new connection, or for editing connection `editing` (which cannot borrow
+/// from itself), as `me` may fill it.
+fn blank_form(
+    state: &AppState,
+    me: &Me,
+    spec: &Spec,
+    ws: &Workspace,
+    editing: Option<(&str, &Connection)>,
 ) -> Result<ConnectionForm, PageError> {
     let f = spec.file();
     let token_field = weft_engine::connect::token_field(f);
@@ -139,8 +283,13 @@ fn blank_form(
         );
     }
     if clients.is_empty() {
+        let who = if me.is_admin() {
+            "add one on the OAuth clients page first".to_owned()
+        } else {
+            format!("ask an administrator ({}) to add one", admin_names(state)?)
+        };
         return Err(PageError::BadRequest(format!(
-            "There is no OAuth client for {} yet: add one on the OAuth clients page first, then create the connection.",
+            "There is no OAuth client for {} yet: {who}, then create the connection.",
             f.name
         )));
     }
@@ -160,6 +309,12 @@ fn blank_form(
         String::new(),
         "No: use its own concurrency level".to_owned(),
     )];
+    let (editing_name, current_lender) = match editing {
+        Some((n, c)) => (Some(n), c.borrow_concurrency_from.as_deref()),
+        None => (None, None),
+    };
+    // A member shares only the pools of their own connections (and keeps the one an
+    // administrator chose for them): a borrower holds up its lender's deletion.
     lenders.extend(
         ws.file
             .connections
@@ -167,10 +322,38 @@ fn blank_form(
             .filter(|(n, c)| {
                 c.connector == f.id
                     && c.borrow_concurrency_from.is_none()
-                    && Some(n.as_str()) != editing
+                    && Some(n.as_str()) != editing_name
+                    && (may_manage(me, c) || Some(n.as_str()) == current_lender)
             })
             .map(|(n, c)| (n.clone(), format!("{n} (level {})", c.concurrency))),
     );
+    let owner = if me.is_admin() {
+        let users = state.store().users().map_err(PageError::internal)?;
+        Some(owner_field(
+            &users,
+            editing.and_then(|(_, c)| c.owner.as_deref()),
+        ))
+    } else {
+        None
+    };
+    let hosts = if me.is_admin() {
+        f.hosts
+            .iter()
+            .map(|(host, url)| FieldView {
+                id: format!("host_{host}"),
+                label: format!("Base URL of host {host}"),
+                help: Some(format!(
+                    "Leave empty for {url}. Set it to reach a sandbox or a proxy instead."
+                )),
+                input: "url",
+                maxlength: Some(2000),
+                autocomplete: "off",
+                ..FieldView::default()
+            })
+            .collect()
+    } else {
+        vec![member_hosts(spec, ws)]
+    };
     Ok(ConnectionForm {
         name: fields::name_input(
             "name",
@@ -178,6 +361,7 @@ fn blank_form(
             "How flows refer to this connection, unique in the workspace (for example xero).",
             "",
         ),
+        owner,
         client: FieldView {
             id: "client".into(),
             label: "OAuth client".into(),
@@ -201,23 +385,15 @@ fn blank_form(
             ));
             view
         }),
-        hosts: f
-            .hosts
-            .iter()
-            .map(|(host, url)| FieldView {
-                id: format!("host_{host}"),
-                label: format!("Base URL of host {host}"),
-                help: Some(format!("Leave empty for {url}. Set it to reach a sandbox or a proxy instead.")),
-                input: "url",
-                maxlength: Some(2000),
-                autocomplete: "off",
-                ..FieldView::default()
-            })
-            .collect(),
+        hosts,
         borrow: FieldView {
             id: "borrow".into(),
             label: "Borrow concurrency from".into(),
-            help: Some("Share another connection's pool: both draw from its level together, in every process. Its own level is then not used.".into()),
+            help: Some(if me.is_admin() {
+                "Share another connection's pool: both draw from its level together, in every process. Its own level is then not used.".into()
+            } else {
+                "Share the pool of another of your connections: both draw from its level together, in every process. Its own level is then not used.".into()
+            }),
             input: "select",
             choices: lenders,
             ..FieldView::default()
@@ -233,7 +409,9 @@ fn render_form(
     edit: Option<&str>,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
-    let mut fields = vec![&form.name, &form.client];
+    let mut fields = vec![&form.name];
+    fields.extend(form.owner.as_ref());
+    fields.push(&form.client);
     fields.extend(form.token.as_ref());
     fields.extend([&form.concurrency, &form.borrow]);
     if edit.is_some() {
@@ -243,6 +421,13 @@ fn render_form(
         || "/connections".to_owned(),
         |name| format!("/connections/{}/edit", url_path(name)),
     );
+    // Whose a member's new connection will be, said before they save it.
+    let ownership = (!me.is_admin() && edit.is_none()).then(|| {
+        format!(
+            "This connection will be yours ({}): you and the administrators can change, authorize or delete it; everyone can see and Test it.",
+            me.user.name
+        )
+    });
     let mut res = state.page(
         me,
         "connection_form.html",
@@ -250,7 +435,7 @@ fn render_form(
         minijinja::context! {
             fields, error, edit, action, hosts => &form.hosts, connector => spec.id(), connector_name => &spec.file().name,
             consent => spec.file().auth.oauth2.is_some(),
-            callback => state.callback_url(),
+            callback => state.callback_url(), ownership,
         },
     )?;
     if error.is_some() {
@@ -264,7 +449,6 @@ pub(crate) async fn new(
     me: Me,
     Query(q): Query<NewQuery>,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "create workspace connections")?;
     let Some(id) = q.connector.filter(|c| !c.is_empty()) else {
         return Ok(see_other("/connections#create"));
     };
@@ -272,7 +456,24 @@ pub(crate) async fn new(
         .spec(&id)
         .ok_or_else(|| PageError::NotFound(format!("There is no connector `{id}`.")))?;
     let ws = state.workspace()?;
-    render_form(&state, &me, spec, &blank_form(spec, &ws, None)?, None, None)
+    let form = blank_form(&state, &me, spec, &ws, None)?;
+    render_form(&state, &me, spec, &form, None, None)
+}
+
+/// The owner an administrator chose (`None`: the workspace's), checked against the choices;
+/// the error goes beside the field.
+fn read_owner(form: &mut ConnectionForm, data: &FormData) -> Option<Option<String>> {
+    let view = form.owner.as_mut()?;
+    let typed = data.get("owner").unwrap_or_default().to_owned();
+    view.value.clone_from(&typed);
+    if !view.choices.iter().any(|(v, _)| *v == typed) {
+        view.error = Some(
+            "Choose the workspace or one of the console users listed; add a user on the Users page first."
+                .into(),
+        );
+        return None;
+    }
+    Some((!typed.is_empty()).then_some(typed))
 }
 
 pub(crate) async fn create(
@@ -280,7 +481,6 @@ pub(crate) async fn create(
     me: Me,
     data: FormData,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "create workspace connections")?;
     let connector = data.get("connector").unwrap_or_default();
     let spec = state.spec(connector).ok_or_else(|| {
         PageError::BadRequest(format!(
@@ -288,7 +488,7 @@ pub(crate) async fn create(
         ))
     })?;
     let mut ws = state.workspace()?;
-    let mut form = blank_form(spec, &ws, None)?;
+    let mut form = blank_form(&state, &me, spec, &ws, None)?;
     let name = data.get("name").unwrap_or_default().to_owned();
     form.name.value.clone_from(&name);
     if let Err(reason) = check_name("connection", &name) {
@@ -297,8 +497,25 @@ pub(crate) async fn create(
         form.name.error = Some(format!(
             "A connection {name} exists already; choose another name."
         ));
+    } else if !me.is_admin() {
+        // A flow runs with whatever connection carries the name it uses: a member's
+        // connection must not step into an administrator's flow.
+        let flows = ws.flows_naming(&name);
+        if !flows.is_empty() {
+            form.name.error = Some(format!(
+                "Flow {} uses a connection named {name}; only an administrator ({}) can create it. Choose another name.",
+                flows.join(", "),
+                admin_names(&state)?
+            ));
+        }
     }
-    let Some(settings) = read_settings(spec, &mut form, &data, false) else {
+    let owner = if me.is_admin() {
+        read_owner(&mut form, &data)
+    } else {
+        Some(Some(me.user.name.clone()))
+    };
+    let settings = read_settings(spec, &mut form, &data, false, &ws);
+    let (Some(settings), Some(owner), None) = (settings, owner, &form.name.error) else {
         return render_form(
             &state,
             &me,
@@ -308,16 +525,6 @@ pub(crate) async fn create(
             Some("Nothing was saved: correct the fields marked below."),
         );
     };
-    if form.name.error.is_some() {
-        return render_form(
-            &state,
-            &me,
-            spec,
-            &form,
-            None,
-            Some("Nothing was saved: correct the fields marked below."),
-        );
-    }
     let Settings {
         client,
         token,
@@ -334,16 +541,20 @@ pub(crate) async fn create(
             borrow_concurrency_from: borrow.clone(),
             hosts,
             tenants: Vec::new(),
+            owner: owner.clone(),
         },
     );
     ws.save().map_err(PageError::internal)?;
-    let detail = match &borrow {
+    let mut detail = match &borrow {
         Some(lender) => format!(
             "{} connection, borrows concurrency from {lender}",
             spec.id()
         ),
         None => format!("{} connection, concurrency {level}", spec.id()),
     };
+    if let Some(owner) = &owner {
+        detail.push_str(&format!(", {owner}'s"));
+    }
     if let Some(token) = &token {
         weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
     }
@@ -378,6 +589,7 @@ fn read_settings(
     form: &mut ConnectionForm,
     data: &FormData,
     editing_token: bool,
+    ws: &Workspace,
 ) -> Option<Settings> {
     let client = data.get("client").unwrap_or_default().to_owned();
     form.client.value.clone_from(&client);
@@ -427,7 +639,7 @@ fn read_settings(
         && !form.borrow.choices.iter().any(|(v, _)| v == lender)
     {
         form.borrow.error = Some(format!(
-            "Choose a {} connection that uses its own level, or No.",
+            "Choose one of the {} connections listed (they use their own level), or No.",
             spec.file().name
         ));
     }
@@ -455,18 +667,39 @@ fn read_settings(
         },
     };
     let mut hosts = std::collections::BTreeMap::new();
-    for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
-        let typed = data.get(&field.id).unwrap_or_default().trim().to_owned();
-        field.value.clone_from(&typed);
-        if typed.is_empty() {
-            continue;
-        }
-        match url::Url::parse(&typed) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                hosts.insert(host.clone(), typed);
+    match form.hosts.first_mut() {
+        // A member's choice among the base URLs already given to a connection.
+        Some(choice) if choice.id == "hosts_from" => {
+            let typed = data.get("hosts_from").unwrap_or_default().to_owned();
+            choice.value.clone_from(&typed);
+            let known = choice.choices.iter().any(|(v, _)| *v == typed);
+            match ws.file.connections.get(&typed) {
+                Some(c) if known => hosts.clone_from(&c.hosts),
+                _ if known && typed.is_empty() => {}
+                _ => {
+                    choice.error = Some(
+                        "Choose the connector's own base URLs or those of a connection listed."
+                            .into(),
+                    );
+                }
             }
-            _ => {
-                field.error = Some("Enter an absolute http or https URL, or leave it empty.".into())
+        }
+        _ => {
+            for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
+                let typed = data.get(&field.id).unwrap_or_default().trim().to_owned();
+                field.value.clone_from(&typed);
+                if typed.is_empty() {
+                    continue;
+                }
+                match url::Url::parse(&typed) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                        hosts.insert(host.clone(), typed);
+                    }
+                    _ => {
+                        field.error =
+                            Some("Enter an absolute http or https URL, or leave it empty.".into())
+                    }
+                }
             }
         }
     }
@@ -544,11 +777,11 @@ pub(crate) async fn delete_form(
     me: Me,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "delete workspace connections")?;
     let ws = state.workspace()?;
     let c = ws.file.connections.get(&name).cloned().ok_or_else(|| {
         PageError::NotFound(format!("There is no connection {name} in this workspace."))
     })?;
+    require_manage(&state, &me, &name, &c, "delete")?;
     let (_, _, revokes) = revocation(&state, &ws, &name, &c)?;
     state.page(
         &me,
@@ -571,11 +804,11 @@ pub(crate) async fn delete(
     me: Me,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "delete workspace connections")?;
     let ws = state.workspace()?;
     let c = ws.file.connections.get(&name).cloned().ok_or_else(|| {
         PageError::NotFound(format!("There is no connection {name} in this workspace."))
     })?;
+    require_manage(&state, &me, &name, &c, "delete")?;
     if let Some(why) = blocked(&ws, &name) {
         return Err(PageError::BadRequest(format!(
             "Connection {name} was not deleted. {why}"
@@ -646,14 +879,21 @@ pub(crate) async fn edit_form(
     me: Me,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "edit workspace connections")?;
     let (ws, c, spec) = editing(&state, &name)?;
-    let mut form = blank_form(&spec, &ws, Some(&name))?;
+    require_manage(&state, &me, &name, &c, "edit")?;
+    let mut form = blank_form(&state, &me, &spec, &ws, Some((&name, &c)))?;
     form.client.value = c.client.clone().unwrap_or_default();
     form.concurrency.value = c.concurrency.to_string();
     form.borrow.value = c.borrow_concurrency_from.clone().unwrap_or_default();
-    for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
-        field.value = c.hosts.get(host).cloned().unwrap_or_default();
+    match form.hosts.first_mut() {
+        Some(choice) if choice.id == "hosts_from" => {
+            choice.value = hosts_value(&spec, &ws, &c.hosts);
+        }
+        _ => {
+            for (field, (host, _)) in form.hosts.iter_mut().zip(spec.file().hosts.iter()) {
+                field.value = c.hosts.get(host).cloned().unwrap_or_default();
+            }
+        }
     }
     render_form(&state, &me, &spec, &form, Some(&name), None)
 }
@@ -664,9 +904,15 @@ pub(crate) async fn edit(
     Path(name): Path<String>,
     data: FormData,
 ) -> Result<Response, PageError> {
-    me.require_admin(&state, "edit workspace connections")?;
     let (mut ws, c, spec) = editing(&state, &name)?;
-    let mut form = blank_form(&spec, &ws, Some(&name))?;
+    require_manage(&state, &me, &name, &c, "edit")?;
+    let mut form = blank_form(&state, &me, &spec, &ws, Some((&name, &c)))?;
+    // An administrator may give the connection to someone else; a member's stays theirs.
+    let owner = if me.is_admin() {
+        read_owner(&mut form, &data)
+    } else {
+        Some(c.owner.clone())
+    };
     let borrowed_from = ws
         .file
         .connections
@@ -678,7 +924,8 @@ pub(crate) async fn edit(
             .map_err(PageError::internal)?
             .ids()
             .any(|id| id == connection_tokens_id(&name));
-    let Some(settings) = read_settings(&spec, &mut form, &data, has_token) else {
+    let settings = read_settings(&spec, &mut form, &data, has_token, &ws);
+    let (Some(settings), Some(owner)) = (settings, owner) else {
         return render_form(
             &state,
             &me,
@@ -729,15 +976,27 @@ pub(crate) async fn edit(
         target.concurrency = settings.level;
         target.borrow_concurrency_from.clone_from(&settings.borrow);
         target.hosts = settings.hosts;
+        target.owner.clone_from(&owner);
     }
     ws.save().map_err(PageError::internal)?;
     if let Some(token) = &settings.token {
         weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
     }
-    let detail = match &settings.borrow {
+    let mut detail = match &settings.borrow {
         Some(lender) => format!("borrows concurrency from {lender}"),
         None => format!("concurrency {}", settings.level),
     };
+    if owner != c.owner {
+        let whose = |o: &Option<String>| {
+            o.as_ref()
+                .map_or_else(|| "the workspace".to_owned(), Clone::clone)
+        };
+        detail.push_str(&format!(
+            "; owner changed from {} to {}",
+            whose(&c.owner),
+            whose(&owner)
+        ));
+    }
     state.audit(&me.user.name, "connection.edit", &name, &detail)?;
     let mut to = format!("/connections?changed={}", url_path(&name));
     if client_changed {

@@ -44,7 +44,7 @@ fn form_fields(name: &str, role: &str) -> Vec<FieldView> {
         FieldView {
             id: "role".into(),
             label: "Role".into(),
-            help: Some("An administrator manages workspace clients, connections, flows and users; a member manages only their own user-scoped connections, runs flows and handles errors.".into()),
+            help: Some("An administrator manages OAuth clients, every connection, mapping tables and users; a member creates and manages only their own connections, runs flows and handles errors.".into()),
             input: "select",
             required: true,
             choices: vec![("member".into(), "Member".into()), ("admin".into(), "Administrator".into())],
@@ -61,7 +61,17 @@ fn render(
     notice: Option<String>,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
-    let users = state.store().users().map_err(PageError::internal)?;
+    let ws = state.workspace()?;
+    let users: Vec<_> = state
+        .store()
+        .users()
+        .map_err(PageError::internal)?
+        .into_iter()
+        .map(|u| {
+            let owns = ws.file.connections_owned_by(&u.name).join(", ");
+            minijinja::context! { owns, ..minijinja::Value::from_serialize(&u) }
+        })
+        .collect();
     let mut res = state.page(
         me,
         "users.html",
@@ -143,15 +153,20 @@ pub(crate) async fn remove(
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
     me.require_admin(&state, "remove users")?;
-    let result = state.store().remove_user(&name);
+    let ws = state.workspace()?;
+    let result = state.store().remove_user(&name, &ws);
     match result {
         Ok(()) => {
             state.audit(&me.user.name, "user.remove", &name, "removed")?;
             Ok(see_other(&format!("/users?removed={}", url_path(&name))))
         }
-        Err(e @ (StoreError::NoUser(_) | StoreError::LastAdmin(_))) => {
-            Err(PageError::BadRequest(e.to_string()))
-        }
+        Err(
+            e @ (StoreError::NoUser(_)
+            | StoreError::LastAdmin(_)
+            | StoreError::OwnsConnections { .. }),
+        ) => Err(PageError::BadRequest(format!(
+            "User {name} was not removed: {e}."
+        ))),
         Err(e) => Err(PageError::internal(e)),
     }
 }

@@ -137,6 +137,7 @@ pub(crate) async fn sims(
             borrow_concurrency_from: None,
             hosts: hosts(&[("app", kantata.app_url()), ("api", kantata.api_url())]),
             tenants: Vec::new(),
+            owner: None,
         },
     );
     ws.file.connections.insert(
@@ -155,6 +156,7 @@ pub(crate) async fn sims(
                 id: tenant.clone(),
                 name: tenant_name,
             }],
+            owner: None,
         },
     );
     ws.save().unwrap();
