@@ -25,6 +25,18 @@ pub(crate) enum SpecCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Record a real read of a resource through a connection as a cassette: every exchange
+    /// with the API, secrets and personal fields redacted, for `weft spec test` to replay.
+    Record(crate::cmd_cassette::RecordArgs),
+    /// Replay a spec's recorded cassettes through the engine, offline: paging, extraction, the
+    /// cursor and field rules checked against what the provider answered.
+    Test {
+        /// The spec file.
+        spec: PathBuf,
+        /// The folder of cassettes (`weft spec record … --out DIR`).
+        #[arg(long, default_value = "cassettes")]
+        cassettes: PathBuf,
+    },
 }
 
 #[derive(Serialize)]
@@ -42,12 +54,22 @@ struct Located<'a> {
     diagnostic: &'a Diagnostic,
 }
 
-pub(crate) fn run(cmd: SpecCmd, io: &mut Io<'_>) -> Result<u8> {
-    let SpecCmd::Check {
-        paths,
-        deny_warnings,
-        json,
-    } = cmd;
+pub(crate) fn run(
+    cmd: SpecCmd,
+    workspace: Option<&std::path::Path>,
+    io: &mut Io<'_>,
+) -> Result<u8> {
+    let (paths, deny_warnings, json) = match cmd {
+        SpecCmd::Check {
+            paths,
+            deny_warnings,
+            json,
+        } => (paths, deny_warnings, json),
+        SpecCmd::Record(args) => return crate::cmd_cassette::record(&args, workspace, io),
+        SpecCmd::Test { spec, cassettes } => {
+            return crate::cmd_cassette::test(&spec, &cassettes, io);
+        }
+    };
     let mut files = Vec::new();
     for path in &paths {
         files.extend(specs::spec_files(path)?);

@@ -55,7 +55,7 @@ pub(crate) struct ReadArgs {
 }
 
 /// The tenant to use for a tenanted resource: the one asked for, or the only one.
-fn tenant(connection: &Connection, wanted: Option<&str>) -> Result<Option<Tenant>> {
+pub(crate) fn tenant(connection: &Connection, wanted: Option<&str>) -> Result<Option<Tenant>> {
     let chosen = match wanted {
         Some(id) => connection
             .tenants

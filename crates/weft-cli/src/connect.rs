@@ -28,7 +28,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn find(all: &[Workspace], name: &str) -> Result<(usize, Connection)> {
+pub(crate) fn find(all: &[Workspace], name: &str) -> Result<(usize, Connection)> {
     Ok(weft_engine::connect::find(all, name)?)
 }
 

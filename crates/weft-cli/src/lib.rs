@@ -1,6 +1,7 @@
 //! The `weft` command line, as a library so tests can drive it in-process.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cmd_cassette;
 mod cmd_client;
 mod cmd_connection;
 mod cmd_connectors;
@@ -157,7 +158,7 @@ where
         Command::Read(args) => cmd_use::read(args, workspace, io),
         Command::Write(args) => cmd_use::write(args, workspace, io),
         Command::Connectors(cmd) => cmd_connectors::run(cmd, io),
-        Command::Spec(cmd) => cmd_spec::run(cmd, io),
+        Command::Spec(cmd) => cmd_spec::run(cmd, workspace, io),
         Command::Sandbox(args) => cmd_sandbox::run(args, io),
         Command::Runs(cmd) => cmd_state::runs(cmd, workspace, io),
         Command::Errors(cmd) => cmd_state::errors(cmd, workspace, io),

@@ -439,3 +439,81 @@ fn serve_killed_during_a_scheduled_run_loses_and_duplicates_nothing_and_shows_it
             .collect(),
     );
 }
+
+#[test]
+fn a_recorded_read_replays_offline_and_a_changed_one_is_caught() {
+    let World {
+        s, k, x, tenant, ..
+    } = world("spec-record", None);
+    let dir = s.project().join("cassettes");
+    let dir_text = dir.display().to_string();
+    for (connection, resource) in [("xero", "contacts"), ("kantata", "invoices")] {
+        let rec = s.run(
+            &["spec", "record", connection, resource, "--out", &dir_text],
+            None,
+        );
+        ok(&rec);
+        assert!(out(&rec).contains("recorded"), "{}", out(&rec));
+    }
+    let contacts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("xero-contacts.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        contacts["records"].as_u64().unwrap() as usize,
+        x.contacts(&tenant).len()
+    );
+    assert_eq!(contacts["tenant"], tenant.as_str());
+    // Nothing personal or secret is kept: no e-mail address or name of a person, no token.
+    let tapes = [
+        std::fs::read_to_string(dir.join("xero-contacts.json")).unwrap(),
+        std::fs::read_to_string(dir.join("kantata-invoices.json")).unwrap(),
+    ];
+    for c in x.contacts(&tenant) {
+        if let Some(email) = c["EmailAddress"].as_str().filter(|e| !e.is_empty()) {
+            assert!(!tapes[0].contains(email), "{email} was recorded");
+        }
+    }
+    for token in x.issued_tokens().into_iter().chain(k.issued_tokens()) {
+        assert!(
+            tapes.iter().all(|t| !t.contains(&token)),
+            "a token was recorded"
+        );
+    }
+    assert!(
+        !tapes[0].contains(&x.api_url()),
+        "base URLs become placeholders"
+    );
+    // The providers gone, the spec replays both recordings.
+    drop(x);
+    drop(k);
+    let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs");
+    for spec in ["xero", "kantata"] {
+        let path = specs.join(format!("{spec}.toml")).display().to_string();
+        let replay = s.run(&["spec", "test", &path, "--cassettes", &dir_text], None);
+        assert!(replay.status.success(), "{}{}", out(&replay), err(&replay));
+        assert!(out(&replay).contains("✓"), "{}", out(&replay));
+    }
+    // A recording the spec no longer matches (its last answer gone): caught, exit 1.
+    let path = dir.join("kantata-invoices.json");
+    let mut tape: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tape["exchanges"].as_array_mut().unwrap().pop();
+    std::fs::write(&path, tape.to_string()).unwrap();
+    let kantata = specs.join("kantata.toml").display().to_string();
+    let broken = s.run(&["spec", "test", &kantata, "--cassettes", &dir_text], None);
+    assert_eq!(broken.status.code(), Some(1), "{}", out(&broken));
+    assert!(
+        out(&broken).contains("which the recording does not have"),
+        "{}",
+        out(&broken)
+    );
+    let none = s.run(
+        &["spec", "test", &kantata, "--cassettes", "/nonexistent"],
+        None,
+    );
+    assert!(
+        err(&none).contains("cannot read the cassettes folder"),
+        "{}",
+        err(&none)
+    );
+}

@@ -13,6 +13,7 @@
 //! API boundary: the engine sees connectors only as [`weft_core::Spec`] values and plugins
 //! through their C ABI; it parses no connector TOML itself (only its own `weft.toml` and flows).
 
+pub mod cassette;
 pub mod connect;
 pub mod cursor;
 pub mod exact;

@@ -28,6 +28,33 @@ pub struct ItemResult {
 /// Checks `record` against `resource`'s field rules for a create (`creating`) or an update;
 /// returns every problem, each naming the field.
 pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<String> {
+    check(
+        resource,
+        record,
+        if creating {
+            Purpose::Create
+        } else {
+            Purpose::Update
+        },
+    )
+}
+
+/// Checks a record as the provider gave it against `resource`'s field rules: the types,
+/// lengths and choices of what is there (what is required or read-only matters only to
+/// writes); every problem, each naming the field.
+pub fn check_read(resource: &Resource, record: &Value) -> Vec<String> {
+    check(resource, record, Purpose::Read)
+}
+
+/// What a record is checked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Create,
+    Update,
+    Read,
+}
+
+fn check(resource: &Resource, record: &Value, purpose: Purpose) -> Vec<String> {
     let Some(object) = record.as_object() else {
         return vec!["a record must be a JSON object".to_owned()];
     };
@@ -36,7 +63,7 @@ pub fn check_record(resource: &Resource, record: &Value, creating: bool) -> Vec<
         &resource.fields,
         Some(&resource.primary_key),
         object,
-        creating,
+        purpose,
         "",
         &mut problems,
     );
@@ -49,10 +76,12 @@ fn check_object(
     fields: &indexmap::IndexMap<String, weft_core::model::RecordField>,
     primary_key: Option<&str>,
     object: &Map<String, Value>,
-    creating: bool,
+    purpose: Purpose,
     prefix: &str,
     problems: &mut Vec<String>,
 ) {
+    let creating = purpose == Purpose::Create;
+    let updating = purpose == Purpose::Update;
     for (field, rule) in fields {
         let name = format!("{prefix}{field}");
         let value = object.get(field);
@@ -61,7 +90,7 @@ fn check_object(
                 if creating && rule.required {
                     problems.push(format!("`{name}` is required"));
                 }
-                if !creating && rule.required_on_update {
+                if updating && rule.required_on_update {
                     problems.push(format!("`{name}` is required on an update"));
                 }
                 continue;
@@ -72,7 +101,11 @@ fn check_object(
                 ));
                 continue;
             }
-            Some(_) if rule.read_only && Some(field.as_str()) != primary_key => {
+            Some(_)
+                if purpose != Purpose::Read
+                    && rule.read_only
+                    && Some(field.as_str()) != primary_key =>
+            {
                 problems.push(format!(
                     "`{name}` is set by the provider and cannot be written"
                 ));
@@ -137,7 +170,7 @@ fn check_object(
                     &rule.fields,
                     None,
                     inner,
-                    creating,
+                    purpose,
                     &format!("{name}."),
                     problems,
                 );
@@ -149,7 +182,7 @@ fn check_object(
                             &rule.fields,
                             None,
                             inner,
-                            creating,
+                            purpose,
                             &format!("{name}[{i}]."),
                             problems,
                         ),
