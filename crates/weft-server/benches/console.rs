@@ -132,6 +132,7 @@ fn seed(sizes: &Sizes) -> Seeded {
             borrow_concurrency_from: None,
             hosts: hosts(&[("app", "http://127.0.0.1:9"), ("api", "http://127.0.0.1:9")]),
             tenants: Vec::new(),
+            owner: None,
         },
     );
     ws.file.connections.insert(
@@ -150,6 +151,7 @@ fn seed(sizes: &Sizes) -> Seeded {
                 id: "00000000-0000-0000-0000-000000000001".into(),
                 name: "Demo Company (US)".into(),
             }],
+            owner: None,
         },
     );
     ws.save().unwrap();
