@@ -436,20 +436,35 @@ impl Condition {
     }
 }
 
-/// Orders two records by one property, absent values first.
-pub(crate) fn order_by(a: &Value, b: &Value, property: &str) -> Ordering {
-    match (at(a, property), at(b, property)) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(Value::String(x)), Some(Value::String(y))) => compare_text(x, y),
-        (Some(x), Some(y)) => match (decimal(x), decimal(y)) {
-            (Some(p), Some(q)) => p.cmp(&q),
-            _ => match (x.as_bool(), y.as_bool()) {
-                (Some(p), Some(q)) => p.cmp(&q),
-                _ => Ordering::Equal,
-            },
-        },
+/// What a record is ordered by, for one property: absent values first, then booleans, numbers
+/// (ids, written as digit strings, among them), instants, and other text without regard to case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SortKey {
+    Missing,
+    Bool(bool),
+    Number(Decimal),
+    Instant(i64),
+    Text(String),
+}
+
+/// The key `record` is ordered by for `property` (computed once per record, not per comparison).
+pub(crate) fn sort_key(record: &Value, property: &str) -> SortKey {
+    match at(record, property) {
+        None | Some(Value::Null) => SortKey::Missing,
+        Some(Value::Bool(b)) => SortKey::Bool(*b),
+        Some(v @ Value::Number(_)) => decimal(v).map_or(SortKey::Missing, SortKey::Number),
+        Some(Value::String(s)) => {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(n) = s.parse::<Decimal>() {
+                    return SortKey::Number(n);
+                }
+            }
+            match s.contains('T').then(|| parse_instant(s)).flatten() {
+                Some(ms) => SortKey::Instant(ms),
+                None => SortKey::Text(s.to_lowercase()),
+            }
+        }
+        Some(other) => SortKey::Text(other.to_string()),
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
-use super::query::{Statement, order_by};
+use super::query::{SortKey, Statement, sort_key};
 use super::util::{QbError, add_days, decimal, local_date, meta_time, mix, money, round2};
 
 /// The entities the simulator serves.
@@ -438,8 +438,8 @@ impl Company {
 
     /// The `QueryResponse` of a statement, or why QuickBooks would refuse it.
     pub(crate) fn query(&self, s: &Statement) -> Result<Value, String> {
-        let records: Vec<Value> = if s.entity == "CompanyInfo" {
-            vec![self.info.clone()]
+        let records: Vec<&Value> = if s.entity == "CompanyInfo" {
+            vec![&self.info]
         } else {
             let kind = Kind::from_name(&s.entity).ok_or_else(|| {
                 format!(
@@ -468,24 +468,27 @@ impl Company {
                     .conditions
                     .iter()
                     .any(|c| c.property.eq_ignore_ascii_case("Active"));
-            let mut found: Vec<&Value> = self
+            let found: Vec<&Value> = self
                 .map(kind)
                 .values()
                 .filter(|r| !hides_inactive || r["Active"] != json!(false))
                 .filter(|r| s.conditions.iter().all(|c| c.matches(r)))
                 .collect();
-            // Stable: records equal in every ordering property stay in id order.
-            found.sort_by(|a, b| {
-                s.order
-                    .iter()
-                    .map(|(p, desc)| {
-                        let o = order_by(a, b, p);
-                        if *desc { o.reverse() } else { o }
-                    })
+            // Stable: records equal in every ordering property stay in id order. Each record's
+            // keys are computed once.
+            let mut keyed: Vec<(Vec<SortKey>, &Value)> = found
+                .into_iter()
+                .map(|r| (s.order.iter().map(|(p, _)| sort_key(r, p)).collect(), r))
+                .collect();
+            keyed.sort_by(|(a, _), (b, _)| {
+                a.iter()
+                    .zip(b)
+                    .zip(&s.order)
+                    .map(|((x, y), (_, desc))| if *desc { y.cmp(x) } else { x.cmp(y) })
                     .find(|o| o.is_ne())
                     .unwrap_or(std::cmp::Ordering::Equal)
             });
-            found.into_iter().cloned().collect()
+            keyed.into_iter().map(|(_, r)| r).collect()
         };
         if s.count {
             return Ok(json!({"totalCount": records.len()}));
@@ -494,6 +497,7 @@ impl Company {
             .into_iter()
             .skip(s.start.saturating_sub(1))
             .take(s.max)
+            .cloned()
             .collect();
         if page.is_empty() {
             return Ok(json!({}));
