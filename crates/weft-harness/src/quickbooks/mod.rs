@@ -89,7 +89,8 @@ impl QuickBooksLimits {
 pub struct QuickBooksConfig {
     /// Seed of every generated id, name and amount.
     pub seed: u64,
-    /// Invoices per company (at most [`MAX_SEEDED`]); customers are a quarter of it, at least 6.
+    /// Invoices per company (at most [`MAX_SEEDED`]); customers are a quarter of it, at least 9
+    /// (every ninth inactive).
     pub size: usize,
     /// Companies the simulated administrator can connect.
     pub companies: usize,

@@ -454,10 +454,11 @@ pub(crate) fn sort_key(record: &Value, property: &str) -> SortKey {
         Some(Value::Bool(b)) => SortKey::Bool(*b),
         Some(v @ Value::Number(_)) => decimal(v).map_or(SortKey::Missing, SortKey::Number),
         Some(Value::String(s)) => {
-            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                if let Ok(n) = s.parse::<Decimal>() {
-                    return SortKey::Number(n);
-                }
+            if !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(n) = s.parse::<Decimal>()
+            {
+                return SortKey::Number(n);
             }
             match s.contains('T').then(|| parse_instant(s)).flatten() {
                 Some(ms) => SortKey::Instant(ms),

@@ -1479,7 +1479,7 @@ impl Company {
             "Bakery", "Builders", "Clinic", "Dental", "Florist", "Garage", "Hotel", "Kitchens",
             "Law", "Media",
         ];
-        let customers = (size / 4).max(6);
+        let customers = (size / 4).max(9);
         let mut active_customers = Vec::new();
         let mut taken = std::collections::HashSet::new();
         for n in 0..customers {
