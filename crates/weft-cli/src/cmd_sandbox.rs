@@ -1,4 +1,5 @@
-//! `weft sandbox`: both simulators on loopback with seeded demo data, serving until interrupted.
+//! `weft sandbox`: the Kantata, Xero and QuickBooks Online simulators on loopback with seeded demo
+//! data, serving until interrupted.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +9,7 @@ use serde::Serialize;
 use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
 use weft_harness::clock::SimClock;
 use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::quickbooks::{QuickBooksConfig, QuickBooksSim};
 use weft_harness::xero::{XeroConfig, XeroSim};
 
 use crate::Io;
@@ -18,19 +20,23 @@ pub(crate) struct SandboxArgs {
     /// Seed of the generated data: the same seed gives the same accounts.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Invoices per account (Kantata) and per organisation (Xero); other records scale with it.
+    /// Invoices per account (Kantata), per organisation (Xero) and per company (QuickBooks, at
+    /// most 20,000 there); other records scale with it.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     size: u64,
     /// Simulated network latency added to every API call, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
-    /// First of five consecutive ports (Kantata app, Kantata API, Xero login, Xero identity,
-    /// Xero API); 0 picks free ports.
+    /// First of eight consecutive ports (Kantata app, Kantata API, Xero login, Xero identity,
+    /// Xero API, QuickBooks app center, QuickBooks OAuth, QuickBooks API); 0 picks free ports.
     #[arg(long, default_value_t = 8700)]
     port_base: u16,
     /// Organisations in the Xero sandbox.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
     organisations: u64,
+    /// Companies in the QuickBooks Online sandbox (each consent connects one).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    companies: u64,
     /// Print one JSON object (URLs and demo credentials) as the first line of stdout.
     #[arg(long)]
     json: bool,
@@ -57,6 +63,7 @@ impl SandboxArgs {
             latency_ms: 0,
             port_base: 0,
             organisations: 1,
+            companies: 1,
             json: false,
             redirect: Some(redirect),
             also_redirect,
@@ -90,20 +97,40 @@ struct Organisation {
 }
 
 #[derive(Serialize)]
+struct QuickBooksInfo {
+    appcenter_url: String,
+    oauth_url: String,
+    developer_url: String,
+    api_url: String,
+    client_id: String,
+    client_secret: String,
+    companies: Vec<Company>,
+}
+
+#[derive(Serialize)]
+struct Company {
+    realm_id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
 struct SandboxInfo {
     seed: u64,
     size: u64,
     callback_url: String,
     kantata: KantataInfo,
     xero: XeroInfo,
+    quickbooks: QuickBooksInfo,
 }
 
-/// Starts both simulators; they serve until the process ends.
+/// Starts the simulators; they serve until the process ends.
 pub(crate) struct Sandbox {
     /// The Kantata simulator.
     pub(crate) kantata: KantataSim,
     /// The Xero simulator.
     pub(crate) xero: XeroSim,
+    /// The QuickBooks Online simulator.
+    pub(crate) quickbooks: QuickBooksSim,
 }
 
 fn port(base: u16, offset: u16) -> Result<u16> {
@@ -111,7 +138,7 @@ fn port(base: u16, offset: u16) -> Result<u16> {
         return Ok(0);
     }
     base.checked_add(offset)
-        .context("--port-base is too high: five consecutive ports are needed")
+        .context("--port-base is too high: eight consecutive ports are needed")
 }
 
 pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
@@ -148,21 +175,38 @@ pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
         seed: args.seed,
         size,
         organisations: usize::try_from(args.organisations).unwrap_or(2),
-        clock,
+        clock: clock.clone(),
         login_port: port(args.port_base, 2)?,
         identity_port: port(args.port_base, 3)?,
         api_port: port(args.port_base, 4)?,
-        redirect_uris: redirect,
+        redirect_uris: redirect.clone(),
         latency,
         ..XeroConfig::default()
     })
     .with_context(|| busy("Xero", args.port_base.saturating_add(2)))?;
-    Ok(Sandbox { kantata, xero })
+    let quickbooks = QuickBooksSim::start(QuickBooksConfig {
+        seed: args.seed,
+        size: size.min(weft_harness::quickbooks::MAX_SEEDED),
+        companies: usize::try_from(args.companies).unwrap_or(1),
+        clock,
+        appcenter_port: port(args.port_base, 5)?,
+        oauth_port: port(args.port_base, 6)?,
+        api_port: port(args.port_base, 7)?,
+        redirect_uris: redirect,
+        latency,
+        ..QuickBooksConfig::default()
+    })
+    .with_context(|| busy("QuickBooks", args.port_base.saturating_add(5)))?;
+    Ok(Sandbox {
+        kantata,
+        xero,
+        quickbooks,
+    })
 }
 
 pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
     let sandbox = start(&args)?;
-    let (k, x) = (&sandbox.kantata, &sandbox.xero);
+    let (k, x, q) = (&sandbox.kantata, &sandbox.xero, &sandbox.quickbooks);
     let info = SandboxInfo {
         seed: args.seed,
         size: args.size,
@@ -186,13 +230,26 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
                 .map(|(tenant_id, name)| Organisation { tenant_id, name })
                 .collect(),
         },
+        quickbooks: QuickBooksInfo {
+            appcenter_url: q.appcenter_url(),
+            oauth_url: q.oauth_url(),
+            developer_url: q.developer_url(),
+            api_url: q.api_url(),
+            client_id: q.client_id().to_owned(),
+            client_secret: q.client_secret().to_owned(),
+            companies: q
+                .companies()
+                .into_iter()
+                .map(|(realm_id, name)| Company { realm_id, name })
+                .collect(),
+        },
     };
     if args.json {
         writeln!(io.out, "{}", serde_json::to_string(&info)?)?;
     } else {
         writeln!(
             io.out,
-            "Weft sandbox: Kantata and Xero simulators on 127.0.0.1 (seed {}, {} invoices per account)\n",
+            "Weft sandbox: Kantata, Xero and QuickBooks Online simulators on 127.0.0.1 (seed {}, {} invoices per account)\n",
             info.seed, info.size
         )?;
         writeln!(io.out, "Kantata OX")?;
@@ -210,14 +267,29 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
         for org in &info.xero.organisations {
             writeln!(io.out, "  organisation    {} ({})", org.name, org.tenant_id)?;
         }
+        let qb = &info.quickbooks;
+        writeln!(io.out, "QuickBooks Online")?;
+        writeln!(io.out, "  app center      {}", qb.appcenter_url)?;
+        writeln!(io.out, "  oauth           {}", qb.oauth_url)?;
+        writeln!(io.out, "  developer       {}", qb.developer_url)?;
+        writeln!(io.out, "  api             {}", qb.api_url)?;
+        writeln!(io.out, "  client ID       {}", qb.client_id)?;
+        writeln!(io.out, "  client secret   {}", qb.client_secret)?;
+        for company in &qb.companies {
+            writeln!(
+                io.out,
+                "  company         {} (realm {})",
+                company.name, company.realm_id
+            )?;
+        }
         writeln!(
             io.out,
-            "\nBoth demo apps accept the callback URL {}.",
+            "\nThe demo apps accept the callback URL {}.",
             info.callback_url
         )?;
         writeln!(
             io.out,
-            "\nTo point a workspace at the sandbox (the secrets are read from standard input; the names are those `weft init --template kantata-xero` and its flow use):"
+            "\nTo point a workspace at the sandbox (the secrets are read from standard input; the Kantata and Xero names are those `weft init --template kantata-xero` and its flow use):"
         )?;
         writeln!(
             io.out,
@@ -239,11 +311,25 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
             "  weft connection create xero --connector xero --client xero-app --host login={} --host identity={} --host api={}",
             info.xero.login_url, info.xero.identity_url, info.xero.api_url
         )?;
+        writeln!(
+            io.out,
+            "  echo {} | weft client add quickbooks-app --connector quickbooks --client-id {} --secret-stdin",
+            qb.client_secret, qb.client_id
+        )?;
+        writeln!(
+            io.out,
+            "  weft connection create quickbooks --connector quickbooks --client quickbooks-app --host appcenter={} --host oauth={} --host developer={} --host api={}",
+            qb.appcenter_url, qb.oauth_url, qb.developer_url, qb.api_url
+        )?;
         writeln!(io.out, "  weft connection authorize kantata --no-browser")?;
         writeln!(io.out, "  weft connection authorize xero --no-browser")?;
         writeln!(
             io.out,
-            "These are sandbox credentials for the simulators only; nothing here reaches Kantata or Xero."
+            "  weft connection authorize quickbooks --no-browser"
+        )?;
+        writeln!(
+            io.out,
+            "These are sandbox credentials for the simulators only; nothing here reaches Kantata, Xero or Intuit."
         )?;
         writeln!(io.out, "Serving until interrupted (Ctrl-C).")?;
     }

@@ -122,9 +122,9 @@ fn bad_input_is_refused_and_nothing_is_written() {
             "Client ID",
         ),
         (
-            &["--connector", "quickbooks", "--client-id", "ABC"],
+            &["--connector", "sage-intacct", "--client-id", "ABC"],
             "x\n",
-            "no connector `quickbooks`",
+            "no connector `sage-intacct`",
         ),
     ];
     for (extra, stdin, expected) in cases {

@@ -10,6 +10,10 @@ pub const SPECS: &[(&str, &str)] = &[
     ),
     ("specs/xero.toml", include_str!("../../../specs/xero.toml")),
     (
+        "specs/quickbooks.toml",
+        include_str!("../../../specs/quickbooks.toml"),
+    ),
+    (
         "specs/files.toml",
         include_str!("../../../specs/files.toml"),
     ),

@@ -40,10 +40,21 @@ async fn read_all(
     let mut pager = Pager::new(list.pagination.as_ref().expect("paging"));
     let mut all = Vec::new();
     let mut calls = 0;
-    while let Some(query) = pager.next_query() {
+    while let Some(ask) = pager.next() {
         assert!(calls < 1_000, "{resource}: paging did not end");
-        let request = build(&env, file, hosts, resource, OpKind::List, ctx, &query)
-            .expect("the request renders");
+        // The page's values reach the templates too (paging inside a query text).
+        let mut page_ctx = ctx.clone();
+        ask.apply(&mut page_ctx);
+        let request = build(
+            &env,
+            file,
+            hosts,
+            resource,
+            OpKind::List,
+            &page_ctx,
+            &ask.query,
+        )
+        .expect("the request renders");
         let mut call = client
             .get(request.url.as_str())
             .header(&file.auth.apply.header, &apply);
@@ -557,4 +568,110 @@ async fn every_xero_list_reads_to_its_end() {
             "{name}: {counts:?}"
         );
     }
+}
+
+/// Every list of the QuickBooks spec through its query text: paging inside the statement
+/// (`STARTPOSITION`, `MAXRESULTS`) to a short page, records under `QueryResponse.<Entity>` (absent
+/// when nothing matches), inactive customers, items and accounts read too, the company in the
+/// path and `minorversion` on every call; incremental on `MetaData.LastUpdatedTime`.
+#[tokio::test]
+async fn every_quickbooks_list_reads_to_its_end() {
+    use weft_harness::quickbooks::{Kind, QuickBooksConfig, QuickBooksLimits, QuickBooksSim};
+    let sim = QuickBooksSim::start(QuickBooksConfig {
+        size: 2_300,
+        limits: QuickBooksLimits::unlimited(),
+        ..QuickBooksConfig::default()
+    })
+    .unwrap();
+    let spec = shipped("quickbooks");
+    let hosts = Hosts::new(spec.file(), &sim.hosts().into_iter().collect()).unwrap();
+    let (realm, token) = common::quickbooks_token(&sim).await;
+    let ctx = RequestContext {
+        tenant: Some(Tenant {
+            id: realm.clone(),
+            name: realm.clone(),
+        }),
+        ..RequestContext::with_field_defaults(spec.file())
+    };
+    let mut counts = BTreeMap::new();
+    for (name, resource) in &spec.file().resources {
+        if resource.list.is_none() {
+            continue;
+        }
+        let (found, calls) = read_all(&spec, &hosts, name, &ctx, &token).await;
+        assert_unique(name, &resource.primary_key, &found);
+        counts.insert(name.clone(), (found.len(), calls));
+    }
+    let held = |kind| sim.records(&realm, kind).len();
+    assert_eq!(counts["company_info"].0, 1);
+    assert_eq!(
+        counts["invoices"],
+        (2_300, 3),
+        "1000 a page, the third one short"
+    );
+    assert_eq!(counts["payments"].0, held(Kind::Payment));
+    assert_eq!(counts["customers"].0, held(Kind::Customer));
+    assert_eq!(counts["items"].0, held(Kind::Item));
+    assert_eq!(counts["accounts"].0, held(Kind::Account));
+    for kind in [Kind::Customer, Kind::Item, Kind::Account] {
+        assert!(
+            sim.records(&realm, kind)
+                .iter()
+                .any(|r| r["Active"] == false),
+            "{kind:?}: the seed has inactive records, and the list read them"
+        );
+    }
+    let log = sim.observed().log.requests();
+    assert!(
+        log.iter()
+            .all(|r| r.path.starts_with(&format!("/v3/company/{realm}/"))
+                && r.query.contains("minorversion=75")),
+        "{:?}",
+        log.iter().find(|r| !r.query.contains("minorversion=75"))
+    );
+
+    // Incremental: the cursor goes inside the statement; a future instant finds nothing, the
+    // epoch everything, and a cursor between them the invoices changed since.
+    let inc = spec.file().resources["invoices"]
+        .list
+        .as_ref()
+        .unwrap()
+        .incremental
+        .clone()
+        .unwrap();
+    let since = |at: &str| {
+        let cursor =
+            weft_engine::cursor::format(weft_engine::cursor::parse_since(at).unwrap(), &inc);
+        RequestContext {
+            cursor: Some(cursor),
+            ..ctx.clone()
+        }
+    };
+    for (at, expected) in [("2099-01-01", 0), ("1970-01-02", 2_300)] {
+        let (found, _) = read_all(&spec, &hosts, "invoices", &since(at), &token).await;
+        assert_eq!(found.len(), expected, "since {at}");
+    }
+    let at_ms = sim.clock().now_ms() as i64 - 120 * 86_400_000;
+    let at = jiff::Timestamp::from_millisecond(at_ms)
+        .unwrap()
+        .to_string();
+    let (recent, _) = read_all(&spec, &hosts, "invoices", &since(&at), &token).await;
+    // The spec's overlap reads one second before the cursor.
+    let cut = jiff::Timestamp::from_millisecond(at_ms - 1_000).unwrap();
+    let changed = sim
+        .records(&realm, Kind::Invoice)
+        .iter()
+        .filter(|i| {
+            i["MetaData"]["LastUpdatedTime"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t >= cut)
+        })
+        .count();
+    assert!(
+        !recent.is_empty() && recent.len() < 2_300,
+        "{}",
+        recent.len()
+    );
+    assert_eq!(recent.len(), changed);
 }

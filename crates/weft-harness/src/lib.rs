@@ -6,13 +6,14 @@
 //! - [`faults`]: seeded, per-route fault injection.
 //! - [`log`]: every request a simulator received, for assertions.
 //! - [`server`]: serving a simulator on loopback, wrapped in the log and the faults.
-//! - [`kantata`], [`xero`]: the simulators.
+//! - [`kantata`], [`xero`], [`quickbooks`]: the simulators.
 
 pub mod cdylib;
 pub mod clock;
 pub mod faults;
 pub mod kantata;
 pub mod log;
+pub mod quickbooks;
 pub mod server;
 pub mod smtp;
 pub mod xero;

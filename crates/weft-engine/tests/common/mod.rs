@@ -70,6 +70,51 @@ impl Clock for SimWait {
     }
 }
 
+/// The QuickBooks simulator's consent played as a browser would (redirects not followed) and its
+/// code exchanged as the connector's spec does it: the company (`realmId` beside the code) and
+/// the access token.
+pub(crate) async fn quickbooks_token(
+    sim: &weft_harness::quickbooks::QuickBooksSim,
+) -> (String, String) {
+    let http = weft_engine::http::client().unwrap();
+    let mut url = url::Url::parse(&format!("{}/connect/oauth2", sim.appcenter_url())).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", sim.client_id())
+        .append_pair("response_type", "code")
+        .append_pair("scope", "com.intuit.quickbooks.accounting")
+        .append_pair("redirect_uri", "http://localhost:8976/oauth/callback")
+        .append_pair("state", "s");
+    let consent = http.get(url).send().await.unwrap();
+    let back = url::Url::parse(consent.headers()["location"].to_str().unwrap()).unwrap();
+    let get = |k: &str| {
+        back.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    let token: Value = http
+        .post(format!("{}/oauth2/v1/tokens/bearer", sim.oauth_url()))
+        .basic_auth(sim.client_id(), Some(sim.client_secret()))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", get("code").as_str()),
+            ("redirect_uri", "http://localhost:8976/oauth/callback"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        get("realmId"),
+        token["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned(),
+    )
+}
+
 /// A client-credentials access token from the Xero simulator's demo app.
 pub(crate) async fn xero_token(sim: &XeroSim) -> String {
     let token: Value = weft_engine::http::client()
