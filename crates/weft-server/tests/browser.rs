@@ -214,9 +214,19 @@ impl Walk {
         }
     }
 
-    /// The text of the element `css`, waited for.
+    /// The text of the element `css`, waited for (again, when a reloading page replaced it).
     async fn text(&self, css: &str, what: &str) -> String {
-        self.wait(css, what).await.text().await.unwrap()
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.wait(css, what).await.text().await {
+                Ok(text) => return text,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "waited {WAIT:?} for the text of {what} (`{css}`): {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Asserts that the element `css` shows `expected` (waited for within [`WAIT`]).
@@ -279,7 +289,8 @@ impl Walk {
         self.saved.push(format!("{name}.png"));
     }
 
-    /// Follows run page `path` until its outcome is no longer `running`; returns the outcome.
+    /// Follows the run page the browser is on until it shows the run ended (the page reloads
+    /// itself then); returns the outcome.
     async fn run_outcome(&mut self) -> String {
         let deadline = Instant::now() + RUN_WAIT;
         loop {
@@ -333,10 +344,10 @@ fn the_console_in_a_real_browser() {
             std::env::var_os("WEFT_SCREENSHOTS").is_none(),
             "WEFT_SCREENSHOTS asks for screenshots, but {why}"
         );
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("skipped: {why}");
-        }
+        // Written to the process's stderr itself, past the test harness's capture, so that
+        // `cargo test` shows it.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "skipped: {why}");
         return;
     };
     let tmp = TempDir(std::env::temp_dir().join(format!("weft-browser-{}", std::process::id())));
