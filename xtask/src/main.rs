@@ -10,6 +10,9 @@
 //!   finds their libraries in `target/<profile>/`.
 //! - `openapi`: regenerate the Xero OpenAPI fixture the simulator tests validate against, from the
 //!   official documents in `../shared/reference/xero-openapi/` (schemas only, with the MIT notice).
+//! - `screenshots`: the console's real-browser test (`crates/weft-server/tests/browser.rs`, headless
+//!   Chromium through chromedriver) with `WEFT_SCREENSHOTS` set; on success its PNGs replace
+//!   `docs/console/*.png`, which the README shows.
 //! - `bench [--quick]`: every benchmark (release build): the engine's against the rate-limit
 //!   ceilings (B1-B7, `crates/weft-engine/benches/ceilings.rs`) and the console's pages and idle
 //!   memory (B8-B9, `crates/weft-server/benches/console.rs`), one Markdown table on stdout (with
@@ -34,6 +37,8 @@ commands:
                       build the native connectors in connectors/ into target/<profile>/
   openapi             regenerate crates/weft-harness/tests/fixtures/xero-openapi/ from
                       ../shared/reference/xero-openapi/ (schemas only)
+  screenshots         walk the console in headless Chromium (needs chromium and
+                      chromium-driver) and replace docs/console/*.png
   bench [--quick]     run the benchmarks (B1-B9), print a Markdown table, write
                       target/bench/results.json
 ";
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         ["new-connector", name] => new_connector(name),
         ["plugins", "build"] => plugins_build(false),
         ["plugins", "build", "--release"] => plugins_build(true),
+        ["screenshots"] => screenshots(),
         ["bench"] => bench(false),
         ["bench", "--quick"] => bench(true),
         ["help" | "--help" | "-h"] => {
@@ -621,6 +627,80 @@ fn plugins_build(release: bool) -> Result<()> {
     println!(
         "built {}; check them with `cargo run -p weft-cli -- doctor`",
         packages.join(", ")
+    );
+    Ok(())
+}
+
+/// `cargo xtask screenshots`: the browser test saves its pictures in `target/console-screenshots/`;
+/// only when it passed do they replace the committed ones, so a failed walk leaves
+/// `docs/console/` as it was.
+fn screenshots() -> Result<()> {
+    let root = project_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let fresh = target.join("console-screenshots");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh)
+            .with_context(|| format!("cannot empty {}", fresh.display()))?;
+    }
+    std::fs::create_dir_all(&fresh)
+        .with_context(|| format!("cannot create {}", fresh.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .env("WEFT_SCREENSHOTS", &fresh)
+        .args([
+            "test",
+            "-p",
+            "weft-server",
+            "--test",
+            "browser",
+            "--",
+            "--nocapture",
+        ])
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!(
+            "the browser test failed; docs/console/ is unchanged (see the test's messages above)"
+        );
+    }
+    let mut pictures: Vec<PathBuf> = std::fs::read_dir(&fresh)
+        .with_context(|| format!("cannot list {}", fresh.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    pictures.sort();
+    if pictures.is_empty() {
+        bail!(
+            "the browser test passed but saved no picture in {}",
+            fresh.display()
+        );
+    }
+    let docs = root.join("docs").join("console");
+    std::fs::create_dir_all(&docs).with_context(|| format!("cannot create {}", docs.display()))?;
+    for old in
+        std::fs::read_dir(&docs).with_context(|| format!("cannot list {}", docs.display()))?
+    {
+        let old = old?.path();
+        if old.extension().is_some_and(|x| x == "png") {
+            std::fs::remove_file(&old)
+                .with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+    }
+    let mut total = 0;
+    for picture in &pictures {
+        let name = picture.file_name().unwrap_or_default();
+        let to = docs.join(name);
+        total += std::fs::copy(picture, &to)
+            .with_context(|| format!("cannot write {}", to.display()))?;
+        println!("docs/console/{}", name.to_string_lossy());
+    }
+    println!(
+        "{} screenshots, {} KiB in all; review them before committing (no secret may show)",
+        pictures.len(),
+        total / 1024
     );
     Ok(())
 }

@@ -377,16 +377,25 @@ pub(crate) async fn time_limit(req: Request, next: Next) -> Response {
     }
 }
 
-/// Every response's security headers: a strict CSP (own styles and scripts only, no framing),
-/// no MIME sniffing, no referrer, and no caching of pages.
+/// The console's Content-Security-Policy: its own styles and scripts only, forms posted only to
+/// itself, no framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The same for the Connections pages, whose Save & authorize and Authorize forms are answered
+/// with a redirect to the provider's consent page. Browsers apply `form-action` to the redirects
+/// of a form submission too (Chromium refuses the navigation), so there forms may also lead to
+/// HTTPS sites and to plain HTTP on loopback (the sandbox's simulators).
+const CSP_CONSENT: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'; base-uri 'none'";
+
+/// Every response's security headers: a strict CSP ([`CSP`], or [`CSP_CONSENT`] on the pages
+/// under `/connections`), no MIME sniffing, no referrer, and no caching of pages.
 pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
+    let consent_forms = req.uri().path().starts_with("/connections");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(if consent_forms { CSP_CONSENT } else { CSP }),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
