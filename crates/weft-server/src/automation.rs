@@ -161,17 +161,17 @@ struct Watch {
 }
 
 impl Watch {
-    /// Starts after the newest run: what ended before the server started is not news.
+    /// Starts after the newest run: what ended before the server started is not news, but a
+    /// run still under way then is watched until it ends.
     fn start(db: &Db) -> Self {
-        let last = db
-            .runs(None, 1)
-            .ok()
-            .and_then(|r| r.first().map(|r| r.id))
-            .unwrap_or(0);
-        Watch {
-            last,
-            open: BTreeSet::new(),
-        }
+        let recent = db.runs(None, 500).unwrap_or_default();
+        let last = recent.first().map_or(0, |r| r.id);
+        let open = recent
+            .iter()
+            .filter(|r| !r.dry_run && r.outcome.is_none() && db.run_status(r) == "running")
+            .map(|r| r.id)
+            .collect();
+        Watch { last, open }
     }
 
     /// Runs that ended (or were found interrupted) since the last look, as events to send.
