@@ -466,6 +466,26 @@ async fn a_client_is_added_sealed_edited_and_never_shown() {
     );
     assert!(res.body.contains("no spaces inside"), "{}", res.body);
     assert!(res.body.contains(r#"value="AB CD""#));
+    // Kantata's application ID too (its spec once refused only spaces around it).
+    let kantata = c
+        .post(
+            "/clients",
+            cookie,
+            &[
+                ("csrf", &alice.csrf),
+                ("connector", "kantata"),
+                ("name", "projects"),
+                ("client_id", "70b0 ce38"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(kantata.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        kantata.body.contains("no spaces inside"),
+        "{}",
+        kantata.body
+    );
     assert!(
         res.body
             .contains(r#"aria-describedby="client_id-error client_id-help""#)
