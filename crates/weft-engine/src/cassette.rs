@@ -85,7 +85,7 @@ pub enum CassetteError {
     },
     /// The file is not a cassette.
     #[error(
-        "{path} is not a cassette `weft spec record` wrote ({reason}); record it again with `weft spec record CONNECTION RESOURCE`"
+        "{path} is not a cassette this Weft wrote ({reason}); record it again with `weft spec record CONNECTION RESOURCE`"
     )]
     Invalid {
         /// The file.
