@@ -193,13 +193,10 @@ pub async fn serve_with(
         }
         None => (None, router(config.clone())?),
     };
-    let (report, _ignored) = match automate.report {
-        Some(r) => (r, None),
-        None => {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            (tx, Some(rx))
-        }
-    };
+    // Nobody listening: a channel whose receiver is gone, so reports are dropped, not kept.
+    let report = automate
+        .report
+        .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
     let task = automation::Automation {
         workspace: config.workspace.clone(),
         specs: config.specs.clone(),
