@@ -160,7 +160,7 @@ pub fn is_personal(key: &str) -> bool {
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
         .to_ascii_lowercase();
-    const PARTS: [&str; 17] = [
+    const PARTS: [&str; 16] = [
         "email",
         "phone",
         "mobile",
@@ -169,7 +169,6 @@ pub fn is_personal(key: &str) -> bool {
         "lastname",
         "fullname",
         "displayname",
-        "contactname",
         "address",
         "street",
         "postcode",
@@ -280,7 +279,7 @@ mod tests {
     #[test]
     fn personal_fields_and_secrets_are_replaced_and_the_rest_kept() {
         let mut v = json!({
-            "ContactID": "c-1",
+            "RecordID": "c-1",
             "Name": "Acme Ltd",
             "EmailAddress": "jane@acme.example",
             "FirstName": "Jane",
@@ -291,7 +290,7 @@ mod tests {
             "Total": 12.5
         });
         redact(&mut v, &["tok-SECRET-1".to_owned()]);
-        assert_eq!(v["ContactID"], "c-1");
+        assert_eq!(v["RecordID"], "c-1");
         assert_eq!(v["Name"], "Acme Ltd");
         assert_eq!(v["UpdatedDateUTC"], "/Date(1700000000000+0000)/");
         assert_eq!(v["Total"], 12.5);

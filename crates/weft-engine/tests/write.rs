@@ -334,3 +334,32 @@ async fn a_receipt_without_classic_expenses_points_to_bills() {
     let (results, _) = xero_create(&sim, "receipts", &[receipt]).await.unwrap();
     assert_eq!(results[0].status, "failed", "an unknown user: {results:?}");
 }
+
+#[test]
+fn a_record_as_read_is_checked_for_what_it_holds_not_for_what_a_write_may_send() {
+    let spec = weft_core::builtin::load_all()
+        .into_iter()
+        .filter_map(|r| r.spec)
+        .find(|s| s.id() == "xero")
+        .unwrap();
+    let contacts = &spec.file().resources["contacts"];
+    let read = serde_json::json!({ "ContactID": "c-1", "Name": "Acme", "UpdatedDateUTC": "/Date(1700000000000+0000)/" });
+    assert!(weft_engine::write::check_read(contacts, &read).is_empty());
+    assert!(
+        !weft_engine::write::check_record(contacts, &read, false).is_empty(),
+        "read-only on a write"
+    );
+    let wrong =
+        serde_json::json!({ "ContactID": "c-1", "Name": 7, "EmailAddress": "x".repeat(300) });
+    let problems = weft_engine::write::check_read(contacts, &wrong);
+    assert!(
+        problems.iter().any(|p| p.contains("`Name` must be")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("`EmailAddress` is longer")),
+        "{problems:?}"
+    );
+}
