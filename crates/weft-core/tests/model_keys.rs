@@ -190,6 +190,13 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Field.max-length", &[FORM]),
     ("Field.required", &[FORM]),
     (
+        "Field.methods",
+        &[
+            "crates/weft-core/src/form.rs::a_field_of_another_method_is_neither_required_nor_accepted",
+            "crates/weft-core/src/form.rs::the_method_is_chosen_inferred_or_refused",
+        ],
+    ),
+    (
         "Field.secret",
         &["crates/weft-core/src/form.rs::debug_never_shows_text"],
     ),
