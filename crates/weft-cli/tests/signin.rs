@@ -426,5 +426,26 @@ fn connections_written_before_methods_were_recorded_keep_working_and_lose_nothin
     assert_eq!(both["client"], "kapp");
     assert_eq!(both["concurrency"], 3);
     ok(&s.run(&["connection", "test", "both"], None));
+
+    // A hand-edited method the connector does not declare is refused at its line.
+    let edited = read(&weft_toml).replacen(
+        "[connections.pasted]\n",
+        "[connections.pasted]\nmethod = \"client-credentials\"\n",
+        1,
+    );
+    std::fs::write(&weft_toml, &edited).unwrap();
+    let line = edited
+        .lines()
+        .position(|l| l == "method = \"client-credentials\"")
+        .unwrap()
+        + 1;
+    refused(
+        &s,
+        &["connection", "list"],
+        None,
+        &format!(
+            "weft.toml:{line}: connection `pasted`: connector `kantata` does not sign in with `client-credentials`; it signs in with `oauth2` or `token`"
+        ),
+    );
     s.assert_no_plain_secret();
 }

@@ -1436,6 +1436,28 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             )
             .await;
         assert!(res.body.contains("works."), "{}", res.body);
+        // A token connection offers no Authorize, and refuses one asked anyway.
+        let list = c.get("/connections", cookie).await;
+        assert!(
+            list.body.contains(r#"action="/connections/k/authorize""#)
+                && !list.body.contains(r#"action="/connections/personal/authorize""#),
+            "{}",
+            list.body
+        );
+        let res = c
+            .post(
+                "/connections/personal/authorize",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        assert!(
+            res.body
+                .contains("Connection personal signs in with a pasted token, so there is nothing to authorize."),
+            "{}",
+            res.body
+        );
         let edit = c.get("/connections/personal/edit", cookie).await;
         assert_eq!(edit.status, StatusCode::OK);
         assert!(

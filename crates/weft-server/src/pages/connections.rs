@@ -187,7 +187,10 @@ pub(crate) async fn list(
             owner => c.owner_label(), yours, stray, manage => may_manage(&me, c),
             concurrency => c.concurrency, borrows => &c.borrow_concurrency_from,
             tenants, status, use_by,
-            consent => state.spec(&c.connector).is_some_and(|s| s.file().auth.oauth2.is_some()),
+            consent => state.spec(&c.connector).is_some_and(|s| {
+                weft_engine::connect::method(&ws, s.file(), name, c)
+                    .is_ok_and(|m| m == Some(AuthMethod::OAuth2))
+            }),
             bad => matches!(status, "needs authorization" | "damaged credentials" | "lapsed unused" | "not authorized"),
         });
     }
