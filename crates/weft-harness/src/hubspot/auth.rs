@@ -275,10 +275,16 @@ async fn authorize(
     back(&[("code", &code)])
 }
 
+/// A token endpoint's refusal: HubSpot's own `status` beside OAuth's `error` code.
 fn token_error(status: u16, kind: &str, message: &str, n: u64) -> Response<Body> {
+    let error = match kind {
+        "BAD_CLIENT_ID" => "invalid_client",
+        "BAD_GRANT_TYPE" => "unsupported_grant_type",
+        _ => "invalid_grant",
+    };
     json_response(
         status,
-        &json!({"status": kind, "message": message, "correlationId": correlation(n)}),
+        &json!({"status": kind, "message": message, "error": error, "error_description": message, "correlationId": correlation(n)}),
     )
 }
 
