@@ -178,6 +178,11 @@ pub(crate) fn association_label(from: Object, to: Object) -> String {
     format!("{}_to_{}", one(from), one(to))
 }
 
+/// A record's properties, by name, as text.
+pub(crate) type Props = BTreeMap<String, String>;
+/// An association to make: the other object and its record's id.
+pub(crate) type Link = (Object, u64);
+
 /// One record: its properties as text, its times and its associations.
 #[derive(Debug, Clone)]
 pub(crate) struct Rec {
@@ -649,7 +654,7 @@ impl Portal {
         object: Object,
         input: &Value,
         taken: &BTreeSet<String>,
-    ) -> Result<(BTreeMap<String, String>, Vec<(Object, u64)>), Refusal> {
+    ) -> Result<(Props, Vec<Link>), Refusal> {
         let props = self.check_properties(object, input.get("properties"))?;
         if object == Object::Contacts
             && let Some(email) = props.get("email").filter(|e| !e.is_empty())
