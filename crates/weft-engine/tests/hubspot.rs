@@ -562,3 +562,90 @@ async fn a_ten_secondly_429_is_waited_out_and_a_daily_one_is_a_checkpoint() {
         "no call was sent past the cap"
     );
 }
+
+/// A flow reads contacts through search as a keyset: each page restarts from the newest change
+/// seen, so reading more than 10,000 contacts never asks HubSpot for a page past its 10,000th
+/// result, which it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_reads_more_contacts_than_one_search_can_reach() {
+    use weft_engine::run::{Endpoint, Run};
+    use weft_engine::state::{RunOutcome, State};
+    use weft_harness::hubspot::SEARCH_CAP;
+    let f = Fixture::new(
+        "keyset",
+        HubSpotConfig {
+            size: 10_500,
+            limits: HubSpotLimits::unlimited(),
+            ..HubSpotConfig::default()
+        },
+    );
+    let portal = f.private_token();
+    let contacts = f.sim.records(portal, Object::Contacts).len();
+    assert!(contacts > SEARCH_CAP, "{contacts}");
+    std::fs::create_dir_all(&f.dir).unwrap();
+    let path = f.dir.join("read-contacts.toml");
+    std::fs::write(
+        &path,
+        r#"
+description = "Reads every contact and writes nothing."
+
+[connections.hubspot]
+connector = "hubspot"
+
+[streams.contacts]
+source = { connection = "hubspot", resource = "contacts" }
+
+[[streams.contacts.skip]]
+when = "true"
+reason = "only read"
+
+[streams.contacts.write]
+connection = "hubspot"
+resource = "companies"
+fields = { properties = "{'name': record.properties.email}" }
+"#,
+    )
+    .unwrap();
+    let flow = weft_engine::flow::Flow::load(&path).unwrap();
+    let session = f.session();
+    let state = State::open(&f.dir.join("state.db")).unwrap();
+    let report = Run {
+        flow: &flow,
+        endpoints: BTreeMap::from([(
+            "hubspot".to_owned(),
+            Endpoint {
+                session: &session,
+                tenant: None,
+            },
+        )]),
+        state: &state,
+        clock: f.clock.as_ref() as &dyn Clock,
+        dry_run: false,
+        only: None,
+        wait: None,
+        progress: None,
+    }
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, RunOutcome::Completed, "{:?}", report.plan);
+    assert_eq!(
+        report.summary.skipped, contacts as u64,
+        "every contact read once"
+    );
+    let log = f.sim.observed().log.requests();
+    let searches: Vec<_> = log
+        .iter()
+        .filter(|r| r.path == "/crm/v3/objects/contacts/search")
+        .collect();
+    assert!(
+        searches.iter().all(|r| r.status == 200),
+        "no search was refused"
+    );
+    assert!(
+        searches.len() > contacts / 200,
+        "{} searches of 200 for {contacts} contacts",
+        searches.len()
+    );
+    assert_eq!(f.sim.created(portal, Object::Companies), 0);
+}

@@ -589,15 +589,48 @@ fn is_time(property: &str) -> bool {
     )
 }
 
-/// Compares a stored value with a filter's, as HubSpot compares the property's type.
-fn compare(property: &str, stored: &str, given: &str) -> Option<std::cmp::Ordering> {
-    if is_time(property) {
-        return Some(instant(stored)?.cmp(&instant(given)?));
+/// A value as HubSpot compares it for its property's type: an instant, a number, or text
+/// without regard to case.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Time(i64),
+    Num(f64),
+    Text(String),
+}
+
+impl Key {
+    /// `text` as a value of `property`.
+    fn of(property: &str, text: &str) -> Option<Key> {
+        if is_time(property) {
+            return instant(text).map(Key::Time);
+        }
+        match text.trim().parse::<f64>() {
+            Ok(n) => Some(Key::Num(n)),
+            Err(_) => Some(Key::Text(text.to_lowercase())),
+        }
     }
-    if let (Ok(a), Ok(b)) = (stored.trim().parse::<f64>(), given.trim().parse::<f64>()) {
-        return a.partial_cmp(&b);
+
+    /// The record's value of `property` (its times from the record itself, not parsed again).
+    fn of_record(rec: &super::store::Rec, property: &str) -> Option<Key> {
+        let text = rec.props.get(property).filter(|v| !v.is_empty())?;
+        match property {
+            "lastmodifieddate" | "hs_lastmodifieddate" => {
+                Some(Key::Time(i64::try_from(rec.updated_ms).unwrap_or(i64::MAX)))
+            }
+            "createdate" => Some(Key::Time(i64::try_from(rec.created_ms).unwrap_or(i64::MAX))),
+            _ => Key::of(property, text),
+        }
     }
-    Some(stored.to_lowercase().cmp(&given.to_lowercase()))
+
+    /// Values of different kinds do not compare.
+    fn compare(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Key::Time(a), Key::Time(b)) => Some(a.cmp(b)),
+            (Key::Num(a), Key::Num(b)) => a.partial_cmp(b),
+            (Key::Text(a), Key::Text(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
 }
 
 fn text_of(v: &Value) -> Option<String> {
@@ -609,29 +642,29 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// A checked filter.
+/// A checked filter, its values read once for the property's type.
 struct Filter {
     property: String,
     operator: String,
-    value: Option<String>,
-    values: Vec<String>,
+    value: Option<Key>,
+    values: Vec<Key>,
 }
 
 impl Filter {
     fn matches(&self, rec: &super::store::Rec) -> bool {
         use std::cmp::Ordering::{Equal, Greater, Less};
-        let stored = rec.props.get(&self.property).filter(|v| !v.is_empty());
-        let cmp = |given: &str| stored.and_then(|s| compare(&self.property, s, given));
-        let given = self.value.as_deref().unwrap_or_default();
+        let stored = Key::of_record(rec, &self.property);
+        let cmp = |given: &Key| stored.as_ref().and_then(|s| s.compare(given));
+        let one = || self.value.as_ref().and_then(cmp);
         match self.operator.as_str() {
             "HAS_PROPERTY" => stored.is_some(),
             "NOT_HAS_PROPERTY" => stored.is_none(),
-            "EQ" => cmp(given) == Some(Equal),
-            "NEQ" => cmp(given) != Some(Equal),
-            "LT" => cmp(given) == Some(Less),
-            "LTE" => matches!(cmp(given), Some(Less | Equal)),
-            "GT" => cmp(given) == Some(Greater),
-            "GTE" => matches!(cmp(given), Some(Greater | Equal)),
+            "EQ" => one() == Some(Equal),
+            "NEQ" => one() != Some(Equal),
+            "LT" => one() == Some(Less),
+            "LTE" => matches!(one(), Some(Less | Equal)),
+            "GT" => one() == Some(Greater),
+            "GTE" => matches!(one(), Some(Greater | Equal)),
             "IN" => self.values.iter().any(|v| cmp(v) == Some(Equal)),
             "NOT_IN" => !self.values.iter().any(|v| cmp(v) == Some(Equal)),
             _ => false,
@@ -696,12 +729,13 @@ fn filter_groups(body: &Value) -> Result<Vec<Vec<Filter>>, String> {
                 return Err(format!("operator {operator} is not supported"));
             }
             let value = f.get("value").and_then(text_of);
-            let values: Vec<String> = f
+            let values: Vec<Key> = f
                 .get("values")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .filter_map(text_of)
+                .filter_map(|v| Key::of(&property, &v))
                 .collect();
             let needs_value = !matches!(
                 operator.as_str(),
@@ -712,6 +746,17 @@ fn filter_groups(body: &Value) -> Result<Vec<Vec<Filter>>, String> {
                     "the filter on {property} with {operator} needs a value"
                 ));
             }
+            let value = match value {
+                Some(v) => match Key::of(&property, &v) {
+                    Some(k) => Some(k),
+                    None => {
+                        return Err(format!(
+                            "{v} is not a valid value for {property}: a date-time is epoch milliseconds or ISO 8601"
+                        ));
+                    }
+                },
+                None => None,
+            };
             group.push(Filter {
                 property,
                 operator,
@@ -798,10 +843,14 @@ fn search(p: &Portal, object: Object, body: &Value, n: u64) -> Response<Body> {
         })
         .collect();
     if let Some((property, descending)) = &sort {
-        found.sort_by(|a, b| {
-            let (x, y) = (a.props.get(property), b.props.get(property));
+        // Each record's sort value read once.
+        let mut keyed: Vec<(Option<Key>, &super::store::Rec)> = found
+            .into_iter()
+            .map(|r| (Key::of_record(r, property), r))
+            .collect();
+        keyed.sort_by(|(x, a), (y, b)| {
             let order = match (x, y) {
-                (Some(x), Some(y)) => compare(property, x, y).unwrap_or(std::cmp::Ordering::Equal),
+                (Some(x), Some(y)) => x.compare(y).unwrap_or(std::cmp::Ordering::Equal),
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
                 (None, None) => std::cmp::Ordering::Equal,
@@ -809,6 +858,7 @@ fn search(p: &Portal, object: Object, body: &Value, n: u64) -> Response<Body> {
             let order = if *descending { order.reverse() } else { order };
             order.then(a.id.cmp(&b.id))
         });
+        found = keyed.into_iter().map(|(_, r)| r).collect();
     }
     let properties: Vec<String> = body
         .get("properties")
