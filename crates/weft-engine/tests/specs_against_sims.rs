@@ -704,7 +704,8 @@ async fn every_hubspot_list_reads_to_its_end() {
         .as_str()
         .unwrap()
         .to_owned();
-    reqwest::Client::new()
+    weft_engine::http::client()
+        .unwrap()
         .delete(format!("{}/crm/v3/objects/contacts/{first}", sim.api_url()))
         .bearer_auth(&token)
         .send()
