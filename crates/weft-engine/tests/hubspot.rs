@@ -4,7 +4,8 @@
 //! deleted by a DELETE; contacts read incrementally through search with the cursor in the body;
 //! a batch of contacts answered unordered and matched by e-mail address with one refused; an
 //! e-mail taken by another contact classed as `conflict`; a TEN_SECONDLY_ROLLING 429 waited out
-//! and a DAILY one stopping at a checkpoint.
+//! and a DAILY one stopping at a checkpoint; and a flow reading more contacts than one search can
+//! reach, as a keyset.
 
 mod common;
 
