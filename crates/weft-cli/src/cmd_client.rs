@@ -150,9 +150,36 @@ pub(crate) fn init(
             path.display()
         )?;
     }
+    // The template's own connectors, in the order its flow names them.
+    let flow = weft_engine::flow::Flow::load(&dir.join("flows").join(format!("{template}.toml")))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let connectors: Vec<&str> = flow
+        .file
+        .connections
+        .values()
+        .map(|c| c.connector.as_str())
+        .collect();
+    let clients = connectors
+        .iter()
+        .map(|c| format!("`weft client add {c}-app --connector {c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (first_name, first) = flow
+        .file
+        .connections
+        .iter()
+        .next()
+        .map(|(alias, c)| {
+            (
+                c.connection.clone().unwrap_or_else(|| alias.clone()),
+                c.connector.clone(),
+            )
+        })
+        .unwrap_or_default();
+    let others = connectors.get(1..).unwrap_or_default().join(" and ");
     writeln!(
         io.out,
-        "next: add the OAuth clients (`weft client add kantata-app --connector kantata`, `weft client add xero-app --connector xero`), create the connections the flow names (`weft connection create kantata --connector kantata --client kantata-app --authorize`, the same for xero), then `weft sync run {template} --dry-run`"
+        "next: add the OAuth clients ({clients}), create the connections the flow names (`weft connection create {first_name} --connector {first} --client {first}-app --authorize`, the same for {others}), then `weft sync run {template} --dry-run`"
     )?;
     Ok(0)
 }

@@ -1,12 +1,13 @@
 //! `weft demo`: the whole job on the built-in sandbox, with the real commands.
 //!
-//! It starts both simulators in this process (seeded data, their clock on the wall clock), makes
-//! a workspace from the kantata-xero template in a folder of its own (with its own
-//! configuration folder, so nothing of yours is touched), adds both OAuth clients, creates and
-//! authorizes both connections (playing the browser against the sandbox), runs the flow, pays one
-//! invoice in the Xero sandbox, runs again to record the payment in Kantata, and finally counts
-//! duplicates by reading both sandboxes back. Every step is the `weft` binary itself, run as a
-//! child process, exactly as a person would type it.
+//! It starts the simulators in this process (seeded data, their clock on the wall clock), makes a
+//! workspace from a template (kantata-xero unless `--flow` names another) in a folder of its own
+//! (with its own configuration folder, so nothing of yours is touched), adds the OAuth client of
+//! each connector the template's flow uses, creates and authorizes its connections (playing the
+//! browser against the sandbox), runs the flow, and runs it again: for kantata-xero after paying
+//! one invoice in the Xero sandbox, to record the payment in Kantata; for the others with nothing
+//! changed. Finally it counts duplicates by reading the destinations back. Every step is the
+//! `weft` binary itself, run as a child process, exactly as a person would type it.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -344,84 +345,64 @@ fn scenario(
     step(io, &format!("workspace from the {flow} template"))?;
     std::fs::create_dir_all(&demo.workspace)?;
     demo.run(&["init", "--template", flow], None, &[0])?;
+    // The template's connections, each pointed at its simulator.
+    let file =
+        weft_engine::flow::Flow::load(&demo.workspace.join("flows").join(format!("{flow}.toml")))
+            .map_err(|e| anyhow!("{e}"))?;
+    let connections: Vec<(String, String)> = file
+        .file
+        .connections
+        .keys()
+        .map(|alias| {
+            (
+                file.connection_name(alias),
+                file.file.connections[alias].connector.clone(),
+            )
+        })
+        .collect();
     step(io, "OAuth clients (secrets sealed, never shown)")?;
-    demo.run(
-        &[
-            "client",
-            "add",
-            "kantata-app",
-            "--connector",
-            "kantata",
-            "--client-id",
-            k.client_id(),
-            "--secret-stdin",
-        ],
-        Some(&format!("{}\n", k.client_secret())),
-        &[0],
-    )?;
-    demo.run(
-        &[
-            "client",
-            "add",
-            "xero-app",
-            "--connector",
-            "xero",
-            "--client-id",
-            x.client_id(),
-            "--secret-stdin",
-        ],
-        Some(&format!("{}\n", x.client_secret())),
-        &[0],
-    )?;
+    for (_, connector) in &connections {
+        let (id, secret) = app_of(sandbox, connector)?;
+        let client = format!("{connector}-app");
+        demo.run(
+            &[
+                "client",
+                "add",
+                &client,
+                "--connector",
+                connector,
+                "--client-id",
+                &id,
+                "--secret-stdin",
+            ],
+            Some(&format!("{secret}\n")),
+            &[0],
+        )?;
+    }
     step(
         io,
         "connections, authorized through the sandbox's consent pages",
     )?;
-    let (app, api) = (
-        format!("app={}", k.app_url()),
-        format!("api={}", k.api_url()),
-    );
-    demo.run(
-        &[
+    for (name, connector) in &connections {
+        let client = format!("{connector}-app");
+        let hosts: Vec<String> = hosts_of(sandbox, connector)?
+            .into_iter()
+            .map(|(host, url)| format!("{host}={url}"))
+            .collect();
+        let mut create = vec![
             "connection",
             "create",
-            "kantata",
+            name.as_str(),
             "--connector",
-            "kantata",
+            connector.as_str(),
             "--client",
-            "kantata-app",
-            "--host",
-            &app,
-            "--host",
-            &api,
-        ],
-        None,
-        &[0],
-    )?;
-    let (login, identity, xapi) = (
-        format!("login={}", x.login_url()),
-        format!("identity={}", x.identity_url()),
-        format!("api={}", x.api_url()),
-    );
-    demo.run(
-        &[
-            "connection",
-            "create",
-            "xero",
-            "--connector",
-            "xero",
-            "--client",
-            "xero-app",
-            "--host",
-            &login,
-            "--host",
-            &identity,
-            "--host",
-            &xapi,
-        ],
-        None,
-        &[0],
-    )?;
+            client.as_str(),
+        ];
+        for h in &hosts {
+            create.extend(["--host", h.as_str()]);
+        }
+        demo.run(&create, None, &[0])?;
+    }
     let tenant = x
         .tenants()
         .first()
@@ -430,9 +411,12 @@ fn scenario(
     x.set_consent(weft_harness::xero::Consent::Grant {
         tenants: vec![tenant.clone()],
     });
-    demo.authorize("kantata", port)?;
-    demo.authorize("xero", port)?;
-    demo.run(&["connection", "test", "xero"], None, &[0])?;
+    for (name, connector) in &connections {
+        demo.authorize(name, port)?;
+        if connector == "xero" {
+            demo.run(&["connection", "test", name], None, &[0])?;
+        }
+    }
 
     if flow == "kantata-xero-expense-claims" {
         classic_claims(demo, x, &tenant, io, &step)?;
@@ -514,6 +498,50 @@ fn scenario(
 
     summary.duplicates = duplicates(demo, flow, &tenant)?;
     Ok(summary)
+}
+
+/// The client id and secret of the sandbox's demo app for `connector`.
+fn app_of(sandbox: &crate::cmd_sandbox::Sandbox, connector: &str) -> Result<(String, String)> {
+    Ok(match connector {
+        "kantata" => (
+            sandbox.kantata.client_id().to_owned(),
+            sandbox.kantata.client_secret().to_owned(),
+        ),
+        "xero" => (
+            sandbox.xero.client_id().to_owned(),
+            sandbox.xero.client_secret().to_owned(),
+        ),
+        "quickbooks" => (
+            sandbox.quickbooks.client_id().to_owned(),
+            sandbox.quickbooks.client_secret().to_owned(),
+        ),
+        "hubspot" => (
+            sandbox.hubspot.client_id().to_owned(),
+            sandbox.hubspot.client_secret().to_owned(),
+        ),
+        other => bail!("the sandbox has no simulator for connector `{other}`"),
+    })
+}
+
+/// The host overrides that point a connection of `connector` at its simulator.
+fn hosts_of(
+    sandbox: &crate::cmd_sandbox::Sandbox,
+    connector: &str,
+) -> Result<Vec<(String, String)>> {
+    Ok(match connector {
+        "kantata" => vec![
+            ("app".to_owned(), sandbox.kantata.app_url()),
+            ("api".to_owned(), sandbox.kantata.api_url()),
+        ],
+        "xero" => vec![
+            ("login".to_owned(), sandbox.xero.login_url()),
+            ("identity".to_owned(), sandbox.xero.identity_url()),
+            ("api".to_owned(), sandbox.xero.api_url()),
+        ],
+        "quickbooks" => sandbox.quickbooks.hosts(),
+        "hubspot" => sandbox.hubspot.hosts(),
+        other => bail!("the sandbox has no simulator for connector `{other}`"),
+    })
 }
 
 /// The legacy expense claims: the sandbox organisation refuses them at first, as most do; then

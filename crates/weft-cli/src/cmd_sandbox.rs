@@ -1,5 +1,5 @@
-//! `weft sandbox`: the Kantata, Xero and QuickBooks Online simulators on loopback with seeded demo
-//! data, serving until interrupted.
+//! `weft sandbox`: the Kantata, Xero, QuickBooks Online and HubSpot simulators on loopback with
+//! seeded demo data, serving until interrupted.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Serialize;
 use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
 use weft_harness::clock::SimClock;
+use weft_harness::hubspot::{HubSpotConfig, HubSpotSim};
 use weft_harness::kantata::{KantataConfig, KantataSim};
 use weft_harness::quickbooks::{QuickBooksConfig, QuickBooksSim};
 use weft_harness::xero::{XeroConfig, XeroSim};
@@ -21,14 +22,16 @@ pub(crate) struct SandboxArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Invoices per account (Kantata), per organisation (Xero) and per company (QuickBooks, at
-    /// most 20,000 there); other records scale with it.
+    /// most 20,000 there), and contacts per HubSpot account (at most 20,000); other records scale
+    /// with it.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     size: u64,
     /// Simulated network latency added to every API call, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
-    /// First of eight consecutive ports (Kantata app, Kantata API, Xero login, Xero identity,
-    /// Xero API, QuickBooks app center, QuickBooks OAuth, QuickBooks API); 0 picks free ports.
+    /// First of ten consecutive ports (Kantata app, Kantata API, Xero login, Xero identity,
+    /// Xero API, QuickBooks app center, QuickBooks OAuth, QuickBooks API, HubSpot app, HubSpot
+    /// API); 0 picks free ports.
     #[arg(long, default_value_t = 8700)]
     port_base: u16,
     /// Organisations in the Xero sandbox.
@@ -114,6 +117,21 @@ struct Company {
 }
 
 #[derive(Serialize)]
+struct HubSpotInfo {
+    app_url: String,
+    api_url: String,
+    client_id: String,
+    client_secret: String,
+    portals: Vec<Portal>,
+}
+
+#[derive(Serialize)]
+struct Portal {
+    portal_id: u64,
+    private_app_token: String,
+}
+
+#[derive(Serialize)]
 struct SandboxInfo {
     seed: u64,
     size: u64,
@@ -121,6 +139,7 @@ struct SandboxInfo {
     kantata: KantataInfo,
     xero: XeroInfo,
     quickbooks: QuickBooksInfo,
+    hubspot: HubSpotInfo,
 }
 
 /// Starts the simulators; they serve until the process ends.
@@ -131,6 +150,8 @@ pub(crate) struct Sandbox {
     pub(crate) xero: XeroSim,
     /// The QuickBooks Online simulator.
     pub(crate) quickbooks: QuickBooksSim,
+    /// The HubSpot simulator.
+    pub(crate) hubspot: HubSpotSim,
 }
 
 fn port(base: u16, offset: u16) -> Result<u16> {
@@ -138,7 +159,7 @@ fn port(base: u16, offset: u16) -> Result<u16> {
         return Ok(0);
     }
     base.checked_add(offset)
-        .context("--port-base is too high: eight consecutive ports are needed")
+        .context("--port-base is too high: ten consecutive ports are needed")
 }
 
 pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
@@ -188,25 +209,42 @@ pub(crate) fn start(args: &SandboxArgs) -> Result<Sandbox> {
         seed: args.seed,
         size: size.min(weft_harness::quickbooks::MAX_SEEDED),
         companies: usize::try_from(args.companies).unwrap_or(1),
-        clock,
+        clock: clock.clone(),
         appcenter_port: port(args.port_base, 5)?,
         oauth_port: port(args.port_base, 6)?,
         api_port: port(args.port_base, 7)?,
-        redirect_uris: redirect,
+        redirect_uris: redirect.clone(),
         latency,
         ..QuickBooksConfig::default()
     })
     .with_context(|| busy("QuickBooks", args.port_base.saturating_add(5)))?;
+    let hubspot = HubSpotSim::start(HubSpotConfig {
+        seed: args.seed,
+        size: size.min(weft_harness::hubspot::MAX_SEEDED),
+        clock,
+        app_port: port(args.port_base, 8)?,
+        api_port: port(args.port_base, 9)?,
+        redirect_uris: redirect,
+        latency,
+        ..HubSpotConfig::default()
+    })
+    .with_context(|| busy("HubSpot", args.port_base.saturating_add(8)))?;
     Ok(Sandbox {
         kantata,
         xero,
         quickbooks,
+        hubspot,
     })
 }
 
 pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
     let sandbox = start(&args)?;
-    let (k, x, q) = (&sandbox.kantata, &sandbox.xero, &sandbox.quickbooks);
+    let (k, x, q, h) = (
+        &sandbox.kantata,
+        &sandbox.xero,
+        &sandbox.quickbooks,
+        &sandbox.hubspot,
+    );
     let info = SandboxInfo {
         seed: args.seed,
         size: args.size,
@@ -243,13 +281,30 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
                 .map(|(realm_id, name)| Company { realm_id, name })
                 .collect(),
         },
+        hubspot: HubSpotInfo {
+            app_url: h.app_url(),
+            api_url: h.api_url(),
+            client_id: h.client_id().to_owned(),
+            client_secret: h.client_secret().to_owned(),
+            portals: h
+                .portals()
+                .into_iter()
+                .map(|portal_id| Portal {
+                    portal_id,
+                    private_app_token: h
+                        .private_app_token(portal_id)
+                        .unwrap_or_default()
+                        .to_owned(),
+                })
+                .collect(),
+        },
     };
     if args.json {
         writeln!(io.out, "{}", serde_json::to_string(&info)?)?;
     } else {
         writeln!(
             io.out,
-            "Weft sandbox: Kantata, Xero and QuickBooks Online simulators on 127.0.0.1 (seed {}, {} invoices per account)\n",
+            "Weft sandbox: Kantata, Xero, QuickBooks Online and HubSpot simulators on 127.0.0.1 (seed {}, {} invoices per account)\n",
             info.seed, info.size
         )?;
         writeln!(io.out, "Kantata OX")?;
@@ -280,6 +335,19 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
                 io.out,
                 "  company         {} (realm {})",
                 company.name, company.realm_id
+            )?;
+        }
+        let hs = &info.hubspot;
+        writeln!(io.out, "HubSpot")?;
+        writeln!(io.out, "  app (install)   {}", hs.app_url)?;
+        writeln!(io.out, "  api             {}", hs.api_url)?;
+        writeln!(io.out, "  client ID       {}", hs.client_id)?;
+        writeln!(io.out, "  client secret   {}", hs.client_secret)?;
+        for portal in &hs.portals {
+            writeln!(
+                io.out,
+                "  account         {} (private app token {})",
+                portal.portal_id, portal.private_app_token
             )?;
         }
         writeln!(
@@ -321,15 +389,26 @@ pub(crate) fn run(args: SandboxArgs, io: &mut Io<'_>) -> Result<u8> {
             "  weft connection create quickbooks --connector quickbooks --client quickbooks-app --host appcenter={} --host oauth={} --host developer={} --host api={}",
             qb.appcenter_url, qb.oauth_url, qb.developer_url, qb.api_url
         )?;
+        writeln!(
+            io.out,
+            "  echo {} | weft client add hubspot-app --connector hubspot --client-id {} --secret-stdin",
+            hs.client_secret, hs.client_id
+        )?;
+        writeln!(
+            io.out,
+            "  weft connection create hubspot --connector hubspot --client hubspot-app --host app={} --host api={}",
+            hs.app_url, hs.api_url
+        )?;
         writeln!(io.out, "  weft connection authorize kantata --no-browser")?;
         writeln!(io.out, "  weft connection authorize xero --no-browser")?;
         writeln!(
             io.out,
             "  weft connection authorize quickbooks --no-browser"
         )?;
+        writeln!(io.out, "  weft connection authorize hubspot --no-browser")?;
         writeln!(
             io.out,
-            "These are sandbox credentials for the simulators only; nothing here reaches Kantata, Xero or Intuit."
+            "These are sandbox credentials for the simulators only; nothing here reaches Kantata, Xero, Intuit or HubSpot."
         )?;
         writeln!(io.out, "Serving until interrupted (Ctrl-C).")?;
     }

@@ -131,6 +131,11 @@ pub(crate) const XERO_LISTS_KANTATA: &[(&str, &str)] = &[template_file!(
     "flows/xero-lists-kantata.toml"
 )];
 
+pub(crate) const HUBSPOT_KANTATA: &[(&str, &str)] = &[template_file!(
+    "hubspot-kantata",
+    "flows/hubspot-kantata.toml"
+)];
+
 /// The shipped workspace templates, by name.
 pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
     ("kantata-xero", KANTATA_XERO),
@@ -138,6 +143,7 @@ pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
     ("kantata-xero-expense-claims", KANTATA_XERO_EXPENSE_CLAIMS),
     ("kantata-xero-journals", KANTATA_XERO_JOURNALS),
     ("xero-lists-kantata", XERO_LISTS_KANTATA),
+    ("hubspot-kantata", HUBSPOT_KANTATA),
 ];
 
 /// The names of the shipped templates, for messages.

@@ -40,7 +40,7 @@ fn connectors_list_json_has_every_shipped_connector() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["kantata", "xero", "quickbooks", "files"]);
+    assert_eq!(ids, ["kantata", "xero", "quickbooks", "hubspot", "files"]);
     assert_eq!(list[0]["former_names"][0], "Mavenlink");
 }
 

@@ -81,6 +81,38 @@ fn every_scenario_template_runs_on_the_sandbox_without_duplicates() {
     }
 }
 
+/// HubSpot → Kantata on the sandbox: each won deal becomes one Kantata project (its company's
+/// client group made once), every project's id is written back on its deal, nothing is written
+/// twice, and a second run changes nothing.
+#[test]
+fn hubspot_won_deals_become_kantata_projects_on_the_sandbox_without_duplicates() {
+    let s = Sandbox::new("demo-hubspot");
+    let o = s.run(
+        &[
+            "demo",
+            "--flow",
+            "hubspot-kantata",
+            "--json",
+            "--invoices",
+            "40",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["flow"], "hubspot-kantata");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    let created = report["created"].as_u64().unwrap();
+    assert!(created > 0, "{report}");
+    assert_eq!(report["references_written"], created, "{report}");
+    assert!(
+        report["contacts_created"].as_u64().unwrap() > 0,
+        "client groups made: {report}"
+    );
+    assert_eq!(report["second_run"]["created"], 0, "{report}");
+    assert_eq!(report["second_run"]["updated"], 0, "{report}");
+}
+
 /// Kills a process group when dropped: `weft demo --serve` and the `weft serve` it started.
 struct Group(std::process::Child);
 

@@ -14,6 +14,10 @@ pub const SPECS: &[(&str, &str)] = &[
         include_str!("../../../specs/quickbooks.toml"),
     ),
     (
+        "specs/hubspot.toml",
+        include_str!("../../../specs/hubspot.toml"),
+    ),
+    (
         "specs/files.toml",
         include_str!("../../../specs/files.toml"),
     ),

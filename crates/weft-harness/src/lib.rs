@@ -6,11 +6,12 @@
 //! - [`faults`]: seeded, per-route fault injection.
 //! - [`log`]: every request a simulator received, for assertions.
 //! - [`server`]: serving a simulator on loopback, wrapped in the log and the faults.
-//! - [`kantata`], [`xero`], [`quickbooks`]: the simulators.
+//! - [`kantata`], [`xero`], [`quickbooks`], [`hubspot`]: the simulators.
 
 pub mod cdylib;
 pub mod clock;
 pub mod faults;
+pub mod hubspot;
 pub mod kantata;
 pub mod log;
 pub mod quickbooks;
