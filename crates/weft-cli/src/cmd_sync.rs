@@ -131,6 +131,12 @@ pub(crate) const XERO_LISTS_KANTATA: &[(&str, &str)] = &[template_file!(
     "flows/xero-lists-kantata.toml"
 )];
 
+pub(crate) const KANTATA_QUICKBOOKS: &[(&str, &str)] = &[
+    template_file!("kantata-quickbooks", "flows/kantata-quickbooks.toml"),
+    template_file!("kantata-quickbooks", "tables/quickbooks-line-items.csv"),
+    template_file!("kantata-quickbooks", "tables/quickbooks-expense-items.csv"),
+];
+
 /// The shipped workspace templates, by name.
 pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
     ("kantata-xero", KANTATA_XERO),
@@ -138,6 +144,7 @@ pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
     ("kantata-xero-expense-claims", KANTATA_XERO_EXPENSE_CLAIMS),
     ("kantata-xero-journals", KANTATA_XERO_JOURNALS),
     ("xero-lists-kantata", XERO_LISTS_KANTATA),
+    ("kantata-quickbooks", KANTATA_QUICKBOOKS),
 ];
 
 /// The names of the shipped templates, for messages.
