@@ -91,7 +91,7 @@ pub(crate) fn authorize(
     let mut all = scopes(workspace)?;
     let (index, connection) = find(&all, name)?;
     let spec = specs::find(&connection.connector)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
     let Some(app) = oauth_app(&all, &spec, &hosts, &connection, args.port)? else {
         if spec.file().auth.oauth2.is_some() {
             bail!(

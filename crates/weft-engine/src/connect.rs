@@ -138,7 +138,7 @@ pub fn open(
     redirect_uri: &str,
 ) -> Result<Opened, ConnectError> {
     let (index, connection) = find(all, name)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
     let app = oauth_app(all, &spec, &hosts, &connection, redirect_uri)?;
     // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
     // level, in this process and across processes.
@@ -385,7 +385,7 @@ pub async fn test_call(session: &Session, tenant: Option<Tenant>) -> Result<Stri
 /// tokens. Returns whether a revocation was made.
 pub async fn revoke(all: &[Workspace], spec: &Spec, name: &str) -> Result<bool, ConnectError> {
     let (index, connection) = find(all, name)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
     let Some(app) = oauth_app(
         all,
         spec,
