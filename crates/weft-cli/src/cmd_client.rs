@@ -150,9 +150,14 @@ pub(crate) fn init(
             path.display()
         )?;
     }
+    // The accounting side the template writes to, besides Kantata.
+    let other = crate::cmd_sync::template_connectors(&template)
+        .into_iter()
+        .find(|c| c != "kantata")
+        .unwrap_or_else(|| "xero".to_owned());
     writeln!(
         io.out,
-        "next: add the OAuth clients (`weft client add kantata-app --connector kantata`, `weft client add xero-app --connector xero`), create the connections the flow names (`weft connection create kantata --connector kantata --client kantata-app --authorize`, the same for xero), then `weft sync run {template} --dry-run`"
+        "next: add the OAuth clients (`weft client add kantata-app --connector kantata`, `weft client add {other}-app --connector {other}`), create the connections the flow names (`weft connection create kantata --connector kantata --client kantata-app --authorize`, the same for {other}), then `weft sync run {template} --dry-run`"
     )?;
     Ok(0)
 }

@@ -354,13 +354,9 @@ fn scenario(
         );
     }
     // The accounting side the template writes to: QuickBooks Online or Xero.
-    let quickbooks = crate::cmd_sync::TEMPLATES
+    let quickbooks = crate::cmd_sync::template_connectors(flow)
         .iter()
-        .filter(|(n, _)| *n == flow)
-        .flat_map(|(_, files)| files.iter())
-        .any(|(rel, text)| {
-            rel.starts_with("flows/") && text.contains("connector = \"quickbooks\"")
-        });
+        .any(|c| c == "quickbooks");
     step(io, &format!("workspace from the {flow} template"))?;
     std::fs::create_dir_all(&demo.workspace)?;
     demo.run(&["init", "--template", flow], None, &[0])?;

@@ -147,6 +147,30 @@ pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
     ("kantata-quickbooks", KANTATA_QUICKBOOKS),
 ];
 
+/// The connectors the flows of shipped template `name` declare (`connector = "…"`), in order,
+/// each once.
+pub(crate) fn template_connectors(name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let files = TEMPLATES
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .flat_map(|(_, files)| files.iter())
+        .filter(|(rel, _)| rel.starts_with("flows/"));
+    for (_, text) in files {
+        for line in text.lines() {
+            if let Some(id) = line
+                .trim()
+                .strip_prefix("connector = \"")
+                .and_then(|rest| rest.strip_suffix('"'))
+                && !out.iter().any(|c| c == id)
+            {
+                out.push(id.to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// The names of the shipped templates, for messages.
 pub(crate) fn template_names() -> String {
     TEMPLATES

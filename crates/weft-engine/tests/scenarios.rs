@@ -1062,3 +1062,62 @@ async fn kantata_invoices_land_in_quickbooks_once_exactly_and_payments_come_back
         1
     );
 }
+
+/// A line kind mapped to an item the QuickBooks company does not have is refused before
+/// anything is sent, naming the line field and what to do; once the table is fixed and the
+/// errors retried, the next run sends those invoices once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_on_an_item_quickbooks_lacks_is_queued_before_sending_then_sent_once_fixed() {
+    let mut w = World::for_quickbooks("kq-items", "kantata-quickbooks", 12, 9).await;
+    w.flow
+        .tables
+        .get_mut("items")
+        .unwrap()
+        .insert("time".to_owned(), "Hourz".to_owned());
+    let first = w.run(false).await;
+    let failed: Vec<_> = first.plan.iter().filter(|p| p.action == "failed").collect();
+    let with_time: Vec<_> = w
+        .eligible()
+        .into_iter()
+        .filter(|i| i.line_counts[0] > 0)
+        .collect();
+    assert_eq!(failed.len(), with_time.len(), "{:?}", first.plan);
+    for f in &failed {
+        assert!(
+            f.detail
+                .contains("write.lists.Line.fields.SalesItemLineDetail")
+                && f.detail.contains("a table with no row for the key"),
+            "{}",
+            f.detail
+        );
+    }
+    let (sim, realm) = w.quickbooks();
+    let invoices_before = qbo_invoices(&w).len();
+    assert_eq!(
+        invoices_before + with_time.len(),
+        w.eligible().len(),
+        "only the others were sent"
+    );
+    assert_eq!(
+        sim.created(realm, weft_harness::quickbooks::Kind::Invoice) as usize,
+        invoices_before
+    );
+    w.flow
+        .tables
+        .get_mut("items")
+        .unwrap()
+        .insert("time".to_owned(), "Hours".to_owned());
+    // What `weft errors retry --all` does.
+    assert_eq!(
+        w.state()
+            .mark_retry_all(Some("kantata-quickbooks"))
+            .unwrap() as usize,
+        with_time.len()
+    );
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!(second.summary.created as usize, with_time.len());
+    let written = qbo_invoices(&w);
+    assert_eq!(written.len(), w.eligible().len());
+    assert!(written.values().all(|copies| copies.len() == 1));
+}
