@@ -114,6 +114,10 @@ pub(crate) struct CreateArgs {
     /// (repeatable; names are the spec's hosts).
     #[arg(long = "host", value_name = "NAME=URL")]
     hosts: Vec<String>,
+    /// Set a connection field of the connector, such as `environment=sandbox` for QuickBooks
+    /// Online (repeatable; `weft connectors show CONNECTOR` lists the fields that choose a host).
+    #[arg(long = "field", value_name = "ID=VALUE")]
+    fields: Vec<String>,
     /// Read a pasted token (such as Kantata's personal token) from standard input and seal it
     /// as the connection's credentials.
     #[arg(long)]
@@ -159,6 +163,9 @@ pub(crate) struct EditArgs {
     /// Go back to the spec's own base URLs.
     #[arg(long, conflicts_with = "hosts")]
     no_hosts: bool,
+    /// Set a connection field (repeatable), such as `environment=sandbox`.
+    #[arg(long = "field", value_name = "ID=VALUE")]
+    fields: Vec<String>,
     /// Read a new pasted token from standard input.
     #[arg(long)]
     token_stdin: bool,
@@ -328,6 +335,58 @@ fn host_overrides(
     Ok(into)
 }
 
+/// Connection field values `given` as ID=VALUE added to `into`, each checked by its field's
+/// rules; only the spec's connection fields (those choosing a host) are accepted.
+fn connection_fields(
+    connector: &str,
+    given: &[String],
+    mut into: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let spec = specs::find(connector)?;
+    let file = spec.file();
+    let known = file.host_fields();
+    let listed = || {
+        if known.is_empty() {
+            format!("connector `{connector}` has no connection field")
+        } else {
+            format!(
+                "the connection fields of `{connector}` are: {}",
+                known
+                    .iter()
+                    .map(|f| format!("{} ({})", f.id, f.choices.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
+    };
+    for pair in given {
+        let Some((id, value)) = pair.split_once('=') else {
+            bail!("--field `{pair}` is not ID=VALUE (such as environment=sandbox)");
+        };
+        let id = id.trim();
+        let Some(field) = known.iter().find(|f| f.id == id) else {
+            bail!(
+                "--field `{pair}`: `{id}` is not a connection field; {}",
+                listed()
+            );
+        };
+        match weft_core::form::check(field, Some(value)) {
+            Ok(Some(weft_core::form::FieldValue::Text(text))) => {
+                into.insert(id.to_owned(), text);
+            }
+            Ok(_) => bail!("--field `{pair}`: give a value; {}", listed()),
+            Err(e) => bail!("--field `{pair}`: {e}"),
+        }
+    }
+    for id in into.keys() {
+        if !known.iter().any(|f| &f.id == id) {
+            bail!("`{id}` is not a connection field; {}", listed());
+        }
+    }
+    weft_engine::request::Hosts::for_connection(file, &into, &BTreeMap::new())?;
+    Ok(into)
+}
+
 /// Checks every client and connection of `all` (as loaded, perhaps edited by hand) with the
 /// rules `client add`, `connection create` and `connection edit` apply, naming the file and
 /// line of the first problem.
@@ -379,6 +438,9 @@ pub(crate) fn check_declared(all: &[Workspace]) -> Result<()> {
             }
             if let Err(e) = host_overrides(&connector, &[], c.hosts.clone()) {
                 bail!("{}: connection `{name}`: {e:#}", at("hosts"));
+            }
+            if let Err(e) = connection_fields(&connector, &[], c.fields.clone()) {
+                bail!("{}: connection `{name}`: {e:#}", at("fields"));
             }
         }
     }
@@ -506,6 +568,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             }
             let level = concurrency(&connector, args.concurrency.as_deref())?;
             let hosts = host_overrides(&connector, &args.hosts, BTreeMap::new())?;
+            let fields = connection_fields(&connector, &args.fields, BTreeMap::new())?;
             if let Some(lender) = &args.borrow_concurrency_from {
                 check_borrow(&all, &args.name, lender, &connector)?;
             }
@@ -531,6 +594,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     concurrency: level,
                     borrow_concurrency_from: args.borrow_concurrency_from,
                     hosts,
+                    fields,
                     tenants: Vec::new(),
                     owner: args.owner.clone(),
                 },
@@ -654,6 +718,9 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 writeln!(io.out, "concurrency:  {}", c.concurrency)?;
                 if let Some(lender) = &c.borrow_concurrency_from {
                     writeln!(io.out, "borrows from: {lender} (shares its limiter)")?;
+                }
+                for (id, value) in &c.fields {
+                    writeln!(io.out, "field:        {id} = {value}")?;
                 }
                 for (host, url) in &c.hosts {
                     writeln!(
@@ -800,6 +867,10 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             }
             if !args.hosts.is_empty() {
                 updated.hosts = host_overrides(&updated.connector, &args.hosts, updated.hosts)?;
+            }
+            if !args.fields.is_empty() {
+                updated.fields =
+                    connection_fields(&updated.connector, &args.fields, updated.fields)?;
             }
             let target = &mut all[index];
             if args.token_stdin {

@@ -19,6 +19,7 @@ use clap::Args;
 use serde::Serialize;
 use weft_core::callback_url;
 use weft_harness::kantata::KantataSim;
+use weft_harness::quickbooks::QuickBooksSim;
 use weft_harness::xero::XeroSim;
 
 use crate::Io;
@@ -70,6 +71,9 @@ struct Summary {
     references_written: u64,
     payments_written_back: u64,
     second_run_created: u64,
+    /// Records created in the QuickBooks Online sandbox (a flow writing there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_in_quickbooks: Option<u64>,
     duplicates: u64,
     /// Per-stream counts of each run.
     streams: serde_json::Value,
@@ -241,6 +245,13 @@ fn demo(args: &DemoArgs, root: &Path, keep: bool, started: Instant, io: &mut Io<
             "A second run with nothing changed created {} and updated {}.",
             summary.second_run["created"], summary.second_run["updated"]
         )?;
+        if summary.created_in_quickbooks.is_some() {
+            writeln!(
+                io.out,
+                "One invoice was then paid in full in QuickBooks; the next run recorded {} payment(s) back in Kantata.",
+                summary.payments_written_back
+            )?;
+        }
         writeln!(
             io.out,
             "Duplicates found by reading the destination back: {}. {} API calls, {:.1} s.",
@@ -328,7 +339,8 @@ fn scenario(
     demo: &Demo,
     io: &mut Io<'_>,
 ) -> Result<Summary> {
-    let (k, x): (&KantataSim, &XeroSim) = (&sandbox.kantata, &sandbox.xero);
+    let (k, x, q): (&KantataSim, &XeroSim, &QuickBooksSim) =
+        (&sandbox.kantata, &sandbox.xero, &sandbox.quickbooks);
     let step = |io: &mut Io<'_>, text: &str| -> Result<()> {
         if !args.json {
             writeln!(io.err, "· {text}")?;
@@ -411,11 +423,27 @@ fn scenario(
     x.set_consent(weft_harness::xero::Consent::Grant {
         tenants: vec![tenant.clone()],
     });
+    // QuickBooks' consent names one company (`realmId` beside the code): the sandbox's first.
+    let quickbooks = connections.iter().any(|(_, c)| c == "quickbooks");
+    let realm = q
+        .companies()
+        .first()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| anyhow!("the QuickBooks sandbox has no company"))?;
+    if quickbooks {
+        q.set_consent(weft_harness::quickbooks::Consent::Grant {
+            realm: Some(realm.clone()),
+        });
+    }
     for (name, connector) in &connections {
         demo.authorize(name, port)?;
         if connector == "xero" {
             demo.run(&["connection", "test", name], None, &[0])?;
         }
+    }
+
+    if quickbooks {
+        return quickbooks_scenario(args, k, q, &realm, demo, io, &step);
     }
 
     if flow == "kantata-xero-expense-claims" {
@@ -542,6 +570,100 @@ fn hosts_of(
         "hubspot" => sandbox.hubspot.hosts(),
         other => bail!("the sandbox has no simulator for connector `{other}`"),
     })
+}
+
+/// A template writing to QuickBooks Online, once its connections are authorized (the company named
+/// by the consent's `realmId`): a first run, a second with nothing changed, then one invoice paid in
+/// full in the QuickBooks sandbox and a run that records it in Kantata; duplicates counted by
+/// reading both sandboxes back, and the customers created in the QuickBooks sandbox.
+fn quickbooks_scenario(
+    args: &DemoArgs,
+    k: &KantataSim,
+    q: &QuickBooksSim,
+    realm: &str,
+    demo: &Demo,
+    io: &mut Io<'_>,
+    step: &dyn Fn(&mut Io<'_>, &str) -> Result<()>,
+) -> Result<Summary> {
+    use weft_harness::quickbooks::Kind;
+    let flow = args.flow.as_str();
+    demo.run(&["connection", "test", "quickbooks"], None, &[0])?;
+    let customers_before = q.records(realm, Kind::Customer).len() as u64;
+
+    step(io, "first sync run")?;
+    let first: serde_json::Value =
+        serde_json::from_str(&demo.run(&["sync", "run", flow, "--json"], None, &[0, 10])?)?;
+    let mut summary = Summary {
+        flow: flow.to_owned(),
+        read: first["summary"]["read"].as_u64().unwrap_or(0),
+        created: first["summary"]["created"].as_u64().unwrap_or(0),
+        invoices_read: first["summary"]["read"].as_u64().unwrap_or(0),
+        created_in_quickbooks: first["summary"]["streams"]["invoices"]["created"].as_u64(),
+        contacts_created: first["summary"]["lookups_created"].as_u64().unwrap_or(0),
+        references_written: first["summary"]["written_back"].as_u64().unwrap_or(0),
+        calls: first["summary"]["calls"].as_u64().unwrap_or(0),
+        ..Summary::default()
+    };
+    step(io, "a second run, with nothing changed")?;
+    // QuickBooks compares change times to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second: serde_json::Value =
+        serde_json::from_str(&demo.run(&["sync", "run", flow, "--json"], None, &[0, 10])?)?;
+    summary.second_run = serde_json::json!({
+        "created": second["summary"]["created"],
+        "updated": second["summary"]["updated"],
+    });
+    summary.second_run_created = second["summary"]["created"].as_u64().unwrap_or(0);
+    summary.calls += second["summary"]["calls"].as_u64().unwrap_or(0);
+
+    step(
+        io,
+        "one invoice paid in full in the QuickBooks sandbox, then a third run",
+    )?;
+    // An invoice still awaiting payment on both sides.
+    let unpaid: std::collections::HashSet<String> = k
+        .invoices()
+        .into_iter()
+        .filter(|i| i.status == "new" && !i.draft)
+        .map(|i| format!("KAN-{}", i.number))
+        .collect();
+    let paid = q
+        .records(&realm, Kind::Invoice)
+        .into_iter()
+        .find(|i| {
+            i["DocNumber"].as_str().is_some_and(|n| unpaid.contains(n))
+                && i["Balance"] != serde_json::json!(0)
+        })
+        .ok_or_else(|| anyhow!("the first run created no invoice to pay"))?;
+    q.pay_invoice(
+        realm,
+        paid["Id"].as_str().unwrap_or_default(),
+        &paid["Balance"].to_string(),
+    )
+    .map_err(|e| anyhow!("paying in the sandbox failed: {e}"))?;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let third: serde_json::Value =
+        serde_json::from_str(&demo.run(&["sync", "run", flow, "--json"], None, &[0, 10])?)?;
+    summary.payments_written_back = third["summary"]["streams"]["payments"]["created"]
+        .as_u64()
+        .unwrap_or(0);
+    summary.calls += third["summary"]["calls"].as_u64().unwrap_or(0);
+    summary.streams = serde_json::json!({
+        "first_run": first["summary"]["streams"],
+        "second_run": second["summary"]["streams"],
+        "third_run": third["summary"]["streams"],
+    });
+    summary.duplicates = duplicates(demo, flow, realm)?;
+    // The customers the flow created in the QuickBooks sandbox: none twice by display name.
+    let customers = q.records(realm, Kind::Customer);
+    let mut names: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for c in customers.iter().skip(customers_before as usize) {
+        if let Some(n) = c["DisplayName"].as_str() {
+            *names.entry(n.to_lowercase()).or_default() += 1;
+        }
+    }
+    summary.duplicates += names.values().map(|n| n - 1).sum::<u64>();
+    Ok(summary)
 }
 
 /// The legacy expense claims: the sandbox organisation refuses them at first, as most do; then

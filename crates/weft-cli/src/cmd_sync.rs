@@ -135,6 +135,11 @@ pub(crate) const HUBSPOT_KANTATA: &[(&str, &str)] = &[template_file!(
     "hubspot-kantata",
     "flows/hubspot-kantata.toml"
 )];
+pub(crate) const KANTATA_QUICKBOOKS: &[(&str, &str)] = &[
+    template_file!("kantata-quickbooks", "flows/kantata-quickbooks.toml"),
+    template_file!("kantata-quickbooks", "tables/quickbooks-line-items.csv"),
+    template_file!("kantata-quickbooks", "tables/quickbooks-expense-items.csv"),
+];
 
 /// The shipped workspace templates, by name.
 pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
@@ -144,6 +149,7 @@ pub(crate) const TEMPLATES: &[(&str, &[(&str, &str)])] = &[
     ("kantata-xero-journals", KANTATA_XERO_JOURNALS),
     ("xero-lists-kantata", XERO_LISTS_KANTATA),
     ("hubspot-kantata", HUBSPOT_KANTATA),
+    ("kantata-quickbooks", KANTATA_QUICKBOOKS),
 ];
 
 /// The names of the shipped templates, for messages.

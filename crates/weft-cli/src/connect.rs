@@ -97,7 +97,7 @@ pub(crate) fn authorize(
             "connection `{name}` signs in with a pasted token (`token`), so there is nothing to authorize; give it a new token with `weft connection edit {name} --token-stdin`, or switch it to OAuth with `weft connection edit {name} --method oauth2 --client CLIENT`"
         );
     }
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
     let Some(app) = oauth_app(&all, &spec, &hosts, &connection, args.port)? else {
         if spec.file().auth.oauth2.is_some() {
             bail!(

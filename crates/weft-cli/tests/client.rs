@@ -1357,3 +1357,79 @@ records = { style = "index", index = "results", key-field = "key", id-field = "i
     );
     s.assert_no_plain_secret();
 }
+
+/// QuickBooks' environment is a connection field: `--field environment=sandbox` is kept in
+/// weft.toml and shown, checked against the field's choices, refused for a field that chooses
+/// no host, and a hand-edited value that is not a choice is located in weft.toml.
+#[test]
+fn a_connection_field_chooses_the_host_and_is_checked() {
+    let s = Sandbox::new("fields");
+    assert!(s.run(&["init"], None).status.success());
+    s.add_client("qapp", "quickbooks", "ABC", "q-secret\n");
+    let create = |name: &str, field: &str| {
+        s.run(
+            &[
+                "connection",
+                "create",
+                name,
+                "--connector",
+                "quickbooks",
+                "--client",
+                "qapp",
+                "--field",
+                field,
+            ],
+            None,
+        )
+    };
+    let wrong = create("qbo", "environment=staging");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        err(&wrong).contains("Environment") && err(&wrong).contains("production, sandbox"),
+        "{}",
+        err(&wrong)
+    );
+    let unknown = create("qbo", "minor_version=80");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        err(&unknown).contains("`minor_version` is not a connection field")
+            && err(&unknown).contains("environment (production, sandbox)"),
+        "{}",
+        err(&unknown)
+    );
+    let bad_pair = create("qbo", "environment");
+    assert!(err(&bad_pair).contains("ID=VALUE"), "{}", err(&bad_pair));
+    assert!(!read(&s.project().join("weft.toml")).contains("[connections"));
+
+    let ok = create("qbo", "environment=sandbox");
+    assert!(ok.status.success(), "{}", err(&ok));
+    assert!(read(&s.project().join("weft.toml")).contains("environment = \"sandbox\""));
+    assert!(
+        out(&s.run(&["connection", "show", "qbo"], None))
+            .contains("field:        environment = sandbox")
+    );
+    let edit = s.run(
+        &[
+            "connection",
+            "edit",
+            "qbo",
+            "--field",
+            "environment=production",
+        ],
+        None,
+    );
+    assert!(edit.status.success(), "{}", err(&edit));
+    assert!(read(&s.project().join("weft.toml")).contains("environment = \"production\""));
+
+    // Edited by hand into something that is not a choice: every command names the line.
+    let toml = read(&s.project().join("weft.toml"))
+        .replace("environment = \"production\"", "environment = \"staging\"");
+    std::fs::write(s.project().join("weft.toml"), toml).unwrap();
+    let listed = s.run(&["connection", "list"], None);
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(
+        err(&listed).contains("weft.toml:") && err(&listed).contains("`environment` is `staging`"),
+        "{}",
+        err(&listed)
+    );
+}

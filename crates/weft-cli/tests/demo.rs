@@ -63,6 +63,7 @@ fn every_scenario_template_runs_on_the_sandbox_without_duplicates() {
         "kantata-xero-journals",
         "xero-lists-kantata",
         "kantata-xero-expense-claims",
+        "kantata-quickbooks",
     ] {
         let o = s.run(
             &["demo", "--flow", flow, "--json", "--invoices", "30"],
@@ -78,6 +79,14 @@ fn every_scenario_template_runs_on_the_sandbox_without_duplicates() {
         );
         assert_eq!(report["second_run"]["created"], 0, "{flow}: {report}");
         assert_eq!(report["second_run"]["updated"], 0, "{flow}: {report}");
+        if flow == "kantata-quickbooks" {
+            assert_eq!(
+                report["created_in_quickbooks"],
+                report["streams"]["first_run"]["invoices"]["created"],
+                "{report}"
+            );
+            assert_eq!(report["payments_written_back"], 1, "{report}");
+        }
     }
 }
 

@@ -517,3 +517,26 @@ fn a_recorded_read_replays_offline_and_a_changed_one_is_caught() {
         err(&none)
     );
 }
+
+/// `weft init --template kantata-quickbooks` writes the flow and its own item tables beside an
+/// existing kantata-xero workspace (whose account tables it leaves alone), the next steps name
+/// QuickBooks, and the flow checks clean against the shipped specs.
+#[test]
+fn the_quickbooks_template_joins_a_workspace_and_names_its_own_next_steps() {
+    let s = Sandbox::new("init-qbo");
+    ok(&s.run(&["init", "--template", "kantata-xero"], None));
+    let o = s.run(&["init", "--template", "kantata-quickbooks"], None);
+    ok(&o);
+    let said = out(&o);
+    assert!(
+        said.contains("flows/kantata-quickbooks.toml")
+            && said.contains("tables/quickbooks-line-items.csv")
+            && said.contains("`weft client add quickbooks-app --connector quickbooks`")
+            && !said.contains("xero"),
+        "{said}"
+    );
+    assert!(s.project().join("tables/line-accounts.csv").is_file());
+    let check = s.run(&["flow", "check", "kantata-quickbooks"], None);
+    ok(&check);
+    assert!(out(&check).contains("0 problem(s)"), "{}", out(&check));
+}

@@ -40,6 +40,7 @@ pub fn markdown(spec: &Spec, callback_url: &str) -> String {
     }
     setup(w, s, callback_url);
     form(w, &s.fields);
+    host_choices(w, s);
     auth(w, s);
     limits(w, s);
     resources(w, s);
@@ -77,7 +78,7 @@ pub fn setup_steps(s: &SpecFile, callback_url: &str) -> Vec<SetupView> {
             text: env
                 .render_str(
                     &step.text,
-                    context! { callback_url => callback_url, connector => &s.name, hosts => &s.hosts, fields => &fields },
+                    context! { callback_url => callback_url, connector => &s.name, hosts => &s.host_urls(&std::collections::BTreeMap::new()), fields => &fields },
                 )
                 .unwrap_or_else(|_| step.text.clone()),
             url: step.url.clone(),
@@ -181,6 +182,31 @@ pub fn field_rules(f: &Field) -> String {
         rules.push("set once, at creation".to_owned());
     }
     rules.join("; ")
+}
+
+/// The hosts a form field chooses, each choice with its base URL.
+fn host_choices(w: &mut String, s: &SpecFile) {
+    for (name, host) in &s.hosts {
+        let crate::model::Host::ByField(by) = host else {
+            continue;
+        };
+        let label = s
+            .fields
+            .iter()
+            .find(|f| f.id == by.field)
+            .map_or(by.field.as_str(), |f| f.label.as_str());
+        let choices: Vec<String> = by
+            .choices
+            .iter()
+            .map(|(c, u)| format!("`{c}` → `{u}`"))
+            .collect();
+        let _ = writeln!(
+            w,
+            "\nHost `{name}` is chosen by {label} (`{}`): {}. `--host {name}=URL` on a connection still replaces it.",
+            by.field,
+            choices.join(", ")
+        );
+    }
 }
 
 fn form(w: &mut String, fields: &[Field]) {
@@ -659,8 +685,11 @@ fn shown(s: &SpecFile, source: &str) -> String {
     });
     let hosts_done = VARIABLE.replace_all(source, |c: &regex::Captures<'_>| {
         let name = &c[1];
-        match name.strip_prefix("hosts.").and_then(|h| s.hosts.get(h)) {
-            Some(url) => url.clone(),
+        match name
+            .strip_prefix("hosts.")
+            .and_then(|h| s.hosts.get(h)?.url(&s.fields, None))
+        {
+            Some(url) => url.to_owned(),
             None => format!("{{{name}}}"),
         }
     });

@@ -446,7 +446,7 @@ fn expected_plain(expected: &str) -> String {
 
 /// "did you mean `pagination`?" when one of `expected` is close to `given`, else the list of
 /// them, else `otherwise`.
-fn suggestion(given: &str, expected: &[&str], otherwise: &str) -> String {
+pub(crate) fn suggestion(given: &str, expected: &[&str], otherwise: &str) -> String {
     // Close: a few edits away, or a prefix (`int` for `integer`); the fewest edits win.
     let close = expected
         .iter()

@@ -34,9 +34,13 @@ pub struct SpecFile {
     pub docs: Vec<DocLink>,
     /// Base URLs by host name (Xero has `login`, `identity` and `api`). Each can be overridden at
     /// run time, so a simulator or a proxy can stand in. Templates refer to them as `hosts.<name>`.
+    /// A host may also be chosen by an enum form field, one base URL per choice (a sandbox or
+    /// production, a regional data centre): `api = { field = "environment", choices = {
+    /// production = "https://quickbooks.api.intuit.com", sandbox =
+    /// "https://sandbox-quickbooks.api.intuit.com" } }`.
     /// Required unless every resource is run by a plugin.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub hosts: IndexMap<String, String>,
+    pub hosts: IndexMap<String, Host>,
     /// How Weft authenticates against the provider. At least one method is required unless
     /// every resource is run by a plugin.
     #[serde(default)]
@@ -1429,6 +1433,113 @@ pub enum MoneyUnit {
     Cents,
     /// Decimal amount with 2 (or 4) places (Xero).
     Decimal,
+}
+
+/// The base URL of one host: a URL, or one URL per choice of an enum form field.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Host {
+    /// One base URL, such as `"https://api.xero.com"`.
+    Url(String),
+    /// A base URL per choice of an enum form field: the connection's value of the field (its
+    /// default when the connection gives none) picks the URL.
+    ByField(HostByField),
+}
+
+/// A host chosen by an enum form field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HostByField {
+    /// The form field (of type `enum`, with a `default`) whose value picks the URL.
+    pub field: String,
+    /// The base URL for each choice of the field; every choice needs one.
+    pub choices: IndexMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for Host {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = Host;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a base URL, or a table choosing one by a form field: `{ field = \"FIELD\", choices = { CHOICE = \"URL\" } }`",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Host, E> {
+                Ok(Host::Url(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Host, A::Error> {
+                HostByField::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Host::ByField)
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
+}
+
+impl Host {
+    /// The base URL for `value` of the choosing field (its default when `None`); `None` when the
+    /// value is not a choice. A plain URL is the same whatever the value.
+    pub fn url(&self, fields: &[Field], value: Option<&str>) -> Option<&str> {
+        match self {
+            Self::Url(url) => Some(url),
+            Self::ByField(by) => {
+                let default =
+                    fields
+                        .iter()
+                        .find(|f| f.id == by.field)
+                        .and_then(|f| match &f.default {
+                            Some(Scalar::Text(t)) => Some(t.as_str()),
+                            _ => None,
+                        });
+                by.choices.get(value.or(default)?).map(String::as_str)
+            }
+        }
+    }
+
+    /// Every URL it may take, with the choice giving it (`None` for a plain URL).
+    pub fn urls(&self) -> Vec<(Option<&str>, &str)> {
+        match self {
+            Self::Url(url) => vec![(None, url.as_str())],
+            Self::ByField(by) => by
+                .choices
+                .iter()
+                .map(|(c, u)| (Some(c.as_str()), u.as_str()))
+                .collect(),
+        }
+    }
+}
+
+impl SpecFile {
+    /// Each host's base URL for these form field values (a field not given takes its default).
+    pub fn host_urls(
+        &self,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> IndexMap<String, String> {
+        self.hosts
+            .iter()
+            .filter_map(|(name, host)| {
+                let value = match host {
+                    Host::ByField(by) => values.get(&by.field).map(String::as_str),
+                    Host::Url(_) => None,
+                };
+                Some((name.clone(), host.url(&self.fields, value)?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The form fields that choose a host (what a connection, not its OAuth client, sets).
+    pub fn host_fields(&self) -> Vec<&Field> {
+        self.fields
+            .iter()
+            .filter(|f| {
+                self.hosts
+                    .values()
+                    .any(|h| matches!(h, Host::ByField(by) if by.field == f.id))
+            })
+            .collect()
+    }
 }
 
 /// Field ids with a meaning to the engine: they are bound to the connection, not templated.

@@ -8,8 +8,8 @@ use crate::diagnostic::Diagnostic;
 use crate::form::method_list;
 use crate::load::key_segment;
 use crate::model::{
-    AuthMethod, Extract, Field, FieldKind, FieldType, OnExhausted, Operation, PageStop, Pagination,
-    Pkce, Resource, Scalar, SpecFile, TenantSelect, WriteBody, well_known,
+    AuthMethod, Extract, Field, FieldKind, FieldType, Host, HostByField, OnExhausted, Operation,
+    PageStop, Pagination, Pkce, Resource, Scalar, SpecFile, TenantSelect, WriteBody, well_known,
 };
 use crate::template::{self, Names, Scope};
 
@@ -273,14 +273,113 @@ impl Validator<'_> {
                     None,
                 );
             }
-            self.https_url(&key, url);
-            if url.ends_with('/') {
-                self.warning(
-                    &key,
-                    "the base URL ends with `/`; paths start with one, so requests would have `//`",
-                    Some("remove the trailing `/`".to_owned()),
-                );
+            match url {
+                Host::Url(url) => self.base_url(&key, url),
+                Host::ByField(by) => self.host_by_field(&key, by),
             }
+        }
+    }
+
+    fn base_url(&mut self, key: &str, url: &str) {
+        self.https_url(key, url);
+        if url.ends_with('/') {
+            self.warning(
+                key,
+                "the base URL ends with `/`; paths start with one, so requests would have `//`",
+                Some("remove the trailing `/`".to_owned()),
+            );
+        }
+    }
+
+    /// A host chosen by a form field: the field exists, is an enum with a default, is not
+    /// secret, and every one of its choices (and nothing else) has a base URL.
+    fn host_by_field(&mut self, key: &str, by: &HostByField) {
+        let fkey = format!("{key}.field");
+        let Some(field) = self.spec.fields.iter().find(|f| f.id == by.field) else {
+            let ids: Vec<&str> = self.spec.fields.iter().map(|f| f.id.as_str()).collect();
+            self.error(
+                fkey,
+                format!("host chosen by field `{}`, which is not declared in [[fields]]", by.field),
+                Some(if ids.is_empty() {
+                    "declare it: [[fields]] id = \"environment\", type = \"enum\", choices = [...], default = \"...\"".to_owned()
+                } else {
+                    crate::load::suggestion(&by.field, &ids, "")
+                }),
+            );
+            return;
+        };
+        if field.ty != FieldKind::Enum {
+            self.error(
+                fkey,
+                format!(
+                    "host chosen by field `{}`, which is {} field; only an `enum` field can choose a host",
+                    by.field,
+                    a_or_an(&format!("`{}`", kind_name(field.ty)))
+                ),
+                Some(format!(
+                    "give `{}` type = \"enum\" and choices named like the keys of `choices`",
+                    by.field
+                )),
+            );
+            return;
+        }
+        if field.secret {
+            self.error(
+                fkey.clone(),
+                format!("host chosen by field `{}`, which is secret", by.field),
+                Some("a choice of host is not a secret: drop `secret = true`".to_owned()),
+            );
+        }
+        if field.default.is_none() {
+            self.error(
+                fkey,
+                format!(
+                    "host chosen by field `{}`, which has no `default`: a connection that never sets it would have no host",
+                    by.field
+                ),
+                Some(format!(
+                    "give `{}` a default, such as default = \"{}\"",
+                    by.field,
+                    field.choices.first().map_or("production", String::as_str)
+                )),
+            );
+        }
+        let ckey = format!("{key}.choices");
+        let missing: Vec<&str> = field
+            .choices
+            .iter()
+            .filter(|c| !by.choices.contains_key(*c))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            self.error(
+                ckey.clone(),
+                format!(
+                    "choice{} {} of field `{}` {} no base URL here",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    by.field,
+                    if missing.len() == 1 { "has" } else { "have" }
+                ),
+                Some("every choice of the field needs its base URL".to_owned()),
+            );
+        }
+        for (choice, url) in &by.choices {
+            let at = format!("{ckey}.{}", key_segment(choice));
+            if !field.choices.contains(choice) {
+                let known: Vec<&str> = field.choices.iter().map(String::as_str).collect();
+                self.error(
+                    at,
+                    format!("`{choice}` is not a choice of field `{}`", by.field),
+                    Some(crate::load::suggestion(choice, &known, "")),
+                );
+                continue;
+            }
+            self.base_url(&at, url);
         }
     }
 

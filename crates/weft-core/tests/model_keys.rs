@@ -53,6 +53,9 @@ const READ_QUERY: &str = "crates/weft-engine/tests/read_language.rs::paging_insi
 const READ_NEXT_URL: &str =
     "crates/weft-engine/tests/read_language.rs::next_page_urls_are_followed_on_the_same_host_only";
 const REVOKE: &str = "crates/weft-engine/tests/oauth_edges.rs::revocation_by_delete_with_the_token_in_the_path_or_by_a_json_body";
+const HOST_CHOICE: &str = "crates/weft-engine/tests/quickbooks.rs::the_environment_field_chooses_the_api_host_and_a_host_override_still_wins";
+const HOST_CHOICE_MISUSE: &str =
+    "tests/e2e/diagnostics.rs::malformed_specs_are_reported_with_locations";
 const TEST_CMD: &str = "crates/weft-cli/tests/client.rs::token_connections_test_and_read_against_the_kantata_simulator";
 
 /// Every key with the tests that exercise it.
@@ -66,7 +69,9 @@ const COVERED: &[(&str, &[&str])] = &[
         &["crates/weft-cli/tests/cli.rs::connectors_show_finds_former_names_and_json"],
     ),
     ("SpecFile.docs", &[SHOW]),
-    ("SpecFile.hosts", &[REQUEST]),
+    ("SpecFile.hosts", &[REQUEST, HOST_CHOICE]),
+    ("HostByField.field", &[HOST_CHOICE, HOST_CHOICE_MISUSE]),
+    ("HostByField.choices", &[HOST_CHOICE, HOST_CHOICE_MISUSE]),
     ("SpecFile.auth", &[AUTHORIZE_XERO]),
     ("SpecFile.tenants", &[AUTHORIZE_XERO]),
     ("SpecFile.fields", &[FORM]),

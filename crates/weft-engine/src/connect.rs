@@ -197,7 +197,7 @@ pub fn open(
     let (index, mut connection) = find(all, name)?;
     // Settled once: a connection written before methods were recorded uses what it holds.
     connection.method = method(&all[index], spec.file(), name, &connection)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
     let app = oauth_app(all, &spec, &hosts, &connection, redirect_uri)?;
     // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
     // level, in this process and across processes.
@@ -446,7 +446,7 @@ pub async fn revoke(all: &[Workspace], spec: &Spec, name: &str) -> Result<bool, 
     let (index, mut connection) = find(all, name)?;
     // A pasted token has no grant behind it to revoke, whatever client the connection names.
     connection.method = method(&all[index], spec.file(), name, &connection)?;
-    let hosts = Hosts::new(spec.file(), &connection.hosts)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
     let Some(app) = oauth_app(
         all,
         spec,

@@ -316,6 +316,11 @@ pub struct UpdatePolicy {
     /// Fields not sent on update (the destination's to keep once written).
     #[serde(default)]
     pub omit: Vec<String>,
+    /// Fields copied into each update from the destination record as it is now, which is read
+    /// before updating: a version the provider checks, such as QuickBooks Online's `SyncToken`
+    /// (an update with an older one is refused as a conflict).
+    #[serde(default)]
+    pub carry: Vec<String>,
 }
 
 /// A list field of the written record, one element per item.
@@ -1645,6 +1650,26 @@ impl Flow {
                     &stream.write.resource,
                     |field, m| {
                         push(base(&["write", "fields", field]), m);
+                    },
+                );
+                let carried = &stream.write.update.carry;
+                check_fields(
+                    &r.fields,
+                    carried.iter(),
+                    &stream.write.resource,
+                    |field, m| {
+                        let i = carried.iter().position(|c| c == field).unwrap_or(0);
+                        push(
+                            vec![
+                                k("streams"),
+                                k(sname),
+                                k("write"),
+                                k("update"),
+                                k("carry"),
+                                Part::Index(i),
+                            ],
+                            m,
+                        );
                     },
                 );
                 for (list, m) in &stream.write.lists {

@@ -80,6 +80,18 @@ pub enum EngineError {
         /// The hosts it does declare.
         declared: String,
     },
+    /// A connection's value of a field that chooses a host, which is not one of its choices.
+    #[error(
+        "connection field `{field}` is `{value}`, which is not one of its choices ({choices}); set it with `weft connection edit NAME --field {field}=CHOICE`"
+    )]
+    BadHostChoice {
+        /// The field id.
+        field: String,
+        /// The value given.
+        value: String,
+        /// The field's choices, comma-separated.
+        choices: String,
+    },
     /// A host override that is not a URL.
     #[error("the override of host `{host}` is not a URL (`{url}`): {reason}")]
     BadHostOverride {

@@ -115,6 +115,9 @@ fn compiled(expr: &str) -> Result<Arc<Expression<'static, 'static>>, String> {
 }
 
 fn detail(e: &Error) -> String {
+    if e.kind() == minijinja::ErrorKind::UndefinedError {
+        return "it uses a value this record does not have (a missing field, a table with no row for the key, or a list with no match); give the table the row, or write `… or ''` where a value may be missing".to_owned();
+    }
     e.detail().map_or_else(|| e.to_string(), str::to_owned)
 }
 

@@ -153,7 +153,30 @@ impl Hosts {
     /// The spec's hosts with `overrides` replacing some of them; an override of an undeclared
     /// host is an error, so a typo cannot silently send traffic to the real service.
     pub fn new(spec: &SpecFile, overrides: &BTreeMap<String, String>) -> Result<Self, EngineError> {
-        let mut hosts = spec.hosts.clone();
+        Self::for_connection(spec, &BTreeMap::new(), overrides)
+    }
+
+    /// The spec's hosts for a connection: a host chosen by a form field takes the URL of the
+    /// connection's value of that field (`fields`, by field id; the field's default when
+    /// absent), then `overrides` replace any host, so `--host` always wins.
+    pub fn for_connection(
+        spec: &SpecFile,
+        fields: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, EngineError> {
+        for host in spec.hosts.values() {
+            if let weft_core::model::Host::ByField(by) = host
+                && let Some(value) = fields.get(&by.field)
+                && !by.choices.contains_key(value)
+            {
+                return Err(EngineError::BadHostChoice {
+                    field: by.field.clone(),
+                    value: value.clone(),
+                    choices: by.choices.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        let mut hosts = spec.host_urls(fields);
         for (name, url) in overrides {
             match hosts.get_mut(name) {
                 Some(slot) => {

@@ -95,6 +95,10 @@ pub struct Connection {
     /// Base URLs replacing the spec's, by host name (a sandbox, a proxy).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub hosts: std::collections::BTreeMap<String, String>,
+    /// Values of the spec's connection fields, by field id: the fields that choose a host
+    /// (QuickBooks' `environment`); a field left out takes its default. Never a secret.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
     /// The tenants (organisations) this connection reaches, chosen at authorization.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<TenantRef>,

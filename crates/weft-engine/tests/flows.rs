@@ -531,3 +531,34 @@ fn a_schedule_is_read_and_a_bad_one_located() {
         assert!(problems[0].message.contains(said), "{problems:?}");
     }
 }
+
+#[test]
+fn a_carried_field_the_destination_does_not_have_is_a_located_error() {
+    let text = |carry: &str| {
+        MINIMAL.replace("[connections.dst]\nconnector = \"xero\"", "[connections.dst]\nconnector = \"quickbooks\"")
+            .replace(
+                "fields = { Type = \"'ACCREC'\", Reference = \"record.id ~ options.default_account\" }",
+                &format!("fields = {{ DocNumber = \"record.id ~ options.default_account\" }}\nupdate = {{ carry = [{carry}] }}"),
+            )
+    };
+    let ok = Flow::parse("k2q", Path::new("f.toml"), &text("\"SyncToken\"")).unwrap();
+    assert!(
+        ok.check_against(&shipped).is_empty(),
+        "{:?}",
+        ok.check_against(&shipped)
+    );
+    let typo = Flow::parse(
+        "k2q",
+        Path::new("f.toml"),
+        &text("\"SyncToken\", \"SynToken\""),
+    )
+    .unwrap();
+    let problems = typo.check_against(&shipped);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].message.contains("has no field `SynToken`")
+            && problems[0].message.contains("did you mean `SyncToken`"),
+        "{problems:?}"
+    );
+    assert_eq!(problems[0].line, 18, "{problems:?}");
+}

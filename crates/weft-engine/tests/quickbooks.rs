@@ -471,3 +471,144 @@ async fn a_429_without_retry_after_is_backed_off_on_the_simulators_clock() {
         f.clock.waits()
     );
 }
+
+/// The shipped spec with its two API hosts (production and sandbox) standing for two simulators.
+fn spec_with_api_hosts(production: &str, sandbox: &str) -> weft_core::Spec {
+    let text = include_str!("../../../specs/quickbooks.toml")
+        .replace(
+            "https://quickbooks.api.intuit.com\"",
+            &format!("{production}\""),
+        )
+        .replace(
+            "https://sandbox-quickbooks.api.intuit.com\"",
+            &format!("{sandbox}\""),
+        );
+    let report = weft_core::load_str("specs/quickbooks.toml", &text);
+    assert!(!report.has_errors(), "{}", report.render());
+    report.spec.expect("a valid spec")
+}
+
+/// A session over `spec` on fixture `f`'s stored token, its hosts chosen by the connection's
+/// `fields` and then `overrides` (the fixture's consent and token hosts always).
+fn session_on(
+    f: &Fixture,
+    spec: &weft_core::Spec,
+    fields: &[(&str, &str)],
+    overrides: &[(&str, &str)],
+) -> Session {
+    let fields: BTreeMap<String, String> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mut hosts: BTreeMap<String, String> = f
+        .sim
+        .hosts()
+        .into_iter()
+        .filter(|(name, _)| name != "api")
+        .collect();
+    hosts.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let hosts = Hosts::for_connection(spec.file(), &fields, &hosts).unwrap();
+    let http = weft_engine::http::client().unwrap();
+    let keeper = TokenKeeper::new(
+        "qbo",
+        RECORD,
+        f.store(),
+        None,
+        None,
+        http.clone(),
+        f.clock.clone(),
+    );
+    Session::new(
+        spec.clone(),
+        hosts,
+        Limiter::new(spec.file(), 4),
+        http,
+        keeper,
+        f.clock.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_field_chooses_the_api_host_and_a_host_override_still_wins() {
+    let production = Fixture::new("env-production", QuickBooksConfig::default());
+    let sandbox = Fixture::new(
+        "env-sandbox",
+        QuickBooksConfig {
+            seed: 2,
+            clock: production.sim.clock().clone(),
+            ..QuickBooksConfig::default()
+        },
+    );
+    let spec = spec_with_api_hosts(&production.sim.api_url(), &sandbox.sim.api_url());
+    let calls = |f: &Fixture| f.sim.observed().log.requests().len();
+    let name = |f: &Fixture| f.sim.companies()[0].1.clone();
+
+    // No value: the field's default, production.
+    let tenant = production.connected().await;
+    let described = test_call(
+        &session_on(&production, &spec, &[], &[]),
+        Some(tenant.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(described.starts_with(&name(&production)), "{described}");
+    assert_eq!((calls(&production), calls(&sandbox)), (1, 0));
+
+    // environment = sandbox: the sandbox host, and only it.
+    let sandbox_tenant = sandbox.connected().await;
+    let s = session_on(&sandbox, &spec, &[("environment", "sandbox")], &[]);
+    let described = test_call(&s, Some(sandbox_tenant.clone())).await.unwrap();
+    assert!(described.starts_with(&name(&sandbox)), "{described}");
+    assert_eq!((calls(&production), calls(&sandbox)), (1, 1));
+
+    // environment = production named explicitly.
+    let s = session_on(&production, &spec, &[("environment", "production")], &[]);
+    test_call(&s, Some(tenant.clone())).await.unwrap();
+    assert_eq!((calls(&production), calls(&sandbox)), (2, 1));
+
+    // An override of `api` wins over the field: production chosen, the sandbox simulator called.
+    let s = session_on(
+        &sandbox,
+        &spec,
+        &[("environment", "production")],
+        &[("api", &sandbox.sim.api_url())],
+    );
+    test_call(&s, Some(sandbox_tenant)).await.unwrap();
+    assert_eq!((calls(&production), calls(&sandbox)), (2, 2));
+
+    // A value that is not a choice (a hand-edited weft.toml) is refused before any call.
+    let err = Hosts::for_connection(
+        spec.file(),
+        &BTreeMap::from([("environment".to_owned(), "staging".to_owned())]),
+        &BTreeMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`environment` is `staging`") && err.contains("production, sandbox"),
+        "{err}"
+    );
+
+    // The shipped spec, unchanged: production unless the connection says sandbox.
+    let shipped = shipped("quickbooks");
+    let url = |fields: &[(&str, &str)]| {
+        let fields = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Hosts::for_connection(shipped.file(), &fields, &BTreeMap::new())
+            .unwrap()
+            .get("api")
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(url(&[]), "https://quickbooks.api.intuit.com");
+    assert_eq!(
+        url(&[("environment", "sandbox")]),
+        "https://sandbox-quickbooks.api.intuit.com"
+    );
+}

@@ -311,3 +311,130 @@ async fn custom_field_choices_under_fifty_seeded_faults_follow_the_list_once() {
     }
     report("lists", &tally);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_invoices_under_fifty_seeded_faults_land_once_and_paid_ones_come_back_once() {
+    use weft_harness::quickbooks::Kind;
+    let mut tally = Tally::default();
+    let mut paid_back = 0;
+    for seed in 0..SEEDS {
+        let w =
+            World::for_quickbooks(&format!("qbo-faults-{seed}"), "kantata-quickbooks", 12, 9).await;
+        let (sim, realm) = w.quickbooks();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        // A first clean run half the time, then payments in QuickBooks for the faulty runs to
+        // bring back; otherwise invoices and payments both under faults.
+        let eligible = w.eligible();
+        if rng.bool() {
+            common::faults::settle_within(&w, &mut rng, false, 20, &mut tally)
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            for inv in eligible.iter().filter(|i| i.status == "new").take(3) {
+                let found = sim
+                    .records(realm, Kind::Invoice)
+                    .into_iter()
+                    .find(|q| q["DocNumber"] == format!("KAN-{}", inv.number))
+                    .unwrap();
+                sim.pay_invoice(
+                    realm,
+                    found["Id"].as_str().unwrap(),
+                    &found["Balance"].to_string(),
+                )
+                .unwrap();
+            }
+            w.clock.advance_by(Duration::from_secs(5));
+        }
+        add_faults(&sim.observed().faults, &["/v3/company"], &mut rng);
+        add_faults(
+            &sim.oauth_observed().faults,
+            &["/oauth2/v1/tokens"],
+            &mut rng,
+        );
+        add_faults(
+            &w.kantata.observed().faults,
+            &[
+                "/api/v1/invoices",
+                "/api/v1/external_references",
+                "/api/v1/external_payments",
+            ],
+            &mut rng,
+        );
+        if rng.bool() {
+            // Access tokens expire; the runs refresh them.
+            w.clock.advance_by(Duration::from_secs(61 * 60));
+        }
+        settle_within(&w, &mut rng, true, 20, &mut tally)
+            .await
+            .unwrap();
+        tally.fired += sim.observed().faults.fired()
+            + sim.oauth_observed().faults.fired()
+            + w.kantata.observed().faults.fired();
+        clear(&w);
+        settle_within(&w, &mut rng, false, 20, &mut tally)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+
+        // Every eligible invoice once in QuickBooks with its exact total; nothing else written.
+        let mut by_number: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+        for q in sim.records(realm, Kind::Invoice) {
+            if let Some(n) = q["DocNumber"].as_str()
+                && n.starts_with("KAN-")
+            {
+                by_number.entry(n.to_owned()).or_default().push(q);
+            }
+        }
+        assert_eq!(
+            by_number.len(),
+            eligible.len(),
+            "seed {seed}: nothing else was written"
+        );
+        for inv in &eligible {
+            let copies = &by_number[&format!("KAN-{}", inv.number)];
+            assert_eq!(copies.len(), 1, "seed {seed}: KAN-{} once", inv.number);
+            assert_eq!(
+                cents(&copies[0]["TotalAmt"]),
+                inv.total_in_cents,
+                "seed {seed}"
+            );
+        }
+        // Each client is one customer.
+        let mut names: Vec<String> = sim
+            .records(realm, Kind::Customer)
+            .iter()
+            .filter_map(|c| c["DisplayName"].as_str().map(str::to_lowercase))
+            .collect();
+        let total = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), total, "seed {seed}: no customer twice");
+        // Every open invoice paid in QuickBooks is paid once in Kantata, and only those (the
+        // Kantata account's own payments on invoices paid there are left as they are).
+        let payments = w.kantata.external_payments();
+        for inv in eligible.iter().filter(|i| i.status == "new") {
+            let paid_q =
+                by_number[&format!("KAN-{}", inv.number)][0]["Balance"] == serde_json::json!(0);
+            let n = payments
+                .iter()
+                .filter(|p| p.invoice_id.as_deref() == Some(inv.id.as_str()))
+                .count();
+            assert_eq!(
+                n,
+                usize::from(paid_q),
+                "seed {seed}: payments of invoice {}",
+                inv.id
+            );
+            paid_back += n;
+        }
+        // Kantata holds each QuickBooks id once.
+        let refs = w.kantata.external_references();
+        for inv in &eligible {
+            let n = refs
+                .iter()
+                .filter(|r| r.service_name == "quickbooks" && r.subject_id == inv.id)
+                .count();
+            assert_eq!(n, 1, "seed {seed}: reference of invoice {}", inv.id);
+        }
+    }
+    assert!(paid_back > 0, "payments came back in some seeds");
+    report("quickbooks", &tally);
+}

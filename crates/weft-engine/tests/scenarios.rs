@@ -819,3 +819,305 @@ async fn the_lists_flow_copies_accounts_when_told() {
     }
     assert_eq!(w.run(false).await.summary.updated, 0);
 }
+
+/// The flow's invoices in QuickBooks, by DocNumber.
+fn qbo_invoices(w: &World) -> HashMap<String, Vec<serde_json::Value>> {
+    let (sim, realm) = w.quickbooks();
+    let mut out: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    for inv in sim.records(realm, weft_harness::quickbooks::Kind::Invoice) {
+        if let Some(n) = inv["DocNumber"].as_str()
+            && n.starts_with("KAN-")
+        {
+            out.entry(n.to_owned()).or_default().push(inv);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kantata_invoices_land_in_quickbooks_once_exactly_and_payments_come_back_once() {
+    use weft_harness::quickbooks::Kind;
+    let w = World::for_quickbooks("kq", "kantata-quickbooks", 40, 20).await;
+    let (sim, realm) = w.quickbooks();
+    let customers_before = sim.records(realm, Kind::Customer).len();
+    let eligible = w.eligible();
+    assert!(eligible.len() > 15, "{}", eligible.len());
+
+    let first = w.run(false).await;
+    assert_clean(&first);
+    assert_eq!(first.summary.created as usize, eligible.len());
+    let written = qbo_invoices(&w);
+    assert_eq!(written.len(), eligible.len(), "nothing else was written");
+    let items: HashMap<String, String> = sim
+        .records(realm, Kind::Item)
+        .into_iter()
+        .map(|i| {
+            (
+                i["Id"].as_str().unwrap().to_owned(),
+                i["Name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for inv in &eligible {
+        let copies = &written[&format!("KAN-{}", inv.number)];
+        assert_eq!(copies.len(), 1, "KAN-{} exactly once", inv.number);
+        let got = &copies[0];
+        assert_eq!(
+            cents(&got["TotalAmt"]),
+            inv.total_in_cents,
+            "KAN-{} total",
+            inv.number
+        );
+        let lines: Vec<&serde_json::Value> = got["Line"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["DetailType"] == "SalesItemLineDetail")
+            .collect();
+        assert_eq!(
+            lines.len(),
+            inv.line_counts.iter().sum::<usize>(),
+            "KAN-{}",
+            inv.number
+        );
+        for l in &lines {
+            let item = l["SalesItemLineDetail"]["ItemRef"]["value"]
+                .as_str()
+                .unwrap();
+            assert!(
+                ["Hours", "Travel", "Consulting", "Materials"].contains(&items[item].as_str()),
+                "{l}"
+            );
+            assert_eq!(
+                cents(&l["Amount"]),
+                cents(&l["SalesItemLineDetail"]["UnitPrice"])
+            );
+        }
+        let customer = sim
+            .record(
+                realm,
+                Kind::Customer,
+                got["CustomerRef"]["value"].as_str().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(customer["Active"], true);
+    }
+    // Each client once: the customers created are the distinct clients, and none twice.
+    let customers = sim.records(realm, Kind::Customer);
+    assert_eq!(
+        customers.len() - customers_before,
+        first.summary.lookups_created as usize
+    );
+    let mut names: Vec<&str> = customers
+        .iter()
+        .filter_map(|c| c["DisplayName"].as_str())
+        .collect();
+    names.sort_unstable();
+    let total = names.len();
+    names.dedup();
+    assert_eq!(names.len(), total, "no customer twice");
+    // Kantata knows each QuickBooks id.
+    let refs = w.kantata.external_references();
+    for inv in &eligible {
+        let id = written[&format!("KAN-{}", inv.number)][0]["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mine: Vec<_> = refs
+            .iter()
+            .filter(|r| r.service_name == "quickbooks" && r.subject_id == inv.id)
+            .map(|r| r.service_model_ref.clone())
+            .collect();
+        assert_eq!(mine, vec![id], "KAN-{}", inv.number);
+    }
+
+    // A second run creates nothing.
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!(
+        (
+            second.summary.created,
+            second.summary.updated,
+            second.summary.lookups_created,
+            second.summary.written_back
+        ),
+        (0, 0, 0, 0),
+        "{:?}",
+        second.plan
+    );
+
+    // Paid in full in QuickBooks → recorded in Kantata, once; a change in Kantata updates an
+    // unpaid invoice (with its current SyncToken) and leaves the paid one as it is.
+    let open: Vec<_> = eligible.iter().filter(|i| i.status == "new").collect();
+    let (paid, changed) = (open[0], open[1]);
+    let paid_q = written[&format!("KAN-{}", paid.number)][0].clone();
+    sim.pay_invoice(
+        realm,
+        paid_q["Id"].as_str().unwrap(),
+        &paid_q["Balance"].to_string(),
+    )
+    .unwrap();
+    // Someone edits the other invoice in QuickBooks: its SyncToken moves on.
+    let changed_q = written[&format!("KAN-{}", changed.number)][0].clone();
+    sim.edit(
+        realm,
+        Kind::Invoice,
+        changed_q["Id"].as_str().unwrap(),
+        serde_json::json!({"CustomerMemo": {"value": "Thank you"}}),
+    )
+    .unwrap();
+    let http = weft_engine::http::client().unwrap();
+    for inv in [paid, changed] {
+        let status = http
+            .put(format!(
+                "{}/api/v1/invoices/{}",
+                w.kantata.api_url(),
+                inv.id
+            ))
+            .bearer_auth(w.kantata.personal_token())
+            .json(&serde_json::json!({"invoice": {"purchase_order": format!("PO-{}", inv.number)}}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{status}");
+    }
+    w.clock.advance_by(std::time::Duration::from_secs(90));
+    let third = w.run(false).await;
+    assert_clean(&third);
+    assert_eq!(
+        third.summary.stream("payments").created,
+        1,
+        "{:?}",
+        third.plan
+    );
+    assert_eq!(
+        third.summary.stream("invoices").updated,
+        1,
+        "{:?}",
+        third.plan
+    );
+    assert_eq!(
+        third.summary.created - third.summary.stream("payments").created,
+        0
+    );
+    let after = qbo_invoices(&w);
+    let updated = &after[&format!("KAN-{}", changed.number)][0];
+    assert!(
+        updated["PrivateNote"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("PO-{}", changed.number))
+    );
+    assert_eq!(
+        updated["CustomerMemo"]["value"], "Thank you",
+        "a sparse update keeps the rest"
+    );
+    assert_ne!(updated["SyncToken"], changed_q["SyncToken"]);
+    let kept = &after[&format!("KAN-{}", paid.number)][0];
+    assert_eq!(
+        kept["PrivateNote"], paid_q["PrivateNote"],
+        "the paid invoice is kept"
+    );
+    let link = w
+        .state()
+        .link("kantata-quickbooks", "invoices", &paid.id)
+        .unwrap()
+        .unwrap();
+    assert!(link.note.unwrap_or_default().contains("payments applied"));
+    let payments: Vec<_> = w
+        .kantata
+        .external_payments()
+        .into_iter()
+        .filter(|p| p.invoice_id.as_deref() == Some(paid.id.as_str()))
+        .collect();
+    assert_eq!(payments.len(), 1);
+    assert!(
+        payments[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("QuickBooks")
+    );
+
+    // Settled: the next run writes nothing.
+    let fourth = w.run(false).await;
+    assert_clean(&fourth);
+    assert_eq!(
+        (
+            fourth.summary.created,
+            fourth.summary.updated,
+            fourth.summary.written_back
+        ),
+        (0, 0, 0),
+        "{:?}",
+        fourth.plan
+    );
+    assert_eq!(
+        w.kantata
+            .external_payments()
+            .iter()
+            .filter(|p| p.invoice_id.as_deref() == Some(paid.id.as_str()))
+            .count(),
+        1
+    );
+}
+
+/// A line kind mapped to an item the QuickBooks company does not have is refused before
+/// anything is sent, naming the line field and what to do; once the table is fixed and the
+/// errors retried, the next run sends those invoices once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_on_an_item_quickbooks_lacks_is_queued_before_sending_then_sent_once_fixed() {
+    let mut w = World::for_quickbooks("kq-items", "kantata-quickbooks", 12, 9).await;
+    w.flow
+        .tables
+        .get_mut("items")
+        .unwrap()
+        .insert("time".to_owned(), "Hourz".to_owned());
+    let first = w.run(false).await;
+    let failed: Vec<_> = first.plan.iter().filter(|p| p.action == "failed").collect();
+    let with_time: Vec<_> = w
+        .eligible()
+        .into_iter()
+        .filter(|i| i.line_counts[0] > 0)
+        .collect();
+    assert_eq!(failed.len(), with_time.len(), "{:?}", first.plan);
+    for f in &failed {
+        assert!(
+            f.detail
+                .contains("write.lists.Line.fields.SalesItemLineDetail")
+                && f.detail.contains("a table with no row for the key"),
+            "{}",
+            f.detail
+        );
+    }
+    let (sim, realm) = w.quickbooks();
+    let invoices_before = qbo_invoices(&w).len();
+    assert_eq!(
+        invoices_before + with_time.len(),
+        w.eligible().len(),
+        "only the others were sent"
+    );
+    assert_eq!(
+        sim.created(realm, weft_harness::quickbooks::Kind::Invoice) as usize,
+        invoices_before
+    );
+    w.flow
+        .tables
+        .get_mut("items")
+        .unwrap()
+        .insert("time".to_owned(), "Hours".to_owned());
+    // What `weft errors retry --all` does.
+    assert_eq!(
+        w.state()
+            .mark_retry_all(Some("kantata-quickbooks"))
+            .unwrap() as usize,
+        with_time.len()
+    );
+    let second = w.run(false).await;
+    assert_clean(&second);
+    assert_eq!(second.summary.created as usize, with_time.len());
+    let written = qbo_invoices(&w);
+    assert_eq!(written.len(), w.eligible().len());
+    assert!(written.values().all(|copies| copies.len() == 1));
+}

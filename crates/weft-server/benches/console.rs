@@ -132,6 +132,7 @@ fn seed(sizes: &Sizes) -> Seeded {
             concurrency: 4,
             borrow_concurrency_from: None,
             hosts: hosts(&[("app", "http://127.0.0.1:9"), ("api", "http://127.0.0.1:9")]),
+            fields: std::collections::BTreeMap::new(),
             tenants: Vec::new(),
             owner: None,
         },
@@ -149,6 +150,7 @@ fn seed(sizes: &Sizes) -> Seeded {
                 ("identity", "http://127.0.0.1:9"),
                 ("api", "http://127.0.0.1:9"),
             ]),
+            fields: std::collections::BTreeMap::new(),
             tenants: vec![TenantRef {
                 id: "00000000-0000-0000-0000-000000000001".into(),
                 name: "Demo Company (US)".into(),

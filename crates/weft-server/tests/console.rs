@@ -1709,3 +1709,79 @@ async fn tls_serves_https_with_secure_cookies_and_names_a_bad_key_file() {
         .unwrap()
         .unwrap();
 }
+
+/// QuickBooks' Environment is on the connection form as a choice, checked, kept in weft.toml and
+/// shown selected on Edit; it picks among the connector's own base URLs, so a member sets it too.
+#[tokio::test]
+async fn a_connection_field_choosing_the_host_is_on_the_form_and_saved() {
+    let c = Console::new("connection-field");
+    let alice = c.login("alice", ADMIN_PW).await;
+    let cookie = Some(alice.cookie.as_str());
+    let res = c
+        .post(
+            "/clients",
+            cookie,
+            &[
+                ("csrf", &alice.csrf),
+                ("connector", "quickbooks"),
+                ("name", "intuit"),
+                ("client_id", "ABC123"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let form = c.get("/connections/new?connector=quickbooks", cookie).await;
+    assert!(
+        form.body
+            .contains(r#"<select id="field_environment" name="field_environment""#)
+            && form
+                .body
+                .contains(r#"<option value="production" selected>"#)
+            && form.body.contains(r#"<option value="sandbox">"#),
+        "{}",
+        form.body
+    );
+    let post = |environment: &'static str| {
+        let csrf = alice.csrf.clone();
+        let c = &c;
+        async move {
+            c.post(
+                "/connections",
+                cookie,
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("connector", "quickbooks"),
+                    ("name", "qbo"),
+                    ("client", "intuit"),
+                    ("concurrency", "4"),
+                    ("borrow", ""),
+                    ("field_environment", environment),
+                ],
+            )
+            .await
+        }
+    };
+    let res = post("staging").await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.body.contains(r#"id="field_environment-error""#),
+        "{}",
+        res.body
+    );
+    assert!(
+        !std::fs::read_to_string(c.dir.join("weft.toml"))
+            .unwrap_or_default()
+            .contains("qbo")
+    );
+    let res = post("sandbox").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let toml = std::fs::read_to_string(c.dir.join("weft.toml")).unwrap();
+    assert!(toml.contains("environment = \"sandbox\""), "{toml}");
+    let edit = c.get("/connections/qbo/edit", cookie).await;
+    assert!(
+        edit.body.contains(r#"<option value="sandbox" selected>"#),
+        "{}",
+        edit.body
+    );
+}

@@ -597,17 +597,21 @@ impl StreamRun<'_> {
         let state = self.run.state;
         let w = &self.stream.write;
         let policy = &w.update;
-        let current = match &policy.when {
-            Some(_) if !policy.never => {
-                let ids: Vec<&str> = works.iter().map(|(_, d, _)| d.as_str()).collect();
-                self.current(&ids).await?
-            }
-            _ => HashMap::new(),
+        // The destination records as they are now: for the policy's condition, and for the
+        // fields each update carries over from them (a version the provider checks).
+        let needs_current = !policy.never && (policy.when.is_some() || !policy.carry.is_empty());
+        let current = if needs_current {
+            let ids: Vec<&str> = works.iter().map(|(_, d, _)| d.as_str()).collect();
+            self.current(&ids).await?
+        } else {
+            HashMap::new()
         };
         let mut ready = Vec::new();
         for (mut work, dest, previous) in works {
             let refusal = if policy.never {
                 Some("the flow writes these records once and never updates them".to_owned())
+            } else if needs_current && !current.contains_key(&dest) {
+                Some("the destination record is gone".to_owned())
             } else if let Some(when) = &policy.when {
                 match current.get(&dest) {
                     None => Some("the destination record is gone".to_owned()),
@@ -699,6 +703,13 @@ impl StreamRun<'_> {
                     let mut body = work.body.clone();
                     for field in &policy.omit {
                         body.remove(field);
+                    }
+                    if let Some(found) = current.get(dest) {
+                        for field in &policy.carry {
+                            if let Some(v) = found.get(field).filter(|v| !v.is_null()) {
+                                body.insert(field.clone(), v.clone());
+                            }
+                        }
                     }
                     if !by_path {
                         body.insert(primary.clone(), Value::String(dest.clone()));

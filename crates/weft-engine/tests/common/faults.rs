@@ -38,6 +38,10 @@ pub(crate) fn clear(w: &World) {
     w.xero.observed().faults.clear();
     w.kantata.observed().faults.clear();
     w.xero.identity_observed().faults.clear();
+    if let Some((q, _)) = &w.qbo {
+        q.observed().faults.clear();
+        q.oauth_observed().faults.clear();
+    }
 }
 
 /// What the faults did, over all seeds.

@@ -16,6 +16,7 @@ use weft_engine::state::State;
 use weft_engine::tokens::TokenKeeper;
 use weft_harness::clock::SimClock;
 use weft_harness::kantata::{KantataConfig, KantataSim};
+use weft_harness::quickbooks::{QuickBooksConfig, QuickBooksSim};
 use weft_harness::xero::{XeroConfig, XeroLimits, XeroSim};
 
 use super::{SimWait, shipped};
@@ -32,6 +33,9 @@ pub(crate) struct World {
     pub(crate) tenant: Tenant,
     /// Xero authorized with the code flow (rotating refresh tokens) instead of a fixed token.
     oauth: bool,
+    /// A QuickBooks Online company instead of Xero as the flow's destination (connection alias
+    /// `quickbooks`), authorized through its consent page, with its realm.
+    pub(crate) qbo: Option<(QuickBooksSim, Tenant)>,
 }
 
 fn store(dir: &Path) -> SecretStore {
@@ -184,7 +188,62 @@ impl World {
             flow,
             tenant: Tenant { id, name: tname },
             oauth,
+            qbo: None,
         }
+    }
+
+    /// A world running shipped template `template`, whose destination is a QuickBooks Online
+    /// company (`invoices` Kantata invoices; the company seeded with `seeded` invoices of its
+    /// own), authorized through the consent page so its tokens expire and refresh.
+    #[allow(dead_code)]
+    pub(crate) async fn for_quickbooks(
+        name: &str,
+        template: &str,
+        invoices: usize,
+        seeded: usize,
+    ) -> Self {
+        let mut w = Self::build(name, invoices, false, XeroLimits::default());
+        w.flow = template_flow(template);
+        let sim = QuickBooksSim::start(QuickBooksConfig {
+            size: seeded,
+            clock: w.xero.clock().clone(),
+            ..QuickBooksConfig::default()
+        })
+        .unwrap();
+        let app = qbo_app(&sim);
+        let pending = app.start();
+        let http = weft_engine::http::client().unwrap();
+        let consent = http.get(pending.url.clone()).send().await.unwrap();
+        let back = url::Url::parse(consent.headers()["location"].to_str().unwrap()).unwrap();
+        let param = |k: &str| {
+            back.query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.into_owned())
+                .unwrap()
+        };
+        let tokens = app
+            .exchange(&http, pending, &param("code"), w.clock.now_ms())
+            .await
+            .unwrap();
+        store(&w.dir)
+            .put("connection:quickbooks:tokens", &tokens.to_sealed_json())
+            .unwrap();
+        let realm = param("realmId");
+        w.qbo = Some((
+            sim,
+            Tenant {
+                id: realm.clone(),
+                name: realm,
+            },
+        ));
+        w
+    }
+
+    /// The QuickBooks simulator and realm of a world made by [`World::for_quickbooks`].
+    #[allow(dead_code)]
+    pub(crate) fn quickbooks(&self) -> (&QuickBooksSim, &str) {
+        let (sim, tenant) = self.qbo.as_ref().expect("a QuickBooks world");
+        (sim, tenant.id.as_str())
     }
 
     fn xero_hosts(&self) -> BTreeMap<String, String> {
@@ -309,7 +368,20 @@ impl World {
         only: Option<&str>,
         wait: Option<std::time::Duration>,
     ) -> Option<Result<Report, RunError>> {
-        let (source, dest) = self.sessions().await;
+        let (source, mut dest) = self.sessions().await;
+        let mut dest_alias = "xero";
+        let mut dest_tenant = self.tenant.clone();
+        if let Some((sim, tenant)) = &self.qbo {
+            dest = session(
+                "quickbooks",
+                &sim.hosts().into_iter().collect(),
+                Some(qbo_app(sim)),
+                self.clock.clone(),
+                &self.dir,
+            );
+            dest_alias = "quickbooks";
+            dest_tenant = tenant.clone();
+        }
         let state = self.state();
         let run = Run {
             flow: &self.flow,
@@ -322,10 +394,10 @@ impl World {
                     },
                 ),
                 (
-                    "xero".to_owned(),
+                    dest_alias.to_owned(),
                     Endpoint {
                         session: &dest,
-                        tenant: Some(self.tenant.clone()),
+                        tenant: Some(dest_tenant),
                     },
                 ),
             ]),
@@ -340,6 +412,9 @@ impl World {
             self.xero.observed().log.requests().len()
                 + self.kantata.observed().log.requests().len()
                 + self.xero.identity_observed().log.requests().len()
+                + self.qbo.as_ref().map_or(0, |(q, _)| {
+                    q.observed().log.requests().len() + q.oauth_observed().log.requests().len()
+                })
         };
         let Some(limit) = kill_after else {
             return Some(run.run().await);
@@ -374,6 +449,20 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The QuickBooks simulator's demo app as the shipped spec's OAuth client.
+fn qbo_app(sim: &QuickBooksSim) -> OAuthApp {
+    let spec = shipped("quickbooks");
+    let hosts = Hosts::new(spec.file(), &sim.hosts().into_iter().collect()).unwrap();
+    OAuthApp::new(
+        spec.file(),
+        &hosts,
+        sim.client_id(),
+        Some(Secret::new(sim.client_secret().to_owned())),
+        "http://localhost:8976/oauth/callback",
+    )
+    .unwrap()
 }
 
 /// The flow of shipped template `name`.

@@ -63,7 +63,8 @@ pub(crate) fn start(state: &AppState, me: &Me, name: &str) -> Result<Response, P
             spec.file().name
         )));
     }
-    let hosts = Hosts::new(spec.file(), &connection.hosts).map_err(PageError::internal)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)
+        .map_err(PageError::internal)?;
     let all = [ws];
     let app = connect::oauth_app(&all, spec, &hosts, &connection, &state.callback_url())
         .map_err(|e| connect_error(name, e))?
@@ -181,7 +182,8 @@ pub(crate) async fn callback(
             PageError::NotFound(format!("Connector {} is not loaded.", connection.connector))
         })?
         .clone();
-    let hosts = Hosts::new(spec.file(), &connection.hosts).map_err(PageError::internal)?;
+    let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)
+        .map_err(PageError::internal)?;
     let all = [ws];
     let callback = q.rest.clone();
     let url = state.callback_url();

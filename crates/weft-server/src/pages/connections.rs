@@ -255,6 +255,10 @@ struct ConnectionForm {
     hosts: Vec<FieldView>,
     /// The pasted token, for a connection signing in with `token`.
     token: Option<FieldView>,
+    /// The spec's connection fields (those choosing a host, such as a sandbox or production),
+    /// one input each, named `field_<id>`. A choice only picks among the connector's own base
+    /// URLs, so members set them too.
+    extra: Vec<FieldView>,
 }
 
 /// The `hosts_from` choice of a member: the connector's own base URLs, or the base URLs of an
@@ -410,15 +414,37 @@ fn blank_form(
     } else {
         None
     };
+    let extra = f
+        .host_fields()
+        .into_iter()
+        .map(|field| {
+            let typed = editing.and_then(|(_, c)| c.fields.get(&field.id).map(String::as_str));
+            fields::view(field, &format!("field_{}", field.id), typed)
+        })
+        .collect();
     let hosts = if me.is_admin() {
         f.hosts
             .iter()
             .map(|(host, url)| FieldView {
                 id: format!("host_{host}"),
                 label: format!("Base URL of host {host}"),
-                help: Some(format!(
-                    "Leave empty for {url}. Set it to reach a sandbox or a proxy instead."
-                )),
+                help: Some(match url {
+                    weft_core::model::Host::Url(url) => format!(
+                        "Leave empty for {url}. Set it to reach a sandbox or a proxy instead."
+                    ),
+                    weft_core::model::Host::ByField(by) => format!(
+                        "Leave empty for the base URL {} chooses ({}). Set it to reach a simulator or a proxy instead.",
+                        f.fields
+                            .iter()
+                            .find(|x| x.id == by.field)
+                            .map_or(by.field.as_str(), |x| x.label.as_str()),
+                        by.choices
+                            .iter()
+                            .map(|(c, u)| format!("{c}: {u}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }),
                 input: "url",
                 maxlength: Some(2000),
                 autocomplete: "off",
@@ -461,6 +487,7 @@ fn blank_form(
             view
         }),
         hosts,
+        extra,
         borrow: FieldView {
             id: "borrow".into(),
             label: "Borrow concurrency from".into(),
@@ -488,6 +515,7 @@ fn render_form(
     fields.extend(form.owner.as_ref());
     fields.extend(form.client.as_ref());
     fields.extend(form.token.as_ref());
+    fields.extend(form.extra.iter());
     fields.extend([&form.concurrency, &form.borrow]);
     if edit.is_some() {
         fields.remove(0);
@@ -655,6 +683,7 @@ pub(crate) async fn create(
         level,
         borrow,
         hosts,
+        fields: values,
     } = settings;
     ws.file.connections.insert(
         name.clone(),
@@ -665,6 +694,7 @@ pub(crate) async fn create(
             concurrency: level,
             borrow_concurrency_from: borrow.clone(),
             hosts,
+            fields: values,
             tenants: Vec::new(),
             owner: owner.clone(),
         },
@@ -701,6 +731,8 @@ struct Settings {
     level: u32,
     borrow: Option<String>,
     hosts: std::collections::BTreeMap<String, String>,
+    /// The connection fields' values, by field id.
+    fields: std::collections::BTreeMap<String, String>,
 }
 
 /// Checks the client, concurrency, borrowing and base URL fields, each error beside its
@@ -840,7 +872,15 @@ fn read_settings(
             }
         }
     }
-    if let Err(e) = weft_engine::request::Hosts::new(spec.file(), &hosts)
+    let mut values = std::collections::BTreeMap::new();
+    for (view, field) in form.extra.iter_mut().zip(spec.file().host_fields()) {
+        let typed = data.get(&view.id);
+        view.value = typed.unwrap_or_default().to_owned();
+        if let Some(FieldValue::Text(text)) = fields::check(field, view, typed) {
+            values.insert(field.id.clone(), text);
+        }
+    }
+    if let Err(e) = weft_engine::request::Hosts::for_connection(spec.file(), &values, &hosts)
         && let Some(first) = form.hosts.first_mut()
     {
         first.error = Some(e.to_string());
@@ -850,6 +890,7 @@ fn read_settings(
         .chain(form.client.as_ref())
         .chain(form.token.as_ref())
         .chain(form.hosts.iter())
+        .chain(form.extra.iter())
         .any(|f| f.error.is_some());
     let (false, true, Some(level)) = (errors, form.refused.is_empty(), level) else {
         return None;
@@ -860,6 +901,7 @@ fn read_settings(
         level,
         borrow,
         hosts,
+        fields: values,
     })
 }
 
@@ -1150,6 +1192,7 @@ pub(crate) async fn edit(
         target.concurrency = settings.level;
         target.borrow_concurrency_from.clone_from(&settings.borrow);
         target.hosts = settings.hosts;
+        target.fields = settings.fields;
         target.owner.clone_from(&owner);
     }
     ws.save().map_err(PageError::internal)?;

@@ -137,6 +137,7 @@ pub(crate) async fn sims(
             concurrency: 4,
             borrow_concurrency_from: None,
             hosts: hosts(&[("app", kantata.app_url()), ("api", kantata.api_url())]),
+            fields: std::collections::BTreeMap::new(),
             tenants: Vec::new(),
             owner: None,
         },
@@ -154,6 +155,7 @@ pub(crate) async fn sims(
                 ("identity", xero.identity_url()),
                 ("api", xero.api_url()),
             ]),
+            fields: std::collections::BTreeMap::new(),
             tenants: vec![TenantRef {
                 id: tenant.clone(),
                 name: tenant_name,
