@@ -628,7 +628,7 @@ fn quickbooks_scenario(
         .map(|i| format!("KAN-{}", i.number))
         .collect();
     let paid = q
-        .records(&realm, Kind::Invoice)
+        .records(realm, Kind::Invoice)
         .into_iter()
         .find(|i| {
             i["DocNumber"].as_str().is_some_and(|n| unpaid.contains(n))
