@@ -18,3 +18,16 @@ pub mod quickbooks;
 pub mod server;
 pub mod smtp;
 pub mod xero;
+
+/// Mixes a seed with a few numbers into one seed (splitmix64): the simulators' seeded data.
+pub(crate) fn mix(parts: &[u64]) -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for p in parts {
+        x ^= p.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 29;
+    }
+    x
+}

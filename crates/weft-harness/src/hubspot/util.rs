@@ -5,18 +5,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
 
-/// Mixes a seed with a few numbers into one seed (splitmix64).
-pub(crate) fn mix(parts: &[u64]) -> u64 {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for p in parts {
-        x ^= p.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 31;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 29;
-    }
-    x
-}
+pub(crate) use crate::mix;
 
 /// `2019-12-07T16:50:06.678Z`: how HubSpot writes an instant.
 pub(crate) fn iso(ms: u64) -> String {

@@ -42,18 +42,7 @@ pub(crate) fn index_of(prefix: &str, id: &str) -> Option<usize> {
     usize::from_str_radix(rest, 16).ok()
 }
 
-/// Mixes a seed with a few numbers into one seed (splitmix64).
-pub(crate) fn mix(parts: &[u64]) -> u64 {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for p in parts {
-        x ^= p.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 31;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 29;
-    }
-    x
-}
+pub(crate) use crate::mix;
 
 /// Xero's entity date: `/Date(ms+0000)/`.
 pub(crate) fn ms_date(ms: u64) -> String {
