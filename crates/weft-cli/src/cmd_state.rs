@@ -97,7 +97,7 @@ fn open(workspace: Option<&Path>) -> Result<State> {
         ),
         Err(err) => return Err(err.into()),
     };
-    Ok(State::open(&ws.state_path())?)
+    Ok(ws.open_state()?)
 }
 
 fn json(io: &mut Io<'_>, value: &impl Serialize) -> Result<()> {

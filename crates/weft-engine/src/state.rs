@@ -806,7 +806,7 @@ impl State {
     pub fn open_postgres(url: &str, local: &Path) -> Result<Self, StateError> {
         let target = PgTarget::parse(url).map_err(|reason| StateError::Url { reason })?;
         let at = target.shown().to_owned();
-        let pool = PgPool::new(&target).map_err(|reason| StateError::Connect {
+        let pool = PgPool::shared(&target, url).map_err(|reason| StateError::Connect {
             at: at.clone(),
             reason,
         })?;
@@ -815,7 +815,23 @@ impl State {
             path: local.to_path_buf(),
             at,
         };
-        state.migrate_postgres()?;
+        // Most opens find the schema current: one read says so, without the migration's lock.
+        let current = state.read("check the schema version", |tx| {
+            let known = tx
+                .one("SELECT to_regclass('weft_schema') IS NOT NULL", &[])?
+                .bool(0)?;
+            if !known {
+                return Ok(false);
+            }
+            Ok(tx
+                .row("SELECT application, version FROM weft_schema", &[])?
+                .map(|r| Ok::<_, Fail>((r.text(0)?, r.int(1)?)))
+                .transpose()?
+                .is_some_and(|(app, v)| app == POSTGRES_APPLICATION && v == SCHEMA_VERSION))
+        })?;
+        if !current {
+            state.migrate_postgres()?;
+        }
         Ok(state)
     }
 

@@ -221,7 +221,22 @@ impl std::fmt::Debug for PgPool {
 }
 
 impl PgPool {
-    /// Builds the pool (connecting lazily: the first statement makes the first connection).
+    /// The pool of this process for `target`'s URL: made at the first call, then shared by every
+    /// state handle and every part of Weft that asks (a console that opens the state for each
+    /// page, the workers of one process), so they draw on one set of connections.
+    pub fn shared(target: &PgTarget, url: &str) -> Result<Self, String> {
+        static POOLS: std::sync::Mutex<Vec<(String, PgPool)>> = std::sync::Mutex::new(Vec::new());
+        let mut pools = crate::lock(&POOLS);
+        if let Some((_, pool)) = pools.iter().find(|(u, _)| u == url) {
+            return Ok(pool.clone());
+        }
+        let pool = Self::new(target)?;
+        pools.push((url.to_owned(), pool.clone()));
+        Ok(pool)
+    }
+
+    /// Builds a pool of its own (connecting lazily: the first statement makes the first
+    /// connection).
     pub fn new(target: &PgTarget) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
