@@ -549,3 +549,70 @@ fn a_state_url_is_checked_where_it_is_written_and_never_printed() {
     );
     assert!(e.contains("WEFT_STATE_URL"), "{e}");
 }
+
+#[test]
+fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
+    let Some(pg) = weft_harness::postgres::database("cli_migrate") else {
+        return;
+    };
+    let s = workspace("state-migrate");
+    let nothing = s.run(&["state", "migrate", "--to", pg.url()], None);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        err(&nothing).contains("no SQLite state"),
+        "{}",
+        err(&nothing)
+    );
+    seed(&s);
+    let before = s.run(&["errors", "list", "--all"], None);
+    ok(&before);
+
+    let o = s.run(&["state", "migrate", "--to", pg.url()], None);
+    ok(&o);
+    let text = out(&o);
+    for line in [
+        "cursors",
+        "links",
+        "runs            4 rows in SQLite,        4 in PostgreSQL, checksums match",
+        "errors          3 rows in SQLite,        3 in PostgreSQL, checksums match",
+        "The copy is complete",
+        "[state]",
+        "`weft state password`",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let again = s.run(&["state", "migrate", "--to", pg.url()], None);
+    ok(&again);
+    assert!(
+        out(&again).contains("went on from an earlier copy"),
+        "{}",
+        out(&again)
+    );
+
+    let toml = s.project().join("weft.toml");
+    let body = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{body}\n[state]\nurl = \"{}\"\n", pg.url())).unwrap();
+    let after = s.run(&["errors", "list", "--all"], None);
+    ok(&after);
+    assert_eq!(out(&after), out(&before));
+
+    // Another workspace cannot copy into it.
+    let other = workspace("state-migrate-other");
+    seed(&other);
+    let refused = other.run(&["state", "migrate", "--to", pg.url()], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        err(&refused).contains("not copied from this workspace"),
+        "{}",
+        err(&refused)
+    );
+
+    // The password is sealed, never echoed nor kept in the clear.
+    s.guard("pg-s3cret-pass");
+    let sealed = s.run(&["state", "password", "--stdin"], Some("pg-s3cret-pass\n"));
+    ok(&sealed);
+    let store = std::fs::read_to_string(s.project().join(".weft/credentials.json")).unwrap();
+    assert!(!store.contains("pg-s3cret-pass"));
+    let listed = s.run(&["runs", "list"], None);
+    ok(&listed);
+}

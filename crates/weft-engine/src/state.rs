@@ -40,9 +40,11 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use serde::{Deserialize, Serialize};
 
+mod copy;
 mod pg;
 mod sql;
 
+pub use copy::{CopyReport, TableCopy};
 use pg::PgFail;
 pub use pg::{CALL_TIMEOUT, PgPool, PgTarget, TlsMode};
 use sql::{Fail, Row, SqliteTx, Tx, Value, vals};
@@ -346,6 +348,14 @@ pub enum StateError {
     )]
     ForeignDatabase {
         /// The server and database (without password).
+        at: String,
+    },
+    /// A copy's target holding another workspace's state, or state not copied into it.
+    #[error(
+        "the state database {at} already holds state that was not copied from this workspace; copy into an empty database of its own (for instance `createdb weft`), or point `[state] url` at this one if it is this workspace's already"
+    )]
+    OtherWorkspace {
+        /// The target (without password).
         at: String,
     },
     /// Any other SQLite failure (disk full, I/O error).
@@ -1055,7 +1065,8 @@ impl State {
                     "CREATE TABLE weft_schema (
                         one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
                         application TEXT NOT NULL,
-                        version BIGINT NOT NULL
+                        version BIGINT NOT NULL,
+                        source TEXT
                     )",
                     &[],
                 )?;

@@ -588,15 +588,31 @@ impl Workspace {
             return Ok(None);
         };
         let place = self.locate(&["state", "url"]);
-        let mut url = state.url.clone();
-        if self.credentials_path().exists()
-            && let Some(password) = self.secrets()?.get(STATE_PASSWORD_ID)?
-            && let Ok(mut parsed) = url::Url::parse(&url)
-            && parsed.set_password(Some(password.expose())).is_ok()
-        {
-            url = parsed.to_string();
+        Ok(Some((self.with_state_password(&state.url)?, place)))
+    }
+
+    /// `url` with the state's password when it has none: `WEFT_STATE_URL`'s, else the one
+    /// sealed by `weft state password`; unchanged otherwise.
+    pub fn with_state_password(&self, url: &str) -> Result<String, WorkspaceError> {
+        let Ok(mut parsed) = url::Url::parse(url) else {
+            return Ok(url.to_owned());
+        };
+        if parsed.password().is_some() {
+            return Ok(url.to_owned());
         }
-        Ok(Some((url, place)))
+        let from_env = std::env::var(STATE_URL_VAR)
+            .ok()
+            .and_then(|e| url::Url::parse(&e).ok())
+            .and_then(|e| e.password().map(str::to_owned));
+        let password = match from_env {
+            Some(p) => Some(crate::secrets::Secret::new(p)),
+            None if self.credentials_path().exists() => self.secrets()?.get(STATE_PASSWORD_ID)?,
+            None => None,
+        };
+        match password {
+            Some(p) if parsed.set_password(Some(p.expose())).is_ok() => Ok(parsed.to_string()),
+            _ => Ok(url.to_owned()),
+        }
     }
 
     /// Opens the workspace's state: the PostgreSQL database [`Workspace::state_url`] names, or

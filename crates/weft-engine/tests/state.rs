@@ -973,3 +973,86 @@ fn a_bad_or_unreachable_postgres_url_is_named_without_its_password() {
     assert!(text.contains("WEFT_STATE_URL"), "{text}");
     assert!(!format!("{text} {err:?}").contains("s3cret"), "{text}");
 }
+
+#[test]
+fn a_copy_to_postgres_is_checked_resumable_and_refuses_another_workspaces_database() {
+    let Some(pg) = weft_harness::postgres::database("copy") else {
+        return;
+    };
+    let dir = Dir::new("copy-source");
+    let lite = State::open(&dir.db()).unwrap();
+    let done: Vec<(String, String)> = (0..1_200)
+        .map(|i| (format!("K{i:04}"), format!("X{i:04}")))
+        .collect();
+    let rows: Vec<WriteDone<'_>> = done
+        .iter()
+        .map(|(k, x)| WriteDone {
+            source_id: k,
+            dest_id: x,
+            source_version: "v1",
+            dest_version: Some("d1"),
+        })
+        .collect();
+    lite.finish_writes("f", "invoice", &rows, 10).unwrap();
+    lite.begin_write("f", "invoice", "K9999", "v2", "key-1", 11)
+        .unwrap();
+    lite.set_cursor("f", "invoices", "2026-01-01").unwrap();
+    let run = lite.start_run("f", true, 12).unwrap();
+    lite.finish_run(run, &RunSummary::default(), &RunOutcome::Completed, 13)
+        .unwrap();
+    lite.queue_error("f", "invoice", "K0001", "write", "no", Some(run), 14)
+        .unwrap();
+    let id = lite.source_id().unwrap();
+    assert_eq!(lite.source_id().unwrap(), id, "kept in state.id");
+
+    // Interrupted after the first page of links.
+    let target = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lite.copy_to(&target, &id, |table, n| {
+            assert!(!(table == "links" && n >= 500), "interrupted");
+        })
+    }));
+    assert!(cut.is_err());
+    assert_eq!(
+        pg.query("SELECT count(*) FROM links").unwrap()[0][0].as_deref(),
+        Some("500")
+    );
+
+    let report = lite.copy_to(&target, &id, |_, _| {}).unwrap();
+    assert!(report.resumed);
+    assert!(report.complete(), "{report:?}");
+    let links = report.tables.iter().find(|t| t.table == "links").unwrap();
+    assert_eq!((links.source_rows, links.target_rows), (1_201, 1_201));
+    // Once more: nothing doubles.
+    assert!(lite.copy_to(&target, &id, |_, _| {}).unwrap().complete());
+    assert_eq!(
+        target.links("f", "invoice").unwrap(),
+        lite.links("f", "invoice").unwrap()
+    );
+    assert_eq!(target.runs(None, 10).unwrap(), lite.runs(None, 10).unwrap());
+    assert_eq!(
+        target.errors(None, true).unwrap(),
+        lite.errors(None, true).unwrap()
+    );
+    // Ids drawn after the copy follow the copied ones.
+    assert_eq!(target.start_run("f", false, 20).unwrap(), run + 1);
+
+    // Another workspace's copy into the same database is refused, untouched.
+    let other = Dir::new("copy-other");
+    let stranger = State::open(&other.db()).unwrap();
+    stranger.set_cursor("g", "s", "x").unwrap();
+    let err = stranger
+        .copy_to(&target, &stranger.source_id().unwrap(), |_, _| {})
+        .unwrap_err();
+    assert!(matches!(err, StateError::OtherWorkspace { .. }), "{err:?}");
+    assert_eq!(target.cursor("g", "s").unwrap(), None);
+
+    // So is a database filled without a copy.
+    let Some(used) = weft_harness::postgres::database("copy_used") else {
+        return;
+    };
+    let used_state = State::open_postgres(used.url(), &other.db()).unwrap();
+    used_state.set_cursor("g", "s", "y").unwrap();
+    let err = lite.copy_to(&used_state, &id, |_, _| {}).unwrap_err();
+    assert!(matches!(err, StateError::OtherWorkspace { .. }), "{err:?}");
+}
