@@ -5,8 +5,9 @@
 //! server. Otherwise the first test that asks starts a throwaway cluster of its own: `initdb` in
 //! a temporary folder (as the unprivileged user `postgres` when running as root, since initdb
 //! refuses root), listening on 127.0.0.1 on a free port with its socket in that folder, trusted
-//! local logins, and no disk syncs (a test cluster loses nothing it needs). Tests running at
-//! the same time share it; the last one to finish stops it and removes the folder.
+//! local logins, and no disk syncs (a test cluster loses nothing it needs). Every test of the
+//! process shares it; a watchdog started with it (a shell run as the cluster's owner) stops it
+//! and removes the folder once the test process has ended, however it ended.
 //!
 //! Without PostgreSQL installed, [`database`] fails the test under `CI`, and otherwise says on
 //! stderr that it skipped and returns `None`.
@@ -14,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long starting or stopping the cluster, or any administrative statement, may take.
@@ -163,7 +164,7 @@ pub fn bin_dir() -> Option<PathBuf> {
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
 }
 
-/// A throwaway cluster; stopped, and its folder removed, on drop.
+/// A throwaway cluster; stopped, and its folder removed, by its watchdog once the process ends.
 struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
@@ -172,18 +173,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// The cluster tests of this process share while any holds it.
+    /// The cluster the tests of this process share, started at the first call.
     fn shared(bin: &Path) -> Result<Arc<Self>, String> {
-        static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
-        let mut shared = SHARED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = shared.upgrade() {
-            return Ok(c);
-        }
-        let c = Arc::new(Self::start(bin)?);
-        *shared = Arc::downgrade(&c);
-        Ok(c)
+        static SHARED: OnceLock<Result<Arc<Cluster>, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Self::start(bin).map(Arc::new))
+            .clone()
     }
 
     fn start(bin: &Path) -> Result<Self, String> {
@@ -211,6 +206,9 @@ impl Cluster {
             bin: bin.to_path_buf(),
             owner,
         };
+        // From here on a failure would leave a folder (and maybe a server) behind: the watchdog
+        // starts first, so they are removed and stopped whatever happens next.
+        cluster.watch()?;
         let data = cluster.dir.join("data");
         cluster.run(
             "initdb",
@@ -248,6 +246,32 @@ impl Cluster {
             ],
         )?;
         Ok(cluster)
+    }
+
+    /// Starts the watchdog: a shell (as the cluster's owner, its output discarded so it holds
+    /// none of the test's pipes) that waits for this process to end, then stops the cluster and
+    /// removes its folder.
+    fn watch(&self) -> Result<(), String> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            r#"while [ -e "/proc/$1" ]; do sleep 0.5; done; "$2/pg_ctl" -D "$3/data" -m immediate -w -t 30 stop; rm -rf "$3""#,
+            "weft-pg-watchdog",
+        ])
+        .arg(std::process::id().to_string())
+        .arg(&self.bin)
+        .arg(&self.dir)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt as _;
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.spawn()
+            .map(drop)
+            .map_err(|e| format!("cannot start the test cluster's watchdog: {e}"))
     }
 
     /// Runs one of PostgreSQL's programs as the cluster's owner, at most [`WAIT`].
@@ -291,26 +315,6 @@ impl Cluster {
                 }
             }
         }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-m".as_ref(),
-                "immediate".as_ref(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "30".as_ref(),
-                "stop".as_ref(),
-            ],
-        );
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
