@@ -931,7 +931,7 @@ impl State {
     fn write<T>(
         &self,
         action: &'static str,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, Fail>,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<T, Fail>,
     ) -> Result<T, StateError> {
         match &self.db {
             Backend::Postgres(pool) => pool.with(true, f).map_err(|e| self.fail(action, e)),
@@ -960,7 +960,7 @@ impl State {
     fn read<T>(
         &self,
         action: &'static str,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, Fail>,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<T, Fail>,
     ) -> Result<T, StateError> {
         match &self.db {
             Backend::Postgres(pool) => pool.with(false, f).map_err(|e| self.fail(action, e)),
@@ -1406,7 +1406,7 @@ impl State {
         self.write("record a run", |c| {
             c.one(
                 "INSERT INTO runs (flow, dry_run, started_ms, summary) VALUES (?1, ?2, ?3, ?4) RETURNING id",
-                vals![flow, dry_run, sql_ms(now_ms), summary],
+                vals![flow, dry_run, sql_ms(now_ms), &summary],
             )?
             .int(0)
         })
@@ -1418,7 +1418,7 @@ impl State {
         self.write("save a run's progress", |c| {
             let changed = c.exec(
                 "UPDATE runs SET summary = ?2 WHERE id = ?1",
-                vals![run, summary],
+                vals![run, &summary],
             )?;
             if changed == 0 {
                 return Err(Fail::State(StateError::NoRun {
@@ -1449,7 +1449,7 @@ impl State {
             let changed = c.exec(
                 "UPDATE runs SET finished_ms = ?2, summary = ?3, outcome = ?4, reason = ?5
                  WHERE id = ?1 AND finished_ms IS NULL",
-                vals![run, sql_ms(now_ms), summary, status, reason],
+                vals![run, sql_ms(now_ms), &summary, status, reason],
             )?;
             if changed > 0 {
                 return Ok(());

@@ -1056,3 +1056,32 @@ fn a_copy_to_postgres_is_checked_resumable_and_refuses_another_workspaces_databa
     let err = lite.copy_to(&used_state, &id, |_, _| {}).unwrap_err();
     assert!(matches!(err, StateError::OtherWorkspace { .. }), "{err:?}");
 }
+
+#[test]
+fn connections_the_server_ends_are_replaced_without_an_error() {
+    let Some(pg) = weft_harness::postgres::database("lost") else {
+        return;
+    };
+    let dir = Dir::new("pg-lost");
+    let s = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    for round in 0..3 {
+        // Idle connections in the pool, then the server ends them all (as a restart or an idle
+        // timeout would).
+        std::thread::scope(|scope| {
+            for t in 0..3 {
+                let s = &s;
+                scope.spawn(move || s.set_cursor("f", &format!("s{t}"), "x").unwrap());
+            }
+        });
+        pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+        let value = format!("after-{round}");
+        s.set_cursor("f", "s0", &value).unwrap();
+        assert_eq!(s.cursor("f", "s0").unwrap(), Some(value));
+        let run = s.start_run("f", false, 1).unwrap();
+        assert!(s.run(run).unwrap().is_some());
+    }
+}

@@ -47,7 +47,13 @@ pub(crate) enum PgFail {
 
 impl PgFail {
     fn from_pg(e: &tokio_postgres::Error) -> Self {
-        if e.is_closed() {
+        // A closed connection, a connection exception (class 08) or the server ending the
+        // session (57P01-57P03: shut down, crashed, not accepting connections yet).
+        let ended = e.as_db_error().is_some_and(|db| {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        });
+        if e.is_closed() || ended {
             return Self::Connect(describe(e));
         }
         Self::Server(describe(e))
@@ -319,35 +325,46 @@ impl PgPool {
     }
 
     /// Runs `f` with one connection: inside one transaction when `write` (committed when `f`
-    /// succeeds, rolled back otherwise), else statement by statement.
+    /// succeeds, rolled back otherwise), else statement by statement. A connection found closed
+    /// at its first statement (the server restarted, or ended idle connections) did nothing, so
+    /// `f` runs again on a fresh one, up to twice more.
     pub(crate) fn with<T>(
         &self,
         write: bool,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, Fail>,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<T, Fail>,
     ) -> Result<T, Fail> {
-        let client = Arc::new(self.checkout().map_err(Fail::Pg)?);
-        let mut tx = PgTx {
-            pool: self,
-            client,
-            broken: false,
-        };
-        let done = if write {
-            tx.batch("BEGIN")
-                .and_then(|()| f(&mut tx))
-                .and_then(|v| tx.batch("COMMIT").map(|()| v))
-        } else {
-            f(&mut tx)
-        };
-        if done.is_err() && write && !tx.broken && tx.batch("ROLLBACK").is_err() {
-            tx.broken = true;
-        }
-        if tx.broken {
-            // A connection in an unknown state never goes back to the pool.
-            if let Ok(object) = Arc::try_unwrap(tx.client) {
-                drop(Object::take(object));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = Arc::new(self.checkout().map_err(Fail::Pg)?);
+            let mut tx = PgTx {
+                pool: self,
+                client,
+                broken: false,
+                answered: 0,
+            };
+            let done = if write {
+                tx.batch("BEGIN")
+                    .and_then(|()| f(&mut tx))
+                    .and_then(|v| tx.batch("COMMIT").map(|()| v))
+            } else {
+                f(&mut tx)
+            };
+            if done.is_err() && write && !tx.broken && tx.batch("ROLLBACK").is_err() {
+                tx.broken = true;
+            }
+            let answered = tx.answered;
+            if tx.broken {
+                // A connection in an unknown state never goes back to the pool.
+                if let Ok(object) = Arc::try_unwrap(tx.client) {
+                    drop(Object::take(object));
+                }
+            }
+            match done {
+                Err(Fail::Pg(PgFail::Connect(_))) if answered == 0 && attempt < 3 => {}
+                done => return done,
             }
         }
-        done
     }
 
     /// Runs `f` on a connection of the pool, in the pool's runtime, waiting for it as
@@ -379,6 +396,8 @@ struct PgTx<'a> {
     client: Arc<Object>,
     /// The connection failed or timed out mid-way: it is not returned to the pool.
     broken: bool,
+    /// Statements the server answered so far.
+    answered: u32,
 }
 
 impl PgTx<'_> {
@@ -393,6 +412,9 @@ impl PgTx<'_> {
     }
 
     fn settle<T>(&mut self, done: Result<T, PgFail>) -> Result<T, Fail> {
+        if done.is_ok() {
+            self.answered += 1;
+        }
         done.map_err(|e| {
             if matches!(e, PgFail::Timeout | PgFail::Connect(_)) {
                 self.broken = true;
