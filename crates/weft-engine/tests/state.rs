@@ -1085,3 +1085,69 @@ fn connections_the_server_ends_are_replaced_without_an_error() {
         assert!(s.run(run).unwrap().is_some());
     }
 }
+
+#[test]
+fn tls_to_postgres_follows_the_sslmode() {
+    let Some(server) = weft_harness::postgres::tls_server() else {
+        return;
+    };
+    let dir = Dir::new("pg-tls");
+    let port = server.port();
+    let ca = server.ca();
+    let ca = ca.display();
+    let url = |host: &str, query: &str| {
+        format!("postgres://postgres@{host}:{port}/postgres?hostaddr=127.0.0.1&{query}")
+    };
+    let encrypted = |state: &State| -> bool {
+        state
+            .postgres()
+            .unwrap()
+            .run(|c| async move {
+                c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+            })
+            .unwrap()
+    };
+    // Encrypted, the certificate not checked; checked against the CA with the host name; the
+    // chain only; and no TLS at all.
+    for (host, query, tls) in [
+        ("localhost", "sslmode=require".to_owned(), true),
+        ("localhost", "sslmode=prefer".to_owned(), true),
+        (
+            "localhost",
+            format!("sslmode=verify-full&sslrootcert={ca}"),
+            true,
+        ),
+        (
+            "127.0.0.1",
+            format!("sslmode=verify-ca&sslrootcert={ca}"),
+            true,
+        ),
+        ("localhost", "sslmode=disable".to_owned(), false),
+    ] {
+        let s = State::open_postgres(&url(host, &query), &dir.db())
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        s.set_cursor("f", "s", &query).unwrap();
+        assert_eq!(encrypted(&s), tls, "{query}");
+    }
+    // A certificate for another name, or from a CA the system does not trust, is refused.
+    for (host, query, says) in [
+        (
+            "127.0.0.1",
+            format!("sslmode=verify-full&sslrootcert={ca}"),
+            "certificate",
+        ),
+        ("localhost", "sslmode=verify-full".to_owned(), "certificate"),
+    ] {
+        let err = State::open_postgres(&url(host, &query), &dir.db()).unwrap_err();
+        assert!(
+            matches!(err, StateError::Connect { .. }),
+            "{query}: {err:?}"
+        );
+        assert!(err.to_string().contains(says), "{query}: {err}");
+    }
+}

@@ -177,11 +177,13 @@ impl Cluster {
     fn shared(bin: &Path) -> Result<Arc<Self>, String> {
         static SHARED: OnceLock<Result<Arc<Cluster>, String>> = OnceLock::new();
         SHARED
-            .get_or_init(|| Self::start(bin).map(Arc::new))
+            .get_or_init(|| Self::start(bin, false).map(Arc::new))
             .clone()
     }
 
-    fn start(bin: &Path) -> Result<Self, String> {
+    /// Starts a cluster; with `tls`, serving TLS with a certificate for `localhost` signed by a
+    /// test CA (`tls/ca.pem` in its folder), made with the `openssl` program.
+    fn start(bin: &Path, tls: bool) -> Result<Self, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "weft-pg-{}-{}",
@@ -225,10 +227,17 @@ impl Cluster {
                 "--no-sync".as_ref(),
             ],
         )?;
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             cluster.dir.display()
         );
+        if tls {
+            let dir = cluster.make_certificates()?;
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key",
+                dir.display()
+            ));
+        }
         let log = cluster.dir.join("log");
         cluster.run(
             "pg_ctl",
@@ -246,6 +255,131 @@ impl Cluster {
             ],
         )?;
         Ok(cluster)
+    }
+
+    /// A test CA and a server certificate for `localhost` it signed, in `tls/` (the key
+    /// readable by the cluster's owner only, as PostgreSQL demands).
+    fn make_certificates(&self) -> Result<PathBuf, String> {
+        let dir = self.dir.join("tls");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .map_err(|e| format!("cannot write the certificate extensions: {e}"))?;
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run openssl: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "openssl {} failed: {}",
+                    args.first().unwrap_or(&""),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=weft test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ])?;
+        use std::os::unix::fs::PermissionsExt as _;
+        for name in ["server.key", "server.pem", "ca.pem"] {
+            let path = dir.join(name);
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
+            }
+            let mode = if name == "server.key" { 0o600 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        }
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("cannot give {} to postgres: {e}", dir.display()))?;
+        }
+        Ok(dir)
+    }
+
+    /// Stops the cluster now and removes its folder (the watchdog would, at the process's end).
+    fn stop(&self) {
+        let data = self.dir.join("data");
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "30".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// Starts the watchdog: a shell (as the cluster's owner, its output discarded so it holds
@@ -316,6 +450,64 @@ impl Cluster {
             }
         }
     }
+}
+
+/// A cluster of its own serving TLS, for the tests of `sslmode`: 127.0.0.1 on [`TlsServer::port`],
+/// a certificate for `localhost` signed by the test CA at [`TlsServer::ca`], trusted logins as
+/// `postgres`. Stopped, and its folder removed, on drop.
+pub struct TlsServer {
+    cluster: Cluster,
+    port: u16,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsServer {
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The test CA's certificate (PEM), for `sslrootcert`.
+    pub fn ca(&self) -> PathBuf {
+        self.cluster.dir.join("tls").join("ca.pem")
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.cluster.stop();
+    }
+}
+
+/// A TLS-serving cluster of the test's own; `None` (after saying so on stderr) without
+/// PostgreSQL or `openssl` here, unless `CI` is set, which makes that a failure.
+pub fn tls_server() -> Option<TlsServer> {
+    let openssl = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let Some(bin) = bin_dir().filter(|_| openssl) else {
+        let why = "PostgreSQL or openssl is not installed (install them with `apt-get install postgresql openssl`)";
+        assert!(std::env::var_os("CI").is_none(), "CI: {why}");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "skipped: {why}");
+        return None;
+    };
+    let cluster = Cluster::start(&bin, true).unwrap_or_else(|e| panic!("{e}"));
+    let port = url::Url::parse(&cluster.url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or_else(|| panic!("the test cluster's URL has no port"));
+    Some(TlsServer { cluster, port })
 }
 
 /// As root, the uid and gid of user `postgres` (initdb refuses to run as root); else none (the
