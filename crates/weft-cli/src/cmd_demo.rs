@@ -728,7 +728,7 @@ fn classic_claims(
 fn duplicates(demo: &Demo, flow: &str, tenant: &str) -> Result<u64> {
     let ws = weft_engine::workspace::Workspace::find(&demo.workspace)?;
     let file = weft_engine::flow::Flow::load(&ws.dir().join("flows").join(format!("{flow}.toml")))?;
-    let state = weft_engine::state::State::open(&ws.state_path())?;
+    let state = ws.open_state()?;
     let mut extra = 0;
     for (name, stream) in &file.file.streams {
         let Some(nk) = &stream.write.natural_key else {

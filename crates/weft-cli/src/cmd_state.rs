@@ -1,13 +1,18 @@
 //! `weft runs list|show` and `weft errors list|show|retry|resolve`: the workspace's run history
-//! and per-record error queue, read from its state database (`.weft/state.db`).
+//! and per-record error queue, read from its state database (`.weft/state.db`, or the
+//! PostgreSQL database `[state] url` names); `weft state migrate|password`: moving that state to
+//! PostgreSQL.
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use weft_engine::state::{QueuedError, RunOutcome, RunRecord, STATUS_RETRY, State, now_ms};
-use weft_engine::workspace::{Workspace, WorkspaceError};
+use weft_engine::secrets::Secret;
+use weft_engine::state::{
+    PgTarget, QueuedError, RunOutcome, RunRecord, STATUS_RETRY, State, StateError, now_ms,
+};
+use weft_engine::workspace::{STATE_PASSWORD_ID, STATE_URL_VAR, Workspace, WorkspaceError};
 
 use crate::Io;
 use crate::cmd_client::start_dir;
@@ -87,6 +92,119 @@ pub(crate) enum ErrorsCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum StateCmd {
+    /// Copy the workspace's SQLite state (cursors, the id ledger, runs, the error queue) to an
+    /// empty PostgreSQL database, then compare both; run it again after an interruption to
+    /// finish. Sealed credentials stay in .weft/credentials.json.
+    Migrate {
+        /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, with
+        /// ?sslmode=require or verify-full for TLS. Without a password here, WEFT_STATE_URL's
+        /// or the sealed one (`weft state password`) is used.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+    /// Seal the PostgreSQL state password in the workspace's credential store, for a
+    /// `[state] url` written without one (asked on the terminal, or read from standard input).
+    Password {
+        /// Read the password from standard input instead of asking.
+        #[arg(long)]
+        stdin: bool,
+    },
+}
+
+pub(crate) fn state(cmd: StateCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let ws = find_workspace(workspace)?;
+    match cmd {
+        StateCmd::Password { stdin } => {
+            let password = if stdin {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("cannot read the password from standard input")?;
+                text.trim_end_matches(['\r', '\n']).to_owned()
+            } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                rpassword::prompt_password("PostgreSQL state password (hidden): ")
+                    .context("cannot read the password")?
+            } else {
+                bail!(
+                    "no terminal to ask for the password: pass --stdin and write it to standard input"
+                );
+            };
+            if password.is_empty() {
+                bail!("the password is empty; nothing was stored");
+            }
+            ws.secrets()?
+                .put(STATE_PASSWORD_ID, &Secret::new(password))?;
+            writeln!(
+                io.out,
+                "sealed the state password in {}; `[state] url` in weft.toml uses it",
+                ws.credentials_path().display()
+            )?;
+            Ok(0)
+        }
+        StateCmd::Migrate { to } => migrate(&ws, &to, io),
+    }
+}
+
+fn migrate(ws: &Workspace, to: &str, io: &mut Io<'_>) -> Result<u8> {
+    let target = PgTarget::parse(to).map_err(|reason| StateError::Url {
+        reason: format!("{reason} (given with --to)"),
+    })?;
+    let url = ws.with_state_password(to)?;
+    let path = ws.state_path();
+    if !path.exists() {
+        bail!(
+            "there is no SQLite state to copy: {} does not exist (a workspace that never ran a sync has none; point `[state] url` at the PostgreSQL database directly)",
+            path.display()
+        );
+    }
+    let source = State::open(&path)?;
+    let dest = State::open_postgres(&url, &path)?;
+    let shown = target.shown();
+    writeln!(io.out, "copying {} to {shown}", path.display())?;
+    let report = source.copy_to(&dest, &source.source_id()?, |_, _| {})?;
+    if report.resumed {
+        writeln!(io.out, "(went on from an earlier copy into it)")?;
+    }
+    for t in &report.tables {
+        let sums = if t.checksums_match {
+            "checksums match"
+        } else {
+            "checksums DIFFER"
+        };
+        writeln!(
+            io.out,
+            "  {:<8} {:>8} rows in SQLite, {:>8} in PostgreSQL, {sums}",
+            t.table, t.source_rows, t.target_rows
+        )?;
+    }
+    if !report.complete() {
+        bail!(
+            "the copy in {shown} differs from {} (see above): was a sync running meanwhile? Run `weft state migrate --to URL` again with nothing running; it rewrites every row",
+            path.display()
+        );
+    }
+    writeln!(
+        io.out,
+        "\nThe copy is complete. To use it, write in {}:\n\n[state]\nurl = \"{shown}\"\n\nwith the password sealed by `weft state password` (or the whole URL in {STATE_URL_VAR}). {} stays as it was; keep it until the new state has served a few runs.",
+        ws.dir().join("weft.toml").display(),
+        path.display()
+    )?;
+    Ok(0)
+}
+
+/// The workspace; outside one, says to create one.
+fn find_workspace(workspace: Option<&Path>) -> Result<Workspace> {
+    match Workspace::find(&start_dir(workspace)?) {
+        Ok(ws) => Ok(ws),
+        Err(WorkspaceError::NotFound { start }) => bail!(
+            "no weft.toml in {} or any folder above it; state belongs to a workspace: run `weft init` to create one (or pass --workspace DIR)",
+            start.display()
+        ),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// The workspace's state database; outside a workspace, says to create one.
 fn open(workspace: Option<&Path>) -> Result<State> {
     let ws = match Workspace::find(&start_dir(workspace)?) {
@@ -97,7 +215,7 @@ fn open(workspace: Option<&Path>) -> Result<State> {
         ),
         Err(err) => return Err(err.into()),
     };
-    Ok(State::open(&ws.state_path())?)
+    Ok(ws.open_state()?)
 }
 
 fn json(io: &mut Io<'_>, value: &impl Serialize) -> Result<()> {

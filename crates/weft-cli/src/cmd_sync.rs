@@ -11,7 +11,7 @@ use weft_engine::flow::{Flow, FlowError, FlowProblem};
 use weft_engine::limits::{Clock, SystemClock};
 use weft_engine::request::Tenant;
 use weft_engine::run::Report;
-use weft_engine::state::{RunOutcome, State};
+use weft_engine::state::RunOutcome;
 use weft_engine::workspace::Workspace;
 
 use crate::cmd_client::start_dir;
@@ -263,7 +263,7 @@ pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) 
         })?;
         opened.insert(alias.clone(), o);
     }
-    let state = State::open(&ws.state_path())?;
+    let state = ws.open_state()?;
     let report = connect::runtime()?.block_on(weft_engine::flows::run(
         &flow,
         &opened,
@@ -590,7 +590,7 @@ fn status(dir: Option<&Path>, json: bool, io: &mut Io<'_>) -> Result<u8> {
         )?;
         return Ok(0);
     }
-    let state = State::open(&ws.state_path())?;
+    let state = ws.open_state()?;
     let mut rows = Vec::new();
     for name in &names {
         let valid = Flow::load(&flow_path(&ws, name))

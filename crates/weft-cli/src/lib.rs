@@ -92,6 +92,10 @@ enum Command {
     /// The per-record error queue: records a run could not sync, with their reason.
     #[command(subcommand)]
     Errors(cmd_state::ErrorsCmd),
+    /// Where the workspace's state is kept: `weft state migrate --to postgres://…` copies the
+    /// SQLite state to PostgreSQL; `weft state password` seals the PostgreSQL password.
+    #[command(subcommand)]
+    State(cmd_state::StateCmd),
     /// List the native plugins found in the plugin directories.
     #[command(subcommand)]
     Plugins(cmd_plugins::PluginsCmd),
@@ -162,6 +166,7 @@ where
         Command::Sandbox(args) => cmd_sandbox::run(args, io),
         Command::Runs(cmd) => cmd_state::runs(cmd, workspace, io),
         Command::Errors(cmd) => cmd_state::errors(cmd, workspace, io),
+        Command::State(cmd) => cmd_state::state(cmd, workspace, io),
         Command::Plugins(cmd) => cmd_plugins::run(cmd, io),
         Command::Doctor => cmd_plugins::doctor(io),
         Command::Serve(args) => cmd_serve::serve(args, workspace, io),

@@ -35,7 +35,10 @@ struct Seeded {
 const T0: u64 = 1_764_000_000_000; // 2025-11-24 16:00:00 UTC
 
 fn seed(s: &Sandbox) -> Seeded {
-    let st = State::open(&db(s)).unwrap();
+    seed_into(&State::open(&db(s)).unwrap())
+}
+
+fn seed_into(st: &State) -> Seeded {
     let completed = st.start_run("invoices", false, T0).unwrap();
     let summary = RunSummary {
         read: 120,
@@ -462,4 +465,154 @@ fn set_user_version(path: &std::path::Path, version: i64) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[60..64].copy_from_slice(&i32::try_from(version).unwrap().to_be_bytes());
     std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn the_same_commands_read_the_same_state_on_postgres() {
+    let Some(pg) = weft_harness::postgres::database("cli_state") else {
+        return;
+    };
+    let lite = workspace("state-on-sqlite");
+    let seeded = seed(&lite);
+    let s = workspace("state-on-postgres");
+    let on_pg = seed_into(&State::open_postgres(pg.url(), &db(&s)).unwrap());
+    assert_eq!(on_pg.completed, seeded.completed);
+    assert_eq!(on_pg.payment, seeded.payment);
+    let toml = s.project().join("weft.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n[state]\nurl = \"{}\"\n", pg.url())).unwrap();
+    let completed = seeded.completed.to_string();
+    let contact = seeded.contact.to_string();
+    for args in [
+        &["runs", "list"][..],
+        &["runs", "list", "--json"],
+        &["runs", "show", &completed],
+        &["errors", "list", "--all"],
+        &["errors", "show", &contact],
+    ] {
+        let (a, b) = (lite.run(args, None), s.run(args, None));
+        ok(&a);
+        ok(&b);
+        // The interrupted run shows alike on both: no flow lock is held in either workspace.
+        assert_eq!(out(&a), out(&b), "weft {}", args.join(" "));
+    }
+    assert!(
+        !db(&s).exists(),
+        "no SQLite file made beside a PostgreSQL state"
+    );
+
+    // WEFT_STATE_URL chooses the database too (here, without the [state] table).
+    std::fs::write(&toml, &text).unwrap();
+    let listed = s.run_env(&["runs", "list"], None, &[("WEFT_STATE_URL", pg.url())]);
+    ok(&listed);
+    assert_eq!(out(&listed), out(&lite.run(&["runs", "list"], None)));
+}
+
+#[test]
+fn a_state_url_is_checked_where_it_is_written_and_never_printed() {
+    let s = workspace("state-url-rules");
+    s.guard("s3cret");
+    let toml = s.project().join("weft.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let lines = text.lines().count();
+    for (url, says) in [
+        ("postgres://weft:s3cret@db.example/acme", "holds a password"),
+        ("mysql://weft@db.example/acme", "postgres://"),
+        ("postgres://weft@db.example/acme?sslmode=often", "sslmode"),
+    ] {
+        std::fs::write(&toml, format!("{text}\n[state]\nurl = \"{url}\"\n")).unwrap();
+        let o = s.run(&["runs", "list"], None);
+        assert_eq!(o.status.code(), Some(1), "{url}");
+        let e = err(&o);
+        assert!(e.contains(says), "{url}: {e}");
+        assert!(e.contains(&format!("line {}", lines + 3)), "{url}: {e}");
+    }
+    std::fs::write(&toml, format!("{text}\n[state]\nhost = \"db\"\n")).unwrap();
+    let o = s.run(&["runs", "list"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("host"), "{}", err(&o));
+
+    // A server nobody answers on: the error names it without the password, and what to check.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(&toml, &text).unwrap();
+    let url = format!("postgres://weft:s3cret@127.0.0.1:{port}/acme?sslmode=disable");
+    let o = s.run_env(&["runs", "list"], None, &[("WEFT_STATE_URL", &url)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert!(
+        e.contains(&format!("postgres://weft@127.0.0.1:{port}/acme")),
+        "{e}"
+    );
+    assert!(e.contains("WEFT_STATE_URL"), "{e}");
+}
+
+#[test]
+fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
+    let Some(pg) = weft_harness::postgres::database("cli_migrate") else {
+        return;
+    };
+    let s = workspace("state-migrate");
+    let nothing = s.run(&["state", "migrate", "--to", pg.url()], None);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        err(&nothing).contains("no SQLite state"),
+        "{}",
+        err(&nothing)
+    );
+    seed(&s);
+    let before = s.run(&["errors", "list", "--all"], None);
+    ok(&before);
+
+    let o = s.run(&["state", "migrate", "--to", pg.url()], None);
+    ok(&o);
+    let text = out(&o);
+    for line in [
+        "cursors",
+        "links",
+        "runs            4 rows in SQLite,        4 in PostgreSQL, checksums match",
+        "errors          3 rows in SQLite,        3 in PostgreSQL, checksums match",
+        "The copy is complete",
+        "[state]",
+        "`weft state password`",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let again = s.run(&["state", "migrate", "--to", pg.url()], None);
+    ok(&again);
+    assert!(
+        out(&again).contains("went on from an earlier copy"),
+        "{}",
+        out(&again)
+    );
+
+    let toml = s.project().join("weft.toml");
+    let body = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{body}\n[state]\nurl = \"{}\"\n", pg.url())).unwrap();
+    let after = s.run(&["errors", "list", "--all"], None);
+    ok(&after);
+    assert_eq!(out(&after), out(&before));
+
+    // Another workspace cannot copy into it.
+    let other = workspace("state-migrate-other");
+    seed(&other);
+    let refused = other.run(&["state", "migrate", "--to", pg.url()], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        err(&refused).contains("not copied from this workspace"),
+        "{}",
+        err(&refused)
+    );
+
+    // The password is sealed, never echoed nor kept in the clear.
+    s.guard("pg-s3cret-pass");
+    let sealed = s.run(&["state", "password", "--stdin"], Some("pg-s3cret-pass\n"));
+    ok(&sealed);
+    let store = std::fs::read_to_string(s.project().join(".weft/credentials.json")).unwrap();
+    assert!(!store.contains("pg-s3cret-pass"));
+    let listed = s.run(&["runs", "list"], None);
+    ok(&listed);
 }

@@ -32,6 +32,8 @@
 //! 5. B5: cold start and spec loading. B6: the simulators' own speed.
 //! 6. B7: peak memory of a flow run over a backlog of invoices (10,000 and 100,000; the sync in
 //!    a child process, the simulators in this one, Xero's limits lifted), flat with its size.
+//! 7. B10: the state's write intent begin + finish pairs per second, on the SQLite file and on
+//!    PostgreSQL over loopback (skipped without PostgreSQL).
 //!
 //! `cargo bench -p weft-engine --bench ceilings` (add `-- --quick` for smaller sizes, `--only B1,B2`
 //! for some rows, `--latency-ms N` for another Xero latency in B1 and B2, `--trace` to list B1's
@@ -450,6 +452,54 @@ fn timed(mut row: Value, real: Duration) -> Value {
 }
 
 /// One row of the report.
+/// B10: write intent begin + finish pairs per second (each call its own transaction, as a run
+/// writing records one at a time makes them) on the SQLite file and on PostgreSQL over
+/// loopback (`WEFT_TEST_PG_URL`'s server, or a throwaway cluster; skipped without one).
+fn state_pairs(quick: bool) -> Vec<Value> {
+    use weft_engine::state::State;
+    let pairs = if quick { 300 } else { 2_000 };
+    let dir = std::env::temp_dir().join(format!("weft-bench-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let measure = |name: &str, state: &State| {
+        let pair = |i: usize| {
+            let id = format!("K{i}");
+            state
+                .begin_write("bench", "invoice", &id, "v1", &format!("key-{i}"), 1)
+                .unwrap();
+            state
+                .finish_write("bench", "invoice", &id, &format!("X{i}"), "v1", None, 2)
+                .unwrap();
+        };
+        (0..50).for_each(pair);
+        let t = Instant::now();
+        (50..50 + pairs).for_each(pair);
+        let rate = pairs as f64 / t.elapsed().as_secs_f64();
+        row(
+            "B10",
+            &format!("write intent begin + finish pairs per second, {name}"),
+            rate,
+            "pairs/s",
+            ">= 100",
+            rate >= 100.0,
+            &format!("{pairs} pairs, each call one transaction"),
+        )
+    };
+    let mut rows = vec![measure(
+        "SQLite (WAL, synced)",
+        &State::open(&dir.join("state.db")).unwrap(),
+    )];
+    match weft_harness::postgres::database("bench_b10") {
+        Some(pg) => rows.push(measure(
+            "PostgreSQL over loopback",
+            &State::open_postgres(pg.url(), &dir.join("state.db")).unwrap(),
+        )),
+        None => println!("B10 PostgreSQL: skipped (no PostgreSQL here)"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
+}
+
 fn row(
     id: &str,
     name: &str,
@@ -953,6 +1003,11 @@ fn main() {
     // B6: the simulators' own speed, so they never bound B1-B4.
     if wanted("B6") {
         rows.extend(simulators(quick));
+    }
+
+    // B10: the state's typical write, a write intent begun then finished, on each backend.
+    if wanted("B10") {
+        rows.extend(state_pairs(quick));
     }
 
     let report = json!({ "machine": machine(), "quick": quick, "rows": rows });

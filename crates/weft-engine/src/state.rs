@@ -1,4 +1,6 @@
-//! Embedded state: a workspace's memory between runs, in one SQLite file (`.weft/state.db`).
+//! A workspace's memory between runs: by default one SQLite file (`.weft/state.db`); with
+//! `[state] url = "postgres://…"` in `weft.toml` or `WEFT_STATE_URL`, a PostgreSQL database
+//! that workers on several machines share.
 //!
 //! It holds, per flow:
 //!
@@ -10,42 +12,66 @@
 //! - the per-record **error queue** ([`QueuedError`]): one active entry per record, which a
 //!   person marks for retry or resolves.
 //!
-//! The file holds no secret: ids, versions, idempotency keys, cursors, counts and the providers'
-//! error messages only. Credentials and tokens stay sealed in the credential store
+//! The database holds no secret: ids, versions, idempotency keys, cursors, counts and the
+//! providers' error messages only. Credentials and tokens stay sealed in the credential store
 //! ([`crate::secrets`]).
 //!
-//! Several Weft processes may share the file: it is in WAL mode, every change is one
-//! `BEGIN IMMEDIATE` transaction, and a busy database is waited for up to
-//! [`BUSY_TIMEOUT`]. Each transaction is synced to disk before the call returns (a few
-//! milliseconds); [`State::begin_writes`] and [`State::finish_writes`] record a whole batch in
-//! one. The schema version is `PRAGMA user_version`; a file written by a newer Weft
-//! is refused untouched, and a file that is not a Weft state database (damaged, or another
-//! application's) is refused with an error, never a panic. A [`State`] is `Send` and `Sync`:
-//! threads and tasks may share one handle.
+//! Both backends run the same queries: each is written once, in the SQL both accept, against
+//! the small layer in `state/sql.rs` (parameters, rows, transactions), which SQLite implements
+//! on its connection and PostgreSQL on a pooled one (`state/pg.rs`). The schema is the same,
+//! versioned the same way: SQLite's `PRAGMA user_version`, PostgreSQL's table `weft_schema`
+//! (migrated under an advisory lock); a newer version is refused untouched on both, and so is a
+//! database holding another application's tables.
+//!
+//! On SQLite several Weft processes may share the file: it is in WAL mode, every change is one
+//! `BEGIN IMMEDIATE` transaction, and a busy database is waited for up to [`BUSY_TIMEOUT`].
+//! Each transaction is synced to disk before the call returns (a few milliseconds);
+//! [`State::begin_writes`] and [`State::finish_writes`] record a whole batch in one. A file
+//! that is not a Weft state database (damaged, or another application's) is refused with an
+//! error, never a panic. On PostgreSQL every call waits at most [`CALL_TIMEOUT`] for the
+//! server, and messages name the server without its password. A [`State`] is `Send` and
+//! `Sync`: threads and tasks may share one handle.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use rusqlite::{Connection, ErrorCode};
 use serde::{Deserialize, Serialize};
+
+mod copy;
+mod pg;
+mod sql;
+
+pub use copy::{CopyReport, TableCopy};
+use pg::PgFail;
+pub use pg::{CALL_TIMEOUT, PgPool, PgTarget, TlsMode};
+use sql::{Fail, Row, SqliteTx, Tx, Value, vals};
 
 /// How long a call waits for another process holding the database before failing with
 /// [`StateError::Busy`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The schema version this Weft writes (`PRAGMA user_version`).
+/// The schema version this Weft writes (SQLite: `PRAGMA user_version`; PostgreSQL: table
+/// `weft_schema`).
 pub const SCHEMA_VERSION: i64 = 2;
 
 // Every schema version has its migration.
-const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+const _: () = assert!(SQLITE_MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+const _: () = assert!(POSTGRES_MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// `PRAGMA application_id` of a Weft state database ("WEFT").
 const APPLICATION_ID: i64 = 0x5745_4654;
 
-/// Each migration brings the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &[
+/// `weft_schema.application` of a Weft state database on PostgreSQL.
+const POSTGRES_APPLICATION: &str = "weft-state";
+
+/// The advisory lock key that serialises migrations on PostgreSQL ("WEFTMIGR").
+const MIGRATION_LOCK: i64 = 0x5745_4654_4d49_4752;
+
+/// Each migration brings the SQLite schema from its index to the next version.
+const SQLITE_MIGRATIONS: &[&str] = &[
     // 0 → 1
     "CREATE TABLE cursors (
         flow TEXT NOT NULL,
@@ -102,52 +128,112 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX errors_by_run ON errors (run, id);",
 ];
 
+/// The same schema on PostgreSQL, version by version: the same tables, columns, keys and
+/// indexes, in PostgreSQL's types (BIGINT for SQLite's INTEGER, identity columns for
+/// AUTOINCREMENT, BOOLEAN for a flag). Statements are separated by `;`.
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    // 0 → 1
+    "CREATE TABLE cursors (
+        flow TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (flow, stream)
+    );
+    CREATE TABLE links (
+        flow TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        dest_id TEXT,
+        source_version TEXT NOT NULL DEFAULT '',
+        dest_version TEXT,
+        pending_key TEXT,
+        pending_version TEXT,
+        pending_since_ms BIGINT,
+        note TEXT,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (flow, kind, source_id)
+    );
+    CREATE INDEX links_by_dest ON links (flow, kind, dest_id);
+    CREATE TABLE runs (
+        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        flow TEXT NOT NULL,
+        dry_run BOOLEAN NOT NULL,
+        started_ms BIGINT NOT NULL,
+        finished_ms BIGINT,
+        summary TEXT NOT NULL,
+        outcome TEXT,
+        reason TEXT
+    );
+    CREATE INDEX runs_by_flow ON runs (flow, id);
+    CREATE TABLE errors (
+        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        flow TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        message TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        run BIGINT,
+        note TEXT,
+        closed_ms BIGINT
+    );
+    CREATE UNIQUE INDEX errors_active ON errors (flow, kind, source_id)
+        WHERE status IN ('open', 'retry');
+    CREATE INDEX errors_by_flow ON errors (flow, status)",
+    // 1 → 2
+    "CREATE INDEX errors_by_run ON errors (run, id)",
+];
+
 /// Errors of the state database, each naming the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The file cannot be opened or created.
     #[error(
-        "cannot open the state database {path}: {source}; check that the folder exists and that you may write to it"
+        "cannot open the state database {at}: {source}; check that the folder exists and that you may write to it"
     )]
     Open {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// The cause.
         #[source]
         source: rusqlite::Error,
     },
     /// The folder of the file cannot be created.
-    #[error("cannot create the folder of the state database {path}: {source}")]
+    #[error("cannot create the folder of the state database {at}: {source}")]
     Folder {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// The cause.
         #[source]
         source: std::io::Error,
     },
     /// The file is not an SQLite database (damaged, or another kind of file).
     #[error(
-        "{path} is not a Weft state database (it is damaged or is another kind of file); restore it from a backup, or move it aside to start a new one (Weft then no longer knows which records it already wrote, so check the destination for duplicates)"
+        "{at} is not a Weft state database (it is damaged or is another kind of file); restore it from a backup, or move it aside to start a new one (Weft then no longer knows which records it already wrote, so check the destination for duplicates)"
     )]
     NotADatabase {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
     },
     /// An SQLite database of another application.
     #[error(
-        "{path} is an SQLite database of another application, not Weft's state; move it elsewhere, Weft will then create its own"
+        "{at} is an SQLite database of another application, not Weft's state; move it elsewhere, Weft will then create its own"
     )]
     Foreign {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
     },
     /// Written by a newer Weft.
     #[error(
-        "the state database {path} was written by a newer Weft (schema version {found}; this Weft knows up to {supported}); upgrade weft to use it (it was left unchanged)"
+        "the state database {at} was written by a newer Weft (schema version {found}; this Weft knows up to {supported}); upgrade weft to use it (it was left unchanged)"
     )]
     Newer {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// Its schema version.
         found: i64,
         /// The newest version this Weft knows.
@@ -155,50 +241,50 @@ pub enum StateError {
     },
     /// Another process held the database for longer than [`BUSY_TIMEOUT`].
     #[error(
-        "the state database {path} stayed locked by another Weft process for more than {}s while trying to {action}; wait for that process to finish (see `weft runs list`) and try again",
+        "the state database {at} stayed locked by another Weft process for more than {}s while trying to {action}; wait for that process to finish (see `weft runs list`) and try again",
         BUSY_TIMEOUT.as_secs()
     )]
     Busy {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// What was being done.
         action: &'static str,
     },
     /// A row that does not read back (the file was damaged or edited by hand).
     #[error(
-        "the state database {path} holds a damaged {what}: {reason}; restore the file from a backup"
+        "the state database {at} holds a damaged {what}: {reason}; restore the file from a backup"
     )]
     Corrupt {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// Which kind of row.
         what: &'static str,
         /// What is wrong.
         reason: String,
     },
     /// `finish_run` or `save_progress` of a run that does not exist.
-    #[error("the state database {path} has no run {id}; see `weft runs list`")]
+    #[error("the state database {at} has no run {id}; see `weft runs list`")]
     NoRun {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// The run id.
         id: i64,
     },
     /// `finish_run` of a run that already finished.
-    #[error("run {id} in {path} has already finished; a run is finished once")]
+    #[error("run {id} in {at} has already finished; a run is finished once")]
     RunFinished {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// The run id.
         id: i64,
     },
     /// `set_note` on a record the ledger does not know.
     #[error(
-        "the state database {path} has no link for {kind} `{source_id}` of flow `{flow}`; a note is kept on a known record only"
+        "the state database {at} has no link for {kind} `{source_id}` of flow `{flow}`; a note is kept on a known record only"
     )]
     NoLink {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// The flow.
         flow: String,
         /// The record kind.
@@ -208,19 +294,77 @@ pub enum StateError {
     },
     /// The file (or its folder) may not be written.
     #[error(
-        "the state database {path} is read-only; Weft writes to it on every run: check the permissions of the file and of its folder"
+        "the state database {at} is read-only; Weft writes to it on every run: check the permissions of the file and of its folder"
     )]
     ReadOnly {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
+    },
+    /// A `postgres://` state URL that cannot be used.
+    #[error(
+        "the PostgreSQL state URL cannot be used: {reason}; write it as postgres://USER@HOST:PORT/DATABASE (the password in WEFT_STATE_URL, not in weft.toml)"
+    )]
+    Url {
+        /// What is wrong (never the URL itself: it may hold a password).
+        reason: String,
+    },
+    /// The PostgreSQL server cannot be reached or refused the connection.
+    #[error(
+        "cannot connect to the PostgreSQL state database {at}: {reason}; check that the server runs and accepts connections from this machine, and the user, password and database in WEFT_STATE_URL or `[state] url`"
+    )]
+    Connect {
+        /// The server (without password).
+        at: String,
+        /// Why.
+        reason: String,
+    },
+    /// The PostgreSQL server refused a statement.
+    #[error(
+        "cannot {action} in the PostgreSQL state database {at}: {reason}; check the server (its log, free space, the user's rights) and try again"
+    )]
+    Server {
+        /// The server (without password).
+        at: String,
+        /// What was being done.
+        action: &'static str,
+        /// The server's message.
+        reason: String,
+    },
+    /// No answer from the PostgreSQL server in time.
+    #[error(
+        "the PostgreSQL state database {at} did not answer within {secs}s while trying to {action}; check the server and the network to it, then try again"
+    )]
+    Timeout {
+        /// The server (without password).
+        at: String,
+        /// What was being done.
+        action: &'static str,
+        /// The time waited.
+        secs: u64,
+    },
+    /// A PostgreSQL database holding another application's tables.
+    #[error(
+        "the PostgreSQL database {at} holds tables that are not Weft's state; give Weft a database of its own (for instance `createdb weft`) and point `[state] url` or WEFT_STATE_URL at it"
+    )]
+    ForeignDatabase {
+        /// The server and database (without password).
+        at: String,
+    },
+    /// A copy's target holding another workspace's state, or state not copied into it.
+    #[error(
+        "the state database {at} already holds state that was not copied from this workspace; copy into an empty database of its own (for instance `createdb weft`), or point `[state] url` at this one if it is this workspace's already"
+    )]
+    OtherWorkspace {
+        /// The target (without password).
+        at: String,
     },
     /// Any other SQLite failure (disk full, I/O error).
     #[error(
-        "cannot {action} in the state database {path}: {source}; check the disk (free space, permissions) and try again"
+        "cannot {action} in the state database {at}: {source}; check the disk (free space, permissions) and try again"
     )]
     Sqlite {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its server (without password).
+        at: String,
         /// What was being done.
         action: &'static str,
         /// The cause.
@@ -491,71 +635,67 @@ pub struct ErrorFilter<'a> {
 
 impl ErrorFilter<'_> {
     /// The SQL condition of the filter and its parameters (`?1`, `?2`… in order). Only the
-    /// terms the filter sets are written, as plain comparisons, so SQLite answers them from the
-    /// indexes (`errors_by_run`, `errors_by_flow`, and the active entries' `errors_active`).
-    fn condition(&self) -> (String, Vec<&dyn rusqlite::ToSql>) {
+    /// terms the filter sets are written, as plain comparisons, so the database answers them
+    /// from the indexes (`errors_by_run`, `errors_by_flow`, and the active entries'
+    /// `errors_active`).
+    fn condition(&self) -> (String, Vec<Value>) {
         let mut terms = Vec::new();
-        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
-        if let Some(flow) = &self.flow {
-            params.push(flow);
+        let mut params = Vec::new();
+        if let Some(flow) = self.flow {
+            params.push(Value::from(flow));
             terms.push(format!("flow = ?{}", params.len()));
         }
-        if let Some(run) = &self.run {
-            params.push(run);
+        if let Some(run) = self.run {
+            params.push(Value::Int(run));
             terms.push(format!("run = ?{}", params.len()));
         }
         if !self.include_closed {
             terms.push("status IN ('open', 'retry')".to_owned());
         }
         if terms.is_empty() {
-            terms.push("1".to_owned());
+            terms.push("TRUE".to_owned());
         }
         (terms.join(" AND "), params)
     }
 }
 
-/// Failures inside a transaction: SQLite's, or the state's own.
-enum Fail {
-    Db(rusqlite::Error),
-    State(StateError),
+/// Where the state lives.
+enum Backend {
+    /// The SQLite file.
+    Sqlite(Mutex<Connection>),
+    /// A PostgreSQL database.
+    Postgres(PgPool),
 }
 
-impl From<rusqlite::Error> for Fail {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Db(e)
+/// A workspace's state database: the SQLite file, or a PostgreSQL database.
+pub struct State {
+    db: Backend,
+    /// The workspace's local state file: the database itself on SQLite; on PostgreSQL, where the
+    /// flow locks (`locks/` beside it) are still kept.
+    path: PathBuf,
+    /// The database as messages name it: the file, or the server's URL without its password.
+    at: String,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("at", &self.at)
+            .finish_non_exhaustive()
     }
 }
 
-/// A workspace's state database.
-#[derive(Debug)]
-pub struct State {
-    conn: Mutex<Connection>,
-    path: PathBuf,
-}
-
-/// Milliseconds as SQLite stores them (saturating: no input panics).
+/// Milliseconds as the database stores them (saturating: no input panics).
 fn sql_ms(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
-/// A stored millisecond count, refused when negative.
-fn get_ms(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
-    let v: i64 = row.get(idx)?;
-    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
-}
-
-fn get_opt_ms(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
-    let v: Option<i64> = row.get(idx)?;
-    v.map(|v| u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v)))
-        .transpose()
-}
-
 const LINK_COLUMNS: &str = "kind, source_id, dest_id, source_version, dest_version, pending_key, pending_version, pending_since_ms, note, updated_ms";
 
-fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
-    let key: Option<String> = row.get(5)?;
-    let version: Option<String> = row.get(6)?;
-    let since = get_opt_ms(row, 7)?;
+fn link_row(row: &Row) -> Result<Link, Fail> {
+    let key = row.opt_text(5)?;
+    let version = row.opt_text(6)?;
+    let since = row.opt_u64(7)?;
     let pending = match (key, version, since) {
         (Some(idempotency_key), Some(source_version), Some(since_ms)) => Some(PendingWrite {
             idempotency_key,
@@ -565,14 +705,14 @@ fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
         _ => None,
     };
     Ok(Link {
-        kind: row.get(0)?,
-        source_id: row.get(1)?,
-        dest_id: row.get(2)?,
-        source_version: row.get(3)?,
-        dest_version: row.get(4)?,
+        kind: row.text(0)?,
+        source_id: row.text(1)?,
+        dest_id: row.opt_text(2)?,
+        source_version: row.text(3)?,
+        dest_version: row.opt_text(4)?,
         pending,
-        note: row.get(8)?,
-        updated_ms: get_ms(row, 9)?,
+        note: row.opt_text(8)?,
+        updated_ms: row.u64(9)?,
     })
 }
 
@@ -590,37 +730,42 @@ struct RawRun {
     reason: Option<String>,
 }
 
-fn run_row(row: &Row<'_>) -> rusqlite::Result<RawRun> {
+fn run_row(row: &Row) -> Result<RawRun, Fail> {
     Ok(RawRun {
-        id: row.get(0)?,
-        flow: row.get(1)?,
-        dry_run: row.get(2)?,
-        started_ms: get_ms(row, 3)?,
-        finished_ms: get_opt_ms(row, 4)?,
-        summary: row.get(5)?,
-        outcome: row.get(6)?,
-        reason: row.get(7)?,
+        id: row.int(0)?,
+        flow: row.text(1)?,
+        dry_run: row.bool(2)?,
+        started_ms: row.u64(3)?,
+        finished_ms: row.opt_u64(4)?,
+        summary: row.text(5)?,
+        outcome: row.opt_text(6)?,
+        reason: row.opt_text(7)?,
     })
 }
 
 const ERROR_COLUMNS: &str = "id, flow, kind, source_id, stage, message, status, attempts, first_seen_ms, last_seen_ms, run, note, closed_ms";
 
-fn error_row(row: &Row<'_>) -> rusqlite::Result<QueuedError> {
+fn error_row(row: &Row) -> Result<QueuedError, Fail> {
     Ok(QueuedError {
-        id: row.get(0)?,
-        flow: row.get(1)?,
-        kind: row.get(2)?,
-        source_id: row.get(3)?,
-        stage: row.get(4)?,
-        message: row.get(5)?,
-        status: row.get(6)?,
-        attempts: row.get(7)?,
-        first_seen_ms: get_ms(row, 8)?,
-        last_seen_ms: get_ms(row, 9)?,
-        run: row.get(10)?,
-        note: row.get(11)?,
-        closed_ms: get_opt_ms(row, 12)?,
+        id: row.int(0)?,
+        flow: row.text(1)?,
+        kind: row.text(2)?,
+        source_id: row.text(3)?,
+        stage: row.text(4)?,
+        message: row.text(5)?,
+        status: row.text(6)?,
+        attempts: row.u32(7)?,
+        first_seen_ms: row.u64(8)?,
+        last_seen_ms: row.u64(9)?,
+        run: row.opt_int(10)?,
+        note: row.opt_text(11)?,
+        closed_ms: row.opt_u64(12)?,
     })
+}
+
+/// A count read back.
+fn count(row: &Row) -> Result<u64, Fail> {
+    Ok(u64::try_from(row.int(0)?).unwrap_or(0))
 }
 
 impl State {
@@ -630,54 +775,138 @@ impl State {
     /// The folder of `path` is created when missing. A file that is not Weft's state (garbage,
     /// another application's database) or was written by a newer Weft is refused, unchanged.
     pub fn open(path: &Path) -> Result<Self, StateError> {
+        let at = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StateError::Folder {
-                path: path.to_path_buf(),
+                at: at.clone(),
                 source,
             })?;
         }
         let conn = Connection::open(path).map_err(|source| StateError::Open {
-            path: path.to_path_buf(),
+            at: at.clone(),
             source,
         })?;
         let state = Self {
-            conn: Mutex::new(conn),
+            db: Backend::Sqlite(Mutex::new(conn)),
             path: path.to_path_buf(),
+            at,
         };
-        {
-            let conn = crate::lock(&state.conn);
+        if let Backend::Sqlite(conn) = &state.db {
+            let conn = crate::lock(conn);
             conn.busy_timeout(BUSY_TIMEOUT)
-                .map_err(|e| state.fail("open", e))?;
+                .map_err(|e| state.fail("open", Fail::Sqlite(e)))?;
         }
-        state.migrate()?;
-        {
-            let conn = crate::lock(&state.conn);
+        state.migrate_sqlite()?;
+        if let Backend::Sqlite(conn) = &state.db {
+            let conn = crate::lock(conn);
             // Returns the mode now in force; a file system without shared memory keeps the
             // rollback journal, which is still correct, only slower with several readers.
             let _mode: String = conn
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                .map_err(|e| state.fail("switch to WAL mode", e))?;
+                .map_err(|e| state.fail("switch to WAL mode", Fail::Sqlite(e)))?;
         }
         Ok(state)
     }
 
-    /// The database file.
+    /// Opens the state in the PostgreSQL database `url` names (`postgres://USER[:PASSWORD]@
+    /// HOST[:PORT]/DATABASE[?sslmode=…]`), creating or migrating its tables (the schema version
+    /// in table `weft_schema`; a newer one is refused untouched, as is a database holding
+    /// another application's tables). `local` is the workspace's state file path, beside which
+    /// flow locks are kept. Messages name the server without the password.
+    pub fn open_postgres(url: &str, local: &Path) -> Result<Self, StateError> {
+        let target = PgTarget::parse(url).map_err(|reason| StateError::Url { reason })?;
+        let at = target.shown().to_owned();
+        let pool = PgPool::shared(&target, url).map_err(|reason| StateError::Connect {
+            at: at.clone(),
+            reason,
+        })?;
+        let state = Self {
+            db: Backend::Postgres(pool),
+            path: local.to_path_buf(),
+            at,
+        };
+        // Most opens find the schema current: one read says so, without the migration's lock.
+        let current = state.read("check the schema version", |tx| {
+            let known = tx
+                .one("SELECT to_regclass('weft_schema') IS NOT NULL", &[])?
+                .bool(0)?;
+            if !known {
+                return Ok(false);
+            }
+            Ok(tx
+                .row("SELECT application, version FROM weft_schema", &[])?
+                .map(|r| Ok::<_, Fail>((r.text(0)?, r.int(1)?)))
+                .transpose()?
+                .is_some_and(|(app, v)| app == POSTGRES_APPLICATION && v == SCHEMA_VERSION))
+        })?;
+        if !current {
+            state.migrate_postgres()?;
+        }
+        Ok(state)
+    }
+
+    /// The workspace's local state file (on PostgreSQL, the place its flow locks are kept
+    /// beside).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Classifies an SQLite failure into a [`StateError`] naming this file.
-    fn fail(&self, action: &'static str, e: rusqlite::Error) -> StateError {
-        let path = self.path.clone();
-        match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase) => return StateError::NotADatabase { path },
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                return StateError::Busy { path, action };
+    /// The database as messages name it: the file, or the server's URL without its password.
+    pub fn location(&self) -> &str {
+        &self.at
+    }
+
+    /// The PostgreSQL pool when the state is there, for the parts of Weft that coordinate
+    /// through the same database (token refresh locks, the queue).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.db {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Which backend: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match &self.db {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Names a failure with this database and what was being done.
+    fn fail(&self, action: &'static str, fail: Fail) -> StateError {
+        let at = self.at.clone();
+        let e = match fail {
+            Fail::State(e) => return e,
+            Fail::Decode(reason) => {
+                return StateError::Corrupt {
+                    at,
+                    what: "row",
+                    reason,
+                };
             }
-            Some(ErrorCode::ReadOnly) => return StateError::ReadOnly { path },
+            Fail::Pg(PgFail::Timeout) => {
+                return StateError::Timeout {
+                    at,
+                    action,
+                    secs: pg::CALL_TIMEOUT.as_secs(),
+                };
+            }
+            Fail::Pg(PgFail::Connect(reason)) => return StateError::Connect { at, reason },
+            Fail::Pg(PgFail::Server(reason)) => {
+                return StateError::Server { at, action, reason };
+            }
+            Fail::Sqlite(e) => e,
+        };
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => return StateError::NotADatabase { at },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                return StateError::Busy { at, action };
+            }
+            Some(ErrorCode::ReadOnly) => return StateError::ReadOnly { at },
             Some(ErrorCode::DatabaseCorrupt) => {
                 return StateError::Corrupt {
-                    path,
+                    at,
                     what: "file",
                     reason: e.to_string(),
                 };
@@ -688,42 +917,41 @@ impl State {
             rusqlite::Error::FromSqlConversionFailure(..)
             | rusqlite::Error::IntegralValueOutOfRange(..)
             | rusqlite::Error::InvalidColumnType(..) => StateError::Corrupt {
-                path,
+                at,
                 what: "row",
                 reason: e.to_string(),
             },
-            source => StateError::Sqlite {
-                path,
-                action,
-                source,
-            },
+            source => StateError::Sqlite { at, action, source },
         }
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction (waiting for other writers), committing
-    /// on success and rolling back on any failure.
+    /// Runs `f` in one transaction, committing on success and rolling back on any failure: on
+    /// SQLite `BEGIN IMMEDIATE` (waiting for other writers), on PostgreSQL a transaction on one
+    /// pooled connection.
     fn write<T>(
         &self,
         action: &'static str,
-        f: impl FnOnce(&Connection) -> Result<T, Fail>,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<T, Fail>,
     ) -> Result<T, StateError> {
-        let conn = crate::lock(&self.conn);
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.fail(action, e))?;
-        let done = f(&conn).and_then(|v| {
-            conn.execute_batch("COMMIT")?;
-            Ok(v)
-        });
-        match done {
-            Ok(v) => Ok(v),
-            Err(fail) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+        match &self.db {
+            Backend::Postgres(pool) => pool.with(true, f).map_err(|e| self.fail(action, e)),
+            Backend::Sqlite(conn) => {
+                let conn = crate::lock(conn);
+                conn.execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| self.fail(action, Fail::Sqlite(e)))?;
+                let done = f(&mut SqliteTx(&conn)).and_then(|v| {
+                    conn.execute_batch("COMMIT")?;
+                    Ok(v)
+                });
+                match done {
+                    Ok(v) => Ok(v),
+                    Err(fail) => {
+                        if !conn.is_autocommit() {
+                            let _ = conn.execute_batch("ROLLBACK");
+                        }
+                        Err(self.fail(action, fail))
+                    }
                 }
-                Err(match fail {
-                    Fail::Db(e) => self.fail(action, e),
-                    Fail::State(e) => e,
-                })
             }
         }
     }
@@ -732,14 +960,24 @@ impl State {
     fn read<T>(
         &self,
         action: &'static str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<T, Fail>,
     ) -> Result<T, StateError> {
-        let conn = crate::lock(&self.conn);
-        f(&conn).map_err(|e| self.fail(action, e))
+        match &self.db {
+            Backend::Postgres(pool) => pool.with(false, f).map_err(|e| self.fail(action, e)),
+            Backend::Sqlite(conn) => {
+                let conn = crate::lock(conn);
+                f(&mut SqliteTx(&conn)).map_err(|e| self.fail(action, e))
+            }
+        }
     }
 
-    fn migrate(&self) -> Result<(), StateError> {
-        self.write("check the schema version", |conn| {
+    fn migrate_sqlite(&self) -> Result<(), StateError> {
+        let Backend::Sqlite(conn) = &self.db else {
+            return Ok(());
+        };
+        let conn = crate::lock(conn);
+        let step = || -> Result<(), Fail> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
             let supported = SCHEMA_VERSION;
@@ -748,32 +986,105 @@ impl State {
                     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
                 if app != 0 || version != 0 || tables != 0 {
                     return Err(Fail::State(StateError::Foreign {
-                        path: self.path.clone(),
+                        at: self.at.clone(),
                     }));
                 }
             }
-            if version > supported {
-                return Err(Fail::State(StateError::Newer {
-                    path: self.path.clone(),
-                    found: version,
-                    supported,
-                }));
-            }
-            if version < 0 {
-                return Err(Fail::State(StateError::Corrupt {
-                    path: self.path.clone(),
-                    what: "schema version",
-                    reason: format!("user_version is {version}"),
-                }));
-            }
+            self.check_version(version)?;
             let start = usize::try_from(version).unwrap_or(usize::MAX);
-            for sql in MIGRATIONS.iter().skip(start) {
+            for sql in SQLITE_MIGRATIONS.iter().skip(start) {
                 conn.execute_batch(sql)?;
             }
             if version != supported {
                 conn.execute_batch(&format!(
                     "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {supported};"
                 ))?;
+            }
+            conn.execute_batch("COMMIT")?;
+            Ok(())
+        };
+        step().map_err(|fail| {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            self.fail("check the schema version", fail)
+        })
+    }
+
+    /// A stored schema version this Weft may use (not newer, not negative).
+    fn check_version(&self, version: i64) -> Result<(), Fail> {
+        if version > SCHEMA_VERSION {
+            return Err(Fail::State(StateError::Newer {
+                at: self.at.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            }));
+        }
+        if version < 0 {
+            return Err(Fail::State(StateError::Corrupt {
+                at: self.at.clone(),
+                what: "schema version",
+                reason: format!("the version is {version}"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Creates or migrates the tables on PostgreSQL, in one transaction under an advisory lock
+    /// (two processes starting at once migrate once).
+    fn migrate_postgres(&self) -> Result<(), StateError> {
+        self.write("check the schema version", |tx| {
+            tx.rows("SELECT pg_advisory_xact_lock(?1)", vals![MIGRATION_LOCK])?;
+            let known = tx
+                .one("SELECT to_regclass('weft_schema') IS NOT NULL", &[])?
+                .bool(0)?;
+            let version = if known {
+                let row = tx.row("SELECT application, version FROM weft_schema", &[])?;
+                match row {
+                    Some(row) if row.text(0)? == POSTGRES_APPLICATION => row.int(1)?,
+                    Some(_) => {
+                        return Err(Fail::State(StateError::ForeignDatabase {
+                            at: self.at.clone(),
+                        }));
+                    }
+                    None => 0,
+                }
+            } else {
+                let tables = tx
+                    .one(
+                        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+                        &[],
+                    )?
+                    .int(0)?;
+                if tables != 0 {
+                    return Err(Fail::State(StateError::ForeignDatabase {
+                        at: self.at.clone(),
+                    }));
+                }
+                tx.exec(
+                    "CREATE TABLE weft_schema (
+                        one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+                        application TEXT NOT NULL,
+                        version BIGINT NOT NULL,
+                        source TEXT
+                    )",
+                    &[],
+                )?;
+                tx.exec(
+                    "INSERT INTO weft_schema (application, version) VALUES (?1, 0)",
+                    vals![POSTGRES_APPLICATION],
+                )?;
+                0
+            };
+            self.check_version(version)?;
+            let start = usize::try_from(version).unwrap_or(usize::MAX);
+            for script in POSTGRES_MIGRATIONS.iter().skip(start) {
+                for sql in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                    tx.exec(sql, &[])?;
+                }
+            }
+            if version != SCHEMA_VERSION {
+                tx.exec("UPDATE weft_schema SET version = ?1", vals![SCHEMA_VERSION])?;
             }
             Ok(())
         })
@@ -782,12 +1093,12 @@ impl State {
     /// The cursor of a flow's stream (e.g. "invoices", "payments"), if one was saved.
     pub fn cursor(&self, flow: &str, stream: &str) -> Result<Option<String>, StateError> {
         self.read("read a cursor", |c| {
-            c.query_row(
+            c.row(
                 "SELECT value FROM cursors WHERE flow = ?1 AND stream = ?2",
-                params![flow, stream],
-                |r| r.get(0),
-            )
-            .optional()
+                vals![flow, stream],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
         })
     }
 
@@ -795,10 +1106,10 @@ impl State {
     pub fn set_cursor(&self, flow: &str, stream: &str, value: &str) -> Result<(), StateError> {
         let now = now_ms();
         self.write("save a cursor", |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO cursors (flow, stream, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (flow, stream) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-                params![flow, stream, value, sql_ms(now)],
+                vals![flow, stream, value, sql_ms(now)],
             )?;
             Ok(())
         })
@@ -819,12 +1130,10 @@ impl State {
     /// the destination may hold that the ledger cannot name).
     pub fn unknown_count(&self, flow: &str, kind: &str) -> Result<u64, StateError> {
         self.read("count unknown outcomes", |c| {
-            c.query_row(
+            count(&c.one(
                 "SELECT COUNT(*) FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key IS NOT NULL AND dest_id IS NULL",
-                params![flow, kind],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| u64::try_from(n).unwrap_or(0))
+                vals![flow, kind],
+            )?)
         })
     }
 
@@ -832,12 +1141,10 @@ impl State {
     /// share its key).
     pub fn pending_count(&self, flow: &str, kind: &str, key: &str) -> Result<u64, StateError> {
         self.read("count pending writes", |c| {
-            c.query_row(
+            count(&c.one(
                 "SELECT COUNT(*) FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key = ?3",
-                params![flow, kind, key],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| u64::try_from(n).unwrap_or(0))
+                vals![flow, kind, key],
+            )?)
         })
     }
 
@@ -854,26 +1161,24 @@ impl State {
         self.read("list unsettled records", |c| {
             let mut out = Vec::new();
             let mut seen = std::collections::HashSet::new();
-            let mut pending = c.prepare(
+            for row in c.rows(
                 "SELECT source_id, pending_key FROM links WHERE flow = ?1 AND kind = ?2 AND pending_key IS NOT NULL ORDER BY pending_key, source_id",
-            )?;
-            for row in pending.query_map(params![flow, kind], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-            })? {
-                let (id, key) = row?;
+                vals![flow, kind],
+            )? {
+                let id = row.text(0)?;
                 seen.insert(id.clone());
-                out.push((id, key));
+                out.push((id, row.opt_text(1)?));
             }
-            let mut missing = c.prepare(
-                "SELECT l.source_id FROM links l LEFT JOIN links b
-                   ON b.flow = l.flow AND b.kind = ?3 AND b.source_id = l.source_id
-                 WHERE l.flow = ?1 AND l.kind = ?2 AND l.dest_id IS NOT NULL AND l.pending_key IS NULL
-                   AND (b.source_id IS NULL OR b.pending_key IS NOT NULL OR b.dest_id IS NOT l.dest_id)
-                 ORDER BY l.source_id",
-            )?;
             for back in follow {
-                for id in missing.query_map(params![flow, kind, back], |r| r.get::<_, String>(0))? {
-                    let id = id?;
+                for row in c.rows(
+                    "SELECT l.source_id FROM links l LEFT JOIN links b
+                       ON b.flow = l.flow AND b.kind = ?3 AND b.source_id = l.source_id
+                     WHERE l.flow = ?1 AND l.kind = ?2 AND l.dest_id IS NOT NULL AND l.pending_key IS NULL
+                       AND (b.source_id IS NULL OR b.pending_key IS NOT NULL OR b.dest_id IS DISTINCT FROM l.dest_id)
+                     ORDER BY l.source_id",
+                    vals![flow, kind, back],
+                )? {
+                    let id = row.text(0)?;
                     if seen.insert(id.clone()) {
                         out.push((id, None));
                     }
@@ -903,25 +1208,30 @@ impl State {
         id: &str,
     ) -> Result<Option<Link>, StateError> {
         self.read("read a link", |c| {
-            c.query_row(
+            c.row(
                 &format!(
                     "SELECT {LINK_COLUMNS} FROM links WHERE flow = ?1 AND kind = ?2 AND {column} = ?3
                      ORDER BY source_id LIMIT 1"
                 ),
-                params![flow, kind, id],
-                link_row,
-            )
-            .optional()
+                vals![flow, kind, id],
+            )?
+            .map(|r| link_row(&r))
+            .transpose()
         })
     }
 
     /// Every ledger entry of a kind, by source id.
     pub fn links(&self, flow: &str, kind: &str) -> Result<Vec<Link>, StateError> {
         self.read("read links", |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {LINK_COLUMNS} FROM links WHERE flow = ?1 AND kind = ?2 ORDER BY source_id"
-            ))?;
-            stmt.query_map(params![flow, kind], link_row)?.collect()
+            c.rows(
+                &format!(
+                    "SELECT {LINK_COLUMNS} FROM links WHERE flow = ?1 AND kind = ?2 ORDER BY source_id"
+                ),
+                vals![flow, kind],
+            )?
+            .iter()
+            .map(link_row)
+            .collect()
         })
     }
 
@@ -962,25 +1272,25 @@ impl State {
         now_ms: u64,
     ) -> Result<(), StateError> {
         self.write("record a write intent", |c| {
-            let mut stmt = c.prepare(
-                "INSERT INTO links (flow, kind, source_id, pending_key, pending_version, pending_since_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 ON CONFLICT (flow, kind, source_id) DO UPDATE SET
-                   pending_since_ms = CASE WHEN pending_key IS excluded.pending_key
-                     THEN pending_since_ms ELSE excluded.pending_since_ms END,
-                   pending_key = excluded.pending_key,
-                   pending_version = excluded.pending_version,
-                   updated_ms = excluded.updated_ms",
-            )?;
             for w in intents {
-                stmt.execute(params![
-                    flow,
-                    kind,
-                    w.source_id,
-                    w.idempotency_key,
-                    w.source_version,
-                    sql_ms(now_ms)
-                ])?;
+                c.exec(
+                    "INSERT INTO links (flow, kind, source_id, pending_key, pending_version, pending_since_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (flow, kind, source_id) DO UPDATE SET
+                       pending_since_ms = CASE WHEN links.pending_key IS NOT DISTINCT FROM excluded.pending_key
+                         THEN links.pending_since_ms ELSE excluded.pending_since_ms END,
+                       pending_key = excluded.pending_key,
+                       pending_version = excluded.pending_version,
+                       updated_ms = excluded.updated_ms",
+                    vals![
+                        flow,
+                        kind,
+                        w.source_id,
+                        w.idempotency_key,
+                        w.source_version,
+                        sql_ms(now_ms)
+                    ],
+                )?;
             }
             Ok(())
         })
@@ -1021,26 +1331,26 @@ impl State {
         now_ms: u64,
     ) -> Result<(), StateError> {
         self.write("record a finished write", |c| {
-            let mut stmt = c.prepare(
-                "INSERT INTO links (flow, kind, source_id, dest_id, source_version, dest_version, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (flow, kind, source_id) DO UPDATE SET
-                   dest_id = excluded.dest_id,
-                   source_version = excluded.source_version,
-                   dest_version = excluded.dest_version,
-                   pending_key = NULL, pending_version = NULL, pending_since_ms = NULL,
-                   updated_ms = excluded.updated_ms",
-            )?;
             for d in done {
-                stmt.execute(params![
-                    flow,
-                    kind,
-                    d.source_id,
-                    d.dest_id,
-                    d.source_version,
-                    d.dest_version,
-                    sql_ms(now_ms)
-                ])?;
+                c.exec(
+                    "INSERT INTO links (flow, kind, source_id, dest_id, source_version, dest_version, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (flow, kind, source_id) DO UPDATE SET
+                       dest_id = excluded.dest_id,
+                       source_version = excluded.source_version,
+                       dest_version = excluded.dest_version,
+                       pending_key = NULL, pending_version = NULL, pending_since_ms = NULL,
+                       updated_ms = excluded.updated_ms",
+                    vals![
+                        flow,
+                        kind,
+                        d.source_id,
+                        d.dest_id,
+                        d.source_version,
+                        d.dest_version,
+                        sql_ms(now_ms)
+                    ],
+                )?;
             }
             Ok(())
         })
@@ -1050,15 +1360,15 @@ impl State {
     /// never written and has no note disappears; otherwise only the intent goes.
     pub fn abandon_write(&self, flow: &str, kind: &str, source_id: &str) -> Result<(), StateError> {
         self.write("abandon a write intent", |c| {
-            c.execute(
+            c.exec(
                 "DELETE FROM links WHERE flow = ?1 AND kind = ?2 AND source_id = ?3
                    AND dest_id IS NULL AND note IS NULL",
-                params![flow, kind, source_id],
+                vals![flow, kind, source_id],
             )?;
-            c.execute(
+            c.exec(
                 "UPDATE links SET pending_key = NULL, pending_version = NULL, pending_since_ms = NULL
                  WHERE flow = ?1 AND kind = ?2 AND source_id = ?3",
-                params![flow, kind, source_id],
+                vals![flow, kind, source_id],
             )?;
             Ok(())
         })
@@ -1074,13 +1384,13 @@ impl State {
         note: Option<&str>,
     ) -> Result<(), StateError> {
         self.write("save a note", |c| {
-            let changed = c.execute(
+            let changed = c.exec(
                 "UPDATE links SET note = ?4 WHERE flow = ?1 AND kind = ?2 AND source_id = ?3",
-                params![flow, kind, source_id, note],
+                vals![flow, kind, source_id, note],
             )?;
             if changed == 0 {
                 return Err(Fail::State(StateError::NoLink {
-                    path: self.path.clone(),
+                    at: self.at.clone(),
                     flow: flow.to_owned(),
                     kind: kind.to_owned(),
                     source_id: source_id.to_owned(),
@@ -1094,11 +1404,11 @@ impl State {
     pub fn start_run(&self, flow: &str, dry_run: bool, now_ms: u64) -> Result<i64, StateError> {
         let summary = summary_json(&RunSummary::default());
         self.write("record a run", |c| {
-            c.execute(
-                "INSERT INTO runs (flow, dry_run, started_ms, summary) VALUES (?1, ?2, ?3, ?4)",
-                params![flow, dry_run, sql_ms(now_ms), summary],
-            )?;
-            Ok(c.last_insert_rowid())
+            c.one(
+                "INSERT INTO runs (flow, dry_run, started_ms, summary) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                vals![flow, dry_run, sql_ms(now_ms), &summary],
+            )?
+            .int(0)
         })
     }
 
@@ -1106,13 +1416,13 @@ impl State {
     pub fn save_progress(&self, run: i64, summary: &RunSummary) -> Result<(), StateError> {
         let summary = summary_json(summary);
         self.write("save a run's progress", |c| {
-            let changed = c.execute(
+            let changed = c.exec(
                 "UPDATE runs SET summary = ?2 WHERE id = ?1",
-                params![run, summary],
+                vals![run, &summary],
             )?;
             if changed == 0 {
                 return Err(Fail::State(StateError::NoRun {
-                    path: self.path.clone(),
+                    at: self.at.clone(),
                     id: run,
                 }));
             }
@@ -1135,39 +1445,35 @@ impl State {
             RunOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
         };
         self.write("record the end of a run", |c| {
-            let finished: Option<Option<i64>> = c
-                .query_row(
-                    "SELECT finished_ms FROM runs WHERE id = ?1",
-                    params![run],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match finished {
-                None => {
-                    return Err(Fail::State(StateError::NoRun {
-                        path: self.path.clone(),
-                        id: run,
-                    }));
-                }
-                Some(Some(_)) => {
-                    return Err(Fail::State(StateError::RunFinished {
-                        path: self.path.clone(),
-                        id: run,
-                    }));
-                }
-                Some(None) => {}
-            }
-            c.execute(
-                "UPDATE runs SET finished_ms = ?2, summary = ?3, outcome = ?4, reason = ?5 WHERE id = ?1",
-                params![run, sql_ms(now_ms), summary, status, reason],
+            // One statement both checks and finishes, so two processes cannot both finish it.
+            let changed = c.exec(
+                "UPDATE runs SET finished_ms = ?2, summary = ?3, outcome = ?4, reason = ?5
+                 WHERE id = ?1 AND finished_ms IS NULL",
+                vals![run, sql_ms(now_ms), &summary, status, reason],
             )?;
-            Ok(())
+            if changed > 0 {
+                return Ok(());
+            }
+            let exists = c
+                .row("SELECT id FROM runs WHERE id = ?1", vals![run])?
+                .is_some();
+            Err(Fail::State(if exists {
+                StateError::RunFinished {
+                    at: self.at.clone(),
+                    id: run,
+                }
+            } else {
+                StateError::NoRun {
+                    at: self.at.clone(),
+                    id: run,
+                }
+            }))
         })
     }
 
     fn decode_run(&self, raw: RawRun) -> Result<RunRecord, StateError> {
         let corrupt = |reason: String| StateError::Corrupt {
-            path: self.path.clone(),
+            at: self.at.clone(),
             what: "run",
             reason: format!("run {}: {reason}", raw.id),
         };
@@ -1206,9 +1512,9 @@ impl State {
         at: PageAt,
         limit: usize,
     ) -> Result<Page<RunRecord>, StateError> {
-        let (filter, params): (&str, Vec<&dyn rusqlite::ToSql>) = match &flow {
-            Some(flow) => ("flow = ?1", vec![flow]),
-            None => ("1", Vec::new()),
+        let (filter, params) = match flow {
+            Some(flow) => ("flow = ?1", vec![Value::from(flow)]),
+            None => ("TRUE", Vec::new()),
         };
         let page = self.read("read runs", |c| {
             keyset_page(
@@ -1237,14 +1543,9 @@ impl State {
     /// How many runs one flow (or all) has recorded.
     pub fn run_count(&self, flow: Option<&str>) -> Result<u64, StateError> {
         self.read("count runs", |c| match flow {
-            Some(flow) => c.query_row(
-                "SELECT COUNT(*) FROM runs WHERE flow = ?1",
-                params![flow],
-                |r| r.get::<_, i64>(0),
-            ),
-            None => c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)),
+            Some(flow) => count(&c.one("SELECT COUNT(*) FROM runs WHERE flow = ?1", vals![flow])?),
+            None => count(&c.one("SELECT COUNT(*) FROM runs", &[])?),
         })
-        .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// Where run `run` stands: `completed`, `stopped` or `failed` once it ended; without an
@@ -1263,12 +1564,12 @@ impl State {
     /// One run.
     pub fn run(&self, id: i64) -> Result<Option<RunRecord>, StateError> {
         let raw = self.read("read a run", |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                params![id],
-                run_row,
-            )
-            .optional()
+                vals![id],
+            )?
+            .map(|r| run_row(&r))
+            .transpose()
         })?;
         raw.map(|r| self.decode_run(r)).transpose()
     }
@@ -1288,21 +1589,20 @@ impl State {
         now_ms: u64,
     ) -> Result<i64, StateError> {
         self.write("queue an error", |c| {
-            let id = c.query_row(
+            c.one(
                 "INSERT INTO errors (flow, kind, source_id, stage, message, status, attempts, first_seen_ms, last_seen_ms, run)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'open', 1, ?6, ?6, ?7)
                  ON CONFLICT (flow, kind, source_id) WHERE status IN ('open', 'retry') DO UPDATE SET
                    stage = excluded.stage,
                    message = excluded.message,
                    status = 'open',
-                   attempts = attempts + 1,
+                   attempts = errors.attempts + 1,
                    last_seen_ms = excluded.last_seen_ms,
                    run = excluded.run
                  RETURNING id",
-                params![flow, kind, source_id, stage, message, sql_ms(now_ms), run],
-                |r| r.get(0),
-            )?;
-            Ok(id)
+                vals![flow, kind, source_id, stage, message, sql_ms(now_ms), run],
+            )?
+            .int(0)
         })
     }
 
@@ -1313,14 +1613,20 @@ impl State {
         flow: Option<&str>,
         include_closed: bool,
     ) -> Result<Vec<QueuedError>, StateError> {
+        let (condition, params) = ErrorFilter {
+            flow,
+            run: None,
+            include_closed,
+        }
+        .condition();
         self.read("read the error queue", |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {ERROR_COLUMNS} FROM errors
-                 WHERE (?1 IS NULL OR flow = ?1) AND (?2 OR status IN ('open', 'retry'))
-                 ORDER BY id"
-            ))?;
-            stmt.query_map(params![flow, include_closed], error_row)?
-                .collect()
+            c.rows(
+                &format!("SELECT {ERROR_COLUMNS} FROM errors WHERE {condition} ORDER BY id"),
+                &params,
+            )?
+            .iter()
+            .map(error_row)
+            .collect()
         })
     }
 
@@ -1353,24 +1659,22 @@ impl State {
     pub fn error_count(&self, filter: ErrorFilter<'_>) -> Result<u64, StateError> {
         let (condition, params) = filter.condition();
         self.read("count the error queue", |c| {
-            c.query_row(
+            count(&c.one(
                 &format!("SELECT COUNT(*) FROM errors WHERE {condition}"),
-                params.as_slice(),
-                |r| r.get::<_, i64>(0),
-            )
+                &params,
+            )?)
         })
-        .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     /// One queue entry.
     pub fn error(&self, id: i64) -> Result<Option<QueuedError>, StateError> {
         self.read("read an error", |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {ERROR_COLUMNS} FROM errors WHERE id = ?1"),
-                params![id],
-                error_row,
-            )
-            .optional()
+                vals![id],
+            )?
+            .map(|r| error_row(&r))
+            .transpose()
         })
     }
 
@@ -1378,9 +1682,9 @@ impl State {
     /// such open entry (unknown, already marked, or closed).
     pub fn mark_retry(&self, id: i64) -> Result<bool, StateError> {
         self.write("mark an error for retry", |c| {
-            Ok(c.execute(
+            Ok(c.exec(
                 "UPDATE errors SET status = 'retry' WHERE id = ?1 AND status = 'open'",
-                params![id],
+                vals![id],
             )? > 0)
         })
     }
@@ -1388,12 +1692,15 @@ impl State {
     /// Marks every open entry (of one flow, or of all) for retry, in one transaction; returns
     /// how many.
     pub fn mark_retry_all(&self, flow: Option<&str>) -> Result<u64, StateError> {
-        self.write("mark errors for retry", |c| {
-            let n = c.execute(
-                "UPDATE errors SET status = 'retry' WHERE status = 'open' AND (?1 IS NULL OR flow = ?1)",
-                params![flow],
-            )?;
-            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        self.write("mark errors for retry", |c| match flow {
+            Some(flow) => c.exec(
+                "UPDATE errors SET status = 'retry' WHERE status = 'open' AND flow = ?1",
+                vals![flow],
+            ),
+            None => c.exec(
+                "UPDATE errors SET status = 'retry' WHERE status = 'open'",
+                &[],
+            ),
         })
     }
 
@@ -1401,10 +1708,10 @@ impl State {
     /// is no such active entry (unknown or already closed).
     pub fn resolve(&self, id: i64, note: Option<&str>, now_ms: u64) -> Result<bool, StateError> {
         self.write("resolve an error", |c| {
-            Ok(c.execute(
+            Ok(c.exec(
                 "UPDATE errors SET status = 'resolved', note = ?2, closed_ms = ?3
                  WHERE id = ?1 AND status IN ('open', 'retry')",
-                params![id, note, sql_ms(now_ms)],
+                vals![id, note, sql_ms(now_ms)],
             )? > 0)
         })
     }
@@ -1412,10 +1719,13 @@ impl State {
     /// Source ids marked for retry (the next run re-reads them), in queue order.
     pub fn retries(&self, flow: &str, kind: &str) -> Result<Vec<String>, StateError> {
         self.read("read the retries", |c| {
-            let mut stmt = c.prepare(
+            c.rows(
                 "SELECT source_id FROM errors WHERE flow = ?1 AND kind = ?2 AND status = 'retry' ORDER BY id",
-            )?;
-            stmt.query_map(params![flow, kind], |r| r.get(0))?.collect()
+                vals![flow, kind],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
         })
     }
 
@@ -1429,22 +1739,22 @@ impl State {
     ) -> Result<(), StateError> {
         // Nearly every record a run writes has no error to close: a read answers that without a
         // write transaction (and its sync to disk).
-        let open: bool = self.read("look for an open error", |c| {
-            c.query_row(
+        let open = self.read("look for an open error", |c| {
+            c.one(
                 "SELECT EXISTS (SELECT 1 FROM errors WHERE flow = ?1 AND kind = ?2 AND source_id = ?3
                  AND status IN ('open', 'retry'))",
-                params![flow, kind, source_id],
-                |r| r.get(0),
-            )
+                vals![flow, kind, source_id],
+            )?
+            .bool(0)
         })?;
         if !open {
             return Ok(());
         }
         self.write("close an error", |c| {
-            c.execute(
+            c.exec(
                 "UPDATE errors SET status = 'fixed', closed_ms = ?4
                  WHERE flow = ?1 AND kind = ?2 AND source_id = ?3 AND status IN ('open', 'retry')",
-                params![flow, kind, source_id, sql_ms(now_ms)],
+                vals![flow, kind, source_id, sql_ms(now_ms)],
             )?;
             Ok(())
         })
@@ -1456,16 +1766,16 @@ impl State {
 /// each read with `row`. Besides the page, one look on either side says whether more lie there.
 #[allow(clippy::too_many_arguments)]
 fn keyset_page<T>(
-    c: &Connection,
+    c: &mut dyn Tx,
     table: &str,
     columns: &str,
     filter: &str,
-    params: &[&dyn rusqlite::ToSql],
+    params: &[Value],
     at: PageAt,
     limit: usize,
     newest_first: bool,
-    row: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Page<T>> {
+    row: impl Fn(&Row) -> Result<T, Fail>,
+) -> Result<Page<T>, Fail> {
     let n = params.len();
     let (condition, id) = match at {
         PageAt::Start => (filter.to_owned(), None),
@@ -1480,35 +1790,39 @@ fn keyset_page<T>(
         PageAt::Before(_) => false,
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut all: Vec<&dyn rusqlite::ToSql> = params.to_vec();
-    if let Some(id) = &id {
-        all.push(id);
+    let mut all = params.to_vec();
+    if let Some(id) = id {
+        all.push(Value::Int(id));
     }
-    all.push(&limit);
-    let mut stmt = c.prepare(&format!(
-        "SELECT {columns} FROM {table} WHERE {condition} ORDER BY id {} LIMIT ?{}",
-        if upwards { "ASC" } else { "DESC" },
-        all.len()
-    ))?;
-    let mut items = stmt
-        .query_map(all.as_slice(), |r| Ok((r.get::<_, i64>(0)?, row(r)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    all.push(Value::Int(limit));
+    let mut items = c
+        .rows(
+            &format!(
+                "SELECT {columns} FROM {table} WHERE {condition} ORDER BY id {} LIMIT ?{}",
+                if upwards { "ASC" } else { "DESC" },
+                all.len()
+            ),
+            &all,
+        )?
+        .iter()
+        .map(|r| Ok((r.int(0)?, row(r)?)))
+        .collect::<Result<Vec<_>, Fail>>()?;
     if upwards == newest_first {
         items.reverse();
     }
     let ids = items.iter().map(|(id, _)| *id);
     let (low, high) = (ids.clone().min(), ids.max());
-    let beyond = |op: &str, edge: i64| -> rusqlite::Result<bool> {
-        let mut p: Vec<&dyn rusqlite::ToSql> = params.to_vec();
-        p.push(&edge);
-        c.query_row(
+    let mut beyond = |op: &str, edge: i64| -> Result<bool, Fail> {
+        let mut p = params.to_vec();
+        p.push(Value::Int(edge));
+        c.one(
             &format!(
                 "SELECT EXISTS (SELECT 1 FROM {table} WHERE {filter} AND id {op} ?{})",
                 n + 1
             ),
-            p.as_slice(),
-            |r| r.get(0),
-        )
+            &p,
+        )?
+        .bool(0)
     };
     // An empty page still says what lies on the side it was asked from.
     let (lower, higher) = match (low, high, at) {

@@ -69,7 +69,28 @@ pub struct WorkspaceFile {
     /// shell: a keychain or password manager. Only in the user scope's file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key_command: Option<Vec<String>>,
+    /// Where the workspace's state is kept: the SQLite file `.weft/state.db` unless this names
+    /// a PostgreSQL database. Only in a workspace's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateConfig>,
 }
+
+/// `[state]` of a workspace's `weft.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StateConfig {
+    /// `postgres://USER@HOST:PORT/DATABASE[?sslmode=…]`, without a password: the password comes
+    /// from `WEFT_STATE_URL` (which then replaces this URL) or from the credential store
+    /// (`weft state password`).
+    pub url: String,
+}
+
+/// Environment variable naming the state database (`postgres://…`, password included); it
+/// replaces `[state] url`.
+pub const STATE_URL_VAR: &str = "WEFT_STATE_URL";
+
+/// The credential-store id of the state database's password.
+pub const STATE_PASSWORD_ID: &str = "state:password";
 
 /// A connection: a connector, the OAuth client it authorizes with, and how hard it may push.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +210,9 @@ pub enum WorkspaceError {
     /// Another process kept `weft.toml` locked.
     #[error("{0}")]
     Lock(String),
+    /// The state database refused.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// A loaded workspace (or the user scope).
@@ -379,6 +403,25 @@ impl Workspace {
                 ),
             });
         }
+        if let Some(state) = &file.state {
+            let at = key_line(&text, &["state", "url"]);
+            let reason = if scope == Scope::User {
+                format!(
+                    "`[state]` belongs in a workspace's {FILE_NAME} (the state is a workspace's), not in your user one; move it (line {at})"
+                )
+            } else if let Err(why) = crate::state::PgTarget::parse(&state.url) {
+                format!("[state] url: {why} (line {at})")
+            } else if url::Url::parse(&state.url).is_ok_and(|u| u.password().is_some()) {
+                format!(
+                    "[state] url holds a password, and {FILE_NAME} is meant for version control: remove it from the URL, then seal it with `weft state password` or give the whole URL in {STATE_URL_VAR} (line {at})"
+                )
+            } else {
+                String::new()
+            };
+            if !reason.is_empty() {
+                return Err(WorkspaceError::Invalid { path, reason });
+            }
+        }
         if scope == Scope::Workspace && file.master_key_command.is_some() {
             // A project file must never make Weft run a program: cloning a repository would
             // be enough to run anything.
@@ -540,6 +583,63 @@ impl Workspace {
     /// user scope.
     pub fn state_path(&self) -> PathBuf {
         self.dir.join(PRIVATE_DIR).join("state.db")
+    }
+
+    /// The PostgreSQL URL of the workspace's state, with its password, and where it came from
+    /// (`WEFT_STATE_URL`, or `weft.toml:LINE`); `None` when the state is the SQLite file.
+    /// `[state] url` takes its password from the credential store when it has one.
+    pub fn state_url(&self) -> Result<Option<(String, String)>, WorkspaceError> {
+        if let Ok(url) = std::env::var(STATE_URL_VAR)
+            && !url.trim().is_empty()
+        {
+            return Ok(Some((url, STATE_URL_VAR.to_owned())));
+        }
+        let Some(state) = &self.file.state else {
+            return Ok(None);
+        };
+        let place = self.locate(&["state", "url"]);
+        Ok(Some((self.with_state_password(&state.url)?, place)))
+    }
+
+    /// `url` with the state's password when it has none: `WEFT_STATE_URL`'s, else the one
+    /// sealed by `weft state password`; unchanged otherwise.
+    pub fn with_state_password(&self, url: &str) -> Result<String, WorkspaceError> {
+        let Ok(mut parsed) = url::Url::parse(url) else {
+            return Ok(url.to_owned());
+        };
+        if parsed.password().is_some() {
+            return Ok(url.to_owned());
+        }
+        let from_env = std::env::var(STATE_URL_VAR)
+            .ok()
+            .and_then(|e| url::Url::parse(&e).ok())
+            .and_then(|e| e.password().map(str::to_owned));
+        let password = match from_env {
+            Some(p) => Some(crate::secrets::Secret::new(p)),
+            None if self.credentials_path().exists() => self.secrets()?.get(STATE_PASSWORD_ID)?,
+            None => None,
+        };
+        match password {
+            Some(p) if parsed.set_password(Some(p.expose())).is_ok() => Ok(parsed.to_string()),
+            _ => Ok(url.to_owned()),
+        }
+    }
+
+    /// Opens the workspace's state: the PostgreSQL database [`Workspace::state_url`] names, or
+    /// else the SQLite file at [`Workspace::state_path`]. An unusable URL's error says where it
+    /// was given.
+    pub fn open_state(&self) -> Result<crate::state::State, WorkspaceError> {
+        match self.state_url()? {
+            None => Ok(crate::state::State::open(&self.state_path())?),
+            Some((url, place)) => crate::state::State::open_postgres(&url, &self.state_path())
+                .map_err(|e| match e {
+                    crate::state::StateError::Url { reason } => crate::state::StateError::Url {
+                        reason: format!("{reason} (given in {place})"),
+                    }
+                    .into(),
+                    other => other.into(),
+                }),
+        }
     }
 
     /// The folder of this scope's private, unversioned files (`.weft/` of a workspace; the

@@ -332,7 +332,17 @@ fn a_mapping_typo_is_a_located_error_at_load() {
 /// history shows the invoices it created, and it reads as interrupted once its lock is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_keeps_its_counts() {
-    let w = World::new("killed", 600);
+    a_killed_run_keeps_its_counts_on(World::new("killed", 600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_keeps_its_counts_on_postgres() {
+    if let Some(w) = World::new("killed-pg", 600).on_postgres() {
+        a_killed_run_keeps_its_counts_on(w).await;
+    }
+}
+
+async fn a_killed_run_keeps_its_counts_on(w: World) {
     // Killed after many calls: well into the creates.
     assert!(
         w.run_until(false, Some(40)).await.is_none(),

@@ -2,7 +2,6 @@
 //! and handles, and the error queue's semantics.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use weft_engine::state::{
     BUSY_TIMEOUT, ErrorFilter, Link, PageAt, PendingWrite, RunOutcome, RunSummary, SCHEMA_VERSION,
@@ -29,6 +28,62 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The database a behaviour test runs on: SQLite's file, or a fresh PostgreSQL database.
+enum Db {
+    Sqlite(Dir),
+    Postgres(Dir, weft_harness::postgres::TestDb),
+}
+
+impl Db {
+    fn sqlite(name: &str) -> Self {
+        Self::Sqlite(Dir::new(name))
+    }
+
+    /// None when the test skips (no PostgreSQL here, outside CI).
+    fn postgres(name: &str) -> Option<Self> {
+        let pg = weft_harness::postgres::database(name)?;
+        Some(Self::Postgres(Dir::new(&format!("pg-{name}")), pg))
+    }
+
+    /// A new handle on the database.
+    fn open(&self) -> State {
+        match self {
+            Self::Sqlite(dir) => State::open(&dir.db()).unwrap(),
+            Self::Postgres(dir, pg) => State::open_postgres(pg.url(), &dir.db()).unwrap(),
+        }
+    }
+
+    /// Runs SQL behind the state's back (to damage rows).
+    fn damage(&self, sql: &str) {
+        match self {
+            Self::Sqlite(dir) => rusqlite::Connection::open(dir.db())
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Self::Postgres(_, pg) => pg.execute(sql).unwrap(),
+        }
+    }
+}
+
+/// A behaviour test run on each backend: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Db::sqlite(stringify!($name)));
+            }
+
+            #[test]
+            fn postgres() {
+                if let Some(db) = super::Db::postgres(stringify!($name)) {
+                    super::$name(&db);
+                }
+            }
+        }
+    };
 }
 
 fn user_version(path: &std::path::Path) -> i64 {
@@ -195,10 +250,10 @@ fn a_folder_in_the_way_is_an_error() {
     );
 }
 
-#[test]
-fn link_lifecycle() {
-    let dir = Dir::new("links");
-    let s = State::open(&dir.db()).unwrap();
+both!(link_lifecycle);
+
+fn link_lifecycle(db: &Db) {
+    let s = db.open();
     assert_eq!(s.link("f", "invoice", "K1").unwrap(), None);
 
     s.begin_write("f", "invoice", "K1", "v1", "key-1", 1_000)
@@ -294,10 +349,10 @@ fn link_lifecycle() {
     assert!(s.links("other", "contact").unwrap().is_empty());
 }
 
-#[test]
-fn batches_of_intents_and_results() {
-    let dir = Dir::new("batches");
-    let s = State::open(&dir.db()).unwrap();
+both!(batches_of_intents_and_results);
+
+fn batches_of_intents_and_results(db: &Db) {
+    let s = db.open();
     let ids: Vec<String> = (0..50).map(|i| format!("K{i:02}")).collect();
     let keys: Vec<String> = ids.iter().map(|id| format!("key-{id}")).collect();
     let intents: Vec<WriteIntent<'_>> = ids
@@ -347,10 +402,10 @@ fn batches_of_intents_and_results() {
     s.finish_writes("f", "invoice", &[], 30).unwrap();
 }
 
-#[test]
-fn run_history() {
-    let dir = Dir::new("runs");
-    let s = State::open(&dir.db()).unwrap();
+both!(run_history);
+
+fn run_history(db: &Db) {
+    let s = db.open();
     let first = s.start_run("f", false, 1_000).unwrap();
     let dry = s.start_run("f", true, 2_000).unwrap();
     let other = s.start_run("g", false, 3_000).unwrap();
@@ -436,10 +491,10 @@ fn run_history() {
     assert_eq!(json["summary"]["read"], 0);
 }
 
-#[test]
-fn the_run_history_is_read_a_page_at_a_time_newest_first() {
-    let dir = Dir::new("run-pages");
-    let s = State::open(&dir.db()).unwrap();
+both!(the_run_history_is_read_a_page_at_a_time_newest_first);
+
+fn the_run_history_is_read_a_page_at_a_time_newest_first(db: &Db) {
+    let s = db.open();
     let mut f = Vec::new();
     for n in 0..12 {
         f.push(s.start_run("f", false, 1_000 + n).unwrap());
@@ -495,10 +550,10 @@ fn the_run_history_is_read_a_page_at_a_time_newest_first() {
     assert_eq!(s.runs(Some("f"), 3).unwrap(), first.items[..3]);
 }
 
-#[test]
-fn the_error_queue_is_read_and_counted_a_page_at_a_time() {
-    let dir = Dir::new("error-pages");
-    let s = State::open(&dir.db()).unwrap();
+both!(the_error_queue_is_read_and_counted_a_page_at_a_time);
+
+fn the_error_queue_is_read_and_counted_a_page_at_a_time(db: &Db) {
+    let s = db.open();
     let (r1, r2) = (
         s.start_run("f", false, 1_000).unwrap(),
         s.start_run("f", false, 2_000).unwrap(),
@@ -601,22 +656,18 @@ fn the_error_queue_is_read_and_counted_a_page_at_a_time() {
     assert_eq!(everyone.items, s.errors(None, false).unwrap());
 }
 
-#[test]
-fn a_damaged_row_is_an_error_not_a_panic() {
-    let dir = Dir::new("damaged");
-    let s = State::open(&dir.db()).unwrap();
+both!(a_damaged_row_is_an_error_not_a_panic);
+
+fn a_damaged_row_is_an_error_not_a_panic(db: &Db) {
+    let s = db.open();
     let id = s.start_run("f", false, 1).unwrap();
     let e = s
         .queue_error("f", "invoice", "K1", "write", "m", None, 1)
         .unwrap();
-    {
-        let conn = rusqlite::Connection::open(dir.db()).unwrap();
-        conn.execute_batch(
-            "UPDATE runs SET summary = 'not json', outcome = 'exploded';
-             UPDATE errors SET first_seen_ms = -5;",
-        )
-        .unwrap();
-    }
+    db.damage(
+        "UPDATE runs SET summary = 'not json', outcome = 'exploded';
+         UPDATE errors SET first_seen_ms = -5;",
+    );
     let err = s.run(id).unwrap_err();
     assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("backup"), "{err}");
@@ -625,10 +676,10 @@ fn a_damaged_row_is_an_error_not_a_panic() {
     assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
 }
 
-#[test]
-fn error_queue_semantics() {
-    let dir = Dir::new("queue");
-    let s = State::open(&dir.db()).unwrap();
+both!(error_queue_semantics);
+
+fn error_queue_semantics(db: &Db) {
+    let s = db.open();
     let run = s.start_run("f", false, 1_000).unwrap();
     let id = s
         .queue_error(
@@ -751,40 +802,34 @@ fn error_queue_semantics() {
     assert_eq!(s.error(31_337).unwrap(), None);
 }
 
-#[test]
-fn writers_in_threads_and_handles_share_the_file() {
-    let dir = Dir::new("concurrent");
-    let shared = Arc::new(State::open(&dir.db()).unwrap());
-    let mut handles = Vec::new();
-    for t in 0..4 {
-        let path = dir.db();
-        let shared = Arc::clone(&shared);
-        handles.push(std::thread::spawn(move || {
-            // Two threads use their own handle (as two processes would), two share one.
-            let own = if t % 2 == 0 {
-                Some(State::open(&path).unwrap())
-            } else {
-                None
-            };
-            let s = own.as_ref().unwrap_or(&shared);
-            for i in 0..50 {
-                let id = format!("T{t}-{i}");
-                s.begin_write("f", "invoice", &id, "v1", &format!("k-{id}"), 1)
-                    .unwrap();
-                s.finish_write("f", "invoice", &id, &format!("X-{id}"), "v1", None, 2)
-                    .unwrap();
-                s.queue_error("f", "invoice", "same", "write", &id, None, 3)
-                    .unwrap();
-                let run = s.start_run("f", false, 4).unwrap();
-                s.finish_run(run, &RunSummary::default(), &RunOutcome::Completed, 5)
-                    .unwrap();
-            }
-        }));
-    }
-    for h in handles {
-        h.join().unwrap();
-    }
-    let s = State::open(&dir.db()).unwrap();
+both!(writers_in_threads_and_handles_share_the_database);
+
+fn writers_in_threads_and_handles_share_the_database(db: &Db) {
+    let shared = db.open();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let shared = &shared;
+            scope.spawn(move || {
+                // Two threads use their own handle (as two processes would), two share one.
+                let own = (t % 2 == 0).then(|| db.open());
+                let s = own.as_ref().unwrap_or(shared);
+                for i in 0..50 {
+                    let id = format!("T{t}-{i}");
+                    s.begin_write("f", "invoice", &id, "v1", &format!("k-{id}"), 1)
+                        .unwrap();
+                    s.finish_write("f", "invoice", &id, &format!("X-{id}"), "v1", None, 2)
+                        .unwrap();
+                    s.queue_error("f", "invoice", "same", "write", &id, None, 3)
+                        .unwrap();
+                    let run = s.start_run("f", false, 4).unwrap();
+                    s.finish_run(run, &RunSummary::default(), &RunOutcome::Completed, 5)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    drop(shared);
+    let s = db.open();
     assert_eq!(s.links("f", "invoice").unwrap().len(), 200);
     assert_eq!(s.runs(None, 1_000).unwrap().len(), 200);
     let queue = s.errors(None, true).unwrap();
@@ -822,4 +867,287 @@ fn a_writer_waits_for_another_process_lock() {
 fn state_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<State>();
+}
+
+#[test]
+fn postgres_keeps_the_schema_version_migrates_and_refuses_a_newer_one() {
+    let Some(pg) = weft_harness::postgres::database("schema") else {
+        return;
+    };
+    let dir = Dir::new("pg-schema");
+    let version = || {
+        pg.query("SELECT version, application FROM weft_schema")
+            .unwrap()
+    };
+    let s = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    assert_eq!(s.backend(), "postgres");
+    s.set_cursor("f", "invoices", "c1").unwrap();
+    let run = s.start_run("f", true, 1_000).unwrap();
+    s.queue_error("f", "invoice", "K1", "write", "refused", Some(run), 1_000)
+        .unwrap();
+    drop(s);
+    assert_eq!(
+        version(),
+        vec![vec![
+            Some(SCHEMA_VERSION.to_string()),
+            Some("weft-state".to_owned())
+        ]]
+    );
+
+    // Version 1 is version 2 without the index of errors by run.
+    let has_run_index = || {
+        !pg.query("SELECT 1 FROM pg_indexes WHERE indexname = 'errors_by_run'")
+            .unwrap()
+            .is_empty()
+    };
+    assert!(has_run_index());
+    pg.execute("DROP INDEX errors_by_run; UPDATE weft_schema SET version = 1")
+        .unwrap();
+    let s = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    assert!(has_run_index());
+    assert_eq!(version()[0][0].as_deref(), Some("2"));
+    assert_eq!(s.cursor("f", "invoices").unwrap().as_deref(), Some("c1"));
+    let r = s.run(run).unwrap().unwrap();
+    assert!(r.dry_run);
+    assert_eq!(s.errors(None, false).unwrap()[0].run, Some(run));
+    drop(s);
+
+    pg.execute("UPDATE weft_schema SET version = 99").unwrap();
+    let err = State::open_postgres(pg.url(), &dir.db()).unwrap_err();
+    assert!(
+        matches!(err, StateError::Newer { found: 99, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("upgrade weft"), "{text}");
+    assert!(text.contains(pg.name()), "names the database: {text}");
+    assert_eq!(version()[0][0].as_deref(), Some("99"), "left unchanged");
+}
+
+#[test]
+fn a_postgres_database_of_another_application_is_refused_untouched() {
+    let Some(pg) = weft_harness::postgres::database("foreign") else {
+        return;
+    };
+    pg.execute("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine')")
+        .unwrap();
+    let dir = Dir::new("pg-foreign");
+    let err = State::open_postgres(pg.url(), &dir.db()).unwrap_err();
+    assert!(matches!(err, StateError::ForeignDatabase { .. }), "{err:?}");
+    assert!(err.to_string().contains("createdb"), "{err}");
+    assert_eq!(
+        pg.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+            .unwrap(),
+        vec![vec![Some("1".to_owned())]]
+    );
+}
+
+#[test]
+fn a_bad_or_unreachable_postgres_url_is_named_without_its_password() {
+    let dir = Dir::new("pg-unreachable");
+    let err = State::open_postgres("mysql://weft:s3cret@127.0.0.1/db", &dir.db()).unwrap_err();
+    assert!(matches!(err, StateError::Url { .. }), "{err:?}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    let err = State::open_postgres(
+        "postgres://weft:s3cret@127.0.0.1/db?sslmode=often",
+        &dir.db(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sslmode"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err}");
+
+    // A loopback port nobody listens on: refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://weft:s3cret@127.0.0.1:{port}/acme?sslmode=disable");
+    let err = State::open_postgres(&url, &dir.db()).unwrap_err();
+    assert!(matches!(err, StateError::Connect { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("postgres://weft@127.0.0.1:{port}/acme")),
+        "{text}"
+    );
+    assert!(text.contains("WEFT_STATE_URL"), "{text}");
+    assert!(!format!("{text} {err:?}").contains("s3cret"), "{text}");
+}
+
+#[test]
+fn a_copy_to_postgres_is_checked_resumable_and_refuses_another_workspaces_database() {
+    let Some(pg) = weft_harness::postgres::database("copy") else {
+        return;
+    };
+    let dir = Dir::new("copy-source");
+    let lite = State::open(&dir.db()).unwrap();
+    let done: Vec<(String, String)> = (0..1_200)
+        .map(|i| (format!("K{i:04}"), format!("X{i:04}")))
+        .collect();
+    let rows: Vec<WriteDone<'_>> = done
+        .iter()
+        .map(|(k, x)| WriteDone {
+            source_id: k,
+            dest_id: x,
+            source_version: "v1",
+            dest_version: Some("d1"),
+        })
+        .collect();
+    lite.finish_writes("f", "invoice", &rows, 10).unwrap();
+    lite.begin_write("f", "invoice", "K9999", "v2", "key-1", 11)
+        .unwrap();
+    lite.set_cursor("f", "invoices", "2026-01-01").unwrap();
+    let run = lite.start_run("f", true, 12).unwrap();
+    lite.finish_run(run, &RunSummary::default(), &RunOutcome::Completed, 13)
+        .unwrap();
+    lite.queue_error("f", "invoice", "K0001", "write", "no", Some(run), 14)
+        .unwrap();
+    let id = lite.source_id().unwrap();
+    assert_eq!(lite.source_id().unwrap(), id, "kept in state.id");
+
+    // Interrupted after the first page of links.
+    let target = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lite.copy_to(&target, &id, |table, n| {
+            assert!(!(table == "links" && n >= 500), "interrupted");
+        })
+    }));
+    assert!(cut.is_err());
+    assert_eq!(
+        pg.query("SELECT count(*) FROM links").unwrap()[0][0].as_deref(),
+        Some("500")
+    );
+
+    let report = lite.copy_to(&target, &id, |_, _| {}).unwrap();
+    assert!(report.resumed);
+    assert!(report.complete(), "{report:?}");
+    let links = report.tables.iter().find(|t| t.table == "links").unwrap();
+    assert_eq!((links.source_rows, links.target_rows), (1_201, 1_201));
+    // Once more: nothing doubles.
+    assert!(lite.copy_to(&target, &id, |_, _| {}).unwrap().complete());
+    assert_eq!(
+        target.links("f", "invoice").unwrap(),
+        lite.links("f", "invoice").unwrap()
+    );
+    assert_eq!(target.runs(None, 10).unwrap(), lite.runs(None, 10).unwrap());
+    assert_eq!(
+        target.errors(None, true).unwrap(),
+        lite.errors(None, true).unwrap()
+    );
+    // Ids drawn after the copy follow the copied ones.
+    assert_eq!(target.start_run("f", false, 20).unwrap(), run + 1);
+
+    // Another workspace's copy into the same database is refused, untouched.
+    let other = Dir::new("copy-other");
+    let stranger = State::open(&other.db()).unwrap();
+    stranger.set_cursor("g", "s", "x").unwrap();
+    let err = stranger
+        .copy_to(&target, &stranger.source_id().unwrap(), |_, _| {})
+        .unwrap_err();
+    assert!(matches!(err, StateError::OtherWorkspace { .. }), "{err:?}");
+    assert_eq!(target.cursor("g", "s").unwrap(), None);
+
+    // So is a database filled without a copy.
+    let Some(used) = weft_harness::postgres::database("copy_used") else {
+        return;
+    };
+    let used_state = State::open_postgres(used.url(), &other.db()).unwrap();
+    used_state.set_cursor("g", "s", "y").unwrap();
+    let err = lite.copy_to(&used_state, &id, |_, _| {}).unwrap_err();
+    assert!(matches!(err, StateError::OtherWorkspace { .. }), "{err:?}");
+}
+
+#[test]
+fn connections_the_server_ends_are_replaced_without_an_error() {
+    let Some(pg) = weft_harness::postgres::database("lost") else {
+        return;
+    };
+    let dir = Dir::new("pg-lost");
+    let s = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    for round in 0..3 {
+        // Idle connections in the pool, then the server ends them all (as a restart or an idle
+        // timeout would).
+        std::thread::scope(|scope| {
+            for t in 0..3 {
+                let s = &s;
+                scope.spawn(move || s.set_cursor("f", &format!("s{t}"), "x").unwrap());
+            }
+        });
+        pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+        let value = format!("after-{round}");
+        s.set_cursor("f", "s0", &value).unwrap();
+        assert_eq!(s.cursor("f", "s0").unwrap(), Some(value));
+        let run = s.start_run("f", false, 1).unwrap();
+        assert!(s.run(run).unwrap().is_some());
+    }
+}
+
+#[test]
+fn tls_to_postgres_follows_the_sslmode() {
+    let Some(server) = weft_harness::postgres::tls_server() else {
+        return;
+    };
+    let dir = Dir::new("pg-tls");
+    let port = server.port();
+    let ca = server.ca();
+    let ca = ca.display();
+    let url = |host: &str, query: &str| {
+        format!("postgres://postgres@{host}:{port}/postgres?hostaddr=127.0.0.1&{query}")
+    };
+    let encrypted = |state: &State| -> bool {
+        state
+            .postgres()
+            .unwrap()
+            .run(|c| async move {
+                c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+            })
+            .unwrap()
+    };
+    // Encrypted, the certificate not checked; checked against the CA with the host name; the
+    // chain only; and no TLS at all.
+    for (host, query, tls) in [
+        ("localhost", "sslmode=require".to_owned(), true),
+        ("localhost", "sslmode=prefer".to_owned(), true),
+        (
+            "localhost",
+            format!("sslmode=verify-full&sslrootcert={ca}"),
+            true,
+        ),
+        (
+            "127.0.0.1",
+            format!("sslmode=verify-ca&sslrootcert={ca}"),
+            true,
+        ),
+        ("localhost", "sslmode=disable".to_owned(), false),
+    ] {
+        let s = State::open_postgres(&url(host, &query), &dir.db())
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        s.set_cursor("f", "s", &query).unwrap();
+        assert_eq!(encrypted(&s), tls, "{query}");
+    }
+    // A certificate for another name, or from a CA the system does not trust, is refused.
+    for (host, query, says) in [
+        (
+            "127.0.0.1",
+            format!("sslmode=verify-full&sslrootcert={ca}"),
+            "certificate",
+        ),
+        ("localhost", "sslmode=verify-full".to_owned(), "certificate"),
+    ] {
+        let err = State::open_postgres(&url(host, &query), &dir.db()).unwrap_err();
+        assert!(
+            matches!(err, StateError::Connect { .. }),
+            "{query}: {err:?}"
+        );
+        assert!(err.to_string().contains(says), "{query}: {err}");
+    }
 }

@@ -9,7 +9,18 @@ use weft_engine::state::RunOutcome;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
-    let w = World::new("once", 60);
+    every_invoice_once_with_totals_to_the_cent_then_payments_back_once_on(World::new("once", 60))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once_on_postgres() {
+    if let Some(w) = World::new("once-pg", 60).on_postgres() {
+        every_invoice_once_with_totals_to_the_cent_then_payments_back_once_on(w).await;
+    }
+}
+
+async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once_on(w: World) {
     let eligible: Vec<_> = w.eligible();
     assert!(eligible.len() > 20, "the seed gives enough invoices");
 
@@ -107,7 +118,17 @@ async fn every_invoice_once_with_totals_to_the_cent_then_payments_back_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_invoices_each_exactly_once_then_nothing_changes() {
-    let w = World::new("2000", 2000);
+    two_thousand_invoices_each_exactly_once_then_nothing_changes_on(World::new("2000", 2000)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_invoices_each_exactly_once_then_nothing_changes_on_postgres() {
+    if let Some(w) = World::new("2000-pg", 2000).on_postgres() {
+        two_thousand_invoices_each_exactly_once_then_nothing_changes_on(w).await;
+    }
+}
+
+async fn two_thousand_invoices_each_exactly_once_then_nothing_changes_on(w: World) {
     let eligible: Vec<_> = w.eligible();
     let kinds = eligible.iter().fold([0usize; 4], |mut acc, i| {
         for (a, n) in acc.iter_mut().zip(i.line_counts) {
@@ -272,15 +293,29 @@ async fn changes_update_xero_while_it_allows_and_say_why_not_otherwise() {
 /// nothing written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes() {
-    let w = World::with_limits(
-        "daycap",
+    a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes_on(daycap("daycap").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes_on_postgres() {
+    if let Some(w) = daycap("daycap-pg").await.on_postgres() {
+        a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes_on(w).await;
+    }
+}
+
+async fn daycap(name: &str) -> World {
+    World::with_limits(
+        name,
         120,
         weft_harness::xero::XeroLimits {
             per_day: 3,
             ..weft_harness::xero::XeroLimits::default()
         },
     )
-    .await;
+    .await
+}
+
+async fn a_spent_daily_limit_stops_cleanly_and_the_next_day_resumes_on(w: World) {
     let first = w.run(false).await;
     assert!(
         matches!(first.outcome, RunOutcome::Stopped { .. }),

@@ -3,7 +3,8 @@
 //! tokens expiring between runs, a lost refresh answer, and the run dropped at a random request
 //! as if the process were killed. After the faults stop, a clean run finishes the job. Then:
 //! every eligible invoice is in Xero exactly once, and the invoice paid in Xero has exactly one
-//! payment in Kantata. Nothing is lost and nothing is duplicated.
+//! payment in Kantata. Nothing is lost and nothing is duplicated. The same on PostgreSQL, with
+//! fewer seeds.
 
 mod common;
 
@@ -16,9 +17,19 @@ use weft_harness::faults::{Fault, FaultRule, When};
 
 const SEEDS: u64 = 200;
 
-async fn one(seed: u64, tally: &mut Tally) {
+/// Seeds of the PostgreSQL run (each makes a database of its own).
+const PG_SEEDS: u64 = 50;
+
+/// One seed; `None` when it should run on PostgreSQL and there is none here.
+async fn one(seed: u64, tally: &mut Tally, postgres: bool) -> Option<()> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let w = World::with_oauth(&format!("faults-{seed}"), 14).await;
+    let w = if postgres {
+        World::with_oauth(&format!("faults-pg-{seed}"), 14)
+            .await
+            .on_postgres()?
+    } else {
+        World::with_oauth(&format!("faults-{seed}"), 14).await
+    };
     let eligible = w.eligible();
 
     add_faults(
@@ -111,26 +122,38 @@ async fn one(seed: u64, tally: &mut Tally) {
             .all(|e| e.status != "open" && e.status != "retry"),
         "seed {seed}: transient faults leave nothing in the queue: {open:?}"
     );
+    Some(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_seeded_fault_runs_lose_nothing_and_duplicate_nothing() {
+    seeded(SEEDS, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_fault_runs_on_postgres_lose_nothing_and_duplicate_nothing() {
+    seeded(PG_SEEDS, true).await;
+}
+
+async fn seeded(seeds: u64, postgres: bool) {
     let mut tally = Tally::default();
-    for seed in 0..SEEDS {
-        one(seed, &mut tally).await;
+    for seed in 0..seeds {
+        if one(seed, &mut tally, postgres).await.is_none() {
+            return;
+        }
     }
     #[allow(clippy::print_stderr)]
     {
         eprintln!(
-            "{SEEDS} seeds: {} faults fired, {} runs dropped mid-way, {} runs failed",
+            "{seeds} seeds: {} faults fired, {} runs dropped mid-way, {} runs failed",
             tally.fired, tally.killed, tally.failed_runs
         );
     }
     // The faults did happen: on average several per seed, runs killed and runs failed.
-    assert!(tally.fired > 2 * SEEDS, "faults fired: {}", tally.fired);
-    assert!(tally.killed > SEEDS / 2, "runs killed: {}", tally.killed);
+    assert!(tally.fired > 2 * seeds, "faults fired: {}", tally.fired);
+    assert!(tally.killed > seeds / 2, "runs killed: {}", tally.killed);
     assert!(
-        tally.failed_runs > SEEDS / 4,
+        tally.failed_runs > seeds / 4,
         "runs failed: {}",
         tally.failed_runs
     );

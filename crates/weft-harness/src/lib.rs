@@ -5,6 +5,8 @@
 //! - [`clock`]: simulated time, manual or scaled.
 //! - [`faults`]: seeded, per-route fault injection.
 //! - [`log`]: every request a simulator received, for assertions.
+//! - [`postgres`]: a fresh PostgreSQL database per test (`WEFT_TEST_PG_URL`, or a throwaway
+//!   cluster).
 //! - [`server`]: serving a simulator on loopback, wrapped in the log and the faults.
 //! - [`kantata`], [`xero`], [`quickbooks`], [`hubspot`]: the simulators.
 
@@ -14,6 +16,7 @@ pub mod faults;
 pub mod hubspot;
 pub mod kantata;
 pub mod log;
+pub mod postgres;
 pub mod quickbooks;
 pub mod server;
 pub mod smtp;

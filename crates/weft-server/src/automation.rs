@@ -313,7 +313,7 @@ impl Automation {
         loop {
             let now = self.clock.now_ms();
             if let Ok(ws) = Workspace::find(&self.workspace) {
-                let db = Db::open(&ws.state_path()).ok();
+                let db = ws.open_state().ok();
                 self.reload(
                     &ws,
                     db.as_ref(),

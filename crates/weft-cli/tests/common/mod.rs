@@ -156,6 +156,7 @@ impl Sandbox {
             .env_remove("WEFT_MASTER_KEY")
             .env_remove("WEFT_MASTER_KEY_COMMAND")
             .env_remove("WEFT_SPEC_PATH")
+            .env_remove("WEFT_STATE_URL")
             .env_remove("BROWSER")
             .envs(
                 self.env

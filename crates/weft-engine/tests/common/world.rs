@@ -36,6 +36,8 @@ pub(crate) struct World {
     /// A QuickBooks Online company instead of Xero as the flow's destination (connection alias
     /// `quickbooks`), authorized through its consent page, with its realm.
     pub(crate) qbo: Option<(QuickBooksSim, Tenant)>,
+    /// The flow's state in this PostgreSQL database instead of the SQLite file.
+    pg: Option<weft_harness::postgres::TestDb>,
 }
 
 fn store(dir: &Path) -> SecretStore {
@@ -189,6 +191,7 @@ impl World {
             tenant: Tenant { id, name: tname },
             oauth,
             qbo: None,
+            pg: None,
         }
     }
 
@@ -335,9 +338,25 @@ impl World {
             .collect()
     }
 
-    /// The flow's state database.
+    /// The same world keeping its state on PostgreSQL (a fresh database); `None` when there is
+    /// no PostgreSQL here and the test skips.
+    #[allow(dead_code)]
+    pub(crate) fn on_postgres(mut self) -> Option<Self> {
+        let name = self
+            .dir
+            .file_name()
+            .map_or_else(|| "world".to_owned(), |n| n.to_string_lossy().into_owned());
+        self.pg = Some(weft_harness::postgres::database(&name)?);
+        Some(self)
+    }
+
+    /// The flow's state database: the SQLite file, or the world's PostgreSQL database.
     pub(crate) fn state(&self) -> State {
-        State::open(&self.dir.join("state.db")).unwrap()
+        let local = self.dir.join("state.db");
+        match &self.pg {
+            Some(pg) => State::open_postgres(pg.url(), &local).unwrap(),
+            None => State::open(&local).unwrap(),
+        }
     }
 
     /// One run of the flow.

@@ -47,7 +47,7 @@ impl Drop for Started {
 
 /// The workspace's state database.
 pub(crate) fn open_state(ws: &Workspace) -> Result<Db, PageError> {
-    Db::open(&ws.state_path()).map_err(PageError::internal)
+    ws.open_state().map_err(PageError::internal)
 }
 
 /// Flow `name`, loaded and checked against the connectors' specs, or a page saying what to fix.
@@ -303,7 +303,9 @@ pub(crate) async fn run_job(job: Job) -> Result<Report, JobError> {
             })?;
         opened.insert(alias.clone(), o);
     }
-    let state = Db::open(&all[0].state_path()).map_err(|e| JobError::Other(e.to_string()))?;
+    let state = all[0]
+        .open_state()
+        .map_err(|e| JobError::Other(e.to_string()))?;
     let options = weft_engine::flows::RunOptions {
         dry_run: job.dry_run,
         stream: job.stream,
