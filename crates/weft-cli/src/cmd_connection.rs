@@ -8,11 +8,11 @@ use std::path::Path;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use weft_core::form::{self, FieldValue};
-use weft_core::model::well_known;
+use weft_core::model::{AuthMethod, well_known};
 use weft_core::{DEFAULT_CALLBACK_PORT, callback_url};
 use weft_engine::workspace::{Connection, Scope, Workspace};
 
@@ -95,6 +95,11 @@ pub(crate) struct CreateArgs {
     /// Connector id (`kantata`, `xero`, or a former name such as `mavenlink`).
     #[arg(long)]
     connector: String,
+    /// How the connection signs in, among the methods its connector declares: `oauth2` or
+    /// `client-credentials` (with --client) or `token` (with --token-stdin). Inferred when only
+    /// one fits what is given.
+    #[arg(long, value_name = "METHOD", value_parser = parse_method)]
+    method: Option<AuthMethod>,
     /// The OAuth client to authorize with (see `weft client list`); not needed with
     /// --token-stdin.
     #[arg(long)]
@@ -131,6 +136,11 @@ pub(crate) struct CreateArgs {
 pub(crate) struct EditArgs {
     /// Connection name.
     name: String,
+    /// Switch how the connection signs in (`oauth2`, `client-credentials` or `token`, among
+    /// those its connector declares), with what the new method needs: --client for an OAuth
+    /// method, --token-stdin for `token`. The old method's credentials are not used again.
+    #[arg(long, value_name = "METHOD", value_parser = parse_method)]
+    method: Option<AuthMethod>,
     /// Another OAuth client of the same connector.
     #[arg(long)]
     client: Option<String>,
@@ -165,12 +175,26 @@ struct View<'a> {
     name: &'a str,
     scope: &'static str,
     #[serde(flatten)]
-    connection: &'a Connection,
+    connection: Connection,
     status: &'static str,
     /// When the connection must be used (or re-authorized) by, before its refresh token lapses
     /// unused (RFC 3339, UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     use_by: Option<String>,
+}
+
+/// `c` with its sign-in method settled: a connection written before connections recorded it
+/// shows the one it uses.
+fn settled(scope: &Workspace, name: &str, c: &Connection) -> Connection {
+    let mut c = c.clone();
+    if c.method.is_none()
+        && let Ok(spec) = specs::find(&c.connector)
+    {
+        c.method = weft_engine::connect::method(scope, spec.file(), name, &c)
+            .ok()
+            .flatten();
+    }
+    c
 }
 
 fn find_connection<'a>(
@@ -180,6 +204,77 @@ fn find_connection<'a>(
     scopes
         .iter()
         .find_map(|s| s.file.connections.get(name).map(|c| (s, c)))
+}
+
+fn parse_method(text: &str) -> std::result::Result<AuthMethod, String> {
+    AuthMethod::parse(text).ok_or_else(|| {
+        format!("`{text}` is not a sign-in method; use oauth2, client-credentials or token")
+    })
+}
+
+/// The sign-in method of connection `name` of `spec` from what the command line gave
+/// (`chosen` by --method, an OAuth client by --client, a token by --token-stdin): the method
+/// chosen, refusing what belongs to another, or the one declared method that fits what was
+/// given. `command` is the command to repeat in a hint (`weft connection create …`).
+fn settle_method(
+    spec: &weft_core::Spec,
+    chosen: Option<AuthMethod>,
+    client: bool,
+    token: bool,
+    command: &str,
+) -> Result<AuthMethod> {
+    let file = spec.file();
+    if let Some(m) = chosen {
+        if client && !m.uses_client() {
+            bail!(
+                "--client names an OAuth client, which a connection signing in with `{m}` does not use; leave out --client, or choose an OAuth method (`--method oauth2`)"
+            );
+        }
+        if token && m != AuthMethod::Token {
+            bail!(
+                "--token-stdin gives a pasted token, which a connection signing in with `{m}` does not use; leave out --token-stdin, or choose `--method token`"
+            );
+        }
+    }
+    if client && token && chosen.is_none() {
+        bail!(
+            "--client (an OAuth client) and --token-stdin (a pasted token) are for different sign-in methods; a connection signs in one way: give one of them, or choose with --method"
+        );
+    }
+    // What an OAuth client holds, and the field a pasted token fills.
+    let mut given: Vec<&str> = Vec::new();
+    if client {
+        given.extend(["client_id", "client_secret"]);
+    }
+    if token && let Some(field) = weft_engine::connect::token_field(file) {
+        given.push(field.id.as_str());
+    }
+    let fits = |m: AuthMethod| (!client || m.uses_client()) && (!token || m == AuthMethod::Token);
+    form::choose_method(file, chosen, &given, fits).map_err(|e| match e {
+        form::MethodError::Ambiguous { ref methods, .. } => {
+            let ways: Vec<String> = methods
+                .iter()
+                .map(|m| match m {
+                    AuthMethod::Token => "`--method token --token-stdin`".to_owned(),
+                    m => format!("`--method {m} --client CLIENT`"),
+                })
+                .collect();
+            anyhow!("{e}: run {command} with {}", ways.join(" or "))
+        }
+        form::MethodError::OtherMethod(f) => anyhow!(
+            "{}: it belongs to connections signing in with {}; leave it out, or choose that method with --method",
+            f.label,
+            form::method_list(
+                &file
+                    .fields
+                    .iter()
+                    .find(|x| x.id == f.id)
+                    .map(|x| x.methods.clone())
+                    .unwrap_or_default()
+            )
+        ),
+        other => anyhow!(other),
+    })
 }
 
 /// Checks a concurrency level against the spec's `concurrency` field (or its default).
@@ -258,6 +353,16 @@ pub(crate) fn check_declared(all: &[Workspace]) -> Result<()> {
             };
             if let Err(e) = concurrency(&connector, Some(&c.concurrency.to_string())) {
                 bail!("{}: connection `{name}`: {e:#}", at("concurrency"));
+            }
+            if let Some(m) = c.method
+                && let Ok(spec) = specs::find(&connector)
+                && !spec.file().auth.methods().contains(&m)
+            {
+                bail!(
+                    "{}: connection `{name}`: connector `{connector}` does not sign in with `{m}`; it signs in with {}",
+                    at("method"),
+                    form::method_list(&spec.file().auth.methods())
+                );
             }
             if let Some(client) = &c.client
                 && let Err(e) = check_client(all, client, &connector)
@@ -376,12 +481,28 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             }
             let spec = specs::find(&args.connector)?;
             let connector = spec.id().to_owned();
+            let method = settle_method(
+                &spec,
+                args.method,
+                args.client.is_some(),
+                args.token_stdin,
+                &format!(
+                    "`weft connection create {} --connector {connector}`",
+                    args.name
+                ),
+            )?;
             match &args.client {
                 Some(client) => check_client(&all, client, &connector)?,
-                None if spec.file().auth.oauth2.is_some() && !args.token_stdin => bail!(
-                    "pass --client CLIENT, the OAuth client to authorize with (see `weft client list`); only a connection given a pasted token with --token-stdin needs none"
+                None if method.uses_client() => bail!(
+                    "pass --client CLIENT, the OAuth client a connection signing in with `{method}` authorizes with (see `weft client list`)"
                 ),
                 None => {}
+            }
+            if method == AuthMethod::Token && !args.token_stdin {
+                bail!(
+                    "a connection signing in with `token` needs its token: run `weft connection create {} --connector {connector} --token-stdin` and write the token to standard input",
+                    args.name
+                );
             }
             let level = concurrency(&connector, args.concurrency.as_deref())?;
             let hosts = host_overrides(&connector, &args.hosts, BTreeMap::new())?;
@@ -405,6 +526,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 args.name.clone(),
                 Connection {
                     connector: connector.clone(),
+                    method: Some(method),
                     client: args.client,
                     concurrency: level,
                     borrow_concurrency_from: args.borrow_concurrency_from,
@@ -419,7 +541,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             target.save()?;
             writeln!(
                 io.out,
-                "created connection `{}` ({connector}, {} scope{}, concurrency {level})",
+                "created connection `{}` ({connector}, signs in with {method}, {} scope{}, concurrency {level})",
                 args.name,
                 target.scope().as_str(),
                 args.owner
@@ -430,7 +552,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             if args.authorize {
                 return connect::authorize(&args.name, &args.options, workspace, io);
             }
-            if specs::find(&connector)?.file().auth.oauth2.is_some() && !args.token_stdin {
+            if method == AuthMethod::OAuth2 {
                 writeln!(
                     io.out,
                     "next: register {} as the app's callback URL at the provider, then run `weft connection authorize {}`",
@@ -449,7 +571,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     rows.push(View {
                         name: n,
                         scope: s.scope().as_str(),
-                        connection: c,
+                        connection: settled(s, n, c),
                         status: state,
                         use_by,
                     });
@@ -470,6 +592,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     "SCOPE",
                     "OWNER",
                     "CONCURRENCY",
+                    "SIGN-IN",
                     "CLIENT",
                     "STATUS",
                     "USE BY",
@@ -485,6 +608,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                         r.scope,
                         r.connection.owner.as_deref().unwrap_or("-"),
                         &level,
+                        r.connection.method.map_or("-", AuthMethod::as_str),
                         r.connection.client.as_deref().unwrap_or("-"),
                         r.status,
                         r.use_by.as_deref().unwrap_or("-"),
@@ -503,7 +627,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let view = View {
                 name: &name,
                 scope: scope.scope().as_str(),
-                connection: c,
+                connection: settled(scope, &name, c),
                 status: state,
                 use_by,
             };
@@ -513,6 +637,9 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             } else {
                 writeln!(io.out, "name:         {name}")?;
                 writeln!(io.out, "connector:    {}", c.connector)?;
+                if let Some(m) = view.connection.method {
+                    writeln!(io.out, "sign-in:      {m} ({})", m.describe())?;
+                }
                 match &c.client {
                     Some(client) => writeln!(io.out, "client:       {client}")?,
                     None => writeln!(io.out, "client:       none (a pasted token)")?,
@@ -561,6 +688,52 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                 bail!("no connection `{}`; see `weft connection list`", args.name);
             };
             let mut updated = all[index].file.connections[&args.name].clone();
+            let spec = specs::find(&updated.connector)?;
+            // A connection written before connections recorded their method gets the one it
+            // has been using, recorded from now on.
+            let current =
+                weft_engine::connect::method(&all[index], spec.file(), &args.name, &updated)?;
+            let takes_token = spec.file().auth.token.is_some();
+            let method = match (args.method, current) {
+                (Some(m), _) => Some(settle_method(
+                    &spec,
+                    Some(m),
+                    args.client.is_some(),
+                    args.token_stdin,
+                    &format!("`weft connection edit {}`", args.name),
+                )?),
+                (None, Some(AuthMethod::Token)) if args.client.is_some() => bail!(
+                    "connection `{}` signs in with a pasted token (`token`), which uses no OAuth client; to switch it to OAuth, run `weft connection edit {} --method oauth2 --client CLIENT`",
+                    args.name,
+                    args.name
+                ),
+                (None, Some(m)) if args.token_stdin && takes_token && m != AuthMethod::Token => {
+                    bail!(
+                        "connection `{}` signs in with `{m}`; a pasted token is for connections signing in with `token`: to switch it, run `weft connection edit {} --method token --token-stdin`",
+                        args.name,
+                        args.name
+                    )
+                }
+                (None, current) => current,
+            };
+            let switched = args.method.is_some() && method != current;
+            match method {
+                Some(AuthMethod::Token) if switched && !args.token_stdin => bail!(
+                    "a connection switched to `token` needs its token: run `weft connection edit {} --method token --token-stdin` and write the token to standard input",
+                    args.name
+                ),
+                Some(m) if m.uses_client() && args.client.is_none() && updated.client.is_none() => {
+                    bail!(
+                        "a connection signing in with `{m}` authorizes through an OAuth client: pass --client CLIENT (see `weft client list`)"
+                    )
+                }
+                _ => {}
+            }
+            updated.method = method;
+            if switched && method == Some(AuthMethod::Token) {
+                // Its OAuth client is not used again.
+                updated.client = None;
+            }
             if let Some(client) = args.client {
                 check_client(&all, &client, &updated.connector)?;
                 updated.client = Some(client);
@@ -631,10 +804,26 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let target = &mut all[index];
             if args.token_stdin {
                 crate::cmd_use::store_token(&args.name, &updated.connector, target)?;
+            } else if switched {
+                // The old method's credentials are never used again: a pasted token is
+                // removed, so the connection waits for its OAuth consent.
+                target
+                    .secrets()?
+                    .remove(&weft_engine::workspace::connection_tokens_id(&args.name))?;
             }
             target.file.connections.insert(args.name.clone(), updated);
             target.save()?;
             writeln!(io.out, "updated connection `{}`", args.name)?;
+            if switched && let Some(m) = method {
+                writeln!(io.out, "it now signs in with {m} ({})", m.describe())?;
+                if m == AuthMethod::OAuth2 {
+                    writeln!(
+                        io.out,
+                        "next: run `weft connection authorize {}`",
+                        args.name
+                    )?;
+                }
+            }
             Ok(0)
         }
         ConnectionCmd::Delete {

@@ -89,8 +89,14 @@ pub(crate) fn authorize(
     io: &mut Io<'_>,
 ) -> Result<u8> {
     let mut all = scopes(workspace)?;
-    let (index, connection) = find(&all, name)?;
+    let (index, mut connection) = find(&all, name)?;
     let spec = specs::find(&connection.connector)?;
+    connection.method = weft_engine::connect::method(&all[index], spec.file(), name, &connection)?;
+    if connection.method == Some(weft_core::model::AuthMethod::Token) {
+        bail!(
+            "connection `{name}` signs in with a pasted token (`token`), so there is nothing to authorize; give it a new token with `weft connection edit {name} --token-stdin`, or switch it to OAuth with `weft connection edit {name} --method oauth2 --client CLIENT`"
+        );
+    }
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let Some(app) = oauth_app(&all, &spec, &hosts, &connection, args.port)? else {
         if spec.file().auth.oauth2.is_some() {

@@ -133,10 +133,12 @@ fn check_text(check: SetupCheck) -> &'static str {
 /// The rules of a form field in words, e.g. "required; secret (never shown again); 1–25".
 pub fn field_rules(f: &Field) -> String {
     let mut rules = Vec::new();
-    rules.push(if f.required {
-        "required".to_owned()
-    } else {
-        "optional".to_owned()
+    let only = crate::form::method_list(&f.methods);
+    rules.push(match (f.required, f.methods.is_empty()) {
+        (true, true) => "required".to_owned(),
+        (false, true) => "optional".to_owned(),
+        (true, false) => format!("only when signing in with {only}, and required there"),
+        (false, false) => format!("only when signing in with {only}, and optional there"),
     });
     if f.secret {
         rules.push("secret: stored encrypted, never shown again, entered again on edit".to_owned());
@@ -283,6 +285,14 @@ fn auth(w: &mut String, s: &SpecFile) {
     }
     if s.auth.token.is_some() {
         let _ = writeln!(w, "\nA personal token pasted into the connection form.");
+    }
+    let methods = s.auth.methods();
+    if methods.len() > 1 {
+        let _ = writeln!(
+            w,
+            "\nEach connection signs in with one of these ({}), chosen when it is created; the form asks only for the fields of its method.",
+            crate::form::method_list(&methods)
+        );
     }
     if let Some(t) = &s.tenants {
         let _ = writeln!(w, "\n### Tenants\n");

@@ -1,12 +1,16 @@
 //! Applying a spec's connection-form rules to what a person typed: required, whitespace,
 //! ranges, choices, patterns, lengths, defaults. Error messages name the field by its label and
 //! never repeat a secret's value.
+//!
+//! A connection signs in with one of the methods its spec declares under `[auth]`
+//! ([`choose_method`]); a field listing `methods` applies only to connections of those methods
+//! ([`check_for`]): required only there, refused anywhere else.
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{Field, FieldKind, Scalar, Whitespace};
+use crate::model::{AuthMethod, Field, FieldKind, Scalar, SpecFile, Whitespace};
 
 /// A value that passed its field's rules.
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -171,6 +175,147 @@ pub fn check(field: &Field, input: Option<&str>) -> Result<Option<FieldValue>, F
     }
 }
 
+/// Checks `input` against `field`'s rules for a connection signing in with `method`: a field of
+/// another method is never required, takes no default and refuses any value given.
+pub fn check_for(
+    field: &Field,
+    method: AuthMethod,
+    input: Option<&str>,
+) -> Result<Option<FieldValue>, FieldError> {
+    if field.applies_to(method) {
+        return check(field, input);
+    }
+    if input.is_some_and(|t| !t.trim().is_empty()) {
+        return Err(FieldError {
+            label: field.label.clone(),
+            id: field.id.clone(),
+            reason: format!(
+                "it belongs to connections signing in with {}, and this one signs in with {method}; leave it empty",
+                method_list(&field.methods)
+            ),
+        });
+    }
+    Ok(None)
+}
+
+/// Why a connection's sign-in method cannot be settled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MethodError {
+    /// The spec declares no method (every resource is run by a plugin).
+    #[error("connector `{connector}` declares no sign-in method")]
+    NoneDeclared {
+        /// The connector.
+        connector: String,
+    },
+    /// The method chosen is not declared.
+    #[error("connector `{connector}` does not sign in with `{method}`; choose {declared}")]
+    NotDeclared {
+        /// The connector.
+        connector: String,
+        /// The method chosen.
+        method: String,
+        /// The methods it declares, for the message.
+        declared: String,
+    },
+    /// A value was given for a field of another method.
+    #[error(transparent)]
+    OtherMethod(#[from] FieldError),
+    /// What was given fits no single declared method.
+    #[error(
+        "{given} belong to different sign-in methods of connector `{connector}`; give only those of one: {declared}"
+    )]
+    Mixed {
+        /// The connector.
+        connector: String,
+        /// What was given, for the message.
+        given: String,
+        /// The methods it declares.
+        declared: String,
+    },
+    /// More than one method fits and none was chosen.
+    #[error("connector `{connector}` signs in with {declared}; choose which this connection uses")]
+    Ambiguous {
+        /// The connector.
+        connector: String,
+        /// The methods that fit, for the message.
+        declared: String,
+        /// The methods that fit.
+        methods: Vec<AuthMethod>,
+    },
+}
+
+/// `a`, `a or b`, `a, b or c`: methods as a sentence names them.
+pub fn method_list(methods: &[AuthMethod]) -> String {
+    let names: Vec<String> = methods.iter().map(|m| format!("`{m}`")).collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// The sign-in method of a new connection of `spec`: `chosen` when given (it must be declared,
+/// and no field in `given` — ids of the fields given a value — may belong to another method);
+/// otherwise the one declared method that every field in `given` belongs to and `fits` accepts
+/// (the caller's own knowledge of what was given, such as an OAuth client, which only a
+/// method using one takes). More than one left is [`MethodError::Ambiguous`].
+pub fn choose_method(
+    spec: &SpecFile,
+    chosen: Option<AuthMethod>,
+    given: &[&str],
+    fits: impl Fn(AuthMethod) -> bool,
+) -> Result<AuthMethod, MethodError> {
+    let declared = spec.auth.methods();
+    if declared.is_empty() {
+        return Err(MethodError::NoneDeclared {
+            connector: spec.id.clone(),
+        });
+    }
+    let given: Vec<&Field> = given
+        .iter()
+        .filter_map(|id| spec.fields.iter().find(|f| f.id == *id))
+        .collect();
+    if let Some(method) = chosen {
+        if !declared.contains(&method) {
+            return Err(MethodError::NotDeclared {
+                connector: spec.id.clone(),
+                method: method.to_string(),
+                declared: method_list(&declared),
+            });
+        }
+        for field in given {
+            check_for(field, method, Some("given"))?;
+        }
+        return Ok(method);
+    }
+    let fitting: Vec<AuthMethod> = declared
+        .iter()
+        .copied()
+        .filter(|m| fits(*m) && given.iter().all(|f| f.applies_to(*m)))
+        .collect();
+    match fitting.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(MethodError::Mixed {
+            connector: spec.id.clone(),
+            given: if given.is_empty() {
+                "the values given".to_owned()
+            } else {
+                given
+                    .iter()
+                    .map(|f| f.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            declared: method_list(&declared),
+        }),
+        several => Err(MethodError::Ambiguous {
+            connector: spec.id.clone(),
+            declared: method_list(several),
+            methods: several.to_vec(),
+        }),
+    }
+}
+
 fn from_default(default: &Scalar) -> FieldValue {
     match default {
         Scalar::Boolean(b) => FieldValue::Boolean(*b),
@@ -256,6 +401,117 @@ mod tests {
         assert_eq!(
             check(&p, Some("abc")).unwrap(),
             Some(FieldValue::Text("abc".into()))
+        );
+    }
+
+    fn two_methods() -> SpecFile {
+        let text = r#"
+id = "acme"
+name = "Acme"
+version = "1.0.0"
+[hosts]
+api = "https://api.acme.example"
+[auth.oauth2]
+authorize-url = "{{ hosts.api }}/authorize"
+token-url = "{{ hosts.api }}/token"
+client-id = "{{ fields.client_id }}"
+client-secret = "{{ fields.client_secret }}"
+[auth.token]
+value = "{{ fields.token }}"
+[[fields]]
+id = "client_id"
+label = "Client ID"
+required = true
+methods = ["oauth2"]
+[[fields]]
+id = "client_secret"
+label = "Client secret"
+secret = true
+required = true
+methods = ["oauth2"]
+[[fields]]
+id = "token"
+label = "Access token"
+secret = true
+required = true
+methods = ["token"]
+[[fields]]
+id = "region"
+label = "Region"
+required = true
+[test]
+resource = "me"
+"#;
+        toml::from_str(text).expect("a spec")
+    }
+
+    #[test]
+    fn a_field_of_another_method_is_neither_required_nor_accepted() {
+        let spec = two_methods();
+        let token = &spec.fields[2];
+        assert_eq!(
+            check_for(token, AuthMethod::Token, None)
+                .unwrap_err()
+                .reason,
+            "a value is required"
+        );
+        assert_eq!(check_for(token, AuthMethod::OAuth2, None).unwrap(), None);
+        assert_eq!(
+            check_for(token, AuthMethod::OAuth2, Some("  ")).unwrap(),
+            None
+        );
+        let err = check_for(token, AuthMethod::OAuth2, Some("s3cret")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Access token: it belongs to connections signing in with `token`, and this one signs in with oauth2; leave it empty"
+        );
+        // A field without `methods` belongs to every method.
+        let region = &spec.fields[3];
+        for m in [AuthMethod::OAuth2, AuthMethod::Token] {
+            assert!(check_for(region, m, None).is_err());
+        }
+    }
+
+    #[test]
+    fn the_method_is_chosen_inferred_or_refused() {
+        let spec = two_methods();
+        let any = |_| true;
+        assert_eq!(
+            choose_method(&spec, Some(AuthMethod::Token), &[], any).unwrap(),
+            AuthMethod::Token
+        );
+        let e = choose_method(&spec, Some(AuthMethod::ClientCredentials), &[], any).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "connector `acme` does not sign in with `client-credentials`; choose `oauth2` or `token`"
+        );
+        let e = choose_method(&spec, Some(AuthMethod::Token), &["client_id"], any).unwrap_err();
+        assert!(
+            matches!(&e, MethodError::OtherMethod(f) if f.id == "client_id"),
+            "{e}"
+        );
+        // Inferred from what was given, or from what the caller knows fits.
+        assert_eq!(
+            choose_method(&spec, None, &["token", "region"], any).unwrap(),
+            AuthMethod::Token
+        );
+        assert_eq!(
+            choose_method(&spec, None, &[], AuthMethod::uses_client).unwrap(),
+            AuthMethod::OAuth2
+        );
+        let e = choose_method(&spec, None, &["region"], any).unwrap_err();
+        assert_eq!(
+            e,
+            MethodError::Ambiguous {
+                connector: "acme".into(),
+                declared: "`oauth2` or `token`".into(),
+                methods: vec![AuthMethod::OAuth2, AuthMethod::Token],
+            }
+        );
+        let e = choose_method(&spec, None, &["client_id", "token"], any).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Client ID, Access token belong to different sign-in methods of connector `acme`; give only those of one: `oauth2` or `token`"
         );
     }
 

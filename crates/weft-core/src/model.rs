@@ -393,6 +393,88 @@ pub struct Field {
     /// Whether the value may only be set when the connection is created.
     #[serde(default)]
     pub read_only_after_create: bool,
+    /// The sign-in methods this field belongs to, for a spec declaring more than one under
+    /// `[auth]` (`["oauth2"]` for an OAuth client's ID and secret, `["token"]` for a pasted
+    /// token). Each connection signs in with one method: `required` applies only to a
+    /// connection of a listed method, a connection of another method is refused a value for
+    /// the field and never shown it, and only templates of a listed method may read it. Left
+    /// out: the field belongs to every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<AuthMethod>,
+}
+
+impl Field {
+    /// Whether the field belongs to connections signing in with `method`.
+    pub fn applies_to(&self, method: AuthMethod) -> bool {
+        self.methods.is_empty() || self.methods.contains(&method)
+    }
+}
+
+/// A sign-in method: one of the sections of `[auth]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// `[auth.oauth2]`: a person consents in the browser, through an OAuth client.
+    #[serde(rename = "oauth2")]
+    OAuth2,
+    /// `[auth.client-credentials]`: the client-credentials grant, through an OAuth client.
+    #[serde(rename = "client-credentials")]
+    ClientCredentials,
+    /// `[auth.token]`: a token the person pastes.
+    #[serde(rename = "token")]
+    Token,
+}
+
+impl AuthMethod {
+    /// Every method, in the order `[auth]` lists them.
+    pub const ALL: [Self; 3] = [Self::OAuth2, Self::ClientCredentials, Self::Token];
+
+    /// The name a spec, `weft.toml` and `--method` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OAuth2 => "oauth2",
+            Self::ClientCredentials => "client-credentials",
+            Self::Token => "token",
+        }
+    }
+
+    /// What it means to a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::OAuth2 => "OAuth 2.0: an OAuth client, then consent in the browser",
+            Self::ClientCredentials => "OAuth 2.0 client credentials: an OAuth client, no browser",
+            Self::Token => "a pasted token",
+        }
+    }
+
+    /// Whether a connection of this method authorizes through an OAuth client.
+    pub fn uses_client(self) -> bool {
+        matches!(self, Self::OAuth2 | Self::ClientCredentials)
+    }
+
+    /// The method named `name` (`oauth2`, `client-credentials` or `token`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Auth {
+    /// The sign-in methods the spec declares, in the order of [`AuthMethod::ALL`].
+    pub fn methods(&self) -> Vec<AuthMethod> {
+        AuthMethod::ALL
+            .into_iter()
+            .filter(|m| match m {
+                AuthMethod::OAuth2 => self.oauth2.is_some(),
+                AuthMethod::ClientCredentials => self.client_credentials.is_some(),
+                AuthMethod::Token => self.token.is_some(),
+            })
+            .collect()
+    }
 }
 
 /// The type of a form field.

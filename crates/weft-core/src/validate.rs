@@ -5,10 +5,11 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::diagnostic::Diagnostic;
+use crate::form::method_list;
 use crate::load::key_segment;
 use crate::model::{
-    Extract, Field, FieldKind, FieldType, OnExhausted, Operation, PageStop, Pagination, Pkce,
-    Resource, Scalar, SpecFile, TenantSelect, WriteBody, well_known,
+    AuthMethod, Extract, Field, FieldKind, FieldType, OnExhausted, Operation, PageStop, Pagination,
+    Pkce, Resource, Scalar, SpecFile, TenantSelect, WriteBody, well_known,
 };
 use crate::template::{self, Names, Scope};
 
@@ -87,6 +88,68 @@ impl Validator<'_> {
     fn template(&mut self, key: &str, source: &str, scope: Scope) {
         for problem in template::check(&self.env, source, scope, &self.names) {
             self.error(key, problem.message, problem.hint);
+        }
+        self.method_fields(key, source);
+    }
+
+    /// A template read by connections of some sign-in method (`auth.token.value`: the token
+    /// method's; anything outside `[auth]`: every connection's) may read only the fields
+    /// that belong to all of them, because a connection of another method has no value.
+    fn method_fields(&mut self, key: &str, source: &str) {
+        // Setup steps name fields by their labels, for every reader of the instructions.
+        if key.starts_with("setup") {
+            return;
+        }
+        let declared = self.spec.auth.methods();
+        let users: Vec<AuthMethod> = match [
+            ("auth.oauth2.", AuthMethod::OAuth2),
+            ("auth.client-credentials.", AuthMethod::ClientCredentials),
+            ("auth.token.", AuthMethod::Token),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| key.starts_with(prefix))
+        {
+            Some((_, method)) => vec![method],
+            None => declared,
+        };
+        let Some(vars) = template::variables(&self.env, source) else {
+            return;
+        };
+        let mut problems = Vec::new();
+        for field in &self.spec.fields {
+            if field.methods.is_empty() || !template::reads(&vars, &format!("fields.{}", field.id))
+            {
+                continue;
+            }
+            let missing: Vec<AuthMethod> = users
+                .iter()
+                .copied()
+                .filter(|m| !field.applies_to(*m))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let whose = if key.starts_with("auth.") {
+                format!("the {} sign-in", method_list(&users))
+            } else {
+                format!("every connection (signing in with {})", method_list(&users))
+            };
+            problems.push((
+                format!(
+                    "this template is used by {whose}, but field `{}` belongs only to {}: a connection signing in with {} has no value for it",
+                    field.id,
+                    method_list(&field.methods),
+                    method_list(&missing)
+                ),
+                format!(
+                    "read a field of that method, or add {} to field `{}`'s `methods`",
+                    method_list(&missing),
+                    field.id
+                ),
+            ));
+        }
+        for (message, hint) in problems {
+            self.error(key, message, Some(hint));
         }
     }
 
@@ -363,6 +426,7 @@ impl Validator<'_> {
                 self.error(format!("{key}.label"), "the label is empty", None);
             }
             self.field_rules(&key, field);
+            self.field_methods(&key, field);
         }
         if let Some((i, field)) = self
             .spec
@@ -389,6 +453,41 @@ impl Validator<'_> {
                     self.error(format!("fields[{i}].max"), within, None);
                 }
             }
+        }
+    }
+
+    /// A field's `methods` must name declared sign-in methods, each once; the concurrency
+    /// field belongs to every connection.
+    fn field_methods(&mut self, key: &str, f: &Field) {
+        let declared = self.spec.auth.methods();
+        let mut seen = Vec::new();
+        for (j, method) in f.methods.iter().enumerate() {
+            let at = format!("{key}.methods[{j}]");
+            if !declared.contains(method) {
+                let hint = if declared.is_empty() {
+                    format!("declare [auth.{method}], or remove `methods`")
+                } else {
+                    format!(
+                        "this spec signs in with {}; declare [auth.{method}] or remove `{method}`",
+                        method_list(&declared)
+                    )
+                };
+                self.error(
+                    at,
+                    format!("`{method}` is not a sign-in method of this spec"),
+                    Some(hint),
+                );
+            } else if seen.contains(method) {
+                self.warning(at, format!("`{method}` is listed twice"), None);
+            }
+            seen.push(*method);
+        }
+        if f.id == well_known::CONCURRENCY && !f.methods.is_empty() {
+            self.error(
+                format!("{key}.methods"),
+                "the concurrency field belongs to every connection, whatever its sign-in method",
+                Some("remove `methods`".to_owned()),
+            );
         }
     }
 

@@ -190,6 +190,15 @@ const COVERED: &[(&str, &[&str])] = &[
     ("Field.max-length", &[FORM]),
     ("Field.required", &[FORM]),
     (
+        "Field.methods",
+        &[
+            "crates/weft-core/src/form.rs::a_field_of_another_method_is_neither_required_nor_accepted",
+            "crates/weft-core/src/form.rs::the_method_is_chosen_inferred_or_refused",
+            "crates/weft-cli/tests/signin.rs::kantata_connections_sign_in_one_way_each_and_refuse_the_other_ways_fields",
+            "crates/weft-server/tests/console.rs::kantata_save_and_authorize_then_test_success_and_a_classified_failure",
+        ],
+    ),
+    (
         "Field.secret",
         &["crates/weft-core/src/form.rs::debug_never_shows_text"],
     ),

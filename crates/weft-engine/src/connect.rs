@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use weft_core::Spec;
-use weft_core::model::{ErrorClass, TenantSelect};
+use weft_core::model::{AuthMethod, ErrorClass, TenantSelect};
 
 use crate::http::CallError;
 use crate::limits::{Clock, Limiter, SystemClock};
@@ -71,6 +71,20 @@ pub enum ConnectError {
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The connection's sign-in method is not (or no longer) one its spec declares.
+    #[error(
+        "connection `{name}` signs in with `{method}`, which connector `{connector}` does not declare (it signs in with {declared}); choose one of those with --method on `weft connection edit {name}`"
+    )]
+    MethodGone {
+        /// The connection.
+        name: String,
+        /// Its method.
+        method: AuthMethod,
+        /// Its connector.
+        connector: String,
+        /// The methods the spec declares, for the message.
+        declared: String,
+    },
 }
 
 /// A connection opened for use.
@@ -89,8 +103,49 @@ pub fn find(all: &[Workspace], name: &str) -> Result<(usize, Connection), Connec
         .ok_or_else(|| ConnectError::NoConnection(name.to_owned()))
 }
 
-/// The OAuth client of `connection` (when its connector uses OAuth), sending the browser back
-/// to `redirect_uri`; `None` for a connection without a client (a pasted token).
+/// The sign-in method of connection `name` (declared in `scope`, of connector `spec`): the one
+/// it records, which the spec must still declare; for a connection written before connections
+/// recorded it, the one it has been using — `token` when its sealed credentials are a pasted
+/// token or it has no OAuth client, otherwise its client's OAuth method. `None` for a
+/// connector that declares no method (every resource run by a plugin).
+pub fn method(
+    scope: &Workspace,
+    spec: &weft_core::model::SpecFile,
+    name: &str,
+    connection: &Connection,
+) -> Result<Option<AuthMethod>, ConnectError> {
+    let declared = spec.auth.methods();
+    if let Some(m) = connection.method {
+        if !declared.contains(&m) {
+            return Err(ConnectError::MethodGone {
+                name: name.to_owned(),
+                method: m,
+                connector: spec.id.clone(),
+                declared: weft_core::form::method_list(&declared),
+            });
+        }
+        return Ok(Some(m));
+    }
+    let token = declared
+        .contains(&AuthMethod::Token)
+        .then_some(AuthMethod::Token);
+    let oauth = declared.iter().copied().find(|m| m.uses_client());
+    let pasted = token.is_some()
+        && scope
+            .secrets()?
+            .get(&connection_tokens_id(name))?
+            .and_then(|s| TokenSet::from_sealed_json(&s))
+            .is_some_and(|t| t.pasted);
+    Ok(match (&connection.client, pasted) {
+        (_, true) => token,
+        (Some(_), false) => oauth.or(token),
+        (None, false) => token.or(oauth),
+    })
+}
+
+/// The OAuth client of `connection` (when it signs in through one), sending the browser back
+/// to `redirect_uri`; `None` for a connection without a client or signing in with a pasted
+/// token (a client it still names is then never used).
 pub fn oauth_app(
     all: &[Workspace],
     spec: &Spec,
@@ -98,8 +153,10 @@ pub fn oauth_app(
     connection: &Connection,
     redirect_uri: &str,
 ) -> Result<Option<OAuthApp>, ConnectError> {
-    let uses_oauth =
-        spec.file().auth.oauth2.is_some() || spec.file().auth.client_credentials.is_some();
+    let uses_oauth = match connection.method {
+        Some(m) => m.uses_client(),
+        None => spec.file().auth.oauth2.is_some() || spec.file().auth.client_credentials.is_some(),
+    };
     let (true, Some(name)) = (uses_oauth, &connection.client) else {
         return Ok(None);
     };
@@ -137,7 +194,9 @@ pub fn open(
     name: &str,
     redirect_uri: &str,
 ) -> Result<Opened, ConnectError> {
-    let (index, connection) = find(all, name)?;
+    let (index, mut connection) = find(all, name)?;
+    // Settled once: a connection written before methods were recorded uses what it holds.
+    connection.method = method(&all[index], spec.file(), name, &connection)?;
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let app = oauth_app(all, &spec, &hosts, &connection, redirect_uri)?;
     // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
@@ -384,7 +443,9 @@ pub async fn test_call(session: &Session, tenant: Option<Tenant>) -> Result<Stri
 /// Revokes connection `name`'s grant at the provider, when its spec declares how and it has
 /// tokens. Returns whether a revocation was made.
 pub async fn revoke(all: &[Workspace], spec: &Spec, name: &str) -> Result<bool, ConnectError> {
-    let (index, connection) = find(all, name)?;
+    let (index, mut connection) = find(all, name)?;
+    // A pasted token has no grant behind it to revoke, whatever client the connection names.
+    connection.method = method(&all[index], spec.file(), name, &connection)?;
     let hosts = Hosts::new(spec.file(), &connection.hosts)?;
     let Some(app) = oauth_app(
         all,

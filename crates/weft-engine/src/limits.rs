@@ -9,6 +9,10 @@
 //! A connection that lends its concurrency (`--borrow-concurrency-from`) shares one pool with its
 //! borrowers ([`Limiter::shared`]): within a process one semaphore for all of them, and across
 //! processes one lock file per slot in the pool's folder, of which every call holds one.
+//!
+//! Where the rate windows are counted is a [`BudgetStore`]: this process's memory by default
+//! ([`MemoryBudgets`]), or a store every worker of a fleet shares (the PostgreSQL state), so
+//! that a provider's limits hold for all of them together ([`Limiter::in_fleet`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -62,6 +66,12 @@ pub enum LimitError {
         /// When its window frees a call.
         free_at_ms: u64,
     },
+    /// The store shared by a fleet's workers cannot count a call.
+    #[error("the fleet's shared budgets cannot be used: {reason}")]
+    Store {
+        /// What went wrong, naming the store (never a password).
+        reason: String,
+    },
     /// The shared concurrency pool's folder cannot be used.
     #[error("the shared concurrency pool cannot be used: {reason}")]
     Pool {
@@ -73,9 +83,8 @@ pub enum LimitError {
 #[derive(Debug)]
 enum Kind {
     Rate {
-        calls: usize,
+        calls: u32,
         window_ms: u64,
-        log: Mutex<HashMap<String, VecDeque<u64>>>,
     },
     Concurrent {
         calls: usize,
@@ -101,6 +110,131 @@ pub struct Limiter {
     concurrency: Arc<Semaphore>,
     budgets: Arc<Vec<Budget>>,
     pool: Option<Arc<SharedPool>>,
+    store: Arc<dyn BudgetStore>,
+    /// Put in front of every budget key: who shares the store's windows (empty in memory).
+    namespace: String,
+    /// Whether concurrent budgets are slots in the store (a fleet) rather than semaphores.
+    fleet: bool,
+}
+
+/// A call counted in a rate window: the stamp to move when it is answered, or when the
+/// window has room again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Counted; the stamp identifies the call's entry in its window.
+    Counted(i64),
+    /// The window is full until this instant (Unix ms).
+    FullUntil(u64),
+}
+
+/// Where rate windows are counted. Keys are opaque; each holds the times of its recent calls.
+/// Implementations must be atomic per key: two callers never both take the last call.
+pub trait BudgetStore: Send + Sync + std::fmt::Debug {
+    /// Counts a call at `now_ms` in the window `key` when fewer than `calls` were counted in
+    /// the `window_ms` before it; otherwise says when the oldest leaves the window.
+    fn take_call(
+        &self,
+        key: &str,
+        calls: u32,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Taken, LimitError>;
+    /// The call counted as `stamp` was answered at `now_ms`: its entry moves there.
+    fn answered(&self, key: &str, stamp: i64, now_ms: u64) -> Result<(), LimitError>;
+    /// The provider says `used` calls of a `window_ms` window were spent: entries are added at
+    /// `now_ms` until the window holds that many.
+    fn observe(&self, key: &str, used: u32, window_ms: u64, now_ms: u64) -> Result<(), LimitError>;
+    /// Takes one of the `slots` slots of the concurrent budget `key` for this process, or `None`
+    /// when all are held. A slot held by a process that stopped (killed) is free again once the
+    /// store sees that process gone.
+    fn take_slot(&self, key: &str, slots: u32, now_ms: u64) -> Result<Option<i64>, LimitError>;
+    /// Gives back a slot [`BudgetStore::take_slot`] took.
+    fn release_slot(&self, key: &str, slot: i64) -> Result<(), LimitError>;
+}
+
+/// Rate windows in this process's memory: what one process alone needs.
+#[derive(Debug, Default)]
+pub struct MemoryBudgets {
+    windows: Mutex<HashMap<String, VecDeque<(i64, u64)>>>,
+    held: Mutex<HashMap<String, std::collections::BTreeSet<i64>>>,
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl MemoryBudgets {
+    fn trimmed<'a>(
+        windows: &'a mut HashMap<String, VecDeque<(i64, u64)>>,
+        key: &str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> &'a mut VecDeque<(i64, u64)> {
+        let times = windows.entry(key.to_owned()).or_default();
+        while times
+            .front()
+            .is_some_and(|(_, t)| now_ms.saturating_sub(*t) >= window_ms)
+        {
+            times.pop_front();
+        }
+        times
+    }
+}
+
+impl BudgetStore for MemoryBudgets {
+    fn take_call(
+        &self,
+        key: &str,
+        calls: u32,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Taken, LimitError> {
+        let mut windows = lock(&self.windows);
+        let times = Self::trimmed(&mut windows, key, window_ms, now_ms);
+        if times.len() < calls as usize {
+            let stamp = self.next.fetch_add(1, Ordering::Relaxed);
+            times.push_back((stamp, now_ms));
+            Ok(Taken::Counted(stamp))
+        } else {
+            let oldest = times.front().map_or(now_ms, |(_, t)| *t);
+            Ok(Taken::FullUntil(oldest + window_ms))
+        }
+    }
+
+    fn answered(&self, key: &str, stamp: i64, now_ms: u64) -> Result<(), LimitError> {
+        let mut windows = lock(&self.windows);
+        if let Some(times) = windows.get_mut(key)
+            && let Some(at) = times.iter().position(|(s, _)| *s == stamp)
+        {
+            times[at].1 = now_ms.max(times[at].1);
+            times.make_contiguous().sort_unstable_by_key(|(_, t)| *t);
+        }
+        Ok(())
+    }
+
+    fn observe(&self, key: &str, used: u32, window_ms: u64, now_ms: u64) -> Result<(), LimitError> {
+        let mut windows = lock(&self.windows);
+        let times = Self::trimmed(&mut windows, key, window_ms, now_ms);
+        while times.len() < used as usize {
+            let stamp = self.next.fetch_add(1, Ordering::Relaxed);
+            times.push_back((stamp, now_ms));
+        }
+        Ok(())
+    }
+
+    fn take_slot(&self, key: &str, slots: u32, _now_ms: u64) -> Result<Option<i64>, LimitError> {
+        let mut held = lock(&self.held);
+        let taken = held.entry(key.to_owned()).or_default();
+        let free = (0..i64::from(slots)).find(|s| !taken.contains(s));
+        if let Some(slot) = free {
+            taken.insert(slot);
+        }
+        Ok(free)
+    }
+
+    fn release_slot(&self, key: &str, slot: i64) -> Result<(), LimitError> {
+        if let Some(taken) = lock(&self.held).get_mut(key) {
+            taken.remove(&slot);
+        }
+        Ok(())
+    }
 }
 
 /// Concurrency slots shared with other processes: one lock file per slot.
@@ -154,31 +288,33 @@ fn pool_semaphore(dir: &Path, slots: usize) -> Arc<Semaphore> {
 pub struct Permit {
     _slots: Vec<OwnedSemaphorePermit>,
     _shared: Option<crate::files::LockFile>,
-    /// The call's entries in the rate windows: (budget index, key, time recorded).
-    stamps: Vec<(usize, String, u64)>,
-    budgets: Arc<Vec<Budget>>,
+    /// The call's entries in the rate windows: (key, stamp).
+    stamps: Vec<(String, i64)>,
+    /// The fleet's concurrency slots it holds: (key, slot).
+    leases: Vec<(String, i64)>,
+    store: Arc<dyn BudgetStore>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for (key, slot) in &self.leases {
+            // A slot the store cannot free now is freed when it sees this process gone.
+            let _ = self.store.release_slot(key, *slot);
+        }
+    }
 }
 
 impl Permit {
     /// The call was answered: its entries in the rate windows move from when it started to
     /// now. The provider counted it at some moment in between; counting from the later end
     /// means a window Weft sees as free is free at the provider too, whatever the latency.
+    ///
+    /// A store that cannot be reached leaves the entry where it was: the window then frees a
+    /// little early, which the provider's "remaining" headers and its 429s still correct.
     pub fn answered(self, clock: &dyn Clock) {
         let now = clock.now_ms();
-        for (index, key, stamp) in &self.stamps {
-            if let Some(Budget {
-                kind: Kind::Rate { log, .. },
-                ..
-            }) = self.budgets.get(*index)
-            {
-                let mut log = lock(log);
-                if let Some(times) = log.get_mut(key)
-                    && let Some(at) = times.iter().position(|t| t == stamp)
-                {
-                    times[at] = now.max(*stamp);
-                    times.make_contiguous().sort_unstable();
-                }
-            }
+        for (key, stamp) in &self.stamps {
+            let _ = self.store.answered(key, *stamp, now);
         }
     }
 }
@@ -218,9 +354,8 @@ impl Limiter {
                     .and_then(|n| u32::try_from(n).ok());
                 let kind = match (sized.or(b.calls), b.window, b.concurrent) {
                     (Some(calls), Some(window), _) => Kind::Rate {
-                        calls: calls as usize,
+                        calls,
                         window_ms: window.as_millis(),
-                        log: Mutex::default(),
                     },
                     (_, _, Some(calls)) => Kind::Concurrent {
                         calls: calls as usize,
@@ -243,6 +378,22 @@ impl Limiter {
             concurrency: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             budgets: Arc::new(budgets),
             pool: None,
+            store: Arc::new(MemoryBudgets::default()),
+            namespace: String::new(),
+            fleet: false,
+        }
+    }
+
+    /// These limits counted in `store`, shared with every process that uses the same store and
+    /// `namespace` — the workers of a fleet. `namespace` names who shares the provider's limits
+    /// (the connector and the OAuth app): an app budget is then one for every connection of that
+    /// app, a tenant budget one per organisation for all of them.
+    pub fn in_fleet(self, store: Arc<dyn BudgetStore>, namespace: &str) -> Self {
+        Self {
+            store,
+            namespace: format!("{namespace}/"),
+            fleet: true,
+            ..self
         }
     }
 
@@ -280,17 +431,22 @@ impl Limiter {
         operation: Option<&str>,
         clock: &dyn Clock,
     ) -> Result<Permit, LimitError> {
-        let mut slots = Vec::new();
-        let mut stamps = Vec::new();
+        // Built first so that whatever it holds is given back when a budget refuses midway.
+        let mut permit = Permit {
+            _slots: Vec::new(),
+            _shared: None,
+            stamps: Vec::new(),
+            leases: Vec::new(),
+            store: self.store.clone(),
+        };
         // Closed semaphores never happen here (nobody closes them); treat one as no limit.
         if let Ok(p) = self.concurrency.clone().acquire_owned().await {
-            slots.push(p);
+            permit._slots.push(p);
         }
-        let shared = match &self.pool {
-            Some(pool) => pool.take().await?,
-            None => None,
-        };
-        for (index, budget) in self.budgets.iter().enumerate() {
+        if let Some(pool) = &self.pool {
+            permit._shared = pool.take().await?;
+        }
+        for budget in self.budgets.iter() {
             if !budget.operations.is_empty()
                 && !operation.is_some_and(|op| budget.operations.iter().any(|o| o == op))
             {
@@ -298,47 +454,47 @@ impl Limiter {
             }
             let key = scope_key(budget.scope, tenant);
             match &budget.kind {
+                Kind::Concurrent { calls, .. } if self.fleet => {
+                    let key = format!("{}{}:{key}", self.namespace, budget.name);
+                    let mut pause = Duration::from_millis(2);
+                    loop {
+                        let slots = u32::try_from(*calls).unwrap_or(u32::MAX);
+                        if let Some(slot) = self.store.take_slot(&key, slots, clock.now_ms())? {
+                            permit.leases.push((key, slot));
+                            break;
+                        }
+                        // Every slot is held by a call of this fleet; each call has a time limit.
+                        // Yield too: a clock whose wait returns at once (simulated time) must
+                        // still let this process's own holders finish their calls.
+                        clock.wait(pause).await;
+                        tokio::task::yield_now().await;
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                    }
+                }
                 Kind::Concurrent { calls, gates } => {
                     let gate = lock(gates)
                         .entry(key)
                         .or_insert_with(|| Arc::new(Semaphore::new(*calls)))
                         .clone();
                     if let Ok(p) = gate.acquire_owned().await {
-                        slots.push(p);
+                        permit._slots.push(p);
                     }
                 }
-                Kind::Rate {
-                    calls,
-                    window_ms,
-                    log,
-                } => loop {
+                Kind::Rate { calls, window_ms } => loop {
+                    let key = format!("{}{}:{key}", self.namespace, budget.name);
                     let now = clock.now_ms();
-                    let free_at = {
-                        let mut log = lock(log);
-                        let times = log.entry(key.clone()).or_default();
-                        while times
-                            .front()
-                            .is_some_and(|t| now.saturating_sub(*t) >= *window_ms)
-                        {
-                            times.pop_front();
+                    match self.store.take_call(&key, *calls, *window_ms, now)? {
+                        Taken::Counted(stamp) => {
+                            permit.stamps.push((key, stamp));
+                            break;
                         }
-                        if times.len() < *calls {
-                            times.push_back(now);
-                            stamps.push((index, key.clone(), now));
-                            None
-                        } else {
-                            Some(times.front().copied().unwrap_or(now) + window_ms)
-                        }
-                    };
-                    match free_at {
-                        None => break,
-                        Some(free_at_ms) if budget.checkpoint => {
+                        Taken::FullUntil(free_at_ms) if budget.checkpoint => {
                             return Err(LimitError::Exhausted {
                                 budget: budget.name.clone(),
                                 free_at_ms,
                             });
                         }
-                        Some(free_at_ms) => {
+                        Taken::FullUntil(free_at_ms) => {
                             clock
                                 .wait(Duration::from_millis(free_at_ms.saturating_sub(now).max(1)))
                                 .await
@@ -347,12 +503,7 @@ impl Limiter {
                 },
             }
         }
-        Ok(Permit {
-            _slots: slots,
-            _shared: shared,
-            stamps,
-            budgets: self.budgets.clone(),
-        })
+        Ok(permit)
     }
 
     /// Corrects the rate budgets with what the provider says is left: when a "remaining" header
@@ -361,36 +512,28 @@ impl Limiter {
     pub fn observe(&self, tenant: Option<&str>, headers: &[(String, String)], clock: &dyn Clock) {
         let now = clock.now_ms();
         for budget in self.budgets.iter() {
-            let (
-                Kind::Rate {
-                    calls,
-                    window_ms,
-                    log,
-                },
-                Some(header),
-            ) = (&budget.kind, &budget.remaining_header)
+            let (Kind::Rate { calls, window_ms }, Some(header)) =
+                (&budget.kind, &budget.remaining_header)
             else {
                 continue;
             };
             let Some(remaining) = headers
                 .iter()
                 .find(|(n, _)| n == header)
-                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .and_then(|(_, v)| v.trim().parse::<u32>().ok())
             else {
                 continue;
             };
-            let mut log = lock(log);
-            let times = log.entry(scope_key(budget.scope, tenant)).or_default();
-            while times
-                .front()
-                .is_some_and(|t| now.saturating_sub(*t) >= *window_ms)
-            {
-                times.pop_front();
-            }
-            let used_by_provider = calls.saturating_sub(remaining);
-            while times.len() < used_by_provider {
-                times.push_back(now);
-            }
+            let key = format!(
+                "{}{}:{}",
+                self.namespace,
+                budget.name,
+                scope_key(budget.scope, tenant)
+            );
+            // Unreachable store: the next call's own count, and the provider's 429, still hold.
+            let _ = self
+                .store
+                .observe(&key, calls.saturating_sub(remaining), *window_ms, now);
         }
     }
 }

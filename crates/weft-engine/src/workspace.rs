@@ -98,6 +98,12 @@ pub const STATE_PASSWORD_ID: &str = "state:password";
 pub struct Connection {
     /// Connector id.
     pub connector: String,
+    /// How it signs in: one of the methods its spec declares under `[auth]` (`oauth2`,
+    /// `client-credentials`, `token`), chosen when it was created. Left out in a `weft.toml`
+    /// written before connections recorded it: [`crate::connect::method`] then infers it from
+    /// what the connection holds (a pasted token: `token`; otherwise its OAuth client's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<weft_core::model::AuthMethod>,
     /// Name of the OAuth client it authorizes with; none for a connection whose credentials
     /// are a pasted token (such as Kantata's personal token).
     #[serde(default, skip_serializing_if = "Option::is_none")]

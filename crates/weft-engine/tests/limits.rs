@@ -401,3 +401,120 @@ async fn a_429_naming_its_policy_in_the_body_waits_or_stops() {
     }
     assert_eq!(clock.waits().len(), 1, "the daily cap is not waited out");
 }
+
+/// Two workers of a fleet — two limiters, as two processes would build them, counting in one
+/// store — stay under the organisation's minute together: 60 calls, not twice that.
+#[tokio::test]
+async fn two_workers_of_a_fleet_share_the_minute_budget() {
+    use weft_engine::limits::{BudgetStore, MemoryBudgets};
+    let (sim, spec, request, tenant) = setup(XeroConfig::default()).await;
+    let clock = SimWait::new(sim.clock());
+    let store: Arc<dyn BudgetStore> = Arc::new(MemoryBudgets::default());
+    let workers: Vec<Limiter> = (0..2)
+        .map(|_| Limiter::new(spec.file(), 5).in_fleet(store.clone(), "xero/app"))
+        .collect();
+    let http = client().unwrap();
+    let mut rng = fastrand::Rng::with_seed(3);
+    for call in 0..150 {
+        let limiter = &workers[call % 2];
+        let permit = limiter.acquire(Some(&tenant), &clock).await.unwrap();
+        let answer = send(&http, spec.file(), &[], &request, None, &clock, &mut rng)
+            .await
+            .unwrap();
+        limiter.observe(Some(&tenant), &answer.headers, &clock);
+        permit.answered(&clock);
+    }
+    let log = &sim.observed().log;
+    assert!(
+        log.requests().iter().all(|r| r.status == 200),
+        "no 429: the fleet never spent more than the organisation allows"
+    );
+    let per_minute = log.max_in_window(Some(&tenant), 60_000);
+    assert!(per_minute <= 60, "{per_minute}");
+}
+
+/// The same fleet's workers, each running five tasks, keep at most 5 calls in flight for the
+/// organisation together (10 would be in flight with a store each).
+#[tokio::test]
+async fn two_workers_of_a_fleet_share_the_in_flight_budget() {
+    use weft_engine::limits::{BudgetStore, MemoryBudgets};
+    let config = XeroConfig {
+        limits: XeroLimits {
+            per_minute: 100_000,
+            app_per_minute: 100_000,
+            ..XeroLimits::default()
+        },
+        latency: Some(Duration::from_millis(15)),
+        ..XeroConfig::default()
+    };
+    let (sim, spec, request, tenant) = setup(config).await;
+    let store: Arc<dyn BudgetStore> = Arc::new(MemoryBudgets::default());
+    let shared = Arc::new((spec, request, tenant.clone(), sim.clock().clone()));
+    let mut tasks = Vec::new();
+    for n in 0..2u64 {
+        let limiter = Limiter::new(shared.0.file(), 5).in_fleet(store.clone(), "xero/app");
+        for task in 0..5u64 {
+            let (limiter, shared) = (limiter.clone(), shared.clone());
+            tasks.push(tokio::spawn(async move {
+                let (spec, request, tenant, clock) = &*shared;
+                let clock = SimWait::new(clock);
+                let http = client().unwrap();
+                let mut rng = fastrand::Rng::with_seed(n * 10 + task);
+                for _ in 0..4 {
+                    let permit = limiter.acquire(Some(tenant), &clock).await.unwrap();
+                    let answer = send(&http, spec.file(), &[], request, None, &clock, &mut rng)
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.attempts, 1);
+                    permit.answered(&clock);
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = &sim.observed().log;
+    assert_eq!(log.requests().len(), 40);
+    let in_flight = log.max_in_flight(Some(&tenant));
+    assert!((2..=5).contains(&in_flight), "{in_flight}");
+}
+
+/// The memory store's rules, which a fleet's store follows too: a full window says when it
+/// frees, an answered call moves to its answer, the provider's count tops a window up, slots are
+/// taken once and given back.
+#[test]
+fn the_memory_store_counts_windows_and_slots() {
+    use weft_engine::limits::{BudgetStore, MemoryBudgets, Taken};
+    let store = MemoryBudgets::default();
+    let Taken::Counted(first) = store.take_call("k", 2, 1_000, 100).unwrap() else {
+        panic!("room for the first call")
+    };
+    assert!(matches!(
+        store.take_call("k", 2, 1_000, 200),
+        Ok(Taken::Counted(_))
+    ));
+    assert_eq!(
+        store.take_call("k", 2, 1_000, 300).unwrap(),
+        Taken::FullUntil(1_100)
+    );
+    store.answered("k", first, 600).unwrap();
+    assert_eq!(
+        store.take_call("k", 2, 1_000, 700).unwrap(),
+        Taken::FullUntil(1_200)
+    );
+    assert!(matches!(
+        store.take_call("k", 2, 1_000, 1_200),
+        Ok(Taken::Counted(_))
+    ));
+    store.observe("other", 3, 1_000, 0).unwrap();
+    assert_eq!(
+        store.take_call("other", 3, 1_000, 10).unwrap(),
+        Taken::FullUntil(1_000)
+    );
+    assert_eq!(store.take_slot("s", 2, 0).unwrap(), Some(0));
+    assert_eq!(store.take_slot("s", 2, 0).unwrap(), Some(1));
+    assert_eq!(store.take_slot("s", 2, 0).unwrap(), None);
+    store.release_slot("s", 0).unwrap();
+    assert_eq!(store.take_slot("s", 2, 0).unwrap(), Some(0));
+}

@@ -127,6 +127,7 @@ fn seed(sizes: &Sizes) -> Seeded {
         "kantata".into(),
         Connection {
             connector: "kantata".into(),
+            method: Some(weft_core::model::AuthMethod::Token),
             client: None,
             concurrency: 4,
             borrow_concurrency_from: None,
@@ -139,6 +140,7 @@ fn seed(sizes: &Sizes) -> Seeded {
         "xero".into(),
         Connection {
             connector: "xero".into(),
+            method: Some(weft_core::model::AuthMethod::OAuth2),
             client: None,
             concurrency: 4,
             borrow_concurrency_from: None,

@@ -652,6 +652,13 @@ async fn walk(
         .await;
     w.click("form[action='/connections/new'] button", "Continue")
         .await;
+    // Kantata signs in two ways: the first page asks which, a link each.
+    w.page("/connections/new", "Create a Kantata OX connection")
+        .await;
+    w.shows("main", "How will this connection sign in to Kantata OX?")
+        .await;
+    w.click("a[href$='method=oauth2']", "the OAuth 2.0 sign-in link")
+        .await;
     w.page("/connections/new", "Create a Kantata OX connection")
         .await;
     w.type_into("#name", "kantata").await;

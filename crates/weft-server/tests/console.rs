@@ -1234,6 +1234,7 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             vec![
                 ("csrf", alice.csrf.clone()),
                 ("connector", "kantata".to_owned()),
+                ("method", "oauth2".to_owned()),
                 ("name", name.to_owned()),
                 ("client", "kapp".to_owned()),
                 ("concurrency", "3".to_owned()),
@@ -1290,13 +1291,62 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             .post("/connections/k/test", cookie, &[("csrf", &alice.csrf)])
             .await;
         assert!(res.body.contains("works."), "{}", res.body);
-        // A pasted personal token instead of an OAuth client: exactly one of the two, the
-        // token checked by its field's rules, sealed, never shown.
+        // Kantata signs in two ways: the form first asks which, then shows only that way's
+        // inputs (no JavaScript), each a link.
+        let res = c.get("/connections/new?connector=kantata", cookie).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(
+            res.body
+                .contains(r#"new?connector=kantata&amp;method=oauth2""#)
+                && res
+                    .body
+                    .contains(r#"new?connector=kantata&amp;method=token""#)
+                && res.body.contains("Asks for the Personal OAuth token."),
+            "{}",
+            res.body
+        );
+        assert!(!res.body.contains(r#"name="client""#), "{}", res.body);
+        let res = c
+            .get("/connections/new?connector=kantata&method=token", cookie)
+            .await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(
+            res.body.contains(r#"name="method" value="token""#)
+                && res.body.contains(r#"name="token""#)
+                && !res.body.contains(r#"name="client""#)
+                && res.body.contains("Sign in with OAuth 2.0"),
+            "{}",
+            res.body
+        );
+        let res = c
+            .get("/connections/new?connector=kantata&method=oauth2", cookie)
+            .await;
+        assert!(
+            res.body.contains(r#"name="method" value="oauth2""#)
+                && res.body.contains(r#"name="client""#)
+                && !res.body.contains(r#"name="token""#),
+            "{}",
+            res.body
+        );
+        let res = c
+            .get("/connections/new?connector=kantata&method=saml", cookie)
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        assert!(
+            res.body
+                .contains("does not sign in with `saml`; it signs in with `oauth2` or `token`"),
+            "{}",
+            res.body
+        );
+
+        // A pasted personal token: the token checked by its field's rules, sealed, never
+        // shown; what belongs to OAuth refused, and the token refused to an OAuth connection.
         let token = sim.personal_token().to_owned();
-        let base = |client: &str, token: &str| {
+        let base = |method: &str, client: &str, token: &str| {
             vec![
                 ("csrf", alice.csrf.clone()),
                 ("connector", "kantata".to_owned()),
+                ("method", method.to_owned()),
                 ("name", "personal".to_owned()),
                 ("client", client.to_owned()),
                 ("token", token.to_owned()),
@@ -1307,12 +1357,23 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
                 ("action", "authorize".to_owned()),
             ]
         };
-        for (client, pasted, says) in [
-            ("kapp", token.as_str(), "not both"),
-            ("", "", "paste the Personal OAuth token"),
-            ("", " spaced", "space"),
+        for (method, client, pasted, says) in [
+            (
+                "token",
+                "kapp",
+                token.as_str(),
+                "An OAuth client was given, but this connection signs in with a pasted token, which uses none",
+            ),
+            (
+                "oauth2",
+                "kapp",
+                token.as_str(),
+                "Personal OAuth token: it belongs to connections signing in with `token`, and this one signs in with oauth2",
+            ),
+            ("token", "", "", "Paste the Personal OAuth token."),
+            ("token", "", " spaced", "space"),
         ] {
-            let pairs = base(client, pasted);
+            let pairs = base(method, client, pasted);
             let res = c
                 .post(
                     "/connections",
@@ -1326,15 +1387,31 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             assert_eq!(
                 res.status,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "{client:?} {pasted:?}"
+                "{method} {client:?}"
             );
-            assert!(
-                res.body.contains(r#"id="token-error""#) && res.body.contains(says),
-                "{says}: {}",
-                res.body
-            );
+            assert!(res.body.contains(says), "{says}: {}", res.body);
         }
-        let pairs = base("", &token);
+        // A form that names no method, for a connector with two, is refused.
+        let mut pairs = base("", "", &token);
+        pairs.retain(|(k, _)| *k != "method");
+        let res = c
+            .post(
+                "/connections",
+                cookie,
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        assert!(
+            res.body
+                .contains("choose how this connection signs in first"),
+            "{}",
+            res.body
+        );
+        let pairs = base("token", "", &token);
         let res = c
             .post(
                 "/connections",
@@ -1359,15 +1436,46 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             )
             .await;
         assert!(res.body.contains("works."), "{}", res.body);
+        // A token connection offers no Authorize, and refuses one asked anyway.
+        let list = c.get("/connections", cookie).await;
+        assert!(
+            list.body.contains(r#"action="/connections/k/authorize""#)
+                && !list.body.contains(r#"action="/connections/personal/authorize""#),
+            "{}",
+            list.body
+        );
+        let res = c
+            .post(
+                "/connections/personal/authorize",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        assert!(
+            res.body
+                .contains("Connection personal signs in with a pasted token, so there is nothing to authorize."),
+            "{}",
+            res.body
+        );
         let edit = c.get("/connections/personal/edit", cookie).await;
         assert_eq!(edit.status, StatusCode::OK);
+        assert!(
+            edit.body.contains(r#"name="method" value="token""#)
+                && !edit.body.contains(r#"name="client""#)
+                && edit
+                    .body
+                    .contains(r#"personal&#x2f;edit?method=oauth2""#),
+            "{}",
+            edit.body
+        );
         let res = c
             .post(
                 "/connections/personal/edit",
                 cookie,
                 &[
                     ("csrf", &alice.csrf),
-                    ("client", ""),
+                    ("method", "token"),
                     ("token", ""),
                     ("concurrency", "4"),
                     ("borrow", ""),
@@ -1380,6 +1488,58 @@ fn kantata_save_and_authorize_then_test_success_and_a_classified_failure() {
             res.status,
             StatusCode::SEE_OTHER,
             "an empty token keeps the sealed one: {}",
+            res.body
+        );
+        let res = c
+            .post(
+                "/connections/personal/test",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert!(res.body.contains("works."), "{}", res.body);
+        // Switched to OAuth on Edit: the client is required, the pasted token is not used
+        // again, and the connection waits for its consent.
+        let switch = c
+            .get("/connections/personal/edit?method=oauth2", cookie)
+            .await;
+        assert!(
+            switch.body.contains(r#"name="method" value="oauth2""#)
+                && switch.body.contains(r#"name="client""#)
+                && !switch.body.contains(r#"name="token""#),
+            "{}",
+            switch.body
+        );
+        let res = c
+            .post(
+                "/connections/personal/edit",
+                cookie,
+                &[
+                    ("csrf", &alice.csrf),
+                    ("method", "oauth2"),
+                    ("client", "kapp"),
+                    ("concurrency", "4"),
+                    ("borrow", ""),
+                    ("host_app", &app),
+                    ("host_api", &api),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        assert_eq!(
+            res.location.as_deref(),
+            Some("/connections?changed=personal&reauthorize=1")
+        );
+        let res = c
+            .post(
+                "/connections/personal/test",
+                cookie,
+                &[("csrf", &alice.csrf)],
+            )
+            .await;
+        assert!(
+            res.body.contains("no credentials yet. Use Authorize"),
+            "{}",
             res.body
         );
 

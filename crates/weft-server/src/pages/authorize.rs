@@ -44,12 +44,19 @@ enum Fail {
 /// Sends the browser to the provider's consent page for connection `name` (already saved).
 pub(crate) fn start(state: &AppState, me: &Me, name: &str) -> Result<Response, PageError> {
     let ws = state.workspace()?;
-    let connection = ws.file.connections.get(name).cloned().ok_or_else(|| {
+    let mut connection = ws.file.connections.get(name).cloned().ok_or_else(|| {
         PageError::NotFound(format!("There is no connection {name} in this workspace."))
     })?;
     let spec = state.spec(&connection.connector).ok_or_else(|| {
         PageError::NotFound(format!("Connector {} is not loaded.", connection.connector))
     })?;
+    connection.method =
+        connect::method(&ws, spec.file(), name, &connection).map_err(|e| connect_error(name, e))?;
+    if connection.method == Some(weft_core::model::AuthMethod::Token) {
+        return Err(PageError::BadRequest(format!(
+            "Connection {name} signs in with a pasted token, so there is nothing to authorize. To give it a new token, or to sign in with OAuth instead, use Edit."
+        )));
+    }
     if spec.file().auth.oauth2.is_none() {
         return Err(PageError::BadRequest(format!(
             "Connector {} does not authorize through a consent page; nothing to authorize here.",

@@ -2,6 +2,12 @@
 //! create form (the OAuth client, the concurrency field with the spec's rules, or concurrency
 //! borrowed from another connection) and deletion of a connection that holds no grant.
 //!
+//! A connection signs in with one of the methods its spec declares. Without JavaScript the form
+//! cannot change as a choice is made, so the method comes first: for a connector with more than
+//! one, `/connections/new` asks it (one link per method), and the form then shows only that
+//! method's inputs (an OAuth client, or the pasted token), carries the method in a hidden input,
+//! and the server refuses anything that belongs to another method.
+//!
 //! A connection is the workspace's (no `owner`: administrators manage it) or a console user's
 //! (`owner`): a member creates connections, which become theirs, and changes, authorizes and
 //! deletes only those; an administrator does all of it to any connection and chooses, or
@@ -12,7 +18,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use weft_core::Spec;
 use weft_core::form::FieldValue;
-use weft_core::model::well_known;
+use weft_core::form::method_list;
+use weft_core::model::{AuthMethod, well_known};
 use weft_engine::secrets::Secret;
 use weft_engine::workspace::{Connection, Workspace, check_name, connection_tokens_id};
 
@@ -36,6 +43,72 @@ pub(crate) struct ListQuery {
 #[derive(Deserialize)]
 pub(crate) struct NewQuery {
     connector: Option<String>,
+    method: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EditQuery {
+    method: Option<String>,
+}
+
+/// The sign-in method named by a link or a form (`None` when none is), refused when the
+/// connector does not declare it.
+fn named_method(spec: &Spec, named: Option<&str>) -> Result<Option<AuthMethod>, PageError> {
+    let Some(text) = named.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let declared = spec.file().auth.methods();
+    match AuthMethod::parse(text).filter(|m| declared.contains(m)) {
+        Some(m) => Ok(Some(m)),
+        None => Err(PageError::BadRequest(format!(
+            "{} does not sign in with `{text}`; it signs in with {}. Choose one of those.",
+            spec.file().name,
+            method_list(&declared)
+        ))),
+    }
+}
+
+/// The only method `spec` declares, when it declares one.
+fn only_method(spec: &Spec) -> Option<AuthMethod> {
+    match spec.file().auth.methods().as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// What a method asks for on the form, for the page that lets a person choose it.
+fn method_asks(spec: &Spec, method: AuthMethod) -> String {
+    let f = spec.file();
+    if method.uses_client() {
+        return "an OAuth client (its client ID and secret), added on the OAuth clients page"
+            .to_owned();
+    }
+    match weft_engine::connect::token_field(f) {
+        Some(field) if field.applies_to(method) => format!("the {}", field.label),
+        _ => "the token".to_owned(),
+    }
+}
+
+/// The links that choose a sign-in method: to the create form (`editing` none) or to the edit
+/// form of connection `editing`; `current` is left out.
+fn method_links(
+    spec: &Spec,
+    editing: Option<&str>,
+    current: Option<AuthMethod>,
+) -> Vec<minijinja::Value> {
+    spec.file()
+        .auth
+        .methods()
+        .into_iter()
+        .filter(|m| Some(*m) != current)
+        .map(|m| {
+            let href = match editing {
+                Some(name) => format!("/connections/{}/edit?method={m}", url_path(name)),
+                None => format!("/connections/new?connector={}&method={m}", spec.id()),
+            };
+            minijinja::context! { href, label => m.describe(), method => m.as_str(), asks => method_asks(spec, m) }
+        })
+        .collect()
 }
 
 fn refresh_rules(state: &AppState, connector: &str) -> Option<weft_core::model::Refresh> {
@@ -114,7 +187,10 @@ pub(crate) async fn list(
             owner => c.owner_label(), yours, stray, manage => may_manage(&me, c),
             concurrency => c.concurrency, borrows => &c.borrow_concurrency_from,
             tenants, status, use_by,
-            consent => state.spec(&c.connector).is_some_and(|s| s.file().auth.oauth2.is_some()),
+            consent => state.spec(&c.connector).is_some_and(|s| {
+                weft_engine::connect::method(&ws, s.file(), name, c)
+                    .is_ok_and(|m| m == Some(AuthMethod::OAuth2))
+            }),
             bad => matches!(status, "needs authorization" | "damaged credentials" | "lapsed unused" | "not authorized"),
         });
     }
@@ -148,7 +224,7 @@ pub(crate) async fn list(
     let connectors: Vec<_> = state
         .specs
         .iter()
-        .filter(|s| s.file().auth.oauth2.is_some() || s.file().auth.client_credentials.is_some())
+        .filter(|s| !s.file().auth.methods().is_empty())
         .map(|s| minijinja::context! { id => s.id(), name => &s.file().name })
         .collect();
     state.page(
@@ -160,18 +236,24 @@ pub(crate) async fn list(
 }
 
 struct ConnectionForm {
+    /// How the connection signs in; the form holds only this method's inputs.
+    method: AuthMethod,
     name: FieldView,
     /// Who the connection belongs to: administrators choose (the workspace or a user);
     /// a member's connections are theirs, without a field.
     owner: Option<FieldView>,
-    client: FieldView,
+    /// The OAuth client, for a method that uses one.
+    client: Option<FieldView>,
+    /// Values sent for inputs of another method (a form not made by this page): each refused
+    /// with what to do, above the form.
+    refused: Vec<String>,
     concurrency: FieldView,
     borrow: FieldView,
     /// Base URL overrides: for an administrator one input per host of the spec (a sandbox, a
     /// proxy; empty keeps the spec's); for a member one choice among the sets administrators
     /// gave other connections of the connector (see [`member_hosts`]).
     hosts: Vec<FieldView>,
-    /// The pasted token, for a connector that takes one instead of an OAuth client.
+    /// The pasted token, for a connection signing in with `token`.
     token: Option<FieldView>,
 }
 
@@ -255,34 +337,26 @@ fn owner_field(users: &[User], current: Option<&str>) -> FieldView {
     }
 }
 
-/// The form for a new connection, or for editing connection `editing` (which cannot borrow
-/// from itself), as `me` may fill it.
+/// The form for a new connection signing in with `method`, or for editing connection
+/// `editing` (which cannot borrow from itself), as `me` may fill it.
 fn blank_form(
     state: &AppState,
     me: &Me,
     spec: &Spec,
     ws: &Workspace,
     editing: Option<(&str, &Connection)>,
+    method: AuthMethod,
 ) -> Result<ConnectionForm, PageError> {
     let f = spec.file();
-    let token_field = weft_engine::connect::token_field(f);
-    let mut clients: Vec<(String, String)> = ws
+    let token_field = weft_engine::connect::token_field(f).filter(|_| method == AuthMethod::Token);
+    let clients: Vec<(String, String)> = ws
         .file
         .clients
         .iter()
         .filter(|(_, c)| c.connector == f.id)
         .map(|(n, c)| (n.clone(), format!("{n} (client ID {})", c.client_id)))
         .collect();
-    if let Some(field) = token_field {
-        clients.insert(
-            0,
-            (
-                String::new(),
-                format!("None: use the {} below", field.label),
-            ),
-        );
-    }
-    if clients.is_empty() {
+    if method.uses_client() && clients.is_empty() {
         let who = if me.is_admin() {
             "add one on the OAuth clients page first".to_owned()
         } else {
@@ -355,6 +429,8 @@ fn blank_form(
         vec![member_hosts(spec, ws)]
     };
     Ok(ConnectionForm {
+        method,
+        refused: Vec::new(),
         name: fields::name_input(
             "name",
             "Name",
@@ -362,25 +438,24 @@ fn blank_form(
             "",
         ),
         owner,
-        client: FieldView {
+        client: method.uses_client().then(|| FieldView {
             id: "client".into(),
             label: "OAuth client".into(),
-            help: Some(match token_field {
-                Some(field) => format!("The app registered at the provider that this connection authorizes with; or None, to give it a {} instead.", field.label),
-                None => "The app registered at the provider that this connection authorizes with.".into(),
-            }),
+            help: Some("The app registered at the provider that this connection authorizes with.".into()),
             input: "select",
-            required: token_field.is_none(),
-            value: clients[0].0.clone(),
+            required: true,
+            value: clients.first().map(|c| c.0.clone()).unwrap_or_default(),
             choices: clients,
             ..FieldView::default()
-        },
+        }),
         concurrency,
         token: token_field.map(|field| {
             let mut view = fields::view(field, "token", None);
-            view.required = false;
+            // On Edit, a token stored already is kept when the input is left empty.
+            let stored = editing.is_some_and(|(_, c)| c.method == Some(AuthMethod::Token));
+            view.required = field.required && !stored;
             view.help = Some(format!(
-                "Only without an OAuth client. Sealed in the credential store and never shown again; on Edit, leave it empty to keep the one stored. {}",
+                "Sealed in the credential store and never shown again; on Edit, leave it empty to keep the one stored. {}",
                 view.help.unwrap_or_default()
             ));
             view
@@ -411,7 +486,7 @@ fn render_form(
 ) -> Result<Response, PageError> {
     let mut fields = vec![&form.name];
     fields.extend(form.owner.as_ref());
-    fields.push(&form.client);
+    fields.extend(form.client.as_ref());
     fields.extend(form.token.as_ref());
     fields.extend([&form.concurrency, &form.borrow]);
     if edit.is_some() {
@@ -428,13 +503,20 @@ fn render_form(
             me.user.name
         )
     });
+    let refused = (!form.refused.is_empty()).then(|| form.refused.join(" "));
+    let error = match (error, &refused) {
+        (Some(e), Some(r)) => Some(format!("{e} {r}")),
+        (e, r) => e.map(str::to_owned).or_else(|| r.clone()),
+    };
     let mut res = state.page(
         me,
         "connection_form.html",
         "connections",
         minijinja::context! {
             fields, error, edit, action, hosts => &form.hosts, connector => spec.id(), connector_name => &spec.file().name,
-            consent => spec.file().auth.oauth2.is_some(),
+            consent => form.method == AuthMethod::OAuth2,
+            method => form.method.as_str(), method_label => form.method.describe(),
+            other_methods => method_links(spec, edit, Some(form.method)),
             callback => state.callback_url(), ownership,
         },
     )?;
@@ -455,9 +537,50 @@ pub(crate) async fn new(
     let spec = state
         .spec(&id)
         .ok_or_else(|| PageError::NotFound(format!("There is no connector `{id}`.")))?;
+    let method = match named_method(spec, q.method.as_deref())? {
+        Some(m) => m,
+        None => match only_method(spec) {
+            Some(m) => m,
+            None => return choose_method(&state, &me, spec),
+        },
+    };
     let ws = state.workspace()?;
-    let form = blank_form(&state, &me, spec, &ws, None)?;
+    let form = blank_form(&state, &me, spec, &ws, None, method)?;
     render_form(&state, &me, spec, &form, None, None)
+}
+
+/// The first step of creating a connection of a connector with several sign-in methods: one
+/// link per method, each to the form of that method.
+fn choose_method(state: &AppState, me: &Me, spec: &Spec) -> Result<Response, PageError> {
+    if spec.file().auth.methods().is_empty() {
+        return Err(PageError::BadRequest(format!(
+            "{} declares no sign-in method: every resource is run by a plugin, which needs no connection credentials.",
+            spec.file().name
+        )));
+    }
+    state.page(
+        me,
+        "connection_method.html",
+        "connections",
+        minijinja::context! {
+            connector_name => &spec.file().name,
+            methods => method_links(spec, None, None),
+        },
+    )
+}
+
+/// The method a submitted form names: its hidden `method` input, or the connector's only one.
+fn submitted_method(spec: &Spec, data: &FormData) -> Result<AuthMethod, PageError> {
+    match named_method(spec, data.get("method"))? {
+        Some(m) => Ok(m),
+        None => only_method(spec).ok_or_else(|| {
+            PageError::BadRequest(format!(
+                "{} signs in with {}: choose how this connection signs in first (Connections, Create a connection). Nothing was saved.",
+                spec.file().name,
+                method_list(&spec.file().auth.methods())
+            ))
+        }),
+    }
 }
 
 /// The owner an administrator chose (`None`: the workspace's), checked against the choices;
@@ -487,8 +610,9 @@ pub(crate) async fn create(
             "There is no connector `{connector}`; choose one from the list."
         ))
     })?;
+    let method = submitted_method(spec, &data)?;
     let mut ws = state.workspace()?;
-    let mut form = blank_form(&state, &me, spec, &ws, None)?;
+    let mut form = blank_form(&state, &me, spec, &ws, None, method)?;
     let name = data.get("name").unwrap_or_default().to_owned();
     form.name.value.clone_from(&name);
     if let Err(reason) = check_name("connection", &name) {
@@ -536,6 +660,7 @@ pub(crate) async fn create(
         name.clone(),
         Connection {
             connector: spec.id().to_owned(),
+            method: Some(method),
             client,
             concurrency: level,
             borrow_concurrency_from: borrow.clone(),
@@ -552,6 +677,7 @@ pub(crate) async fn create(
         ),
         None => format!("{} connection, concurrency {level}", spec.id()),
     };
+    detail.push_str(&format!(", signs in with {method}"));
     if let Some(owner) = &owner {
         detail.push_str(&format!(", {owner}'s"));
     }
@@ -559,10 +685,7 @@ pub(crate) async fn create(
         weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
     }
     state.audit(&me.user.name, "connection.create", &name, &detail)?;
-    if data.get("action") == Some("authorize")
-        && spec.file().auth.oauth2.is_some()
-        && token.is_none()
-    {
+    if data.get("action") == Some("authorize") && method == AuthMethod::OAuth2 {
         return super::authorize::start(&state, &me, &name);
     }
     Ok(see_other(&format!(
@@ -591,47 +714,61 @@ fn read_settings(
     editing_token: bool,
     ws: &Workspace,
 ) -> Option<Settings> {
-    let client = data.get("client").unwrap_or_default().to_owned();
-    form.client.value.clone_from(&client);
-    if !form.client.choices.iter().any(|(v, _)| *v == client) {
-        form.client.error = Some(format!(
-            "Choose one of the {} OAuth clients listed.",
-            spec.file().name
-        ));
+    let method = form.method;
+    let typed_client = data.get("client").unwrap_or_default().to_owned();
+    let mut client = None;
+    match form.client.as_mut() {
+        Some(view) => {
+            view.value.clone_from(&typed_client);
+            if typed_client.is_empty() || !view.choices.iter().any(|(v, _)| *v == typed_client) {
+                view.error = Some(format!(
+                    "Choose one of the {} OAuth clients listed.",
+                    spec.file().name
+                ));
+            } else {
+                client = Some(typed_client);
+            }
+        }
+        None if !typed_client.is_empty() => form.refused.push(format!(
+            "An OAuth client was given, but this connection signs in with {}, which uses none: leave it out, or choose another sign-in method.",
+            method.describe()
+        )),
+        None => {}
     }
-    // A pasted token, for a connector that takes one: required without a client, refused
-    // with one; checked by its field's rules, never echoed.
+    // The pasted token, for a connection signing in with `token`: checked by its field's
+    // rules, never echoed; refused for any other method.
     let mut token = None;
-    if let (Some(view), Some(field)) = (
-        form.token.as_mut(),
-        weft_engine::connect::token_field(spec.file()),
-    ) {
-        let typed = data
-            .get("token")
-            .filter(|t| !t.is_empty())
-            .map(|t| Secret::new(t.to_owned()));
-        match (&typed, client.is_empty()) {
-            (Some(_), false) => {
-                view.error = Some(format!(
-                    "Give either an OAuth client or a {}, not both.",
-                    field.label
-                ));
+    let typed = data
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .map(|t| Secret::new(t.to_owned()));
+    let field = weft_engine::connect::token_field(spec.file());
+    match (form.token.as_mut(), field) {
+        (Some(view), Some(field)) => match &typed {
+            None if !editing_token && field.required => {
+                view.error = Some(format!("Paste the {}.", field.label));
             }
-            (None, true) if !editing_token => {
-                view.error = Some(format!(
-                    "Without an OAuth client, paste the {}.",
-                    field.label
-                ));
-            }
-            (Some(t), true) => {
+            None => {}
+            Some(t) => {
                 if let Some(FieldValue::Text(text)) = fields::check(field, view, Some(t.expose())) {
                     token = Some(Secret::new(text));
                 }
             }
-            _ => {}
+        },
+        (_, field) if typed.is_some() => {
+            let reason = match field
+                .map(|f| weft_core::form::check_for(f, method, typed.as_ref().map(Secret::expose)))
+            {
+                Some(Err(e)) => e.to_string(),
+                _ => "A token was given, but this connection signs in without one.".to_owned(),
+            };
+            form.refused.push(format!(
+                "{reason} (it signs in with {}); choose another sign-in method to use a token.",
+                method.describe()
+            ));
         }
+        _ => {}
     }
-    let client = (!client.is_empty()).then_some(client);
     let borrow = data.get("borrow").unwrap_or_default().to_owned();
     form.borrow.value.clone_from(&borrow);
     let borrow = (!borrow.is_empty()).then_some(borrow);
@@ -708,12 +845,13 @@ fn read_settings(
     {
         first.error = Some(e.to_string());
     }
-    let errors = [&form.client, &form.concurrency, &form.borrow]
+    let errors = [&form.concurrency, &form.borrow]
         .into_iter()
+        .chain(form.client.as_ref())
         .chain(form.token.as_ref())
         .chain(form.hosts.iter())
         .any(|f| f.error.is_some());
-    let (false, Some(level)) = (errors, level) else {
+    let (false, true, Some(level)) = (errors, form.refused.is_empty(), level) else {
         return None;
     };
     Some(Settings {
@@ -862,27 +1000,55 @@ pub(crate) async fn delete(
     Ok(see_other(&to))
 }
 
+/// The workspace, connection `name` (its sign-in method settled: one written before
+/// connections recorded it gets the one it uses) and its spec.
 fn editing(state: &AppState, name: &str) -> Result<(Workspace, Connection, Spec), PageError> {
     let ws = state.workspace()?;
-    let c = ws.file.connections.get(name).cloned().ok_or_else(|| {
+    let mut c = ws.file.connections.get(name).cloned().ok_or_else(|| {
         PageError::NotFound(format!("There is no connection {name} in this workspace."))
     })?;
     let spec = state
         .spec(&c.connector)
         .cloned()
         .ok_or_else(|| PageError::NotFound(format!("Connector {} is not loaded.", c.connector)))?;
+    c.method = match weft_engine::connect::method(&ws, spec.file(), name, &c) {
+        Ok(m) => m,
+        // A method the spec no longer declares: the edit form chooses another.
+        Err(weft_engine::connect::ConnectError::MethodGone { .. }) => None,
+        Err(e) => return Err(PageError::internal(e)),
+    };
     Ok((ws, c, spec))
+}
+
+/// The method the edit form of `c` shows: the one a link names, else the connection's.
+fn edit_method(spec: &Spec, c: &Connection, named: Option<&str>) -> Result<AuthMethod, PageError> {
+    named_method(spec, named)?
+        .or(c.method)
+        .or_else(|| only_method(spec))
+        .ok_or_else(|| {
+            PageError::BadRequest(format!(
+                "{} signs in with {}: choose one below.",
+                spec.file().name,
+                method_list(&spec.file().auth.methods())
+            ))
+        })
 }
 
 pub(crate) async fn edit_form(
     State(state): State<AppState>,
     me: Me,
     Path(name): Path<String>,
+    Query(q): Query<EditQuery>,
 ) -> Result<Response, PageError> {
     let (ws, c, spec) = editing(&state, &name)?;
     require_manage(&state, &me, &name, &c, "edit")?;
-    let mut form = blank_form(&state, &me, &spec, &ws, Some((&name, &c)))?;
-    form.client.value = c.client.clone().unwrap_or_default();
+    let method = edit_method(&spec, &c, q.method.as_deref())?;
+    let mut form = blank_form(&state, &me, &spec, &ws, Some((&name, &c)), method)?;
+    if let Some(client) = form.client.as_mut()
+        && let Some(current) = &c.client
+    {
+        client.value.clone_from(current);
+    }
     form.concurrency.value = c.concurrency.to_string();
     form.borrow.value = c.borrow_concurrency_from.clone().unwrap_or_default();
     match form.hosts.first_mut() {
@@ -906,7 +1072,9 @@ pub(crate) async fn edit(
 ) -> Result<Response, PageError> {
     let (mut ws, c, spec) = editing(&state, &name)?;
     require_manage(&state, &me, &name, &c, "edit")?;
-    let mut form = blank_form(&state, &me, &spec, &ws, Some((&name, &c)))?;
+    let method = submitted_method(&spec, &data)?;
+    let switched = c.method != Some(method);
+    let mut form = blank_form(&state, &me, &spec, &ws, Some((&name, &c)), method)?;
     // An administrator may give the connection to someone else; a member's stays theirs.
     let owner = if me.is_admin() {
         read_owner(&mut form, &data)
@@ -918,7 +1086,8 @@ pub(crate) async fn edit(
         .connections
         .iter()
         .any(|(_, o)| o.borrow_concurrency_from.as_deref() == Some(name.as_str()));
-    let has_token = c.client.is_none()
+    let has_token = !switched
+        && method == AuthMethod::Token
         && ws
             .secrets()
             .map_err(PageError::internal)?
@@ -972,7 +1141,12 @@ pub(crate) async fn edit(
     }
     let client_changed = settings.client.is_some() && c.client != settings.client;
     if let Some(target) = ws.file.connections.get_mut(&name) {
-        target.client.clone_from(&settings.client);
+        target.method = Some(method);
+        // A token connection written before methods were recorded keeps the client it names
+        // (unused); a switch to the token leaves the OAuth client.
+        if method.uses_client() || switched {
+            target.client.clone_from(&settings.client);
+        }
         target.concurrency = settings.level;
         target.borrow_concurrency_from.clone_from(&settings.borrow);
         target.hosts = settings.hosts;
@@ -981,11 +1155,20 @@ pub(crate) async fn edit(
     ws.save().map_err(PageError::internal)?;
     if let Some(token) = &settings.token {
         weft_engine::connect::store_pasted_token(&ws, &name, token).map_err(PageError::internal)?;
+    } else if switched {
+        // The old method's credentials are never used again: the connection waits for its
+        // consent under the new one.
+        ws.secrets()
+            .and_then(|mut store| Ok(store.remove(&connection_tokens_id(&name))?))
+            .map_err(PageError::internal)?;
     }
     let mut detail = match &settings.borrow {
         Some(lender) => format!("borrows concurrency from {lender}"),
         None => format!("concurrency {}", settings.level),
     };
+    if switched {
+        detail.push_str(&format!("; now signs in with {method}"));
+    }
     if owner != c.owner {
         let whose = |o: &Option<String>| {
             o.as_ref()
@@ -999,7 +1182,7 @@ pub(crate) async fn edit(
     }
     state.audit(&me.user.name, "connection.edit", &name, &detail)?;
     let mut to = format!("/connections?changed={}", url_path(&name));
-    if client_changed {
+    if client_changed || (switched && method.uses_client()) {
         to.push_str("&reauthorize=1");
     }
     Ok(see_other(&to))

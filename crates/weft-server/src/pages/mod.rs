@@ -57,6 +57,10 @@ fn build_templates() -> minijinja::Environment<'static> {
             "connection_form.html",
             include_str!("../../templates/connection_form.html"),
         ),
+        (
+            "connection_method.html",
+            include_str!("../../templates/connection_method.html"),
+        ),
         ("users.html", include_str!("../../templates/users.html")),
         ("audit.html", include_str!("../../templates/audit.html")),
         (

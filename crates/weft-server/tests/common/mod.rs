@@ -132,6 +132,7 @@ pub(crate) async fn sims(
         "kantata".into(),
         Connection {
             connector: "kantata".into(),
+            method: Some(weft_core::model::AuthMethod::Token),
             client: None,
             concurrency: 4,
             borrow_concurrency_from: None,
@@ -144,6 +145,7 @@ pub(crate) async fn sims(
         "xero".into(),
         Connection {
             connector: "xero".into(),
+            method: Some(weft_core::model::AuthMethod::OAuth2),
             client: None,
             concurrency: 4,
             borrow_concurrency_from: None,
