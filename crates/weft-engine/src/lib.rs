@@ -19,6 +19,7 @@ pub mod cursor;
 pub mod exact;
 pub mod extract;
 pub mod files;
+pub mod fleet;
 pub mod flow;
 pub mod flows;
 pub mod hooks;
