@@ -29,6 +29,7 @@ pub mod mapping;
 pub mod oauth;
 pub mod paginate;
 pub mod plugin;
+pub mod queue;
 pub mod request;
 pub mod run;
 pub mod runlock;
