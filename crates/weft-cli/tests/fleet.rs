@@ -214,7 +214,11 @@ fn a_fleet_of_workers_syncs_every_organisation_once_within_its_limits_when_one_i
     let retaken = db
         .query("SELECT count(*) FROM weft_jobs WHERE attempts >= 2")
         .unwrap();
-    assert_eq!(retaken[0][0].as_deref(), Some("1"), "{began}");
+    let retaken: u32 = retaken[0][0].as_deref().unwrap().parse().unwrap();
+    assert!(
+        (1..=2).contains(&retaken),
+        "the victim's jobs (one or two: it runs two at once) retaken: {retaken}; {began}"
+    );
 
     // Round two: some invoices paid in Xero; the payments go to Kantata once each.
     let mut paid = Vec::new();
@@ -250,9 +254,17 @@ fn a_fleet_of_workers_syncs_every_organisation_once_within_its_limits_when_one_i
     }
     let ended = drained(&db);
     assert!(ended.iter().all(|(_, s)| s == "done"), "{ended:?}");
+    // SIGTERM (kill(2) on each worker's own pid): each stops cleanly.
     for mut w in fleet {
-        w.child.kill().unwrap();
-        w.child.wait().unwrap();
+        let pid = rustix::process::Pid::from_child(&w.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = w.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let said: Vec<String> = w.lines.try_iter().collect();
+        assert!(
+            said.last().is_some_and(|l| l.ends_with("worker stopped")),
+            "{said:?}"
+        );
     }
 
     for (i, k) in ks.iter().enumerate() {
