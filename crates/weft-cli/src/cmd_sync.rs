@@ -253,6 +253,17 @@ pub(crate) struct RunOptions<'a> {
 
 /// Runs flow `name` of the workspace at `dir` once.
 pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) -> Result<Report> {
+    run_flow_until(name, dir, options, None)
+}
+
+/// Runs flow `name` of the workspace at `dir` once, stopped (`Ok(None)`) as soon as `stop` is
+/// notified: the run is dropped where it stands, its pending writes settled by the next run.
+pub(crate) fn run_flow_until(
+    name: &str,
+    dir: Option<&Path>,
+    options: RunOptions<'_>,
+    stop: Option<&tokio::sync::Notify>,
+) -> Result<Report> {
     let ws = workspace(dir)?;
     let flow = load_flow(&ws, name)?;
     let mut opened = BTreeMap::new();
@@ -264,7 +275,7 @@ pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) 
         opened.insert(alias.clone(), o);
     }
     let state = ws.open_state()?;
-    let report = connect::runtime()?.block_on(weft_engine::flows::run(
+    let running = weft_engine::flows::run(
         &flow,
         &opened,
         &state,
@@ -275,13 +286,37 @@ pub(crate) fn run_flow(name: &str, dir: Option<&Path>, options: RunOptions<'_>) 
             wait: options.wait,
             progress: options.progress,
         },
-    ));
+    );
+    let report = connect::runtime()?.block_on(async {
+        match stop {
+            None => Some(running.await),
+            Some(stop) => tokio::select! {
+                done = running => Some(done),
+                () = stop.notified() => None,
+            },
+        }
+    });
+    let Some(report) = report else {
+        return Err(anyhow!(Stopped));
+    };
     match report {
         Ok(r) => Ok(r),
         Err(weft_engine::flows::FlowRunError::Tenant(e)) => Err(anyhow!(e)),
         Err(weft_engine::flows::FlowRunError::Run(e)) => Err(e.into()),
     }
 }
+
+/// A run stopped from outside (its job cancelled, or its worker stopping).
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was stopped before it ended")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 pub(crate) fn run(cmd: SyncCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
     match cmd {

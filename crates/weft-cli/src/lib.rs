@@ -15,6 +15,7 @@ mod cmd_state;
 mod cmd_sync;
 mod cmd_tables;
 mod cmd_use;
+mod cmd_worker;
 mod connect;
 mod progress;
 mod render;
@@ -117,6 +118,13 @@ enum Command {
     /// --webhook`, `add NAME --email-to ADDRESS --from ADDRESS`, `list`, `remove NAME`, `test`.
     #[command(subcommand)]
     Notify(cmd_notify::NotifyCmd),
+    /// Take flow runs from the work queue (state on PostgreSQL) and run them, until Ctrl-C:
+    /// `weft worker [--concurrency N]`; start one on each machine of a fleet.
+    Worker(cmd_worker::WorkerArgs),
+    /// The work queue a fleet's workers take runs from: `weft queue add FLOW`, `list`, `show
+    /// ID`, `cancel ID`.
+    #[command(subcommand)]
+    Queue(cmd_worker::QueueCmd),
     /// Provider webhooks `weft serve` receives: `weft webhook set-key xero`, `remove-key xero`.
     #[command(subcommand)]
     Webhook(cmd_notify::WebhookCmd),
@@ -173,6 +181,8 @@ where
         Command::User(cmd) => cmd_serve::user(cmd, workspace, io),
         Command::Audit(args) => cmd_serve::audit(args, workspace, io),
         Command::Notify(cmd) => cmd_notify::notify(cmd, workspace, io),
+        Command::Worker(args) => cmd_worker::worker(args, workspace, io),
+        Command::Queue(cmd) => cmd_worker::queue(cmd, workspace, io),
         Command::Webhook(cmd) => cmd_notify::webhook(cmd, workspace, io),
     };
     match result {

@@ -235,14 +235,61 @@ pub fn open(
         http.clone(),
         clock.clone(),
     );
-    let limiter = match &pool {
+    let mut limiter = match &pool {
         Some((level, dir)) => Limiter::shared(spec.file(), *level, dir),
         None => Limiter::new(spec.file(), connection.concurrency),
     };
+    if let Some(budgets) = fleet_budgets(all)? {
+        limiter = limiter.in_fleet(budgets, &fleet_namespace(all, &connection));
+    }
     Ok(Opened {
         session: Session::new(spec, hosts, limiter, http, tokens, clock),
         connection,
     })
+}
+
+/// The rate budgets of a process whose workspace keeps its state on PostgreSQL: the
+/// [`PgBudgets`](crate::fleet::PgBudgets) every worker using that database shares; `None` with
+/// the SQLite state (this process's memory then counts them).
+pub fn fleet_budgets(
+    all: &[Workspace],
+) -> Result<Option<Arc<dyn crate::limits::BudgetStore>>, ConnectError> {
+    let Some(ws) = all
+        .iter()
+        .find(|w| w.scope() == crate::workspace::Scope::Workspace)
+    else {
+        return Ok(None);
+    };
+    if ws.state_url()?.is_none() {
+        return Ok(None);
+    }
+    let state = ws.open_state()?;
+    let Some(pool) = state.postgres() else {
+        return Ok(None);
+    };
+    let budgets = crate::fleet::PgBudgets::new(pool).map_err(|reason| {
+        WorkspaceError::from(crate::state::StateError::Connect {
+            at: pool.shown().to_owned(),
+            reason,
+        })
+    })?;
+    Ok(Some(Arc::new(budgets)))
+}
+
+/// Who shares a connection's budgets in a fleet: its connector and its OAuth client's
+/// registration at the provider (the client id), so an app budget is one per app and a tenant
+/// budget one per app and organisation. A connection without a client (a pasted token) is its
+/// own app.
+pub fn fleet_namespace(all: &[Workspace], connection: &Connection) -> String {
+    let client_id = connection.client.as_ref().and_then(|name| {
+        all.iter()
+            .find_map(|s| s.file.clients.get(name))
+            .map(|c| c.client_id.clone())
+    });
+    match client_id {
+        Some(id) => format!("{}/client:{id}", connection.connector),
+        None => format!("{}/connection", connection.connector),
+    }
 }
 
 /// The organisations the consent that gave `tokens` connected, by the spec's `[tenants]`

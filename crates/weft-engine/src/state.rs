@@ -1556,7 +1556,7 @@ impl State {
             Some(RunOutcome::Completed) => "completed",
             Some(RunOutcome::Stopped { .. }) => "stopped",
             Some(RunOutcome::Failed { .. }) => "failed",
-            None if crate::runlock::holder(self.path(), &run.flow).is_some() => "running",
+            None if crate::runlock::holder_in(self, &run.flow).is_some() => "running",
             None => "interrupted",
         }
     }

@@ -406,10 +406,38 @@ async fn a_429_naming_its_policy_in_the_body_waits_or_stops() {
 /// store — stay under the organisation's minute together: 60 calls, not twice that.
 #[tokio::test]
 async fn two_workers_of_a_fleet_share_the_minute_budget() {
-    use weft_engine::limits::{BudgetStore, MemoryBudgets};
+    use weft_engine::limits::MemoryBudgets;
+    share_the_minute_budget(Arc::new(MemoryBudgets::default())).await;
+}
+
+/// The same on the PostgreSQL store a fleet's workers share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_of_a_fleet_share_the_minute_budget_on_postgres() {
+    let Some((_db, _state, store)) = pg_store("minute") else {
+        return;
+    };
+    share_the_minute_budget(store).await;
+}
+
+/// A fresh PostgreSQL database holding a state, and the fleet's budgets in it.
+fn pg_store(
+    label: &str,
+) -> Option<(
+    weft_harness::postgres::TestDb,
+    weft_engine::state::State,
+    Arc<dyn weft_engine::limits::BudgetStore>,
+)> {
+    let db = weft_harness::postgres::database(label)?;
+    let dir = tempfile::tempdir().unwrap();
+    let state =
+        weft_engine::state::State::open_postgres(db.url(), &dir.path().join("state.db")).unwrap();
+    let store = weft_engine::fleet::PgBudgets::new(state.postgres().unwrap()).unwrap();
+    Some((db, state, Arc::new(store)))
+}
+
+async fn share_the_minute_budget(store: Arc<dyn weft_engine::limits::BudgetStore>) {
     let (sim, spec, request, tenant) = setup(XeroConfig::default()).await;
     let clock = SimWait::new(sim.clock());
-    let store: Arc<dyn BudgetStore> = Arc::new(MemoryBudgets::default());
     let workers: Vec<Limiter> = (0..2)
         .map(|_| Limiter::new(spec.file(), 5).in_fleet(store.clone(), "xero/app"))
         .collect();
@@ -437,7 +465,20 @@ async fn two_workers_of_a_fleet_share_the_minute_budget() {
 /// organisation together (10 would be in flight with a store each).
 #[tokio::test]
 async fn two_workers_of_a_fleet_share_the_in_flight_budget() {
-    use weft_engine::limits::{BudgetStore, MemoryBudgets};
+    use weft_engine::limits::MemoryBudgets;
+    share_the_in_flight_budget(Arc::new(MemoryBudgets::default())).await;
+}
+
+/// The same on the PostgreSQL store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_of_a_fleet_share_the_in_flight_budget_on_postgres() {
+    let Some((_db, _state, store)) = pg_store("in_flight") else {
+        return;
+    };
+    share_the_in_flight_budget(store).await;
+}
+
+async fn share_the_in_flight_budget(store: Arc<dyn weft_engine::limits::BudgetStore>) {
     let config = XeroConfig {
         limits: XeroLimits {
             per_minute: 100_000,
@@ -448,7 +489,6 @@ async fn two_workers_of_a_fleet_share_the_in_flight_budget() {
         ..XeroConfig::default()
     };
     let (sim, spec, request, tenant) = setup(config).await;
-    let store: Arc<dyn BudgetStore> = Arc::new(MemoryBudgets::default());
     let shared = Arc::new((spec, request, tenant.clone(), sim.clock().clone()));
     let mut tasks = Vec::new();
     for n in 0..2u64 {
@@ -485,8 +525,41 @@ async fn two_workers_of_a_fleet_share_the_in_flight_budget() {
 /// taken once and given back.
 #[test]
 fn the_memory_store_counts_windows_and_slots() {
-    use weft_engine::limits::{BudgetStore, MemoryBudgets, Taken};
-    let store = MemoryBudgets::default();
+    store_rules(&weft_engine::limits::MemoryBudgets::default());
+}
+
+/// The PostgreSQL store follows the same rules; and a slot held by a worker whose heartbeat
+/// stopped (killed) is free again, while a live worker's is not.
+#[test]
+fn the_postgres_store_counts_windows_and_slots_and_frees_a_dead_workers_slots() {
+    let Some((db, _state, store)) = pg_store("rules") else {
+        return;
+    };
+    store_rules(&*store);
+    db.execute(
+        "INSERT INTO weft_workers (id, host, pid, beat) VALUES ('dead', 'h', 1, clock_timestamp() - interval '1 minute'), ('alive', 'h', 2, clock_timestamp() + interval '1 hour');
+         INSERT INTO weft_budget_slots (key, slot, holder) VALUES ('d', 0, 'dead'), ('d', 1, 'alive')",
+    )
+    .unwrap();
+    assert_eq!(
+        store.take_slot("d", 2, 0).unwrap(),
+        Some(0),
+        "the dead worker's slot"
+    );
+    assert_eq!(
+        store.take_slot("d", 2, 0).unwrap(),
+        None,
+        "the live one's is held"
+    );
+    let rows = db
+        .query("SELECT holder FROM weft_budget_slots WHERE key = 'd' ORDER BY slot")
+        .unwrap();
+    assert_eq!(rows[1][0].as_deref(), Some("alive"));
+    assert_ne!(rows[0][0].as_deref(), Some("dead"));
+}
+
+fn store_rules(store: &dyn weft_engine::limits::BudgetStore) {
+    use weft_engine::limits::Taken;
     let Taken::Counted(first) = store.take_call("k", 2, 1_000, 100).unwrap() else {
         panic!("room for the first call")
     };

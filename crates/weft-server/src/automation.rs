@@ -67,6 +67,18 @@ pub enum Happened {
         /// What went wrong, if anything (never holding a secret).
         detail: Option<String>,
     },
+    /// With the state on PostgreSQL, a due or triggered run was put in the work queue for the
+    /// fleet's workers (`weft worker`) instead of run here.
+    Enqueued {
+        /// The flow.
+        flow: String,
+        /// The job.
+        job: i64,
+        /// Whether it joined a job already queued.
+        merged: bool,
+        /// Why.
+        why: Why,
+    },
     /// People were told about a run.
     Notified {
         /// The message.
@@ -111,6 +123,21 @@ impl std::fmt::Display for Happened {
                     write!(f, ": {d}")?;
                 }
                 Ok(())
+            }
+            Happened::Enqueued {
+                flow,
+                job,
+                merged,
+                why,
+            } => {
+                write!(f, "run of flow {flow} queued as job {job}")?;
+                if *merged {
+                    write!(f, " (joined the job already queued)")?;
+                }
+                match why {
+                    Why::Schedule => write!(f, ": its schedule fell due"),
+                    Why::Webhook(c) => write!(f, ": a webhook event ({c})"),
+                }
             }
             Happened::Notified { text, failures } if failures.is_empty() => {
                 write!(f, "notified: {text}")
@@ -326,6 +353,10 @@ impl Automation {
                         scheduler.finished(&flow);
                         continue;
                     }
+                    if self.enqueue(&ws, &flow, Why::Schedule) {
+                        scheduler.finished(&flow);
+                        continue;
+                    }
                     self.start(&flow, None, Why::Schedule, &done_tx, &mut running);
                 }
                 if let Some(db) = &db {
@@ -345,6 +376,9 @@ impl Automation {
                 Some(trigger) = next_trigger(&mut self.triggers) => {
                     let Ok(ws) = Workspace::find(&self.workspace) else { continue };
                     for (flow, stream) in targets(&ws, &trigger) {
+                        if self.enqueue(&ws, &flow, Why::Webhook(trigger.category.clone())) {
+                            continue;
+                        }
                         if running.contains(&flow) {
                             let p = pending.entry(flow).or_insert_with(|| (BTreeSet::new(), trigger.category.clone()));
                             p.0.insert(stream);
@@ -429,6 +463,47 @@ impl Automation {
                 }
             }
         }
+    }
+
+    /// With the state on PostgreSQL, puts a run of `flow` in the work queue for the fleet's
+    /// workers and says so; `false` (nothing done) with the SQLite state, where this process runs
+    /// its flows itself. A queue that cannot be used is reported, and the run is left to the
+    /// next due time or event.
+    fn enqueue(&self, ws: &Workspace, flow: &str, why: Why) -> bool {
+        if !matches!(ws.state_url(), Ok(Some(_))) {
+            return false;
+        }
+        let queued = ws
+            .open_state()
+            .map_err(|e| e.to_string())
+            .and_then(|state| {
+                weft_engine::queue::Queue::open(&state, weft_engine::queue::QueueRules::default())
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|queue| {
+                let reason = match &why {
+                    Why::Schedule => "schedule".to_owned(),
+                    Why::Webhook(c) => format!("webhook ({c})"),
+                };
+                queue
+                    .enqueue(flow, None, &reason, self.clock.now_ms())
+                    .map_err(|e| e.to_string())
+            });
+        let _ = self.report.send(match queued {
+            Ok(done) => Happened::Enqueued {
+                flow: flow.to_owned(),
+                job: done.id,
+                merged: done.merged,
+                why,
+            },
+            Err(e) => Happened::Ended {
+                flow: flow.to_owned(),
+                run: None,
+                outcome: "not queued".into(),
+                detail: Some(e),
+            },
+        });
+        true
     }
 
     fn start(

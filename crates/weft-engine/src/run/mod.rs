@@ -191,13 +191,12 @@ impl Run<'_> {
 
     /// Runs the flow once.
     pub async fn run(&self) -> Result<Report, RunError> {
-        let _lock =
-            crate::runlock::FlowLock::acquire(self.state.path(), &self.flow.name, self.wait)
-                .await
-                .map_err(|holder| RunError::Busy {
-                    flow: self.flow.name.clone(),
-                    holder,
-                })?;
+        let _lock = crate::runlock::FlowLock::acquire_in(self.state, &self.flow.name, self.wait)
+            .await
+            .map_err(|holder| RunError::Busy {
+                flow: self.flow.name.clone(),
+                holder,
+            })?;
         for (alias, c) in &self.flow.file.connections {
             let Some(e) = self.endpoints.get(alias) else {
                 return Err(RunError::Config(format!(

@@ -1,0 +1,487 @@
+//! `weft worker`: takes flow runs from the work queue in the PostgreSQL state and runs them,
+//! several at once with `--concurrency`; and `weft queue add|list|show|cancel`.
+//!
+//! A worker holds each job by a lease it renews every third of the lease; a job whose lease it
+//! lost (cancelled, or taken by another worker after the lease expired) has its run stopped.
+//! On Ctrl-C or SIGTERM it stops taking jobs, stops its runs and puts their jobs back for other
+//! workers at once (their pending writes are settled by the next run, by natural key).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use clap::{Args, Subcommand};
+use weft_engine::queue::{AfterFailure, Cancelled, Job, Queue, QueueRules};
+use weft_engine::state::RunOutcome;
+
+use crate::Io;
+use crate::cmd_sync::{RunOptions, Stopped, run_flow_until, workspace};
+
+/// `weft worker` options.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// How many runs this worker makes at once (different flows).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    concurrency: u32,
+    /// How often to look for due jobs when the queue has none, in seconds.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
+    poll: u64,
+    /// How long a job's lease lasts without this worker renewing it, in seconds: how soon
+    /// another worker takes the jobs of a worker that died.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    lease: u64,
+    /// Attempts a job is given before it goes to the error queue (for jobs this worker's
+    /// process enqueues; `weft queue add` takes its own).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+}
+
+/// `weft queue …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueCmd {
+    /// Enqueue a run of FLOW (merged into its job when one is already queued).
+    Add {
+        /// The flow.
+        flow: String,
+        /// For this tenant (organisation id) only, as a webhook would ask.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Attempts before the job goes to the error queue.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        max_attempts: u32,
+    },
+    /// The jobs queued and running (with --all, the ended ones too).
+    List {
+        /// Also the ended jobs (done, failed, cancelled, merged).
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One job: its flow, status, attempts, lease, last error and run.
+    Show {
+        /// The job's id (see `weft queue list`).
+        id: i64,
+    },
+    /// Cancel a job: a queued one never runs; a running one is stopped by its worker.
+    Cancel {
+        /// The job's id (see `weft queue list`).
+        id: i64,
+    },
+}
+
+fn now_ms() -> u64 {
+    weft_engine::state::now_ms()
+}
+
+fn open_queue(dir: Option<&Path>, rules: QueueRules) -> Result<Queue> {
+    let ws = workspace(dir)?;
+    let state = ws.open_state()?;
+    Ok(Queue::open(&state, rules)?)
+}
+
+fn when(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn subject(job: &Job) -> String {
+    if job.tenant.is_empty() {
+        format!("flow `{}`", job.flow)
+    } else {
+        format!("flow `{}` for tenant {}", job.flow, job.tenant)
+    }
+}
+
+/// `weft queue …`.
+pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    match cmd {
+        QueueCmd::Add {
+            flow,
+            tenant,
+            max_attempts,
+        } => {
+            let ws = workspace(dir)?;
+            weft_engine::flows::find(ws.dir(), &flow).map_err(|e| anyhow!(e))?;
+            let queue = open_queue(
+                dir,
+                QueueRules {
+                    max_attempts,
+                    ..QueueRules::default()
+                },
+            )?;
+            let done = queue.enqueue(&flow, tenant.as_deref(), "by hand", now_ms())?;
+            if done.merged {
+                writeln!(
+                    io.out,
+                    "flow `{flow}` is already queued as job {}; merged into it",
+                    done.id
+                )?;
+            } else {
+                writeln!(
+                    io.out,
+                    "queued job {} (flow `{flow}`); `weft worker` runs it",
+                    done.id
+                )?;
+            }
+            Ok(0)
+        }
+        QueueCmd::List { all, limit } => {
+            let queue = open_queue(dir, QueueRules::default())?;
+            let jobs = queue.list(all, limit)?;
+            if jobs.is_empty() {
+                writeln!(
+                    io.out,
+                    "no jobs{}; `weft queue add FLOW` adds one",
+                    if all { "" } else { " queued or running" }
+                )?;
+                return Ok(0);
+            }
+            let mut table = crate::table::Columns::new(&[
+                "ID", "FLOW", "TENANT", "STATUS", "ATTEMPTS", "DUE", "WORKER",
+            ]);
+            for j in &jobs {
+                table.row([
+                    j.id.to_string(),
+                    j.flow.clone(),
+                    j.tenant.clone(),
+                    j.status.as_str().to_owned(),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    when(j.due_ms),
+                    j.worker.clone().unwrap_or_default(),
+                ]);
+            }
+            table.write(&mut *io.out)?;
+            Ok(0)
+        }
+        QueueCmd::Show { id } => {
+            let queue = open_queue(dir, QueueRules::default())?;
+            let Some(j) = queue.job(id)? else {
+                return Err(anyhow!("no job {id}; see `weft queue list --all`"));
+            };
+            writeln!(io.out, "job {}: {}", j.id, subject(&j))?;
+            writeln!(io.out, "status:   {}", j.status.as_str())?;
+            writeln!(io.out, "asked by: {}", j.reason)?;
+            writeln!(io.out, "attempts: {} of {}", j.attempts, j.max_attempts)?;
+            writeln!(io.out, "queued:   {}", when(j.created_ms))?;
+            writeln!(io.out, "due:      {}", when(j.due_ms))?;
+            if let Some(w) = &j.worker {
+                writeln!(io.out, "worker:   {w}")?;
+            }
+            if let Some(l) = j.lease_until_ms {
+                writeln!(io.out, "lease:    until {}", when(l))?;
+            }
+            if let Some(f) = j.finished_ms {
+                writeln!(io.out, "ended:    {}", when(f))?;
+            }
+            if let Some(r) = j.run_id {
+                writeln!(io.out, "run:      {r} (`weft runs show {r}`)")?;
+            }
+            if let Some(e) = &j.last_error {
+                writeln!(io.out, "error:    {e}")?;
+            }
+            Ok(0)
+        }
+        QueueCmd::Cancel { id } => {
+            let queue = open_queue(dir, QueueRules::default())?;
+            match queue.cancel(id, now_ms())? {
+                None => Err(anyhow!("no job {id}; see `weft queue list --all`")),
+                Some(Cancelled::Queued) => {
+                    writeln!(io.out, "cancelled job {id}; it will not run")?;
+                    Ok(0)
+                }
+                Some(Cancelled::Running) => {
+                    writeln!(
+                        io.out,
+                        "cancelled job {id}; its worker stops the run at its next heartbeat"
+                    )?;
+                    Ok(0)
+                }
+                Some(Cancelled::AlreadyEnded(status)) => {
+                    writeln!(
+                        io.err,
+                        "job {id} had already ended ({}); nothing to cancel",
+                        status.as_str()
+                    )?;
+                    Ok(1)
+                }
+            }
+        }
+    }
+}
+
+/// How a job's run ended.
+enum Ended {
+    Done { run: i64, outcome: String },
+    Failed { run: Option<i64>, error: String },
+    Busy(String),
+    Stopped,
+}
+
+/// A job being run on a thread of its own.
+struct Running {
+    job: Job,
+    stop: Arc<tokio::sync::Notify>,
+    thread: std::thread::JoinHandle<Ended>,
+    beat_at: std::time::Instant,
+}
+
+fn run_job(flow: &str, dir: Option<PathBuf>, stop: &tokio::sync::Notify) -> Ended {
+    let report = run_flow_until(
+        flow,
+        dir.as_deref(),
+        RunOptions {
+            stream: None,
+            dry_run: false,
+            wait: None,
+            progress: None,
+        },
+        Some(stop),
+    );
+    match report {
+        Ok(r) => match r.outcome {
+            RunOutcome::Completed => Ended::Done {
+                run: r.run,
+                outcome: format!(
+                    "completed: {} created, {} updated, {} queued as errors",
+                    r.summary.created, r.summary.updated, r.summary.failed
+                ),
+            },
+            RunOutcome::Stopped { reason } => Ended::Done {
+                run: r.run,
+                outcome: format!("stopped: {reason}"),
+            },
+            RunOutcome::Failed { reason } => Ended::Failed {
+                run: Some(r.run),
+                error: reason,
+            },
+        },
+        Err(e) if e.downcast_ref::<Stopped>().is_some() => Ended::Stopped,
+        Err(e)
+            if e.downcast_ref::<weft_engine::run::RunError>()
+                .is_some_and(|r| matches!(r, weft_engine::run::RunError::Busy { .. })) =>
+        {
+            Ended::Busy(e.to_string())
+        }
+        Err(e) => Ended::Failed {
+            run: None,
+            error: format!("{e:#}"),
+        },
+    }
+}
+
+fn say(io: &mut Io<'_>, what: std::fmt::Arguments<'_>) -> Result<()> {
+    writeln!(io.out, "{} {what}", when(now_ms()))?;
+    io.out.flush()?;
+    Ok(())
+}
+
+/// `weft worker`.
+pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> Result<u8> {
+    let ws = workspace(dir)?;
+    let state = ws.open_state()?;
+    let rules = QueueRules {
+        lease_ms: args.lease * 1000,
+        max_attempts: args.max_attempts,
+        ..QueueRules::default()
+    };
+    let queue = Queue::open(&state, rules)?;
+    let pool = state.postgres().context("the state is not on PostgreSQL")?;
+    let presence = weft_engine::fleet::Presence::of(pool).map_err(|e| anyhow!(e))?;
+    let me = presence.id().to_owned();
+    let runtime = crate::connect::runtime()?;
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    {
+        let (stopping, wake) = (stopping.clone(), wake.clone());
+        let signals = std::thread::Builder::new().name("weft-signals".into());
+        let rt = crate::connect::runtime()?;
+        signals
+            .spawn(move || {
+                rt.block_on(async {
+                    let Ok(mut term) =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    else {
+                        let _ = tokio::signal::ctrl_c().await;
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                });
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                wake.notify_one();
+            })
+            .context("cannot start the signal watcher")?;
+    }
+    say(
+        io,
+        format_args!(
+            "worker {me} taking runs from the queue in {} ({} at once); Ctrl-C stops it",
+            pool.shown(),
+            args.concurrency
+        ),
+    )?;
+    let mut running: Vec<Running> = Vec::new();
+    let beat_every = Duration::from_millis(rules.lease_ms / 3);
+    let workspace_dir = dir.map(Path::to_path_buf);
+    loop {
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        // Runs that ended.
+        let mut i = 0;
+        while i < running.len() {
+            if !running[i].thread.is_finished() {
+                i += 1;
+                continue;
+            }
+            let r = running.swap_remove(i);
+            let ended = r.thread.join().unwrap_or_else(|_| Ended::Failed {
+                run: None,
+                error: "the run's thread panicked".into(),
+            });
+            settle(&queue, &me, &r.job, ended, io)?;
+        }
+        // Leases renewed; a lost one stops its run.
+        for r in &mut running {
+            if r.beat_at.elapsed() >= beat_every {
+                r.beat_at = std::time::Instant::now();
+                match queue.heartbeat(r.job.id, &me, now_ms()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        say(
+                            io,
+                            format_args!(
+                                "job {}: lease lost (cancelled, or taken by another worker); stopping its run",
+                                r.job.id
+                            ),
+                        )?;
+                        r.stop.notify_one();
+                    }
+                    Err(e) => say(io, format_args!("job {}: heartbeat failed: {e}", r.job.id))?,
+                }
+            }
+        }
+        // New jobs, while there is room.
+        let mut took = false;
+        while running.len() < args.concurrency as usize {
+            let job = match queue.take(&me, now_ms()) {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(e) => {
+                    say(io, format_args!("cannot take a job: {e}"))?;
+                    break;
+                }
+            };
+            took = true;
+            say(
+                io,
+                format_args!(
+                    "job {}: {} — attempt {} of {}",
+                    job.id,
+                    subject(&job),
+                    job.attempts,
+                    job.max_attempts
+                ),
+            )?;
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let (flow, dir, stop_for) = (job.flow.clone(), workspace_dir.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("weft-job-{}", job.id))
+                .spawn(move || run_job(&flow, dir, &stop_for))
+                .context("cannot start a run's thread")?;
+            running.push(Running {
+                job,
+                stop,
+                thread,
+                beat_at: std::time::Instant::now(),
+            });
+        }
+        if !took {
+            let pause = if running.is_empty() {
+                Duration::from_secs(args.poll)
+            } else {
+                Duration::from_millis(200).min(beat_every)
+            };
+            let wake = wake.clone();
+            runtime.block_on(async move {
+                let _ = tokio::time::timeout(pause, wake.notified()).await;
+            });
+        }
+    }
+    say(
+        io,
+        format_args!(
+            "stopping: {} run(s) stopped, their jobs put back for other workers",
+            running.len()
+        ),
+    )?;
+    for r in &running {
+        r.stop.notify_one();
+    }
+    for r in running {
+        let _ = queue.postpone(r.job.id, &me, 0, now_ms());
+        let _ = r.thread.join();
+        say(io, format_args!("job {}: put back", r.job.id))?;
+    }
+    drop(presence);
+    say(io, format_args!("worker stopped"))?;
+    Ok(0)
+}
+
+fn settle(queue: &Queue, me: &str, job: &Job, ended: Ended, io: &mut Io<'_>) -> Result<()> {
+    let now = now_ms();
+    match ended {
+        Ended::Done { run, outcome } => {
+            queue.finish(job.id, me, Some(run), now)?;
+            say(io, format_args!("job {}: run {run} {outcome}", job.id))
+        }
+        Ended::Failed { run, error } => {
+            if let Some(run_id) = run {
+                let _ = queue.set_run(job.id, me, run_id);
+            }
+            match queue.fail(job.id, me, &error, now)? {
+                AfterFailure::Retry { due_ms } => say(
+                    io,
+                    format_args!(
+                        "job {}: failed ({error}); retried at {}",
+                        job.id,
+                        when(due_ms)
+                    ),
+                ),
+                AfterFailure::GaveUp => say(
+                    io,
+                    format_args!(
+                        "job {}: failed ({error}); given up after {} attempts (`weft queue show {}`)",
+                        job.id, job.attempts, job.id
+                    ),
+                ),
+                AfterFailure::LeaseLost => say(
+                    io,
+                    format_args!(
+                        "job {}: failed ({error}); its lease was already lost",
+                        job.id
+                    ),
+                ),
+            }
+        }
+        Ended::Busy(holder) => {
+            queue.postpone(job.id, me, 5_000, now)?;
+            say(
+                io,
+                format_args!(
+                    "job {}: its flow is running elsewhere ({holder}); put back",
+                    job.id
+                ),
+            )
+        }
+        Ended::Stopped => say(io, format_args!("job {}: run stopped", job.id)),
+    }
+}

@@ -1,0 +1,668 @@
+//! The work queue of a fleet, in the PostgreSQL state: jobs are flow runs (per flow, and
+//! optionally per tenant — the organisation a webhook named), taken by `weft worker` processes.
+//!
+//! The well-known `FOR UPDATE SKIP LOCKED` pattern in one table (`weft_jobs`), no coordination
+//! of our own:
+//! - a job is enqueued once: a second enqueue of a job still queued (same flow and tenant) is
+//!   merged into it (due at the earlier of the two times);
+//! - a worker takes the oldest due job no other worker is taking (`SKIP LOCKED`) and whose flow
+//!   no live lease holds, and holds it by a lease it renews ([`Queue::heartbeat`]);
+//! - a lease that expires (its worker was killed or cut off) makes the job takeable again: the
+//!   next run settles the writes the killed one left pending by natural key, as every run does;
+//! - a failed run is retried after a backoff that doubles with each attempt, and after the
+//!   job's last attempt it is given up into the error queue (status `failed`);
+//! - a person cancels a queued job, or a running one (its worker sees the lease gone at its
+//!   next heartbeat and stops the run).
+//!
+//! Two runs of one flow never overlap even when two workers take two jobs of it at once: the
+//! run itself takes the flow's fleet-wide lock ([`crate::runlock::FlowLock::acquire_in`]), and
+//! the worker that finds it held puts its job back ([`Queue::postpone`]) without counting an
+//! attempt.
+//!
+//! Every time is given by the caller (`now_ms`), so tests drive the queue on a simulated clock.
+
+use crate::state::{PgPool, State};
+
+/// Jobs' table, made on first use beside the state's tables.
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS weft_jobs (
+    id BIGSERIAL PRIMARY KEY,
+    flow TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    due_ms BIGINT NOT NULL,
+    lease_until_ms BIGINT,
+    worker TEXT,
+    last_error TEXT,
+    run_id BIGINT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    finished_ms BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS weft_jobs_queued_once ON weft_jobs (flow, tenant) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id)";
+
+/// The advisory lock class under which a job of a flow is taken.
+const TAKE_LOCK: i32 = 0x7765_6604;
+
+/// How many due jobs one take looks at before saying there is none it may take.
+const TAKE_CANDIDATES: usize = 32;
+
+const JOB_COLUMNS: &str = "id, flow, tenant, status, reason, attempts, max_attempts, due_ms, lease_until_ms, worker, last_error, run_id, created_ms, updated_ms, finished_ms";
+
+/// Errors of the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The state is the SQLite file: a fleet's queue lives in PostgreSQL.
+    #[error(
+        "the work queue needs the state on PostgreSQL, and this workspace keeps it in {at}; move it with `weft state migrate --to postgres://USER@HOST/DATABASE`, then set `[state] url` in weft.toml (or WEFT_STATE_URL)"
+    )]
+    NeedsPostgres {
+        /// The SQLite file.
+        at: String,
+    },
+    /// The database refused or could not be reached.
+    #[error("the work queue in {at} cannot be used: {reason}")]
+    Database {
+        /// The server (no password).
+        at: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Waiting for its due time and a worker.
+    Queued,
+    /// Leased to a worker (or its lease expired and another will take it).
+    Running,
+    /// Its run ended (completed or stopped by a daily cap).
+    Done,
+    /// Given up after its last attempt: in the error queue.
+    Failed,
+    /// Cancelled by a person.
+    Cancelled,
+    /// Merged into another queued job of the same flow and tenant while waiting for a retry.
+    Merged,
+}
+
+impl JobStatus {
+    /// Its name, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Merged => "merged",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "done" => Self::Done,
+            "cancelled" => Self::Cancelled,
+            "merged" => Self::Merged,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// One job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Its id.
+    pub id: i64,
+    /// The flow it runs.
+    pub flow: String,
+    /// The tenant it is for (empty: the flow as a whole).
+    pub tenant: String,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Who asked for it (`schedule`, `webhook`, `by hand`, …).
+    pub reason: String,
+    /// Attempts made (a lease taken counts one).
+    pub attempts: u32,
+    /// Attempts allowed before it is given up.
+    pub max_attempts: u32,
+    /// When it may be taken (Unix ms).
+    pub due_ms: u64,
+    /// When its lease ends, while running.
+    pub lease_until_ms: Option<u64>,
+    /// The worker that holds (or last held) it.
+    pub worker: Option<String>,
+    /// Why its last attempt failed.
+    pub last_error: Option<String>,
+    /// The state's run of its last attempt.
+    pub run_id: Option<i64>,
+    /// When it was enqueued.
+    pub created_ms: u64,
+    /// When it last changed.
+    pub updated_ms: u64,
+    /// When it ended (done, failed, cancelled).
+    pub finished_ms: Option<u64>,
+}
+
+/// The queue's rules.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueRules {
+    /// How long a lease lasts without a heartbeat.
+    pub lease_ms: u64,
+    /// Attempts before a job is given up.
+    pub max_attempts: u32,
+    /// The wait before the first retry; doubled at each further attempt.
+    pub backoff_ms: u64,
+    /// The longest wait before a retry.
+    pub backoff_cap_ms: u64,
+}
+
+impl Default for QueueRules {
+    fn default() -> Self {
+        Self {
+            lease_ms: 30_000,
+            max_attempts: 5,
+            backoff_ms: 30_000,
+            backoff_cap_ms: 3_600_000,
+        }
+    }
+}
+
+impl QueueRules {
+    /// The wait before retrying after attempt `attempt` (1 for the first) failed.
+    pub fn backoff(&self, attempt: u32) -> u64 {
+        let doubled = self
+            .backoff_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(32));
+        doubled.min(self.backoff_cap_ms)
+    }
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job.
+    pub id: i64,
+    /// Whether a job already queued took the request (nothing new was added).
+    pub merged: bool,
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Queued again, due then (Unix ms).
+    Retry {
+        /// When.
+        due_ms: u64,
+    },
+    /// Its last attempt: given up into the error queue.
+    GaveUp,
+    /// The lease had already been lost (cancelled, or taken after expiring): nothing changed.
+    LeaseLost,
+}
+
+/// What cancelling did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was waiting and will not run.
+    Queued,
+    /// It was running: its worker stops the run at its next heartbeat.
+    Running,
+    /// It had already ended, as this.
+    AlreadyEnded(JobStatus),
+}
+
+/// The queue of the state's PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pool: PgPool,
+    rules: QueueRules,
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn job_row(r: &tokio_postgres::Row) -> Job {
+    let opt = |i: usize| r.get::<_, Option<i64>>(i).map(unms);
+    Job {
+        id: r.get(0),
+        flow: r.get(1),
+        tenant: r.get(2),
+        status: JobStatus::parse(r.get(3)),
+        reason: r.get(4),
+        attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
+        max_attempts: u32::try_from(r.get::<_, i32>(6)).unwrap_or(0),
+        due_ms: unms(r.get(7)),
+        lease_until_ms: opt(8),
+        worker: r.get(9),
+        last_error: r.get(10),
+        run_id: r.get(11),
+        created_ms: unms(r.get(12)),
+        updated_ms: unms(r.get(13)),
+        finished_ms: opt(14),
+    }
+}
+
+impl Queue {
+    /// The queue of `state`, which must be on PostgreSQL; its table is made when missing.
+    pub fn open(state: &State, rules: QueueRules) -> Result<Self, QueueError> {
+        let Some(pool) = state.postgres() else {
+            return Err(QueueError::NeedsPostgres {
+                at: state.location().to_owned(),
+            });
+        };
+        crate::fleet::ensure_tables(pool, TABLES).map_err(|reason| QueueError::Database {
+            at: pool.shown().to_owned(),
+            reason,
+        })?;
+        Ok(Self {
+            pool: pool.clone(),
+            rules,
+        })
+    }
+
+    /// The rules it follows.
+    pub fn rules(&self) -> QueueRules {
+        self.rules
+    }
+
+    fn run<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.pool.run(f).map_err(|reason| QueueError::Database {
+            at: self.pool.shown().to_owned(),
+            reason,
+        })
+    }
+
+    /// Enqueues a run of `flow` (for `tenant`, or the flow as a whole), due at `now_ms`; merged
+    /// into the job of the same flow and tenant already queued, if any.
+    pub fn enqueue(
+        &self,
+        flow: &str,
+        tenant: Option<&str>,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Enqueued, QueueError> {
+        let (flow, tenant, reason) = (
+            flow.to_owned(),
+            tenant.unwrap_or_default().to_owned(),
+            reason.to_owned(),
+        );
+        let max = i32::try_from(self.rules.max_attempts.max(1)).unwrap_or(i32::MAX);
+        let now = ms(now_ms);
+        self.run(move |client| async move {
+            let row = client
+                .query_one(
+                    "INSERT INTO weft_jobs (flow, tenant, status, reason, max_attempts, due_ms, created_ms, updated_ms)
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5)
+                     ON CONFLICT (flow, tenant) WHERE status = 'queued'
+                     DO UPDATE SET due_ms = LEAST(weft_jobs.due_ms, EXCLUDED.due_ms), updated_ms = EXCLUDED.updated_ms
+                     RETURNING id, (xmax = 0)",
+                    &[&flow, &tenant, &reason, &max, &now],
+                )
+                .await?;
+            Ok(Enqueued {
+                id: row.get(0),
+                merged: !row.get::<_, bool>(1),
+            })
+        })
+    }
+
+    /// Takes the oldest due job for `worker`, leased until `now_ms` plus the lease: a queued
+    /// job, or a running one whose lease expired; never a job of a flow another live lease
+    /// holds. A job whose lease expired on its last attempt is given up instead.
+    pub fn take(&self, worker: &str, now_ms: u64) -> Result<Option<Job>, QueueError> {
+        let worker = worker.to_owned();
+        let (now, until) = (ms(now_ms), ms(now_ms.saturating_add(self.rules.lease_ms)));
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "UPDATE weft_jobs SET status = 'failed', finished_ms = $1, updated_ms = $1,
+                     last_error = coalesce(last_error || '; then ', '') || 'its worker stopped answering during its last attempt (lease expired)'
+                 WHERE status = 'running' AND lease_until_ms < $1 AND attempts >= max_attempts",
+                &[&now],
+            )
+            .await?;
+            // Candidates one by one, each locked or skipped (SKIP LOCKED); a candidate is taken
+            // only under its flow's transaction lock, after seeing no live lease of its flow, so
+            // two takers never lease two jobs of one flow at once.
+            let mut skipped: Vec<i64> = Vec::new();
+            let mut row = None;
+            for _ in 0..TAKE_CANDIDATES {
+                let Some(candidate) = tx
+                    .query_opt(
+                        "SELECT id, flow FROM weft_jobs
+                         WHERE ((status = 'queued' AND due_ms <= $1)
+                                OR (status = 'running' AND lease_until_ms < $1))
+                           AND id <> ALL($2)
+                         ORDER BY due_ms, id
+                         LIMIT 1
+                         FOR UPDATE SKIP LOCKED",
+                        &[&now, &skipped],
+                    )
+                    .await?
+                else {
+                    break;
+                };
+                let (id, flow): (i64, String) = (candidate.get(0), candidate.get(1));
+                let locked: bool = tx
+                    .query_one(
+                        "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+                        &[&TAKE_LOCK, &flow],
+                    )
+                    .await?
+                    .get(0);
+                // A statement of its own: its snapshot is taken after the lock, so it sees the
+                // lease another taker committed before releasing it.
+                let free = locked
+                    && tx
+                        .query_one(
+                            "SELECT NOT EXISTS (SELECT 1 FROM weft_jobs WHERE flow = $1 AND id <> $2
+                                                AND status = 'running' AND lease_until_ms >= $3)",
+                            &[&flow, &id, &now],
+                        )
+                        .await?
+                        .get::<_, bool>(0);
+                if !free {
+                    skipped.push(id);
+                    continue;
+                }
+                row = tx
+                    .query_opt(
+                        &format!(
+                            "UPDATE weft_jobs SET status = 'running', attempts = attempts + 1, worker = $1,
+                                 lease_until_ms = $3, updated_ms = $2
+                             WHERE id = $4
+                             RETURNING {JOB_COLUMNS}"
+                        ),
+                        &[&worker, &now, &until, &id],
+                    )
+                    .await?;
+                break;
+            }
+            tx.commit().await?;
+            Ok(row.as_ref().map(job_row))
+        })
+    }
+
+    /// Renews `worker`'s lease of job `id` until `now_ms` plus the lease; `false` when the lease
+    /// is lost (the job was cancelled, or taken by another worker after it expired): the
+    /// worker must stop its run.
+    pub fn heartbeat(&self, id: i64, worker: &str, now_ms: u64) -> Result<bool, QueueError> {
+        let worker = worker.to_owned();
+        let (now, until) = (ms(now_ms), ms(now_ms.saturating_add(self.rules.lease_ms)));
+        self.run(move |client| async move {
+            let n = client
+                .execute(
+                    "UPDATE weft_jobs SET lease_until_ms = $3, updated_ms = $4
+                     WHERE id = $1 AND worker = $2 AND status = 'running'",
+                    &[&id, &worker, &until, &now],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records the run of job `id`'s current attempt.
+    pub fn set_run(&self, id: i64, worker: &str, run_id: i64) -> Result<(), QueueError> {
+        let worker = worker.to_owned();
+        self.run(move |client| async move {
+            client
+                .execute(
+                    "UPDATE weft_jobs SET run_id = $3 WHERE id = $1 AND worker = $2 AND status = 'running'",
+                    &[&id, &worker, &run_id],
+                )
+                .await
+                .map(|_| ())
+        })
+    }
+
+    /// Job `id`'s run ended (completed, or stopped by a budget to resume later): done. `false`
+    /// when `worker` no longer held it.
+    pub fn finish(
+        &self,
+        id: i64,
+        worker: &str,
+        run_id: Option<i64>,
+        now_ms: u64,
+    ) -> Result<bool, QueueError> {
+        let worker = worker.to_owned();
+        let now = ms(now_ms);
+        self.run(move |client| async move {
+            let n = client
+                .execute(
+                    "UPDATE weft_jobs SET status = 'done', finished_ms = $3, updated_ms = $3,
+                         lease_until_ms = NULL, run_id = coalesce($4, run_id)
+                     WHERE id = $1 AND worker = $2 AND status = 'running'",
+                    &[&id, &worker, &now, &run_id],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Job `id`'s attempt failed with `error`: queued again after the backoff, or given up into
+    /// the error queue after its last attempt.
+    pub fn fail(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        now_ms: u64,
+    ) -> Result<AfterFailure, QueueError> {
+        let worker = worker.to_owned();
+        let error = error.to_owned();
+        let rules = self.rules;
+        let now = ms(now_ms);
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT attempts, max_attempts, flow, tenant FROM weft_jobs
+                     WHERE id = $1 AND worker = $2 AND status = 'running' FOR UPDATE",
+                    &[&id, &worker],
+                )
+                .await?
+            else {
+                return Ok(AfterFailure::LeaseLost);
+            };
+            let (attempts, max, flow, tenant): (i32, i32, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let after = if attempts >= max {
+                tx.execute(
+                    "UPDATE weft_jobs SET status = 'failed', last_error = $2, finished_ms = $3,
+                         updated_ms = $3, lease_until_ms = NULL WHERE id = $1",
+                    &[&id, &error, &now],
+                )
+                .await?;
+                AfterFailure::GaveUp
+            } else {
+                let due =
+                    now.saturating_add(ms(rules.backoff(u32::try_from(attempts).unwrap_or(1))));
+                requeue(&tx, id, &flow, &tenant, due, now, Some(&error), false).await?;
+                AfterFailure::Retry { due_ms: unms(due) }
+            };
+            tx.commit().await?;
+            Ok(after)
+        })
+    }
+
+    /// Puts job `id` back without counting the attempt, due after `delay_ms`: its flow was
+    /// running elsewhere, or its worker is stopping. `false` when `worker` no longer held it.
+    pub fn postpone(
+        &self,
+        id: i64,
+        worker: &str,
+        delay_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, QueueError> {
+        let worker = worker.to_owned();
+        let now = ms(now_ms);
+        let due = ms(now_ms.saturating_add(delay_ms));
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT flow, tenant FROM weft_jobs
+                     WHERE id = $1 AND worker = $2 AND status = 'running' FOR UPDATE",
+                    &[&id, &worker],
+                )
+                .await?
+            else {
+                return Ok(false);
+            };
+            let (flow, tenant): (String, String) = (row.get(0), row.get(1));
+            requeue(&tx, id, &flow, &tenant, due, now, None, true).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Cancels job `id`; `None` when there is no such job.
+    pub fn cancel(&self, id: i64, now_ms: u64) -> Result<Option<Cancelled>, QueueError> {
+        let now = ms(now_ms);
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt("SELECT status FROM weft_jobs WHERE id = $1 FOR UPDATE", &[&id])
+                .await?
+            else {
+                return Ok(None);
+            };
+            let status = JobStatus::parse(row.get(0));
+            let done = match status {
+                JobStatus::Queued | JobStatus::Running => {
+                    tx.execute(
+                        "UPDATE weft_jobs SET status = 'cancelled', finished_ms = $2, updated_ms = $2,
+                             lease_until_ms = NULL WHERE id = $1",
+                        &[&id, &now],
+                    )
+                    .await?;
+                    if status == JobStatus::Queued {
+                        Cancelled::Queued
+                    } else {
+                        Cancelled::Running
+                    }
+                }
+                other => Cancelled::AlreadyEnded(other),
+            };
+            tx.commit().await?;
+            Ok(Some(done))
+        })
+    }
+
+    /// One job.
+    pub fn job(&self, id: i64) -> Result<Option<Job>, QueueError> {
+        self.run(move |client| async move {
+            let row = client
+                .query_opt(
+                    &format!("SELECT {JOB_COLUMNS} FROM weft_jobs WHERE id = $1"),
+                    &[&id],
+                )
+                .await?;
+            Ok(row.as_ref().map(job_row))
+        })
+    }
+
+    /// The jobs not ended (queued and running), then, with `all`, the most recent ended ones;
+    /// at most `limit`, newest first within each group.
+    pub fn list(&self, all: bool, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |client| async move {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM weft_jobs
+                         WHERE $1 OR status IN ('queued', 'running')
+                         ORDER BY (status IN ('queued', 'running')) DESC, id DESC LIMIT $2"
+                    ),
+                    &[&all, &limit],
+                )
+                .await?;
+            Ok(rows.iter().map(job_row).collect())
+        })
+    }
+
+    /// How many jobs are in each status.
+    pub fn counts(&self) -> Result<Vec<(JobStatus, u64)>, QueueError> {
+        self.run(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT status, count(*) FROM weft_jobs GROUP BY status ORDER BY status",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (JobStatus::parse(r.get(0)), unms(r.get(1))))
+                .collect())
+        })
+    }
+}
+
+/// Puts running job `id` back in the queue, due `due`, or merges it into the job of the same
+/// flow and tenant already queued (which then becomes due at the earlier time). `uncount`
+/// gives back the attempt its lease counted.
+#[allow(clippy::too_many_arguments)]
+async fn requeue(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    flow: &str,
+    tenant: &str,
+    due: i64,
+    now: i64,
+    error: Option<&str>,
+    uncount: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let other = tx
+        .query_opt(
+            "SELECT id FROM weft_jobs WHERE flow = $1 AND tenant = $2 AND status = 'queued' FOR UPDATE",
+            &[&flow, &tenant],
+        )
+        .await?;
+    let uncount = i32::from(uncount);
+    match other {
+        Some(row) => {
+            let into: i64 = row.get(0);
+            tx.execute(
+                "UPDATE weft_jobs SET due_ms = LEAST(due_ms, $2), updated_ms = $3 WHERE id = $1",
+                &[&into, &due, &now],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE weft_jobs SET status = 'merged', attempts = attempts - $5, lease_until_ms = NULL,
+                     finished_ms = $3, updated_ms = $3,
+                     last_error = coalesce($4, last_error, 'put back') || ' (merged into job ' || $2::BIGINT || ')'
+                 WHERE id = $1",
+                &[&id, &into, &now, &error, &uncount],
+            )
+            .await?;
+        }
+        None => {
+            tx.execute(
+                "UPDATE weft_jobs SET status = 'queued', attempts = attempts - $5, due_ms = $2,
+                     lease_until_ms = NULL, updated_ms = $3, last_error = coalesce($4, last_error)
+                 WHERE id = $1",
+                &[&id, &due, &now, &error, &uncount],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

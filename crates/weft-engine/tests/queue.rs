@@ -1,0 +1,212 @@
+//! The work queue's rules on PostgreSQL, on a simulated clock (every time is given): one lease
+//! per job under concurrent takers, a queued job enqueued once, leases that expire, retries with
+//! a doubling backoff, giving up into the error queue, cancelling, and the SQLite state refused
+//! with the way to move.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use weft_engine::queue::{AfterFailure, Cancelled, JobStatus, Queue, QueueError, QueueRules};
+use weft_engine::state::State;
+
+const RULES: QueueRules = QueueRules {
+    lease_ms: 10_000,
+    max_attempts: 3,
+    backoff_ms: 1_000,
+    backoff_cap_ms: 3_000,
+};
+
+fn queue(label: &str) -> Option<(weft_harness::postgres::TestDb, tempfile::TempDir, Queue)> {
+    let db = weft_harness::postgres::database(label)?;
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open_postgres(db.url(), &dir.path().join("state.db")).unwrap();
+    let queue = Queue::open(&state, RULES).unwrap();
+    Some((db, dir, queue))
+}
+
+#[test]
+fn a_sqlite_state_is_refused_with_the_way_to_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open(&dir.path().join("state.db")).unwrap();
+    let err = Queue::open(&state, RULES).unwrap_err();
+    assert!(matches!(err, QueueError::NeedsPostgres { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("`weft state migrate --to postgres://"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_queued_job_is_enqueued_once_and_each_job_is_leased_to_one_taker() {
+    let Some((_db, _dir, queue)) = queue("once") else {
+        return;
+    };
+    let first = queue.enqueue("a", None, "schedule", 1_000).unwrap();
+    let again = queue.enqueue("a", None, "webhook", 500).unwrap();
+    assert!(!first.merged);
+    assert_eq!(again.id, first.id);
+    assert!(again.merged);
+    assert_eq!(
+        queue.job(first.id).unwrap().unwrap().due_ms,
+        500,
+        "the earlier time"
+    );
+    let tenant = queue.enqueue("a", Some("org-1"), "webhook", 1_000).unwrap();
+    assert_ne!(tenant.id, first.id, "per tenant, a job of its own");
+    for flow in ["b", "c", "d", "e", "f", "g", "h"] {
+        queue.enqueue(flow, None, "by hand", 1_000).unwrap();
+    }
+    // Eight workers take at once: every flow's job goes to exactly one of them, and the second
+    // job of flow `a` waits while the first is leased.
+    let queue = Arc::new(queue);
+    let takers: Vec<_> = (0..8)
+        .map(|w| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(job) = queue.take(&format!("w{w}"), 2_000).unwrap() {
+                    got.push((job.id, job.flow));
+                }
+                got
+            })
+        })
+        .collect();
+    let taken: Vec<(i64, String)> = takers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let ids: BTreeSet<i64> = taken.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), taken.len(), "no job leased twice: {taken:?}");
+    let flows: BTreeSet<&str> = taken.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(flows.len(), 8, "{taken:?}");
+    assert_eq!(taken.len(), 8, "one job of flow `a` at a time: {taken:?}");
+    assert_eq!(
+        queue.job(tenant.id).unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}
+
+#[test]
+fn an_expired_lease_is_taken_by_another_worker_and_the_first_loses_it() {
+    let Some((_db, _dir, queue)) = queue("expiry") else {
+        return;
+    };
+    let id = queue.enqueue("a", None, "by hand", 0).unwrap().id;
+    let job = queue.take("w1", 0).unwrap().unwrap();
+    assert_eq!((job.id, job.attempts), (id, 1));
+    assert!(queue.heartbeat(id, "w1", 5_000).unwrap());
+    assert_eq!(
+        queue.take("w2", 14_000).unwrap(),
+        None,
+        "renewed until 15 s"
+    );
+    let again = queue
+        .take("w2", 15_001)
+        .unwrap()
+        .expect("expired: another worker");
+    assert_eq!((again.id, again.attempts), (id, 2));
+    assert_eq!(again.worker.as_deref(), Some("w2"));
+    assert!(!queue.heartbeat(id, "w1", 15_002).unwrap(), "w1 lost it");
+    assert!(!queue.finish(id, "w1", None, 15_003).unwrap());
+    assert!(queue.finish(id, "w2", Some(7), 16_000).unwrap());
+    let done = queue.job(id).unwrap().unwrap();
+    assert_eq!((done.status, done.run_id), (JobStatus::Done, Some(7)));
+    // On the last attempt, an expired lease gives the job up.
+    let id = queue.enqueue("b", None, "by hand", 20_000).unwrap().id;
+    for (n, at) in [(1, 20_000), (2, 30_001), (3, 40_002)] {
+        assert_eq!(queue.take("w", at).unwrap().unwrap().attempts, n);
+    }
+    assert_eq!(queue.take("w", 50_003).unwrap(), None);
+    let gone = queue.job(id).unwrap().unwrap();
+    assert_eq!(gone.status, JobStatus::Failed);
+    assert!(gone.last_error.unwrap().contains("lease expired"));
+}
+
+#[test]
+fn failures_retry_with_a_doubling_backoff_then_give_up_into_the_error_queue() {
+    let Some((_db, _dir, queue)) = queue("retry") else {
+        return;
+    };
+    let id = queue.enqueue("a", None, "by hand", 0).unwrap().id;
+    queue.take("w", 0).unwrap().unwrap();
+    assert_eq!(
+        queue.fail(id, "w", "Xero answered 500", 100).unwrap(),
+        AfterFailure::Retry { due_ms: 1_100 }
+    );
+    assert_eq!(queue.take("w", 1_099).unwrap(), None, "backing off");
+    queue.take("w", 1_100).unwrap().unwrap();
+    assert_eq!(
+        queue.fail(id, "w", "again", 1_200).unwrap(),
+        AfterFailure::Retry { due_ms: 3_200 }
+    );
+    // A new enqueue while it waits is merged into it, and makes it due sooner.
+    assert_eq!(queue.enqueue("a", None, "webhook", 2_000).unwrap().id, id);
+    let third = queue.take("w", 2_000).unwrap().unwrap();
+    assert_eq!(third.attempts, 3);
+    assert_eq!(
+        queue.fail(id, "w", "still failing", 2_100).unwrap(),
+        AfterFailure::GaveUp
+    );
+    let failed = queue.job(id).unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some("still failing"));
+    assert_eq!(queue.take("w", 1_000_000).unwrap(), None);
+    assert_eq!(RULES.backoff(1), 1_000);
+    assert_eq!(RULES.backoff(2), 2_000);
+    assert_eq!(RULES.backoff(9), 3_000, "capped");
+    // Put back (its flow busy elsewhere) without counting an attempt, merged into a job queued
+    // meanwhile.
+    let b = queue.enqueue("b", None, "by hand", 0).unwrap().id;
+    queue.take("w", 0).unwrap().unwrap();
+    let b2 = queue.enqueue("b", None, "by hand", 10).unwrap().id;
+    assert_ne!(b, b2);
+    assert!(queue.postpone(b, "w", 500, 20).unwrap());
+    assert_eq!(queue.job(b).unwrap().unwrap().status, JobStatus::Merged);
+    let next = queue.take("w", 30).unwrap().unwrap();
+    assert_eq!((next.id, next.attempts), (b2, 1));
+}
+
+#[test]
+fn cancelling_a_queued_or_running_job() {
+    let Some((_db, _dir, queue)) = queue("cancel") else {
+        return;
+    };
+    let a = queue.enqueue("a", None, "by hand", 0).unwrap().id;
+    let b = queue.enqueue("b", None, "by hand", 0).unwrap().id;
+    assert_eq!(queue.cancel(a, 1).unwrap(), Some(Cancelled::Queued));
+    let taken = queue.take("w", 2).unwrap().unwrap();
+    assert_eq!(taken.id, b, "the cancelled job is never taken");
+    assert_eq!(queue.cancel(b, 3).unwrap(), Some(Cancelled::Running));
+    assert!(!queue.heartbeat(b, "w", 4).unwrap(), "its worker stops");
+    assert_eq!(
+        queue.fail(b, "w", "stopped", 5).unwrap(),
+        AfterFailure::LeaseLost
+    );
+    assert_eq!(
+        queue.cancel(b, 6).unwrap(),
+        Some(Cancelled::AlreadyEnded(JobStatus::Cancelled))
+    );
+    assert_eq!(queue.cancel(999, 7).unwrap(), None);
+    let listed = queue.list(true, 10).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(queue.list(false, 10).unwrap().is_empty());
+}
+
+/// The flow lock on PostgreSQL holds across machines: two workspaces' state (other folders,
+/// so other lock files) on one database cannot run one flow at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_lock_holds_for_the_fleet_on_postgres() {
+    use weft_engine::runlock::{FlowLock, holder_in};
+    let Some(db) = weft_harness::postgres::database("flowlock") else {
+        return;
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = State::open_postgres(db.url(), &one.path().join("state.db")).unwrap();
+    let second = State::open_postgres(db.url(), &two.path().join("state.db")).unwrap();
+    let held = FlowLock::acquire_in(&first, "f", None).await.unwrap();
+    let refused = FlowLock::acquire_in(&second, "f", None).await.unwrap_err();
+    assert!(refused.contains("held by a run of the fleet"), "{refused}");
+    assert!(holder_in(&second, "f").is_some());
+    FlowLock::acquire_in(&second, "other", None).await.unwrap();
+    drop(held);
+    assert_eq!(holder_in(&second, "f"), None);
+    FlowLock::acquire_in(&second, "f", None).await.unwrap();
+}
