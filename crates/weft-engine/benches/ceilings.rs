@@ -461,7 +461,7 @@ fn state_pairs(quick: bool) -> Vec<Value> {
     let dir = std::env::temp_dir().join(format!("weft-bench-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let measure = |name: &str, state: &State| {
+    let measure = |name: &str, state: &State, detail: &str| {
         let pair = |i: usize| {
             let id = format!("K{i}");
             state
@@ -482,18 +482,33 @@ fn state_pairs(quick: bool) -> Vec<Value> {
             "pairs/s",
             ">= 100",
             rate >= 100.0,
-            &format!("{pairs} pairs, each call one transaction"),
+            &format!("{pairs} pairs, each call one transaction; {detail}"),
         )
     };
     let mut rows = vec![measure(
-        "SQLite (WAL, synced)",
+        "SQLite",
         &State::open(&dir.join("state.db")).unwrap(),
+        "WAL, each commit synced",
     )];
     match weft_harness::postgres::database("bench_b10") {
-        Some(pg) => rows.push(measure(
-            "PostgreSQL over loopback",
-            &State::open_postgres(pg.url(), &dir.join("state.db")).unwrap(),
-        )),
+        Some(pg) => {
+            let state = State::open_postgres(pg.url(), &dir.join("state.db")).unwrap();
+            // Whether the server syncs its commits decides the figure: say which it was (the
+            // harness's throwaway cluster does not; WEFT_TEST_PG_URL may name one that does).
+            let syncs = state
+                .postgres()
+                .unwrap()
+                .run(|c| async move {
+                    let fsync = c.query_one("SHOW fsync", &[]).await?.get::<_, String>(0);
+                    let commit = c
+                        .query_one("SHOW synchronous_commit", &[])
+                        .await?
+                        .get::<_, String>(0);
+                    Ok(format!("server fsync {fsync}, synchronous_commit {commit}"))
+                })
+                .unwrap();
+            rows.push(measure("PostgreSQL over loopback", &state, &syncs));
+        }
         None => println!("B10 PostgreSQL: skipped (no PostgreSQL here)"),
     }
     let _ = std::fs::remove_dir_all(&dir);
