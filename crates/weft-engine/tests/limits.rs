@@ -500,13 +500,17 @@ async fn share_the_in_flight_budget(store: Arc<dyn weft_engine::limits::BudgetSt
                 let clock = SimWait::new(clock);
                 let http = client().unwrap();
                 let mut rng = fastrand::Rng::with_seed(n * 10 + task);
+                // The slots are waited for in real time, as a fleet's workers do: a simulated
+                // wait that advanced the shared clock at every poll would, under load, carry it
+                // past the access token's 30 minutes.
+                let wall = weft_engine::limits::SystemClock;
                 for _ in 0..4 {
-                    let permit = limiter.acquire(Some(tenant), &clock).await.unwrap();
+                    let permit = limiter.acquire(Some(tenant), &wall).await.unwrap();
                     let answer = send(&http, spec.file(), &[], request, None, &clock, &mut rng)
                         .await
                         .unwrap();
                     assert_eq!(answer.attempts, 1);
-                    permit.answered(&clock);
+                    permit.answered(&wall);
                 }
             }));
         }
