@@ -283,7 +283,8 @@ pub fn choose_method(
                 declared: method_list(&declared),
             });
         }
-        for field in given {
+        // Only the method matters here: the values themselves are checked by their callers.
+        if let Some(field) = given.iter().find(|f| !f.applies_to(method)) {
             check_for(field, method, Some("given"))?;
         }
         return Ok(method);
@@ -435,6 +436,7 @@ label = "Access token"
 secret = true
 required = true
 methods = ["token"]
+pattern = '^tok-'
 [[fields]]
 id = "region"
 label = "Region"
@@ -484,6 +486,11 @@ resource = "me"
         assert_eq!(
             e.to_string(),
             "connector `acme` does not sign in with `client-credentials`; choose `oauth2` or `token`"
+        );
+        // A field of the chosen method is given: whatever its rules, the method stands.
+        assert_eq!(
+            choose_method(&spec, Some(AuthMethod::Token), &["token", "region"], any).unwrap(),
+            AuthMethod::Token
         );
         let e = choose_method(&spec, Some(AuthMethod::Token), &["client_id"], any).unwrap_err();
         assert!(
