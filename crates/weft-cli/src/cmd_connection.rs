@@ -380,7 +380,7 @@ fn connection_fields(
         };
         match check(field, value) {
             Ok(Some(checked)) => {
-                into.insert(id.to_owned(), field_text(&checked));
+                into.insert(id.to_owned(), checked.to_text());
             }
             Ok(None) => bail!("--field `{pair}`: give a value; {}", listed()),
             Err(e) => bail!("--field `{pair}`: {e}"),
@@ -396,15 +396,6 @@ fn connection_fields(
     }
     weft_engine::request::Hosts::for_connection(file, &into, &BTreeMap::new())?;
     Ok(into)
-}
-
-/// A checked field value as `weft.toml` keeps it.
-fn field_text(value: &form::FieldValue) -> String {
-    match value {
-        form::FieldValue::Text(t) => t.clone(),
-        form::FieldValue::Integer(n) => n.to_string(),
-        form::FieldValue::Boolean(b) => b.to_string(),
-    }
 }
 
 /// Checks every client and connection of `all` (as loaded, perhaps edited by hand) with the

@@ -35,6 +35,16 @@ impl fmt::Debug for FieldValue {
 }
 
 impl FieldValue {
+    /// The value as text, as a connection's `fields` keep it in `weft.toml` (`76`, `true`,
+    /// `sandbox`); [`check`] reads it back to the same value.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Integer(n) => n.to_string(),
+            Self::Boolean(b) => b.to_string(),
+        }
+    }
+
     /// The value as JSON, for templates.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
