@@ -114,8 +114,9 @@ pub(crate) struct CreateArgs {
     /// (repeatable; names are the spec's hosts).
     #[arg(long = "host", value_name = "NAME=URL")]
     hosts: Vec<String>,
-    /// Set a connection field of the connector, such as `environment=sandbox` for QuickBooks
-    /// Online (repeatable; `weft connectors show CONNECTOR` lists the fields that choose a host).
+    /// Set a connection field of the connector, such as `environment=sandbox` or
+    /// `minor_version=76` for QuickBooks Online, `burst_limit=190` for HubSpot (repeatable;
+    /// `weft connectors show CONNECTOR` lists every field with its rules).
     #[arg(long = "field", value_name = "ID=VALUE")]
     fields: Vec<String>,
     /// Read a pasted token (such as Kantata's personal token) from standard input and seal it
@@ -336,15 +337,18 @@ fn host_overrides(
 }
 
 /// Connection field values `given` as ID=VALUE added to `into`, each checked by its field's
-/// rules; only the spec's connection fields (those choosing a host) are accepted.
+/// rules for a connection signing in with `method` (`None`: not settled, any method); only the
+/// spec's connection fields ([`weft_core::model::SpecFile::connection_fields`]) are accepted.
+/// Values are kept as text in their checked form (`76`, `true`, `sandbox`).
 fn connection_fields(
     connector: &str,
+    method: Option<AuthMethod>,
     given: &[String],
     mut into: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>> {
     let spec = specs::find(connector)?;
     let file = spec.file();
-    let known = file.host_fields();
+    let known = file.connection_fields();
     let listed = || {
         if known.is_empty() {
             format!("connector `{connector}` has no connection field")
@@ -353,11 +357,15 @@ fn connection_fields(
                 "the connection fields of `{connector}` are: {}",
                 known
                     .iter()
-                    .map(|f| format!("{} ({})", f.id, f.choices.join(", ")))
+                    .map(|f| format!("{} ({})", f.id, weft_core::docs::field_rules(f)))
                     .collect::<Vec<_>>()
                     .join("; ")
             )
         }
+    };
+    let check = |field: &weft_core::model::Field, value: &str| match method {
+        Some(m) => form::check_for(field, m, Some(value)),
+        None => form::check(field, Some(value)),
     };
     for pair in given {
         let Some((id, value)) = pair.split_once('=') else {
@@ -370,17 +378,20 @@ fn connection_fields(
                 listed()
             );
         };
-        match weft_core::form::check(field, Some(value)) {
-            Ok(Some(weft_core::form::FieldValue::Text(text))) => {
-                into.insert(id.to_owned(), text);
+        match check(field, value) {
+            Ok(Some(checked)) => {
+                into.insert(id.to_owned(), checked.to_text());
             }
-            Ok(_) => bail!("--field `{pair}`: give a value; {}", listed()),
+            Ok(None) => bail!("--field `{pair}`: give a value; {}", listed()),
             Err(e) => bail!("--field `{pair}`: {e}"),
         }
     }
-    for id in into.keys() {
-        if !known.iter().any(|f| &f.id == id) {
+    for (id, value) in &into {
+        let Some(field) = known.iter().find(|f| &f.id == id) else {
             bail!("`{id}` is not a connection field; {}", listed());
+        };
+        if let Err(e) = check(field, value) {
+            bail!("`{id}` is `{value}`, refused: {e}");
         }
     }
     weft_engine::request::Hosts::for_connection(file, &into, &BTreeMap::new())?;
@@ -439,7 +450,7 @@ pub(crate) fn check_declared(all: &[Workspace]) -> Result<()> {
             if let Err(e) = host_overrides(&connector, &[], c.hosts.clone()) {
                 bail!("{}: connection `{name}`: {e:#}", at("hosts"));
             }
-            if let Err(e) = connection_fields(&connector, &[], c.fields.clone()) {
+            if let Err(e) = connection_fields(&connector, c.method, &[], c.fields.clone()) {
                 bail!("{}: connection `{name}`: {e:#}", at("fields"));
             }
         }
@@ -568,7 +579,8 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             }
             let level = concurrency(&connector, args.concurrency.as_deref())?;
             let hosts = host_overrides(&connector, &args.hosts, BTreeMap::new())?;
-            let fields = connection_fields(&connector, &args.fields, BTreeMap::new())?;
+            let fields =
+                connection_fields(&connector, Some(method), &args.fields, BTreeMap::new())?;
             if let Some(lender) = &args.borrow_concurrency_from {
                 check_borrow(&all, &args.name, lender, &connector)?;
             }
@@ -868,9 +880,35 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             if !args.hosts.is_empty() {
                 updated.hosts = host_overrides(&updated.connector, &args.hosts, updated.hosts)?;
             }
-            if !args.fields.is_empty() {
+            if !args.fields.is_empty() || switched {
+                let file = specs::find(&updated.connector)?;
+                for pair in &args.fields {
+                    let id = pair
+                        .split_once('=')
+                        .map_or(pair.as_str(), |(id, _)| id.trim());
+                    if let Some(field) = file.file().fields.iter().find(|f| f.id == id) {
+                        crate::cmd_client::editable(
+                            field,
+                            &format!(
+                                "weft connection create NEW --connector {} --field {pair}",
+                                updated.connector
+                            ),
+                        )?;
+                    }
+                }
+                if switched && let Some(m) = method {
+                    // Values of fields the new method does not use are dropped with its old
+                    // credentials.
+                    updated.fields.retain(|id, _| {
+                        file.file()
+                            .fields
+                            .iter()
+                            .find(|f| &f.id == id)
+                            .is_none_or(|f| f.applies_to(m))
+                    });
+                }
                 updated.fields =
-                    connection_fields(&updated.connector, &args.fields, updated.fields)?;
+                    connection_fields(&updated.connector, method, &args.fields, updated.fields)?;
             }
             let target = &mut all[index];
             if args.token_stdin {

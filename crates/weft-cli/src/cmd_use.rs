@@ -282,7 +282,7 @@ pub(crate) fn list_to_end(
         tenant,
         cursor,
         params: what.params,
-        ..RequestContext::with_field_defaults(file)
+        ..session.context(BTreeMap::new())
     };
     let progress = crate::progress::Progress::spinner(
         true,
@@ -557,7 +557,7 @@ pub(crate) fn write(args: WriteArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             tenant: tenant.clone(),
             id,
             record: (size == 1).then(|| first.clone()),
-            ..RequestContext::with_field_defaults(file)
+            ..session.context(BTreeMap::new())
         };
         let scope = format!(
             "{}/{}/{}/{}",

@@ -1358,9 +1358,10 @@ records = { style = "index", index = "results", key-field = "key", id-field = "i
     s.assert_no_plain_secret();
 }
 
-/// QuickBooks' environment is a connection field: `--field environment=sandbox` is kept in
-/// weft.toml and shown, checked against the field's choices, refused for a field that chooses
-/// no host, and a hand-edited value that is not a choice is located in weft.toml.
+/// QuickBooks' environment and minor version are connection fields: `--field
+/// environment=sandbox` is kept in weft.toml and shown, checked against the field's choices,
+/// `minor_version` against its range; the OAuth client's ID and the concurrency are refused, and
+/// a hand-edited value the field refuses is located in weft.toml.
 #[test]
 fn a_connection_field_chooses_the_host_and_is_checked() {
     let s = Sandbox::new("fields");
@@ -1389,13 +1390,26 @@ fn a_connection_field_chooses_the_host_and_is_checked() {
         "{}",
         err(&wrong)
     );
-    let unknown = create("qbo", "minor_version=80");
-    assert_eq!(unknown.status.code(), Some(1));
+    // The client's ID is its OAuth client's, the concurrency has its own option.
+    for taken in ["client_id=ABC", "concurrency=3"] {
+        let unknown = create("qbo", taken);
+        assert_eq!(unknown.status.code(), Some(1));
+        assert!(
+            err(&unknown).contains("is not a connection field")
+                && err(&unknown).contains("environment (")
+                && err(&unknown).contains("minor_version (")
+                && err(&unknown).contains("whole number 75–999"),
+            "{}",
+            err(&unknown)
+        );
+    }
+    // Every other field is one, checked by its own rules.
+    let low = create("qbo", "minor_version=74");
+    assert_eq!(low.status.code(), Some(1));
     assert!(
-        err(&unknown).contains("`minor_version` is not a connection field")
-            && err(&unknown).contains("environment (production, sandbox)"),
+        err(&low).contains("API minor version") && err(&low).contains("75"),
         "{}",
-        err(&unknown)
+        err(&low)
     );
     let bad_pair = create("qbo", "environment");
     assert!(err(&bad_pair).contains("ID=VALUE"), "{}", err(&bad_pair));
@@ -1404,6 +1418,12 @@ fn a_connection_field_chooses_the_host_and_is_checked() {
     let ok = create("qbo", "environment=sandbox");
     assert!(ok.status.success(), "{}", err(&ok));
     assert!(read(&s.project().join("weft.toml")).contains("environment = \"sandbox\""));
+    let minor = s.run(
+        &["connection", "edit", "qbo", "--field", "minor_version=76"],
+        None,
+    );
+    assert!(minor.status.success(), "{}", err(&minor));
+    assert!(read(&s.project().join("weft.toml")).contains("minor_version = \"76\""));
     assert!(
         out(&s.run(&["connection", "show", "qbo"], None))
             .contains("field:        environment = sandbox")
@@ -1429,6 +1449,19 @@ fn a_connection_field_chooses_the_host_and_is_checked() {
     assert_eq!(listed.status.code(), Some(1));
     assert!(
         err(&listed).contains("weft.toml:") && err(&listed).contains("`environment` is `staging`"),
+        "{}",
+        err(&listed)
+    );
+    let toml = read(&s.project().join("weft.toml"))
+        .replace("environment = \"staging\"", "environment = \"sandbox\"")
+        .replace("minor_version = \"76\"", "minor_version = \"7\"");
+    std::fs::write(s.project().join("weft.toml"), toml).unwrap();
+    let listed = s.run(&["connection", "list"], None);
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(
+        err(&listed).contains("weft.toml:")
+            && err(&listed).contains("`minor_version` is `7`")
+            && err(&listed).contains("75"),
         "{}",
         err(&listed)
     );

@@ -35,6 +35,16 @@ impl fmt::Debug for FieldValue {
 }
 
 impl FieldValue {
+    /// The value as text, as a connection's `fields` keep it in `weft.toml` (`76`, `true`,
+    /// `sandbox`); [`check`] reads it back to the same value.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Integer(n) => n.to_string(),
+            Self::Boolean(b) => b.to_string(),
+        }
+    }
+
     /// The value as JSON, for templates.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
@@ -283,7 +293,8 @@ pub fn choose_method(
                 declared: method_list(&declared),
             });
         }
-        for field in given {
+        // Only the method matters here: the values themselves are checked by their callers.
+        if let Some(field) = given.iter().find(|f| !f.applies_to(method)) {
             check_for(field, method, Some("given"))?;
         }
         return Ok(method);
@@ -435,6 +446,7 @@ label = "Access token"
 secret = true
 required = true
 methods = ["token"]
+pattern = '^tok-'
 [[fields]]
 id = "region"
 label = "Region"
@@ -484,6 +496,11 @@ resource = "me"
         assert_eq!(
             e.to_string(),
             "connector `acme` does not sign in with `client-credentials`; choose `oauth2` or `token`"
+        );
+        // A field of the chosen method is given: whatever its rules, the method stands.
+        assert_eq!(
+            choose_method(&spec, Some(AuthMethod::Token), &["token", "region"], any).unwrap(),
+            AuthMethod::Token
         );
         let e = choose_method(&spec, Some(AuthMethod::Token), &["client_id"], any).unwrap_err();
         assert!(

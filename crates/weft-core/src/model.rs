@@ -1529,14 +1529,51 @@ impl SpecFile {
             .collect()
     }
 
-    /// The form fields that choose a host (what a connection, not its OAuth client, sets).
+    /// The form fields that choose a host.
     pub fn host_fields(&self) -> Vec<&Field> {
         self.fields
             .iter()
+            .filter(|f| self.chooses_host(f))
+            .collect()
+    }
+
+    fn chooses_host(&self, field: &Field) -> bool {
+        self.hosts
+            .values()
+            .any(|h| matches!(h, Host::ByField(by) if by.field == field.id))
+    }
+
+    /// The form fields a connection holds values for (in `weft.toml`, a connection's `fields`):
+    /// those choosing a host, and every other field that is not secret (sealed credentials),
+    /// not the concurrency level (a connection's own setting) and not read by the templates of
+    /// an OAuth client (`[auth.oauth2]`, `[auth.client-credentials]`: its ID and secret belong
+    /// to the client). A field that belongs to some sign-in methods only takes a value from a
+    /// connection of one of them ([`crate::form::check_for`]).
+    pub fn connection_fields(&self) -> Vec<&Field> {
+        let env = crate::template::environment();
+        let mut client_templates: Vec<&str> = Vec::new();
+        if let Some(o) = &self.auth.oauth2 {
+            client_templates.extend([o.authorize_url.as_str(), &o.token_url, &o.client_id]);
+            client_templates.extend(o.revoke_url.as_deref());
+            client_templates.extend(o.client_secret.as_deref());
+            client_templates.extend(o.authorize_params.values().map(String::as_str));
+        }
+        if let Some(c) = &self.auth.client_credentials {
+            client_templates.extend([c.token_url.as_str(), &c.client_id, &c.client_secret]);
+        }
+        let read: Vec<std::collections::BTreeSet<String>> = client_templates
+            .iter()
+            .filter_map(|t| crate::template::variables(&env, t))
+            .collect();
+        let by_client = |f: &Field| {
+            let name = format!("fields.{}", f.id);
+            read.iter().any(|vars| crate::template::reads(vars, &name))
+        };
+        self.fields
+            .iter()
             .filter(|f| {
-                self.hosts
-                    .values()
-                    .any(|h| matches!(h, Host::ByField(by) if by.field == f.id))
+                self.chooses_host(f)
+                    || (!f.secret && f.id != well_known::CONCURRENCY && !by_client(f))
             })
             .collect()
     }

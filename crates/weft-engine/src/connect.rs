@@ -198,6 +198,9 @@ pub fn open(
     // Settled once: a connection written before methods were recorded uses what it holds.
     connection.method = method(&all[index], spec.file(), name, &connection)?;
     let hosts = Hosts::for_connection(spec.file(), &connection.fields, &connection.hosts)?;
+    // The connection's field values over the spec's defaults: in every request's templates and
+    // in the budgets a field sizes.
+    let fields = RequestContext::with_connection_fields(spec.file(), &connection.fields)?.fields;
     let app = oauth_app(all, &spec, &hosts, &connection, redirect_uri)?;
     // Borrowed concurrency: the borrower and its lender draw from one pool at the lender's
     // level, in this process and across processes.
@@ -236,14 +239,14 @@ pub fn open(
         clock.clone(),
     );
     let mut limiter = match &pool {
-        Some((level, dir)) => Limiter::shared(spec.file(), *level, dir),
-        None => Limiter::new(spec.file(), connection.concurrency),
+        Some((level, dir)) => Limiter::shared(spec.file(), *level, dir, &fields),
+        None => Limiter::with_fields(spec.file(), connection.concurrency, &fields),
     };
     if let Some(budgets) = fleet_budgets(all)? {
         limiter = limiter.in_fleet(budgets, &fleet_namespace(all, &connection));
     }
     Ok(Opened {
-        session: Session::new(spec, hosts, limiter, http, tokens, clock),
+        session: Session::new(spec, hosts, limiter, http, tokens, clock).with_fields(fields),
         connection,
     })
 }
@@ -323,7 +326,7 @@ pub async fn consent_tenants(
     };
     let mut listed = Vec::new();
     session
-        .list(resource, &RequestContext::with_field_defaults(file), |r| {
+        .list(resource, &session.context(Default::default()), |r| {
             listed.push(r);
             ControlFlow::Continue(())
         })
@@ -451,7 +454,7 @@ pub async fn test_call(session: &Session, tenant: Option<Tenant>) -> Result<Stri
     let test = &file.test;
     let ctx = RequestContext {
         tenant,
-        ..RequestContext::with_field_defaults(file)
+        ..session.context(Default::default())
     };
     let answer = session
         .call(&test.resource, OpKind::List, &ctx, &[], &[], None)

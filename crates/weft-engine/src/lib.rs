@@ -94,6 +94,18 @@ pub enum EngineError {
         /// The field's choices, comma-separated.
         choices: String,
     },
+    /// A connection's value of a field that the field's rules refuse (edited by hand).
+    #[error(
+        "connection field `{field}` is `{value}`, which is refused: {reason}; set it with `weft connection edit NAME --field {field}=VALUE`"
+    )]
+    BadField {
+        /// The field id.
+        field: String,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A host override that is not a URL.
     #[error("the override of host `{host}` is not a URL (`{url}`): {reason}")]
     BadHostOverride {

@@ -399,8 +399,14 @@ impl Limiter {
 
     /// The limits of `spec` drawing on the concurrency pool in `dir` (`concurrency` slots, the
     /// lender's level), shared by every limiter of that folder in this process and, through the
-    /// slots' lock files, in every other process.
-    pub fn shared(spec: &SpecFile, concurrency: u32, dir: &Path) -> Self {
+    /// slots' lock files, in every other process; budgets sized by a form field take its value
+    /// in `fields` (as [`Limiter::with_fields`]).
+    pub fn shared(
+        spec: &SpecFile,
+        concurrency: u32,
+        dir: &Path,
+        fields: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Self {
         let slots = concurrency.max(1) as usize;
         Self {
             concurrency: pool_semaphore(dir, slots),
@@ -409,7 +415,7 @@ impl Limiter {
                 slots,
                 next: AtomicUsize::new(0),
             })),
-            ..Self::new(spec, concurrency)
+            ..Self::with_fields(spec, concurrency, fields)
         }
     }
 

@@ -112,6 +112,38 @@ impl RequestContext {
             ..Self::default()
         }
     }
+
+    /// A context holding a connection's field values (`values`, by field id, as `weft.toml`
+    /// keeps them) over the spec's defaults; a value its field refuses, or one for a field that
+    /// is not a connection field, is an error naming it.
+    pub fn with_connection_fields(
+        spec: &SpecFile,
+        values: &BTreeMap<String, String>,
+    ) -> Result<Self, EngineError> {
+        let mut ctx = Self::with_field_defaults(spec);
+        let known = spec.connection_fields();
+        for (id, value) in values {
+            let bad = |reason: String| EngineError::BadField {
+                field: id.clone(),
+                value: value.clone(),
+                reason,
+            };
+            let Some(field) = known.iter().find(|f| &f.id == id) else {
+                return Err(bad(format!(
+                    "connector `{}` has no connection field `{id}`",
+                    spec.id
+                )));
+            };
+            match weft_core::form::check(field, Some(value)) {
+                Ok(Some(checked)) => {
+                    ctx.fields.insert(id.clone(), checked.to_json());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(bad(e.reason)),
+            }
+        }
+        Ok(ctx)
+    }
 }
 
 /// A request ready to send.

@@ -87,6 +87,7 @@ pub struct Session {
     seed: Mutex<fastrand::Rng>,
     stats: Mutex<CallStats>,
     plugins: Arc<crate::plugin::Plugins>,
+    fields: BTreeMap<String, Value>,
 }
 
 impl std::fmt::Debug for Session {
@@ -109,7 +110,9 @@ impl Session {
         tokens: TokenKeeper,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let fields = RequestContext::with_field_defaults(spec.file()).fields;
         Self {
+            fields,
             spec,
             hosts,
             limiter,
@@ -123,6 +126,19 @@ impl Session {
             // names a hook it provides.
             plugins: Arc::new(crate::plugin::Plugins::from_env()),
         }
+    }
+
+    /// The same session with a connection's form field values (by field id, as templates read
+    /// them: [`RequestContext::with_connection_fields`]) in every context it makes.
+    pub fn with_fields(mut self, fields: BTreeMap<String, Value>) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// The form field values of the connection (its own over the spec's defaults) that
+    /// templates read as `fields`.
+    pub fn fields(&self) -> &BTreeMap<String, Value> {
+        &self.fields
     }
 
     /// The same session, looking for plugins in `plugins` instead of the standard directories.
@@ -546,11 +562,12 @@ impl Session {
         self.limiter.concurrency()
     }
 
-    /// A context with the spec's field defaults and these parameters.
+    /// A context with the connection's field values and these parameters.
     pub fn context(&self, params: BTreeMap<String, String>) -> RequestContext {
         RequestContext {
             params,
-            ..RequestContext::with_field_defaults(self.spec.file())
+            fields: self.fields.clone(),
+            ..RequestContext::default()
         }
     }
 }

@@ -174,8 +174,8 @@ async fn a_borrower_draws_from_its_lenders_pool_in_this_process_and_across_proce
     let dir = std::env::temp_dir().join(format!("weft-pool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // The lender has 2 slots; the borrower's own level is ignored: it draws from the pool.
-    let lender = Limiter::shared(spec.file(), 2, &dir);
-    let borrower = Limiter::shared(spec.file(), 2, &dir);
+    let lender = Limiter::shared(spec.file(), 2, &dir, &Default::default());
+    let borrower = Limiter::shared(spec.file(), 2, &dir, &Default::default());
     let a = lender.acquire(None, &clock).await.unwrap();
     let b = borrower.acquire(None, &clock).await.unwrap();
     assert!(

@@ -1713,7 +1713,7 @@ async fn tls_serves_https_with_secure_cookies_and_names_a_bad_key_file() {
 /// QuickBooks' Environment is on the connection form as a choice, checked, kept in weft.toml and
 /// shown selected on Edit; it picks among the connector's own base URLs, so a member sets it too.
 #[tokio::test]
-async fn a_connection_field_choosing_the_host_is_on_the_form_and_saved() {
+async fn connection_fields_are_on_the_form_checked_and_saved() {
     let c = Console::new("connection-field");
     let alice = c.login("alice", ADMIN_PW).await;
     let cookie = Some(alice.cookie.as_str());
@@ -1742,7 +1742,15 @@ async fn a_connection_field_choosing_the_host_is_on_the_form_and_saved() {
         "{}",
         form.body
     );
-    let post = |environment: &'static str| {
+    // Every connection field is on the form, with its rules; the client's ID is not.
+    assert!(
+        form.body.contains(r#"id="field_minor_version""#)
+            && form.body.contains(r#"min="75""#)
+            && !form.body.contains(r#"id="field_client_id""#),
+        "{}",
+        form.body
+    );
+    let post = |environment: &'static str, minor: &'static str| {
         let csrf = alice.csrf.clone();
         let c = &c;
         async move {
@@ -1757,15 +1765,23 @@ async fn a_connection_field_choosing_the_host_is_on_the_form_and_saved() {
                     ("concurrency", "4"),
                     ("borrow", ""),
                     ("field_environment", environment),
+                    ("field_minor_version", minor),
                 ],
             )
             .await
         }
     };
-    let res = post("staging").await;
+    let res = post("staging", "").await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         res.body.contains(r#"id="field_environment-error""#),
+        "{}",
+        res.body
+    );
+    let res = post("sandbox", "74").await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.body.contains(r#"id="field_minor_version-error""#),
         "{}",
         res.body
     );
@@ -1774,13 +1790,15 @@ async fn a_connection_field_choosing_the_host_is_on_the_form_and_saved() {
             .unwrap_or_default()
             .contains("qbo")
     );
-    let res = post("sandbox").await;
+    let res = post("sandbox", "76").await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     let toml = std::fs::read_to_string(c.dir.join("weft.toml")).unwrap();
     assert!(toml.contains("environment = \"sandbox\""), "{toml}");
+    assert!(toml.contains("minor_version = \"76\""), "{toml}");
     let edit = c.get("/connections/qbo/edit", cookie).await;
     assert!(
-        edit.body.contains(r#"<option value="sandbox" selected>"#),
+        edit.body.contains(r#"<option value="sandbox" selected>"#)
+            && edit.body.contains(r#"value="76""#),
         "{}",
         edit.body
     );

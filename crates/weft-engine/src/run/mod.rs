@@ -365,12 +365,12 @@ impl<'r> StreamRun<'r> {
             .ok_or_else(|| RunError::Config(format!("no connection `{alias}` in this run")))
     }
 
-    /// A request context for `alias`: its field defaults and tenant.
+    /// A request context for `alias`: its connection's field values and tenant.
     pub(crate) fn ctx(&self, alias: &str) -> Result<RequestContext, RunError> {
         let e = self.endpoint(alias)?;
         Ok(RequestContext {
             tenant: e.tenant.clone(),
-            ..RequestContext::with_field_defaults(e.session.spec().file())
+            ..e.session.context(BTreeMap::new())
         })
     }
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use weft_core::Spec;
 use weft_core::form::FieldValue;
 use weft_core::form::method_list;
-use weft_core::model::{AuthMethod, well_known};
+use weft_core::model::{AuthMethod, FieldKind, well_known};
 use weft_engine::secrets::Secret;
 use weft_engine::workspace::{Connection, Workspace, check_name, connection_tokens_id};
 
@@ -66,6 +66,16 @@ fn named_method(spec: &Spec, named: Option<&str>) -> Result<Option<AuthMethod>, 
             method_list(&declared)
         ))),
     }
+}
+
+/// The connection fields of `spec` a connection signing in with `method` sets, in the order of
+/// the form.
+fn connection_fields(spec: &Spec, method: AuthMethod) -> Vec<&weft_core::model::Field> {
+    spec.file()
+        .connection_fields()
+        .into_iter()
+        .filter(|f| f.applies_to(method))
+        .collect()
 }
 
 /// The only method `spec` declares, when it declares one.
@@ -414,8 +424,7 @@ fn blank_form(
     } else {
         None
     };
-    let extra = f
-        .host_fields()
+    let extra = connection_fields(spec, method)
         .into_iter()
         .map(|field| {
             let typed = editing.and_then(|(_, c)| c.fields.get(&field.id).map(String::as_str));
@@ -873,11 +882,15 @@ fn read_settings(
         }
     }
     let mut values = std::collections::BTreeMap::new();
-    for (view, field) in form.extra.iter_mut().zip(spec.file().host_fields()) {
+    for (view, field) in form.extra.iter_mut().zip(connection_fields(spec, method)) {
         let typed = data.get(&view.id);
         view.value = typed.unwrap_or_default().to_owned();
-        if let Some(FieldValue::Text(text)) = fields::check(field, view, typed) {
-            values.insert(field.id.clone(), text);
+        let given = field.ty == FieldKind::Boolean || typed.is_some_and(|t| !t.trim().is_empty());
+        // A field left empty takes the spec's default at run time rather than a copy of it.
+        if let Some(value) = fields::check(field, view, typed)
+            && given
+        {
+            values.insert(field.id.clone(), value.to_text());
         }
     }
     if let Err(e) = weft_engine::request::Hosts::for_connection(spec.file(), &values, &hosts)
