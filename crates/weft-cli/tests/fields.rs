@@ -159,9 +159,10 @@ fn hubspot_burst_limit_of_the_connection_sizes_its_budget() {
     let log = &sim.observed().log;
     assert!(log.count("GET", "/crm/v3/objects/line_items") >= pages);
     let most = log.max_in_window(None, 10_000);
-    // Held to the spec's default, no 10 seconds would see more than about 100 of them.
+    // Held to the spec's default, no 10 seconds would see more than 100 of them. (Not a higher
+    // floor: the calls' pace is this machine's, and a busy machine is slower.)
     assert!(
-        most > 140 && most <= 190,
+        most > 100 && most <= 190,
         "{most} calls in the busiest 10 seconds"
     );
     assert_eq!(
