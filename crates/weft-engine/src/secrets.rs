@@ -814,6 +814,21 @@ pub enum StoreLock {
     Postgres(AdvisoryHold),
 }
 
+/// What [`SecretStore::copy_into`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CredentialCopy {
+    /// Records added to the database.
+    pub copied: usize,
+    /// Records the database already held alike (an earlier copy).
+    pub already: usize,
+    /// Records the database holds with another value, kept as they are there.
+    pub kept: Vec<String>,
+    /// Records that stay in the local file ([`LOCAL_ONLY`]).
+    pub stay_local: usize,
+    /// Records read back from the database and opened.
+    pub checked: usize,
+}
+
 /// A store re-sealed under a new key in memory, not yet written.
 pub struct Resealed {
     path: PathBuf,
@@ -1115,6 +1130,55 @@ impl SecretStore {
             rows: None,
             count,
         })
+    }
+
+    /// Copies this file store's records into `target`, a store on PostgreSQL, sealed as they
+    /// are (the database sees no plain secret), under `target`'s lock: records it lacks are
+    /// added, records it holds alike are counted, records it holds with another value are kept
+    /// as they are there (a worker may have rotated a token since an earlier copy) and named.
+    /// The records of [`LOCAL_ONLY`] stay in the file. Then every copied record is read back and
+    /// opened. Running it again after an interruption adds what is missing.
+    pub fn copy_into(&self, target: &mut SecretStore) -> Result<CredentialCopy, SecretError> {
+        if target.db.is_none() {
+            return Err(SecretError::Corrupt {
+                path: target.path.clone(),
+                reason: "it is not a store on PostgreSQL; credentials are copied into one".to_owned(),
+            });
+        }
+        let _lock = target.lock()?;
+        target.reload()?;
+        let before = target.records.clone();
+        let mut report = CredentialCopy::default();
+        for (id, sealed) in &self.records {
+            if LOCAL_ONLY.contains(&id.as_str()) {
+                report.stay_local += 1;
+                continue;
+            }
+            // A record that does not open here would not open there either: named now.
+            self.open_record(id, sealed)?;
+            match before.get(id) {
+                Some(there) if there == sealed => report.already += 1,
+                Some(_) => report.kept.push(id.clone()),
+                None => {
+                    target.records.insert(id.clone(), sealed.clone());
+                    report.copied += 1;
+                }
+            }
+        }
+        if report.copied > 0 || before.is_empty() {
+            target.save(&before)?;
+        }
+        target.reload()?;
+        for id in self.records.keys().filter(|id| !LOCAL_ONLY.contains(&id.as_str())) {
+            if target.get(id)?.is_none() {
+                return Err(SecretError::Corrupt {
+                    path: target.path.clone(),
+                    reason: format!("record `{id}` is missing after the copy"),
+                });
+            }
+            report.checked += 1;
+        }
+        Ok(report)
     }
 
     fn to_text(&self, file: &StoreFile) -> Result<String, SecretError> {
