@@ -625,6 +625,20 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     let shown = s.run(&["client", "show", "acme"], None);
     ok(&shown);
     assert!(out(&shown).contains("secret:     stored"), "{}", out(&shown));
+    // A key rotation reaches the database's store too, in its one transaction.
+    let sealed_before = pg.query("SELECT sealed FROM weft_credentials").unwrap();
+    let rotated = s.run(&["secrets", "rotate-key"], None);
+    ok(&rotated);
+    assert!(
+        out(&rotated).contains("re-sealed 1 credential(s) in 1 store(s)"),
+        "{}",
+        out(&rotated)
+    );
+    let sealed_after = pg.query("SELECT sealed FROM weft_credentials").unwrap();
+    assert_ne!(sealed_after, sealed_before);
+    let shown = s.run(&["client", "show", "acme"], None);
+    ok(&shown);
+    assert!(out(&shown).contains("secret:     stored"), "{}", out(&shown));
 
     // Another workspace cannot copy into it.
     let other = workspace("state-migrate-other");
