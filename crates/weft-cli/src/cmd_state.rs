@@ -204,7 +204,11 @@ fn copy_credentials(ws: &Workspace, dest: &State, io: &mut Io<'_>) -> Result<()>
         return Ok(());
     };
     if !file.exists() {
-        writeln!(io.out, "  credentials: none to copy ({} does not exist)", file.display())?;
+        writeln!(
+            io.out,
+            "  credentials: none to copy ({} does not exist)",
+            file.display()
+        )?;
         return Ok(());
     }
     let source = ws.local_secrets()?;

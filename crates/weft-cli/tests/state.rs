@@ -607,9 +607,7 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
         "{}",
         out(&again)
     );
-    let rows = pg
-        .query("SELECT id, sealed FROM weft_credentials")
-        .unwrap();
+    let rows = pg.query("SELECT id, sealed FROM weft_credentials").unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(!format!("{rows:?}").contains("client-s3cret-value"));
 
@@ -624,7 +622,11 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     std::fs::remove_file(s.project().join(".weft/credentials.json")).unwrap();
     let shown = s.run(&["client", "show", "acme"], None);
     ok(&shown);
-    assert!(out(&shown).contains("secret:     stored"), "{}", out(&shown));
+    assert!(
+        out(&shown).contains("secret:     stored"),
+        "{}",
+        out(&shown)
+    );
     // A key rotation reaches the database's store too, in its one transaction.
     let sealed_before = pg.query("SELECT sealed FROM weft_credentials").unwrap();
     let rotated = s.run(&["secrets", "rotate-key"], None);
@@ -638,7 +640,11 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     assert_ne!(sealed_after, sealed_before);
     let shown = s.run(&["client", "show", "acme"], None);
     ok(&shown);
-    assert!(out(&shown).contains("secret:     stored"), "{}", out(&shown));
+    assert!(
+        out(&shown).contains("secret:     stored"),
+        "{}",
+        out(&shown)
+    );
 
     // Another workspace cannot copy into it.
     let other = workspace("state-migrate-other");

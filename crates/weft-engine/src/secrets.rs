@@ -904,7 +904,10 @@ impl SecretStore {
                 verify(&at, &keys, &check)?;
                 (records, check)
             }
-            None => (BTreeMap::new(), seal(keys.current(), CHECK_ID, CHECK_VALUE)?),
+            None => (
+                BTreeMap::new(),
+                seal(keys.current(), CHECK_ID, CHECK_VALUE)?,
+            ),
         };
         Ok(Self {
             path: at,
@@ -934,7 +937,9 @@ impl SecretStore {
     fn db_err(&self, action: &'static str) -> impl Fn(String) -> SecretError + '_ {
         move |reason| SecretError::Database {
             action,
-            at: self.postgres().map_or_else(String::new, |p| p.shown().to_owned()),
+            at: self
+                .postgres()
+                .map_or_else(String::new, |p| p.shown().to_owned()),
             reason,
         }
     }
@@ -1142,7 +1147,8 @@ impl SecretStore {
         if target.db.is_none() {
             return Err(SecretError::Corrupt {
                 path: target.path.clone(),
-                reason: "it is not a store on PostgreSQL; credentials are copied into one".to_owned(),
+                reason: "it is not a store on PostgreSQL; credentials are copied into one"
+                    .to_owned(),
             });
         }
         let _lock = target.lock()?;
@@ -1169,7 +1175,11 @@ impl SecretStore {
             target.save(&before)?;
         }
         target.reload()?;
-        for id in self.records.keys().filter(|id| !LOCAL_ONLY.contains(&id.as_str())) {
+        for id in self
+            .records
+            .keys()
+            .filter(|id| !LOCAL_ONLY.contains(&id.as_str()))
+        {
             if target.get(id)?.is_none() {
                 return Err(SecretError::Corrupt {
                     path: target.path.clone(),

@@ -180,9 +180,7 @@ fn a_retired_key_opens_and_the_next_write_moves_all_to_the_current_key(b: &Backe
         "{err}"
     );
     let new_key = MasterKey::generate().unwrap();
-    let mut store = b
-        .open(Keyring::new(new_key.clone(), vec![key()]))
-        .unwrap();
+    let mut store = b.open(Keyring::new(new_key.clone(), vec![key()])).unwrap();
     assert_eq!(store.key_id(), Some(key().id()));
     store.put("b", &Secret::new("bravo".into())).unwrap();
     assert_eq!(store.key_id(), Some(new_key.id()));
@@ -264,7 +262,12 @@ fn migrate_copies_the_sealed_records_checked_and_resumable() {
     let mut target = b.open(key()).unwrap();
     let report = file.copy_into(&mut target).unwrap();
     assert_eq!(
-        (report.copied, report.already, report.stay_local, report.checked),
+        (
+            report.copied,
+            report.already,
+            report.stay_local,
+            report.checked
+        ),
         (2, 0, 1, 2)
     );
     assert!(!b.raw().contains("secret-1") && !b.raw().contains(STATE_PASSWORD_ID));

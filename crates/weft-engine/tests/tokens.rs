@@ -376,7 +376,11 @@ async fn two_keepers_refresh_once(f: &Fixture, open: impl Fn() -> SecretStore) {
         let (a, b) = tokio::join!(one.access_token(), two.access_token());
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a, b, "both end with the new token");
-        assert_eq!(f.sim.refresh_outcomes(), (round, 0), "one refresh per expiry");
+        assert_eq!(
+            f.sim.refresh_outcomes(),
+            (round, 0),
+            "one refresh per expiry"
+        );
         let stored = TokenSet::from_sealed_json(&open().get(RECORD).unwrap().unwrap()).unwrap();
         assert_eq!(stored.access_token, a);
         assert!(f.works(&a).await);

@@ -217,7 +217,7 @@ impl Drop for Pending {
 
 /// A session advisory lock, held by a pooled connection until dropped.
 pub struct AdvisoryHold {
-    client: Option<Object>,
+    client: Option<Box<Object>>,
     pool: PgPool,
     class: i32,
     key: String,
@@ -246,7 +246,7 @@ impl Drop for AdvisoryHold {
                     .is_ok_and(|r| r.get::<_, bool>(0));
                 if !unlocked {
                     // Closing the session is what surely frees the lock.
-                    drop(Object::take(client));
+                    drop(Object::take(*client));
                 }
                 Ok(())
             });
@@ -277,7 +277,7 @@ impl AdvisoryHold {
             Ok(got.then_some(client))
         })?;
         Ok(got.map(|client| Self {
-            client: Some(client),
+            client: Some(Box::new(client)),
             pool: pool.clone(),
             class,
             key: key.to_owned(),
