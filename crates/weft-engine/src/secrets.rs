@@ -802,6 +802,8 @@ pub struct SecretStore {
 struct OnPostgres {
     pool: PgPool,
     local: Box<SecretStore>,
+    /// The database held no store when this one was opened.
+    fresh: bool,
 }
 
 /// A store's lock, held until dropped: a lock file beside the file, or an advisory lock in the
@@ -888,6 +890,8 @@ impl SecretStore {
     /// Opens the store kept in the PostgreSQL database of `pool` (making its tables when
     /// missing), with the keys of `local`, the workspace's file store, which keeps the records of
     /// [`LOCAL_ONLY`]. A key the ring lacks is an error, as for a file.
+    /// The records of `local` stay out of the database unless [`SecretStore::adopt_local`] is
+    /// called.
     pub fn open_postgres(pool: &PgPool, local: SecretStore) -> Result<Self, SecretError> {
         let at = PathBuf::from(format!("table weft_credentials of {}", pool.shown()));
         let db_err = |action: &'static str| {
@@ -899,17 +903,18 @@ impl SecretStore {
         };
         pg::ensure_tables(pool).map_err(db_err("make the tables of"))?;
         let keys = local.keys.clone();
-        let (records, check) = match pg::read(pool).map_err(db_err("read"))? {
+        let (records, check, new) = match pg::read(pool).map_err(db_err("read"))? {
             Some((records, check)) => {
                 verify(&at, &keys, &check)?;
-                (records, check)
+                (records, check, false)
             }
             None => (
                 BTreeMap::new(),
                 seal(keys.current(), CHECK_ID, CHECK_VALUE)?,
+                true,
             ),
         };
-        Ok(Self {
+        let mut store = Self {
             path: at,
             keys,
             records,
@@ -917,8 +922,53 @@ impl SecretStore {
             db: Some(OnPostgres {
                 pool: pool.clone(),
                 local: Box::new(local),
+                fresh: false,
             }),
-        })
+        };
+        if let Some(db) = &mut store.db {
+            db.fresh = new;
+        }
+        Ok(store)
+    }
+
+    /// When the database held no store at open, fills it with the local file's records (all
+    /// but [`LOCAL_ONLY`]), sealed as they are, under the store's lock: a workspace pointed at a
+    /// new database without `weft state migrate` keeps its connections. Does nothing for a file
+    /// store, when the database held a store, when another process made one meanwhile (the
+    /// first process to get there wins), or when the file holds nothing to adopt. Returns how
+    /// many records were adopted.
+    pub fn adopt_local(&mut self) -> Result<usize, SecretError> {
+        let Some(db) = self.db.as_ref().filter(|d| d.fresh) else {
+            return Ok(0);
+        };
+        let adopt: BTreeMap<String, String> = db
+            .local
+            .records
+            .iter()
+            .filter(|(id, _)| !LOCAL_ONLY.contains(&id.as_str()))
+            .map(|(id, sealed)| (id.clone(), sealed.clone()))
+            .collect();
+        if adopt.is_empty() {
+            return Ok(0);
+        }
+        let _lock = self.lock()?;
+        if let Some((records, check)) = pg::read(&db.pool).map_err(self.db_err("read"))? {
+            verify(&self.path, &self.keys, &check)?;
+            self.records = records;
+            self.check = check;
+            return Ok(0);
+        }
+        for (id, sealed) in &adopt {
+            // Only what opens here is adopted: a damaged record is named now.
+            self.open_record(id, sealed)?;
+        }
+        let count = adopt.len();
+        self.records = adopt;
+        self.save(&BTreeMap::new())?;
+        if let Some(db) = &mut self.db {
+            db.fresh = false;
+        }
+        Ok(count)
     }
 
     /// The database when the store is on PostgreSQL.

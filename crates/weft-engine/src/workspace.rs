@@ -518,7 +518,11 @@ impl Workspace {
         let Some(pool) = state.postgres() else {
             return Ok(local);
         };
-        Ok(SecretStore::open_postgres(pool, local)?)
+        let mut store = SecretStore::open_postgres(pool, local)?;
+        // A database the workspace was pointed at without `weft state migrate`: the first
+        // process to open it brings the local file's credentials along.
+        store.adopt_local()?;
+        Ok(store)
     }
 
     /// Opens this scope's local credential file ([`Workspace::credentials_path`]), whichever

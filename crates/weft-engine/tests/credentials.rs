@@ -293,3 +293,45 @@ fn migrate_copies_the_sealed_records_checked_and_resumable() {
     );
     assert_eq!(there.get("notify:ops").unwrap().unwrap().expose(), "hook");
 }
+
+#[test]
+fn a_new_database_adopts_the_local_records_once() {
+    let Some(b) = Backend::postgres("adopt") else {
+        return;
+    };
+    let Backend::Postgres(dir, pg) = &b else {
+        unreachable!()
+    };
+    let mut file = SecretStore::open(&dir.file(), key()).unwrap();
+    file.put("client:acme", &Secret::new("secret-1".into()))
+        .unwrap();
+    file.put(STATE_PASSWORD_ID, &Secret::new("db-password".into()))
+        .unwrap();
+    // Opening alone changes nothing in the database.
+    let mut first = b.open(key()).unwrap();
+    assert!(first.get("client:acme").unwrap().is_none());
+    assert_eq!(first.adopt_local().unwrap(), 1);
+    assert_eq!(
+        b.open(key())
+            .unwrap()
+            .get("client:acme")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        "secret-1"
+    );
+    assert!(!b.raw().contains(STATE_PASSWORD_ID) && !b.raw().contains("secret-1"));
+    // Another machine's file, opened on a database that already holds a store: not adopted.
+    let other = Dir::new("adopt-other");
+    let mut theirs = SecretStore::open(&other.file(), key()).unwrap();
+    theirs
+        .put("client:other", &Secret::new("secret-2".into()))
+        .unwrap();
+    let pool = PgPool::new(&PgTarget::parse(pg.url()).unwrap()).unwrap();
+    let mut second =
+        SecretStore::open_postgres(&pool, SecretStore::open(&other.file(), key()).unwrap())
+            .unwrap();
+    assert_eq!(second.adopt_local().unwrap(), 0);
+    assert!(second.get("client:other").unwrap().is_none());
+    assert_eq!(second.ids().count(), 1);
+}
