@@ -519,20 +519,28 @@ pub(crate) fn secrets(cmd: SecretsCmd, workspace: Option<&Path>, io: &mut Io<'_>
     }
 }
 
-/// The credential stores `rotate-key` and `retire-key` reach: the workspace's and the user's.
+/// The credential stores `rotate-key` and `retire-key` reach: the workspace's and the user's
+/// files, and the workspace's store in its PostgreSQL state database when the state is there.
 fn reachable_stores(workspace: Option<&Path>) -> Result<Vec<weft_engine::secrets::SecretStore>> {
     let (ws, user) = scope_pair(workspace)?;
     let mut stores = Vec::new();
     for scope in ws.iter().chain(Some(&user)) {
         let path = scope.credentials_path();
         if path.exists() {
-            stores.push(scope.secrets().with_context(|| {
+            stores.push(scope.local_secrets().with_context(|| {
                 format!(
                     "the credential store {} cannot be opened; nothing was changed",
                     path.display()
                 )
             })?);
         }
+    }
+    if let Some(ws) = &ws
+        && ws.state_url()?.is_some()
+    {
+        stores.push(ws.secrets().context(
+            "the workspace's credential store in its PostgreSQL state cannot be opened; nothing was changed",
+        )?);
     }
     Ok(stores)
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use weft_engine::secrets::Secret;
+use weft_engine::secrets::{Secret, SecretStore};
 use weft_engine::state::{
     PgTarget, QueuedError, RunOutcome, RunRecord, STATUS_RETRY, State, StateError, now_ms,
 };
@@ -133,7 +133,8 @@ pub(crate) fn state(cmd: StateCmd, workspace: Option<&Path>, io: &mut Io<'_>) ->
             if password.is_empty() {
                 bail!("the password is empty; nothing was stored");
             }
-            ws.secrets()?
+            // The local file: the password is what reaches the database.
+            ws.local_secrets()?
                 .put(STATE_PASSWORD_ID, &Secret::new(password))?;
             writeln!(
                 io.out,
@@ -184,13 +185,57 @@ fn migrate(ws: &Workspace, to: &str, io: &mut Io<'_>) -> Result<u8> {
             path.display()
         );
     }
+    copy_credentials(ws, &dest, io)?;
     writeln!(
         io.out,
-        "\nThe copy is complete. To use it, write in {}:\n\n[state]\nurl = \"{shown}\"\n\nwith the password sealed by `weft state password` (or the whole URL in {STATE_URL_VAR}). {} stays as it was; keep it until the new state has served a few runs.",
+        "\nThe copy is complete. To use it, write in {}:\n\n[state]\nurl = \"{shown}\"\n\nwith the password sealed by `weft state password` (or the whole URL in {STATE_URL_VAR}). Every worker using that database then shares the connections' credentials (open with the same master key). {} and {} stay as they were; keep them until the new state has served a few runs.",
         ws.dir().join("weft.toml").display(),
-        path.display()
+        path.display(),
+        ws.credentials_path().display()
     )?;
     Ok(0)
+}
+
+/// Copies the workspace's sealed credentials (its local file) into the store in `dest`'s
+/// database, checked, and says what it did.
+fn copy_credentials(ws: &Workspace, dest: &State, io: &mut Io<'_>) -> Result<()> {
+    let file = ws.credentials_path();
+    let Some(pool) = dest.postgres() else {
+        return Ok(());
+    };
+    if !file.exists() {
+        writeln!(
+            io.out,
+            "  credentials: none to copy ({} does not exist)",
+            file.display()
+        )?;
+        return Ok(());
+    }
+    let source = ws.local_secrets()?;
+    let mut target = SecretStore::open_postgres(pool, ws.local_secrets()?)
+        .context("the credential store in the PostgreSQL database cannot be opened; the state was copied, the credentials were not")?;
+    let report = source.copy_into(&mut target).context(
+        "the credentials were not all copied; run `weft state migrate --to URL` again, it adds what is missing",
+    )?;
+    writeln!(
+        io.out,
+        "  credentials: {} copied, {} already there, {} read back and opened with the master key; sealed as they are, the database sees no plain secret",
+        report.copied, report.already, report.checked
+    )?;
+    if report.stay_local > 0 {
+        writeln!(
+            io.out,
+            "  the state's password stays in {} (it is what reaches the database)",
+            file.display()
+        )?;
+    }
+    for id in &report.kept {
+        writeln!(
+            io.out,
+            "  credential `{id}` differs in the database and was kept as it is there (a worker may have renewed it since an earlier copy)"
+        )?;
+    }
+    Ok(())
 }
 
 /// The workspace; outside one, says to create one.

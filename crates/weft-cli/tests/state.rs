@@ -566,6 +566,21 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     seed(&s);
     let before = s.run(&["errors", "list", "--all"], None);
     ok(&before);
+    // A client's secret, sealed in the workspace's local file for now.
+    s.guard("client-s3cret-value");
+    ok(&s.run(
+        &[
+            "client",
+            "add",
+            "acme",
+            "--secret-stdin",
+            "--connector",
+            "xero",
+            "--client-id",
+            "ABC123",
+        ],
+        Some("client-s3cret-value\n"),
+    ));
 
     let o = s.run(&["state", "migrate", "--to", pg.url()], None);
     ok(&o);
@@ -575,6 +590,9 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
         "links",
         "runs            4 rows in SQLite,        4 in PostgreSQL, checksums match",
         "errors          3 rows in SQLite,        3 in PostgreSQL, checksums match",
+        "credentials: 1 copied, 0 already there, 1 read back and opened",
+        "the database sees no plain secret",
+        "shares the connections' credentials",
         "The copy is complete",
         "[state]",
         "`weft state password`",
@@ -584,10 +602,14 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     let again = s.run(&["state", "migrate", "--to", pg.url()], None);
     ok(&again);
     assert!(
-        out(&again).contains("went on from an earlier copy"),
+        out(&again).contains("went on from an earlier copy")
+            && out(&again).contains("credentials: 0 copied, 1 already there"),
         "{}",
         out(&again)
     );
+    let rows = pg.query("SELECT id, sealed FROM weft_credentials").unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(!format!("{rows:?}").contains("client-s3cret-value"));
 
     let toml = s.project().join("weft.toml");
     let body = std::fs::read_to_string(&toml).unwrap();
@@ -595,6 +617,34 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     let after = s.run(&["errors", "list", "--all"], None);
     ok(&after);
     assert_eq!(out(&after), out(&before));
+    // With the state there, the secret is read from the database: gone from the file, still
+    // stored.
+    std::fs::remove_file(s.project().join(".weft/credentials.json")).unwrap();
+    let shown = s.run(&["client", "show", "acme"], None);
+    ok(&shown);
+    assert!(
+        out(&shown).contains("secret:     stored"),
+        "{}",
+        out(&shown)
+    );
+    // A key rotation reaches the database's store too, in its one transaction.
+    let sealed_before = pg.query("SELECT sealed FROM weft_credentials").unwrap();
+    let rotated = s.run(&["secrets", "rotate-key"], None);
+    ok(&rotated);
+    assert!(
+        out(&rotated).contains("re-sealed 1 credential(s) in 1 store(s)"),
+        "{}",
+        out(&rotated)
+    );
+    let sealed_after = pg.query("SELECT sealed FROM weft_credentials").unwrap();
+    assert_ne!(sealed_after, sealed_before);
+    let shown = s.run(&["client", "show", "acme"], None);
+    ok(&shown);
+    assert!(
+        out(&shown).contains("secret:     stored"),
+        "{}",
+        out(&shown)
+    );
 
     // Another workspace cannot copy into it.
     let other = workspace("state-migrate-other");

@@ -16,6 +16,13 @@
 //! shell: a keychain, a password manager), else from a key file created with mode 0600 on first
 //! use. Stores and key files of the first format (no key ids) open as they are and are rewritten
 //! in the new format on their next write.
+//!
+//! A store has one of two backends behind the same API: a file (`.weft/credentials.json`,
+//! guarded by a lock file beside it), or, when the workspace's state is on PostgreSQL, rows of
+//! that database ([`SecretStore::open_postgres`], guarded by an advisory lock), so every worker
+//! of a fleet reaches the same connections. Records are sealed in this process either way: the
+//! database holds only what the file would. The state database's own password is needed to reach
+//! the database, so it stays in the local file (records named in [`LOCAL_ONLY`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +38,15 @@ use sha2::{Digest as _, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::files;
+use crate::state::PgPool;
+
+mod pg;
+pub use pg::AdvisoryHold;
+pub(crate) use pg::{NotHeld, REFRESH_LOCK};
+
+/// Records that stay in the local file when the store is on PostgreSQL: the state database's
+/// password (needed to reach the database at all).
+pub const LOCAL_ONLY: &[&str] = &[crate::workspace::STATE_PASSWORD_ID];
 
 /// Environment variable holding the master key (base64 of 32 random bytes).
 pub const MASTER_KEY_VAR: &str = "WEFT_MASTER_KEY";
@@ -129,7 +145,7 @@ pub enum SecretError {
     },
     /// A record failed authentication under the right key: it was altered.
     #[error(
-        "record `{record}` in {path} fails its integrity check: the file was altered; re-enter it (`weft client edit CLIENT` for a client's secret, `weft connection authorize NAME` for a connection's tokens)"
+        "record `{record}` in {path} fails its integrity check: it was altered; re-enter it (`weft client edit CLIENT` for a client's secret, `weft connection authorize NAME` for a connection's tokens)"
     )]
     Tampered {
         /// The store file.
@@ -145,6 +161,18 @@ pub enum SecretError {
         /// The store file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// The database holding the store failed.
+    #[error(
+        "cannot {action} the credentials in {at}: {reason}; check that the database is running and reachable, then try again"
+    )]
+    Database {
+        /// What was being done.
+        action: &'static str,
+        /// The database (its URL without password).
+        at: String,
+        /// What the server or driver said.
         reason: String,
     },
     /// A file operation failed.
@@ -644,6 +672,29 @@ pub fn escape_control(text: &str) -> String {
         .collect()
 }
 
+/// Checks that the sealed key check `check` of the store at `path` opens under `keys`.
+fn verify(path: &Path, keys: &Keyring, check: &str) -> Result<(), SecretError> {
+    let corrupt = |reason: String| SecretError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match open(keys, CHECK_ID, check) {
+        Ok(check) if check.expose().as_bytes() == CHECK_VALUE => Ok(()),
+        Ok(_) => Err(corrupt(
+            "the key check holds an unexpected value".to_owned(),
+        )),
+        Err(OpenError::Authentication) => Err(SecretError::WrongKey {
+            path: path.to_path_buf(),
+            key_id: None,
+        }),
+        Err(OpenError::MissingKey(kid)) => Err(SecretError::WrongKey {
+            path: path.to_path_buf(),
+            key_id: Some(kid),
+        }),
+        Err(OpenError::Malformed(reason)) => Err(corrupt(format!("key check: {reason}"))),
+    }
+}
+
 fn lock_beside(path: &Path) -> Result<files::LockFile, SecretError> {
     let lock = path.with_extension("lock");
     files::LockFile::acquire(&lock, FILE_LOCK_PATIENCE).map_err(|e| SecretError::Lock {
@@ -734,19 +785,58 @@ struct StoreFile {
     records: BTreeMap<String, String>,
 }
 
-/// A file of sealed records, written atomically with mode 0600.
+/// Sealed records: a file written atomically with mode 0600, or rows of the state's PostgreSQL
+/// database.
 #[derive(Debug)]
 pub struct SecretStore {
+    /// The file, or for a store on PostgreSQL the name messages give it (table and server).
     path: PathBuf,
     keys: Keyring,
     records: BTreeMap<String, String>,
     check: String,
+    db: Option<OnPostgres>,
+}
+
+/// Where a store on PostgreSQL is, and the local file keeping the records of [`LOCAL_ONLY`].
+#[derive(Debug)]
+struct OnPostgres {
+    pool: PgPool,
+    local: Box<SecretStore>,
+    /// The database held no store when this one was opened.
+    fresh: bool,
+}
+
+/// A store's lock, held until dropped: a lock file beside the file, or an advisory lock in the
+/// database.
+#[derive(Debug)]
+pub enum StoreLock {
+    /// The lock file of a file store.
+    File(files::LockFile),
+    /// The advisory lock of a store on PostgreSQL.
+    Postgres(AdvisoryHold),
+}
+
+/// What [`SecretStore::copy_into`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CredentialCopy {
+    /// Records added to the database.
+    pub copied: usize,
+    /// Records the database already held alike (an earlier copy).
+    pub already: usize,
+    /// Records the database holds with another value, kept as they are there.
+    pub kept: Vec<String>,
+    /// Records that stay in the local file ([`LOCAL_ONLY`]).
+    pub stay_local: usize,
+    /// Records read back from the database and opened.
+    pub checked: usize,
 }
 
 /// A store re-sealed under a new key in memory, not yet written.
 pub struct Resealed {
     path: PathBuf,
     text: Zeroizing<String>,
+    /// For a store on PostgreSQL: its database, the re-sealed records and check.
+    rows: Option<(PgPool, BTreeMap<String, String>, String)>,
     count: usize,
 }
 
@@ -782,6 +872,7 @@ impl SecretStore {
                 keys,
                 records,
                 check,
+                db: None,
             }),
             None => {
                 let check = seal(keys.current(), CHECK_ID, CHECK_VALUE)?;
@@ -790,8 +881,116 @@ impl SecretStore {
                     keys,
                     records: BTreeMap::new(),
                     check,
+                    db: None,
                 })
             }
+        }
+    }
+
+    /// Opens the store kept in the PostgreSQL database of `pool` (making its tables when
+    /// missing), with the keys of `local`, the workspace's file store, which keeps the records of
+    /// [`LOCAL_ONLY`]. A key the ring lacks is an error, as for a file.
+    /// The records of `local` stay out of the database unless [`SecretStore::adopt_local`] is
+    /// called.
+    pub fn open_postgres(pool: &PgPool, local: SecretStore) -> Result<Self, SecretError> {
+        let at = PathBuf::from(format!("table weft_credentials of {}", pool.shown()));
+        let db_err = |action: &'static str| {
+            move |reason: String| SecretError::Database {
+                action,
+                at: pool.shown().to_owned(),
+                reason,
+            }
+        };
+        pg::ensure_tables(pool).map_err(db_err("make the tables of"))?;
+        let keys = local.keys.clone();
+        let (records, check, new) = match pg::read(pool).map_err(db_err("read"))? {
+            Some((records, check)) => {
+                verify(&at, &keys, &check)?;
+                (records, check, false)
+            }
+            None => (
+                BTreeMap::new(),
+                seal(keys.current(), CHECK_ID, CHECK_VALUE)?,
+                true,
+            ),
+        };
+        let mut store = Self {
+            path: at,
+            keys,
+            records,
+            check,
+            db: Some(OnPostgres {
+                pool: pool.clone(),
+                local: Box::new(local),
+                fresh: false,
+            }),
+        };
+        if let Some(db) = &mut store.db {
+            db.fresh = new;
+        }
+        Ok(store)
+    }
+
+    /// When the database held no store at open, fills it with the local file's records (all
+    /// but [`LOCAL_ONLY`]), sealed as they are, under the store's lock: a workspace pointed at a
+    /// new database without `weft state migrate` keeps its connections. Does nothing for a file
+    /// store, when the database held a store, when another process made one meanwhile (the
+    /// first process to get there wins), or when the file holds nothing to adopt. Returns how
+    /// many records were adopted.
+    pub fn adopt_local(&mut self) -> Result<usize, SecretError> {
+        let Some(db) = self.db.as_ref().filter(|d| d.fresh) else {
+            return Ok(0);
+        };
+        let adopt: BTreeMap<String, String> = db
+            .local
+            .records
+            .iter()
+            .filter(|(id, _)| !LOCAL_ONLY.contains(&id.as_str()))
+            .map(|(id, sealed)| (id.clone(), sealed.clone()))
+            .collect();
+        if adopt.is_empty() {
+            return Ok(0);
+        }
+        let _lock = self.lock()?;
+        if let Some((records, check)) = pg::read(&db.pool).map_err(self.db_err("read"))? {
+            verify(&self.path, &self.keys, &check)?;
+            self.records = records;
+            self.check = check;
+            return Ok(0);
+        }
+        for (id, sealed) in &adopt {
+            // Only what opens here is adopted: a damaged record is named now.
+            self.open_record(id, sealed)?;
+        }
+        let count = adopt.len();
+        self.records = adopt;
+        self.save(&BTreeMap::new())?;
+        if let Some(db) = &mut self.db {
+            db.fresh = false;
+        }
+        Ok(count)
+    }
+
+    /// The database when the store is on PostgreSQL.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        self.db.as_ref().map(|d| &d.pool)
+    }
+
+    /// The local file store keeping `id`, when this store is on PostgreSQL and `id` stays local.
+    fn local_for(&mut self, id: &str) -> Option<&mut SecretStore> {
+        self.db
+            .as_mut()
+            .filter(|_| LOCAL_ONLY.contains(&id))
+            .map(|d| d.local.as_mut())
+    }
+
+    fn db_err(&self, action: &'static str) -> impl Fn(String) -> SecretError + '_ {
+        move |reason| SecretError::Database {
+            action,
+            at: self
+                .postgres()
+                .map_or_else(String::new, |p| p.shown().to_owned()),
+            reason,
         }
     }
 
@@ -815,29 +1014,7 @@ impl SecretStore {
                         file.version
                     )));
                 }
-                match open(keys, CHECK_ID, &file.check) {
-                    Ok(check) if check.expose().as_bytes() == CHECK_VALUE => {}
-                    Ok(_) => {
-                        return Err(corrupt(
-                            "the key check holds an unexpected value".to_owned(),
-                        ));
-                    }
-                    Err(OpenError::Authentication) => {
-                        return Err(SecretError::WrongKey {
-                            path: path.to_path_buf(),
-                            key_id: None,
-                        });
-                    }
-                    Err(OpenError::MissingKey(kid)) => {
-                        return Err(SecretError::WrongKey {
-                            path: path.to_path_buf(),
-                            key_id: Some(kid),
-                        });
-                    }
-                    Err(OpenError::Malformed(reason)) => {
-                        return Err(corrupt(format!("key check: {reason}")));
-                    }
-                }
+                verify(path, keys, &file.check)?;
                 Ok(Some((file.records, file.check)))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -851,11 +1028,20 @@ impl SecretStore {
 
     /// The secret stored as `id`, if any.
     pub fn get(&self, id: &str) -> Result<Option<Secret>, SecretError> {
+        if let Some(db) = &self.db
+            && LOCAL_ONLY.contains(&id)
+        {
+            return db.local.get(id);
+        }
         let Some(sealed) = self.records.get(id) else {
             return Ok(None);
         };
+        self.open_record(id, sealed).map(Some)
+    }
+
+    fn open_record(&self, id: &str, sealed: &str) -> Result<Secret, SecretError> {
         match open(&self.keys, id, sealed) {
-            Ok(secret) => Ok(Some(secret)),
+            Ok(secret) => Ok(secret),
             Err(OpenError::Authentication) => Err(SecretError::Tampered {
                 path: self.path.clone(),
                 record: id.to_owned(),
@@ -875,25 +1061,33 @@ impl SecretStore {
     /// change is made under an exclusive lock on the file's state as it is on disk, so no
     /// process's record is lost to another's write.
     pub fn put(&mut self, id: &str, value: &Secret) -> Result<(), SecretError> {
+        if let Some(local) = self.local_for(id) {
+            return local.put(id, value);
+        }
         let _lock = self.lock()?;
         self.reload()?;
+        let before = self.records.clone();
         let sealed = seal(self.keys.current(), id, value.expose().as_bytes())?;
         self.records.insert(id.to_owned(), sealed);
-        self.save()
+        self.save(&before)
     }
 
     /// Removes `id` (if present) and saves the file, under the same lock as [`SecretStore::put`].
     pub fn remove(&mut self, id: &str) -> Result<bool, SecretError> {
+        if let Some(local) = self.local_for(id) {
+            return local.remove(id);
+        }
         let _lock = self.lock()?;
         self.reload()?;
+        let before = self.records.clone();
         let removed = self.records.remove(id).is_some();
         if removed {
-            self.save()?;
+            self.save(&before)?;
         }
         Ok(removed)
     }
 
-    /// The file.
+    /// The file (for a store on PostgreSQL, its name in messages: table and server).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -908,46 +1102,143 @@ impl SecretStore {
         sealed_key_id(&self.check)
     }
 
-    /// Reads the file again, to see what other processes wrote since it was opened.
+    /// Reads the file (or the database) again, to see what other processes wrote since it was
+    /// opened.
     pub fn reload(&mut self) -> Result<(), SecretError> {
-        if let Some((records, check)) = Self::read(&self.path, &self.keys)? {
+        let read = match &self.db {
+            None => Self::read(&self.path, &self.keys)?,
+            Some(db) => match pg::read(&db.pool).map_err(self.db_err("read"))? {
+                Some((records, check)) => {
+                    verify(&self.path, &self.keys, &check)?;
+                    Some((records, check))
+                }
+                None => None,
+            },
+        };
+        if let Some((records, check)) = read {
             self.records = records;
             self.check = check;
         }
         Ok(())
     }
 
-    /// An exclusive lock on the store (a lock file beside it), held until dropped. The
-    /// operating system releases it when the process ends, however it ends.
-    pub fn lock(&self) -> Result<files::LockFile, SecretError> {
-        lock_beside(&self.path)
+    /// An exclusive lock on the store, held until dropped: a lock file beside it, which the
+    /// operating system releases when the process ends however it ends; on PostgreSQL an
+    /// advisory lock, which the server releases when the holding connection ends. Waits up to
+    /// 30 seconds for another holder; the error says who holds it.
+    pub fn lock(&self) -> Result<StoreLock, SecretError> {
+        match &self.db {
+            None => lock_beside(&self.path).map(StoreLock::File),
+            Some(db) => {
+                pg::AdvisoryHold::acquire(&db.pool, pg::STORE_LOCK, pg::STORE_KEY, FILE_LOCK_PATIENCE)
+                    .map(StoreLock::Postgres)
+                    .map_err(|e| match e {
+                        NotHeld::Busy(holder) => SecretError::Lock {
+                            reason: format!(
+                                "the lock of the credential store stayed held: {holder}. A change to the store takes moments, so a holder this long is stuck: stop it (ending its connection frees the lock)"
+                            ),
+                        },
+                        NotHeld::Failed(reason) => self.db_err("lock")(reason),
+                    })
+            }
+        }
     }
 
     /// Ids of the stored records.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.records.keys().map(String::as_str)
+        let local = self
+            .db
+            .iter()
+            .flat_map(|d| d.local.records.keys())
+            .map(String::as_str)
+            .filter(|id| LOCAL_ONLY.contains(id));
+        self.records.keys().map(String::as_str).chain(local)
     }
 
     /// Every record (and the check) sealed under `key`, in memory; fails naming the record if
-    /// any does not open. Take [`SecretStore::lock`] and [`SecretStore::reload`] first.
+    /// any does not open. Take [`SecretStore::lock`] and [`SecretStore::reload`] first. For a
+    /// store on PostgreSQL these are its rows only (the local file is a store of its own).
     pub fn resealed(&self, key: &MasterKey) -> Result<Resealed, SecretError> {
         let mut records = BTreeMap::new();
-        for id in self.records.keys() {
-            if let Some(secret) = self.get(id)? {
-                records.insert(id.clone(), seal(key, id, secret.expose().as_bytes())?);
-            }
+        for (id, sealed) in &self.records {
+            let secret = self.open_record(id, sealed)?;
+            records.insert(id.clone(), seal(key, id, secret.expose().as_bytes())?);
         }
         let count = records.len();
+        let check = seal(key, CHECK_ID, CHECK_VALUE)?;
+        if let Some(db) = &self.db {
+            return Ok(Resealed {
+                path: self.path.clone(),
+                text: Zeroizing::new(String::new()),
+                rows: Some((db.pool.clone(), records, check)),
+                count,
+            });
+        }
         let file = StoreFile {
             version: 2,
-            check: seal(key, CHECK_ID, CHECK_VALUE)?,
+            check,
             records,
         };
         Ok(Resealed {
             path: self.path.clone(),
             text: Zeroizing::new(self.to_text(&file)?),
+            rows: None,
             count,
         })
+    }
+
+    /// Copies this file store's records into `target`, a store on PostgreSQL, sealed as they
+    /// are (the database sees no plain secret), under `target`'s lock: records it lacks are
+    /// added, records it holds alike are counted, records it holds with another value are kept
+    /// as they are there (a worker may have rotated a token since an earlier copy) and named.
+    /// The records of [`LOCAL_ONLY`] stay in the file. Then every copied record is read back and
+    /// opened. Running it again after an interruption adds what is missing.
+    pub fn copy_into(&self, target: &mut SecretStore) -> Result<CredentialCopy, SecretError> {
+        if target.db.is_none() {
+            return Err(SecretError::Corrupt {
+                path: target.path.clone(),
+                reason: "it is not a store on PostgreSQL; credentials are copied into one"
+                    .to_owned(),
+            });
+        }
+        let _lock = target.lock()?;
+        target.reload()?;
+        let before = target.records.clone();
+        let mut report = CredentialCopy::default();
+        for (id, sealed) in &self.records {
+            if LOCAL_ONLY.contains(&id.as_str()) {
+                report.stay_local += 1;
+                continue;
+            }
+            // A record that does not open here would not open there either: named now.
+            self.open_record(id, sealed)?;
+            match before.get(id) {
+                Some(there) if there == sealed => report.already += 1,
+                Some(_) => report.kept.push(id.clone()),
+                None => {
+                    target.records.insert(id.clone(), sealed.clone());
+                    report.copied += 1;
+                }
+            }
+        }
+        if report.copied > 0 || before.is_empty() {
+            target.save(&before)?;
+        }
+        target.reload()?;
+        for id in self
+            .records
+            .keys()
+            .filter(|id| !LOCAL_ONLY.contains(&id.as_str()))
+        {
+            if target.get(id)?.is_none() {
+                return Err(SecretError::Corrupt {
+                    path: target.path.clone(),
+                    reason: format!("record `{id}` is missing after the copy"),
+                });
+            }
+            report.checked += 1;
+        }
+        Ok(report)
     }
 
     fn to_text(&self, file: &StoreFile) -> Result<String, SecretError> {
@@ -957,13 +1248,29 @@ impl SecretStore {
         })
     }
 
-    fn save(&mut self) -> Result<(), SecretError> {
+    /// Writes the records (changed from `before`, as read under the lock).
+    fn save(&mut self, before: &BTreeMap<String, String>) -> Result<(), SecretError> {
         let current = self.keys.current().id.clone();
         let stale = sealed_key_id(&self.check) != Some(current.as_str())
             || self
                 .records
                 .values()
                 .any(|r| sealed_key_id(r) != Some(current.as_str()));
+        if let Some(db) = &self.db {
+            let (records, check) = if stale {
+                match self.resealed(self.keys.current())?.rows {
+                    Some((_, records, check)) => (records, check),
+                    None => (self.records.clone(), self.check.clone()),
+                }
+            } else {
+                (self.records.clone(), self.check.clone())
+            };
+            pg::write(&db.pool, before, &records, &check).map_err(self.db_err("write"))?;
+            self.records = records;
+            self.check = check;
+            let at = self.path.clone();
+            return self.keys.saw(&at);
+        }
         let text = if stale {
             // Sealed (in part) under a retired key or the first format: everything moves to the
             // current key with this write.
@@ -989,16 +1296,30 @@ impl SecretStore {
     }
 }
 
-/// Writes every store of `resealed` beside its file, then — only when all of them were written
-/// — calls `before_rename` (which installs the new key) and renames them into place. A failure
-/// before the renames leaves every store and the key file as they were, and names the store.
+/// Writes every store of `resealed` beside its file (a store on PostgreSQL: in one transaction,
+/// not yet committed), then — only when all of them were written — calls `before_rename`
+/// (which installs the new key), commits the database's transaction and renames the files into
+/// place. A failure before that leaves every store and the key file as they were, and names the
+/// store. Take every store's [`SecretStore::lock`] first and hold them until this returns.
 pub fn replace_all(
     resealed: &[Resealed],
     before_rename: impl FnOnce() -> Result<(), SecretError>,
 ) -> Result<(), SecretError> {
     let mut written = Vec::new();
+    let mut pending = Vec::new();
     let result = (|| {
         for store in resealed {
+            if let Some((pool, records, check)) = &store.rows {
+                let begun = pg::Pending::begin(pool, records, check).map_err(|reason| {
+                    SecretError::Database {
+                        action: "write the re-sealed records of",
+                        at: pool.shown().to_owned(),
+                        reason,
+                    }
+                })?;
+                pending.push((begun, pool));
+                continue;
+            }
             let dir = store.path.parent().unwrap_or(Path::new("."));
             let io = |source| SecretError::Io {
                 action: "write the re-sealed copy of",
@@ -1018,6 +1339,15 @@ pub fn replace_all(
             written.push((tmp, store));
         }
         before_rename()?;
+        for (begun, pool) in pending.drain(..) {
+            begun.commit().map_err(|reason| SecretError::Database {
+                action: "commit the re-sealed records of",
+                at: pool.shown().to_owned(),
+                reason: format!(
+                    "{reason} (the new key is installed and the old one kept as retired, so the store still opens; run the rotation again)"
+                ),
+            })?;
+        }
         for (tmp, store) in written.drain(..) {
             tmp.persist(&store.path).map_err(|e| SecretError::Io {
                 action: "replace",
@@ -1027,8 +1357,9 @@ pub fn replace_all(
         }
         Ok(())
     })();
-    // Copies not renamed are removed when `written` drops.
+    // Copies not renamed are removed when `written` drops; transactions not committed roll back.
     drop(written);
+    drop(pending);
     result
 }
 #[cfg(test)]

@@ -45,7 +45,7 @@ mod pg;
 mod sql;
 
 pub use copy::{CopyReport, TableCopy};
-use pg::PgFail;
+pub(crate) use pg::PgFail;
 pub use pg::{CALL_TIMEOUT, PgPool, PgTarget, TlsMode};
 use sql::{Fail, Row, SqliteTx, Tx, Value, vals};
 

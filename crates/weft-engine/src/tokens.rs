@@ -3,9 +3,12 @@
 //! across every Weft process.
 //!
 //! The rules that keep a rotating refresh token from ever being lost:
-//! - a refresh happens only under the connection's lock file (an OS lock, released when the
-//!   process ends however it ends), after reading the stored tokens again: whoever waited for the
-//!   lock usually finds a fresh token there and makes no call;
+//! - a refresh happens only under the connection's refresh lock, after reading the stored tokens
+//!   again: whoever waited for the lock usually finds a fresh token there and makes no call. With
+//!   a file store the lock is a lock file (an OS lock, released when the process ends however it
+//!   ends); with the store on PostgreSQL it is an advisory lock in that database, so it holds
+//!   across machines, taken only for the refresh and released by the server when the holding
+//!   connection ends (its process killed too);
 //! - the new tokens are sealed in the store before the new access token is used;
 //! - a refresh whose answer is lost is retried with the same refresh token only where the spec
 //!   says that is safe: tokens that do not rotate (`refresh.rotates = false`), or rotating ones
@@ -77,6 +80,16 @@ pub enum TokenError {
         /// Who holds it.
         #[source]
         source: crate::files::LockError,
+    },
+    /// Another worker of the fleet held the refresh lock longer than a refresh can take.
+    #[error(
+        "the refresh lock of `{connection}` stayed held: {holder}. A refresh gives up within its timeout, so a live holder is stuck: stop it; the server releases the lock when its connection ends"
+    )]
+    FleetLockTimeout {
+        /// Connection name.
+        connection: String,
+        /// Who holds it, as the server says.
+        holder: String,
     },
     /// The lock file could not be used.
     #[error(transparent)]
@@ -157,6 +170,14 @@ pub fn lapses_soon(use_by: u64, refresh: Option<&Refresh>, now: u64) -> bool {
         .unwrap_or(0)
         .min(WARN_AT_MOST_MS);
     now.saturating_add(quarter) >= use_by
+}
+
+/// A connection's refresh lock, held until dropped.
+#[derive(Debug)]
+#[allow(dead_code)] // Held for its drop.
+enum RefreshHold {
+    File(crate::files::LockFile),
+    Fleet(crate::secrets::AdvisoryHold),
 }
 
 /// The tokens of one connection.
@@ -404,16 +425,42 @@ impl TokenKeeper {
     }
 
     /// The connection's refresh lock, waited for as long as the holder's refresh may take
-    /// (every attempt times out, so a live holder lets go within this).
-    async fn lock_file(&self) -> Result<crate::files::LockFile, TokenError> {
+    /// (every attempt times out, so a live holder lets go within this): the lock file, or with
+    /// the store on PostgreSQL the advisory lock on the record in that database.
+    async fn lock_file(&self) -> Result<RefreshHold, TokenError> {
         let per_attempt = self
             .app
             .as_ref()
             .map_or(Duration::from_secs(60), |a| a.timeout());
         let patience =
             (per_attempt + Duration::from_secs(5)) * REFRESH_ATTEMPTS + Duration::from_secs(10);
+        let pool = lock(&self.store).postgres().cloned();
+        if let Some(pool) = pool {
+            return crate::secrets::AdvisoryHold::acquire_async(
+                &pool,
+                crate::secrets::REFRESH_LOCK,
+                &self.record,
+                patience,
+            )
+            .await
+            .map(RefreshHold::Fleet)
+            .map_err(|e| match e {
+                crate::secrets::NotHeld::Busy(holder) => TokenError::FleetLockTimeout {
+                    connection: self.connection.clone(),
+                    holder,
+                },
+                crate::secrets::NotHeld::Failed(reason) => {
+                    TokenError::Store(SecretError::Database {
+                        action: "take the refresh lock of",
+                        at: pool.shown().to_owned(),
+                        reason,
+                    })
+                }
+            });
+        }
         crate::files::LockFile::acquire_async(&self.lock_path, patience)
             .await
+            .map(RefreshHold::File)
             .map_err(|e| match e {
                 e @ crate::files::LockError::Busy { .. } => TokenError::LockTimeout {
                     connection: self.connection.clone(),

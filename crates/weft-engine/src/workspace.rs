@@ -501,8 +501,34 @@ impl Workspace {
         Ok(())
     }
 
-    /// Opens this scope's credential store with the user's master keys.
+    /// Opens this scope's credential store with the user's master keys: in the workspace's
+    /// PostgreSQL database when its state is there (shared by every worker of a fleet; the state's
+    /// own password stays in the local file), else the local file.
     pub fn secrets(&self) -> Result<SecretStore, WorkspaceError> {
+        let local = self.local_secrets()?;
+        if self.scope != Scope::Workspace {
+            return Ok(local);
+        }
+        if self.state_url()?.is_none() {
+            return Ok(local);
+        }
+        // The state is opened (made or migrated) first: the credential tables go into a
+        // database that holds Weft's state, never into an empty one it would then refuse.
+        let state = self.open_state()?;
+        let Some(pool) = state.postgres() else {
+            return Ok(local);
+        };
+        let mut store = SecretStore::open_postgres(pool, local)?;
+        // A database the workspace was pointed at without `weft state migrate`: the first
+        // process to open it brings the local file's credentials along.
+        store.adopt_local()?;
+        Ok(store)
+    }
+
+    /// Opens this scope's local credential file ([`Workspace::credentials_path`]), whichever
+    /// backend holds the rest: the state's password is there, and `weft state migrate` copies
+    /// from it.
+    pub fn local_secrets(&self) -> Result<SecretStore, WorkspaceError> {
         Ok(SecretStore::open(&self.credentials_path(), keyring()?)?)
     }
 
@@ -616,7 +642,9 @@ impl Workspace {
             .and_then(|e| e.password().map(str::to_owned));
         let password = match from_env {
             Some(p) => Some(crate::secrets::Secret::new(p)),
-            None if self.credentials_path().exists() => self.secrets()?.get(STATE_PASSWORD_ID)?,
+            None if self.credentials_path().exists() => {
+                self.local_secrets()?.get(STATE_PASSWORD_ID)?
+            }
             None => None,
         };
         match password {

@@ -348,3 +348,89 @@ async fn an_absolute_refresh_lifetime_counts_from_the_consent_through_refreshes(
         None
     );
 }
+
+/// Two keepers of one rotating Xero token, each on its own handle of the store (as two
+/// processes, or two machines, have), renewing at once: the refresh lock lets one refresh
+/// through; the other, re-reading the sealed tokens after taking the lock, finds the new ones.
+/// The simulator sees exactly one refresh grant per expiry: no refresh token is sent twice.
+async fn two_keepers_refresh_once(f: &Fixture, open: impl Fn() -> SecretStore) {
+    let tokens = f.authorize().await;
+    open().put(RECORD, &tokens.to_sealed_json()).unwrap();
+    let spec = shipped("xero");
+    let keeper = || {
+        TokenKeeper::new(
+            "x",
+            RECORD,
+            open(),
+            Some(f.app()),
+            spec.file().auth.oauth2.as_ref().unwrap().refresh.clone(),
+            weft_engine::http::client().unwrap(),
+            f.clock.clone(),
+        )
+    };
+    let (one, two) = (keeper(), keeper());
+    assert_eq!(one.access_token().await.unwrap(), tokens.access_token);
+    assert_eq!(two.access_token().await.unwrap(), tokens.access_token);
+    for round in 1..=2u64 {
+        f.sim.clock().advance(Duration::from_secs(26 * 60));
+        let (a, b) = tokio::join!(one.access_token(), two.access_token());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a, b, "both end with the new token");
+        assert_eq!(
+            f.sim.refresh_outcomes(),
+            (round, 0),
+            "one refresh per expiry"
+        );
+        let stored = TokenSet::from_sealed_json(&open().get(RECORD).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.access_token, a);
+        assert!(f.works(&a).await);
+    }
+    let (s1, s2) = (one.stats(), two.stats());
+    assert_eq!(s1.refresh_calls + s2.refresh_calls, 2);
+    assert_eq!(s1.found_fresh + s2.found_fresh, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_the_file_store_refresh_a_rotating_token_once() {
+    let f = Fixture::new("two-file");
+    let path = f.dir.join("credentials.json");
+    two_keepers_refresh_once(&f, || {
+        SecretStore::open(
+            &path,
+            MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap(),
+        )
+        .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_machines_on_postgres_refresh_a_rotating_token_once() {
+    let Some(pg) = weft_harness::postgres::database("two_machines") else {
+        return;
+    };
+    let f = Fixture::new("two-pg");
+    weft_engine::state::State::open_postgres(pg.url(), &f.dir.join("state.db")).unwrap();
+    // Each "machine" has its own local folder and its own connection pool.
+    let machine = std::sync::atomic::AtomicU32::new(0);
+    two_keepers_refresh_once(&f, || {
+        let n = machine.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let local = f.dir.join(format!("machine-{n}")).join("credentials.json");
+        let pool = weft_engine::state::PgPool::new(
+            &weft_engine::state::PgTarget::parse(pg.url()).unwrap(),
+        )
+        .unwrap();
+        SecretStore::open_postgres(
+            &pool,
+            SecretStore::open(
+                &local,
+                MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    })
+    .await;
+    // The file lock was not what held them apart: no lock file was made.
+    assert!(!f.dir.join("locks").exists());
+}

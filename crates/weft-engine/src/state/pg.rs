@@ -46,7 +46,15 @@ pub(crate) enum PgFail {
 }
 
 impl PgFail {
-    fn from_pg(e: &tokio_postgres::Error) -> Self {
+    /// The failure in words, as [`PgPool::run`] gives it.
+    pub(crate) fn text(self) -> String {
+        match self {
+            PgFail::Timeout => format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
+            PgFail::Connect(m) | PgFail::Server(m) => m,
+        }
+    }
+
+    pub(crate) fn from_pg(e: &tokio_postgres::Error) -> Self {
         // A closed connection, a connection exception (class 08) or the server ending the
         // session (57P01-57P03: shut down, crashed, not accepting connections yet).
         let ended = e.as_db_error().is_some_and(|db| {
@@ -383,10 +391,7 @@ impl PgPool {
                 .map_err(|e| PgFail::Connect(e.to_string()))?;
             f(client).await.map_err(|e| PgFail::from_pg(&e))
         })
-        .map_err(|e| match e {
-            PgFail::Timeout => format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
-            PgFail::Connect(m) | PgFail::Server(m) => m,
-        })
+        .map_err(PgFail::text)
     }
 }
 
