@@ -459,7 +459,7 @@ fn settle(queue: &Queue, me: &str, job: &Job, ended: Ended, io: &mut Io<'_>) -> 
                 AfterFailure::GaveUp => say(
                     io,
                     format_args!(
-                        "job {}: failed ({error}); given up after {} attempts (`weft queue show {}`)",
+                        "job {}: failed ({error}); given up after {} attempts into the error queue (`weft errors list`, `weft queue show {}`)",
                         job.id, job.attempts, job.id
                     ),
                 ),
