@@ -703,8 +703,12 @@ fn the_acceptance_fleet_of_four_workers_and_fifty_organisations_under_faults_and
         let in_flight = log.max_in_flight(Some(tenant));
         assert!(in_flight <= 5, "organisation {i}: {in_flight} in flight");
     }
-    eprintln!(
-        "fleet: {BIG_ORGS} organisations, {BIG_WORKERS} workers, {kills} killed, {fired} faults, {refreshed} refreshes; round one {round_one:?}, all {took:?}"
-    );
+    // What the run went through, for whoever reads the test's output.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "fleet: {BIG_ORGS} organisations, {BIG_WORKERS} workers, {kills} killed, {fired} faults, {refreshed} refreshes; round one {round_one:?}, all {took:?}"
+        );
+    }
     s.assert_none_of(x.issued_tokens());
 }
