@@ -32,6 +32,10 @@ use crate::state::{PgPool, QueuedError, State};
 /// hold no space.)
 pub const GIVEN_UP_KIND: &str = "queue job";
 
+/// The job id of error-queue entry `e` in SQL: its source id when that is a number (the CASE
+/// keeps the cast from ever seeing another text, whatever order the planner picks).
+const JOB_OF_ENTRY: &str = "CASE WHEN e.source_id ~ '^[0-9]{1,18}$' THEN e.source_id::BIGINT END";
+
 /// The job an error-queue entry is about, when it is a job given up.
 pub fn given_up_job(e: &QueuedError) -> Option<i64> {
     if e.kind == GIVEN_UP_KIND {
@@ -484,11 +488,15 @@ impl Queue {
                 return Ok(false);
             };
             let (flow, tenant): (String, String) = (row.get(0), row.get(1));
+            // The flow's active entries first (by the errors' own index), then, for a job of one
+            // tenant, each entry's job by its id (the CASE keeps the cast to numeric ids).
             tx.execute(
-                "UPDATE errors SET status = 'fixed', closed_ms = $3
-                 WHERE flow = $1 AND kind = $4 AND status IN ('open', 'retry')
-                   AND source_id IN (SELECT id::TEXT FROM weft_jobs
-                                     WHERE flow = $1 AND ($2 = '' OR tenant = $2))",
+                &format!(
+                    "UPDATE errors e SET status = 'fixed', closed_ms = $3
+                     WHERE e.flow = $1 AND e.kind = $4 AND e.status IN ('open', 'retry')
+                       AND ($2 = '' OR EXISTS (SELECT 1 FROM weft_jobs j
+                                               WHERE j.id = {JOB_OF_ENTRY} AND j.tenant = $2))"
+                ),
                 &[&flow, &tenant, &now, &GIVEN_UP_KIND],
             )
             .await?;
@@ -622,10 +630,12 @@ impl Queue {
             let tx = client.transaction().await?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT j.flow, j.tenant, j.max_attempts, e.id FROM errors e
-                     JOIN weft_jobs j ON j.id::TEXT = e.source_id AND j.flow = e.flow
-                     WHERE e.id = $1 AND e.kind = $2 AND e.status = 'open'
-                     FOR UPDATE OF e",
+                    &format!(
+                        "SELECT j.flow, j.tenant, j.max_attempts, e.id FROM errors e
+                         JOIN weft_jobs j ON j.id = {JOB_OF_ENTRY} AND j.flow = e.flow
+                         WHERE e.id = $1 AND e.kind = $2 AND e.status = 'open'
+                         FOR UPDATE OF e"
+                    ),
                     &[&error_id, &GIVEN_UP_KIND],
                 )
                 .await?
