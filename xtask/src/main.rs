@@ -14,7 +14,7 @@
 //!   Chromium through chromedriver) with `WEFT_SCREENSHOTS` set; on success its PNGs replace
 //!   `docs/console/*.png`, which the README shows.
 //! - `bench [--quick]`: every benchmark (release build): the engine's against the rate-limit
-//!   ceilings and the state backends (B1-B7, B10, `crates/weft-engine/benches/ceilings.rs`) and the console's pages and idle
+//!   ceilings, the state backends and the fleet (B1-B7, B10, B11, `crates/weft-engine/benches/ceilings.rs`) and the console's pages and idle
 //!   memory (B8-B9, `crates/weft-server/benches/console.rs`), one Markdown table on stdout (with
 //!   the real time of the rows measured on simulated time or CPU time) and the same figures in
 //!   `target/bench/results.json`.
@@ -39,7 +39,7 @@ commands:
                       ../shared/reference/xero-openapi/ (schemas only)
   screenshots         walk the console in headless Chromium (needs chromium and
                       chromium-driver) and replace docs/console/*.png
-  bench [--quick]     run the benchmarks (B1-B10), print a Markdown table, write
+  bench [--quick]     run the benchmarks (B1-B11), print a Markdown table, write
                       target/bench/results.json
 ";
 

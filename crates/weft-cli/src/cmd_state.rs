@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use weft_engine::queue::{Queue, QueueRules, given_up_job};
 use weft_engine::secrets::{Secret, SecretStore};
 use weft_engine::state::{
     PgTarget, QueuedError, RunOutcome, RunRecord, STATUS_RETRY, State, StateError, now_ms,
@@ -421,12 +422,10 @@ pub(crate) fn runs(cmd: RunsCmd, workspace: Option<&Path>, io: &mut Io<'_>) -> R
                     run.flow
                 )?,
                 Some(RunOutcome::Failed { reason }) => writeln!(w, "outcome:    failed: {reason}")?,
-                None if weft_engine::runlock::holder(state.path(), &run.flow).is_some() => {
-                    writeln!(
-                        w,
-                        "outcome:    running (the counts below are as of its last saved chunk)",
-                    )?
-                }
+                None if weft_engine::runlock::holder_in(&state, &run.flow).is_some() => writeln!(
+                    w,
+                    "outcome:    running (the counts below are as of its last saved chunk)",
+                )?,
                 None => writeln!(
                     w,
                     "outcome:    interrupted (counts as of its last saved chunk; the next `weft sync run {}` reconciles and carries on)",
@@ -548,6 +547,9 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
                     e.status
                 );
             }
+            if let Some(job) = given_up_job(&e) {
+                return retry_given_up(&state, &e, job, io);
+            }
             if !state.mark_retry(id)? {
                 // Already marked (perhaps by another process just now).
                 let now = find(&state, id)?;
@@ -568,10 +570,20 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
             Ok(0)
         }
         ErrorsCmd::Retry { id: None, flow, .. } => {
+            // Jobs given up are queued again, each once; the records' entries are marked.
+            let jobs: Vec<(QueuedError, i64)> = state
+                .errors(flow.as_deref(), false)?
+                .into_iter()
+                .filter(|e| e.status == "open")
+                .filter_map(|e| given_up_job(&e).map(|job| (e, job)))
+                .collect();
+            for (e, job) in &jobs {
+                retry_given_up(&state, e, *job, io)?;
+            }
             let n = state.mark_retry_all(flow.as_deref())?;
-            if n == 0 {
+            if n == 0 && jobs.is_empty() {
                 writeln!(io.out, "no open errors to retry")?;
-            } else {
+            } else if n > 0 {
                 writeln!(
                     io.out,
                     "{n} error{} marked for retry: {} reads {} again",
@@ -606,6 +618,41 @@ pub(crate) fn errors(cmd: ErrorsCmd, workspace: Option<&Path>, io: &mut Io<'_>) 
     }
 }
 
+/// Retries the entry of job `job`, given up: its flow is queued again for `weft worker`.
+fn retry_given_up(state: &State, e: &QueuedError, job: i64, io: &mut Io<'_>) -> Result<u8> {
+    let queue = Queue::open(state, QueueRules::default())?;
+    match queue.retry_given_up(e.id, now_ms())? {
+        Some(q) => {
+            writeln!(
+                io.out,
+                "error {} marked for retry: flow `{}` {} job {} (`weft queue show {}`); the entry closes when a job of the flow completes",
+                e.id,
+                e.flow,
+                if q.merged {
+                    "was already queued as"
+                } else {
+                    "queued again as"
+                },
+                q.id,
+                q.id
+            )?;
+            Ok(0)
+        }
+        None => {
+            let now = find(state, e.id)?;
+            if now.status == STATUS_RETRY {
+                writeln!(io.out, "error {} is already marked for retry", e.id)?;
+                return Ok(0);
+            }
+            bail!(
+                "error {} is {} and its job {job} cannot be queued again; see `weft queue show {job}`",
+                e.id,
+                now.status
+            )
+        }
+    }
+}
+
 fn find(state: &State, id: i64) -> Result<QueuedError> {
     match state.error(id)? {
         Some(e) => Ok(e),
@@ -635,6 +682,21 @@ fn show_error(e: &QueuedError, io: &mut Io<'_>) -> Result<()> {
     writeln!(w, "message:")?;
     for line in e.message.lines() {
         writeln!(w, "  {line}")?;
+    }
+    if let Some(job) = given_up_job(e) {
+        match e.status.as_str() {
+            "open" => writeln!(
+                w,
+                "next: see `weft queue show {job}`, fix the cause, then `weft errors retry {}` (its flow is queued again for `weft worker`), or `weft errors resolve {} --note TEXT`",
+                e.id, e.id
+            )?,
+            "retry" => writeln!(
+                w,
+                "next: `weft worker` runs the flow again; the entry closes when its job completes"
+            )?,
+            _ => {}
+        }
+        return Ok(());
     }
     match e.status.as_str() {
         "open" => writeln!(

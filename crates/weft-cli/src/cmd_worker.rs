@@ -35,6 +35,10 @@ pub(crate) struct WorkerArgs {
     /// process enqueues; `weft queue add` takes its own).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
+    /// The wait before retrying a job whose run failed, in seconds; doubled at each further
+    /// attempt, at most an hour.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    backoff: u64,
 }
 
 /// `weft queue …`.
@@ -288,6 +292,7 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
     let rules = QueueRules {
         lease_ms: args.lease * 1000,
         max_attempts: args.max_attempts,
+        backoff_ms: args.backoff * 1000,
         ..QueueRules::default()
     };
     let queue = Queue::open(&state, rules)?;
@@ -459,7 +464,7 @@ fn settle(queue: &Queue, me: &str, job: &Job, ended: Ended, io: &mut Io<'_>) -> 
                 AfterFailure::GaveUp => say(
                     io,
                     format_args!(
-                        "job {}: failed ({error}); given up after {} attempts (`weft queue show {}`)",
+                        "job {}: failed ({error}); given up after {} attempts into the error queue (`weft errors list`, `weft queue show {}`)",
                         job.id, job.attempts, job.id
                     ),
                 ),

@@ -666,3 +666,97 @@ fn state_migrate_copies_to_postgres_and_says_how_to_switch() {
     let listed = s.run(&["runs", "list"], None);
     ok(&listed);
 }
+
+/// A job the fleet's queue gave up after its last attempt is in `weft errors list` with its
+/// last failure and the job named; `weft errors retry` queues its flow again for the workers
+/// (`--all` too, each job once), and the entry closes when a job of the flow completes.
+#[test]
+fn a_job_given_up_is_in_the_error_queue_and_retry_queues_it_again() {
+    use weft_engine::queue::{AfterFailure, Queue, QueueRules, given_up_job};
+    let Some(pg) = weft_harness::postgres::database("cli_given_up") else {
+        return;
+    };
+    let s = workspace("given-up");
+    let toml = s.project().join("weft.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n[state]\nurl = \"{}\"\n", pg.url())).unwrap();
+    let state = State::open_postgres(pg.url(), &db(&s)).unwrap();
+    let queue = Queue::open(
+        &state,
+        QueueRules {
+            max_attempts: 2,
+            ..QueueRules::default()
+        },
+    )
+    .unwrap();
+    let mut jobs = Vec::new();
+    for flow in ["invoices", "payments"] {
+        let id = queue.enqueue(flow, None, "by hand", T0).unwrap().id;
+        for (attempt, at) in [(1u64, T0), (2, T0 + 3_600_000)] {
+            queue.take("w", at).unwrap().unwrap();
+            let after = queue
+                .fail(
+                    id,
+                    "w",
+                    &format!("Xero answered 503 (attempt {attempt})"),
+                    at + 1,
+                )
+                .unwrap();
+            assert_eq!(after == AfterFailure::GaveUp, attempt == 2, "{after:?}");
+        }
+        jobs.push(id);
+    }
+    let entries: Vec<_> = state
+        .errors(None, false)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| given_up_job(&e).map(|job| (e.id, job)))
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let (entry, job) = entries[0];
+    assert_eq!(job, jobs[0]);
+    let listed = s.run(&["errors", "list"], None);
+    ok(&listed);
+    assert!(out(&listed).contains("queue job"), "{}", out(&listed));
+    let shown = s.run(&["errors", "show", &entry.to_string()], None);
+    ok(&shown);
+    let text = out(&shown);
+    assert!(
+        text.contains("given up after 2 attempts: Xero answered 503 (attempt 2)"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("`weft queue show {job}`")), "{text}");
+    assert!(
+        text.contains(&format!("`weft errors retry {entry}`")),
+        "{text}"
+    );
+
+    let retried = s.run(&["errors", "retry", &entry.to_string()], None);
+    ok(&retried);
+    assert!(
+        out(&retried).contains("queued again as job"),
+        "{}",
+        out(&retried)
+    );
+    let again = s.run(&["errors", "retry", &entry.to_string()], None);
+    ok(&again);
+    assert!(out(&again).contains("already marked"), "{}", out(&again));
+    // --all: the other job's flow queued again; nothing queued twice.
+    let all = s.run(&["errors", "retry", "--all"], None);
+    ok(&all);
+    assert!(out(&all).contains("flow `payments`"), "{}", out(&all));
+    let queued = queue.list(false, 10).unwrap();
+    assert_eq!(
+        queued.iter().map(|j| j.flow.as_str()).collect::<Vec<_>>(),
+        ["payments", "invoices"],
+        "{queued:?}"
+    );
+    // A worker's job of `invoices` completes: its entry is fixed, the other still waits.
+    // (The commands queued them on the wall clock.)
+    let later = weft_engine::state::now_ms() + 60_000;
+    let taken = queue.take("w", later).unwrap().unwrap();
+    assert_eq!(taken.flow, "invoices");
+    assert!(queue.finish(taken.id, "w", None, later + 1).unwrap());
+    assert_eq!(state.error(entry).unwrap().unwrap().status, "fixed");
+    assert_eq!(state.error(entries[1].0).unwrap().unwrap().status, "retry");
+}

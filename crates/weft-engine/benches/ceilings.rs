@@ -34,6 +34,10 @@
 //!    a child process, the simulators in this one, Xero's limits lifted), flat with its size.
 //! 7. B10: the state's write intent begin + finish pairs per second, on the SQLite file and on
 //!    PostgreSQL over loopback (skipped without PostgreSQL).
+//! 8. B11: a fleet syncing 10,000 organisations hourly against the app-wide 10,000 calls a
+//!    minute (`ceilings/fleet_sim.rs`): the workers needed and the fleet's throughput as a share of that
+//!    ceiling from a discrete-event model of the limiter's rules, and the database's round
+//!    trips per call through `PgBudgets`, measured on PostgreSQL (skipped without it).
 //!
 //! `cargo bench -p weft-engine --bench ceilings` (add `-- --quick` for smaller sizes, `--only B1,B2`
 //! for some rows, `--latency-ms N` for another Xero latency in B1 and B2, `--trace` to list B1's
@@ -48,6 +52,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+// Beside this file in a folder of its own: cargo takes every file directly in `benches/` for a
+// benchmark of its own.
+#[path = "ceilings/fleet_sim.rs"]
+mod fleet_sim;
 
 use serde_json::{Value, json};
 use weft_core::{Spec, builtin};
@@ -1023,6 +1032,12 @@ fn main() {
     // B10: the state's typical write, a write intent begun then finished, on each backend.
     if wanted("B10") {
         rows.extend(state_pairs(quick));
+    }
+
+    // B11: a fleet for 10,000 organisations, modelled; the database's load per call, measured.
+    if wanted("B11") {
+        rows.extend(fleet_sim::model(quick, &row));
+        rows.extend(fleet_sim::database_load(quick, &shipped("xero"), &row));
     }
 
     let report = json!({ "machine": machine(), "quick": quick, "rows": rows });

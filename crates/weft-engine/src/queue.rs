@@ -10,7 +10,11 @@
 //! - a lease that expires (its worker was killed or cut off) makes the job takeable again: the
 //!   next run settles the writes the killed one left pending by natural key, as every run does;
 //! - a failed run is retried after a backoff that doubles with each attempt, and after the
-//!   job's last attempt it is given up into the error queue (status `failed`);
+//!   job's last attempt it is given up (status `failed`) into the state's error queue, in the
+//!   same transaction: an entry of kind [`GIVEN_UP_KIND`] whose source id is the job's id, with
+//!   the last failure and `weft queue show ID`; retrying that entry
+//!   ([`Queue::retry_given_up`]) queues its flow again, and a later job of the flow that
+//!   completes closes it as fixed;
 //! - a person cancels a queued job, or a running one (its worker sees the lease gone at its
 //!   next heartbeat and stops the run).
 //!
@@ -21,7 +25,25 @@
 //!
 //! Every time is given by the caller (`now_ms`), so tests drive the queue on a simulated clock.
 
-use crate::state::{PgPool, State};
+use crate::state::{PgPool, QueuedError, State};
+
+/// The kind of the error-queue entry a job given up after its last attempt becomes; the
+/// entry's source id is the job's id. (A flow's own entries are of its streams' kinds, which
+/// hold no space.)
+pub const GIVEN_UP_KIND: &str = "queue job";
+
+/// The job id of error-queue entry `e` in SQL: its source id when that is a number (the CASE
+/// keeps the cast from ever seeing another text, whatever order the planner picks).
+const JOB_OF_ENTRY: &str = "CASE WHEN e.source_id ~ '^[0-9]{1,18}$' THEN e.source_id::BIGINT END";
+
+/// The job an error-queue entry is about, when it is a job given up.
+pub fn given_up_job(e: &QueuedError) -> Option<i64> {
+    if e.kind == GIVEN_UP_KIND {
+        e.source_id.parse().ok()
+    } else {
+        None
+    }
+}
 
 /// Jobs' table, made on first use beside the state's tables.
 const TABLES: &str = "
@@ -332,13 +354,18 @@ impl Queue {
         let (now, until) = (ms(now_ms), ms(now_ms.saturating_add(self.rules.lease_ms)));
         self.run(move |mut client| async move {
             let tx = client.transaction().await?;
-            tx.execute(
-                "UPDATE weft_jobs SET status = 'failed', finished_ms = $1, updated_ms = $1,
-                     last_error = coalesce(last_error || '; then ', '') || 'its worker stopped answering during its last attempt (lease expired)'
-                 WHERE status = 'running' AND lease_until_ms < $1 AND attempts >= max_attempts",
-                &[&now],
-            )
-            .await?;
+            let expired = tx
+                .query(
+                    "UPDATE weft_jobs SET status = 'failed', finished_ms = $1, updated_ms = $1, lease_until_ms = NULL,
+                         last_error = coalesce(last_error || '; then ', '') || 'its worker stopped answering during its last attempt (lease expired)'
+                     WHERE status = 'running' AND lease_until_ms < $1 AND attempts >= max_attempts
+                     RETURNING id",
+                    &[&now],
+                )
+                .await?;
+            for r in &expired {
+                into_error_queue(&tx, r.get(0), now).await?;
+            }
             // Candidates one by one, each locked or skipped (SKIP LOCKED); a candidate is taken
             // only under its flow's transaction lock, after seeing no live lease of its flow, so
             // two takers never lease two jobs of one flow at once.
@@ -433,8 +460,10 @@ impl Queue {
         })
     }
 
-    /// Job `id`'s run ended (completed, or stopped by a budget to resume later): done. `false`
-    /// when `worker` no longer held it.
+    /// Job `id`'s run ended (completed, or stopped by a budget to resume later): done, and the
+    /// error-queue entries of earlier jobs of its flow given up (for its tenant, or for any
+    /// when it ran the flow as a whole) are closed as fixed. `false` when `worker` no longer
+    /// held it.
     pub fn finish(
         &self,
         id: i64,
@@ -444,16 +473,35 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         let worker = worker.to_owned();
         let now = ms(now_ms);
-        self.run(move |client| async move {
-            let n = client
-                .execute(
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
                     "UPDATE weft_jobs SET status = 'done', finished_ms = $3, updated_ms = $3,
                          lease_until_ms = NULL, run_id = coalesce($4, run_id)
-                     WHERE id = $1 AND worker = $2 AND status = 'running'",
+                     WHERE id = $1 AND worker = $2 AND status = 'running'
+                     RETURNING flow, tenant",
                     &[&id, &worker, &now, &run_id],
                 )
-                .await?;
-            Ok(n == 1)
+                .await?
+            else {
+                return Ok(false);
+            };
+            let (flow, tenant): (String, String) = (row.get(0), row.get(1));
+            // The flow's active entries first (by the errors' own index), then, for a job of one
+            // tenant, each entry's job by its id (the CASE keeps the cast to numeric ids).
+            tx.execute(
+                &format!(
+                    "UPDATE errors e SET status = 'fixed', closed_ms = $3
+                     WHERE e.flow = $1 AND e.kind = $4 AND e.status IN ('open', 'retry')
+                       AND ($2 = '' OR EXISTS (SELECT 1 FROM weft_jobs j
+                                               WHERE j.id = {JOB_OF_ENTRY} AND j.tenant = $2))"
+                ),
+                &[&flow, &tenant, &now, &GIVEN_UP_KIND],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -491,6 +539,7 @@ impl Queue {
                     &[&id, &error, &now],
                 )
                 .await?;
+                into_error_queue(&tx, id, now).await?;
                 AfterFailure::GaveUp
             } else {
                 let due =
@@ -564,6 +613,57 @@ impl Queue {
             };
             tx.commit().await?;
             Ok(Some(done))
+        })
+    }
+
+    /// Retries error-queue entry `error_id` of a job given up: its flow (and tenant) is queued
+    /// again (merged into a job already queued) and the entry is marked for retry, closed as
+    /// fixed once a job of the flow completes. `None` when the entry is not an open entry of a
+    /// job given up.
+    pub fn retry_given_up(
+        &self,
+        error_id: i64,
+        now_ms: u64,
+    ) -> Result<Option<Enqueued>, QueueError> {
+        let now = ms(now_ms);
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    &format!(
+                        "SELECT j.flow, j.tenant, j.max_attempts, e.id FROM errors e
+                         JOIN weft_jobs j ON j.id = {JOB_OF_ENTRY} AND j.flow = e.flow
+                         WHERE e.id = $1 AND e.kind = $2 AND e.status = 'open'
+                         FOR UPDATE OF e"
+                    ),
+                    &[&error_id, &GIVEN_UP_KIND],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let (flow, tenant, max): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+            let reason = format!("retry of error {error_id}");
+            let row = tx
+                .query_one(
+                    "INSERT INTO weft_jobs (flow, tenant, status, reason, max_attempts, due_ms, created_ms, updated_ms)
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5)
+                     ON CONFLICT (flow, tenant) WHERE status = 'queued'
+                     DO UPDATE SET due_ms = LEAST(weft_jobs.due_ms, EXCLUDED.due_ms), updated_ms = EXCLUDED.updated_ms
+                     RETURNING id, (xmax = 0)",
+                    &[&flow, &tenant, &reason, &max, &now],
+                )
+                .await?;
+            tx.execute(
+                "UPDATE errors SET status = 'retry' WHERE id = $1",
+                &[&error_id],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(Enqueued {
+                id: row.get(0),
+                merged: !row.get::<_, bool>(1),
+            }))
         })
     }
 
@@ -664,5 +764,47 @@ async fn requeue(
             .await?;
         }
     }
+    Ok(())
+}
+
+/// Puts given-up job `id` in the state's error queue (one active entry per job): the last
+/// failure, the attempts, the tenant, the job's last run, and `weft queue show ID`.
+async fn into_error_queue(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let row = tx
+        .query_one(
+            "SELECT flow, tenant, attempts, last_error, run_id FROM weft_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    let (flow, tenant, attempts, last_error, run): (
+        String,
+        String,
+        i32,
+        Option<String>,
+        Option<i64>,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let whom = if tenant.is_empty() {
+        String::new()
+    } else {
+        format!(" for tenant {tenant}")
+    };
+    let message = format!(
+        "the run of flow `{flow}`{whom} was given up after {attempts} attempt{}: {}; the job's history: `weft queue show {id}`",
+        if attempts == 1 { "" } else { "s" },
+        last_error.as_deref().unwrap_or("no failure was recorded"),
+    );
+    tx.execute(
+        "INSERT INTO errors (flow, kind, source_id, stage, message, status, attempts, first_seen_ms, last_seen_ms, run)
+         VALUES ($1, $2, $3, 'run', $4, 'open', $5, $6, $6, $7)
+         ON CONFLICT (flow, kind, source_id) WHERE status IN ('open', 'retry') DO UPDATE SET
+           message = excluded.message, status = 'open', attempts = excluded.attempts,
+           last_seen_ms = excluded.last_seen_ms, run = excluded.run",
+        &[&flow, &GIVEN_UP_KIND, &id.to_string(), &message, &i64::from(attempts), &now, &run],
+    )
+    .await?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use weft_engine::queue::{AfterFailure, Cancelled, JobStatus, Queue, QueueError, QueueRules};
+use weft_engine::queue::{
+    AfterFailure, Cancelled, GIVEN_UP_KIND, JobStatus, Queue, QueueError, QueueRules, given_up_job,
+};
 use weft_engine::state::State;
 
 const RULES: QueueRules = QueueRules {
@@ -17,11 +19,32 @@ const RULES: QueueRules = QueueRules {
 };
 
 fn queue(label: &str) -> Option<(weft_harness::postgres::TestDb, tempfile::TempDir, Queue)> {
+    queue_and_state(label).map(|(db, dir, queue, _)| (db, dir, queue))
+}
+
+fn queue_and_state(
+    label: &str,
+) -> Option<(
+    weft_harness::postgres::TestDb,
+    tempfile::TempDir,
+    Queue,
+    State,
+)> {
     let db = weft_harness::postgres::database(label)?;
     let dir = tempfile::tempdir().unwrap();
     let state = State::open_postgres(db.url(), &dir.path().join("state.db")).unwrap();
     let queue = Queue::open(&state, RULES).unwrap();
-    Some((db, dir, queue))
+    Some((db, dir, queue, state))
+}
+
+/// The open (or retry) error-queue entries of jobs given up.
+fn given_up(state: &State) -> Vec<weft_engine::state::QueuedError> {
+    state
+        .errors(None, false)
+        .unwrap()
+        .into_iter()
+        .filter(|e| given_up_job(e).is_some())
+        .collect()
 }
 
 #[test]
@@ -90,7 +113,7 @@ fn a_queued_job_is_enqueued_once_and_each_job_is_leased_to_one_taker() {
 
 #[test]
 fn an_expired_lease_is_taken_by_another_worker_and_the_first_loses_it() {
-    let Some((_db, _dir, queue)) = queue("expiry") else {
+    let Some((_db, _dir, queue, state)) = queue_and_state("expiry") else {
         return;
     };
     let id = queue.enqueue("a", None, "by hand", 0).unwrap().id;
@@ -122,11 +145,22 @@ fn an_expired_lease_is_taken_by_another_worker_and_the_first_loses_it() {
     let gone = queue.job(id).unwrap().unwrap();
     assert_eq!(gone.status, JobStatus::Failed);
     assert!(gone.last_error.unwrap().contains("lease expired"));
+    // …into the error queue, as a failed attempt's give-up is.
+    let entries = given_up(&state);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!((e.flow.as_str(), given_up_job(e)), ("b", Some(id)));
+    assert!(e.message.contains("lease expired"), "{}", e.message);
+    assert!(
+        e.message.contains(&format!("`weft queue show {id}`")),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn failures_retry_with_a_doubling_backoff_then_give_up_into_the_error_queue() {
-    let Some((_db, _dir, queue)) = queue("retry") else {
+    let Some((_db, _dir, queue, state)) = queue_and_state("retry") else {
         return;
     };
     let id = queue.enqueue("a", None, "by hand", 0).unwrap().id;
@@ -153,6 +187,52 @@ fn failures_retry_with_a_doubling_backoff_then_give_up_into_the_error_queue() {
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.last_error.as_deref(), Some("still failing"));
     assert_eq!(queue.take("w", 1_000_000).unwrap(), None);
+    // Given up into the state's error queue, with the last failure, the attempts, the run of
+    // the last attempt and the command that shows the job.
+    let entries = given_up(&state);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = entries[0].clone();
+    assert_eq!(
+        (e.flow.as_str(), e.kind.as_str(), e.source_id.clone()),
+        ("a", GIVEN_UP_KIND, id.to_string())
+    );
+    assert_eq!((e.status.as_str(), e.stage.as_str()), ("open", "run"));
+    assert!(
+        e.message
+            .contains("given up after 3 attempts: still failing"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains(&format!("`weft queue show {id}`")),
+        "{}",
+        e.message
+    );
+    // Retrying the entry queues the flow again; a record's entry is not a job's.
+    assert_eq!(
+        queue
+            .retry_given_up(e.id, 1_000_100)
+            .unwrap()
+            .map(|q| q.merged),
+        Some(false)
+    );
+    assert_eq!(
+        queue.retry_given_up(e.id, 1_000_101).unwrap(),
+        None,
+        "already marked for retry"
+    );
+    let record = state
+        .queue_error("a", "invoice", "inv-1", "write", "refused", None, 1_000_102)
+        .unwrap();
+    assert_eq!(queue.retry_given_up(record, 1_000_103).unwrap(), None);
+    assert_eq!(state.error(e.id).unwrap().unwrap().status, "retry");
+    // The new job completes: the entry is closed as fixed, the record's entry stays open.
+    let again = queue.take("w", 1_000_200).unwrap().unwrap();
+    assert_eq!((again.flow.as_str(), again.attempts), ("a", 1));
+    assert_ne!(again.id, id);
+    assert!(queue.finish(again.id, "w", Some(9), 1_000_300).unwrap());
+    assert_eq!(state.error(e.id).unwrap().unwrap().status, "fixed");
+    assert_eq!(state.error(record).unwrap().unwrap().status, "open");
     assert_eq!(RULES.backoff(1), 1_000);
     assert_eq!(RULES.backoff(2), 2_000);
     assert_eq!(RULES.backoff(9), 3_000, "capped");

@@ -916,3 +916,110 @@ async fn long_histories_and_queues_are_shown_a_page_at_a_time_with_links_between
     );
     w.assert_secrets_absent();
 }
+
+/// With the state on PostgreSQL, a run of the flow held by another machine of the fleet shows
+/// as running and refuses Sync now; a job the fleet's queue gave up after its last attempt is
+/// on the Errors page with the job named, and its Retry queues the flow again for the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_state_on_postgres_the_fleet_s_runs_and_given_up_jobs_show() {
+    use weft_engine::queue::{AfterFailure, JobStatus, Queue, QueueRules, given_up_job};
+    let Some(db) = weft_harness::postgres::database("console-fleet") else {
+        return;
+    };
+    let w = World::new("fleet", 3, vec!["USD".into()]).await;
+    let toml = w.dir.join("weft.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!("\n[state]\nurl = \"{}\"\n", db.url()));
+    std::fs::write(&toml, text).unwrap();
+    let alice = w.login("alice", ADMIN_PW).await;
+
+    // Another machine: its own folder (so its own lock files), the same database.
+    let elsewhere = w.dir.join("other-machine");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let other =
+        weft_engine::state::State::open_postgres(db.url(), &elsewhere.join("state.db")).unwrap();
+    let held = weft_engine::runlock::FlowLock::acquire_in(&other, FLOW, None)
+        .await
+        .unwrap();
+    let flows = w.get("/flows", &alice).await;
+    assert_eq!(flows.status, StatusCode::OK, "{}", flows.body);
+    assert!(flows.body.contains(">running<"), "{}", flows.body);
+    let page = w.get("/flows/kantata-xero", &alice).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("held by a run of the fleet"),
+        "{}",
+        page.body
+    );
+    let refused = w.submit("/flows/kantata-xero/sync", &alice, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        refused.body.contains("held by a run of the fleet"),
+        "{}",
+        refused.body
+    );
+    drop(held);
+    let flows = w.get("/flows", &alice).await;
+    assert!(!flows.body.contains(">running<"), "{}", flows.body);
+    assert_eq!(w.xero.creates(&w.tenant), 0);
+
+    // A job given up after its one attempt.
+    let state = Workspace::find(&w.dir).unwrap().open_state().unwrap();
+    let queue = Queue::open(
+        &state,
+        QueueRules {
+            max_attempts: 1,
+            ..QueueRules::default()
+        },
+    )
+    .unwrap();
+    let now = weft_engine::state::now_ms();
+    let job = queue.enqueue(FLOW, None, "by hand", now).unwrap().id;
+    queue.take("worker-a", now).unwrap().unwrap();
+    assert_eq!(
+        queue
+            .fail(job, "worker-a", "Xero answered 503 three times", now)
+            .unwrap(),
+        AfterFailure::GaveUp
+    );
+    let entry = state
+        .errors(Some(FLOW), false)
+        .unwrap()
+        .into_iter()
+        .find(|e| given_up_job(e) == Some(job))
+        .expect("the job in the error queue");
+    let list = w.get("/errors", &alice).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(
+        list.body.contains("Xero answered 503 three times"),
+        "{}",
+        list.body
+    );
+    let shown = w.get(&format!("/errors/{}", entry.id), &alice).await;
+    assert!(
+        shown.body.contains(&format!("weft queue show {job}")),
+        "{}",
+        shown.body
+    );
+    let retried = w
+        .submit(&format!("/errors/{}/retry", entry.id), &alice, &[])
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
+    let back = w.get(retried.location.as_deref().unwrap(), &alice).await;
+    assert!(back.body.contains("queued again"), "{}", back.body);
+    let queued: Vec<_> = queue
+        .list(false, 10)
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.flow == FLOW && j.status == JobStatus::Queued)
+        .collect();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(state.error(entry.id).unwrap().unwrap().status, "retry");
+    assert!(
+        w.audit()
+            .iter()
+            .any(|(_, action, target)| action == "error retry"
+                && target == &format!("error {}", entry.id))
+    );
+    w.assert_secrets_absent();
+}

@@ -40,6 +40,9 @@ pub(crate) struct AuthState {
     /// Refresh-token grants received, and those answered with tokens.
     refresh_requests: u64,
     refreshed: u64,
+    /// Refresh grants presenting a refresh token already used once (answered within the grace
+    /// period or refused after it): a client that rotates tokens properly never sends one.
+    reused: u64,
 }
 
 struct CodeGrant {
@@ -99,6 +102,7 @@ impl AuthState {
             connections: Vec::new(),
             refresh_requests: 0,
             refreshed: 0,
+            reused: 0,
         }
     }
 
@@ -119,6 +123,11 @@ impl AuthState {
     /// How many refresh grants were answered with new tokens, and how many were refused.
     pub(crate) fn refresh_outcomes(&self) -> (u64, u64) {
         (self.refreshed, self.refresh_requests - self.refreshed)
+    }
+
+    /// How many refresh grants presented a refresh token already used once.
+    pub(crate) fn refresh_reuses(&self) -> u64 {
+        self.reused
     }
 
     /// The access token's grant, if it exists (expired or not).
@@ -388,6 +397,12 @@ async fn token(
                 return oauth_error(400, "invalid_grant");
             }
             let (scopes, event) = (entry.scopes.clone(), entry.auth_event.clone());
+            if entry.rotated.is_some() {
+                auth.reused += 1;
+            }
+            let Some(entry) = auth.refresh.get(presented) else {
+                return oauth_error(400, "invalid_grant");
+            };
             let successor = match &entry.rotated {
                 None if now.saturating_sub(entry.issued_ms) > idle_ms => {
                     return oauth_error(400, "invalid_grant");

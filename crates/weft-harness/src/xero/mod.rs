@@ -407,6 +407,13 @@ impl XeroSim {
         lock(&self.shared.auth).refresh_outcomes()
     }
 
+    /// Refresh grants that presented a refresh token already used once (within the grace
+    /// period Xero answers them again; after it, refuses them): zero for a client whose
+    /// refreshes are single-flight and whose rotated tokens are never lost.
+    pub fn refresh_reuses(&self) -> u64 {
+        lock(&self.shared.auth).refresh_reuses()
+    }
+
     /// The API host's clock, request log and fault plan.
     pub fn observed(&self) -> &Observed {
         &self.observed

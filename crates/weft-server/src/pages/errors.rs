@@ -28,6 +28,8 @@ pub(crate) struct ListQuery {
     after: Option<String>,
     before: Option<String>,
     retried: Option<String>,
+    /// A job given up, queued again.
+    requeued: Option<String>,
     resolved: Option<String>,
     already: Option<String>,
 }
@@ -88,6 +90,10 @@ pub(crate) async fn list(
         Some(format!(
             "Error {id} is marked for retry: the next run of its flow reads its record again."
         ))
+    } else if let Some(id) = number(q.requeued) {
+        Some(format!(
+            "Error {id} is marked for retry: its flow is queued again for the workers, and the entry closes when that run completes."
+        ))
     } else if let Some(id) = number(q.already) {
         Some(format!("Error {id} was already marked for retry."))
     } else {
@@ -147,6 +153,9 @@ pub(crate) async fn retry(
             e.id, e.status
         )));
     }
+    if weft_engine::queue::given_up_job(&e).is_some() {
+        return retry_given_up(&state, &me, &db, &e);
+    }
     if !db.mark_retry(e.id).map_err(PageError::internal)? {
         let now = find(&db, &id)?;
         if now.status != STATUS_RETRY {
@@ -164,6 +173,41 @@ pub(crate) async fn retry(
         &format!("{} {} `{}`", e.flow, e.kind, e.source_id),
     )?;
     Ok(see_other(&format!("/errors?retried={}", e.id)))
+}
+
+/// *Retry* on the entry of a job the fleet's queue gave up: its flow is queued again for the
+/// workers, and the entry closes when a job of the flow completes.
+fn retry_given_up(
+    state: &AppState,
+    me: &Me,
+    db: &Db,
+    e: &QueuedError,
+) -> Result<Response, PageError> {
+    use weft_engine::queue::{Queue, QueueRules};
+    let queue = Queue::open(db, QueueRules::default()).map_err(PageError::internal)?;
+    let Some(queued) = queue
+        .retry_given_up(e.id, now_ms())
+        .map_err(PageError::internal)?
+    else {
+        let now = find(db, &e.id.to_string())?;
+        if now.status == STATUS_RETRY {
+            return Ok(see_other(&format!("/errors?already={}", e.id)));
+        }
+        return Err(PageError::BadRequest(format!(
+            "Error {} is {} and its job cannot be queued again.",
+            e.id, now.status
+        )));
+    };
+    state.audit(
+        &me.user.name,
+        "error retry",
+        &format!("error {}", e.id),
+        &format!(
+            "{} {} `{}`: queued as job {}",
+            e.flow, e.kind, e.source_id, queued.id
+        ),
+    )?;
+    Ok(see_other(&format!("/errors?requeued={}", e.id)))
 }
 
 pub(crate) async fn resolve(

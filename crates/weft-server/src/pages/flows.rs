@@ -72,12 +72,13 @@ fn load(state: &AppState, ws: &Workspace, name: &str) -> Result<Flow, PageError>
     Ok(flow)
 }
 
-/// Whether a run of `name` is under way: started here, or holding the flow lock (any process).
-fn running(ws: &Workspace, name: &str) -> Option<String> {
+/// Whether a run of `name` is under way: started here, or holding the flow lock (any process
+/// on this machine, or with the state on PostgreSQL, any worker of the fleet).
+fn running(ws: &Workspace, db: &Db, name: &str) -> Option<String> {
     if crate::web::lock(starting()).contains(&(ws.dir().to_path_buf(), name.to_owned())) {
         return Some("started from this console".into());
     }
-    weft_engine::runlock::holder(&ws.state_path(), name)
+    weft_engine::runlock::holder_in(db, name)
 }
 
 /// A flow's schedule for the templates: its text and when `weft serve` runs it next.
@@ -139,7 +140,7 @@ pub(crate) async fn list(State(state): State<AppState>, me: Me) -> Result<Respon
         let open = open_errors(&db, &name)?;
         rows.push(minijinja::context! {
             name => &name, description, streams, problem, open, schedule,
-            last => last_run(&db, &name)?, running => running(&ws, &name),
+            last => last_run(&db, &name)?, running => running(&ws, &db, &name),
         });
     }
     state.page(
@@ -240,7 +241,7 @@ fn flow_context(
     Ok(minijinja::context! {
         flow => minijinja::context! { name, description => &flow.file.description, path => flow.path.display().to_string() },
         connections, options, streams, tables, last,
-        running => running(ws, name),
+        running => running(ws, &db, name),
         schedule => schedule_view(&db, &flow),
         open_errors => open_errors(&db, name)?,
     })
@@ -353,19 +354,18 @@ pub(crate) async fn sync(
     let ws = state.workspace()?;
     drop(load(&state, &ws, &name)?);
     let key = (ws.dir().to_path_buf(), name.clone());
-    let before = {
-        let db = open_state(&ws)?;
-        db.runs(Some(&name), 1)
-            .map_err(PageError::internal)?
-            .first()
-            .map_or(0, |r| r.id)
-    };
+    let db = open_state(&ws)?;
+    let before = db
+        .runs(Some(&name), 1)
+        .map_err(PageError::internal)?
+        .first()
+        .map_or(0, |r| r.id);
     {
         let mut set = crate::web::lock(starting());
         if let Some(holder) = set
             .contains(&key)
             .then(|| "started from this console".to_owned())
-            .or_else(|| weft_engine::runlock::holder(&ws.state_path(), &name))
+            .or_else(|| weft_engine::runlock::holder_in(&db, &name))
         {
             drop(set);
             state.audit(
@@ -378,7 +378,6 @@ pub(crate) async fn sync(
         }
         set.insert(key.clone());
     }
-    let state_path = ws.state_path();
     let work = job(&state, ws, &name, false);
     let (tx, rx) = std::sync::mpsc::channel();
     let guard = Started(key);
@@ -399,8 +398,7 @@ pub(crate) async fn sync(
         return Err(PageError::internal(e));
     }
     // Wait until the run is recorded (or failed to start), at most a few seconds: the page of
-    // the run then follows it.
-    let db = Db::open(&state_path).map_err(PageError::internal)?;
+    // the run then follows it (read from the workspace's state, the SQLite file or PostgreSQL).
     for _ in 0..100 {
         match rx.try_recv() {
             Ok(Ok(report)) => {
@@ -458,7 +456,7 @@ pub(crate) async fn preview(
         )?;
         Ok(busy(&name, holder))
     };
-    if let Some(holder) = running(&ws, &name) {
+    if let Some(holder) = running(&ws, &open_state(&ws)?, &name) {
         return refused(&holder);
     }
     let work = job(&state, ws, &name, true);
