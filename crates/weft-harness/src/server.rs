@@ -257,3 +257,25 @@ pub fn callback_port() -> std::io::Result<u16> {
         "no free port between 20000 and 32000 on 127.0.0.1",
     ))
 }
+
+/// A 302 to `to`, as the simulators' consent pages answer (no body).
+pub(crate) fn redirect(to: String) -> axum::response::Response {
+    let mut r = axum::response::Response::new(axum::body::Body::empty());
+    *r.status_mut() = axum::http::StatusCode::FOUND;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&to) {
+        r.headers_mut().insert("location", v);
+    }
+    r
+}
+
+/// An HTML page with `status` (400 when it is not a status).
+pub(crate) fn html_response(status: u16, html: String) -> axum::response::Response {
+    let mut r = axum::response::Response::new(axum::body::Body::from(html));
+    *r.status_mut() =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}

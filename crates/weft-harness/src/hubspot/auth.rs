@@ -11,7 +11,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, Response};
+use axum::http::Response;
+
+use crate::server::redirect;
 use axum::routing::{delete, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -184,15 +186,6 @@ fn error_page(message: &str) -> Response<Body> {
             "<!DOCTYPE html><html><head><title>HubSpot | Error</title></head><body><h1>Something went wrong</h1><p>{message}</p></body></html>"
         ),
     )
-}
-
-fn redirect(to: String) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = axum::http::StatusCode::FOUND;
-    if let Ok(v) = HeaderValue::from_str(&to) {
-        r.headers_mut().insert("location", v);
-    }
-    r
 }
 
 fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {

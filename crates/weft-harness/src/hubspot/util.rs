@@ -50,15 +50,7 @@ pub(crate) fn empty(status: u16) -> Response<Body> {
 }
 
 /// An HTML page (the consent host's errors).
-pub(crate) fn html_response(status: u16, html: String) -> Response<Body> {
-    let mut r = Response::new(Body::from(html));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
-}
+pub(crate) use crate::server::html_response;
 
 /// A correlation id: a UUID-shaped text drawn from `n`.
 pub(crate) fn correlation(n: u64) -> String {

@@ -113,15 +113,7 @@ pub(crate) fn bytes_response(status: u16, body: Vec<u8>) -> Response<Body> {
 }
 
 /// An HTML page (the consent host's errors).
-pub(crate) fn html_response(status: u16, html: String) -> Response<Body> {
-    let mut r = Response::new(Body::from(html));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
-}
+pub(crate) use crate::server::html_response;
 
 /// One error of a `Fault`: QuickBooks' code (a string), its short message, the detail that says
 /// what is wrong, and the property concerned (empty when none).

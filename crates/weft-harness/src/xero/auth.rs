@@ -11,7 +11,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Response};
+use axum::http::{HeaderMap, Response};
+
+use crate::server::redirect;
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -154,15 +156,6 @@ fn error_page(message: &str) -> Response<Body> {
         "<!DOCTYPE html><html><head><title>Xero | Error</title></head><body><h1>Sorry, something went wrong</h1><p>{message}</p></body></html>"
     );
     text_response(400, &html, "text/html; charset=utf-8")
-}
-
-fn redirect(to: String) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = axum::http::StatusCode::FOUND;
-    if let Ok(v) = HeaderValue::from_str(&to) {
-        r.headers_mut().insert("location", v);
-    }
-    r
 }
 
 /// Percent-encodes a query value.
