@@ -48,9 +48,12 @@ pub(crate) enum QueueCmd {
     Add {
         /// The flow.
         flow: String,
-        /// For this tenant (organisation id) only, as a webhook would ask.
+        /// For this tenant (organisation id), as a webhook would ask: one the flow addresses.
         #[arg(long)]
         tenant: Option<String>,
+        /// Only this stream of the flow, as a webhook would ask.
+        #[arg(long)]
+        stream: Option<String>,
         /// Attempts before the job goes to the error queue.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         max_attempts: u32,
@@ -95,11 +98,30 @@ fn when(ms: u64) -> String {
 }
 
 fn subject(job: &Job) -> String {
-    if job.tenant.is_empty() {
-        format!("flow `{}`", job.flow)
-    } else {
-        format!("flow `{}` for tenant {}", job.flow, job.tenant)
+    let mut s = format!("flow `{}`", job.flow);
+    if !job.stream.is_empty() {
+        s.push_str(&format!(" (stream `{}` only)", job.stream));
     }
+    if !job.tenant.is_empty() {
+        s.push_str(&format!(" for tenant {}", job.tenant));
+    }
+    s
+}
+
+/// Whether the workspace at `dir` can run `flow` as a job for `tenant` and `stream` asks: the
+/// flow loads, addresses that tenant and has that stream. The message says what is wrong.
+fn runnable(dir: Option<&Path>, flow: &str, tenant: &str, stream: &str) -> Result<()> {
+    let ws = workspace(dir)?;
+    let path = weft_engine::flows::find(ws.dir(), flow).map_err(|e| anyhow!(e))?;
+    let loaded = weft_engine::flow::Flow::load(&path).map_err(|e| anyhow!(e))?;
+    if !stream.is_empty() {
+        loaded.has_stream(stream).map_err(|e| anyhow!(e))?;
+    }
+    if !tenant.is_empty() {
+        weft_engine::flows::addresses(&loaded, &ws.file.connections, tenant)
+            .map_err(|e| anyhow!("{e}; `weft queue add {flow}` queues the flow as it stands"))?;
+    }
+    Ok(())
 }
 
 /// `weft queue …`.
@@ -108,10 +130,15 @@ pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Resul
         QueueCmd::Add {
             flow,
             tenant,
+            stream,
             max_attempts,
         } => {
-            let ws = workspace(dir)?;
-            weft_engine::flows::find(ws.dir(), &flow).map_err(|e| anyhow!(e))?;
+            runnable(
+                dir,
+                &flow,
+                tenant.as_deref().unwrap_or_default(),
+                stream.as_deref().unwrap_or_default(),
+            )?;
             let queue = open_queue(
                 dir,
                 QueueRules {
@@ -119,18 +146,29 @@ pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Resul
                     ..QueueRules::default()
                 },
             )?;
-            let done = queue.enqueue(&flow, tenant.as_deref(), "by hand", now_ms())?;
+            let done = queue.enqueue(
+                &flow,
+                tenant.as_deref(),
+                stream.as_deref(),
+                "by hand",
+                now_ms(),
+            )?;
+            let job = queue
+                .job(done.id)?
+                .context("the job just queued is gone (cancelled at once?)")?;
             if done.merged {
                 writeln!(
                     io.out,
-                    "flow `{flow}` is already queued as job {}; merged into it",
+                    "{} is already queued as job {}; merged into it",
+                    subject(&job),
                     done.id
                 )?;
             } else {
                 writeln!(
                     io.out,
-                    "queued job {} (flow `{flow}`); `weft worker` runs it",
-                    done.id
+                    "queued job {} ({}); `weft worker` runs it",
+                    done.id,
+                    subject(&job)
                 )?;
             }
             Ok(0)
@@ -147,12 +185,17 @@ pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Resul
                 return Ok(0);
             }
             let mut table = crate::table::Columns::new(&[
-                "ID", "FLOW", "TENANT", "STATUS", "ATTEMPTS", "DUE", "WORKER",
+                "ID", "FLOW", "STREAM", "TENANT", "STATUS", "ATTEMPTS", "DUE", "WORKER",
             ]);
             for j in &jobs {
                 table.row([
                     j.id.to_string(),
                     j.flow.clone(),
+                    if j.stream.is_empty() {
+                        "all".to_owned()
+                    } else {
+                        j.stream.clone()
+                    },
                     j.tenant.clone(),
                     j.status.as_str().to_owned(),
                     format!("{}/{}", j.attempts, j.max_attempts),
@@ -223,6 +266,7 @@ pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Resul
 enum Ended {
     Done { run: i64, outcome: String },
     Failed { run: Option<i64>, error: String },
+    Unrunnable(String),
     Busy(String),
     Stopped,
 }
@@ -235,12 +279,17 @@ struct Running {
     beat_at: std::time::Instant,
 }
 
-fn run_job(flow: &str, dir: Option<PathBuf>, stop: &tokio::sync::Notify) -> Ended {
+fn run_job(job: &Job, dir: Option<PathBuf>, stop: &tokio::sync::Notify) -> Ended {
+    // The flow may have changed since the job was queued: a job it can no longer run as asked
+    // is given up at once rather than run for another tenant or every stream.
+    if let Err(e) = runnable(dir.as_deref(), &job.flow, &job.tenant, &job.stream) {
+        return Ended::Unrunnable(format!("{e:#}"));
+    }
     let report = run_flow_until(
-        flow,
+        &job.flow,
         dir.as_deref(),
         RunOptions {
-            stream: None,
+            stream: (!job.stream.is_empty()).then(|| job.stream.clone()),
             dry_run: false,
             wait: None,
             progress: None,
@@ -397,10 +446,10 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
                 ),
             )?;
             let stop = Arc::new(tokio::sync::Notify::new());
-            let (flow, dir, stop_for) = (job.flow.clone(), workspace_dir.clone(), stop.clone());
+            let (asked, dir, stop_for) = (job.clone(), workspace_dir.clone(), stop.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("weft-job-{}", job.id))
-                .spawn(move || run_job(&flow, dir, &stop_for))
+                .spawn(move || run_job(&asked, dir, &stop_for))
                 .context("cannot start a run's thread")?;
             running.push(Running {
                 job,
@@ -476,6 +525,16 @@ fn settle(queue: &Queue, me: &str, job: &Job, ended: Ended, io: &mut Io<'_>) -> 
                     ),
                 ),
             }
+        }
+        Ended::Unrunnable(error) => {
+            let told = match queue.give_up(job.id, me, &error, now)? {
+                AfterFailure::LeaseLost => "its lease was already lost",
+                _ => "given up at once into the error queue (`weft errors list`)",
+            };
+            say(
+                io,
+                format_args!("job {}: cannot run as asked ({error}); {told}", job.id),
+            )
         }
         Ended::Busy(holder) => {
             queue.postpone(job.id, me, 5_000, now)?;

@@ -523,7 +523,9 @@ fn the_acceptance_fleet_of_four_workers_and_fifty_organisations_under_faults_and
     let enqueue_all = |why: &str| {
         for i in 0..BIG_ORGS {
             let now = weft_engine::state::now_ms();
-            queue.enqueue(&format!("org-{i}"), None, why, now).unwrap();
+            queue
+                .enqueue(&format!("org-{i}"), None, None, why, now)
+                .unwrap();
         }
     };
 

@@ -691,7 +691,7 @@ fn a_job_given_up_is_in_the_error_queue_and_retry_queues_it_again() {
     .unwrap();
     let mut jobs = Vec::new();
     for flow in ["invoices", "payments"] {
-        let id = queue.enqueue(flow, None, "by hand", T0).unwrap().id;
+        let id = queue.enqueue(flow, None, None, "by hand", T0).unwrap().id;
         for (attempt, at) in [(1u64, T0), (2, T0 + 3_600_000)] {
             queue.take("w", at).unwrap().unwrap();
             let after = queue

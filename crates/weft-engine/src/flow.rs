@@ -814,6 +814,23 @@ impl Flow {
         self.file.streams.get(name)
     }
 
+    /// `Err` with a message naming the streams there are, when the flow has no stream `name`.
+    pub fn has_stream(&self, name: &str) -> Result<(), String> {
+        match self.stream(name) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "flow `{}` has no stream `{name}`; its streams are: {}",
+                self.name,
+                self.file
+                    .streams
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
     /// The connection name in `weft.toml` of alias `alias`.
     pub fn connection_name(&self, alias: &str) -> String {
         self.file

@@ -158,3 +158,36 @@ pub async fn run(
     };
     Ok(run.run().await?)
 }
+
+/// Whether a run of `flow` addresses tenant `id`: one of its connections addresses it (see
+/// [`tenant`]). `Err` names the tenants it does address, for a message.
+pub fn addresses(
+    flow: &Flow,
+    connections: &indexmap::IndexMap<String, Connection>,
+    id: &str,
+) -> Result<(), String> {
+    let mut addressed = Vec::new();
+    for alias in flow.file.connections.keys() {
+        let Some(connection) = connections.get(&flow.connection_name(alias)) else {
+            continue;
+        };
+        if let Ok(t) = tenant(flow, alias, connection) {
+            if t.id == id {
+                return Ok(());
+            }
+            addressed.push(format!("{} ({}, as `{alias}`)", t.id, t.name));
+        }
+    }
+    Err(if addressed.is_empty() {
+        format!(
+            "flow `{}` addresses no tenant {id}: none of its connections reaches organisations",
+            flow.name
+        )
+    } else {
+        format!(
+            "flow `{}` addresses no tenant {id}; it addresses {}",
+            flow.name,
+            addressed.join(", ")
+        )
+    })
+}

@@ -1,10 +1,12 @@
 //! The work queue of a fleet, in the PostgreSQL state: jobs are flow runs (per flow, and
-//! optionally per tenant — the organisation a webhook named), taken by `weft worker` processes.
+//! optionally per tenant — the organisation a webhook named — and narrowed to one stream, the
+//! one a webhook concerns), taken by `weft worker` processes.
 //!
 //! The well-known `FOR UPDATE SKIP LOCKED` pattern in one table (`weft_jobs`), no coordination
 //! of our own:
 //! - a job is enqueued once: a second enqueue of a job still queued (same flow and tenant) is
-//!   merged into it (due at the earlier of the two times);
+//!   merged into it (due at the earlier of the two times, and widened to the whole flow when the
+//!   two asked for different streams);
 //! - a worker takes the oldest due job no other worker is taking (`SKIP LOCKED`) and whose flow
 //!   no live lease holds, and holds it by a lease it renews ([`Queue::heartbeat`]);
 //! - a lease that expires (its worker was killed or cut off) makes the job takeable again: the
@@ -65,7 +67,18 @@ CREATE TABLE IF NOT EXISTS weft_jobs (
     finished_ms BIGINT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS weft_jobs_queued_once ON weft_jobs (flow, tenant) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id)";
+CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id);
+ALTER TABLE weft_jobs ADD COLUMN IF NOT EXISTS stream TEXT NOT NULL DEFAULT ''";
+
+/// Enqueues `($1 flow, $2 tenant, $3 reason, $4 max_attempts, $5 now, $6 stream)`, merged into
+/// the job of the flow and tenant already queued (due at the earlier time; every stream unless
+/// both asked for the same); returns the job's id and whether it is new.
+const ENQUEUE: &str = "INSERT INTO weft_jobs (flow, tenant, status, reason, max_attempts, due_ms, created_ms, updated_ms, stream)
+     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5, $6)
+     ON CONFLICT (flow, tenant) WHERE status = 'queued'
+     DO UPDATE SET due_ms = LEAST(weft_jobs.due_ms, EXCLUDED.due_ms), updated_ms = EXCLUDED.updated_ms,
+         stream = CASE WHEN weft_jobs.stream = EXCLUDED.stream THEN weft_jobs.stream ELSE '' END
+     RETURNING id, (xmax = 0)";
 
 /// The advisory lock class under which a job of a flow is taken.
 const TAKE_LOCK: i32 = 0x7765_6604;
@@ -73,7 +86,7 @@ const TAKE_LOCK: i32 = 0x7765_6604;
 /// How many due jobs one take looks at before saying there is none it may take.
 const TAKE_CANDIDATES: usize = 32;
 
-const JOB_COLUMNS: &str = "id, flow, tenant, status, reason, attempts, max_attempts, due_ms, lease_until_ms, worker, last_error, run_id, created_ms, updated_ms, finished_ms";
+const JOB_COLUMNS: &str = "id, flow, tenant, status, reason, attempts, max_attempts, due_ms, lease_until_ms, worker, last_error, run_id, created_ms, updated_ms, finished_ms, stream";
 
 /// Errors of the queue.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +160,8 @@ pub struct Job {
     pub flow: String,
     /// The tenant it is for (empty: the flow as a whole).
     pub tenant: String,
+    /// The only stream it runs (empty: every stream of the flow).
+    pub stream: String,
     /// Where it stands.
     pub status: JobStatus,
     /// Who asked for it (`schedule`, `webhook`, `by hand`, …).
@@ -262,6 +277,7 @@ fn job_row(r: &tokio_postgres::Row) -> Job {
         id: r.get(0),
         flow: r.get(1),
         tenant: r.get(2),
+        stream: r.get(15),
         status: JobStatus::parse(r.get(3)),
         reason: r.get(4),
         attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
@@ -312,32 +328,28 @@ impl Queue {
         })
     }
 
-    /// Enqueues a run of `flow` (for `tenant`, or the flow as a whole), due at `now_ms`; merged
-    /// into the job of the same flow and tenant already queued, if any.
+    /// Enqueues a run of `flow` (for `tenant`, or the flow as a whole; of `stream` only, or of
+    /// every stream), due at `now_ms`; merged into the job of the same flow and tenant already
+    /// queued, if any, which then runs every stream unless both asked for the same one.
     pub fn enqueue(
         &self,
         flow: &str,
         tenant: Option<&str>,
+        stream: Option<&str>,
         reason: &str,
         now_ms: u64,
     ) -> Result<Enqueued, QueueError> {
-        let (flow, tenant, reason) = (
+        let (flow, tenant, stream, reason) = (
             flow.to_owned(),
             tenant.unwrap_or_default().to_owned(),
+            stream.unwrap_or_default().to_owned(),
             reason.to_owned(),
         );
         let max = i32::try_from(self.rules.max_attempts.max(1)).unwrap_or(i32::MAX);
         let now = ms(now_ms);
         self.run(move |client| async move {
             let row = client
-                .query_one(
-                    "INSERT INTO weft_jobs (flow, tenant, status, reason, max_attempts, due_ms, created_ms, updated_ms)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5)
-                     ON CONFLICT (flow, tenant) WHERE status = 'queued'
-                     DO UPDATE SET due_ms = LEAST(weft_jobs.due_ms, EXCLUDED.due_ms), updated_ms = EXCLUDED.updated_ms
-                     RETURNING id, (xmax = 0)",
-                    &[&flow, &tenant, &reason, &max, &now],
-                )
+                .query_one(ENQUEUE, &[&flow, &tenant, &reason, &max, &now, &stream])
                 .await?;
             Ok(Enqueued {
                 id: row.get(0),
@@ -514,6 +526,29 @@ impl Queue {
         error: &str,
         now_ms: u64,
     ) -> Result<AfterFailure, QueueError> {
+        self.failed(id, worker, error, now_ms, false)
+    }
+
+    /// Job `id` cannot run as it asks (its flow no longer addresses its tenant, or has no such
+    /// stream): given up into the error queue at once, since another attempt would fail alike.
+    pub fn give_up(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        now_ms: u64,
+    ) -> Result<AfterFailure, QueueError> {
+        self.failed(id, worker, error, now_ms, true)
+    }
+
+    fn failed(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        now_ms: u64,
+        last: bool,
+    ) -> Result<AfterFailure, QueueError> {
         let worker = worker.to_owned();
         let error = error.to_owned();
         let rules = self.rules;
@@ -532,7 +567,7 @@ impl Queue {
             };
             let (attempts, max, flow, tenant): (i32, i32, String, String) =
                 (row.get(0), row.get(1), row.get(2), row.get(3));
-            let after = if attempts >= max {
+            let after = if last || attempts >= max {
                 tx.execute(
                     "UPDATE weft_jobs SET status = 'failed', last_error = $2, finished_ms = $3,
                          updated_ms = $3, lease_until_ms = NULL WHERE id = $1",
@@ -631,7 +666,7 @@ impl Queue {
             let Some(row) = tx
                 .query_opt(
                     &format!(
-                        "SELECT j.flow, j.tenant, j.max_attempts, e.id FROM errors e
+                        "SELECT j.flow, j.tenant, j.max_attempts, e.id, j.stream FROM errors e
                          JOIN weft_jobs j ON j.id = {JOB_OF_ENTRY} AND j.flow = e.flow
                          WHERE e.id = $1 AND e.kind = $2 AND e.status = 'open'
                          FOR UPDATE OF e"
@@ -642,17 +677,11 @@ impl Queue {
             else {
                 return Ok(None);
             };
-            let (flow, tenant, max): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+            let (flow, tenant, max, stream): (String, String, i32, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(4));
             let reason = format!("retry of error {error_id}");
             let row = tx
-                .query_one(
-                    "INSERT INTO weft_jobs (flow, tenant, status, reason, max_attempts, due_ms, created_ms, updated_ms)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5)
-                     ON CONFLICT (flow, tenant) WHERE status = 'queued'
-                     DO UPDATE SET due_ms = LEAST(weft_jobs.due_ms, EXCLUDED.due_ms), updated_ms = EXCLUDED.updated_ms
-                     RETURNING id, (xmax = 0)",
-                    &[&flow, &tenant, &reason, &max, &now],
-                )
+                .query_one(ENQUEUE, &[&flow, &tenant, &reason, &max, &now, &stream])
                 .await?;
             tx.execute(
                 "UPDATE errors SET status = 'retry' WHERE id = $1",
@@ -717,7 +746,8 @@ impl Queue {
 }
 
 /// Puts running job `id` back in the queue, due `due`, or merges it into the job of the same
-/// flow and tenant already queued (which then becomes due at the earlier time). `uncount`
+/// flow and tenant already queued (which then becomes due at the earlier time, and runs every
+/// stream unless both were for the same one). `uncount`
 /// gives back the attempt its lease counted.
 #[allow(clippy::too_many_arguments)]
 async fn requeue(
@@ -741,8 +771,10 @@ async fn requeue(
         Some(row) => {
             let into: i64 = row.get(0);
             tx.execute(
-                "UPDATE weft_jobs SET due_ms = LEAST(due_ms, $2), updated_ms = $3 WHERE id = $1",
-                &[&into, &due, &now],
+                "UPDATE weft_jobs SET due_ms = LEAST(due_ms, $2), updated_ms = $3,
+                     stream = CASE WHEN stream = (SELECT stream FROM weft_jobs WHERE id = $4) THEN stream ELSE '' END
+                 WHERE id = $1",
+                &[&into, &due, &now, &id],
             )
             .await?;
             tx.execute(
@@ -776,7 +808,7 @@ async fn into_error_queue(
 ) -> Result<(), tokio_postgres::Error> {
     let row = tx
         .query_one(
-            "SELECT flow, tenant, attempts, last_error, run_id FROM weft_jobs WHERE id = $1",
+            "SELECT flow, tenant, attempts, last_error, run_id, stream FROM weft_jobs WHERE id = $1",
             &[&id],
         )
         .await?;
@@ -787,11 +819,14 @@ async fn into_error_queue(
         Option<String>,
         Option<i64>,
     ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    let whom = if tenant.is_empty() {
-        String::new()
-    } else {
-        format!(" for tenant {tenant}")
-    };
+    let stream: String = row.get(5);
+    let mut whom = String::new();
+    if !stream.is_empty() {
+        whom.push_str(&format!(" (stream `{stream}` only)"));
+    }
+    if !tenant.is_empty() {
+        whom.push_str(&format!(" for tenant {tenant}"));
+    }
     let message = format!(
         "the run of flow `{flow}`{whom} was given up after {attempts} attempt{}: {}; the job's history: `weft queue show {id}`",
         if attempts == 1 { "" } else { "s" },

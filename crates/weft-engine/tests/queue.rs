@@ -65,8 +65,8 @@ fn a_queued_job_is_enqueued_once_and_each_job_is_leased_to_one_taker() {
     let Some((_db, _dir, queue)) = queue("once") else {
         return;
     };
-    let first = queue.enqueue("a", None, "schedule", 1_000).unwrap();
-    let again = queue.enqueue("a", None, "webhook", 500).unwrap();
+    let first = queue.enqueue("a", None, None, "schedule", 1_000).unwrap();
+    let again = queue.enqueue("a", None, None, "webhook", 500).unwrap();
     assert!(!first.merged);
     assert_eq!(again.id, first.id);
     assert!(again.merged);
@@ -75,10 +75,12 @@ fn a_queued_job_is_enqueued_once_and_each_job_is_leased_to_one_taker() {
         500,
         "the earlier time"
     );
-    let tenant = queue.enqueue("a", Some("org-1"), "webhook", 1_000).unwrap();
+    let tenant = queue
+        .enqueue("a", Some("org-1"), None, "webhook", 1_000)
+        .unwrap();
     assert_ne!(tenant.id, first.id, "per tenant, a job of its own");
     for flow in ["b", "c", "d", "e", "f", "g", "h"] {
-        queue.enqueue(flow, None, "by hand", 1_000).unwrap();
+        queue.enqueue(flow, None, None, "by hand", 1_000).unwrap();
     }
     // Eight workers take at once: every flow's job goes to exactly one of them, and the second
     // job of flow `a` waits while the first is leased.
@@ -116,7 +118,7 @@ fn an_expired_lease_is_taken_by_another_worker_and_the_first_loses_it() {
     let Some((_db, _dir, queue, state)) = queue_and_state("expiry") else {
         return;
     };
-    let id = queue.enqueue("a", None, "by hand", 0).unwrap().id;
+    let id = queue.enqueue("a", None, None, "by hand", 0).unwrap().id;
     let job = queue.take("w1", 0).unwrap().unwrap();
     assert_eq!((job.id, job.attempts), (id, 1));
     assert!(queue.heartbeat(id, "w1", 5_000).unwrap());
@@ -137,7 +139,10 @@ fn an_expired_lease_is_taken_by_another_worker_and_the_first_loses_it() {
     let done = queue.job(id).unwrap().unwrap();
     assert_eq!((done.status, done.run_id), (JobStatus::Done, Some(7)));
     // On the last attempt, an expired lease gives the job up.
-    let id = queue.enqueue("b", None, "by hand", 20_000).unwrap().id;
+    let id = queue
+        .enqueue("b", None, None, "by hand", 20_000)
+        .unwrap()
+        .id;
     for (n, at) in [(1, 20_000), (2, 30_001), (3, 40_002)] {
         assert_eq!(queue.take("w", at).unwrap().unwrap().attempts, n);
     }
@@ -163,7 +168,7 @@ fn failures_retry_with_a_doubling_backoff_then_give_up_into_the_error_queue() {
     let Some((_db, _dir, queue, state)) = queue_and_state("retry") else {
         return;
     };
-    let id = queue.enqueue("a", None, "by hand", 0).unwrap().id;
+    let id = queue.enqueue("a", None, None, "by hand", 0).unwrap().id;
     queue.take("w", 0).unwrap().unwrap();
     assert_eq!(
         queue.fail(id, "w", "Xero answered 500", 100).unwrap(),
@@ -176,7 +181,10 @@ fn failures_retry_with_a_doubling_backoff_then_give_up_into_the_error_queue() {
         AfterFailure::Retry { due_ms: 3_200 }
     );
     // A new enqueue while it waits is merged into it, and makes it due sooner.
-    assert_eq!(queue.enqueue("a", None, "webhook", 2_000).unwrap().id, id);
+    assert_eq!(
+        queue.enqueue("a", None, None, "webhook", 2_000).unwrap().id,
+        id
+    );
     let third = queue.take("w", 2_000).unwrap().unwrap();
     assert_eq!(third.attempts, 3);
     assert_eq!(
@@ -238,9 +246,9 @@ fn failures_retry_with_a_doubling_backoff_then_give_up_into_the_error_queue() {
     assert_eq!(RULES.backoff(9), 3_000, "capped");
     // Put back (its flow busy elsewhere) without counting an attempt, merged into a job queued
     // meanwhile.
-    let b = queue.enqueue("b", None, "by hand", 0).unwrap().id;
+    let b = queue.enqueue("b", None, None, "by hand", 0).unwrap().id;
     queue.take("w", 0).unwrap().unwrap();
-    let b2 = queue.enqueue("b", None, "by hand", 10).unwrap().id;
+    let b2 = queue.enqueue("b", None, None, "by hand", 10).unwrap().id;
     assert_ne!(b, b2);
     assert!(queue.postpone(b, "w", 500, 20).unwrap());
     assert_eq!(queue.job(b).unwrap().unwrap().status, JobStatus::Merged);
@@ -253,8 +261,8 @@ fn cancelling_a_queued_or_running_job() {
     let Some((_db, _dir, queue)) = queue("cancel") else {
         return;
     };
-    let a = queue.enqueue("a", None, "by hand", 0).unwrap().id;
-    let b = queue.enqueue("b", None, "by hand", 0).unwrap().id;
+    let a = queue.enqueue("a", None, None, "by hand", 0).unwrap().id;
+    let b = queue.enqueue("b", None, None, "by hand", 0).unwrap().id;
     assert_eq!(queue.cancel(a, 1).unwrap(), Some(Cancelled::Queued));
     let taken = queue.take("w", 2).unwrap().unwrap();
     assert_eq!(taken.id, b, "the cancelled job is never taken");
@@ -293,4 +301,70 @@ async fn the_flow_lock_holds_for_the_fleet_on_postgres() {
     drop(held);
     assert_eq!(holder_in(&second, "f"), None);
     FlowLock::acquire_in(&second, "f", None).await.unwrap();
+}
+
+/// A webhook's job runs the stream it concerns; merged with a job of another stream (or of the
+/// whole flow) it runs every stream, merged with one of the same stream it stays narrow; a
+/// failed attempt merged into a queued job widens it the same way; and a job that cannot run as
+/// asked is given up at once, whatever attempts it has left.
+#[test]
+fn a_job_keeps_its_stream_until_merged_with_another_and_one_given_up_goes_at_once() {
+    let Some((_db, _dir, queue, state)) = queue_and_state("streams") else {
+        return;
+    };
+    let hook = queue
+        .enqueue("a", Some("org-1"), Some("payments"), "webhook", 1_000)
+        .unwrap();
+    assert_eq!(queue.job(hook.id).unwrap().unwrap().stream, "payments");
+    let same = queue
+        .enqueue("a", Some("org-1"), Some("payments"), "webhook", 1_100)
+        .unwrap();
+    assert!(same.merged);
+    assert_eq!(queue.job(hook.id).unwrap().unwrap().stream, "payments");
+    queue
+        .enqueue("a", Some("org-1"), Some("invoices"), "webhook", 1_200)
+        .unwrap();
+    assert_eq!(
+        queue.job(hook.id).unwrap().unwrap().stream,
+        "",
+        "two streams asked for: the whole flow"
+    );
+    // Another tenant's job stays its own, narrow.
+    let other = queue
+        .enqueue("b", Some("org-2"), Some("payments"), "webhook", 1_000)
+        .unwrap();
+    let taken = queue.take("w1", 2_000).unwrap().unwrap();
+    assert_eq!(taken.id, hook.id);
+    // While job `a` runs, a webhook queues `a` for one stream; the running attempt then fails
+    // and is merged into it: the merged job runs every stream (the failed one's too).
+    let narrow = queue
+        .enqueue("a", Some("org-1"), Some("payments"), "webhook", 2_100)
+        .unwrap();
+    assert!(!narrow.merged);
+    assert!(matches!(
+        queue
+            .fail(hook.id, "w1", "Xero answered 503", 2_200)
+            .unwrap(),
+        AfterFailure::Retry { .. }
+    ));
+    assert_eq!(
+        queue.job(hook.id).unwrap().unwrap().status,
+        JobStatus::Merged
+    );
+    assert_eq!(queue.job(narrow.id).unwrap().unwrap().stream, "");
+    // Job `b` cannot run as asked: given up on its first attempt of three, into the error
+    // queue, its stream kept in the history.
+    let b = queue.take("w2", 2_300).unwrap().unwrap();
+    assert_eq!((b.id, b.stream.as_str()), (other.id, "payments"));
+    assert_eq!(
+        queue
+            .give_up(b.id, "w2", "flow `b` has no stream `payments`", 2_400)
+            .unwrap(),
+        AfterFailure::GaveUp
+    );
+    let b = queue.job(b.id).unwrap().unwrap();
+    assert_eq!((b.status, b.attempts), (JobStatus::Failed, 1));
+    let entries = given_up(&state);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].message.contains("has no stream"), "{entries:?}");
 }

@@ -353,7 +353,7 @@ impl Automation {
                         scheduler.finished(&flow);
                         continue;
                     }
-                    if self.enqueue(&ws, &flow, Why::Schedule) {
+                    if self.enqueue(&ws, &flow, Why::Schedule, None) {
                         scheduler.finished(&flow);
                         continue;
                     }
@@ -376,7 +376,7 @@ impl Automation {
                 Some(trigger) = next_trigger(&mut self.triggers) => {
                     let Ok(ws) = Workspace::find(&self.workspace) else { continue };
                     for (flow, stream) in targets(&ws, &trigger) {
-                        if self.enqueue(&ws, &flow, Why::Webhook(trigger.category.clone())) {
+                        if self.enqueue(&ws, &flow, Why::Webhook(trigger.category.clone()), Some((&trigger.tenant_id, &stream))) {
                             continue;
                         }
                         if running.contains(&flow) {
@@ -468,8 +468,9 @@ impl Automation {
     /// With the state on PostgreSQL, puts a run of `flow` in the work queue for the fleet's
     /// workers and says so; `false` (nothing done) with the SQLite state, where this process runs
     /// its flows itself. A queue that cannot be used is reported, and the run is left to the
-    /// next due time or event.
-    fn enqueue(&self, ws: &Workspace, flow: &str, why: Why) -> bool {
+    /// next due time or event. A webhook's job is for its organisation and the stream it
+    /// concerns (`target`), so its worker runs that stream only.
+    fn enqueue(&self, ws: &Workspace, flow: &str, why: Why, target: Option<(&str, &str)>) -> bool {
         if !matches!(ws.state_url(), Ok(Some(_))) {
             return false;
         }
@@ -486,7 +487,13 @@ impl Automation {
                     Why::Webhook(c) => format!("webhook ({c})"),
                 };
                 queue
-                    .enqueue(flow, None, &reason, self.clock.now_ms())
+                    .enqueue(
+                        flow,
+                        target.map(|t| t.0),
+                        target.map(|t| t.1),
+                        &reason,
+                        self.clock.now_ms(),
+                    )
                     .map_err(|e| e.to_string())
             });
         let _ = self.report.send(match queued {

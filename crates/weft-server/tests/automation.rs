@@ -366,3 +366,71 @@ async fn webhooks_run_the_stream_they_concern_and_runs_with_errors_are_notified(
     // The receivers' URLs are secrets: none of the reports shows them.
     let _ = std::fs::remove_dir_all(&sims.dir);
 }
+
+/// With the state on PostgreSQL the server runs nothing itself: the schedule queues the whole
+/// flow, and a Xero event queues a job for its organisation and the stream it concerns, which
+/// a worker then runs alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_webhook_queues_a_job_for_its_organisation_and_stream() {
+    use weft_engine::queue::{Queue, QueueRules};
+    let Some(db) = weft_harness::postgres::database("auto-queue") else {
+        return;
+    };
+    let sims = common::sims("auto-queue", 2, vec!["USD".into()], None).await;
+    schedule(&sims, "every 1h");
+    let toml = sims.dir.join("weft.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!("\n[state]\nurl = \"{}\"\n", db.url()));
+    std::fs::write(&toml, text).unwrap();
+    let clock = SimClock::manual(real_now_ms());
+    let (mut task, mut reports) = automation(&sims, &clock, Notifier::new(Vec::new()).unwrap());
+    let (trigger, triggers) = mpsc::channel(4);
+    task.triggers = Some(triggers);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(task.run(async {
+        let _ = stopped.await;
+    }));
+    let Happened::Enqueued {
+        job: scheduled,
+        why: Why::Schedule,
+        ..
+    } = next(&mut reports).await
+    else {
+        panic!("the schedule's run was not queued")
+    };
+    trigger
+        .send(weft_server::webhooks::Trigger {
+            category: "INVOICE".into(),
+            tenant_id: sims.tenant.clone(),
+            resource_id: "any".into(),
+        })
+        .await
+        .unwrap();
+    let Happened::Enqueued {
+        job: hooked,
+        merged: false,
+        why: Why::Webhook(category),
+        ..
+    } = next(&mut reports).await
+    else {
+        panic!("the webhook's run was not queued")
+    };
+    assert_eq!(category, "INVOICE");
+    let _ = stop.send(());
+    handle.await.unwrap();
+
+    let state = weft_engine::workspace::Workspace::find(&sims.dir)
+        .unwrap()
+        .open_state()
+        .unwrap();
+    let queue = Queue::open(&state, QueueRules::default()).unwrap();
+    let whole = queue.job(scheduled).unwrap().unwrap();
+    assert_eq!((whole.tenant.as_str(), whole.stream.as_str()), ("", ""));
+    let narrow = queue.job(hooked).unwrap().unwrap();
+    assert_eq!(
+        (narrow.tenant.as_str(), narrow.stream.as_str()),
+        (sims.tenant.as_str(), "payments")
+    );
+    assert_eq!(sims.xero.creates(&sims.tenant), 0, "nothing ran here");
+    let _ = std::fs::remove_dir_all(&sims.dir);
+}

@@ -974,7 +974,7 @@ async fn with_the_state_on_postgres_the_fleet_s_runs_and_given_up_jobs_show() {
     )
     .unwrap();
     let now = weft_engine::state::now_ms();
-    let job = queue.enqueue(FLOW, None, "by hand", now).unwrap().id;
+    let job = queue.enqueue(FLOW, None, None, "by hand", now).unwrap().id;
     queue.take("worker-a", now).unwrap().unwrap();
     assert_eq!(
         queue

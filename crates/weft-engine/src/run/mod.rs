@@ -215,19 +215,9 @@ impl Run<'_> {
             }
         }
         if let Some(only) = &self.only
-            && self.flow.stream(only).is_none()
+            && let Err(e) = self.flow.has_stream(only)
         {
-            return Err(RunError::Config(format!(
-                "flow `{}` has no stream `{only}` (it has: {})",
-                self.flow.name,
-                self.flow
-                    .file
-                    .streams
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(RunError::Config(e));
         }
         let run = self
             .state

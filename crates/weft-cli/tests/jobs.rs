@@ -1,0 +1,169 @@
+//! `weft queue add` and `weft worker` for a tenant and a stream: a job is for an organisation
+//! the flow addresses and a stream it has (anything else refused with what there is), a worker
+//! runs only the stream a job asks for, and a job its flow can no longer run as asked (the
+//! stream renamed since) is given up at once rather than run for every stream.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Sandbox, err, flow_sims, flow_workspace, free_port, out};
+
+const FLOW: &str = "kantata-xero";
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", err(o));
+}
+
+fn worker(s: &Sandbox) -> Child {
+    s.command(&["worker", "--lease", "5", "--poll", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops a worker with SIGTERM; what it printed.
+fn stop(w: Child) -> String {
+    let pid = rustix::process::Pid::from_child(&w);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let done = w.wait_with_output().unwrap();
+    assert!(done.status.success(), "{:?}", done.status);
+    String::from_utf8_lossy(&done.stdout).into_owned()
+}
+
+/// Waits (at most 120 s) until job `id` has ended; its status, attempts and run.
+fn ended(db: &weft_harness::postgres::TestDb, id: &str) -> (String, String, Option<String>) {
+    let started = Instant::now();
+    loop {
+        let rows = db
+            .query(&format!(
+                "SELECT status, attempts::TEXT, run_id::TEXT FROM weft_jobs WHERE id = {id}"
+            ))
+            .unwrap();
+        let row = &rows[0];
+        let status = row[0].clone().unwrap();
+        if status != "queued" && status != "running" {
+            return (status, row[1].clone().unwrap(), row[2].clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "job {id} did not end: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The id in `queued job ID (…)`.
+fn job_id(said: &str) -> String {
+    said.strip_prefix("queued job ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no job id in: {said}"))
+        .to_owned()
+}
+
+#[test]
+fn a_job_for_a_tenant_and_a_stream_runs_that_stream_and_one_it_cannot_run_is_given_up() {
+    let Some(db) = weft_harness::postgres::database("jobs") else {
+        return;
+    };
+    let port = free_port();
+    let (k, x) = flow_sims(port, 4);
+    let s = Sandbox::new("jobs");
+    flow_workspace(&s, &k, &x, port);
+    s.set_env("WEFT_STATE_URL", db.url());
+    let tenant = x.tenants()[0].0.clone();
+
+    // Refused, with what there is, and nothing queued.
+    let wrong = s.run(&["queue", "add", FLOW, "--tenant", "no-such-org"], None);
+    assert_eq!(wrong.status.code(), Some(1), "{}", out(&wrong));
+    let said = err(&wrong);
+    assert!(
+        said.contains("addresses no tenant no-such-org") && said.contains(&tenant),
+        "{said}"
+    );
+    assert!(said.contains(&format!("`weft queue add {FLOW}`")), "{said}");
+    let wrong = s.run(&["queue", "add", FLOW, "--stream", "refunds"], None);
+    assert_eq!(wrong.status.code(), Some(1), "{}", out(&wrong));
+    assert!(
+        err(&wrong).contains("has no stream `refunds`; its streams are: invoices, payments"),
+        "{}",
+        err(&wrong)
+    );
+    let listed = out(&s.run(&["queue", "list"], None));
+    assert!(listed.starts_with("no jobs queued or running"), "{listed}");
+
+    // A job for the organisation's invoices only: the worker runs that stream and no other.
+    let added = s.run(
+        &[
+            "queue", "add", FLOW, "--tenant", &tenant, "--stream", "invoices",
+        ],
+        None,
+    );
+    ok(&added);
+    let said = out(&added);
+    assert!(
+        said.contains(&format!(
+            "flow `{FLOW}` (stream `invoices` only) for tenant {tenant}"
+        )),
+        "{said}"
+    );
+    let id = job_id(&said);
+    let listed = out(&s.run(&["queue", "list"], None));
+    assert!(listed.contains("invoices"), "{listed}");
+    let before = x.invoices(&tenant).len();
+    let w = worker(&s);
+    let (status, attempts, run) = ended(&db, &id);
+    let printed = stop(w);
+    assert_eq!(
+        (status.as_str(), attempts.as_str()),
+        ("done", "1"),
+        "{printed}"
+    );
+    let created = x.invoices(&tenant).len() - before;
+    assert!(created > 0, "{printed}");
+    let shown = out(&s.run(&["runs", "show", &run.unwrap()], None));
+    assert!(
+        shown.contains(&format!("  invoices: read 4, created {created},")),
+        "{shown}"
+    );
+    assert!(!shown.contains("payments"), "{shown}");
+
+    // A job for the payments stream, which is renamed before a worker takes it: given up on
+    // its first attempt (of 5), into the error queue, nothing run.
+    let added = s.run(&["queue", "add", FLOW, "--stream", "payments"], None);
+    ok(&added);
+    let id = job_id(&out(&added));
+    let path = s.project().join(format!("flows/{FLOW}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("streams.payments", "streams.paid")).unwrap();
+    ok(&s.run(&["flow", "check"], None));
+    let calls = x.observed().log.requests().len();
+    let w = worker(&s);
+    let (status, attempts, run) = ended(&db, &id);
+    let printed = stop(w);
+    assert_eq!(
+        (status.as_str(), attempts.as_str()),
+        ("failed", "1"),
+        "{printed}"
+    );
+    assert_eq!(run, None, "{printed}");
+    assert!(
+        printed.contains("cannot run as asked (flow `kantata-xero` has no stream `payments`"),
+        "{printed}"
+    );
+    assert_eq!(
+        x.observed().log.requests().len(),
+        calls,
+        "nothing was called"
+    );
+    let errors = out(&s.run(&["errors", "show", "1"], None));
+    assert!(
+        errors.contains(&format!(
+            "the run of flow `{FLOW}` (stream `payments` only) was given up after 1 attempt: flow `{FLOW}` has no stream `payments`"
+        )),
+        "{errors}"
+    );
+}
