@@ -67,6 +67,8 @@ pub(crate) enum QueueCmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// The fleet's workers: the live ones and those silent for less than a minute.
+    Workers,
     /// One job: its flow, status, attempts, lease, last error and run.
     Show {
         /// The job's id (see `weft queue list`).
@@ -201,6 +203,37 @@ pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Resul
                     format!("{}/{}", j.attempts, j.max_attempts),
                     when(j.due_ms),
                     j.worker.clone().unwrap_or_default(),
+                ]);
+            }
+            table.write(&mut *io.out)?;
+            Ok(0)
+        }
+        QueueCmd::Workers => {
+            let queue = open_queue(dir, QueueRules::default())?;
+            let workers = queue.workers()?;
+            if workers.is_empty() {
+                writeln!(
+                    io.out,
+                    "no workers; `weft worker` on a machine with this workspace starts one"
+                )?;
+                return Ok(0);
+            }
+            let mut table = crate::table::Columns::new(&[
+                "WORKER",
+                "HOST",
+                "PID",
+                "STARTED",
+                "LAST SEEN",
+                "STATE",
+            ]);
+            for w in &workers {
+                table.row([
+                    w.id.clone(),
+                    w.host.clone(),
+                    w.pid.to_string(),
+                    when(w.started_ms),
+                    format!("{} s ago", w.silent_ms / 1000),
+                    if w.alive { "alive" } else { "gone" }.to_owned(),
                 ]);
             }
             table.write(&mut *io.out)?;

@@ -116,12 +116,23 @@ fn a_job_for_a_tenant_and_a_stream_runs_that_stream_and_one_it_cannot_run_is_giv
     let before = x.invoices(&tenant).len();
     let w = worker(&s);
     let (status, attempts, run) = ended(&db, &id);
+    let workers = out(&s.run(&["queue", "workers"], None));
+    let pid = w.id().to_string();
+    assert!(
+        workers
+            .lines()
+            .any(|l| l.contains(&format!("/{pid}/")) && l.trim_end().ends_with("alive")),
+        "{workers}"
+    );
     let printed = stop(w);
     assert_eq!(
         (status.as_str(), attempts.as_str()),
         ("done", "1"),
         "{printed}"
     );
+    // Stopped cleanly: its row is gone.
+    let workers = out(&s.run(&["queue", "workers"], None));
+    assert!(workers.starts_with("no workers"), "{workers}");
     let created = x.invoices(&tenant).len() - before;
     assert!(created > 0, "{printed}");
     let shown = out(&s.run(&["runs", "show", &run.unwrap()], None));

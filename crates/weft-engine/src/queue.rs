@@ -188,6 +188,23 @@ pub struct Job {
     pub finished_ms: Option<u64>,
 }
 
+/// A worker of the fleet, as its heartbeat row shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSeen {
+    /// Its id (`HOST/PID/RANDOM`), as jobs name their worker.
+    pub id: String,
+    /// Its machine.
+    pub host: String,
+    /// Its process id there.
+    pub pid: i64,
+    /// When it started (Unix ms, the database's clock).
+    pub started_ms: u64,
+    /// How long since its last heartbeat.
+    pub silent_ms: u64,
+    /// Whether it counts as alive (its slots and leases honoured).
+    pub alive: bool,
+}
+
 /// The queue's rules.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueRules {
@@ -725,6 +742,38 @@ impl Queue {
                 )
                 .await?;
             Ok(rows.iter().map(job_row).collect())
+        })
+    }
+
+    /// The fleet's workers, as their heartbeat rows show them (oldest first): the live ones,
+    /// and those gone for less than a minute (killed or cut off; a clean stop removes its row).
+    pub fn workers(&self) -> Result<Vec<WorkerSeen>, QueueError> {
+        let gone_after = crate::fleet::PRESENCE_TIMEOUT.as_millis();
+        self.run(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT id, host, pid, (extract(epoch FROM started) * 1000)::BIGINT,
+                            (extract(epoch FROM clock_timestamp() - beat) * 1000)::BIGINT
+                     FROM weft_workers
+                     WHERE beat > clock_timestamp() - interval '1 minute'
+                     ORDER BY started, id",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let silent_ms = unms(r.get(4));
+                    WorkerSeen {
+                        id: r.get(0),
+                        host: r.get(1),
+                        pid: r.get(2),
+                        started_ms: unms(r.get(3)),
+                        silent_ms,
+                        alive: u128::from(silent_ms) <= gone_after,
+                    }
+                })
+                .collect())
         })
     }
 

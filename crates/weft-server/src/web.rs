@@ -238,6 +238,8 @@ impl AppState {
             me => minijinja::context! { name => &me.user.name, role => me.user.role.as_str(), admin => me.is_admin() },
             csrf => &me.csrf,
             nav => nav,
+            // The Queue page is in the menu when the state is on PostgreSQL (a fleet).
+            fleet => self.workspace().is_ok_and(|ws| matches!(ws.state_url(), Ok(Some(_)))),
         };
         let html = self
             .env

@@ -1021,5 +1021,97 @@ async fn with_the_state_on_postgres_the_fleet_s_runs_and_given_up_jobs_show() {
             .any(|(_, action, target)| action == "error retry"
                 && target == &format!("error {}", entry.id))
     );
+
+    // The Queue page, in the menu now: a worker's heartbeat, the jobs with their stream and
+    // tenant, and Cancel on those not ended.
+    let flows = w.get("/flows", &alice).await;
+    assert!(flows.body.contains("href=\"/queue\""), "{}", flows.body);
+    let presence = weft_engine::fleet::Presence::of(state.postgres().unwrap()).unwrap();
+    let now = weft_engine::state::now_ms();
+    let running = queue.take(presence.id(), now).unwrap().unwrap().id;
+    let narrow = queue
+        .enqueue("other", Some(&w.tenant), Some("payments"), "webhook", now)
+        .unwrap()
+        .id;
+    let page = w.get("/queue", &alice).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // `/` is escaped in the page: the id's random part.
+    for shown in [
+        presence.id().rsplit('/').next().unwrap(),
+        "alive",
+        "payments",
+        w.tenant.as_str(),
+        ">running<",
+        ">queued<",
+    ] {
+        assert!(page.body.contains(shown), "{shown}: {}", page.body);
+    }
+    let cancelled = w
+        .submit(&format!("/queue/{narrow}/cancel"), &alice, &[])
+        .await;
+    assert_eq!(
+        cancelled.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        cancelled.body
+    );
+    let back = w.get(cancelled.location.as_deref().unwrap(), &alice).await;
+    assert!(
+        back.body
+            .contains(&format!("Job {narrow} is cancelled; it will not run.")),
+        "{}",
+        back.body
+    );
+    let stopping = w
+        .submit(&format!("/queue/{running}/cancel"), &alice, &[])
+        .await;
+    let back = w.get(stopping.location.as_deref().unwrap(), &alice).await;
+    assert!(
+        back.body
+            .contains("its worker stops the run at its next heartbeat"),
+        "{}",
+        back.body
+    );
+    assert_eq!(
+        queue.job(running).unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    let again = w
+        .submit(&format!("/queue/{running}/cancel"), &alice, &[])
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+    assert!(
+        again.body.contains("had already ended (cancelled)"),
+        "{}",
+        again.body
+    );
+    let bad = w.submit("/queue/nine/cancel", &alice, &[]).await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND, "{}", bad.body);
+    assert_eq!(
+        w.audit()
+            .iter()
+            .filter(|(_, action, _)| action == "job cancel")
+            .count(),
+        2
+    );
     w.assert_secrets_absent();
+}
+
+/// With the SQLite state the Queue page is not in the menu, and says how to move to a fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_sqlite_state_the_queue_page_says_how_to_move() {
+    let w = World::new("no-fleet", 1, vec!["USD".into()]).await;
+    let alice = w.login("alice", ADMIN_PW).await;
+    let flows = w.get("/flows", &alice).await;
+    assert!(!flows.body.contains("href=\"/queue\""), "{}", flows.body);
+    let page = w.get("/queue", &alice).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains("weft state migrate --to postgres://USER@HOST/DATABASE"),
+        "{}",
+        page.body
+    );
+    let refused = w.submit("/queue/1/cancel", &alice, &[]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
 }

@@ -10,6 +10,7 @@ mod errors;
 mod fields;
 pub(crate) mod flows;
 mod login;
+mod queue;
 mod runs;
 mod users;
 
@@ -83,6 +84,7 @@ fn build_templates() -> minijinja::Environment<'static> {
             "error_detail.html",
             include_str!("../../templates/error_detail.html"),
         ),
+        ("queue.html", include_str!("../../templates/queue.html")),
     ] {
         env.add_template(name, text)
             .unwrap_or_else(|e| panic!("embedded template {name} does not parse: {e}"));
@@ -147,6 +149,8 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/errors/{id}", get(errors::show))
         .route("/errors/{id}/retry", post(errors::retry))
         .route("/errors/{id}/resolve", post(errors::resolve))
+        .route("/queue", get(queue::list))
+        .route("/queue/{id}/cancel", post(queue::cancel))
         .route("/assets/console.css", get(css))
         .route("/assets/copy.js", get(js))
         .route("/assets/runs.js", get(runs_js))
