@@ -465,7 +465,10 @@ impl TokenKeeper {
                     record.refresh_intent = None;
                     return Err(self.mark(record, &reason)?);
                 }
-                Err(e) if e.is_transient() && !may_resend(self.refresh.as_ref(), started, self.clock.now_ms()) => {
+                Err(e)
+                    if e.is_transient()
+                        && !may_resend(self.refresh.as_ref(), started, self.clock.now_ms()) =>
+                {
                     return Err(TokenError::RefreshLost {
                         connection: self.connection.clone(),
                         reason: e.to_string(),

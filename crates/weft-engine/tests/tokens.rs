@@ -123,7 +123,11 @@ impl Fixture {
             let step = tokio::time::timeout(Duration::from_millis(10), &mut refreshing).await;
             assert!(step.is_err(), "the held answer arrived");
         }
-        assert_eq!(self.sim.refresh_outcomes(), (1, 0), "Xero rotated the token");
+        assert_eq!(
+            self.sim.refresh_outcomes(),
+            (1, 0),
+            "Xero rotated the token"
+        );
         drop(refreshing);
         assert_eq!(victim.stats().recoveries, 0);
         self.sim.identity_observed().faults.clear();
@@ -508,7 +512,10 @@ async fn a_refresh_cut_off_after_rotation_is_recovered_once_and_reported(f: Fixt
     assert_eq!(left.refresh_token, first.refresh_token);
     let intent = left.refresh_intent.clone().expect("the intent was sealed");
     assert_eq!(intent.started_ms, began);
-    assert!(intent.by.contains(&std::process::id().to_string()), "{intent:?}");
+    assert!(
+        intent.by.contains(&std::process::id().to_string()),
+        "{intent:?}"
+    );
     assert_eq!(left.refresh_recoveries, 0);
 
     let keeper = f.keeper();
@@ -516,7 +523,11 @@ async fn a_refresh_cut_off_after_rotation_is_recovered_once_and_reported(f: Fixt
     assert!(f.works(&token).await);
     assert_eq!(keeper.stats().refresh_calls, 1, "sent once");
     assert_eq!(keeper.stats().recoveries, 1);
-    assert_eq!(f.sim.refresh_reuses(), 1, "the old token, within the grace period");
+    assert_eq!(
+        f.sim.refresh_reuses(),
+        1,
+        "the old token, within the grace period"
+    );
     assert_eq!(f.sim.refresh_outcomes(), (2, 0));
     let notices = keeper.notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
@@ -554,11 +565,17 @@ async fn past_the_grace_period_a_cut_off_refresh_says_so(f: Fixture) {
     let keeper = f.keeper();
     let err = keeper.access_token().await.unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, TokenError::NeedsAuthorization { .. }), "{text}");
+    assert!(
+        matches!(err, TokenError::NeedsAuthorization { .. }),
+        "{text}"
+    );
     let shown = jiff::Timestamp::from_second((began / 1000) as i64)
         .unwrap()
         .to_string();
-    assert!(text.contains(&format!("refresh begun at {shown}")), "{text}");
+    assert!(
+        text.contains(&format!("refresh begun at {shown}")),
+        "{text}"
+    );
     assert!(text.contains("cut off"), "{text}");
     assert!(text.contains("grace period"), "{text}");
     assert!(text.contains("`weft connection authorize x`"), "{text}");
