@@ -42,7 +42,10 @@ use crate::secrets::{Secret, SecretError, SecretStore};
 
 /// Where keepers tell what the person running Weft should know (a cut-off refresh recovered);
 /// set once by the program (the CLI prints it as a warning), nothing otherwise.
-static NOTICES: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>> = std::sync::OnceLock::new();
+static NOTICES: std::sync::OnceLock<NoticeHook> = std::sync::OnceLock::new();
+
+/// What [`set_notice_hook`] keeps.
+type NoticeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Sets where every keeper of this process tells its notices (once; later calls are ignored).
 pub fn set_notice_hook(hook: impl Fn(&str) + Send + Sync + 'static) {
