@@ -228,6 +228,13 @@ async fn a_lost_refresh_answer_is_recovered_within_the_grace_period() {
     let token = keeper.access_token().await.unwrap();
     assert!(f.works(&token).await);
     assert_eq!(keeper.stats().refresh_calls, 2, "one lost, one retried");
+    assert_eq!(
+        keeper.stats().recoveries,
+        1,
+        "the retry is a resend, counted"
+    );
+    assert_eq!(f.sim.refresh_reuses(), 1);
+    assert_eq!(keeper.notices().len(), 1, "{:?}", keeper.notices());
     assert_eq!(f.sim.refresh_outcomes(), (2, 0), "the retry was honoured");
     // The chain goes on: the next expiry refreshes with the token the retry returned.
     f.sim.clock().advance(Duration::from_secs(31 * 60));
