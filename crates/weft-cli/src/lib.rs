@@ -217,6 +217,14 @@ pub fn main() -> ExitCode {
     // Not locked for the whole command: the progress line's ticker thread writes to stderr too
     // (see `progress`).
     let mut err = std::io::stderr();
+    // What a token keeper tells (a cut-off refresh recovered) is a warning on stderr, whichever
+    // command (a run, a worker's job, a test call) made the refresh; it never holds a token.
+    weft_engine::tokens::set_notice_hook(|line| {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("warning: {line}");
+        }
+    });
     let code = run(
         std::env::args_os(),
         &mut Io {

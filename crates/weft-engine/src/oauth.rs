@@ -155,6 +155,25 @@ pub struct TokenSet {
     /// When the person consented (Unix ms): kept through refreshes, for a refresh token's
     /// absolute lifetime. Tokens sealed before it was kept give the time they were obtained.
     pub granted_at_ms: u64,
+    /// A refresh of this record's refresh token that was sent and whose answer was never
+    /// sealed (the process was killed, or the answer lost): written before every refresh grant,
+    /// gone with the write of its new tokens. Sealed with them; it holds no token.
+    pub refresh_intent: Option<RefreshIntent>,
+    /// How many times a refresh token of this consent was sent again after such a cut-off
+    /// refresh (counted, sealed, before each resend).
+    pub refresh_recoveries: u64,
+}
+
+/// A refresh that began: when, and by whom. Sealed in the token record, never a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshIntent {
+    /// When the first grant with this refresh token was sent (Unix ms).
+    pub started_ms: u64,
+    /// Who sent it: the process and its machine.
+    pub by: String,
+    /// Grants sent again with the same refresh token since.
+    #[serde(default)]
+    pub resends: u32,
 }
 
 /// The sealed form of a [`TokenSet`]; it exists only between serde and the cipher.
@@ -174,6 +193,14 @@ struct SealedTokens {
     needs_authorization: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     granted_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_intent: Option<RefreshIntent>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    refresh_recoveries: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TokenSet {
@@ -188,6 +215,8 @@ impl TokenSet {
             pasted: true,
             needs_authorization: None,
             granted_at_ms: now_ms,
+            refresh_intent: None,
+            refresh_recoveries: 0,
         }
     }
 
@@ -202,6 +231,8 @@ impl TokenSet {
             scopes: self.scopes.clone(),
             needs_authorization: self.needs_authorization.clone(),
             granted_at_ms: Some(self.granted_at_ms),
+            refresh_intent: self.refresh_intent.clone(),
+            refresh_recoveries: self.refresh_recoveries,
         };
         let text = serde_json::to_string(&sealed).unwrap_or_default();
         Secret::new(text)
@@ -219,6 +250,8 @@ impl TokenSet {
             pasted: sealed.kind == "token",
             needs_authorization: sealed.needs_authorization,
             granted_at_ms: sealed.granted_at_ms.unwrap_or(sealed.obtained_at_ms),
+            refresh_intent: sealed.refresh_intent,
+            refresh_recoveries: sealed.refresh_recoveries,
         })
     }
 }
@@ -234,6 +267,8 @@ impl std::fmt::Debug for TokenSet {
             .field("pasted", &self.pasted)
             .field("needs_authorization", &self.needs_authorization)
             .field("granted_at_ms", &self.granted_at_ms)
+            .field("refresh_intent", &self.refresh_intent)
+            .field("refresh_recoveries", &self.refresh_recoveries)
             .finish()
     }
 }
@@ -575,6 +610,8 @@ impl OAuthApp {
             pasted: false,
             needs_authorization: None,
             granted_at_ms: now_ms,
+            refresh_intent: None,
+            refresh_recoveries: 0,
         }
     }
 

@@ -10,6 +10,16 @@
 //!   across machines, taken only for the refresh and released by the server when the holding
 //!   connection ends (its process killed too);
 //! - the new tokens are sealed in the store before the new access token is used;
+//! - before a refresh grant leaves, its intent (when, by which process on which machine; no
+//!   token) is sealed in the token record, and the write of the new tokens removes it. A keeper
+//!   that finds an intent for the refresh token it is about to send knows an earlier refresh was
+//!   cut off after sending (a process killed between the provider's answer and the sealing, or
+//!   an answer lost): it sends the same token again (the provider's grace period), counts it in
+//!   the record (`refresh_recoveries`) and in [`TokenStats::recoveries`], and says so through
+//!   the notice hook ([`set_notice_hook`]); if the provider then refuses, the error says the
+//!   refresh of that time was cut off and the grace period has passed. An answer the provider
+//!   gave without handling the grant (an error with a status) puts the intent back as it was;
+//!   one that never came leaves it;
 //! - a refresh whose answer is lost is retried with the same refresh token only where the spec
 //!   says that is safe: tokens that do not rotate (`refresh.rotates = false`), or rotating ones
 //!   within the provider's `refresh.grace`; without a grace the old token is dead once the
@@ -27,8 +37,28 @@ use weft_core::model::Refresh;
 
 use crate::limits::Clock;
 use crate::lock;
-use crate::oauth::{OAuthApp, OAuthError, TokenSet};
+use crate::oauth::{OAuthApp, OAuthError, RefreshIntent, TokenSet};
 use crate::secrets::{Secret, SecretError, SecretStore};
+
+/// Where keepers tell what the person running Weft should know (a cut-off refresh recovered);
+/// set once by the program (the CLI prints it as a warning), nothing otherwise.
+static NOTICES: std::sync::OnceLock<NoticeHook> = std::sync::OnceLock::new();
+
+/// What [`set_notice_hook`] keeps.
+type NoticeHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Sets where every keeper of this process tells its notices (once; later calls are ignored).
+pub fn set_notice_hook(hook: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = NOTICES.set(Box::new(hook));
+}
+
+/// A time for messages: RFC 3339 in UTC, to the second.
+fn shown_time(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| format!("{ms} ms after the Unix epoch"))
+}
 
 /// Attempts at a refresh whose answer does not arrive.
 const REFRESH_ATTEMPTS: u32 = 4;
@@ -119,6 +149,9 @@ pub struct TokenStats {
     pub refresh_calls: u64,
     /// Times a refresh was needed and another process (or task) had already done it.
     pub found_fresh: u64,
+    /// Refresh grants that sent a refresh token again after a refresh with it was cut off
+    /// (killed, or its answer lost), by this keeper.
+    pub recoveries: u64,
 }
 
 /// Whether a refresh token first sent at `started` may be sent again at `now` after its answer
@@ -193,6 +226,7 @@ pub struct TokenKeeper {
     current: Mutex<Option<TokenSet>>,
     gate: tokio::sync::Mutex<()>,
     stats: Mutex<TokenStats>,
+    notices: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for TokenKeeper {
@@ -245,6 +279,7 @@ impl TokenKeeper {
             current: Mutex::new(None),
             gate: tokio::sync::Mutex::new(()),
             stats: Mutex::new(TokenStats::default()),
+            notices: Mutex::new(Vec::new()),
         }
     }
 
@@ -373,10 +408,38 @@ impl TokenKeeper {
                 "the provider no longer accepts the access token and issued no refresh token",
             )?);
         };
+        let mut record = stored;
+        let by = format!(
+            "process {} on {}",
+            std::process::id(),
+            crate::fleet::hostname()
+        );
         let mut attempt = 0;
-        let started = self.clock.now_ms();
         loop {
             attempt += 1;
+            // The intent is sealed before the grant leaves: a refresh cut off after the provider
+            // rotated the token is known to whoever sends this refresh token next.
+            let before = record.refresh_intent.clone();
+            match record.refresh_intent.as_mut() {
+                Some(intent) => {
+                    intent.resends += 1;
+                    record.refresh_recoveries += 1;
+                    let intent = intent.clone();
+                    self.recovered(&intent);
+                }
+                None => {
+                    record.refresh_intent = Some(RefreshIntent {
+                        started_ms: self.clock.now_ms(),
+                        by: by.clone(),
+                        resends: 0,
+                    });
+                }
+            }
+            lock(&self.store).put(&self.record, &record.to_sealed_json())?;
+            let started = record
+                .refresh_intent
+                .as_ref()
+                .map_or_else(|| self.clock.now_ms(), |i| i.started_ms);
             lock(&self.stats).refresh_calls += 1;
             match app
                 .refresh(&self.http, &refresh_token, self.clock.now_ms())
@@ -384,15 +447,26 @@ impl TokenKeeper {
             {
                 Ok(mut tokens) => {
                     // A refresh continues the same consent.
-                    tokens.granted_at_ms = stored.granted_at_ms;
-                    // Sealed before use: a crash from here on leaves the new refresh token on disk.
+                    tokens.granted_at_ms = record.granted_at_ms;
+                    tokens.refresh_recoveries = record.refresh_recoveries;
+                    // Sealed before use, replacing the intent in the same write: a crash from
+                    // here on leaves the new refresh token on disk.
                     lock(&self.store).put(&self.record, &tokens.to_sealed_json())?;
                     let access = tokens.access_token.clone();
                     *lock(&self.current) = Some(tokens);
                     return Ok(access);
                 }
                 Err(e) if e.is_invalid_grant() => {
-                    return Err(self.mark(stored, &e.to_string())?);
+                    let reason = match &record.refresh_intent {
+                        Some(i) if i.resends > 0 => format!(
+                            "the token refresh begun at {} by {} was cut off after it was sent, and the provider's grace period for its refresh token has passed: {e}",
+                            shown_time(i.started_ms),
+                            i.by
+                        ),
+                        _ => e.to_string(),
+                    };
+                    record.refresh_intent = None;
+                    return Err(self.mark(record, &reason)?);
                 }
                 Err(e)
                     if e.is_transient()
@@ -405,12 +479,42 @@ impl TokenKeeper {
                 }
                 Err(e) if e.is_transient() && attempt < REFRESH_ATTEMPTS => {
                     // The answer may have been lost after the provider rotated the token; the
-                    // same refresh token stays valid for the grace period, so try it again.
+                    // same refresh token stays valid for the grace period, so try it again
+                    // (the intent stays: the next send is a resend).
                     self.clock.wait(Duration::from_millis(250 << attempt)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    // The provider answered without handling the grant: this send began
+                    // nothing, so the record is as it was before it (a cut-off refresh found
+                    // earlier is still one).
+                    record.refresh_intent = before;
+                    lock(&self.store).put(&self.record, &record.to_sealed_json())?;
+                    return Err(e.into());
+                }
             }
         }
+    }
+
+    /// Says that a cut-off refresh is being recovered: counted, and told to the notice hook.
+    fn recovered(&self, intent: &RefreshIntent) {
+        lock(&self.stats).recoveries += 1;
+        let line = format!(
+            "connection `{}`: the token refresh begun at {} by {} got no answer that was sealed; sending its refresh token again within the provider's grace period (resend {})",
+            self.connection,
+            shown_time(intent.started_ms),
+            intent.by,
+            intent.resends
+        );
+        if let Some(hook) = NOTICES.get() {
+            hook(&line);
+        }
+        lock(&self.notices).push(line);
+    }
+
+    /// What this keeper told the notice hook so far (recoveries of cut-off refreshes).
+    pub fn notices(&self) -> Vec<String> {
+        lock(&self.notices).clone()
     }
 
     /// Records that the grant is gone, keeping the tokens, and returns the error to show.

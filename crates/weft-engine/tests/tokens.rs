@@ -1,6 +1,8 @@
 //! The token lifecycle against the Xero simulator, on its clock: the authorization code flow,
 //! refresh ahead of expiry, a lost refresh answer recovered inside the grace period, and
-//! `invalid_grant` turning into "needs authorization" that sticks.
+//! `invalid_grant` turning into "needs authorization" that sticks, and a refresh cut off after
+//! Xero rotated the token (a process killed before sealing) known, recovered and counted on
+//! both stores.
 
 mod common;
 
@@ -24,6 +26,8 @@ struct Fixture {
     sim: XeroSim,
     clock: Arc<SimWait>,
     dir: std::path::PathBuf,
+    /// With a database the credentials are on PostgreSQL (the local file beside them).
+    pg: Option<weft_harness::postgres::TestDb>,
 }
 
 impl Fixture {
@@ -37,7 +41,22 @@ impl Fixture {
         let clock = Arc::new(SimWait::new(sim.clock()));
         let dir = std::env::temp_dir().join(format!("weft-tokens-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Self { sim, clock, dir }
+        Self {
+            sim,
+            clock,
+            dir,
+            pg: None,
+        }
+    }
+
+    /// The same with the credentials on a fresh PostgreSQL database; `None` without PostgreSQL.
+    fn on_postgres(name: &str) -> Option<Self> {
+        let pg = weft_harness::postgres::database(name)?;
+        let mut f = Self::new(name);
+        std::fs::create_dir_all(&f.dir).unwrap();
+        weft_engine::state::State::open_postgres(pg.url(), &f.dir.join("state.db")).unwrap();
+        f.pg = Some(pg);
+        Some(f)
     }
 
     fn app(&self) -> OAuthApp {
@@ -61,12 +80,57 @@ impl Fixture {
         .unwrap()
     }
 
+    /// A new handle on the store (on PostgreSQL a pool of its own, as another process has).
     fn store(&self) -> SecretStore {
-        SecretStore::open(
+        let local = SecretStore::open(
             &self.dir.join("credentials.json"),
             MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap(),
         )
-        .unwrap()
+        .unwrap();
+        match &self.pg {
+            None => local,
+            Some(pg) => {
+                let target = weft_engine::state::PgTarget::parse(pg.url()).unwrap();
+                let pool = weft_engine::state::PgPool::new(&target).unwrap();
+                SecretStore::open_postgres(&pool, local).unwrap()
+            }
+        }
+    }
+
+    fn stored(&self) -> TokenSet {
+        TokenSet::from_sealed_json(&self.store().get(RECORD).unwrap().unwrap()).unwrap()
+    }
+
+    /// A refresh that Xero handles (rotating the refresh token) and whose process is killed
+    /// while the answer is on its way: the keeper's work is dropped mid-await, as a SIGKILL
+    /// ends it, after its intent was sealed and before the new tokens were.
+    async fn cut_off_refresh(&self) {
+        self.sim.identity_observed().faults.add(
+            FaultRule::on(
+                "/connect/token",
+                When::Nth(1),
+                Fault::HoldResponse(Duration::from_secs(30)),
+            )
+            .method("POST"),
+        );
+        let victim = self.keeper();
+        let mut refreshing = Box::pin(victim.access_token());
+        // Bounded: Xero handles the grant within moments; its answer is held for 30 s.
+        for _ in 0..500 {
+            if self.sim.refresh_outcomes().0 == 1 {
+                break;
+            }
+            let step = tokio::time::timeout(Duration::from_millis(10), &mut refreshing).await;
+            assert!(step.is_err(), "the held answer arrived");
+        }
+        assert_eq!(
+            self.sim.refresh_outcomes(),
+            (1, 0),
+            "Xero rotated the token"
+        );
+        drop(refreshing);
+        assert_eq!(victim.stats().recoveries, 0);
+        self.sim.identity_observed().faults.clear();
     }
 
     fn keeper(&self) -> TokenKeeper {
@@ -164,6 +228,13 @@ async fn a_lost_refresh_answer_is_recovered_within_the_grace_period() {
     let token = keeper.access_token().await.unwrap();
     assert!(f.works(&token).await);
     assert_eq!(keeper.stats().refresh_calls, 2, "one lost, one retried");
+    assert_eq!(
+        keeper.stats().recoveries,
+        1,
+        "the retry is a resend, counted"
+    );
+    assert_eq!(f.sim.refresh_reuses(), 1);
+    assert_eq!(keeper.notices().len(), 1, "{:?}", keeper.notices());
     assert_eq!(f.sim.refresh_outcomes(), (2, 0), "the retry was honoured");
     // The chain goes on: the next expiry refreshes with the token the retry returned.
     f.sim.clock().advance(Duration::from_secs(31 * 60));
@@ -433,4 +504,120 @@ async fn two_machines_on_postgres_refresh_a_rotating_token_once() {
     .await;
     // The file lock was not what held them apart: no lock file was made.
     assert!(!f.dir.join("locks").exists());
+}
+
+/// Issue 17 item 3: a process killed between Xero's rotation and the sealing of the new tokens.
+/// The next refresher finds the sealed intent, sends the old refresh token once more (Xero's
+/// grace period), says so naming when and by whom the cut-off refresh began, and counts it.
+async fn a_refresh_cut_off_after_rotation_is_recovered_once_and_reported(f: Fixture) {
+    let first = f.authorize().await;
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let began = f.clock.now_ms();
+    f.cut_off_refresh().await;
+    // What the killed process left: the old tokens and the intent of its refresh, sealed.
+    let left = f.stored();
+    assert_eq!(left.refresh_token, first.refresh_token);
+    let intent = left.refresh_intent.clone().expect("the intent was sealed");
+    assert_eq!(intent.started_ms, began);
+    assert!(
+        intent.by.contains(&std::process::id().to_string()),
+        "{intent:?}"
+    );
+    assert_eq!(left.refresh_recoveries, 0);
+
+    let keeper = f.keeper();
+    let token = keeper.access_token().await.unwrap();
+    assert!(f.works(&token).await);
+    assert_eq!(keeper.stats().refresh_calls, 1, "sent once");
+    assert_eq!(keeper.stats().recoveries, 1);
+    assert_eq!(
+        f.sim.refresh_reuses(),
+        1,
+        "the old token, within the grace period"
+    );
+    assert_eq!(f.sim.refresh_outcomes(), (2, 0));
+    let notices = keeper.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let shown = jiff::Timestamp::from_second((began / 1000) as i64)
+        .unwrap()
+        .to_string();
+    assert!(notices[0].contains("connection `x`"), "{}", notices[0]);
+    assert!(notices[0].contains(&shown), "{} lacks {shown}", notices[0]);
+    assert!(notices[0].contains(&intent.by), "{}", notices[0]);
+    for t in f.sim.issued_tokens() {
+        assert!(!notices[0].contains(&t), "a token in the notice");
+    }
+    // The new tokens replaced the record and the intent in one write; the count stays.
+    let now = f.stored();
+    assert_eq!(now.access_token, token);
+    assert_ne!(now.refresh_token, first.refresh_token);
+    assert_eq!(now.refresh_intent, None);
+    assert_eq!(now.refresh_recoveries, 1);
+    // Nothing else is lost: the chain goes on from the recovered token, with no resend.
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let next = f.keeper().access_token().await.unwrap();
+    assert!(f.works(&next).await);
+    assert_eq!(f.sim.refresh_reuses(), 1);
+    assert_eq!(f.stored().refresh_recoveries, 1);
+}
+
+/// Past the grace period the resend is refused: the error says the refresh of that time was cut
+/// off and the grace period has passed, names the command to reconnect, and the tokens are kept.
+async fn past_the_grace_period_a_cut_off_refresh_says_so(f: Fixture) {
+    let first = f.authorize().await;
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let began = f.clock.now_ms();
+    f.cut_off_refresh().await;
+    f.sim.clock().advance(Duration::from_secs(31 * 60));
+    let keeper = f.keeper();
+    let err = keeper.access_token().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, TokenError::NeedsAuthorization { .. }),
+        "{text}"
+    );
+    let shown = jiff::Timestamp::from_second((began / 1000) as i64)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!("refresh begun at {shown}")),
+        "{text}"
+    );
+    assert!(text.contains("cut off"), "{text}");
+    assert!(text.contains("grace period"), "{text}");
+    assert!(text.contains("`weft connection authorize x`"), "{text}");
+    assert_eq!(f.sim.refresh_reuses(), 1);
+    assert_eq!(keeper.stats().recoveries, 1);
+    // The tokens are kept as they were; the next use says the same without asking Xero.
+    let stored = f.stored();
+    assert_eq!(stored.refresh_token, first.refresh_token);
+    assert_eq!(stored.access_token, first.access_token);
+    assert_eq!(stored.refresh_intent, None);
+    let again = f.keeper().access_token().await.unwrap_err().to_string();
+    assert!(again.contains("cut off"), "{again}");
+    assert_eq!(f.sim.refresh_outcomes(), (1, 1));
+}
+
+#[tokio::test]
+async fn a_cut_off_refresh_is_recovered_on_the_file_store() {
+    a_refresh_cut_off_after_rotation_is_recovered_once_and_reported(Fixture::new("cut-file")).await;
+}
+
+#[tokio::test]
+async fn a_cut_off_refresh_is_recovered_on_postgres() {
+    if let Some(f) = Fixture::on_postgres("cut_pg") {
+        a_refresh_cut_off_after_rotation_is_recovered_once_and_reported(f).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cut_off_refresh_past_the_grace_period_on_the_file_store() {
+    past_the_grace_period_a_cut_off_refresh_says_so(Fixture::new("cut-late-file")).await;
+}
+
+#[tokio::test]
+async fn a_cut_off_refresh_past_the_grace_period_on_postgres() {
+    if let Some(f) = Fixture::on_postgres("cut_late_pg") {
+        past_the_grace_period_a_cut_off_refresh_says_so(f).await;
+    }
 }

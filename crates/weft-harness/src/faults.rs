@@ -37,6 +37,10 @@ pub enum Fault {
     /// Handle the request (its effects happen), then drop the connection without an answer:
     /// the duplicate trap for writes.
     LoseResponse,
+    /// Handle the request (its effects happen), then hold the connection without an answer for
+    /// this long (real time) and drop it: the client's timeout fires, or a test ends the client
+    /// while it waits (a process killed between the provider's handling and its own record).
+    HoldResponse(Duration),
     /// 429 with `Retry-After` and, when given, `X-Rate-Limit-Problem`, without handling the request.
     RateLimited {
         /// Seconds in `Retry-After`.

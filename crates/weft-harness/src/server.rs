@@ -181,6 +181,12 @@ async fn observe(State(obs): State<Observed>, request: Request, next: Next) -> R
                         obs.log.finish(pending, 0);
                         drop_connection()
                     }
+                    Fault::HoldResponse(d) => {
+                        let _ = next.run(request).await;
+                        tokio::time::sleep(d).await;
+                        obs.log.finish(pending, 0);
+                        drop_connection()
+                    }
                     Fault::Truncate => {
                         let response = next.run(request).await;
                         obs.log.finish(pending, 0);
