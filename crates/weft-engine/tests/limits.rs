@@ -622,8 +622,9 @@ fn store_rules(store: &dyn weft_engine::limits::BudgetStore) {
     );
 }
 
-/// Many takers at once never share a window's last call or a slot: 8 threads taking 40 times
-/// from a window of 10 calls get exactly 10, and from 3 slots exactly 3, each once.
+/// Many takers at once never share a window's last call or a slot: in each of 5 rounds, 8
+/// threads released together take 4 times each from a window of 10 calls and get exactly 10,
+/// and from 3 slots exactly 3, each once.
 #[test]
 fn the_memory_store_holds_under_concurrent_takers() {
     concurrent_takers(&weft_engine::limits::MemoryBudgets::default());
@@ -640,45 +641,60 @@ fn the_postgres_store_holds_under_concurrent_takers() {
 
 fn concurrent_takers(store: &dyn weft_engine::limits::BudgetStore) {
     use weft_engine::limits::Taken;
-    let (calls, slots): (Vec<Taken>, Vec<Option<i64>>) = std::thread::scope(|scope| {
-        let takers: Vec<_> = (0..8)
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 5;
+    let start = std::sync::Barrier::new(THREADS);
+    // Per round: what every taker got.
+    let got: Vec<Vec<(Vec<Taken>, Vec<Option<i64>>)>> = std::thread::scope(|scope| {
+        let takers: Vec<_> = (0..THREADS)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut got = (Vec::new(), Vec::new());
-                    for i in 0..5 {
-                        got.0
-                            .push(store.take_call("burst", 10, 60_000, 1_000 + i).unwrap());
-                        got.1.push(store.take_slot("lanes", 3, 0).unwrap());
-                    }
-                    got
+                    (0..ROUNDS)
+                        .map(|round| {
+                            start.wait();
+                            let mut got = (Vec::new(), Vec::new());
+                            for i in 0..4 {
+                                let key = format!("burst-{round}");
+                                got.0
+                                    .push(store.take_call(&key, 10, 60_000, 1_000 + i).unwrap());
+                                let key = format!("lanes-{round}");
+                                got.1.push(store.take_slot(&key, 3, 0).unwrap());
+                            }
+                            got
+                        })
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all = (Vec::new(), Vec::new());
-        for taker in takers {
-            let (c, s) = taker.join().unwrap();
-            all.0.extend(c);
-            all.1.extend(s);
-        }
-        all
+        takers.into_iter().map(|t| t.join().unwrap()).collect()
     });
-    let counted: Vec<i64> = calls
-        .iter()
-        .filter_map(|t| match t {
-            Taken::Counted(stamp) => Some(*stamp),
-            Taken::FullUntil(_) => None,
-        })
-        .collect();
-    assert_eq!(counted.len(), 10, "{calls:?}");
-    let distinct: std::collections::BTreeSet<_> = counted.iter().collect();
-    assert_eq!(distinct.len(), 10, "each stamp once");
-    assert!(
-        calls
+    for round in 0..ROUNDS {
+        let calls: Vec<Taken> = got.iter().flat_map(|t| t[round].0.clone()).collect();
+        let slots: Vec<Option<i64>> = got.iter().flat_map(|t| t[round].1.clone()).collect();
+        let counted: std::collections::BTreeSet<i64> = calls
             .iter()
-            .all(|t| matches!(t, Taken::Counted(_) | Taken::FullUntil(61_000..=61_004))),
-        "a full window frees when its oldest call leaves: {calls:?}"
-    );
-    let mut held: Vec<i64> = slots.iter().flatten().copied().collect();
-    held.sort_unstable();
-    assert_eq!(held, vec![0, 1, 2], "{slots:?}");
+            .filter_map(|t| match t {
+                Taken::Counted(stamp) => Some(*stamp),
+                Taken::FullUntil(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|t| matches!(t, Taken::Counted(_)))
+                .count(),
+            10,
+            "round {round}: {calls:?}"
+        );
+        assert_eq!(counted.len(), 10, "each stamp once");
+        assert!(
+            calls
+                .iter()
+                .all(|t| matches!(t, Taken::Counted(_) | Taken::FullUntil(61_000..=61_003))),
+            "a full window frees when its oldest call leaves: {calls:?}"
+        );
+        let mut held: Vec<i64> = slots.iter().flatten().copied().collect();
+        held.sort_unstable();
+        assert_eq!(held, vec![0, 1, 2], "round {round}: {slots:?}");
+    }
 }
