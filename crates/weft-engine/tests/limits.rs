@@ -644,8 +644,10 @@ fn concurrent_takers(store: &dyn weft_engine::limits::BudgetStore) {
     const THREADS: usize = 8;
     const ROUNDS: usize = 5;
     let start = std::sync::Barrier::new(THREADS);
-    // Per round: what every taker got.
-    let got: Vec<Vec<(Vec<Taken>, Vec<Option<i64>>)>> = std::thread::scope(|scope| {
+    // What one taker got in one round: its calls, its slots.
+    type Round = (Vec<Taken>, Vec<Option<i64>>);
+    // Per taker, per round.
+    let got: Vec<Vec<Round>> = std::thread::scope(|scope| {
         let takers: Vec<_> = (0..THREADS)
             .map(|_| {
                 scope.spawn(|| {
