@@ -45,7 +45,8 @@ const SCHEMA_LOCK: i32 = 0x7765_6601;
 const BUDGET_LOCK: i32 = 0x7765_6602;
 
 /// Makes tables kept outside the state's versioned schema (`extra`, `CREATE … IF NOT EXISTS`
-/// statements) when missing, under an advisory lock, in a database holding Weft's state.
+/// statements; the credential store's, `secrets/pg.rs`) when missing, under an advisory lock,
+/// in a database holding Weft's state.
 pub(crate) fn ensure_tables(pool: &PgPool, extra: &'static str) -> Result<(), String> {
     pool.run(move |mut client| async move {
         let tx = client.transaction().await?;
