@@ -150,6 +150,46 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug {
     fn take_slot(&self, key: &str, slots: u32, now_ms: u64) -> Result<Option<i64>, LimitError>;
     /// Gives back a slot [`BudgetStore::take_slot`] took.
     fn release_slot(&self, key: &str, slot: i64) -> Result<(), LimitError>;
+    /// A call's end at `now_ms`, all at once: each entry of `answered` (key, stamp) moves to
+    /// `now_ms` as [`BudgetStore::answered`] does, each slot of `released` (key, slot) is given
+    /// back, then each count of `seen` is applied as [`BudgetStore::observe`] does. The default
+    /// does them one by one (every one tried; the first failure is returned); a store across a
+    /// network does them in one trip.
+    fn settle(
+        &self,
+        answered: &[(String, i64)],
+        released: &[(String, i64)],
+        seen: &[Seen],
+        now_ms: u64,
+    ) -> Result<(), LimitError> {
+        let mut first = Ok(());
+        let mut keep = |done: Result<(), LimitError>| {
+            if first.is_ok() {
+                first = done;
+            }
+        };
+        for (key, stamp) in answered {
+            keep(self.answered(key, *stamp, now_ms));
+        }
+        for (key, slot) in released {
+            keep(self.release_slot(key, *slot));
+        }
+        for s in seen {
+            keep(self.observe(&s.key, s.used, s.window_ms, now_ms));
+        }
+        first
+    }
+}
+
+/// What a provider says of one rate window: `used` calls of its `window_ms` are spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The window's key.
+    pub key: String,
+    /// Calls spent, by the provider's count.
+    pub used: u32,
+    /// The window's length.
+    pub window_ms: u64,
 }
 
 /// Rate windows in this process's memory: what one process alone needs.
@@ -306,16 +346,22 @@ impl Drop for Permit {
 
 impl Permit {
     /// The call was answered: its entries in the rate windows move from when it started to
-    /// now. The provider counted it at some moment in between; counting from the later end
-    /// means a window Weft sees as free is free at the provider too, whatever the latency.
+    /// now, and its slots are given back. The provider counted it at some moment in between;
+    /// counting from the later end means a window Weft sees as free is free at the provider
+    /// too, whatever the latency.
     ///
     /// A store that cannot be reached leaves the entry where it was: the window then frees a
     /// little early, which the provider's "remaining" headers and its 429s still correct.
     pub fn answered(self, clock: &dyn Clock) {
-        let now = clock.now_ms();
-        for (key, stamp) in &self.stamps {
-            let _ = self.store.answered(key, *stamp, now);
-        }
+        self.settle(&[], clock.now_ms());
+    }
+
+    /// The call's end in one [`BudgetStore::settle`]: stamps answered, slots given back, the
+    /// provider's counts applied. Tried once, as the drop of a permit gives back its slots (a
+    /// slot the store cannot free now is freed when it sees this process gone).
+    fn settle(mut self, seen: &[Seen], now_ms: u64) {
+        let leases = std::mem::take(&mut self.leases);
+        let _ = self.store.settle(&self.stamps, &leases, seen, now_ms);
     }
 }
 
@@ -516,7 +562,27 @@ impl Limiter {
     /// is lower than Weft's own count allows, calls are recorded until the two agree (another
     /// process, or another app on the same organisation, spent them).
     pub fn observe(&self, tenant: Option<&str>, headers: &[(String, String)], clock: &dyn Clock) {
-        let now = clock.now_ms();
+        let seen = self.seen(tenant, headers);
+        // Unreachable store: the next call's own count, and the provider's 429, still hold.
+        let _ = self.store.settle(&[], &[], &seen, clock.now_ms());
+    }
+
+    /// A call of `permit` was answered with `headers` (none when it failed): [`Permit::answered`]
+    /// and [`Limiter::observe`] at once, in one trip to a fleet's store.
+    pub fn answered(
+        &self,
+        permit: Permit,
+        tenant: Option<&str>,
+        headers: &[(String, String)],
+        clock: &dyn Clock,
+    ) {
+        let seen = self.seen(tenant, headers);
+        permit.settle(&seen, clock.now_ms());
+    }
+
+    /// The rate windows the provider's "remaining" headers give a count for.
+    fn seen(&self, tenant: Option<&str>, headers: &[(String, String)]) -> Vec<Seen> {
+        let mut seen = Vec::new();
         for budget in self.budgets.iter() {
             let (Kind::Rate { calls, window_ms }, Some(header)) =
                 (&budget.kind, &budget.remaining_header)
@@ -536,11 +602,13 @@ impl Limiter {
                 budget.name,
                 scope_key(budget.scope, tenant)
             );
-            // Unreachable store: the next call's own count, and the provider's 429, still hold.
-            let _ = self
-                .store
-                .observe(&key, calls.saturating_sub(remaining), *window_ms, now);
+            seen.push(Seen {
+                key,
+                used: calls.saturating_sub(remaining),
+                window_ms: *window_ms,
+            });
         }
+        seen
     }
 }
 

@@ -47,29 +47,6 @@ pub fn given_up_job(e: &QueuedError) -> Option<i64> {
     }
 }
 
-/// Jobs' table, made on first use beside the state's tables.
-const TABLES: &str = "
-CREATE TABLE IF NOT EXISTS weft_jobs (
-    id BIGSERIAL PRIMARY KEY,
-    flow TEXT NOT NULL,
-    tenant TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    due_ms BIGINT NOT NULL,
-    lease_until_ms BIGINT,
-    worker TEXT,
-    last_error TEXT,
-    run_id BIGINT,
-    created_ms BIGINT NOT NULL,
-    updated_ms BIGINT NOT NULL,
-    finished_ms BIGINT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS weft_jobs_queued_once ON weft_jobs (flow, tenant) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id);
-ALTER TABLE weft_jobs ADD COLUMN IF NOT EXISTS stream TEXT NOT NULL DEFAULT ''";
-
 /// Enqueues `($1 flow, $2 tenant, $3 reason, $4 max_attempts, $5 now, $6 stream)`, merged into
 /// the job of the flow and tenant already queued (due at the earlier time; every stream unless
 /// both asked for the same); returns the job's id and whether it is new.
@@ -311,17 +288,13 @@ fn job_row(r: &tokio_postgres::Row) -> Job {
 }
 
 impl Queue {
-    /// The queue of `state`, which must be on PostgreSQL; its table is made when missing.
+    /// The queue of `state`, which must be on PostgreSQL (its table is part of the state's schema).
     pub fn open(state: &State, rules: QueueRules) -> Result<Self, QueueError> {
         let Some(pool) = state.postgres() else {
             return Err(QueueError::NeedsPostgres {
                 at: state.location().to_owned(),
             });
         };
-        crate::fleet::ensure_tables(pool, TABLES).map_err(|reason| QueueError::Database {
-            at: pool.shown().to_owned(),
-            reason,
-        })?;
         Ok(Self {
             pool: pool.clone(),
             rules,

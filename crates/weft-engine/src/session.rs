@@ -338,7 +338,10 @@ impl Session {
                 &mut rng,
             )
             .await;
-            permit.answered(self.clock.as_ref());
+            // The call's end and the provider's counts, in one trip to a fleet's store.
+            let headers = outcome.as_ref().map_or(&[][..], |a| a.headers.as_slice());
+            self.limiter
+                .answered(permit, tenant, headers, self.clock.as_ref());
             {
                 let mut stats = lock(&self.stats);
                 stats.waited += limiter_wait;
@@ -360,11 +363,7 @@ impl Session {
                 }
             }
             match outcome {
-                Ok(answer) => {
-                    self.limiter
-                        .observe(tenant, &answer.headers, self.clock.as_ref());
-                    return Ok(answer);
-                }
+                Ok(answer) => return Ok(answer),
                 Err(CallError::Refused {
                     class: ErrorClass::TokenExpired | ErrorClass::Unauthorized,
                     ..

@@ -55,7 +55,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this Weft writes (SQLite: `PRAGMA user_version`; PostgreSQL: table
 /// `weft_schema`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 // Every schema version has its migration.
 const _: () = assert!(SQLITE_MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -126,12 +126,17 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     CREATE INDEX errors_by_flow ON errors (flow, status);",
     // 1 → 2: a run's errors (its page lists them) found without reading the whole queue.
     "CREATE INDEX errors_by_run ON errors (run, id);",
+    // 2 → 3: nothing. Version 3 adds a fleet's tables, which only PostgreSQL holds (no fleet
+    // shares an SQLite file); the number stays one for both backends.
+    "",
 ];
 
 /// The same schema on PostgreSQL, version by version: the same tables, columns, keys and
 /// indexes, in PostgreSQL's types (BIGINT for SQLite's INTEGER, identity columns for
-/// AUTOINCREMENT, BOOLEAN for a flag). Statements are separated by `;`.
-const POSTGRES_MIGRATIONS: &[&str] = &[
+/// AUTOINCREMENT, BOOLEAN for a flag); from version 3 on, what only PostgreSQL holds (a
+/// fleet's tables and functions). Each is one script of statements separated by `;`, sent as
+/// one simple query inside the migration's transaction (function bodies hold `;` too).
+pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 0 → 1
     "CREATE TABLE cursors (
         flow TEXT NOT NULL,
@@ -186,6 +191,140 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     CREATE INDEX errors_by_flow ON errors (flow, status)",
     // 1 → 2
     "CREATE INDEX errors_by_run ON errors (run, id)",
+    // 2 → 3: what a fleet's workers share (`fleet.rs`, `queue.rs`): their heartbeats, the
+    // providers' rate windows and concurrency slots, the work queue, and the functions that
+    // change a budget in one statement. Before version 3 these tables were made on first use,
+    // so a database may hold them already: `IF NOT EXISTS` keeps them and their rows.
+    //
+    // Each budget function takes the key's transaction-scoped advisory lock (class
+    // 0x7765_6602 = 2003133954, `fleet::BUDGET_LOCK`, the same key earlier versions took
+    // around their statements) and does its reads and writes under it, so, called as one
+    // statement outside a transaction, it is one round trip and its own transaction: two
+    // workers never both take the last call of a window.
+    "CREATE TABLE IF NOT EXISTS weft_workers (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        started TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        beat TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE TABLE IF NOT EXISTS weft_budget_calls (
+        stamp BIGSERIAL PRIMARY KEY,
+        key TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS weft_budget_calls_by_key ON weft_budget_calls (key, at_ms);
+    CREATE TABLE IF NOT EXISTS weft_budget_slots (
+        key TEXT NOT NULL,
+        slot BIGINT NOT NULL,
+        holder TEXT NOT NULL,
+        PRIMARY KEY (key, slot)
+    );
+    CREATE TABLE IF NOT EXISTS weft_jobs (
+        id BIGSERIAL PRIMARY KEY,
+        flow TEXT NOT NULL,
+        tenant TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        due_ms BIGINT NOT NULL,
+        lease_until_ms BIGINT,
+        worker TEXT,
+        last_error TEXT,
+        run_id BIGINT,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        finished_ms BIGINT,
+        stream TEXT NOT NULL DEFAULT ''
+    );
+    -- A table made on first use (before version 3) has no stream: every job ran the whole flow.
+    ALTER TABLE weft_jobs ADD COLUMN IF NOT EXISTS stream TEXT NOT NULL DEFAULT '';
+    CREATE UNIQUE INDEX IF NOT EXISTS weft_jobs_queued_once ON weft_jobs (flow, tenant)
+        WHERE status = 'queued';
+    CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id);
+
+    -- Counts a call at p_now in window p_key when it holds fewer than p_calls: taken is its
+    -- stamp; otherwise full_until is when the oldest call leaves the window.
+    CREATE OR REPLACE FUNCTION weft_take_call(p_key TEXT, p_calls BIGINT, p_window BIGINT,
+        p_now BIGINT, OUT taken BIGINT, OUT full_until BIGINT) LANGUAGE plpgsql AS $fn$
+    DECLARE
+        held BIGINT;
+        oldest BIGINT;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(2003133954, hashtext(p_key));
+        DELETE FROM weft_budget_calls WHERE key = p_key AND at_ms <= p_now - p_window;
+        SELECT count(*), min(at_ms) INTO held, oldest FROM weft_budget_calls WHERE key = p_key;
+        IF held < p_calls THEN
+            INSERT INTO weft_budget_calls (key, at_ms) VALUES (p_key, p_now)
+                RETURNING stamp INTO taken;
+        ELSE
+            full_until := LEAST(COALESCE(oldest, p_now)::NUMERIC + p_window,
+                9223372036854775807)::BIGINT;
+        END IF;
+    END
+    $fn$;
+
+    -- Tops window p_key up with calls at p_now until it holds p_used.
+    CREATE OR REPLACE FUNCTION weft_observe(p_key TEXT, p_used BIGINT, p_window BIGINT,
+        p_now BIGINT) RETURNS VOID LANGUAGE plpgsql AS $fn$
+    DECLARE
+        held BIGINT;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(2003133954, hashtext(p_key));
+        DELETE FROM weft_budget_calls WHERE key = p_key AND at_ms <= p_now - p_window;
+        SELECT count(*) INTO held FROM weft_budget_calls WHERE key = p_key;
+        IF held < p_used THEN
+            INSERT INTO weft_budget_calls (key, at_ms)
+                SELECT p_key, p_now FROM generate_series(1, p_used - held);
+        END IF;
+    END
+    $fn$;
+
+    -- Takes the lowest free of p_slots slots of p_key for p_holder (NULL when all are held),
+    -- after freeing those of workers whose heartbeat is older than p_gone seconds.
+    CREATE OR REPLACE FUNCTION weft_take_slot(p_key TEXT, p_slots BIGINT, p_holder TEXT,
+        p_gone DOUBLE PRECISION) RETURNS BIGINT LANGUAGE plpgsql AS $fn$
+    DECLARE
+        free BIGINT;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(2003133954, hashtext(p_key));
+        DELETE FROM weft_budget_slots s WHERE s.key = p_key AND NOT EXISTS (
+            SELECT 1 FROM weft_workers w WHERE w.id = s.holder
+            AND w.beat > clock_timestamp() - make_interval(secs => p_gone));
+        SELECT min(n) INTO free FROM generate_series(0::BIGINT, p_slots - 1) AS n
+            WHERE NOT EXISTS (SELECT 1 FROM weft_budget_slots s WHERE s.key = p_key AND s.slot = n);
+        IF free IS NOT NULL THEN
+            INSERT INTO weft_budget_slots (key, slot, holder) VALUES (p_key, free, p_holder);
+        END IF;
+        RETURN free;
+    END
+    $fn$;
+
+    -- A call's end: its stamps (p_keys, p_stamps) moved to p_now, its slots (p_slot_keys,
+    -- p_slots) given back by p_holder, then the provider's counts (p_seen_keys, p_used,
+    -- p_windows) applied as weft_observe does. The locks of every key it touches are taken
+    -- first, in one order (the others take one lock each), so it never deadlocks with them.
+    CREATE OR REPLACE FUNCTION weft_settle(p_keys TEXT[], p_stamps BIGINT[], p_slot_keys TEXT[],
+        p_slots BIGINT[], p_holder TEXT, p_seen_keys TEXT[], p_used BIGINT[], p_windows BIGINT[],
+        p_now BIGINT) RETURNS VOID LANGUAGE plpgsql AS $fn$
+    DECLARE
+        h INTEGER;
+    BEGIN
+        FOR h IN SELECT DISTINCT hashtext(k) FROM unnest(p_keys || p_slot_keys || p_seen_keys) AS k
+            ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(2003133954, h);
+        END LOOP;
+        UPDATE weft_budget_calls c SET at_ms = GREATEST(c.at_ms, p_now)
+            FROM unnest(p_keys, p_stamps) AS a (key, stamp)
+            WHERE c.key = a.key AND c.stamp = a.stamp;
+        DELETE FROM weft_budget_slots s USING unnest(p_slot_keys, p_slots) AS r (key, slot)
+            WHERE s.key = r.key AND s.slot = r.slot AND s.holder = p_holder;
+        FOR i IN 1 .. coalesce(array_length(p_seen_keys, 1), 0) LOOP
+            PERFORM weft_observe(p_seen_keys[i], p_used[i], p_windows[i], p_now);
+        END LOOP;
+    END
+    $fn$",
 ];
 
 /// Errors of the state database, each naming the file and what to do.
@@ -1079,9 +1218,7 @@ impl State {
             self.check_version(version)?;
             let start = usize::try_from(version).unwrap_or(usize::MAX);
             for script in POSTGRES_MIGRATIONS.iter().skip(start) {
-                for sql in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                    tx.exec(sql, &[])?;
-                }
+                tx.script(script)?;
             }
             if version != SCHEMA_VERSION {
                 tx.exec("UPDATE weft_schema SET version = ?1", vals![SCHEMA_VERSION])?;

@@ -905,7 +905,10 @@ fn postgres_keeps_the_schema_version_migrates_and_refuses_a_newer_one() {
         .unwrap();
     let s = State::open_postgres(pg.url(), &dir.db()).unwrap();
     assert!(has_run_index());
-    assert_eq!(version()[0][0].as_deref(), Some("2"));
+    assert_eq!(
+        version()[0][0].as_deref(),
+        Some(SCHEMA_VERSION.to_string().as_str())
+    );
     assert_eq!(s.cursor("f", "invoices").unwrap().as_deref(), Some("c1"));
     let r = s.run(run).unwrap().unwrap();
     assert!(r.dry_run);
@@ -922,6 +925,92 @@ fn postgres_keeps_the_schema_version_migrates_and_refuses_a_newer_one() {
     assert!(text.contains("upgrade weft"), "{text}");
     assert!(text.contains(pg.name()), "names the database: {text}");
     assert_eq!(version()[0][0].as_deref(), Some("99"), "left unchanged");
+}
+
+/// Version 2 is version 3 without a fleet's tables and functions; its fleet made its tables on
+/// first use, or had none yet. Migrated, the tables made then keep their rows, the missing ones
+/// are made, and the budget functions count in them.
+#[test]
+fn postgres_version_2_gains_the_fleets_tables_and_functions_and_keeps_their_rows() {
+    use weft_engine::limits::{BudgetStore, Taken};
+    let Some(pg) = weft_harness::postgres::database("fleet_schema") else {
+        return;
+    };
+    let dir = Dir::new("pg-fleet-schema");
+    drop(State::open_postgres(pg.url(), &dir.db()).unwrap());
+    let exists = |name: &str| {
+        pg.query(&format!(
+            "SELECT to_regclass('{name}') IS NOT NULL, to_regproc('{name}') IS NOT NULL"
+        ))
+        .unwrap()[0]
+            .iter()
+            .any(|v| v.as_deref() == Some("t"))
+    };
+    let fleet = [
+        "weft_workers",
+        "weft_budget_calls",
+        "weft_budget_slots",
+        "weft_jobs",
+        "weft_take_call",
+        "weft_observe",
+        "weft_take_slot",
+        "weft_settle",
+    ];
+    for name in fleet {
+        assert!(exists(name), "{name} is in the schema");
+    }
+    // A version-2 database whose fleet made three of the tables on first use and used them
+    // (its jobs' table as it was then, without streams).
+    pg.execute(
+        "DROP FUNCTION weft_settle, weft_take_slot, weft_observe, weft_take_call;
+         DROP TABLE weft_budget_slots;
+         ALTER TABLE weft_jobs DROP COLUMN stream;
+         INSERT INTO weft_jobs (flow, status, reason, max_attempts, due_ms, created_ms, updated_ms)
+             VALUES ('f', 'queued', 'schedule', 5, 0, 0, 0);
+         UPDATE weft_schema SET version = 2;
+         INSERT INTO weft_budget_calls (key, at_ms) VALUES ('k', 100), ('k', 150);
+         INSERT INTO weft_workers (id, host, pid) VALUES ('w', 'h', 1)",
+    )
+    .unwrap();
+    assert!(!exists("weft_take_call") && !exists("weft_budget_slots"));
+
+    let s = State::open_postgres(pg.url(), &dir.db()).unwrap();
+    assert_eq!(
+        pg.query("SELECT version FROM weft_schema").unwrap()[0][0].as_deref(),
+        Some(SCHEMA_VERSION.to_string().as_str())
+    );
+    for name in fleet {
+        assert!(exists(name), "{name} after the migration");
+    }
+    assert_eq!(
+        pg.query("SELECT count(*) FROM weft_workers WHERE id = 'w'")
+            .unwrap()[0][0]
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        pg.query("SELECT stream FROM weft_jobs WHERE flow = 'f'").unwrap(),
+        vec![vec![Some(String::new())]],
+        "the queued job kept, for every stream"
+    );
+    let store = weft_engine::fleet::PgBudgets::new(s.postgres().unwrap()).unwrap();
+    // The two calls counted before the migration fill the window of two.
+    assert_eq!(
+        store.take_call("k", 2, 1_000, 200).unwrap(),
+        Taken::FullUntil(1_100)
+    );
+    assert!(matches!(
+        store.take_call("k", 2, 1_000, 1_100),
+        Ok(Taken::Counted(_))
+    ));
+    assert_eq!(store.take_slot("s", 1, 0).unwrap(), Some(0));
+    drop(store);
+    drop(s);
+
+    // Version 3 under a Weft that knows only version 2 is what this one sees of version 4.
+    pg.execute("UPDATE weft_schema SET version = 4").unwrap();
+    let err = State::open_postgres(pg.url(), &dir.db()).unwrap_err();
+    assert!(matches!(err, StateError::Newer { found: 4, .. }), "{err:?}");
 }
 
 #[test]

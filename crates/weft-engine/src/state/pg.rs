@@ -466,6 +466,10 @@ enum Query {
 }
 
 impl Tx for PgTx<'_> {
+    fn script(&mut self, sql: &'static str) -> Result<(), Fail> {
+        self.batch(sql)
+    }
+
     fn exec(&mut self, sql: &str, params: &[Value]) -> Result<u64, Fail> {
         match self.statement(sql, params, false)? {
             Query::Changed(n) => Ok(n),

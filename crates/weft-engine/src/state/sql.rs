@@ -182,6 +182,8 @@ pub(crate) trait Tx {
     fn exec(&mut self, sql: &str, params: &[Value]) -> Result<u64, Fail>;
     /// Runs a query; returns its rows.
     fn rows(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, Fail>;
+    /// Runs a script of statements without parameters (a migration), as one batch.
+    fn script(&mut self, sql: &'static str) -> Result<(), Fail>;
 }
 
 impl dyn Tx + '_ {
@@ -212,6 +214,10 @@ impl ToSql for Value {
 pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
 
 impl Tx for SqliteTx<'_> {
+    fn script(&mut self, sql: &'static str) -> Result<(), Fail> {
+        Ok(self.0.execute_batch(sql)?)
+    }
+
     fn exec(&mut self, sql: &str, params: &[Value]) -> Result<u64, Fail> {
         let mut stmt = self.0.prepare(sql)?;
         let n = stmt.execute(rusqlite::params_from_iter(params.iter()))?;
