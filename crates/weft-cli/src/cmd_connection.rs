@@ -189,6 +189,47 @@ struct View<'a> {
     /// unused (RFC 3339, UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     use_by: Option<String>,
+    /// A token refresh sent whose answer is not sealed (in flight, or cut off by a kill or a
+    /// lost answer): when (RFC 3339, UTC) and by whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_unanswered: Option<Unanswered>,
+    /// Cut-off refreshes recovered (their refresh token sent again) since the consent.
+    #[serde(skip_serializing_if = "is_zero")]
+    refresh_recoveries: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Unanswered {
+    since: String,
+    by: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What `connection list|show` say of connection `name` of `scope`.
+fn view<'a>(scope: &Workspace, name: &'a str, c: &Connection) -> Result<View<'a>> {
+    let (status, use_by) = status(scope, name, c)?;
+    let (intent, refresh_recoveries) = scope.connection_refreshes(name)?.unwrap_or_default();
+    Ok(View {
+        name,
+        scope: scope.scope().as_str(),
+        connection: settled(scope, name, c),
+        status,
+        use_by,
+        refresh_unanswered: intent.map(|i| Unanswered {
+            since: jiff::Timestamp::from_millisecond(
+                i64::try_from(i.started_ms).unwrap_or(i64::MAX),
+            )
+            .map_or_else(
+                |_| i.started_ms.to_string(),
+                |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string(),
+            ),
+            by: i.by,
+        }),
+        refresh_recoveries,
+    })
 }
 
 /// `c` with its sign-in method settled: a connection written before connections recorded it
@@ -643,14 +684,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let mut rows: Vec<View<'_>> = Vec::new();
             for s in &all {
                 for (n, c) in &s.file.connections {
-                    let (state, use_by) = status(s, n, c)?;
-                    rows.push(View {
-                        name: n,
-                        scope: s.scope().as_str(),
-                        connection: settled(s, n, c),
-                        status: state,
-                        use_by,
-                    });
+                    rows.push(view(s, n, c)?);
                 }
             }
             if json {
@@ -699,14 +733,7 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
             let Some((scope, c)) = find_connection(&all, &name) else {
                 bail!("no connection `{name}`; see `weft connection list`");
             };
-            let (state, use_by) = status(scope, &name, c)?;
-            let view = View {
-                name: &name,
-                scope: scope.scope().as_str(),
-                connection: settled(scope, &name, c),
-                status: state,
-                use_by,
-            };
+            let view = view(scope, &name, c)?;
             if json {
                 serde_json::to_writer_pretty(&mut *io.out, &view)?;
                 writeln!(io.out)?;
@@ -748,6 +775,20 @@ pub(crate) fn run(cmd: ConnectionCmd, workspace: Option<&Path>, io: &mut Io<'_>)
                     writeln!(
                         io.out,
                         "use by:       {at} (its refresh token lapses if unused; after that, run `weft connection authorize {name}`)"
+                    )?;
+                }
+                if let Some(u) = &view.refresh_unanswered {
+                    writeln!(
+                        io.out,
+                        "refreshing:   a token refresh sent at {} by {} has no sealed answer (in flight, or cut off: the next refresh sends its token again, within the provider's grace period)",
+                        u.since, u.by
+                    )?;
+                }
+                if view.refresh_recoveries > 0 {
+                    writeln!(
+                        io.out,
+                        "recovered:    {} cut-off token refresh(es) since the consent",
+                        view.refresh_recoveries
                     )?;
                 }
                 writeln!(

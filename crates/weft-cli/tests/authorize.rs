@@ -733,3 +733,86 @@ pagination = { style = "offset", size = 100, stop = { when = "short-page" } }
         "{printed}"
     );
 }
+
+/// A process killed after Xero rotated the refresh token and before it sealed the answer: the
+/// connection says a refresh has no sealed answer, the next command sends the old refresh token
+/// again within Xero's grace period (once), warns about it, and the connection then counts one
+/// recovered refresh and nothing pending.
+#[test]
+fn a_refresh_cut_off_by_a_kill_is_shown_recovered_once_and_counted() {
+    use weft_harness::faults::{Fault, FaultRule, When};
+    let port = free_port();
+    let sim = XeroSim::start(XeroConfig {
+        organisations: 1,
+        size: 5,
+        redirect_uris: vec![callback(port)],
+        limits: XeroLimits::unlimited(),
+        ..XeroConfig::default()
+    })
+    .unwrap();
+    let s = Sandbox::new("auth-cut-off");
+    ok(&s.run(&["init"], None));
+    xero_connection(&s, &sim, "x");
+    let (code, _, stderr) = authorize(&s, "x", port, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown = out(&s.run(&["connection", "show", "x"], None));
+    assert!(
+        !shown.contains("refreshing:") && !shown.contains("recovered:"),
+        "{shown}"
+    );
+
+    // The first refresh is handled at Xero, its answer held; the process is killed meanwhile.
+    sim.identity_observed().faults.add(
+        FaultRule::on(
+            "/connect/token",
+            When::Nth(1),
+            Fault::HoldResponse(Duration::from_secs(30)),
+        )
+        .method("POST"),
+    );
+    sim.clock().advance(Duration::from_secs(31 * 60));
+    let mut victim = s
+        .command(&["read", "x", "contacts", "--limit", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if sim.refresh_outcomes().0 == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sim.refresh_outcomes().0, 1, "Xero handled the refresh");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let shown = out(&s.run(&["connection", "show", "x"], None));
+    assert!(
+        shown.contains("refreshing:   a token refresh sent at 20")
+            && shown.contains(&format!("by process {} on ", victim.id())),
+        "{shown}"
+    );
+
+    // The next command recovers it: one resend, a warning, the count.
+    let read = s.run(&["read", "x", "contacts", "--limit", "2"], None);
+    ok(&read);
+    assert!(
+        err(&read).contains("warning: connection `x`: the token refresh begun at ")
+            && err(&read)
+                .contains("sending its refresh token again within the provider's grace period"),
+        "{}",
+        err(&read)
+    );
+    assert_eq!(sim.refresh_reuses(), 1);
+    let shown = out(&s.run(&["connection", "show", "x"], None));
+    assert!(
+        shown.contains("recovered:    1 cut-off token refresh(es) since the consent")
+            && !shown.contains("refreshing:"),
+        "{shown}"
+    );
+    let json = s.connection_json("x");
+    assert_eq!(json["refresh_recoveries"], 1, "{json}");
+    assert!(json.get("refresh_unanswered").is_none(), "{json}");
+    s.assert_none_of(sim.issued_tokens());
+}

@@ -576,6 +576,20 @@ impl Workspace {
         Ok((state, Some(at)))
     }
 
+    /// How connection `name`'s token refreshes have gone: a refresh begun and not answered yet
+    /// (in flight now, or cut off; the next refresh sends its token again) and how many cut-off
+    /// refreshes were recovered since the consent. `None` without sealed tokens.
+    pub fn connection_refreshes(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Option<crate::oauth::RefreshIntent>, u64)>, WorkspaceError> {
+        let Some(stored) = self.secrets()?.get(&connection_tokens_id(name))? else {
+            return Ok(None);
+        };
+        Ok(crate::oauth::TokenSet::from_sealed_json(&stored)
+            .map(|t| (t.refresh_intent, t.refresh_recoveries)))
+    }
+
     /// The workspace's flows (`flows/*.toml`) that use a connection named `connection`, by
     /// an alias's `connection = "…"` or by the alias itself. Read leniently, without loading
     /// the flows' tables: a file that is not TOML names nothing.

@@ -989,7 +989,8 @@ fn postgres_version_2_gains_the_fleets_tables_and_functions_and_keeps_their_rows
         Some("1")
     );
     assert_eq!(
-        pg.query("SELECT stream FROM weft_jobs WHERE flow = 'f'").unwrap(),
+        pg.query("SELECT stream FROM weft_jobs WHERE flow = 'f'")
+            .unwrap(),
         vec![vec![Some(String::new())]],
         "the queued job kept, for every stream"
     );
