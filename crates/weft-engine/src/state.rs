@@ -67,6 +67,14 @@ const APPLICATION_ID: i64 = 0x5745_4654;
 /// `weft_schema.application` of a Weft state database on PostgreSQL.
 const POSTGRES_APPLICATION: &str = "weft-state";
 
+/// Whether `weft_schema` exists, read from the catalog with the statement's own snapshot: a
+/// name lookup (`to_regclass`) may answer from the connection's catalog cache, which waiting
+/// for an advisory lock does not refresh, and so miss a schema another process created while
+/// this one waited for the migration lock (it then took the new tables for another
+/// application's).
+const SCHEMA_TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+    WHERE table_schema = current_schema() AND table_name = 'weft_schema')";
+
 /// The advisory lock key that serialises migrations on PostgreSQL ("WEFTMIGR").
 const MIGRATION_LOCK: i64 = 0x5745_4654_4d49_4752;
 
@@ -243,6 +251,12 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX IF NOT EXISTS weft_jobs_queued_once ON weft_jobs (flow, tenant)
         WHERE status = 'queued';
     CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id);
+    -- Work one worker of the fleet does for all at a time (looking for scheduled flows due):
+    -- when it was last done.
+    CREATE TABLE IF NOT EXISTS weft_turns (
+        name TEXT PRIMARY KEY,
+        at_ms BIGINT NOT NULL
+    );
 
     -- Counts a call at p_now in window p_key when it holds fewer than p_calls: taken is its
     -- stamp; otherwise full_until is when the oldest call leaves the window.
@@ -966,9 +980,7 @@ impl State {
         };
         // Most opens find the schema current: one read says so, without the migration's lock.
         let current = state.read("check the schema version", |tx| {
-            let known = tx
-                .one("SELECT to_regclass('weft_schema') IS NOT NULL", &[])?
-                .bool(0)?;
+            let known = tx.one(SCHEMA_TABLE_EXISTS, &[])?.bool(0)?;
             if !known {
                 return Ok(false);
             }
@@ -1174,9 +1186,7 @@ impl State {
     fn migrate_postgres(&self) -> Result<(), StateError> {
         self.write("check the schema version", |tx| {
             tx.rows("SELECT pg_advisory_xact_lock(?1)", vals![MIGRATION_LOCK])?;
-            let known = tx
-                .one("SELECT to_regclass('weft_schema') IS NOT NULL", &[])?
-                .bool(0)?;
+            let known = tx.one(SCHEMA_TABLE_EXISTS, &[])?.bool(0)?;
             let version = if known {
                 let row = tx.row("SELECT application, version FROM weft_schema", &[])?;
                 match row {

@@ -1241,3 +1241,31 @@ fn tls_to_postgres_follows_the_sslmode() {
         assert!(err.to_string().contains(says), "{query}: {err}");
     }
 }
+
+/// Workers of a fleet started together on a new database: each opens the state, one creates
+/// it and the others wait for it and find it Weft's (before the fix, a process that waited for
+/// the migration lock still saw no `weft_schema` in its stale catalog cache, counted the tables
+/// the first had just made, and refused the database as another application's).
+#[test]
+fn processes_opening_a_new_postgres_database_at_once_all_find_it_weft_s() {
+    for round in 0..4 {
+        let Some(pg) = weft_harness::postgres::database(&format!("at_once_{round}")) else {
+            return;
+        };
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|i| {
+                let (url, barrier) = (pg.url().to_owned(), barrier.clone());
+                std::thread::spawn(move || {
+                    let dir = Dir::new(&format!("at-once-{round}-{i}"));
+                    barrier.wait();
+                    State::open_postgres(&url, &dir.db()).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            let opened = opener.join().unwrap();
+            assert!(opened.is_ok(), "round {round}: {opened:?}");
+        }
+    }
+}
