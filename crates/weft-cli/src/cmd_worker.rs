@@ -39,6 +39,13 @@ pub(crate) struct WorkerArgs {
     /// attempt, at most an hour.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     backoff: u64,
+    /// How often the fleet looks for flows their `schedule` makes due and queues them, in
+    /// seconds: one worker of the fleet at a time, whichever's turn it is.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    schedule_every: u64,
+    /// Never queue scheduled flows from this worker (another worker, or `weft serve`, does).
+    #[arg(long)]
+    no_schedule: bool,
 }
 
 /// `weft queue …`.
@@ -361,6 +368,48 @@ fn run_job(job: &Job, dir: Option<PathBuf>, stop: &tokio::sync::Notify) -> Ended
     }
 }
 
+/// This worker's turn at the fleet's schedule, if it is its turn: every flow its schedule
+/// makes due queued once; a flow whose schedule cannot be read said once (until it changes).
+fn schedule(
+    queue: &Queue,
+    ws: &weft_engine::workspace::Workspace,
+    state: &weft_engine::state::State,
+    every_secs: u64,
+    problems: &mut std::collections::BTreeMap<String, String>,
+    io: &mut Io<'_>,
+) -> Result<()> {
+    let now = now_ms();
+    match queue.take_turn("schedule", every_secs * 1000, now) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => return say(io, format_args!("cannot look for scheduled flows: {e}")),
+    }
+    for (flow, done) in queue.enqueue_scheduled(ws.dir(), state, now) {
+        match done {
+            Ok(job) if job.merged => {}
+            Ok(job) => {
+                problems.remove(&flow);
+                say(
+                    io,
+                    format_args!("job {}: flow `{flow}` queued by its schedule", job.id),
+                )?;
+            }
+            Err(e) => {
+                if problems.get(&flow) != Some(&e) {
+                    say(
+                        io,
+                        format_args!(
+                            "flow `{flow}` cannot be scheduled: {e}; `weft flow check {flow}` says more"
+                        ),
+                    )?;
+                    problems.insert(flow, e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn say(io: &mut Io<'_>, what: std::fmt::Arguments<'_>) -> Result<()> {
     writeln!(io.out, "{} {what}", when(now_ms()))?;
     io.out.flush()?;
@@ -418,9 +467,17 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
     let mut running: Vec<Running> = Vec::new();
     let beat_every = Duration::from_millis(rules.lease_ms / 3);
     let workspace_dir = dir.map(Path::to_path_buf);
+    let schedule_every = Duration::from_secs(args.schedule_every);
+    let mut looked: Option<std::time::Instant> = None;
+    let mut problems: std::collections::BTreeMap<String, String> = Default::default();
     loop {
         if stopping.load(std::sync::atomic::Ordering::SeqCst) {
             break;
+        }
+        // Scheduled flows made due, queued by whichever worker's turn it is.
+        if !args.no_schedule && looked.is_none_or(|t| t.elapsed() >= schedule_every) {
+            looked = Some(std::time::Instant::now());
+            schedule(&queue, &ws, &state, args.schedule_every, &mut problems, io)?;
         }
         // Runs that ended.
         let mut i = 0;

@@ -20,7 +20,7 @@ fn worker(s: &Sandbox) -> Child {
     s.command(&["worker", "--lease", "5", "--poll", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -30,7 +30,13 @@ fn stop(w: Child) -> String {
     let pid = rustix::process::Pid::from_child(&w);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let done = w.wait_with_output().unwrap();
-    assert!(done.status.success(), "{:?}", done.status);
+    assert!(
+        done.status.success(),
+        "{:?}: {}{}",
+        done.status,
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
     String::from_utf8_lossy(&done.stdout).into_owned()
 }
 
@@ -176,5 +182,82 @@ fn a_job_for_a_tenant_and_a_stream_runs_that_stream_and_one_it_cannot_run_is_giv
             "the run of flow `{FLOW}` (stream `payments` only) was given up after 1 attempt: flow `{FLOW}` has no stream `payments`"
         )),
         "{errors}"
+    );
+}
+
+/// Workers queue the flows their schedule makes due, without `weft serve`: one worker a turn
+/// looks, a due flow is queued once however many workers look, and a flow whose file cannot
+/// be read is said (once per worker), not queued.
+#[test]
+fn workers_queue_scheduled_flows_once_between_them() {
+    let Some(db) = weft_harness::postgres::database("jobs_schedule") else {
+        return;
+    };
+    let port = free_port();
+    let (k, x) = flow_sims(port, 3);
+    let s = Sandbox::new("jobs-schedule");
+    flow_workspace(&s, &k, &x, port);
+    s.set_env("WEFT_STATE_URL", db.url());
+    let path = s.project().join(format!("flows/{FLOW}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("schedule = \"every 1h\"\n{text}")).unwrap();
+    std::fs::write(
+        s.project().join("flows/broken.toml"),
+        format!("schedule = \"now and then\"\n{text}"),
+    )
+    .unwrap();
+    let start = || {
+        s.command(&[
+            "worker",
+            "--lease",
+            "5",
+            "--poll",
+            "1",
+            "--schedule-every",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let workers = [start(), start()];
+    let scheduled = || {
+        // (The table is made by the first worker to open the state.)
+        db.query("SELECT id::TEXT, status FROM weft_jobs WHERE reason = 'schedule' ORDER BY id")
+            .unwrap_or_default()
+    };
+    let started = Instant::now();
+    while !scheduled().iter().any(|r| r[1].as_deref() == Some("done")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the scheduled run did not happen: {:?}",
+            scheduled()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A few more turns: the flow ran, so it is not due for an hour.
+    std::thread::sleep(Duration::from_secs(4));
+    let printed: Vec<String> = workers.into_iter().map(stop).collect();
+    let jobs = scheduled();
+    assert_eq!(jobs.len(), 1, "{jobs:?} {printed:?}");
+    let all = printed.join("\n");
+    assert_eq!(
+        all.matches(&format!("flow `{FLOW}` queued by its schedule"))
+            .count(),
+        1,
+        "{all}"
+    );
+    for said in &printed {
+        assert!(
+            said.matches("flow `broken` cannot be scheduled").count() <= 1,
+            "{said}"
+        );
+    }
+    assert!(all.contains("flow `broken` cannot be scheduled"), "{all}");
+    assert!(
+        x.invoices(&x.tenants()[0].0).len() > 3,
+        "the run wrote invoices"
     );
 }

@@ -348,6 +348,134 @@ impl Queue {
         })
     }
 
+    /// Enqueues a run of `flow` as a whole that its schedule made due, unless a job of the flow
+    /// is already queued or running (then that job, `merged`): a scheduled run never waits
+    /// behind another of the same flow. Taken under the lock `take` leases a flow's job with,
+    /// so no job of the flow starts running in between.
+    pub fn enqueue_due(
+        &self,
+        flow: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Enqueued, QueueError> {
+        let (flow, reason) = (flow.to_owned(), reason.to_owned());
+        let max = i32::try_from(self.rules.max_attempts.max(1)).unwrap_or(i32::MAX);
+        let now = ms(now_ms);
+        self.run(move |mut client| async move {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&TAKE_LOCK, &flow],
+            )
+            .await?;
+            let active = tx
+                .query_opt(
+                    "SELECT id FROM weft_jobs WHERE flow = $1 AND status IN ('queued', 'running')
+                     ORDER BY id LIMIT 1",
+                    &[&flow],
+                )
+                .await?;
+            let done = match active {
+                Some(row) => Enqueued {
+                    id: row.get(0),
+                    merged: true,
+                },
+                None => {
+                    let row = tx
+                        .query_one(ENQUEUE, &[&flow, &"", &reason, &max, &now, &""])
+                        .await?;
+                    Enqueued {
+                        id: row.get(0),
+                        merged: !row.get::<_, bool>(1),
+                    }
+                }
+            };
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    /// Looks through the flows of the workspace at `dir` for those their schedule makes due at
+    /// `now_ms` and enqueues each ([`Queue::enqueue_due`]), with the reason `schedule`. A flow is
+    /// due [`crate::schedule::next_run`] after the later of its last real run's start (from
+    /// `state`) and its last scheduled job (so a flow that fails before it starts a run is not
+    /// queued again until its next time), plus its jitter. What each due flow became: its job,
+    /// or why its file or schedule could not be read.
+    pub fn enqueue_scheduled(
+        &self,
+        dir: &std::path::Path,
+        state: &State,
+        now_ms: u64,
+    ) -> Vec<(String, Result<Enqueued, String>)> {
+        use crate::schedule::{Schedule, due_at, last_start};
+        let mut out = Vec::new();
+        for name in crate::flows::names(dir) {
+            let schedule = match crate::flow::Flow::load(&crate::flows::path(dir, &name)) {
+                Ok(flow) => match flow.file.schedule.as_deref() {
+                    None => continue,
+                    Some(text) => text.parse::<Schedule>().map_err(|e| e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let schedule = match schedule {
+                Ok(s) => s,
+                Err(e) => {
+                    out.push((name, Err(e)));
+                    continue;
+                }
+            };
+            let queued = match self.last_enqueued(&name, "schedule") {
+                Ok(at) => at,
+                Err(e) => {
+                    out.push((name, Err(e.to_string())));
+                    continue;
+                }
+            };
+            let last = last_start(state, &name).max(queued);
+            let due = due_at(&name, &schedule, last, now_ms);
+            if due.is_some_and(|at| at <= now_ms) {
+                let done = self
+                    .enqueue_due(&name, "schedule", now_ms)
+                    .map_err(|e| e.to_string());
+                out.push((name, done));
+            }
+        }
+        out
+    }
+
+    /// When a job of `flow` was last enqueued with `reason` (Unix ms), if ever.
+    pub fn last_enqueued(&self, flow: &str, reason: &str) -> Result<Option<u64>, QueueError> {
+        let (flow, reason) = (flow.to_owned(), reason.to_owned());
+        self.run(move |client| async move {
+            let row = client
+                .query_one(
+                    "SELECT max(created_ms) FROM weft_jobs WHERE flow = $1 AND reason = $2",
+                    &[&flow, &reason],
+                )
+                .await?;
+            Ok(row.get::<_, Option<i64>>(0).map(unms))
+        })
+    }
+
+    /// Whether this caller takes the fleet's turn at `work` now: `true` for one caller at most
+    /// every `every_ms` (by the given times), whichever asks first.
+    pub fn take_turn(&self, work: &str, every_ms: u64, now_ms: u64) -> Result<bool, QueueError> {
+        let work = work.to_owned();
+        let (now, since) = (ms(now_ms), ms(now_ms.saturating_sub(every_ms)));
+        self.run(move |client| async move {
+            let won = client
+                .query_opt(
+                    "INSERT INTO weft_turns (name, at_ms) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET at_ms = EXCLUDED.at_ms
+                     WHERE weft_turns.at_ms <= $3
+                     RETURNING name",
+                    &[&work, &now, &since],
+                )
+                .await?;
+            Ok(won.is_some())
+        })
+    }
+
     /// Takes the oldest due job for `worker`, leased until `now_ms` plus the lease: a queued
     /// job, or a running one whose lease expired; never a job of a flow another live lease
     /// holds. A job whose lease expired on its last attempt is given up instead.

@@ -91,3 +91,47 @@ pub fn next_run(schedule: &Schedule, last_ms: Option<u64>, now_ms: u64) -> Optio
         }
     }
 }
+
+/// The largest jitter added to a due time.
+pub const MAX_JITTER_MS: u64 = 30_000;
+
+/// The jitter of `flow`: the same for the same name, under [`MAX_JITTER_MS`] and under a tenth
+/// of an interval, so flows on one schedule do not all start in the same second.
+pub fn jitter_ms(flow: &str, schedule: &Schedule) -> u64 {
+    let cap = match schedule {
+        Schedule::Every(every) => (every / 10).min(MAX_JITTER_MS),
+        Schedule::Cron(_) => MAX_JITTER_MS,
+    };
+    if cap == 0 {
+        return 0;
+    }
+    // FNV-1a: stable across builds and processes, unlike the standard hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in flow.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % cap
+}
+
+/// When `flow` with `schedule` is due, given its last start: at once when it never ran,
+/// otherwise its next time plus its jitter.
+pub fn due_at(flow: &str, schedule: &Schedule, last_ms: Option<u64>, now_ms: u64) -> Option<u64> {
+    let next = next_run(schedule, last_ms, now_ms)?;
+    if last_ms.is_none() {
+        return Some(next);
+    }
+    next.checked_add(jitter_ms(flow, schedule))
+}
+
+/// When `flow`'s last real run started, from the state's history; `None` (due at once) when it
+/// never ran or its last run was interrupted (its process stopped or was killed during it):
+/// that run's work is unfinished, so the schedule does not wait a whole interval to finish it.
+pub fn last_start(state: &crate::state::State, flow: &str) -> Option<u64> {
+    let last = state
+        .runs(Some(flow), 50)
+        .ok()?
+        .into_iter()
+        .find(|r| !r.dry_run)?;
+    (state.run_status(&last) != "interrupted").then_some(last.started_ms)
+}

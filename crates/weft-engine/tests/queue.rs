@@ -368,3 +368,47 @@ fn a_job_keeps_its_stream_until_merged_with_another_and_one_given_up_goes_at_onc
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(entries[0].message.contains("has no stream"), "{entries:?}");
 }
+
+/// A scheduled run is queued only when no job of its flow is queued or running, and the
+/// fleet's turn at looking for them goes to one caller per interval.
+#[test]
+fn a_due_flow_is_queued_once_and_one_worker_a_turn_looks_for_them() {
+    let Some((_db, _dir, queue)) = queue("due") else {
+        return;
+    };
+    assert_eq!(queue.last_enqueued("a", "schedule").unwrap(), None);
+    let first = queue.enqueue_due("a", "schedule", 1_000).unwrap();
+    assert!(!first.merged);
+    // Queued: the same job.
+    let again = queue.enqueue_due("a", "schedule", 1_500).unwrap();
+    assert_eq!((again.id, again.merged), (first.id, true));
+    // Running: still that job, nothing new queued behind it (a plain enqueue would queue one).
+    assert_eq!(queue.take("w1", 2_000).unwrap().unwrap().id, first.id);
+    let running = queue.enqueue_due("a", "schedule", 2_500).unwrap();
+    assert_eq!((running.id, running.merged), (first.id, true));
+    assert_eq!(queue.list(false, 10).unwrap().len(), 1);
+    // Ended: the next is a new job.
+    assert!(queue.finish(first.id, "w1", None, 3_000).unwrap());
+    let next = queue.enqueue_due("a", "schedule", 4_000).unwrap();
+    assert!(!next.merged && next.id != first.id);
+    assert_eq!(queue.last_enqueued("a", "schedule").unwrap(), Some(4_000));
+    assert_eq!(queue.last_enqueued("a", "by hand").unwrap(), None);
+
+    // Turns: the first caller at a time wins; others lose until the interval has passed.
+    let queue = Arc::new(queue);
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.take_turn("schedule", 10_000, 50_000).unwrap())
+        })
+        .collect();
+    let won = callers
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|w| *w)
+        .count();
+    assert_eq!(won, 1);
+    assert!(!queue.take_turn("schedule", 10_000, 59_999).unwrap());
+    assert!(queue.take_turn("schedule", 10_000, 60_000).unwrap());
+    assert!(queue.take_turn("other work", 10_000, 60_000).unwrap());
+}

@@ -303,24 +303,16 @@ fn targets(ws: &Workspace, trigger: &Trigger) -> Vec<(String, String)> {
     out
 }
 
-/// When a flow's last real run started, from the history; `None` (due at once) when it never
-/// ran or its last run was interrupted (the server stopped or was killed during it): that run's
-/// work is unfinished, so the schedule does not wait a whole interval to finish it.
-fn last_start(db: &Db, flow: &str) -> Option<u64> {
-    let last = db
-        .runs(Some(flow), 50)
-        .ok()?
-        .into_iter()
-        .find(|r| !r.dry_run)?;
-    (db.run_status(&last) != "interrupted").then_some(last.started_ms)
-}
-
 /// When `flow` is due next by its schedule, jitter included, as the flows pages show it: `None`
 /// for a flow without a schedule.
 pub fn next_due(db: &Db, flow: &Flow, now_ms: u64) -> Option<u64> {
     let schedule: Schedule = flow.file.schedule.as_deref()?.parse().ok()?;
     let mut s = Scheduler::new();
-    s.insert(&flow.name, schedule, last_start(db, &flow.name));
+    s.insert(
+        &flow.name,
+        schedule,
+        weft_engine::schedule::last_start(db, &flow.name),
+    );
     s.next_due(&flow.name, now_ms)
 }
 
@@ -453,7 +445,7 @@ impl Automation {
                 }
                 Ok((text, schedule)) => {
                     problems.remove(&name);
-                    let last = db.and_then(|db| last_start(db, &name));
+                    let last = db.and_then(|db| weft_engine::schedule::last_start(db, &name));
                     if schedules.get(&name) != Some(&text) {
                         scheduler.insert(&name, schedule, last);
                         schedules.insert(name, text);
@@ -482,19 +474,19 @@ impl Automation {
                     .map_err(|e| e.to_string())
             })
             .and_then(|queue| {
-                let reason = match &why {
-                    Why::Schedule => "schedule".to_owned(),
-                    Why::Webhook(c) => format!("webhook ({c})"),
-                };
-                queue
-                    .enqueue(
+                let now = self.clock.now_ms();
+                match &why {
+                    // As the workers queue them: not while a job of the flow is queued or running.
+                    Why::Schedule => queue.enqueue_due(flow, "schedule", now),
+                    Why::Webhook(c) => queue.enqueue(
                         flow,
                         target.map(|t| t.0),
                         target.map(|t| t.1),
-                        &reason,
-                        self.clock.now_ms(),
-                    )
-                    .map_err(|e| e.to_string())
+                        &format!("webhook ({c})"),
+                        now,
+                    ),
+                }
+                .map_err(|e| e.to_string())
             });
         let _ = self.report.send(match queued {
             Ok(done) => Happened::Enqueued {

@@ -13,29 +13,9 @@
 
 use std::collections::BTreeMap;
 
-pub use weft_engine::schedule::{MIN_INTERVAL_MS, Schedule, ScheduleError, next_run};
-
-/// The largest jitter added to a due time.
-pub const MAX_JITTER_MS: u64 = 30_000;
-
-/// The jitter of `flow`: the same for the same name, under [`MAX_JITTER_MS`] and under a tenth
-/// of an interval.
-pub fn jitter_ms(flow: &str, schedule: &Schedule) -> u64 {
-    let cap = match schedule {
-        Schedule::Every(every) => (every / 10).min(MAX_JITTER_MS),
-        Schedule::Cron(_) => MAX_JITTER_MS,
-    };
-    if cap == 0 {
-        return 0;
-    }
-    // FNV-1a: stable across builds and processes, unlike the standard hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in flow.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % cap
-}
+pub use weft_engine::schedule::{
+    MAX_JITTER_MS, MIN_INTERVAL_MS, Schedule, ScheduleError, due_at, jitter_ms, next_run,
+};
 
 #[derive(Debug)]
 struct Entry {
@@ -72,11 +52,7 @@ impl Scheduler {
     /// When `flow` is due next, jitter included (`None`: no such flow or no later time).
     pub fn next_due(&self, flow: &str, now_ms: u64) -> Option<u64> {
         let e = self.flows.get(flow)?;
-        let next = next_run(&e.schedule, e.last_ms, now_ms)?;
-        if e.last_ms.is_none() {
-            return Some(next);
-        }
-        next.checked_add(jitter_ms(flow, &e.schedule))
+        due_at(flow, &e.schedule, e.last_ms, now_ms)
     }
 
     /// The flows due at `now_ms` and not running; each is marked running and started now.
