@@ -303,6 +303,7 @@ pub(crate) fn queue(cmd: QueueCmd, dir: Option<&Path>, io: &mut Io<'_>) -> Resul
 }
 
 /// How a job's run ended.
+#[derive(Clone)]
 enum Ended {
     Done { run: i64, outcome: String },
     Failed { run: Option<i64>, error: String },
@@ -465,6 +466,7 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
         ),
     )?;
     let mut running: Vec<Running> = Vec::new();
+    let mut unsettled: Vec<(Job, Ended, bool)> = Vec::new();
     let beat_every = Duration::from_millis(rules.lease_ms / 3);
     let workspace_dir = dir.map(Path::to_path_buf);
     let schedule_every = Duration::from_secs(args.schedule_every);
@@ -491,8 +493,30 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
                 run: None,
                 error: "the run's thread panicked".into(),
             });
-            settle(&queue, &me, &r.job, ended, io)?;
+            unsettled.push((r.job, ended, false));
         }
+        // How they ended, recorded in the queue; while the database cannot be reached, kept and
+        // tried again at each turn of the loop (the worker carries on meanwhile).
+        let mut kept = Vec::new();
+        for (job, ended, told) in unsettled.drain(..) {
+            match settle(&queue, &me, &job, ended.clone(), io) {
+                Ok(()) => {}
+                Err(e) if e.downcast_ref::<weft_engine::queue::QueueError>().is_some() => {
+                    if !told {
+                        say(
+                            io,
+                            format_args!(
+                                "job {}: cannot record how its run ended yet ({e}); trying again",
+                                job.id
+                            ),
+                        )?;
+                    }
+                    kept.push((job, ended, true));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unsettled = kept;
         // Leases renewed; a lost one stops its run.
         for r in &mut running {
             if r.beat_at.elapsed() >= beat_every {
@@ -574,6 +598,17 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
         let _ = queue.postpone(r.job.id, &me, 0, now_ms());
         let _ = r.thread.join();
         say(io, format_args!("job {}: put back", r.job.id))?;
+    }
+    for (job, ended, _) in unsettled {
+        if let Err(e) = settle(&queue, &me, &job, ended, io) {
+            say(
+                io,
+                format_args!(
+                    "job {}: how its run ended could not be recorded ({e}); when its lease ends another worker takes it",
+                    job.id
+                ),
+            )?;
+        }
     }
     drop(presence);
     say(io, format_args!("worker stopped"))?;

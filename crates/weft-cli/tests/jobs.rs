@@ -261,3 +261,87 @@ fn workers_queue_scheduled_flows_once_between_them() {
         "the run wrote invoices"
     );
 }
+
+/// The database goes away for 4 s in the middle of a run (a restart, a failover), then drops
+/// every connection again and again: the worker rides it out — the run fails, the worker keeps
+/// what it could not record and records it once the database is back (before the fix it
+/// exited on the first error, leaving its job running until a lease ran out) — and every job
+/// ends done with every invoice in Xero once.
+#[test]
+fn a_worker_rides_out_the_database_dropping_its_connections() {
+    let Some(db) = weft_harness::postgres::database("jobs_outage") else {
+        return;
+    };
+    let port = free_port();
+    let (k, x) = flow_sims(port, 40);
+    let s = Sandbox::new("jobs-outage");
+    flow_workspace(&s, &k, &x, port);
+    s.set_env("WEFT_STATE_URL", db.url());
+    let w = s
+        .command(&[
+            "worker",
+            "--lease",
+            "5",
+            "--poll",
+            "1",
+            "--backoff",
+            "1",
+            "--no-schedule",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = job_id(&out(
+        &s.run(&["queue", "add", FLOW, "--stream", "invoices"], None)
+    ));
+    // Once the run is under way, the database goes away for 4 s (a restart); then every
+    // connection to it is ended, ten times over about 3 s.
+    let started = Instant::now();
+    while x.invoices(&x.tenants()[0].0).len() <= 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    db.outage(Duration::from_secs(4)).unwrap();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    }
+    let (status, _, _) = ended(&db, &first);
+    let second = job_id(&out(&s.run(&["queue", "add", FLOW], None)));
+    let (again, _, _) = ended(&db, &second);
+    let printed = stop(w);
+    assert_eq!(
+        (status.as_str(), again.as_str()),
+        ("done", "done"),
+        "{printed}"
+    );
+    let tenant = &x.tenants()[0].0;
+    let eligible = k
+        .invoices()
+        .into_iter()
+        .filter(|v| !v.draft && v.status != "cancelled")
+        .count();
+    let mut by_number = std::collections::HashMap::new();
+    for inv in x.invoices(tenant) {
+        if let Some(n) = inv["InvoiceNumber"]
+            .as_str()
+            .filter(|n| n.starts_with("KAN-"))
+        {
+            *by_number.entry(n.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(by_number.len(), eligible, "no invoice lost: {printed}");
+    assert!(
+        by_number.values().all(|n| *n == 1),
+        "none twice: {by_number:?}"
+    );
+}

@@ -54,6 +54,24 @@ impl TestDb {
         admin(&self.url, sql)
     }
 
+    /// Takes this database away for `down` (as a restart or a failover does): every
+    /// connection to it ended, and none accepted until `down` has passed.
+    pub fn outage(&self, down: Duration) -> Result<(), String> {
+        let name = &self.name;
+        admin(
+            &self.admin,
+            &format!(
+                "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        )?;
+        std::thread::sleep(down);
+        admin(
+            &self.admin,
+            &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"),
+        )
+    }
+
     /// The rows of one query in this database, each column as text (NULL as `None`).
     pub fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         let url = self.url.clone();

@@ -68,6 +68,15 @@ impl PgFail {
     }
 }
 
+/// Why the pool gave no connection, in words (the server's reason, not the pool's wrapper).
+fn pool_fail(e: deadpool_postgres::PoolError) -> PgFail {
+    match e {
+        deadpool_postgres::PoolError::Timeout(_) => PgFail::Timeout,
+        deadpool_postgres::PoolError::Backend(e) => PgFail::Connect(describe(&e)),
+        other => PgFail::Connect(other.to_string()),
+    }
+}
+
 /// A driver error in words: the server's message (with its detail) when it sent one.
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -323,13 +332,7 @@ impl PgPool {
     /// A connection from the pool.
     fn checkout(&self) -> Result<Object, PgFail> {
         let pool = self.inner.pool.clone();
-        self.block(async move {
-            pool.get().await.map_err(|e| match e {
-                deadpool_postgres::PoolError::Timeout(_) => PgFail::Timeout,
-                deadpool_postgres::PoolError::Backend(e) => PgFail::Connect(describe(&e)),
-                other => PgFail::Connect(other.to_string()),
-            })
-        })
+        self.block(async move { pool.get().await.map_err(pool_fail) })
     }
 
     /// Runs `f` with one connection: inside one transaction when `write` (committed when `f`
@@ -385,10 +388,7 @@ impl PgPool {
     {
         let pool = self.inner.pool.clone();
         self.block(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| PgFail::Connect(e.to_string()))?;
+            let client = pool.get().await.map_err(pool_fail)?;
             f(client).await.map_err(|e| PgFail::from_pg(&e))
         })
         .map_err(PgFail::text)
