@@ -467,6 +467,7 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
     )?;
     let mut running: Vec<Running> = Vec::new();
     let mut unsettled: Vec<(Job, Ended, bool)> = Vec::new();
+    let mut unreachable: Option<std::time::Instant> = None;
     let beat_every = Duration::from_millis(rules.lease_ms / 3);
     let workspace_dir = dir.map(Path::to_path_buf);
     let schedule_every = Duration::from_secs(args.schedule_every);
@@ -540,13 +541,31 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
         // New jobs, while there is room.
         let mut took = false;
         while running.len() < args.concurrency as usize {
-            let job = match queue.take(&me, now_ms()) {
-                Ok(Some(job)) => job,
-                Ok(None) => break,
-                Err(e) => {
-                    say(io, format_args!("cannot take a job: {e}"))?;
-                    break;
+            let taken = queue.take(&me, now_ms());
+            // Said once when the queue cannot be reached, and once when it can again.
+            match (&taken, &unreachable) {
+                (Err(e), None) => {
+                    say(
+                        io,
+                        format_args!("cannot take a job: {e}; trying again at each poll"),
+                    )?;
+                    unreachable = Some(std::time::Instant::now());
                 }
+                (Ok(_), Some(since)) => {
+                    say(
+                        io,
+                        format_args!(
+                            "the queue answers again (after {} s); taking jobs",
+                            since.elapsed().as_secs()
+                        ),
+                    )?;
+                    unreachable = None;
+                }
+                _ => {}
+            }
+            let job = match taken {
+                Ok(Some(job)) => job,
+                Ok(None) | Err(_) => break,
             };
             took = true;
             say(

@@ -340,6 +340,16 @@ fn a_worker_rides_out_the_database_dropping_its_connections() {
         }
     }
     assert_eq!(by_number.len(), eligible, "no invoice lost: {printed}");
+    // The outage is told once, and its end once.
+    assert!(
+        printed.matches("cannot take a job").count() <= 1,
+        "{printed}"
+    );
+    assert_eq!(
+        printed.matches("cannot take a job").count(),
+        printed.matches("the queue answers again").count(),
+        "{printed}"
+    );
     assert!(
         by_number.values().all(|n| *n == 1),
         "none twice: {by_number:?}"
