@@ -219,13 +219,7 @@ fn view<'a>(scope: &Workspace, name: &'a str, c: &Connection) -> Result<View<'a>
         status,
         use_by,
         refresh_unanswered: intent.map(|i| Unanswered {
-            since: jiff::Timestamp::from_millisecond(
-                i64::try_from(i.started_ms).unwrap_or(i64::MAX),
-            )
-            .map_or_else(
-                |_| i.started_ms.to_string(),
-                |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string(),
-            ),
+            since: crate::cmd_worker::when(i.started_ms),
             by: i.by,
         }),
         refresh_recoveries,

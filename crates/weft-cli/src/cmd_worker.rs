@@ -98,7 +98,8 @@ fn open_queue(dir: Option<&Path>, rules: QueueRules) -> Result<Queue> {
     Ok(Queue::open(&state, rules)?)
 }
 
-fn when(ms: u64) -> String {
+/// A time (Unix ms) as RFC 3339 in UTC, to the second.
+pub(crate) fn when(ms: u64) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(|m| jiff::Timestamp::from_millisecond(m).ok())

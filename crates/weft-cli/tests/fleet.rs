@@ -12,7 +12,7 @@ use std::io::BufRead as _;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Sandbox, authorize, callback, err, free_port, out};
+use common::{Sandbox, authorize, callback, err, free_port, kantata_invoices_in_xero, out};
 use weft_harness::clock::SimClock;
 use weft_harness::faults::{Fault, FaultPlan, FaultRule, When};
 use weft_harness::kantata::{KantataConfig, KantataSim};
@@ -308,20 +308,7 @@ fn a_fleet_of_workers_syncs_every_organisation_once_within_its_limits_when_one_i
 
     for (i, k) in ks.iter().enumerate() {
         let tenant = &tenants[i];
-        let eligible = k
-            .invoices()
-            .into_iter()
-            .filter(|v| !v.draft && v.status != "cancelled")
-            .count();
-        let mut by_number = std::collections::HashMap::new();
-        for inv in x.invoices(tenant) {
-            if let Some(n) = inv["InvoiceNumber"]
-                .as_str()
-                .filter(|n| n.starts_with("KAN-"))
-            {
-                *by_number.entry(n.to_owned()).or_insert(0) += 1;
-            }
-        }
+        let (eligible, by_number) = kantata_invoices_in_xero(k, &x, tenant);
         assert_eq!(
             by_number.len(),
             eligible,
@@ -744,20 +731,7 @@ fn the_acceptance_fleet_of_four_workers_and_fifty_organisations_under_faults_and
 
     for (i, k) in ks.iter().enumerate() {
         let tenant = &tenants[i];
-        let eligible = k
-            .invoices()
-            .into_iter()
-            .filter(|v| !v.draft && v.status != "cancelled")
-            .count();
-        let mut by_number = std::collections::HashMap::new();
-        for inv in x.invoices(tenant) {
-            if let Some(n) = inv["InvoiceNumber"]
-                .as_str()
-                .filter(|n| n.starts_with("KAN-"))
-            {
-                *by_number.entry(n.to_owned()).or_insert(0) += 1;
-            }
-        }
+        let (eligible, by_number) = kantata_invoices_in_xero(k, &x, tenant);
         assert_eq!(
             by_number.len(),
             eligible,

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, err, flow_sims, flow_workspace, free_port, out};
+use common::{Sandbox, err, flow_sims, flow_workspace, free_port, kantata_invoices_in_xero, out};
 
 const FLOW: &str = "kantata-xero";
 
@@ -324,21 +324,7 @@ fn a_worker_rides_out_the_database_dropping_its_connections() {
         ("done", "done"),
         "{printed}"
     );
-    let tenant = &x.tenants()[0].0;
-    let eligible = k
-        .invoices()
-        .into_iter()
-        .filter(|v| !v.draft && v.status != "cancelled")
-        .count();
-    let mut by_number = std::collections::HashMap::new();
-    for inv in x.invoices(tenant) {
-        if let Some(n) = inv["InvoiceNumber"]
-            .as_str()
-            .filter(|n| n.starts_with("KAN-"))
-        {
-            *by_number.entry(n.to_owned()).or_insert(0) += 1;
-        }
-    }
+    let (eligible, by_number) = kantata_invoices_in_xero(&k, &x, &x.tenants()[0].0);
     assert_eq!(by_number.len(), eligible, "no invoice lost: {printed}");
     // The outage is told once, and its end once.
     assert!(

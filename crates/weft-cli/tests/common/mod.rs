@@ -423,3 +423,28 @@ pub(crate) fn xero_connection(s: &Sandbox, sim: &weft_harness::xero::XeroSim, na
     ];
     s.create_connection_at(name, "xero", "xapp", &hosts);
 }
+
+/// How many of Kantata account `k`'s invoices should reach Xero (not drafts, not cancelled),
+/// and how many times each `KAN-` number is in organisation `tenant` of `x`: every invoice
+/// once is `eligible == by_number.len()` with every count 1.
+pub(crate) fn kantata_invoices_in_xero(
+    k: &weft_harness::kantata::KantataSim,
+    x: &weft_harness::xero::XeroSim,
+    tenant: &str,
+) -> (usize, std::collections::HashMap<String, usize>) {
+    let eligible = k
+        .invoices()
+        .into_iter()
+        .filter(|v| !v.draft && v.status != "cancelled")
+        .count();
+    let mut by_number = std::collections::HashMap::new();
+    for inv in x.invoices(tenant) {
+        if let Some(n) = inv["InvoiceNumber"]
+            .as_str()
+            .filter(|n| n.starts_with("KAN-"))
+        {
+            *by_number.entry(n.to_owned()).or_insert(0) += 1;
+        }
+    }
+    (eligible, by_number)
+}

@@ -53,12 +53,8 @@ pub(crate) async fn list(
 ) -> Result<Response, PageError> {
     let all = q.all.is_some();
     let Some(queue) = queue(&state)? else {
-        return state.page(
-            &me,
-            "queue.html",
-            "queue",
-            minijinja::context! { fleet => false },
-        );
+        // The page says how to move (the layout's `fleet` is false).
+        return state.page(&me, "queue.html", "queue", minijinja::context! {});
     };
     let jobs: Vec<_> = queue
         .list(all, SHOWN)
@@ -96,7 +92,7 @@ pub(crate) async fn list(
         "queue.html",
         "queue",
         minijinja::context! {
-            fleet => true, jobs, counts, workers, all, notice, shown => SHOWN,
+            jobs, counts, workers, all, notice, shown => SHOWN,
         },
     )
 }
