@@ -466,9 +466,13 @@ fn replay_one(
             .push((host.clone(), url));
     }
     // A throwaway credential store: the replay answers without looking at the token.
-    let dir = std::env::temp_dir().join(format!("weft-spec-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut store = SecretStore::open(&dir.join("credentials.json"), MasterKey::generate()?)?;
+    // Made new (never one a killed replay left behind), removed when dropped.
+    let dir = tempfile::Builder::new()
+        .prefix("weft-spec-test-")
+        .tempdir()
+        .context("cannot make a temporary folder for the replay's credentials")?;
+    let mut store =
+        SecretStore::open(&dir.path().join("credentials.json"), MasterKey::generate()?)?;
     store.put(
         "connection:replay:tokens",
         &weft_engine::oauth::TokenSet::fixed(Secret::new("replayed".to_owned()), 0)
@@ -523,7 +527,7 @@ fn replay_one(
         }
         ControlFlow::Continue(())
     }));
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let missed = missed.lock().map(|m| m.clone()).unwrap_or_default();
     if let Some(first) = missed.first() {
         bail!(

@@ -11,7 +11,9 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -175,7 +177,15 @@ impl Demo {
 
 pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
     let started = Instant::now();
-    let (root, keep) = match &args.dir {
+    if args.serve && !args.listen.ip().is_loopback() {
+        bail!(
+            "--listen {}: the demo console listens on loopback only (127.0.0.1:PORT)",
+            args.listen
+        );
+    }
+    // A temporary folder is made new (never one a killed demo left behind) and removed when it
+    // is dropped; one given with --dir is kept.
+    let (temp, root) = match &args.dir {
         Some(d) => {
             if d.exists() {
                 bail!(
@@ -183,28 +193,75 @@ pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
                     d.display()
                 );
             }
-            (d.clone(), true)
+            (None, d.clone())
         }
-        None => (
-            std::env::temp_dir().join(format!("weft-demo-{}", std::process::id())),
-            false,
-        ),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("weft-demo-")
+                .tempdir()
+                .context("cannot make a temporary folder for the demo")?;
+            let root = temp.path().to_path_buf();
+            (Some(temp), root)
+        }
     };
-    if args.serve && !args.listen.ip().is_loopback() {
-        bail!(
-            "--listen {}: the demo console listens on loopback only (127.0.0.1:PORT)",
-            args.listen
-        );
-    }
-    let result = demo(&args, &root, keep, started, io);
-    if !keep {
-        let _ = std::fs::remove_dir_all(&root);
-    }
+    let stop = Stop::default();
+    stop.watch(temp.as_ref().map(|t| t.path().to_path_buf()))?;
+    let result = demo(&args, &root, temp.is_none(), started, &stop, io);
+    drop(temp);
     result
 }
 
+/// What Ctrl-C or SIGTERM stops. While the console runs, it is stopped and the demo ends as
+/// usual; before that the demo ends at once (exit code 130), its temporary folder removed first.
+#[derive(Clone, Default)]
+struct Stop {
+    asked: Arc<AtomicBool>,
+    /// The console's `weft serve`, reaped only under this lock, so a signal never goes to
+    /// another process that was given its id.
+    console: Arc<Mutex<Option<Child>>>,
+}
+
+impl Stop {
+    fn watch(&self, temp: Option<PathBuf>) -> Result<()> {
+        let stop = self.clone();
+        crate::connect::on_stop(move || {
+            stop.asked.store(true, Ordering::SeqCst);
+            let console = stop.console();
+            match console.as_ref() {
+                Some(child) => {
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::from_child(child),
+                        rustix::process::Signal::TERM,
+                    );
+                }
+                None => {
+                    if let Some(temp) = temp {
+                        let _ = std::fs::remove_dir_all(temp);
+                    }
+                    std::process::exit(130);
+                }
+            }
+        })
+    }
+
+    fn console(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.console.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn asked(&self) -> bool {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
 /// The sandbox, the scenario, its summary, and with --serve the console until it stops.
-fn demo(args: &DemoArgs, root: &Path, keep: bool, started: Instant, io: &mut Io<'_>) -> Result<u8> {
+fn demo(
+    args: &DemoArgs,
+    root: &Path,
+    keep: bool,
+    started: Instant,
+    stop: &Stop,
+    io: &mut Io<'_>,
+) -> Result<u8> {
     let port = weft_harness::server::callback_port()
         .context("cannot find a free port for the OAuth callback")?;
     let console = args.serve.then(|| {
@@ -285,14 +342,14 @@ fn demo(args: &DemoArgs, root: &Path, keep: bool, started: Instant, io: &mut Io<
         )?;
     }
     if args.serve {
-        serve(args, &demo, io)?;
+        serve(args, &demo, stop, io)?;
     }
     Ok(if summary.duplicates == 0 { 0 } else { 1 })
 }
 
 /// `weft user add demo` and `weft serve` in the demo's workspace, the sandbox still running in
 /// this process: the console shows the demo's flow, runs and connections until Ctrl-C.
-fn serve(args: &DemoArgs, demo: &Demo, io: &mut Io<'_>) -> Result<()> {
+fn serve(args: &DemoArgs, demo: &Demo, stop: &Stop, io: &mut Io<'_>) -> Result<()> {
     let password = if args.password_stdin {
         let mut text = String::new();
         std::io::stdin()
@@ -319,13 +376,32 @@ fn serve(args: &DemoArgs, demo: &Demo, io: &mut Io<'_>) -> Result<()> {
         weft_server::base_url(args.listen, false)
     )?;
     io.out.flush()?;
-    let status = demo
-        .command(&["serve", "--listen", &listen])
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
-        .context("cannot start `weft serve`")?;
+    *stop.console() = Some(
+        demo.command(&["serve", "--listen", &listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start `weft serve`")?,
+    );
+    let status = loop {
+        {
+            let mut console = stop.console();
+            let ended = match console.as_mut() {
+                Some(child) => child.try_wait().context("cannot wait for `weft serve`")?,
+                None => bail!("the console's process was lost"),
+            };
+            if let Some(status) = ended {
+                *console = None;
+                break status;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if stop.asked() {
+        writeln!(io.out, "The console and the sandbox are stopped.")?;
+        return Ok(());
+    }
     if !status.success() {
         bail!("the console (weft serve on {listen}) stopped: {status}");
     }

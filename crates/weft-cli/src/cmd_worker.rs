@@ -437,26 +437,10 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
     let wake = Arc::new(tokio::sync::Notify::new());
     {
         let (stopping, wake) = (stopping.clone(), wake.clone());
-        let signals = std::thread::Builder::new().name("weft-signals".into());
-        let rt = crate::connect::runtime()?;
-        signals
-            .spawn(move || {
-                rt.block_on(async {
-                    let Ok(mut term) =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    else {
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                });
-                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-                wake.notify_one();
-            })
-            .context("cannot start the signal watcher")?;
+        crate::connect::on_stop(move || {
+            stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+            wake.notify_one();
+        })?;
     }
     say(
         io,

@@ -28,6 +28,35 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Calls `then`, on a thread of its own, once the process is asked to stop (Ctrl-C or SIGTERM).
+/// The signals are watched from before this returns, and from then on they no longer end the
+/// process by themselves: `then` decides what stopping means.
+pub(crate) fn on_stop(then: impl FnOnce() + Send + 'static) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = runtime()?;
+    let (mut interrupt, mut terminate) = rt
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })
+        .context("cannot watch for Ctrl-C and SIGTERM")?;
+    std::thread::Builder::new()
+        .name("weft-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            });
+            then();
+        })
+        .context("cannot start the signal watcher")?;
+    Ok(())
+}
+
 pub(crate) fn find(all: &[Workspace], name: &str) -> Result<(usize, Connection)> {
     Ok(weft_engine::connect::find(all, name)?)
 }

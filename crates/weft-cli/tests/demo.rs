@@ -122,6 +122,67 @@ fn hubspot_won_deals_become_kantata_projects_on_the_sandbox_without_duplicates()
     assert_eq!(report["second_run"]["updated"], 0, "{report}");
 }
 
+/// A folder an earlier demo left in the temporary directory (killed before it could remove it),
+/// under the very name this demo's process id would once have given it, is neither reused nor
+/// removed: each demo makes a new folder of its own and removes only that.
+#[test]
+fn a_folder_left_by_a_killed_demo_is_neither_reused_nor_removed() {
+    let s = Sandbox::new("demo-leftover");
+    let tmp = s.project().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let kept = tmp.join("kept");
+    let o = s.run(
+        &[
+            "demo",
+            "--json",
+            "--invoices",
+            "5",
+            "--dir",
+            kept.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    // The shell copies that workspace to `weft-demo-` and its own process id, then becomes
+    // `weft demo` under the same id.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"cp -R "$TMPDIR/kept" "$TMPDIR/weft-demo-$$" && exec "$0" demo --json --invoices 5"#)
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(s.project())
+        .env("TMPDIR", &tmp)
+        .env("WEFT_CONFIG_DIR", s.config())
+        .env_remove("WEFT_MASTER_KEY")
+        .env_remove("WEFT_STATE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leftover = tmp.join(format!("weft-demo-{}", child.id()));
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert!(
+        leftover.join("workspace/weft.toml").is_file(),
+        "the leftover was removed"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "kept".to_owned(),
+            leftover.file_name().unwrap().to_string_lossy().into_owned()
+        ],
+        "the demo removes its own folder and nothing else"
+    );
+}
+
 /// Kills a process group when dropped: `weft demo --serve` and the `weft serve` it started.
 struct Group(std::process::Child);
 
@@ -139,6 +200,8 @@ impl Drop for Group {
 #[test]
 fn demo_serve_leaves_the_console_running_over_the_demo_with_its_runs() {
     let s = Sandbox::new("demo-serve");
+    let tmp = s.project().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     s.guard("demo serve password 9");
@@ -153,6 +216,7 @@ fn demo_serve_leaves_the_console_running_over_the_demo_with_its_runs() {
     ]);
     let mut group = Group(
         child
+            .env("TMPDIR", &tmp)
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -237,5 +301,21 @@ fn demo_serve_leaves_the_console_running_over_the_demo_with_its_runs() {
         page.contains("/runs/2"),
         "the demo's second run is listed: {page}"
     );
+    // Ctrl-C, as a terminal sends it to the whole group: the console stops, the demo ends well
+    // and its temporary folder is gone.
+    let pid = rustix::process::Pid::from_raw(group.0.id() as i32).unwrap();
+    rustix::process::kill_process_group(pid, rustix::process::Signal::INT).unwrap();
+    let mut status = None;
+    for _ in 0..600 {
+        status = group.0.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = status.expect("the demo ends within a minute of Ctrl-C");
+    assert!(status.success(), "{status}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left in the temporary folder: {left:?}");
     drop(group);
 }

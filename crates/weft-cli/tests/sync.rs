@@ -493,6 +493,35 @@ fn a_recorded_read_replays_offline_and_a_changed_one_is_caught() {
         assert!(replay.status.success(), "{}{}", out(&replay), err(&replay));
         assert!(out(&replay).contains("✓"), "{}", out(&replay));
     }
+    // A throwaway credential store a killed replay left behind, under the name this replay's
+    // process id would once have given its own (the shell makes it, then becomes `weft` under
+    // the same id), is neither opened nor removed.
+    let tmp = s.project().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let xero = specs.join("xero.toml");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"mkdir "$TMPDIR/weft-spec-test-$$" && cp "$1" "$TMPDIR/weft-spec-test-$$/credentials.json" && exec "$0" spec test "$2" --cassettes "$3""#)
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .arg(s.project().join(".weft/credentials.json"))
+        .arg(&xero)
+        .arg(&dir)
+        .current_dir(s.project())
+        .env("TMPDIR", &tmp)
+        .env("WEFT_CONFIG_DIR", s.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leftover = tmp.join(format!("weft-spec-test-{}/credentials.json", child.id()));
+    let replay = child.wait_with_output().unwrap();
+    assert!(replay.status.success(), "{}{}", out(&replay), err(&replay));
+    assert!(leftover.is_file(), "the leftover was removed");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "only the leftover is left"
+    );
     // A recording the spec no longer matches (its last answer gone): caught, exit 1.
     let path = dir.join("kantata-invoices.json");
     let mut tape: serde_json::Value =
