@@ -4,6 +4,7 @@
 use std::io::{IsTerminal as _, Read as _};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -12,6 +13,9 @@ use weft_server::{Role, Store};
 
 use crate::cmd_client::{confirm, start_dir};
 use crate::{Io, connect, specs};
+
+/// How long `weft serve`, once asked to stop, lets answers under way finish.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -147,7 +151,19 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
         report: Some(report),
         ..Default::default()
     };
+    // Ctrl-C or SIGTERM: no new connection is taken, answers under way get up to STOP_GRACE to
+    // finish (a page streaming a run's progress never does), then the process ends with 0.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    connect::on_stop(move || {
+        let _ = stop.send(true);
+    })?;
+    let asked = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     connect::runtime()?.block_on(async {
+        let grace = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(grace);
+        let mut stopping = false;
         let server = weft_server::serve_with(
             config,
             automate,
@@ -160,11 +176,19 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
                 );
                 let _ = out.flush();
             },
-            std::future::pending(),
+            asked(stopped.clone()),
         );
         tokio::pin!(server);
         loop {
             tokio::select! {
+                // The stop is told before the server, which it ends, is polled again.
+                biased;
+                () = asked(stopped.clone()), if !stopping => {
+                    stopping = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
+                    let _ = writeln!(err, "stopping: no new connections; answers under way have {} s to finish (a flow run under way stops where it is, and its next run settles it)", STOP_GRACE.as_secs());
+                }
+                () = &mut grace, if stopping => return Ok(()),
                 served = &mut server => return served,
                 Some(happened) = reports.recv() => {
                     let _ = writeln!(err, "{}  {happened}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
@@ -172,6 +196,7 @@ pub(crate) fn serve(args: ServeArgs, workspace: Option<&Path>, io: &mut Io<'_>) 
             }
         }
     })?;
+    writeln!(io.out, "the Weft console stopped")?;
     Ok(0)
 }
 

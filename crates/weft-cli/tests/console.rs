@@ -393,3 +393,58 @@ fn a_connection_owned_by_a_console_user_is_listed_and_keeps_its_owner_from_remov
     assert!(!toml.contains("owner"), "{toml}");
     s.assert_no_plain_secret();
 }
+
+/// SIGTERM (as a service manager sends it) or Ctrl-C stops `weft serve` cleanly: it says so,
+/// exits with 0, and a connection that never finishes its request holds it back no longer than
+/// its grace period.
+#[test]
+fn serve_stops_cleanly_on_sigterm_even_with_a_request_left_unfinished() {
+    use std::io::{BufRead as _, Write as _};
+    let s = workspace("serve-stop");
+    ok(&s.run(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{ALICE_PW}\n")),
+    ));
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut child = s
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let at = first.find("http://localhost:").expect(&first) + "http://localhost:".len();
+        let port: u16 = first[at..].split('/').next().unwrap().parse().unwrap();
+        // The console answers; then a request is begun and never finished.
+        let mut page = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        page.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut page, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut unfinished = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        unfinished.write_all(b"GET /login HTTP/1.1\r\n").unwrap();
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
+        let mut status = None;
+        for _ in 0..600 {
+            status = child.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            panic!("`weft serve` still runs a minute after {signal:?}");
+        };
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+        assert_eq!(status.code(), Some(0), "{signal:?}: {status}\n{said}");
+        assert!(said.contains("stopping: no new connections"), "{said}");
+        assert_eq!(rest, ["the Weft console stopped"], "{said}");
+        drop(unfinished);
+    }
+}
