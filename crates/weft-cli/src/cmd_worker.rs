@@ -386,7 +386,11 @@ fn schedule(
         Ok(false) => return Ok(()),
         Err(e) => return say(io, format_args!("cannot look for scheduled flows: {e}")),
     }
-    for (flow, done) in queue.enqueue_scheduled(ws.dir(), state, now) {
+    let found = match queue.enqueue_scheduled(ws.dir(), state, now) {
+        Ok(found) => found,
+        Err(e) => return say(io, format_args!("cannot look for scheduled flows: {e}")),
+    };
+    for (flow, done) in found {
         match done {
             Ok(job) if job.merged => {}
             Ok(job) => {

@@ -37,7 +37,8 @@
 //! 8. B11: a fleet syncing 10,000 organisations hourly against the app-wide 10,000 calls a
 //!    minute (`ceilings/fleet_sim.rs`): the workers needed and the fleet's throughput as a share of that
 //!    ceiling from a discrete-event model of the limiter's rules, and the database's round
-//!    trips per call through `PgBudgets`, measured on PostgreSQL (skipped without it).
+//!    trips per call through `PgBudgets`, measured on PostgreSQL (skipped without it); and a
+//!    scheduling turn over 10,000 scheduled flow files: its round trips and time.
 //!
 //! `cargo bench -p weft-engine --bench ceilings` (add `-- --quick` for smaller sizes, `--only B1,B2`
 //! for some rows, `--latency-ms N` for another Xero latency in B1 and B2, `--trace` to list B1's
@@ -1038,6 +1039,7 @@ fn main() {
     if wanted("B11") {
         rows.extend(fleet_sim::model(quick, &row));
         rows.extend(fleet_sim::database_load(quick, &shipped("xero"), &row));
+        rows.extend(fleet_sim::schedule_turn(quick, &row));
     }
 
     let report = json!({ "machine": machine(), "quick": quick, "rows": rows });

@@ -27,6 +27,9 @@
 //!
 //! Every time is given by the caller (`now_ms`), so tests drive the queue on a simulated clock.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::state::{PgPool, QueuedError, State};
 
 /// The kind of the error-queue entry a job given up after its last attempt becomes; the
@@ -255,6 +258,61 @@ pub enum Cancelled {
 pub struct Queue {
     pool: PgPool,
     rules: QueueRules,
+    /// Each flow file's schedule as last read, by the file's stamp ([`Queue::enqueue_scheduled`]).
+    schedules: Arc<Mutex<HashMap<String, ScheduleRead>>>,
+}
+
+/// What a scheduling turn did for one flow: its job, or why its file or schedule could not be read.
+pub type Scheduled = Result<Enqueued, String>;
+
+/// A flow file's schedule (`None`: it has none) or why it could not be read, and the file's
+/// modification time and length when it was read.
+#[derive(Debug)]
+struct ScheduleRead {
+    stamp: (std::time::SystemTime, u64),
+    schedule: Result<Option<crate::schedule::Schedule>, String>,
+}
+
+/// Flow `name`'s schedule, read again only when its file's stamp changed since `read` has it.
+fn schedule_of(
+    read: &mut HashMap<String, ScheduleRead>,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<Option<crate::schedule::Schedule>, String> {
+    let path = crate::flows::path(dir, name);
+    let stamp = std::fs::metadata(&path)
+        .and_then(|m| Ok((m.modified()?, m.len())))
+        .ok();
+    if let (Some(stamp), Some(known)) = (stamp, read.get(name))
+        && known.stamp == stamp
+    {
+        return known.schedule.clone();
+    }
+    let schedule = match crate::flow::Flow::load(&path) {
+        Ok(flow) => flow
+            .file
+            .schedule
+            .as_deref()
+            .map(|text| text.parse::<crate::schedule::Schedule>())
+            .transpose()
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match stamp {
+        Some(stamp) => {
+            read.insert(
+                name.to_owned(),
+                ScheduleRead {
+                    stamp,
+                    schedule: schedule.clone(),
+                },
+            );
+        }
+        None => {
+            read.remove(name);
+        }
+    }
+    schedule
 }
 
 fn ms(v: u64) -> i64 {
@@ -298,6 +356,7 @@ impl Queue {
         Ok(Self {
             pool: pool.clone(),
             rules,
+            schedules: Arc::default(),
         })
     }
 
@@ -400,39 +459,64 @@ impl Queue {
     /// due [`crate::schedule::next_run`] after the later of its last real run's start (from
     /// `state`) and its last scheduled job (so a flow that fails before it starts a run is not
     /// queued again until its next time), plus its jitter. What each due flow became: its job,
-    /// or why its file or schedule could not be read.
+    /// or why its file or schedule could not be read; an error when the database could not say.
+    ///
+    /// A turn's cost does not grow with the flows' history: each file is read again only when it
+    /// changed since this queue last read it, and one query gives every scheduled flow's last
+    /// run and last scheduled job; then one transaction each for the flows that are due.
     pub fn enqueue_scheduled(
         &self,
         dir: &std::path::Path,
         state: &State,
         now_ms: u64,
-    ) -> Vec<(String, Result<Enqueued, String>)> {
-        use crate::schedule::{Schedule, due_at, last_start};
+    ) -> Result<Vec<(String, Scheduled)>, QueueError> {
+        use crate::schedule::{counted_start, due_at};
         let mut out = Vec::new();
-        for name in crate::flows::names(dir) {
-            let schedule = match crate::flow::Flow::load(&crate::flows::path(dir, &name)) {
-                Ok(flow) => match flow.file.schedule.as_deref() {
-                    None => continue,
-                    Some(text) => text.parse::<Schedule>().map_err(|e| e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            let schedule = match schedule {
-                Ok(s) => s,
-                Err(e) => {
-                    out.push((name, Err(e)));
-                    continue;
+        let mut scheduled = Vec::new();
+        {
+            let mut read = crate::lock(&self.schedules);
+            let names = crate::flows::names(dir);
+            read.retain(|name, _| names.binary_search(name).is_ok());
+            for name in names {
+                match schedule_of(&mut read, dir, &name) {
+                    Ok(None) => {}
+                    Ok(Some(schedule)) => scheduled.push((name, schedule)),
+                    Err(e) => out.push((name, Err(e))),
                 }
-            };
-            let queued = match self.last_enqueued(&name, "schedule") {
-                Ok(at) => at,
-                Err(e) => {
-                    out.push((name, Err(e.to_string())));
-                    continue;
-                }
-            };
-            let last = last_start(state, &name).max(queued);
-            let due = due_at(&name, &schedule, last, now_ms);
+            }
+        }
+        let names: Vec<String> = scheduled.iter().map(|(n, _)| n.clone()).collect();
+        let lasts = self.run(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT f.flow, r.started_ms, r.ended, j.at
+                     FROM unnest($1::TEXT[]) AS f(flow)
+                     LEFT JOIN LATERAL (
+                         SELECT started_ms, outcome IS NOT NULL AS ended FROM runs
+                         WHERE runs.flow = f.flow AND NOT dry_run ORDER BY id DESC LIMIT 1
+                     ) r ON TRUE
+                     LEFT JOIN LATERAL (
+                         SELECT max(created_ms) AS at FROM weft_jobs
+                         WHERE weft_jobs.flow = f.flow AND reason = 'schedule'
+                     ) j ON TRUE",
+                    &[&names],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let run = r
+                        .get::<_, Option<i64>>(1)
+                        .map(|at| (unms(at), r.get::<_, Option<bool>>(2).unwrap_or(false)));
+                    let queued = r.get::<_, Option<i64>>(3).map(unms);
+                    (r.get::<_, String>(0), (run, queued))
+                })
+                .collect::<HashMap<_, _>>())
+        })?;
+        for (name, schedule) in scheduled {
+            let (run, queued) = lasts.get(&name).copied().unwrap_or_default();
+            let run = run.and_then(|(started, ended)| counted_start(state, &name, started, ended));
+            let due = due_at(&name, &schedule, run.max(queued), now_ms);
             if due.is_some_and(|at| at <= now_ms) {
                 let done = self
                     .enqueue_due(&name, "schedule", now_ms)
@@ -440,7 +524,7 @@ impl Queue {
                 out.push((name, done));
             }
         }
-        out
+        Ok(out)
     }
 
     /// When a job of `flow` was last enqueued with `reason` (Unix ms), if ever.

@@ -133,5 +133,16 @@ pub fn last_start(state: &crate::state::State, flow: &str) -> Option<u64> {
         .ok()?
         .into_iter()
         .find(|r| !r.dry_run)?;
-    (state.run_status(&last) != "interrupted").then_some(last.started_ms)
+    counted_start(state, flow, last.started_ms, last.outcome.is_some())
+}
+
+/// The start of `flow`'s last real run as its schedule counts it: `None` when the run did not
+/// end and no process runs it now (interrupted), as [`crate::state::State::run_status`] says.
+pub fn counted_start(
+    state: &crate::state::State,
+    flow: &str,
+    started_ms: u64,
+    ended: bool,
+) -> Option<u64> {
+    (ended || crate::runlock::holder_in(state, flow).is_some()).then_some(started_ms)
 }

@@ -251,6 +251,8 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX IF NOT EXISTS weft_jobs_queued_once ON weft_jobs (flow, tenant)
         WHERE status = 'queued';
     CREATE INDEX IF NOT EXISTS weft_jobs_due ON weft_jobs (status, due_ms, id);
+    -- A flow's last scheduled job, looked up for every scheduled flow at a scheduling turn.
+    CREATE INDEX IF NOT EXISTS weft_jobs_by_flow ON weft_jobs (flow, reason, created_ms);
     -- Work one worker of the fleet does for all at a time (looking for scheduled flows due):
     -- when it was last done.
     CREATE TABLE IF NOT EXISTS weft_turns (

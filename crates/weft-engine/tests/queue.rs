@@ -412,3 +412,118 @@ fn a_due_flow_is_queued_once_and_one_worker_a_turn_looks_for_them() {
     assert!(queue.take_turn("schedule", 10_000, 60_000).unwrap());
     assert!(queue.take_turn("other work", 10_000, 60_000).unwrap());
 }
+
+/// A scheduling turn: every scheduled flow's last real run and last scheduled job in one query,
+/// a dry run not counted, an interrupted run due at once, a flow queued by its schedule waiting
+/// its time even without a run, a broken schedule reported, a flow without one left alone, and
+/// a file read again once it changed (its stamp), never before.
+#[test]
+fn a_scheduling_turn_finds_the_due_flows_from_their_runs_and_jobs() {
+    let Some((_db, dir, queue, state)) = queue_and_state("scheduled") else {
+        return;
+    };
+    let ws = dir.path().join("ws");
+    let template =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero");
+    std::fs::create_dir_all(ws.join("flows")).unwrap();
+    std::fs::create_dir_all(ws.join("tables")).unwrap();
+    for table in ["line-accounts.csv", "expense-accounts.csv"] {
+        std::fs::copy(
+            template.join("tables").join(table),
+            ws.join("tables").join(table),
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(template.join("flows/kantata-xero.toml")).unwrap();
+    let write = |name: &str, schedule: Option<&str>| {
+        let head = schedule
+            .map(|s| format!("schedule = \"{s}\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            ws.join(format!("flows/{name}.toml")),
+            format!("{head}{text}"),
+        )
+        .unwrap();
+    };
+    let hour = 3_600_000;
+    let now = 100 * hour;
+    // never ran: due; ran 10 minutes ago: not due; a dry run since does not count;
+    // ran 10 minutes ago with only a dry run before: not due; interrupted: due at once;
+    // queued by its schedule 10 minutes ago, never ran: not due; broken; unscheduled.
+    for name in ["fresh", "ran", "dry-since", "interrupted", "queued"] {
+        write(name, Some("every 1h"));
+    }
+    write("broken", Some("now and then"));
+    write("unscheduled", None);
+    let ended = |flow: &str, at: u64| {
+        let run = state.start_run(flow, false, at).unwrap();
+        state
+            .finish_run(
+                run,
+                &Default::default(),
+                &weft_engine::state::RunOutcome::Completed,
+                at + 1_000,
+            )
+            .unwrap();
+    };
+    ended("ran", now - 600_000);
+    ended("dry-since", now - 600_000);
+    state.start_run("dry-since", true, now - 300_000).unwrap();
+    state
+        .start_run("interrupted", false, now - 600_000)
+        .unwrap();
+    let job = queue
+        .enqueue_due("queued", "schedule", now - 600_000)
+        .unwrap();
+    assert_eq!(queue.take("w", now - 600_000).unwrap().unwrap().id, job.id);
+    assert!(queue.finish(job.id, "w", None, now - 590_000).unwrap());
+
+    let turn = |at: u64| -> BTreeSet<String> {
+        queue
+            .enqueue_scheduled(&ws, &state, at)
+            .unwrap()
+            .into_iter()
+            .map(|(flow, done)| match done {
+                Ok(job) => format!(
+                    "{flow}: job {}{}",
+                    job.id,
+                    if job.merged { " again" } else { "" }
+                ),
+                Err(e) => format!("{flow}: {e}"),
+            })
+            .collect()
+    };
+    let first = turn(now);
+    let said: Vec<&str> = first.iter().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(said, ["broken", "fresh", "interrupted"], "{first:?}");
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("broken: ") && l.contains("now and then")),
+        "{first:?}"
+    );
+    // Their jobs count as their last time: at the next turn only the broken file is said.
+    let second = turn(now + 1_000);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(
+        second.iter().all(|l| l.starts_with("broken: ")),
+        "{second:?}"
+    );
+
+    // A schedule changed in its file is read again: every 10 minutes, `ran` is due now.
+    write("ran", Some("every 10m"));
+    let third = turn(now + 60_000);
+    assert!(third.iter().any(|l| l.starts_with("ran: job")), "{third:?}");
+    // Its file gone, a flow is forgotten; an unchanged broken file is still reported.
+    std::fs::remove_file(ws.join("flows/broken.toml")).unwrap();
+    assert!(!turn(now + 61_000).iter().any(|l| l.starts_with("broken")));
+    // An hour and more after, every flow that ran or was queued is due again (`dry-since`
+    // counts from its real run, not its dry run).
+    let later = turn(now + 2 * hour);
+    for flow in ["ran", "dry-since", "queued"] {
+        assert!(
+            later.iter().any(|l| l.starts_with(&format!("{flow}: job"))),
+            "{later:?}"
+        );
+    }
+}

@@ -321,6 +321,20 @@ fn count(pending: &mut Vec<u8>, last: &mut u8, buf: &[u8], counts: &Counts) {
     pending.drain(..at);
 }
 
+/// The database `url` through a counting relay: the relay's URL, and its counts.
+fn relayed(url: &str) -> (url::Url, Arc<Counts>) {
+    let mut url = url::Url::parse(url).expect("the test database's URL");
+    let upstream = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    );
+    let counts = Arc::new(Counts::default());
+    let port = relay(upstream, counts.clone());
+    url.set_port(Some(port)).expect("a port");
+    (url, counts)
+}
+
 /// A loopback relay in front of `upstream` (host:port) counting what clients send; its port.
 fn relay(upstream: String, counts: Arc<Counts>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
@@ -415,16 +429,7 @@ pub(crate) fn database_load(quick: bool, xero: &weft_core::Spec, row: &RowFn) ->
         println!("B11 database load: skipped (no PostgreSQL here)");
         return Vec::new();
     };
-    let url = url::Url::parse(pg.url()).expect("the test database's URL");
-    let upstream = format!(
-        "{}:{}",
-        url.host_str().unwrap_or("127.0.0.1"),
-        url.port().unwrap_or(5432)
-    );
-    let counts = Arc::new(Counts::default());
-    let port = relay(upstream, counts.clone());
-    let mut relayed = url.clone();
-    relayed.set_port(Some(port)).expect("a port");
+    let (relayed, counts) = relayed(pg.url());
     let dir = std::env::temp_dir().join(format!("weft-bench-b11-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temporary folder");
@@ -508,6 +513,93 @@ pub(crate) fn database_load(quick: bool, xero: &weft_core::Spec, row: &RowFn) ->
         true,
         &format!(
             "the engine's Limiter for the shipped Xero spec (budgets: 5 in flight, 60 a minute and 5,000 a day per organisation, 10,000 a minute for the app) in PgBudgets on PostgreSQL over loopback, {calls} calls over 100 organisations, each acquired (a slot, then the three windows: one function call each) and settled at its answer (stamps, slot: one function call), counted at a relay: {statements:.1} statements, {parses:.1} prepares and {closes:.1} closes a call (statements prepared once per connection, no BEGIN/COMMIT); settled with Xero's \"remaining\" headers too, as the session does: {trips_seen:.1} round trips and {statements_seen:.1} statements a call; {us:.0} µs of budget work a call on this machine (direct, without the relay); at the app's ceiling (167 calls/s) {at_ceiling:.0} round trips/s for the database"
+        ),
+    )]
+}
+
+/// A scheduling turn of the fleet (`Queue::enqueue_scheduled`, one worker's every 15 s) over
+/// `flows` flow files of the shipped kantata-xero template, each scheduled `every 1h`, each
+/// with a day of hourly runs in the state and its last scheduled job, nothing due: the
+/// database's round trips (counted at the relay) and the time of the first turn (every file
+/// read) and of the next (files unchanged), on a real PostgreSQL.
+pub(crate) fn schedule_turn(quick: bool, row: &RowFn) -> Vec<Value> {
+    let Some(pg) = weft_harness::postgres::database("bench_b11_turn") else {
+        println!("B11 scheduling turn: skipped (no PostgreSQL here)");
+        return Vec::new();
+    };
+    let flows: usize = if quick { 1_000 } else { 10_000 };
+    let (relayed, counts) = relayed(pg.url());
+    let dir = std::env::temp_dir().join(format!("weft-bench-b11-turn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let template =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/kantata-xero");
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(ws.join("flows")).expect("a temporary folder");
+    std::fs::create_dir_all(ws.join("tables")).expect("a temporary folder");
+    for table in ["line-accounts.csv", "expense-accounts.csv"] {
+        std::fs::copy(
+            template.join("tables").join(table),
+            ws.join("tables").join(table),
+        )
+        .expect("the template's tables");
+    }
+    let text = std::fs::read_to_string(template.join("flows/kantata-xero.toml"))
+        .expect("the template's flow");
+    let text = format!("schedule = \"every 1h\"\n{text}");
+    for i in 0..flows {
+        std::fs::write(ws.join(format!("flows/flow-{i:05}.toml")), &text).expect("a flow file");
+    }
+    let hour: i64 = 3_600_000;
+    let now: i64 = 1_000 * hour;
+    let state = weft_engine::state::State::open_postgres(relayed.as_str(), &dir.join("state.db"))
+        .expect("the state on PostgreSQL");
+    let queue = weft_engine::queue::Queue::open(&state, weft_engine::queue::QueueRules::default())
+        .expect("the queue");
+    // A day of hourly runs per flow, the last 10 minutes ago, and the last scheduled job.
+    pg.execute(&format!(
+        "INSERT INTO runs (flow, dry_run, started_ms, finished_ms, summary, outcome)
+             SELECT format('flow-%s', lpad(f::TEXT, 5, '0')), FALSE,
+                    {now} - 600000 - h * {hour}, {now} - 590000 - h * {hour}, '{{}}', 'completed'
+             FROM generate_series(0, {flows} - 1) AS f, generate_series(0, 23) AS h
+             ORDER BY h DESC, f;
+         INSERT INTO weft_jobs (flow, status, reason, max_attempts, due_ms, created_ms, updated_ms, finished_ms)
+             SELECT format('flow-%s', lpad(f::TEXT, 5, '0')), 'done', 'schedule', 5,
+                    {now} - 600000, {now} - 600000, {now} - 590000, {now} - 590000
+             FROM generate_series(0, {flows} - 1) AS f;
+         ANALYZE"
+    ))
+    .expect("the runs and jobs");
+    let turn = |queue: &weft_engine::queue::Queue, state: &weft_engine::state::State| {
+        let before = counts.round_trips.load(Ordering::SeqCst);
+        let t = Instant::now();
+        let found = queue
+            .enqueue_scheduled(&ws, state, u64::try_from(now).unwrap_or(0))
+            .expect("a turn");
+        let took = t.elapsed();
+        assert!(found.is_empty(), "nothing is due: {found:?}");
+        (counts.round_trips.load(Ordering::SeqCst) - before, took)
+    };
+    let (first_trips, _) = turn(&queue, &state);
+    let (next_trips, _) = turn(&queue, &state);
+    // Timed without the relay.
+    let direct = weft_engine::state::State::open_postgres(pg.url(), &dir.join("state.db"))
+        .expect("the state on PostgreSQL");
+    let timed = weft_engine::queue::Queue::open(&direct, weft_engine::queue::QueueRules::default())
+        .expect("the queue");
+    let (_, first) = turn(&timed, &direct);
+    let (_, next) = turn(&timed, &direct);
+    let _ = std::fs::remove_dir_all(&dir);
+    vec![row(
+        "B11",
+        &format!("a scheduling turn over {flows} scheduled flows, database round trips (measured)"),
+        next_trips as f64,
+        "round trips/turn",
+        "reported",
+        true,
+        &format!(
+            "Queue::enqueue_scheduled over {flows} kantata-xero flow files scheduled every 1h, each with 24 hourly runs and its last scheduled job in the state, nothing due: {first_trips} round trips at the first turn (every file read) and {next_trips} at the next (files unchanged); {:.0} ms and {:.0} ms on this machine (without the relay)",
+            first.as_secs_f64() * 1e3,
+            next.as_secs_f64() * 1e3
         ),
     )]
 }
