@@ -29,8 +29,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Calls `then`, on a thread of its own, once the process is asked to stop (Ctrl-C or SIGTERM).
-/// The signals are watched from before this returns, and from then on they no longer end the
-/// process by themselves: `then` decides what stopping means.
+/// The signals are watched from before this returns, and from then on the first no longer ends
+/// the process by itself: `then` decides what stopping means. A second one ends it at once, with
+/// exit code 130, for whoever will not wait for a clean stop.
 pub(crate) fn on_stop(then: impl FnOnce() + Send + 'static) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let rt = runtime()?;
@@ -45,13 +46,18 @@ pub(crate) fn on_stop(then: impl FnOnce() + Send + 'static) -> Result<()> {
     std::thread::Builder::new()
         .name("weft-signals".into())
         .spawn(move || {
-            rt.block_on(async {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
-                }
-            });
+            let mut asked = || {
+                rt.block_on(async {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                });
+            };
+            asked();
             then();
+            asked();
+            std::process::exit(130);
         })
         .context("cannot start the signal watcher")?;
     Ok(())
