@@ -211,8 +211,10 @@ pub(crate) fn run(args: DemoArgs, io: &mut Io<'_>) -> Result<u8> {
     result
 }
 
-/// What Ctrl-C or SIGTERM stops. While the console runs, it is stopped and the demo ends as
-/// usual; before that the demo ends at once (exit code 130), its temporary folder removed first.
+/// What Ctrl-C or SIGTERM stops. While the console runs, it is sent SIGTERM and the demo ends
+/// as usual (after a terminal's Ctrl-C, which reached the console too, that is its second signal,
+/// so it ends at once: a demo's console has nothing to finish); before that the demo ends at
+/// once (exit code 130), its temporary folder removed first.
 #[derive(Clone, Default)]
 struct Stop {
     asked: Arc<AtomicBool>,
@@ -376,14 +378,18 @@ fn serve(args: &DemoArgs, demo: &Demo, stop: &Stop, io: &mut Io<'_>) -> Result<(
         weft_server::base_url(args.listen, false)
     )?;
     io.out.flush()?;
-    *stop.console() = Some(
-        demo.command(&["serve", "--listen", &listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start `weft serve`")?,
-    );
+    {
+        // Locked before it starts: a stop asked meanwhile waits for it, then stops it too.
+        let mut console = stop.console();
+        *console = Some(
+            demo.command(&["serve", "--listen", &listen])
+                .stdin(Stdio::null())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("cannot start `weft serve`")?,
+        );
+    }
     let status = loop {
         {
             let mut console = stop.console();

@@ -258,8 +258,9 @@ pub enum Cancelled {
 pub struct Queue {
     pool: PgPool,
     rules: QueueRules,
-    /// Each flow file's schedule as last read, by the file's stamp ([`Queue::enqueue_scheduled`]).
-    schedules: Arc<Mutex<HashMap<String, ScheduleRead>>>,
+    /// Each flow file's schedule as last read, by its path, with the file's stamp
+    /// ([`Queue::enqueue_scheduled`]).
+    schedules: Arc<Mutex<HashMap<std::path::PathBuf, ScheduleRead>>>,
 }
 
 /// What a scheduling turn did for one flow: its job, or why its file or schedule could not be read.
@@ -273,22 +274,21 @@ struct ScheduleRead {
     schedule: Result<Option<crate::schedule::Schedule>, String>,
 }
 
-/// Flow `name`'s schedule, read again only when its file's stamp changed since `read` has it.
+/// The schedule of the flow file at `path`, read again only when its stamp changed since `read`
+/// has it.
 fn schedule_of(
-    read: &mut HashMap<String, ScheduleRead>,
-    dir: &std::path::Path,
-    name: &str,
+    read: &mut HashMap<std::path::PathBuf, ScheduleRead>,
+    path: &std::path::Path,
 ) -> Result<Option<crate::schedule::Schedule>, String> {
-    let path = crate::flows::path(dir, name);
-    let stamp = std::fs::metadata(&path)
+    let stamp = std::fs::metadata(path)
         .and_then(|m| Ok((m.modified()?, m.len())))
         .ok();
-    if let (Some(stamp), Some(known)) = (stamp, read.get(name))
+    if let (Some(stamp), Some(known)) = (stamp, read.get(path))
         && known.stamp == stamp
     {
         return known.schedule.clone();
     }
-    let schedule = match crate::flow::Flow::load(&path) {
+    let schedule = match crate::flow::Flow::load(path) {
         Ok(flow) => flow
             .file
             .schedule
@@ -301,7 +301,7 @@ fn schedule_of(
     match stamp {
         Some(stamp) => {
             read.insert(
-                name.to_owned(),
+                path.to_path_buf(),
                 ScheduleRead {
                     stamp,
                     schedule: schedule.clone(),
@@ -309,7 +309,7 @@ fn schedule_of(
             );
         }
         None => {
-            read.remove(name);
+            read.remove(path);
         }
     }
     schedule
@@ -475,10 +475,18 @@ impl Queue {
         let mut scheduled = Vec::new();
         {
             let mut read = crate::lock(&self.schedules);
-            let names = crate::flows::names(dir);
-            read.retain(|name, _| names.binary_search(name).is_ok());
-            for name in names {
-                match schedule_of(&mut read, dir, &name) {
+            let flows: Vec<(String, std::path::PathBuf)> = crate::flows::names(dir)
+                .into_iter()
+                .map(|name| {
+                    let path = crate::flows::path(dir, &name);
+                    (name, path)
+                })
+                .collect();
+            let paths: std::collections::HashSet<&std::path::PathBuf> =
+                flows.iter().map(|(_, p)| p).collect();
+            read.retain(|path, _| paths.contains(path));
+            for (name, path) in flows {
+                match schedule_of(&mut read, &path) {
                     Ok(None) => {}
                     Ok(Some(schedule)) => scheduled.push((name, schedule)),
                     Err(e) => out.push((name, Err(e))),
