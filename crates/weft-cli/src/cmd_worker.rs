@@ -370,50 +370,80 @@ fn run_job(job: &Job, dir: Option<PathBuf>, stop: &tokio::sync::Notify) -> Ended
     }
 }
 
+/// The fleet's schedule, on a thread of its own so that a long turn (a worker's first reads
+/// every flow file) never holds up the leases the main loop renews. Every `every_secs` it asks
+/// for the fleet's turn; at each turn it wins, every flow its schedule makes due is queued once.
+/// What it did goes to `said` as lines, stamped, for the main loop to print.
+fn scheduler(
+    queue: Queue,
+    dir: PathBuf,
+    state: weft_engine::state::State,
+    every_secs: u64,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    said: std::sync::mpsc::Sender<String>,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("weft-schedule".into())
+        .spawn(move || {
+            let stopped = || stopping.load(std::sync::atomic::Ordering::SeqCst);
+            let mut problems = std::collections::BTreeMap::new();
+            while !stopped() {
+                for line in schedule(&queue, &dir, &state, every_secs, &mut problems) {
+                    if said.send(format!("{} {line}", when(now_ms()))).is_err() {
+                        return;
+                    }
+                }
+                let next = std::time::Instant::now() + Duration::from_secs(every_secs);
+                while !stopped() && std::time::Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .context("cannot start the scheduling thread")
+}
+
 /// This worker's turn at the fleet's schedule, if it is its turn: every flow its schedule
 /// makes due queued once; a flow whose schedule cannot be read said once (until it changes).
+/// What it did, as lines to print.
 fn schedule(
     queue: &Queue,
-    ws: &weft_engine::workspace::Workspace,
+    dir: &Path,
     state: &weft_engine::state::State,
     every_secs: u64,
     problems: &mut std::collections::BTreeMap<String, String>,
-    io: &mut Io<'_>,
-) -> Result<()> {
+) -> Vec<String> {
     let now = now_ms();
     match queue.take_turn("schedule", every_secs * 1000, now) {
         Ok(true) => {}
-        Ok(false) => return Ok(()),
-        Err(e) => return say(io, format_args!("cannot look for scheduled flows: {e}")),
+        Ok(false) => return Vec::new(),
+        Err(e) => return vec![format!("cannot look for scheduled flows: {e}")],
     }
-    let found = match queue.enqueue_scheduled(ws.dir(), state, now) {
+    let found = match queue.enqueue_scheduled(dir, state, now) {
         Ok(found) => found,
-        Err(e) => return say(io, format_args!("cannot look for scheduled flows: {e}")),
+        Err(e) => return vec![format!("cannot look for scheduled flows: {e}")],
     };
+    let mut said = Vec::new();
     for (flow, done) in found {
         match done {
             Ok(job) if job.merged => {}
             Ok(job) => {
                 problems.remove(&flow);
-                say(
-                    io,
-                    format_args!("job {}: flow `{flow}` queued by its schedule", job.id),
-                )?;
+                said.push(format!(
+                    "job {}: flow `{flow}` queued by its schedule",
+                    job.id
+                ));
             }
             Err(e) => {
                 if problems.get(&flow) != Some(&e) {
-                    say(
-                        io,
-                        format_args!(
-                            "flow `{flow}` cannot be scheduled: {e}; `weft flow check {flow}` says more"
-                        ),
-                    )?;
+                    said.push(format!(
+                        "flow `{flow}` cannot be scheduled: {e}; `weft flow check {flow}` says more"
+                    ));
                     problems.insert(flow, e);
                 }
             }
         }
     }
-    Ok(())
+    said
 }
 
 fn say(io: &mut Io<'_>, what: std::fmt::Arguments<'_>) -> Result<()> {
@@ -459,18 +489,32 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
     let mut unreachable: Option<std::time::Instant> = None;
     let beat_every = Duration::from_millis(rules.lease_ms / 3);
     let workspace_dir = dir.map(Path::to_path_buf);
-    let schedule_every = Duration::from_secs(args.schedule_every);
-    let mut looked: Option<std::time::Instant> = None;
-    let mut problems: std::collections::BTreeMap<String, String> = Default::default();
+    // Scheduled flows made due, queued by whichever worker's turn it is.
+    let (said, schedule_said) = std::sync::mpsc::channel::<String>();
+    let scheduling = if args.no_schedule {
+        None
+    } else {
+        Some(scheduler(
+            queue.clone(),
+            ws.dir().to_path_buf(),
+            ws.open_state()?,
+            args.schedule_every,
+            stopping.clone(),
+            said,
+        )?)
+    };
+    let print = |io: &mut Io<'_>| -> Result<()> {
+        for line in schedule_said.try_iter() {
+            writeln!(io.out, "{line}")?;
+            io.out.flush()?;
+        }
+        Ok(())
+    };
     loop {
         if stopping.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
-        // Scheduled flows made due, queued by whichever worker's turn it is.
-        if !args.no_schedule && looked.is_none_or(|t| t.elapsed() >= schedule_every) {
-            looked = Some(std::time::Instant::now());
-            schedule(&queue, &ws, &state, args.schedule_every, &mut problems, io)?;
-        }
+        print(io)?;
         // Runs that ended.
         let mut i = 0;
         while i < running.len() {
@@ -618,6 +662,10 @@ pub(crate) fn worker(args: WorkerArgs, dir: Option<&Path>, io: &mut Io<'_>) -> R
             )?;
         }
     }
+    if let Some(scheduling) = scheduling {
+        let _ = scheduling.join();
+    }
+    print(io)?;
     drop(presence);
     say(io, format_args!("worker stopped"))?;
     Ok(0)
