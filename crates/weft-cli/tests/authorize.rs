@@ -158,8 +158,9 @@ fn xero_two_organisations_each_read_from_the_right_one() {
     s.assert_none_of(sim.issued_tokens());
 }
 
-#[test]
-fn eight_processes_share_one_xero_connection_across_many_expiries() {
+/// A workspace with connection `x` to one Xero organisation of a simulator without limits,
+/// authorized.
+fn authorized_xero(label: &str) -> (XeroSim, Sandbox) {
     let port = free_port();
     let sim = XeroSim::start(XeroConfig {
         organisations: 1,
@@ -169,11 +170,17 @@ fn eight_processes_share_one_xero_connection_across_many_expiries() {
         ..XeroConfig::default()
     })
     .unwrap();
-    let s = Sandbox::new("auth-eight");
+    let s = Sandbox::new(label);
     ok(&s.run(&["init"], None));
     xero_connection(&s, &sim, "x");
     let (code, _, stderr) = authorize(&s, "x", port, &[]);
     assert_eq!(code, 0, "{stderr}");
+    (sim, s)
+}
+
+#[test]
+fn eight_processes_share_one_xero_connection_across_many_expiries() {
+    let (sim, s) = authorized_xero("auth-eight");
 
     let rounds = 6;
     for round in 0..rounds {
@@ -741,20 +748,7 @@ pagination = { style = "offset", size = 100, stop = { when = "short-page" } }
 #[test]
 fn a_refresh_cut_off_by_a_kill_is_shown_recovered_once_and_counted() {
     use weft_harness::faults::{Fault, FaultRule, When};
-    let port = free_port();
-    let sim = XeroSim::start(XeroConfig {
-        organisations: 1,
-        size: 5,
-        redirect_uris: vec![callback(port)],
-        limits: XeroLimits::unlimited(),
-        ..XeroConfig::default()
-    })
-    .unwrap();
-    let s = Sandbox::new("auth-cut-off");
-    ok(&s.run(&["init"], None));
-    xero_connection(&s, &sim, "x");
-    let (code, _, stderr) = authorize(&s, "x", port, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    let (sim, s) = authorized_xero("auth-cut-off");
     let shown = out(&s.run(&["connection", "show", "x"], None));
     assert!(
         !shown.contains("refreshing:") && !shown.contains("recovered:"),

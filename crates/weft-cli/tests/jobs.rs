@@ -25,6 +25,26 @@ fn worker(s: &Sandbox) -> Child {
         .unwrap()
 }
 
+/// The flow's workspace against simulators of its own (`invoices` Kantata invoices), its state
+/// in a database of its own.
+struct OnPostgres {
+    db: weft_harness::postgres::TestDb,
+    k: weft_harness::kantata::KantataSim,
+    x: weft_harness::xero::XeroSim,
+    s: Sandbox,
+}
+
+/// [`OnPostgres`] named `label`; `None` where there is no PostgreSQL.
+fn on_postgres(label: &str, invoices: usize) -> Option<OnPostgres> {
+    let db = weft_harness::postgres::database(&label.replace('-', "_"))?;
+    let port = free_port();
+    let (k, x) = flow_sims(port, invoices);
+    let s = Sandbox::new(label);
+    flow_workspace(&s, &k, &x, port);
+    s.set_env("WEFT_STATE_URL", db.url());
+    Some(OnPostgres { db, k, x, s })
+}
+
 /// Stops a worker with SIGTERM; what it printed.
 fn stop(w: Child) -> String {
     let pid = rustix::process::Pid::from_child(&w);
@@ -72,14 +92,9 @@ fn job_id(said: &str) -> String {
 
 #[test]
 fn a_job_for_a_tenant_and_a_stream_runs_that_stream_and_one_it_cannot_run_is_given_up() {
-    let Some(db) = weft_harness::postgres::database("jobs") else {
+    let Some(OnPostgres { db, k: _k, x, s }) = on_postgres("jobs", 4) else {
         return;
     };
-    let port = free_port();
-    let (k, x) = flow_sims(port, 4);
-    let s = Sandbox::new("jobs");
-    flow_workspace(&s, &k, &x, port);
-    s.set_env("WEFT_STATE_URL", db.url());
     let tenant = x.tenants()[0].0.clone();
 
     // Refused, with what there is, and nothing queued.
@@ -190,14 +205,9 @@ fn a_job_for_a_tenant_and_a_stream_runs_that_stream_and_one_it_cannot_run_is_giv
 /// be read is said (once per worker), not queued.
 #[test]
 fn workers_queue_scheduled_flows_once_between_them() {
-    let Some(db) = weft_harness::postgres::database("jobs_schedule") else {
+    let Some(OnPostgres { db, k: _k, x, s }) = on_postgres("jobs-schedule", 3) else {
         return;
     };
-    let port = free_port();
-    let (k, x) = flow_sims(port, 3);
-    let s = Sandbox::new("jobs-schedule");
-    flow_workspace(&s, &k, &x, port);
-    s.set_env("WEFT_STATE_URL", db.url());
     let path = s.project().join(format!("flows/{FLOW}.toml"));
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, format!("schedule = \"every 1h\"\n{text}")).unwrap();
@@ -269,14 +279,9 @@ fn workers_queue_scheduled_flows_once_between_them() {
 /// ends done with every invoice in Xero once.
 #[test]
 fn a_worker_rides_out_the_database_dropping_its_connections() {
-    let Some(db) = weft_harness::postgres::database("jobs_outage") else {
+    let Some(OnPostgres { db, k, x, s }) = on_postgres("jobs-outage", 40) else {
         return;
     };
-    let port = free_port();
-    let (k, x) = flow_sims(port, 40);
-    let s = Sandbox::new("jobs-outage");
-    flow_workspace(&s, &k, &x, port);
-    s.set_env("WEFT_STATE_URL", db.url());
     let w = s
         .command(&[
             "worker",
